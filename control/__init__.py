@@ -1,0 +1,1 @@
+"""The control plane: fleet, health, steering, manifests, catalog (see the control-plane issue)."""

@@ -1,0 +1,1 @@
+"""The nightly fill job: plan and runner (see the fill issue)."""

@@ -1,0 +1,1 @@
+"""Benchmarks and load tests; never part of the pass/fail suite."""

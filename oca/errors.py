@@ -1,0 +1,56 @@
+"""The handful of error types OCA raises.
+
+Each carries the HTTP status a server answers with and the exit code the CLI uses, so neither the
+servers nor the CLI need a translation table. Messages name the thing and the value that was wrong.
+"""
+
+from __future__ import annotations
+
+
+class OcaError(Exception):
+    """Base class: anything OCA raises on purpose."""
+
+    status: int = 500
+    exit_code: int = 1
+
+
+class ConfigError(OcaError):
+    """A configuration file is unreadable or invalid: the CLI prints one line and exits 2."""
+
+    exit_code = 2
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file, self.key, self.problem = file, key, problem
+        where = f"{file}: {key}: " if key else f"{file}: "
+        super().__init__(where + problem)
+
+
+class BadRequest(OcaError):
+    """The client sent something we will not act on (bad path, bad header)."""
+
+    status = 400
+    exit_code = 2
+
+
+class Unauthorized(OcaError):
+    status = 401
+
+
+class NotFound(OcaError):
+    status = 404
+
+
+class Conflict(OcaError):
+    status = 409
+
+
+class StorageError(OcaError):
+    """A tier could not store or read an object (I/O error, disk full, directory gone)."""
+
+    status = 503
+
+
+class InsufficientStorage(StorageError):
+    """The object does not fit: every byte is pinned or it is larger than the tier."""
+
+    status = 507
