@@ -134,7 +134,8 @@ def _check_storage(storage: StorageConfig, file: str) -> None:
     for i, tier in enumerate(storage.tiers):
         key = f"storage.tiers[{i}]"
         if not tier.name or not tier.name.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(file, f"{key}.name", f"must be a non-empty name of letters, digits, - or _, got {tier.name!r}")
+            raise ConfigError(file, f"{key}.name",
+                              f"must be a non-empty name of letters, digits, - or _, got {tier.name!r}")
         if tier.name in names:
             raise ConfigError(file, f"{key}.name", f"duplicate tier name {tier.name!r}")
         if not tier.path:

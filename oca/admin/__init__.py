@@ -1,0 +1,1 @@
+"""The box's admin port: status, metrics, inventory, purge, import, drain."""

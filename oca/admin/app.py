@@ -1,0 +1,215 @@
+"""The admin HTTP API of a box (aiohttp), served by the master on the management address.
+
+Rules kept here:
+- Every route but /healthz needs `Authorization: Bearer <token>` when admin.token_file is set.
+- Errors are JSON {"error": "..."} with the status the OcaError carries; bad JSON or fields are 400.
+- Store calls go through the master's StorageOwner (one thread), never straight to the Store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from oca import __version__
+from oca.admin.metrics import render_metrics
+from oca.errors import BadRequest, NotFound, OcaError, Unauthorized
+from oca.keys import is_valid_key
+from oca.storage import ObjectInfo, Store
+
+if TYPE_CHECKING:
+    from oca.serve.master import Master
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclasses.dataclass
+class AdminContext:
+    master: Master
+
+
+CONTEXT = web.AppKey("context", AdminContext)
+
+
+def read_token(path: str | None) -> str | None:
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as fh:
+        token = fh.read().strip()
+    if not token:
+        raise BadRequest(f"admin token file {path} is empty")
+    return token
+
+
+def object_json(info: ObjectInfo) -> dict[str, Any]:
+    return {"key": info.key, "size": info.size, "digest": info.digest, "tier": info.tier,
+            "stored_at": info.stored_at, "hot": info.hot, "pinned": info.pinned}
+
+
+def build_app(context: AdminContext) -> web.Application:
+    token = read_token(context.master.config.admin.token_file)
+
+    @web.middleware
+    async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            if token is not None and request.path != "/healthz":
+                given = request.headers.get("Authorization", "")
+                if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                    raise Unauthorized("missing or wrong bearer token")
+            return await handler(request)
+        except OcaError as exc:
+            return web.json_response({"error": str(exc)}, status=exc.status)
+
+    app = web.Application(middlewares=[errors_and_auth], client_max_size=1 << 20)
+    app[CONTEXT] = context
+    app.add_routes([
+        web.get("/healthz", healthz),
+        web.get("/status", status),
+        web.get("/metrics", metrics),
+        web.get("/inventory", inventory),
+        web.get("/cache/objects/{key:.+}", stat_object),
+        web.delete("/cache/objects/{key:.+}", evict_object),
+        web.post("/cache/evict", evict_prefix),
+        web.post("/cache/import", import_object),
+        web.post("/cache/pin", pin_object),
+        web.post("/drain", drain),
+        web.post("/undrain", undrain),
+    ])
+    return app
+
+
+async def start_admin(context: AdminContext, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(build_app(context), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    return runner
+
+
+def _master(request: web.Request) -> Master:
+    return request.app[CONTEXT].master
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+def _key(value: object) -> str:
+    if not isinstance(value, str) or not is_valid_key(value):
+        raise BadRequest(f"not a valid content key: {value!r}")
+    return value
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def status(request: web.Request) -> web.Response:
+    master = _master(request)
+    store = await master.owner.call(Store.status)
+    body: dict[str, Any] = {
+        "version": __version__,
+        "box": master.config.box.id,
+        "site": master.config.box.site,
+        "pid": os.getpid(),
+        "uptime": round(time.time() - master.started, 3),
+        "draining": master.draining,
+        "workers": len([w for w in master.workers if not w.retiring]),
+        **master.stats.summary(),
+        "objects": store.get("objects"),
+        "inventory_sequence": store.get("generation"),
+        "tiers": store.get("tiers"),
+        "promotions": store.get("promotions"),
+        "demotions": store.get("demotions"),
+        "evictions": store.get("evictions"),
+    }
+    return web.json_response(body)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    master = _master(request)
+    store = await master.owner.call(Store.status)
+    workers = len([w for w in master.workers if not w.retiring])
+    text = render_metrics(master.stats, store, workers, master.draining)
+    return web.Response(body=text, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def inventory(request: web.Request) -> web.Response:
+    prefix = request.query.get("prefix", "")
+    objects = await _master(request).owner.call(Store.list, prefix)
+    return web.json_response({"objects": [object_json(o) for o in objects]})
+
+
+async def stat_object(request: web.Request) -> web.Response:
+    key = _key(request.match_info["key"])
+    info = await _master(request).owner.call(Store.get, key)
+    if info is None:
+        raise NotFound(f"{key} is not in the cache")
+    return web.json_response(object_json(info))
+
+
+async def evict_object(request: web.Request) -> web.Response:
+    key = _key(request.match_info["key"])
+    if not await _master(request).owner.call(Store.evict, key):
+        raise NotFound(f"{key} is not in the cache")
+    return web.json_response({"evicted": 1})
+
+
+async def evict_prefix(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    prefix = body.get("prefix")
+    if not isinstance(prefix, str) or not prefix:
+        raise BadRequest("prefix must be a non-empty string")
+    count = await _master(request).owner.call(Store.evict_prefix, prefix)
+    return web.json_response({"evicted": count})
+
+
+async def import_object(request: web.Request) -> web.Response:
+    """Store a file that is already on this machine (the operator CLI's `cache import`)."""
+    body = await _json_body(request)
+    src, key = body.get("src"), _key(body.get("key"))
+    if not isinstance(src, str) or not os.path.isabs(src):
+        raise BadRequest(f"src must be an absolute path, got {src!r}")
+    if not os.path.isfile(src):
+        raise BadRequest(f"src {src} is not a regular file")
+    digest = body.get("digest")
+    if digest is not None and not isinstance(digest, str):
+        raise BadRequest("digest must be a string")
+    info = await _master(request).owner.call(Store.put_file, src, key, hot=_flag(body, "hot"),
+                                             pin=_flag(body, "pin"), digest=digest)
+    return web.json_response(object_json(info), status=201)
+
+
+async def pin_object(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    key = _key(body.get("key"))
+    info = await _master(request).owner.call(Store.set_pinned, key, _flag(body, "pinned"))
+    return web.json_response(object_json(info))
+
+
+async def drain(request: web.Request) -> web.Response:
+    _master(request).draining = True
+    return web.json_response({"draining": True})
+
+
+async def undrain(request: web.Request) -> web.Response:
+    _master(request).draining = False
+    return web.json_response({"draining": False})

@@ -1,0 +1,56 @@
+"""A small blocking client of a box's admin API, for the operator CLI (stdlib only, no event loop)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from oca.admin.app import read_token
+from oca.config import BoxConfig
+from oca.errors import OcaError
+
+
+class AdminError(OcaError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AdminClient:
+    def __init__(self, base_url: str, token: str | None, timeout: float = 600.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    @classmethod
+    def for_box(cls, config: BoxConfig) -> AdminClient:
+        host, port = config.admin.listen
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return cls(f"http://{host}:{port}", read_token(config.admin.token_file))
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base_url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                payload = resp.read()
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode("utf-8", "replace")
+            try:
+                message = json.loads(text).get("error", text)
+            except ValueError:
+                message = text.strip() or exc.reason
+            raise AdminError(exc.code, f"box answered {exc.code}: {message}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise AdminError(503, f"cannot reach the box's admin API at {self.base_url}: {reason}") from None
+        return json.loads(payload) if payload else None

@@ -1,0 +1,38 @@
+"""The `oca` command: the only place that prints, exits, or turns errors into exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from oca import __version__
+from oca.cli.cache import cache
+from oca.cli.serve import serve
+from oca.errors import OcaError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="oca")
+def cli() -> None:
+    """OCA: an open, Open Connect-style CDN for video."""
+
+
+cli.add_command(serve)
+cli.add_command(cache)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except OcaError as exc:
+        click.echo(f"oca: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("oca: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

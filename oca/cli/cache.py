@@ -1,0 +1,194 @@
+"""`oca cache import|ls|stat|evict`: operate on a box's cache.
+
+When the box is running it owns the storage, so these commands go through its admin API; when it is
+not, they open the storage directly (the owner lock tells which).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from oca.admin.app import object_json
+from oca.admin.client import AdminClient
+from oca.cli.options import config_option
+from oca.config import BoxConfig, load_box_config
+from oca.errors import Conflict, NotFound, OcaError
+from oca.keys import is_valid_key
+from oca.storage import Store
+
+
+class _Target:
+    """The box's storage: the running box's admin API, or the store opened here."""
+
+    def __init__(self, config: BoxConfig) -> None:
+        self.store: Store | None = None
+        self.admin: AdminClient | None = None
+        try:
+            self.store = Store.open(config.storage)
+        except Conflict:
+            self.admin = AdminClient.for_box(config)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    def put(self, src: str, key: str, hot: bool, pin: bool) -> dict[str, Any]:
+        if self.store is not None:
+            return object_json(self.store.put_file(src, key, hot=hot, pin=pin))
+        assert self.admin is not None
+        body = {"src": os.path.abspath(src), "key": key, "hot": hot, "pin": pin}
+        result: dict[str, Any] = self.admin.request("POST", "/cache/import", body)
+        return result
+
+    def list(self, prefix: str) -> list[dict[str, Any]]:
+        if self.store is not None:
+            return [object_json(o) for o in self.store.list(prefix)]
+        assert self.admin is not None
+        query = f"?prefix={_quote(prefix)}" if prefix else ""
+        objects: list[dict[str, Any]] = self.admin.request("GET", "/inventory" + query)["objects"]
+        return objects
+
+    def stat(self, key: str) -> dict[str, Any]:
+        if self.store is not None:
+            info = self.store.get(key)
+            if info is None:
+                raise NotFound(f"{key} is not in the cache")
+            return object_json(info)
+        assert self.admin is not None
+        result: dict[str, Any] = self.admin.request("GET", "/cache/objects/" + _quote(key))
+        return result
+
+    def evict(self, key: str | None, prefix: str | None) -> int:
+        if self.store is not None:
+            if prefix is not None:
+                return self.store.evict_prefix(prefix)
+            assert key is not None
+            if not self.store.evict(key):
+                raise NotFound(f"{key} is not in the cache")
+            return 1
+        assert self.admin is not None
+        if prefix is not None:
+            return int(self.admin.request("POST", "/cache/evict", {"prefix": prefix})["evicted"])
+        return int(self.admin.request("DELETE", "/cache/objects/" + _quote(key or ""))["evicted"])
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="/")
+
+
+@contextlib.contextmanager
+def _target(config_path: str) -> Iterator[_Target]:
+    target = _Target(load_box_config(config_path))
+    try:
+        yield target
+    finally:
+        target.close()
+
+
+@click.group()
+def cache() -> None:
+    """Import, list, inspect and evict cached objects."""
+
+
+@cache.command("import")
+@config_option
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--hot", is_flag=True, help="Place the objects on the fastest tier.")
+@click.option("--pin", is_flag=True, help="Never evict the objects (until unpinned).")
+def import_(config_path: str, directory: str, hot: bool, pin: bool) -> None:
+    """Load every file under DIRECTORY; each key is the file's path relative to DIRECTORY."""
+    files = sorted(_walk(directory))
+    total = sum(size for _, _, size in files)
+    done = failed = skipped = 0
+    done_bytes = 0
+    started = time.monotonic()
+    interactive = sys.stderr.isatty()
+    with _target(config_path) as target, click.progressbar(
+        length=total, label="importing", file=sys.stderr, show_eta=True, show_percent=True,
+        hidden=not interactive,
+    ) as bar:
+        for path, key, size in files:
+            if not is_valid_key(key):
+                skipped += 1
+                click.echo(f"oca: skipped {path}: {key!r} is not a valid content key", err=True)
+            else:
+                try:
+                    target.put(path, key, hot, pin)
+                    done += 1
+                    done_bytes += size
+                except OcaError as exc:
+                    failed += 1
+                    click.echo(f"oca: failed {key}: {exc}", err=True)
+            bar.update(size)
+    seconds = time.monotonic() - started
+    click.echo(f"imported {done} objects ({_human(done_bytes)}) in {seconds:.1f}s; "
+               f"{failed} failed, {skipped} skipped")
+    if failed:
+        sys.exit(1)
+
+
+def _walk(directory: str) -> Iterator[tuple[str, str, int]]:
+    for root, dirs, names in os.walk(directory):
+        dirs.sort()
+        for name in names:
+            path = os.path.join(root, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                key = os.path.relpath(path, directory).replace(os.sep, "/")
+                yield path, key, os.path.getsize(path)
+
+
+@cache.command("ls")
+@config_option
+@click.option("--prefix", default="", help="Only keys that start with this.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def ls(config_path: str, prefix: str, as_json: bool) -> None:
+    """List cached objects: key, size, tier, pinned."""
+    with _target(config_path) as target:
+        objects = target.list(prefix)
+    if as_json:
+        click.echo(json.dumps({"objects": objects}, indent=2))
+        return
+    for obj in objects:
+        click.echo(f"{obj['key']}\t{obj['size']}\t{obj['tier']}{chr(9) + 'pinned' if obj['pinned'] else ''}")
+    click.echo(f"{len(objects)} objects, {_human(sum(o['size'] for o in objects))}", err=True)
+
+
+@cache.command("stat")
+@config_option
+@click.argument("key")
+def stat(config_path: str, key: str) -> None:
+    """Show one object's size, digest, tier and flags as JSON."""
+    with _target(config_path) as target:
+        click.echo(json.dumps(target.stat(key), indent=2))
+
+
+@cache.command("evict")
+@config_option
+@click.argument("key", required=False)
+@click.option("--prefix", default=None, help="Evict every key that starts with this.")
+def evict(config_path: str, key: str | None, prefix: str | None) -> None:
+    """Remove KEY (or every key under --prefix) from every tier."""
+    if (key is None) == (prefix is None):
+        raise click.UsageError("give either KEY or --prefix")
+    with _target(config_path) as target:
+        count = target.evict(key, prefix)
+    click.echo(f"evicted {count} objects")
+
+
+def _human(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{n} B"
+        value /= 1024
+    return f"{n} B"

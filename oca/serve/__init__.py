@@ -1,0 +1,1 @@
+"""The data plane: sockets, sendfile, workers and the master that runs them."""

@@ -1,0 +1,243 @@
+"""Turns one parsed request into one planned Response: the content path of the box.
+
+Rules kept here (RFC 9110 unless noted):
+- Only GET, HEAD and OPTIONS; anything else is 405 with Allow (§15.5.6).
+- The cache key is the normalised path alone; the query (CMCD=...) never reaches it. Bad paths are 400.
+- Preconditions are evaluated before Range (§13.2.2); If-Range gates Range (§13.1.5).
+- HEAD answers exactly the headers GET would, without a body (§9.3.2).
+- Bodies of small objects come from the worker's memory cache; everything else is a FileSlice that the
+  connection sends with os.sendfile.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Callable
+
+from oca import __version__
+from oca.config import HttpConfig
+from oca.errors import BadRequest
+from oca.http.cmcd import parse_cmcd
+from oca.http.conditionals import Precondition, evaluate_preconditions, if_range_allows_partial
+from oca.http.ranges import (
+    ByteRange,
+    RangeKind,
+    content_range,
+    evaluate_range,
+    multipart_plan,
+    plan_length,
+    unsatisfied_range,
+)
+from oca.keys import key_from_target
+from oca.serve.dates import DateCache
+from oca.serve.messages import FileSlice, Request, Response
+from oca.serve.objects import Entry, ObjectCache
+
+REASONS = {
+    200: "OK", 204: "No Content", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+    412: "Precondition Failed", 414: "URI Too Long", 416: "Range Not Satisfiable",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
+    503: "Service Unavailable",
+}
+_CONDITIONAL = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
+_CMCD_HEADERS = ("cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session")
+
+IoErrorReporter = Callable[[str, str], None]  # (tier, error) -> None
+
+
+class ContentHandler:
+    def __init__(self, objects: ObjectCache, http: HttpConfig, report_io_error: IoErrorReporter) -> None:
+        self._objects = objects
+        self._http = http
+        self.report_io_error = report_io_error
+        self._dates = DateCache()
+        self._boundary = secrets.token_hex(16)
+        self.draining = False
+        expose = "Content-Range, Content-Length, ETag, Cache-Status, Date"
+        self._common = (
+            f"Server: oca/{__version__}\r\n"
+            f"Access-Control-Allow-Origin: {http.cors_allow_origin}\r\n"
+            f"Access-Control-Expose-Headers: {expose}\r\n"
+        ).encode("latin-1")
+        self._preflight = (
+            "Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n"
+            "Access-Control-Allow-Headers: Range, If-Range, If-None-Match, If-Modified-Since, "
+            "CMCD-Request, CMCD-Object, CMCD-Status, CMCD-Session\r\n"
+            f"Access-Control-Max-Age: {int(http.cors_max_age)}\r\n"
+        ).encode("latin-1")
+
+    # -- entry point --------------------------------------------------------------------------
+
+    def handle(self, req: Request) -> Response:
+        method = req.method
+        if method not in ("GET", "HEAD", "OPTIONS"):
+            return self.error(req, 405, "method not allowed", extra=b"Allow: GET, HEAD, OPTIONS\r\n")
+        target = req.target
+        if target == b"/healthz":
+            if self.draining:
+                return self.error(req, 503, "draining")
+            return self._simple(req, 200, b"ok\n", b"Content-Type: text/plain\r\nCache-Control: no-store\r\n")
+        try:
+            key, query = key_from_target(target)
+        except BadRequest as exc:
+            return self.error(req, 400, str(exc))
+        if method == "OPTIONS":
+            return self._simple(req, 204, b"", self._preflight)
+        log: dict[str, object] = {}
+        if "cmcd=" in query.lower() or any(h in req.headers for h in _CMCD_HEADERS):
+            log["cmcd"] = parse_cmcd(query, req.headers)
+        entry = self._objects.get(key)
+        if entry is None:
+            resp = self.error(req, 404, "not in cache", cache_status=b"Cache-Status: oca; fwd=uri-miss\r\n")
+            resp.key, resp.cache, resp.log = key, "miss", log or None
+            return resp
+        resp = self._serve_entry(req, entry, log)
+        resp.key = key
+        resp.log = log or None
+        return resp
+
+    # -- hits ---------------------------------------------------------------------------------
+
+    def _serve_entry(self, req: Request, entry: Entry, log: dict[str, object]) -> Response:
+        headers = req.headers
+        info = entry.info
+        if any(h in headers for h in _CONDITIONAL):
+            verdict = evaluate_preconditions(req.method, headers, entry.etag, entry.last_modified)
+            if verdict is Precondition.NOT_MODIFIED:
+                # §15.4.5: a 304 carries the validators and Cache-Control a 200 would have
+                return self._head_only(req, 304, entry.fixed_headers, entry, cache="hit")
+            if verdict is Precondition.FAILED:
+                return self.error(req, 412, "precondition failed")
+        length = info.size
+        ranges: tuple[ByteRange, ...] = ()
+        range_header = headers.get("range")
+        if range_header is not None and if_range_allows_partial(headers.get("if-range"), entry.etag,
+                                                                 entry.last_modified):
+            log["range"] = range_header[:200]
+            decision = evaluate_range(range_header, length, self._http.max_ranges)
+            if decision.kind is RangeKind.UNSATISFIABLE:
+                extra = f"Content-Range: {unsatisfied_range(length)}\r\n".encode("latin-1")
+                return self.error(req, 416, "range not satisfiable", extra=extra, cache="hit")
+            if decision.kind is RangeKind.PARTIAL:
+                ranges = decision.ranges
+        return self._send_object(req, entry, ranges)
+
+    def _send_object(self, req: Request, entry: Entry, ranges: tuple[ByteRange, ...]) -> Response:
+        info = entry.info
+        length = info.size
+        if len(ranges) == 1:
+            status = 206
+            extra = f"Content-Range: {content_range(ranges[0], length)}\r\n"
+            body_length = ranges[0].length
+        elif ranges:
+            status = 206
+            plan = multipart_plan(ranges, length, entry.content_type, self._boundary)
+            body_length = plan_length(plan)
+            extra = f"Content-Type: multipart/byteranges; boundary={self._boundary}\r\n"
+        else:
+            status, extra, body_length = 200, "", length
+        fixed = entry.fixed_headers
+        if len(ranges) > 1:  # the multipart type replaces the object's own Content-Type (§14.6)
+            fixed = fixed[fixed.index(b"\r\n") + 2:]
+        head = self._head(req, status, body_length, fixed + extra.encode("latin-1")
+                          + b"Cache-Status: oca; hit; detail=" + info.tier.encode() + b"\r\n")
+        resp = Response(status, head, close=not req.keep_alive, cache="hit", tier=info.tier)
+        if req.method == "HEAD" or body_length == 0:
+            return resp
+        resp.body_length = body_length
+        body = self._objects.cached_body(entry)
+        if body is not None:  # the common case for small objects: no syscall but the send
+            resp.tier = "memory"
+            resp.parts = self._parts_from_memory(body, ranges, entry)
+            return resp
+        try:
+            fd = os.open(info.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # removed or moved since our entry was made: ask the view again, once
+            self._objects.forget(info.key)
+            fresh = self._objects.get(info.key)
+            if fresh is None or fresh.info.path == info.path:
+                return self.error(req, 404, "not in cache", cache="miss")
+            return self._send_object(req, fresh, ranges)
+        except OSError as exc:
+            return self._io_failure(req, info.tier, info.key, exc)
+        try:
+            body = self._objects.load_body(entry, fd)
+        except OSError as exc:
+            os.close(fd)
+            return self._io_failure(req, info.tier, info.key, exc)
+        if body is not None:
+            os.close(fd)
+            resp.tier = "memory"
+            resp.parts = self._parts_from_memory(body, ranges, entry)
+            return resp
+        resp.owned_fds = (fd,)
+        if not ranges:
+            resp.parts = [FileSlice(fd, 0, length)]
+        elif len(ranges) == 1:
+            resp.parts = [FileSlice(fd, ranges[0].start, ranges[0].length)]
+        else:
+            plan = multipart_plan(ranges, length, entry.content_type, self._boundary)
+            resp.parts = [p if isinstance(p, bytes) else FileSlice(fd, p.start, p.length) for p in plan]
+        return resp
+
+    def _parts_from_memory(self, body: bytes, ranges: tuple[ByteRange, ...], entry: Entry) -> list[bytes | FileSlice]:
+        if not ranges:
+            return [body]
+        if len(ranges) == 1:
+            return [body[ranges[0].start:ranges[0].end + 1]]
+        plan = multipart_plan(ranges, entry.info.size, entry.content_type, self._boundary)
+        return [b"".join(p if isinstance(p, bytes) else body[p.start:p.end + 1] for p in plan)]
+
+    def _io_failure(self, req: Request, tier: str, key: str, exc: OSError) -> Response:
+        reason = errno.errorcode.get(exc.errno or 0, str(exc))
+        self.report_io_error(tier, f"{reason} reading {key}")
+        self._objects.forget(key)
+        return self.error(req, 503, f"storage error on tier {tier}: {reason}")
+
+    # -- building answers ---------------------------------------------------------------------
+
+    def _head(self, req: Request, status: int, length: int, headers: bytes) -> bytes:
+        conn = b"" if req.keep_alive else b"Connection: close\r\n"
+        return b"".join((
+            b"HTTP/1.1 %d %s\r\n" % (status, REASONS[status].encode()),
+            b"Date: ", self._dates.now(), b"\r\n",
+            self._common, headers,
+            b"Content-Length: %d\r\n" % length, conn, b"\r\n",
+        ))
+
+    def _head_only(self, req: Request, status: int, headers: bytes, entry: Entry, cache: str) -> Response:
+        # 304: no Content-Length describing a body we do not send
+        conn = b"" if req.keep_alive else b"Connection: close\r\n"
+        head = b"".join((
+            b"HTTP/1.1 %d %s\r\n" % (status, REASONS[status].encode()),
+            b"Date: ", self._dates.now(), b"\r\n", self._common, headers, conn, b"\r\n",
+        ))
+        return Response(status, head, close=not req.keep_alive, cache=cache, tier="")
+
+    def _simple(self, req: Request, status: int, body: bytes, headers: bytes) -> Response:
+        head = self._head(req, status, len(body), headers)
+        send_body = body and req.method != "HEAD"
+        return Response(status, head, [body] if send_body else [], len(body) if send_body else 0,
+                        close=not req.keep_alive)
+
+    def error(self, req: Request | None, status: int, reason: str, *, extra: bytes = b"",
+              cache_status: bytes = b"", cache: str = "", close: bool = False) -> Response:
+        """A small text/plain answer; the reason also travels in X-OCA-Reason and the access log."""
+        body = f"{status} {REASONS.get(status, '')}: {reason}\n".encode("utf-8", "replace")
+        safe_reason = reason.encode("ascii", "replace").replace(b"\r", b" ").replace(b"\n", b" ")[:200]
+        headers = (b"Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n"
+                   + b"X-OCA-Reason: " + safe_reason + b"\r\n" + cache_status + extra)
+        keep = req is not None and req.keep_alive and not close
+        conn = b"" if keep else b"Connection: close\r\n"
+        head = b"".join((
+            b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Error").encode()),
+            b"Date: ", self._dates.now(), b"\r\n", self._common, headers,
+            b"Content-Length: %d\r\n" % len(body), conn, b"\r\n",
+        ))
+        with_body = req is None or req.method != "HEAD"
+        return Response(status, head, [body] if with_body else [], len(body) if with_body else 0,
+                        close=not keep, cache=cache, log={"error": reason})

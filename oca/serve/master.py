@@ -1,0 +1,269 @@
+"""The master process of `oca serve`: owns storage, the listening sockets and the admin port; runs workers.
+
+Rules kept here:
+- One worker per slot (default: one per core), each started as its own Python process on the slot's
+  SO_REUSEPORT socket; a worker that dies is restarted on the same socket, with backoff if it keeps dying.
+- SIGHUP: load and validate the config again; if it is good, start a new generation of workers and
+  retire the old one once the new one is ready (old workers finish their responses). A bad config is
+  logged and changes nothing. Storage settings take effect only at restart.
+- SIGTERM/SIGINT: workers drain within shutdown_timeout, then the master closes storage and exits.
+- Under systemd (NOTIFY_SOCKET): READY=1 once every worker is serving, WATCHDOG=1 while the master's
+  loop runs, RELOADING=1/STOPPING=1 around reloads and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from oca import __version__
+from oca.admin.app import AdminContext, start_admin
+from oca.config import BoxConfig, load_box_config
+from oca.errors import OcaError
+from oca.serve import sdnotify
+from oca.serve.listeners import bind_listeners
+from oca.serve.owner import StorageOwner
+from oca.serve.stats import FleetStats
+from oca.storage import Store
+
+log = logging.getLogger("oca.master")
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    slot: int
+    generation: int
+    process: subprocess.Popen[bytes]
+    control: socket.socket
+    started: float
+    ready: asyncio.Future[None]
+    buffer: bytearray = field(default_factory=bytearray)
+    retiring: bool = False
+
+
+class Master:
+    def __init__(self, config_path: str, config: BoxConfig, loop_kind: str = "uvloop") -> None:
+        self.config_path = config_path
+        self.config = config
+        self.loop_kind = loop_kind
+        self.stats = FleetStats()
+        self.owner = StorageOwner(config.storage)
+        self.started = time.time()
+        self.draining = False
+        self.workers: list[WorkerProcess] = []
+        self.listeners: list[socket.socket] = []
+        self.generation = 0
+        self._quick_deaths: dict[int, int] = {}
+        self._stopped: asyncio.Future[None] | None = None
+        self._admin: Any = None
+        self._pending_hits: dict[str, int] = {}
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
+        await self.owner.open()
+        try:
+            server = self.config.server
+            self.listeners = bind_listeners(*server.listen, server.worker_count(), server.backlog)
+            self._admin = await start_admin(AdminContext(self), *self.config.admin.listen)
+            await self._start_generation()
+            host, port = self.listeners[0].getsockname()[:2]
+            admin_host, admin_port = self.config.admin.listen
+            log.info("oca %s serving http://%s:%d/ with %d workers; admin http://%s:%d/",
+                     __version__, host, port, len(self.listeners), admin_host, admin_port)
+            sdnotify.notify(f"READY=1\nSTATUS=serving with {len(self.listeners)} workers\nMAINPID={os.getpid()}")
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+            tasks = [loop.create_task(self._supervise()), loop.create_task(self._housekeeping())]
+            interval = sdnotify.watchdog_interval()
+            if interval:
+                tasks.append(loop.create_task(self._watchdog(interval)))
+            await self._stopped
+            sdnotify.notify("STOPPING=1")
+            for task in tasks:
+                task.cancel()
+            await self._stop_workers(self.workers)
+            await self._flush_hits()
+            if self._admin is not None:
+                await self._admin.cleanup()
+        finally:
+            for sock in self.listeners:
+                sock.close()
+            await self.owner.close()
+        log.info("stopped")
+
+    def stop(self) -> None:
+        if self._stopped is not None and not self._stopped.done():
+            log.info("stopping: draining workers (up to %gs)", self.config.server.shutdown_timeout)
+            self._stopped.set_result(None)
+
+    async def reload(self) -> None:
+        sdnotify.notify("RELOADING=1")
+        try:
+            fresh = load_box_config(self.config_path)
+        except OcaError as exc:
+            log.error("reload rejected, still running the old config: %s", exc)
+            sdnotify.notify("READY=1")
+            return
+        if fresh.storage != self.config.storage:
+            log.warning("storage settings changed in %s: they take effect at the next restart", self.config_path)
+            fresh = dataclasses.replace(fresh, storage=self.config.storage)
+        if fresh.admin != self.config.admin:
+            log.warning("admin settings changed in %s: they take effect at the next restart", self.config_path)
+            fresh = dataclasses.replace(fresh, admin=self.config.admin)
+        old_server, new_server = self.config.server, fresh.server
+        old_listeners: list[socket.socket] = []
+        if (old_server.listen, old_server.backlog, old_server.worker_count()) != (
+                new_server.listen, new_server.backlog, new_server.worker_count()):
+            old_listeners = self.listeners
+            self.listeners = bind_listeners(*new_server.listen, new_server.worker_count(), new_server.backlog)
+        self.config = fresh
+        old = [w for w in self.workers if not w.retiring]
+        await self._start_generation()
+        await self._stop_workers(old)
+        for sock in old_listeners:
+            sock.close()
+        log.info("reloaded %s: generation %d serving", self.config_path, self.generation)
+        sdnotify.notify("READY=1")
+
+    # -- workers ------------------------------------------------------------------------------------
+
+    async def _start_generation(self) -> None:
+        self.generation += 1
+        fresh = [self._spawn(slot) for slot in range(len(self.listeners))]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(w.ready for w in fresh)), timeout=30)
+        except TimeoutError:
+            log.error("workers of generation %d did not report ready within 30s", self.generation)
+
+    def _spawn(self, slot: int) -> WorkerProcess:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        theirs.set_inheritable(True)
+        listener = self.listeners[slot]
+        cmd = [sys.executable, "-m", "oca.serve.worker", "--config", os.path.abspath(self.config_path),
+               "--listen-fd", str(listener.fileno()), "--control-fd", str(theirs.fileno()), "--loop", self.loop_kind]
+        process = subprocess.Popen(cmd, pass_fds=(listener.fileno(), theirs.fileno()), stdin=subprocess.DEVNULL)
+        theirs.close()
+        ours.setblocking(False)
+        worker = WorkerProcess(slot, self.generation, process, ours, time.monotonic(), loop.create_future())
+        loop.add_reader(ours.fileno(), self._on_worker_message, worker)
+        self.workers.append(worker)
+        return worker
+
+    def _on_worker_message(self, worker: WorkerProcess) -> None:
+        try:
+            data = worker.control.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(worker.control.fileno())
+            return
+        worker.buffer += data
+        while (end := worker.buffer.find(b"\n")) >= 0:
+            line = bytes(worker.buffer[:end])
+            del worker.buffer[: end + 1]
+            try:
+                message = json.loads(line)
+            except ValueError:
+                log.error("worker %d sent an unreadable report", worker.process.pid)
+                continue
+            self._take_report(worker, message)
+
+    def _take_report(self, worker: WorkerProcess, message: dict[str, Any]) -> None:
+        if message.get("ready") and not worker.ready.done():
+            worker.ready.set_result(None)
+            return
+        self.stats.add(worker.process.pid, message)
+        for key, n in message.get("hits", {}).items():
+            self._pending_hits[key] = self._pending_hits.get(key, 0) + int(n)
+        for tier, error in message.get("io_errors", ()):
+            asyncio.get_running_loop().create_task(self.owner.call(Store.report_io_error, tier, error))
+
+    async def _stop_workers(self, workers: list[WorkerProcess]) -> None:
+        for worker in workers:
+            worker.retiring = True
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.config.server.shutdown_timeout + 5
+        while any(w.process.poll() is None for w in workers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for worker in workers:
+            if worker.process.poll() is None:
+                log.error("worker %d did not stop in time: killing it", worker.process.pid)
+                worker.process.kill()
+                worker.process.wait()
+            self._reap(worker)
+
+    def _reap(self, worker: WorkerProcess) -> None:
+        if worker in self.workers:
+            self.workers.remove(worker)
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(worker.control.fileno())
+        worker.control.close()
+        self.stats.worker_gone(worker.process.pid)
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            for worker in list(self.workers):
+                code = worker.process.poll()
+                if code is None or worker.retiring:
+                    continue
+                self._reap(worker)
+                quick = time.monotonic() - worker.started < 2.0
+                deaths = self._quick_deaths.get(worker.slot, 0) + 1 if quick else 0
+                self._quick_deaths[worker.slot] = deaths
+                delay = min(5.0, 0.1 * (2 ** deaths)) if deaths else 0.0
+                log.error("worker %d (slot %d) exited with %s; restarting in %.1fs",
+                          worker.process.pid, worker.slot, code, delay)
+                asyncio.get_running_loop().call_later(delay, self._respawn, worker.slot, worker.generation)
+
+    def _respawn(self, slot: int, generation: int) -> None:
+        if generation == self.generation and self._stopped is not None and not self._stopped.done():
+            self._spawn(slot)
+
+    # -- storage housekeeping -----------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        interval = self.config.storage.access_flush_interval
+        next_check = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            await self._flush_hits()
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.config.storage.health_check_interval
+                try:
+                    await self.owner.call(Store.check_tiers)
+                except Exception:
+                    log.exception("tier health check failed")
+
+    async def _flush_hits(self) -> None:
+        if not self._pending_hits:
+            return
+        hits, self._pending_hits = self._pending_hits, {}
+        try:
+            await self.owner.call(Store.record_hits, hits)
+        except Exception:
+            log.exception("recording hits failed")
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            sdnotify.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)

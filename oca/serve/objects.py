@@ -1,0 +1,109 @@
+"""The worker's local view of stored objects: metadata, the headers that never change, small bodies.
+
+Rules kept here:
+- Every entry comes from the StoreView; when the store's generation moves (an object was removed, moved
+  or replaced, or a tier changed state) the whole local cache is dropped, so a purge is seen on the next
+  request, not after a TTL.
+- Only objects no larger than memory_cache.max_object_size are held in memory, within
+  memory_cache.capacity bytes per worker; bigger ones are always sent from disk with sendfile.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from oca.config import HttpConfig, MemoryCacheConfig
+from oca.http.conditionals import http_date
+from oca.http.media import is_playlist, media_type
+from oca.storage import ObjectInfo, StoreView
+
+
+@dataclass(slots=True)
+class Entry:
+    info: ObjectInfo
+    etag: str
+    last_modified: int
+    content_type: str
+    fixed_headers: bytes  # headers shared by every 200/206 of this object (no status line, no length)
+    body: bytes | None = None  # the whole object, once it has been read for the memory cache
+
+
+class ObjectCache:
+    """Key -> Entry, invalidated wholesale when the store's generation moves."""
+
+    def __init__(self, view: StoreView, http: HttpConfig, memory: MemoryCacheConfig) -> None:
+        self._view = view
+        self._http = http
+        self._max_body = memory.max_object_size
+        self._capacity = memory.capacity
+        self._entries: dict[str, Entry] = {}
+        self._bodies: OrderedDict[str, int] = OrderedDict()  # keys whose body is in memory, oldest first
+        self._body_bytes = 0
+
+    def get(self, key: str) -> Entry | None:
+        if self._view.changed():
+            self.clear()
+        entry = self._entries.get(key)
+        if entry is not None:
+            return entry
+        info = self._view.lookup(key)
+        if info is None:
+            return None
+        entry = self._make_entry(info)
+        self._entries[key] = entry
+        return entry
+
+    def forget(self, key: str) -> None:
+        """Drop one key (its file vanished under us); the next get() asks the view again."""
+        self._entries.pop(key, None)
+        size = self._bodies.pop(key, None)
+        if size is not None:
+            self._body_bytes -= size
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bodies.clear()
+        self._body_bytes = 0
+
+    def cached_body(self, entry: Entry) -> bytes | None:
+        """The body if it is in memory (and mark it recently used)."""
+        if entry.body is not None:
+            self._bodies.move_to_end(entry.info.key)
+        return entry.body
+
+    def load_body(self, entry: Entry, fd: int) -> bytes | None:
+        """Read the body from `fd` into memory when it is small enough to keep; None when it is not."""
+        size = entry.info.size
+        if size > self._max_body or size > self._capacity:
+            return None
+        data = os.pread(fd, size, 0)
+        if len(data) != size:
+            raise OSError(f"object file is {len(data)} bytes, index says {size}")
+        while self._body_bytes + size > self._capacity and self._bodies:
+            old_key, old_size = self._bodies.popitem(last=False)
+            self._body_bytes -= old_size
+            old = self._entries.get(old_key)
+            if old is not None:
+                old.body = None
+        entry.body = data
+        self._bodies[entry.info.key] = size
+        self._body_bytes += size
+        return data
+
+    def _make_entry(self, info: ObjectInfo) -> Entry:
+        etag = f'"{info.digest}"'
+        last_modified = int(info.stored_at)
+        content_type = media_type(info.key)
+        cache_control = (
+            self._http.playlist_cache_control if is_playlist(info.key) else self._http.segment_cache_control
+        )
+        fixed = (
+            f"Content-Type: {content_type}\r\n"
+            f"ETag: {etag}\r\n"
+            f"Last-Modified: {http_date(last_modified)}\r\n"
+            f"Cache-Control: {cache_control}\r\n"
+            "Accept-Ranges: bytes\r\n"
+        ).encode("latin-1")
+        return Entry(info, etag, last_modified, content_type, fixed)

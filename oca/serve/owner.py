@@ -1,0 +1,46 @@
+"""The storage owner inside the master: one thread that alone touches the Store.
+
+The Store (SQLite index, file moves, fsyncs) is blocking and single-threaded by design; every call the
+master's event loop makes goes through `call`, which runs it on that one thread, so writes, promotions
+and evictions are serialised without locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from oca.config import StorageConfig
+from oca.storage import Store
+
+T = TypeVar("T")
+
+
+class StorageOwner:
+    def __init__(self, config: StorageConfig) -> None:
+        self._config = config
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oca-storage")
+        self._store: Store | None = None
+
+    async def open(self) -> None:
+        self._store = await self._run(Store.open, self._config)
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run fn(store, *args, **kwargs) on the storage thread."""
+        store = self._store
+        if store is None:
+            raise RuntimeError("storage is not open")
+        return await self._run(fn, store, *args, **kwargs)
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._run(self._store.close)
+            self._store = None
+        self._pool.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))

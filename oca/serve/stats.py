@@ -1,0 +1,97 @@
+"""Per-worker counters, shipped to the master as deltas; the master's sums feed /metrics and /status.
+
+Counting in plain dicts inside each worker keeps the hit path free of locks and shared memory; the
+master adds the deltas up, so totals are exact across workers (at most one flush interval late).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from typing import Any
+
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class WorkerStats:
+    __slots__ = ("bytes_by_tier", "connections", "duration_buckets", "duration_count", "duration_sum",
+                 "hits", "io_errors", "requests")
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[int, str]] = Counter()  # (status, cache result)
+        self.bytes_by_tier: Counter[str] = Counter()
+        self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)  # last one is +Inf
+        self.duration_sum = 0.0
+        self.duration_count = 0
+        self.hits: Counter[str] = Counter()  # key -> hits, for the store's LRU and promotion
+        self.io_errors: list[tuple[str, str]] = []
+        self.connections = 0  # a gauge: sent as is, not as a delta
+
+    def observe(self, status: int, cache: str, tier: str, body_bytes: int, seconds: float, key: str) -> None:
+        self.requests[(status, cache)] += 1
+        if body_bytes:
+            self.bytes_by_tier[tier or "none"] += body_bytes
+        self.duration_buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
+        self.duration_count += 1
+        if cache == "hit" and key:
+            self.hits[key] += 1
+
+    def take(self) -> dict[str, Any]:
+        """The deltas since the last take(), as JSON-ready data; resets the counters."""
+        delta = {
+            "requests": [[s, c, n] for (s, c), n in self.requests.items()],
+            "bytes_by_tier": dict(self.bytes_by_tier),
+            "duration_buckets": self.duration_buckets,
+            "duration_sum": self.duration_sum,
+            "duration_count": self.duration_count,
+            "hits": dict(self.hits),
+            "io_errors": self.io_errors,
+            "connections": self.connections,
+        }
+        self.requests = Counter()
+        self.bytes_by_tier = Counter()
+        self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
+        self.duration_sum = 0.0
+        self.duration_count = 0
+        self.hits = Counter()
+        self.io_errors = []
+        return delta
+
+
+class FleetStats:
+    """The master's running totals over every worker, past and present."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[int, str]] = Counter()
+        self.bytes_by_tier: Counter[str] = Counter()
+        self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
+        self.duration_sum = 0.0
+        self.duration_count = 0
+        self.connections: dict[int, int] = {}  # worker pid -> open connections
+
+    def add(self, pid: int, delta: dict[str, Any]) -> None:
+        for status, cache, n in delta.get("requests", ()):
+            self.requests[(int(status), str(cache))] += int(n)
+        for tier, n in delta.get("bytes_by_tier", {}).items():
+            self.bytes_by_tier[str(tier)] += int(n)
+        for i, n in enumerate(delta.get("duration_buckets", ())[: len(self.duration_buckets)]):
+            self.duration_buckets[i] += int(n)
+        self.duration_sum += float(delta.get("duration_sum", 0.0))
+        self.duration_count += int(delta.get("duration_count", 0))
+        self.connections[pid] = int(delta.get("connections", 0))
+
+    def worker_gone(self, pid: int) -> None:
+        self.connections.pop(pid, None)
+
+    def summary(self) -> dict[str, Any]:
+        total = sum(self.requests.values())
+        hits = sum(n for (_, cache), n in self.requests.items() if cache == "hit")
+        lookups = sum(n for (_, cache), n in self.requests.items() if cache in ("hit", "miss"))
+        return {
+            "requests": total,
+            "bytes_out": sum(self.bytes_by_tier.values()),
+            "bytes_by_tier": dict(self.bytes_by_tier),
+            "hit_ratio": round(hits / lookups, 4) if lookups else None,
+            "connections": sum(self.connections.values()),
+        }

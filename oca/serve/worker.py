@@ -1,0 +1,131 @@
+"""A worker process: serves the data port on the listening socket the master hands it.
+
+Started by the master as `python -m oca.serve.worker`, with the listening socket and a control socket
+inherited as file descriptors. Rules kept here:
+- Hits are served entirely inside this process (StoreView + sendfile); nothing crosses to the master
+  on the hit path. Accesses, counters and I/O errors go to the master in one message per flush interval.
+- SIGTERM drains (in-flight responses finish, idle connections close) within shutdown_timeout, then exits.
+- When the master goes away (control socket closes) the worker drains and exits too: no orphans.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+
+from oca.config import BoxConfig, load_box_config
+from oca.serve.accesslog import AccessLog
+from oca.serve.handler import ContentHandler
+from oca.serve.objects import ObjectCache
+from oca.serve.server import Server
+from oca.serve.stats import WorkerStats
+from oca.storage import StoreView
+
+log = logging.getLogger("oca.worker")
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    return asyncio.new_event_loop()
+
+
+class Worker:
+    def __init__(self, config: BoxConfig, listener: socket.socket, control: socket.socket | None,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.loop = loop
+        self.control = control
+        self.stats = WorkerStats()
+        self.view = StoreView.open(config.storage)
+        objects = ObjectCache(self.view, config.http, config.storage.memory_cache)
+        self.handler = ContentHandler(objects, config.http, self._io_error)
+        self.server = Server(loop, listener, self.handler, config.server, self.stats,
+                             AccessLog(config.log.access_log))
+        self._stopping: asyncio.Future[None] = loop.create_future()
+
+    def _io_error(self, tier: str, error: str) -> None:
+        log.error("I/O error on tier %s: %s", tier, error)
+        self.stats.io_errors.append((tier, error))
+
+    async def run(self) -> None:
+        self.server.start()
+        self.loop.add_signal_handler(signal.SIGTERM, self.stop)
+        self.loop.add_signal_handler(signal.SIGINT, lambda: None)  # the master decides
+        if self.control is not None:
+            self.control.setblocking(False)
+            self.loop.add_reader(self.control.fileno(), self._on_control)
+        if self.control is not None:
+            await self.loop.sock_sendall(self.control, b'{"ready":true}\n')
+        reporter = self.loop.create_task(self._report_forever())
+        await self._stopping
+        await self.server.drain(self.config.server.shutdown_timeout)
+        reporter.cancel()
+        await self._report_once()
+        self.view.close()
+
+    def stop(self) -> None:
+        if not self._stopping.done():
+            self._stopping.set_result(None)
+
+    def _on_control(self) -> None:
+        assert self.control is not None
+        try:
+            data = self.control.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the master is gone
+            self.loop.remove_reader(self.control.fileno())
+            self.stop()
+
+    async def _report_forever(self) -> None:
+        interval = self.config.storage.access_flush_interval
+        while True:
+            await asyncio.sleep(interval)
+            await self._report_once()
+
+    async def _report_once(self) -> None:
+        delta = self.stats.take()
+        if self.control is None:
+            return
+        line = json.dumps(delta, separators=(",", ":")).encode() + b"\n"
+        try:
+            await self.loop.sock_sendall(self.control, line)
+        except OSError:
+            self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="oca-worker")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--listen-fd", type=int, required=True)
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s oca worker[{os.getpid()}] %(levelname)s %(message)s")
+    config = load_box_config(args.config)
+    listener = socket.socket(fileno=args.listen_fd)
+    control = socket.socket(fileno=args.control_fd)
+    loop = new_event_loop(args.loop)
+    asyncio.set_event_loop(loop)
+    try:
+        worker = Worker(config, listener, control, loop)
+        loop.run_until_complete(worker.run())
+    finally:
+        loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

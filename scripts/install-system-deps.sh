@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages whose commands are missing. Arguments: command:package pairs.
+# Without root or apt-get it only warns: the tests that need a missing tool skip and say why.
+set -u
+missing=()
+for pair in "$@"; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "warning: missing ${missing[*]}; install them (apt-get install ${missing[*]}) or the tests that need them skip" >&2
+  exit 0
+fi
+echo "installing ${missing[*]} with apt-get" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+  || { echo "warning: apt-get could not install ${missing[*]}" >&2; exit 0; }

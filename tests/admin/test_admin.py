@@ -1,0 +1,130 @@
+"""The admin port and the cache CLI against a running box."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from tests.conftest import OCA
+
+OBJECTS = {f"titles/3/720p/seg_{i}.m4s": bytes([i]) * (1000 + i) for i in range(10)}
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _oca(box: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([OCA, *args, "--config", box.config_path], capture_output=True, text=True, timeout=60)
+
+
+def test_status_reports_version_tiers_and_traffic(box_factory: Any) -> None:
+    box = box_factory(OBJECTS)
+    for key in OBJECTS:
+        assert box.get("/" + key)[0] == 200
+    box.get("/titles/3/720p/missing.m4s")
+    time.sleep(0.5)
+    status = box.admin("/status")
+    assert status["version"] and status["box"] == "test-box" and status["workers"] == 2
+    assert status["requests"] >= 11 and status["bytes_out"] >= sum(map(len, OBJECTS.values()))
+    assert 0 < status["hit_ratio"] < 1
+    tiers = {t["name"]: t for t in status["tiers"]}
+    assert tiers["hdd"]["objects"] == 10 and tiers["hdd"]["used"] == sum(map(len, OBJECTS.values()))
+    assert tiers["ssd"]["capacity"] == 64 * 1024 * 1024 and tiers["ssd"]["state"] == "up"
+
+
+def test_metrics_add_up_across_worker_processes(box_factory: Any) -> None:
+    box = box_factory(OBJECTS)
+    assert len(box.worker_pids()) == 2
+    for _ in range(20):
+        for key in OBJECTS:
+            box.get("/" + key)  # new connection each time: the kernel spreads them over both workers
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        text = box.admin("/metrics")
+        if _metric(text, "oca_requests_total", status="200", cache="hit") >= 200:
+            break
+        time.sleep(0.1)
+    assert _metric(text, "oca_requests_total", status="200", cache="hit") == 200
+    assert _metric(text, "oca_request_duration_seconds_count") == 200
+    assert _metric(text, "oca_sent_bytes_total") == 20 * sum(map(len, OBJECTS.values()))
+    assert _metric(text, "oca_tier_used_bytes", tier="hdd") == sum(map(len, OBJECTS.values()))
+    for name in ("oca_promotions_total", "oca_demotions_total", "oca_tier_capacity_bytes", "oca_connections"):
+        assert re.search(rf"^{name}", text, re.M), name
+
+
+def test_hits_promote_an_object_to_the_faster_tier(box_factory: Any) -> None:
+    box = box_factory(OBJECTS, storage={"promotion": {"hits": 3, "window": "1m"}})
+    key = "titles/3/720p/seg_1.m4s"
+    for _ in range(4):
+        box.get("/" + key)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if box.admin("/cache/objects/" + key)["tier"] == "ssd":
+            break
+        time.sleep(0.1)
+    assert box.admin("/cache/objects/" + key)["tier"] == "ssd"
+    status, _, body = box.get("/" + key)
+    assert status == 200 and body == OBJECTS[key]
+    assert _metric(box.admin("/metrics"), "oca_promotions_total") >= 1
+
+
+def test_cli_ls_stat_and_evict_go_through_the_running_box(box_factory: Any) -> None:
+    box = box_factory(OBJECTS)
+    listed = json.loads(_oca(box, "cache", "ls", "--json").stdout)["objects"]
+    assert sorted(o["key"] for o in listed) == sorted(OBJECTS)
+    stat = json.loads(_oca(box, "cache", "stat", "titles/3/720p/seg_2.m4s").stdout)
+    assert stat["size"] == 1002 and stat["tier"] == "hdd"
+    result = _oca(box, "cache", "evict", "titles/3/720p/seg_2.m4s")
+    assert result.returncode == 0, result.stderr
+    assert box.get("/titles/3/720p/seg_2.m4s")[0] == 404
+    result = _oca(box, "cache", "evict", "--prefix", "titles/3/")
+    assert "evicted 9 objects" in result.stdout
+    for key in OBJECTS:
+        assert box.get("/" + key)[0] == 404
+    missing = _oca(box, "cache", "stat", "titles/3/720p/seg_2.m4s")
+    assert missing.returncode != 0 and "not in the cache" in missing.stderr
+
+
+def test_admin_requires_the_bearer_token_when_configured(box_factory: Any, tmp_path: Any) -> None:
+    token_file = tmp_path / "admin.token"
+    token_file.write_text("s3cret-token\n")
+    box = box_factory(OBJECTS, admin={"token_file": str(token_file)})
+    url = f"http://127.0.0.1:{box.admin_port}"
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(url + "/status", timeout=10)
+    assert info.value.code == 401
+    req = urllib.request.Request(url + "/status", headers={"Authorization": "Bearer s3cret-token"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert json.loads(resp.read())["box"] == "test-box"
+    with urllib.request.urlopen(url + "/healthz", timeout=10) as resp:
+        assert resp.status == 200
+    assert _oca(box, "cache", "ls").returncode == 0  # the CLI reads the token file from the config
+
+
+@pytest.mark.parametrize("body, problem", [
+    (b"not json", "not valid JSON"),
+    (b'{"src": "relative/path", "key": "titles/1/a.m4s"}', "absolute path"),
+    (b'{"src": "/etc/hostname", "key": "../etc/passwd"}', "not a valid content key"),
+    (b'{"src": "/nonexistent/file", "key": "titles/1/a.m4s"}', "not a regular file"),
+])
+def test_bad_admin_requests_are_400_with_a_reason(box_factory: Any, body: bytes, problem: str) -> None:
+    box = box_factory(OBJECTS)
+    req = urllib.request.Request(f"http://127.0.0.1:{box.admin_port}/cache/import", data=body, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    assert info.value.code == 400
+    assert problem in json.loads(info.value.read())["error"]

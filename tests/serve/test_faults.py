@@ -1,0 +1,153 @@
+"""Faults on a running box: crashes mid-import, a lost index, a failed tier, clients that vanish."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from typing import Any
+
+import xxhash
+
+from tests.conftest import OCA, start_box, write_objects
+
+
+def _digest(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def _ls(box: Any) -> list[dict[str, Any]]:
+    result = subprocess.run([OCA, "cache", "ls", "--json", "--config", box.config_path], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    objects: list[dict[str, Any]] = json.loads(result.stdout)["objects"]
+    return objects
+
+
+def test_kill_9_during_100_imports_leaves_only_whole_objects(box_factory: Any) -> None:
+    box = box_factory({"titles/0/seed.m4s": b"seed"})
+    content = os.path.join(box.workdir, "incoming")
+    objects = {f"titles/5/720p/seg_{i:05d}.m4s": os.urandom(256 * 1024 + i) for i in range(100)}
+    write_objects(content, objects)
+
+    def put(key: str) -> int:
+        body = json.dumps({"src": os.path.join(content, key), "key": key}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{box.admin_port}/cache/import", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return int(resp.status)
+        except OSError:
+            return 0
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=100) as pool:
+        futures = [pool.submit(put, key) for key in objects]
+        time.sleep(0.3)  # some are done, many are queued or being written
+        box.process.send_signal(signal.SIGKILL)
+        for pid in box.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        box.process.wait(10)
+        results = [f.result() for f in futures]
+    assert 0 in results, "the box finished every import before it was killed: the test proved nothing"
+    time.sleep(0.5)
+    restarted = start_box(box.config_path, box.workdir)
+    try:
+        stored = {o["key"]: o for o in _ls(restarted) if o["key"].startswith("titles/5/")}
+        for key, info in stored.items():
+            assert info["size"] == len(objects[key]) and info["digest"] == _digest(objects[key])
+            status, _, body = restarted.get("/" + key)
+            assert status == 200 and body == objects[key]
+        for key in set(objects) - set(stored):
+            assert restarted.get("/" + key)[0] == 404
+    finally:
+        restarted.stop()
+
+
+def test_lost_or_corrupt_index_is_rebuilt_by_scanning(box_factory: Any) -> None:
+    objects = {f"titles/7/360p/seg_{i}.m4s": os.urandom(10_000 + i) for i in range(20)}
+    box = box_factory(objects)
+    assert box.stop() == 0
+    index = os.path.join(box.workdir, "state", "index.sqlite")
+    for damage in ("delete", "truncate", "garbage"):
+        if damage == "delete":
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(index + suffix):
+                    os.remove(index + suffix)
+        elif damage == "truncate":
+            size = os.path.getsize(index)
+            with open(index, "r+b") as fh:
+                fh.truncate(size // 2)
+        else:
+            with open(index, "wb") as fh:
+                fh.write(os.urandom(8192))
+        again = start_box(box.config_path, box.workdir)
+        try:
+            for key, data in objects.items():
+                status, _, body = again.get("/" + key)
+                assert status == 200 and body == data, (damage, key)
+        finally:
+            assert again.stop() == 0
+
+
+def test_a_tier_removed_at_run_time_fails_and_the_box_serves_from_the_rest(box_factory: Any) -> None:
+    box = box_factory({"titles/1/720p/a.m4s": b"a" * 5000})
+    hot_dir = os.path.join(box.workdir, "hot")
+    write_objects(hot_dir, {"titles/1/720p/b.m4s": b"b" * 5000})
+    result = subprocess.run([OCA, "cache", "import", "--hot", "--config", box.config_path, hot_dir],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    tiers = {t["name"]: t for t in box.admin("/status")["tiers"]}
+    assert tiers["ssd"]["objects"] == 1 and tiers["hdd"]["objects"] == 1
+    shutil.rmtree(os.path.join(box.workdir, "ssd"))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        tiers = {t["name"]: t for t in box.admin("/status")["tiers"]}
+        if tiers["ssd"]["state"] == "failed":
+            break
+        time.sleep(0.1)
+    assert tiers["ssd"]["state"] == "failed", tiers
+    assert tiers["hdd"]["state"] == "up"
+    assert box.get("/titles/1/720p/a.m4s")[2] == b"a" * 5000
+    assert box.get("/titles/1/720p/b.m4s")[0] in (404, 503)
+    assert "oca_tier_up{tier=\"ssd\"} 0.0" in box.admin("/metrics")
+
+
+def _open_fds(pids: list[int]) -> int:
+    return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in pids)
+
+
+def test_1000_clients_that_vanish_mid_download_leak_no_descriptors(box_factory: Any) -> None:
+    box = box_factory({"titles/1/1080p/big.mp4": os.urandom(8 * 1024 * 1024)})
+    pids = [box.process.pid, *box.worker_pids()]
+    for _ in range(5):  # warm up: first requests open what stays open (index, logs)
+        box.get("/titles/1/1080p/big.mp4")
+    time.sleep(0.5)
+    before = _open_fds(pids)
+    request = b"GET /titles/1/1080p/big.mp4 HTTP/1.1\r\nHost: x\r\n\r\n"
+    for _ in range(10):
+        socks = []
+        for _ in range(100):
+            sock = socket.create_connection(("127.0.0.1", box.port), timeout=10)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+            sock.sendall(request)
+            socks.append(sock)
+        for sock in socks:
+            sock.recv(4096)  # the download has started
+        for sock in socks:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()  # RST mid-body
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        after = _open_fds(pids)
+        if after <= before:
+            break
+        time.sleep(0.2)
+    assert after <= before, (before, after)
+    assert box.get("/titles/1/1080p/big.mp4")[0] == 200
+    assert box.admin("/status")["connections"] == 0
