@@ -86,6 +86,8 @@ class Box:
     def admin(self, path: str, method: str = "GET", body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", data=data, method=method)
+        if self.extra.get("token"):
+            req.add_header("Authorization", f"Bearer {self.extra['token']}")
         with urllib.request.urlopen(req, timeout=30) as resp:
             raw = resp.read()
         return json.loads(raw) if path != "/metrics" else raw.decode()
@@ -136,6 +138,10 @@ def start_box(config_path: str, workdir: str, *, loop: str = "uvloop", env: dict
         process = subprocess.Popen([OCA, "serve", "--config", config_path, "--loop", loop], stdout=log,
                                    stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     box = Box(workdir, config_path, process, port, admin_port, log_path)
+    token_file = (config.get("admin") or {}).get("token_file")
+    if token_file:
+        with open(token_file, encoding="utf-8") as fh:
+            box.extra["token"] = fh.read().strip()
     if wait:
         wait_ready(box)
     return box

@@ -31,7 +31,7 @@ _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.E
 
 
 class _HeadersTooLarge(Exception):
-    pass
+    """Raised from a parser callback; httptools wraps it in HttpParserCallbackError, so we also keep a flag."""
 
 
 class Connection:
@@ -136,14 +136,14 @@ class Connection:
             return
         try:
             self._parser.feed_data(data)
-        except _HeadersTooLarge:
-            self._fail(431, "request header fields too large")
-            return
         except httptools.HttpParserUpgrade:
             self._fail(400, "upgrade and CONNECT are not served here")
             return
         except httptools.HttpParserError as exc:
-            self._fail(400, f"malformed request: {exc}")
+            if isinstance(exc.__context__, _HeadersTooLarge):
+                self._fail(431, "request header fields too large")
+            else:
+                self._fail(400, f"malformed request: {exc}")
             return
         if len(self._pending) > _MAX_PENDING:
             self._pause_reading()

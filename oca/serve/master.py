@@ -74,6 +74,8 @@ class Master:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._stopped = loop.create_future()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
         await self.owner.open()
         try:
             server = self.config.server
@@ -85,8 +87,6 @@ class Master:
             log.info("oca %s serving http://%s:%d/ with %d workers; admin http://%s:%d/",
                      __version__, host, port, len(self.listeners), admin_host, admin_port)
             sdnotify.notify(f"READY=1\nSTATUS=serving with {len(self.listeners)} workers\nMAINPID={os.getpid()}")
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop)
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
             tasks = [loop.create_task(self._supervise()), loop.create_task(self._housekeeping())]
             interval = sdnotify.watchdog_interval()

@@ -150,4 +150,7 @@ def test_1000_clients_that_vanish_mid_download_leak_no_descriptors(box_factory: 
         time.sleep(0.2)
     assert after <= before, (before, after)
     assert box.get("/titles/1/1080p/big.mp4")[0] == 200
+    deadline = time.monotonic() + 5
+    while box.admin("/status")["connections"] and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert box.admin("/status")["connections"] == 0

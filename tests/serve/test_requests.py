@@ -64,7 +64,7 @@ def test_absolute_form_target_is_served_by_path(box: Any) -> None:
     (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"POST /titles/1/master.m3u8 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405),
     (b"DELETE /titles/1/master.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n", 405),
-    (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n", 400),
+    (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n", 405),
     (b"GET /titles/1/master.m3u8 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n", 431),
     (b"GET /titles/1/master.m3u8 HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(30)) + b"\r\n", 431),
     (b"GET /titles/1/missing.m4s HTTP/1.1\r\nHost: x\r\n\r\n", 404),
@@ -170,9 +170,9 @@ def test_cmcd_from_query_and_headers_lands_in_the_access_log(box_factory: Any) -
             if len([r for r in records if "cmcd" in r]) >= 2:
                 break
         time.sleep(0.1)
-    cmcd = [r["cmcd"] for r in records if "cmcd" in r]
+    cmcd = sorted((r["cmcd"] for r in records if "cmcd" in r), key=lambda c: "sf" in c)  # two workers: any order
     assert len(cmcd) == 2, records
     assert cmcd[0]["bl"] == 21300 and cmcd[0]["br"] == 3200 and cmcd[0]["sid"] == "6e2fb550"
     assert cmcd[1]["bl"] == 1000 and cmcd[1]["d"] == 4004 and cmcd[1]["sf"] == "h" and cmcd[1]["rtp"] == 15000
-    for record in records:
+    for record in (r for r in records if r["target"] != "/healthz"):
         assert record["key"] == "titles/9/720p/seg_1.m4s" and record["status"] == 200 and record["cache"] == "hit"

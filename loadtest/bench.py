@@ -1,0 +1,507 @@
+"""`python -m loadtest.bench`: oca and nginx side by side on loopback, same objects, same wrk load.
+
+It prints one Markdown table of ratios (oca/nginx); it is a measurement, never a pass/fail test, so
+nothing here asserts a timing.
+
+Rules it keeps:
+- Both servers serve the same bytes from the same work dir: the objects are written once, nginx serves
+  the directory, oca imports it (`oca cache import`, box not running) before it starts. Both run with
+  the same worker count, both log every request, both bind 127.0.0.1 only. A sanity check fetches a
+  sample of objects from both and compares them with the files before any load.
+- For each case the servers are loaded alternately (oca, nginx, oca, nginx, ...), each measured run
+  preceded by a short uncounted warm-up; the reported value is the median over rounds. Both servers
+  stay up for the whole run, but only one is loaded at a time.
+- Every wrk run is bounded in time; the servers are stopped in `finally` (ExitStack), on errors, on
+  Ctrl-C and on SIGTERM alike. Only this module prints or exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType, TracebackType
+from typing import Any
+
+import yaml
+
+from loadtest.nginx import Nginx, NginxError, NginxSettings, default_user, nginx_version
+from loadtest.wrk import WrkError, WrkErrors, WrkResult, run_wrk
+
+SERVERS = ("oca", "nginx")
+WRK_THREADS = 2
+INSTALL_HINT = "install it with `make system-deps`"
+DESCRIPTION = "oca and nginx side by side on loopback over the same objects, driven by wrk; prints oca/nginx ratios."
+
+
+class BenchError(Exception):
+    """The harness could not set up or run a server (exit code 1)."""
+
+
+# --- what is measured -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectSet:
+    """`count` objects of `size` random bytes under titles/<n>/720p/seg_<i>.m4s."""
+
+    name: str
+    size: int
+    count: int
+    first_title: int
+    per_title: int
+
+    @property
+    def metric(self) -> str:
+        """Large objects are measured by bandwidth, small ones by request rate."""
+        return "MiB/s" if self.size >= 1 << 20 else "req/s"
+
+    def keys(self) -> list[str]:
+        return [f"titles/{self.first_title + i // self.per_title}/720p/seg_{i % self.per_title}.m4s"
+                for i in range(self.count)]
+
+
+OBJECT_SETS = {
+    "2MiB": ObjectSet("2MiB", 2 << 20, 64, first_title=1, per_title=8),
+    "8KiB": ObjectSet("8KiB", 8 << 10, 2000, first_title=101, per_title=100),
+}
+DEFAULT_CASES = "2MiB@64,2MiB@256,8KiB@64,8KiB@256"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    objects: ObjectSet
+    connections: int
+
+
+def parse_cases(text: str) -> list[Case]:
+    """`2MiB@64,8KiB@256` -> cases; a bad name says what exists."""
+    cases = []
+    for item in (part.strip() for part in text.split(",")):
+        set_name, sep, conns = item.partition("@")
+        if not sep or set_name not in OBJECT_SETS or not conns.isdigit() or int(conns) < 1:
+            raise ValueError(f"case {item!r}: expected SET@CONNECTIONS with SET in "
+                             f"{', '.join(OBJECT_SETS)} (e.g. 2MiB@64)")
+        cases.append(Case(item, OBJECT_SETS[set_name], int(conns)))
+    return cases
+
+
+@dataclass(frozen=True)
+class Plan:
+    cases: list[Case]
+    rounds: int
+    duration: int
+    warmup: int
+    workers: int
+
+
+@dataclass
+class Row:
+    """One case: the median of each server's runs."""
+
+    case: Case
+    runs: dict[str, list[WrkResult]] = field(default_factory=lambda: {s: [] for s in SERVERS})
+
+    def value(self, result: WrkResult) -> float:
+        return result.mib_per_sec if self.case.objects.metric == "MiB/s" else result.requests_per_sec
+
+    def median(self, server: str) -> float:
+        return statistics.median(self.value(r) for r in self.runs[server])
+
+    def p99(self, server: str) -> float | None:
+        values = [r.p99_ms for r in self.runs[server] if r.p99_ms is not None]
+        return statistics.median(values) if values else None
+
+    def errors(self, server: str) -> WrkErrors:
+        total = WrkErrors()
+        for result in self.runs[server]:
+            total = total + result.errors
+        return total
+
+    def ratio(self) -> float | None:
+        nginx = self.median("nginx")
+        return self.median("oca") / nginx if nginx > 0 else None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "case": self.case.name, "metric": self.case.objects.metric,
+            "connections": self.case.connections, "object_size": self.case.objects.size,
+            "oca": round(self.median("oca"), 2), "nginx": round(self.median("nginx"), 2),
+            "ratio": _round(self.ratio(), 4),
+            "oca_p99_ms": _round(self.p99("oca"), 3), "nginx_p99_ms": _round(self.p99("nginx"), 3),
+            "errors": sum(self.errors(s).total for s in SERVERS),
+            **{f"{s}_errors": vars(self.errors(s)) for s in SERVERS},
+            **{f"{s}_runs": [round(self.value(r), 2) for r in self.runs[s]] for s in SERVERS},
+        }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+# --- output ------------------------------------------------------------------------------------------
+
+
+def render_table(rows: Sequence[Row]) -> str:
+    lines = ["| case | metric | oca | nginx | ratio (oca/nginx) | oca p99 | nginx p99 | errors |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        ratio = row.ratio()
+        lines.append(" | ".join([
+            f"| {row.case.name}", row.case.objects.metric, _number(row.median("oca")),
+            _number(row.median("nginx")), "n/a" if ratio is None else f"{ratio:.2f}",
+            _ms(row.p99("oca")), _ms(row.p99("nginx")), _errors_cell(row)]) + " |")
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return f"{value:,.1f}" if value < 10_000 else f"{value:,.0f}"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} ms"
+
+
+def _errors_cell(row: Row) -> str:
+    errors = {s: row.errors(s) for s in SERVERS}
+    if all(e.total == 0 for e in errors.values()):
+        return "0"
+    return "; ".join(f"{s} {e.describe()}" for s, e in errors.items())
+
+
+def machine_line(nginx_binary: str, plan: Plan) -> str:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"machine: nproc {len(os.sched_getaffinity(0))}, kernel {platform.release()}, "
+            f"python {platform.python_version()}, {nginx_version(nginx_binary)}, workers {plan.workers}, "
+            f"{now}; wrk -t{WRK_THREADS}, {plan.rounds} round(s) x {plan.duration}s "
+            f"(+{plan.warmup}s warm-up) per server and case")
+
+
+# --- the object set on disk --------------------------------------------------------------------------
+
+
+def write_objects(root: str, sets: Sequence[ObjectSet]) -> dict[str, str]:
+    """Write every set under root; returns set name -> paths file (one request path per line)."""
+    paths_files = {}
+    for objects in sets:
+        keys = objects.keys()
+        for key in keys:
+            path = os.path.join(root, key)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as fh:
+                fh.write(os.urandom(objects.size))
+        paths_file = os.path.join(os.path.dirname(root), f"paths-{objects.name}.txt")
+        with open(paths_file, "w", encoding="ascii") as fh:
+            fh.writelines(f"/{key}\n" for key in keys)
+        paths_files[objects.name] = paths_file
+    return paths_files
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (all held open at once while choosing)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
+def verify_same_objects(urls: dict[str, str], root: str, sets: Sequence[ObjectSet]) -> None:
+    """The first and last object of each set comes back byte-identical from every server."""
+    for objects in sets:
+        keys = objects.keys()
+        for key in {keys[0], keys[-1]}:
+            with open(os.path.join(root, key), "rb") as fh:
+                want = hashlib.sha256(fh.read()).hexdigest()
+            for server, url in urls.items():
+                status, body = http_get(f"{url}/{key}")
+                got = hashlib.sha256(body).hexdigest()
+                if status != 200 or got != want:
+                    raise BenchError(f"{server}: GET /{key} answered {status} with {len(body)} bytes "
+                                     f"(sha256 {got[:12]}), expected 200 with {objects.size} bytes "
+                                     f"(sha256 {want[:12]})")
+
+
+def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+# --- oca as a subprocess -----------------------------------------------------------------------------
+
+
+class OcaBox:
+    """`oca serve` on loopback with its store imported from the object directory; always stopped."""
+
+    def __init__(self, oca: str, workdir: str, port: int, admin_port: int, workers: int,
+                 capacity: int) -> None:
+        self.oca = oca
+        self.workdir = os.path.join(workdir, "oca")
+        self.port = port
+        self.admin_port = admin_port
+        self.workers = workers
+        self.capacity = capacity
+        self.config_path = os.path.join(self.workdir, "oca.yaml")
+        self.log_path = os.path.join(workdir, "oca-serve.log")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.leftovers = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self, access_log: str) -> None:
+        mib = -(-self.capacity // (1 << 20))
+        config = {
+            "box": {"id": "bench-box", "site": "bench"},
+            "server": {"listen": f"127.0.0.1:{self.port}", "workers": self.workers, "shutdown_timeout": "5s"},
+            "admin": {"listen": f"127.0.0.1:{self.admin_port}"},
+            "storage": {
+                "state_dir": os.path.join(self.workdir, "state"),
+                "tiers": [{"name": "ssd", "path": os.path.join(self.workdir, "ssd"), "capacity": f"{mib}MiB"}],
+                "memory_cache": {"max_object_size": "256KiB", "capacity": "256MiB"},
+            },
+            "log": {"access_log": access_log, "level": "warning"},
+        }
+        os.makedirs(self.workdir, exist_ok=True)
+        with open(self.config_path, "w", encoding="utf-8") as fh:
+            yaml.safe_dump(config, fh, sort_keys=False)
+
+    def import_dir(self, directory: str) -> float:
+        """`oca cache import` while the box is down; returns the seconds it took."""
+        started = time.monotonic()
+        done = _run([self.oca, "cache", "import", "--config", self.config_path, directory], timeout=600)
+        if done.returncode != 0:
+            raise BenchError(f"`oca cache import --config {self.config_path} {directory}` exited with "
+                             f"{done.returncode}:\n{(done.stderr or done.stdout).strip()}")
+        return time.monotonic() - started
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start `oca serve`; wait for /healthz 200 and /status workers == N."""
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen([self.oca, "serve", "--config", self.config_path], stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BenchError(f"`oca serve --config {self.config_path}` exited with "
+                                 f"{self.process.returncode}:\n{self._log_tail()}")
+            try:
+                status, _ = http_get(self.url + "/healthz", timeout=2)
+                _, body = http_get(f"http://127.0.0.1:{self.admin_port}/status", timeout=2)
+                workers = json.loads(body).get("workers") if status == 200 else None
+                last = f"/healthz {status}, /status workers {workers}"
+                if workers == self.workers:
+                    return
+            except (OSError, ValueError) as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise BenchError(f"oca not ready within {timeout:.0f}s ({last}):\n{self._log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM to the master, then SIGKILL to the process group if anything is still there."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.leftovers = True
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, 0)  # raises when no process of the group is left
+            self.leftovers = True
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def __enter__(self) -> OcaBox:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _log_tail(self, lines: int = 30) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+                return "".join(fh.readlines()[-lines:]).strip() or "(empty log)"
+        except OSError as exc:
+            return f"(no log: {exc})"
+
+
+def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BenchError(f"{' '.join(argv)}: {exc}") from exc
+
+
+# --- the run -----------------------------------------------------------------------------------------
+
+
+Progress = Callable[[str], None]
+
+
+def run_cases(plan: Plan, urls: dict[str, str], paths_files: dict[str, str], wrk: str,
+              progress: Progress) -> list[Row]:
+    rows = []
+    for case in plan.cases:
+        row = Row(case)
+        paths = paths_files[case.objects.name]
+        for round_no in range(1, plan.rounds + 1):
+            for server in SERVERS:
+                if plan.warmup > 0:
+                    run_wrk(wrk, urls[server], paths, connections=case.connections, seconds=plan.warmup,
+                            threads=WRK_THREADS)
+                result = run_wrk(wrk, urls[server], paths, connections=case.connections,
+                                 seconds=plan.duration, threads=WRK_THREADS)
+                row.runs[server].append(result)
+                progress(f"{case.name} round {round_no}/{plan.rounds} {server}: "
+                         f"{_number(row.value(result))} {case.objects.metric}, p99 {_ms(result.p99_ms)}, "
+                         f"errors {result.errors.describe()}")
+        rows.append(row)
+    return rows
+
+
+def bench(plan: Plan, tools: dict[str, str], workdir: str, progress: Progress) -> list[Row]:
+    sets = list({case.objects.name: case.objects for case in plan.cases}.values())
+    root = os.path.join(workdir, "objects")
+    started = time.monotonic()
+    paths_files = write_objects(root, sets)
+    total = sum(s.size * s.count for s in sets)
+    progress(f"wrote {sum(s.count for s in sets)} objects ({total >> 20} MiB) in "
+             f"{time.monotonic() - started:.1f}s under {root}")
+    nginx_port, oca_port, admin_port = free_ports(3)
+    oca = OcaBox(tools["oca"], workdir, oca_port, admin_port, plan.workers, capacity=2 * total + (64 << 20))
+    oca.write_config(os.path.join(workdir, "oca-access.log"))
+    progress(f"oca cache import: {oca.import_dir(root):.1f}s")
+    nginx = Nginx(tools["nginx"], NginxSettings(workdir, root, nginx_port, plan.workers, default_user()))
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(nginx)
+        nginx.start("/" + sets[0].keys()[0])
+        stack.enter_context(oca)
+        started = time.monotonic()
+        oca.start()
+        progress(f"nginx on {nginx.url}, oca on {oca.url} ({plan.workers} workers each; "
+                 f"oca ready in {time.monotonic() - started:.1f}s)")
+        urls = {"oca": oca.url, "nginx": nginx.url}
+        verify_same_objects(urls, root, sets)
+        rows = run_cases(plan, urls, paths_files, tools["wrk"], progress)
+    if oca.leftovers:
+        progress("warning: oca serve did not exit cleanly on SIGTERM within 15s (processes were killed)")
+    return rows
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+
+def find_tools(oca: str) -> dict[str, str] | str:
+    """Paths of nginx, wrk and oca, or the one line saying which is missing."""
+    tools = {}
+    for name, fallback in (("nginx", "/usr/sbin/nginx"), ("wrk", "/usr/bin/wrk")):
+        found = shutil.which(name) or (fallback if os.access(fallback, os.X_OK) else None)
+        if found is None:
+            return f"bench: {name} not found (looked in PATH and {fallback}); {INSTALL_HINT}"
+        tools[name] = found
+    if not os.access(oca, os.X_OK):
+        return f"bench: {oca} not found; install oca with `make` (pip install -e .) in this venv"
+    tools["oca"] = oca
+    return tools
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=DESCRIPTION)
+    parser.add_argument("--quick", action="store_true", help="1 round of 3s per server and case (< 60s in all)")
+    parser.add_argument("--duration", type=int, help="seconds per measured run (default 7; quick 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of uncounted wrk before each run")
+    parser.add_argument("--rounds", type=int, help="runs per server and case (default 3; quick 1)")
+    parser.add_argument("--cases", default=DEFAULT_CASES, help=f"SET@CONNECTIONS,... (default {DEFAULT_CASES})")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes of both servers (default: CPU count)")
+    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (configs, logs, objects)")
+    parser.add_argument("--oca", default=os.path.join(os.path.dirname(sys.executable), "oca"),
+                        help="the oca executable (default: next to this python)")
+    args = parser.parse_args(argv)
+    for name in ("duration", "rounds", "workers", "warmup"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "warmup" else 1):
+            parser.error(f"--{name} {value}: must be at least {0 if name == 'warmup' else 1}")
+    try:
+        args.case_list = parse_cases(args.cases)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every `finally`, so the servers get stopped
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    tools = find_tools(args.oca)
+    if isinstance(tools, str):
+        print(tools, file=sys.stderr)
+        return 2
+    plan = Plan(args.case_list, args.rounds or (1 if args.quick else 3),
+                args.duration or (3 if args.quick else 7), args.warmup, args.workers)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    workdir = tempfile.mkdtemp(prefix="oca-bench-")
+    started = time.monotonic()
+
+    def progress(message: str) -> None:
+        print(f"[{time.monotonic() - started:5.1f}s] {message}", file=sys.stderr, flush=True)
+
+    try:
+        rows = bench(plan, tools, workdir, progress)
+    except (BenchError, NginxError, WrkError) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; servers stopped", file=sys.stderr)
+        return 130
+    except SystemExit:
+        print("bench: terminated; servers stopped", file=sys.stderr)
+        raise
+    finally:
+        if args.keep:
+            print(f"bench: work dir kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(machine_line(tools["nginx"], plan))
+    print()
+    print(render_table(rows))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump([row.as_json() for row in rows], fh, indent=2)
+            fh.write("\n")
+    progress(f"done in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

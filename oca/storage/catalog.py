@@ -1,0 +1,106 @@
+"""What the owner holds in memory: an entry per stored object, and per tier its state, policy and bytes.
+
+Rules kept here:
+- No I/O. `attach` and `detach` are the only ways an entry enters or leaves, and they keep each tier's
+  byte count, object count and eviction policy in step with the entries.
+- Entries mirror the index rows (the index is written first; see store.py). Only `last_access` may run
+  ahead of the index, which is written in batches.
+- An entry on a FAILED tier is kept (the tier may come back) but is not servable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from oca.config.model import TierConfig
+from oca.storage.index import Row
+from oca.storage.layout import Sidecar, TierLayout
+from oca.storage.model import ObjectInfo, TierState
+from oca.storage.policy import EvictionPolicy, Move, TierSpace, plan_placement
+
+
+@dataclass(slots=True)
+class Entry:
+    key: str
+    hash: str
+    tier: int
+    size: int
+    digest: str
+    stored_at: float
+    last_access: float
+    hot: bool
+    pinned: bool
+
+    def sidecar(self) -> Sidecar:
+        return Sidecar(self.key, self.size, self.digest, self.stored_at, self.hot, self.pinned)
+
+    def moved_to(self, tier: int) -> Entry:
+        return Entry(self.key, self.hash, tier, self.size, self.digest, self.stored_at, self.last_access,
+                     self.hot, self.pinned)
+
+
+class Tier:
+    def __init__(self, number: int, config: TierConfig, policy: EvictionPolicy) -> None:
+        self.number, self.name, self.capacity, self.policy = number, config.name, config.capacity, policy
+        self.layout = TierLayout(config.path)
+        self.used = 0
+        self.objects = 0
+        self.state = TierState.UP
+        self.error = ""
+        self.full_need = 0  # free bytes a health check must see before a FULL tier takes objects again
+        self.sticky = False  # FAILED by a media error: health checks do not bring it back (a reopen does)
+        self.evictions = 0
+
+
+class Catalog:
+    def __init__(self, tiers: Sequence[TierConfig], policy: Callable[[], EvictionPolicy]) -> None:
+        self.tiers = [Tier(i, t, policy()) for i, t in enumerate(tiers)]
+        self.by_name = {t.name: t for t in self.tiers}
+        self.entries: dict[str, Entry] = {}
+
+    def attach(self, entry: Entry) -> None:
+        assert entry.key not in self.entries, entry.key
+        tier = self.tiers[entry.tier]
+        self.entries[entry.key] = entry
+        tier.policy.add(entry.key, entry.size)
+        tier.used += entry.size
+        tier.objects += 1
+
+    def detach(self, entry: Entry) -> bool:
+        """Remove the entry if it is the current one for its key; False if it was not."""
+        if self.entries.get(entry.key) is not entry:
+            return False
+        tier = self.tiers[entry.tier]
+        del self.entries[entry.key]
+        tier.policy.remove(entry.key)
+        tier.used -= entry.size
+        tier.objects -= 1
+        return True
+
+    def current(self, entry: Entry) -> bool:
+        return self.entries.get(entry.key) is entry
+
+    def servable(self, entry: Entry) -> bool:
+        return self.tiers[entry.tier].state.serves
+
+    def on(self, tier: Tier) -> list[Entry]:
+        return [e for e in self.entries.values() if e.tier == tier.number]
+
+    def info(self, entry: Entry) -> ObjectInfo:
+        tier = self.tiers[entry.tier]
+        return ObjectInfo(entry.key, tier.name, tier.layout.object_path(entry.hash), entry.size,
+                          entry.digest, entry.stored_at, entry.hot, entry.pinned)
+
+    def row(self, entry: Entry) -> Row:
+        return Row(entry.key, self.tiers[entry.tier].name, entry.size, entry.digest, entry.stored_at,
+                   entry.last_access, entry.hot, entry.pinned)
+
+    def plan(self, target: Tier, size: int, key: str | None = None, *, replacing: bool = False) -> list[Move]:
+        """plan_placement over the current tiers. With `replacing`, the key's existing copy counts as gone."""
+        current = self.entries.get(key) if key is not None and replacing else None
+        spaces = [TierSpace(t.name, t.capacity, t.used, t.state.accepts, t.policy) for t in self.tiers]
+        return plan_placement(spaces, size, target.number,
+                              size_of=lambda k: self.entries[k].size,
+                              is_pinned=lambda k: self.entries[k].pinned,
+                              key=key, current=current.tier if current else None)

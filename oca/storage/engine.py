@@ -1,0 +1,309 @@
+"""The mechanics under Store: keep files, the index and the in-memory catalog in step, across faults.
+
+Rules kept here:
+- The index is committed before memory changes, and file work at a final name is journalled first
+  (`pending` rows: WRITE before a rename into place, DROP before an unlink) and cleared after; `settle`
+  finishes journalled work after a crash or when a failed tier comes back. So a crash never leaves a row
+  pointing at the wrong bytes, never loses a committed object, and never resurrects a purged one.
+- Every move is copy, verify (size and digest), install, then drop the old copy: a failed copy changes
+  nothing that is served. A demotion that cannot be done becomes a deletion, so room is still made.
+- An OSError is charged to the tier it came from (health.classify): FULL or FAILED; media errors make
+  FAILED stick until the storage is reopened.
+- The generation is bumped after the index commit of every removal, move or replacement and every tier
+  state change, and only then are old files unlinked.
+- Not thread-safe: the Store calls in here only while holding its lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+
+from oca.errors import InsufficientStorage, StorageError
+from oca.storage import files, health
+from oca.storage.catalog import Catalog, Entry, Tier
+from oca.storage.generation import Generation
+from oca.storage.index import DROP, WRITE, Index, Pending
+from oca.storage.layout import key_hash, unlink_quiet
+from oca.storage.model import TierState
+from oca.storage.policy import Delete, Demote, Move, Place, PromotionCounter
+
+log = logging.getLogger("oca.storage")
+
+STICKY = "out of service until the storage is reopened"
+
+
+class Engine:
+    def __init__(self, catalog: Catalog, index: Index, generation: Generation, counter: PromotionCounter,
+                 clock: Callable[[], float]) -> None:
+        self.cat, self.index, self.gen, self.counter, self.clock = catalog, index, generation, counter, clock
+        self.accessed: dict[str, float] = {}  # last access times not yet written to the index
+        self.promotions = 0
+        self.demotions = 0
+
+    # ---------------------------------------------------------------- writing objects
+
+    def install(self, tier: Tier, staged_path: str, entry: Entry) -> None:
+        """Rename a verified temp file and its sidecar into place on `tier`, journalled; index; attach.
+
+        Raises OSError (files cleaned up) or StorageError (the index write failed: the journal row stays,
+        so the next open settles the files)."""
+        with self.index.transaction():
+            self.index.add_pending(tier.name, entry.hash, entry.key, WRITE)
+        layout = tier.layout
+        try:
+            new_dirs = layout.ensure_fanout(entry.hash)
+            meta_tmp = files.stage_bytes(entry.sidecar().to_bytes(), layout.tmp_dir)
+            try:
+                os.replace(staged_path, layout.object_path(entry.hash))
+                os.replace(meta_tmp, layout.meta_path(entry.hash))
+            finally:
+                unlink_quiet(meta_tmp)
+            for directory in [layout.fanout_dir(entry.hash), *new_dirs]:
+                files.fsync_dir(directory)
+        except OSError:
+            with contextlib.suppress(OSError, StorageError):
+                layout.remove(entry.hash)
+                with self.index.transaction():
+                    self.index.clear_pending(tier.name, entry.hash)
+            raise
+        entry.tier = tier.number
+        with self.index.transaction():
+            self.index.put(self.cat.row(entry))
+            self.index.clear_pending(tier.name, entry.hash)
+        self.cat.attach(entry)
+
+    def write_sidecar(self, tier: Tier, entry: Entry) -> None:
+        layout = tier.layout
+        meta_tmp = files.stage_bytes(entry.sidecar().to_bytes(), layout.tmp_dir)
+        try:
+            os.replace(meta_tmp, layout.meta_path(entry.hash))
+        finally:
+            unlink_quiet(meta_tmp)
+        files.fsync_dir(layout.fanout_dir(entry.hash))
+
+    # ---------------------------------------------------------------- moving and removing objects
+
+    def run(self, moves: Iterable[Move]) -> None:
+        """Carry out the evictions of a plan (Place is the caller's)."""
+        for move in moves:
+            if isinstance(move, Place):
+                continue
+            entry = self.cat.entries.get(move.key)
+            if entry is None:
+                continue
+            self.cat.tiers[entry.tier].evictions += 1
+            if isinstance(move, Demote) and self.move(entry, self.cat.tiers[move.dst]):
+                self.demotions += 1
+                continue
+            assert isinstance(move, Delete | Demote)
+            if self.cat.current(entry):
+                self.drop([entry])
+
+    def move(self, entry: Entry, dst: Tier) -> bool:
+        """Copy an object to another tier, verified, then drop the old copy. False if it did not move."""
+        src = self.cat.tiers[entry.tier]
+        try:
+            staged = files.stage_copy(src.layout.object_path(entry.hash), dst.layout.tmp_dir,
+                                      expect_size=entry.size, expect_digest=entry.digest)
+        except files.SourceError as e:
+            self.charge(src, e.error)
+            return False
+        except files.VerifyError as e:
+            log.warning("object %r on tier %s does not match its digest: %s", entry.key, src.name, e)
+            return False
+        except OSError as e:
+            self.charge(dst, e, entry.size)
+            return False
+        try:
+            with self.index.transaction():
+                self.index.add_pending(src.name, entry.hash, entry.key, DROP)
+            self.cat.detach(entry)
+            try:
+                self.install(dst, staged.path, entry.moved_to(dst.number))
+            except (OSError, StorageError) as e:
+                self.cat.attach(entry)
+                with contextlib.suppress(StorageError), self.index.transaction():
+                    self.index.clear_pending(src.name, entry.hash)
+                if isinstance(e, OSError):
+                    self.charge(dst, e, entry.size)
+                    return False
+                raise
+        finally:
+            unlink_quiet(staged.path)
+        self.gen.bump()
+        self.remove_files(src, [entry.hash])
+        return True
+
+    def drop(self, entries: Sequence[Entry]) -> None:
+        """Remove objects: index rows (journalled), then memory, then the generation, then files."""
+        if not entries:
+            return
+        with self.index.transaction():
+            for entry in entries:
+                self.index.delete(entry.key)
+                self.index.add_pending(self.cat.tiers[entry.tier].name, entry.hash, entry.key, DROP)
+        for entry in entries:
+            self.forget(entry)
+        self.gen.bump()
+        for tier in self.cat.tiers:
+            hashes = [e.hash for e in entries if e.tier == tier.number]
+            if hashes:
+                self.remove_files(tier, hashes)
+
+    def forget(self, entry: Entry) -> None:
+        if self.cat.detach(entry):
+            self.counter.forget(entry.key)
+            self.accessed.pop(entry.key, None)
+
+    def remove_files(self, tier: Tier, hashes: Sequence[str]) -> None:
+        """Delete the files at these places, then clear their DROP rows (kept if deleting fails)."""
+        if tier.state is TierState.FAILED:
+            return
+        done: list[str] = []
+        try:
+            for h in hashes:
+                tier.layout.remove(h)
+                done.append(h)
+            for directory in {tier.layout.fanout_dir(h) for h in done}:
+                with contextlib.suppress(FileNotFoundError):
+                    files.fsync_dir(directory)
+        except OSError as e:
+            self.charge(tier, e)
+            return
+        try:
+            with self.index.transaction():
+                for h in done:
+                    self.index.clear_pending(tier.name, h)
+        except StorageError as e:
+            log.warning("journal rows for removed files on %s not cleared: %s", tier.name, e)
+
+    def shrink(self, tier: Tier) -> None:
+        """Bring a tier back under its capacity (after the capacity was lowered in the config)."""
+        if tier.used <= tier.capacity or not tier.state.accepts:
+            return
+        try:
+            moves = self.cat.plan(tier, 0)
+        except InsufficientStorage as e:
+            log.warning("tier %s holds %d bytes over its capacity: %s", tier.name,
+                        tier.used - tier.capacity, e)
+            return
+        self.run(moves)
+
+    # ---------------------------------------------------------------- faults and recovery
+
+    def charge(self, tier: Tier, error: OSError, need: int = 0) -> TierState | None:
+        """Mark the tier FULL or FAILED if the error says so; returns the state it implies (or None)."""
+        state = health.classify(error)
+        if state is None:
+            log.warning("I/O error on tier %s: %s", tier.name, health.describe(error))
+            return None
+        text = health.describe(error)
+        if state is TierState.FULL:
+            tier.full_need = max(need, 1)
+        elif error.errno in health.MEDIA_ERRNOS:
+            tier.sticky = True
+            text = f"{text}; {STICKY}"
+        if not (state is TierState.FULL and tier.state is TierState.FAILED):
+            self.set_state(tier, state, text)
+        return state
+
+    def set_state(self, tier: Tier, state: TierState, error: str) -> None:
+        if (tier.state, tier.error) == (state, error):
+            return
+        changed = tier.state is not state
+        if changed:
+            log.warning("tier %s is now %s%s", tier.name, state.value, f": {error}" if error else "")
+        tier.state, tier.error = state, error
+        try:
+            with self.index.transaction():
+                self.index.set_tier_state(tier.name, state, error)
+        except StorageError as e:
+            log.warning("tier state of %s not saved: %s", tier.name, e)
+        if changed:
+            self.gen.bump()
+
+    def revive(self, tier: Tier) -> None:
+        """A FAILED tier probes fine again: forget objects whose files are gone, settle its journal."""
+        self.forget_missing(tier)
+        self.settle([p for p in self.index.pending() if p.tier == tier.name])
+        self.gen.bump()
+
+    def forget_missing(self, tier: Tier) -> None:
+        """Drop the objects on `tier` whose file is missing or has the wrong size."""
+        lost = []
+        for entry in self.cat.on(tier):
+            try:
+                ok = os.stat(tier.layout.object_path(entry.hash)).st_size == entry.size
+            except OSError:
+                ok = False
+            if not ok:
+                lost.append(entry)
+        if lost:
+            log.warning("tier %s is missing %d of its objects; forgetting them", tier.name, len(lost))
+            self.drop(lost)
+
+    def settle(self, pending: Sequence[Pending]) -> None:
+        """Finish journalled file work: a WRITE is adopted if its files verify (by hash) and removed if
+        not; a DROP's files are removed unless the index (again) holds the key at that place."""
+        for p in pending:
+            tier = self.cat.by_name.get(p.tier)
+            if tier is None or tier.state is TierState.FAILED:
+                continue
+            entry = self.cat.entries.get(p.key)
+            here = entry if entry is not None and entry.tier == tier.number else None
+            try:
+                if p.intent == WRITE:
+                    self._settle_write(tier, p, here)
+                elif here is None:
+                    tier.layout.remove(p.hash)
+            except OSError as e:
+                self.charge(tier, e)
+                continue
+            with self.index.transaction():
+                self.index.clear_pending(tier.name, p.hash)
+
+    def _settle_write(self, tier: Tier, p: Pending, here: Entry | None) -> None:
+        meta = tier.layout.read_sidecar(p.hash)
+        valid = False
+        if meta is not None and meta.key == p.key and key_hash(meta.key) == p.hash:
+            try:
+                valid = files.hash_file(tier.layout.object_path(p.hash)) == (meta.size, meta.digest)
+            except FileNotFoundError:
+                valid = False
+        if here is not None:
+            with self.index.transaction():
+                self.index.delete(here.key)
+            self.forget(here)
+        if not valid or meta is None:
+            tier.layout.remove(p.hash)
+            return
+        other = self.cat.entries.get(p.key)
+        if other is not None:
+            self.drop([other])
+        entry = Entry(meta.key, p.hash, tier.number, meta.size, meta.digest, meta.stored_at, self.clock(),
+                      meta.hot, meta.pinned)
+        with self.index.transaction():
+            self.index.put(self.cat.row(entry))
+        self.cat.attach(entry)
+
+    # ---------------------------------------------------------------- access times
+
+    def touch(self, entry: Entry, now: float) -> None:
+        self.cat.tiers[entry.tier].policy.touch(entry.key)
+        entry.last_access = self.accessed[entry.key] = now
+
+    def flush_access(self) -> None:
+        """Write the batched last access times in one transaction (kept for the next try on failure)."""
+        if not self.accessed:
+            return
+        batch, self.accessed = self.accessed, {}
+        try:
+            with self.index.transaction():
+                self.index.set_accessed(batch)
+        except StorageError:
+            batch.update(self.accessed)
+            self.accessed = batch
+            raise

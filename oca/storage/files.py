@@ -1,0 +1,142 @@
+"""Durable file primitives: copy-and-hash into a temp file, small atomic writes, directory fsync.
+
+Rules kept here:
+- Every byte written to a tier goes through `write_chunk`, the one function that writes object data
+  (tests make a disk full or failing by replacing it).
+- A copy is hashed while it is written, fsynced before it is reported done, and checked against the
+  expected size and digest; on any failure the temp file is removed before the exception leaves.
+- Failures are told apart by side: reading the source raises `SourceError`, a size or digest mismatch
+  raises `VerifyError`, writing the destination raises the plain `OSError` (its errno says FULL or FAILED).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+
+import xxhash
+
+from oca.storage.layout import unlink_quiet
+
+CHUNK = 1 << 20
+FILE_MODE = 0o644
+
+
+class SourceError(Exception):
+    """Reading the source failed; `error` is the OSError."""
+
+    def __init__(self, path: str, error: OSError) -> None:
+        self.path, self.error = path, error
+        super().__init__(f"cannot read {path}: {error.strerror or error}")
+
+
+class VerifyError(Exception):
+    """The copied bytes are not what was expected (size or digest)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A fully written, fsynced temp file and what it holds."""
+
+    path: str
+    size: int
+    digest: str
+
+
+def write_chunk(fd: int, data: memoryview) -> None:
+    """Write all of `data` to `fd` (os.write may write less than asked)."""
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def stage_copy(src: str, tmp_dir: str, *, expect_size: int | None = None,
+               expect_digest: str | None = None) -> Staged:
+    """Copy `src` into a new temp file in `tmp_dir`, hashing as it goes; fsync; verify."""
+    try:
+        src_file = open(src, "rb", buffering=0)  # noqa: SIM115 - closed in the finally below
+    except OSError as e:
+        raise SourceError(src, e) from e
+    try:
+        fd, path = tempfile.mkstemp(dir=tmp_dir, prefix="obj-")
+        try:
+            size, digest = _copy_hashing(src_file, src, fd)
+            os.fchmod(fd, FILE_MODE)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            unlink_quiet(path)
+            raise
+        os.close(fd)
+    finally:
+        src_file.close()
+    problem = _mismatch(size, digest, expect_size, expect_digest)
+    if problem:
+        unlink_quiet(path)
+        raise VerifyError(f"{src}: {problem}")
+    return Staged(path, size, digest)
+
+
+def _copy_hashing(src_file: io.FileIO, src: str, fd: int) -> tuple[int, str]:
+    hasher = xxhash.xxh3_128()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    size = 0
+    while True:
+        try:
+            n = src_file.readinto(buf)
+        except OSError as e:
+            raise SourceError(src, e) from e
+        if not n:
+            break
+        chunk = view[:n]
+        hasher.update(chunk)
+        write_chunk(fd, chunk)
+        size += n
+    return size, hasher.hexdigest()
+
+
+def _mismatch(size: int, digest: str, expect_size: int | None, expect_digest: str | None) -> str:
+    if expect_size is not None and size != expect_size:
+        return f"size {size} bytes, expected {expect_size}"
+    if expect_digest is not None and digest != expect_digest.lower():
+        return f"digest {digest}, expected {expect_digest}"
+    return ""
+
+
+def stage_bytes(data: bytes, tmp_dir: str) -> str:
+    """Write a small file (a sidecar) into a new temp file in `tmp_dir`, fsynced; returns its path."""
+    fd, path = tempfile.mkstemp(dir=tmp_dir, prefix="meta-")
+    try:
+        write_chunk(fd, memoryview(data))
+        os.fchmod(fd, FILE_MODE)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        unlink_quiet(path)
+        raise
+    os.close(fd)
+    return path
+
+
+def hash_file(path: str) -> tuple[int, str]:
+    """Size and xxh3_128 hex digest of the file at `path`."""
+    hasher = xxhash.xxh3_128()
+    size = 0
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            hasher.update(view[:n])
+            size += n
+    return size, hasher.hexdigest()
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,284 @@
+"""The SQLite index: what is stored where, which tiers are healthy, and which files are mid-change.
+
+Rules kept here:
+- One file, `<state_dir>/index.sqlite`, in WAL mode with synchronous=FULL: the owner writes, any number of
+  read-only views read at the same time, and a committed change survives a power cut.
+- Every multi-row change runs in one transaction; a failed write rolls back and raises StorageError, so a
+  write error never leaves a half-changed index.
+- `pending` journals file work: a row (tier, hash, key, intent) is committed before files at that place
+  change and deleted after. At open, each one is settled from what is on disk (see Store), so a crash
+  between the file work and the index update leaves neither a servable stale row nor a lost purge.
+- An index that is missing, unreadable, fails `PRAGMA quick_check` or has another schema is rebuilt by
+  scanning the tiers' sidecars. Junk is deleted on the way: objects without a valid sidecar (or whose
+  size differs from it), sidecars without objects, stray names; a key found on two tiers keeps the faster
+  copy. A rebuild is written beside the index and renamed over it, so a crash mid-rebuild is harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from oca.errors import StorageError
+from oca.storage.files import fsync_dir
+from oca.storage.layout import ScanEntry, TierLayout, key_hash, remove_any
+from oca.storage.model import TierState
+
+SCHEMA_VERSION = 1
+INDEX_NAME = "index.sqlite"
+
+_SCHEMA = """
+CREATE TABLE objects (
+    key TEXT PRIMARY KEY, tier TEXT NOT NULL, size INTEGER NOT NULL, digest TEXT NOT NULL,
+    stored_at REAL NOT NULL, last_access REAL NOT NULL, hot INTEGER NOT NULL, pinned INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE tiers (name TEXT PRIMARY KEY, state TEXT NOT NULL, error TEXT NOT NULL);
+CREATE TABLE pending (
+    tier TEXT NOT NULL, hash TEXT NOT NULL, key TEXT NOT NULL, intent TEXT NOT NULL,
+    PRIMARY KEY (tier, hash)
+) WITHOUT ROWID;
+"""
+_COLUMNS = "key, tier, size, digest, stored_at, last_access, hot, pinned"
+
+WRITE, DROP = "write", "drop"  # pending intents: adopt the files if they verify / remove them
+
+
+class IndexCorrupt(Exception):
+    """The index file cannot be trusted and must be rebuilt."""
+
+
+@dataclass(slots=True)
+class Row:
+    key: str
+    tier: str
+    size: int
+    digest: str
+    stored_at: float
+    last_access: float
+    hot: bool
+    pinned: bool
+
+    def values(self) -> tuple[str, str, int, str, float, float, int, int]:
+        return (self.key, self.tier, self.size, self.digest, self.stored_at, self.last_access,
+                int(self.hot), int(self.pinned))
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    tier: str
+    hash: str
+    key: str
+    intent: str
+
+
+def _row(values: Sequence[object]) -> Row:
+    key, tier, size, digest, stored_at, last_access, hot, pinned = values
+    assert isinstance(key, str) and isinstance(tier, str) and isinstance(digest, str)
+    assert isinstance(size, int) and isinstance(stored_at, float) and isinstance(last_access, float)
+    return Row(key, tier, size, digest, stored_at, last_access, bool(hot), bool(pinned))
+
+
+def index_path(state_dir: str) -> str:
+    return os.path.join(os.path.abspath(state_dir), INDEX_NAME)
+
+
+class Index:
+    """The owner's read-write handle. Not thread-safe: the Store serialises calls under its lock."""
+
+    def __init__(self, path: str, conn: sqlite3.Connection) -> None:
+        self.path, self._conn = path, conn
+
+    @classmethod
+    def open(cls, path: str) -> Index:
+        """Open an existing index; raises IndexCorrupt if it is missing or cannot be trusted."""
+        if not os.path.isfile(path):
+            raise IndexCorrupt(f"{path} is missing")
+        conn = None
+        try:
+            conn = _connect(path)
+            check = [r[0] for r in conn.execute("PRAGMA quick_check")]
+            if check != ["ok"]:
+                raise IndexCorrupt(f"{path} failed quick_check: {'; '.join(map(str, check[:3]))}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                raise IndexCorrupt(f"{path} has schema version {version}, expected {SCHEMA_VERSION}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            for table in ("objects", "tiers", "pending"):
+                conn.execute(f"SELECT * FROM {table} LIMIT 1").fetchall()
+        except (sqlite3.Error, IndexCorrupt) as e:
+            if conn is not None:
+                conn.close()
+            raise e if isinstance(e, IndexCorrupt) else IndexCorrupt(f"{path}: {e}") from e
+        return cls(path, conn)
+
+    @classmethod
+    def create(cls, path: str, rows: Iterable[Row]) -> Index:
+        """Write a new index holding `rows` beside `path`, then rename it over whatever was there."""
+        fresh = path + ".new"
+        for stale in (fresh, fresh + "-journal", path, path + "-wal", path + "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
+        try:
+            conn = _connect(fresh)
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot create index {fresh}: {e}") from e
+        try:
+            conn.execute("PRAGMA journal_mode=DELETE")
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("BEGIN")
+            conn.executemany(f"INSERT OR REPLACE INTO objects ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                             (r.values() for r in rows))
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot write index {fresh}: {e}") from e
+        finally:
+            conn.close()
+        os.replace(fresh, path)
+        fsync_dir(os.path.dirname(path))
+        return cls.open(path)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All statements inside commit together or not at all; errors become StorageError."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise StorageError(f"index {self.path}: {e}") from e
+        try:
+            yield
+            self._conn.execute("COMMIT")
+        except BaseException as e:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise StorageError(f"index {self.path}: {e}") from e
+            raise
+
+    def rows(self) -> list[Row]:
+        """Every object, least recently accessed first."""
+        cur = self._conn.execute(f"SELECT {_COLUMNS} FROM objects ORDER BY last_access, key")
+        return [_row(r) for r in cur]
+
+    def put(self, row: Row) -> None:
+        self._conn.execute(f"INSERT OR REPLACE INTO objects ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                           row.values())
+
+    def delete(self, key: str) -> None:
+        self._conn.execute("DELETE FROM objects WHERE key = ?", (key,))
+
+    def set_pinned(self, key: str, pinned: bool) -> None:
+        self._conn.execute("UPDATE objects SET pinned = ? WHERE key = ?", (int(pinned), key))
+
+    def set_accessed(self, accessed: dict[str, float]) -> None:
+        self._conn.executemany("UPDATE objects SET last_access = ? WHERE key = ?",
+                               ((t, k) for k, t in accessed.items()))
+
+    def add_pending(self, tier: str, h: str, key: str, intent: str) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO pending (tier, hash, key, intent) VALUES (?,?,?,?)",
+                           (tier, h, key, intent))
+
+    def clear_pending(self, tier: str, h: str) -> None:
+        self._conn.execute("DELETE FROM pending WHERE tier = ? AND hash = ?", (tier, h))
+
+    def pending(self) -> list[Pending]:
+        cur = self._conn.execute("SELECT tier, hash, key, intent FROM pending ORDER BY tier, hash")
+        return [Pending(*r) for r in cur]
+
+    def set_tier_state(self, name: str, state: TierState, error: str) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO tiers (name, state, error) VALUES (?,?,?)",
+                           (name, state.value, error))
+
+    def tier_states(self) -> dict[str, TierState]:
+        return {name: TierState(state) for name, state in self._conn.execute("SELECT name, state FROM tiers")}
+
+    def drop_tiers_except(self, names: Sequence[str]) -> int:
+        """Forget objects, pending work and states of tiers no longer configured; returns objects dropped."""
+        marks = ",".join("?" * len(names))
+        n = self._conn.execute(f"DELETE FROM objects WHERE tier NOT IN ({marks})", tuple(names)).rowcount
+        self._conn.execute(f"DELETE FROM pending WHERE tier NOT IN ({marks})", tuple(names))
+        self._conn.execute(f"DELETE FROM tiers WHERE name NOT IN ({marks})", tuple(names))
+        return n
+
+
+class IndexReader:
+    """A read-only handle for worker processes: never writes, never locks out the owner."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self.inode = os.stat(path).st_ino
+            uri = Path(path).as_uri() + "?mode=ro"
+            self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA query_only=1")
+        except (OSError, sqlite3.Error) as e:
+            raise StorageError(f"cannot open index {path} read-only: {e}") from e
+
+    def lookup(self, key: str) -> Row | None:
+        try:
+            r = self._conn.execute(f"SELECT {_COLUMNS} FROM objects WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as e:
+            raise StorageError(f"index {self.path}: {e}") from e
+        return None if r is None else _row(r)
+
+    def tier_states(self) -> dict[str, TierState]:
+        try:
+            cur = self._conn.execute("SELECT name, state FROM tiers")
+            return {name: TierState(state) for name, state in cur}
+        except sqlite3.Error as e:
+            raise StorageError(f"index {self.path}: {e}") from e
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def scan_tiers(tiers: Sequence[tuple[str, TierLayout]]) -> tuple[list[Row], dict[str, str]]:
+    """Rows for every valid object found on the tiers, deleting junk on the way.
+
+    Returns the rows (last access = stored_at) and, per tier that could not be scanned, the error (its
+    files are left alone).
+    """
+    rows: dict[str, Row] = {}
+    errors: dict[str, str] = {}
+    for name, layout in tiers:
+        try:
+            for item in layout.scan():
+                if isinstance(item, str):
+                    remove_any(item)
+                    continue
+                row = _valid_row(name, layout, item)
+                if row is None or row.key in rows:
+                    layout.remove(item.hash)
+                else:
+                    rows[row.key] = row
+        except OSError as e:
+            errors[name] = f"scan failed: {e.strerror or e} ({getattr(e, 'filename', '') or layout.root})"
+    return list(rows.values()), errors
+
+
+def _valid_row(tier: str, layout: TierLayout, item: ScanEntry) -> Row | None:
+    if item.object_path is None or item.meta_path is None:
+        return None
+    meta = layout.read_sidecar(item.hash)
+    if meta is None or key_hash(meta.key) != item.hash:
+        return None
+    try:
+        size = os.stat(item.object_path).st_size
+    except FileNotFoundError:
+        return None
+    if size != meta.size:
+        return None
+    return Row(meta.key, tier, meta.size, meta.digest, meta.stored_at, meta.stored_at, meta.hot, meta.pinned)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn

@@ -1,0 +1,220 @@
+"""Which objects leave a tier, when an object has earned promotion, and how to make room: pure code.
+
+Rules kept here:
+- No I/O and no global clock: time comes from an injected callable, so tests never sleep.
+- A policy only orders the keys of one tier. It never decides about pinning (the caller's `is_pinned`
+  does) and never drops a key on its own; the store tells it about every add, hit and removal.
+- `plan_placement` returns moves that, run in order, never take any tier over its capacity, never move a
+  pinned object or the object being placed, and send an evicted object to the next tier below that takes
+  new objects (deleting it only when none can). It raises InsufficientStorage instead of a partial plan.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from oca.errors import InsufficientStorage, StorageError
+
+
+class EvictionPolicy(Protocol):
+    """The order in which one tier gives up its objects. One instance per tier."""
+
+    def add(self, key: str, size: int) -> None:
+        """A key arrived on the tier (adding a present key updates its size and counts as an access)."""
+
+    def touch(self, key: str) -> None:
+        """The key was read. Unknown keys are ignored (hits may be reported after a removal)."""
+
+    def remove(self, key: str) -> None:
+        """The key left the tier. Unknown keys are ignored."""
+
+    def victims(self, need_bytes: int, is_pinned: Callable[[str], bool]) -> list[str]:
+        """Keys to evict first, in eviction order, skipping pinned ones: the shortest such run whose sizes
+        add up to at least `need_bytes`, or every unpinned key if they do not. Does not change the policy."""
+        ...
+
+    def __len__(self) -> int: ...
+
+
+class LRUPolicy:
+    """Least recently used first. Not scan-resistant: a player reading segments in order flushes it."""
+
+    def __init__(self) -> None:
+        self._sizes: OrderedDict[str, int] = OrderedDict()  # oldest access first
+
+    def add(self, key: str, size: int) -> None:
+        self._sizes[key] = size
+        self._sizes.move_to_end(key)
+
+    def touch(self, key: str) -> None:
+        if key in self._sizes:
+            self._sizes.move_to_end(key)
+
+    def remove(self, key: str) -> None:
+        self._sizes.pop(key, None)
+
+    def victims(self, need_bytes: int, is_pinned: Callable[[str], bool]) -> list[str]:
+        chosen: list[str] = []
+        freed = 0
+        if need_bytes <= 0:
+            return chosen
+        for key, size in self._sizes.items():
+            if is_pinned(key):
+                continue
+            chosen.append(key)
+            freed += size
+            if freed >= need_bytes:
+                break
+        return chosen
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+
+class PromotionCounter:
+    """Says when a key has had `hits` hits within the last `window` seconds.
+
+    Keeps, per key, the (time, count) of each report inside the window, so memory grows with the number
+    of reports in a window, not with the hit count.
+    """
+
+    def __init__(self, hits: int, window: float, clock: Callable[[], float]) -> None:
+        if hits < 1 or window <= 0:
+            raise ValueError(f"promotion needs hits >= 1 and window > 0, got {hits} and {window}")
+        self.hits, self.window, self._clock = hits, window, clock
+        self._reports: dict[str, deque[tuple[float, int]]] = {}
+        self._totals: dict[str, int] = {}
+
+    def hit(self, key: str, count: int = 1) -> bool:
+        """Record `count` hits now; True if the key has now earned promotion."""
+        if count <= 0:
+            return False
+        now = self._clock()
+        reports = self._reports.setdefault(key, deque())
+        reports.append((now, count))
+        total = self._totals.get(key, 0) + count
+        while reports and now - reports[0][0] > self.window:
+            total -= reports.popleft()[1]
+        self._totals[key] = total
+        return total >= self.hits
+
+    def forget(self, key: str) -> None:
+        self._reports.pop(key, None)
+        self._totals.pop(key, None)
+
+    def prune(self) -> int:
+        """Drop keys whose latest hit is older than the window; returns how many were dropped."""
+        now = self._clock()
+        stale = [k for k, r in self._reports.items() if now - r[-1][0] > self.window]
+        for key in stale:
+            self.forget(key)
+        return len(stale)
+
+    def __len__(self) -> int:
+        return len(self._reports)
+
+
+@dataclass(frozen=True, slots=True)
+class TierSpace:
+    """What the planner needs to know about one tier (index 0 is the fastest)."""
+
+    name: str
+    capacity: int
+    used: int
+    accepts: bool  # takes new objects (state UP)
+    policy: EvictionPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Demote:
+    key: str
+    src: int
+    dst: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: str
+    tier: int
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    tier: int
+    size: int
+
+
+Move = Demote | Delete | Place
+
+
+class _Plan:
+    """Mutable scratch state of one planning run."""
+
+    def __init__(self, tiers: Sequence[TierSpace], key: str | None, size_of: Callable[[str], int],
+                 is_pinned: Callable[[str], bool]) -> None:
+        self.tiers, self.key, self.size_of, self.is_pinned = tiers, key, size_of, is_pinned
+        self.used = [t.used for t in tiers]
+        self.taken: list[set[str]] = [set() for _ in tiers]
+        self.moves: list[Move] = []
+
+    def make_room(self, i: int, need: int) -> bool:
+        """Plan freeing space on tier i until `need` bytes fit. False, with nothing planned, if it cannot:
+        the check comes before any change, and once it passes every victim has a home (or is deleted)."""
+        tier = self.tiers[i]
+        short = need - (tier.capacity - self.used[i])
+        if short <= 0:
+            return True
+        taken = self.taken[i]
+
+        def blocked(k: str) -> bool:
+            return k == self.key or k in taken or self.is_pinned(k)
+
+        victims = tier.policy.victims(short, blocked)
+        if sum(self.size_of(v) for v in victims) < short:
+            return False
+        for victim in victims:
+            size = self.size_of(victim)
+            taken.add(victim)
+            self.used[i] -= size
+            self.moves.append(self._evict(victim, i, size))
+        return True
+
+    def _evict(self, key: str, i: int, size: int) -> Move:
+        for j in range(i + 1, len(self.tiers)):
+            lower = self.tiers[j]
+            if not lower.accepts or lower.capacity < size:
+                continue
+            if self.make_room(j, size):
+                self.used[j] += size
+                return Demote(key, i, j)
+        return Delete(key, i)
+
+
+def plan_placement(tiers: Sequence[TierSpace], size: int, target: int, *,
+                   size_of: Callable[[str], int], is_pinned: Callable[[str], bool],
+                   key: str | None = None, current: int | None = None) -> list[Move]:
+    """The moves that make room for an object of `size` bytes on tier `target`, ending with Place.
+
+    `key` is the object being placed (never chosen as a victim); `current` is the tier holding a copy of it
+    that goes away before the placement (a replacement or a promotion), whose bytes count as free.
+    """
+    if not 0 <= target < len(tiers):
+        raise StorageError(f"no tier number {target} (have {len(tiers)})")
+    tier = tiers[target]
+    if not tier.accepts:
+        raise StorageError(f"tier {tier.name} takes no new objects")
+    if size > tier.capacity:
+        raise InsufficientStorage(
+            f"object of {size} bytes is larger than tier {tier.name} ({tier.capacity} bytes)")
+    plan = _Plan(tiers, key, size_of, is_pinned)
+    if key is not None and current is not None:
+        plan.used[current] -= size_of(key)
+    if not plan.make_room(target, size):
+        raise InsufficientStorage(
+            f"tier {tier.name} cannot free {size} bytes: the rest of its "
+            f"{tier.capacity} bytes is pinned")
+    plan.moves.append(Place(target, size))
+    return plan.moves

@@ -1,0 +1,144 @@
+"""The contract every EvictionPolicy keeps. Add a new policy class to POLICIES and it runs all of these.
+
+Only behaviour common to every policy is asserted here; order-specific behaviour (LRU) is tested below.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+
+from oca.storage.policy import EvictionPolicy, LRUPolicy
+
+POLICIES: list[Callable[[], EvictionPolicy]] = [LRUPolicy]
+
+
+def nothing_pinned(key: str) -> bool:
+    return False
+
+
+@pytest.fixture(params=POLICIES, ids=lambda p: getattr(p, "__name__", repr(p)))
+def policy(request: pytest.FixtureRequest) -> EvictionPolicy:
+    made: EvictionPolicy = request.param()
+    return made
+
+
+def filled(policy: EvictionPolicy, sizes: dict[str, int]) -> EvictionPolicy:
+    for key, size in sizes.items():
+        policy.add(key, size)
+    return policy
+
+
+class TestContract:
+    def test_starts_empty(self, policy: EvictionPolicy) -> None:
+        assert len(policy) == 0
+        assert policy.victims(100, nothing_pinned) == []
+
+    def test_len_counts_distinct_keys(self, policy: EvictionPolicy) -> None:
+        filled(policy, {"a": 1, "b": 2})
+        policy.add("a", 5)
+        assert len(policy) == 2
+        policy.remove("a")
+        assert len(policy) == 1
+
+    def test_unknown_keys_are_ignored(self, policy: EvictionPolicy) -> None:
+        filled(policy, {"a": 1})
+        policy.touch("zz")
+        policy.remove("zz")
+        assert len(policy) == 1
+
+    def test_need_zero_or_less_evicts_nothing(self, policy: EvictionPolicy) -> None:
+        filled(policy, {"a": 1, "b": 2})
+        assert policy.victims(0, nothing_pinned) == []
+        assert policy.victims(-5, nothing_pinned) == []
+
+    def test_victims_free_enough_and_no_more_than_needed(self, policy: EvictionPolicy) -> None:
+        sizes = {f"k{i}": 10 + i for i in range(20)}
+        filled(policy, sizes)
+        for need in (1, 10, 11, 25, 100, 200):
+            victims = policy.victims(need, nothing_pinned)
+            freed = [sizes[v] for v in victims]
+            assert sum(freed) >= need
+            assert sum(freed[:-1]) < need  # the shortest run: without the last one it falls short
+
+    def test_victims_are_distinct_members(self, policy: EvictionPolicy) -> None:
+        sizes = {f"k{i}": 7 for i in range(30)}
+        filled(policy, sizes)
+        victims = policy.victims(10_000, nothing_pinned)
+        assert len(victims) == len(set(victims)) == 30
+        assert set(victims) == set(sizes)
+
+    def test_pinned_are_never_victims(self, policy: EvictionPolicy) -> None:
+        sizes = {f"k{i}": 5 for i in range(10)}
+        filled(policy, sizes)
+        pinned = {"k0", "k3", "k9"}
+        victims = policy.victims(10_000, pinned.__contains__)
+        assert set(victims) == set(sizes) - pinned
+
+    def test_not_enough_unpinned_returns_every_unpinned(self, policy: EvictionPolicy) -> None:
+        filled(policy, {"a": 5, "b": 5, "c": 5})
+        victims = policy.victims(100, lambda k: k == "b")
+        assert sorted(victims) == ["a", "c"]
+
+    def test_victims_does_not_change_the_policy(self, policy: EvictionPolicy) -> None:
+        filled(policy, {f"k{i}": 3 for i in range(10)})
+        first = policy.victims(10, nothing_pinned)
+        assert policy.victims(10, nothing_pinned) == first
+        assert len(policy) == 10
+
+    def test_removed_keys_are_never_victims(self, policy: EvictionPolicy) -> None:
+        filled(policy, {f"k{i}": 3 for i in range(10)})
+        for i in range(0, 10, 2):
+            policy.remove(f"k{i}")
+        assert set(policy.victims(10_000, nothing_pinned)) == {f"k{i}" for i in range(1, 10, 2)}
+
+    def test_resized_key_counts_its_new_size(self, policy: EvictionPolicy) -> None:
+        filled(policy, {"a": 1})
+        policy.add("a", 50)
+        assert policy.victims(40, nothing_pinned) == ["a"]
+
+    def test_random_operations_keep_the_contract(self, policy: EvictionPolicy) -> None:
+        rng = random.Random(7)
+        sizes: dict[str, int] = {}
+        for _ in range(2000):
+            key = f"k{rng.randrange(50)}"
+            op = rng.random()
+            if op < 0.4:
+                sizes[key] = rng.randrange(1, 100)
+                policy.add(key, sizes[key])
+            elif op < 0.7:
+                policy.touch(key)
+            elif op < 0.8:
+                sizes.pop(key, None)
+                policy.remove(key)
+            else:
+                pinned = {k for k in sizes if rng.random() < 0.2}
+                need = rng.randrange(0, 500)
+                victims = policy.victims(need, pinned.__contains__)
+                assert set(victims) <= set(sizes) - pinned
+                assert len(victims) == len(set(victims))
+                if need > 0 and sum(sizes[v] for v in victims) < need:
+                    assert set(victims) == set(sizes) - pinned
+            assert len(policy) == len(sizes)
+
+
+class TestLRUOrder:
+    def test_oldest_first(self) -> None:
+        lru = filled(LRUPolicy(), {"a": 1, "b": 1, "c": 1})
+        assert lru.victims(3, nothing_pinned) == ["a", "b", "c"]
+
+    def test_touch_makes_most_recent(self) -> None:
+        lru = filled(LRUPolicy(), {"a": 1, "b": 1, "c": 1})
+        lru.touch("a")
+        assert lru.victims(3, nothing_pinned) == ["b", "c", "a"]
+
+    def test_re_add_makes_most_recent(self) -> None:
+        lru = filled(LRUPolicy(), {"a": 1, "b": 1})
+        lru.add("a", 1)
+        assert lru.victims(1, nothing_pinned) == ["b"]
+
+    def test_skips_pinned_keeping_order(self) -> None:
+        lru = filled(LRUPolicy(), {"a": 1, "b": 1, "c": 1, "d": 1})
+        assert lru.victims(2, {"a", "c"}.__contains__) == ["b", "d"]

@@ -1,0 +1,155 @@
+"""Restarts: the index survives close/reopen, and a missing or damaged index is rebuilt from the sidecars."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from oca.config.model import StorageConfig
+from oca.storage import Store
+
+from .conftest import FakeClock, assert_consistent, blob, digest_of, storage_config, tier_files
+
+Src = Callable[..., str]
+
+
+def fill(store: Store, src: Src, count: int = 40) -> None:
+    for i in range(count):
+        store.put_file(src(size=50 + i, seed=i), f"titles/{i % 4}/seg{i:03d}", hot=i % 5 == 0, pin=i % 7 == 0)
+
+
+def reopen(config: StorageConfig, clock: FakeClock) -> Store:
+    return Store.open(config, clock)
+
+
+def test_close_and_reopen_keeps_everything(config: StorageConfig, clock: FakeClock, src: Src) -> None:
+    with Store.open(config, clock) as store:
+        fill(store, src)
+        before = store.list()
+    with reopen(config, clock) as store:
+        assert store.list() == before
+        assert_consistent(store)
+
+
+def test_lru_order_survives_a_restart(tmp_path: Path, clock: FakeClock, src: Src) -> None:
+    config = storage_config(tmp_path, ssd=300, hdd=500)
+    with Store.open(config, clock) as store:
+        for i in range(5):
+            store.put_file(src(size=100, seed=i), f"k{i}")
+            clock.advance(1)
+        store.record_hits({"k0": 1})
+    with reopen(config, clock) as store:
+        store.put_file(src(size=100), "k5")
+        assert store.get("k0") is not None and store.get("k1") is None
+
+
+def test_last_access_is_written_in_batches(config: StorageConfig, clock: FakeClock, src: Src) -> None:
+    def stored_access(key: str) -> float:
+        with sqlite3.connect(os.path.join(config.state_dir, "index.sqlite")) as db:
+            value: float = db.execute("SELECT last_access FROM objects WHERE key = ?", (key,)).fetchone()[0]
+            return value
+
+    with Store.open(config, clock) as store:
+        store.put_file(src(), "k")
+        put_at = clock.now
+        clock.advance(0.5)
+        store.record_hits({"k": 1})
+        assert stored_access("k") == put_at  # not yet: within access_flush_interval (1 s)
+        clock.advance(0.6)
+        store.record_hits({"k": 1})
+        assert stored_access("k") == clock.now
+
+
+def damage_delete(path: Path) -> None:
+    path.unlink()
+
+
+def damage_truncate(path: Path) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+def damage_garbage(path: Path) -> None:
+    path.write_bytes(blob(path.stat().st_size, "garbage"))
+
+
+def damage_zero_length(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("damage", [damage_delete, damage_truncate, damage_garbage, damage_zero_length])
+def test_damaged_index_is_rebuilt_with_the_same_objects(config: StorageConfig, clock: FakeClock, src: Src,
+                                                        damage: Callable[[Path], None],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="oca.storage")
+    with Store.open(config, clock) as store:
+        fill(store, src, count=60)
+        before = store.list()
+    index_file = Path(config.state_dir) / "index.sqlite"
+    assert index_file.stat().st_size >= 5 * 4096  # halving it cuts into the tables
+    damage(index_file)
+    caplog.clear()
+    with reopen(config, clock) as store:
+        assert "building one by scanning" in caplog.text or "rebuilding the storage index" in caplog.text
+        assert store.list() == before
+        assert_consistent(store)
+    with sqlite3.connect(index_file) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_rebuild_deletes_junk_and_temp_files(config: StorageConfig, clock: FakeClock, src: Src,
+                                             tmp_path: Path) -> None:
+    with Store.open(config, clock) as store:
+        good = store.put_file(src(size=100, seed=1), "good")
+        no_meta = store.put_file(src(size=100, seed=2), "no-meta")
+        no_object = store.put_file(src(size=100, seed=3), "no-object")
+        short = store.put_file(src(size=100, seed=4), "short")
+        wrong_key = store.put_file(src(size=100, seed=5), "wrong-key")
+    os.unlink(no_meta.path + ".meta")
+    os.unlink(no_object.path)
+    with open(short.path, "r+b") as f:
+        f.truncate(60)
+    Path(wrong_key.path + ".meta").write_text(Path(good.path + ".meta").read_text())
+    stray = tmp_path / "hdd/objects/zz"
+    stray.write_text("junk")
+    (tmp_path / "hdd/tmp/obj-leftover").write_bytes(b"partial")
+    os.unlink(os.path.join(config.state_dir, "index.sqlite"))
+    with reopen(config, clock) as store:
+        assert [i.key for i in store.list()] == ["good"]
+        assert tier_files(str(tmp_path / "hdd")) == [good.path, good.path + ".meta"]
+        assert tier_files(str(tmp_path / "hdd"), "tmp") == []
+        assert not stray.exists()
+
+
+def test_temp_files_are_removed_at_open(config: StorageConfig, clock: FakeClock, tmp_path: Path) -> None:
+    Store.open(config, clock).close()
+    (tmp_path / "ssd/tmp/obj-abc").write_bytes(b"half an object")
+    (tmp_path / "hdd/tmp/meta-abc").write_bytes(b"{")
+    Store.open(config, clock).close()
+    assert tier_files(str(tmp_path / "ssd"), "tmp") == tier_files(str(tmp_path / "hdd"), "tmp") == []
+
+
+def test_lowered_capacity_is_enforced_at_open(tmp_path: Path, clock: FakeClock, src: Src) -> None:
+    with Store.open(storage_config(tmp_path, ssd=300, hdd=1000), clock) as store:
+        for i in range(8):
+            store.put_file(src(size=100, seed=i), f"k{i}")
+    with Store.open(storage_config(tmp_path, ssd=300, hdd=500), clock) as store:
+        assert len(store.list()) == 5
+        assert_consistent(store)
+
+
+def test_a_replaced_object_keeps_its_new_content_after_rebuild(config: StorageConfig, clock: FakeClock,
+                                                               src: Src) -> None:
+    new = blob(300, "new")
+    with Store.open(config, clock) as store:
+        store.put_file(src(size=300, seed="old"), "k")
+        store.put_file(src(new), "k")
+    os.unlink(os.path.join(config.state_dir, "index.sqlite"))
+    with reopen(config, clock) as store:
+        info = store.get("k")
+        assert info is not None and info.digest == digest_of(new)
