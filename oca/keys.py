@@ -15,6 +15,8 @@ Every refusal raises BadRequest (400) naming the problem.
 
 from __future__ import annotations
 
+import re
+
 from oca.errors import BadRequest
 
 MAX_KEY_BYTES = 1024
@@ -25,6 +27,11 @@ _HEX = frozenset(b"0123456789abcdefABCDEF")
 _STRUCTURAL = {ord("/"): "/", ord("."): ".", ord("\\"): "\\", ord("%"): "%"}
 # Longest raw path that could still decode to an acceptable key (every byte written as %XX).
 _MAX_RAW_PATH = 3 * MAX_KEY_BYTES + 1
+# The common case in one regex match: an origin-form path already in normal form (no escapes, no empty,
+# dot or hidden segment) and a query of visible ASCII without '#'. Anything else takes the full rules below,
+# which give the same answer for what this accepts (tests/test_keys.py checks that on generated targets).
+_SEGMENT = rb"[A-Za-z0-9\-_~!$&'()*+,;=:@][A-Za-z0-9\-._~!$&'()*+,;=:@]*"
+_NORMAL_TARGET = re.compile(rb"/(" + _SEGMENT + rb"(?:/" + _SEGMENT + rb")*)(?:\?([\x21\x22\x24-\x7e]*))?")
 
 
 def key_from_target(target: bytes) -> tuple[str, str]:
@@ -33,6 +40,13 @@ def key_from_target(target: bytes) -> tuple[str, str]:
     `/titles/1/seg_00001.m4s?CMCD=br%3D3200` -> ("titles/1/seg_00001.m4s", "CMCD=br%3D3200").
     The query is returned as sent (it never enters the key); it must be visible ASCII.
     """
+    match = _NORMAL_TARGET.fullmatch(target)
+    if match is not None and match.end(1) <= MAX_KEY_BYTES + 1:
+        return match.group(1).decode("ascii"), (match.group(2) or b"").decode("ascii")
+    return _key_from_target_slowly(target)
+
+
+def _key_from_target_slowly(target: bytes) -> tuple[str, str]:
     path, query = _split_target(target)
     if len(path) > _MAX_RAW_PATH:
         raise BadRequest(f"request path is {len(path)} bytes; a key may have at most {MAX_KEY_BYTES}")

@@ -143,8 +143,22 @@ def start_box(config_path: str, workdir: str, *, loop: str = "uvloop", env: dict
         with open(token_file, encoding="utf-8") as fh:
             box.extra["token"] = fh.read().strip()
     if wait:
-        wait_ready(box)
+        try:
+            wait_ready(box)
+        except BaseException:
+            kill_box(box)
+            raise
     return box
+
+
+def kill_box(box: Box) -> None:
+    """SIGKILL the master and its workers (the workers first: a dead master cannot be asked for them)."""
+    for pid in box.worker_pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if box.process.poll() is None:
+        box.process.kill()
+        box.process.wait()
 
 
 def wait_ready(box: Box, timeout: float = 30) -> None:
@@ -182,10 +196,7 @@ def box_factory(tmp_path: Any) -> Iterator[Callable[..., Box]]:
 
     yield make
     for box in boxes:
-        box.stop(signal.SIGKILL if box.process.poll() is None else signal.SIGTERM, timeout=10)
-        for pid in box.worker_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_box(box)
 
 
 def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
@@ -264,7 +275,7 @@ def start_inprocess(workdir: str, objects: dict[str, bytes], *, loop_kind: str =
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-        worker.server.start()
+        loop.run_until_complete(worker.server.start())
         started.set()
         loop.run_forever()
         loop.close()

@@ -174,3 +174,18 @@ def test_is_valid_key_agrees_with_normpath(key: str) -> None:
     if is_valid_key(key):
         assert os.path.normpath(key) == key
         assert key_from_target(b"/" + key.encode()) == (key, "")
+
+
+@given(_targets())
+def test_fast_path_agrees_with_the_full_rules(target: bytes) -> None:
+    from oca.keys import _key_from_target_slowly
+
+    try:
+        fast: tuple[str, str] | str = key_from_target(target)
+    except BadRequest:
+        fast = "rejected"
+    try:
+        slow: tuple[str, str] | str = _key_from_target_slowly(target)
+    except BadRequest:
+        slow = "rejected"
+    assert fast == slow

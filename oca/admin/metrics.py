@@ -83,5 +83,5 @@ class _Snapshot:
 
 def render_metrics(stats: FleetStats, store_status: dict[str, Any], workers: int, draining: bool) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(stats, store_status, workers, draining))  # type: ignore[arg-type]
-    return generate_latest(registry)  # type: ignore[no-any-return]
+    registry.register(_Snapshot(stats, store_status, workers, draining))
+    return generate_latest(registry)

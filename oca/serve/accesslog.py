@@ -30,9 +30,13 @@ class AccessLog:
         return self._fd is not None
 
     def write(self, record: dict[str, Any]) -> None:
+        if self._fd is not None:
+            self.write_line(json.dumps(record, separators=(",", ":"), default=str) + "\n")
+
+    def write_line(self, line: str) -> None:
+        """One complete JSON line, newline included."""
         if self._fd is None:
             return
-        line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
         self._buffer.append(line)
         self._size += len(line)
         if self._size >= _FLUSH_AT:

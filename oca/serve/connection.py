@@ -1,22 +1,28 @@
-"""One client connection of the data port: httptools parses, the handler plans, this module does the syscalls.
+"""One client connection of the data port: httptools parses, the handler plans, this module does the I/O.
 
 This is the only module of the data plane that knows about file descriptors. Rules it keeps:
-- Bodies planned as FileSlices go out with os.sendfile on the client socket itself (zero-copy), under
-  uvloop and the stock asyncio loop alike; partial sends wait for writability (add_writer) and resume.
-- A response that cannot be completed (file shorter than its length, client gone) closes the connection
+- Bytes (heads, small bodies from memory) go through the event loop's transport, whose write path is
+  native under uvloop. Write-buffer limits are 0/0, so a write is attempted at once and pause_writing /
+  resume_writing tell exactly when the transport's buffer is non-empty / empty again.
+- File bodies go out with os.sendfile on the client socket itself (zero-copy), under uvloop and the stock
+  asyncio loop alike, and only while the transport's buffer is empty, so bytes never overtake each other.
+  A partial send waits for writability on a dup() of the socket (the loop refuses a second watcher on a
+  transport's own descriptor) and resumes where it stopped.
+- A response that cannot be completed (file shorter than its length, client gone) aborts the connection
   before Content-Length is reached: never a clean short response.
-- Requests are answered in order; pipelined requests wait in `pending` (reading pauses past a limit).
+- Requests are answered in order; pipelined ones wait in `pending` (reading pauses past a limit).
 - Header limits: max_header_bytes for the request line and headers together, max_headers fields (431).
 - Every response ends with one access-log record and one stats update, aborted or not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
@@ -26,44 +32,43 @@ if TYPE_CHECKING:
     from oca.serve.server import Server
 
 _MAX_PENDING = 32
-_RECV_SIZE = 256 * 1024
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ETIMEDOUT)
 
 
 class _HeadersTooLarge(Exception):
-    """Raised from a parser callback; httptools wraps it in HttpParserCallbackError, so we also keep a flag."""
+    """Raised from a parser callback; httptools wraps it in HttpParserCallbackError (see data_received)."""
 
 
-class Connection:
+class Connection(asyncio.Protocol):
     __slots__ = (
-        "_body_sent", "_client", "_current", "_fd", "_head_left", "_header_bytes", "_headers", "_loop",
-        "_out", "_parser", "_pending", "_reading", "_server", "_sock", "_url", "_writing", "close_after",
-        "closed", "header_started", "last_activity", "requests_done",
+        "_body_sent", "_client", "_current", "_dup", "_fd", "_header_bytes", "_headers", "_loop", "_out",
+        "_parser", "_paused_reading", "_pending", "_server", "_transport", "_url", "_write_paused",
+        "_writer_armed", "close_after", "closed", "header_started", "last_activity", "requests_done",
     )
 
-    def __init__(self, server: Server, sock: socket.socket, client: str) -> None:
+    def __init__(self, server: Server) -> None:
         self._server = server
         self._loop = server.loop
-        self._sock = sock
-        self._fd = sock.fileno()
-        self._client = client
+        self._transport: asyncio.Transport | None = None
+        self._fd = -1
+        self._dup = -1  # dup() of the socket, for add_writer while a sendfile waits
+        self._client = ""
         self._parser = httptools.HttpRequestParser(self)
         self._pending: deque[Request] = deque()
-        self._out: deque[bytes | memoryview | FileSlice] = deque()
+        self._out: deque[bytes | FileSlice] = deque()
         self._current: Response | None = None
         self._url = b""
         self._headers: dict[str, str] = {}
         self._header_bytes = 0
-        self._head_left = 0
         self._body_sent = 0
-        self._reading = False
-        self._writing = False
+        self._paused_reading = False
+        self._write_paused = False
+        self._writer_armed = False
         self.close_after = False
         self.closed = False
         self.header_started: float | None = None
         self.last_activity = self._loop.time()
         self.requests_done = 0
-        self._resume_reading()
 
     # -- state the server's sweeper looks at ----------------------------------------------------
 
@@ -73,7 +78,65 @@ class Connection:
 
     @property
     def sending(self) -> bool:
-        return self._current is not None
+        return self._current is not None or self._write_paused
+
+    # -- transport callbacks ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno()
+        peer = transport.get_extra_info("peername")
+        self._client = peer[0] if isinstance(peer, tuple) else "local"
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._transport.set_write_buffer_limits(high=0, low=0)
+        if not self._server.admit(self):
+            self.closed = True
+            self._transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self._loop.time()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "upgrade and CONNECT are not served here")
+            return
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _HeadersTooLarge):
+                self._fail(431, "request header fields too large")
+            else:
+                self._fail(400, f"malformed request: {exc}")
+            return
+        if len(self._pending) > _MAX_PENDING and not self._paused_reading:
+            self._paused_reading = True
+            cast(asyncio.Transport, self._transport).pause_reading()
+        self._next()
+
+    def eof_received(self) -> bool:
+        """The client finished sending: answer what it asked, then close."""
+        self.close_after = True
+        if self._current is None and not self._pending:
+            self.close()
+        return True
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self.last_activity = self._loop.time()
+        if self._current is not None and self._out:
+            self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._current is not None:
+            self._out.clear()
+            self._finish(aborted=True, error=None)
+        self._pending.clear()
+        self._disarm_writer()
+        self.closed = True
+        self._server.forget(self)
 
     # -- httptools callbacks ----------------------------------------------------------------------
 
@@ -92,7 +155,8 @@ class Connection:
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value) + 4
         headers = self._headers
-        if self._header_bytes > self._server.config.max_header_bytes or len(headers) >= self._server.config.max_headers:
+        config = self._server.config
+        if self._header_bytes > config.max_header_bytes or len(headers) >= config.max_headers:
             raise _HeadersTooLarge
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
@@ -107,51 +171,11 @@ class Connection:
         ))
         self.header_started = None
 
-    # -- reading ----------------------------------------------------------------------------------
-
-    def _resume_reading(self) -> None:
-        if not self._reading and not self.closed:
-            self._reading = True
-            self._loop.add_reader(self._fd, self._on_readable)
-
-    def _pause_reading(self) -> None:
-        if self._reading:
-            self._reading = False
-            self._loop.remove_reader(self._fd)
-
-    def _on_readable(self) -> None:
-        try:
-            data = self._sock.recv(_RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.abort()
-            return
-        self.last_activity = self._loop.time()
-        if not data:  # the client finished sending: answer what it asked, then close
-            self._pause_reading()
-            self.close_after = True
-            if self._current is None and not self._pending:
-                self.close()
-            return
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(400, "upgrade and CONNECT are not served here")
-            return
-        except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, _HeadersTooLarge):
-                self._fail(431, "request header fields too large")
-            else:
-                self._fail(400, f"malformed request: {exc}")
-            return
-        if len(self._pending) > _MAX_PENDING:
-            self._pause_reading()
-        self._next()
-
     def _fail(self, status: int, reason: str) -> None:
-        """A request we cannot parse: answer after what is already queued, then close."""
-        self._pause_reading()
+        """A request we cannot parse (or that took too long): answer after what is queued, then close."""
+        if self._transport is not None and not self._paused_reading:
+            self._paused_reading = True
+            self._transport.pause_reading()
         self.close_after = True
         self.header_started = None
         self._pending.append(Request("", b"", {}, False, self._client, self._loop.time(), (status, reason)))
@@ -160,18 +184,20 @@ class Connection:
     # -- writing ----------------------------------------------------------------------------------
 
     def _next(self) -> None:
+        server = self._server
         while self._current is None and self._pending and not self.closed:
             req = self._pending.popleft()
-            if not self._reading and not self.close_after and len(self._pending) <= _MAX_PENDING:
-                self._resume_reading()
+            if self._paused_reading and not self.close_after and len(self._pending) <= _MAX_PENDING:
+                self._paused_reading = False
+                cast(asyncio.Transport, self._transport).resume_reading()
             if req.failure is not None:
-                resp = self._server.handler.error(None, *req.failure, close=True)
+                resp = server.handler.error(None, *req.failure, close=True)
             else:
                 try:
-                    resp = self._server.handler.handle(req)
+                    resp = server.handler.handle(req)
                 except Exception as exc:  # a bug must cost one request, not the worker
-                    self._server.log_exception(exc)
-                    resp = self._server.handler.error(req, 500, "internal error", close=True)
+                    server.log_exception(exc)
+                    resp = server.handler.error(req, 500, "internal error", close=True)
             if self.close_after:
                 resp.close = True
             self._start(req, resp)
@@ -179,70 +205,71 @@ class Connection:
     def _start(self, req: Request, resp: Response) -> None:
         self._current = resp
         self._server.current_requests[self] = req
-        self._body_sent = 0
-        head = resp.head
+        transport = cast(asyncio.Transport, self._transport)
         parts = resp.parts
-        self._head_left = len(head)
-        if parts and type(parts[0]) is bytes and len(parts[0]) <= 65536:
-            # one send for head and a small body
-            self._out.append(head + parts[0])  # type: ignore[operator]
-            self._out.extend(parts[1:])
+        if not parts:
+            transport.write(resp.head)
+            self._body_sent = 0
+            self._finish(aborted=False)
+        elif len(parts) == 1 and type(parts[0]) is bytes:
+            transport.write(resp.head + parts[0])
+            self._body_sent = len(parts[0])  # handed to the transport; a later reset shows in connection_lost
+            self._finish(aborted=False)
         else:
-            self._out.append(head)
+            self._body_sent = 0
             self._out.extend(parts)
-        self._flush()
+            transport.write(resp.head)
+            if not self._write_paused:
+                self._flush()
 
     def _flush(self) -> None:
+        """Send queued parts while the transport's own buffer is empty; FileSlices with sendfile."""
         out = self._out
-        sock = self._sock
+        transport = cast(asyncio.Transport, self._transport)
         while out:
+            if self._write_paused:
+                return  # resume_writing calls us again once the transport's buffer is empty
             item = out[0]
-            if type(item) is FileSlice:
-                try:
-                    sent = os.sendfile(self._fd, item.fd, item.offset, item.length)
-                except (BlockingIOError, InterruptedError):
-                    self._wait_writable()
-                    return
-                except OSError as exc:
-                    self.abort(None if exc.errno in _GONE else exc)
-                    return
-                if sent == 0:  # the file ended before its length: never finish cleanly
-                    self.abort(OSError(errno.EIO, "object file shorter than its length"))
-                    return
-                self._body_sent += sent
-                if sent < item.length:
-                    out[0] = FileSlice(item.fd, item.offset + sent, item.length - sent)
-                    continue
+            if not isinstance(item, FileSlice):
                 out.popleft()
+                transport.write(item)
+                self._body_sent += len(item)
+                continue
+            try:
+                sent = os.sendfile(self._fd, item.fd, item.offset, item.length)
+            except (BlockingIOError, InterruptedError):
+                self._arm_writer()
+                return
+            except OSError as exc:
+                self.abort(None if exc.errno in _GONE else exc)
+                return
+            if sent == 0:  # the file ended before its length: never finish cleanly
+                self.abort(OSError(errno.EIO, "object file shorter than its length"))
+                return
+            self._body_sent += sent
+            if sent < item.length:
+                out[0] = FileSlice(item.fd, item.offset + sent, item.length - sent)
             else:
-                flags = socket.MSG_MORE if len(out) > 1 else 0  # let the head ride with the file's first bytes
-                try:
-                    sent = sock.send(item, flags)
-                except (BlockingIOError, InterruptedError):
-                    self._wait_writable()
-                    return
-                except OSError as exc:
-                    self.abort(None if exc.errno in _GONE else exc)
-                    return
-                head_part = min(sent, self._head_left)
-                self._head_left -= head_part
-                self._body_sent += sent - head_part
-                if sent < len(item):
-                    out[0] = memoryview(item)[sent:]
-                    self._wait_writable()
-                    return
                 out.popleft()
         self.last_activity = self._loop.time()
-        if self._writing:
-            self._writing = False
-            self._loop.remove_writer(self._fd)
+        self._disarm_writer()
         self._finish(aborted=False)
 
-    def _wait_writable(self) -> None:
+    def _arm_writer(self) -> None:
         self.last_activity = self._loop.time()
-        if not self._writing:
-            self._writing = True
-            self._loop.add_writer(self._fd, self._flush)
+        if not self._writer_armed:
+            if self._dup < 0:
+                self._dup = os.dup(self._fd)
+            self._writer_armed = True
+            self._loop.add_writer(self._dup, self._flush)
+
+    def _disarm_writer(self) -> None:
+        if self._writer_armed:
+            self._writer_armed = False
+            self._loop.remove_writer(self._dup)
+        if self._dup >= 0:
+            os.close(self._dup)
+            self._dup = -1
 
     def _finish(self, aborted: bool, error: BaseException | None = None) -> None:
         resp = self._current
@@ -264,29 +291,22 @@ class Connection:
     # -- closing ----------------------------------------------------------------------------------
 
     def abort(self, error: BaseException | None = None) -> None:
-        """Stop now: the client is gone, or the body cannot be completed."""
+        """Stop now: the client is gone, or the body cannot be completed (RST, never a short clean end)."""
         self._out.clear()
+        self._disarm_writer()
         self._finish(aborted=True, error=error)
-        self.close()
+        self.closed = True
+        if self._transport is not None:
+            self._transport.abort()
 
     def close(self) -> None:
+        """Close after the transport has written what it holds."""
         if self.closed:
             return
         self.closed = True
-        if self._reading:
-            self._loop.remove_reader(self._fd)
-            self._reading = False
-        if self._writing:
-            self._loop.remove_writer(self._fd)
-            self._writing = False
-        if self._current is not None:
-            self._out.clear()
-            self._finish(aborted=True)
-        self._pending.clear()
-        try:
-            self._sock.close()
-        finally:
-            self._server.forget(self)
+        self._disarm_writer()
+        if self._transport is not None:
+            self._transport.close()
 
     def respond_timeout(self) -> None:
         """The request head did not arrive within header_timeout (slowloris): 408, then close."""

@@ -27,7 +27,10 @@ class Entry:
     last_modified: int
     content_type: str
     fixed_headers: bytes  # headers shared by every 200/206 of this object (no status line, no length)
+    hit_status: bytes  # the Cache-Status header of a hit (RFC 9211), naming the tier
     body: bytes | None = None  # the whole object, once it has been read for the memory cache
+    head: bytes = b""  # the last keep-alive 200 head built for it...
+    head_date: bytes = b""  # ...and the Date value it carries (the head is reused within that second)
 
 
 class ObjectCache:
@@ -106,4 +109,5 @@ class ObjectCache:
             f"Cache-Control: {cache_control}\r\n"
             "Accept-Ranges: bytes\r\n"
         ).encode("latin-1")
-        return Entry(info, etag, last_modified, content_type, fixed)
+        hit_status = b"Cache-Status: oca; hit; detail=" + info.tier.encode("ascii") + b"\r\n"
+        return Entry(info, etag, last_modified, content_type, fixed, hit_status)

@@ -1,8 +1,8 @@
 """The data port inside one worker: accepts connections, sweeps timeouts, records finished responses.
 
 Rules kept here:
-- Accepted sockets get TCP_NODELAY (small responses must not wait for Nagle) and are non-blocking.
-- At max_connections the worker stops accepting; the kernel's backlog holds newcomers until one closes.
+- Accepted sockets get TCP_NODELAY (small responses must not wait for Nagle).
+- Past max_connections a new connection is dropped at once (the client may retry another box).
 - Timeouts are checked by one sweep per second, not a timer per connection: a request head must arrive
   within header_timeout (408), an idle keep-alive connection closes after keepalive_timeout, a reader
   that takes nothing for send_timeout is cut off.
@@ -12,10 +12,11 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
-import errno
+import json
 import logging
 import socket
 import time
+from json.encoder import encode_basestring_ascii as _js
 from typing import Any
 
 from oca.config import ServerConfig
@@ -39,56 +40,30 @@ class Server:
         self.connections: set[Connection] = set()
         self.current_requests: dict[Connection, Request] = {}
         self._listener = listener
-        self._accepting = False
+        self._aio_server: asyncio.AbstractServer | None = None
         self._draining = False
         self._sweeper: asyncio.TimerHandle | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self._listener.setblocking(False)
-        self._resume_accepting()
+        self._aio_server = await self.loop.create_server(
+            lambda: Connection(self), sock=self._listener, backlog=self.config.backlog)
         self._sweeper = self.loop.call_later(1.0, self._sweep)
 
-    # -- accepting ----------------------------------------------------------------------------------
+    # -- connections --------------------------------------------------------------------------------
 
-    def _resume_accepting(self) -> None:
-        if not self._accepting and not self._draining:
-            self._accepting = True
-            self.loop.add_reader(self._listener.fileno(), self._accept)
-
-    def _pause_accepting(self) -> None:
-        if self._accepting:
-            self._accepting = False
-            self.loop.remove_reader(self._listener.fileno())
-
-    def _accept(self) -> None:
-        for _ in range(64):
-            if len(self.connections) >= self.config.max_connections:
-                self._pause_accepting()
-                return
-            try:
-                sock, address = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("accept failed (%s): pausing accepts for 100 ms", exc.strerror)
-                    self._pause_accepting()
-                    self.loop.call_later(0.1, self._resume_accepting)
-                    return
-                continue  # ECONNABORTED and friends: that client is gone
-            sock.setblocking(False)
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client = address[0] if isinstance(address, tuple) else "local"
-            self.connections.add(Connection(self, sock, client))
-            self.stats.connections = len(self.connections)
+    def admit(self, conn: Connection) -> bool:
+        """Count a new connection in; False (the connection is dropped) past max_connections or while draining."""
+        if self._draining or len(self.connections) >= self.config.max_connections:
+            return False
+        self.connections.add(conn)
+        self.stats.connections = len(self.connections)
+        return True
 
     def forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
         self.current_requests.pop(conn, None)
         self.stats.connections = len(self.connections)
-        if not self._accepting and not self._draining and len(self.connections) < self.config.max_connections:
-            self._resume_accepting()
 
     # -- timeouts -----------------------------------------------------------------------------------
 
@@ -121,25 +96,22 @@ class Server:
             self.handler.report_io_error(resp.tier, f"{error.strerror or error} sending {resp.key}")
         if not self.access_log.enabled:
             return
-        entry: dict[str, Any] = {
-            "ts": round(time.time(), 3),
-            "client": req.client if req is not None else "",
-            "method": req.method if req is not None else "",
-            "target": req.target[:512].decode("latin-1") if req is not None else "",
-            "key": resp.key,
-            "status": resp.status,
-            "bytes": body_sent,
-            "ms": round(seconds * 1000, 3),
-            "cache": resp.cache,
-            "tier": resp.tier,
-        }
+        # Formatted by hand: this runs once per request. Only the target, the method and the extras can
+        # hold characters JSON must escape; keys, IPs, tier names and cache results cannot.
+        method, target, client = (req.method, req.target[:512].decode("latin-1"), req.client) if req else ("", "", "")
+        line = (
+            f'{{"ts":{time.time():.3f},"client":"{client}","method":{_js(method)},"target":{_js(target)},'
+            f'"key":"{resp.key}","status":{resp.status},"bytes":{body_sent},"ms":{seconds * 1000:.3f},'
+            f'"cache":"{resp.cache}","tier":"{resp.tier}"'
+        )
+        extras: dict[str, Any] = dict(resp.log) if resp.log else {}
         if aborted:
-            entry["aborted"] = True
+            extras["aborted"] = True
         if error is not None:
-            entry["error"] = str(error)
-        if resp.log:
-            entry.update(resp.log)
-        self.access_log.write(entry)
+            extras["error"] = str(error)
+        if extras:
+            line += "," + json.dumps(extras, separators=(",", ":"), default=str)[1:-1]
+        self.access_log.write_line(line + "}\n")
 
     def log_exception(self, exc: BaseException) -> None:
         log.error("request handler failed", exc_info=exc)
@@ -150,7 +122,8 @@ class Server:
         """Finish in-flight responses and close idle connections; then close what is left."""
         self._draining = True
         self.handler.draining = True
-        self._pause_accepting()
+        if self._aio_server is not None:
+            self._aio_server.close()
         for conn in list(self.connections):
             if conn.idle:
                 conn.close()

@@ -1,7 +1,9 @@
 """Tiered disk storage: one owner (`Store`) writes, worker processes read through `StoreView`.
 
-Modules, one job each: layout (file names), files (durable copies), policy (eviction, promotion,
-placement: pure), index (SQLite), health (tier faults), generation (change counter), store, view.
+Modules, one job each: model (ObjectInfo, TierState), layout (file names), files (durable copies),
+policy (eviction, promotion, placement: pure), index (SQLite), catalog (what is where, in memory),
+health (tier faults), generation (change counter), owner (the state_dir lock), engine (keeping files,
+index and memory in step), store (the owner's API), view (the workers' read-only API).
 """
 
 from oca.storage.model import ObjectInfo, TierState

@@ -45,24 +45,24 @@ class Engine:
 
     # ---------------------------------------------------------------- writing objects
 
-    def install(self, tier: Tier, staged_path: str, entry: Entry) -> None:
-        """Rename a verified temp file and its sidecar into place on `tier`, journalled; index; attach.
+    def prepare(self, tier: Tier, entry: Entry) -> str:
+        """Do the part of an install that allocates space, before anything changes: create the fan-out
+        directories and stage the sidecar. Returns the staged sidecar's path; raises OSError."""
+        for parent in tier.layout.ensure_fanout(entry.hash):
+            files.fsync_dir(parent)
+        return files.stage_bytes(entry.sidecar().to_bytes(), tier.layout.tmp_dir)
 
-        Raises OSError (files cleaned up) or StorageError (the index write failed: the journal row stays,
-        so the next open settles the files)."""
+    def install(self, tier: Tier, staged_path: str, meta_tmp: str, entry: Entry) -> None:
+        """Rename a verified temp file and its staged sidecar into place on `tier`, journalled; index the
+        entry and attach it. Raises OSError or StorageError (the index write failed); either way the files
+        are removed again, and a journal row that could not be cleared is settled at the next open."""
         with self.index.transaction():
             self.index.add_pending(tier.name, entry.hash, entry.key, WRITE)
         layout = tier.layout
         try:
-            new_dirs = layout.ensure_fanout(entry.hash)
-            meta_tmp = files.stage_bytes(entry.sidecar().to_bytes(), layout.tmp_dir)
-            try:
-                os.replace(staged_path, layout.object_path(entry.hash))
-                os.replace(meta_tmp, layout.meta_path(entry.hash))
-            finally:
-                unlink_quiet(meta_tmp)
-            for directory in [layout.fanout_dir(entry.hash), *new_dirs]:
-                files.fsync_dir(directory)
+            os.replace(staged_path, layout.object_path(entry.hash))
+            os.replace(meta_tmp, layout.meta_path(entry.hash))
+            files.fsync_dir(layout.fanout_dir(entry.hash))
         except OSError:
             with contextlib.suppress(OSError, StorageError):
                 layout.remove(entry.hash)
@@ -70,9 +70,15 @@ class Engine:
                     self.index.clear_pending(tier.name, entry.hash)
             raise
         entry.tier = tier.number
-        with self.index.transaction():
-            self.index.put(self.cat.row(entry))
-            self.index.clear_pending(tier.name, entry.hash)
+        try:
+            with self.index.transaction():
+                self.index.put(self.cat.row(entry))
+                self.index.clear_pending(tier.name, entry.hash)
+        except StorageError:
+            # the put failed: store nothing (a journal row left behind is settled at the next open)
+            with contextlib.suppress(OSError):
+                layout.remove(entry.hash)
+            raise
         self.cat.attach(entry)
 
     def write_sidecar(self, tier: Tier, entry: Entry) -> None:
@@ -111,28 +117,34 @@ class Engine:
         except files.SourceError as e:
             self.charge(src, e.error)
             return False
-        except files.VerifyError as e:
-            log.warning("object %r on tier %s does not match its digest: %s", entry.key, src.name, e)
+        except files.VerifyError as e:  # rotten bytes: never serve them again
+            log.warning("dropping %r: its copy on tier %s does not match its digest: %s", entry.key, src.name, e)
+            self.drop([entry])
             return False
         except OSError as e:
             self.charge(dst, e, entry.size)
             return False
+        meta_tmp = ""
         try:
+            moved = entry.moved_to(dst.number)
+            meta_tmp = self.prepare(dst, moved)
             with self.index.transaction():
                 self.index.add_pending(src.name, entry.hash, entry.key, DROP)
             self.cat.detach(entry)
             try:
-                self.install(dst, staged.path, entry.moved_to(dst.number))
-            except (OSError, StorageError) as e:
+                self.install(dst, staged.path, meta_tmp, moved)
+            except (OSError, StorageError):
                 self.cat.attach(entry)
                 with contextlib.suppress(StorageError), self.index.transaction():
                     self.index.clear_pending(src.name, entry.hash)
-                if isinstance(e, OSError):
-                    self.charge(dst, e, entry.size)
-                    return False
                 raise
+        except OSError as e:
+            self.charge(dst, e, entry.size)
+            return False
         finally:
             unlink_quiet(staged.path)
+            if meta_tmp:
+                unlink_quiet(meta_tmp)
         self.gen.bump()
         self.remove_files(src, [entry.hash])
         return True
@@ -160,7 +172,7 @@ class Engine:
 
     def remove_files(self, tier: Tier, hashes: Sequence[str]) -> None:
         """Delete the files at these places, then clear their DROP rows (kept if deleting fails)."""
-        if tier.state is TierState.FAILED:
+        if not self.present(tier):
             return
         done: list[str] = []
         try:
@@ -179,6 +191,16 @@ class Engine:
                     self.index.clear_pending(tier.name, h)
         except StorageError as e:
             log.warning("journal rows for removed files on %s not cleared: %s", tier.name, e)
+
+    def present(self, tier: Tier) -> bool:
+        """False, marking the tier FAILED, if its objects directory is gone: "already gone" from an unlink
+        there would only mean the disk is away, and the files may come back with it."""
+        if tier.state is TierState.FAILED:
+            return False
+        if not os.path.isdir(tier.layout.objects_dir):
+            self.set_state(tier, TierState.FAILED, f"directory missing: {tier.layout.objects_dir}")
+            return False
+        return True
 
     def shrink(self, tier: Tier) -> None:
         """Bring a tier back under its capacity (after the capacity was lowered in the config)."""
@@ -250,7 +272,7 @@ class Engine:
         not; a DROP's files are removed unless the index (again) holds the key at that place."""
         for p in pending:
             tier = self.cat.by_name.get(p.tier)
-            if tier is None or tier.state is TierState.FAILED:
+            if tier is None or not self.present(tier):
                 continue
             entry = self.cat.entries.get(p.key)
             here = entry if entry is not None and entry.tier == tier.number else None

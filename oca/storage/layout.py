@@ -65,7 +65,7 @@ class Sidecar:
 
 @dataclass(frozen=True, slots=True)
 class ScanEntry:
-    """One hash found by a scan: the object and sidecar paths (None when missing) and any stray files."""
+    """One hash found by a scan: its object and sidecar paths (None when missing)."""
 
     hash: str
     object_path: str | None

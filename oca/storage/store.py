@@ -294,7 +294,8 @@ class Store:
                 if state is TierState.FAILED and result.errno in health.MEDIA_ERRNOS:
                     tier.sticky = True
                     error = f"{error}; {STICKY}"
-                if state is TierState.UP and tier.state is TierState.FULL and result.free_bytes < tier.full_need:
+                still_full = tier.state is TierState.FULL and result.free_bytes < tier.full_need
+                if state is TierState.UP and still_full:
                     state, error = TierState.FULL, tier.error
                 was = tier.state
                 self._engine.set_state(tier, state, error)
@@ -324,17 +325,22 @@ class Store:
         if not tier.state.accepts:
             raise _Retry
         moves = self._cat.plan(tier, staged.size, key, replacing=True)
-        old = self._cat.entries.get(key)
-        if old is not None:
-            self._engine.drop([old])
-        self._engine.run(moves)
         now = self._clock()
         entry = Entry(key, key_hash(key), tier.number, staged.size, staged.digest, now, now, hot, pin)
+        meta_tmp = ""
         try:
-            self._engine.install(tier, staged.path, entry)
+            meta_tmp = self._engine.prepare(tier, entry)  # a full disk fails here, before any change
+            old = self._cat.entries.get(key)
+            if old is not None:
+                self._engine.drop([old])
+            self._engine.run(moves)
+            self._engine.install(tier, staged.path, meta_tmp, entry)
         except OSError as e:
             self._write_failed(tier, e, staged.size, key)
             raise _Retry from e
+        finally:
+            if meta_tmp:
+                unlink_quiet(meta_tmp)
         return self._cat.info(entry)
 
     def _write_failed(self, tier: Tier, error: OSError, size: int, key: str) -> None:

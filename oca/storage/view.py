@@ -8,6 +8,8 @@ Rules kept here:
 - Open one view per process, after forking; a view is safe to share between threads of that process.
 - A file named by an ObjectInfo can vanish (eviction) or, rarely, be replaced between the lookup and the
   open: the caller treats ENOENT as a miss and compares fstat's size with `ObjectInfo.size`.
+- A new object does not bump the generation (only removals, moves, replacements and tier state changes
+  do), so a caller may cache hits until `changed()` but must not cache misses.
 """
 
 from __future__ import annotations

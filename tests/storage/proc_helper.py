@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 from oca.config.model import StorageConfig, TierConfig
-from oca.storage import Store, index, layout
+from oca.storage import Store, engine, index, layout
 
 
 def config_from(text: str) -> StorageConfig:
@@ -26,8 +26,13 @@ def config_from(text: str) -> StorageConfig:
                          tiers=tuple(TierConfig(n, p, c) for n, p, c in raw["tiers"]))
 
 
+def scratch(config: StorageConfig) -> str:
+    """A folder for source files beside the state_dir (inside the test's tmp_path)."""
+    return tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(config.state_dir)), prefix="helper-src-")
+
+
 def loop(store: Store, count: int, size: int) -> None:
-    folder = tempfile.mkdtemp()
+    folder = scratch(store.config)
     paths = []
     for i in range(count):  # sources first, so a kill after a "done" line lands inside the next put
         paths.append(os.path.join(folder, f"src{i}"))
@@ -43,7 +48,7 @@ def die(*_args: object, **_kwargs: object) -> None:
 
 
 def die_at(store: Store, point: str) -> None:
-    folder = tempfile.mkdtemp()
+    folder = scratch(store.config)
     path = os.path.join(folder, "src")
     with open(path, "wb") as f:
         f.write(b"x" * 1000)
@@ -55,6 +60,19 @@ def die_at(store: Store, point: str) -> None:
     elif point == "before-unlink":  # index row deleted (journalled), files not yet removed
         layout.TierLayout.remove = die  # type: ignore[method-assign]
         store.evict("victim")
+    elif point == "between-renames":  # the object is in place, its sidecar is not
+        real_replace = os.replace
+
+        def replace_then_die(src: str, dst: str) -> None:
+            real_replace(src, dst)
+            if "/objects/" in dst:
+                os._exit(9)
+
+        os.replace = replace_then_die  # type: ignore[assignment]
+        store.put_file(path, "new")
+    elif point == "mid-promotion":  # the upper copy is installed and indexed, the lower not yet removed
+        engine.Engine.remove_files = die  # type: ignore[method-assign]
+        store.record_hits({"victim": 100})
     raise SystemExit(f"unknown point {point!r}")
 
 

@@ -91,3 +91,17 @@ def test_crash_between_purge_and_unlink_does_not_resurrect(tmp_path: Path) -> No
     assert check_everything_present_is_whole(config, tmp_path) == {}
     os.unlink(os.path.join(config.state_dir, "index.sqlite"))
     assert check_everything_present_is_whole(config, tmp_path) == {}
+
+
+def test_crash_between_the_object_and_sidecar_renames_leaves_nothing(tmp_path: Path) -> None:
+    config = storage_config(tmp_path)
+    run_until_death(config, "between-renames")
+    assert set(check_everything_present_is_whole(config, tmp_path)) == {"victim"}
+
+
+def test_crash_mid_promotion_keeps_exactly_one_copy(tmp_path: Path) -> None:
+    config = storage_config(tmp_path)
+    run_until_death(config, "mid-promotion")
+    assert set(check_everything_present_is_whole(config, tmp_path)) == {"victim"}
+    with Store.open(config) as store:
+        assert store.get("victim").tier == "ssd"  # type: ignore[union-attr]

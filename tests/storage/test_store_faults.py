@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from oca.config.model import StorageConfig
+from oca.config.model import StorageConfig, TierConfig
 from oca.errors import InsufficientStorage, NotFound, StorageError
-from oca.storage import Store, StoreView, TierState, files
+from oca.storage import Store, StoreView, TierState, files, index
 
 from .conftest import FakeClock, assert_consistent, storage_config, tier_files
 
@@ -98,6 +99,17 @@ def test_a_tier_that_comes_back_serves_again_and_purges_are_kept(store: Store, v
     assert_consistent(store)
 
 
+def test_a_purge_on_a_tier_that_vanished_unnoticed_is_kept_for_its_return(store: Store, src: Src,
+                                                                           tmp_path: Path) -> None:
+    purged = store.put_file(src(size=100), "purged")
+    (tmp_path / "hdd").rename(tmp_path / "hdd.away")
+    assert store.evict("purged") is True  # no check_tiers in between
+    assert tier_status(store, "hdd")["state"] == TierState.FAILED
+    (tmp_path / "hdd.away").rename(tmp_path / "hdd")
+    store.check_tiers()
+    assert not os.path.exists(purged.path) and tier_status(store, "hdd")["state"] == TierState.UP
+
+
 def test_a_tier_that_comes_back_empty_forgets_its_objects(store: Store, src: Src, tmp_path: Path) -> None:
     store.put_file(src(size=100), "k")
     shutil.rmtree(tmp_path / "hdd")
@@ -151,8 +163,13 @@ def test_injected_enospc_fails_the_put_and_marks_the_tier_full(store: Store, vie
     assert Path(old.path).read_bytes() == Path(src(size=100, seed=1)).read_bytes()
     monkeypatch.undo()
     assert store.put_file(src(size=100, seed=3), "next").tier == "ssd"  # FULL takes nothing new
+    monkeypatch.setattr(files, "write_chunk", enospc)
+    with pytest.raises(StorageError, match="full"):
+        store.put_file(src(size=100, seed=5), "old")  # a failed replacement keeps the old copy
+    assert store.get("old") == old and tier_status(store, "ssd")["state"] == TierState.FULL
+    monkeypatch.undo()
     store.check_tiers()  # the real disk has room: back in service
-    assert tier_status(store, "hdd")["state"] == TierState.UP
+    assert tier_status(store, "hdd")["state"] == tier_status(store, "ssd")["state"] == TierState.UP
     assert store.put_file(src(size=100, seed=4), "after").tier == "hdd"
     assert_consistent(store)
 
@@ -172,6 +189,18 @@ def test_injected_eio_fails_the_tier_and_the_put_goes_to_the_next(store: Store, 
     info = store.put_file(src(size=100), "k", hot=True)
     assert info.tier == "hdd" and store.get("k") == info
     assert tier_status(store, "ssd")["state"] == TierState.FAILED and no_temp_files(tmp_path)
+    monkeypatch.undo()
+    store.check_tiers()  # a media error sticks: the probe passing proves nothing about bad sectors
+    assert tier_status(store, "ssd")["state"] == TierState.FAILED
+
+
+def test_rotten_bytes_found_while_moving_are_dropped(store: Store, src: Src) -> None:
+    info = store.put_file(src(size=100), "k")
+    with open(info.path, "r+b") as f:
+        f.write(b"bitrot")
+    store.record_hits({"k": 3})  # earns promotion; the copy does not verify
+    assert store.get("k") is None and not os.path.exists(info.path)
+    assert store.status()["promotions"] == 0
 
 
 def test_a_failed_demotion_target_turns_demotion_into_deletion(tmp_path: Path, clock: FakeClock, src: Src) -> None:
@@ -225,3 +254,47 @@ def test_a_real_full_disk_fails_the_put_and_marks_the_tier_full(tiny_tmpfs: Path
         assert tier_status(store, "hdd")["state"] == TierState.UP
         assert store.put_file(src(size=200_000, seed=100), "again").tier == "hdd"
         assert_consistent(store)
+
+
+def test_enospc_writing_the_sidecar_keeps_the_old_copy(store: Store, src: Src, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    old = store.put_file(src(size=100, seed=1), "k")
+
+    def no_room(data: bytes, tmp_dir: str) -> str:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files, "stage_bytes", no_room)
+    with pytest.raises(StorageError, match="full"):
+        store.put_file(src(size=100, seed=2), "k")
+    assert store.get("k") == old and Path(old.path).read_bytes() == Path(src(size=100, seed=1)).read_bytes()
+    assert tier_status(store, "hdd")["state"] == TierState.FULL and no_temp_files(tmp_path)
+
+
+def test_an_index_write_error_fails_the_put_without_damaging_the_index(
+        config: StorageConfig, clock: FakeClock, src: Src, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store.open(config, clock) as store:
+        kept = store.put_file(src(size=100, seed=1), "kept")
+
+        def disk_io_error(self: index.Index, row: index.Row) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(index.Index, "put", disk_io_error)
+        with pytest.raises(StorageError, match="disk I/O error"):
+            store.put_file(src(size=100, seed=2), "new")
+        monkeypatch.undo()
+        assert store.get("new") is None and store.get("kept") == kept
+        assert store.put_file(src(size=100, seed=3), "after").tier == "hdd"
+    with sqlite3.connect(os.path.join(config.state_dir, "index.sqlite")) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with Store.open(config, clock) as store:
+        assert {i.key for i in store.list()} == {"kept", "after"}
+        assert_consistent(store)
+
+
+def test_a_tier_that_cannot_be_created_is_failed_at_open(tmp_path: Path, clock: FakeClock, src: Src) -> None:
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    config = StorageConfig(state_dir=str(tmp_path / "state"), tiers=(
+        TierConfig("ssd", str(tmp_path / "blocker" / "ssd"), 1000), TierConfig("hdd", str(tmp_path / "hdd"), 1000)))
+    with Store.open(config, clock) as store:
+        assert tier_status(store, "ssd")["state"] == TierState.FAILED
+        assert store.put_file(src(size=10), "k", hot=True).tier == "hdd"

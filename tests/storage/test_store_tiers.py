@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -164,3 +165,29 @@ def test_capacity_never_exceeded_under_random_operations(tmp_path: Path, src: Sr
         assert store.status()["promotions"] and store.status()["demotions"], store.status()
     finally:
         store.close()
+
+
+def test_concurrent_puts_hits_and_evictions_stay_consistent(tmp_path: Path, src: Src) -> None:
+    sources = [src(size=50 + 10 * i, seed=i) for i in range(8)]
+    errors: list[BaseException] = []
+    with Store.open(storage_config(tmp_path, ssd=1500, hdd=3000, hits=2, window=60.0)) as store:
+
+        def work(worker: int) -> None:
+            rng = random.Random(worker)
+            try:
+                for i in range(25):
+                    key = f"w{rng.randrange(3)}/{rng.randrange(12)}"
+                    store.put_file(rng.choice(sources), key, hot=i % 4 == 0)
+                    store.record_hits({key: 1, f"w0/{i % 12}": 1})
+                    if i % 7 == 0:
+                        store.evict_prefix(f"w{rng.randrange(3)}/1")
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert_consistent(store)
