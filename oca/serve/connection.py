@@ -41,7 +41,7 @@ class _HeadersTooLarge(Exception):
 
 class Connection(asyncio.Protocol):
     __slots__ = (
-        "_body_sent", "_client", "_current", "_dup", "_fd", "_header_bytes", "_headers", "_loop", "_out",
+        "_body_sent", "_client", "_current", "_dup", "_fd", "_head_left", "_header_bytes", "_headers", "_loop", "_out",
         "_parser", "_paused_reading", "_pending", "_server", "_transport", "_url", "_write_paused",
         "_writer_armed", "close_after", "closed", "header_started", "last_activity", "requests_done",
     )
@@ -51,7 +51,8 @@ class Connection(asyncio.Protocol):
         self._loop = server.loop
         self._transport: asyncio.Transport | None = None
         self._fd = -1
-        self._dup = -1  # dup() of the socket, for add_writer while a sendfile waits
+        self._dup: socket.socket | None = None  # dup() of the client socket: see _direct
+        self._head_left = 0  # bytes of the current head not yet sent directly
         self._client = ""
         self._parser = httptools.HttpRequestParser(self)
         self._pending: deque[Request] = deque()
@@ -134,7 +135,7 @@ class Connection(asyncio.Protocol):
             self._out.clear()
             self._finish(aborted=True, error=None)
         self._pending.clear()
-        self._disarm_writer()
+        self._disarm_writer(release=True)
         self.closed = True
         self._server.forget(self)
 
@@ -218,22 +219,46 @@ class Connection(asyncio.Protocol):
         else:
             self._body_sent = 0
             self._out.extend(parts)
-            transport.write(resp.head)
-            if not self._write_paused:
-                self._flush()
+            if self._write_paused or transport.get_write_buffer_size():
+                transport.write(resp.head)  # behind what the transport still holds; _flush waits for it
+                self._head_left = 0
+            else:
+                self._out.appendleft(resp.head)  # sent with MSG_MORE so it rides with the file's first bytes
+                self._head_left = len(resp.head)
+            self._flush()
+
+    def _direct(self) -> socket.socket:
+        """A dup() of the client socket, kept for the connection's life: the loop allows only one watcher
+        per descriptor, and the transport has the original; direct sends also take MSG_MORE."""
+        if self._dup is None:
+            self._dup = socket.socket(fileno=os.dup(self._fd))
+        return self._dup
 
     def _flush(self) -> None:
-        """Send queued parts while the transport's own buffer is empty; FileSlices with sendfile."""
+        """Send queued parts directly on the socket while the transport's buffer is empty; files with sendfile."""
         out = self._out
-        transport = cast(asyncio.Transport, self._transport)
         while out:
             if self._write_paused:
                 return  # resume_writing calls us again once the transport's buffer is empty
             item = out[0]
             if not isinstance(item, FileSlice):
+                more = socket.MSG_MORE if len(out) > 1 else 0
+                try:
+                    sent = self._direct().send(item, more)
+                except (BlockingIOError, InterruptedError):
+                    self._arm_writer()
+                    return
+                except OSError as exc:
+                    self.abort(None if exc.errno in _GONE else exc)
+                    return
+                head = min(sent, self._head_left)
+                self._head_left -= head
+                self._body_sent += sent - head
+                if sent < len(item):
+                    out[0] = item[sent:]
+                    self._arm_writer()
+                    return
                 out.popleft()
-                transport.write(item)
-                self._body_sent += len(item)
                 continue
             try:
                 sent = os.sendfile(self._fd, item.fd, item.offset, item.length)
@@ -258,18 +283,16 @@ class Connection(asyncio.Protocol):
     def _arm_writer(self) -> None:
         self.last_activity = self._loop.time()
         if not self._writer_armed:
-            if self._dup < 0:
-                self._dup = os.dup(self._fd)
             self._writer_armed = True
-            self._loop.add_writer(self._dup, self._flush)
+            self._loop.add_writer(self._direct().fileno(), self._flush)
 
-    def _disarm_writer(self) -> None:
-        if self._writer_armed:
+    def _disarm_writer(self, release: bool = False) -> None:
+        if self._writer_armed and self._dup is not None:
             self._writer_armed = False
-            self._loop.remove_writer(self._dup)
-        if self._dup >= 0:
-            os.close(self._dup)
-            self._dup = -1
+            self._loop.remove_writer(self._dup.fileno())
+        if release and self._dup is not None:
+            self._dup.close()  # closes only the duplicate; the transport still owns the connection
+            self._dup = None
 
     def _finish(self, aborted: bool, error: BaseException | None = None) -> None:
         resp = self._current
@@ -293,7 +316,7 @@ class Connection(asyncio.Protocol):
     def abort(self, error: BaseException | None = None) -> None:
         """Stop now: the client is gone, or the body cannot be completed (RST, never a short clean end)."""
         self._out.clear()
-        self._disarm_writer()
+        self._disarm_writer(release=True)
         self._finish(aborted=True, error=error)
         self.closed = True
         if self._transport is not None:
@@ -304,7 +327,7 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self._disarm_writer()
+        self._disarm_writer(release=True)
         if self._transport is not None:
             self._transport.close()
 
