@@ -41,15 +41,16 @@ class _HeadersTooLarge(Exception):
 
 class Connection(asyncio.Protocol):
     __slots__ = (
-        "_body_sent", "_client", "_current", "_dup", "_fd", "_head_left", "_header_bytes", "_headers", "_loop", "_out",
-        "_parser", "_paused_reading", "_pending", "_server", "_transport", "_url", "_write_paused",
-        "_writer_armed", "close_after", "closed", "header_started", "last_activity", "requests_done",
+        "_body_sent", "_client", "_current", "_current_request", "_dup", "_fd", "_head_left", "_header_bytes",
+        "_headers", "_loop", "_out", "_parser", "_paused_reading", "_pending", "_server", "_transport", "_url",
+        "_write_paused", "_writer_armed", "close_after", "closed", "header_started", "last_activity",
+        "requests_done",
     )
 
     def __init__(self, server: Server) -> None:
         self._server = server
         self._loop = server.loop
-        self._transport: asyncio.Transport | None = None
+        self._transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
         self._fd = -1
         self._dup: socket.socket | None = None  # dup() of the client socket: see _direct
         self._head_left = 0  # bytes of the current head not yet sent directly
@@ -58,6 +59,7 @@ class Connection(asyncio.Protocol):
         self._pending: deque[Request] = deque()
         self._out: deque[bytes | FileSlice] = deque()
         self._current: Response | None = None
+        self._current_request: Request | None = None
         self._url = b""
         self._headers: dict[str, str] = {}
         self._header_bytes = 0
@@ -111,7 +113,7 @@ class Connection(asyncio.Protocol):
             return
         if len(self._pending) > _MAX_PENDING and not self._paused_reading:
             self._paused_reading = True
-            cast(asyncio.Transport, self._transport).pause_reading()
+            self._transport.pause_reading()
         self._next()
 
     def eof_received(self) -> bool:
@@ -190,7 +192,7 @@ class Connection(asyncio.Protocol):
             req = self._pending.popleft()
             if self._paused_reading and not self.close_after and len(self._pending) <= _MAX_PENDING:
                 self._paused_reading = False
-                cast(asyncio.Transport, self._transport).resume_reading()
+                self._transport.resume_reading()
             if req.failure is not None:
                 resp = server.handler.error(None, *req.failure, close=True)
             else:
@@ -205,8 +207,8 @@ class Connection(asyncio.Protocol):
 
     def _start(self, req: Request, resp: Response) -> None:
         self._current = resp
-        self._server.current_requests[self] = req
-        transport = cast(asyncio.Transport, self._transport)
+        self._current_request = req
+        transport = self._transport
         parts = resp.parts
         if not parts:
             transport.write(resp.head)
@@ -299,7 +301,7 @@ class Connection(asyncio.Protocol):
         if resp is None:
             return
         self._current = None
-        req = self._server.current_requests.pop(self, None)
+        req, self._current_request = self._current_request, None
         for fd in resp.owned_fds:
             os.close(fd)
         self.requests_done += 1

@@ -38,7 +38,6 @@ class Server:
         self.stats = stats
         self.access_log = access_log
         self.connections: set[Connection] = set()
-        self.current_requests: dict[Connection, Request] = {}
         self._listener = listener
         self._aio_server: asyncio.AbstractServer | None = None
         self._draining = False
@@ -62,7 +61,6 @@ class Server:
 
     def forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
-        self.current_requests.pop(conn, None)
         self.stats.connections = len(self.connections)
 
     # -- timeouts -----------------------------------------------------------------------------------

@@ -28,14 +28,20 @@ class WorkerStats:
         self.connections = 0  # a gauge: sent as is, not as a delta
 
     def observe(self, status: int, cache: str, tier: str, body_bytes: int, seconds: float, key: str) -> None:
-        self.requests[(status, cache)] += 1
+        # plain dict.get rather than Counter's __missing__: this runs once per request
+        requests = self.requests
+        slot = (status, cache)
+        requests[slot] = requests.get(slot, 0) + 1
         if body_bytes:
-            self.bytes_by_tier[tier or "none"] += body_bytes
+            tiers = self.bytes_by_tier
+            tier = tier or "none"
+            tiers[tier] = tiers.get(tier, 0) + body_bytes
         self.duration_buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
         self.duration_sum += seconds
         self.duration_count += 1
-        if cache == "hit" and key:
-            self.hits[key] += 1
+        if cache == "hit":
+            hits = self.hits
+            hits[key] = hits.get(key, 0) + 1
 
     def take(self) -> dict[str, Any]:
         """The deltas since the last take(), as JSON-ready data; resets the counters."""
