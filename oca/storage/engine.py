@@ -9,8 +9,11 @@ Rules kept here:
   nothing that is served. A demotion that cannot be done becomes a deletion, so room is still made.
 - An OSError is charged to the tier it came from (health.classify): FULL or FAILED; media errors make
   FAILED stick until the storage is reopened.
-- The generation is bumped after the index commit of every removal, move or replacement and every tier
-  state change, and only then are old files unlinked.
+- The generation is bumped after the index commit of every removal or replacement and every tier state
+  change, and only then are old files unlinked. A move (promotion, demotion) does not bump it: the bytes
+  are the same, so a worker may keep serving what it holds in memory, and one that opens the old path
+  finds it gone and looks the key up again. Bumping on moves would empty every worker's memory cache
+  at each promotion.
 - Not thread-safe: the Store calls in here only while holding its lock.
 """
 
@@ -145,7 +148,6 @@ class Engine:
             unlink_quiet(staged.path)
             if meta_tmp:
                 unlink_quiet(meta_tmp)
-        self.gen.bump()
         self.remove_files(src, [entry.hash])
         return True
 

@@ -106,7 +106,7 @@ def test_promotion_after_n_hits_within_the_window(small: Store, src: Src, clock:
     assert info is not None and info.tier == "ssd"
     assert Path(info.path).read_bytes() == Path(src(size=100)).read_bytes()
     assert small.status()["promotions"] == 1
-    assert small.generation > g0
+    assert small.generation == g0  # same bytes: workers keep what they cache (see engine.py)
     assert_consistent(small)
 
 
