@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,13 @@ from oca.serve.stats import FleetStats
 from oca.storage import Store
 
 log = logging.getLogger("oca.master")
+
+
+def _listen(what: str, address: tuple[str, int], bind: Callable[[], list[socket.socket]]) -> list[socket.socket]:
+    try:
+        return bind()
+    except OSError as exc:
+        raise OcaError(f"cannot listen on {address[0]}:{address[1]} ({what}): {exc.strerror or exc}") from None
 
 
 @dataclass(eq=False)
@@ -79,8 +87,13 @@ class Master:
         await self.owner.open()
         try:
             server = self.config.server
-            self.listeners = bind_listeners(*server.listen, server.worker_count(), server.backlog)
-            self._admin = await start_admin(AdminContext(self), *self.config.admin.listen)
+            self.listeners = _listen("data port", server.listen, lambda: bind_listeners(
+                *server.listen, server.worker_count(), server.backlog))
+            admin = self.config.admin.listen
+            try:
+                self._admin = await start_admin(AdminContext(self), *admin)
+            except OSError as exc:
+                raise OcaError(f"cannot listen on {admin[0]}:{admin[1]} (admin port): {exc.strerror or exc}") from None
             await self._start_generation()
             host, port = self.listeners[0].getsockname()[:2]
             admin_host, admin_port = self.config.admin.listen
@@ -129,8 +142,14 @@ class Master:
         old_listeners: list[socket.socket] = []
         if (old_server.listen, old_server.backlog, old_server.worker_count()) != (
                 new_server.listen, new_server.backlog, new_server.worker_count()):
-            old_listeners = self.listeners
-            self.listeners = bind_listeners(*new_server.listen, new_server.worker_count(), new_server.backlog)
+            try:
+                fresh_listeners = bind_listeners(*new_server.listen, new_server.worker_count(), new_server.backlog)
+            except OSError as exc:
+                log.error("reload rejected, still running the old config: cannot listen on %s:%d: %s",
+                          *new_server.listen, exc.strerror or exc)
+                sdnotify.notify("READY=1")
+                return
+            old_listeners, self.listeners = self.listeners, fresh_listeners
         self.config = fresh
         old = [w for w in self.workers if not w.retiring]
         await self._start_generation()

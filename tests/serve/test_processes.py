@@ -162,3 +162,19 @@ def test_second_box_on_the_same_storage_is_refused(box_factory: Any) -> None:
     assert second.process.wait(30) != 0
     assert "owned by another process" in second.log()
     wait_ready(box)
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Any) -> None:
+    import subprocess
+
+    from tests.conftest import OCA, write_box_config
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        config = write_box_config(str(tmp_path), server={"listen": f"127.0.0.1:{port}"})
+        result = subprocess.run([OCA, "serve", "--config", config], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port} (data port): Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
