@@ -3,7 +3,7 @@
 Rules kept here:
 - Every route but /healthz needs `Authorization: Bearer <token>` when admin.token_file is set.
 - Errors are JSON {"error": "..."} with the status the OcaError carries; bad JSON or fields are 400.
-- Store calls go through the master's StorageOwner (one thread), never straight to the Store.
+- Store calls go through the master's StorageOwner (its threads), never straight to the Store.
 """
 
 from __future__ import annotations

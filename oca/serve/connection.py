@@ -1,11 +1,14 @@
 """One client connection of the data port: httptools parses, the handler plans, this module does the I/O.
 
 This is the only module of the data plane that knows about file descriptors. Rules it keeps:
-- Bytes (heads, small bodies from memory) go through the event loop's transport, whose write path is
-  native under uvloop. Write-buffer limits are 0/0, so a write is attempted at once and pause_writing /
-  resume_writing tell exactly when the transport's buffer is non-empty / empty again.
+- Responses from memory go through the event loop's transport, whose write path is native under uvloop
+  (it batches the writes of one loop iteration, so a worker answers several clients before it wakes them).
+  While the transport is paused (its buffer is past the high-water mark) no further pipelined request of
+  the connection is answered.
 - File bodies go out with os.sendfile on the client socket itself (zero-copy), under uvloop and the stock
-  asyncio loop alike, and only while the transport's buffer is empty, so bytes never overtake each other.
+  asyncio loop alike, and only while the transport's buffer is empty, so bytes never overtake each other:
+  when it is not empty, the write-buffer limits drop to 0/0 for that response, which makes pause_writing /
+  resume_writing say exactly when it is empty again. The head goes out directly too, with MSG_MORE.
   A partial send waits for writability on a dup() of the socket (the loop refuses a second watcher on a
   transport's own descriptor) and resumes where it stopped.
 - A response that cannot be completed (file shorter than its length, client gone) aborts the connection
@@ -35,6 +38,9 @@ _MAX_PENDING = 32
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ETIMEDOUT)
 
 
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE", "PATCH", "CONNECT", "TRACE")}
+
+
 class _HeadersTooLarge(Exception):
     """Raised from a parser callback; httptools wraps it in HttpParserCallbackError (see data_received)."""
 
@@ -42,8 +48,8 @@ class _HeadersTooLarge(Exception):
 class Connection(asyncio.Protocol):
     __slots__ = (
         "_body_sent", "_client", "_current", "_current_request", "_dup", "_fd", "_head_left", "_header_bytes",
-        "_headers", "_loop", "_out", "_parser", "_paused_reading", "_pending", "_server", "_transport", "_url",
-        "_write_paused", "_writer_armed", "close_after", "closed", "header_started", "last_activity",
+        "_headers", "_loop", "_out", "_parser", "_paused_reading", "_pending", "_server", "_strict", "_transport",
+        "_url", "_write_paused", "_writer_armed", "close_after", "closed", "header_started", "last_activity",
         "requests_done",
     )
 
@@ -66,6 +72,7 @@ class Connection(asyncio.Protocol):
         self._body_sent = 0
         self._paused_reading = False
         self._write_paused = False
+        self._strict = False  # write-buffer limits are 0/0 while a file response waits for the buffer
         self._writer_armed = False
         self.close_after = False
         self.closed = False
@@ -93,13 +100,14 @@ class Connection(asyncio.Protocol):
         self._client = peer[0] if isinstance(peer, tuple) else "local"
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._transport.set_write_buffer_limits(high=0, low=0)
         if not self._server.admit(self):
             self.closed = True
             self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self._loop.time()
+        now = self.last_activity = self._loop.time()
+        if self.header_started is None:  # bytes of a new request: its head must be complete by header_timeout
+            self.header_started = now
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -129,8 +137,11 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         self.last_activity = self._loop.time()
-        if self._current is not None and self._out:
-            self._flush()
+        if self._current is not None:
+            if self._out:
+                self._flush()
+        elif self._pending:
+            self._next()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._current is not None:
@@ -143,23 +154,16 @@ class Connection(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = {}
-        self._header_bytes = 0
-        self.header_started = self._loop.time()
-
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._header_bytes += len(url)
-        if self._header_bytes > self._server.config.max_header_bytes:
+        if self._header_bytes > self._server.max_header_bytes:
             raise _HeadersTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value) + 4
         headers = self._headers
-        config = self._server.config
-        if self._header_bytes > config.max_header_bytes or len(headers) >= config.max_headers:
+        if self._header_bytes > self._server.max_header_bytes or len(headers) >= self._server.max_headers:
             raise _HeadersTooLarge
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
@@ -168,10 +172,15 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         parser = self._parser
+        method = parser.get_method()
         self._pending.append(Request(
-            parser.get_method().decode("ascii", "replace"), self._url, self._headers,
+            _METHODS.get(method) or method.decode("ascii", "replace"), self._url, self._headers,
             parser.should_keep_alive(), self._client, self._loop.time(),
         ))
+        # ready for the next message on this connection (no on_message_begin: one callback fewer per request)
+        self._url = b""
+        self._headers = {}
+        self._header_bytes = 0
         self.header_started = None
 
     def _fail(self, status: int, reason: str) -> None:
@@ -188,7 +197,7 @@ class Connection(asyncio.Protocol):
 
     def _next(self) -> None:
         server = self._server
-        while self._current is None and self._pending and not self.closed:
+        while self._current is None and self._pending and not self.closed and not self._write_paused:
             req = self._pending.popleft()
             if self._paused_reading and not self.close_after and len(self._pending) <= _MAX_PENDING:
                 self._paused_reading = False
@@ -215,14 +224,17 @@ class Connection(asyncio.Protocol):
             self._body_sent = 0
             self._finish(aborted=False)
         elif len(parts) == 1 and type(parts[0]) is bytes:
-            transport.write(resp.head + parts[0])
+            transport.writelines((resp.head, parts[0]))  # one writev under uvloop: no copy of the body
             self._body_sent = len(parts[0])  # handed to the transport; a later reset shows in connection_lost
             self._finish(aborted=False)
         else:
             self._body_sent = 0
             self._out.extend(parts)
             if self._write_paused or transport.get_write_buffer_size():
-                transport.write(resp.head)  # behind what the transport still holds; _flush waits for it
+                # behind what the transport still holds: with 0/0 limits resume_writing says when it is empty
+                self._strict = True
+                transport.set_write_buffer_limits(high=0, low=0)
+                transport.write(resp.head)
                 self._head_left = 0
             else:
                 self._out.appendleft(resp.head)  # sent with MSG_MORE so it rides with the file's first bytes
@@ -301,6 +313,9 @@ class Connection(asyncio.Protocol):
         if resp is None:
             return
         self._current = None
+        if self._strict:
+            self._strict = False
+            self._transport.set_write_buffer_limits()  # back to the loop's defaults
         req, self._current_request = self._current_request, None
         for fd in resp.owned_fds:
             os.close(fd)

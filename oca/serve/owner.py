@@ -1,8 +1,9 @@
-"""The storage owner inside the master: one thread that alone touches the Store.
+"""The storage owner inside the master: a few threads that alone touch the Store.
 
-The Store (SQLite index, file moves, fsyncs) is blocking and single-threaded by design; every call the
-master's event loop makes goes through `call`, which runs it on that one thread, so writes, promotions
-and evictions are serialised without locks.
+The Store (SQLite index, file copies, fsyncs) blocks, so the master's event loop never calls it directly:
+every call goes through `call`, which runs it on this small pool. The Store serialises its own index and
+memory changes with one lock and copies files outside it, so a long import does not hold up /status,
+hit reports or a purge.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ T = TypeVar("T")
 class StorageOwner:
     def __init__(self, config: StorageConfig) -> None:
         self._config = config
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oca-storage")
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="oca-storage")
         self._store: Store | None = None
 
     async def open(self) -> None:
         self._store = await self._run(Store.open, self._config)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run fn(store, *args, **kwargs) on the storage thread."""
+        """Run fn(store, *args, **kwargs) on a storage thread."""
         store = self._store
         if store is None:
             raise RuntimeError("storage is not open")

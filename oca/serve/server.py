@@ -35,6 +35,8 @@ class Server:
         self.loop = loop
         self.handler = handler
         self.config = config
+        self.max_header_bytes = config.max_header_bytes  # read per header: kept one attribute away
+        self.max_headers = config.max_headers
         self.stats = stats
         self.access_log = access_log
         self.connections: set[Connection] = set()

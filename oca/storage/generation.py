@@ -36,6 +36,7 @@ class Generation:
                 raise StorageError(f"generation file {path} holds {size} bytes, expected {_SIZE}")
             access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
             self._map = mmap.mmap(fd, _SIZE, access=access)
+            self._word = memoryview(self._map).cast("Q")  # native-endian view: one index per read
         except OSError as e:
             raise StorageError(f"cannot map generation file {path}: {e.strerror or e}") from e
         finally:
@@ -46,10 +47,17 @@ class Generation:
         value: int = struct.unpack_from(_FORMAT, self._map)[0]
         return value
 
+    def read(self) -> int:
+        """The raw word as a view sees it (read on every request: no struct call). Only compared for
+        inequality, so its byte order does not matter."""
+        word: int = self._word[0]
+        return word
+
     def bump(self) -> int:
         value = (self.value + 1) % (1 << 64)
         struct.pack_into(_FORMAT, self._map, 0, value)
         return value
 
     def close(self) -> None:
+        self._word.release()
         self._map.close()

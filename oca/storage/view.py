@@ -31,7 +31,7 @@ class StoreView:
         self._layouts = {t.name: TierLayout(t.path) for t in config.tiers}
         self._gen, self._reader = generation, reader
         self._lock = threading.Lock()
-        self._seen = generation.value  # what changed() last reported
+        self._seen = generation.read()  # what changed() last reported
         self._loaded = -1  # the generation tier states were read at
         self._states: dict[str, TierState] = {}
 
@@ -67,7 +67,7 @@ class StoreView:
 
     def changed(self) -> bool:
         """True once after each generation bump: drop any cached lookups."""
-        current = self._gen.value
+        current = self._gen.read()
         if current == self._seen:
             return False
         self._seen = current

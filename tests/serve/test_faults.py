@@ -48,7 +48,9 @@ def test_kill_9_during_100_imports_leaves_only_whole_objects(box_factory: Any) -
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=100) as pool:
         futures = [pool.submit(put, key) for key in objects]
-        time.sleep(0.3)  # some are done, many are queued or being written
+        deadline = time.monotonic() + 30
+        while sum(f.done() for f in futures) < 5 and time.monotonic() < deadline:
+            time.sleep(0.002)  # kill once a few are done: the rest are queued or being written
         box.process.send_signal(signal.SIGKILL)
         for pid in box.worker_pids():
             os.kill(pid, signal.SIGKILL)

@@ -161,3 +161,33 @@ def _raw_get(port: int, range_header: str) -> tuple[int, dict[str, str], bytes]:
 def _headers(head: bytes) -> dict[str, str]:
     lines = head.decode("latin-1").split("\r\n")[1:]
     return {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def test_pipelined_memory_and_sendfile_answers_arrive_whole_and_in_order(inprocess_factory: Any) -> None:
+    import socket
+    import time
+
+    small, big = os.urandom(10_000), os.urandom(3_000_000)
+    box = inprocess_factory({"titles/p/a.m4s": small, "titles/p/b.mp4": big},
+                            storage={"memory_cache": {"max_object_size": "256KiB"}})
+    order = ["a.m4s", "b.mp4", "a.m4s", "a.m4s", "b.mp4", "a.m4s", "b.mp4"]
+    expected = {"a.m4s": small, "b.mp4": big}
+    with socket.create_connection(("127.0.0.1", box.port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+        sock.sendall(b"".join(f"GET /titles/p/{name} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for name in order))
+        time.sleep(0.5)  # let the server fill the socket and its transport buffer
+        data = bytearray()
+        while True:
+            chunk = sock.recv(65536)
+            data += chunk
+            if not chunk or (data.count(b"HTTP/1.1 200") == len(order) and len(data) >= sum(
+                    len(expected[n]) for n in order)):
+                break
+    view = bytes(data)
+    for name in order:
+        head, _, rest = view.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        assert rest[:length] == expected[name], name
+        view = rest[length:]
+    assert view == b""
