@@ -6,17 +6,17 @@ Rules kept here:
 - Timeouts are checked by one sweep per second, not a timer per connection: a request head must arrive
   within header_timeout (408), an idle keep-alive connection closes after keepalive_timeout, a reader
   that takes nothing for send_timeout is cut off.
+- The sweep also runs the garbage collector (workers turn its automatic passes off).
 - drain(): stop accepting, close idle connections, let in-flight responses finish, bounded in time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import gc
 import logging
 import socket
 import time
-from json.encoder import encode_basestring_ascii as _js
 from typing import Any
 
 from oca.config import ServerConfig
@@ -44,6 +44,7 @@ class Server:
         self._aio_server: asyncio.AbstractServer | None = None
         self._draining = False
         self._sweeper: asyncio.TimerHandle | None = None
+        self._sweeps = 0
 
     async def start(self) -> None:
         self._listener.setblocking(False)
@@ -84,6 +85,8 @@ class Server:
                 if now - conn.last_activity > limit or self._draining:
                     conn.close()
         self.access_log.flush()
+        self._sweeps += 1
+        gc.collect(2 if self._sweeps % 60 == 0 else 1)  # the worker turned automatic collection off
         self._sweeper = self.loop.call_later(1.0, self._sweep)
 
     # -- records ------------------------------------------------------------------------------------
@@ -96,22 +99,19 @@ class Server:
             self.handler.report_io_error(resp.tier, f"{error.strerror or error} sending {resp.key}")
         if not self.access_log.enabled:
             return
-        # Formatted by hand: this runs once per request. Only the target, the method and the extras can
-        # hold characters JSON must escape; keys, IPs, tier names and cache results cannot.
-        method, target, client = (req.method, req.target[:512].decode("latin-1"), req.client) if req else ("", "", "")
-        line = (
-            f'{{"ts":{time.time():.3f},"client":"{client}","method":{_js(method)},"target":{_js(target)},'
-            f'"key":"{resp.key}","status":{resp.status},"bytes":{body_sent},"ms":{seconds * 1000:.3f},'
-            f'"cache":"{resp.cache}","tier":"{resp.tier}"'
-        )
-        extras: dict[str, Any] = dict(resp.log) if resp.log else {}
-        if aborted:
-            extras["aborted"] = True
-        if error is not None:
-            extras["error"] = str(error)
-        if extras:
-            line += "," + json.dumps(extras, separators=(",", ":"), default=str)[1:-1]
-        self.access_log.write_line(line + "}\n")
+        extras: dict[str, Any] | None = None
+        if resp.log or aborted or error is not None:
+            extras = dict(resp.log) if resp.log else {}
+            if aborted:
+                extras["aborted"] = True
+            if error is not None:
+                extras["error"] = str(error)
+        if req is None:
+            self.access_log.add((time.time(), "", "", b"", resp.key, resp.status, body_sent, seconds, resp.cache,
+                                 resp.tier, extras))
+        else:
+            self.access_log.add((time.time(), req.client, req.method, req.target, resp.key, resp.status, body_sent,
+                                 seconds, resp.cache, resp.tier, extras))
 
     def log_exception(self, exc: BaseException) -> None:
         log.error("request handler failed", exc_info=exc)
