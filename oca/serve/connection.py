@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from oca.serve.messages import FileSlice, Request, Response
+from oca.serve.messages import FileSlice, ObjectTruncated, Request, Response
 
 if TYPE_CHECKING:
     from oca.serve.server import Server
@@ -283,7 +283,7 @@ class Connection(asyncio.Protocol):
                 self.abort(None if exc.errno in _GONE else exc)
                 return
             if sent == 0:  # the file ended before its length: never finish cleanly
-                self.abort(OSError(errno.EIO, "object file shorter than its length"))
+                self.abort(ObjectTruncated("object file ended before its length"))
                 return
             self._body_sent += sent
             if sent < item.length:

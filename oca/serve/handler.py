@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-from collections.abc import Callable
+from typing import Protocol
 
 from oca import __version__
 from oca.config import HttpConfig
@@ -32,7 +32,7 @@ from oca.http.ranges import (
 )
 from oca.keys import key_from_target
 from oca.serve.dates import DateCache
-from oca.serve.messages import FileSlice, Request, Response
+from oca.serve.messages import FileSlice, ObjectTruncated, Request, Response
 from oca.serve.objects import Entry, ObjectCache
 
 REASONS = {
@@ -47,14 +47,19 @@ _CMCD_HEADERS = frozenset(("cmcd-request", "cmcd-object", "cmcd-status", "cmcd-s
 # Headers that take a request off the fast path (a plain GET of an object held in memory)
 _SPECIAL = _CONDITIONAL | _CMCD_HEADERS | {"range", "if-range"}
 
-IoErrorReporter = Callable[[str, str], None]  # (tier, error) -> None
+class StorageFaults(Protocol):
+    """Where the data plane reports what storage got wrong; the worker passes them on to the master."""
+
+    def io_error(self, tier: str, error: str) -> None: ...
+
+    def damaged(self, key: str, error: str) -> None: ...
 
 
 class ContentHandler:
-    def __init__(self, objects: ObjectCache, http: HttpConfig, report_io_error: IoErrorReporter) -> None:
+    def __init__(self, objects: ObjectCache, http: HttpConfig, faults: StorageFaults) -> None:
         self._objects = objects
         self._http = http
-        self.report_io_error = report_io_error
+        self.faults = faults
         self._dates = DateCache()
         self._boundary = secrets.token_hex(16)
         self.draining = False
@@ -185,6 +190,11 @@ class ContentHandler:
             return self._io_failure(req, info.tier, info.key, exc)
         try:
             body = self._objects.load_body(entry, fd)
+        except ObjectTruncated as exc:
+            os.close(fd)
+            self.faults.damaged(info.key, str(exc))
+            self._objects.forget(info.key)
+            return self.error(req, 503, f"object damaged on disk, dropped: {exc}")
         except OSError as exc:
             os.close(fd)
             return self._io_failure(req, info.tier, info.key, exc)
@@ -213,7 +223,7 @@ class ContentHandler:
 
     def _io_failure(self, req: Request, tier: str, key: str, exc: OSError) -> Response:
         reason = errno.errorcode.get(exc.errno or 0, str(exc))
-        self.report_io_error(tier, f"{reason} reading {key}")
+        self.faults.io_error(tier, f"{reason} reading {key}")
         self._objects.forget(key)
         return self.error(req, 503, f"storage error on tier {tier}: {reason}")
 

@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +76,7 @@ class Master:
         self._stopped: asyncio.Future[None] | None = None
         self._admin: Any = None
         self._pending_hits: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -100,7 +101,7 @@ class Master:
             log.info("oca %s serving http://%s:%d/ with %d workers; admin http://%s:%d/",
                      __version__, host, port, len(self.listeners), admin_host, admin_port)
             sdnotify.notify(f"READY=1\nSTATUS=serving with {len(self.listeners)} workers\nMAINPID={os.getpid()}")
-            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+            loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
             tasks = [loop.create_task(self._supervise()), loop.create_task(self._housekeeping())]
             interval = sdnotify.watchdog_interval()
             if interval:
@@ -213,7 +214,32 @@ class Master:
         for key, n in message.get("hits", {}).items():
             self._pending_hits[key] = self._pending_hits.get(key, 0) + int(n)
         for tier, error in message.get("io_errors", ()):
-            asyncio.get_running_loop().create_task(self.owner.call(Store.report_io_error, tier, error))
+            self._background(self._report_io_error(str(tier), str(error)))
+        for key, error in message.get("damaged", ()):
+            self._background(self._drop_damaged(str(key), str(error)))
+
+    async def _report_io_error(self, tier: str, error: str) -> None:
+        try:
+            await self.owner.call(Store.report_io_error, tier, error)
+        except OcaError as exc:
+            log.error("worker reported an I/O error on tier %s (%s), which storage did not take: %s",
+                      tier, error, exc)
+
+    async def _drop_damaged(self, key: str, error: str) -> None:
+        """One object's file is short: drop that object (its tier is fine) so it is never served again."""
+        try:
+            dropped = await self.owner.call(Store.evict, key)
+        except OcaError as exc:
+            log.error("could not drop damaged object %s: %s", key, exc)
+            return
+        if dropped:
+            log.error("dropped damaged object %s: %s", key, error)
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run coro without waiting for it; keep a reference until it ends (the loop keeps only weak ones)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _stop_workers(self, workers: list[WorkerProcess]) -> None:
         for worker in workers:

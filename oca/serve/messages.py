@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+class ObjectTruncated(Exception):
+    """An object's file holds fewer bytes than the index says: the object is damaged, not the tier."""
+
+
 @dataclass(slots=True)
 class Request:
     method: str

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from oca.config import HttpConfig, MemoryCacheConfig
 from oca.http.conditionals import http_date
 from oca.http.media import is_playlist, media_type
+from oca.serve.messages import ObjectTruncated
 from oca.storage import ObjectInfo, StoreView
 
 
@@ -83,7 +84,7 @@ class ObjectCache:
             return None
         data = os.pread(fd, size, 0)
         if len(data) != size:
-            raise OSError(f"object file is {len(data)} bytes, index says {size}")
+            raise ObjectTruncated(f"object file holds {len(data)} bytes, the index says {size}")
         while self._body_bytes + size > self._capacity and self._bodies:
             old_key, old_size = self._bodies.popitem(last=False)
             self._body_bytes -= old_size

@@ -23,7 +23,7 @@ from oca.config import ServerConfig
 from oca.serve.accesslog import AccessLog
 from oca.serve.connection import Connection
 from oca.serve.handler import ContentHandler
-from oca.serve.messages import Request, Response
+from oca.serve.messages import ObjectTruncated, Request, Response
 from oca.serve.stats import WorkerStats
 
 log = logging.getLogger("oca.serve")
@@ -95,8 +95,10 @@ class Server:
                error: BaseException | None) -> None:
         seconds = self.loop.time() - req.started if req is not None else 0.0
         self.stats.observe(resp.status, resp.cache, resp.tier, body_sent, seconds, resp.key)
-        if isinstance(error, OSError) and resp.tier and resp.tier != "memory":
-            self.handler.report_io_error(resp.tier, f"{error.strerror or error} sending {resp.key}")
+        if isinstance(error, ObjectTruncated):
+            self.handler.faults.damaged(resp.key, str(error))
+        elif isinstance(error, OSError) and resp.tier and resp.tier != "memory":
+            self.handler.faults.io_error(resp.tier, f"{error.strerror or error} sending {resp.key}")
         if not self.access_log.enabled:
             return
         extras: dict[str, Any] | None = None

@@ -14,7 +14,7 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class WorkerStats:
-    __slots__ = ("bytes_by_tier", "connections", "duration_buckets", "duration_count", "duration_sum",
+    __slots__ = ("bytes_by_tier", "connections", "damaged", "duration_buckets", "duration_count", "duration_sum",
                  "hits", "io_errors", "requests")
 
     def __init__(self) -> None:
@@ -24,7 +24,8 @@ class WorkerStats:
         self.duration_sum = 0.0
         self.duration_count = 0
         self.hits: Counter[str] = Counter()  # key -> hits, for the store's LRU and promotion
-        self.io_errors: list[tuple[str, str]] = []
+        self.io_errors: list[tuple[str, str]] = []  # (tier, error)
+        self.damaged: list[tuple[str, str]] = []  # (key, error)
         self.connections = 0  # a gauge: sent as is, not as a delta
 
     def observe(self, status: int, cache: str, tier: str, body_bytes: int, seconds: float, key: str) -> None:
@@ -53,6 +54,7 @@ class WorkerStats:
             "duration_count": self.duration_count,
             "hits": dict(self.hits),
             "io_errors": self.io_errors,
+            "damaged": self.damaged,
             "connections": self.connections,
         }
         self.requests = Counter()
@@ -62,6 +64,7 @@ class WorkerStats:
         self.duration_count = 0
         self.hits = Counter()
         self.io_errors = []
+        self.damaged = []
         return delta
 
 

@@ -48,14 +48,19 @@ class Worker:
         self.stats = WorkerStats()
         self.view = StoreView.open(config.storage)
         objects = ObjectCache(self.view, config.http, config.storage.memory_cache)
-        self.handler = ContentHandler(objects, config.http, self._io_error)
+        self.handler = ContentHandler(objects, config.http, self)
         self.server = Server(loop, listener, self.handler, config.server, self.stats,
                              AccessLog(config.log.access_log))
         self._stopping: asyncio.Future[None] = loop.create_future()
 
-    def _io_error(self, tier: str, error: str) -> None:
+    # StorageFaults: passed on to the master with the next report
+    def io_error(self, tier: str, error: str) -> None:
         log.error("I/O error on tier %s: %s", tier, error)
         self.stats.io_errors.append((tier, error))
+
+    def damaged(self, key: str, error: str) -> None:
+        log.error("object %s is damaged on disk: %s", key, error)
+        self.stats.damaged.append((key, error))
 
     async def run(self) -> None:
         await self.server.start()
