@@ -67,6 +67,19 @@ def write_objects(root: str, objects: dict[str, bytes]) -> None:
             fh.write(data)
 
 
+def http_request(port: int, path: str, headers: dict[str, str] | None = None,
+                 method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """(status, lower-cased headers, body) of one request on a fresh connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+    finally:
+        conn.close()
+
+
 @dataclass
 class Box:
     """A running `oca serve` process."""
@@ -94,14 +107,7 @@ class Box:
 
     def get(self, path: str, headers: dict[str, str] | None = None,
             method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, headers=headers or {})
-            resp = conn.getresponse()
-            body = resp.read()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
-        finally:
-            conn.close()
+        return http_request(self.port, path, headers, method)
 
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
@@ -232,13 +238,7 @@ class InProcessBox:
 
     def get(self, path: str, headers: dict[str, str] | None = None,
             method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, headers=headers or {})
-            resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-        finally:
-            conn.close()
+        return http_request(self.port, path, headers, method)
 
     def close(self) -> None:
         async def drain() -> None:

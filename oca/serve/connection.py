@@ -255,16 +255,26 @@ class Connection(asyncio.Protocol):
             if self._write_paused:
                 return  # resume_writing calls us again once the transport's buffer is empty
             item = out[0]
-            if not isinstance(item, FileSlice):
-                more = socket.MSG_MORE if len(out) > 1 else 0
-                try:
-                    sent = self._direct().send(item, more)
-                except (BlockingIOError, InterruptedError):
-                    self._arm_writer()
+            try:
+                if isinstance(item, FileSlice):
+                    sent = os.sendfile(self._fd, item.fd, item.offset, item.length)
+                else:
+                    sent = self._direct().send(item, socket.MSG_MORE if len(out) > 1 else 0)
+            except (BlockingIOError, InterruptedError):
+                self._arm_writer()
+                return
+            except OSError as exc:
+                self.abort(None if exc.errno in _GONE else exc)
+                return
+            if isinstance(item, FileSlice):
+                if sent == 0:  # the file ended before its length: never finish cleanly
+                    self.abort(ObjectTruncated("object file ended before its length"))
                     return
-                except OSError as exc:
-                    self.abort(None if exc.errno in _GONE else exc)
-                    return
+                self._body_sent += sent
+                if sent < item.length:
+                    out[0] = FileSlice(item.fd, item.offset + sent, item.length - sent)
+                    continue  # the next call says EAGAIN (socket full) or takes more
+            else:
                 head = min(sent, self._head_left)
                 self._head_left -= head
                 self._body_sent += sent - head
@@ -272,24 +282,7 @@ class Connection(asyncio.Protocol):
                     out[0] = item[sent:]
                     self._arm_writer()
                     return
-                out.popleft()
-                continue
-            try:
-                sent = os.sendfile(self._fd, item.fd, item.offset, item.length)
-            except (BlockingIOError, InterruptedError):
-                self._arm_writer()
-                return
-            except OSError as exc:
-                self.abort(None if exc.errno in _GONE else exc)
-                return
-            if sent == 0:  # the file ended before its length: never finish cleanly
-                self.abort(ObjectTruncated("object file ended before its length"))
-                return
-            self._body_sent += sent
-            if sent < item.length:
-                out[0] = FileSlice(item.fd, item.offset + sent, item.length - sent)
-            else:
-                out.popleft()
+            out.popleft()
         self.last_activity = self._loop.time()
         self._disarm_writer()
         self._finish(aborted=False)

@@ -14,11 +14,15 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import xxhash
 
 from oca.storage.layout import unlink_quiet
+
+T = TypeVar("T")
 
 CHUNK = 1 << 20
 FILE_MODE = 0o644
@@ -60,16 +64,7 @@ def stage_copy(src: str, tmp_dir: str, *, expect_size: int | None = None,
     except OSError as e:
         raise SourceError(src, e) from e
     try:
-        fd, path = tempfile.mkstemp(dir=tmp_dir, prefix="obj-")
-        try:
-            size, digest = _copy_hashing(src_file, src, fd)
-            os.fchmod(fd, FILE_MODE)
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            unlink_quiet(path)
-            raise
-        os.close(fd)
+        path, (size, digest) = _write_temp(tmp_dir, "obj-", lambda fd: _copy_hashing(src_file, src, fd))
     finally:
         src_file.close()
     problem = _mismatch(size, digest, expect_size, expect_digest)
@@ -108,9 +103,15 @@ def _mismatch(size: int, digest: str, expect_size: int | None, expect_digest: st
 
 def stage_bytes(data: bytes, tmp_dir: str) -> str:
     """Write a small file (a sidecar) into a new temp file in `tmp_dir`, fsynced; returns its path."""
-    fd, path = tempfile.mkstemp(dir=tmp_dir, prefix="meta-")
+    path, _ = _write_temp(tmp_dir, "meta-", lambda fd: write_chunk(fd, memoryview(data)))
+    return path
+
+
+def _write_temp(tmp_dir: str, prefix: str, write: Callable[[int], T]) -> tuple[str, T]:
+    """A new temp file in `tmp_dir` filled by `write(fd)`, given its mode and fsynced; removed on any failure."""
+    fd, path = tempfile.mkstemp(dir=tmp_dir, prefix=prefix)
     try:
-        write_chunk(fd, memoryview(data))
+        result = write(fd)
         os.fchmod(fd, FILE_MODE)
         os.fsync(fd)
     except BaseException:
@@ -118,7 +119,7 @@ def stage_bytes(data: bytes, tmp_dir: str) -> str:
         unlink_quiet(path)
         raise
     os.close(fd)
-    return path
+    return path, result
 
 
 def hash_file(path: str) -> tuple[int, str]:
