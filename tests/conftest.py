@@ -144,6 +144,7 @@ def start_box(config_path: str, workdir: str, *, loop: str = "uvloop", env: dict
         process = subprocess.Popen([OCA, "serve", "--config", config_path, "--loop", loop], stdout=log,
                                    stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     box = Box(workdir, config_path, process, port, admin_port, log_path)
+    box.extra["workers"] = config["server"].get("workers") or os.cpu_count()
     token_file = (config.get("admin") or {}).get("token_file")
     if token_file:
         with open(token_file, encoding="utf-8") as fh:
@@ -174,7 +175,7 @@ def wait_ready(box: Box, timeout: float = 30) -> None:
             raise AssertionError(f"oca serve exited with {box.process.returncode}:\n{box.log()}")
         try:
             status, _, _ = box.get("/healthz")
-            if status == 200 and box.admin("/status")["workers"] >= 1:
+            if status == 200 and box.admin("/status")["workers"] == box.extra["workers"]:
                 return
         except OSError:
             pass

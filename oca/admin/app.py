@@ -132,7 +132,7 @@ async def status(request: web.Request) -> web.Response:
         "pid": os.getpid(),
         "uptime": round(time.time() - master.started, 3),
         "draining": master.draining,
-        "workers": len([w for w in master.workers if not w.retiring]),
+        "workers": master.serving_workers(),
         **master.stats.summary(),
         "objects": store.get("objects"),
         "inventory_sequence": store.get("generation"),
@@ -147,7 +147,7 @@ async def status(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     master = _master(request)
     store = await master.owner.call(Store.status)
-    workers = len([w for w in master.workers if not w.retiring])
+    workers = master.serving_workers()
     text = render_metrics(master.stats, store, workers, master.draining)
     return web.Response(body=text, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 

@@ -1,6 +1,6 @@
 """Configuration: typed, frozen settings loaded from YAML with one-line errors."""
 
-from oca.config.loader import load_box_config
+from oca.config.loader import box_config_from_raw, box_config_to_raw, load_box_config
 from oca.config.model import (
     AdminConfig,
     BoxConfig,
@@ -23,5 +23,7 @@ __all__ = [
     "ServerConfig",
     "StorageConfig",
     "TierConfig",
+    "box_config_from_raw",
+    "box_config_to_raw",
     "load_box_config",
 ]

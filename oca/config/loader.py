@@ -24,12 +24,40 @@ T = TypeVar("T")
 
 def load_box_config(path: str) -> BoxConfig:
     """Read, validate and resolve one box config file."""
-    raw = _read_yaml(path)
-    base = os.path.dirname(os.path.abspath(path))
-    config = _build(BoxConfig, raw, path, "", base)
-    config = dataclasses.replace(config, source=path)
-    _check_storage(config.storage, path)
+    return box_config_from_raw(_read_yaml(path), path)
+
+
+def box_config_from_raw(raw: dict[str, Any], source: str) -> BoxConfig:
+    """Validate and resolve settings already parsed from YAML (or from box_config_to_raw)."""
+    base = os.path.dirname(os.path.abspath(source))
+    config = _build(BoxConfig, raw, source, "", base)
+    config = dataclasses.replace(config, source=source)
+    _check_storage(config.storage, source)
     return config
+
+
+def box_config_to_raw(config: BoxConfig) -> dict[str, Any]:
+    """The settings as plain data that box_config_from_raw reads back to the same BoxConfig. The master
+    hands its validated config to each worker this way: a worker never re-reads a file that may have
+    changed since the master checked it."""
+    raw: dict[str, Any] = _raw(config)
+    return raw
+
+
+def _raw(value: Any, unit: str = "") -> Any:
+    if unit == "listen":
+        return _listen_text(value)
+    if dataclasses.is_dataclass(value):
+        return {f.name: _raw(getattr(value, f.name), f.metadata.get("unit", ""))
+                for f in dataclasses.fields(value) if not f.metadata.get("internal")}
+    if isinstance(value, tuple):
+        return [_raw(item) for item in value]
+    return value
+
+
+def _listen_text(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _read_yaml(path: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from typing import Any
 
 from oca import __version__
 from oca.admin.app import AdminContext, start_admin
-from oca.config import BoxConfig, load_box_config
+from oca.config import BoxConfig, box_config_to_raw, load_box_config
 from oca.errors import OcaError
 from oca.serve import sdnotify
 from oca.serve.listeners import bind_listeners
@@ -57,6 +57,7 @@ class WorkerProcess:
     started: float
     ready: asyncio.Future[None]
     buffer: bytearray = field(default_factory=bytearray)
+    serving: bool = False  # it said it is ready
     retiring: bool = False
 
 
@@ -77,6 +78,7 @@ class Master:
         self._admin: Any = None
         self._pending_hits: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._generation_lock = asyncio.Lock()  # one start-up or reload at a time
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -85,6 +87,9 @@ class Master:
         self._stopped = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+        # installed before anything else, so an early SIGHUP never kills the master (its default action);
+        # a reload waits for the start-up to finish (the generation lock)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
         await self.owner.open()
         try:
             server = self.config.server
@@ -95,14 +100,15 @@ class Master:
                 self._admin = await start_admin(AdminContext(self), *admin)
             except OSError as exc:
                 raise OcaError(f"cannot listen on {admin[0]}:{admin[1]} (admin port): {exc.strerror or exc}") from None
-            await self._start_generation()
+            tasks = [loop.create_task(self._supervise())]  # from the start: a worker may die while starting
+            async with self._generation_lock:
+                await self._start_generation()
             host, port = self.listeners[0].getsockname()[:2]
             admin_host, admin_port = self.config.admin.listen
             log.info("oca %s serving http://%s:%d/ with %d workers; admin http://%s:%d/",
                      __version__, host, port, len(self.listeners), admin_host, admin_port)
             sdnotify.notify(f"READY=1\nSTATUS=serving with {len(self.listeners)} workers\nMAINPID={os.getpid()}")
-            loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
-            tasks = [loop.create_task(self._supervise()), loop.create_task(self._housekeeping())]
+            tasks.append(loop.create_task(self._housekeeping()))
             interval = sdnotify.watchdog_interval()
             if interval:
                 tasks.append(loop.create_task(self._watchdog(interval)))
@@ -126,6 +132,11 @@ class Master:
             self._stopped.set_result(None)
 
     async def reload(self) -> None:
+        async with self._generation_lock:
+            if self._stopped is not None and not self._stopped.done():
+                await self._reload()
+
+    async def _reload(self) -> None:
         sdnotify.notify("RELOADING=1")
         try:
             fresh = load_box_config(self.config_path)
@@ -179,6 +190,8 @@ class Master:
                "--listen-fd", str(listener.fileno()), "--control-fd", str(theirs.fileno()), "--loop", self.loop_kind]
         process = subprocess.Popen(cmd, pass_fds=(listener.fileno(), theirs.fileno()), stdin=subprocess.DEVNULL)
         theirs.close()
+        # the worker serves exactly the config the master validated, never a file changed since
+        ours.sendall(json.dumps(box_config_to_raw(self.config)).encode() + b"\n")
         ours.setblocking(False)
         worker = WorkerProcess(slot, self.generation, process, ours, time.monotonic(), loop.create_future())
         loop.add_reader(ours.fileno(), self._on_worker_message, worker)
@@ -207,8 +220,10 @@ class Master:
             self._take_report(worker, message)
 
     def _take_report(self, worker: WorkerProcess, message: dict[str, Any]) -> None:
-        if message.get("ready") and not worker.ready.done():
-            worker.ready.set_result(None)
+        if message.get("ready"):
+            worker.serving = True
+            if not worker.ready.done():
+                worker.ready.set_result(None)
             return
         self.stats.add(worker.process.pid, message)
         for key, n in message.get("hits", {}).items():
@@ -272,6 +287,8 @@ class Master:
                 if code is None or worker.retiring:
                     continue
                 self._reap(worker)
+                if not worker.ready.done():  # whoever waits for this generation must not wait for it
+                    worker.ready.set_result(None)
                 quick = time.monotonic() - worker.started < 2.0
                 deaths = self._quick_deaths.get(worker.slot, 0) + 1 if quick else 0
                 self._quick_deaths[worker.slot] = deaths
@@ -279,6 +296,10 @@ class Master:
                 log.error("worker %d (slot %d) exited with %s; restarting in %.1fs",
                           worker.process.pid, worker.slot, code, delay)
                 asyncio.get_running_loop().call_later(delay, self._respawn, worker.slot, worker.generation)
+
+    def serving_workers(self) -> int:
+        """Workers of the current generation that said they are serving and are still alive."""
+        return sum(1 for w in self.workers if w.serving and not w.retiring and w.process.poll() is None)
 
     def _respawn(self, slot: int, generation: int) -> None:
         if generation == self.generation and self._stopped is not None and not self._stopped.done():

@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 
-from oca.config import BoxConfig, load_box_config
+from oca.config import BoxConfig, box_config_from_raw
 from oca.serve.accesslog import AccessLog
 from oca.serve.handler import ContentHandler
 from oca.serve.objects import ObjectCache
@@ -117,18 +117,31 @@ class Worker:
             self.stop()
 
 
+def _receive_config(control: socket.socket, source: str) -> BoxConfig:
+    """The master's validated config: the first line on the control socket (see Master._spawn)."""
+    control.settimeout(30)
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        chunk = control.recv(65536)
+        if not chunk:
+            raise SystemExit("oca worker: the master closed the control socket before sending the config")
+        line += chunk
+    control.settimeout(None)
+    return box_config_from_raw(json.loads(line), source)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="oca-worker")
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--config", required=True, help="the config file's name, for messages")
     parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s oca worker[{os.getpid()}] %(levelname)s %(message)s")
-    config = load_box_config(args.config)
     listener = socket.socket(fileno=args.listen_fd)
     control = socket.socket(fileno=args.control_fd)
+    config = _receive_config(control, args.config)
     loop = new_event_loop(args.loop)
     asyncio.set_event_loop(loop)
     try:

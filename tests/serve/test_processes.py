@@ -178,3 +178,17 @@ def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Any) -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port} (data port): Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_restarted_worker_serves_the_masters_config_not_a_changed_file(box_factory: Any) -> None:
+    box = box_factory(OBJECTS)
+    with open(box.config_path, "a") as fh:
+        fh.write("\nbogus_section: 1\n")  # edited, not yet reloaded: the running config stays in force
+    victim = box.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (victim in box.worker_pids() or len(box.worker_pids()) < 2):
+        time.sleep(0.1)
+    for _ in range(40):  # fresh connections: both SO_REUSEPORT slots get some
+        assert box.get("/titles/1/master.m3u8")[0] == 200
+    assert "Traceback" not in box.log()
