@@ -39,6 +39,7 @@ class AccessLog:
         else:
             self._fd = os.open(destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         self._records: list[Record] = []
+        self.disabled = self._fd is None  # read once per request: a plain attribute
 
     @property
     def enabled(self) -> bool:
@@ -74,3 +75,4 @@ class AccessLog:
         if self._fd is not None and self._fd > 2:
             os.close(self._fd)
         self._fd = None
+        self.disabled = True

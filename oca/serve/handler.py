@@ -44,6 +44,7 @@ REASONS = {
 }
 _CONDITIONAL = frozenset(("if-match", "if-none-match", "if-modified-since", "if-unmodified-since"))
 _CMCD_HEADERS = frozenset(("cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session"))
+_KEY_CACHE_SIZE = 65536
 # Headers that take a request off the fast path (a plain GET of an object held in memory)
 _SPECIAL = _CONDITIONAL | _CMCD_HEADERS | {"range", "if-range"}
 
@@ -63,6 +64,7 @@ class ContentHandler:
         self._dates = DateCache()
         self._boundary = secrets.token_hex(16)
         self.draining = False
+        self._keys: dict[bytes, tuple[str, str]] = {}  # request-target -> (key, query): players repeat targets
         expose = "Content-Range, Content-Length, ETag, Cache-Status, Date"
         self._common = (
             f"Server: oca/{__version__}\r\n"
@@ -87,10 +89,16 @@ class ContentHandler:
             if self.draining:
                 return self.error(req, 503, "draining")
             return self._simple(req, 200, b"ok\n", b"Content-Type: text/plain\r\nCache-Control: no-store\r\n")
-        try:
-            key, query = key_from_target(target)
-        except BadRequest as exc:
-            return self.error(req, 400, str(exc))
+        parsed = self._keys.get(target)
+        if parsed is None:
+            try:
+                parsed = key_from_target(target)
+            except BadRequest as exc:
+                return self.error(req, 400, str(exc))
+            if len(self._keys) >= _KEY_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[target] = parsed
+        key, query = parsed
         if method == "OPTIONS":
             return self._simple(req, 204, b"", self._preflight)
         entry = self._objects.get(key)

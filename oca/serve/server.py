@@ -95,11 +95,12 @@ class Server:
                error: BaseException | None) -> None:
         seconds = self.loop.time() - req.started if req is not None else 0.0
         self.stats.observe(resp.status, resp.cache, resp.tier, body_sent, seconds, resp.key)
-        if isinstance(error, ObjectTruncated):
-            self.handler.faults.damaged(resp.key, str(error))
-        elif isinstance(error, OSError) and resp.tier and resp.tier != "memory":
-            self.handler.faults.io_error(resp.tier, f"{error.strerror or error} sending {resp.key}")
-        if not self.access_log.enabled:
+        if error is not None:
+            if isinstance(error, ObjectTruncated):
+                self.handler.faults.damaged(resp.key, str(error))
+            elif isinstance(error, OSError) and resp.tier and resp.tier != "memory":
+                self.handler.faults.io_error(resp.tier, f"{error.strerror or error} sending {resp.key}")
+        if self.access_log.disabled:
             return
         extras: dict[str, Any] | None = None
         if resp.log or aborted or error is not None:
