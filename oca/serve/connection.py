@@ -24,6 +24,7 @@ import asyncio
 import errno
 import os
 import socket
+import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -34,6 +35,8 @@ from oca.serve.messages import FileSlice, ObjectTruncated, Request, Response
 if TYPE_CHECKING:
     from oca.serve.server import Server
 
+# Request durations need a clock finer than the loop's (uvloop's moves once per iteration, in ms)
+_clock = time.perf_counter
 _MAX_PENDING = 32
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ETIMEDOUT)
 
@@ -175,7 +178,7 @@ class Connection(asyncio.Protocol):
         method = parser.get_method()
         self._pending.append(Request(
             _METHODS.get(method) or method.decode("ascii", "replace"), self._url, self._headers,
-            parser.should_keep_alive(), self._client, self._loop.time(),
+            parser.should_keep_alive(), self._client, _clock(),
         ))
         # ready for the next message on this connection (no on_message_begin: one callback fewer per request)
         self._url = b""
@@ -190,7 +193,7 @@ class Connection(asyncio.Protocol):
             self._transport.pause_reading()
         self.close_after = True
         self.header_started = None
-        self._pending.append(Request("", b"", {}, False, self._client, self._loop.time(), (status, reason)))
+        self._pending.append(Request("", b"", {}, False, self._client, _clock(), (status, reason)))
         self._next()
 
     # -- writing ----------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from oca.http.ranges import (
     unsatisfied_range,
 )
 from oca.keys import key_from_target
+from oca.serve.accesslog import fast_fields
 from oca.serve.dates import DateCache
 from oca.serve.messages import FileSlice, ObjectTruncated, Request, Response
 from oca.serve.objects import Entry, ObjectCache
@@ -131,8 +132,13 @@ class ContentHandler:
         else:
             head = entry.head = self._head(req, 200, len(body), entry.fixed_headers + entry.hit_status)
             entry.head_date = date
-        return Response(200, head, [body], len(body), close=not req.keep_alive, key=entry.info.key, tier="memory",
+        resp = Response(200, head, [body], len(body), close=not req.keep_alive, key=entry.info.key, tier="memory",
                         cache="hit")
+        if req.target[1:] == entry.info.key.encode():  # the plain spelling: its log fields never change
+            if not entry.log_fields:
+                entry.log_fields = fast_fields("GET", req.target, entry.info.key, 200, len(body))
+            resp.log_fields = entry.log_fields
+        return resp
 
     def _serve_entry(self, req: Request, entry: Entry, log: dict[str, object]) -> Response:
         headers = req.headers

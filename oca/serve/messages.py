@@ -20,7 +20,7 @@ class Request:
     headers: dict[str, str]
     keep_alive: bool
     client: str
-    started: float  # loop time when the request's last byte arrived
+    started: float  # time.perf_counter() when the request's last byte arrived
     failure: tuple[int, str] | None = None  # set when the request could not be parsed: (status, reason)
 
 
@@ -45,3 +45,4 @@ class Response:
     cache: str = ""  # hit, miss, or "" for non-content answers
     owned_fds: tuple[int, ...] = ()  # file descriptors to close after the last part went out
     log: dict[str, object] | None = None  # extra fields for the access log (range, cmcd, error)
+    log_fields: str = ""  # set on plain hits from memory: the access log's preformatted fixed fields

@@ -93,7 +93,7 @@ class Server:
 
     def record(self, req: Request | None, resp: Response, body_sent: int, aborted: bool,
                error: BaseException | None) -> None:
-        seconds = self.loop.time() - req.started if req is not None else 0.0
+        seconds = time.perf_counter() - req.started if req is not None else 0.0
         self.stats.observe(resp.status, resp.cache, resp.tier, body_sent, seconds, resp.key)
         if error is not None:
             if isinstance(error, ObjectTruncated):
@@ -101,6 +101,9 @@ class Server:
             elif isinstance(error, OSError) and resp.tier and resp.tier != "memory":
                 self.handler.faults.io_error(resp.tier, f"{error.strerror or error} sending {resp.key}")
         if self.access_log.disabled:
+            return
+        if resp.log_fields and not aborted and req is not None:
+            self.access_log.add_fast((time.time(), req.client, resp.log_fields, seconds))
             return
         extras: dict[str, Any] | None = None
         if resp.log or aborted or error is not None:
