@@ -313,8 +313,9 @@ class Connection(asyncio.Protocol):
             self._strict = False
             self._transport.set_write_buffer_limits()  # back to the loop's defaults
         req, self._current_request = self._current_request, None
-        for fd in resp.owned_fds:
-            os.close(fd)
+        if resp.owned_fds:
+            for fd in resp.owned_fds:
+                os.close(fd)
         self.requests_done += 1
         self._server.record(req, resp, self._body_sent, aborted, error)
         if aborted:

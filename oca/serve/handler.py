@@ -132,8 +132,7 @@ class ContentHandler:
         else:
             head = entry.head = self._head(req, 200, len(body), entry.fixed_headers + entry.hit_status)
             entry.head_date = date
-        resp = Response(200, head, [body], len(body), close=not req.keep_alive, key=entry.info.key, tier="memory",
-                        cache="hit")
+        resp = Response(200, head, [body], len(body), not req.keep_alive, entry.info.key, "memory", "hit")
         if req.target[1:] == entry.info.key.encode():  # the plain spelling: its log fields never change
             if not entry.log_fields:
                 entry.log_fields = fast_fields("GET", req.target, entry.info.key, 200, len(body))

@@ -14,7 +14,7 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class WorkerStats:
-    __slots__ = ("bytes_by_tier", "connections", "damaged", "duration_buckets", "duration_count", "duration_sum",
+    __slots__ = ("bytes_by_tier", "connections", "damaged", "duration_buckets", "duration_sum",
                  "hits", "io_errors", "requests")
 
     def __init__(self) -> None:
@@ -22,7 +22,6 @@ class WorkerStats:
         self.bytes_by_tier: Counter[str] = Counter()
         self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)  # last one is +Inf
         self.duration_sum = 0.0
-        self.duration_count = 0
         self.hits: Counter[str] = Counter()  # key -> hits, for the store's LRU and promotion
         self.io_errors: list[tuple[str, str]] = []  # (tier, error)
         self.damaged: list[tuple[str, str]] = []  # (key, error)
@@ -39,7 +38,6 @@ class WorkerStats:
             tiers[tier] = tiers.get(tier, 0) + body_bytes
         self.duration_buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
         self.duration_sum += seconds
-        self.duration_count += 1
         if cache == "hit":
             hits = self.hits
             hits[key] = hits.get(key, 0) + 1
@@ -51,7 +49,7 @@ class WorkerStats:
             "bytes_by_tier": dict(self.bytes_by_tier),
             "duration_buckets": self.duration_buckets,
             "duration_sum": self.duration_sum,
-            "duration_count": self.duration_count,
+            "duration_count": sum(self.duration_buckets),
             "hits": dict(self.hits),
             "io_errors": self.io_errors,
             "damaged": self.damaged,
@@ -61,7 +59,6 @@ class WorkerStats:
         self.bytes_by_tier = Counter()
         self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
         self.duration_sum = 0.0
-        self.duration_count = 0
         self.hits = Counter()
         self.io_errors = []
         self.damaged = []
