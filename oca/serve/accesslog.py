@@ -51,10 +51,6 @@ class AccessLog:
         self._records: list[Record | FastRecord] = []
         self.disabled = self._fd is None  # read once per request: a plain attribute
 
-    @property
-    def enabled(self) -> bool:
-        return self._fd is not None
-
     def add(self, record: Record) -> None:
         """(ts, client, method, target, key, status, bytes, seconds, cache, tier, extras or None)"""
         records = self._records
