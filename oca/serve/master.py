@@ -2,7 +2,8 @@
 
 Rules kept here:
 - One worker per slot (default: one per core), each started as its own Python process on the slot's
-  SO_REUSEPORT socket; a worker that dies is restarted on the same socket, with backoff if it keeps dying.
+  SO_REUSEPORT socket; a worker that dies is restarted on the same socket, with backoff if it keeps dying;
+  a worker that stops reporting (a stuck event loop) is killed and so restarted.
 - SIGHUP: load and validate the config again; if it is good, start a new generation of workers and
   retire the old one once the new one is ready (old workers finish their responses). A bad config is
   logged and changes nothing. Storage settings take effect only at restart.
@@ -58,6 +59,7 @@ class WorkerProcess:
     ready: asyncio.Future[None]
     buffer: bytearray = field(default_factory=bytearray)
     serving: bool = False  # it said it is ready
+    heard: float = 0.0  # time.monotonic() of its last report
     retiring: bool = False
 
 
@@ -220,6 +222,7 @@ class Master:
             self._take_report(worker, message)
 
     def _take_report(self, worker: WorkerProcess, message: dict[str, Any]) -> None:
+        worker.heard = time.monotonic()
         if message.get("ready"):
             worker.serving = True
             if not worker.ready.done():
@@ -280,10 +283,19 @@ class Master:
         self.stats.worker_gone(worker.process.pid)
 
     async def _supervise(self) -> None:
+        # a worker reports every flush interval; one silent for ten of them (2 s at least) is stuck: kill it,
+        # and the dead worker is restarted like any other
+        stall_after = max(2.0, 10 * self.config.storage.access_flush_interval)
         while True:
             await asyncio.sleep(0.1)
+            now = time.monotonic()
             for worker in list(self.workers):
                 code = worker.process.poll()
+                if code is None and worker.serving and not worker.retiring and now - worker.heard > stall_after:
+                    log.error("worker %d (slot %d) sent nothing for %.1fs: killing it", worker.process.pid,
+                              worker.slot, now - worker.heard)
+                    worker.process.kill()
+                    continue
                 if code is None or worker.retiring:
                     continue
                 self._reap(worker)

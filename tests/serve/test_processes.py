@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -192,3 +193,20 @@ def test_a_restarted_worker_serves_the_masters_config_not_a_changed_file(box_fac
     for _ in range(40):  # fresh connections: both SO_REUSEPORT slots get some
         assert box.get("/titles/1/master.m3u8")[0] == 200
     assert "Traceback" not in box.log()
+
+
+def test_a_stuck_worker_is_killed_and_replaced(box_factory: Any) -> None:
+    box = box_factory(OBJECTS)
+    stuck = box.worker_pids()[0]
+    os.kill(stuck, signal.SIGSTOP)  # its loop no longer runs: no reports, no answers
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (stuck in box.worker_pids() or len(box.worker_pids()) < 2):
+            time.sleep(0.1)
+        assert stuck not in box.worker_pids() and len(box.worker_pids()) == 2
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stuck, signal.SIGKILL)
+    for _ in range(20):
+        assert box.get("/titles/1/master.m3u8")[0] == 200
+    assert "sent nothing for" in box.log()
