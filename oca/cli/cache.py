@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import click
@@ -23,6 +24,8 @@ from oca.config import BoxConfig, load_box_config
 from oca.errors import Conflict, NotFound, OcaError
 from oca.keys import is_valid_key
 from oca.storage import Store
+
+_IMPORT_THREADS = 4
 
 
 class _Target:
@@ -113,22 +116,29 @@ def import_(config_path: str, directory: str, hot: bool, pin: bool) -> None:
     done_bytes = 0
     started = time.monotonic()
     interactive = sys.stderr.isatty()
+    valid = []
+    for path, key, size in files:
+        if is_valid_key(key):
+            valid.append((path, key, size))
+        else:
+            skipped += 1
+            click.echo(f"oca: skipped {path}: {key!r} is not a valid content key", err=True)
     with _target(config_path) as target, click.progressbar(
         length=total, label="importing", file=sys.stderr, show_eta=True, show_percent=True,
         hidden=not interactive,
-    ) as bar:
-        for path, key, size in files:
-            if not is_valid_key(key):
-                skipped += 1
-                click.echo(f"oca: skipped {path}: {key!r} is not a valid content key", err=True)
-            else:
-                try:
-                    target.put(path, key, hot, pin)
-                    done += 1
-                    done_bytes += size
-                except OcaError as exc:
-                    failed += 1
-                    click.echo(f"oca: failed {key}: {exc}", err=True)
+    ) as bar, ThreadPoolExecutor(max_workers=_IMPORT_THREADS) as pool:
+        bar.update(total - sum(size for _, _, size in valid))
+        # a few at a time: copies and fsyncs overlap (the store serialises only its index updates)
+        futures = {pool.submit(target.put, path, key, hot, pin): (key, size) for path, key, size in valid}
+        for future in as_completed(futures):
+            key, size = futures[future]
+            try:
+                future.result()
+                done += 1
+                done_bytes += size
+            except OcaError as exc:
+                failed += 1
+                click.echo(f"oca: failed {key}: {exc}", err=True)
             bar.update(size)
     seconds = time.monotonic() - started
     click.echo(f"imported {done} objects ({_human(done_bytes)}) in {seconds:.1f}s; "
