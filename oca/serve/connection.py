@@ -122,9 +122,8 @@ class Connection(asyncio.Protocol):
             else:
                 self._fail(400, f"malformed request: {exc}")
             return
-        if len(self._pending) > _MAX_PENDING and not self._paused_reading:
-            self._paused_reading = True
-            self._transport.pause_reading()
+        if len(self._pending) > _MAX_PENDING:
+            self._pause_reading()
         self._next()
 
     def eof_received(self) -> bool:
@@ -188,13 +187,16 @@ class Connection(asyncio.Protocol):
 
     def _fail(self, status: int, reason: str) -> None:
         """A request we cannot parse (or that took too long): answer after what is queued, then close."""
-        if self._transport is not None and not self._paused_reading:
-            self._paused_reading = True
-            self._transport.pause_reading()
+        self._pause_reading()
         self.close_after = True
         self.header_started = None
         self._pending.append(Request("", b"", {}, False, self._client, _clock(), (status, reason)))
         self._next()
+
+    def _pause_reading(self) -> None:
+        if not self._paused_reading:
+            self._paused_reading = True
+            self._transport.pause_reading()
 
     # -- writing ----------------------------------------------------------------------------------
 

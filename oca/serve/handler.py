@@ -125,13 +125,12 @@ class ContentHandler:
         body = self._objects.cached_body(entry)
         assert body is not None
         date = self._dates.now()
-        if not req.keep_alive:
-            head = self._head(req, 200, len(body), entry.fixed_headers + entry.hit_status)
-        elif entry.head_date is date:
+        if req.keep_alive and entry.head_date is date:
             head = entry.head
         else:
-            head = entry.head = self._head(req, 200, len(body), entry.fixed_headers + entry.hit_status)
-            entry.head_date = date
+            head = self._head(200, entry.fixed_headers + entry.hit_status, len(body), req.keep_alive)
+            if req.keep_alive:
+                entry.head, entry.head_date = head, date
         resp = Response(200, head, [body], len(body), not req.keep_alive, entry.info.key, "memory", "hit")
         if req.target[1:] == entry.info.key.encode():  # the plain spelling: its log fields never change
             if not entry.log_fields:
@@ -145,8 +144,10 @@ class ContentHandler:
         if not headers.keys().isdisjoint(_CONDITIONAL):
             verdict = evaluate_preconditions(req.method, headers, entry.etag, entry.last_modified)
             if verdict is Precondition.NOT_MODIFIED:
-                # §15.4.5: a 304 carries the validators and Cache-Control a 200 would have
-                return self._head_only(req, 304, entry.fixed_headers, entry, cache="hit")
+                # §15.4.5: a 304 carries the validators and Cache-Control a 200 would have, and no
+                # Content-Length describing a body it does not send
+                head = self._head(304, entry.fixed_headers, None, req.keep_alive)
+                return Response(304, head, close=not req.keep_alive, cache="hit")
             if verdict is Precondition.FAILED:
                 return self.error(req, 412, "precondition failed")
         length = info.size
@@ -166,21 +167,22 @@ class ContentHandler:
     def _send_object(self, req: Request, entry: Entry, ranges: tuple[ByteRange, ...]) -> Response:
         info = entry.info
         length = info.size
+        fixed = entry.fixed_headers
+        # the body as parts: literal bytes, and ranges of the object to copy
+        plan: list[bytes | ByteRange] = [ByteRange(0, length - 1)] if length else []
         if len(ranges) == 1:
             status = 206
             extra = f"Content-Range: {content_range(ranges[0], length)}\r\n"
-            body_length = ranges[0].length
+            plan = [ranges[0]]
         elif ranges:
             status = 206
             plan = multipart_plan(ranges, length, entry.content_type, self._boundary)
-            body_length = plan_length(plan)
             extra = f"Content-Type: multipart/byteranges; boundary={self._boundary}\r\n"
+            fixed = fixed[fixed.index(b"\r\n") + 2:]  # the multipart type replaces the object's own (§14.6)
         else:
-            status, extra, body_length = 200, "", length
-        fixed = entry.fixed_headers
-        if len(ranges) > 1:  # the multipart type replaces the object's own Content-Type (§14.6)
-            fixed = fixed[fixed.index(b"\r\n") + 2:]
-        head = self._head(req, status, body_length, fixed + extra.encode("latin-1") + entry.hit_status)
+            status, extra = 200, ""
+        body_length = plan_length(plan)
+        head = self._head(status, fixed + extra.encode("latin-1") + entry.hit_status, body_length, req.keep_alive)
         resp = Response(status, head, close=not req.keep_alive, cache="hit", tier=info.tier)
         if req.method == "HEAD" or body_length == 0:
             return resp
@@ -188,7 +190,7 @@ class ContentHandler:
         body = self._objects.cached_body(entry)
         if body is not None:  # the common case for small objects: no syscall but the send
             resp.tier = "memory"
-            resp.parts = self._parts_from_memory(body, ranges, entry)
+            resp.parts = _from_memory(body, plan)
             return resp
         try:
             fd = os.open(info.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -214,25 +216,11 @@ class ContentHandler:
         if body is not None:
             os.close(fd)
             resp.tier = "memory"
-            resp.parts = self._parts_from_memory(body, ranges, entry)
+            resp.parts = _from_memory(body, plan)
             return resp
         resp.owned_fds = (fd,)
-        if not ranges:
-            resp.parts = [FileSlice(fd, 0, length)]
-        elif len(ranges) == 1:
-            resp.parts = [FileSlice(fd, ranges[0].start, ranges[0].length)]
-        else:
-            plan = multipart_plan(ranges, length, entry.content_type, self._boundary)
-            resp.parts = [p if isinstance(p, bytes) else FileSlice(fd, p.start, p.length) for p in plan]
+        resp.parts = [p if isinstance(p, bytes) else FileSlice(fd, p.start, p.length) for p in plan]
         return resp
-
-    def _parts_from_memory(self, body: bytes, ranges: tuple[ByteRange, ...], entry: Entry) -> list[bytes | FileSlice]:
-        if not ranges:
-            return [body]
-        if len(ranges) == 1:
-            return [body[ranges[0].start:ranges[0].end + 1]]
-        plan = multipart_plan(ranges, entry.info.size, entry.content_type, self._boundary)
-        return [b"".join(p if isinstance(p, bytes) else body[p.start:p.end + 1] for p in plan)]
 
     def _io_failure(self, req: Request, tier: str, key: str, exc: OSError) -> Response:
         reason = errno.errorcode.get(exc.errno or 0, str(exc))
@@ -242,26 +230,18 @@ class ContentHandler:
 
     # -- building answers ---------------------------------------------------------------------
 
-    def _head(self, req: Request, status: int, length: int, headers: bytes) -> bytes:
-        conn = b"" if req.keep_alive else b"Connection: close\r\n"
+    def _head(self, status: int, headers: bytes, length: int | None, keep_alive: bool) -> bytes:
+        """Status line and headers; `length` None for a 304, which describes no body it sends."""
         return b"".join((
-            b"HTTP/1.1 %d %s\r\n" % (status, REASONS[status].encode()),
-            b"Date: ", self._dates.now(), b"\r\n",
-            self._common, headers,
-            b"Content-Length: %d\r\n" % length, conn, b"\r\n",
+            b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Error").encode()),
+            b"Date: ", self._dates.now(), b"\r\n", self._common, headers,
+            b"" if length is None else b"Content-Length: %d\r\n" % length,
+            b"" if keep_alive else b"Connection: close\r\n",
+            b"\r\n",
         ))
-
-    def _head_only(self, req: Request, status: int, headers: bytes, entry: Entry, cache: str) -> Response:
-        # 304: no Content-Length describing a body we do not send
-        conn = b"" if req.keep_alive else b"Connection: close\r\n"
-        head = b"".join((
-            b"HTTP/1.1 %d %s\r\n" % (status, REASONS[status].encode()),
-            b"Date: ", self._dates.now(), b"\r\n", self._common, headers, conn, b"\r\n",
-        ))
-        return Response(status, head, close=not req.keep_alive, cache=cache, tier="")
 
     def _simple(self, req: Request, status: int, body: bytes, headers: bytes) -> Response:
-        head = self._head(req, status, len(body), headers)
+        head = self._head(status, headers, len(body), req.keep_alive)
         send_body = body and req.method != "HEAD"
         return Response(status, head, [body] if send_body else [], len(body) if send_body else 0,
                         close=not req.keep_alive)
@@ -274,12 +254,14 @@ class ContentHandler:
         headers = (b"Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n"
                    + b"X-OCA-Reason: " + safe_reason + b"\r\n" + cache_status + extra)
         keep = req is not None and req.keep_alive and not close
-        conn = b"" if keep else b"Connection: close\r\n"
-        head = b"".join((
-            b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Error").encode()),
-            b"Date: ", self._dates.now(), b"\r\n", self._common, headers,
-            b"Content-Length: %d\r\n" % len(body), conn, b"\r\n",
-        ))
+        head = self._head(status, headers, len(body), keep)
         with_body = req is None or req.method != "HEAD"
         return Response(status, head, [body] if with_body else [], len(body) if with_body else 0,
                         close=not keep, cache=cache, log={"error": reason})
+
+
+def _from_memory(body: bytes, plan: list[bytes | ByteRange]) -> list[bytes | FileSlice]:
+    """The body parts of a plan, cut from an object held in memory (one bytes object: one send)."""
+    if len(plan) == 1 and isinstance(plan[0], ByteRange) and plan[0].length == len(body):
+        return [body]
+    return [b"".join(p if isinstance(p, bytes) else body[p.start:p.end + 1] for p in plan)]

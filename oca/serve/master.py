@@ -141,29 +141,18 @@ class Master:
     async def _reload(self) -> None:
         sdnotify.notify("RELOADING=1")
         try:
-            fresh = load_box_config(self.config_path)
+            fresh = self._reloadable(load_box_config(self.config_path))
+            old_server, new_server = self.config.server, fresh.server
+            old_listeners: list[socket.socket] = []
+            if (old_server.listen, old_server.backlog, old_server.worker_count()) != (
+                    new_server.listen, new_server.backlog, new_server.worker_count()):
+                old_listeners = self.listeners
+                self.listeners = _listen("data port", new_server.listen, lambda: bind_listeners(
+                    *new_server.listen, new_server.worker_count(), new_server.backlog))
         except OcaError as exc:
             log.error("reload rejected, still running the old config: %s", exc)
             sdnotify.notify("READY=1")
             return
-        if fresh.storage != self.config.storage:
-            log.warning("storage settings changed in %s: they take effect at the next restart", self.config_path)
-            fresh = dataclasses.replace(fresh, storage=self.config.storage)
-        if fresh.admin != self.config.admin:
-            log.warning("admin settings changed in %s: they take effect at the next restart", self.config_path)
-            fresh = dataclasses.replace(fresh, admin=self.config.admin)
-        old_server, new_server = self.config.server, fresh.server
-        old_listeners: list[socket.socket] = []
-        if (old_server.listen, old_server.backlog, old_server.worker_count()) != (
-                new_server.listen, new_server.backlog, new_server.worker_count()):
-            try:
-                fresh_listeners = bind_listeners(*new_server.listen, new_server.worker_count(), new_server.backlog)
-            except OSError as exc:
-                log.error("reload rejected, still running the old config: cannot listen on %s:%d: %s",
-                          *new_server.listen, exc.strerror or exc)
-                sdnotify.notify("READY=1")
-                return
-            old_listeners, self.listeners = self.listeners, fresh_listeners
         self.config = fresh
         old = [w for w in self.workers if not w.retiring]
         await self._start_generation()
@@ -172,6 +161,15 @@ class Master:
             sock.close()
         log.info("reloaded %s: generation %d serving", self.config_path, self.generation)
         sdnotify.notify("READY=1")
+
+    def _reloadable(self, fresh: BoxConfig) -> BoxConfig:
+        """The new config with the sections a reload cannot change (storage, admin) kept as they are."""
+        for section in ("storage", "admin"):
+            if getattr(fresh, section) != getattr(self.config, section):
+                log.warning("%s settings changed in %s: they take effect at the next restart", section,
+                            self.config_path)
+                fresh = dataclasses.replace(fresh, **{section: getattr(self.config, section)})
+        return fresh
 
     # -- workers ------------------------------------------------------------------------------------
 

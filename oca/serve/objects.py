@@ -1,9 +1,10 @@
 """The worker's local view of stored objects: metadata, the headers that never change, small bodies.
 
 Rules kept here:
-- Every entry comes from the StoreView; when the store's generation moves (an object was removed, moved
-  or replaced, or a tier changed state) the whole local cache is dropped, so a purge is seen on the next
-  request, not after a TTL.
+- Every entry comes from the StoreView; when the store's generation moves (an object was removed or
+  replaced, or a tier changed state) the whole local cache is dropped, so a purge is seen on the next
+  request, not after a TTL. A move (promotion, demotion) keeps the bytes, so it keeps the entry: a file
+  that is no longer at the entry's path makes the handler forget that one key and look it up again.
 - Only objects no larger than memory_cache.max_object_size are held in memory, within
   memory_cache.capacity bytes per worker; bigger ones are always sent from disk with sendfile.
 """

@@ -59,12 +59,10 @@ class Server:
         if self._draining or len(self.connections) >= self.config.max_connections:
             return False
         self.connections.add(conn)
-        self.stats.connections = len(self.connections)
         return True
 
     def forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
-        self.stats.connections = len(self.connections)
 
     # -- timeouts -----------------------------------------------------------------------------------
 

@@ -14,18 +14,27 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class WorkerStats:
-    __slots__ = ("bytes_by_tier", "connections", "damaged", "duration_buckets", "duration_sum",
-                 "hits", "io_errors", "requests")
+    __slots__ = ("bytes_by_tier", "damaged", "duration_buckets", "duration_sum", "hits", "io_errors", "requests")
+
+    requests: Counter[tuple[int, str]]  # (status, cache result) -> requests
+    bytes_by_tier: Counter[str]
+    duration_buckets: list[int]  # one per DURATION_BUCKETS bound, then +Inf; they add up to the count
+    duration_sum: float
+    hits: Counter[str]  # key -> hits, for the store's LRU and promotion
+    io_errors: list[tuple[str, str]]  # (tier, error)
+    damaged: list[tuple[str, str]]  # (key, error)
 
     def __init__(self) -> None:
-        self.requests: Counter[tuple[int, str]] = Counter()  # (status, cache result)
-        self.bytes_by_tier: Counter[str] = Counter()
-        self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)  # last one is +Inf
+        self._start_over()
+
+    def _start_over(self) -> None:
+        self.requests = Counter()
+        self.bytes_by_tier = Counter()
+        self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
         self.duration_sum = 0.0
-        self.hits: Counter[str] = Counter()  # key -> hits, for the store's LRU and promotion
-        self.io_errors: list[tuple[str, str]] = []  # (tier, error)
-        self.damaged: list[tuple[str, str]] = []  # (key, error)
-        self.connections = 0  # a gauge: sent as is, not as a delta
+        self.hits = Counter()
+        self.io_errors = []
+        self.damaged = []
 
     def observe(self, status: int, cache: str, tier: str, body_bytes: int, seconds: float, key: str) -> None:
         # plain dict.get rather than Counter's __missing__: this runs once per request
@@ -42,26 +51,20 @@ class WorkerStats:
             hits = self.hits
             hits[key] = hits.get(key, 0) + 1
 
-    def take(self) -> dict[str, Any]:
-        """The deltas since the last take(), as JSON-ready data; resets the counters."""
+    def take(self, connections: int) -> dict[str, Any]:
+        """The deltas since the last take(), as JSON-ready data, plus the open connections (a gauge);
+        the counters start again from zero."""
         delta = {
             "requests": [[s, c, n] for (s, c), n in self.requests.items()],
             "bytes_by_tier": dict(self.bytes_by_tier),
             "duration_buckets": self.duration_buckets,
             "duration_sum": self.duration_sum,
-            "duration_count": sum(self.duration_buckets),
             "hits": dict(self.hits),
             "io_errors": self.io_errors,
             "damaged": self.damaged,
-            "connections": self.connections,
+            "connections": connections,
         }
-        self.requests = Counter()
-        self.bytes_by_tier = Counter()
-        self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
-        self.duration_sum = 0.0
-        self.hits = Counter()
-        self.io_errors = []
-        self.damaged = []
+        self._start_over()
         return delta
 
 
@@ -73,7 +76,6 @@ class FleetStats:
         self.bytes_by_tier: Counter[str] = Counter()
         self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
         self.duration_sum = 0.0
-        self.duration_count = 0
         self.connections: dict[int, int] = {}  # worker pid -> open connections
 
     def add(self, pid: int, delta: dict[str, Any]) -> None:
@@ -84,7 +86,6 @@ class FleetStats:
         for i, n in enumerate(delta.get("duration_buckets", ())[: len(self.duration_buckets)]):
             self.duration_buckets[i] += int(n)
         self.duration_sum += float(delta.get("duration_sum", 0.0))
-        self.duration_count += int(delta.get("duration_count", 0))
         self.connections[pid] = int(delta.get("connections", 0))
 
     def worker_gone(self, pid: int) -> None:

@@ -75,7 +75,6 @@ class Worker:
         if self.control is not None:
             self.control.setblocking(False)
             self.loop.add_reader(self.control.fileno(), self._on_control)
-        if self.control is not None:
             await self.loop.sock_sendall(self.control, b'{"ready":true}\n')
         reporter = self.loop.create_task(self._report_forever())
         await self._stopping
@@ -107,7 +106,7 @@ class Worker:
             await self._report_once()
 
     async def _report_once(self) -> None:
-        delta = self.stats.take()
+        delta = self.stats.take(len(self.server.connections))
         if self.control is None:
             return
         line = json.dumps(delta, separators=(",", ":")).encode() + b"\n"
