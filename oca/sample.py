@@ -21,6 +21,7 @@ storage:
     - {{name: ssd, path: cache/ssd, capacity: 256MiB}}
     - {{name: hdd, path: cache/hdd, capacity: 1GiB}}
 log: {{access_log: access.log}}
+tokens: {{required: false}}  # a local sample for curl: no control plane hands out tokens here
 """
 
 TITLE = "titles/1000"

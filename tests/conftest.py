@@ -47,6 +47,7 @@ def write_box_config(workdir: str, **overrides: Any) -> str:
             "access_flush_interval": "100ms",
         },
         "log": {"access_log": os.path.join(workdir, "access.log")},
+        "tokens": {"required": False},
     }
     for section, values in overrides.items():
         if isinstance(values, dict) and isinstance(config.get(section), dict):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from oca import __version__
+from oca.admin import content
 from oca.admin.metrics import render_metrics
 from oca.errors import BadRequest, NotFound, OcaError, Unauthorized
 from oca.keys import is_valid_key
@@ -80,6 +81,7 @@ def build_app(context: AdminContext) -> web.Application:
         web.post("/cache/pin", pin_object),
         web.post("/drain", drain),
         web.post("/undrain", undrain),
+        *content.routes(context),
     ])
     return app
 
@@ -135,7 +137,12 @@ async def status(request: web.Request) -> web.Response:
         "workers": master.serving_workers(),
         **master.stats.summary(),
         "objects": store.get("objects"),
-        "inventory_sequence": store.get("generation"),
+        "inventory_sequence": master.title_inventory.sequence,
+        "storage_generation": store.get("generation"),
+        "egress_bps": master.egress_bps,
+        "invalidation_seq": master.invalidations.applied,
+        "invalidation_error": master.invalidations.last_error,
+        "fetch": master.fills.status() if master.fills is not None else None,
         "tiers": store.get("tiers"),
         "promotions": store.get("promotions"),
         "demotions": store.get("demotions"),
@@ -153,6 +160,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def inventory(request: web.Request) -> web.Response:
+    if request.query.get("by") == "title":
+        return await content.titles(request)
     prefix = request.query.get("prefix", "")
     objects = await _master(request).owner.call(Store.list, prefix)
     return web.json_response({"objects": [object_json(o) for o in objects]})

@@ -8,7 +8,13 @@ import click
 
 from oca import __version__
 from oca.cli.cache import cache
+from oca.cli.catalog import catalog
+from oca.cli.control import control
+from oca.cli.fleet import fleet
+from oca.cli.invalidate import invalidate
 from oca.cli.serve import serve
+from oca.cli.steer import steer
+from oca.cli.token import token
 from oca.errors import OcaError
 
 
@@ -20,6 +26,12 @@ def cli() -> None:
 
 cli.add_command(serve)
 cli.add_command(cache)
+cli.add_command(control)
+cli.add_command(fleet)
+cli.add_command(invalidate)
+cli.add_command(steer)
+cli.add_command(catalog)
+cli.add_command(token)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import types
 import typing
+import urllib.parse
 from typing import Any, TypeVar, get_args, get_origin
 
 import yaml
@@ -33,6 +34,7 @@ def box_config_from_raw(raw: dict[str, Any], source: str) -> BoxConfig:
     config = _build(BoxConfig, raw, source, "", base)
     config = dataclasses.replace(config, source=source)
     _check_storage(config.storage, source)
+    _check_fetch(config, source)
     return config
 
 
@@ -118,6 +120,10 @@ def _value(hint: Any, meta: Any, raw: object, file: str, key: str, base: str) ->
             item = get_args(hint)[0]
             if not isinstance(raw, list):
                 raise ValueError(f"expected a list, got {_kind(raw)}")
+            if item is str:
+                if not all(isinstance(r, str) for r in raw):
+                    raise ValueError("expected a list of strings")
+                return tuple(raw)
             return tuple(_build(item, r, file, f"{key}[{i}]", base) for i, r in enumerate(raw))
         elif hint is bool:
             if not isinstance(raw, bool):
@@ -174,6 +180,30 @@ def _check_storage(storage: StorageConfig, file: str) -> None:
             raise ConfigError(file, f"{key}.path", f"{tier.path} is already used by another tier")
         names.add(tier.name)
         paths.add(tier.path)
+
+
+def _check_fetch(config: BoxConfig, file: str) -> None:
+    names: set[str] = set()
+    for i, src in enumerate(config.fetch.sources):
+        key = f"fetch.sources[{i}]"
+        if not src.name:
+            raise ConfigError(file, f"{key}.name", "is required")
+        if src.name in names:
+            raise ConfigError(file, f"{key}.name", f"duplicate source name {src.name!r}")
+        names.add(src.name)
+        parts = urllib.parse.urlsplit(src.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(file, f"{key}.url", f"expected http://host[:port][/prefix], got {src.url!r}")
+    if config.tokens.required and not config.tokens.jwks_file:
+        raise ConfigError(file, "tokens.jwks_file", "tokens.required is true, so a JWKS file of public keys is needed")
+    for i, prefix in enumerate(config.tokens.unsigned_prefixes):
+        if not prefix or prefix.startswith("/"):
+            raise ConfigError(file, f"tokens.unsigned_prefixes[{i}]",
+                              f"expected a content path prefix such as 'public/', got {prefix!r}")
+    if config.control.url is not None:
+        parts = urllib.parse.urlsplit(config.control.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(file, "control.url", f"expected http://host[:port], got {config.control.url!r}")
 
 
 def _join(prefix: str, key: str) -> str:

@@ -93,6 +93,44 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class SourceConfig:
+    """One upstream a miss may be filled from; tried in the order listed (peers, parent, origin)."""
+
+    name: str = _f("")
+    url: str = _f("")  # http://host:port, optionally with a path prefix the content path is appended to
+    kind: str = _f("origin", choices=("peer", "parent", "origin"))
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    sources: tuple[SourceConfig, ...] = _f(factory=tuple)
+    connect_timeout: float = _f(2.0, unit="duration", min=0.001)
+    first_byte_timeout: float = _f(5.0, unit="duration", min=0.001)
+    between_bytes_timeout: float = _f(10.0, unit="duration", min=0.001)
+    negative_ttl: float = _f(10.0, unit="duration", min=0.0)
+    slice_size: int = _f(4 << 20, unit="size", min=0)  # 0 = never slice
+    max_fills: int = _f(64, min=1, max=100_000)
+    peer_credential_file: str | None = _f(None, unit="path")
+    prefetch_rate: int = _f(0, unit="size", min=0)  # bytes per second for prefetches; 0 = no cap
+
+
+@dataclass(frozen=True)
+class TokensConfig:
+    required: bool = _f(True)
+    jwks_file: str | None = _f(None, unit="path")
+    issuers: tuple[str, ...] = _f(factory=tuple)  # empty = any issuer
+    clock_skew: float = _f(30.0, unit="duration", min=0.0, max=3600.0)
+    unsigned_prefixes: tuple[str, ...] = _f(factory=tuple)  # content paths served without a token
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    url: str | None = _f(None)  # the control plane's base URL; null = this box pulls no invalidations
+    credential_file: str | None = _f(None, unit="path")  # bearer token the box presents to the control plane
+    poll_interval: float = _f(5.0, unit="duration", min=0.1)
+
+
+@dataclass(frozen=True)
 class BoxConfig:
     box: BoxIdentity = _f(factory=BoxIdentity)
     server: ServerConfig = _f(factory=ServerConfig)
@@ -100,4 +138,7 @@ class BoxConfig:
     storage: StorageConfig = _f(factory=StorageConfig)
     http: HttpConfig = _f(factory=HttpConfig)
     log: LogConfig = _f(factory=LogConfig)
+    fetch: FetchConfig = _f(factory=FetchConfig)
+    tokens: TokensConfig = _f(factory=TokensConfig)
+    control: ControlConfig = _f(factory=ControlConfig)
     source: str = field(default="<defaults>", metadata={"internal": True})

@@ -15,6 +15,8 @@ This is the only module of the data plane that knows about file descriptors. Rul
   before Content-Length is reached: never a clean short response.
 - Requests are answered in order; pipelined ones wait in `pending` (reading pauses past a limit).
 - Header limits: max_header_bytes for the request line and headers together, max_headers fields (431).
+- A head that announces content (Content-Length above 0, any Transfer-Encoding) is refused with 400 and
+  the connection closed before any body byte is parsed (oca.http.framing: request smuggling).
 - Every response ends with one access-log record and one stats update, aborted or not.
 """
 
@@ -30,7 +32,8 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from oca.serve.messages import FileSlice, ObjectTruncated, Request, Response
+from oca.http.framing import check_framing
+from oca.serve.messages import FileSlice, Growing, Lazy, ObjectTruncated, Part, Request, Response
 
 if TYPE_CHECKING:
     from oca.serve.server import Server
@@ -39,6 +42,9 @@ if TYPE_CHECKING:
 _clock = time.perf_counter
 _MAX_PENDING = 32
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ETIMEDOUT)
+# Past max_connections. No Date: RFC 9110 §6.6.1 makes it optional on 5xx; this costs no clock, no handler
+_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nCache-Control: no-store\r\n"
+            b"X-OCA-Reason: connection limit\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE", "PATCH", "CONNECT", "TRACE")}
@@ -46,6 +52,10 @@ _METHODS = {m.encode(): m for m in ("GET", "HEAD", "OPTIONS", "POST", "PUT", "DE
 
 class _HeadersTooLarge(Exception):
     """Raised from a parser callback; httptools wraps it in HttpParserCallbackError (see data_received)."""
+
+
+class _BadFraming(Exception):
+    """Raised from on_headers_complete: the head announces content (oca.http.framing); 400, then close."""
 
 
 class Connection(asyncio.Protocol):
@@ -66,7 +76,7 @@ class Connection(asyncio.Protocol):
         self._client = ""
         self._parser = httptools.HttpRequestParser(self)
         self._pending: deque[Request] = deque()
-        self._out: deque[bytes | FileSlice] = deque()
+        self._out: deque[Part] = deque()
         self._current: Response | None = None
         self._current_request: Request | None = None
         self._url = b""
@@ -103,9 +113,10 @@ class Connection(asyncio.Protocol):
         self._client = peer[0] if isinstance(peer, tuple) else "local"
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if not self._server.admit(self):
+        if not self._server.admit(self):  # past max_connections: a canned 503, then close
             self.closed = True
-            self._transport.abort()
+            self._transport.write(_REFUSAL)
+            self._transport.close()
 
     def data_received(self, data: bytes) -> None:
         now = self.last_activity = self._loop.time()
@@ -119,6 +130,8 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _HeadersTooLarge):
                 self._fail(431, "request header fields too large")
+            elif isinstance(exc.__context__, _BadFraming):
+                self._fail(400, str(exc.__context__))
             else:
                 self._fail(400, f"malformed request: {exc}")
             return
@@ -172,6 +185,11 @@ class Connection(asyncio.Protocol):
         # RFC 9110 §5.3: repeated fields combine as a comma list (a doubled Range becomes invalid, as it should)
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
 
+    def on_headers_complete(self) -> None:
+        reason = check_framing(self._headers)  # stops the parser before a byte of any body is read
+        if reason is not None:
+            raise _BadFraming(reason)
+
     def on_message_complete(self) -> None:
         parser = self._parser
         method = parser.get_method()
@@ -215,13 +233,17 @@ class Connection(asyncio.Protocol):
                 except Exception as exc:  # a bug must cost one request, not the worker
                     server.log_exception(exc)
                     resp = server.handler.error(req, 500, "internal error", close=True)
-            if self.close_after:
+            if self.close_after and not self._pending:  # the last answer owed: queued ones go out first
                 resp.close = True
             self._start(req, resp)
 
     def _start(self, req: Request, resp: Response) -> None:
         self._current = resp
         self._current_request = req
+        if resp.defer is not None:  # a miss: the handler answers once the fill knows what it got
+            defer, resp.defer = resp.defer, None
+            defer(lambda final: self._deferred(req, resp, final))
+            return
         transport = self._transport
         parts = resp.parts
         if not parts:
@@ -246,6 +268,19 @@ class Connection(asyncio.Protocol):
                 self._head_left = len(resp.head)
             self._flush()
 
+    def _deferred(self, req: Request, placeholder: Response, final: Response) -> None:
+        if self._current is not placeholder or self.closed:  # the client left while we waited
+            _discard(final)
+            return
+        if self.close_after:
+            final.close = True
+        self._start(req, final)
+
+    def _wake(self, resp: Response) -> None:
+        """More bytes of a growing body arrived (or its fill ended): carry on sending if still on it."""
+        if self._current is resp and not self.closed and not self._writer_armed:
+            self._flush()
+
     def _direct(self) -> socket.socket:
         """A dup() of the client socket, kept for the connection's life: the loop allows only one watcher
         per descriptor, and the transport has the original; direct sends also take MSG_MORE."""
@@ -260,11 +295,23 @@ class Connection(asyncio.Protocol):
             if self._write_paused:
                 return  # resume_writing calls us again once the transport's buffer is empty
             item = out[0]
+            if isinstance(item, Lazy):
+                try:
+                    out[0] = item.resolve()
+                except Exception as exc:
+                    self._server.log_exception(exc)
+                    self.abort(exc)
+                    return
+                continue
+            if isinstance(item, Growing):
+                if not self._send_growing(item):
+                    return
+                continue
             try:
                 if isinstance(item, FileSlice):
                     sent = os.sendfile(self._fd, item.fd, item.offset, item.length)
                 else:
-                    sent = self._direct().send(item, socket.MSG_MORE if len(out) > 1 else 0)
+                    sent = self._direct().send(item, socket.MSG_MORE if len(out) > 1 and _ready(out[1]) else 0)
             except (BlockingIOError, InterruptedError):
                 self._arm_writer()
                 return
@@ -292,6 +339,41 @@ class Connection(asyncio.Protocol):
         self._disarm_writer()
         self._finish(aborted=False)
 
+    def _send_growing(self, item: Growing) -> bool:
+        """Send what has arrived of a growing body; False when we must stop here (wait, or aborted)."""
+        body = item.body
+        if body.result == "stored" and item.fallback is not None:
+            self._out[0] = item.fallback()
+            return True
+        ready = body.available - item.offset
+        if ready <= 0:
+            if body.result:  # ended (failed, or done short of what we promised): never a clean short body
+                self.abort(ObjectTruncated(f"upstream fill ended: {body.reason or body.result}"))
+                return False
+            current = self._current
+            assert current is not None
+            body.wait(lambda: self._wake(current))
+            self.last_activity = self._loop.time()
+            return False
+        try:
+            sent = os.sendfile(self._fd, body.fd, item.offset, min(ready, item.length))
+        except (BlockingIOError, InterruptedError):
+            self._arm_writer()
+            return False
+        except OSError as exc:
+            self.abort(None if exc.errno in _GONE else exc)
+            return False
+        if sent == 0:
+            self.abort(ObjectTruncated("fill file shorter than announced"))
+            return False
+        self._body_sent += sent
+        self.last_activity = self._loop.time()
+        if sent < item.length:
+            self._out[0] = Growing(body, item.offset + sent, item.length - sent, item.fallback)
+        else:
+            self._out.popleft()
+        return True
+
     def _arm_writer(self) -> None:
         self.last_activity = self._loop.time()
         if not self._writer_armed:
@@ -315,9 +397,7 @@ class Connection(asyncio.Protocol):
             self._strict = False
             self._transport.set_write_buffer_limits()  # back to the loop's defaults
         req, self._current_request = self._current_request, None
-        if resp.owned_fds:
-            for fd in resp.owned_fds:
-                os.close(fd)
+        _discard(resp)
         self.requests_done += 1
         self._server.record(req, resp, self._body_sent, aborted, error)
         if aborted:
@@ -350,3 +430,18 @@ class Connection(asyncio.Protocol):
     def respond_timeout(self) -> None:
         """The request head did not arrive within header_timeout (slowloris): 408, then close."""
         self._fail(408, "request header timeout")
+
+
+def _discard(resp: Response) -> None:
+    """Give back what a response held: its file descriptors and its fills."""
+    if resp.owned_fds:
+        for fd in resp.owned_fds:
+            os.close(fd)
+        resp.owned_fds = ()
+    if resp.cleanup:
+        resp.release()
+
+
+def _ready(part: Part) -> bool:
+    """Whether a part's bytes can follow at once (then the part before it goes out with MSG_MORE)."""
+    return type(part) is bytes or type(part) is FileSlice

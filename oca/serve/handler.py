@@ -14,13 +14,18 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-from typing import Protocol
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from oca import __version__
 from oca.config import HttpConfig
 from oca.errors import BadRequest
+from oca.fetch.remote import RemoteFill, RemoteFills
+from oca.fetch.slices import covering, is_slice_key, slice_key
 from oca.http.cmcd import parse_cmcd
-from oca.http.conditionals import Precondition, evaluate_preconditions, if_range_allows_partial
+from oca.http.conditionals import Precondition, evaluate_preconditions, if_range_allows_partial, parse_http_date
+from oca.http.media import is_playlist, media_type
 from oca.http.ranges import (
     ByteRange,
     RangeKind,
@@ -33,21 +38,33 @@ from oca.http.ranges import (
 from oca.keys import key_from_target
 from oca.serve.accesslog import fast_fields
 from oca.serve.dates import DateCache
-from oca.serve.messages import FileSlice, ObjectTruncated, Request, Response
+from oca.serve.messages import FileSlice, Growing, Lazy, ObjectTruncated, Part, Request, Response
 from oca.serve.objects import Entry, ObjectCache
 
 REASONS = {
     200: "OK", 204: "No Content", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request",
     403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
     412: "Precondition Failed", 414: "URI Too Long", 416: "Range Not Satisfiable",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
-    503: "Service Unavailable",
+    431: "Request Header Fields Too Large", 499: "Client Closed Request", 500: "Internal Server Error",
+    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
 _CONDITIONAL = frozenset(("if-match", "if-none-match", "if-modified-since", "if-unmodified-since"))
 _CMCD_HEADERS = frozenset(("cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session"))
 _KEY_CACHE_SIZE = 65536
 # Headers that take a request off the fast path (a plain GET of an object held in memory)
 _SPECIAL = _CONDITIONAL | _CMCD_HEADERS | {"range", "if-range"}
+
+_MISS = b"Cache-Status: oca; fwd=uri-miss\r\n"
+_MISS_404 = b"Cache-Status: oca; fwd=uri-miss; fwd-status=404\r\n"
+
+
+def _range_start(value: str | None) -> int:
+    """Where a Range header's first range starts (a hint for which slice to fetch first); 0 if unclear."""
+    if value is None or not value.startswith("bytes="):
+        return 0
+    first = value[6:].split(",", 1)[0].strip().split("-", 1)[0]
+    return int(first) if first.isdigit() and len(first) < 20 else 0
+
 
 class StorageFaults(Protocol):
     """Where the data plane reports what storage got wrong; the worker passes them on to the master."""
@@ -58,8 +75,11 @@ class StorageFaults(Protocol):
 
 
 class ContentHandler:
-    def __init__(self, objects: ObjectCache, http: HttpConfig, faults: StorageFaults) -> None:
+    def __init__(self, objects: ObjectCache, http: HttpConfig, faults: StorageFaults,
+                 fills: RemoteFills | None = None, *, fetching: bool = False) -> None:
         self._objects = objects
+        self.fills = fills  # None: no master to fill misses through (a miss is a 404)
+        self.fetching = fetching and fills is not None  # False: no upstream sources (a miss is a 404)
         self._http = http
         self.faults = faults
         self._dates = DateCache()
@@ -104,14 +124,14 @@ class ContentHandler:
             return self._simple(req, 204, b"", self._preflight)
         entry = self._objects.get(key)
         if (entry is not None and entry.body is not None and method == "GET" and "CMCD=" not in query
-                and req.headers.keys().isdisjoint(_SPECIAL)):
+                and not entry.stale and req.headers.keys().isdisjoint(_SPECIAL)):
             return self._fast_hit(req, entry)
         log: dict[str, object] = {}
         if "CMCD=" in query or not req.headers.keys().isdisjoint(_CMCD_HEADERS):
             log["cmcd"] = parse_cmcd(query, req.headers)
-        if entry is None:
-            resp = self.error(req, 404, "not in cache", cache_status=b"Cache-Status: oca; fwd=uri-miss\r\n")
-            resp.key, resp.cache, resp.log = key, "miss", log or None
+        if entry is None or entry.stale:
+            resp = self._miss(req, key, log, entry)
+            resp.key, resp.log = key, log or None
             return resp
         resp = self._serve_entry(req, entry, log)
         resp.key = key
@@ -228,6 +248,165 @@ class ContentHandler:
         self._objects.forget(key)
         return self.error(req, 503, f"storage error on tier {tier}: {reason}")
 
+    # -- misses -------------------------------------------------------------------------------
+
+    def _miss(self, req: Request, key: str, log: dict[str, object], stale: Entry | None) -> Response:
+        """Not stored (or soft-purged): join this box's one fill of the key; answer once it has headers."""
+        fills = self.fills
+        if fills is None or not self.fetching or is_slice_key(key):
+            if stale is not None:  # soft-purged but nowhere to revalidate it: the stored copy is all there is
+                return self._serve_entry(req, stale, log)
+            return self.error(req, 404, "not in cache", cache_status=_MISS, cache="miss")
+        if "only-if-cached" in req.headers.get("cache-control", ""):  # a peer box asking: RFC 9111 §5.2.1.7
+            if stale is not None:
+                return self._serve_entry(req, stale, log)
+            return self.error(req, 504, "not in cache (only-if-cached)", cache_status=_MISS, cache="miss")
+        if fills.is_absent(key):  # the origin said 404 a moment ago (negative_ttl)
+            return self.error(req, 404, "not found upstream", cache_status=_MISS_404, cache="miss")
+        sliced = fills.sliced.get(key)
+        if sliced is not None:
+            return self._sliced(req, key, sliced, log)
+        fill = fills.acquire(key, start=_range_start(req.headers.get("range")), revalidate=stale is not None)
+        resp = Response(499, b"", cache="miss")
+
+        def defer(done: Callable[[Response], None]) -> None:
+            def ready() -> None:
+                if fill.result or (fill.fd >= 0 and fill.size is not None):
+                    done(self._filled(req, key, fill, log, stale is not None))
+                else:
+                    fill.wait(ready)
+            ready()
+
+        resp.defer = defer
+        return resp
+
+    def _filled(self, req: Request, key: str, fill: RemoteFill, log: dict[str, object],
+                revalidating: bool) -> Response:
+        """The answer to a miss once its fill has headers (or has ended)."""
+        fills = self.fills
+        assert fills is not None
+        result = fill.result
+        if result in ("absent", "fail", "stored", "sliced"):
+            fills.release(fill)
+            if result == "sliced" and fill.sliced is not None:
+                resp = self._sliced(req, key, fill.sliced, log)
+            elif result == "stored":
+                self._objects.forget(key)
+                entry = self._objects.get(key)
+                if entry is None:
+                    resp = self.error(req, 503, "object vanished right after its fill; retry", cache="miss")
+                else:
+                    resp = self._serve_entry(req, entry, log)
+                    resp.cache = "revalidated" if revalidating else "hit"
+            else:
+                extra = b"Cache-Status: oca; fwd=uri-miss; fwd-status=%d\r\n" % fill.status
+                resp = self.error(req, fill.status, fill.reason, cache_status=extra, cache="miss")
+            resp.key = key
+            resp.log = log or None
+            return resp
+        log["source"] = fill.source
+        size = fill.size or 0
+        body: list[ByteRange | bytes] = [ByteRange(0, size - 1)] if size else []
+        status, extra = 200, b""
+        range_header = req.headers.get("range")
+        if range_header is not None and "if-range" not in req.headers:
+            log["range"] = range_header[:200]
+            decision = evaluate_range(range_header, size, self._http.max_ranges)
+            if decision.kind is RangeKind.UNSATISFIABLE:
+                fills.release(fill)
+                extra = f"Content-Range: {unsatisfied_range(size)}\r\n".encode("latin-1")
+                return self.error(req, 416, "range not satisfiable", extra=extra, cache="miss")
+            if decision.kind is RangeKind.PARTIAL and len(decision.ranges) == 1:
+                status, body = 206, [decision.ranges[0]]
+                extra = f"Content-Range: {content_range(decision.ranges[0], size)}\r\n".encode("latin-1")
+        headers = (self._miss_headers(key) + extra
+                   + b"Cache-Status: oca; fwd=uri-miss; fwd-status=200; stored\r\nX-OCA-Source: "
+                   + fill.source.encode("latin-1", "replace") + b"\r\n")
+        length = plan_length(body)
+        resp = Response(status, self._head(status, headers, length, req.keep_alive), close=not req.keep_alive,
+                        key=key, tier="upstream", cache="miss", log=log or None)
+        resp.cleanup.append(lambda: fills.release(fill))
+        if req.method != "HEAD" and length:
+            resp.body_length = length
+            resp.parts = [Growing(fill, p.start, p.length) if isinstance(p, ByteRange) else p for p in body]
+        return resp
+
+    def _miss_headers(self, key: str) -> bytes:
+        cache_control = self._http.playlist_cache_control if is_playlist(key) else self._http.segment_cache_control
+        return (f"Content-Type: {media_type(key)}\r\nCache-Control: {cache_control}\r\n"
+                "Accept-Ranges: bytes\r\n").encode("latin-1")
+
+    def _sliced(self, req: Request, key: str, meta: dict[str, Any], log: dict[str, object]) -> Response:
+        """An object stored in slices: each covering slice is sent from storage, or from its fill."""
+        fills = self.fills
+        assert fills is not None
+        total, slice_size = int(meta["total"]), int(meta["slice_size"])
+        raw_etag = meta.get("etag")
+        etag = raw_etag if isinstance(raw_etag, str) and not raw_etag.startswith("W/") else None  # strong only
+        modified = parse_http_date(str(meta.get("last_modified") or "")) or int(time.time())
+        headers = req.headers
+        if etag is not None and not headers.keys().isdisjoint(_CONDITIONAL):
+            verdict = evaluate_preconditions(req.method, headers, etag, modified)
+            if verdict is Precondition.NOT_MODIFIED:
+                head = self._head(304, f"ETag: {etag}\r\n".encode("latin-1") + self._miss_headers(key), None,
+                                  req.keep_alive)
+                return Response(304, head, close=not req.keep_alive, key=key, cache="hit")
+            if verdict is Precondition.FAILED:
+                return self.error(req, 412, "precondition failed")
+        wanted = ByteRange(0, total - 1)
+        status, extra = 200, b""
+        range_header = headers.get("range")
+        if range_header is not None and if_range_allows_partial(headers.get("if-range"), etag or "", modified):
+            log["range"] = range_header[:200]
+            decision = evaluate_range(range_header, total, self._http.max_ranges)
+            if decision.kind is RangeKind.UNSATISFIABLE:
+                extra = f"Content-Range: {unsatisfied_range(total)}\r\n".encode("latin-1")
+                return self.error(req, 416, "range not satisfiable", extra=extra)
+            if decision.kind is RangeKind.PARTIAL and len(decision.ranges) == 1:
+                wanted, status = decision.ranges[0], 206
+                extra = f"Content-Range: {content_range(wanted, total)}\r\n".encode("latin-1")
+        parts: list[Part] = []
+        resp = Response(status, b"", close=not req.keep_alive, key=key, tier="slices", cache="hit", log=log or None)
+        all_stored = True
+        for index in covering(wanted.start, wanted.end, slice_size):
+            first = max(wanted.start, index * slice_size)
+            last = min(wanted.end, (index + 1) * slice_size - 1)
+            stored = self._objects.get(slice_key(key, index))
+            all_stored = all_stored and stored is not None
+            parts.append(Lazy(self._slice_part(resp, key, index, first - index * slice_size, last - first + 1)))
+        resp.cache = "hit" if all_stored else "miss"
+        cache_status = b"Cache-Status: oca; hit; detail=slices\r\n" if all_stored else \
+            b"Cache-Status: oca; fwd=partial; stored; detail=slices\r\n"
+        validators = f"ETag: {etag}\r\n".encode("latin-1") if etag else b""
+        resp.head = self._head(status, self._miss_headers(key) + validators + extra + cache_status,
+                               wanted.length, req.keep_alive)
+        if req.method != "HEAD":
+            resp.parts, resp.body_length = parts, wanted.length
+        return resp
+
+    def _slice_part(self, resp: Response, key: str, index: int, offset: int,
+                    length: int) -> Callable[[], bytes | FileSlice | Growing]:
+        fills = self.fills
+        assert fills is not None
+
+        def from_storage() -> bytes | FileSlice | Growing:
+            self._objects.forget(slice_key(key, index))
+            entry = self._objects.get(slice_key(key, index))
+            if entry is None:
+                raise ObjectTruncated(f"slice {index} of {key} vanished")
+            fd = os.open(entry.info.path, os.O_RDONLY | os.O_CLOEXEC)
+            resp.cleanup.append(lambda: os.close(fd))
+            return FileSlice(fd, offset, length)
+
+        def resolve() -> bytes | FileSlice | Growing:
+            if self._objects.get(slice_key(key, index)) is not None:
+                return from_storage()
+            fill = fills.acquire_slice(key, index)
+            resp.cleanup.append(lambda: fills.release(fill))
+            return Growing(fill, offset, length, from_storage)
+
+        return resolve
+
     # -- building answers ---------------------------------------------------------------------
 
     def _head(self, status: int, headers: bytes, length: int | None, keep_alive: bool) -> bytes:
@@ -260,7 +439,7 @@ class ContentHandler:
                         close=not keep, cache=cache, log={"error": reason})
 
 
-def _from_memory(body: bytes, plan: list[bytes | ByteRange]) -> list[bytes | FileSlice]:
+def _from_memory(body: bytes, plan: list[bytes | ByteRange]) -> list[Part]:
     """The body parts of a plan, cut from an object held in memory (one bytes object: one send)."""
     if len(plan) == 1 and isinstance(plan[0], ByteRange) and plan[0].length == len(body):
         return [body]

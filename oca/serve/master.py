@@ -31,8 +31,15 @@ from typing import Any
 
 from oca import __version__
 from oca.admin.app import AdminContext, start_admin
+from oca.admin.inventory import TitleInventory
 from oca.config import BoxConfig, box_config_to_raw, load_box_config
 from oca.errors import OcaError
+from oca.fetch.invalidations import Invalidations
+from oca.fetch.link import Link
+from oca.fetch.manager import FillManager
+from oca.fetch.prefetch import PrefetchQueue
+from oca.fetch.state import FetchState
+from oca.fetch.upstream import Upstream, sources_from_config
 from oca.serve import sdnotify
 from oca.serve.listeners import bind_listeners
 from oca.serve.owner import StorageOwner
@@ -81,6 +88,12 @@ class Master:
         self._pending_hits: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._generation_lock = asyncio.Lock()  # one start-up or reload at a time
+        self.fills: FillManager | None = None  # set once storage is open
+        self.prefetch: PrefetchQueue  # set once storage is open (as the two below)
+        self.invalidations: Invalidations
+        self.title_inventory = TitleInventory()
+        self.egress_bps = 0
+        self._egress_sample = (time.monotonic(), 0)
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -93,6 +106,15 @@ class Master:
         # a reload waits for the start-up to finish (the generation lock)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
         await self.owner.open()
+        self.fills = FillManager(self.config.fetch, self.owner, FetchState(self.config.storage.state_dir),
+                                 Upstream(self.config.fetch, sources_from_config(self.config.fetch)))
+        self.prefetch = PrefetchQueue(self.fills.prefetch_one, self.config.fetch.prefetch_rate)
+        self.invalidations = Invalidations(self.fills, self.config.control)
+        if self.config.control.url:  # catch up before the admin port says we are here
+            try:
+                await asyncio.wait_for(self.invalidations.pull(), timeout=10)
+            except (TimeoutError, OcaError) as exc:
+                log.error("could not catch up with the control plane's invalidations: %s", exc)
         try:
             server = self.config.server
             self.listeners = _listen("data port", server.listen, lambda: bind_listeners(
@@ -111,6 +133,8 @@ class Master:
                      __version__, host, port, len(self.listeners), admin_host, admin_port)
             sdnotify.notify(f"READY=1\nSTATUS=serving with {len(self.listeners)} workers\nMAINPID={os.getpid()}")
             tasks.append(loop.create_task(self._housekeeping()))
+            if self.config.control.url:
+                tasks.append(loop.create_task(self.invalidations.pull_forever()))
             interval = sdnotify.watchdog_interval()
             if interval:
                 tasks.append(loop.create_task(self._watchdog(interval)))
@@ -125,6 +149,8 @@ class Master:
         finally:
             for sock in self.listeners:
                 sock.close()
+            await self.prefetch.close()
+            await self.fills.close()
             await self.owner.close()
         log.info("stopped")
 
@@ -142,6 +168,7 @@ class Master:
         sdnotify.notify("RELOADING=1")
         try:
             fresh = self._reloadable(load_box_config(self.config_path))
+            upstream_sources = sources_from_config(fresh.fetch)
             old_server, new_server = self.config.server, fresh.server
             old_listeners: list[socket.socket] = []
             if (old_server.listen, old_server.backlog, old_server.worker_count()) != (
@@ -154,6 +181,8 @@ class Master:
             sdnotify.notify("READY=1")
             return
         self.config = fresh
+        if self.fills is not None:
+            self.fills.reconfigure(fresh.fetch, upstream_sources)
         old = [w for w in self.workers if not w.retiring]
         await self._start_generation()
         await self._stop_workers(old)
@@ -184,12 +213,18 @@ class Master:
     def _spawn(self, slot: int) -> WorkerProcess:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fill_ours, fill_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         theirs.set_inheritable(True)
+        fill_theirs.set_inheritable(True)
         listener = self.listeners[slot]
         cmd = [sys.executable, "-m", "oca.serve.worker", "--config", os.path.abspath(self.config_path),
-               "--listen-fd", str(listener.fileno()), "--control-fd", str(theirs.fileno()), "--loop", self.loop_kind]
-        process = subprocess.Popen(cmd, pass_fds=(listener.fileno(), theirs.fileno()), stdin=subprocess.DEVNULL)
+               "--listen-fd", str(listener.fileno()), "--control-fd", str(theirs.fileno()),
+               "--fill-fd", str(fill_theirs.fileno()), "--loop", self.loop_kind]
+        process = subprocess.Popen(cmd, pass_fds=(listener.fileno(), theirs.fileno(), fill_theirs.fileno()),
+                                   stdin=subprocess.DEVNULL)
         theirs.close()
+        fill_theirs.close()
+        self._background(self._attach_fill_link(fill_ours, process.pid))
         # the worker serves exactly the config the master validated, never a file changed since
         ours.sendall(json.dumps(box_config_to_raw(self.config)).encode() + b"\n")
         ours.setblocking(False)
@@ -197,6 +232,14 @@ class Master:
         loop.add_reader(ours.fileno(), self._on_worker_message, worker)
         self.workers.append(worker)
         return worker
+
+    async def _attach_fill_link(self, sock: socket.socket, pid: int) -> None:
+        fills = self.fills
+        if fills is None:
+            sock.close()
+            return
+        link = await Link.open(sock, fills.on_message, fills.detach, name=f"worker {pid}")
+        fills.attach(link)
 
     def _on_worker_message(self, worker: WorkerProcess) -> None:
         try:
@@ -323,12 +366,21 @@ class Master:
         while True:
             await asyncio.sleep(interval)
             await self._flush_hits()
+            self._sample_egress()
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + self.config.storage.health_check_interval
                 try:
                     await self.owner.call(Store.check_tiers)
                 except Exception:
                     log.exception("tier health check failed")
+
+    def _sample_egress(self) -> None:
+        """Bits per second sent to clients over the last few seconds (what the control plane calls load)."""
+        now, sent = time.monotonic(), int(self.stats.summary().get("bytes_out", 0))
+        then, before = self._egress_sample
+        if now - then >= 2.0:
+            self.egress_bps = max(0, int((sent - before) * 8 / (now - then)))
+            self._egress_sample = (now, sent)
 
     async def _flush_hits(self) -> None:
         if not self._pending_hits:

@@ -6,7 +6,9 @@ os.sendfile. Only the connection code turns parts into syscalls.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 class ObjectTruncated(Exception):
@@ -33,11 +35,45 @@ class FileSlice:
     length: int
 
 
+class GrowingBody(Protocol):
+    """A file being filled from upstream while clients are sent what has arrived (oca.fetch.remote.RemoteFill)."""
+
+    fd: int
+    result: str  # "" while running; "done" complete; "fail"/"absent" failed; "stored" in storage instead
+    reason: str
+
+    @property
+    def available(self) -> int: ...
+
+    def wait(self, callback: Callable[[], None]) -> None: ...
+
+
+@dataclass(slots=True)
+class Growing:
+    """`length` bytes from `offset` of a file still being written: sent as they arrive. If the fill says the
+    bytes went straight to storage instead ("stored"), `fallback` gives the part to send in its place."""
+
+    body: GrowingBody
+    offset: int
+    length: int
+    fallback: Callable[[], bytes | FileSlice | Growing] | None = None
+
+
+@dataclass(slots=True)
+class Lazy:
+    """A part decided only when the connection reaches it (a slice of a sliced object: stored or filling)."""
+
+    resolve: Callable[[], bytes | FileSlice | Growing]
+
+
+Part = bytes | FileSlice | Growing | Lazy
+
+
 @dataclass(slots=True)
 class Response:
     status: int
     head: bytes  # status line and headers, ending with the blank line
-    parts: list[bytes | FileSlice] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
     body_length: int = 0  # bytes the parts carry (0 for HEAD and bodiless statuses)
     close: bool = False  # close the connection after this response
     key: str = ""
@@ -46,3 +82,12 @@ class Response:
     owned_fds: tuple[int, ...] = ()  # file descriptors to close after the last part went out
     log: dict[str, object] | None = None  # extra fields for the access log (range, cmcd, error)
     log_fields: str = ""  # set on plain hits from memory: the access log's preformatted fixed fields
+    # a miss: the answer is not known yet; defer(done) calls done(final response) once it is
+    defer: Callable[[Callable[[Response], None]], None] | None = None
+    cleanup: list[Callable[[], None]] = field(default_factory=list)  # run once the response has ended
+
+    def release(self) -> None:
+        """Run the cleanups (release fills, close late descriptors); for responses that never went out too."""
+        cleanup, self.cleanup = self.cleanup, []
+        for fn in cleanup:
+            fn()

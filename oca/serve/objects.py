@@ -34,6 +34,7 @@ class Entry:
     head: bytes = b""  # the last keep-alive 200 head built for it...
     head_date: bytes = b""  # ...and the Date value it carries (the head is reused within that second)
     log_fields: str = ""  # the access log's fixed fields of a plain GET of b"/" + key (see accesslog.add_fast)
+    stale: bool = False  # soft-purged: revalidate upstream before serving it again
 
 
 class ObjectCache:
@@ -47,6 +48,7 @@ class ObjectCache:
         self._entries: dict[str, Entry] = {}
         self._bodies: OrderedDict[str, int] = OrderedDict()  # keys whose body is in memory, oldest first
         self._body_bytes = 0
+        self.stale: set[str] = set()  # soft-purged keys (the fill link keeps this set current)
 
     def get(self, key: str) -> Entry | None:
         if self._view.changed():
@@ -67,6 +69,10 @@ class ObjectCache:
         size = self._bodies.pop(key, None)
         if size is not None:
             self._body_bytes -= size
+
+    def forget_all(self, keys: list[str]) -> None:
+        for key in keys:
+            self.forget(key)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -113,4 +119,4 @@ class ObjectCache:
             "Accept-Ranges: bytes\r\n"
         ).encode("latin-1")
         hit_status = b"Cache-Status: oca; hit; detail=" + info.tier.encode("ascii") + b"\r\n"
-        return Entry(info, etag, last_modified, content_type, fixed, hit_status)
+        return Entry(info, etag, last_modified, content_type, fixed, hit_status, stale=info.key in self.stale)

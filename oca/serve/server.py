@@ -2,7 +2,8 @@
 
 Rules kept here:
 - Accepted sockets get TCP_NODELAY (small responses must not wait for Nagle).
-- Past max_connections a new connection is dropped at once (the client may retry another box).
+- Past max_connections (or while draining) a new connection gets a canned 503 with Retry-After: 1 and is
+  closed at once, its request unread (the client may retry, here or at another box).
 - Timeouts are checked by one sweep per second, not a timer per connection: a request head must arrive
   within header_timeout (408), an idle keep-alive connection closes after keepalive_timeout, a reader
   that takes nothing for send_timeout is cut off.
@@ -55,7 +56,8 @@ class Server:
     # -- connections --------------------------------------------------------------------------------
 
     def admit(self, conn: Connection) -> bool:
-        """Count a new connection in; False (the connection is dropped) past max_connections or while draining."""
+        """Count a new connection in; False (the connection answers a canned 503 and closes) past
+        max_connections or while draining."""
         if self._draining or len(self.connections) >= self.config.max_connections:
             return False
         self.connections.add(conn)

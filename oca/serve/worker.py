@@ -21,6 +21,8 @@ import socket
 import sys
 
 from oca.config import BoxConfig, box_config_from_raw
+from oca.fetch.link import Link
+from oca.fetch.remote import RemoteFills
 from oca.serve.accesslog import AccessLog
 from oca.serve.handler import ContentHandler
 from oca.serve.objects import ObjectCache
@@ -41,14 +43,19 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
 
 class Worker:
     def __init__(self, config: BoxConfig, listener: socket.socket, control: socket.socket | None,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, fill_socket: socket.socket | None = None) -> None:
         self.config = config
         self.loop = loop
         self.control = control
         self.stats = WorkerStats()
         self.view = StoreView.open(config.storage)
         objects = ObjectCache(self.view, config.http, config.storage.memory_cache)
-        self.handler = ContentHandler(objects, config.http, self)
+        self.fill_socket = fill_socket
+        self.fills = RemoteFills() if fill_socket is not None else None
+        if self.fills is not None:
+            objects.stale = self.fills.stale  # one set, kept current by the master's messages
+            self.fills.on_changed = objects.forget_all
+        self.handler = ContentHandler(objects, config.http, self, self.fills, fetching=bool(config.fetch.sources))
         self.server = Server(loop, listener, self.handler, config.server, self.stats,
                              AccessLog(config.log.access_log))
         self._stopping: asyncio.Future[None] = loop.create_future()
@@ -63,6 +70,9 @@ class Worker:
         self.stats.damaged.append((key, error))
 
     async def run(self) -> None:
+        if self.fills is not None and self.fill_socket is not None:
+            self.fills.link = await Link.open(self.fill_socket, self.fills.on_message, self.fills.on_close,
+                                              name=f"worker {os.getpid()}")
         await self.server.start()
         # What exists now lives as long as the worker: keep it out of every collection. The hit path makes
         # short-lived, acyclic objects only, so the collector's automatic passes (triggered by allocation
@@ -134,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the config file's name, for messages")
     parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--fill-fd", type=int, default=-1)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -144,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     loop = new_event_loop(args.loop)
     asyncio.set_event_loop(loop)
     try:
-        worker = Worker(config, listener, control, loop)
+        fill_socket = socket.socket(fileno=args.fill_fd) if args.fill_fd >= 0 else None
+        worker = Worker(config, listener, control, loop, fill_socket)
         loop.run_until_complete(worker.run())
     finally:
         loop.close()

@@ -204,6 +204,35 @@ class Store:
             finally:
                 unlink_quiet(staged.path)
 
+    def fill_target(self, key: str, size: int, hot: bool = False) -> tuple[str, str]:
+        """(tier name, its temp directory): where an upstream fill of `key` (`size` bytes, 0 if unknown)
+        should write its temp file, so that `adopt` can rename it into place on the same filesystem."""
+        _check_key(key)
+        with self._lock:
+            self._check_open()
+            tier = self._choose_tier(key, size, hot, set())
+            return tier.name, tier.layout.tmp_dir
+
+    def adopt(self, path: str, key: str, *, tier: str, size: int, digest: str, hot: bool = False,
+              pin: bool = False) -> ObjectInfo:
+        """Take a fully written and fsynced temp file (made in `fill_target`'s directory) as `key`, renamed into
+        place without a copy. If that tier cannot take it any more, the file is copied to another tier.
+        The temp file is gone afterwards, whatever happens."""
+        _check_key(key)
+        try:
+            with self._lock:
+                self._check_open()
+                found = self._cat.by_name.get(tier)
+                if found is None:
+                    raise StorageError(f"no tier named {tier!r}")
+                try:
+                    return self._commit_put(found, files.Staged(path, size, digest), key, hot, pin)
+                except _Retry:
+                    pass
+            return self.put_file(path, key, hot=hot, pin=pin, digest=digest)
+        finally:
+            unlink_quiet(path)
+
     def evict(self, key: str) -> bool:
         """Remove the object stored as `key` (on any tier, even a FAILED one); False if there is none."""
         with self._lock:

@@ -13,7 +13,8 @@ from oca.config.units import parse_duration, parse_listen, parse_size
 from oca.errors import ConfigError
 from tests.conftest import OCA, ROOT
 
-GOOD_TIERS = "storage:\n  state_dir: st\n  tiers:\n    - {name: ssd, path: s, capacity: 1GiB}\n"
+GOOD_TIERS = ("storage:\n  state_dir: st\n  tiers:\n    - {name: ssd, path: s, capacity: 1GiB}\n"
+              "tokens:\n  required: false\n")
 
 
 @pytest.mark.parametrize("text, value", [
@@ -66,6 +67,11 @@ def test_shipped_config_loads_with_every_section() -> None:
     ("storage:\n  tiers: {}\n", "storage.tiers", "expected a list"),
     ("log:\n  level: loud\n" + GOOD_TIERS, "log.level", "one of"),
     ("- just\n- a list\n", "", "mapping"),
+    ("tokens:\n  required: true\n" + GOOD_TIERS.split("tokens:")[0], "tokens.jwks_file", "JWKS"),
+    ("fetch:\n  sources:\n    - {name: o, url: ftp://x}\n" + GOOD_TIERS, "fetch.sources[0].url", "http://"),
+    ("fetch:\n  sources:\n    - {name: o, url: http://x, kind: cousin}\n" + GOOD_TIERS, "fetch.sources[0].kind",
+     "one of"),
+    ("fetch:\n  slice_size: big\n" + GOOD_TIERS, "fetch.slice_size", "size"),
     ("server: [\n", "", "not valid YAML"),
 ])
 def test_bad_config_names_file_key_and_problem(tmp_path: Any, text: str, key: str, problem: str) -> None:

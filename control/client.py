@@ -1,0 +1,107 @@
+"""A small blocking client of the control plane's operator API, for the CLI (stdlib only, no event loop).
+
+Rules kept here: errors come back as ControlError carrying the HTTP status and the server's own message
+(`control plane answered 404: unknown box 'x'`), or 503 when the control plane cannot be reached; the
+token is sent as a bearer token and never appears in a message.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from oca.errors import OcaError
+
+
+class ControlError(OcaError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def operator_name() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class ControlClient:
+    def __init__(self, base_url: str, token: str | None, timeout: float = 60.0, operator: str | None = None) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ControlError(400, f"control plane URL must start with http:// or https://, got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.operator = operator or operator_name()
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                query: dict[str, str] | None = None, timeout: float | None = None) -> Any:
+        url = self.base_url + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("X-OCA-Operator", self.operator)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
+                payload = resp.read()
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode("utf-8", "replace")
+            try:
+                message = json.loads(text).get("error", text)
+            except (ValueError, AttributeError):
+                message = text.strip() or exc.reason
+            raise ControlError(exc.code, f"control plane answered {exc.code}: {message}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ControlError(503, f"cannot reach the control plane at {self.base_url}: {reason}") from None
+        try:
+            return json.loads(payload) if payload else None
+        except ValueError:
+            raise ControlError(502, f"control plane at {self.base_url} answered something that is not JSON") from None
+
+    def fleet(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/v1/fleet")
+        return result
+
+    def drain(self, box: str, drained: bool) -> dict[str, Any]:
+        quoted = urllib.parse.quote(box, safe="")
+        result: dict[str, Any] = self.request("POST", f"/v1/fleet/{quoted}/{'drain' if drained else 'undrain'}")
+        return result
+
+    def invalidate(self, scope: str, value: str, *, soft: bool, reason: str, client_id: str | None,
+                   wait: float) -> dict[str, Any]:
+        body: dict[str, Any] = {"scope": scope, "value": value, "soft": soft, "reason": reason, "wait": wait}
+        if client_id is not None:
+            body["id"] = client_id
+        result: dict[str, Any] = self.request("POST", "/v1/invalidations", body, timeout=self.timeout + wait)
+        return result
+
+    def explain(self, ip: str, title: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/v1/steering/explain", query={"ip": ip, "title": title})
+        return result
+
+    def catalog(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/v1/catalog")
+        return result
+
+    def put_title(self, title_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        quoted = urllib.parse.quote(title_id, safe="")
+        result: dict[str, Any] = self.request("POST", f"/v1/catalog/{quoted}", body, timeout=max(self.timeout, 600))
+        return result
+
+    def popularity(self, site: str | None = None, limit: int = 100) -> dict[str, Any]:
+        query = {"limit": str(limit), **({"site": site} if site else {})}
+        result: dict[str, Any] = self.request("GET", "/v1/popularity", query=query)
+        return result

@@ -1,0 +1,248 @@
+"""Polls every box's admin `/status` concurrently and turns the answers into model.BoxHealth, with hysteresis.
+
+Rules kept here:
+- Each box is polled by its own task on a shared schedule (every `interval`), each request bounded by
+  `timeout`: a box that hangs, refuses or answers junk costs only its own poll, never another box's.
+- Hysteresis: a healthy box goes down after `down_after` (k) failed polls in a row and an unhealthy one comes
+  back after `up_after` (m) good polls in a row. The first poll after start decides directly.
+- A poll is good when the answer is a JSON object for this box id (`box` matches) with at least one tier
+  that is not failed. A box coming back up must also have applied the invalidation log (its
+  `invalidation_seq`, when it reports one, is at least `required_seq()`), so it never serves stale objects.
+- Load is egress / egress capacity: `egress_bps` when the box reports it, else the rate of `bytes_out`
+  between two polls. Draining is the box's own flag or an operator drain held by the control plane.
+- `last_healthy_poll` is when the latest good poll finished (the injected clock): steering uses it to know
+  whether a box has passed a fresh poll since a player left it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from control.model import Box, BoxHealth, Fleet
+
+log = logging.getLogger("oca.control.health")
+
+Clock = Callable[[], float]
+StatusListener = Callable[[Box, "BoxStatus"], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class BoxStatus:
+    """The facts of one good poll of a box's /status."""
+
+    version: str | None
+    draining: bool
+    tiers: tuple[Mapping[str, Any], ...]
+    egress_bps: float | None
+    bytes_out: int | None
+    connections: int | None
+    inventory_sequence: int | None
+    invalidation_seq: int | None
+    polled_at: float
+
+    @property
+    def failed_tiers(self) -> tuple[str, ...]:
+        return tuple(str(t.get("name", "?")) for t in self.tiers if t.get("state") == "failed")
+
+
+@dataclass
+class _BoxState:
+    healthy: bool | None = None  # None until the first poll
+    streak: int = 0  # polls in a row that disagree with `healthy`
+    status: BoxStatus | None = None
+    load: float = 0.0
+    error: str | None = None
+    last_healthy_poll: float | None = None
+    last_poll: float | None = None
+    polls: int = 0
+
+
+@dataclass
+class HealthPoller:
+    fleet: Fleet
+    session: aiohttp.ClientSession
+    clock: Clock = time.time
+    interval: float = 2.0
+    timeout: float = 1.0
+    down_after: int = 2
+    up_after: int = 2
+    token: str | None = None
+    required_seq: Callable[[], int] = lambda: 0
+    listeners: list[StatusListener] = field(default_factory=list)
+    drained: frozenset[str] = frozenset()  # operator drains, kept in step by the service
+    _states: dict[str, _BoxState] = field(default_factory=dict)
+    _health: dict[str, BoxHealth] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _round: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        for box_id in self.fleet.boxes:
+            self._states[box_id] = _BoxState()
+            self._health[box_id] = BoxHealth(box_id, healthy=False, error="not polled yet")
+
+    # -- what the rest of the control plane reads ------------------------------------------------------
+
+    def health(self) -> dict[str, BoxHealth]:
+        """Box id -> its latest BoxHealth (a fresh dict each call; the values are frozen)."""
+        return dict(self._health)
+
+    def status(self, box_id: str) -> BoxStatus | None:
+        state = self._states.get(box_id)
+        return state.status if state else None
+
+    def last_poll(self, box_id: str) -> float | None:
+        state = self._states.get(box_id)
+        return state.last_poll if state else None
+
+    def set_drained(self, drained: frozenset[str]) -> None:
+        self.drained = drained
+        for box_id in self.fleet.boxes:
+            self._publish(box_id)
+
+    # -- polling ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        start = asyncio.get_running_loop().time()
+        self._tasks = [asyncio.create_task(self._run(box, start), name=f"health {box.id}")
+                       for box in self.fleet.boxes.values()]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def _run(self, box: Box, start: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self.poll_box(box)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in a listener must not stop this box's polls
+                log.exception("health poll of %s failed unexpectedly", box.id)
+            now = loop.time()
+            ticks = int((now - start) / self.interval) + 1
+            await asyncio.sleep(max(0.0, start + ticks * self.interval - now))
+
+    async def poll_once(self) -> None:
+        """Poll every box once, concurrently (tests and the first round after start)."""
+        await asyncio.gather(*(self.poll_box(box) for box in self.fleet.boxes.values()))
+
+    async def poll_box(self, box: Box) -> None:
+        try:
+            status = await asyncio.wait_for(self._fetch(box), self.timeout)
+            problem = self._problem(box, status)
+        except TimeoutError:
+            status, problem = None, f"no answer within {self.timeout:g}s"
+        except (aiohttp.ClientError, OSError) as exc:
+            status, problem = None, f"cannot reach {box.admin_url}: {exc.__class__.__name__}: {exc}"
+        except ValueError as exc:
+            status, problem = None, str(exc)
+        state = self._states[box.id]
+        now = self.clock()
+        state.last_poll, state.polls = now, state.polls + 1
+        if status is not None:
+            state.load = self._load(box, state.status, status)
+            state.status = status
+            for listener in self.listeners:
+                await listener(box, status)
+        self._judge(box.id, state, problem, now)
+
+    async def _fetch(self, box: Box) -> BoxStatus:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with self.session.get(f"{box.admin_url}/status", headers=headers) as resp:
+            if resp.status != 200:
+                raise ValueError(f"/status answered {resp.status}")
+            text = await resp.text()
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            raise ValueError("/status is not JSON") from None
+        return parse_status(box, raw, self.clock())
+
+    def _problem(self, box: Box, status: BoxStatus) -> str | None:
+        if status.tiers and len(status.failed_tiers) == len(status.tiers):
+            return "every tier has failed"
+        state = self._states[box.id]
+        required = self.required_seq()
+        if state.healthy is not True and status.invalidation_seq is not None and status.invalidation_seq < required:
+            return f"invalidations not applied yet ({status.invalidation_seq} < {required})"
+        return None
+
+    def _load(self, box: Box, previous: BoxStatus | None, status: BoxStatus) -> float:
+        if status.egress_bps is not None:
+            return status.egress_bps / box.egress_capacity
+        if previous is None or previous.bytes_out is None or status.bytes_out is None:
+            return 0.0
+        elapsed = status.polled_at - previous.polled_at
+        sent = status.bytes_out - previous.bytes_out
+        return (sent * 8 / elapsed) / box.egress_capacity if elapsed > 0 and sent >= 0 else 0.0
+
+    def _judge(self, box_id: str, state: _BoxState, problem: str | None, now: float) -> None:
+        good = problem is None
+        state.error = problem
+        if good:
+            state.last_healthy_poll = now
+        if state.healthy is None:
+            state.healthy, state.streak = good, 0
+        elif good == state.healthy:
+            state.streak = 0
+        else:
+            state.streak += 1
+            if state.streak >= (self.up_after if good else self.down_after):
+                state.healthy, state.streak = good, 0
+                log.warning("box %s is now %s%s", box_id, "up" if good else "down", f": {problem}" if problem else "")
+        self._publish(box_id)
+        self._round.set()
+        self._round = asyncio.Event()
+
+    def _publish(self, box_id: str) -> None:
+        state = self._states[box_id]
+        status = state.status
+        self._health[box_id] = BoxHealth(
+            box_id, healthy=bool(state.healthy),
+            draining=box_id in self.drained or bool(status and status.draining),
+            load=state.load, version=status.version if status else None,
+            failed_tiers=status.failed_tiers if status else (),
+            last_healthy_poll=state.last_healthy_poll, error=state.error)
+
+    async def wait_round(self, timeout: float) -> None:
+        """Wait until the next poll of any box is judged (tests)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._round.wait(), timeout)
+
+
+def parse_status(box: Box, raw: object, now: float) -> BoxStatus:
+    """A BoxStatus from a /status body; ValueError naming what is wrong when it is junk."""
+    if not isinstance(raw, dict):
+        raise ValueError("/status is not a JSON object")
+    if raw.get("box") != box.id:
+        raise ValueError(f"/status is of box {str(raw.get('box'))[:64]!r}, expected {box.id!r}")
+    tiers = raw.get("tiers", [])
+    if not isinstance(tiers, list) or not all(isinstance(t, dict) for t in tiers):
+        raise ValueError("/status tiers is not a list of objects")
+    return BoxStatus(
+        version=_opt(raw.get("version"), str), draining=raw.get("draining") is True, tiers=tuple(tiers),
+        egress_bps=_opt_number(raw.get("egress_bps")), bytes_out=_opt(raw.get("bytes_out"), int),
+        connections=_opt(raw.get("connections"), int), inventory_sequence=_opt(raw.get("inventory_sequence"), int),
+        invalidation_seq=_opt(raw.get("invalidation_seq"), int), polled_at=now)
+
+
+def _opt(value: object, kind: type[Any]) -> Any:
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
+def _opt_number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -1,0 +1,120 @@
+"""Which titles each box holds, learnt incrementally from the boxes' admin `/inventory`, as model.Inventory.
+
+Rules kept here:
+- After a good health poll whose `inventory_sequence` differs from the last one seen, the box is asked for
+  `GET /inventory/titles?since=<last>` → {"sequence", "full", "titles": {id: {"objects", "bytes"}},
+  "removed": [id, ...]}; `full: true` replaces what we knew, otherwise the answer is a delta.
+- A box without that route (404) is asked for its object listing (`GET /inventory` → {"objects": [{"key"}]}),
+  read as a full listing with titles taken from keys `titles/<id>/...`.
+- A title is "live" on a box when the box holds at least as many of its objects as the catalog has files.
+- A failed refresh keeps what we knew; it is retried at the next poll. Reads never block on I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from control.health import BoxStatus
+from control.model import Box, Inventory
+
+log = logging.getLogger("oca.control.inventory")
+
+
+@dataclass
+class _BoxTitles:
+    sequence: int | None = None
+    titles: dict[str, int] = field(default_factory=dict)  # title id -> objects held
+
+
+@dataclass
+class InventoryTracker:
+    session: aiohttp.ClientSession
+    file_counts: Callable[[], Mapping[str, int]]  # title id -> catalogued files
+    timeout: float = 5.0
+    token: str | None = None
+    _boxes: dict[str, _BoxTitles] = field(default_factory=dict)
+    _snapshot: Inventory | None = None
+    _busy: set[str] = field(default_factory=set)
+
+    def snapshot(self) -> Inventory:
+        if self._snapshot is None:
+            counts = self.file_counts()
+            holding = {box: frozenset(t for t, n in s.titles.items() if n > 0) for box, s in self._boxes.items()}
+            complete = {box: frozenset(t for t, n in s.titles.items() if n > 0 and n >= counts.get(t, 1 << 62))
+                        for box, s in self._boxes.items()}
+            self._snapshot = Inventory(holding, complete)
+        return self._snapshot
+
+    def catalog_changed(self) -> None:
+        self._snapshot = None
+
+    def titles_of(self, box_id: str) -> dict[str, int]:
+        state = self._boxes.get(box_id)
+        return dict(state.titles) if state else {}
+
+    async def on_status(self, box: Box, status: BoxStatus) -> None:
+        """A health-poll listener: refresh the box's titles when its inventory sequence moved."""
+        state = self._boxes.setdefault(box.id, _BoxTitles())
+        if status.inventory_sequence is not None and status.inventory_sequence == state.sequence:
+            return
+        if box.id in self._busy:
+            return
+        self._busy.add(box.id)
+        try:
+            await asyncio.wait_for(self._refresh(box, state, status.inventory_sequence), self.timeout)
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            log.info("inventory of %s not refreshed: %s", box.id, exc)
+        finally:
+            self._busy.discard(box.id)
+
+    async def _refresh(self, box: Box, state: _BoxTitles, polled: int | None) -> None:
+        since = state.sequence if state.sequence is not None else 0
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        url = f"{box.admin_url}/inventory/titles"
+        async with self.session.get(url, params={"since": str(since)}, headers=headers) as resp:
+            if resp.status == 404:
+                url = f"{box.admin_url}/inventory"
+                async with self.session.get(url, headers=headers) as old:
+                    if old.status != 200:
+                        raise ValueError(f"/inventory answered {old.status}")
+                    body = await old.json(content_type=None)
+            elif resp.status != 200:
+                raise ValueError(f"/inventory/titles answered {resp.status}")
+            else:
+                body = await resp.json(content_type=None)
+        if not isinstance(body, dict):
+            raise ValueError("/inventory is not a JSON object")
+        if isinstance(body.get("titles"), dict):
+            sequence = body.get("sequence")
+            titles = {str(t): _objects(v) for t, v in body["titles"].items()}
+            if body.get("full") is True or state.sequence is None:
+                state.titles = titles
+            else:
+                state.titles.update(titles)
+            for gone in body.get("removed") or ():
+                state.titles.pop(str(gone), None)
+        elif isinstance(body.get("objects"), list):
+            sequence = body.get("sequence")
+            counts: dict[str, int] = {}
+            for obj in body["objects"]:
+                key = obj.get("key", "") if isinstance(obj, dict) else ""
+                parts = key.split("/")
+                if len(parts) >= 3 and parts[0] == "titles":
+                    counts[parts[1]] = counts.get(parts[1], 0) + 1
+            state.titles = counts
+        else:
+            raise ValueError("/inventory has neither titles nor objects")
+        state.sequence = sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else polled
+        self._snapshot = None
+
+
+def _objects(value: object) -> int:
+    if isinstance(value, dict):
+        n = value.get("objects", 0)
+        return n if isinstance(n, int) and not isinstance(n, bool) else 0
+    return 0

@@ -1,0 +1,223 @@
+"""The control plane's live state and the few decisions that join its parts: one object the HTTP API holds.
+
+Rules kept here:
+- Everything with a lifetime is created in `open()` and released in `close()`: the HTTP client session,
+  the store, the health poller, the invalidation pusher, the popularity snapshots. Nothing is global.
+- The clock is injected (wall clock, epoch seconds); the store runs on one worker thread (`blocking`).
+- State that must survive a restart is loaded at start: drains, applied invalidation seqs, the catalog,
+  and the popularity snapshot (also saved every `popularity.snapshot_interval` and at stop).
+- Tokens: one per session, scoped to the title's directory (RFC 9246 `cdniuc`), signed with the configured
+  private key; the origin pathway carries none. Without a signing key, pathways carry no token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+
+from control.config import ControlConfig
+from control.health import HealthPoller
+from control.invalidation import Invalidator
+from control.inventory import InventoryTracker
+from control.model import ORIGIN_PATHWAY, BoxHealth, Title
+from control.popularity import Popularity
+from control.sessions import SessionTable
+from control.steering import Decision, Pathway, SteeringIndex, steer
+from control.store import StateStore
+from control.store.sqlite import SQLiteStore
+from control.titles import LiveCatalog
+from oca.errors import ConfigError, NotFound
+from oca.tokens import PrivateKey, load_private_key, mint, title_scope
+
+log = logging.getLogger("oca.control")
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+
+def read_secret(path: str | None, what: str, source: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            secret = fh.read().strip()
+    except OSError as exc:
+        raise ConfigError(source, what, f"cannot read {path}: {exc.strerror}") from None
+    if not secret:
+        raise ConfigError(source, what, f"{path} is empty")
+    return secret
+
+
+@dataclass(frozen=True)
+class Signer:
+    key: PrivateKey
+    kid: str
+    issuer: str
+    lifetime: float
+    bind_client_ip: bool
+
+    def token(self, title_id: str, client_ip: str | None, now: float) -> str:
+        return mint(self.key, self.kid, issuer=self.issuer, scope=title_scope(title_id), lifetime=self.lifetime,
+                    now=now, client_ip=client_ip if self.bind_client_ip else None)
+
+
+@dataclass
+class ControlPlane:
+    config: ControlConfig
+    store: StateStore
+    http: aiohttp.ClientSession
+    executor: ThreadPoolExecutor
+    clock: Clock
+    index: SteeringIndex
+    poller: HealthPoller
+    inventory: InventoryTracker
+    invalidator: Invalidator
+    catalog: LiveCatalog
+    sessions: SessionTable
+    popularity: Popularity
+    signer: Signer | None
+    operator_token: str | None
+    box_token: str | None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _closed: bool = False
+
+    @classmethod
+    async def open(cls, config: ControlConfig, *, clock: Clock = time.time,
+                   store: StateStore | None = None) -> ControlPlane:
+        """Build every part from the config and load the persisted state (polling not started yet)."""
+        operator_token = read_secret(config.auth.operator_token_file, "auth.operator_token_file", config.source)
+        box_token = read_secret(config.auth.box_token_file, "auth.box_token_file", config.source)
+        signer = None
+        if config.tokens.signing_key_file is not None:
+            try:
+                key = load_private_key(config.tokens.signing_key_file)
+            except Exception as exc:  # the tokens module names the file and the problem
+                raise ConfigError(config.source, "tokens.signing_key_file", str(exc)) from None
+            t = config.tokens
+            signer = Signer(key, t.kid, t.issuer, t.lifetime, t.bind_client_ip)
+        try:
+            index = SteeringIndex.build(config.fleet, default_site=config.steering.default_site)
+        except ValueError as exc:
+            raise ConfigError(config.source, "fleet", str(exc)) from None
+        executor = ThreadPoolExecutor(1, thread_name_prefix="oca-control-store")
+        store = store if store is not None else SQLiteStore.open(config.state.path)
+        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.health.timeout),
+                                     connector=aiohttp.TCPConnector(limit=0, limit_per_host=4))
+
+        async def blocking(fn: Callable[..., T], *args: Any) -> T:
+            return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args))
+
+        catalog = LiveCatalog(store, blocking)
+        poller = HealthPoller(config.fleet, http, clock, interval=config.health.interval,
+                              timeout=config.health.timeout, down_after=config.health.down_after,
+                              up_after=config.health.up_after, token=box_token)
+        inventory = InventoryTracker(http, catalog.file_counts, config.health.inventory_timeout, box_token)
+        invalidator = Invalidator(store, config.fleet, http, poller.health, clock, blocking,
+                                  config.invalidation.push_timeout, config.invalidation.retry_interval, box_token)
+        poller.required_seq = lambda: invalidator.last_seq
+        poller.listeners += [invalidator.on_status, inventory.on_status]
+        catalog.on_change(inventory.catalog_changed)
+        plane = cls(config, store, http, executor, clock, index, poller, inventory, invalidator, catalog,
+                    SessionTable(config.steering.max_sessions), Popularity(config.popularity.half_life), signer,
+                    operator_token, box_token)
+        try:
+            await plane._load()
+        except BaseException:
+            await plane.close()
+            raise
+        return plane
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
+
+    async def _load(self) -> None:
+        await self.catalog.load()
+        await self.invalidator.load()
+        drained: frozenset[str] = await self.blocking(self.store.drained)
+        self.poller.set_drained(drained)
+        snapshot = await self.blocking(self.store.load_popularity)
+        if snapshot is not None:
+            try:
+                self.popularity = Popularity.restore(snapshot, half_life=self.config.popularity.half_life)
+            except ValueError as exc:
+                log.warning("popularity snapshot not restored: %s", exc)
+
+    def start(self) -> None:
+        """Start polling, pushing and snapshotting (in the running loop)."""
+        self.poller.start()
+        self.invalidator.start()
+        self._tasks.append(asyncio.create_task(self._snapshots(), name="popularity snapshots"))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.poller.stop()
+        await self.invalidator.stop()
+        try:
+            await self.save_popularity()
+        except Exception:
+            log.exception("popularity snapshot at stop failed")
+        await self.http.close()
+        await self.blocking(self.store.close)
+        self.executor.shutdown(wait=True)
+
+    async def save_popularity(self) -> None:
+        now = self.clock()
+        self.popularity.prune(now)
+        await self.blocking(self.store.save_popularity, self.popularity.snapshot(), now)
+
+    async def _snapshots(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.popularity.snapshot_interval)
+            try:
+                await self.save_popularity()
+            except Exception:
+                log.exception("popularity snapshot failed")
+
+    # -- decisions -------------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, BoxHealth]:
+        return self.poller.health()
+
+    def decide(self, title: Title, client_ip: str, avoid: dict[str, float] | None = None) -> Decision:
+        """ValueError on a malformed client address (the API answers 400)."""
+        return steer(self.index, self.health(), self.inventory.snapshot(), title, client_ip, now=self.clock(),
+                     avoid=avoid, overload_threshold=self.config.steering.overload_threshold,
+                     max_pathways=self.config.steering.max_pathways)
+
+    def token(self, title_id: str, client_ip: str) -> str | None:
+        return self.signer.token(title_id, client_ip, self.clock()) if self.signer else None
+
+    def token_for(self, pathway: Pathway, token: str | None) -> str | None:
+        return None if pathway.id == ORIGIN_PATHWAY else token
+
+    async def set_drained(self, box_id: str, drained: bool, operator: str) -> None:
+        if box_id not in self.config.fleet.boxes:
+            raise NotFound(f"unknown box {box_id!r}")
+        await self.blocking(functools.partial(self.store.set_drained, box_id, drained, operator=operator,
+                                              time=self.clock()))
+        current = set(self.poller.drained)
+        (current.add if drained else current.discard)(box_id)
+        self.poller.set_drained(frozenset(current))
+        admin = self.config.fleet.boxes[box_id].admin_url
+        headers = {"Authorization": f"Bearer {self.box_token}"} if self.box_token else {}
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):  # the control plane's drain is enough
+            async with asyncio.timeout(self.config.health.timeout):
+                async with self.http.post(f"{admin}/{'drain' if drained else 'undrain'}", headers=headers):
+                    pass

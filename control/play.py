@@ -1,0 +1,124 @@
+"""Device-facing routes: a session's HLS multivariant playlist or DASH MPD, and its steering manifest.
+
+Rules kept here (issue 4, "Manifests"; DESIGN.md, Manifests):
+- `GET /v1/play/<title>/master.m3u8` and `/manifest.mpd` start a session: steer the client (its address is
+  the connection's peer), sign one token scoped to the title, list the chosen boxes as pathways (origin
+  last) and point the steering URI at `/v1/steer/<session>`. A malformed title id is 400, an unknown title
+  or a protocol the title was not packaged for 404, a title not licensed in the client's country 451.
+- `GET /v1/steer/<session>` is recomputed live on every reload. It never answers 404 or 410 for a
+  well-formed session id: an unknown title (or a title no longer licensed here) gets the last priority
+  this replica sent, else the origin alone. Unreadable query parameters are ignored.
+- Leaving: when the player reports a pathway other than the one we ranked first (`_HLS_pathway`,
+  `_DASH_pathway`), that box is ranked after the others for this session until it passes a fresh health
+  poll (sessions.SessionMemory, steering.steer's `avoid`).
+- Every answer is per session: `Cache-Control: no-store`, and CORS open (players run in browsers).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from control.catalog.codec import check_title_id
+from control.manifests import PathwayBase, parse_steering_query, steering_manifest
+from control.model import ORIGIN_PATHWAY, Title
+from control.plane import ControlPlane
+from control.sessions import SessionMemory, new_session_id, parse_session_id
+from control.steering import Decision
+from oca.errors import BadRequest, NotFound, OcaError
+
+PLANE = web.AppKey("plane", ControlPlane)
+HLS_TYPE = "application/vnd.apple.mpegurl"
+DASH_TYPE = "application/dash+xml"
+STEERING_TYPE = "application/json"
+_HEADERS = {"Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"}
+
+
+class UnavailableForLegalReasons(OcaError):
+    status = 451
+
+
+def client_ip(request: web.Request) -> str:
+    return request.remote or ""
+
+
+def _steering_uri(plane: ControlPlane, session_id: str) -> str:
+    return f"{plane.config.base_url()}/v1/steer/{session_id}"
+
+
+async def _start(request: web.Request) -> tuple[ControlPlane, Title, Decision, str, list[PathwayBase], str]:
+    plane = request.app[PLANE]
+    title = await plane.catalog.require(check_title_id(request.match_info["title"]))
+    ip = client_ip(request)
+    try:
+        decision = plane.decide(title, ip)
+    except ValueError as exc:
+        raise BadRequest(f"client address: {exc}") from None
+    if not decision.allowed:
+        raise UnavailableForLegalReasons(decision.note)
+    now = plane.clock()
+    session_id = new_session_id(title.id, now)
+    token = plane.token(title.id, ip)
+    pathways = [PathwayBase.of(p, plane.token_for(p, token)) for p in decision.pathways]
+    plane.sessions.put(session_id, SessionMemory(title.id, ip, decision.pathway_ids[0], decision.pathway_ids))
+    plane.popularity.record(decision.client_site or "unlocated", title.id, now)
+    return plane, title, decision, session_id, pathways, _steering_uri(plane, session_id)
+
+
+async def master_playlist(request: web.Request) -> web.Response:
+    plane, title, _, _, pathways, steering_uri = await _start(request)
+    text = plane.catalog.hls(title).render(pathways, steering_uri)
+    return web.Response(text=text, content_type=HLS_TYPE, headers=_HEADERS)
+
+
+async def mpd(request: web.Request) -> web.Response:
+    plane = request.app[PLANE]
+    title = await plane.catalog.require(check_title_id(request.match_info["title"]))
+    template = await plane.catalog.dash(title)  # 404 before a session is started for a title without DASH
+    _, _, _, _, pathways, steering_uri = await _start(request)
+    return web.Response(text=template.render(pathways, steering_uri), content_type=DASH_TYPE, headers=_HEADERS)
+
+
+async def steering(request: web.Request) -> web.Response:
+    plane = request.app[PLANE]
+    session_id = request.match_info["session"]
+    parsed = parse_session_id(session_id)
+    if parsed is None:
+        raise NotFound(f"not a session id: {session_id[:100]!r}")
+    title_id, _ = parsed
+    ip = client_ip(request)
+    memory = plane.sessions.get(session_id)
+    if memory is None:
+        memory = SessionMemory(title_id, ip)
+        plane.sessions.put(session_id, memory)
+    now = plane.clock()
+    health = plane.health()
+    memory.note_report(parse_steering_query(request.query).current, now)
+    memory.prune(health)
+    priority = await _priority(plane, title_id, ip, memory)
+    memory.priority, memory.first = priority, priority[0]
+    text = steering_manifest(priority, ttl=max(1, round(plane.config.steering.ttl)),
+                             reload_uri=_steering_uri(plane, session_id))
+    return web.Response(text=text, content_type=STEERING_TYPE, headers=_HEADERS)
+
+
+async def _priority(plane: ControlPlane, title_id: str, ip: str, memory: SessionMemory) -> tuple[str, ...]:
+    fallback = memory.priority or (ORIGIN_PATHWAY,)
+    try:
+        title = await plane.catalog.get(title_id)
+    except OcaError:  # the store is unavailable: keep the session going
+        return fallback
+    if title is None:
+        return fallback
+    try:
+        decision = plane.decide(title, ip, memory.avoid)
+    except ValueError:
+        return fallback
+    return decision.pathway_ids if decision.allowed else fallback
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/v1/play/{title}/master.m3u8", master_playlist),
+        web.get("/v1/play/{title}/manifest.mpd", mpd),
+        web.get("/v1/steer/{session}", steering),
+    ]

@@ -1,0 +1,70 @@
+"""`oca control serve`: run the control plane in the foreground until SIGTERM or SIGINT.
+
+Rules kept here:
+- Start order: open the plane (store, state, HTTP client), poll every box once so the first manifests
+  already see the fleet, start the background work, then listen; READY=1 to systemd once listening, and
+  WATCHDOG=1 while the loop runs when a watchdog is asked for.
+- Stop order: stop listening (in-flight requests get `shutdown_timeout`), then the plane (which saves the
+  popularity snapshot and closes the store). SIGHUP is ignored for now: restart to change the config.
+- An open API (no operator token configured) is logged as a warning at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+
+from control.api import build_app
+from control.config import ControlConfig
+from control.plane import ControlPlane
+from oca.serve.sdnotify import notify, watchdog_interval
+
+log = logging.getLogger("oca.control")
+SHUTDOWN_TIMEOUT = 10.0
+
+
+async def serve(config: ControlConfig, stop: asyncio.Event | None = None) -> None:
+    plane = await ControlPlane.open(config)
+    runner: web.AppRunner | None = None
+    watchdog: asyncio.Task[None] | None = None
+    try:
+        if plane.operator_token is None:
+            log.warning("auth.operator_token_file is not set: the operator API is open to anyone who can reach it")
+        await asyncio.wait_for(plane.poller.poll_once(), config.health.timeout * 2)
+        plane.start()
+        runner = web.AppRunner(build_app(plane), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        host, port = config.listen
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        log.info("control plane on %s:%d with %d boxes in %d sites", host, port, len(config.fleet.boxes),
+                 len(config.fleet.sites))
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP ignored: restart to reload the config"))
+        notify("READY=1")
+        interval = watchdog_interval()
+        if interval is not None:
+            watchdog = asyncio.create_task(_watchdog(interval))
+        await stop.wait()
+        notify("STOPPING=1")
+        log.info("stopping")
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+        if runner is not None:
+            await runner.cleanup()
+        await plane.close()
+
+
+async def _watchdog(interval: float) -> None:
+    while True:
+        notify("WATCHDOG=1")
+        await asyncio.sleep(interval)

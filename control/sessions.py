@@ -1,0 +1,89 @@
+"""Playback sessions: ids that carry their title, and a bounded memory of what each session was told.
+
+Rules kept here:
+- A session id is `<title_id>.<created, base 36 seconds>.<16 random hex>`: any replica, or this one after a
+  restart, can answer the session's steering URI from the id alone, so a live session's steering URI never
+  gets 404 or 410 (hls.js and dash.js stop steering for good on those). Title ids never hold `.`.
+- The memory (the first pathway we last ranked, the boxes the player left and when, the last priority sent)
+  only refines answers; losing it (restart, eviction, another replica) costs nothing but that refinement.
+- The memory is an LRU of at most `max_sessions` entries: a flood of sessions cannot grow it without bound.
+- Avoid rule (issue 4): when the player reports a current pathway other than the one we ranked first last
+  time, that box is remembered with the time; steering ranks it after the others until the box passes a
+  fresh healthy poll. Entries older than the box's last healthy poll are dropped when seen.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from control.catalog.codec import TITLE_ID_RE
+from control.model import ORIGIN_PATHWAY, BoxHealth
+
+_SESSION_RE = re.compile(rf"({TITLE_ID_RE.pattern})\.([0-9a-z]{{1,12}})\.([0-9a-f]{{16}})")
+
+
+def new_session_id(title_id: str, now: float, token: Callable[[int], str] = secrets.token_hex) -> str:
+    return f"{title_id}.{_base36(int(now))}.{token(8)}"
+
+
+def parse_session_id(session_id: str) -> tuple[str, float] | None:
+    """(title id, created) of a well-formed session id, else None."""
+    match = _SESSION_RE.fullmatch(session_id)
+    if match is None:
+        return None
+    return match.group(1), float(int(match.group(2), 36))
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+@dataclass
+class SessionMemory:
+    title_id: str
+    client_ip: str
+    first: str | None = None  # the pathway we ranked first in our last answer
+    priority: tuple[str, ...] = ()  # the last PATHWAY-PRIORITY sent
+    avoid: dict[str, float] = field(default_factory=dict)  # box id -> when the player reported leaving it
+
+    def note_report(self, current: str | None, now: float) -> None:
+        """The player says it uses `current`; if that is not our first choice, it left our first choice."""
+        if current is not None and self.first is not None and current != self.first and self.first != ORIGIN_PATHWAY:
+            self.avoid[self.first] = now
+
+    def prune(self, health: Mapping[str, BoxHealth]) -> None:
+        for box, left in list(self.avoid.items()):
+            h = health.get(box)
+            if h is not None and h.healthy and h.last_healthy_poll is not None and h.last_healthy_poll > left:
+                del self.avoid[box]
+
+
+class SessionTable:
+    def __init__(self, max_sessions: int) -> None:
+        self.max_sessions = max_sessions
+        self._entries: OrderedDict[str, SessionMemory] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, session_id: str) -> SessionMemory | None:
+        memory = self._entries.get(session_id)
+        if memory is not None:
+            self._entries.move_to_end(session_id)
+        return memory
+
+    def put(self, session_id: str, memory: SessionMemory) -> None:
+        self._entries[session_id] = memory
+        self._entries.move_to_end(session_id)
+        while len(self._entries) > self.max_sessions:
+            self._entries.popitem(last=False)

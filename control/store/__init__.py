@@ -1,0 +1,98 @@
+"""The control plane's durable state behind one small interface, so that a PostgreSQL backend can follow SQLite.
+
+What must survive a restart lives here and nowhere else: the invalidation log (sequence-numbered, idempotent
+by a client-supplied id), operator drains, the audit log, popularity snapshots, the catalog, and each box's
+last applied invalidation sequence. Everything else (health, sessions' steering memory) is rebuilt live.
+
+Rules every implementation keeps (tests/control/test_store.py runs one contract suite against each):
+- Sequence numbers start at 1, increase by one per appended invalidation and are never reused.
+- Appending with a client id already in the log returns the earlier entry (created=False) when the request is
+  the same, and raises Conflict when the same id comes with a different request.
+- A box's applied sequence only moves forward.
+- Methods are blocking and thread-safe; the service calls them from a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from control.model import Title
+
+SCOPES = ("key", "prefix", "title")
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    seq: int
+    scope: str  # key | prefix | title
+    value: str
+    soft: bool
+    reason: str
+    operator: str
+    time: float
+    client_id: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The shape boxes receive (push) and pull."""
+        return {"seq": self.seq, "scope": self.scope, "value": self.value, "soft": self.soft,
+                "reason": self.reason, "operator": self.operator, "time": self.time}
+
+    def json(self) -> dict[str, Any]:
+        return {**self.wire(), "id": self.client_id}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    time: float
+    operator: str
+    action: str  # invalidate | drain | undrain | catalog
+    subject: str
+    detail: Mapping[str, Any]
+
+    def json(self) -> dict[str, Any]:
+        return {"id": self.id, "time": self.time, "operator": self.operator, "action": self.action,
+                "subject": self.subject, "detail": dict(self.detail)}
+
+
+class StateStore(Protocol):
+    def append_invalidation(self, scope: str, value: str, *, soft: bool, reason: str, operator: str, time: float,
+                            client_id: str | None = None) -> tuple[Invalidation, bool]: ...
+
+    def invalidations_since(self, seq: int, limit: int = 1000) -> list[Invalidation]: ...
+
+    def get_invalidation(self, seq: int) -> Invalidation | None: ...
+
+    def last_invalidation_seq(self) -> int: ...
+
+    def record_applied(self, box_id: str, seq: int, time: float) -> int: ...
+
+    def applied_seqs(self) -> dict[str, int]: ...
+
+    def set_drained(self, box_id: str, drained: bool, *, operator: str, time: float) -> None: ...
+
+    def drained(self) -> frozenset[str]: ...
+
+    def add_audit(self, *, time: float, operator: str, action: str, subject: str,
+                  detail: Mapping[str, Any]) -> None: ...
+
+    def audit(self, limit: int = 100) -> list[AuditEntry]: ...
+
+    def save_popularity(self, snapshot: Mapping[str, Any], time: float) -> None: ...
+
+    def load_popularity(self) -> dict[str, Any] | None: ...
+
+    def put_title(self, title: Title, mpd: str | None = None) -> None: ...  # mpd: the packaged MPD text
+
+    def get_mpd(self, title_id: str) -> str | None: ...
+
+    def get_title(self, title_id: str) -> Title | None: ...
+
+    def titles(self) -> list[Title]: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = ["SCOPES", "AuditEntry", "Invalidation", "StateStore"]

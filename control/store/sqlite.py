@@ -1,0 +1,192 @@
+"""StateStore on an embedded SQLite database (WAL, synchronous=FULL): the default for a single replica.
+
+Rules kept here:
+- One connection guarded by one lock; every write is one transaction, committed before the call returns,
+  so an acknowledged invalidation or drain survives a crash of the process or the machine.
+- The schema carries its version in `PRAGMA user_version`; a database from a newer version is refused.
+- Sequence numbers come from INTEGER PRIMARY KEY AUTOINCREMENT: never reused, even after a delete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from control.catalog.codec import title_from_json, title_to_json
+from control.model import Title
+from control.store import AuditEntry, Invalidation
+from oca.errors import Conflict, OcaError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS invalidations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    scope TEXT NOT NULL, value TEXT NOT NULL, soft INTEGER NOT NULL, reason TEXT NOT NULL,
+    operator TEXT NOT NULL, time REAL NOT NULL, client_id TEXT UNIQUE
+);
+CREATE TABLE IF NOT EXISTS applied (box TEXT PRIMARY KEY, seq INTEGER NOT NULL, time REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS drains (box TEXT PRIMARY KEY, operator TEXT NOT NULL, time REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, operator TEXT NOT NULL, action TEXT NOT NULL,
+    subject TEXT NOT NULL, detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS popularity (id INTEGER PRIMARY KEY CHECK (id = 1), time REAL NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS titles (id TEXT PRIMARY KEY, data TEXT NOT NULL, mpd TEXT);
+"""
+
+
+class StoreError(OcaError):
+    status = 503
+    exit_code = 1
+
+
+class SQLiteStore:
+    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str) -> SQLiteStore:
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        try:
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                db.close()
+                raise StoreError(f"state database {path} has schema {version}; this version knows {SCHEMA_VERSION}")
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open state database {path}: {exc}") from None
+        return cls(db, path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- invalidations ---------------------------------------------------------------------------------
+
+    def append_invalidation(self, scope: str, value: str, *, soft: bool, reason: str, operator: str, time: float,
+                            client_id: str | None = None) -> tuple[Invalidation, bool]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if client_id is not None:
+                    row = self._db.execute("SELECT * FROM invalidations WHERE client_id = ?", (client_id,)).fetchone()
+                    if row is not None:
+                        earlier = _invalidation(row)
+                        self._db.execute("COMMIT")
+                        if (earlier.scope, earlier.value, earlier.soft) != (scope, value, soft):
+                            raise Conflict(f"invalidation id {client_id!r} was already used for "
+                                           f"{earlier.scope} {earlier.value!r} (seq {earlier.seq})")
+                        return earlier, False
+                cur = self._db.execute(
+                    "INSERT INTO invalidations (scope, value, soft, reason, operator, time, client_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", (scope, value, int(soft), reason, operator, time, client_id))
+                seq = int(cur.lastrowid or 0)
+                self._db.execute("INSERT INTO audit (time, operator, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+                                 (time, operator, "invalidate", f"{scope}:{value}",
+                                  json.dumps({"seq": seq, "soft": soft, "reason": reason, "id": client_id})))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return Invalidation(seq, scope, value, soft, reason, operator, time, client_id), True
+
+    def invalidations_since(self, seq: int, limit: int = 1000) -> list[Invalidation]:
+        rows = self._read("SELECT * FROM invalidations WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+        return [_invalidation(r) for r in rows]
+
+    def get_invalidation(self, seq: int) -> Invalidation | None:
+        rows = self._read("SELECT * FROM invalidations WHERE seq = ?", (seq,))
+        return _invalidation(rows[0]) if rows else None
+
+    def last_invalidation_seq(self) -> int:
+        return int(self._read("SELECT COALESCE(MAX(seq), 0) FROM invalidations")[0][0])
+
+    def record_applied(self, box_id: str, seq: int, time: float) -> int:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO applied (box, seq, time) VALUES (?, ?, ?) ON CONFLICT(box) DO UPDATE SET "
+                "seq = excluded.seq, time = excluded.time WHERE excluded.seq > applied.seq", (box_id, seq, time))
+            return int(self._db.execute("SELECT seq FROM applied WHERE box = ?", (box_id,)).fetchone()[0])
+
+    def applied_seqs(self) -> dict[str, int]:
+        return {box: int(seq) for box, seq in self._read("SELECT box, seq FROM applied")}
+
+    # -- drains and audit ------------------------------------------------------------------------------
+
+    def set_drained(self, box_id: str, drained: bool, *, operator: str, time: float) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            if drained:
+                self._db.execute("INSERT OR REPLACE INTO drains (box, operator, time) VALUES (?, ?, ?)",
+                                 (box_id, operator, time))
+            else:
+                self._db.execute("DELETE FROM drains WHERE box = ?", (box_id,))
+            self._db.execute("INSERT INTO audit (time, operator, action, subject, detail) VALUES (?, ?, ?, ?, '{}')",
+                             (time, operator, "drain" if drained else "undrain", box_id))
+            self._db.execute("COMMIT")
+
+    def drained(self) -> frozenset[str]:
+        return frozenset(r[0] for r in self._read("SELECT box FROM drains"))
+
+    def add_audit(self, *, time: float, operator: str, action: str, subject: str,
+                  detail: Mapping[str, Any]) -> None:
+        self._write("INSERT INTO audit (time, operator, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+                    (time, operator, action, subject, json.dumps(dict(detail))))
+
+    def audit(self, limit: int = 100) -> list[AuditEntry]:
+        rows = self._read("SELECT id, time, operator, action, subject, detail FROM audit ORDER BY id DESC LIMIT ?",
+                          (limit,))
+        return [AuditEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in reversed(rows)]
+
+    # -- popularity and catalog ------------------------------------------------------------------------
+
+    def save_popularity(self, snapshot: Mapping[str, Any], time: float) -> None:
+        self._write("INSERT OR REPLACE INTO popularity (id, time, data) VALUES (1, ?, ?)",
+                    (time, json.dumps(dict(snapshot))))
+
+    def load_popularity(self) -> dict[str, Any] | None:
+        rows = self._read("SELECT data FROM popularity WHERE id = 1")
+        if not rows:
+            return None
+        data = json.loads(rows[0][0])
+        return data if isinstance(data, dict) else None
+
+    def put_title(self, title: Title, mpd: str | None = None) -> None:
+        self._write("INSERT OR REPLACE INTO titles (id, data, mpd) VALUES (?, ?, ?)",
+                    (title.id, json.dumps(title_to_json(title)), mpd))
+
+    def get_mpd(self, title_id: str) -> str | None:
+        rows = self._read("SELECT mpd FROM titles WHERE id = ?", (title_id,))
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def get_title(self, title_id: str) -> Title | None:
+        rows = self._read("SELECT data FROM titles WHERE id = ?", (title_id,))
+        return title_from_json(json.loads(rows[0][0])) if rows else None
+
+    def titles(self) -> list[Title]:
+        return [title_from_json(json.loads(r[0])) for r in self._read("SELECT data FROM titles ORDER BY id")]
+
+
+def _invalidation(row: Any) -> Invalidation:
+    seq, scope, value, soft, reason, operator, time, client_id = row
+    return Invalidation(int(seq), scope, value, bool(soft), reason, operator, float(time), client_id)

@@ -1,0 +1,130 @@
+"""Admin routes for content: purge, prefetch, per-title inventory and control-plane invalidations.
+
+Rules kept here:
+- Bodies are JSON objects; every wrong field is a 400 naming it; nothing here is reachable without the
+  admin token (the app's middleware).
+- Purge scopes: key, prefix or title; `soft` marks objects stale (revalidated upstream with If-None-Match
+  on their next request), otherwise they are deleted.
+- Prefetch answers 202 with a job id at once; `GET /prefetch/<id>` shows its progress.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from oca.config.units import parse_size
+from oca.errors import BadRequest, NotFound
+from oca.fetch.invalidations import SCOPES, check_entry
+from oca.fetch.prefetch import parse_items
+from oca.keys import is_valid_key
+from oca.storage import Store
+
+if TYPE_CHECKING:
+    from oca.serve.master import Master
+
+
+def routes(master_of: object) -> list[web.RouteDef]:
+    return [
+        web.post("/purge", purge),
+        web.post("/prefetch", prefetch),
+        web.get("/prefetch", prefetch_list),
+        web.get("/prefetch/{job}", prefetch_progress),
+        web.delete("/prefetch/{job}", prefetch_cancel),
+        web.post("/invalidations", invalidations),
+        web.get("/inventory/titles", titles),
+    ]
+
+
+def _master(request: web.Request) -> Master:
+    from oca.admin.app import CONTEXT
+
+    return request.app[CONTEXT].master
+
+
+async def _body(request: web.Request) -> dict[str, object]:
+    from oca.admin.app import _json_body
+
+    return await _json_body(request)
+
+
+async def purge(request: web.Request) -> web.Response:
+    body = await _body(request)
+    scope, value, soft = body.get("scope"), body.get("value"), body.get("soft", False)
+    if scope not in SCOPES:
+        raise BadRequest(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    if not isinstance(value, str) or not value:
+        raise BadRequest("value must be a non-empty string")
+    if scope == "key" and not is_valid_key(value):
+        raise BadRequest(f"not a valid content key: {value!r}")
+    if scope == "title" and ("/" in value or not is_valid_key(value)):
+        raise BadRequest(f"not a valid title id: {value!r}")
+    if not isinstance(soft, bool):
+        raise BadRequest(f"soft must be true or false, got {soft!r}")
+    fills = _master(request).fills
+    assert fills is not None
+    count = await fills.purge(str(scope), value, soft)
+    return web.json_response({"scope": scope, "value": value, "soft": soft, "objects": count})
+
+
+async def prefetch(request: web.Request) -> web.Response:
+    body = await _body(request)
+    items = parse_items(body.get("items"))
+    priority = body.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise BadRequest(f"priority must be an integer, got {priority!r}")
+    raw_rate = body.get("rate", 0)
+    try:
+        rate = parse_size(raw_rate) if raw_rate else 0
+    except ValueError as exc:
+        raise BadRequest(f"rate (bytes per second): {exc}") from None
+    job = _master(request).prefetch.submit(items, priority, rate)
+    return web.json_response(job.progress(), status=202)
+
+
+async def prefetch_list(request: web.Request) -> web.Response:
+    jobs = _master(request).prefetch.jobs.values()
+    return web.json_response({"jobs": [job.progress() for job in jobs]})
+
+
+def _job_id(request: web.Request) -> int:
+    text = request.match_info["job"]
+    if not text.isdigit():
+        raise BadRequest(f"job id must be a number, got {text!r}")
+    return int(text)
+
+
+async def prefetch_progress(request: web.Request) -> web.Response:
+    job = _master(request).prefetch.jobs.get(_job_id(request))
+    if job is None:
+        raise NotFound(f"no prefetch job {request.match_info['job']}")
+    return web.json_response(job.progress())
+
+
+async def prefetch_cancel(request: web.Request) -> web.Response:
+    job = _master(request).prefetch.cancel(_job_id(request))
+    if job is None:
+        raise NotFound(f"no prefetch job {request.match_info['job']}")
+    return web.json_response(job.progress())
+
+
+async def invalidations(request: web.Request) -> web.Response:
+    body = await _body(request)
+    entries = body.get("invalidations")
+    if not isinstance(entries, list):
+        raise BadRequest("invalidations must be a list")
+    for entry in entries:
+        check_entry(entry)
+    applied = await _master(request).invalidations.apply(list(entries))
+    return web.json_response({"applied_seq": applied})
+
+
+async def titles(request: web.Request) -> web.Response:
+    text = request.query.get("since", "0")
+    if not text.isdigit():
+        raise BadRequest(f"since must be a sequence number, got {text!r}")
+    master = _master(request)
+    objects = await master.owner.call(Store.list, "titles/")
+    master.title_inventory.refresh((o.key, o.size) for o in objects)
+    return web.json_response(master.title_inventory.since(int(text)))

@@ -1,0 +1,71 @@
+"""`oca control serve`, and the options every control-plane command shares (--control, --token-file).
+
+The operator token comes from --token-file, else the environment variable OCA_CONTROL_TOKEN (the token
+itself); the control plane's URL from --control, else OCA_CONTROL_URL, else http://127.0.0.1:8090.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from control.client import ControlClient
+from oca.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_CONTROL_URL = "http://127.0.0.1:8090"
+DEFAULT_CONTROL_CONFIG = "/etc/oca/control.yaml"
+
+
+def control_options(fn: F) -> F:
+    """Adds --control and --token-file and passes a ready ControlClient as `client`."""
+    @click.option("--control", "control_url", metavar="URL", default=None,
+                  help=f"The control plane's base URL [default: $OCA_CONTROL_URL or {DEFAULT_CONTROL_URL}].")
+    @click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+                  help="File holding the operator token [default: the token in $OCA_CONTROL_TOKEN].")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, control_url: str | None, token_file: str | None, **kwargs: Any) -> Any:
+        return fn(*args, client=make_client(control_url, token_file), **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
+def make_client(control_url: str | None, token_file: str | None) -> ControlClient:
+    url = control_url or os.environ.get("OCA_CONTROL_URL") or DEFAULT_CONTROL_URL
+    token = os.environ.get("OCA_CONTROL_TOKEN", "").strip() or None
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as fh:
+                token = fh.read().strip()
+        except OSError as exc:
+            raise ConfigError(token_file, "", f"cannot read the operator token: {exc.strerror}") from None
+        if not token:
+            raise ConfigError(token_file, "", "the operator token file is empty")
+    return ControlClient(url, token)
+
+
+@click.group()
+def control() -> None:
+    """Run the control plane."""
+
+
+@control.command("serve")
+@click.option("--config", "config_path", metavar="FILE",
+              default=lambda: os.environ.get("OCA_CONTROL_CONFIG", DEFAULT_CONTROL_CONFIG),
+              show_default=f"$OCA_CONTROL_CONFIG or {DEFAULT_CONTROL_CONFIG}", help="The control plane's config.")
+def serve(config_path: str) -> None:
+    """Serve manifests, steering and the operator API; poll the fleet; until SIGTERM."""
+    from control.config import load_control_config
+    from control.service import serve as run
+
+    config = load_control_config(config_path)
+    level = getattr(logging, config.log.level.upper())
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s oca control %(levelname)s %(message)s")
+    asyncio.run(run(config))

@@ -1,0 +1,63 @@
+"""`oca fleet status|drain|undrain`: the fleet as the control plane sees it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from control.client import ControlClient
+from oca.cli.control import control_options
+
+
+@click.group()
+def fleet() -> None:
+    """Show the fleet's health; drain and undrain boxes."""
+
+
+@fleet.command("status")
+@control_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def status(client: ControlClient, as_json: bool) -> None:
+    """A table: box, site, health, load, version, draining, tiers."""
+    answer = client.fleet()
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    rows: list[tuple[str, ...]] = [("BOX", "SITE", "HEALTH", "LOAD", "VERSION", "DRAINING", "TIERS")]
+    rows += [_row(box) for box in answer["boxes"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])) + "  " + row[-1])
+    healthy = sum(1 for b in answer["boxes"] if b["healthy"])
+    click.echo(f"{healthy}/{len(answer['boxes'])} boxes healthy; invalidation log at seq "
+               f"{answer['last_invalidation_seq']}", err=True)
+
+
+def _row(box: dict[str, Any]) -> tuple[str, ...]:
+    health = "up" if box["healthy"] else f"DOWN ({box['error']})" if box.get("error") else "DOWN"
+    draining = "operator" if box.get("drained_by_operator") else "box" if box["draining"] else "no"
+    tiers = ",".join(f"{t['name']}:{t['state']}" + (f" {100 * t['used'] / t['capacity']:.0f}%"
+                                                    if t.get("capacity") and t.get("used") is not None else "")
+                     for t in box.get("tiers") or []) or "-"
+    return (box["id"], box["site"], health, f"{100 * box['load']:.0f}%", str(box.get("version") or "-"),
+            draining, tiers)
+
+
+@fleet.command("drain")
+@control_options
+@click.argument("box")
+def drain(client: ControlClient, box: str) -> None:
+    """Give BOX no new sessions; its sessions move at their next steering reload."""
+    client.drain(box, True)
+    click.echo(f"{box} drained")
+
+
+@fleet.command("undrain")
+@control_options
+@click.argument("box")
+def undrain(client: ControlClient, box: str) -> None:
+    """Let BOX take new sessions again."""
+    client.drain(box, False)
+    click.echo(f"{box} undrained")

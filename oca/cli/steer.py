@@ -1,0 +1,35 @@
+"""`oca steer explain`: which boxes a client would be steered to for a title, and why."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from control.client import ControlClient
+from oca.cli.control import control_options
+
+
+@click.group()
+def steer() -> None:
+    """Inspect steering decisions."""
+
+
+@steer.command("explain")
+@control_options
+@click.option("--ip", required=True, help="The client's address.")
+@click.option("--title", required=True, help="The title id.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def explain(client: ControlClient, ip: str, title: str, as_json: bool) -> None:
+    """Show the pathways in order and the reason for each candidate box."""
+    answer = client.explain(ip, title)
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    click.echo(answer["note"])
+    if answer["status"] != 200:
+        click.echo(f"status {answer['status']}: no pathways")
+    for i, pathway in enumerate(answer["pathways"], 1):
+        click.echo(f"{i}. {pathway['id']}  {pathway['data_url']}")
+    for c in answer["candidates"]:
+        click.echo(f"   {c['box']:<20} {c['site']:<12} {c['tier']:<20} {c['reason']}")

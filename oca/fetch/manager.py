@@ -1,0 +1,395 @@
+"""The master's fills: one upstream fetch per object, whatever the number of workers and clients asking.
+
+Rules kept here:
+- Fills are keyed by the storage key (an object, or one slice of a sliced object). A worker that asks for a
+  key with a fill in flight joins it; a key already stored is answered "stored"; a key the origin said does
+  not exist is answered "absent" for negative_ttl.
+- Bytes go to a temp file in the tier the object will live on, hashed as they arrive; each chunk written
+  is announced to the subscribed workers ("have"), which send it to their clients from the same file
+  (read-while-write, zero-copy). At the end: fsync, verify (length; digest when the prefetch knows it),
+  adopt into storage by rename (the workers' open descriptors stay valid), "done". Any failure: the temp
+  file is removed, "fail" tells the workers to cut their clients short; nothing is cached.
+- The first fetch of an object asks upstream for the first slice's range when slicing is on: a small
+  object comes back whole (200, or a 206 covering all of it); a larger one is sliced from then on.
+  A slice fetched with an ETag other than the object's means it changed upstream: all its slices go.
+- A soft-purged (stale) object is revalidated with If-None-Match: 304 keeps it, 200 replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
+
+from oca.config import FetchConfig
+from oca.errors import OcaError
+from oca.fetch.link import Link
+from oca.fetch.slices import slice_bounds, slice_key
+from oca.fetch.state import FetchState, SlicedObject
+from oca.fetch.upstream import Source, Upstream, UpstreamBody, UpstreamError
+from oca.serve.owner import StorageOwner
+from oca.storage import Store
+
+log = logging.getLogger("oca.fetch")
+
+
+@dataclass(eq=False)
+class Fill:
+    key: str  # the object's key
+    store_key: str  # what it is stored as: the key, or a slice key
+    byte_range: tuple[int, int] | None = None  # asked of upstream
+    probe: bool = False  # first fetch of an object that may turn out sliced
+    revalidate: str | None = None  # If-None-Match for a stale object
+    hot: bool = False
+    pin: bool = False
+    digest: str | None = None  # expected, when a prefetch knows it
+    size: int | None = None  # expected body bytes, when a prefetch knows them
+    rate: Callable[[int], Coroutine[Any, Any, None]] | None = None  # bandwidth cap (prefetch)
+    subscribers: set[Link] = field(default_factory=set)
+    opened: dict[str, Any] | None = None  # the "open" event, once the temp file exists
+    have: int = 0
+    source: str = ""
+    done: asyncio.Future[str] | None = None  # result: "stored" / "absent" / "fail: reason"
+
+
+class FillManager:
+    def __init__(self, config: FetchConfig, owner: StorageOwner, state: FetchState, upstream: Upstream,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.owner = owner
+        self.state = state
+        self.upstream = upstream
+        self.clock = clock
+        self.links: set[Link] = set()
+        self.fills: dict[str, Fill] = {}
+        self.absent: dict[str, float] = {}  # key -> until when the origin's 404 stands
+        self._slots = asyncio.Semaphore(config.max_fills)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.counters: dict[str, int] = {"fills": 0, "fill_failures": 0, "revalidated_304": 0,
+                                         "revalidated_200": 0, "negative_hits": 0, "slices_dropped": 0}
+        self.bytes_by_source: dict[str, int] = {}
+
+    def reconfigure(self, config: FetchConfig, sources: list[Source]) -> None:
+        """A reload: new fills use the new settings and sources; fills in flight finish with the old ones."""
+        old = self.upstream
+        self.config = config
+        self.upstream = Upstream(config, sources)
+        self._spawn(old.close_when_idle())
+
+    # -- links to workers ---------------------------------------------------------------------------
+
+    def attach(self, link: Link) -> None:
+        self.links.add(link)
+        link.send({"ev": "stale", "keys": sorted(self.state.stale)})
+
+    def detach(self, link: Link) -> None:
+        self.links.discard(link)
+        for fill in self.fills.values():
+            fill.subscribers.discard(link)
+
+    def on_message(self, link: Link, message: dict[str, Any]) -> None:
+        op, key = message.get("op"), message.get("k")
+        if not isinstance(key, str):
+            return
+        if op == "fill":
+            self._spawn(self._ask(link, key, message.get("start"), bool(message.get("revalidate"))))
+        elif op == "slice":
+            index = message.get("i")
+            if isinstance(index, int) and index >= 0:
+                self._spawn(self._ask_slice(link, key, index))
+
+    # -- asks ---------------------------------------------------------------------------------------
+
+    async def _ask(self, link: Link, key: str, start: object, revalidate: bool) -> None:
+        running = self.fills.get(key)
+        if running is not None:
+            self._join(running, link)
+            return
+        sliced = self.state.sliced.get(key)
+        if sliced is not None:
+            link.send({"k": key, "ev": "sliced", "meta": sliced.to_json()})
+            return
+        until = self.absent.get(key)
+        if until is not None:
+            if until > self.clock():
+                self.counters["negative_hits"] += 1
+                link.send({"k": key, "ev": "absent", "ttl": until - self.clock()})
+                return
+            del self.absent[key]
+        stale = key in self.state.stale
+        info = await self.owner.call(Store.get, key)
+        if info is not None and not (stale and revalidate):
+            link.send({"k": key, "ev": "stored"})
+            return
+        running = self.fills.get(key)  # someone may have started it while we asked storage
+        if running is not None:
+            self._join(running, link)
+            return
+        fill = Fill(key, key)
+        if info is not None and stale:
+            etag, _, _ = self.state.validators(key)
+            fill.revalidate = etag or '"none"'
+        elif self.config.slice_size:
+            first = start if isinstance(start, int) and start > 0 else 0
+            index = first // self.config.slice_size
+            fill.probe = True
+            fill.byte_range = slice_bounds(index, self.config.slice_size, (index + 1) * self.config.slice_size)
+        self._begin(fill, link)
+
+    async def _ask_slice(self, link: Link, key: str, index: int) -> None:
+        meta = self.state.sliced.get(key)
+        if meta is None or index * meta.slice_size >= meta.total:
+            link.send({"k": slice_key(key, index), "ev": "fail", "status": 502,
+                       "reason": "object is no longer sliced"})
+            return
+        skey = slice_key(key, index)
+        running = self.fills.get(skey)
+        if running is not None:
+            self._join(running, link)
+            return
+        if await self.owner.call(Store.get, skey) is not None:
+            link.send({"k": skey, "ev": "stored"})
+            return
+        running = self.fills.get(skey)
+        if running is not None:
+            self._join(running, link)
+            return
+        self._begin(Fill(key, skey, byte_range=slice_bounds(index, meta.slice_size, meta.total)), link)
+
+    def _join(self, fill: Fill, link: Link) -> None:
+        fill.subscribers.add(link)
+        if fill.opened is not None:
+            link.send(fill.opened)
+            if fill.have:
+                link.send({"k": fill.store_key, "ev": "have", "n": fill.have})
+
+    def _begin(self, fill: Fill, link: Link | None) -> asyncio.Future[str]:
+        if link is not None:
+            fill.subscribers.add(link)
+        fill.done = asyncio.get_running_loop().create_future()
+        self.fills[fill.store_key] = fill
+        self._spawn(self._run(fill))
+        return fill.done
+
+    # -- one fill -----------------------------------------------------------------------------------
+
+    async def _run(self, fill: Fill) -> None:
+        result = "fail: internal error"
+        try:
+            async with self._slots:
+                result = await self._fetch(fill)
+        except UpstreamError as exc:
+            result = self._failed(fill, exc.status, exc.reason)
+        except OcaError as exc:
+            result = self._failed(fill, 503, f"cannot store: {exc}")
+        except Exception as exc:  # a bug must fail one fill, not the master
+            log.exception("fill of %s failed", fill.store_key)
+            result = self._failed(fill, 502, f"internal error: {exc}")
+        finally:
+            if self.fills.get(fill.store_key) is fill:
+                del self.fills[fill.store_key]
+            if fill.done is not None and not fill.done.done():
+                fill.done.set_result(result)
+
+    def _failed(self, fill: Fill, status: int, reason: str) -> str:
+        self.counters["fill_failures"] += 1
+        if status == 404:
+            ttl = self.config.negative_ttl
+            if ttl > 0:
+                self.absent[fill.key] = self.clock() + ttl
+            self._tell(fill, {"ev": "absent", "ttl": ttl})
+            return "absent"
+        log.warning("fill of %s failed: %s", fill.store_key, reason)
+        self._tell(fill, {"ev": "fail", "status": status, "reason": reason})
+        return f"fail: {reason}"
+
+    def _tell(self, fill: Fill, event: dict[str, Any]) -> None:
+        event["k"] = fill.store_key
+        for link in fill.subscribers:
+            link.send(event)
+
+    async def _fetch(self, fill: Fill) -> str:
+        body = await self.upstream.open(fill.key, byte_range=fill.byte_range, if_none_match=fill.revalidate)
+        try:
+            head = body.head
+            fill.source = head.source
+            if head.status == 304:
+                self.counters["revalidated_304"] += 1
+                await self.mark_fresh([fill.key])
+                self._tell(fill, {"ev": "stored"})
+                return "stored"
+            if fill.revalidate is not None:
+                self.counters["revalidated_200"] += 1
+            if fill.probe and head.status == 206 and (head.total is None or head.total > (head.length or 0)):
+                if head.total is None:
+                    raise UpstreamError(502, f"{head.source}: 206 without the object's size")
+                if not self._become_slice(fill, head.total, body):
+                    return "sliced"
+            elif fill.store_key != fill.key:
+                self._check_slice(fill, body)
+            elif head.status == 206 and not fill.probe:
+                raise UpstreamError(502, f"{head.source}: answered 206 to a whole-object request")
+            return await self._stream(fill, body)
+        finally:
+            body.close()
+
+    def _become_slice(self, fill: Fill, total: int, body: UpstreamBody) -> bool:
+        """The probe found a large object: record it as sliced, tell the askers, and carry on as the fill
+        of the slice we asked for (False if that slice is already being filled)."""
+        head = body.head
+        meta = SlicedObject(fill.key, total, self.config.slice_size, head.etag, head.last_modified,
+                            head.content_type)
+        self.state.add_sliced(meta)
+        self._tell(fill, {"ev": "sliced", "meta": meta.to_json()})
+        fill.subscribers.clear()
+        del self.fills[fill.key]
+        fill.store_key = slice_key(fill.key, head.first // self.config.slice_size)
+        if fill.store_key in self.fills:
+            return False
+        self.fills[fill.store_key] = fill
+        return True
+
+    def _check_slice(self, fill: Fill, body: UpstreamBody) -> None:
+        meta = self.state.sliced.get(fill.key)
+        head = body.head
+        if head.status != 206 or meta is None or head.total != meta.total:
+            raise UpstreamError(502, f"{head.source}: slice answered {head.status} for {head.total} bytes")
+        if head.etag != meta.etag:
+            log.warning("%s changed upstream (ETag %s, was %s): dropping its slices", fill.key, head.etag, meta.etag)
+            self.counters["slices_dropped"] += 1
+            self.state.add_sliced(SlicedObject(fill.key, meta.total, meta.slice_size, head.etag,
+                                               head.last_modified, head.content_type))
+            self._spawn(self._drop_slices(fill.key, keep=fill.store_key))
+
+    async def _drop_slices(self, key: str, keep: str | None = None) -> None:
+        infos = await self.owner.call(Store.list, f"{key}@slice")
+        for info in infos:
+            if info.key != keep:
+                await self.owner.call(Store.evict, info.key)
+
+    async def _stream(self, fill: Fill, body: UpstreamBody) -> str:
+        head = body.head
+        length = head.length
+        if fill.size is not None and length is not None and fill.size != length:
+            raise UpstreamError(502, f"{head.source}: sends {length} bytes, the catalog says {fill.size}")
+        tier, tmp_dir = await self.owner.call(Store.fill_target, fill.store_key, length or 0, fill.hot)
+        fd, path = tempfile.mkstemp(dir=tmp_dir, prefix="fill-")
+        kept = False
+        try:
+            meta = self.state.sliced.get(fill.key) if fill.store_key != fill.key else None
+            fill.opened = {"k": fill.store_key, "ev": "open", "path": path, "size": length,
+                           "etag": head.etag, "lm": head.last_modified,
+                           "type": meta.content_type if meta else head.content_type, "src": head.source}
+            self._tell(fill, dict(fill.opened))
+            hasher = xxhash.xxh3_128()
+            async for chunk in body.chunks():
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+                hasher.update(chunk)
+                fill.have += len(chunk)
+                self.bytes_by_source[head.source] = self.bytes_by_source.get(head.source, 0) + len(chunk)
+                self._tell(fill, {"ev": "have", "n": fill.have})
+                if fill.rate is not None:
+                    await fill.rate(len(chunk))
+            digest = hasher.hexdigest()
+            if fill.digest is not None and digest != fill.digest:
+                raise UpstreamError(502, f"{head.source}: digest {digest} is not the catalog's {fill.digest}")
+            await asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
+            os.close(fd)
+            fd = -1
+            kept = True
+            info = await self.owner.call(Store.adopt, path, fill.store_key, tier=tier, size=fill.have,
+                                         digest=digest, hot=fill.hot, pin=fill.pin)
+            if fill.store_key == fill.key:
+                self.state.remember(fill.key, head.etag, head.last_modified, head.source)
+                if fill.key in self.state.stale:
+                    await self.mark_fresh([fill.key])
+            self.counters["fills"] += 1
+            self._tell(fill, {"ev": "done", "n": fill.have, "path": info.path})
+            return "stored"
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            if not kept:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+    # -- purge and revalidation ---------------------------------------------------------------------
+
+    async def purge(self, scope: str, value: str, soft: bool) -> int:
+        """Remove (hard) or mark stale (soft) the objects of a key, prefix or title; returns how many."""
+        prefix = f"titles/{value}/" if scope == "title" else value
+        if scope == "key":
+            infos = [i for i in [await self.owner.call(Store.get, value)] if i is not None]
+            infos += await self.owner.call(Store.list, f"{value}@slice")
+        else:
+            infos = await self.owner.call(Store.list, prefix)
+        keys = [i.key for i in infos]
+        dropped_sliced = [k for k in self.state.sliced if k == value or (scope != "key" and k.startswith(prefix))]
+        for key in [k for k in self.absent if k == value or (scope != "key" and k.startswith(prefix))]:
+            del self.absent[key]
+        if soft and not dropped_sliced:
+            self.state.mark_stale(keys, self.clock())
+            self._broadcast({"ev": "stale", "keys": keys})
+            return len(keys)
+        for key in dropped_sliced:
+            self.state.drop_sliced(key)
+        if scope == "key":
+            for key in keys:
+                await self.owner.call(Store.evict, key)
+        else:
+            await self.owner.call(Store.evict_prefix, prefix)
+        self.state.clear_stale([k for k in keys if k in self.state.stale])
+        self._broadcast({"ev": "purged", "keys": dropped_sliced})
+        return len(keys)
+
+    async def mark_fresh(self, keys: list[str]) -> None:
+        self.state.clear_stale(keys)
+        self._broadcast({"ev": "fresh", "keys": keys})
+
+    def _broadcast(self, event: dict[str, Any]) -> None:
+        for link in self.links:
+            link.send(event)
+
+    # -- prefetch -----------------------------------------------------------------------------------
+
+    async def prefetch_one(self, key: str, *, hot: bool, pin: bool, digest: str | None, size: int | None,
+                           rate: Callable[[int], Coroutine[Any, Any, None]] | None) -> str:
+        """Fill one object without a waiting client; "stored", "present", "absent" or "fail: reason"."""
+        if self.state.sliced.get(key) is not None or await self.owner.call(Store.get, key) is not None:
+            if pin:
+                with contextlib.suppress(OcaError):
+                    await self.owner.call(Store.set_pinned, key, True)
+            return "present"
+        running = self.fills.get(key)
+        if running is not None and running.done is not None:
+            return await asyncio.shield(running.done)
+        fill = Fill(key, key, hot=hot, pin=pin, digest=digest, size=size, rate=rate)
+        return await self._begin(fill, None)
+
+    # -- housekeeping -------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.upstream.close()
+        self.state.close()
+
+    def status(self) -> dict[str, Any]:
+        return {"in_flight": len(self.fills), "stale": len(self.state.stale), "sliced_objects": len(self.state.sliced),
+                **self.counters, "bytes_by_source": dict(self.bytes_by_source)}

@@ -1,0 +1,219 @@
+"""The box's client side: ask upstream sources for an object, in order, and hand back a body to read.
+
+Rules kept here:
+- Sources are tried in the configured order (peers of the site, then the parent tier, then origin). A source
+  that refuses the connection, does not answer within connect_timeout / first_byte_timeout, answers 5xx or
+  (for a peer) does not hold the object moves us to the next one. Only the origin's 404 is final: it
+  means the object does not exist (the caller caches that for negative_ttl).
+- Peers and parents are boxes: they get the fleet's peer credential (`Authorization: Bearer`); peers are
+  asked `Cache-Control: only-if-cached` (RFC 9111 §5.2.1.7) so a peer's miss does not turn into a second
+  upstream fetch: it answers 504 and we move on.
+- aiohttp's exceptions are translated here, once, into UpstreamError with the status the box answers
+  (502, or 504 for timeouts) and a short reason for the X-OCA-Reason header and the log.
+- A body read that stalls longer than between_bytes_timeout, or ends before Content-Length, raises
+  UpstreamError: the caller must not keep what it got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+
+from oca import __version__
+from oca.config import FetchConfig
+from oca.errors import ConfigError
+from oca.fetch.slices import parse_content_range
+
+log = logging.getLogger("oca.fetch")
+
+
+class UpstreamError(Exception):
+    """No source could give us the object (or the body broke off). `status` is what the client gets."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    name: str
+    url: str  # base URL without trailing slash; the content path is appended
+    kind: str  # peer | parent | origin
+    credential: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamHead:
+    """What a source answered, before the body."""
+
+    source: str
+    status: int  # 200, 206 or 304
+    first: int  # offset in the object of the body's first byte
+    length: int | None  # body bytes (None: close-delimited)
+    total: int | None  # the whole object's size, when known
+    etag: str | None
+    last_modified: str | None
+    content_type: str | None
+
+
+class UpstreamBody:
+    """An open upstream response: iterate chunks, then close."""
+
+    def __init__(self, head: UpstreamHead, response: aiohttp.ClientResponse, between_bytes: float) -> None:
+        self.head = head
+        self._response = response
+        self._between = between_bytes
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        received = 0
+        content = self._response.content
+        while True:
+            try:
+                chunk = await asyncio.wait_for(content.readany(), self._between)
+            except TimeoutError:
+                raise UpstreamError(504, f"{self.head.source}: no body bytes for {self._between:g}s "
+                                         f"after {received} bytes") from None
+            except (aiohttp.ClientError, OSError) as exc:
+                raise UpstreamError(502, f"{self.head.source}: body broke off after {received} bytes: "
+                                         f"{_describe(exc)}") from None
+            if not chunk:
+                break
+            received += len(chunk)
+            yield chunk
+        expected = self.head.length
+        if expected is not None and received != expected:
+            raise UpstreamError(502, f"{self.head.source}: body ended at {received} of {expected} bytes")
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class Upstream:
+    def __init__(self, config: FetchConfig, sources: list[Source]) -> None:
+        self.config = config
+        self.sources = sources
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout)
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(
+                timeout=timeout, connector=connector, auto_decompress=False,
+                headers={"User-Agent": f"oca/{__version__}"})
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def close_when_idle(self, grace: float = 300.0) -> None:
+        """After a reload: let fills still reading from the old session finish, then close it."""
+        await asyncio.sleep(grace)
+        await self.close()
+
+    async def open(self, key: str, *, byte_range: tuple[int, int] | None = None,
+                   if_none_match: str | None = None) -> UpstreamBody:
+        """The first source's answer for `key` (a range of it, or a 304 to if_none_match).
+
+        Raises UpstreamError(404) when the origin says the object does not exist, else UpstreamError(502/504)
+        naming every source's failure once all failed."""
+        if not self.sources:
+            raise UpstreamError(404, "not in cache and no upstream source is configured")
+        failures: list[str] = []
+        status = 502
+        for source in self.sources:
+            try:
+                return await self._try(source, key, byte_range, if_none_match)
+            except UpstreamError as exc:
+                if exc.status == 404 and source.kind == "origin":
+                    raise
+                failures.append(exc.reason)
+                status = exc.status if exc.status in (502, 504) else 502
+                log.warning("fill %s: %s", key, exc.reason)
+        raise UpstreamError(status, "; ".join(failures))
+
+    async def _try(self, source: Source, key: str, byte_range: tuple[int, int] | None,
+                   if_none_match: str | None) -> UpstreamBody:
+        headers = {"Accept-Encoding": "identity"}
+        if byte_range is not None:
+            headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+        if if_none_match:
+            headers["If-None-Match"] = if_none_match
+        if source.kind != "origin" and source.credential:
+            headers["Authorization"] = f"Bearer {source.credential}"
+        if source.kind == "peer":
+            headers["Cache-Control"] = "only-if-cached"
+        url = f"{source.url}/{key}"
+        try:
+            response = await asyncio.wait_for(
+                self._client().get(url, headers=headers, allow_redirects=False),
+                self.config.connect_timeout + self.config.first_byte_timeout)
+        except TimeoutError:
+            raise UpstreamError(504, f"{source.name}: no response within "
+                                     f"{self.config.first_byte_timeout:g}s") from None
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise UpstreamError(502, f"{source.name}: {_describe(exc)}") from None
+        try:
+            return self._accept(source, response, byte_range)
+        except UpstreamError:
+            response.close()
+            raise
+
+    def _accept(self, source: Source, response: aiohttp.ClientResponse,
+                byte_range: tuple[int, int] | None) -> UpstreamBody:
+        status = response.status
+        if status == 404 or (source.kind == "peer" and status == 504):
+            raise UpstreamError(404, f"{source.name}: does not have it ({status})")
+        if status not in (200, 206, 304):
+            raise UpstreamError(502, f"{source.name}: answered {status}")
+        length = response.content_length
+        first, total = 0, length
+        if status == 206:
+            parsed = parse_content_range(response.headers.get("Content-Range"))
+            if parsed is None or byte_range is None or parsed[0] != byte_range[0]:
+                raise UpstreamError(502, f"{source.name}: 206 with an unusable Content-Range "
+                                         f"{response.headers.get('Content-Range')!r}")
+            first, last, total = parsed
+            if length is not None and length != last - first + 1:
+                raise UpstreamError(502, f"{source.name}: Content-Length {length} does not match Content-Range")
+            length = last - first + 1
+        elif status == 304:
+            length, total = 0, None
+        head = UpstreamHead(source.name, status, first, length, total, response.headers.get("ETag"),
+                            response.headers.get("Last-Modified"), response.headers.get("Content-Type"))
+        return UpstreamBody(head, response, self.config.between_bytes_timeout)
+
+
+def sources_from_config(config: FetchConfig) -> list[Source]:
+    """The configured sources, with the peer credential read from its file (ConfigError if unreadable)."""
+    credential = None
+    if config.peer_credential_file:
+        credential = read_secret(config.peer_credential_file, "fetch.peer_credential_file")
+    return [Source(s.name, s.url.rstrip("/"), s.kind, credential) for s in config.sources]
+
+
+def read_secret(path: str, key: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            secret = fh.read().strip()
+    except OSError as exc:
+        raise ConfigError(path, key, f"cannot read: {exc.strerror or exc}") from None
+    if not secret:
+        raise ConfigError(path, key, "the file is empty")
+    return secret
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "closed the connection without answering"
+    text = str(exc) or type(exc).__name__
+    return text[:200]

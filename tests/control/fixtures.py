@@ -1,0 +1,185 @@
+"""Helpers of the control-plane service tests: a synthetic packaged title, control-plane configs, fake boxes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+VARIANTS = [("360p", 800_000, "640x360"), ("720p", 2_500_000, "1280x720"), ("1080p", 5_000_000, "1920x1080")]
+SEGMENTS = 3
+
+
+def _media_playlist() -> str:
+    lines = ["#EXTM3U", "#EXT-X-VERSION:6", "#EXT-X-TARGETDURATION:4", "#EXT-X-PLAYLIST-TYPE:VOD",
+             '#EXT-X-MAP:URI="init.mp4"']
+    for i in range(1, SEGMENTS + 1):
+        lines += ["#EXTINF:4.000,", f"seg_{i:05d}.m4s"]
+    return "\n".join([*lines, "#EXT-X-ENDLIST", ""])
+
+
+def master_playlist() -> str:
+    lines = ["#EXTM3U", "#EXT-X-VERSION:6", "#EXT-X-INDEPENDENT-SEGMENTS",
+             '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="English, stereo",LANGUAGE="en",DEFAULT=YES,'
+             'AUTOSELECT=YES,CHANNELS="2",URI="audio/index.m3u8"']
+    for name, bandwidth, resolution in VARIANTS:
+        lines += [f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},AVERAGE-BANDWIDTH={bandwidth * 9 // 10},'
+                  f'CODECS="avc1.4d401f,mp4a.40.2",RESOLUTION={resolution},FRAME-RATE=25.000,AUDIO="aud"',
+                  f"{name}/index.m3u8"]
+    return "\n".join([*lines, ""])
+
+
+def mpd() -> str:
+    reps = "\n".join(
+        f'      <Representation id="{name}" bandwidth="{bw}" codecs="avc1.4d401f" width="{res.split("x")[0]}" '
+        f'height="{res.split("x")[1]}" frameRate="25"/>' for name, bw, res in VARIANTS)
+    segs = "\n".join(f'          <SegmentURL media="audio/seg_{i:05d}.m4s"/>' for i in range(1, SEGMENTS + 1))
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT12S"
+     minBufferTime="PT2S" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011">
+  <Period id="0">
+    <AdaptationSet contentType="video" mimeType="video/mp4" segmentAlignment="true">
+      <SegmentTemplate timescale="1000" duration="4000" startNumber="1"
+                       initialization="$RepresentationID$/init.mp4" media="$RepresentationID$/seg_$Number%05d$.m4s"/>
+{reps}
+    </AdaptationSet>
+    <AdaptationSet contentType="audio" mimeType="audio/mp4" lang="en">
+      <Representation id="audio" bandwidth="128000" codecs="mp4a.40.2" audioSamplingRate="48000">
+        <SegmentList timescale="1000" duration="4000">
+          <Initialization sourceURL="audio/init.mp4"/>
+{segs}
+        </SegmentList>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>
+"""
+
+
+def package_files() -> dict[str, bytes]:
+    """Relative path -> bytes of a small HLS + DASH package (segments are plain bytes)."""
+    files: dict[str, bytes] = {"master.m3u8": master_playlist().encode(), "manifest.mpd": mpd().encode()}
+    for n, rendition in enumerate([name for name, _, _ in VARIANTS] + ["audio"]):
+        files[f"{rendition}/index.m3u8"] = _media_playlist().encode()
+        files[f"{rendition}/init.mp4"] = bytes([n]) * 100
+        for i in range(1, SEGMENTS + 1):
+            files[f"{rendition}/seg_{i:05d}.m4s"] = bytes([n, i]) * (500 + 10 * i)
+    return files
+
+
+def write_package(root: str, files: dict[str, bytes] | None = None) -> str:
+    for rel, data in (files or package_files()).items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(data)
+    return root
+
+
+def write_control_config(workdir: str, boxes: list[dict[str, Any]], *, listen: str = "127.0.0.1:0",
+                         origin_url: str = "http://127.0.0.1:9/origin", **sections: Any) -> str:
+    """A control.yaml: one site `lab` (coverage 127.0.0.0/8 -> lab), the given boxes, overrides by section."""
+    coverage = os.path.join(workdir, "coverage.csv")
+    with open(coverage, "w", encoding="utf-8") as fh:
+        fh.write("prefix,lat,lon,country\n127.0.0.0/8,52.37,4.90,NL\n10.0.0.0/8,40.71,-74.0,US\n")
+    config: dict[str, Any] = {
+        "listen": listen,
+        "coverage_file": "coverage.csv",
+        "state": {"path": "state/control.db"},
+        "fleet": {
+            "origin_url": origin_url,
+            "sites": [{"id": "lab", "latitude": 52.37, "longitude": 4.90, "country": "NL"}],
+            "boxes": boxes,
+        },
+        "health": {"interval": "200ms", "timeout": "150ms", "down_after": 2, "up_after": 2},
+        "invalidation": {"retry_interval": "200ms", "push_timeout": "1s"},
+        "popularity": {"snapshot_interval": "1s"},
+        "steering": {"ttl": "1s"},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            config[section].update(values)
+        else:
+            config[section] = values
+    path = os.path.join(workdir, "control.yaml")
+    with open(path, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(config, fh)
+    return path
+
+
+def box_entry(box_id: str, data_port: int, admin_port: int, **extra: Any) -> dict[str, Any]:
+    return {"id": box_id, "site": "lab", "data_url": f"http://127.0.0.1:{data_port}",
+            "admin_url": f"http://127.0.0.1:{admin_port}", "egress_capacity": "1Gbps", **extra}
+
+
+ConfigWriter = Callable[..., str]
+
+
+@dataclass
+class FakeBox:
+    """A box's admin API, as far as the control plane uses it, with faults on demand."""
+
+    box_id: str
+    mode: str = "ok"  # ok | junk | hang | error | wrong-box
+    draining: bool = False
+    egress_bps: float | None = None
+    tiers: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "ssd", "state": "up", "capacity": 100,
+                                                                  "used": 10}])
+    invalidation_seq: int | None = 0  # None: the box does not report one
+    accept_invalidations: bool = True
+    received: list[dict[str, Any]] = field(default_factory=list)
+    titles: dict[str, int] = field(default_factory=dict)
+    inventory_sequence: int = 1
+    status_calls: int = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.add_routes([web.get("/status", self.status), web.post("/invalidations", self.invalidations),
+                        web.get("/inventory/titles", self.inventory), web.post("/drain", self.drain),
+                        web.post("/undrain", self.undrain)])
+        return app
+
+    async def status(self, request: web.Request) -> web.StreamResponse:
+        self.status_calls += 1
+        if self.mode == "hang":
+            await asyncio.sleep(3600)
+        if self.mode == "junk":
+            return web.Response(text="<html>not json</html>", content_type="text/html")
+        if self.mode == "error":
+            return web.Response(status=500)
+        body: dict[str, Any] = {"version": "9.9", "box": "someone-else" if self.mode == "wrong-box" else self.box_id,
+                                "site": "lab", "draining": self.draining, "tiers": self.tiers, "connections": 3,
+                                "inventory_sequence": self.inventory_sequence}
+        if self.egress_bps is not None:
+            body["egress_bps"] = self.egress_bps
+        if self.invalidation_seq is not None:
+            body["invalidation_seq"] = self.invalidation_seq
+        return web.json_response(body)
+
+    async def invalidations(self, request: web.Request) -> web.Response:
+        if not self.accept_invalidations:
+            return web.Response(status=503)
+        body = await request.json()
+        for entry in body["invalidations"]:
+            if entry["seq"] > (self.invalidation_seq or 0):
+                self.received.append(entry)
+                self.invalidation_seq = entry["seq"]
+        return web.json_response({"applied_seq": self.invalidation_seq or 0})
+
+    async def inventory(self, request: web.Request) -> web.Response:
+        titles = {t: {"objects": n, "bytes": n * 1000} for t, n in self.titles.items()}
+        return web.json_response({"sequence": self.inventory_sequence, "full": True, "titles": titles,
+                                  "removed": []})
+
+    async def drain(self, request: web.Request) -> web.Response:
+        self.draining = True
+        return web.json_response({"draining": True})
+
+    async def undrain(self, request: web.Request) -> web.Response:
+        self.draining = False
+        return web.json_response({"draining": False})

@@ -1,0 +1,98 @@
+"""configs/control.yaml and the fleet/coverage loaders: defaults, units, and one-line errors naming the key."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import pytest
+import yaml
+
+from control.config import load_control_config
+from control.fleet import load_coverage, parse_rate
+from oca.errors import ConfigError
+from tests.conftest import ROOT
+from tests.control.fixtures import box_entry, write_control_config
+
+
+def test_the_shipped_config_loads(tmp_path: Any) -> None:
+    shutil.copy(os.path.join(ROOT, "configs", "control.yaml"), tmp_path / "control.yaml")
+    config = load_control_config(str(tmp_path / "control.yaml"))
+    assert config.health.interval == 2.0 and config.health.down_after == 2 and config.steering.ttl == 10.0
+    assert config.fleet.boxes["ams1-box1"].egress_capacity == 10_000_000_000
+    assert config.fleet.sites["isp-ams-1"].parent == "ix-ams"
+    assert config.state.path == "/var/lib/oca-control/state.db"
+    assert config.base_url() == "http://127.0.0.1:8090"
+
+
+def test_test_config_resolves_paths_and_coverage(tmp_path: Any) -> None:
+    path = write_control_config(str(tmp_path), [box_entry("b1", 1, 2, prefixes=["192.0.2.0/24"])])
+    config = load_control_config(path)
+    assert config.state.path == str(tmp_path / "state" / "control.db")
+    assert [a.prefix for a in config.fleet.coverage] == ["127.0.0.0/8", "10.0.0.0/8"]
+    assert config.fleet.boxes["b1"].prefixes == ("192.0.2.0/24",)
+    assert config.health.interval == 0.2
+
+
+def test_fleet_in_its_own_file(tmp_path: Any) -> None:
+    path = write_control_config(str(tmp_path), [box_entry("b1", 1, 2)])
+    raw = yaml.safe_load(open(path))
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(raw["fleet"]))
+    raw["fleet"] = {"file": "fleet.yaml"}
+    (tmp_path / "control.yaml").write_text(yaml.safe_dump(raw))
+    assert list(load_control_config(path).fleet.boxes) == ["b1"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda c: c.update(colour="red"), "control.yaml: colour: unknown key"),
+    (lambda c: c["health"].update(interval="soon"), "health.interval: expected a duration"),
+    (lambda c: c["health"].update(down_after=0), "health.down_after: must be at least 1"),
+    (lambda c: c.update(listen="nowhere"), "listen: expected HOST:PORT"),
+    (lambda c: c.pop("fleet"), "fleet: is required"),
+    (lambda c: c["fleet"]["boxes"][0].update(site="mars"), "fleet.boxes[0].site: unknown site 'mars'"),
+    (lambda c: c["fleet"]["boxes"][0].update(id="bad id"), "fleet.boxes[0].id: expected an id"),
+    (lambda c: c["fleet"]["boxes"][0].update(id="origin"), "reserved for the origin pathway"),
+    (lambda c: c["fleet"]["boxes"].append(dict(c["fleet"]["boxes"][0])), "fleet.boxes[1].id: duplicate box id"),
+    (lambda c: c["fleet"]["boxes"][0].update(prefixes=["10.0.0.1/8"]), "fleet.boxes[0].prefixes[0]: not a CIDR"),
+    (lambda c: c["fleet"]["boxes"][0].update(egress_capacity="fast"), "egress_capacity: expected a rate"),
+    (lambda c: c["fleet"]["boxes"][0].update(admin_url="ftp://x"), "fleet.boxes[0].admin_url: expected an http"),
+    (lambda c: c["fleet"]["boxes"][0].update(colour=1), "fleet.boxes[0].colour: unknown key"),
+    (lambda c: c["fleet"]["sites"][0].update(parent="lab"), "parent chain of 'lab' loops"),
+    (lambda c: c["fleet"]["sites"][0].update(parent="nowhere"), "fleet.sites[0].parent: unknown site 'nowhere'"),
+    (lambda c: c["fleet"]["sites"][0].update(latitude=91), "fleet.sites[0].latitude: expected a number from -90"),
+    (lambda c: c["fleet"]["sites"][0].update(country="NLD"), "fleet.sites[0].country: expected a two-letter"),
+    (lambda c: c.update(coverage_file="missing.csv"), "missing.csv: cannot read"),
+    (lambda c: c.update(public_url="ftp://x"), "public_url: expected an http(s) URL"),
+])
+def test_bad_values_name_the_key(tmp_path: Any, change: Any, message: str) -> None:
+    path = write_control_config(str(tmp_path), [box_entry("b1", 1, 2)])
+    raw = yaml.safe_load(open(path))
+    change(raw)
+    (tmp_path / "control.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as info:
+        load_control_config(path)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_coverage_yaml_and_csv_errors(tmp_path: Any) -> None:
+    good = tmp_path / "coverage.yaml"
+    good.write_text(yaml.safe_dump([{"prefix": "2001:db8::/32", "lat": 1, "lon": 2, "country": "de"}]))
+    area = load_coverage(str(good))[0]
+    assert (area.prefix, area.latitude, area.longitude, area.country) == ("2001:db8::/32", 1.0, 2.0, "DE")
+    bad = tmp_path / "coverage.csv"
+    bad.write_text("# comment\n192.0.2.0/24,1,2\n")
+    with pytest.raises(ConfigError, match="line 2: expected 4 columns"):
+        load_coverage(str(bad))
+    bad.write_text("192.0.2.0/24,north,2,US\n")
+    with pytest.raises(ConfigError, match="line 1: lat and lon must be numbers"):
+        load_coverage(str(bad))
+
+
+def test_rates() -> None:
+    assert parse_rate("10Gbps") == 10**10 and parse_rate("400Mbit") == 4 * 10**8 and parse_rate(1000) == 1000
+    assert parse_rate("1.5G") == 1_500_000_000
+    for bad in ("fast", "10 parsecs", True):
+        with pytest.raises(ValueError):
+            parse_rate(bad)

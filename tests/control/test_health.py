@@ -1,0 +1,127 @@
+"""Health polling: concurrency with timeouts, hysteresis k down / m up, load, draining, junk answers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+
+from control.health import HealthPoller
+from control.model import Box, Fleet, Site
+from tests.control.fixtures import FakeBox
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _fleet(aiohttp_server: Any, *fakes: FakeBox) -> Fleet:
+    boxes = {}
+    for fake in fakes:
+        server = await aiohttp_server(fake.app())
+        url = f"http://127.0.0.1:{server.port}"
+        boxes[fake.box_id] = Box(fake.box_id, "lab", url, url, egress_capacity=1_000_000)
+    return Fleet({"lab": Site("lab", 0.0, 0.0, "NL")}, boxes, (), "http://origin")
+
+
+async def test_hysteresis_k_down_m_up(aiohttp_server: Any) -> None:
+    fake = FakeBox("b1")
+    fleet = await _fleet(aiohttp_server, fake)
+    clock = Clock()
+    async with aiohttp.ClientSession() as session:
+        poller = HealthPoller(fleet, session, clock, timeout=1.0, down_after=3, up_after=2)
+        assert not poller.health()["b1"].healthy  # not polled yet
+        await poller.poll_once()
+        assert poller.health()["b1"].healthy  # the first poll decides directly
+        assert poller.health()["b1"].last_healthy_poll == 1000.0
+        fake.mode = "error"
+        for expected in (True, True, False):  # k = 3 failures
+            clock.now += 1
+            await poller.poll_once()
+            assert poller.health()["b1"].healthy is expected
+        assert "500" in (poller.health()["b1"].error or "")
+        fake.mode = "ok"
+        clock.now += 1
+        await poller.poll_once()
+        assert not poller.health()["b1"].healthy  # m = 2 successes
+        assert poller.health()["b1"].last_healthy_poll == clock.now  # yet the poll itself was good
+        clock.now += 1
+        await poller.poll_once()
+        assert poller.health()["b1"].healthy
+
+
+async def test_junk_wrong_box_and_hang_are_failures_and_do_not_slow_the_others(aiohttp_server: Any) -> None:
+    fakes = [FakeBox("good"), FakeBox("junk", mode="junk"), FakeBox("hang", mode="hang"),
+             FakeBox("wrong", mode="wrong-box"), FakeBox("error", mode="error")]
+    fleet = await _fleet(aiohttp_server, *fakes)
+    async with aiohttp.ClientSession() as session:
+        poller = HealthPoller(fleet, session, time.time, timeout=0.3, down_after=1, up_after=1)
+        started = time.monotonic()
+        await poller.poll_once()
+        elapsed = time.monotonic() - started
+        health = poller.health()
+    assert elapsed < 0.3 + 0.5, elapsed  # one timeout, not one per box
+    assert health["good"].healthy and health["good"].version == "9.9"
+    for box_id in ("junk", "hang", "wrong", "error"):
+        assert not health[box_id].healthy, box_id
+    assert "not JSON" in (health["junk"].error or "")
+    assert "no answer within" in (health["hang"].error or "")
+    assert "someone-else" in (health["wrong"].error or "")
+
+
+async def test_background_polls_of_a_hanging_box_do_not_delay_the_others(aiohttp_server: Any) -> None:
+    good, hang = FakeBox("good"), FakeBox("hang", mode="hang")
+    fleet = await _fleet(aiohttp_server, good, hang)
+    async with aiohttp.ClientSession() as session:
+        poller = HealthPoller(fleet, session, time.time, interval=0.1, timeout=1.0, down_after=1, up_after=1)
+        poller.start()
+        try:
+            await asyncio.sleep(0.65)
+        finally:
+            await poller.stop()
+    assert good.status_calls >= 5  # every 100 ms although its neighbour hangs for a whole second each time
+    assert hang.status_calls <= 2
+
+
+async def test_load_draining_failed_tiers_and_operator_drain(aiohttp_server: Any) -> None:
+    fake = FakeBox("b1", egress_bps=450_000, draining=True,
+                   tiers=[{"name": "ssd", "state": "failed"}, {"name": "hdd", "state": "up"}])
+    fleet = await _fleet(aiohttp_server, fake)
+    async with aiohttp.ClientSession() as session:
+        poller = HealthPoller(fleet, session, time.time, timeout=1.0)
+        await poller.poll_once()
+        h = poller.health()["b1"]
+        assert h.healthy and h.draining and h.load == 0.45 and h.failed_tiers == ("ssd",)
+        fake.draining = False
+        await poller.poll_once()
+        assert not poller.health()["b1"].draining
+        poller.set_drained(frozenset({"b1"}))
+        assert poller.health()["b1"].draining
+        fake.tiers = [{"name": "ssd", "state": "failed"}]
+        poller.down_after = 1
+        await poller.poll_once()
+        assert not poller.health()["b1"].healthy
+        assert poller.health()["b1"].error == "every tier has failed"
+
+
+async def test_a_recovering_box_must_have_applied_the_invalidation_log(aiohttp_server: Any) -> None:
+    fake = FakeBox("b1", mode="error", invalidation_seq=3)
+    fleet = await _fleet(aiohttp_server, fake)
+    async with aiohttp.ClientSession() as session:
+        poller = HealthPoller(fleet, session, time.time, timeout=1.0, down_after=1, up_after=1,
+                              required_seq=lambda: 5)
+        await poller.poll_once()
+        assert not poller.health()["b1"].healthy
+        fake.mode = "ok"
+        await poller.poll_once()
+        assert not poller.health()["b1"].healthy
+        assert "invalidations not applied" in (poller.health()["b1"].error or "")
+        fake.invalidation_seq = 5
+        await poller.poll_once()
+        assert poller.health()["b1"].healthy

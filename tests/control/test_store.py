@@ -1,0 +1,145 @@
+"""The StateStore contract, run against every implementation (SQLite today; PostgreSQL later)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from control.model import CatalogFile, Rendition, Title
+from control.store import StateStore
+from control.store.sqlite import SQLiteStore, StoreError
+from oca.errors import Conflict
+
+Opener = Callable[[], StateStore]
+
+
+@pytest.fixture(params=["sqlite"])
+def opener(request: Any, tmp_path: Any) -> Iterator[Opener]:
+    opened: list[StateStore] = []
+
+    def open_store() -> StateStore:
+        store = SQLiteStore.open(str(tmp_path / "state" / "control.db"))
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        try:
+            store.close()
+        except Exception:
+            pass
+
+
+def _append(store: StateStore, value: str, client_id: str | None = None, soft: bool = False) -> Any:
+    return store.append_invalidation("prefix", value, soft=soft, reason="test", operator="alice", time=1.0,
+                                     client_id=client_id)
+
+
+def test_sequence_numbers_increase_and_survive_reopen(opener: Opener) -> None:
+    store = opener()
+    assert store.last_invalidation_seq() == 0
+    seqs = [_append(store, f"titles/{i}/")[0].seq for i in range(3)]
+    assert seqs == [1, 2, 3]
+    store.close()
+    store = opener()
+    assert store.last_invalidation_seq() == 3
+    assert [e.value for e in store.invalidations_since(1)] == ["titles/1/", "titles/2/"]
+    assert store.invalidations_since(0, limit=1)[0].seq == 1
+    entry = store.get_invalidation(2)
+    assert entry is not None and entry.operator == "alice" and entry.reason == "test"
+    assert store.get_invalidation(9) is None
+    assert _append(store, "titles/9/")[0].seq == 4
+
+
+def test_client_ids_make_appends_idempotent(opener: Opener) -> None:
+    store = opener()
+    first, created = _append(store, "titles/1/", "op-1")
+    again, created_again = _append(store, "titles/1/", "op-1")
+    assert created and not created_again and again == first
+    assert store.last_invalidation_seq() == 1
+    with pytest.raises(Conflict, match="op-1"):
+        _append(store, "titles/2/", "op-1")
+    store.close()
+    store = opener()
+    assert _append(store, "titles/1/", "op-1") == (first, False)
+
+
+def test_concurrent_appends_get_distinct_sequences(opener: Opener) -> None:
+    store = opener()
+    results: list[int] = []
+
+    def work(n: int) -> None:
+        for i in range(20):
+            results.append(_append(store, f"titles/{n}-{i}/", f"id-{n}-{i}")[0].seq)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == list(range(1, 81))
+
+
+def test_applied_sequences_only_move_forward(opener: Opener) -> None:
+    store = opener()
+    assert store.record_applied("b1", 5, 1.0) == 5
+    assert store.record_applied("b1", 3, 2.0) == 5
+    assert store.record_applied("b2", 1, 2.0) == 1
+    store.close()
+    assert opener().applied_seqs() == {"b1": 5, "b2": 1}
+
+
+def test_drains_and_audit_survive_reopen(opener: Opener) -> None:
+    store = opener()
+    store.set_drained("b1", True, operator="alice", time=1.0)
+    store.set_drained("b2", True, operator="alice", time=2.0)
+    store.set_drained("b2", False, operator="bob", time=3.0)
+    _append(store, "titles/1/")
+    store.add_audit(time=4.0, operator="carol", action="catalog", subject="42", detail={"files": 3})
+    store.close()
+    store = opener()
+    assert store.drained() == frozenset({"b1"})
+    actions = [(e.operator, e.action, e.subject) for e in store.audit()]
+    assert actions == [("alice", "drain", "b1"), ("alice", "drain", "b2"), ("bob", "undrain", "b2"),
+                       ("alice", "invalidate", "prefix:titles/1/"), ("carol", "catalog", "42")]
+    assert store.audit(limit=1)[0].detail == {"files": 3}
+
+
+def test_popularity_snapshot_and_titles(opener: Opener) -> None:
+    store = opener()
+    assert store.load_popularity() is None and store.titles() == []
+    store.save_popularity({"version": 1, "counters": {"lab": {"42": [1.5, 10.0]}}}, 10.0)
+    title = Title("42", (Rendition("720p", "video", 2_000_000, "avc1.4d401f", (1280, 720), None, 25.0,
+                                   "titles/42/720p/index.m3u8"),),
+                  (CatalogFile("titles/42/720p/index.m3u8", 10, "0" * 32),), frozenset({"NL"}),
+                  "titles/42/master.m3u8", "titles/42/manifest.mpd", 5.0)
+    store.put_title(title, "<MPD/>")
+    store.close()
+    store = opener()
+    assert store.load_popularity() == {"version": 1, "counters": {"lab": {"42": [1.5, 10.0]}}}
+    assert store.get_title("42") == title and store.titles() == [title]
+    assert store.get_mpd("42") == "<MPD/>" and store.get_mpd("43") is None and store.get_title("43") is None
+
+
+def test_a_newer_schema_is_refused(tmp_path: Any) -> None:
+    import sqlite3
+
+    path = str(tmp_path / "db")
+    SQLiteStore.open(path).close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(StoreError, match="schema 99"):
+        SQLiteStore.open(path)
+
+
+def test_the_database_is_in_wal_mode(tmp_path: Any) -> None:
+    path = str(tmp_path / "db")
+    store = SQLiteStore.open(path)
+    _append(store, "titles/1/")
+    assert os.path.exists(path + "-wal")
+    store.close()
