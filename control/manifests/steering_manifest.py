@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from control.manifests.common import PATHWAY_ID_RE
 
 STEERING_VERSION = 1
-DEFAULT_TTL = 10  # seconds; the issue wants a dead box gone from every response within 3 polls of 2 s
+DEFAULT_TTL = 10  # seconds: short, so a player learns of a dead or drained box within one reload
 MEDIA_TYPE = "application/json"
 
 

@@ -38,6 +38,7 @@ from oca.http.ranges import (
 from oca.keys import key_from_target
 from oca.serve.accesslog import fast_fields
 from oca.serve.dates import DateCache
+from oca.serve.gate import Gate
 from oca.serve.messages import FileSlice, Growing, Lazy, ObjectTruncated, Part, Request, Response
 from oca.serve.objects import Entry, ObjectCache
 
@@ -76,10 +77,11 @@ class StorageFaults(Protocol):
 
 class ContentHandler:
     def __init__(self, objects: ObjectCache, http: HttpConfig, faults: StorageFaults,
-                 fills: RemoteFills | None = None, *, fetching: bool = False) -> None:
+                 fills: RemoteFills | None = None, *, fetching: bool = False, gate: Gate | None = None) -> None:
         self._objects = objects
         self.fills = fills  # None: no master to fill misses through (a miss is a 404)
         self.fetching = fetching and fills is not None  # False: no upstream sources (a miss is a 404)
+        self.gate = gate if gate is not None and gate.verifier is not None else None  # None: no token needed
         self._http = http
         self.faults = faults
         self._dates = DateCache()
@@ -110,6 +112,10 @@ class ContentHandler:
             if self.draining:
                 return self.error(req, 503, "draining")
             return self._simple(req, 200, b"ok\n", b"Content-Type: text/plain\r\nCache-Control: no-store\r\n")
+        token = None
+        if target.startswith(b"/t/"):  # RFC 9246 token as the first path segment: never part of the key
+            token, target = Gate.split(target)
+            req.target = target  # what the access log shows: the path without the credential
         parsed = self._keys.get(target)
         if parsed is None:
             try:
@@ -122,6 +128,12 @@ class ContentHandler:
         key, query = parsed
         if method == "OPTIONS":
             return self._simple(req, 204, b"", self._preflight)
+        if self.gate is not None:
+            refused = self.gate.check(token, key, req.client, req.headers.get("authorization"))
+            if refused is not None:
+                resp = self.error(req, 403, refused)
+                resp.key = key
+                return resp
         entry = self._objects.get(key)
         if (entry is not None and entry.body is not None and method == "GET" and "CMCD=" not in query
                 and not entry.stale and req.headers.keys().isdisjoint(_SPECIAL)):

@@ -41,6 +41,7 @@ from oca.fetch.prefetch import PrefetchQueue
 from oca.fetch.state import FetchState
 from oca.fetch.upstream import Upstream, sources_from_config
 from oca.serve import sdnotify
+from oca.serve.gate import Gate
 from oca.serve.listeners import bind_listeners
 from oca.serve.owner import StorageOwner
 from oca.serve.stats import FleetStats
@@ -105,6 +106,7 @@ class Master:
         # installed before anything else, so an early SIGHUP never kills the master (its default action);
         # a reload waits for the start-up to finish (the generation lock)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
+        Gate(self.config.tokens, None)  # a bad JWKS file stops the box here, with one line (exit 2)
         await self.owner.open()
         self.fills = FillManager(self.config.fetch, self.owner, FetchState(self.config.storage.state_dir),
                                  Upstream(self.config.fetch, sources_from_config(self.config.fetch)))
@@ -169,6 +171,7 @@ class Master:
         try:
             fresh = self._reloadable(load_box_config(self.config_path))
             upstream_sources = sources_from_config(fresh.fetch)
+            Gate(fresh.tokens, None)  # the JWKS is re-read: a key rotation is a reload
             old_server, new_server = self.config.server, fresh.server
             old_listeners: list[socket.socket] = []
             if (old_server.listen, old_server.backlog, old_server.worker_count()) != (

@@ -23,7 +23,9 @@ import sys
 from oca.config import BoxConfig, box_config_from_raw
 from oca.fetch.link import Link
 from oca.fetch.remote import RemoteFills
+from oca.fetch.upstream import read_secret
 from oca.serve.accesslog import AccessLog
+from oca.serve.gate import Gate
 from oca.serve.handler import ContentHandler
 from oca.serve.objects import ObjectCache
 from oca.serve.server import Server
@@ -55,7 +57,10 @@ class Worker:
         if self.fills is not None:
             objects.stale = self.fills.stale  # one set, kept current by the master's messages
             self.fills.on_changed = objects.forget_all
-        self.handler = ContentHandler(objects, config.http, self, self.fills, fetching=bool(config.fetch.sources))
+        peer = read_secret(config.fetch.peer_credential_file, "fetch.peer_credential_file") \
+            if config.fetch.peer_credential_file else None
+        self.handler = ContentHandler(objects, config.http, self, self.fills, fetching=bool(config.fetch.sources),
+                                      gate=Gate(config.tokens, peer))
         self.server = Server(loop, listener, self.handler, config.server, self.stats,
                              AccessLog(config.log.access_log))
         self._stopping: asyncio.Future[None] = loop.create_future()

@@ -23,6 +23,8 @@ from tests.conftest import Box, import_dir, kill_box, start_box, status_of, writ
 
 KEY = "titles/1/720p/seg_00001.m4s"
 OBJECT = b"segment-bytes" * 10
+BIG_KEY = "titles/1/1080p/rendition.mp4"
+BIG = os.urandom(1 << 20)  # beyond the memory cache: sent with sendfile, so answers queue behind it
 GET = f"GET /{KEY} HTTP/1.1\r\nHost: cdn.example\r\n".encode()
 SECOND = f"GET /{KEY} HTTP/1.1\r\nHost: cdn.example\r\n\r\n".encode()  # what a smuggler hopes is parsed
 
@@ -32,7 +34,7 @@ def box(tmp_path_factory: Any) -> Iterator[Box]:
     workdir = str(tmp_path_factory.mktemp("smuggling"))
     config = write_box_config(workdir, server={"header_timeout": "3s"})
     content = os.path.join(workdir, "content")
-    write_objects(content, {KEY: OBJECT})
+    write_objects(content, {KEY: OBJECT, BIG_KEY: BIG})
     assert import_dir(config, content).returncode == 0
     handle = start_box(config, workdir)
     yield handle
@@ -134,6 +136,22 @@ def test_a_shape_after_a_good_pipelined_request_is_refused_in_turn(box: Box) -> 
     assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and raw.count(OBJECT) == 1
     assert re.findall(rb"HTTP/1.1 (\d+) ", raw) == [b"200", b"400"]
     assert closed
+
+
+def test_every_queued_answer_goes_out_before_the_close(box: Box) -> None:
+    big = f"GET /{BIG_KEY} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    raw, closed = exchange(box.port, big + big + SHAPES["cl-and-te"], timeout=5)
+    assert re.findall(rb"HTTP/1.1 (\d+) ", raw[:300]) == [b"200"] and raw.count(BIG) == 2
+    assert raw.endswith(b"\r\n\r\n400 Bad Request: malformed request: Transfer-Encoding can't be present with "
+                        b"Content-Length\n") and closed
+    with socket.create_connection(("127.0.0.1", box.port), timeout=5) as sock:  # the client half-closes
+        sock.sendall(big * 3)
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(5)
+        received = b""
+        while chunk := sock.recv(1 << 20):
+            received += chunk
+    assert received.count(BIG) == 3
 
 
 def test_the_box_still_serves_after_every_shape(box: Box) -> None:

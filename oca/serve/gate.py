@@ -1,0 +1,55 @@
+"""Who may have content: a player with a valid token, a peer box with the fleet credential, or anyone for
+unsigned prefixes (and everyone when tokens are not required).
+
+Rules kept here:
+- The token is the first path segment, `/t/<jwt>/titles/...`; it is cut off the request-target before the
+  key is derived, so the key (and the cache) never sees it.
+- Verification is RFC 9246 via oca.tokens (cached per token until it expires, so a session costs one
+  signature check per worker); a refusal is 403 with the reason in X-OCA-Reason and the access log.
+- A peer box presents `Authorization: Bearer <fleet peer credential>`, compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from oca.config import TokensConfig
+from oca.tokens import TokenRejected, TokenVerifier, load_jwks
+
+_PREFIX = b"/t/"
+
+
+class Gate:
+    def __init__(self, config: TokensConfig, peer_credential: str | None) -> None:
+        self.required = config.required
+        self.unsigned = tuple(config.unsigned_prefixes)
+        self.verifier: TokenVerifier | None = None
+        if config.required:
+            assert config.jwks_file is not None  # the config loader insists
+            self.verifier = TokenVerifier(load_jwks(config.jwks_file), leeway=config.clock_skew,
+                                          issuers=frozenset(config.issuers) or None)
+        self._peer = f"Bearer {peer_credential}".encode() if peer_credential else None
+
+    @staticmethod
+    def split(target: bytes) -> tuple[str | None, bytes]:
+        """(token or None, the target without it); "" as token for a `/t/` segment with nothing usable."""
+        if not target.startswith(_PREFIX):
+            return None, target
+        end = target.find(b"/", 3)
+        if end < 0:
+            return "", b"/"
+        return target[3:end].decode("latin-1"), target[end:]
+
+    def check(self, token: str | None, key: str, client: str, authorization: str | None) -> str | None:
+        """None if the request may have `key`; otherwise the reason for a 403."""
+        verifier = self.verifier
+        if verifier is None or (self.unsigned and key.startswith(self.unsigned)):
+            return None
+        if authorization is not None and self._peer is not None and hmac.compare_digest(
+                authorization.encode("latin-1", "replace"), self._peer):
+            return None
+        try:
+            verifier.verify(token, "/" + key, client)
+        except TokenRejected as exc:
+            return f"token {exc.reason}: {exc.detail}"
+        return None
