@@ -43,6 +43,7 @@ import yaml
 
 from loadtest.nginx import Nginx, NginxError, NginxSettings, default_user, nginx_version
 from loadtest.wrk import WrkError, WrkErrors, WrkResult, run_wrk
+from oca.tokens import generate_private_key, mint, public_jwk, title_scope, token_path
 
 SERVERS = ("oca", "nginx")
 WRK_THREADS = 2
@@ -110,6 +111,7 @@ class Plan:
     duration: int
     warmup: int
     workers: int
+    tokens: bool = True  # oca requires tokens and every request carries one (the production set-up)
 
 
 @dataclass
@@ -191,7 +193,8 @@ def machine_line(nginx_binary: str, plan: Plan) -> str:
     return (f"machine: nproc {len(os.sched_getaffinity(0))}, kernel {platform.release()}, "
             f"python {platform.python_version()}, {nginx_version(nginx_binary)}, workers {plan.workers}, "
             f"{now}; wrk -t{WRK_THREADS}, {plan.rounds} round(s) x {plan.duration}s "
-            f"(+{plan.warmup}s warm-up) per server and case")
+            f"(+{plan.warmup}s warm-up) per server and case; oca "
+            f"{'with tokens required (every request carries /t/<jwt>/)' if plan.tokens else 'without tokens'}")
 
 
 # --- the object set on disk --------------------------------------------------------------------------
@@ -214,6 +217,35 @@ def write_objects(root: str, sets: Sequence[ObjectSet]) -> dict[str, str]:
     return paths_files
 
 
+class Signer:
+    """Plays the control plane: one Ed25519 key, its JWKS for the box, one token per title (6 h)."""
+
+    def __init__(self, workdir: str) -> None:
+        self.key = generate_private_key("EdDSA")
+        self.jwks = os.path.join(workdir, "jwks.json")
+        with open(self.jwks, "w", encoding="utf-8") as fh:
+            json.dump({"keys": [public_jwk(self.key, "bench-1")]}, fh)
+        self._tokens: dict[str, str] = {}
+
+    def path(self, key: str) -> str:
+        """The request path a steered player would use: /t/<token for the key's title>/<key>."""
+        title = key.split("/")[1]
+        token = self._tokens.get(title)
+        if token is None:
+            token = mint(self.key, "bench-1", issuer="bench", scope=title_scope(title), lifetime=6 * 3600,
+                         now=time.time())
+            self._tokens[title] = token
+        return token_path(token, key)
+
+
+def tokenised_paths(paths_file: str, signer: Signer) -> str:
+    """A copy of a paths file with every path carrying its title's token."""
+    out = paths_file.replace(".txt", "-tokens.txt")
+    with open(paths_file, encoding="ascii") as src, open(out, "w", encoding="ascii") as dst:
+        dst.writelines(signer.path(line.strip()[1:]) + "\n" for line in src if line.strip())
+    return out
+
+
 def free_ports(count: int) -> list[int]:
     """Distinct free loopback ports (all held open at once while choosing)."""
     with contextlib.ExitStack() as stack:
@@ -223,7 +255,8 @@ def free_ports(count: int) -> list[int]:
         return [int(sock.getsockname()[1]) for sock in socks]
 
 
-def verify_same_objects(urls: dict[str, str], root: str, sets: Sequence[ObjectSet]) -> None:
+def verify_same_objects(urls: dict[str, str], root: str, sets: Sequence[ObjectSet],
+                        signer: Signer | None = None) -> None:
     """The first and last object of each set comes back byte-identical from every server."""
     for objects in sets:
         keys = objects.keys()
@@ -231,7 +264,8 @@ def verify_same_objects(urls: dict[str, str], root: str, sets: Sequence[ObjectSe
             with open(os.path.join(root, key), "rb") as fh:
                 want = hashlib.sha256(fh.read()).hexdigest()
             for server, url in urls.items():
-                status, body = http_get(f"{url}/{key}")
+                path = signer.path(key) if signer is not None and server == "oca" else f"/{key}"
+                status, body = http_get(f"{url}{path}")
                 got = hashlib.sha256(body).hexdigest()
                 if status != 200 or got != want:
                     raise BenchError(f"{server}: GET /{key} answered {status} with {len(body)} bytes "
@@ -270,7 +304,7 @@ class OcaBox:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def write_config(self, access_log: str) -> None:
+    def write_config(self, access_log: str, jwks: str | None = None) -> None:
         mib = -(-self.capacity // (1 << 20))
         config = {
             "box": {"id": "bench-box", "site": "bench"},
@@ -282,6 +316,7 @@ class OcaBox:
                 "memory_cache": {"max_object_size": "256KiB", "capacity": "256MiB"},
             },
             "log": {"access_log": access_log, "level": "warning"},
+            "tokens": {"required": True, "jwks_file": jwks} if jwks else {"required": False},
         }
         os.makedirs(self.workdir, exist_ok=True)
         with open(self.config_path, "w", encoding="utf-8") as fh:
@@ -365,14 +400,14 @@ def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 Progress = Callable[[str], None]
 
 
-def run_cases(plan: Plan, urls: dict[str, str], paths_files: dict[str, str], wrk: str,
+def run_cases(plan: Plan, urls: dict[str, str], paths_files: dict[str, dict[str, str]], wrk: str,
               progress: Progress) -> list[Row]:
     rows = []
     for case in plan.cases:
         row = Row(case)
-        paths = paths_files[case.objects.name]
         for round_no in range(1, plan.rounds + 1):
             for server in SERVERS:
+                paths = paths_files[server][case.objects.name]
                 if plan.warmup > 0:
                     run_wrk(wrk, urls[server], paths, connections=case.connections, seconds=plan.warmup,
                             threads=WRK_THREADS)
@@ -390,13 +425,16 @@ def bench(plan: Plan, tools: dict[str, str], workdir: str, progress: Progress) -
     sets = list({case.objects.name: case.objects for case in plan.cases}.values())
     root = os.path.join(workdir, "objects")
     started = time.monotonic()
-    paths_files = write_objects(root, sets)
+    plain_paths = write_objects(root, sets)
+    signer = Signer(workdir) if plan.tokens else None
+    paths_files = {"nginx": plain_paths, "oca": {name: tokenised_paths(f, signer) if signer else f
+                                                 for name, f in plain_paths.items()}}
     total = sum(s.size * s.count for s in sets)
     progress(f"wrote {sum(s.count for s in sets)} objects ({total >> 20} MiB) in "
              f"{time.monotonic() - started:.1f}s under {root}")
     nginx_port, oca_port, admin_port = free_ports(3)
     oca = OcaBox(tools["oca"], workdir, oca_port, admin_port, plan.workers, capacity=2 * total + (64 << 20))
-    oca.write_config(os.path.join(workdir, "oca-access.log"))
+    oca.write_config(os.path.join(workdir, "oca-access.log"), signer.jwks if signer else None)
     progress(f"oca cache import: {oca.import_dir(root):.1f}s")
     nginx = Nginx(tools["nginx"], NginxSettings(workdir, root, nginx_port, plan.workers, default_user()))
     with contextlib.ExitStack() as stack:
@@ -408,7 +446,7 @@ def bench(plan: Plan, tools: dict[str, str], workdir: str, progress: Progress) -
         progress(f"nginx on {nginx.url}, oca on {oca.url} ({plan.workers} workers each; "
                  f"oca ready in {time.monotonic() - started:.1f}s)")
         urls = {"oca": oca.url, "nginx": nginx.url}
-        verify_same_objects(urls, root, sets)
+        verify_same_objects(urls, root, sets, signer)
         rows = run_cases(plan, urls, paths_files, tools["wrk"], progress)
     if oca.leftovers:
         progress("warning: oca serve did not exit cleanly on SIGTERM within 15s (processes were killed)")
@@ -442,6 +480,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="worker processes of both servers (default: CPU count)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
+    parser.add_argument("--no-tokens", action="store_true",
+                        help="oca without tokens (default: tokens required, every request carries its title's token)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (configs, logs, objects)")
     parser.add_argument("--oca", default=os.path.join(os.path.dirname(sys.executable), "oca"),
                         help="the oca executable (default: next to this python)")
@@ -468,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(tools, file=sys.stderr)
         return 2
     plan = Plan(args.case_list, args.rounds or (1 if args.quick else 3),
-                args.duration or (3 if args.quick else 7), args.warmup, args.workers)
+                args.duration or (3 if args.quick else 7), args.warmup, args.workers, not args.no_tokens)
     signal.signal(signal.SIGTERM, _on_sigterm)
     workdir = tempfile.mkdtemp(prefix="oca-bench-")
     started = time.monotonic()
