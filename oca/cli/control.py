@@ -60,12 +60,20 @@ def control() -> None:
 @click.option("--config", "config_path", metavar="FILE",
               default=lambda: os.environ.get("OCA_CONTROL_CONFIG", DEFAULT_CONTROL_CONFIG),
               show_default=f"$OCA_CONTROL_CONFIG or {DEFAULT_CONTROL_CONFIG}", help="The control plane's config.")
-def serve(config_path: str) -> None:
+@click.option("--loop", "loop_kind", type=click.Choice(["uvloop", "asyncio"]), default="uvloop",
+              show_default=True, help="Event loop.")
+def serve(config_path: str, loop_kind: str) -> None:
     """Serve manifests, steering and the operator API; poll the fleet; until SIGTERM."""
     from control.config import load_control_config
     from control.service import serve as run
+    from oca.serve.worker import new_event_loop
 
     config = load_control_config(config_path)
     level = getattr(logging, config.log.level.upper())
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s oca control %(levelname)s %(message)s")
-    asyncio.run(run(config))
+    loop = new_event_loop(loop_kind)
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(run(config))
+    finally:
+        loop.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from oca.tokens import generate_private_key, public_jwk
 from tests.conftest import Box
 from tests.upstream.origin import Fault, Origin, closed_port
 
@@ -159,7 +161,7 @@ def test_a_changed_etag_drops_every_slice(box_factory: Callable[..., Box], origi
         time.sleep(0.02)
     assert [o["key"] for o in box.admin(f"/inventory?prefix={big}")["objects"]] == [f"{big}@slice000000"]
     origin.set_etag(big, '"v2"')
-    status, headers, body = box.get(f"/{big}", {"Range": f"bytes={9 * MIB}-{9 * MIB + 99}"})
+    status, _headers, _body = box.get(f"/{big}", {"Range": f"bytes={9 * MIB}-{9 * MIB + 99}"})
     assert status == 206
     deadline = time.monotonic() + 5
     keys: list[str] = []
@@ -231,7 +233,7 @@ def test_an_origin_404_is_remembered_for_negative_ttl(box_factory: Callable[...,
 def test_a_stalled_body_cuts_clients_and_caches_nothing(box_factory: Callable[..., Box], origin: Origin) -> None:
     origin.add(KEY, size=2 * MIB, fault=Fault(stall_at=(MIB // 2, 5)))
     box = fetching_box(box_factory, [origin_source(origin)])
-    head, body, closed_early = raw_get(box.port, f"/{KEY}")
+    head, _body, closed_early = raw_get(box.port, f"/{KEY}")
     assert head.startswith(b"HTTP/1.1 200") and closed_early
     assert box.admin(f"/inventory?prefix={KEY}")["objects"] == []
 
@@ -264,3 +266,38 @@ def test_soft_purge_revalidates_and_hard_purge_misses(box_factory: Callable[...,
     status, headers, _ = box.get(f"/{KEY}")
     assert status == 200 and "fwd=uri-miss" in headers["cache-status"]
     assert origin.count(KEY) == 3
+
+
+def test_a_source_that_hangs_fails_over_to_the_next(box_factory: Callable[..., Box], origin: Origin) -> None:
+    with Origin() as slow:
+        slow.add(KEY, b"s" * 100, fault=Fault(hang_before_headers=10))
+        origin.add(KEY, b"o" * 100)
+        parent = {"name": "parent", "url": slow.url, "kind": "parent"}
+        box = fetching_box(box_factory, [parent, origin_source(origin)])
+        started = time.monotonic()
+        status, headers, body = box.get(f"/{KEY}")
+        assert (status, body, headers["x-oca-source"]) == (200, b"o" * 100, "origin")
+        assert time.monotonic() - started < 5
+
+
+def test_peers_fill_from_each_other_with_the_fleet_credential(box_factory: Callable[..., Box], origin: Origin,
+                                                             tmp_path: Any) -> None:
+    secret = tmp_path / "peer.secret"
+    secret.write_text("fleet-secret\n")
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [public_jwk(generate_private_key("EdDSA"), "k1")]}))
+    holder = box_factory({KEY: b"h" * 4000}, fetch={"peer_credential_file": str(secret)},
+                         tokens={"required": True, "jwks_file": str(jwks)})
+    assert holder.get(f"/{KEY}")[0] == 403  # players need a token there
+    peer = {"name": "box-a", "url": holder.url, "kind": "peer"}
+    other = "titles/7/720p/seg_00002.m4s"
+    origin.add(other, b"o" * 3000)
+    box = fetching_box(box_factory, [peer, origin_source(origin)], peer_credential_file=str(secret))
+    status, headers, body = box.get(f"/{KEY}")
+    assert (status, body, headers["x-oca-source"]) == (200, b"h" * 4000, "box-a")
+    assert origin.count(KEY) == 0
+    # a peer that does not hold the object says so (only-if-cached) and does not fetch it itself
+    status, headers, body = box.get(f"/{other}")
+    assert (status, body, headers["x-oca-source"]) == (200, b"o" * 3000, "origin")
+    assert origin.count(other) == 1
+    assert holder.admin(f"/inventory?prefix={other}")["objects"] == []

@@ -99,7 +99,7 @@ def test_the_reason_is_in_the_access_log_and_the_token_is_not(box: Box) -> None:
 def test_a_valid_token_gets_the_object_and_relative_paths_inherit_it(box: Box) -> None:
     token = good()
     for _ in range(3):  # the second and third are verified from the cache
-        status, headers, body = box.get(f"/t/{token}/{KEY}")
+        status, _headers, body = box.get(f"/t/{token}/{KEY}")
         assert (status, body) == (200, DATA[KEY])
     assert box.get(f"/t/{token}/{OTHER}")[0] == 403  # the same token on another title
 
