@@ -155,7 +155,8 @@ async def metrics(request: web.Request) -> web.Response:
     master = _master(request)
     store = await master.owner.call(Store.status)
     workers = master.serving_workers()
-    text = render_metrics(master.stats, store, workers, master.draining)
+    text = render_metrics(master.stats, store, workers, master.draining,
+                          master.fills.status() if master.fills is not None else None)
     return web.Response(body=text, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 

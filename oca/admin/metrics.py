@@ -21,8 +21,10 @@ from oca.serve.stats import DURATION_BUCKETS, FleetStats
 
 
 class _Snapshot:
-    def __init__(self, stats: FleetStats, store_status: dict[str, Any], workers: int, draining: bool) -> None:
+    def __init__(self, stats: FleetStats, store_status: dict[str, Any], workers: int, draining: bool,
+                 fetch: dict[str, Any] | None = None) -> None:
         self.stats, self.store, self.workers, self.draining = stats, store_status, workers, draining
+        self.fetch = fetch or {}
 
     def collect(self) -> Iterator[Metric]:
         stats = self.stats
@@ -79,9 +81,35 @@ class _Snapshot:
         for tier, n in sorted(self.store.get("evictions", {}).items()):
             evictions.add_metric([tier], n)
         yield evictions
+        yield from self._fetch_metrics()
+
+    def _fetch_metrics(self) -> Iterator[Metric]:
+        fetch = self.fetch
+        for name, help_text, field in (
+            ("oca_fills", "Objects (or slices) filled from upstream and stored.", "fills"),
+            ("oca_fill_failures", "Upstream fills that failed (nothing was stored).", "fill_failures"),
+            ("oca_negative_hits", "Misses answered 404 from the remembered upstream 404.", "negative_hits"),
+            ("oca_slices_dropped", "Sliced objects dropped because their upstream ETag changed.", "slices_dropped"),
+        ):
+            yield CounterMetricFamily(name, help_text, value=fetch.get(field, 0))
+        revalidations = CounterMetricFamily(
+            "oca_revalidations", "Soft-purged objects revalidated upstream: 304 kept them, 200 replaced them.",
+            labels=["result"])
+        revalidations.add_metric(["304"], fetch.get("revalidated_304", 0))
+        revalidations.add_metric(["200"], fetch.get("revalidated_200", 0))
+        yield revalidations
+        by_source = CounterMetricFamily("oca_fill_bytes", "Bytes received from upstream, by source.",
+                                        labels=["source"])
+        for source, n in sorted(fetch.get("bytes_by_source", {}).items()):
+            by_source.add_metric([source], n)
+        yield by_source
+        yield GaugeMetricFamily("oca_fills_in_flight", "Upstream fills running now.", value=fetch.get("in_flight", 0))
+        yield GaugeMetricFamily("oca_stale_objects", "Soft-purged objects not yet revalidated.",
+                                value=fetch.get("stale", 0))
 
 
-def render_metrics(stats: FleetStats, store_status: dict[str, Any], workers: int, draining: bool) -> bytes:
+def render_metrics(stats: FleetStats, store_status: dict[str, Any], workers: int, draining: bool,
+                   fetch: dict[str, Any] | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(stats, store_status, workers, draining))
+    registry.register(_Snapshot(stats, store_status, workers, draining, fetch))
     return generate_latest(registry)

@@ -260,6 +260,7 @@ def test_soft_purge_revalidates_and_hard_purge_misses(box_factory: Callable[...,
     last = origin.records(KEY)[-1]
     assert last.headers.get("if-none-match") == '"one"' and last.status == 304
     assert box.admin("/status")["fetch"]["revalidated_304"] == 1
+    assert 'oca_revalidations_total{result="304"} 1.0' in box.admin("/metrics")
     assert box.get(f"/{KEY}")[1]["cache-status"].startswith("oca; hit")
     assert origin.count(KEY) == 2
     assert box.admin("/purge", "POST", {"scope": "key", "value": KEY})["objects"] == 1
