@@ -53,6 +53,7 @@ class SteeringConfig:
     max_pathways: int = _f(4, min=0, max=64)  # boxes offered per session (the origin comes after them)
     default_site: str | None = _f(None)  # where clients matching no prefix go; None = origin only
     max_sessions: int = _f(200_000, min=1, max=100_000_000)  # sessions whose steering memory is kept
+    client_ip_header: str | None = _f(None)  # e.g. X-Forwarded-For behind a load balancer: its last address
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,6 @@ class HealthPoller:
     _states: dict[str, _BoxState] = field(default_factory=dict)
     _health: dict[str, BoxHealth] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _round: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         for box_id in self.fleet.boxes:
@@ -205,8 +204,6 @@ class HealthPoller:
                 state.healthy, state.streak = good, 0
                 log.warning("box %s is now %s%s", box_id, "up" if good else "down", f": {problem}" if problem else "")
         self._publish(box_id)
-        self._round.set()
-        self._round = asyncio.Event()
 
     def _publish(self, box_id: str) -> None:
         state = self._states[box_id]
@@ -217,11 +214,6 @@ class HealthPoller:
             load=state.load, version=status.version if status else None,
             failed_tiers=status.failed_tiers if status else (),
             last_healthy_poll=state.last_healthy_poll, error=state.error)
-
-    async def wait_round(self, timeout: float) -> None:
-        """Wait until the next poll of any box is judged (tests)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._round.wait(), timeout)
 
 
 def parse_status(box: Box, raw: object, now: float) -> BoxStatus:

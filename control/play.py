@@ -2,8 +2,9 @@
 
 Rules kept here (issue 4, "Manifests"; DESIGN.md, Manifests):
 - `GET /v1/play/<title>/master.m3u8` and `/manifest.mpd` start a session: steer the client (its address is
-  the connection's peer), sign one token scoped to the title, list the chosen boxes as pathways (origin
-  last) and point the steering URI at `/v1/steer/<session>`. A malformed title id is 400, an unknown title
+  the connection's peer, or the last entry of `steering.client_ip_header` behind a load balancer), sign one
+  token scoped to the title, list the chosen boxes as pathways (origin last) and point the steering URI at
+  `/v1/steer/<session>`. A malformed title id is 400, an unknown title
   or a protocol the title was not packaged for 404, a title not licensed in the client's country 451.
 - `GET /v1/steer/<session>` is recomputed live on every reload. It never answers 404 or 410 for a
   well-formed session id: an unknown title (or a title no longer licensed here) gets the last priority
@@ -38,6 +39,13 @@ class UnavailableForLegalReasons(OcaError):
 
 
 def client_ip(request: web.Request) -> str:
+    """The player's address: the peer's, or the last entry of the configured header (set by our own load
+    balancer, which appends the address it saw; earlier entries are the client's word and not trusted)."""
+    header = request.app[PLANE].config.steering.client_ip_header
+    if header:
+        value = request.headers.get(header, "")
+        if value:
+            return value.rsplit(",", 1)[-1].strip()
     return request.remote or ""
 
 

@@ -235,8 +235,8 @@ class SlowlorisBox(OcaBox):
                          capacity=2 * OBJECTS.size * OBJECTS.count + (64 << 20))
         self.header_timeout = settings.header_timeout
 
-    def write_config(self, access_log: str) -> None:
-        super().write_config(access_log)
+    def write_config(self, access_log: str, *args: Any, **kwargs: Any) -> None:
+        super().write_config(access_log, *args, **kwargs)
         with open(self.config_path, encoding="utf-8") as fh:
             config = yaml.safe_load(fh)
         config["server"]["header_timeout"] = f"{round(self.header_timeout * 1000)}ms"

@@ -204,7 +204,10 @@ class FillManager:
         if status == 404:
             ttl = self.config.negative_ttl
             if ttl > 0:
-                self.absent[fill.key] = self.clock() + ttl
+                now = self.clock()
+                if len(self.absent) >= 100_000:  # a flood of unknown keys must not grow memory without end
+                    self.absent = {k: t for k, t in self.absent.items() if t > now}
+                self.absent[fill.key] = now + ttl
             self._tell(fill, {"ev": "absent", "ttl": ttl})
             return "absent"
         log.warning("fill of %s failed: %s", fill.store_key, reason)

@@ -203,7 +203,10 @@ class RemoteFills:
             fill.result, fill.status, fill.reason = "absent", 404, "not found upstream"
             ttl = message.get("ttl")
             if isinstance(ttl, int | float) and ttl > 0:
-                self.absent[fill.key] = self._clock() + ttl
+                now = self._clock()
+                if len(self.absent) >= 100_000:
+                    self.absent = {k: t for k, t in self.absent.items() if t > now}
+                self.absent[fill.key] = now + ttl
         elif event == "fail":
             fill.result, fill.status = "fail", int(message.get("status", 502))
             fill.reason = str(message.get("reason", "upstream fetch failed"))

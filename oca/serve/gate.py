@@ -31,14 +31,19 @@ class Gate:
         self._peer = f"Bearer {peer_credential}".encode() if peer_credential else None
 
     @staticmethod
-    def split(target: bytes) -> tuple[str | None, bytes]:
-        """(token or None, the target without it); "" as token for a `/t/` segment with nothing usable."""
+    def split(target: bytes, strict: bool) -> tuple[str | None, bytes]:
+        """(token or None, the target without it). Strict (tokens required): any `/t/` segment is a token
+        ("" when nothing usable follows). Otherwise only a JWT-shaped one (`a.b.c` followed by a path) is
+        cut off, so a box without tokens still serves a key such as `t/logo.png` as it is."""
         if not target.startswith(_PREFIX):
             return None, target
         end = target.find(b"/", 3)
         if end < 0:
-            return "", b"/"
-        return target[3:end].decode("latin-1"), target[end:]
+            return ("", b"/") if strict else (None, target)
+        segment = target[3:end]
+        if not strict and segment.count(b".") != 2:
+            return None, target
+        return segment.decode("latin-1"), target[end:]
 
     def check(self, token: str | None, key: str, client: str, authorization: str | None) -> str | None:
         """None if the request may have `key`; otherwise the reason for a 403."""

@@ -114,7 +114,7 @@ class ContentHandler:
             return self._simple(req, 200, b"ok\n", b"Content-Type: text/plain\r\nCache-Control: no-store\r\n")
         token = None
         if target.startswith(b"/t/"):  # RFC 9246 token as the first path segment: never part of the key
-            token, target = Gate.split(target)
+            token, target = Gate.split(target, self.gate is not None)
             req.target = target  # what the access log shows: the path without the credential
         parsed = self._keys.get(target)
         if parsed is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -95,7 +96,7 @@ async def test_mpd_carries_content_steering_and_one_base_url_per_pathway(lab: La
     root = ET.fromstring(await response.text())
     steering = root.find(f"{DASH}ContentSteering")
     assert steering is not None and "/v1/steer/42." in (steering.text or "")
-    locations = [b.get("serviceLocation") for b in root.findall(f"{DASH}BaseURL")]
+    locations = [b.get("serviceLocation") or "" for b in root.findall(f"{DASH}BaseURL")]
     assert locations[-1] == "origin" and sorted(locations[:-1]) == ["b1", "b2", "b3"]
     assert (steering.get("defaultServiceLocation") or "").split() == locations
 
@@ -105,8 +106,7 @@ async def test_bad_titles_and_licences(lab: Lab) -> None:
     assert "not a title id" in (await _json(await lab.client.get("/v1/play/a.b/master.m3u8"), 400))["error"]
     assert (await lab.client.get("/v1/play/a%00b/manifest.mpd")).status == 400
     title = await lab.plane.catalog.require("42")
-    await lab.plane.catalog.put(title.__class__(**{**{f: getattr(title, f) for f in title.__slots__},
-                                                   "countries": frozenset({"US"})}),
+    await lab.plane.catalog.put(dataclasses.replace(title, countries=frozenset({"US"})),
                                 await lab.plane.blocking(lab.plane.store.get_mpd, "42"))
     body = await _json(await lab.client.get("/v1/play/42/master.m3u8"), 451)
     assert "not licensed in NL" in body["error"]
@@ -241,9 +241,9 @@ async def test_explain_popularity_catalog_and_audit(lab: Lab) -> None:
     assert catalog["titles"][0]["id"] == "42" and catalog["titles"][0]["hls"] and catalog["titles"][0]["dash"]
     record = await _json(await lab.client.get("/v1/catalog/42", headers=OPERATOR))
     bad = dict(record, files=[{"path": "/etc/passwd", "size": 1, "digest": "0" * 32}])
+    empty = dict(record, id="43", renditions=[], files=[], hls_master=None, dash_manifest=None)
     for body, message in (({"title": bad, "mpd": None}, "content path under titles/42/"),
-                          ({"title": dict(record, id="43", renditions=[], files=[], hls_master=None, dash_manifest=None)},
-                           "is not the one in the path"),
+                          ({"title": empty}, "is not the one in the path"),
                           ({"title": record, "mpd": None}, "mpd text is required"),
                           ({"source": "file:///etc"}, "source must be an http(s) URL"),
                           ({"title": "x"}, "title must be a JSON object")):
@@ -269,3 +269,30 @@ async def test_restart_keeps_the_log_drains_catalog_and_popularity(lab: Lab) -> 
     assert plane.popularity.scores(now=plane.clock(), site="lab")[0].title == "42"
     await plane.poller.poll_once()
     assert plane.health()["b1"].draining
+
+
+async def test_inventory_from_the_boxes_steers_to_holders_first(lab: Lab) -> None:
+    lab.boxes["b2"].titles, lab.boxes["b2"].inventory_sequence = {"42": 22}, 2
+    lab.boxes["b3"].titles, lab.boxes["b3"].inventory_sequence = {"42": 5, "7": 1}, 2
+    await lab.plane.poller.poll_once()
+    explain = await _json(await lab.client.get("/v1/steering/explain", params={"ip": "127.0.0.1", "title": "42"},
+                                               headers=OPERATOR))
+    assert [p["id"] for p in explain["pathways"]] == ["b2", "b3", "b1", "origin"]
+    reasons = {c["box"]: c["reason"] for c in explain["candidates"]}
+    assert "live" in reasons["b2"] and "part" in reasons["b3"] and "not holding" in reasons["b1"]
+    fleet = await _json(await lab.client.get("/v1/fleet", headers=OPERATOR))
+    assert [b["titles"] for b in fleet["boxes"]] == [0, 1, 2]
+
+
+async def test_client_address_from_the_load_balancer_header(lab: Lab) -> None:
+    title = await lab.plane.catalog.require("42")
+    await lab.plane.catalog.put(dataclasses.replace(title, countries=frozenset({"NL"})),
+                                await lab.plane.blocking(lab.plane.store.get_mpd, "42"))
+    spoofed = {"X-Forwarded-For": "10.1.2.3"}  # a US address, but no header is trusted yet
+    assert (await lab.client.get("/v1/play/42/master.m3u8", headers=spoofed)).status == 200
+    config = lab.plane.config
+    lab.plane.config = dataclasses.replace(
+        config, steering=dataclasses.replace(config.steering, client_ip_header="X-Forwarded-For"))
+    assert (await lab.client.get("/v1/play/42/master.m3u8", headers=spoofed)).status == 451
+    appended = {"X-Forwarded-For": "10.1.2.3, 127.0.0.5"}  # the balancer appended what it saw
+    assert (await lab.client.get("/v1/play/42/master.m3u8", headers=appended)).status == 200

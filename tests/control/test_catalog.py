@@ -74,14 +74,15 @@ async def test_ingest_from_an_origin_url(aiohttp_server: Any) -> None:
 
 async def test_bad_packages_are_refused(tmp_path: Any) -> None:
     files = package_files()
-    escaping = dict(files, **{"master.m3u8": files["master.m3u8"] + b"#EXT-X-STREAM-INF:BANDWIDTH=1\n../../etc/x.m3u8\n"})
+    extra = b"#EXT-X-STREAM-INF:BANDWIDTH=1\n../../etc/x.m3u8\n"
+    escaping = dict(files, **{"master.m3u8": files["master.m3u8"] + extra})
     root = write_package(str(tmp_path / "a"), escaping)
     os.remove(os.path.join(root, "manifest.mpd"))
     with pytest.raises(BadRequest, match="outside the package"):
         await ingest_source(root, "42")
     missing = write_package(str(tmp_path / "b"))
     os.remove(os.path.join(missing, "720p", "index.m3u8"))
-    with pytest.raises(NotFound, match="720p/index.m3u8"):
+    with pytest.raises(NotFound, match=r"720p/index\.m3u8"):
         await ingest_source(missing, "42")
     absent = write_package(str(tmp_path / "c"))
     os.remove(os.path.join(absent, "720p", "seg_00002.m4s"))

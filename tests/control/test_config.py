@@ -37,7 +37,7 @@ def test_test_config_resolves_paths_and_coverage(tmp_path: Any) -> None:
 
 def test_fleet_in_its_own_file(tmp_path: Any) -> None:
     path = write_control_config(str(tmp_path), [box_entry("b1", 1, 2)])
-    raw = yaml.safe_load(open(path))
+    raw = yaml.safe_load((tmp_path / "control.yaml").read_text())
     (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(raw["fleet"]))
     raw["fleet"] = {"file": "fleet.yaml"}
     (tmp_path / "control.yaml").write_text(yaml.safe_dump(raw))
@@ -67,7 +67,7 @@ def test_fleet_in_its_own_file(tmp_path: Any) -> None:
 ])
 def test_bad_values_name_the_key(tmp_path: Any, change: Any, message: str) -> None:
     path = write_control_config(str(tmp_path), [box_entry("b1", 1, 2)])
-    raw = yaml.safe_load(open(path))
+    raw = yaml.safe_load((tmp_path / "control.yaml").read_text())
     change(raw)
     (tmp_path / "control.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError) as info:
@@ -96,3 +96,24 @@ def test_rates() -> None:
     for bad in ("fast", "10 parsecs", True):
         with pytest.raises(ValueError):
             parse_rate(bad)
+
+
+def test_every_setting_is_in_the_shipped_config() -> None:
+    import dataclasses
+
+    from control.config import ControlConfig
+
+    with open(os.path.join(ROOT, "configs", "control.yaml"), encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh)
+
+    def walk(cls: Any, section: dict[str, Any], where: str) -> None:
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("internal"):
+                continue
+            assert f.name in section, f"{where}{f.name} is not in configs/control.yaml"
+            factory = f.default_factory
+            if isinstance(factory, type) and dataclasses.is_dataclass(factory):
+                walk(factory, section[f.name], f"{where}{f.name}.")
+
+    walk(ControlConfig, raw, "")
+    assert set(raw["fleet"]) == {"origin_url", "sites", "boxes"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -28,10 +29,8 @@ def opener(request: Any, tmp_path: Any) -> Iterator[Opener]:
 
     yield open_store
     for store in opened:
-        try:
+        with contextlib.suppress(Exception):
             store.close()
-        except Exception:
-            pass
 
 
 def _append(store: StateStore, value: str, client_id: str | None = None, soft: bool = False) -> Any:
