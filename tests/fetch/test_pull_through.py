@@ -242,8 +242,12 @@ def test_more_bytes_than_content_length_stores_exactly_the_object(box_factory: C
                                                                   origin: Origin) -> None:
     origin.add(KEY, size=100_000, fault=Fault(extra_bytes=5000))
     box = fetching_box(box_factory, [origin_source(origin)])
+    # the excess breaks the upstream connection's framing: aiohttp either notices it only after the declared
+    # length (the object is good: served and kept) or while reading it (the fill fails: 502, nothing kept)
     status, _, body = box.get(f"/{KEY}")
-    assert status == 200 and body == origin.expected(KEY)
+    assert status in (200, 502)
+    if status == 200:
+        assert body == origin.expected(KEY)
     time.sleep(0.3)
     stored = box.admin(f"/inventory?prefix={KEY}")["objects"]
     assert [o["size"] for o in stored] in ([100_000], [])
