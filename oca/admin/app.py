@@ -8,7 +8,6 @@ Rules kept here:
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 import os
 import time
@@ -19,23 +18,18 @@ from aiohttp import web
 
 from oca import __version__
 from oca.admin import content
+from oca.admin.common import CONTEXT, AdminContext, json_body, master_of
 from oca.admin.metrics import render_metrics
 from oca.errors import BadRequest, NotFound, OcaError, Unauthorized
 from oca.keys import is_valid_key
 from oca.storage import ObjectInfo, Store
 
 if TYPE_CHECKING:
-    from oca.serve.master import Master
+    pass
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@dataclasses.dataclass
-class AdminContext:
-    master: Master
-
-
-CONTEXT = web.AppKey("context", AdminContext)
 
 
 def read_token(path: str | None) -> str | None:
@@ -81,7 +75,7 @@ def build_app(context: AdminContext) -> web.Application:
         web.post("/cache/pin", pin_object),
         web.post("/drain", drain),
         web.post("/undrain", undrain),
-        *content.routes(context),
+        *content.ROUTES,
     ])
     return app
 
@@ -91,20 +85,6 @@ async def start_admin(context: AdminContext, host: str, port: int) -> web.AppRun
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_address=True).start()
     return runner
-
-
-def _master(request: web.Request) -> Master:
-    return request.app[CONTEXT].master
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
-    return body
 
 
 def _key(value: object) -> str:
@@ -125,7 +105,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    master = _master(request)
+    master = master_of(request)
     store = await master.owner.call(Store.status)
     body: dict[str, Any] = {
         "version": __version__,
@@ -152,7 +132,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    master = _master(request)
+    master = master_of(request)
     store = await master.owner.call(Store.status)
     workers = master.serving_workers()
     text = render_metrics(master.stats, store, workers, master.draining,
@@ -164,13 +144,13 @@ async def inventory(request: web.Request) -> web.Response:
     if request.query.get("by") == "title":
         return await content.titles(request)
     prefix = request.query.get("prefix", "")
-    objects = await _master(request).owner.call(Store.list, prefix)
+    objects = await master_of(request).owner.call(Store.list, prefix)
     return web.json_response({"objects": [object_json(o) for o in objects]})
 
 
 async def stat_object(request: web.Request) -> web.Response:
     key = _key(request.match_info["key"])
-    info = await _master(request).owner.call(Store.get, key)
+    info = await master_of(request).owner.call(Store.get, key)
     if info is None:
         raise NotFound(f"{key} is not in the cache")
     return web.json_response(object_json(info))
@@ -178,23 +158,23 @@ async def stat_object(request: web.Request) -> web.Response:
 
 async def evict_object(request: web.Request) -> web.Response:
     key = _key(request.match_info["key"])
-    if not await _master(request).owner.call(Store.evict, key):
+    if not await master_of(request).owner.call(Store.evict, key):
         raise NotFound(f"{key} is not in the cache")
     return web.json_response({"evicted": 1})
 
 
 async def evict_prefix(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     prefix = body.get("prefix")
     if not isinstance(prefix, str) or not prefix:
         raise BadRequest("prefix must be a non-empty string")
-    count = await _master(request).owner.call(Store.evict_prefix, prefix)
+    count = await master_of(request).owner.call(Store.evict_prefix, prefix)
     return web.json_response({"evicted": count})
 
 
 async def import_object(request: web.Request) -> web.Response:
     """Store a file that is already on this machine (the operator CLI's `cache import`)."""
-    body = await _json_body(request)
+    body = await json_body(request)
     src, key = body.get("src"), _key(body.get("key"))
     if not isinstance(src, str) or not os.path.isabs(src):
         raise BadRequest(f"src must be an absolute path, got {src!r}")
@@ -203,23 +183,23 @@ async def import_object(request: web.Request) -> web.Response:
     digest = body.get("digest")
     if digest is not None and not isinstance(digest, str):
         raise BadRequest("digest must be a string")
-    info = await _master(request).owner.call(Store.put_file, src, key, hot=_flag(body, "hot"),
+    info = await master_of(request).owner.call(Store.put_file, src, key, hot=_flag(body, "hot"),
                                              pin=_flag(body, "pin"), digest=digest)
     return web.json_response(object_json(info), status=201)
 
 
 async def pin_object(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     key = _key(body.get("key"))
-    info = await _master(request).owner.call(Store.set_pinned, key, _flag(body, "pinned"))
+    info = await master_of(request).owner.call(Store.set_pinned, key, _flag(body, "pinned"))
     return web.json_response(object_json(info))
 
 
 async def drain(request: web.Request) -> web.Response:
-    _master(request).draining = True
+    master_of(request).draining = True
     return web.json_response({"draining": True})
 
 
 async def undrain(request: web.Request) -> web.Response:
-    _master(request).draining = False
+    master_of(request).draining = False
     return web.json_response({"draining": False})

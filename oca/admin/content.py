@@ -10,10 +10,9 @@ Rules kept here:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
+from oca.admin.common import json_body, master_of
 from oca.config.units import parse_size
 from oca.errors import BadRequest, NotFound
 from oca.fetch.invalidations import SCOPES, check_entry
@@ -21,11 +20,8 @@ from oca.fetch.prefetch import parse_items
 from oca.keys import is_valid_key
 from oca.storage import Store
 
-if TYPE_CHECKING:
-    from oca.serve.master import Master
 
-
-def routes(master_of: object) -> list[web.RouteDef]:
+def _routes() -> list[web.RouteDef]:
     return [
         web.post("/purge", purge),
         web.post("/prefetch", prefetch),
@@ -37,20 +33,10 @@ def routes(master_of: object) -> list[web.RouteDef]:
     ]
 
 
-def _master(request: web.Request) -> Master:
-    from oca.admin.app import CONTEXT
-
-    return request.app[CONTEXT].master
-
-
-async def _body(request: web.Request) -> dict[str, object]:
-    from oca.admin.app import _json_body
-
-    return await _json_body(request)
 
 
 async def purge(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await json_body(request)
     scope, value, soft = body.get("scope"), body.get("value"), body.get("soft", False)
     if scope not in SCOPES:
         raise BadRequest(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
@@ -62,14 +48,14 @@ async def purge(request: web.Request) -> web.Response:
         raise BadRequest(f"not a valid title id: {value!r}")
     if not isinstance(soft, bool):
         raise BadRequest(f"soft must be true or false, got {soft!r}")
-    fills = _master(request).fills
+    fills = master_of(request).fills
     assert fills is not None
     count = await fills.purge(str(scope), value, soft)
     return web.json_response({"scope": scope, "value": value, "soft": soft, "objects": count})
 
 
 async def prefetch(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await json_body(request)
     items = parse_items(body.get("items"))
     priority = body.get("priority", 0)
     if not isinstance(priority, int) or isinstance(priority, bool):
@@ -79,12 +65,12 @@ async def prefetch(request: web.Request) -> web.Response:
         rate = parse_size(raw_rate) if raw_rate else 0
     except ValueError as exc:
         raise BadRequest(f"rate (bytes per second): {exc}") from None
-    job = _master(request).prefetch.submit(items, priority, rate)
+    job = master_of(request).prefetch.submit(items, priority, rate)
     return web.json_response(job.progress(), status=202)
 
 
 async def prefetch_list(request: web.Request) -> web.Response:
-    jobs = _master(request).prefetch.jobs.values()
+    jobs = master_of(request).prefetch.jobs.values()
     return web.json_response({"jobs": [job.progress() for job in jobs]})
 
 
@@ -96,27 +82,27 @@ def _job_id(request: web.Request) -> int:
 
 
 async def prefetch_progress(request: web.Request) -> web.Response:
-    job = _master(request).prefetch.jobs.get(_job_id(request))
+    job = master_of(request).prefetch.jobs.get(_job_id(request))
     if job is None:
         raise NotFound(f"no prefetch job {request.match_info['job']}")
     return web.json_response(job.progress())
 
 
 async def prefetch_cancel(request: web.Request) -> web.Response:
-    job = _master(request).prefetch.cancel(_job_id(request))
+    job = master_of(request).prefetch.cancel(_job_id(request))
     if job is None:
         raise NotFound(f"no prefetch job {request.match_info['job']}")
     return web.json_response(job.progress())
 
 
 async def invalidations(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await json_body(request)
     entries = body.get("invalidations")
     if not isinstance(entries, list):
         raise BadRequest("invalidations must be a list")
     for entry in entries:
         check_entry(entry)
-    applied = await _master(request).invalidations.apply(list(entries))
+    applied = await master_of(request).invalidations.apply(list(entries))
     return web.json_response({"applied_seq": applied})
 
 
@@ -124,7 +110,10 @@ async def titles(request: web.Request) -> web.Response:
     text = request.query.get("since", "0")
     if not text.isdigit():
         raise BadRequest(f"since must be a sequence number, got {text!r}")
-    master = _master(request)
+    master = master_of(request)
     objects = await master.owner.call(Store.list, "titles/")
     master.title_inventory.refresh((o.key, o.size) for o in objects)
     return web.json_response(master.title_inventory.since(int(text)))
+
+
+ROUTES = _routes()

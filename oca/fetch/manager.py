@@ -220,7 +220,14 @@ class FillManager:
             link.send(event)
 
     async def _fetch(self, fill: Fill) -> str:
-        body = await self.upstream.open(fill.key, byte_range=fill.byte_range, if_none_match=fill.revalidate)
+        try:
+            body = await self.upstream.open(fill.key, byte_range=fill.byte_range, if_none_match=fill.revalidate)
+        except UpstreamError as exc:
+            if exc.status != 416 or not fill.probe or fill.byte_range is None or fill.byte_range[0] == 0:
+                raise
+            # the client's range starts past a small object's end: fetch it from its start (the client gets 416)
+            fill.byte_range = (0, self.config.slice_size - 1)
+            body = await self.upstream.open(fill.key, byte_range=fill.byte_range)
         try:
             head = body.head
             fill.source = head.source

@@ -132,7 +132,7 @@ class Upstream:
             try:
                 return await self._try(source, key, byte_range, if_none_match)
             except UpstreamError as exc:
-                if exc.status == 404 and source.kind == "origin":
+                if exc.status in (404, 416) and source.kind == "origin":
                     raise
                 failures.append(exc.reason)
                 status = exc.status if exc.status in (502, 504) else 502
@@ -171,6 +171,8 @@ class Upstream:
         status = response.status
         if status == 404 or (source.kind == "peer" and status == 504):
             raise UpstreamError(404, f"{source.name}: does not have it ({status})")
+        if status == 416 and byte_range is not None:
+            raise UpstreamError(416, f"{source.name}: the object is shorter than byte {byte_range[0]}")
         if status not in (200, 206, 304):
             raise UpstreamError(502, f"{source.name}: answered {status}")
         length = response.content_length

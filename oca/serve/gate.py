@@ -22,6 +22,7 @@ _PREFIX = b"/t/"
 class Gate:
     def __init__(self, config: TokensConfig, peer_credential: str | None) -> None:
         self.required = config.required
+        self.leeway = config.clock_skew
         self.unsigned = tuple(config.unsigned_prefixes)
         self.verifier: TokenVerifier | None = None
         if config.required:
@@ -45,16 +46,20 @@ class Gate:
             return None, target
         return segment.decode("latin-1"), target[end:]
 
-    def check(self, token: str | None, key: str, client: str, authorization: str | None) -> str | None:
-        """None if the request may have `key`; otherwise the reason for a 403."""
+    def check(self, token: str | None, key: str, client: str, authorization: str | None) -> tuple[str | None, float]:
+        """(None, until) if the request may have `key`, else (the reason for a 403, 0). `until` is how long the
+        same request-target may be let through without asking again (0: ask every time): a token's expiry
+        plus the clock skew, unless the token is bound to a client address."""
         verifier = self.verifier
         if verifier is None or (self.unsigned and key.startswith(self.unsigned)):
-            return None
+            return None, 0.0
         if authorization is not None and self._peer is not None and hmac.compare_digest(
                 authorization.encode("latin-1", "replace"), self._peer):
-            return None
+            return None, 0.0
         try:
-            verifier.verify(token, "/" + key, client)
+            verified = verifier.verify(token, "/" + key, client)
         except TokenRejected as exc:
-            return f"token {exc.reason}: {exc.detail}"
-        return None
+            return f"token {exc.reason}: {exc.detail}", 0.0
+        if verified.client_ip is not None:
+            return None, 0.0
+        return None, verified.expires + self.leeway

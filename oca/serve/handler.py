@@ -87,7 +87,9 @@ class ContentHandler:
         self._dates = DateCache()
         self._boundary = secrets.token_hex(16)
         self.draining = False
-        self._keys: dict[bytes, tuple[str, str]] = {}  # request-target -> (key, query): players repeat targets
+        # request-target -> (key, query, token, target without the token): players repeat targets
+        self._keys: dict[bytes, tuple[str, str, str | None, bytes]] = {}
+        self._granted: dict[bytes, float] = {}  # token-carrying targets let through -> until when (epoch s)
         expose = "Content-Range, Content-Length, ETag, Cache-Status, Date"
         self._common = (
             f"Server: oca/{__version__}\r\n"
@@ -112,28 +114,34 @@ class ContentHandler:
             if self.draining:
                 return self.error(req, 503, "draining")
             return self._simple(req, 200, b"ok\n", b"Content-Type: text/plain\r\nCache-Control: no-store\r\n")
-        token = None
-        if target.startswith(b"/t/"):  # RFC 9246 token as the first path segment: never part of the key
-            token, target = Gate.split(target, self.gate is not None)
-            req.target = target  # what the access log shows: the path without the credential
         parsed = self._keys.get(target)
         if parsed is None:
             try:
-                parsed = key_from_target(target)
+                parsed = self._parse_target(target)
             except BadRequest as exc:
                 return self.error(req, 400, str(exc))
             if len(self._keys) >= _KEY_CACHE_SIZE:
                 self._keys.clear()
             self._keys[target] = parsed
-        key, query = parsed
+        key, query, token, plain = parsed
+        if token is not None:
+            req.target = plain  # what the access log shows: the path without the credential
         if method == "OPTIONS":
             return self._simple(req, 204, b"", self._preflight)
-        if self.gate is not None:
-            refused = self.gate.check(token, key, req.client, req.headers.get("authorization"))
-            if refused is not None:
-                resp = self.error(req, 403, refused)
-                resp.key = key
-                return resp
+        gate = self.gate
+        if gate is not None:
+            until = self._granted.get(target)  # the same target let through recently, until its token expires
+            if until is None or until <= time.time() or "authorization" in req.headers:
+                refused, until = gate.check(token, key, req.client, req.headers.get("authorization"))
+                if refused is not None:
+                    self._granted.pop(target, None)
+                    resp = self.error(req, 403, refused)
+                    resp.key = key
+                    return resp
+                if until:
+                    if len(self._granted) >= _KEY_CACHE_SIZE:
+                        self._granted.clear()
+                    self._granted[target] = until
         entry = self._objects.get(key)
         if (entry is not None and entry.body is not None and method == "GET" and "CMCD=" not in query
                 and not entry.stale and req.headers.keys().isdisjoint(_SPECIAL)):
@@ -149,6 +157,15 @@ class ContentHandler:
         resp.key = key
         resp.log = log or None
         return resp
+
+    def _parse_target(self, target: bytes) -> tuple[str, str, str | None, bytes]:
+        """(key, query, token or None, the target without the token) of a request-target; BadRequest if bad.
+        The token is RFC 9246's, carried as the first path segment: never part of the key."""
+        token, plain = None, target
+        if target.startswith(b"/t/"):
+            token, plain = Gate.split(target, self.gate is not None)
+        key, query = key_from_target(plain)
+        return key, query, token, plain
 
     # -- hits ---------------------------------------------------------------------------------
 

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oca import __version__
-from oca.admin.app import AdminContext, start_admin
+from oca.admin.app import start_admin
+from oca.admin.common import AdminContext
 from oca.admin.inventory import TitleInventory
 from oca.config import BoxConfig, box_config_to_raw, load_box_config
 from oca.errors import OcaError

@@ -306,3 +306,13 @@ def test_peers_fill_from_each_other_with_the_fleet_credential(box_factory: Calla
     assert (status, body, headers["x-oca-source"]) == (200, b"o" * 3000, "origin")
     assert origin.count(other) == 1
     assert holder.admin(f"/inventory?prefix={other}")["objects"] == []
+
+
+def test_a_range_past_the_end_of_a_cold_small_object_is_416(box_factory: Callable[..., Box],
+                                                             origin: Origin) -> None:
+    origin.add(KEY, size=1000)
+    box = fetching_box(box_factory, [origin_source(origin)], slice_size="4MiB")
+    status, headers, _ = box.get(f"/{KEY}", {"Range": "bytes=5000000-"})
+    assert status == 416 and headers["content-range"] == "bytes */1000"
+    status, _, body = box.get(f"/{KEY}")
+    assert status == 200 and body == origin.expected(KEY)
