@@ -11,7 +11,6 @@ Rules kept here:
 
 from __future__ import annotations
 
-import hmac
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -27,23 +26,13 @@ from control.play import routes as play_routes
 from control.store import Invalidation
 from oca import __version__
 from oca.errors import BadRequest, NotFound, OcaError, Unauthorized
+from oca.httpapi import bearer_ok, json_body
 
 log = logging.getLogger("oca.control.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 OPEN_PATHS = ("/healthz", "/v1/play/", "/v1/steer/")
 MAX_WAIT = 300.0
-
-
-def _bearer_ok(request: web.Request, *tokens: str | None) -> bool:
-    wanted = [t for t in tokens if t is not None]
-    if not wanted:
-        return True
-    given = request.headers.get("Authorization", "").encode()
-    ok = False
-    for token in wanted:  # compare with every token, so timing says nothing about which one matched
-        ok |= hmac.compare_digest(given, f"Bearer {token}".encode())
-    return ok
 
 
 def build_app(plane: ControlPlane) -> web.Application:
@@ -53,7 +42,7 @@ def build_app(plane: ControlPlane) -> web.Application:
             if not request.path.startswith(OPEN_PATHS):
                 box_may = request.method == "GET" and request.path == "/v1/invalidations"
                 tokens = (plane.operator_token, plane.box_token) if box_may else (plane.operator_token,)
-                if not _bearer_ok(request, *tokens):
+                if not bearer_ok(request, *tokens):
                     raise Unauthorized("missing or wrong bearer token")
             return await handler(request)
         except OcaError as exc:
@@ -98,16 +87,6 @@ def _plane(request: web.Request) -> ControlPlane:
 def _operator(request: web.Request) -> str:
     name = request.headers.get("X-OCA-Operator", "").strip()
     return name[:200] if name and name.isprintable() else "operator"
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
-    return body
 
 
 def _int_query(request: web.Request, name: str, default: int, low: int = 0, high: int = 1 << 62) -> int:
@@ -180,7 +159,7 @@ async def undrain(request: web.Request) -> web.Response:
 
 async def post_invalidation(request: web.Request) -> web.Response:
     plane = _plane(request)
-    body = await _body(request)
+    body = await json_body(request)
     soft, reason, client_id = body.get("soft", False), body.get("reason", ""), body.get("id")
     if not isinstance(soft, bool):
         raise BadRequest(f"soft must be true or false, got {soft!r}")
@@ -264,7 +243,7 @@ async def post_catalog(request: web.Request) -> web.Response:
     "countries": [...]} (the control plane fetches the package from the origin)."""
     plane = _plane(request)
     title_id = check_title_id(request.match_info["title"])
-    body = await _body(request)
+    body = await json_body(request)
     if "source" in body:
         source = body["source"]
         if not isinstance(source, str) or not source.startswith(("http://", "https://")):

@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
-from control.config import join, kind, read_yaml, resolve_path
 from control.model import ORIGIN_PATHWAY, Box, CoverageArea, Fleet, Site
-from oca.config.units import parse_size
+from oca.config.settings import join, kind, read_yaml, resolve_path
+from oca.config.units import parse_rate
 from oca.errors import ConfigError
 
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -94,23 +94,6 @@ def _url(raw: object, file: str, key: str) -> str:
     if not isinstance(raw, str) or not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", raw):
         raise ConfigError(file, key, f"expected an http(s) URL such as http://10.0.0.1:8080, got {kind(raw)}")
     return raw.rstrip("/")
-
-
-def parse_rate(raw: object) -> int:
-    """Bits per second from an int or `10Gbps` / `400Mbit` / `1.5G` (decimal units)."""
-    if isinstance(raw, str):
-        text = raw.strip()
-        for suffix in ("bit/s", "bps", "bit"):
-            if text.lower().endswith(suffix):
-                text = text[: -len(suffix)]
-                break
-        if text[-1:].lower() in ("k", "m", "g", "t") or text.isdigit():
-            try:
-                return parse_size(text)
-            except ValueError:
-                pass
-        raise ValueError(f"expected a rate such as 10Gbps or 400Mbps, got {raw!r}")
-    return parse_size(raw)
 
 
 def _sites(raw: object, file: str, key: str) -> dict[str, Site]:

@@ -36,6 +36,7 @@ from control.store import StateStore
 from control.store.sqlite import SQLiteStore
 from control.titles import LiveCatalog
 from oca.errors import ConfigError, NotFound
+from oca.secret_files import read_secret
 from oca.tokens import PrivateKey, load_private_key, mint, title_scope
 
 log = logging.getLogger("oca.control")
@@ -44,17 +45,11 @@ T = TypeVar("T")
 Clock = Callable[[], float]
 
 
-def read_secret(path: str | None, what: str, source: str) -> str | None:
+def _token(path: str | None, key: str, config_file: str) -> str | None:
+    """The bearer token in the file the control config names at `key`; None where it names none."""
     if path is None:
         return None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            secret = fh.read().strip()
-    except OSError as exc:
-        raise ConfigError(source, what, f"cannot read {path}: {exc.strerror}") from None
-    if not secret:
-        raise ConfigError(source, what, f"{path} is empty")
-    return secret
+    return read_secret(path, key, file=config_file, unreadable="cannot read {path}: {error}", empty="{path} is empty")
 
 
 @dataclass(frozen=True)
@@ -94,8 +89,8 @@ class ControlPlane:
     async def open(cls, config: ControlConfig, *, clock: Clock = time.time,
                    store: StateStore | None = None) -> ControlPlane:
         """Build every part from the config and load the persisted state (polling not started yet)."""
-        operator_token = read_secret(config.auth.operator_token_file, "auth.operator_token_file", config.source)
-        box_token = read_secret(config.auth.box_token_file, "auth.box_token_file", config.source)
+        operator_token = _token(config.auth.operator_token_file, "auth.operator_token_file", config.source)
+        box_token = _token(config.auth.box_token_file, "auth.box_token_file", config.source)
         signer = None
         if config.tokens.signing_key_file is not None:
             try:

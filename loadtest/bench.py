@@ -12,7 +12,7 @@ Rules it keeps:
   preceded by a short uncounted warm-up; the reported value is the median over rounds. Both servers
   stay up for the whole run, but only one is loaded at a time.
 - Every wrk run is bounded in time; the servers are stopped in `finally` (ExitStack), on errors, on
-  Ctrl-C and on SIGTERM alike. Only this module prints or exits.
+  Ctrl-C and on SIGTERM alike (loadtest.harness). Only `main` prints or exits.
 """
 
 from __future__ import annotations
@@ -24,30 +24,28 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
 import yaml
 
+from loadtest import harness
 from loadtest.nginx import Nginx, NginxError, NginxSettings, default_user, nginx_version
 from loadtest.wrk import WrkError, WrkErrors, WrkResult, run_wrk
 from oca.tokens import generate_private_key, mint, public_jwk, title_scope, token_path
 
 SERVERS = ("oca", "nginx")
 WRK_THREADS = 2
-INSTALL_HINT = "install it with `make system-deps`"
 DESCRIPTION = "oca and nginx side by side on loopback over the same objects, driven by wrk; prints oca/nginx ratios."
 
 
@@ -458,16 +456,7 @@ def bench(plan: Plan, tools: dict[str, str], workdir: str, progress: Progress) -
 
 def find_tools(oca: str) -> dict[str, str] | str:
     """Paths of nginx, wrk and oca, or the one line saying which is missing."""
-    tools = {}
-    for name, fallback in (("nginx", "/usr/sbin/nginx"), ("wrk", "/usr/bin/wrk")):
-        found = shutil.which(name) or (fallback if os.access(fallback, os.X_OK) else None)
-        if found is None:
-            return f"bench: {name} not found (looked in PATH and {fallback}); {INSTALL_HINT}"
-        tools[name] = found
-    if not os.access(oca, os.X_OK):
-        return f"bench: {oca} not found; install oca with `make` (pip install -e .) in this venv"
-    tools["oca"] = oca
-    return tools
+    return harness.find_tools("bench", oca, {"nginx": "/usr/sbin/nginx", "wrk": "/usr/bin/wrk"})
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -497,10 +486,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through every `finally`, so the servers get stopped
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     tools = find_tools(args.oca)
@@ -509,37 +494,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     plan = Plan(args.case_list, args.rounds or (1 if args.quick else 3),
                 args.duration or (3 if args.quick else 7), args.warmup, args.workers, not args.no_tokens)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    workdir = tempfile.mkdtemp(prefix="oca-bench-")
-    started = time.monotonic()
-
-    def progress(message: str) -> None:
-        print(f"[{time.monotonic() - started:5.1f}s] {message}", file=sys.stderr, flush=True)
-
-    try:
-        rows = bench(plan, tools, workdir, progress)
-    except (BenchError, NginxError, WrkError) as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench: interrupted; servers stopped", file=sys.stderr)
-        return 130
-    except SystemExit:
-        print("bench: terminated; servers stopped", file=sys.stderr)
-        raise
-    finally:
-        if args.keep:
-            print(f"bench: work dir kept: {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with harness.harness_run("bench", args.keep) as work:
+        try:
+            rows = bench(plan, tools, work.workdir, work.progress)
+        except (BenchError, NginxError, WrkError) as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("bench: interrupted; servers stopped", file=sys.stderr)
+            return 130
+        except SystemExit:
+            print("bench: terminated; servers stopped", file=sys.stderr)
+            raise
     print(machine_line(tools["nginx"], plan))
     print()
     print(render_table(rows))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump([row.as_json() for row in rows], fh, indent=2)
-            fh.write("\n")
-    progress(f"done in {time.monotonic() - started:.1f}s")
+        harness.write_json(args.json, [row.as_json() for row in rows])
+    work.progress(f"done in {work.elapsed():.1f}s")
     return 0
 
 

@@ -26,37 +26,36 @@ import bisect
 import contextlib
 import datetime
 import itertools
-import json
 import math
 import os
 import platform
-import re
 import resource
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from types import FrameType
 from typing import Any
 
 import uvloop
 import yaml
 
-from loadtest.bench import BenchError, ObjectSet, OcaBox, free_ports, verify_same_objects, write_objects
-from loadtest.wrk import LUA_SCRIPT, WrkError, WrkResult, parse_output
+from loadtest import harness
+from loadtest.bench import (
+    BenchError,
+    ObjectSet,
+    OcaBox,
+    Progress,
+    free_ports,
+    verify_same_objects,
+    write_objects,
+)
+from loadtest.wrk import WrkError, WrkResult, run_wrk
 
 OBJECTS = ObjectSet("64KiB", 64 << 10, 200, first_title=1, per_title=50)
 WRK_THREADS = 2
 SWEEP = 1.0  # the box checks timeouts once a second (oca.serve.server)
 DESCRIPTION = ("N slowloris connections against an oca box on loopback while wrk fetches objects; prints the "
                "normal clients' latency beside a run without them, and when the box closed the slowloris ones.")
-
-_TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}  # wrk's latency units -> ms
-_LATENCY_P50 = re.compile(r"^\s+50(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
 
 
 @dataclass(frozen=True)
@@ -150,54 +149,22 @@ async def _watch(attack: Attack, stop: asyncio.Event) -> None:
         await asyncio.sleep(0.1)
 
 
-# --- the normal clients ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Load:
-    """One wrk run: its report and the median latency (which loadtest.wrk does not read)."""
-
-    result: WrkResult
-    p50_ms: float | None
-
-
-def parse_p50(text: str) -> float | None:
-    """The 50% line of wrk's --latency distribution, in ms."""
-    match = _LATENCY_P50.search(text)
-    return float(match.group(1)) * _TIME_UNITS[match.group(2)] if match else None
-
-
-def run_wrk(wrk: str, url: str, paths_file: str, connections: int, seconds: float) -> Load:
-    argv = [wrk, f"-t{min(WRK_THREADS, connections)}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-            "--timeout=5s", "--latency", "-s", LUA_SCRIPT, url, "--", paths_file]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 35, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        raise WrkError(f"wrk did not stop within {seconds + 35:.0f}s: {' '.join(argv)}") from exc
-    except OSError as exc:
-        raise WrkError(f"cannot run {wrk}: {exc}") from exc
-    if done.returncode != 0:
-        raise WrkError(f"wrk exited with {done.returncode}: {' '.join(argv)}\n{done.stderr.strip()}")
-    return Load(parse_output(done.stdout), parse_p50(done.stdout))
-
-
 # --- the run -----------------------------------------------------------------------------------------
 
 
 @dataclass
 class Report:
     settings: Settings
-    baseline: Load
-    under_attack: Load
+    baseline: WrkResult
+    under_attack: WrkResult
     attack: Attack
 
     def as_json(self) -> dict[str, Any]:
         lifetimes = self.attack.lifetimes
         return {
             "settings": asdict(self.settings),
-            "normal": {name: {"requests": load.result.requests, "requests_per_sec": load.result.requests_per_sec,
-                              "p50_ms": load.p50_ms, "p99_ms": load.result.p99_ms,
-                              "errors": vars(load.result.errors)}
+            "normal": {name: {"requests": load.requests, "requests_per_sec": load.requests_per_sec,
+                              "p50_ms": load.p50_ms, "p99_ms": load.p99_ms, "errors": vars(load.errors)}
                        for name, load in (("baseline", self.baseline), ("slowloris", self.under_attack))},
             "slowloris": {
                 "opened": self.attack.opened, "closed_by_box": len(lifetimes),
@@ -211,9 +178,6 @@ class Report:
                 "histogram": [[label, count] for label, count in histogram(lifetimes, self.settings.header_timeout)],
             },
         }
-
-
-Progress = Callable[[str], None]
 
 
 def raise_fd_limit(needed: int) -> int:
@@ -245,8 +209,8 @@ class SlowlorisBox(OcaBox):
             yaml.safe_dump(config, fh, sort_keys=False)
 
 
-async def _attack_while_loaded(port: int, settings: Settings, load: Callable[[], Load],
-                               progress: Progress) -> tuple[Load, Attack]:
+async def _attack_while_loaded(port: int, settings: Settings, load: Callable[[], WrkResult],
+                               progress: Progress) -> tuple[WrkResult, Attack]:
     attack = Attack()
     stop = asyncio.Event()
     ramp = min(settings.header_timeout, 2.0)  # staggered starts: reconnections do not come in one wave
@@ -289,11 +253,12 @@ def run(settings: Settings, tools: dict[str, str], workdir: str, progress: Progr
         progress(f"oca on {box.url}, {settings.workers} workers, header_timeout {settings.header_timeout:g}s; "
                  f"baseline: wrk for {settings.duration:.0f}s")
 
-        def load() -> Load:
-            return run_wrk(tools["wrk"], box.url, paths_file, settings.wrk_connections, settings.duration)
+        def load() -> WrkResult:
+            return run_wrk(tools["wrk"], box.url, paths_file, connections=settings.wrk_connections,
+                           seconds=settings.duration, threads=WRK_THREADS)
 
         baseline = load()
-        progress(f"baseline: {baseline.result.requests_per_sec:,.0f} req/s, p99 {_ms(baseline.result.p99_ms)}; "
+        progress(f"baseline: {baseline.requests_per_sec:,.0f} req/s, p99 {_ms(baseline.p99_ms)}; "
                  f"opening {settings.connections} slowloris connections")
         cpu = time.process_time()
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # a cheaper attacker
@@ -330,10 +295,9 @@ def histogram(lifetimes: Sequence[float], header_timeout: float) -> list[tuple[s
 def render_tables(report: Report) -> str:
     s, attack = report.settings, report.attack
     lines = ["| normal clients (wrk) | req/s | p50 | p99 | requests | errors |", "|---|---:|---:|---:|---:|---|"]
-    for name, load in (("baseline (no slowloris)", report.baseline),
-                       (f"with {s.connections:,} slowloris", report.under_attack)):
-        r = load.result
-        lines.append(f"| {name} | {r.requests_per_sec:,.0f} | {_ms(load.p50_ms)} | {_ms(r.p99_ms)} | "
+    for name, r in (("baseline (no slowloris)", report.baseline),
+                    (f"with {s.connections:,} slowloris", report.under_attack)):
+        lines.append(f"| {name} | {r.requests_per_sec:,.0f} | {_ms(r.p50_ms)} | {_ms(r.p99_ms)} | "
                      f"{r.requests:,} | {r.errors.describe()} |")
     stats = percentiles(attack.lifetimes)
     lines += ["", "| slowloris | opened | closed by the box | answered 408 | held open | time to close p50 | "
@@ -409,16 +373,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def find_tools(oca: str) -> dict[str, str] | str:
-    wrk = shutil.which("wrk") or ("/usr/bin/wrk" if os.access("/usr/bin/wrk", os.X_OK) else None)
-    if wrk is None:
-        return "slowloris: wrk not found (looked in PATH and /usr/bin/wrk); install it with `make system-deps`"
-    if not os.access(oca, os.X_OK):
-        return f"slowloris: {oca} not found; install oca with `make` (pip install -e .) in this venv"
-    return {"wrk": wrk, "oca": oca}
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through every `finally`, so the box gets stopped
+    return harness.find_tools("slowloris", oca, {"wrk": "/usr/bin/wrk"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -428,34 +383,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(tools, file=sys.stderr)
         return 2
     settings = settings_from(args)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    workdir = tempfile.mkdtemp(prefix="oca-slowloris-")
-    started = time.monotonic()
-
-    def progress(message: str) -> None:
-        print(f"[{time.monotonic() - started:5.1f}s] {message}", file=sys.stderr, flush=True)
-
-    try:
-        report = run(settings, tools, workdir, progress)
-    except (BenchError, WrkError) as exc:
-        print(f"slowloris: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("slowloris: interrupted; box stopped", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            print(f"slowloris: work dir kept: {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with harness.harness_run("slowloris", args.keep) as work:
+        try:
+            report = run(settings, tools, work.workdir, work.progress)
+        except (BenchError, WrkError) as exc:
+            print(f"slowloris: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("slowloris: interrupted; box stopped", file=sys.stderr)
+            return 130
     print(machine_line(settings))
     print()
     print(render_tables(report))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(report.as_json(), fh, indent=2)
-            fh.write("\n")
-    progress(f"done in {time.monotonic() - started:.1f}s")
+        harness.write_json(args.json, report.as_json())
+    work.progress(f"done in {work.elapsed():.1f}s")
     return 0
 
 

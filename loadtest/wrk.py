@@ -23,6 +23,7 @@ _SIZE_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 4
 
 _REQUESTS_PER_SEC = re.compile(r"^Requests/sec:\s+([\d.]+)\s*$", re.M)
 _TRANSFER_PER_SEC = re.compile(r"^Transfer/sec:\s+([\d.]+)([KMGTP]?B)\s*$", re.M)
+_LATENCY_P50 = re.compile(r"^\s+50(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
 _LATENCY_P99 = re.compile(r"^\s+99(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
 _TOTALS = re.compile(r"^\s+(\d+) requests in ([\d.]+)(us|ms|s|m|h), ([\d.]+)([KMGTP]?B) read\s*$", re.M)
 _SOCKET_ERRORS = re.compile(
@@ -68,6 +69,7 @@ class WrkResult:
     seconds: float
     requests_per_sec: float
     transfer_bytes_per_sec: float
+    p50_ms: float | None
     p99_ms: float | None
     errors: WrkErrors
 
@@ -82,7 +84,6 @@ def parse_output(text: str) -> WrkResult:
     transfer = _TRANSFER_PER_SEC.search(text)
     if rps is None or transfer is None:
         raise WrkError(f"no Requests/sec or Transfer/sec in wrk's output:\n{text.strip()}")
-    p99 = _LATENCY_P99.search(text)
     totals = _TOTALS.search(text)
     sockets = _SOCKET_ERRORS.search(text)
     non_2xx = _NON_2XX.search(text)
@@ -92,9 +93,16 @@ def parse_output(text: str) -> WrkResult:
         seconds=float(totals.group(2)) * _TIME_UNITS[totals.group(3)] / 1e3 if totals else 0.0,
         requests_per_sec=float(rps.group(1)),
         transfer_bytes_per_sec=float(transfer.group(1)) * _SIZE_UNITS[transfer.group(2)],
-        p99_ms=float(p99.group(1)) * _TIME_UNITS[p99.group(2)] if p99 else None,
+        p50_ms=_latency_ms(_LATENCY_P50, text),
+        p99_ms=_latency_ms(_LATENCY_P99, text),
         errors=WrkErrors(int(non_2xx.group(1)) if non_2xx else 0, connect, read, write, timeout),
     )
+
+
+def _latency_ms(line: re.Pattern[str], text: str) -> float | None:
+    """One line of the --latency distribution, in ms; None if wrk did not print it."""
+    match = line.search(text)
+    return float(match.group(1)) * _TIME_UNITS[match.group(2)] if match else None
 
 
 def run_wrk(wrk: str, url: str, paths_file: str, *, connections: int, seconds: float, threads: int = 2,
@@ -104,7 +112,8 @@ def run_wrk(wrk: str, url: str, paths_file: str, *, connections: int, seconds: f
     argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{_seconds_arg(seconds)}",
             f"--timeout={_seconds_arg(timeout_s)}", "--latency", "-s", LUA_SCRIPT, url, "--", paths_file]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + timeout_s + 30)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + timeout_s + 30,
+                              stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
         raise WrkError(f"wrk did not stop within {seconds + timeout_s + 30:.0f}s: {' '.join(argv)}") from exc
     except OSError as exc:

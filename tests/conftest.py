@@ -7,6 +7,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,23 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OCA = os.path.join(os.path.dirname(sys.executable), "oca")
+
+
+needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                                           reason="systemd-analyze is not installed")
+
+
+def verified_unit(name: str, tmp_path: Any) -> str:
+    """The text of systemd/<name>, after checking that it passes `systemd-analyze verify` without a word
+    about it (with ExecStart pointed at this checkout's oca)."""
+    with open(f"{ROOT}/systemd/{name}", encoding="utf-8") as fh:
+        unit = fh.read()
+    (tmp_path / name).write_text(unit.replace("/usr/local/bin/oca", OCA))
+    result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / name)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert name not in result.stderr, result.stderr
+    return unit
 
 
 def free_port() -> int:
@@ -49,12 +67,17 @@ def write_box_config(workdir: str, **overrides: Any) -> str:
         "log": {"access_log": os.path.join(workdir, "access.log")},
         "tokens": {"required": False},
     }
+    return write_config(os.path.join(workdir, "oca.yaml"), config, overrides)
+
+
+def write_config(path: str, config: dict[str, Any], overrides: dict[str, Any]) -> str:
+    """Write `config` as YAML to `path` with `overrides` merged per section: a mapping updates the section
+    of that name, anything else replaces it."""
     for section, values in overrides.items():
         if isinstance(values, dict) and isinstance(config.get(section), dict):
             config[section].update(values)
         else:
             config[section] = values
-    path = os.path.join(workdir, "oca.yaml")
     with open(path, "w", encoding="utf-8") as fh:
         yaml.safe_dump(config, fh)
     return path
@@ -69,9 +92,9 @@ def write_objects(root: str, objects: dict[str, bytes]) -> None:
 
 
 def http_request(port: int, path: str, headers: dict[str, str] | None = None,
-                 method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+                 method: str = "GET", *, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
     """(status, lower-cased headers, body) of one request on a fresh connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, headers=headers or {})
         resp = conn.getresponse()
@@ -207,8 +230,9 @@ def box_factory(tmp_path: Any) -> Iterator[Callable[..., Box]]:
         kill_box(box)
 
 
-def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    """Send raw bytes, read until the server closes or goes quiet."""
+def raw_exchange(port: int, data: bytes, timeout: float = 5.0, *, reset_ok: bool = False) -> bytes:
+    """Send raw bytes, read until the server closes (or resets, if `reset_ok`) or goes quiet."""
+    quiet: tuple[type[OSError], ...] = (TimeoutError, ConnectionResetError) if reset_ok else (TimeoutError,)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(data)
         chunks = []
@@ -218,7 +242,7 @@ def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
                 if not chunk:
                     break
                 chunks.append(chunk)
-        except TimeoutError:
+        except quiet:
             pass
         return b"".join(chunks)
 

@@ -8,38 +8,29 @@ Rules kept here:
 
 from __future__ import annotations
 
-import hmac
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from oca import __version__
 from oca.admin import content
-from oca.admin.common import CONTEXT, AdminContext, json_body, master_of
+from oca.admin.common import CONTEXT, AdminContext, master_of
 from oca.admin.metrics import render_metrics
 from oca.errors import BadRequest, NotFound, OcaError, Unauthorized
+from oca.httpapi import bearer_ok, json_body
 from oca.keys import is_valid_key
+from oca.secret_files import read_secret
 from oca.storage import ObjectInfo, Store
-
-if TYPE_CHECKING:
-    pass
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-
-
 def read_token(path: str | None) -> str | None:
-    if path is None:
-        return None
-    with open(path, encoding="utf-8") as fh:
-        token = fh.read().strip()
-    if not token:
-        raise BadRequest(f"admin token file {path} is empty")
-    return token
+    """The admin bearer token from admin.token_file; ConfigError (exit 2) naming the file when unusable."""
+    return None if path is None else read_secret(path, "admin.token_file")
 
 
 def object_json(info: ObjectInfo) -> dict[str, Any]:
@@ -53,10 +44,8 @@ def build_app(context: AdminContext) -> web.Application:
     @web.middleware
     async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            if token is not None and request.path != "/healthz":
-                given = request.headers.get("Authorization", "")
-                if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                    raise Unauthorized("missing or wrong bearer token")
+            if request.path != "/healthz" and not bearer_ok(request, token):
+                raise Unauthorized("missing or wrong bearer token")
             return await handler(request)
         except OcaError as exc:
             return web.json_response({"error": str(exc)}, status=exc.status)

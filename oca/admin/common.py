@@ -1,13 +1,11 @@
-"""What every admin route shares: the app's context (the master), reading it, and reading JSON bodies."""
+"""What every admin route shares: the app's context (the master) and reading it (JSON bodies: oca.httpapi)."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-
-from oca.errors import BadRequest
 
 if TYPE_CHECKING:
     from oca.serve.master import Master
@@ -23,13 +21,3 @@ CONTEXT = web.AppKey("context", AdminContext)
 
 def master_of(request: web.Request) -> Master:
     return request.app[CONTEXT].master
-
-
-async def json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
-    return body

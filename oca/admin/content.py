@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from oca.admin.common import json_body, master_of
+from oca.admin.common import master_of
 from oca.config.units import parse_size
 from oca.errors import BadRequest, NotFound
 from oca.fetch.invalidations import SCOPES, check_entry
 from oca.fetch.prefetch import parse_items
+from oca.httpapi import json_body
 from oca.keys import is_valid_key
 from oca.storage import Store
 

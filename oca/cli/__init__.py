@@ -9,6 +9,7 @@ import click
 from oca import __version__
 from oca.cli.cache import cache
 from oca.cli.catalog import catalog
+from oca.cli.content import content
 from oca.cli.control import control
 from oca.cli.fleet import fleet
 from oca.cli.invalidate import invalidate
@@ -32,6 +33,7 @@ cli.add_command(invalidate)
 cli.add_command(steer)
 cli.add_command(catalog)
 cli.add_command(token)
+cli.add_command(content)
 
 
 def main() -> None:

@@ -6,18 +6,16 @@ itself); the control plane's URL from --control, else OCA_CONTROL_URL, else http
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import logging
 import os
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
 from control.client import ControlClient
-from oca.errors import ConfigError
+from oca.cli.options import run_service
+from oca.secret_files import read_secret
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,13 +39,8 @@ def make_client(control_url: str | None, token_file: str | None) -> ControlClien
     url = control_url or os.environ.get("OCA_CONTROL_URL") or DEFAULT_CONTROL_URL
     token = os.environ.get("OCA_CONTROL_TOKEN", "").strip() or None
     if token_file is not None:
-        try:
-            with open(token_file, encoding="utf-8") as fh:
-                token = fh.read().strip()
-        except OSError as exc:
-            raise ConfigError(token_file, "", f"cannot read the operator token: {exc.strerror}") from None
-        if not token:
-            raise ConfigError(token_file, "", "the operator token file is empty")
+        token = read_secret(token_file, unreadable="cannot read the operator token: {error}",
+                            empty="the operator token file is empty")
     return ControlClient(url, token)
 
 
@@ -66,14 +59,6 @@ def serve(config_path: str, loop_kind: str) -> None:
     """Serve manifests, steering and the operator API; poll the fleet; until SIGTERM."""
     from control.config import load_control_config
     from control.service import serve as run
-    from oca.serve.worker import new_event_loop
 
     config = load_control_config(config_path)
-    level = getattr(logging, config.log.level.upper())
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s oca control %(levelname)s %(message)s")
-    loop = new_event_loop(loop_kind)
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_until_complete(run(config))
-    finally:
-        loop.close()
+    run_service(lambda: run(config), name="control", level=config.log.level, loop_kind=loop_kind)

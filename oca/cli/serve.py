@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import sys
-
 import click
 
-from oca.cli.options import config_option
+from oca.cli.options import config_option, run_service
 from oca.config import load_box_config
 
 
@@ -19,14 +15,7 @@ from oca.config import load_box_config
 def serve(config_path: str, loop_kind: str) -> None:
     """Serve the cache on the data port until SIGTERM; SIGHUP reloads the config."""
     config = load_box_config(config_path)
-    level = getattr(logging, config.log.level.upper())
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s oca master %(levelname)s %(message)s")
     from oca.serve.master import Master
-    from oca.serve.worker import new_event_loop
 
-    loop = new_event_loop(loop_kind)
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_until_complete(Master(config_path, config, loop_kind).run())
-    finally:
-        loop.close()
+    run_service(lambda: Master(config_path, config, loop_kind).run(), name="master", level=config.log.level,
+                loop_kind=loop_kind)

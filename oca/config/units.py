@@ -1,4 +1,5 @@
-"""Parsing of human units in config values: sizes ("500GiB", "64KiB", "1.5GB") and durations ("30s", "10m").
+"""Parsing of human units in config values: sizes ("500GiB", "64KiB", "1.5GB"), durations ("30s", "10m"),
+rates in bits per second ("10Gbps", "400Mbit") and listen addresses ("127.0.0.1:8080").
 
 Pure functions; they raise ValueError with a message the loader puts after the key path.
 """
@@ -48,6 +49,23 @@ def parse_duration(value: object) -> float:
     if match is None or unit not in _DURATION_UNITS:
         raise ValueError(f"expected a duration such as 30s, 10m or 500ms, got {value!r}")
     return float(match.group(1)) * _DURATION_UNITS[unit]
+
+
+def parse_rate(raw: object) -> int:
+    """Bits per second from an int or `10Gbps` / `400Mbit` / `1.5G` (decimal units)."""
+    if isinstance(raw, str):
+        text = raw.strip()
+        for suffix in ("bit/s", "bps", "bit"):
+            if text.lower().endswith(suffix):
+                text = text[: -len(suffix)]
+                break
+        if text[-1:].lower() in ("k", "m", "g", "t") or text.isdigit():
+            try:
+                return parse_size(text)
+            except ValueError:
+                pass
+        raise ValueError(f"expected a rate such as 10Gbps or 400Mbps, got {raw!r}")
+    return parse_size(raw)
 
 
 def parse_listen(value: object) -> tuple[str, int]:

@@ -21,8 +21,8 @@ import aiohttp
 from oca.config import ControlConfig
 from oca.errors import BadRequest
 from oca.fetch.manager import FillManager
-from oca.fetch.upstream import read_secret
 from oca.keys import is_valid_key
+from oca.secret_files import read_secret
 
 log = logging.getLogger("oca.invalidations")
 SCOPES = ("key", "prefix", "title")

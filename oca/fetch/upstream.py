@@ -25,8 +25,8 @@ import aiohttp
 
 from oca import __version__
 from oca.config import FetchConfig
-from oca.errors import ConfigError
 from oca.fetch.slices import parse_content_range
+from oca.secret_files import read_secret
 
 log = logging.getLogger("oca.fetch")
 
@@ -199,17 +199,6 @@ def sources_from_config(config: FetchConfig) -> list[Source]:
     if config.peer_credential_file:
         credential = read_secret(config.peer_credential_file, "fetch.peer_credential_file")
     return [Source(s.name, s.url.rstrip("/"), s.kind, credential) for s in config.sources]
-
-
-def read_secret(path: str, key: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            secret = fh.read().strip()
-    except OSError as exc:
-        raise ConfigError(path, key, f"cannot read: {exc.strerror or exc}") from None
-    if not secret:
-        raise ConfigError(path, key, "the file is empty")
-    return secret
 
 
 def _describe(exc: BaseException) -> str:

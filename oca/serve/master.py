@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oca import __version__
-from oca.admin.app import start_admin
+from oca.admin.app import read_token, start_admin
 from oca.admin.common import AdminContext
 from oca.admin.inventory import TitleInventory
 from oca.config import BoxConfig, box_config_to_raw, load_box_config
@@ -108,6 +108,7 @@ class Master:
         # a reload waits for the start-up to finish (the generation lock)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
         Gate(self.config.tokens, None)  # a bad JWKS file stops the box here, with one line (exit 2)
+        read_token(self.config.admin.token_file)  # so does an unreadable or empty admin token file
         await self.owner.open()
         self.fills = FillManager(self.config.fetch, self.owner, FetchState(self.config.storage.state_dir),
                                  Upstream(self.config.fetch, sources_from_config(self.config.fetch)))

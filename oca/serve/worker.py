@@ -23,7 +23,7 @@ import sys
 from oca.config import BoxConfig, box_config_from_raw
 from oca.fetch.link import Link
 from oca.fetch.remote import RemoteFills
-from oca.fetch.upstream import read_secret
+from oca.secret_files import read_secret
 from oca.serve.accesslog import AccessLog
 from oca.serve.gate import Gate
 from oca.serve.handler import ContentHandler

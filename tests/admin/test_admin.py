@@ -130,3 +130,17 @@ def test_bad_admin_requests_are_400_with_a_reason(box_factory: Any, body: bytes,
         urllib.request.urlopen(req, timeout=10)
     assert info.value.code == 400
     assert problem in json.loads(info.value.read())["error"]
+
+
+@pytest.mark.parametrize("content", [None, ""])
+def test_an_unusable_admin_token_file_stops_the_box_with_one_line(tmp_path: Any, content: str | None) -> None:
+    from tests.conftest import write_box_config
+
+    token_file = tmp_path / "admin.token"
+    if content is not None:
+        token_file.write_text(content)
+    config = write_box_config(str(tmp_path), admin={"token_file": str(token_file)})
+    result = subprocess.run([OCA, "serve", "--config", config], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "admin.token_file" in lines[0] and "Traceback" not in result.stderr

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 from aiohttp import web
+
+from tests.conftest import write_config, write_objects
 
 VARIANTS = [("360p", 800_000, "640x360"), ("720p", 2_500_000, "1280x720"), ("1080p", 5_000_000, "1920x1080")]
 SEGMENTS = 3
@@ -73,11 +74,7 @@ def package_files() -> dict[str, bytes]:
 
 
 def write_package(root: str, files: dict[str, bytes] | None = None) -> str:
-    for rel, data in (files or package_files()).items():
-        path = os.path.join(root, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as fh:
-            fh.write(data)
+    write_objects(root, files or package_files())
     return root
 
 
@@ -101,15 +98,7 @@ def write_control_config(workdir: str, boxes: list[dict[str, Any]], *, listen: s
         "popularity": {"snapshot_interval": "1s"},
         "steering": {"ttl": "1s"},
     }
-    for section, values in sections.items():
-        if isinstance(values, dict) and isinstance(config.get(section), dict):
-            config[section].update(values)
-        else:
-            config[section] = values
-    path = os.path.join(workdir, "control.yaml")
-    with open(path, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(config, fh)
-    return path
+    return write_config(os.path.join(workdir, "control.yaml"), config, sections)
 
 
 def box_entry(box_id: str, data_port: int, admin_port: int, **extra: Any) -> dict[str, Any]:

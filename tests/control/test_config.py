@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from control.config import load_control_config
-from control.fleet import load_coverage, parse_rate
+from control.fleet import load_coverage
+from oca.config.units import parse_rate
 from oca.errors import ConfigError
 from tests.conftest import ROOT
 from tests.control.fixtures import box_entry, write_control_config

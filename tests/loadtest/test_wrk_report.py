@@ -31,6 +31,7 @@ def test_report_numbers_are_read_with_their_units() -> None:
     assert result.seconds == pytest.approx(3.0)
     assert result.requests_per_sec == pytest.approx(41810.84)
     assert result.mib_per_sec == pytest.approx(341.25)
+    assert result.p50_ms == pytest.approx(1.29)
     assert result.p99_ms == pytest.approx(5.60)
     assert (result.errors.non_2xx, result.errors.read, result.errors.timeout, result.errors.total) == (4, 2, 1, 7)
 
@@ -38,6 +39,12 @@ def test_report_numbers_are_read_with_their_units() -> None:
 def test_latency_in_seconds_and_microseconds_converts_to_ms() -> None:
     assert parse_output(REPORT.replace("     99%    5.60ms", "     99%    1.20s")).p99_ms == pytest.approx(1200)
     assert parse_output(REPORT.replace("     99%    5.60ms", "     99%  850.00us")).p99_ms == pytest.approx(0.85)
+
+
+def test_p50_is_read_with_its_unit_and_may_be_missing() -> None:
+    assert parse_output(REPORT.replace("     50%    1.29ms", "     50%  640.00us")).p50_ms == pytest.approx(0.64)
+    assert parse_output(REPORT.replace("     50%    1.29ms", "     50%    1.50s")).p50_ms == pytest.approx(1500)
+    assert parse_output(REPORT.replace("     50%    1.29ms\n", "")).p50_ms is None
 
 
 def test_a_report_without_rates_is_an_error() -> None:

@@ -17,7 +17,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Box, import_dir, kill_box, start_box, status_of, write_box_config, write_objects
+from tests.conftest import (
+    Box,
+    import_dir,
+    kill_box,
+    raw_exchange,
+    start_box,
+    status_of,
+    write_box_config,
+    write_objects,
+)
 
 KEY = "titles/1/720p/seg_00001.m4s"
 OBJECT = os.urandom(4000)
@@ -42,16 +51,8 @@ def box(tmp_path_factory: Any) -> Iterator[Box]:
     kill_box(handle)
 
 
-def exchange(port: int, data: bytes, timeout: float = 3.0) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        chunks = []
-        try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except (TimeoutError, ConnectionResetError):
-            pass
-        return b"".join(chunks)
+def exchange(port: int, data: bytes) -> bytes:
+    return raw_exchange(port, data, timeout=3.0, reset_ok=True)
 
 
 def head_of(raw: bytes) -> dict[str, str]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import http_request
 from tests.upstream.origin import PAGE, Fault, Origin, closed_port, iter_pattern, pattern, pattern_byte
 
 GiB = 1024**3
@@ -29,14 +30,7 @@ def origin() -> Iterator[Origin]:
 
 def get(origin: Origin, path: str, headers: dict[str, str] | None = None,
         method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", origin.port, timeout=5)
-    try:
-        conn.request(method, path, headers=headers or {})
-        resp = conn.getresponse()
-        body = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
-    finally:
-        conn.close()
+    return http_request(origin.port, path, headers, method, timeout=5)
 
 
 def raw(origin: Origin, path: str, extra: str = "", timeout: float = 5.0) -> bytes:

@@ -1,0 +1,85 @@
+"""`oca content make OUTDIR`: sample titles (real H.264/AAC, or a synthetic fallback) for tests and the lab."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+import click
+
+from oca.content import MadeContent, MadeTitle, make_content
+from oca.content.ladder import AUDIO, FIRST_TITLE_ID, LADDER, MAX_TITLES, MIN_DURATION
+
+
+@click.group()
+def content() -> None:
+    """Make sample content."""
+
+
+@content.command("make")
+@click.argument("outdir", type=click.Path(file_okay=True, dir_okay=True))
+@click.option("--titles", "count", type=int, default=3, show_default=True,
+              help=f"How many titles (1-{MAX_TITLES}), numbered from {FIRST_TITLE_ID}.")
+@click.option("--duration", type=int, default=30, show_default=True,
+              help=f"Seconds per title (whole seconds, at least {MIN_DURATION}).")
+@click.option("--synthetic", is_flag=True, help="Write the fallback (valid playlists, non-video bytes) "
+              "even where ffmpeg is installed.")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="Titles encoded at once (one ffmpeg already keeps two cores busy).")
+@click.option("--json", "as_json", is_flag=True, help="Print catalog.json's titles and the outcome as JSON.")
+def make(outdir: str, count: int, duration: int, synthetic: bool, jobs: int, as_json: bool) -> None:
+    """Write COUNT titles under OUTDIR (titles/<id>/, catalog.json); titles already made are reused.
+
+    Each title is one encode per rendition (H.264 at """ + ", ".join(r.id for r in LADDER) + f""",
+    AAC {AUDIO.bitrate // 1000}k), 2 s segments, packaged as HLS fMP4 (master.m3u8), DASH (manifest.mpd)
+    and HLS TS (ts/master.m3u8). Without ffmpeg the titles are synthetic, and say so.
+    """
+    started = time.monotonic()
+    total = float(count * duration)
+    interactive = sys.stderr.isatty() and not as_json
+    with click.progressbar(length=max(1, int(total)), label="encoding", file=sys.stderr, show_eta=True,
+                           hidden=not interactive) as bar:
+        lock = threading.Lock()
+        done: dict[str, float] = {}
+        shown = [0]
+
+        def progress(title_id: str, seconds: float) -> None:
+            with lock:
+                done[title_id] = max(done.get(title_id, 0.0), seconds)
+                now = int(sum(done.values()))
+                if now > shown[0]:
+                    bar.update(now - shown[0])
+                    shown[0] = now
+
+        made = make_content(outdir, count, duration, synthetic=synthetic, jobs=jobs, progress=progress)
+    seconds = time.monotonic() - started
+    if as_json:
+        click.echo(json.dumps({"outdir": made.outdir, "catalog": made.catalog, "synthetic": made.synthetic,
+                               "fallback": made.fallback, "seconds": round(seconds, 2),
+                               "titles": [dict(t.record, reused=t.reused) for t in made.titles]}, indent=2))
+        return
+    for title in made.titles:
+        click.echo(_line(title))
+    click.echo(_summary(made, seconds))
+    if made.fallback is not None:
+        click.echo(f"oca: warning: SYNTHETIC content ({made.fallback}): the playlists are valid but the "
+                   "segments are not video", err=True)
+
+
+def _line(title: MadeTitle) -> str:
+    record = title.record
+    what = "synthetic" if title.spec.synthetic else record.get("pattern", "?")
+    where = ",".join(record.get("countries") or []) or "everywhere"
+    how = "reused" if title.reused else f"made in {title.seconds:.1f}s"
+    return (f"{record['id']}: {how} ({what}, {record['duration']} s, {record['segments']} segments, "
+            f"{len(record['renditions'])} renditions, {record['size'] / 2**20:.1f} MiB, plays {where}) "
+            f"{record['path']}/")
+
+
+def _summary(made: MadeContent, seconds: float) -> str:
+    kind = ("SYNTHETIC (not video: " + (made.fallback or "reused") + ")") if made.synthetic else "H.264/AAC"
+    reused = sum(t.reused for t in made.titles)
+    return (f"{len(made.titles)} titles ({reused} reused), {kind}, in {made.outdir} in {seconds:.1f}s; "
+            f"catalog {made.catalog}")

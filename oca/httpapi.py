@@ -1,0 +1,41 @@
+"""What the two JSON APIs (a box's admin port, the control plane) share: bearer tokens and JSON bodies.
+
+Rules kept here:
+- A bearer token is compared in constant time, against every accepted token, so the timing says nothing
+  about which one (if any) matched. No token configured means the route is open.
+- A request body must be one JSON object; anything else is a BadRequest (400) saying so.
+- Light imports only (aiohttp, oca.errors): the control plane imports this without the box's server.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from aiohttp import web
+
+from oca.errors import BadRequest
+
+
+def bearer_ok(request: web.Request, *tokens: str | None) -> bool:
+    """True if the request's `Authorization: Bearer <token>` is one of `tokens` (the None ones left out),
+    or if no token is configured at all."""
+    wanted = [t for t in tokens if t is not None]
+    if not wanted:
+        return True
+    given = request.headers.get("Authorization", "").encode()
+    ok = False
+    for token in wanted:  # compare with every token, so timing says nothing about which one matched
+        ok |= hmac.compare_digest(given, f"Bearer {token}".encode())
+    return ok
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's body as a JSON object."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body

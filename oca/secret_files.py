@@ -1,0 +1,28 @@
+"""Reading a secret (bearer token, credential) from the file a config or an option names.
+
+Rules kept here:
+- The secret is the file's text with surrounding white space stripped; an empty one is an error, never
+  "no secret".
+- Every problem is one ConfigError (exit code 2) against `file` (the config that names the secret file;
+  by default the secret file itself) and `key`, worded by the caller's templates: {path} is the secret
+  file, {error} why it could not be read.
+- Named secret_files, not secrets, so it can never stand in for the standard library's `secrets`.
+"""
+
+from __future__ import annotations
+
+from oca.errors import ConfigError
+
+
+def read_secret(path: str, key: str = "", *, file: str | None = None, unreadable: str = "cannot read: {error}",
+                empty: str = "the file is empty") -> str:
+    """The secret in the file at `path`."""
+    where = path if file is None else file
+    try:
+        with open(path, encoding="utf-8") as fh:
+            secret = fh.read().strip()
+    except OSError as exc:
+        raise ConfigError(where, key, unreadable.format(path=path, error=exc.strerror or exc)) from None
+    if not secret:
+        raise ConfigError(where, key, empty.format(path=path))
+    return secret
