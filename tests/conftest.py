@@ -21,6 +21,12 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, settings
+
+# The suite shares a 2-core machine with real servers, ffmpeg and browsers: a property test must not fail
+# because data generation or one example was slow, only because a property does not hold.
+settings.register_profile("oca", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("oca")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OCA = os.path.join(os.path.dirname(sys.executable), "oca")
