@@ -10,7 +10,7 @@ import time
 import click
 
 from oca.content import MadeContent, MadeTitle, make_content
-from oca.content.ladder import AUDIO, FIRST_TITLE_ID, LADDER, MAX_TITLES, MIN_DURATION
+from oca.content.ladder import FIRST_TITLE_ID, MAX_TITLES, MIN_DURATION
 
 
 @click.group()
@@ -30,11 +30,11 @@ def content() -> None:
               help="Titles encoded at once (one ffmpeg already keeps two cores busy).")
 @click.option("--json", "as_json", is_flag=True, help="Print catalog.json's titles and the outcome as JSON.")
 def make(outdir: str, count: int, duration: int, synthetic: bool, jobs: int, as_json: bool) -> None:
-    """Write COUNT titles under OUTDIR (titles/<id>/, catalog.json); titles already made are reused.
+    """Write sample titles under OUTDIR (titles/<id>/, catalog.json); titles already made are reused.
 
-    Each title is one encode per rendition (H.264 at """ + ", ".join(r.id for r in LADDER) + f""",
-    AAC {AUDIO.bitrate // 1000}k), 2 s segments, packaged as HLS fMP4 (master.m3u8), DASH (manifest.mpd)
-    and HLS TS (ts/master.m3u8). Without ffmpeg the titles are synthetic, and say so.
+    Each title is encoded once per rendition (H.264 360p, 720p, 1080p; AAC 128k; 2 s segments) and
+    packaged as HLS fMP4 (master.m3u8), DASH (manifest.mpd) and HLS TS (ts/master.m3u8). Without ffmpeg
+    (or with --synthetic) the titles are synthetic: valid playlists, segments that are not video.
     """
     started = time.monotonic()
     total = float(count * duration)
@@ -81,5 +81,6 @@ def _line(title: MadeTitle) -> str:
 def _summary(made: MadeContent, seconds: float) -> str:
     kind = ("SYNTHETIC (not video: " + (made.fallback or "reused") + ")") if made.synthetic else "H.264/AAC"
     reused = sum(t.reused for t in made.titles)
-    return (f"{len(made.titles)} titles ({reused} reused), {kind}, in {made.outdir} in {seconds:.1f}s; "
+    count = f"{len(made.titles)} title{'s' if len(made.titles) != 1 else ''}"
+    return (f"{count} ({reused} reused), {kind}, in {made.outdir} in {seconds:.1f}s; "
             f"catalog {made.catalog}")

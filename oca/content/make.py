@@ -101,7 +101,7 @@ class Runner:
                     proc.kill()
                     proc.wait()
             if timed_out.is_set():
-                raise EncodeError(f"{name} did not finish within {timeout:.0f}s: {_tail(err)}")
+                raise EncodeError(f"{name} did not finish within {timeout:g}s: {_tail(err)}")
             if code != 0:
                 raise EncodeError(f"{name} failed (exit {code}): {_tail(err)}")
             return "".join(lines)
