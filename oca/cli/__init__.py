@@ -13,6 +13,7 @@ from oca.cli.content import content
 from oca.cli.control import control
 from oca.cli.fleet import fleet
 from oca.cli.invalidate import invalidate
+from oca.cli.lab import lab
 from oca.cli.serve import serve
 from oca.cli.steer import steer
 from oca.cli.token import token
@@ -34,6 +35,7 @@ cli.add_command(steer)
 cli.add_command(catalog)
 cli.add_command(token)
 cli.add_command(content)
+cli.add_command(lab)
 
 
 def main() -> None:

@@ -52,7 +52,8 @@ class Fill:
     pin: bool = False
     digest: str | None = None  # expected, when a prefetch knows it
     size: int | None = None  # expected body bytes, when a prefetch knows them
-    rate: Callable[[int], Coroutine[Any, Any, None]] | None = None  # bandwidth cap (prefetch)
+    rate: Callable[[int, str], Coroutine[Any, Any, None]] | None = None  # bandwidth cap (prefetch): (bytes, source)
+    sources: list[Source] | None = None  # this fill's source order (a fill plan's); None = the configured one
     subscribers: set[Link] = field(default_factory=set)
     opened: dict[str, Any] | None = None  # the "open" event, once the temp file exists
     have: int = 0
@@ -220,14 +221,16 @@ class FillManager:
             link.send(event)
 
     async def _fetch(self, fill: Fill) -> str:
+        background = fill.rate is not None
         try:
-            body = await self.upstream.open(fill.key, byte_range=fill.byte_range, if_none_match=fill.revalidate)
+            body = await self.upstream.open(fill.key, byte_range=fill.byte_range, if_none_match=fill.revalidate,
+                                            sources=fill.sources, background=background)
         except UpstreamError as exc:
             if exc.status != 416 or not fill.probe or fill.byte_range is None or fill.byte_range[0] == 0:
                 raise
             # the client's range starts past a small object's end: fetch it from its start (the client gets 416)
             fill.byte_range = (0, self.config.slice_size - 1)
-            body = await self.upstream.open(fill.key, byte_range=fill.byte_range)
+            body = await self.upstream.open(fill.key, byte_range=fill.byte_range, sources=fill.sources)
         try:
             head = body.head
             fill.source = head.source
@@ -309,7 +312,7 @@ class FillManager:
                 self.bytes_by_source[head.source] = self.bytes_by_source.get(head.source, 0) + len(chunk)
                 self._tell(fill, {"ev": "have", "n": fill.have})
                 if fill.rate is not None:
-                    await fill.rate(len(chunk))
+                    await fill.rate(len(chunk), head.source)
             digest = hasher.hexdigest()
             if fill.digest is not None and digest != fill.digest:
                 raise UpstreamError(502, f"{head.source}: digest {digest} is not the catalog's {fill.digest}")
@@ -373,18 +376,40 @@ class FillManager:
     # -- prefetch -----------------------------------------------------------------------------------
 
     async def prefetch_one(self, key: str, *, hot: bool, pin: bool, digest: str | None, size: int | None,
-                           rate: Callable[[int], Coroutine[Any, Any, None]] | None) -> str:
-        """Fill one object without a waiting client; "stored", "present", "absent" or "fail: reason"."""
-        if self.state.sliced.get(key) is not None or await self.owner.call(Store.get, key) is not None:
-            if pin:
-                with contextlib.suppress(OcaError):
-                    await self.owner.call(Store.set_pinned, key, True)
-            return "present"
+                           rate: Callable[[int, str], Coroutine[Any, Any, None]] | None,
+                           sources: list[Source] | None = None) -> str:
+        """Fill one object without a waiting client; "stored", "present", "absent" or "fail: reason".
+
+        A copy whose digest is not the catalog's is dropped and fetched once more from the sources after the
+        one that sent it."""
+        stored = await self.owner.call(Store.get, key)
+        if self.state.sliced.get(key) is not None or stored is not None:
+            if stored is not None and digest is not None and stored.digest != digest:
+                await self.owner.call(Store.evict, key)  # a stale or damaged copy: the plan's digest wins
+            else:
+                if pin:
+                    with contextlib.suppress(OcaError):
+                        await self.owner.call(Store.set_pinned, key, True)
+                return "present"
         running = self.fills.get(key)
         if running is not None and running.done is not None:
             return await asyncio.shield(running.done)
-        fill = Fill(key, key, hot=hot, pin=pin, digest=digest, size=size, rate=rate)
-        return await self._begin(fill, None)
+        order = self.upstream.sources if sources is None else sources
+        fill = Fill(key, key, hot=hot, pin=pin, digest=digest, size=size, rate=rate, sources=order)
+        result = await self._begin(fill, None)
+        names = [s.name for s in order]
+        if result.startswith("fail") and "digest" in result and fill.source in names:
+            rest = order[names.index(fill.source) + 1:]
+            if rest:
+                log.warning("%s: wrong digest from %s; fetching it once more from %s", key, fill.source,
+                            ", ".join(s.name for s in rest))
+                retry = Fill(key, key, hot=hot, pin=pin, digest=digest, size=size, rate=rate, sources=rest)
+                result = await self._begin(retry, None)
+        return result
+
+    def client_fills(self) -> int:
+        """Fills players are waiting for right now (prefetches yield to them)."""
+        return sum(1 for fill in self.fills.values() if fill.subscribers)
 
     # -- housekeeping -------------------------------------------------------------------------------
 

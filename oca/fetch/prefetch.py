@@ -15,14 +15,17 @@ import asyncio
 import heapq
 import itertools
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from oca.errors import BadRequest
+from oca.fetch.upstream import Source
 from oca.keys import is_valid_key
 
 _PARALLEL = 4
+_YIELD = 0.05  # seconds a prefetch pauses per chunk while players wait for misses
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,7 @@ class PrefetchItem:
     digest: str | None = None
     hot: bool = False
     pin: bool = False
+    sources: tuple[tuple[str, str, str], ...] = ()  # (name, url, kind) in order; () = the box's configured ones
 
 
 @dataclass(eq=False)
@@ -44,6 +48,7 @@ class PrefetchJob:
     state: str = "queued"  # queued, running, done, cancelled
     results: dict[str, str] = field(default_factory=dict)  # key -> stored / present / absent / fail: reason
     bytes: int = 0
+    bytes_by_source: dict[str, int] = field(default_factory=dict)
 
     def progress(self) -> dict[str, Any]:
         failed = {k: r for k, r in self.results.items() if r not in ("stored", "present")}
@@ -51,7 +56,8 @@ class PrefetchJob:
                 "finished": len(self.results),
                 "stored": sum(1 for r in self.results.values() if r == "stored"),
                 "present": sum(1 for r in self.results.values() if r == "present"),
-                "failed": len(failed), "failures": dict(list(failed.items())[:100]), "bytes": self.bytes}
+                "failed": len(failed), "failures": dict(list(failed.items())[:100]), "bytes": self.bytes,
+                "bytes_by_source": dict(self.bytes_by_source)}
 
 
 def parse_items(raw: object) -> list[PrefetchItem]:
@@ -81,8 +87,31 @@ def parse_items(raw: object) -> list[PrefetchItem]:
         tier = entry.get("tier")
         if tier is not None and tier not in ("hot", "cold"):
             raise BadRequest(f"items[{i}].tier must be hot or cold")
-        items.append(PrefetchItem(key, size, digest, flags["hot"] or tier == "hot", flags["pin"]))
+        items.append(PrefetchItem(key, size, digest, flags["hot"] or tier == "hot", flags["pin"],
+                                  _sources(entry.get("sources"), i)))
     return items
+
+
+def _sources(raw: object, i: int) -> tuple[tuple[str, str, str], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise BadRequest(f"items[{i}].sources must be a non-empty list")
+    out = []
+    for j, source in enumerate(raw):
+        where = f"items[{i}].sources[{j}]"
+        if not isinstance(source, dict):
+            raise BadRequest(f"{where} must be an object with name, url and kind")
+        name, url, kind = source.get("name"), source.get("url"), source.get("kind", "origin")
+        if not isinstance(name, str) or not name:
+            raise BadRequest(f"{where}.name must be a non-empty string")
+        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BadRequest(f"{where}.url must be an http(s) URL, got {url!r}")
+        if kind not in ("peer", "parent", "origin"):
+            raise BadRequest(f"{where}.kind must be peer, parent or origin, got {kind!r}")
+        out.append((name, str(url).rstrip("/"), str(kind)))
+    return tuple(out)
 
 
 class TokenBucket:
@@ -109,8 +138,11 @@ FillOne = Callable[..., Awaitable[str]]
 
 
 class PrefetchQueue:
-    def __init__(self, fill_one: FillOne, box_rate: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, fill_one: FillOne, box_rate: int, clock: Callable[[], float] = time.time,
+                 busy: Callable[[], bool] = lambda: False, credential: str | None = None) -> None:
         self._fill_one = fill_one
+        self._busy = busy  # players are waiting for misses: prefetches yield
+        self._credential = credential
         self._box_bucket = TokenBucket(box_rate)
         self._clock = clock
         self.jobs: dict[int, PrefetchJob] = {}
@@ -154,19 +186,23 @@ class PrefetchQueue:
         bucket = TokenBucket(job.rate) if job.rate else None
         pending = iter(job.items)
 
-        async def rate(n: int) -> None:
+        async def rate(n: int, source: str) -> None:
             job.bytes += n
+            job.bytes_by_source[source] = job.bytes_by_source.get(source, 0) + n
             await self._box_bucket.take(n)
             if bucket is not None:
                 await bucket.take(n)
+            if self._busy():  # client misses first: a prefetch slows to a crawl while players wait
+                await asyncio.sleep(_YIELD)
 
         async def worker() -> None:
             for item in pending:
                 if job.state == "cancelled":
                     return
+                sources = [Source(name, url, kind, self._credential) for name, url, kind in item.sources] or None
                 try:
                     result = await self._fill_one(item.key, hot=item.hot, pin=item.pin, digest=item.digest,
-                                                  size=item.size, rate=rate)
+                                                  size=item.size, rate=rate, sources=sources)
                 except Exception as exc:  # one bad item must not stop the job
                     result = f"fail: {exc}"
                 job.results[item.key] = result

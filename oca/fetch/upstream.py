@@ -29,6 +29,7 @@ from oca.fetch.slices import parse_content_range
 from oca.secret_files import read_secret
 
 log = logging.getLogger("oca.fetch")
+_PREFETCH_CONNECTIONS = 4  # upstream connections all prefetches share
 
 
 class UpstreamError(Exception):
@@ -99,38 +100,49 @@ class Upstream:
         self.config = config
         self.sources = sources
         self._session: aiohttp.ClientSession | None = None
+        self._background: aiohttp.ClientSession | None = None
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+    def _client(self, background: bool = False) -> aiohttp.ClientSession:
+        """The client misses use (no connection limit), or the prefetches' own, with a small connection budget
+        of its own so that pre-positioning never queues a player's miss behind it."""
+        session = self._background if background else self._session
+        if session is None or session.closed:
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout)
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(
-                timeout=timeout, connector=connector, auto_decompress=False,
-                headers={"User-Agent": f"oca/{__version__}"})
-        return self._session
+            connector = aiohttp.TCPConnector(limit=_PREFETCH_CONNECTIONS if background else 0, ttl_dns_cache=60,
+                                             enable_cleanup_closed=True)
+            session = aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False,
+                                            headers={"User-Agent": f"oca/{__version__}"})
+            if background:
+                self._background = session
+            else:
+                self._session = session
+        return session
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._background):
+            if session is not None:
+                await session.close()
 
     async def close_when_idle(self, grace: float = 300.0) -> None:
         """After a reload: let fills still reading from the old session finish, then close it."""
         await asyncio.sleep(grace)
         await self.close()
 
-    async def open(self, key: str, *, byte_range: tuple[int, int] | None = None,
-                   if_none_match: str | None = None) -> UpstreamBody:
-        """The first source's answer for `key` (a range of it, or a 304 to if_none_match).
+    async def open(self, key: str, *, byte_range: tuple[int, int] | None = None, if_none_match: str | None = None,
+                   sources: list[Source] | None = None, background: bool = False) -> UpstreamBody:
+        """The first source's answer for `key` (a range of it, or a 304 to if_none_match), trying `sources`
+        (default: the configured ones) in order; `background` for prefetches (their own connections).
 
         Raises UpstreamError(404) when the origin says the object does not exist, else UpstreamError(502/504)
         naming every source's failure once all failed."""
-        if not self.sources:
+        order = self.sources if sources is None else sources
+        if not order:
             raise UpstreamError(404, "not in cache and no upstream source is configured")
         failures: list[str] = []
         status = 502
-        for source in self.sources:
+        for source in order:
             try:
-                return await self._try(source, key, byte_range, if_none_match)
+                return await self._try(source, key, byte_range, if_none_match, background)
             except UpstreamError as exc:
                 if exc.status in (404, 416) and source.kind == "origin":
                     raise
@@ -140,7 +152,7 @@ class Upstream:
         raise UpstreamError(status, "; ".join(failures))
 
     async def _try(self, source: Source, key: str, byte_range: tuple[int, int] | None,
-                   if_none_match: str | None) -> UpstreamBody:
+                   if_none_match: str | None, background: bool) -> UpstreamBody:
         headers = {"Accept-Encoding": "identity"}
         if byte_range is not None:
             headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
@@ -153,7 +165,7 @@ class Upstream:
         url = f"{source.url}/{key}"
         try:
             response = await asyncio.wait_for(
-                self._client().get(url, headers=headers, allow_redirects=False),
+                self._client(background).get(url, headers=headers, allow_redirects=False),
                 self.config.connect_timeout + self.config.first_byte_timeout)
         except TimeoutError:
             raise UpstreamError(504, f"{source.name}: no response within "

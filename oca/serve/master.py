@@ -41,6 +41,7 @@ from oca.fetch.manager import FillManager
 from oca.fetch.prefetch import PrefetchQueue
 from oca.fetch.state import FetchState
 from oca.fetch.upstream import Upstream, sources_from_config
+from oca.secret_files import read_secret
 from oca.serve import sdnotify
 from oca.serve.gate import Gate
 from oca.serve.listeners import bind_listeners
@@ -49,6 +50,11 @@ from oca.serve.stats import FleetStats
 from oca.storage import Store
 
 log = logging.getLogger("oca.master")
+
+
+def _peer_credential(config: BoxConfig) -> str | None:
+    path = config.fetch.peer_credential_file
+    return read_secret(path, "fetch.peer_credential_file") if path else None
 
 
 def _listen(what: str, address: tuple[str, int], bind: Callable[[], list[socket.socket]]) -> list[socket.socket]:
@@ -112,7 +118,10 @@ class Master:
         await self.owner.open()
         self.fills = FillManager(self.config.fetch, self.owner, FetchState(self.config.storage.state_dir),
                                  Upstream(self.config.fetch, sources_from_config(self.config.fetch)))
-        self.prefetch = PrefetchQueue(self.fills.prefetch_one, self.config.fetch.prefetch_rate)
+        fills = self.fills
+        self.prefetch = PrefetchQueue(fills.prefetch_one, self.config.fetch.prefetch_rate,
+                                      busy=lambda: fills.client_fills() > 0,
+                                      credential=_peer_credential(self.config))
         self.invalidations = Invalidations(self.fills, self.config.control)
         if self.config.control.url:  # catch up before the admin port says we are here
             try:

@@ -139,3 +139,27 @@ def test_admin_token_is_required_when_configured(box_factory: Callable[..., Box]
     assert admin_error(secured, "/purge", "POST", body, {"Authorization": "Bearer nope"})[0] == 401
     status, _ = admin_error(secured, "/purge", "POST", body, {"Authorization": "Bearer s3cret"})
     assert status == 200
+
+
+def test_a_prefetch_follows_its_own_source_order_and_retries_a_bad_digest_once(box: Box, origin: Origin) -> None:
+    import xxhash
+
+    key = "titles/9/720p/seg_0.m4s"
+    good = origin.expected(key)
+    with Origin() as liar:
+        liar.add(key, b"x" * len(good))  # same size, wrong bytes
+        sources = [{"name": "liar", "url": liar.url, "kind": "parent"},
+                   {"name": "origin", "url": origin.url, "kind": "origin"}]
+        item = {"key": key, "size": len(good), "digest": xxhash.xxh3_128(good).hexdigest(), "sources": sources}
+        done = wait_job(box, box.admin("/prefetch", "POST", {"items": [item]})["id"])
+        assert done["stored"] == 1, done
+        assert liar.count(key) == 1 and origin.count(key) == 1
+        assert done["bytes_by_source"] == {"liar": len(good), "origin": len(good)}
+    stored = box.admin(f"/cache/objects/{key}")
+    assert stored["digest"] == xxhash.xxh3_128(good).hexdigest()
+
+
+def test_prefetch_sources_are_checked(box: Box) -> None:
+    body = json.dumps({"items": [{"key": "titles/1/a", "sources": [{"name": "x", "url": "ftp://x"}]}]}).encode()
+    status, message = admin_error(box, "/prefetch", "POST", body)
+    assert status == 400 and "items[0].sources[0].url" in message

@@ -1,0 +1,432 @@
+"""`Lab`: a whole CDN on loopback — origin, control plane, boxes in two sites — with its content ingested and
+pre-positioned. `with Lab(LabConfig(...)) as lab:` is what `oca lab up` and the player tests run.
+
+Rules kept here:
+- Start order: content (made or reused), keys and secrets (reused), origin, lab API, control plane, boxes,
+  catalog ingest, every box healthy at the control plane, fill, the control plane seeing the fill. Any
+  failure stops everything started so far and raises one LabError naming what failed and its log file.
+- Stop order: the API, the boxes (SIGTERM, all at once, SIGKILL after a grace period), the control plane,
+  the origin. `stop()` is idempotent and safe after a failed start.
+- Box processes are replaced under a lock: the caller's thread and the API's thread may both stop and
+  start boxes. A box stopped through the lab is "down on purpose"; `check()` reports any other death.
+- Nothing here prints: progress goes to the `say` callback, the CLI decides what to show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import secrets
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import yaml
+
+from control.catalog import ingest_source, title_to_json
+from control.client import ControlClient, ControlError
+from oca.content import MadeContent, make_content
+from oca.lab import fill
+from oca.lab.api import LabApi
+from oca.lab.layout import (
+    CLIENT_HEADER,
+    HEALTH_INTERVAL,
+    KID,
+    SITES,
+    BoxPlan,
+    LabConfig,
+    LabPaths,
+    box_config,
+    box_host,
+    box_sites,
+    control_config,
+    coverage_csv,
+    default_node_modules,
+    pick_port,
+)
+from oca.lab.procs import Child, LabError, http_get
+from oca.tokens import generate_private_key, load_private_key, public_jwk, write_private_key
+
+Say = Callable[[str], None]
+
+
+def _oca_command() -> list[str]:
+    script = os.path.join(os.path.dirname(sys.executable), "oca")
+    return [script] if os.access(script, os.X_OK) else [sys.executable, "-c", "from oca.cli import main; main()"]
+
+
+@dataclass
+class LabBox:
+    """One box of the lab: its plan, its process and its files."""
+
+    plan: BoxPlan
+    child: Child
+    config_path: str
+    workers: int
+    stopped_on_purpose: bool = False
+    reported: bool = False  # its unexpected exit has been reported by check()
+
+    @property
+    def id(self) -> str:
+        return self.plan.id
+
+    @property
+    def site(self) -> str:
+        return self.plan.site
+
+    @property
+    def data_url(self) -> str:
+        return self.plan.data_url
+
+    @property
+    def admin_url(self) -> str:
+        return self.plan.admin_url
+
+    @property
+    def log_path(self) -> str:
+        return self.child.log_path
+
+    @property
+    def access_log_path(self) -> str:
+        """One JSON line per request, with the player's CMCD parsed (`cmcd`)."""
+        return os.path.join(os.path.dirname(self.config_path), "access.log")
+
+    @property
+    def running(self) -> bool:
+        return self.child.running
+
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid
+
+
+@dataclass
+class Lab:
+    config: LabConfig = field(default_factory=LabConfig)
+    say: Say = field(default=lambda line: None)
+
+    def __post_init__(self) -> None:
+        self.paths = LabPaths(os.path.abspath(self.config.workdir))
+        self.client_header = CLIENT_HEADER
+        self.site_clients = {s.id: s.client for s in SITES}
+        self.boxes: list[LabBox] = []
+        self.titles: list[str] = []
+        self.content: MadeContent | None = None
+        self.placement: dict[str, list[str]] = {}  # box id -> titles pre-positioned on it
+        self.file_counts: dict[str, int] = {}
+        self._records: dict[str, dict[str, Any]] = {}  # title id -> its catalog record
+        self._control_port = 0
+        self._ports: set[tuple[str, int]] = set()  # handed out to the lab's processes
+        self.control_url = self.origin_url = self.api_url = self.page_url = ""
+        self.control_log_path = self.paths.control_log
+        self.origin_log_path = self.paths.origin_log
+        self.operator_token = ""
+        self.box_token = ""
+        self.node_modules = default_node_modules(self.config.node_modules)
+        self._origin: Child | None = None
+        self._control: Child | None = None
+        self._api: LabApi | None = None
+        self._lock = threading.RLock()
+        self._stopped = False
+
+    # -- context manager ----------------------------------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        cfg = self.config
+        os.makedirs(self.paths.workdir, exist_ok=True)
+        self.say(f"content: {cfg.titles} title(s) of {cfg.duration}s in {self.paths.content}")
+        started = time.monotonic()
+        self.content = make_content(self.paths.content, cfg.titles, cfg.duration, synthetic=cfg.synthetic)
+        self.titles = [t.spec.id for t in self.content.titles]
+        reused = sum(t.reused for t in self.content.titles)
+        kind = "synthetic" if self.content.synthetic else "H.264/AAC"
+        self.say(f"content: {len(self.titles)} {kind} title(s), {reused} reused, in {time.monotonic() - started:.1f}s")
+        self._secrets()
+        self._start_origin()
+        self._api = LabApi(self, port=cfg.api_port)
+        self._api.start()
+        self.api_url = self._api.url
+        self._plan_boxes()
+        self._start_control()
+        self.say(f"boxes: starting {', '.join(b.id for b in self.boxes)}")
+        for box in self.boxes:
+            box.child.start()
+        for box in self.boxes:
+            self._wait_box(box)
+        self._ingest()
+        self.wait_healthy()
+        if cfg.fill:
+            self._fill()
+
+    # -- the parts ----------------------------------------------------------------------------------------
+
+    def _secrets(self) -> None:
+        paths = self.paths
+        os.makedirs(paths.keys, mode=0o700, exist_ok=True)
+        if os.path.exists(paths.signing_key):
+            key = load_private_key(paths.signing_key)
+        else:
+            key = generate_private_key("EdDSA")
+            write_private_key(paths.signing_key, key)
+        _write(paths.jwks, json.dumps({"keys": [public_jwk(key, KID)]}, indent=2) + "\n")
+        for path in (paths.operator_token, paths.box_token, paths.peer_token):
+            if not os.path.exists(path):
+                _write(path, secrets.token_urlsafe(24) + "\n", mode=0o600)
+        with open(paths.operator_token, encoding="utf-8") as fh:
+            self.operator_token = fh.read().strip()
+        with open(paths.box_token, encoding="utf-8") as fh:
+            self.box_token = fh.read().strip()
+
+    def _start_origin(self) -> None:
+        port = pick_port("127.0.0.1", 0, self._ports)
+        self.origin_url = f"http://127.0.0.1:{port}"
+        self._origin = Child("origin", [sys.executable, "-m", "oca.lab.origin", self.paths.content,
+                                        f"127.0.0.1:{port}"], self.paths.origin_log)
+        self._origin.start()
+        self._origin.wait_until(lambda: http_get(self.origin_url + "/healthz")[0] == 200, self.config.start_timeout)
+        self.say(f"origin: {self.origin_url} serving {self.paths.content}")
+
+    def _plan_boxes(self) -> None:
+        cfg = self.config
+        plans = []
+        for i, (box_id, site) in enumerate(box_sites(cfg.boxes)):
+            host = box_host(i, cfg.box_ports)
+            data = pick_port(host, cfg.box_ports, self._ports)
+            admin = pick_port(host, cfg.box_ports + 1 if cfg.box_ports else 0, self._ports)
+            if cfg.box_ports and (data, admin) != (cfg.box_ports, cfg.box_ports + 1):
+                self.say(f"box {box_id}: port {cfg.box_ports} or {cfg.box_ports + 1} on {host} is taken: "
+                         f"data {data}, admin {admin}")
+            plans.append(BoxPlan(box_id, site, host, data, admin))
+        port = pick_port("127.0.0.1", cfg.control_port, self._ports)
+        if cfg.control_port and port != cfg.control_port:
+            self.say(f"control plane: port {cfg.control_port} is taken, using {port}")
+        self.control_url = f"http://127.0.0.1:{port}"
+        self.page_url = f"{self.control_url}/lab"
+        oca = _oca_command()
+        for plan in plans:
+            path = self.paths.box_config(plan.id)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _write(path, yaml.safe_dump(box_config(plan, plans, self.paths, origin_url=self.origin_url,
+                                                   control_url=self.control_url, workers=cfg.workers)))
+            child = Child(f"box {plan.id}", [*oca, "serve", "--config", path], self.paths.box_log(plan.id))
+            self.boxes.append(LabBox(plan, child, path, cfg.workers))
+        self._control_port = port
+
+    def _start_control(self) -> None:
+        os.makedirs(self.paths.control, exist_ok=True)
+        _write(self.paths.coverage, coverage_csv())
+        raw = control_config([b.plan for b in self.boxes], self.paths, port=self._control_port,
+                             origin_url=self.origin_url, api_url=self.api_url, node_modules=self.node_modules)
+        _write(self.paths.control_config, yaml.safe_dump(raw, sort_keys=False))
+        self._control = Child("control plane", [*_oca_command(), "control", "serve", "--config",
+                                                self.paths.control_config], self.paths.control_log)
+        self._control.start()
+        self._control.wait_until(lambda: http_get(self.control_url + "/healthz")[0] == 200,
+                                 self.config.start_timeout)
+        self.say(f"control plane: {self.control_url}")
+
+    def _box_ready(self, box: LabBox) -> bool:
+        if http_get(box.data_url + "/healthz", timeout=1)[0] != 200:
+            return False
+        status, body = http_get(box.admin_url + "/status", self.box_token, timeout=1)
+        return status == 200 and json.loads(body).get("workers") == box.workers
+
+    def _wait_box(self, box: LabBox) -> None:
+        box.child.wait_until(lambda: self._box_ready(box), self.config.start_timeout)
+
+    def _ingest(self) -> None:
+        client = ControlClient(self.control_url, self.operator_token, operator="oca-lab")
+        records = asyncio.run(self._read_titles())
+        for title_id, (record, mpd) in records.items():
+            try:
+                client.put_title(title_id, {"title": record, "mpd": mpd})
+            except ControlError as exc:
+                raise LabError(f"catalog ingest of {title_id} failed: {exc}; log: {self.control_log_path}") from None
+            self.file_counts[title_id] = len(record["files"])
+        self._records = {t: r for t, (r, _) in records.items()}
+        self.say(f"catalog: ingested {', '.join(self.titles)}")
+
+    async def _read_titles(self) -> dict[str, tuple[dict[str, Any], str | None]]:
+        out = {}
+        async with aiohttp.ClientSession() as session:
+            for title_id in self.titles:
+                root = os.path.join(self.paths.content, "titles", title_id)
+                ingested = await ingest_source(root, title_id, session=session, now=time.time())
+                out[title_id] = (title_to_json(ingested.title), ingested.mpd)
+        return out
+
+    def _fleet(self) -> dict[str, dict[str, Any]]:
+        status, body = http_get(self.control_url + "/v1/fleet", self.operator_token)
+        if status != 200:
+            raise OSError(f"GET /v1/fleet: {status}")
+        return {b["id"]: b for b in json.loads(body)["boxes"]}
+
+    def wait_healthy(self, box_ids: list[str] | None = None, timeout: float | None = None) -> None:
+        """Wait until the control plane steers to these boxes (all by default)."""
+        wanted = set(box_ids or [b.id for b in self.boxes])
+        timeout = timeout or self.config.start_timeout
+        assert self._control is not None
+        self._control.wait_until(lambda: all(self._fleet()[b]["healthy"] for b in wanted), timeout,
+                                 f"seeing boxes {', '.join(sorted(wanted))} healthy")
+
+    def _fill(self) -> None:
+        site_boxes: dict[str, list[str]] = {}
+        for box in self.boxes:
+            site_boxes.setdefault(box.site, []).append(box.id)
+        self.placement = fill.placement(self.titles, site_boxes)
+        by_id = {b.id: b for b in self.boxes}
+        jobs = {box: (by_id[box].admin_url, [item for t in titles for item in fill.prefetch_items(self._records[t])])
+                for box, titles in self.placement.items()}
+        started = time.monotonic()
+        done = fill.run_fill(jobs, self.box_token, {b.id: b.log_path for b in self.boxes}, self.config.start_timeout)
+        stored = sum(p["stored"] for p in done.values())
+        present = sum(p["present"] for p in done.values())
+        total = sum(p["bytes"] for p in done.values())
+        self.say(f"fill: {stored} object(s) ({fill.size(total)}) stored, {present} already present, "
+                 f"in {time.monotonic() - started:.1f}s")
+        # The control plane reads a box's /inventory/titles after a health poll shows a new
+        # inventory_sequence; steering prefers live holders from then on. A box advances that sequence only
+        # when /inventory/titles is read, so reading it here (holdings) is what lets the control plane see it.
+        deadline = time.monotonic() + 10 * HEALTH_INTERVAL + 5
+        while time.monotonic() < deadline:
+            self.holdings()
+            try:
+                fleet = self._fleet()
+            except (OSError, ValueError, KeyError):
+                fleet = {}
+            if fleet and all(fleet[b]["titles"] >= len(t) for b, t in self.placement.items()):
+                return
+            time.sleep(HEALTH_INTERVAL)
+        self.say("fill: the control plane has not seen every box's inventory yet")
+
+    # -- what tests and the page use ----------------------------------------------------------------------
+
+    def box(self, box_id: str) -> LabBox:
+        for box in self.boxes:
+            if box.id == box_id:
+                return box
+        raise LabError(f"no box {box_id!r} in this lab (boxes: {', '.join(b.id for b in self.boxes)})")
+
+    def has_box(self, box_id: str) -> bool:
+        return any(b.id == box_id for b in self.boxes)
+
+    def stop_box(self, box_id: str, how: str = "kill") -> None:
+        """SIGKILL (how="kill": a box dying) or SIGTERM (how="term": a drain) the box and its workers."""
+        box = self.box(box_id)
+        with self._lock:
+            box.stopped_on_purpose = True
+            box.child.stop(how)
+
+    def spawn_box(self, box_id: str) -> None:
+        """Start a stopped box again with the same config and cache; returns once spawned."""
+        box = self.box(box_id)
+        with self._lock:
+            if not box.running:
+                box.child.start()
+                box.stopped_on_purpose, box.reported = False, False
+
+    def start_box(self, box_id: str) -> None:
+        """Start a stopped box again and wait until it serves (the control plane follows within up_after polls)."""
+        self.spawn_box(box_id)
+        self._wait_box(self.box(box_id))
+
+    def box_serving(self, url: str) -> str | None:
+        """The id of the box whose data port `url` points at, or None (the origin, the control plane...)."""
+        parts = urllib.parse.urlsplit(url)
+        for box in self.boxes:
+            if (parts.hostname, parts.port) == (box.plan.host, box.plan.data_port):
+                return box.id
+        return None
+
+    def master_url(self, title_id: str) -> str:
+        return f"{self.control_url}/v1/play/{title_id}/master.m3u8"
+
+    def mpd_url(self, title_id: str) -> str:
+        return f"{self.control_url}/v1/play/{title_id}/manifest.mpd"
+
+    def describe(self) -> dict[str, Any]:
+        """The lab as the API shows it (GET /api/lab)."""
+        synthetic = {t.spec.id: t.spec.synthetic for t in self.content.titles} if self.content else {}
+        return {
+            "control_url": self.control_url, "origin_url": self.origin_url, "api_url": self.api_url,
+            "page_url": self.page_url, "client_header": self.client_header,
+            "sites": [{"id": s.id, "client": s.client, "prefix": s.prefix, "parent": s.parent,
+                       "boxes": [b.id for b in self.boxes if b.site == s.id]} for s in SITES],
+            "boxes": [{"id": b.id, "site": b.site, "data_url": b.data_url, "admin_url": b.admin_url,
+                       "running": b.running, "pid": b.pid, "log_path": b.log_path} for b in self.boxes],
+            "titles": [{"id": t, "master": self.master_url(t), "mpd": self.mpd_url(t),
+                        "synthetic": synthetic.get(t, False), "duration": self.config.duration,
+                        "placed_on": sorted(b for b, ts in self.placement.items() if t in ts)} for t in self.titles],
+        }
+
+    def holdings(self) -> dict[str, dict[str, fill.Held]]:
+        """Box id -> title id -> what it holds, from every running box's admin API."""
+        out: dict[str, dict[str, fill.Held]] = {}
+        for box in self.boxes:
+            if box.running:
+                try:
+                    out[box.id] = fill.holdings(box.admin_url, self.box_token, self.file_counts)
+                except (OSError, ValueError):
+                    out[box.id] = {}
+        return out
+
+    def table(self) -> str:
+        return fill.table(self.titles, [(b.id, b.site, b.running) for b in self.boxes], self.holdings(),
+                          self.file_counts)
+
+    def check(self) -> list[str]:
+        """Problems since the last check: LabError if the origin or control plane died; one line per box
+        that exited without being asked to."""
+        for child in (self._origin, self._control):
+            if child is not None and not child.running:
+                raise child.failure("exited")
+        lines = []
+        with self._lock:
+            for box in self.boxes:
+                if not box.running and not box.stopped_on_purpose and not box.reported:
+                    box.reported = True
+                    lines.append(str(box.child.failure("exited")))
+        return lines
+
+    # -- stopping -----------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._api is not None:
+            self._api.stop()
+        with self._lock, concurrent.futures.ThreadPoolExecutor(max(1, len(self.boxes))) as pool:
+            list(pool.map(lambda b: b.child.stop("term"), self.boxes))
+        for child in (self._control, self._origin):
+            if child is not None:
+                child.stop("term")
+
+
+def _write(path: str, text: str, mode: int = 0o644) -> None:
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)

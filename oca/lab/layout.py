@@ -1,0 +1,258 @@
+"""What the lab is made of, as values: its settings, sites, boxes, files, and the configs it writes. Pure
+except `pick_port` and `default_node_modules`, which look at this machine.
+
+Rules kept here:
+- Two sites: site-a (clients 127.0.1.0/24) and site-b (clients 127.0.2.0/24, its parent is site-a, so a
+  site-B player fails over to site A's boxes before the origin). The rest of 127/8 (a plain curl) is
+  located in site A. Both sites are in NL, so every sample title plays from both.
+- Boxes are split over the sites, site A first (a1, a2, b1 for three). By default each box has its own
+  address, 127.0.0.11, 127.0.0.12, ..., with the data port 8080 and the admin port 8081 on it (Linux routes
+  all of 127/8 to lo); `box_ports=0` puts every box on 127.0.0.1 with free ports (parallel tests).
+- Lab clients cannot pick a loopback source address (browsers, ffmpeg), so they name their address in
+  the CLIENT_HEADER header; the control plane reads its last entry (`steering.client_ip_header`).
+- Every box requires tokens (the lab's JWKS), fills from its site's other boxes (peers), then the origin,
+  and pulls invalidations from the control plane with the box credential.
+- Health polls every 500 ms (down after 2 misses, up after 2 good polls) and a 2 s steering TTL make
+  failover visible within a few seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+CLIENT_HEADER = "X-OCA-Lab-Client"
+ISSUER = "oca-control"
+KID = "lab-1"
+FIRST_BOX_HOST = 11  # 127.0.0.11, 127.0.0.12, ...
+HEALTH_INTERVAL = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class LabSite:
+    id: str
+    letter: str  # box ids are <letter><n>
+    prefix: str  # client prefix located here
+    client: str  # the address a lab client of this site names in CLIENT_HEADER
+    latitude: float
+    longitude: float
+    country: str
+    parent: str | None
+
+
+SITES: tuple[LabSite, ...] = (
+    LabSite("site-a", "a", "127.0.1.0/24", "127.0.1.10", 52.37, 4.90, "NL", None),
+    LabSite("site-b", "b", "127.0.2.0/24", "127.0.2.10", 51.92, 4.48, "NL", "site-a"),
+)
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """How big the lab is and where it runs. Ports: 0 = any free port."""
+
+    workdir: str = "run/lab"
+    titles: int = 3
+    boxes: int = 3
+    duration: int = 30  # seconds per title
+    synthetic: bool = False  # synthetic titles (no ffmpeg) even where ffmpeg is installed
+    control_port: int = 8090  # on 127.0.0.1; a taken port falls back to a free one
+    box_ports: int = 8080  # data port on each box's own address, admin = +1; 0 = free ports on 127.0.0.1
+    api_port: int = 0  # the lab API on 127.0.0.1
+    workers: int = 1  # per box: three boxes share a 2-core machine with the player
+    node_modules: str | None = None  # hls.js and dashjs (npm); None = ./node_modules, else the checkout's
+    fill: bool = True  # pre-position every title on one box per site
+    start_timeout: float = 60.0  # per child, and for the fill
+
+
+@dataclass(frozen=True, slots=True)
+class BoxPlan:
+    id: str
+    site: str
+    host: str
+    data_port: int
+    admin_port: int
+
+    @property
+    def data_url(self) -> str:
+        return f"http://{self.host}:{self.data_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.host}:{self.admin_port}"
+
+
+@dataclass(frozen=True, slots=True)
+class LabPaths:
+    """Every file the lab writes, under its work directory."""
+
+    workdir: str
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.workdir, *parts)
+
+    @property
+    def content(self) -> str:
+        return self.path("content")
+
+    @property
+    def keys(self) -> str:
+        return self.path("keys")
+
+    @property
+    def signing_key(self) -> str:
+        return self.path("keys", "control.pem")
+
+    @property
+    def jwks(self) -> str:
+        return self.path("keys", "jwks.json")
+
+    @property
+    def operator_token(self) -> str:
+        return self.path("keys", "operator.token")
+
+    @property
+    def box_token(self) -> str:
+        return self.path("keys", "box.token")
+
+    @property
+    def peer_token(self) -> str:
+        return self.path("keys", "peer.token")
+
+    @property
+    def control(self) -> str:
+        return self.path("control")
+
+    @property
+    def control_config(self) -> str:
+        return self.path("control", "control.yaml")
+
+    @property
+    def coverage(self) -> str:
+        return self.path("control", "coverage.csv")
+
+    @property
+    def control_log(self) -> str:
+        return self.path("control", "control.log")
+
+    @property
+    def origin_log(self) -> str:
+        return self.path("origin.log")
+
+    def box_dir(self, box_id: str) -> str:
+        return self.path("boxes", box_id)
+
+    def box_config(self, box_id: str) -> str:
+        return self.path("boxes", box_id, "oca.yaml")
+
+    def box_log(self, box_id: str) -> str:
+        return self.path("boxes", box_id, "box.log")
+
+
+def box_sites(count: int) -> list[tuple[str, str]]:
+    """(box id, site id) of `count` boxes: site A gets the larger half."""
+    in_a = math.ceil(count / 2)
+    return ([(f"a{i + 1}", "site-a") for i in range(in_a)] +
+            [(f"b{i + 1}", "site-b") for i in range(count - in_a)])
+
+
+def box_host(index: int, box_ports: int) -> str:
+    return "127.0.0.1" if box_ports == 0 else f"127.0.0.{FIRST_BOX_HOST + index}"
+
+
+def pick_port(host: str, wanted: int, taken: set[tuple[str, int]] | None = None) -> int:
+    """`wanted` when it can be bound on `host`, else (or when 0) a free port there; never one in `taken`
+    (ports this lab already handed out: the kernel may offer a just-released port again), which it joins."""
+    taken = taken if taken is not None else set()
+    candidates = [wanted] if wanted and (host, wanted) not in taken else []
+    for port in [*candidates, *[0] * 20]:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            found = int(sock.getsockname()[1])
+        if (host, found) not in taken:
+            taken.add((host, found))
+            return found
+    raise OSError(f"no free port on {host}")
+
+
+def default_node_modules(configured: str | None) -> str:
+    if configured:
+        return os.path.abspath(configured)
+    checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for candidate in (os.path.join(os.getcwd(), "node_modules"), os.path.join(checkout, "node_modules")):
+        if os.path.isdir(candidate):
+            return candidate
+    return os.path.join(checkout, "node_modules")
+
+
+def page_dir() -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "page")
+
+
+def coverage_csv() -> str:
+    a = SITES[0]
+    rows = ["prefix,lat,lon,country"]
+    rows += [f"{s.prefix},{s.latitude},{s.longitude},{s.country}" for s in SITES]
+    rows.append(f"127.0.0.0/8,{a.latitude},{a.longitude},{a.country}")  # anything else on loopback: site A
+    return "\n".join(rows) + "\n"
+
+
+def fetch_sources(box: BoxPlan, boxes: list[BoxPlan], origin_url: str) -> list[dict[str, str]]:
+    """The box's site's other boxes (peers, asked only-if-cached), then the origin. Not the parent site's
+    boxes: a parent fetches through and keeps what it fetched, which would blur the fill table."""
+    sources = [{"name": b.id, "url": b.data_url, "kind": "peer"} for b in boxes if b.site == box.site and b != box]
+    sources.append({"name": "origin", "url": origin_url, "kind": "origin"})
+    return sources
+
+
+def box_config(box: BoxPlan, boxes: list[BoxPlan], paths: LabPaths, *, origin_url: str, control_url: str,
+               workers: int) -> dict[str, Any]:
+    home = paths.box_dir(box.id)
+    return {
+        "box": {"id": box.id, "site": box.site},
+        "server": {"listen": f"{box.host}:{box.data_port}", "workers": workers, "shutdown_timeout": "2s"},
+        "admin": {"listen": f"{box.host}:{box.admin_port}", "token_file": paths.box_token},
+        "storage": {
+            "state_dir": os.path.join(home, "state"),
+            "tiers": [{"name": "ssd", "path": os.path.join(home, "ssd"), "capacity": "256MiB"},
+                      {"name": "hdd", "path": os.path.join(home, "hdd"), "capacity": "2GiB"}],
+            "access_flush_interval": "250ms",
+        },
+        "log": {"access_log": os.path.join(home, "access.log"), "level": "info"},
+        "fetch": {"sources": fetch_sources(box, boxes, origin_url), "peer_credential_file": paths.peer_token,
+                  "connect_timeout": "1s", "first_byte_timeout": "3s", "between_bytes_timeout": "5s"},
+        "tokens": {"required": True, "jwks_file": paths.jwks, "issuers": [ISSUER]},
+        "control": {"url": control_url, "credential_file": paths.box_token, "poll_interval": "2s"},
+    }
+
+
+def control_config(boxes: list[BoxPlan], paths: LabPaths, *, port: int, origin_url: str, api_url: str,
+                   node_modules: str) -> dict[str, Any]:
+    used = {b.site for b in boxes}
+    return {
+        "listen": f"127.0.0.1:{port}",
+        "coverage_file": paths.coverage,
+        "state": {"path": os.path.join(paths.control, "state.db")},
+        "fleet": {
+            "origin_url": origin_url,
+            "sites": [{"id": s.id, "latitude": s.latitude, "longitude": s.longitude, "country": s.country,
+                       "parent": s.parent if s.parent in used else None} for s in SITES],
+            "boxes": [{"id": b.id, "site": b.site, "data_url": b.data_url, "admin_url": b.admin_url,
+                       "egress_capacity": "1Gbps"} for b in boxes],
+        },
+        "health": {"interval": f"{int(HEALTH_INTERVAL * 1000)}ms", "timeout": "400ms", "down_after": 2,
+                   "up_after": 2, "inventory_timeout": "2s"},
+        "steering": {"ttl": "2s", "client_ip_header": CLIENT_HEADER},
+        "tokens": {"signing_key_file": paths.signing_key, "kid": KID, "issuer": ISSUER},
+        "auth": {"operator_token_file": paths.operator_token, "box_token_file": paths.box_token},
+        "invalidation": {"retry_interval": "500ms", "push_timeout": "1s"},
+        "popularity": {"snapshot_interval": "5s"},
+        "log": {"level": "info"},
+        "lab": {"page_dir": page_dir(), "api_url": api_url, "node_modules": node_modules},
+    }
