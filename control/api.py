@@ -20,6 +20,7 @@ from aiohttp import web
 
 from control.catalog import ingest_source, title_from_json, title_to_json
 from control.catalog.codec import check_countries, check_title_id
+from control.fill_api import routes as fill_routes
 from control.plane import ControlPlane
 from control.play import PLANE
 from control.play import routes as play_routes
@@ -27,6 +28,7 @@ from control.store import Invalidation
 from oca import __version__
 from oca.errors import BadRequest, NotFound, OcaError, Unauthorized
 from oca.httpapi import bearer_ok, json_body
+from oca.lab.page_routes import lab_page_routes
 
 log = logging.getLogger("oca.control.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -36,11 +38,14 @@ MAX_WAIT = 300.0
 
 
 def build_app(plane: ControlPlane) -> web.Application:
+    open_paths = OPEN_PATHS if plane.config.lab is None else (*OPEN_PATHS, "/lab")
+
     @web.middleware
     async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            if not request.path.startswith(OPEN_PATHS):
-                box_may = request.method == "GET" and request.path == "/v1/invalidations"
+            if not request.path.startswith(open_paths):
+                box_may = request.method == "GET" and (request.path == "/v1/invalidations"
+                                                       or request.path.startswith("/v1/fill-plans/"))
                 tokens = (plane.operator_token, plane.box_token) if box_may else (plane.operator_token,)
                 if not bearer_ok(request, *tokens):
                     raise Unauthorized("missing or wrong bearer token")
@@ -61,6 +66,7 @@ def build_app(plane: ControlPlane) -> web.Application:
     app.add_routes([
         web.get("/healthz", healthz),
         *play_routes(),
+        *fill_routes(),
         web.get("/v1/fleet", fleet),
         web.post("/v1/fleet/{box}/drain", drain),
         web.post("/v1/fleet/{box}/undrain", undrain),
@@ -74,6 +80,8 @@ def build_app(plane: ControlPlane) -> web.Application:
         web.post("/v1/catalog/{title}", post_catalog),
         web.get("/v1/audit", audit),
     ])
+    if plane.config.lab is not None:
+        app.add_routes(lab_page_routes(plane.config.lab))
     return app
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from control.fleet import load_fleet
 from control.model import Fleet
+from fill.plan import Window
 from oca.config.settings import build_settings, read_yaml, setting
 from oca.errors import ConfigError
 
@@ -73,8 +74,28 @@ class PopularityConfig:
 
 
 @dataclass(frozen=True)
+class FillConfig:
+    """The nightly fill plans (control/fill_plan.py) and the window the boxes' fill runners keep to."""
+
+    head_share: float = setting(0.5, min=0, max=1)  # share of a site's popularity whose titles go on every box
+    replication: int = setting(2, min=1, max=64)  # boxes of a site holding each title outside the head
+    headroom: float = setting(0.1, min=0, max=0.9)  # share of every tier the plan leaves free
+    pin: bool = setting(True)  # planned files stay pinned until the next plan
+    window: str | None = setting("02:00-14:00")  # boxes' local time; "always" or null = no window
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = setting("info", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True)
+class LabPageConfig:
+    """The lab's /lab page (oca/lab/page), served only when `lab:` is set (by `oca lab up`)."""
+
+    page_dir: str = setting("", unit="path")  # the page's files: index.html, lab.js, lab.css
+    api_url: str | None = setting(None)  # the lab process's API (boxes, stop/start); the page calls it
+    node_modules: str | None = setting(None, unit="path")  # hls.js and dashjs from npm (`make`); null = none
 
 
 @dataclass(frozen=True)
@@ -90,6 +111,8 @@ class ControlConfig:
     invalidation: InvalidationConfig = field(default_factory=InvalidationConfig)
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    fill: FillConfig = field(default_factory=FillConfig)
+    lab: LabPageConfig | None = field(default=None)  # the lab page at /lab; null = no /lab route
     fleet: Fleet = field(default_factory=lambda: Fleet({}, {}, (), ""), metadata={"internal": True})
     source: str = field(default="<defaults>", metadata={"internal": True})
 
@@ -113,4 +136,11 @@ def load_control_config(path: str) -> ControlConfig:
     fleet = load_fleet(fleet_raw, path, config.coverage_file)
     if config.public_url is not None and not config.public_url.startswith(("http://", "https://")):
         raise ConfigError(path, "public_url", f"expected an http(s) URL, got {config.public_url!r}")
+    if config.lab is not None and not config.lab.page_dir:
+        raise ConfigError(path, "lab.page_dir", "is required when lab is set")
+    if config.fill.window is not None:
+        try:
+            Window.parse(config.fill.window)
+        except ValueError as exc:
+            raise ConfigError(path, "fill.window", str(exc)) from None
     return dataclasses.replace(config, fleet=fleet, source=path)

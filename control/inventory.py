@@ -6,7 +6,9 @@ Rules kept here:
   "removed": [id, ...]}; `full: true` replaces what we knew, otherwise the answer is a delta.
 - A box without that route (404) is asked for its object listing (`GET /inventory` → {"objects": [{"key"}]}),
   read as a full listing with titles taken from keys `titles/<id>/...`.
-- A title is "live" on a box when the box holds at least as many of its objects as the catalog has files.
+- A title is "live" on a box when the box holds at least as many of its objects as the catalog has files
+  and, when the catalog's sizes are known (`title_sizes`), at least as many bytes as the title has (slices of
+  a large file count as objects, so the count alone could call a title with a partly fetched file live).
 - A failed refresh keeps what we knew; it is retried at the next poll. Reads never block on I/O.
 """
 
@@ -29,6 +31,7 @@ log = logging.getLogger("oca.control.inventory")
 class _BoxTitles:
     sequence: int | None = None
     titles: dict[str, int] = field(default_factory=dict)  # title id -> objects held
+    bytes: dict[str, int] = field(default_factory=dict)  # title id -> bytes held (when the box says)
 
 
 @dataclass
@@ -38,14 +41,18 @@ class InventoryTracker:
     timeout: float = 5.0
     token: str | None = None
     _boxes: dict[str, _BoxTitles] = field(default_factory=dict)
+    title_sizes: Callable[[], Mapping[str, int]] | None = None  # title id -> catalogued bytes
     _snapshot: Inventory | None = None
     _busy: set[str] = field(default_factory=set)
 
     def snapshot(self) -> Inventory:
         if self._snapshot is None:
             counts = self.file_counts()
+            sizes = self.title_sizes() if self.title_sizes is not None else {}
             holding = {box: frozenset(t for t, n in s.titles.items() if n > 0) for box, s in self._boxes.items()}
-            complete = {box: frozenset(t for t, n in s.titles.items() if n > 0 and n >= counts.get(t, 1 << 62))
+            complete = {box: frozenset(t for t, n in s.titles.items()
+                                       if n > 0 and n >= counts.get(t, 1 << 62)
+                                       and (t not in sizes or t not in s.bytes or s.bytes[t] >= sizes[t]))
                         for box, s in self._boxes.items()}
             self._snapshot = Inventory(holding, complete)
         return self._snapshot
@@ -56,6 +63,11 @@ class InventoryTracker:
     def titles_of(self, box_id: str) -> dict[str, int]:
         state = self._boxes.get(box_id)
         return dict(state.titles) if state else {}
+
+    def bytes_of(self, box_id: str) -> dict[str, int]:
+        """Title id -> bytes the box holds of it (titles the box reported sizes for)."""
+        state = self._boxes.get(box_id)
+        return dict(state.bytes) if state else {}
 
     async def on_status(self, box: Box, status: BoxStatus) -> None:
         """A health-poll listener: refresh the box's titles when its inventory sequence moved."""
@@ -92,29 +104,34 @@ class InventoryTracker:
         if isinstance(body.get("titles"), dict):
             sequence = body.get("sequence")
             titles = {str(t): _objects(v) for t, v in body["titles"].items()}
+            sizes = {str(t): _objects(v, "bytes") for t, v in body["titles"].items()}
             if body.get("full") is True or state.sequence is None:
-                state.titles = titles
+                state.titles, state.bytes = titles, sizes
             else:
                 state.titles.update(titles)
+                state.bytes.update(sizes)
             for gone in body.get("removed") or ():
                 state.titles.pop(str(gone), None)
+                state.bytes.pop(str(gone), None)
         elif isinstance(body.get("objects"), list):
             sequence = body.get("sequence")
             counts: dict[str, int] = {}
+            held: dict[str, int] = {}
             for obj in body["objects"]:
                 key = obj.get("key", "") if isinstance(obj, dict) else ""
                 parts = key.split("/")
                 if len(parts) >= 3 and parts[0] == "titles":
                     counts[parts[1]] = counts.get(parts[1], 0) + 1
-            state.titles = counts
+                    held[parts[1]] = held.get(parts[1], 0) + _objects(obj, "size")
+            state.titles, state.bytes = counts, held
         else:
             raise ValueError("/inventory has neither titles nor objects")
         state.sequence = sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else polled
         self._snapshot = None
 
 
-def _objects(value: object) -> int:
+def _objects(value: object, name: str = "objects") -> int:
     if isinstance(value, dict):
-        n = value.get("objects", 0)
+        n = value.get(name, 0)
         return n if isinstance(n, int) and not isinstance(n, bool) else 0
     return 0

@@ -115,7 +115,8 @@ class ControlPlane:
         poller = HealthPoller(config.fleet, http, clock, interval=config.health.interval,
                               timeout=config.health.timeout, down_after=config.health.down_after,
                               up_after=config.health.up_after, token=box_token)
-        inventory = InventoryTracker(http, catalog.file_counts, config.health.inventory_timeout, box_token)
+        inventory = InventoryTracker(http, catalog.file_counts, config.health.inventory_timeout, box_token,
+                                     title_sizes=lambda: {t.id: t.size for t in catalog.titles()})
         invalidator = Invalidator(store, config.fleet, http, poller.health, clock, blocking,
                                   config.invalidation.push_timeout, config.invalidation.retry_interval, box_token)
         poller.required_seq = lambda: invalidator.last_seq

@@ -7,7 +7,7 @@ Rules kept here:
   digest; the box owns its disks, the lab only asks) and waits for the jobs; a failed item is a LabError
   naming the box, the key, the reason and the box's log.
 - The table is read back from the boxes (`GET /inventory/titles`): objects and bytes per title, "live"
-  when a box holds every catalogued file, as the control plane counts it.
+  when a box holds every catalogued file and byte, as the control plane counts it.
 """
 
 from __future__ import annotations
@@ -89,14 +89,18 @@ def run_fill(jobs: Mapping[str, tuple[str, list[dict[str, Any]]]], token: str, l
     return done
 
 
-def holdings(admin_url: str, token: str, file_counts: Mapping[str, int]) -> dict[str, Held]:
-    """Title id -> what one box holds of it (titles it holds nothing of are left out)."""
+def holdings(admin_url: str, token: str, file_counts: Mapping[str, int],
+             sizes: Mapping[str, int] | None = None) -> dict[str, Held]:
+    """Title id -> what one box holds of it (titles it holds nothing of are left out). Live: every file, and
+    every byte when the title's size is known (slices of a large file count as objects)."""
     answer = admin_call(admin_url, token, "/inventory/titles?since=0", timeout=5)
+    sizes = sizes or {}
     held = {}
     for title, entry in answer.get("titles", {}).items():
-        objects = int(entry.get("objects", 0))
+        objects, size_held = int(entry.get("objects", 0)), int(entry.get("bytes", 0))
         if objects:
-            held[title] = Held(objects, int(entry.get("bytes", 0)), objects >= file_counts.get(title, 1 << 62))
+            live = objects >= file_counts.get(title, 1 << 62) and size_held >= sizes.get(title, 0)
+            held[title] = Held(objects, size_held, live)
     return held
 
 

@@ -121,6 +121,7 @@ class Lab:
         self.content: MadeContent | None = None
         self.placement: dict[str, list[str]] = {}  # box id -> titles pre-positioned on it
         self.file_counts: dict[str, int] = {}
+        self.title_sizes: dict[str, int] = {}
         self._records: dict[str, dict[str, Any]] = {}  # title id -> its catalog record
         self._control_port = 0
         self._ports: set[tuple[str, int]] = set()  # handed out to the lab's processes
@@ -264,6 +265,7 @@ class Lab:
             except ControlError as exc:
                 raise LabError(f"catalog ingest of {title_id} failed: {exc}; log: {self.control_log_path}") from None
             self.file_counts[title_id] = len(record["files"])
+            self.title_sizes[title_id] = int(record["size"])
         self._records = {t: r for t, (r, _) in records.items()}
         self.say(f"catalog: ingested {', '.join(self.titles)}")
 
@@ -386,7 +388,7 @@ class Lab:
         for box in self.boxes:
             if box.running:
                 try:
-                    out[box.id] = fill.holdings(box.admin_url, self.box_token, self.file_counts)
+                    out[box.id] = fill.holdings(box.admin_url, self.box_token, self.file_counts, self.title_sizes)
                 except (OSError, ValueError):
                     out[box.id] = {}
         return out

@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from oca import __version__
 from oca.admin.app import read_token, start_admin
@@ -100,6 +100,7 @@ class Master:
         self.prefetch: PrefetchQueue  # set once storage is open (as the two below)
         self.invalidations: Invalidations
         self.title_inventory = TitleInventory()
+        self._inventory_signature: tuple[object, ...] = ()
         self.egress_bps = 0
         self._egress_sample = (time.monotonic(), 0)
 
@@ -381,12 +382,30 @@ class Master:
             await asyncio.sleep(interval)
             await self._flush_hits()
             self._sample_egress()
+            await self._refresh_inventory()
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + self.config.storage.health_check_interval
                 try:
                     await self.owner.call(Store.check_tiers)
                 except Exception:
                     log.exception("tier health check failed")
+
+    async def _refresh_inventory(self) -> None:
+        """Move the per-title inventory sequence when what is stored changed (a fill, an eviction, a purge),
+        so the control plane, which watches `inventory_sequence` in /status, learns new holdings by itself.
+        The listing is read only when the store's object count, bytes or generation moved."""
+        try:
+            status = await self.owner.call(Store.status)
+            tiers = cast(list[dict[str, Any]], status.get("tiers") or [])
+            signature = (status.get("objects"), sum(int(t["used"]) for t in tiers), status.get("generation"))
+            if signature == self._inventory_signature:
+                return
+            objects = await self.owner.call(Store.list, "titles/")
+        except Exception:
+            log.exception("refreshing the title inventory failed")
+            return
+        self._inventory_signature = signature
+        self.title_inventory.refresh((o.key, o.size) for o in objects)
 
     def _sample_egress(self) -> None:
         """Bits per second sent to clients over the last few seconds (what the control plane calls load)."""

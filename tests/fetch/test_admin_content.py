@@ -163,3 +163,12 @@ def test_prefetch_sources_are_checked(box: Box) -> None:
     body = json.dumps({"items": [{"key": "titles/1/a", "sources": [{"name": "x", "url": "ftp://x"}]}]}).encode()
     status, message = admin_error(box, "/prefetch", "POST", body)
     assert status == 400 and "items[0].sources[0].url" in message
+
+
+def test_the_inventory_sequence_moves_by_itself_when_a_fill_lands(box: Box) -> None:
+    before = box.admin("/status")["inventory_sequence"]
+    assert box.get("/titles/9/720p/seg_2.m4s")[0] == 200  # a pull-through fill, not a prefetch
+    deadline = time.monotonic() + 5
+    while box.admin("/status")["inventory_sequence"] == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert box.admin("/status")["inventory_sequence"] > before

@@ -1,0 +1,114 @@
+"""`oca lab up` as a real process: the table and URLs, Ctrl-C leaves nothing behind, a second run reuses the
+content, SIGKILL of the lab leaves no orphan either, and a child that fails is one line naming it and its log."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import OCA
+
+pytestmark = pytest.mark.slow
+END = "Ctrl-C stops everything."
+
+
+def start(workdir: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([OCA, "lab", "up", "--dir", workdir, "--titles", "1", "--duration", "6", "--synthetic",
+                             "--port", "0", "--box-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, bufsize=1)
+
+
+def read_until_up(process: subprocess.Popen[str], timeout: float = 60) -> str:
+    """stdout up to the last line of the report (read on a thread: a select on a buffered pipe misses lines)."""
+    assert process.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    stdout = process.stdout
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            if process.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if line.strip() == END:
+            return "".join(seen)
+    process.kill()
+    raise AssertionError(f"oca lab up did not come up:\n{''.join(seen)}\n{process.communicate()[1]}")
+
+
+def left_behind(workdir: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-af", workdir], capture_output=True, text=True)
+    return [line for line in out.stdout.splitlines() if "pgrep" not in line]
+
+
+def interrupt(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    return err
+
+
+def test_lab_up_prints_what_is_where_and_stops_cleanly_then_reuses_the_content(tmp_path: Any) -> None:
+    workdir = str(tmp_path / "lab")
+    first = start(workdir)
+    try:
+        out = read_until_up(first)
+        header = next(line for line in out.splitlines() if line.startswith("title "))
+        assert header.split() == ["title", "a1", "(A)", "a2", "(A)", "b1", "(B)"], out
+        row = next(line for line in out.splitlines() if line.startswith("1001 "))
+        assert row.count("live") == 2, out
+        for what in ("lab page       http://127.0.0.1:", "/lab\n", "/v1/play/1001/master.m3u8",
+                     "/v1/play/1001/manifest.mpd", "X-OCA-Lab-Client: 127.0.2.10", "ffmpeg -v error -headers",
+                     "/api/lab"):
+            assert what in out, what
+        assert len(left_behind(workdir)) >= 5  # origin, control plane, three box masters (and their workers)
+        err = interrupt(first)
+    finally:
+        first.kill()
+    assert "lab: stopped" in err
+    assert left_behind(workdir) == []
+    assert "content: 1 synthetic title(s), 0 reused" in err
+    second = start(workdir)
+    try:
+        read_until_up(second)
+    finally:
+        second.kill()  # SIGKILL: the lab cannot stop anything itself; PR_SET_PDEATHSIG does
+    _, err = second.communicate(timeout=10)
+    assert "content: 1 synthetic title(s), 1 reused" in err
+    deadline = time.monotonic() + 15
+    while left_behind(workdir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left_behind(workdir) == []
+
+
+def test_a_box_that_cannot_start_is_one_line_naming_its_log(tmp_path: Any) -> None:
+    workdir = str(tmp_path / "lab")
+    os.makedirs(os.path.join(workdir, "boxes", "a2"))
+    with open(os.path.join(workdir, "boxes", "a2", "state"), "w") as fh:
+        fh.write("a file where the box's state directory goes\n")
+    process = start(workdir)
+    try:
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("oca: box a2 exited during start (exit code"), err
+    assert last.endswith(os.path.join(workdir, "boxes", "a2", "box.log")), last
+    assert left_behind(workdir) == []
