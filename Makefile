@@ -5,16 +5,24 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Debian packages the tests and benchmarks drive for real (command:package)
-SYSTEM_TOOLS := nginx:nginx wrk:wrk strace:strace systemd-analyze:systemd
+# Debian packages the tests and benchmarks drive for real (command:package); chromium and ffmpeg are the
+# player tests' browser and decoder (Debian's chromium plays H.264/AAC)
+SYSTEM_TOOLS := nginx:nginx wrk:wrk strace:strace systemd-analyze:systemd /usr/bin/chromium:chromium \
+	/usr/bin/ffmpeg:ffmpeg
 
-.PHONY: test run lint typecheck unit bench system-deps clean
+.PHONY: test run lab lint typecheck unit bench system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# the browser players (hls.js, dashjs) pinned by package.json / package-lock.json; never committed
+node_modules: package.json $(wildcard package-lock.json)
+	@scripts/install-system-deps.sh npm:npm
+	if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+	touch node_modules
 
 system-deps:
 	@scripts/install-system-deps.sh $(SYSTEM_TOOLS)
@@ -28,14 +36,18 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
-test: $(STAMP) system-deps lint typecheck
+test: $(STAMP) system-deps node_modules lint typecheck
 	$(BIN)/pytest -q
 
 run: $(STAMP)
 	$(BIN)/python -m oca.sample run
 
+lab: $(STAMP) node_modules
+	@scripts/install-system-deps.sh /usr/bin/ffmpeg:ffmpeg
+	$(BIN)/oca lab up
+
 bench: $(STAMP) system-deps
 	$(BIN)/python -m loadtest.bench --quick --json out.json
 
 clean:
-	rm -rf $(VENV) run build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules run build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -17,6 +17,8 @@ Rules kept here (issue 4, "Manifests"; DESIGN.md, Manifests):
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from control.catalog.codec import check_title_id
@@ -26,6 +28,8 @@ from control.plane import ControlPlane
 from control.sessions import SessionMemory, new_session_id, parse_session_id
 from control.steering import Decision
 from oca.errors import BadRequest, NotFound, OcaError
+
+steer_log = logging.getLogger("oca.control.steering")
 
 PLANE = web.AppKey("plane", ControlPlane)
 HLS_TYPE = "application/vnd.apple.mpegurl"
@@ -100,10 +104,15 @@ async def steering(request: web.Request) -> web.Response:
         plane.sessions.put(session_id, memory)
     now = plane.clock()
     health = plane.health()
-    memory.note_report(parse_steering_query(request.query).current, now)
+    reported = parse_steering_query(request.query).current
+    memory.note_report(reported, now)
     memory.prune(health)
+    before = memory.priority
     priority = await _priority(plane, title_id, ip, memory)
     memory.priority, memory.first = priority, priority[0]
+    # one line per reload: operators see sessions move (and why) without a packet capture
+    steer_log.info("steer %s client=%s reported=%s priority=%s%s", session_id, ip, reported or "-",
+                   ",".join(priority), " (changed)" if before and before != priority else "")
     text = steering_manifest(priority, ttl=max(1, round(plane.config.steering.ttl)),
                              reload_uri=_steering_uri(plane, session_id))
     return web.Response(text=text, content_type=STEERING_TYPE, headers=_HEADERS)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages whose commands are missing. Arguments: command:package pairs.
+# Installs the Debian packages whose commands are missing. Arguments: command:package pairs, where the command
+# may be an absolute path (/usr/bin/chromium:chromium: the tests drive that very binary, not any chromium).
 # Without root or apt-get it only warns: the tests that need a missing tool skip and say why.
 set -u
 missing=()

@@ -11,6 +11,7 @@ from oca.cli.cache import cache
 from oca.cli.catalog import catalog
 from oca.cli.content import content
 from oca.cli.control import control
+from oca.cli.fill import fill
 from oca.cli.fleet import fleet
 from oca.cli.invalidate import invalidate
 from oca.cli.lab import lab
@@ -36,6 +37,7 @@ cli.add_command(catalog)
 cli.add_command(token)
 cli.add_command(content)
 cli.add_command(lab)
+cli.add_command(fill)
 
 
 def main() -> None:

@@ -19,8 +19,12 @@ def fleet() -> None:
 @fleet.command("status")
 @control_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def status(client: ControlClient, as_json: bool) -> None:
-    """A table: box, site, health, load, version, draining, tiers."""
+@click.option("--titles", is_flag=True, help="Where each title is live instead: a table of titles by boxes.")
+def status(client: ControlClient, as_json: bool, titles: bool) -> None:
+    """A table: box, site, health, load, version, draining, tiers (or, with --titles, title x box)."""
+    if titles:
+        _titles(client.request("GET", "/v1/fleet/titles"), as_json)
+        return
     answer = client.fleet()
     if as_json:
         click.echo(json.dumps(answer, indent=2))
@@ -61,3 +65,23 @@ def undrain(client: ControlClient, box: str) -> None:
     """Let BOX take new sessions again."""
     client.drain(box, False)
     click.echo(f"{box} undrained")
+
+
+def _titles(answer: dict[str, Any], as_json: bool) -> None:
+    """Title x box: `live` (every file there), `part N/M` (N objects of M files), `-` (nothing)."""
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    boxes = [b["id"] for b in answer["boxes"]]
+    rows: list[list[str]] = [["TITLE", "FILES", "SIZE", *boxes]]
+    for title in answer["titles"]:
+        cells = []
+        for box in boxes:
+            held = title["boxes"].get(box)
+            cells.append("-" if not held else "live" if held["live"] else f"part {held['objects']}/{title['files']}")
+        rows.append([title["id"], str(title["files"]), str(title["size"]), *cells])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    live = sum(len(t["live"]) for t in answer["titles"])
+    click.echo(f"{len(answer['titles'])} titles, {live} (title, box) pairs live", err=True)

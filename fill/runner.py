@@ -1,0 +1,351 @@
+"""The fill runner: carries out the pure diff (fill/plan.py) against the local box's admin API.
+
+Rules kept here:
+- The box owns its disks; the runner only asks: `POST /cache/pin` for the unpins and pins, then one
+  `POST /prefetch` job with the missing files in plan order, each with its source order, under the rate.
+- The control plane is asked first and the box only after a usable plan came back: when the control plane
+  cannot be reached (or answers 5xx, or junk) nothing on the box is touched (exit 3).
+- The job is polled until done; at the end of the window it is cancelled (`DELETE /prefetch/<id>`, exit 4).
+  Files finished by then are in the box's inventory, so the next run's diff skips them: resuming never
+  refetches a completed file. The job id and the box's pid go to a small state file, so a run that follows
+  a killed run cancels the orphaned job first (a box restarted since then has forgotten it anyway).
+- Success is measured on the box, not believed from the job: after the job the inventory is read again and
+  every planned file must be there with the plan's digest (exit 0), else exit 1 naming what is missing.
+- Time is injected (wall clock, local time of day, sleep) so the window logic is tested without waiting.
+- Errors are OcaError subclasses carrying their exit code; only the CLI prints and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from control.client import ControlClient, ControlError
+from control.fill_plan import BoxPlan
+from fill.plan import Coverage, Diff, Fetch, Held, SetPin, Window, coverage, diff, failure_reasons, prefetch_items
+from oca.errors import OcaError
+
+OK, FAILED, USAGE, CONTROL_UNREACHABLE, WINDOW_ENDED = 0, 1, 2, 3, 4
+PRIORITY = -10  # below an operator's prefetch jobs (priority 0 by default)
+STATE_FILE = "fill-job.json"
+
+
+class ControlUnreachable(OcaError):
+    exit_code = CONTROL_UNREACHABLE
+
+
+class PlanRefused(OcaError):
+    """The control plane refused the request (unknown box, wrong credential): a configuration problem."""
+
+    exit_code = USAGE
+
+
+class BoxUnreachable(OcaError):
+    """The local box's admin API did not answer as expected (down, restarting, wrong token)."""
+
+    exit_code = FAILED
+
+
+# --- the local box's admin API ------------------------------------------------------------------------------
+
+
+class BoxAdmin:
+    """A small blocking client of the box's admin API (stdlib only)."""
+
+    def __init__(self, base_url: str, token: str | None, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def call(self, method: str, path: str, body: Any = None, *, missing_ok: bool = False) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as exc:
+            if missing_ok and exc.code == 404:
+                return None
+            text = exc.read().decode("utf-8", "replace")[:300]
+            raise BoxUnreachable(f"box admin API answered {exc.code} to {method} {path}: {text}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BoxUnreachable(f"cannot reach the box's admin API at {self.base_url}: {reason}") from None
+        try:
+            return json.loads(payload) if payload else None
+        except ValueError:
+            raise BoxUnreachable(f"box admin API answered {method} {path} with something not JSON") from None
+
+    def inventory(self) -> list[Held]:
+        answer = self.call("GET", "/inventory?prefix=" + urllib.parse.quote("titles/"))
+        return [Held.from_json(obj) for obj in answer.get("objects", [])]
+
+
+# --- a run --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    window: str | None = None  # --window; None = the plan's window
+    rate: int = 0  # bytes per second for this job; 0 = only the box's fetch.prefetch_rate
+    dry_run: bool = False
+    poll_interval: float = 0.5
+    priority: int = PRIORITY
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a progress bar or a log line shows, once per poll."""
+
+    files: int  # files in the job
+    finished: int
+    failed: int
+    bytes: int  # bytes received so far by the job
+    total_bytes: int  # bytes the job is to fetch
+    elapsed: float
+    state: str
+
+    @property
+    def rate(self) -> float:
+        return self.bytes / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        rate = self.rate
+        return max(0.0, (self.total_bytes - self.bytes) / rate) if rate > 0 else None
+
+
+@dataclass
+class Report:
+    box: str
+    exit_code: int = OK
+    message: str = ""
+    window: str | None = None
+    plan_files: int = 0
+    plan_bytes: int = 0
+    kept_files: int = 0
+    kept_bytes: int = 0
+    fetch_files: int = 0
+    fetch_bytes: int = 0
+    pinned: int = 0
+    unpinned: int = 0
+    job: int | None = None
+    job_state: str | None = None
+    stored: int = 0
+    bytes: int = 0
+    bytes_by_source: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)  # reason -> files
+    present_files: int = 0
+    present_bytes: int = 0
+    missing: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+    commands: list[dict[str, Any]] = field(default_factory=list)  # --dry-run: what would be done
+
+    def to_json(self) -> dict[str, Any]:
+        body = {k: v for k, v in self.__dict__.items() if k != "missing"}
+        body["missing"] = self.missing[:100]
+        body["missing_count"] = len(self.missing)
+        return body
+
+
+Clock = Callable[[], float]
+
+
+def local_second_of_day(now: float) -> float:
+    t = time.localtime(now)
+    return t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec + (now % 1)
+
+
+@dataclass
+class Runner:
+    box_id: str
+    admin: BoxAdmin
+    control: ControlClient
+    state_dir: str | None = None  # where the job id of the last run is kept; None = nowhere
+    clock: Clock = time.time
+    second_of_day: Callable[[float], float] = local_second_of_day
+    sleep: Callable[[float], None] = time.sleep
+    on_progress: Callable[[Progress], None] = lambda progress: None
+    on_event: Callable[[str, dict[str, Any]], None] = lambda event, fields: None
+
+    def fetch_plan(self) -> tuple[BoxPlan, str | None]:
+        """The box's plan and the control plane's window; ControlUnreachable (exit 3) or OcaError (exit 2)."""
+        path = "/v1/fill-plans/" + urllib.parse.quote(self.box_id, safe="")
+        try:
+            raw = self.control.request("GET", path)
+        except ControlError as exc:
+            if exc.status >= 500:
+                raise ControlUnreachable(f"{exc}; the box was not touched") from None
+            raise PlanRefused(f"{exc}; the box was not touched") from None
+        try:
+            plan = BoxPlan.from_json(raw)
+        except ValueError as exc:
+            raise ControlUnreachable(f"control plane sent an unusable plan: {exc}; the box was not touched") from None
+        if plan.box != self.box_id:
+            raise ControlUnreachable(f"control plane sent the plan of {plan.box!r}, not {self.box_id!r}")
+        window = raw.get("window") if isinstance(raw, dict) else None
+        return plan, window if isinstance(window, str) else None
+
+    def run(self, options: Options) -> Report:
+        started = self.clock()
+        report = Report(self.box_id)
+        plan, plan_window = self.fetch_plan()
+        window_text = options.window if options.window is not None else plan_window
+        window = Window.parse(window_text) if window_text is not None else None
+        report.window = str(window) if window is not None else "always"
+        report.plan_files, report.plan_bytes = len(plan.files), plan.bytes
+        self.on_event("plan", {"files": len(plan.files), "bytes": plan.bytes, "titles": len(plan.titles),
+                               "window": report.window})
+        status = self.admin.call("GET", "/status")
+        if isinstance(status, dict) and status.get("box") not in (None, self.box_id):
+            raise OcaError(f"the admin API answers for box {status.get('box')!r}, the config says {self.box_id!r}")
+        held = self.admin.inventory()
+        changes = diff(plan, held)
+        self._count(report, changes)
+        self.on_event("diff", {"keep": len(changes.keep), "fetch": len(changes.fetch),
+                               "fetch_bytes": changes.fetch_bytes, "pin": len(changes.pin),
+                               "unpin": len(changes.unpin)})
+        if options.dry_run:
+            report.commands = [_describe(c) for c in changes.commands()]
+            report.message = "dry run: nothing done"
+            return self._finish(report, plan, held, started, window_ended=False, dry_run=True)
+        deadline = self._deadline(window, started)
+        if deadline is not None and deadline <= started:
+            report.message = f"outside the fill window {window}: nothing done"
+            return self._finish(report, plan, held, started, window_ended=True)
+        self._cancel_orphan(status)
+        window_ended = False
+        for command in changes.commands():
+            if isinstance(command, SetPin):
+                self.admin.call("POST", "/cache/pin", {"key": command.key, "pinned": command.pinned},
+                                missing_ok=True)
+            elif isinstance(command, Fetch):
+                window_ended = self._fetch(plan, command, options, report, deadline)
+        return self._finish(report, plan, self.admin.inventory(), started, window_ended)
+
+    # -- steps -------------------------------------------------------------------------------------------
+
+    def _count(self, report: Report, changes: Diff) -> None:
+        report.kept_files, report.kept_bytes = len(changes.keep), changes.keep_bytes
+        report.fetch_files, report.fetch_bytes = len(changes.fetch), changes.fetch_bytes
+        report.pinned, report.unpinned = len(changes.pin), len(changes.unpin)
+
+    def _deadline(self, window: Window | None, now: float) -> float | None:
+        return None if window is None else now + window.remaining(self.second_of_day(now))
+
+    def _fetch(self, plan: BoxPlan, command: Fetch, options: Options, report: Report,
+               deadline: float | None) -> bool:
+        """Submit the job and poll it to its end; True when the window ended first (the job is cancelled)."""
+        body: dict[str, Any] = {"items": prefetch_items(plan, command.files), "priority": options.priority}
+        if options.rate:
+            body["rate"] = options.rate
+        job = self.admin.call("POST", "/prefetch", body)
+        job_id = int(job["id"])
+        report.job = job_id
+        self._remember(job_id)
+        self.on_event("job", {"id": job_id, "files": len(command.files), "rate": options.rate})
+        total = sum(f.size for f in command.files)
+        begun = self.clock()
+        window_ended = False
+        while True:
+            progress = self.admin.call("GET", f"/prefetch/{job_id}")
+            self._take(report, progress)
+            self.on_progress(Progress(len(command.files), int(progress.get("finished", 0)),
+                                      int(progress.get("failed", 0)), int(progress.get("bytes", 0)), total,
+                                      self.clock() - begun, str(progress.get("state"))))
+            if progress.get("state") in ("done", "cancelled"):
+                break
+            if deadline is not None and self.clock() >= deadline:
+                self._take(report, self.admin.call("DELETE", f"/prefetch/{job_id}"))
+                self.on_event("window_end", {"job": job_id, "finished": report.stored})
+                window_ended = True
+                break
+            self.sleep(options.poll_interval)
+        self._forget()
+        return window_ended
+
+    def _take(self, report: Report, progress: dict[str, Any]) -> None:
+        report.job_state = str(progress.get("state"))
+        report.stored = int(progress.get("stored", 0))
+        report.bytes = int(progress.get("bytes", 0))
+        by_source = progress.get("bytes_by_source")
+        report.bytes_by_source = dict(by_source) if isinstance(by_source, dict) else {}
+        failures = progress.get("failures")
+        report.failures = failure_reasons(failures) if isinstance(failures, dict) else {}
+
+    def _finish(self, report: Report, plan: BoxPlan, held: list[Held], started: float,
+                window_ended: bool, dry_run: bool = False) -> Report:
+        there: Coverage = coverage(plan, held)
+        report.present_files, report.present_bytes = there.present_files, there.present_bytes
+        report.missing = list(there.missing)
+        report.elapsed = round(self.clock() - started, 3)
+        if dry_run or there.complete:
+            report.exit_code = OK
+            report.message = report.message or "every planned file is on the box with its digest"
+        elif window_ended:
+            report.exit_code = WINDOW_ENDED
+            report.message = report.message or (f"the fill window {report.window} ended with "
+                                                f"{len(there.missing)} planned files still missing; "
+                                                "the next run resumes")
+        else:
+            report.exit_code = FAILED
+            report.message = f"{len(there.missing)} planned files are not on the box (see failures)"
+        return report
+
+    # -- the orphaned job of a killed run ---------------------------------------------------------------
+
+    def _state_path(self) -> str | None:
+        return os.path.join(self.state_dir, STATE_FILE) if self.state_dir else None
+
+    def _remember(self, job_id: int) -> None:
+        path = self._state_path()
+        if path is None:
+            return
+        with contextlib.suppress(OSError):
+            status = self.admin.call("GET", "/status")
+            tmp = path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump({"job": job_id, "box_pid": status.get("pid"), "box_uptime": status.get("uptime"),
+                           "time": self.clock()}, fh)
+            os.replace(tmp, path)
+
+    def _forget(self) -> None:
+        path = self._state_path()
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    def _cancel_orphan(self, status: Any) -> None:
+        path = self._state_path()
+        if path is None:
+            return
+        try:
+            with open(path, encoding="utf-8") as fh:
+                state = json.load(fh)
+        except (OSError, ValueError):
+            return
+        if isinstance(state, dict) and isinstance(status, dict) and state.get("box_pid") == status.get("pid") \
+                and isinstance(state.get("job"), int):
+            answer = self.admin.call("DELETE", f"/prefetch/{state['job']}", missing_ok=True)
+            if answer is not None:
+                self.on_event("orphan_cancelled", {"job": state["job"], "state": answer.get("state")})
+        self._forget()
+
+
+def _describe(command: SetPin | Fetch) -> dict[str, Any]:
+    if isinstance(command, SetPin):
+        return {"command": "pin" if command.pinned else "unpin", "key": command.key}
+    return {"command": "fetch", "files": len(command.files), "bytes": sum(f.size for f in command.files),
+            "first": [f.key for f in command.files[:5]]}

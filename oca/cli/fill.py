@@ -1,0 +1,216 @@
+"""`oca fill run` (on a box, from its systemd timer) and `oca fill plan BOX` (anywhere, with the operator token).
+
+Exit codes of `oca fill run`: 0 every planned byte is on the box (digests verified), 1 some files failed
+(or the box's admin API failed us), 2 bad config or usage, 3 the control plane cannot be reached or has no
+plan yet (the box untouched), 4 the window ended before the fill completed (the next run resumes).
+Progress goes to stderr: a bar with bytes, rate and ETA on a terminal, JSON log lines otherwise; the summary
+goes to stdout (text, or JSON with --json).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.parse
+from typing import Any
+
+import click
+
+from control.client import ControlClient
+from control.fill_plan import BoxPlan
+from fill.plan import Window, summarize
+from fill.runner import USAGE, BoxAdmin, Options, Progress, Report, Runner
+from oca.cli.control import control_options
+from oca.cli.options import config_option
+from oca.config.units import parse_rate, parse_size
+from oca.errors import ConfigError, OcaError
+from oca.secret_files import read_secret
+
+LOG_EVERY = 5.0  # seconds between progress log lines when stderr is not a terminal
+
+
+class UsageProblem(OcaError):
+    exit_code = USAGE
+
+
+@click.group()
+def fill() -> None:
+    """The nightly fill: what a box should hold, and filling it from peers, parents and origin."""
+
+
+def _rate(text: str | None) -> int:
+    """Bytes per second from --rate: a bit rate (`1.2Gbit`, `400Mbps`) or bytes (`150MB`, `150MB/s`)."""
+    if text is None:
+        return 0
+    raw = text.strip()
+    try:
+        if raw.lower().endswith(("bit", "bps", "bit/s")):
+            return max(1, parse_rate(raw) // 8)
+        return parse_size(raw.removesuffix("/s"))
+    except ValueError:
+        raise UsageProblem(f"--rate: expected a rate such as 1.2Gbit, 400Mbps or 150MB, got {text!r}") from None
+
+
+def _admin_url(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+class Output:
+    """Progress on stderr: a redrawn bar on a terminal, JSON lines (at most every LOG_EVERY s) otherwise."""
+
+    def __init__(self, box: str, interactive: bool) -> None:
+        self.box, self.interactive = box, interactive
+        self._last_log = 0.0
+        self._bar_open = False
+
+    def event(self, event: str, fields: dict[str, Any]) -> None:
+        if self.interactive:
+            if event == "window_end":
+                self._end_bar()
+                click.echo(f"fill window ended: job {fields.get('job')} cancelled", err=True)
+            return
+        self._log(event, fields)
+
+    def progress(self, p: Progress) -> None:
+        if self.interactive:
+            width = 30
+            done = min(1.0, p.bytes / p.total_bytes) if p.total_bytes else 1.0
+            bar = "#" * int(done * width) + "-" * (width - int(done * width))
+            line = (f"\r[{bar}] {100 * done:5.1f}%  {_human(p.bytes)}/{_human(p.total_bytes)}  "
+                    f"{_human(p.rate)}/s  ETA {_duration(p.eta)}  files {p.finished}/{p.files}"
+                    + (f"  failed {p.failed}" if p.failed else ""))
+            click.echo(line, nl=False, err=True)
+            self._bar_open = True
+            if p.state in ("done", "cancelled"):
+                self._end_bar()
+            return
+        now = time.monotonic()
+        if now - self._last_log >= LOG_EVERY or p.state in ("done", "cancelled"):
+            self._last_log = now
+            self._log("progress", {"state": p.state, "files": p.files, "finished": p.finished, "failed": p.failed,
+                                   "bytes": p.bytes, "total_bytes": p.total_bytes, "rate_bps": round(p.rate * 8),
+                                   "eta_s": None if p.eta is None else round(p.eta, 1)})
+
+    def _end_bar(self) -> None:
+        if self._bar_open:
+            click.echo("", err=True)
+            self._bar_open = False
+
+    def _log(self, event: str, fields: dict[str, Any]) -> None:
+        record = {"time": round(time.time(), 3), "prog": "oca fill", "box": self.box, "event": event, **fields}
+        click.echo(json.dumps(record, separators=(",", ":")), err=True)
+
+
+def _summary(report: Report) -> str:
+    lines = [f"box {report.box}: {report.message}",
+             f"  plan      {report.plan_files} files, {_human(report.plan_bytes)} (window {report.window})",
+             f"  present   {report.present_files} files, {_human(report.present_bytes)}"
+             + (f" ({100 * report.present_bytes / report.plan_bytes:.1f}% of planned bytes)"
+                if report.plan_bytes else ""),
+             f"  this run  {report.kept_files} files already there, {report.fetch_files} to fetch "
+             f"({_human(report.fetch_bytes)}), {report.pinned} pinned, {report.unpinned} unpinned"]
+    if report.job is not None:
+        lines.append(f"  job       {report.job} {report.job_state}: {report.stored} stored, "
+                     f"{_human(report.bytes)} received in {report.elapsed:.1f}s")
+    for source, n in sorted(report.bytes_by_source.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  from      {source}: {_human(n)}")
+    for reason, n in report.failures.items():
+        lines.append(f"  failed    {n} x {reason}")
+    for command in report.commands:
+        lines.append(f"  would     {json.dumps(command)}")
+    if report.missing:
+        lines.append(f"  missing   {len(report.missing)}: {', '.join(report.missing[:5])}"
+                     + (" ..." if len(report.missing) > 5 else ""))
+    return "\n".join(lines)
+
+
+@fill.command("run")
+@config_option
+@click.option("--control", "control_url", metavar="URL", default=None,
+              help="The control plane's base URL [default: control.url of the box config].")
+@click.option("--window", default=None, metavar="HH:MM-HH:MM",
+              help="The fill window in local time, or `always` [default: the control plane's fill.window].")
+@click.option("--rate", default=None, metavar="RATE",
+              help="Cap for this fill: 1.2Gbit, 400Mbps, or bytes per second such as 150MB [default: the "
+                   "box's fetch.prefetch_rate only].")
+@click.option("--dry-run", is_flag=True, help="Fetch the plan and show what would be done; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def run(config_path: str, control_url: str | None, window: str | None, rate: str | None, dry_run: bool,
+        as_json: bool) -> None:
+    """Fill this box from its plan: fetch what is missing, unpin what was dropped, within the window."""
+    from oca.config import load_box_config
+
+    config = load_box_config(config_path)
+    if window is not None:
+        try:
+            Window.parse(window)
+        except ValueError as exc:
+            raise UsageProblem(f"--window: {exc}") from None
+    url = control_url or config.control.url
+    if not url:
+        raise ConfigError(config_path, "control.url", "is not set (or pass --control URL): no plan to fetch")
+    credential = None
+    if config.control.credential_file is not None:
+        credential = read_secret(config.control.credential_file, "control.credential_file", file=config_path)
+    admin_token = None
+    if config.admin.token_file is not None:
+        admin_token = read_secret(config.admin.token_file, "admin.token_file", file=config_path)
+    try:
+        control = ControlClient(url, credential, timeout=30.0, operator=f"fill@{config.box.id}")
+    except OcaError as exc:
+        raise UsageProblem(str(exc)) from None
+    output = Output(config.box.id, sys.stderr.isatty())
+    runner = Runner(config.box.id, BoxAdmin(_admin_url(*config.admin.listen), admin_token), control,
+                    state_dir=config.storage.state_dir, on_progress=output.progress, on_event=output.event)
+    options = Options(window=window, rate=_rate(rate), dry_run=dry_run)
+    report = runner.run(options)
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else _summary(report))
+    if report.exit_code:
+        sys.exit(report.exit_code)
+
+
+@fill.command("plan")
+@control_options
+@click.argument("box")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole plan as JSON.")
+def plan(client: ControlClient, box: str, as_json: bool) -> None:
+    """BOX's fill plan from the control plane: a summary (files, bytes, by tier, by first source)."""
+    raw = client.request("GET", "/v1/fill-plans/" + urllib.parse.quote(box, safe=""))
+    if as_json:
+        click.echo(json.dumps(raw, indent=2))
+        return
+    try:
+        summary = summarize(BoxPlan.from_json(raw))
+    except ValueError as exc:
+        raise OcaError(str(exc)) from None
+    click.echo(f"box {summary['box']} (site {summary['site']}): {summary['titles']} titles "
+               f"({summary['head_titles']} head), {summary['files']} files, {_human(summary['bytes'])}; "
+               f"window {raw.get('window') or 'always'}")
+    for tier in summary["tiers"]:
+        click.echo(f"  tier {tier['name']:<8} planned {_human(tier['planned']):>10} of budget "
+                   f"{_human(tier['budget']):>10} (capacity {_human(tier['capacity'])})")
+    for name, use in summary["by_tier"].items():
+        click.echo(f"  on {name:<14} {use['files']:>6} files {_human(use['bytes']):>10}")
+    for name, use in summary["by_first_source"].items():
+        click.echo(f"  first from {name:<20} {use['files']:>6} files {_human(use['bytes']):>10}")
+    if summary["left_out"]:
+        click.echo(f"  head titles left out (no room): {', '.join(summary['left_out'])}")
