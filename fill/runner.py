@@ -31,6 +31,7 @@ from typing import Any
 from control.client import ControlClient, ControlError
 from control.fill_plan import BoxPlan
 from fill.plan import Coverage, Diff, Fetch, Held, SetPin, Window, coverage, diff, failure_reasons, prefetch_items
+from oca.admin.client import AdminClient, AdminError
 from oca.errors import OcaError
 
 OK, FAILED, USAGE, CONTROL_UNREACHABLE, WINDOW_ENDED = 0, 1, 2, 3, 4
@@ -57,36 +58,17 @@ class BoxUnreachable(OcaError):
 # --- the local box's admin API ------------------------------------------------------------------------------
 
 
-class BoxAdmin:
-    """A small blocking client of the box's admin API (stdlib only)."""
+class BoxAdmin(AdminClient):
+    """The local box's admin API, as the runner uses it: any failure is BoxUnreachable (exit 1)."""
 
     def __init__(self, base_url: str, token: str | None, timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.token = token
-        self.timeout = timeout
+        super().__init__(base_url, token, timeout)
 
     def call(self, method: str, path: str, body: Any = None, *, missing_ok: bool = False) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as exc:
-            if missing_ok and exc.code == 404:
-                return None
-            text = exc.read().decode("utf-8", "replace")[:300]
-            raise BoxUnreachable(f"box admin API answered {exc.code} to {method} {path}: {text}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise BoxUnreachable(f"cannot reach the box's admin API at {self.base_url}: {reason}") from None
-        try:
-            return json.loads(payload) if payload else None
-        except ValueError:
-            raise BoxUnreachable(f"box admin API answered {method} {path} with something not JSON") from None
+            return self.request(method, path, body, missing_ok=missing_ok)
+        except AdminError as exc:
+            raise BoxUnreachable(f"{exc} ({method} {path})") from None
 
     def inventory(self) -> list[Held]:
         answer = self.call("GET", "/inventory?prefix=" + urllib.parse.quote("titles/"))

@@ -34,6 +34,7 @@ from typing import Any
 from control.manifests import DashTemplate, HlsTemplate, PathwayBase, parse_steering_query, steering_manifest
 from control.model import Box, BoxHealth, CatalogFile, CoverageArea, Fleet, Inventory, Rendition, Site, Title
 from control.steering import SteeringIndex, steer
+from loadtest.harness import cpu_name, render_figures
 
 DESCRIPTION = "control-plane steering and manifest rendering, in process on one core; prints a Markdown table."
 COUNTRIES = ("NL", "DE", "FR", "GB", "BE", "PL", "ES", "IT", "SE", "AT")
@@ -330,18 +331,11 @@ def _verdict(ok: bool) -> str:
 
 
 def render_table(rows: Sequence[Row]) -> str:
-    lines = ["| case | figure | goal | verdict |", "|---|---|---|---|"]
-    lines += [f"| {r.case} | {r.figure} | {r.goal} | {r.verdict} |" for r in rows]
-    return "\n".join(lines)
+    return render_figures(rows)
 
 
 def machine_line(args: argparse.Namespace) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_name()
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (f"machine: {cpu}, nproc {len(os.sched_getaffinity(0))}, python {platform.python_version()}, "
             f"one thread; {args.samples:,} decisions timed, {args.seconds:g}s per rate; seed {args.seed}; {now}")

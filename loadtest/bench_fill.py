@@ -36,7 +36,7 @@ from typing import Any
 import xxhash
 import yaml
 
-from loadtest.harness import Run, harness_run, write_json
+from loadtest.harness import Run, cpu_name, harness_run, render_figures, write_json
 
 DESCRIPTION = "a capped `oca fill run` on loopback: bytes moved against the cap; prints a Markdown table."
 OCA = os.path.join(os.path.dirname(sys.executable), "oca")
@@ -243,18 +243,11 @@ def measure(run: Run, servers: Servers, cap: int, duration: float) -> list[Row]:
 
 
 def render_table(rows: Sequence[Row]) -> str:
-    lines = ["| case | figure | goal | verdict |", "|---|---|---|---|"]
-    lines += [f"| {r.case} | {r.figure} | {r.goal} | {r.verdict} |" for r in rows]
-    return "\n".join(lines)
+    return render_figures(rows)
 
 
 def machine_line(args: argparse.Namespace) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_name()
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (f"machine: {cpu}, nproc {len(os.sched_getaffinity(0))}, python {platform.python_version()}; "
             f"loopback, one box (1 worker), origin python -m http.server; {args.seconds:g} s per fill; {now}")

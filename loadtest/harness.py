@@ -13,15 +13,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 INSTALL_HINT = "install it with `make system-deps`"
 
@@ -77,3 +78,36 @@ def write_json(path: str, report: Any) -> None:
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through every `finally`, so the servers get stopped
+
+
+class FigureRow(Protocol):
+    """A row of a figures table (bench_control, bench_fill): what was measured against which goal."""
+
+    @property
+    def case(self) -> str: ...
+
+    @property
+    def figure(self) -> str: ...
+
+    @property
+    def goal(self) -> str: ...
+
+    @property
+    def verdict(self) -> str: ...
+
+
+def render_figures(rows: Sequence[FigureRow]) -> str:
+    lines = ["| case | figure | goal | verdict |", "|---|---|---|---|"]
+    lines += [f"| {r.case} | {r.figure} | {r.goal} | {r.verdict} |" for r in rows]
+    return "\n".join(lines)
+
+
+def cpu_name() -> str:
+    """The CPU model for a report's machine line (/proc/cpuinfo; the platform's guess elsewhere)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return cpu

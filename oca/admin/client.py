@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Self
 
 from oca.admin.app import read_token
 from oca.config import BoxConfig
@@ -25,15 +25,13 @@ class AdminClient:
         self.timeout = timeout
 
     @classmethod
-    def for_box(cls, config: BoxConfig) -> AdminClient:
-        host, port = config.admin.listen
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return cls(f"http://{host}:{port}", read_token(config.admin.token_file))
+    def for_box(cls, config: BoxConfig) -> Self:
+        """The client of the box whose config this is (its admin address, its token)."""
+        return cls(admin_url(*config.admin.listen), read_token(config.admin.token_file))
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+                missing_ok: bool = False) -> Any:
+        """The JSON answer (None when empty, or for a 404 when missing_ok); AdminError otherwise."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
         if data is not None:
@@ -44,6 +42,8 @@ class AdminClient:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 payload = resp.read()
         except urllib.error.HTTPError as exc:
+            if missing_ok and exc.code == 404:
+                return None
             text = exc.read().decode("utf-8", "replace")
             try:
                 message = json.loads(text).get("error", text)
@@ -53,4 +53,14 @@ class AdminClient:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise AdminError(503, f"cannot reach the box's admin API at {self.base_url}: {reason}") from None
-        return json.loads(payload) if payload else None
+        try:
+            return json.loads(payload) if payload else None
+        except ValueError:
+            raise AdminError(502, f"box answered {method} {path} with something not JSON") from None
+
+
+def admin_url(host: str, port: int) -> str:
+    """The admin API's base URL from its listen address (a wildcard address is reached on loopback)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

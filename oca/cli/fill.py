@@ -21,6 +21,7 @@ from control.client import ControlClient
 from control.fill_plan import BoxPlan
 from fill.plan import Window, summarize
 from fill.runner import USAGE, BoxAdmin, Options, Progress, Report, Runner
+from oca.admin.client import admin_url
 from oca.cli.control import control_options
 from oca.cli.options import config_option
 from oca.config.units import parse_rate, parse_size
@@ -50,12 +51,6 @@ def _rate(text: str | None) -> int:
         return parse_size(raw.removesuffix("/s"))
     except ValueError:
         raise UsageProblem(f"--rate: expected a rate such as 1.2Gbit, 400Mbps or 150MB, got {text!r}") from None
-
-
-def _admin_url(host: str, port: int) -> str:
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _human(n: float) -> str:
@@ -179,7 +174,7 @@ def run(config_path: str, control_url: str | None, window: str | None, rate: str
     except OcaError as exc:
         raise UsageProblem(str(exc)) from None
     output = Output(config.box.id, sys.stderr.isatty())
-    runner = Runner(config.box.id, BoxAdmin(_admin_url(*config.admin.listen), admin_token), control,
+    runner = Runner(config.box.id, BoxAdmin(admin_url(*config.admin.listen), admin_token), control,
                     state_dir=config.storage.state_dir, on_progress=output.progress, on_event=output.event)
     options = Options(window=window, rate=_rate(rate), dry_run=dry_run)
     report = runner.run(options)
