@@ -7,6 +7,12 @@ Rules kept here (RFC 9110 unless noted):
 - HEAD answers exactly the headers GET would, without a body (§9.3.2).
 - Bodies of small objects come from the worker's memory cache; everything else is a FileSlice that the
   connection sends with os.sendfile.
+- Tokens (RFC 9246) are checked before anything is looked up: a refusal is 403 whatever is stored; a
+  request-target let through is remembered until its token expires (oca.serve.gate).
+- A miss (or a soft-purged object) joins the worker's one fill of its key (oca.fetch.remote): the answer is
+  deferred until the fill has headers, then streamed from the growing file (Growing parts); a sliced
+  object is answered slice by slice (Lazy parts: from storage, or from that slice's fill). Never a
+  cached error: every error answer is `no-store`.
 """
 
 from __future__ import annotations
