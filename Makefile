@@ -6,9 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the tests and benchmarks drive for real (command:package); chromium and ffmpeg are the
-# player tests' browser and decoder (Debian's chromium plays H.264/AAC)
+# player tests' browser and decoder (Debian's chromium plays H.264/AAC); promtool checks the alert rules
 SYSTEM_TOOLS := nginx:nginx wrk:wrk strace:strace systemd-analyze:systemd /usr/bin/chromium:chromium \
-	/usr/bin/ffmpeg:ffmpeg
+	/usr/bin/ffmpeg:ffmpeg /usr/bin/promtool:prometheus
 
 .PHONY: test run lab lint typecheck unit bench system-deps clean
 

@@ -21,6 +21,7 @@ from aiohttp import web
 from control.catalog import ingest_source, title_from_json, title_to_json
 from control.catalog.codec import check_countries, check_title_id
 from control.fill_api import routes as fill_routes
+from control.metrics import METRICS, ControlMetrics
 from control.plane import ControlPlane
 from control.play import PLANE
 from control.play import routes as play_routes
@@ -61,10 +62,14 @@ def build_app(plane: ControlPlane) -> web.Application:
             log.exception("%s %s failed", request.method, request.path)
             return web.json_response({"error": "internal error (logged)"}, status=500)
 
-    app = web.Application(middlewares=[errors_and_auth], client_max_size=64 << 20)
+    metrics = ControlMetrics(plane)
+    plane.invalidator.on_applied = metrics.invalidation_applied
+    app = web.Application(middlewares=[metrics.middleware, errors_and_auth], client_max_size=64 << 20)
     app[PLANE] = plane
+    app[METRICS] = metrics
     app.add_routes([
         web.get("/healthz", healthz),
+        web.get("/metrics", metrics.handle),  # operator token (control/metrics.py says why)
         *play_routes(),
         *fill_routes(),
         web.get("/v1/fleet", fleet),

@@ -65,7 +65,10 @@ class Invalidator:
     token: str | None = None
     last_seq: int = 0
     applied: dict[str, int] = field(default_factory=dict)
+    # called with (box id, seconds from append to applied) once per box for the invalidations this replica took
+    on_applied: Callable[[str, float], None] | None = None
     _times: OrderedDict[int, dict[str, float]] = field(default_factory=OrderedDict)
+    _appended: dict[int, float] = field(default_factory=dict)  # seq -> its append time, for the seqs in _times
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _pushing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _again: set[str] = field(default_factory=set)
@@ -98,8 +101,9 @@ class Invalidator:
         if created:
             self.last_seq = max(self.last_seq, entry.seq)
             self._times[entry.seq] = {}
+            self._appended[entry.seq] = entry.time
             while len(self._times) > _KEEP_TIMES:
-                self._times.popitem(last=False)
+                self._appended.pop(self._times.popitem(last=False)[0], None)
             self.push_all()
         return entry, created
 
@@ -200,8 +204,10 @@ class Invalidator:
         self.applied[box_id] = seq
         now = self.clock()
         for known, times in self._times.items():
-            if known <= seq:
-                times.setdefault(box_id, now)
+            if known <= seq and box_id not in times:
+                times[box_id] = now
+                if self.on_applied is not None:
+                    self.on_applied(box_id, now - self._appended.get(known, now))
         self._changed.set()
         self._changed = asyncio.Event()
         await self.blocking(self.store.record_applied, box_id, seq, now)

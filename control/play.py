@@ -23,6 +23,7 @@ from aiohttp import web
 
 from control.catalog.codec import check_title_id
 from control.manifests import PathwayBase, parse_steering_query, steering_manifest
+from control.metrics import METRICS
 from control.model import ORIGIN_PATHWAY, Title
 from control.plane import ControlPlane
 from control.sessions import SessionMemory, new_session_id, parse_session_id
@@ -65,10 +66,15 @@ async def _start(request: web.Request) -> tuple[ControlPlane, Title, Decision, s
         decision = plane.decide(title, ip)
     except ValueError as exc:
         raise BadRequest(f"client address: {exc}") from None
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        metrics.decision(decision, "dash" if request.path.endswith(".mpd") else "hls")
     if not decision.allowed:
         raise UnavailableForLegalReasons(decision.note)
     now = plane.clock()
     session_id = new_session_id(title.id, now)
+    if metrics is not None:
+        metrics.session_active(session_id, now)
     token = plane.token(title.id, ip)
     pathways = [PathwayBase.of(p, plane.token_for(p, token)) for p in decision.pathways]
     plane.sessions.put(session_id, SessionMemory(title.id, ip, decision.pathway_ids[0], decision.pathway_ids))
@@ -110,6 +116,9 @@ async def steering(request: web.Request) -> web.Response:
     before = memory.priority
     priority = await _priority(plane, title_id, ip, memory)
     memory.priority, memory.first = priority, priority[0]
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        metrics.session_active(session_id, now, reload=True, changed=bool(before) and before != priority)
     # one line per reload: operators see sessions move (and why) without a packet capture
     steer_log.info("steer %s client=%s reported=%s priority=%s%s", session_id, ip, reported or "-",
                    ",".join(priority), " (changed)" if before and before != priority else "")

@@ -15,5 +15,14 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 fi
 echo "installing ${missing[*]} with apt-get" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-  || { echo "warning: apt-get could not install ${missing[*]}" >&2; exit 0; }
+# We want the tools, not their services: nginx and prometheus would otherwise start daemons on ports 80 and
+# 9090 (invoke-rc.d asks policy-rc.d; 101 = "action not allowed"). An existing policy is left alone.
+policy=/usr/sbin/policy-rc.d
+own_policy=false
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=true
+fi
+apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+status=$?
+[ "$own_policy" = true ] && rm -f "$policy"
+[ $status -eq 0 ] || { echo "warning: apt-get could not install ${missing[*]}" >&2; exit 0; }

@@ -15,8 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from oca import __version__
-from oca.admin import content
+from oca.admin import content, firmware
 from oca.admin.common import CONTEXT, AdminContext, master_of
 from oca.admin.metrics import render_metrics
 from oca.errors import BadRequest, NotFound, OcaError, Unauthorized
@@ -65,6 +64,7 @@ def build_app(context: AdminContext) -> web.Application:
         web.post("/drain", drain),
         web.post("/undrain", undrain),
         *content.ROUTES,
+        *firmware.ROUTES,
     ])
     return app
 
@@ -97,7 +97,7 @@ async def status(request: web.Request) -> web.Response:
     master = master_of(request)
     store = await master.owner.call(Store.status)
     body: dict[str, Any] = {
-        "version": __version__,
+        **master.firmware.status(),  # version (the release the workers run), previous_version, releases
         "box": master.config.box.id,
         "site": master.config.box.site,
         "pid": os.getpid(),
@@ -124,8 +124,10 @@ async def metrics(request: web.Request) -> web.Response:
     master = master_of(request)
     store = await master.owner.call(Store.status)
     workers = master.serving_workers()
+    prefetch = getattr(master, "prefetch", None)  # set once storage is open
     text = render_metrics(master.stats, store, workers, master.draining,
-                          master.fills.status() if master.fills is not None else None)
+                          master.fills.status() if master.fills is not None else None,
+                          list(prefetch.jobs.values()) if prefetch is not None else ())
     return web.Response(body=text, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
-from typing import Any, Self
+from typing import Any, BinaryIO, Self
 
 from oca.admin.app import read_token
 from oca.config import BoxConfig
@@ -30,12 +31,16 @@ class AdminClient:
         return cls(admin_url(*config.admin.listen), read_token(config.admin.token_file))
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None, *,
-                missing_ok: bool = False) -> Any:
-        """The JSON answer (None when empty, or for a 404 when missing_ok); AdminError otherwise."""
+                missing_ok: bool = False, upload: BinaryIO | None = None) -> Any:
+        """The JSON answer (None when empty, or for a 404 when missing_ok); AdminError otherwise.
+        `upload`: a file sent as the raw body instead of `body` (streamed, with its Content-Length)."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base_url + path, data=data, method=method)
+        req = urllib.request.Request(self.base_url + path, data=data or upload, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
+        elif upload is not None:
+            req.add_header("Content-Type", "application/octet-stream")
+            req.add_header("Content-Length", str(os.fstat(upload.fileno()).st_size))
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:

@@ -1,12 +1,17 @@
 """Prometheus exposition of the box: the master's totals over all workers plus the store's state.
 
 Names follow Prometheus conventions (base units, `_total` for counters, `_bytes`, `_seconds`).
+- Cache hit ratio inputs: `oca_requests_total{status,cache}` and `oca_sent_bytes_total{tier,cache}` (by requests
+  and by bytes: hit / (hit + miss)).
+- `oca_player_*`: what players report in CMCD, from the requests that carry it (oca.serve.stats says how).
+- `oca_prefetch_*`: fill progress, read from the master's prefetch jobs at scrape time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -17,14 +22,38 @@ from prometheus_client.core import (
 )
 
 from oca import __version__
-from oca.serve.stats import DURATION_BUCKETS, FleetStats
+from oca.serve.stats import (
+    BITRATE_BUCKETS,
+    BUFFER_BUCKETS,
+    DURATION_BUCKETS,
+    SESSION_WINDOW,
+    STARTUP_BUCKETS,
+    FleetStats,
+    PlayerTotals,
+)
+
+if TYPE_CHECKING:
+    from oca.fetch.prefetch import PrefetchJob
+
+
+def _histogram(name: str, help_text: str, bounds: Sequence[float], counts: Sequence[int],
+               total: float) -> HistogramMetricFamily:
+    """A histogram family from per-bucket (not cumulative) counts: one per bound, then +Inf."""
+    cumulative, buckets = 0, []
+    for bound, n in zip((*bounds, float("inf")), counts, strict=True):
+        cumulative += n
+        buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
+    family = HistogramMetricFamily(name, help_text)
+    family.add_metric([], buckets, total)
+    return family
 
 
 class _Snapshot:
     def __init__(self, stats: FleetStats, store_status: dict[str, Any], workers: int, draining: bool,
-                 fetch: dict[str, Any] | None = None) -> None:
+                 fetch: dict[str, Any] | None, prefetch: Iterable[PrefetchJob], now: float) -> None:
         self.stats, self.store, self.workers, self.draining = stats, store_status, workers, draining
         self.fetch = fetch or {}
+        self.prefetch, self.now = prefetch, now
 
     def collect(self) -> Iterator[Metric]:
         stats = self.stats
@@ -36,19 +65,15 @@ class _Snapshot:
         for (status, cache), n in sorted(stats.requests.items()):
             requests.add_metric([str(status), cache or "none"], n)
         yield requests
-        sent = CounterMetricFamily("oca_sent_bytes", "Body bytes sent to clients, by the tier they came from.",
-                                   labels=["tier"])
-        for tier, n in sorted(stats.bytes_by_tier.items()):
-            sent.add_metric([tier], n)
+        sent = CounterMetricFamily("oca_sent_bytes", "Body bytes sent to clients, by the tier they came from "
+                                   "(upstream: a miss streamed while filling) and the cache result.",
+                                   labels=["tier", "cache"])
+        for (tier, cache), n in sorted(stats.bytes_sent.items()):
+            sent.add_metric([tier, cache or "none"], n)
         yield sent
-        cumulative, buckets = 0, []
-        for bound, n in zip((*DURATION_BUCKETS, float("inf")), stats.duration_buckets, strict=True):
-            cumulative += n
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-        duration = HistogramMetricFamily("oca_request_duration_seconds",
-                                         "Time from the request's last byte to the response's last byte.")
-        duration.add_metric([], buckets, stats.duration_sum)
-        yield duration
+        yield _histogram("oca_request_duration_seconds",
+                         "Time from the request's last byte to the response's last byte.",
+                         DURATION_BUCKETS, stats.duration_buckets, stats.duration_sum)
         yield GaugeMetricFamily("oca_connections", "Open client connections on the data port.",
                                 value=sum(stats.connections.values()))
         yield GaugeMetricFamily("oca_workers", "Worker processes serving the data port.", value=self.workers)
@@ -82,6 +107,8 @@ class _Snapshot:
             evictions.add_metric([tier], n)
         yield evictions
         yield from self._fetch_metrics()
+        yield from self._prefetch_metrics()
+        yield from _player_metrics(stats.player, self.now)
 
     def _fetch_metrics(self) -> Iterator[Metric]:
         fetch = self.fetch
@@ -107,9 +134,75 @@ class _Snapshot:
         yield GaugeMetricFamily("oca_stale_objects", "Soft-purged objects not yet revalidated.",
                                 value=fetch.get("stale", 0))
 
+    def _prefetch_metrics(self) -> Iterator[Metric]:
+        """Fill progress: the prefetch jobs the master holds (the nightly fill's among them)."""
+        jobs = {state: 0 for state in ("queued", "running", "done", "cancelled")}
+        results = {result: 0 for result in ("stored", "present", "absent", "failed")}
+        pending = 0
+        by_source: dict[str, int] = {}
+        for job in self.prefetch:
+            jobs[job.state] = jobs.get(job.state, 0) + 1
+            for result in job.results.values():  # stored, present, absent or "fail: <reason>"
+                results[result if result in results else "failed"] += 1
+            if job.state in ("queued", "running"):
+                pending += len(job.items) - len(job.results)
+            for source, n in job.bytes_by_source.items():
+                by_source[source] = by_source.get(source, 0) + n
+        family = GaugeMetricFamily("oca_prefetch_jobs", "Prefetch jobs held by the box, by state.", labels=["state"])
+        for state, n in jobs.items():
+            family.add_metric([state], n)
+        yield family
+        items = CounterMetricFamily("oca_prefetch_items", "Prefetch items finished, by result.", labels=["result"])
+        for result, n in results.items():
+            items.add_metric([result], n)
+        yield items
+        yield GaugeMetricFamily("oca_prefetch_items_pending", "Items of queued and running prefetch jobs not "
+                                "finished yet.", value=pending)
+        sources = CounterMetricFamily("oca_prefetch_bytes", "Bytes prefetched, by source.", labels=["source"])
+        for source, n in sorted(by_source.items()):
+            sources.add_metric([source], n)
+        yield sources
+
+
+_OBJECT_TYPE = "CMCD object type (ot): m manifest, a audio, v video, av muxed, i init, c caption, tt timed " \
+               "text, k key, o other, other absent or unknown"
+
+
+def _player_metrics(player: PlayerTotals, now: float) -> Iterator[Metric]:
+    """What players report in CMCD (only requests that carry it): startup, rebuffering, buffer, bitrate."""
+    for name, help_text, counts in (
+        ("oca_player_requests", f"Requests that carried CMCD, by {_OBJECT_TYPE}.", player.requests),
+        ("oca_player_startup_requests", "CMCD requests flagged su (needed urgently: startup, seek, recovery).",
+         player.startup),
+        ("oca_player_rebuffers", "CMCD requests flagged bs (the buffer ran dry since the previous request).",
+         player.rebuffers),
+        ("oca_player_media_seconds", "Playback duration (CMCD d) of the objects requested.", player.media_seconds),
+    ):
+        family = CounterMetricFamily(name, help_text, labels=["ot"])
+        for kind, n in sorted(counts.items()):
+            family.add_metric([kind], n)
+        yield family
+    yield CounterMetricFamily("oca_player_rebuffer_seconds", "Buffer starvation time players reported (CMCD v2 "
+                              "bsd).", value=player.rebuffer_seconds)
+    yield _histogram("oca_player_buffer_length_seconds", "Buffer length players reported (CMCD bl).",
+                     BUFFER_BUCKETS, player.buffer, player.buffer_sum)
+    yield _histogram("oca_player_bitrate_bits_per_second", "Encoded bitrate of the objects players requested "
+                     "(CMCD br).", BITRATE_BUCKETS, player.bitrate, player.bitrate_sum)
+    yield _histogram("oca_player_startup_seconds", "Estimated startup time of new sessions (CMCD sid): from the "
+                     "first su request to the first request without su.", STARTUP_BUCKETS, player.startup_time,
+                     player.startup_time_sum)
+    yield GaugeMetricFamily("oca_player_sessions", f"Sessions (CMCD sid) that sent a request in the last "
+                            f"{SESSION_WINDOW:g} s.",
+                            value=player.concurrent(now))
+    yield CounterMetricFamily("oca_player_sessions_started", "Sessions (CMCD sid) seen for the first time.",
+                              value=player.sessions_started)
+
 
 def render_metrics(stats: FleetStats, store_status: dict[str, Any], workers: int, draining: bool,
-                   fetch: dict[str, Any] | None = None) -> bytes:
+                   fetch: dict[str, Any] | None = None, prefetch: Iterable[PrefetchJob] = (),
+                   now: float | None = None) -> bytes:
+    """`now` (epoch seconds, default the wall clock) decides which CMCD sessions still count as concurrent."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(stats, store_status, workers, draining, fetch))
+    registry.register(_Snapshot(stats, store_status, workers, draining, fetch, prefetch,
+                                time.time() if now is None else now))
     return generate_latest(registry)

@@ -12,6 +12,7 @@ from oca.cli.catalog import catalog
 from oca.cli.content import content
 from oca.cli.control import control
 from oca.cli.fill import fill
+from oca.cli.firmware import firmware
 from oca.cli.fleet import fleet
 from oca.cli.invalidate import invalidate
 from oca.cli.lab import lab
@@ -38,6 +39,7 @@ cli.add_command(token)
 cli.add_command(content)
 cli.add_command(lab)
 cli.add_command(fill)
+cli.add_command(firmware)
 
 
 def main() -> None:

@@ -125,6 +125,16 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class FirmwareConfig:
+    """Signed release bundles this box installs (oca.firmware)."""
+
+    trusted_keys_file: str | None = setting(None, unit="path")  # PEM public keys; null = no firmware accepted
+    releases_dir: str | None = setting(None, unit="path")  # release slots; null = <storage.state_dir>/releases
+    health_timeout: float = setting(30.0, unit="duration", min=0.1, max=3600.0)
+    max_bundle_size: int = setting(200 << 20, unit="size", min=1024)
+
+
+@dataclass(frozen=True)
 class BoxConfig:
     box: BoxIdentity = setting(factory=BoxIdentity)
     server: ServerConfig = setting(factory=ServerConfig)
@@ -135,4 +145,5 @@ class BoxConfig:
     fetch: FetchConfig = setting(factory=FetchConfig)
     tokens: TokensConfig = setting(factory=TokensConfig)
     control: ControlConfig = setting(factory=ControlConfig)
+    firmware: FirmwareConfig = setting(factory=FirmwareConfig)
     source: str = field(default="<defaults>", metadata={"internal": True})

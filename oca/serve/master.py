@@ -10,6 +10,12 @@ Rules kept here:
 - SIGTERM/SIGINT: workers drain within shutdown_timeout, then the master closes storage and exits.
 - Under systemd (NOTIFY_SOCKET): READY=1 once every worker is serving, WATCHDOG=1 while the master's
   loop runs, RELOADING=1/STOPPING=1 around reloads and stops.
+- Releases (oca.firmware): workers run the current release, imported from its slot (PYTHONPATH first,
+  `-P` so no working directory shadows it); the master keeps running its own, installed code, as nginx's
+  binary upgrade but with the master staying. `switch_release` starts a generation from a new release on
+  the same sockets and retires the old one only once the new one passed its health gate; otherwise the new
+  workers are stopped and the old ones, never stopped, keep serving. The master-worker protocol (argv, the
+  config line, reports, the fill link) is therefore a contract between releases.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -41,6 +48,10 @@ from oca.fetch.manager import FillManager
 from oca.fetch.prefetch import PrefetchQueue
 from oca.fetch.state import FetchState
 from oca.fetch.upstream import Upstream, sources_from_config
+from oca.firmware import health
+from oca.firmware.box import BoxFirmware
+from oca.firmware.errors import ReleaseUnhealthy
+from oca.firmware.releases import Release
 from oca.secret_files import read_secret
 from oca.serve import sdnotify
 from oca.serve.gate import Gate
@@ -76,6 +87,7 @@ class WorkerProcess:
     serving: bool = False  # it said it is ready
     heard: float = 0.0  # time.monotonic() of its last report
     retiring: bool = False
+    release: Release | None = None  # the release it runs (None: the master's own code)
 
 
 class Master:
@@ -103,6 +115,7 @@ class Master:
         self._inventory_signature: tuple[object, ...] = ()
         self.egress_bps = 0
         self._egress_sample = (time.monotonic(), 0)
+        self.firmware = BoxFirmware(config.firmware, config.storage.state_dir, __version__)
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -217,15 +230,55 @@ class Master:
 
     # -- workers ------------------------------------------------------------------------------------
 
-    async def _start_generation(self) -> None:
+    async def _start_generation(self, release: Release | None = None) -> None:
         self.generation += 1
-        fresh = [self._spawn(slot) for slot in range(len(self.listeners))]
+        release = release or self.firmware.releases.current
+        fresh = [self._spawn(slot, release) for slot in range(len(self.listeners))]
         try:
             await asyncio.wait_for(asyncio.gather(*(w.ready for w in fresh)), timeout=30)
         except TimeoutError:
             log.error("workers of generation %d did not report ready within 30s", self.generation)
 
-    def _spawn(self, slot: int) -> WorkerProcess:
+    async def switch_release(self, release: Release, health_timeout: float) -> None:
+        """Serve `release` from a new generation of workers on the same sockets, or ReleaseUnhealthy (and the
+        old generation, never stopped, keeps serving). On success the release becomes the current one."""
+        async with self._generation_lock:
+            if self._stopped is None or self._stopped.done():
+                raise OcaError("the box is stopping: no release switch")
+            old = [w for w in self.workers if not w.retiring]
+            previous = self.firmware.releases.current
+            host, port = self.listeners[0].getsockname()[:2]
+            probe = functools.partial(health.probe_healthz, host, port)
+            self.generation += 1
+            fresh = [self._spawn(slot, release) for slot in range(len(self.listeners))]
+            try:
+                await health.gate(fresh, probe, release.version, health_timeout)
+            except (ReleaseUnhealthy, asyncio.CancelledError):  # cancelled: the box is stopping
+                await self._fall_back(fresh, old, previous)
+                raise
+            await self._stop_workers(old)
+            try:
+                await health.confirm(probe, release.version, 2 * len(self.listeners))
+            except ReleaseUnhealthy:  # healthy beside the old workers, not alone: the previous release again
+                await self._start_generation(previous)
+                await self._stop_workers(fresh)
+                raise
+            self.firmware.releases.commit(release)
+            log.info("release %s serving (generation %d); previous %s", release.version, self.generation,
+                     previous.version)
+
+    async def _fall_back(self, fresh: list[WorkerProcess], old: list[WorkerProcess], previous: Release) -> None:
+        """Stop a failed generation; the old workers are current again (a slot that lost its one meanwhile
+        gets a new worker of the previous release)."""
+        self.generation += 1
+        for worker in old:
+            worker.generation = self.generation
+        await self._stop_workers(fresh)
+        for slot in range(len(self.listeners)):
+            if not any(w.slot == slot and not w.retiring and w.process.poll() is None for w in self.workers):
+                self._spawn(slot, previous)
+
+    def _spawn(self, slot: int, release: Release | None) -> WorkerProcess:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fill_ours, fill_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -235,15 +288,21 @@ class Master:
         cmd = [sys.executable, "-m", "oca.serve.worker", "--config", os.path.abspath(self.config_path),
                "--listen-fd", str(listener.fileno()), "--control-fd", str(theirs.fileno()),
                "--fill-fd", str(fill_theirs.fileno()), "--loop", self.loop_kind]
+        env = None
+        if release is not None and release.path is not None:  # the release's packages shadow the installed ones
+            cmd.insert(1, "-P")
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                p for p in (release.path, os.environ.get("PYTHONPATH")) if p)}
         process = subprocess.Popen(cmd, pass_fds=(listener.fileno(), theirs.fileno(), fill_theirs.fileno()),
-                                   stdin=subprocess.DEVNULL)
+                                   stdin=subprocess.DEVNULL, env=env)
         theirs.close()
         fill_theirs.close()
         self._background(self._attach_fill_link(fill_ours, process.pid))
         # the worker serves exactly the config the master validated, never a file changed since
         ours.sendall(json.dumps(box_config_to_raw(self.config)).encode() + b"\n")
         ours.setblocking(False)
-        worker = WorkerProcess(slot, self.generation, process, ours, time.monotonic(), loop.create_future())
+        worker = WorkerProcess(slot, self.generation, process, ours, time.monotonic(), loop.create_future(),
+                               release=release)
         loop.add_reader(ours.fileno(), self._on_worker_message, worker)
         self.workers.append(worker)
         return worker
@@ -363,15 +422,16 @@ class Master:
                 delay = min(5.0, 0.1 * (2 ** deaths)) if deaths else 0.0
                 log.error("worker %d (slot %d) exited with %s; restarting in %.1fs",
                           worker.process.pid, worker.slot, code, delay)
-                asyncio.get_running_loop().call_later(delay, self._respawn, worker.slot, worker.generation)
+                asyncio.get_running_loop().call_later(delay, self._respawn, worker.slot, worker.generation,
+                                                      worker.release)
 
     def serving_workers(self) -> int:
         """Workers of the current generation that said they are serving and are still alive."""
         return sum(1 for w in self.workers if w.serving and not w.retiring and w.process.poll() is None)
 
-    def _respawn(self, slot: int, generation: int) -> None:
+    def _respawn(self, slot: int, generation: int, release: Release | None) -> None:
         if generation == self.generation and self._stopped is not None and not self._stopped.done():
-            self._spawn(slot)
+            self._spawn(slot, release)
 
     # -- storage housekeeping -----------------------------------------------------------------------
 

@@ -2,6 +2,15 @@
 
 Counting in plain dicts inside each worker keeps the hit path free of locks and shared memory; the
 master adds the deltas up, so totals are exact across workers (at most one flush interval late).
+
+Rules kept here:
+- The per-request counters are exact `dict`s, not Counter: CPython 3.11 specialises item access for exact
+  dicts only, and `observe` runs once per request.
+- Player experience (CTA-5004 CMCD) is counted only for requests that carry CMCD (`observe_player`); a
+  plain hit never reaches that code. Sessions (`sid`) are joined in the master, across workers: the
+  sessions seen in the last SESSION_WINDOW seconds, and an estimated startup time per new session (from
+  its first `su` request to its first request without `su`: the time the player spent filling its buffer
+  urgently before playback began).
 """
 
 from __future__ import annotations
@@ -11,61 +20,228 @@ from collections import Counter
 from typing import Any
 
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# CMCD-derived histograms, in base units (seconds, bits per second)
+BUFFER_BUCKETS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0)
+BITRATE_BUCKETS = (250e3, 500e3, 1e6, 2e6, 3e6, 5e6, 8e6, 12e6, 20e6, 40e6)
+STARTUP_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0)
+OBJECT_TYPES = frozenset(("m", "a", "v", "av", "i", "c", "tt", "k", "o"))  # CMCD `ot`; others count as "other"
+SESSION_WINDOW = 30.0  # seconds: a session with no CMCD request for this long no longer counts as concurrent
+# bounds on the sessions remembered (per worker per flush; in the master): a flood of made-up sids costs no more
+MAX_FLUSH_SESSIONS = 10_000
+MAX_SESSIONS = 200_000
 
 
 class WorkerStats:
-    __slots__ = ("bytes_by_tier", "damaged", "duration_buckets", "duration_sum", "hits", "io_errors", "requests")
+    __slots__ = ("bytes_sent", "damaged", "duration_buckets", "duration_sum", "hits", "io_errors", "player",
+                 "requests")
 
-    requests: Counter[tuple[int, str]]  # (status, cache result) -> requests
-    bytes_by_tier: Counter[str]
+    requests: dict[tuple[int, str], int]  # (status, cache result) -> requests
+    bytes_sent: dict[tuple[str, str], int]  # (tier, cache result) -> body bytes
     duration_buckets: list[int]  # one per DURATION_BUCKETS bound, then +Inf; they add up to the count
     duration_sum: float
-    hits: Counter[str]  # key -> hits, for the store's LRU and promotion
+    hits: dict[str, int]  # key -> hits, for the store's LRU and promotion
     io_errors: list[tuple[str, str]]  # (tier, error)
     damaged: list[tuple[str, str]]  # (key, error)
+    player: PlayerStats | None  # CMCD-derived; None until a request carried CMCD
 
     def __init__(self) -> None:
+        self.player = None
         self._start_over()
 
     def _start_over(self) -> None:
-        self.requests = Counter()
-        self.bytes_by_tier = Counter()
+        self.requests = {}
+        self.bytes_sent = {}
         self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
         self.duration_sum = 0.0
-        self.hits = Counter()
+        self.hits = {}
         self.io_errors = []
         self.damaged = []
 
     def observe(self, status: int, cache: str, tier: str, body_bytes: int, seconds: float, key: str) -> None:
-        # plain dict.get rather than Counter's __missing__: this runs once per request
+        # plain dicts and dict.get: this runs once per request
         requests = self.requests
         slot = (status, cache)
         requests[slot] = requests.get(slot, 0) + 1
         if body_bytes:
-            tiers = self.bytes_by_tier
-            tier = tier or "none"
-            tiers[tier] = tiers.get(tier, 0) + body_bytes
+            sent = self.bytes_sent
+            where = (tier, cache)
+            sent[where] = sent.get(where, 0) + body_bytes
         self.duration_buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
         self.duration_sum += seconds
         if cache == "hit":
             hits = self.hits
             hits[key] = hits.get(key, 0) + 1
 
+    def observe_player(self, cmcd: object, now: float) -> None:
+        """One request that carried CMCD (oca.http.cmcd.parse_cmcd's dict); never called for plain requests."""
+        if not isinstance(cmcd, dict):
+            return
+        if self.player is None:
+            self.player = PlayerStats()
+        self.player.observe(cmcd, now)
+
     def take(self, connections: int) -> dict[str, Any]:
         """The deltas since the last take(), as JSON-ready data, plus the open connections (a gauge);
         the counters start again from zero."""
         delta = {
             "requests": [[s, c, n] for (s, c), n in self.requests.items()],
-            "bytes_by_tier": dict(self.bytes_by_tier),
+            "bytes": [[t or "none", c, n] for (t, c), n in self.bytes_sent.items()],
             "duration_buckets": self.duration_buckets,
             "duration_sum": self.duration_sum,
-            "hits": dict(self.hits),
+            "hits": self.hits,
             "io_errors": self.io_errors,
             "damaged": self.damaged,
             "connections": connections,
         }
+        if self.player is not None and self.player.requests:
+            delta["player"] = self.player.take()
         self._start_over()
         return delta
+
+
+def _number(value: object) -> float | None:
+    """A CMCD numeric value (an int or decimal, possibly with parameters); None when absent or not a number."""
+    if isinstance(value, dict):
+        value = value.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return float(value)
+
+
+def _flag(value: object) -> bool:
+    """CMCD v1 sends `su`/`bs` bare (True) when set; v2 always sends them, as ?1 or ?0."""
+    if isinstance(value, dict):
+        value = value.get("value")
+    return value is True
+
+
+class PlayerStats:
+    """One worker's CMCD-derived counts since the last take(); pure (the time is passed in)."""
+
+    def __init__(self) -> None:
+        self._start_over()
+
+    def _start_over(self) -> None:
+        self.requests: dict[str, int] = {}  # ot -> requests carrying CMCD
+        self.startup: dict[str, int] = {}  # ot -> requests with su
+        self.rebuffers: dict[str, int] = {}  # ot -> requests with bs
+        self.rebuffer_seconds = 0.0  # sum of bsd (CMCD v2)
+        self.media_seconds: dict[str, float] = {}  # ot -> sum of d, the playback duration of objects requested
+        self.buffer = [0] * (len(BUFFER_BUCKETS) + 1)
+        self.buffer_sum = 0.0
+        self.bitrate = [0] * (len(BITRATE_BUCKETS) + 1)
+        self.bitrate_sum = 0.0
+        self.sessions: dict[str, list[float | None]] = {}  # sid -> [first su time, first non-su time, last seen]
+
+    def observe(self, cmcd: dict[str, object], now: float) -> None:
+        ot = cmcd.get("ot")
+        kind = ot if isinstance(ot, str) and ot in OBJECT_TYPES else "other"
+        self.requests[kind] = self.requests.get(kind, 0) + 1
+        startup = _flag(cmcd.get("su"))
+        if startup:
+            self.startup[kind] = self.startup.get(kind, 0) + 1
+        if _flag(cmcd.get("bs")):
+            self.rebuffers[kind] = self.rebuffers.get(kind, 0) + 1
+        if (starved := _number(cmcd.get("bsd"))) is not None:
+            self.rebuffer_seconds += starved / 1000
+        if (duration := _number(cmcd.get("d"))) is not None:
+            self.media_seconds[kind] = self.media_seconds.get(kind, 0.0) + duration / 1000
+        if (buffer := _number(cmcd.get("bl"))) is not None:
+            self.buffer[bisect.bisect_left(BUFFER_BUCKETS, buffer / 1000)] += 1
+            self.buffer_sum += buffer / 1000
+        if (bitrate := _number(cmcd.get("br"))) is not None:
+            self.bitrate[bisect.bisect_left(BITRATE_BUCKETS, bitrate * 1000)] += 1
+            self.bitrate_sum += bitrate * 1000
+        sid = cmcd.get("sid")
+        if isinstance(sid, str) and sid:
+            sid = sid[:64]  # CTA-5004: at most 64 characters
+            seen = self.sessions.get(sid)
+            if seen is None:
+                if len(self.sessions) >= MAX_FLUSH_SESSIONS:
+                    return
+                seen = self.sessions[sid] = [None, None, now]
+            slot = 0 if startup else 1
+            if seen[slot] is None:
+                seen[slot] = now
+            seen[2] = now
+
+    def take(self) -> dict[str, Any]:
+        delta = {"requests": self.requests, "startup": self.startup, "rebuffers": self.rebuffers,
+                 "rebuffer_seconds": self.rebuffer_seconds, "media_seconds": self.media_seconds,
+                 "buffer": self.buffer, "buffer_sum": self.buffer_sum, "bitrate": self.bitrate,
+                 "bitrate_sum": self.bitrate_sum, "sessions": self.sessions}
+        self._start_over()
+        return delta
+
+
+class PlayerTotals:
+    """The master's CMCD-derived totals over every worker, and the sessions joined across workers."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[str] = Counter()
+        self.startup: Counter[str] = Counter()
+        self.rebuffers: Counter[str] = Counter()
+        self.rebuffer_seconds = 0.0
+        self.media_seconds: dict[str, float] = {}
+        self.buffer = [0] * (len(BUFFER_BUCKETS) + 1)
+        self.buffer_sum = 0.0
+        self.bitrate = [0] * (len(BITRATE_BUCKETS) + 1)
+        self.bitrate_sum = 0.0
+        self.startup_time = [0] * (len(STARTUP_BUCKETS) + 1)
+        self.startup_time_sum = 0.0
+        self.sessions_started = 0
+        self._last_seen: dict[str, float] = {}  # sid -> last request time, within SESSION_WINDOW
+        self._starting: dict[str, float] = {}  # sid -> its first su request, until its first request without su
+
+    def add(self, delta: dict[str, Any]) -> None:
+        for name in ("requests", "startup", "rebuffers"):
+            totals: Counter[str] = getattr(self, name)
+            for kind, n in delta.get(name, {}).items():
+                totals[str(kind)] += int(n)
+        for kind, seconds in delta.get("media_seconds", {}).items():
+            self.media_seconds[str(kind)] = self.media_seconds.get(str(kind), 0.0) + float(seconds)
+        self.rebuffer_seconds += float(delta.get("rebuffer_seconds", 0.0))
+        for name in ("buffer", "bitrate"):
+            buckets: list[int] = getattr(self, name)
+            for i, n in enumerate(delta.get(name, ())[: len(buckets)]):
+                buckets[i] += int(n)
+            setattr(self, f"{name}_sum", getattr(self, f"{name}_sum") + float(delta.get(f"{name}_sum", 0.0)))
+        for sid, (first_su, first_plain, last) in delta.get("sessions", {}).items():
+            self._session(str(sid), first_su, first_plain, float(last))
+
+    def _session(self, sid: str, first_su: float | None, first_plain: float | None, last: float) -> None:
+        known = sid in self._last_seen
+        if not known:
+            if len(self._last_seen) >= MAX_SESSIONS:
+                self.prune(last)
+                if len(self._last_seen) >= MAX_SESSIONS:
+                    return
+            self.sessions_started += 1
+        if first_su is not None and (first_plain is None or first_su <= first_plain):
+            if not known:  # a session that starts with su requests
+                self._starting[sid] = first_su
+            elif sid in self._starting:  # another worker saw an earlier su request of it
+                self._starting[sid] = min(self._starting[sid], first_su)
+        began = self._starting.get(sid)
+        if began is not None and first_plain is not None and first_plain >= began:
+            seconds = first_plain - began
+            self.startup_time[bisect.bisect_left(STARTUP_BUCKETS, seconds)] += 1
+            self.startup_time_sum += seconds
+            del self._starting[sid]
+        self._last_seen[sid] = max(last, self._last_seen.get(sid, last))
+
+    def prune(self, now: float) -> None:
+        """Forget sessions silent for SESSION_WINDOW (a session that never left startup goes with them)."""
+        horizon = now - SESSION_WINDOW
+        gone = [sid for sid, last in self._last_seen.items() if last < horizon]
+        for sid in gone:
+            del self._last_seen[sid]
+            self._starting.pop(sid, None)
+
+    def concurrent(self, now: float) -> int:
+        """Sessions that sent a CMCD request in the last SESSION_WINDOW seconds."""
+        self.prune(now)
+        return len(self._last_seen)
 
 
 class FleetStats:
@@ -73,32 +249,44 @@ class FleetStats:
 
     def __init__(self) -> None:
         self.requests: Counter[tuple[int, str]] = Counter()
-        self.bytes_by_tier: Counter[str] = Counter()
+        self.bytes_sent: Counter[tuple[str, str]] = Counter()  # (tier, cache result) -> body bytes
         self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
         self.duration_sum = 0.0
         self.connections: dict[int, int] = {}  # worker pid -> open connections
+        self.player = PlayerTotals()
 
     def add(self, pid: int, delta: dict[str, Any]) -> None:
         for status, cache, n in delta.get("requests", ()):
             self.requests[(int(status), str(cache))] += int(n)
-        for tier, n in delta.get("bytes_by_tier", {}).items():
-            self.bytes_by_tier[str(tier)] += int(n)
+        for tier, cache, n in delta.get("bytes", ()):
+            self.bytes_sent[(str(tier), str(cache))] += int(n)
         for i, n in enumerate(delta.get("duration_buckets", ())[: len(self.duration_buckets)]):
             self.duration_buckets[i] += int(n)
         self.duration_sum += float(delta.get("duration_sum", 0.0))
         self.connections[pid] = int(delta.get("connections", 0))
+        player = delta.get("player")
+        if player:
+            self.player.add(player)
 
     def worker_gone(self, pid: int) -> None:
         self.connections.pop(pid, None)
 
+    @property
+    def bytes_by_tier(self) -> Counter[str]:
+        by_tier: Counter[str] = Counter()
+        for (tier, _), n in self.bytes_sent.items():
+            by_tier[tier] += n
+        return by_tier
+
     def summary(self) -> dict[str, Any]:
         total = sum(self.requests.values())
+        by_tier = self.bytes_by_tier
         hits = sum(n for (_, cache), n in self.requests.items() if cache == "hit")
         lookups = sum(n for (_, cache), n in self.requests.items() if cache in ("hit", "miss"))
         return {
             "requests": total,
-            "bytes_out": sum(self.bytes_by_tier.values()),
-            "bytes_by_tier": dict(self.bytes_by_tier),
+            "bytes_out": sum(by_tier.values()),
+            "bytes_by_tier": dict(by_tier),
             "hit_ratio": round(hits / lookups, 4) if lookups else None,
             "connections": sum(self.connections.values()),
         }

@@ -1,0 +1,67 @@
+"""Shared by the observability tests: an in-process control plane against fake boxes, with a clock the test moves."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from control.api import build_app
+from control.catalog import ingest_source, title_to_json
+from control.config import load_control_config
+from control.plane import ControlPlane
+from tests.control.fixtures import FakeBox, box_entry, write_control_config, write_package
+
+OPERATOR = {"Authorization": "Bearer operator-secret"}
+BOX = {"Authorization": "Bearer box-secret"}
+TTL = 1.0  # steering.ttl of write_control_config
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Lab:
+    plane: ControlPlane
+    client: Any
+    boxes: dict[str, FakeBox]
+    clock: Clock
+
+    async def metrics(self) -> str:
+        resp = await self.client.get("/metrics", headers=OPERATOR)
+        assert resp.status == 200, await resp.text()
+        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text: str = await resp.text()
+        return text
+
+
+@pytest.fixture
+async def lab(tmp_path: Any, aiohttp_server: Any, aiohttp_client: Any) -> AsyncIterator[Lab]:
+    fakes = {name: FakeBox(name) for name in ("b1", "b2")}
+    entries = []
+    for name, fake in fakes.items():
+        server = await aiohttp_server(fake.app())
+        entries.append(box_entry(name, server.port, server.port))
+    (tmp_path / "operator.token").write_text("operator-secret\n")
+    (tmp_path / "box.token").write_text("box-secret\n")
+    path = write_control_config(str(tmp_path), entries, auth={"operator_token_file": "operator.token",
+                                                              "box_token_file": "box.token"})
+    clock = Clock()
+    plane = await ControlPlane.open(load_control_config(path), clock=clock)
+    client = await aiohttp_client(build_app(plane))
+    ingested = await ingest_source(write_package(str(tmp_path / "package")), "42", countries=[])
+    answer = await client.post("/v1/catalog/42", json={"title": title_to_json(ingested.title), "mpd": ingested.mpd},
+                               headers=OPERATOR)
+    assert answer.status == 201, await answer.text()
+    await plane.poller.poll_once()
+    try:
+        yield Lab(plane, client, fakes, clock)
+    finally:
+        await plane.close()
