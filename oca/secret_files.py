@@ -26,3 +26,16 @@ def read_secret(path: str, key: str = "", *, file: str | None = None, unreadable
     if not secret:
         raise ConfigError(where, key, empty.format(path=path))
     return secret
+
+
+def read_small_file(path: str, what: str, limit: int) -> bytes:
+    """The bytes of a small file a config names (a key, a JWKS), at most `limit` of them; ConfigError naming
+    the file and `what` it should have been when it cannot be read or is larger."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(limit + 1)
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read the {what}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise ConfigError(path, "", f"the {what} is larger than {limit} bytes")
+    return data

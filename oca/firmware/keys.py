@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from oca.errors import ConfigError
+from oca.secret_files import read_small_file
 
 _MAX_KEY_FILE = 1 << 20
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", re.S)
@@ -54,14 +55,7 @@ def write_keypair(path: str) -> tuple[str, str]:
 
 
 def _read(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            data = file.read(_MAX_KEY_FILE + 1)
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read the {what}: {exc.strerror or exc}") from None
-    if len(data) > _MAX_KEY_FILE:
-        raise ConfigError(path, "", f"the {what} is larger than {_MAX_KEY_FILE} bytes")
-    return data
+    return read_small_file(path, what, _MAX_KEY_FILE)
 
 
 def load_signing_key(path: str) -> Ed25519PrivateKey:

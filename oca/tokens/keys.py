@@ -27,6 +27,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 from jwt.exceptions import PyJWTError
 
 from oca.errors import BadRequest, ConfigError
+from oca.secret_files import read_small_file
 
 Alg = Literal["ES256", "EdDSA"]
 ALGS: tuple[Alg, ...] = ("ES256", "EdDSA")
@@ -92,13 +93,7 @@ class KeySet:
 
 def load_jwks(path: str) -> KeySet:
     """The KeySet in a JWKS file; ConfigError naming the file and the problem."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read(_MAX_JWKS_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read the JWKS file: {exc.strerror or exc}") from None
-    if len(data) > _MAX_JWKS_BYTES:
-        raise ConfigError(path, "", f"JWKS file is larger than {_MAX_JWKS_BYTES} bytes")
+    data = read_small_file(path, "JWKS file", _MAX_JWKS_BYTES)
     try:
         document = json.loads(data)
     except (ValueError, RecursionError) as exc:
