@@ -16,6 +16,7 @@ import urllib.request
 from typing import Any
 
 from oca.errors import OcaError
+from oca.jsonclient import exchange
 
 
 class ControlError(OcaError):
@@ -51,25 +52,8 @@ class ControlClient:
         req.add_header("X-OCA-Operator", self.operator)
         if data is not None:
             req.add_header("Content-Type", "application/json")
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
-                payload = resp.read()
-        except urllib.error.HTTPError as exc:
-            text = exc.read().decode("utf-8", "replace")
-            try:
-                message = json.loads(text).get("error", text)
-            except (ValueError, AttributeError):
-                message = text.strip() or exc.reason
-            raise ControlError(exc.code, f"control plane answered {exc.code}: {message}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ControlError(503, f"cannot reach the control plane at {self.base_url}: {reason}") from None
-        try:
-            return json.loads(payload) if payload else None
-        except ValueError:
-            raise ControlError(502, f"control plane at {self.base_url} answered something that is not JSON") from None
+        return exchange(req, timeout=timeout or self.timeout, token=self.token, who="control plane",
+                        where="the control plane", base_url=self.base_url, error=ControlError)
 
     def fleet(self) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", "/v1/fleet")

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO, Self
 from oca.admin.app import read_token
 from oca.config import BoxConfig
 from oca.errors import OcaError
+from oca.jsonclient import exchange
 
 
 class AdminError(OcaError):
@@ -41,27 +42,8 @@ class AdminClient:
         elif upload is not None:
             req.add_header("Content-Type", "application/octet-stream")
             req.add_header("Content-Length", str(os.fstat(upload.fileno()).st_size))
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                payload = resp.read()
-        except urllib.error.HTTPError as exc:
-            if missing_ok and exc.code == 404:
-                return None
-            text = exc.read().decode("utf-8", "replace")
-            try:
-                message = json.loads(text).get("error", text)
-            except ValueError:
-                message = text.strip() or exc.reason
-            raise AdminError(exc.code, f"box answered {exc.code}: {message}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise AdminError(503, f"cannot reach the box's admin API at {self.base_url}: {reason}") from None
-        try:
-            return json.loads(payload) if payload else None
-        except ValueError:
-            raise AdminError(502, f"box answered {method} {path} with something not JSON") from None
+        return exchange(req, timeout=self.timeout, token=self.token, who="box", where="the box's admin API",
+                        base_url=self.base_url, error=AdminError, missing_ok=missing_ok)
 
 
 def admin_url(host: str, port: int) -> str:

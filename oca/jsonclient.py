@@ -1,0 +1,44 @@
+"""One blocking JSON-over-HTTP exchange (stdlib only), for the operator clients of the box and the control plane.
+
+Rules kept here: a bearer token goes in the Authorization header and never into a message; an HTTP error
+becomes `error(status, "<who> answered <status>: <the server's own message>")`, an unreachable server
+`error(503, "cannot reach <where> at <url>: <reason>")`, an answer that is not JSON `error(502, ...)`; a 404
+is None when the caller said it may be missing.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from oca.errors import OcaError
+
+
+def exchange(req: urllib.request.Request, *, timeout: float, token: str | None, who: str, where: str,
+             base_url: str, error: Callable[[int, str], OcaError], missing_ok: bool = False) -> Any:
+    """Send `req` and return its JSON answer (None when empty)."""
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            payload = resp.read()
+    except urllib.error.HTTPError as exc:
+        if missing_ok and exc.code == 404:
+            return None
+        text = exc.read().decode("utf-8", "replace")
+        try:
+            message = json.loads(text).get("error", text)
+        except (ValueError, AttributeError):
+            message = text.strip() or exc.reason
+        raise error(exc.code, f"{who} answered {exc.code}: {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise error(503, f"cannot reach {where} at {base_url}: {reason}") from None
+    try:
+        return json.loads(payload) if payload else None
+    except ValueError:
+        raise error(502, f"{who} answered {req.get_method()} {req.selector} with something that is not JSON") \
+            from None
