@@ -1,0 +1,1 @@
+"""Simulated playback devices for locust: ABR, buffer model and the session loop."""
