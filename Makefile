@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 SYSTEM_TOOLS := nginx:nginx wrk:wrk strace:strace systemd-analyze:systemd /usr/bin/chromium:chromium \
 	/usr/bin/ffmpeg:ffmpeg /usr/bin/promtool:prometheus
 
-.PHONY: test run lab lint typecheck unit bench system-deps clean
+.PHONY: test run lab loadtest lint typecheck unit bench system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ run: $(STAMP)
 lab: $(STAMP) node_modules
 	@scripts/install-system-deps.sh /usr/bin/ffmpeg:ffmpeg
 	$(BIN)/oca lab up
+
+# players (locust devices) against a lab of its own: USERS=200 DURATION=60s by default; HTML + CSV in out/
+USERS ?= 200
+DURATION ?= 60s
+loadtest: $(STAMP) node_modules
+	@scripts/install-system-deps.sh /usr/bin/ffmpeg:ffmpeg
+	$(BIN)/python -m loadtest.devices_run --users $(USERS) --duration $(DURATION)
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m loadtest.bench --quick --json out.json
