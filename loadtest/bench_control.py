@@ -330,10 +330,6 @@ def _verdict(ok: bool) -> str:
 # --- output and command line ----------------------------------------------------------------------------
 
 
-def render_table(rows: Sequence[Row]) -> str:
-    return render_figures(rows)
-
-
 def machine_line(args: argparse.Namespace) -> str:
     cpu = cpu_name()
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -371,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = measure(world, seconds=args.seconds, samples=args.samples, progress=progress)
     print(machine_line(args))
     print()
-    print(render_table(rows))
+    print(render_figures(rows))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"machine": machine_line(args), "p99_goal_ms": P99_GOAL_MS, "playlists_goal": PLAYLISTS_GOAL,

@@ -242,10 +242,6 @@ def measure(run: Run, servers: Servers, cap: int, duration: float) -> list[Row]:
 # --- output and command line ----------------------------------------------------------------------------
 
 
-def render_table(rows: Sequence[Row]) -> str:
-    return render_figures(rows)
-
-
 def machine_line(args: argparse.Namespace) -> str:
     cpu = cpu_name()
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -297,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             servers.stop()
     print(machine_line(args))
     print()
-    print(render_table(rows))
+    print(render_figures(rows))
     if args.json:
         write_json(args.json, {"machine": machine_line(args), "rows": [r.as_json() for r in rows]})
     return 0

@@ -24,16 +24,8 @@ from dataclasses import dataclass
 
 import yaml
 
-from loadtest.harness import cpu_name, harness_run, render_figures, write_json
+from loadtest.harness import Figure, cpu_name, harness_run, render_figures, write_json
 from oca.config.units import parse_size
-
-
-@dataclass(frozen=True)
-class Row:
-    case: str
-    figure: str
-    goal: str
-    verdict: str
 
 
 @dataclass(frozen=True)
@@ -87,7 +79,7 @@ def wait_http(port: int, path: str, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing answered {path} on port {port} within {timeout:g}s")
 
 
-def bench(args: argparse.Namespace, workdir: str) -> list[Row]:
+def bench(args: argparse.Namespace, workdir: str) -> list[Figure]:
     content = os.path.join(workdir, "content")
     keys = [f"titles/{9000 + i // 10}/1080p/seg_{i:05d}.m4s" for i in range(args.objects)]
     for key in keys:
@@ -135,7 +127,7 @@ def bench(args: argparse.Namespace, workdir: str) -> list[Row]:
     return rows(direct, miss, hit, args.size)
 
 
-def rows(direct: list[Timing], miss: list[Timing], hit: list[Timing], size: int) -> list[Row]:
+def rows(direct: list[Timing], miss: list[Timing], hit: list[Timing], size: int) -> list[Figure]:
     def ms(timings: list[Timing]) -> float:
         return statistics.median(t.first_byte for t in timings) * 1000
 
@@ -144,14 +136,14 @@ def rows(direct: list[Timing], miss: list[Timing], hit: list[Timing], size: int)
 
     mib = size / (1 << 20)
     out = [
-        Row(f"first byte, origin direct ({mib:g} MiB)", f"{ms(direct):.2f} ms", "-", "-"),
-        Row("first byte, through the box (cold miss)", f"{ms(miss):.2f} ms",
+        Figure(f"first byte, origin direct ({mib:g} MiB)", f"{ms(direct):.2f} ms", "-", "-"),
+        Figure("first byte, through the box (cold miss)", f"{ms(miss):.2f} ms",
             "close to origin", f"{ms(miss) - ms(direct):+.2f} ms"),
-        Row("first byte, through the box (hit)", f"{ms(hit):.2f} ms", "-", "-"),
-        Row("throughput, origin direct", f"{mib_s(direct):,.0f} MiB/s", "-", "-"),
-        Row("throughput, through the box (cold miss)", f"{mib_s(miss):,.0f} MiB/s", "-",
+        Figure("first byte, through the box (hit)", f"{ms(hit):.2f} ms", "-", "-"),
+        Figure("throughput, origin direct", f"{mib_s(direct):,.0f} MiB/s", "-", "-"),
+        Figure("throughput, through the box (cold miss)", f"{mib_s(miss):,.0f} MiB/s", "-",
             f"{mib_s(miss) / mib_s(direct):.2f}x origin"),
-        Row("throughput, through the box (hit)", f"{mib_s(hit):,.0f} MiB/s", "-", "-"),
+        Figure("throughput, through the box (hit)", f"{mib_s(hit):,.0f} MiB/s", "-", "-"),
     ]
     return out
 

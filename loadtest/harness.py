@@ -96,6 +96,16 @@ class FigureRow(Protocol):
     def verdict(self) -> str: ...
 
 
+@dataclass(frozen=True)
+class Figure:
+    """A plain figures-table row, for benchmarks that need nothing more."""
+
+    case: str
+    figure: str
+    goal: str
+    verdict: str
+
+
 def render_figures(rows: Sequence[FigureRow]) -> str:
     lines = ["| case | figure | goal | verdict |", "|---|---|---|---|"]
     lines += [f"| {r.case} | {r.figure} | {r.goal} | {r.verdict} |" for r in rows]

@@ -11,6 +11,11 @@ Rules kept here:
 
 from __future__ import annotations
 
+from typing import Any
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
 from oca.errors import ConfigError
 
 
@@ -39,3 +44,18 @@ def read_small_file(path: str, what: str, limit: int) -> bytes:
     if len(data) > limit:
         raise ConfigError(path, "", f"the {what} is larger than {limit} bytes")
     return data
+
+
+def load_private_pem(path: str, needed_for: str, limit: int = 1 << 16) -> Any:
+    """The private key in a PEM file (any type: the caller checks which it needs); ConfigError naming the
+    file when it is unreadable, a public key, encrypted or not a PEM private key. `needed_for` completes
+    "this is a public key; ... needs the private key"."""
+    data = read_small_file(path, "key file", limit)
+    if b"PUBLIC KEY-----" in data:
+        raise ConfigError(path, "", f"this is a public key; {needed_for} needs the private key")
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise ConfigError(path, "", "the private key is encrypted; give an unencrypted PEM") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(path, "", "not a PEM private key") from None

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from oca.errors import ConfigError
-from oca.secret_files import read_small_file
+from oca.secret_files import load_private_pem, read_small_file
 
 _MAX_KEY_FILE = 1 << 20
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", re.S)
@@ -60,15 +60,7 @@ def _read(path: str, what: str) -> bytes:
 
 def load_signing_key(path: str) -> Ed25519PrivateKey:
     """The Ed25519 private key in a PEM file; ConfigError naming the file and what is wrong."""
-    data = _read(path, "signing key")
-    if b"PUBLIC KEY-----" in data:
-        raise ConfigError(path, "", "this is a public key; signing a bundle needs the private key")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except TypeError:
-        raise ConfigError(path, "", "the private key is encrypted; give an unencrypted PEM") from None
-    except ValueError:
-        raise ConfigError(path, "", "not a PEM private key") from None
+    key = load_private_pem(path, "signing a bundle", _MAX_KEY_FILE)
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(path, "", "firmware is signed with Ed25519 keys only (`oca firmware keygen`)")
     return key

@@ -19,7 +19,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -27,7 +26,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 from jwt.exceptions import PyJWTError
 
 from oca.errors import BadRequest, ConfigError
-from oca.secret_files import read_small_file
+from oca.secret_files import load_private_pem, read_small_file
 
 Alg = Literal["ES256", "EdDSA"]
 ALGS: tuple[Alg, ...] = ("ES256", "EdDSA")
@@ -168,19 +167,7 @@ def private_key_pem(key: PrivateKey) -> bytes:
 
 def load_private_key(path: str) -> PrivateKey:
     """A signing key from a PEM file; ConfigError naming the file and what is wrong with it."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read(_MAX_JWKS_BYTES)
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read the key file: {exc.strerror or exc}") from None
-    if b"PUBLIC KEY-----" in data:
-        raise ConfigError(path, "", "this is a public key; minting needs the private key")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except TypeError:
-        raise ConfigError(path, "", "the private key is encrypted; give an unencrypted PEM") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise ConfigError(path, "", "not a PEM private key") from None
+    key = load_private_pem(path, "minting", _MAX_JWKS_BYTES)
     if isinstance(key, Ed25519PrivateKey):
         return key
     if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
