@@ -175,7 +175,7 @@ def test_a_changed_etag_drops_every_slice(box_factory: Callable[..., Box], origi
 
 def test_an_origin_that_truncates_closes_the_client_short_and_caches_nothing(
         box_factory: Callable[..., Box], origin: Origin) -> None:
-    origin.add(KEY, size=2 * MIB, fault=Fault(truncate_at=MIB))
+    origin.add(KEY, size=2 * MIB, fault=Fault(truncate_at=MIB, dribble=(256 * 1024, 0.05)))  # head before the cut
     box = fetching_box(box_factory, [origin_source(origin)])
     head, body, closed_early = raw_get(box.port, f"/{KEY}")
     assert head.startswith(b"HTTP/1.1 200")
