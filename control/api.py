@@ -25,10 +25,11 @@ from control.metrics import METRICS, ControlMetrics
 from control.plane import ControlPlane
 from control.play import PLANE
 from control.play import routes as play_routes
+from control.rollout.api import routes as rollout_routes
 from control.store import Invalidation
 from oca import __version__
 from oca.errors import BadRequest, NotFound, OcaError, Unauthorized
-from oca.httpapi import bearer_ok, json_body
+from oca.httpapi import bearer_ok, json_body, operator_of
 from oca.lab.page_routes import lab_page_routes
 
 log = logging.getLogger("oca.control.api")
@@ -72,6 +73,7 @@ def build_app(plane: ControlPlane) -> web.Application:
         web.get("/metrics", metrics.handle),  # operator token (control/metrics.py says why)
         *play_routes(),
         *fill_routes(),
+        *rollout_routes(),
         web.get("/v1/fleet", fleet),
         web.post("/v1/fleet/{box}/drain", drain),
         web.post("/v1/fleet/{box}/undrain", undrain),
@@ -95,11 +97,6 @@ def build_app(plane: ControlPlane) -> web.Application:
 
 def _plane(request: web.Request) -> ControlPlane:
     return request.app[PLANE]
-
-
-def _operator(request: web.Request) -> str:
-    name = request.headers.get("X-OCA-Operator", "").strip()
-    return name[:200] if name and name.isprintable() else "operator"
 
 
 def _int_query(request: web.Request, name: str, default: int, low: int = 0, high: int = 1 << 62) -> int:
@@ -158,7 +155,7 @@ async def fleet(request: web.Request) -> web.Response:
 async def _set_drain(request: web.Request, drained: bool) -> web.Response:
     plane = _plane(request)
     box = request.match_info["box"]
-    await plane.set_drained(box, drained, _operator(request))
+    await plane.set_drained(box, drained, operator_of(request))
     return web.json_response({"box": box, "drained": drained})
 
 
@@ -182,7 +179,7 @@ async def post_invalidation(request: web.Request) -> web.Response:
         raise BadRequest(f"id must be a string of 1 to 200 characters, got {client_id!r}")
     wait = _wait_seconds(body.get("wait"))
     entry, created = await plane.invalidator.submit(body.get("scope"), body.get("value"), soft=soft, reason=reason,
-                                                    operator=str(body.get("operator") or _operator(request)),
+                                                    operator=str(body.get("operator") or operator_of(request)),
                                                     client_id=client_id)
     view = await _progress(plane, entry, wait)
     return web.json_response({**view, "created": created}, status=201 if created else 200)
@@ -276,7 +273,7 @@ async def post_catalog(request: web.Request) -> web.Response:
             raise BadRequest("mpd text is required exactly when the title has a dash_manifest")
     await plane.catalog.put(title, mpd_text)
     await plane.blocking(lambda: plane.store.add_audit(
-        time=plane.clock(), operator=_operator(request), action="catalog", subject=title.id,
+        time=plane.clock(), operator=operator_of(request), action="catalog", subject=title.id,
         detail={"files": len(title.files), "size": title.size, "countries": sorted(title.countries)}))
     return web.json_response(title_to_json(title), status=201)
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import Any, BinaryIO
 
 from oca.errors import OcaError
 from oca.jsonclient import exchange
@@ -43,15 +44,20 @@ class ControlClient:
         self.operator = operator or operator_name()
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                query: dict[str, str] | None = None, timeout: float | None = None) -> Any:
+                query: dict[str, str] | None = None, timeout: float | None = None,
+                upload: BinaryIO | None = None) -> Any:
+        """`upload`: a file sent as the raw body instead of `body` (streamed, with its Content-Length)."""
         url = self.base_url + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method)
+        req = urllib.request.Request(url, data=data or upload, method=method)
         req.add_header("X-OCA-Operator", self.operator)
         if data is not None:
             req.add_header("Content-Type", "application/json")
+        elif upload is not None:
+            req.add_header("Content-Type", "application/octet-stream")
+            req.add_header("Content-Length", str(os.fstat(upload.fileno()).st_size))
         return exchange(req, timeout=timeout or self.timeout, token=self.token, who="control plane",
                         where="the control plane", base_url=self.base_url, error=ControlError)
 

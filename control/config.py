@@ -85,6 +85,19 @@ class FillConfig:
 
 
 @dataclass(frozen=True)
+class RolloutConfig:
+    """Firmware roll-outs (control/rollout/): where bundles are kept, what the control plane checks before
+    starting one, and the health gate each box passes after its bake."""
+
+    bundles_dir: str | None = setting(None, unit="path")  # null = `bundles/` beside state.path
+    trusted_keys_file: str | None = setting(None, unit="path")  # check signatures at submit; null = the boxes do
+    max_bundle_size: int = setting(256 << 20, unit="size", min=1)
+    max_error_rate: float = setting(0.01, min=0, max=1)  # share of 5xx since the new release started
+    max_restarts: int = setting(0, min=0, max=1000)  # worker restarts since the new release started
+    request_timeout: float = setting(180.0, unit="duration", min=1, max=3600)  # an upload or a switch on a box
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = setting("info", choices=("debug", "info", "warning", "error"))
 
@@ -112,9 +125,13 @@ class ControlConfig:
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
     log: LogConfig = field(default_factory=LogConfig)
     fill: FillConfig = field(default_factory=FillConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     lab: LabPageConfig | None = field(default=None)  # the lab page at /lab; null = no /lab route
     fleet: Fleet = field(default_factory=lambda: Fleet({}, {}, (), ""), metadata={"internal": True})
     source: str = field(default="<defaults>", metadata={"internal": True})
+
+    def bundles_dir(self) -> str:
+        return self.rollout.bundles_dir or os.path.join(os.path.dirname(os.path.abspath(self.state.path)), "bundles")
 
     def base_url(self) -> str:
         if self.public_url:

@@ -30,6 +30,8 @@ from control.invalidation import Invalidator
 from control.inventory import InventoryTracker
 from control.model import ORIGIN_PATHWAY, BoxHealth, Title
 from control.popularity import Popularity
+from control.rollout.boxes import BoxFirmwareClient
+from control.rollout.service import Rollouts
 from control.sessions import SessionTable
 from control.steering import Decision, Pathway, SteeringIndex, steer
 from control.store import StateStore
@@ -82,6 +84,7 @@ class ControlPlane:
     signer: Signer | None
     operator_token: str | None
     box_token: str | None
+    rollouts: Rollouts = field(init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _closed: bool = False
 
@@ -125,6 +128,10 @@ class ControlPlane:
         plane = cls(config, store, http, executor, clock, index, poller, inventory, invalidator, catalog,
                     SessionTable(config.steering.max_sessions), Popularity(config.popularity.half_life), signer,
                     operator_token, box_token)
+        plane.rollouts = Rollouts(
+            config, store, blocking, clock,
+            BoxFirmwareClient(http, box_token, config.rollout.request_timeout, config.health.timeout),
+            poller.health, lambda: poller.drained, plane.set_drained, plane.poll_now)
         try:
             await plane._load()
         except BaseException:
@@ -138,6 +145,7 @@ class ControlPlane:
     async def _load(self) -> None:
         await self.catalog.load()
         await self.invalidator.load()
+        await self.rollouts.load()
         drained: frozenset[str] = await self.blocking(self.store.drained)
         self.poller.set_drained(drained)
         snapshot = await self.blocking(self.store.load_popularity)
@@ -151,6 +159,7 @@ class ControlPlane:
         """Start polling, pushing and snapshotting (in the running loop)."""
         self.poller.start()
         self.invalidator.start()
+        self.rollouts.start()
         self._tasks.append(asyncio.create_task(self._snapshots(), name="popularity snapshots"))
 
     async def close(self) -> None:
@@ -163,6 +172,7 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self.rollouts.stop()
         await self.poller.stop()
         await self.invalidator.stop()
         try:
@@ -202,6 +212,11 @@ class ControlPlane:
 
     def token_for(self, pathway: Pathway, token: str | None) -> str | None:
         return None if pathway.id == ORIGIN_PATHWAY else token
+
+    async def poll_now(self, box_id: str) -> BoxHealth:
+        """Poll the box now (outside the schedule) and return its health."""
+        await self.poller.poll_box(self.config.fleet.boxes[box_id])
+        return self.poller.health()[box_id]
 
     async def set_drained(self, box_id: str, drained: bool, operator: str) -> None:
         if box_id not in self.config.fleet.boxes:

@@ -30,6 +30,12 @@ def bearer_ok(request: web.Request, *tokens: str | None) -> bool:
     return ok
 
 
+def operator_of(request: web.Request) -> str:
+    """Who asked, for the audit log: the `X-OCA-Operator` header (the CLI sends user@host), else "operator"."""
+    name = request.headers.get("X-OCA-Operator", "").strip()
+    return name[:200] if name and name.isprintable() else "operator"
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The request's body as a JSON object."""
     try:

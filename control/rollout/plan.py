@@ -13,8 +13,9 @@ Rules kept here:
   down, at least 1). Per batch: drain, upload, upgrade for each box; one bake; a gate per box; an undrain per
   box. So per box: drain -> upload -> upgrade -> (bake) -> gate -> undrain.
 - A failed step (a gate, or an upload or upgrade the box refused) halts the roll-out and rolls back that wave
-  only: its boxes still drained first (upload the signed rollback bundle, upgrade, undrain; a drained box not
-  upgraded is only undrained), then its boxes already undrained (drain first). No step of a later wave runs.
+  only: its boxes still drained first (revert to the release the box ran before, kept in its previous slot,
+  then undrain; a drained box not upgraded is only undrained), then its boxes already undrained (drain
+  first). No step of a later wave runs.
 - A lost box (unreachable mid-step) has its remaining steps skipped and stays out of service: it counts
   against `max_unavailable` for the rest of the roll-out; a batch that would take lost + batch boxes over the
   limit is not started and the roll-out halts.
@@ -34,6 +35,7 @@ from control.steering import rendezvous_order
 from fill.plan import Window
 
 DRAIN, UPLOAD, UPGRADE, BAKE, GATE, UNDRAIN = "drain", "upload", "upgrade", "bake", "gate", "undrain"
+REVERT = "revert"  # back to the box's previous release (rollbacks only)
 RUNNING, ROLLING_BACK, HALTED, DONE, ABORTED = "running", "rolling_back", "halted", "done", "aborted"
 FINAL = frozenset({HALTED, DONE, ABORTED})
 
@@ -133,7 +135,7 @@ def check_gate(health: BoxHealth | None, *, version: str, error_rate: float, res
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    kind: str  # drain | upload | upgrade | bake | gate | undrain
+    kind: str  # drain | upload | upgrade | bake | gate | undrain | revert
     box: str | None  # None for a batch's bake
     wave: int  # 1-based
     batch: int  # 1-based within its wave
@@ -345,9 +347,9 @@ def _rollback_steps(plan: RolloutPlan, steps: Sequence[Step], progress: Progress
 
 
 def _revert(plan: RolloutPlan, box: str, wave: int, batch: int) -> list[Step]:
-    target = plan.from_versions.get(box, "previous")
-    return [Step(UPLOAD, box, wave, batch, (("rollback", "signed"), ("version", target))),
-            Step(UPGRADE, box, wave, batch, (("version", target),))]
+    """Back to the release the box ran before the roll-out: the box keeps it in its previous slot, so no
+    bundle travels and no signed downgrade is needed. Without a recorded version: whatever is previous."""
+    return [Step(REVERT, box, wave, batch, (("version", plan.from_versions.get(box, "previous")),))]
 
 
 def _apply_rollback(progress: Progress, event: Event) -> Progress:

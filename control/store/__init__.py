@@ -1,8 +1,9 @@
 """The control plane's durable state behind one small interface, so that a PostgreSQL backend can follow SQLite.
 
 What must survive a restart lives here and nowhere else: the invalidation log (sequence-numbered, idempotent
-by a client-supplied id), operator drains, the audit log, popularity snapshots, the catalog, and each box's
-last applied invalidation sequence. Everything else (health, sessions' steering memory) is rebuilt live.
+by a client-supplied id), operator drains, the audit log, popularity snapshots, the catalog, each box's
+last applied invalidation sequence, and firmware roll-outs (a JSON document each, rewritten after every step).
+Everything else (health, sessions' steering memory) is rebuilt live.
 
 Rules every implementation keeps (tests/control/test_store.py runs one contract suite against each):
 - Sequence numbers start at 1, increase by one per appended invalidation and are never reused.
@@ -91,6 +92,12 @@ class StateStore(Protocol):
     def get_title(self, title_id: str) -> Title | None: ...
 
     def titles(self) -> list[Title]: ...
+
+    def save_rollout(self, rollout_id: str, document: Mapping[str, Any], *, state: str, time: float) -> None: ...
+
+    def get_rollout(self, rollout_id: str) -> dict[str, Any] | None: ...
+
+    def rollouts(self, limit: int = 50) -> list[dict[str, Any]]: ...  # newest first
 
     def close(self) -> None: ...
 

@@ -21,7 +21,7 @@ from control.model import Title
 from control.store import AuditEntry, Invalidation
 from oca.errors import Conflict, OcaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: rollouts (a version-1 database gains the table on open)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS invalidations (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE TABLE IF NOT EXISTS popularity (id INTEGER PRIMARY KEY CHECK (id = 1), time REAL NOT NULL, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS titles (id TEXT PRIMARY KEY, data TEXT NOT NULL, mpd TEXT);
+CREATE TABLE IF NOT EXISTS rollouts (
+    id TEXT PRIMARY KEY, created REAL NOT NULL, updated REAL NOT NULL, state TEXT NOT NULL, data TEXT NOT NULL
+);
 """
 
 
@@ -185,6 +188,28 @@ class SQLiteStore:
 
     def titles(self) -> list[Title]:
         return [title_from_json(json.loads(r[0])) for r in self._read("SELECT data FROM titles ORDER BY id")]
+
+    # -- firmware roll-outs ----------------------------------------------------------------------------
+
+    def save_rollout(self, rollout_id: str, document: Mapping[str, Any], *, state: str, time: float) -> None:
+        self._write("INSERT INTO rollouts (id, created, updated, state, data) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET updated = excluded.updated, state = excluded.state, "
+                    "data = excluded.data", (rollout_id, time, time, state, json.dumps(dict(document))))
+
+    def get_rollout(self, rollout_id: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT data FROM rollouts WHERE id = ?", (rollout_id,))
+        return _document(rows[0][0]) if rows else None
+
+    def rollouts(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self._read("SELECT data FROM rollouts ORDER BY created DESC, id DESC LIMIT ?", (limit,))
+        return [_document(r[0]) for r in rows]
+
+
+def _document(text: str) -> dict[str, Any]:
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise StoreError("a roll-out in the state database is not a JSON object")
+    return data
 
 
 def _invalidation(row: Any) -> Invalidation:

@@ -1,16 +1,22 @@
-"""`oca firmware keygen|build|install|status`: signed release bundles, and installing one on a box."""
+"""`oca firmware keygen|build|install|status|roll|abort`: signed release bundles, installing one on a box,
+and fleet roll-outs run by the control plane."""
 
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
+import time
 from typing import Any
 
 import click
 
+from control.client import ControlClient
 from oca.admin.client import AdminClient
+from oca.cli.control import control_options
 from oca.cli.options import config_option
 from oca.config import load_box_config
+from oca.config.units import parse_duration
 
 
 @click.group()
@@ -65,11 +71,111 @@ def install(config_path: str, bundle: str, as_json: bool) -> None:
 
 
 @firmware.command("status")
-@config_option
+@click.argument("roll", required=False)
+@click.option("--config", "config_path", metavar="FILE", default=None,
+              help="Show this box's firmware instead (its configuration file).")
+@click.option("--watch", is_flag=True, help="Redraw every second until the roll-out is over.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def status(config_path: str, as_json: bool) -> None:
-    """The release the box runs, the previous one, the releases kept and the installer's state."""
-    _show(AdminClient.for_box(load_box_config(config_path)).request("GET", "/firmware"), as_json)
+@control_options
+def status(client: ControlClient, roll: str | None, config_path: str | None, watch: bool, as_json: bool) -> None:
+    """Roll-outs (the latest, or ROLL) with their waves and boxes; with --config, one box's releases."""
+    if config_path is not None:
+        _show(AdminClient.for_box(load_box_config(config_path)).request("GET", "/firmware"), as_json)
+        return
+    if roll is None:
+        rollouts = client.request("GET", "/v1/rollouts")["rollouts"]
+        if not rollouts:
+            click.echo("no roll-outs yet")
+            return
+        if as_json and not watch:
+            click.echo(json.dumps(rollouts, indent=2))
+            return
+        roll = rollouts[0]["id"]
+    _watch(client, str(roll), watch, as_json)
+
+
+@firmware.command("roll")
+@click.argument("bundle", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@click.option("--waves", default="1,10%,50%,100%", show_default=True,
+              help="Cumulative wave sizes: counts or shares of the fleet; the last must be 100%.")
+@click.option("--max-unavailable", default="10%", show_default=True,
+              help="Boxes out of service at once (a count or a share of the fleet), lost boxes included.")
+@click.option("--bake", default="60s", show_default=True, help="How long each batch runs before its gate.")
+@click.option("--in-fill-window", is_flag=True, help="Start batches only inside the fleet's fill window.")
+@click.option("--watch", is_flag=True, help="Follow the roll-out until it is over.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@control_options
+def roll(client: ControlClient, bundle: str, waves: str, max_unavailable: str, bake: str, in_fill_window: bool,
+         watch: bool, as_json: bool) -> None:
+    """Roll the signed bundle FILE over the fleet: per box drain, upload, upgrade, bake, gate, undrain, in
+    waves; a failed gate rolls that wave back and halts. Returns once the control plane has the plan."""
+    try:
+        seconds = parse_duration(bake)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--bake") from None
+    query = {"waves": waves, "max_unavailable": max_unavailable, "bake": f"{seconds:g}",
+             "in_fill_window": "1" if in_fill_window else "0"}
+    with open(bundle, "rb") as fh:
+        answer = client.request("POST", "/v1/rollouts", query=query, upload=fh)
+    if watch:
+        _watch(client, answer["id"], True, as_json)
+        return
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    sizes = [sum(len(batch) for batch in wave["batches"]) for wave in answer["waves"]]
+    click.echo(f"roll-out {answer['id']}: {answer['version']} on {sum(sizes)} boxes in waves of "
+               f"{', '.join(map(str, sizes))}; follow it with: oca firmware status {answer['id']} --watch")
+
+
+@firmware.command("abort")
+@click.argument("roll")
+@control_options
+def abort(client: ControlClient, roll: str) -> None:
+    """Stop roll-out ROLL after the step under way; drained boxes are undrained, upgraded ones stay."""
+    answer = client.request("POST", f"/v1/rollouts/{roll}/abort")
+    click.echo(f"roll-out {answer['id']}: abort requested ({answer['state']})")
+
+
+FINAL = ("done", "halted", "aborted")
+
+
+def _watch(client: ControlClient, roll: str, watch: bool, as_json: bool) -> None:
+    """Show the roll-out, again each second while --watch and it is not over; exit 1 if it halted/aborted."""
+    shown = ""
+    while True:
+        answer = client.request("GET", f"/v1/rollouts/{roll}")
+        text = json.dumps(answer, indent=2) if as_json else _render(answer)
+        if text != shown:
+            if watch and shown and not as_json and sys.stdout.isatty():
+                click.echo("\x1b[H\x1b[2J", nl=False)  # redraw in place on a terminal
+            click.echo(text)
+            shown = text
+        if not watch or answer["state"] in FINAL:
+            break
+        time.sleep(1.0)
+    if answer["state"] in ("halted", "aborted"):
+        sys.exit(1)
+
+
+def _render(answer: dict[str, Any]) -> str:
+    lines = [f"roll-out {answer['id']}: {answer['version']} {answer['state'].upper()}"
+             f"  ({answer['steps_done']}/{answer['steps_total']} steps; by {answer['operator']})"]
+    if answer.get("reason"):
+        lines.append(f"  {answer['reason']}")
+    current = answer.get("current")
+    if current:
+        lines.append(f"  now: wave {current['wave']} batch {current['batch']}: {current['kind']} "
+                     f"{current['box'] or ''}".rstrip())
+    if answer.get("waiting"):
+        lines.append(f"  waiting {answer['waiting']['seconds']:.0f}s: {answer['waiting']['why']}")
+    rows = [("WAVE", "BATCH", "BOX", "FROM", "STATE")]
+    rows += [(str(b["wave"]), str(b["batch"]), b["box"], b.get("from_version") or "-", b["state"])
+             for b in answer.get("boxes", [])]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines += ["  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
+              for row in rows]
+    return "\n".join(lines)
 
 
 def _show(answer: dict[str, Any], as_json: bool) -> None:

@@ -17,6 +17,7 @@ from control.rollout.plan import (
     DRAIN,
     GATE,
     HALTED,
+    REVERT,
     RUNNING,
     UNDRAIN,
     UPGRADE,
@@ -237,8 +238,7 @@ def test_failed_gate_in_wave_two_rolls_back_wave_two_only_and_halts() -> None:
     done_batches = [box for batch in wave2[:2] for box in batch]
 
     def revert(box: str, batch: int) -> list[tuple[str, str | None, int, int, tuple[tuple[str, str], ...]]]:
-        return [(UPLOAD, box, 2, batch, (("rollback", "signed"), ("version", "1.9.0"))),
-                (UPGRADE, box, 2, batch, (("version", "1.9.0"),))]
+        return [(REVERT, box, 2, batch, (("version", "1.9.0"),))]
 
     expected = []
     for box in wave2[2]:  # still drained: no second drain
@@ -259,7 +259,7 @@ def test_an_upgrade_the_box_refused_is_only_undrained() -> None:
     first, second = plan.waves[1][0]
     executed, decision = drive(plan, fail=(UPGRADE, second))
     rollback = executed[6 + 6:]  # canary, then wave 2 up to the refused upgrade
-    assert kinds(rollback) == [(UPLOAD, first), (UPGRADE, first), (UNDRAIN, first), (UNDRAIN, second)]
+    assert kinds(rollback) == [(REVERT, first), (UNDRAIN, first), (UNDRAIN, second)]
     assert decision.state == HALTED
 
 
@@ -268,7 +268,7 @@ def test_failed_canary_rolls_back_the_canary_and_touches_no_other_box() -> None:
     canary = plan.boxes()[0]
     executed, decision = drive(plan, fail=(GATE, canary))
     assert {s.box for s in executed} == {canary, None}
-    assert kinds(executed[5:]) == [(UPLOAD, canary), (UPGRADE, canary), (UNDRAIN, canary)]
+    assert kinds(executed[5:]) == [(REVERT, canary), (UNDRAIN, canary)]
     assert decision.state == HALTED
 
 
