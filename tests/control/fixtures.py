@@ -125,13 +125,85 @@ class FakeBox:
     titles: dict[str, int] = field(default_factory=dict)
     inventory_sequence: int = 1
     status_calls: int = 0
+    # firmware (oca/admin/firmware.py as a roll-out uses it)
+    version: str = "9.9"
+    previous: str | None = None
+    staged: str | None = None
+    restarts: int = 0  # release_stats.restarts reported after an activate
+    errors: int = 0  # release_stats.errors (of 100 requests) reported after an activate
+    refuse: dict[str, tuple[int, str]] = field(default_factory=dict)  # route -> (status, message), once each
+    forget_staged: bool = False  # the next activate finds nothing staged (the box restarted)
+    firmware_calls: list[str] = field(default_factory=list)  # "stage 2.0", "activate 2.0", "revert 9.9", ...
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=64 << 20)
         app.add_routes([web.get("/status", self.status), web.post("/invalidations", self.invalidations),
                         web.get("/inventory/titles", self.inventory), web.post("/drain", self.drain),
-                        web.post("/undrain", self.undrain)])
+                        web.post("/undrain", self.undrain), web.get("/firmware", self.firmware),
+                        web.post("/firmware/stage", self.stage), web.post("/firmware/activate", self.activate),
+                        web.post("/firmware/revert", self.revert)])
         return app
+
+    def firmware_status(self) -> dict[str, Any]:
+        requests = 100 if self.errors else 0
+        return {"version": self.version, "previous_version": self.previous, "staged": self.staged,
+                "release_stats": {"version": self.version, "since": 0.0, "requests": requests, "errors": self.errors,
+                                  "restarts": self.restarts},
+                "firmware": {"state": "idle", "reason": None}}
+
+    def _refused(self, route: str) -> web.Response | None:
+        if route in self.refuse:
+            status, message = self.refuse.pop(route)
+            return web.json_response({"error": message}, status=status)
+        return None
+
+    async def firmware(self, request: web.Request) -> web.Response:
+        if self.mode == "hang":
+            await asyncio.sleep(3600)
+        return web.json_response(self.firmware_status())
+
+    async def stage(self, request: web.Request) -> web.Response:
+        import io
+
+        from oca.firmware.bundle import read_bundle
+        from oca.firmware.verify import parse_manifest
+
+        version = parse_manifest(read_bundle(io.BytesIO(await request.read()), 64 << 20).manifest).version
+        self.firmware_calls.append(f"stage {version}")
+        refused = self._refused("stage")
+        if refused is not None:
+            return refused
+        self.staged = version or "?"
+        return web.json_response(self.firmware_status())
+
+    async def activate(self, request: web.Request) -> web.Response:
+        version = (await request.json())["version"]
+        self.firmware_calls.append(f"activate {version}")
+        refused = self._refused("activate")
+        if refused is not None:
+            return refused
+        if self.version == version:
+            return web.json_response(self.firmware_status())
+        if self.forget_staged:
+            self.forget_staged, self.staged = False, None
+        if self.staged != version:
+            return web.json_response({"error": f"release {version} is not staged (staged: {self.staged or 'none'})"},
+                                     status=409)
+        self.previous, self.version, self.staged = self.version, version, None
+        return web.json_response(self.firmware_status())
+
+    async def revert(self, request: web.Request) -> web.Response:
+        version = (await request.json())["version"]
+        self.firmware_calls.append(f"revert {version}")
+        refused = self._refused("revert")
+        if refused is not None:
+            return refused
+        if self.version != version:
+            if self.previous != version:
+                return web.json_response({"error": f"release {version} is not the previous release"}, status=409)
+            self.previous, self.version = self.version, version
+        self.restarts = self.errors = 0
+        return web.json_response(self.firmware_status())
 
     async def status(self, request: web.Request) -> web.StreamResponse:
         self.status_calls += 1
@@ -141,7 +213,8 @@ class FakeBox:
             return web.Response(text="<html>not json</html>", content_type="text/html")
         if self.mode == "error":
             return web.Response(status=500)
-        body: dict[str, Any] = {"version": "9.9", "box": "someone-else" if self.mode == "wrong-box" else self.box_id,
+        box = "someone-else" if self.mode == "wrong-box" else self.box_id
+        body: dict[str, Any] = {"version": self.version, "box": box,
                                 "site": "lab", "draining": self.draining, "tiers": self.tiers, "connections": 3,
                                 "inventory_sequence": self.inventory_sequence}
         if self.egress_bps is not None:

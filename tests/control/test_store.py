@@ -142,3 +142,32 @@ def test_the_database_is_in_wal_mode(tmp_path: Any) -> None:
     _append(store, "titles/1/")
     assert os.path.exists(path + "-wal")
     store.close()
+
+
+def test_rollouts_are_documents_rewritten_in_place_newest_first(opener: Opener) -> None:
+    store = opener()
+    assert store.rollouts() == [] and store.get_rollout("r1") is None
+    store.save_rollout("r1", {"id": "r1", "step": 1}, state="running", time=1.0)
+    store.save_rollout("r2", {"id": "r2", "step": 0}, state="running", time=2.0)
+    store.save_rollout("r1", {"id": "r1", "step": 2}, state="done", time=3.0)
+    store.close()
+    store = opener()
+    assert store.get_rollout("r1") == {"id": "r1", "step": 2}
+    assert [r["id"] for r in store.rollouts()] == ["r2", "r1"]  # by creation, not by last update
+    assert [r["id"] for r in store.rollouts(limit=1)] == ["r2"]
+
+
+def test_a_version_1_database_gains_the_rollouts_table(tmp_path: Any) -> None:
+    import sqlite3
+
+    path = str(tmp_path / "db")
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE drains (box TEXT PRIMARY KEY, operator TEXT NOT NULL, time REAL NOT NULL)")
+    db.execute("INSERT INTO drains VALUES ('b1', 'alice', 1.0)")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    store = SQLiteStore.open(path)
+    assert store.drained() == frozenset({"b1"})
+    store.save_rollout("r1", {"id": "r1"}, state="running", time=1.0)
+    assert store.get_rollout("r1") == {"id": "r1"}
