@@ -110,7 +110,7 @@ def roll(client: ControlClient, bundle: str, waves: str, max_unavailable: str, b
     """Roll the signed bundle FILE over the fleet: per box drain, upload, upgrade, bake, gate, undrain, in
     waves; a failed gate rolls that wave back and halts. Returns once the control plane has the plan."""
     try:
-        seconds = parse_duration(bake)
+        seconds = parse_duration(float(bake) if bake.replace(".", "", 1).isdigit() else bake)  # 60 = 60s
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--bake") from None
     query = {"waves": waves, "max_unavailable": max_unavailable, "bake": f"{seconds:g}",

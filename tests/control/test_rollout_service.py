@@ -19,6 +19,7 @@ from control.config import load_control_config
 from control.plane import ControlPlane
 from control.rollout.plan import order_boxes
 from oca.firmware.keys import public_pem
+from tests.conftest import OCA
 from tests.control.fixtures import FakeBox, box_entry, write_control_config
 from tests.firmware.conftest import bundle_bytes
 
@@ -290,3 +291,40 @@ async def test_one_roll_out_at_a_time(fleet: Fleet) -> None:
     assert (await fleet.finish(first["id"], timeout=5))["state"] == "aborted"
     listed = (await (await fleet.client.get("/v1/rollouts", headers=OPERATOR)).json())["rollouts"]
     assert [r["id"] for r in listed] == [first["id"]] and "boxes" not in listed[0]
+
+
+async def oca(fleet: Fleet, *args: str) -> tuple[int, str, str]:
+    """The real CLI against this fleet's control plane."""
+    import os
+
+    assert fleet.client is not None
+    env = {**os.environ, "OCA_CONTROL_URL": str(fleet.client.make_url("")).rstrip("/"),
+           "OCA_CONTROL_TOKEN": "operator-secret"}
+    proc = await asyncio.create_subprocess_exec(OCA, "firmware", *args, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_the_cli_rolls_watches_shows_and_aborts(fleet: Fleet) -> None:
+    code, out, err = await oca(fleet, "status")
+    assert (code, out.strip()) == (0, "no roll-outs yet"), err
+    path = fleet.tmp / "oca.bundle"
+    path.write_bytes(bundle())
+    code, out, err = await oca(fleet, "roll", str(path), "--waves", "1,100%", "--max-unavailable", "2",
+                               "--bake", "100ms", "--watch", "--json")
+    assert code == 0, err
+    final = json.loads(out[out.rindex('{\n  "id"'):])
+    assert final["state"] == "done" and all(f.version == V for f in fleet.fakes.values())
+    code, out, err = await oca(fleet, "status")
+    assert code == 0 and f"roll-out {final['id']}: {V} DONE  (23/23 steps; by " in out, out + err
+    assert f"all boxes at {V}" in out and "WAVE  BATCH  BOX  FROM  STATE" in out
+    assert [line.split()[-1] for line in out.splitlines()[3:]] == ["done"] * 4, out
+    code, out, err = await oca(fleet, "abort", final["id"])
+    assert code == 1 and "already done" in err, err
+    code, out, err = await oca(fleet, "roll", str(path), "--bake", "soon")
+    assert code == 2 and "--bake" in err, err
+    fleet.fakes[fleet.order()[0]].refuse["stage"] = (400, "bad signature")
+    path.write_bytes(bundle("11.0"))
+    code, out, err = await oca(fleet, "roll", str(path), "--bake", "0", "--watch")
+    assert code == 1 and "HALTED" in out and "upload failed on" in out and "bad signature" in out, out + err
