@@ -97,7 +97,8 @@ async def status(request: web.Request) -> web.Response:
     master = master_of(request)
     store = await master.owner.call(Store.status)
     body: dict[str, Any] = {
-        **master.firmware.status(),  # version (the release the workers run), previous_version, releases
+        # version (the release the workers run), previous_version, staged, releases, firmware, release_stats
+        **master.firmware.status(),
         "box": master.config.box.id,
         "site": master.config.box.site,
         "pid": os.getpid(),

@@ -1,28 +1,37 @@
-"""Admin routes for firmware: POST /firmware (the bundle as the request body), GET /firmware.
+"""Admin routes for firmware: POST /firmware (the bundle as the request body), GET /firmware, and the
+control plane's roll-out steps: POST /firmware/stage (a bundle), /firmware/activate and /firmware/revert
+(`{"version": V}`).
 
 Rules kept here:
-- The body is streamed to a file under the releases directory, never held in memory; a declared or
+- A bundle is streamed to a file under the releases directory, never held in memory; a declared or
   actual size past firmware.max_bundle_size is refused with 413 before or as soon as it is crossed.
-- The answer comes once the install is over: 200 with the new status when the new release serves, or the
-  refusal's status and reason (400 bad bundle, 403 no trusted keys, 409 version or busy, 413 too big,
-  422 the release failed its health gate) with the box unchanged.
+- The answer comes once the step is over: 200 with the new status (install: the new release serves; stage:
+  it is unpacked, `staged`; activate/revert: the release named serves, or already did), or the refusal's
+  status and reason (400 bad bundle or body, 403 no trusted keys, 409 version, busy, or a release that is
+  not the staged/previous one, 413 too big, 422 the release failed its health gate) with the box's
+  serving release unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from oca.admin.common import master_of
+from oca.errors import BadRequest
+from oca.firmware.box import BoxFirmware
 from oca.firmware.errors import BundleTooLarge
+from oca.httpapi import json_body
 
 _CHUNK = 1 << 20
 
 
-async def install(request: web.Request) -> web.Response:
-    master = master_of(request)
-    firmware = master.firmware
+async def _upload(request: web.Request, firmware: BoxFirmware,
+                  then: Callable[[str], Awaitable[dict[str, Any]]]) -> web.Response:
+    """Write the request body (a bundle) to the upload's file, 413 as soon as it is too big, then `then` it."""
     limit = firmware.config.max_bundle_size
     too_big = f"bundle is larger than firmware.max_bundle_size ({limit} bytes)"
     if request.content_length is not None and request.content_length > limit:
@@ -35,12 +44,40 @@ async def install(request: web.Request) -> web.Response:
                 if size > limit:
                     raise BundleTooLarge(too_big)
                 await asyncio.to_thread(out.write, chunk)
-        answer = await firmware.install(path, master)
+        answer = await then(path)
     return web.json_response(answer)
+
+
+async def install(request: web.Request) -> web.Response:
+    master = master_of(request)
+    return await _upload(request, master.firmware, lambda path: master.firmware.install(path, master))
+
+
+async def stage(request: web.Request) -> web.Response:
+    firmware = master_of(request).firmware
+    return await _upload(request, firmware, firmware.stage)
+
+
+async def _version(request: web.Request) -> str:
+    version = (await json_body(request)).get("version")
+    if not isinstance(version, str) or not version:
+        raise BadRequest(f"version must be a non-empty string, got {version!r}")
+    return version
+
+
+async def activate(request: web.Request) -> web.Response:
+    master = master_of(request)
+    return web.json_response(await master.firmware.activate(await _version(request), master))
+
+
+async def revert(request: web.Request) -> web.Response:
+    master = master_of(request)
+    return web.json_response(await master.firmware.revert(await _version(request), master))
 
 
 async def status(request: web.Request) -> web.Response:
     return web.json_response(master_of(request).firmware.status())
 
 
-ROUTES = [web.post("/firmware", install), web.get("/firmware", status)]
+ROUTES = [web.post("/firmware", install), web.get("/firmware", status), web.post("/firmware/stage", stage),
+          web.post("/firmware/activate", activate), web.post("/firmware/revert", revert)]

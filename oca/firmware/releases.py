@@ -5,8 +5,11 @@ Rules kept here:
   atomically (write, fsync, rename), only after a new release passed its health gate.
 - A release without a slot (`path` null) is the code the master itself runs (the installed package): the
   box's first release, until a bundle is installed.
-- Only the current and previous slots are kept; older ones are deleted after each switch. The current slot
-  is never unpacked over (its workers import from it).
+- Only the current and previous slots are kept, and the staged one (unpacked, waiting for `activate`; kept
+  in memory only, so a restart forgets it); others are deleted after each switch. The current slot is never
+  unpacked over (its workers import from it).
+- One release at most is staged: staging another discards the earlier one, and committing any release drops
+  it (its slot goes, unless it is the release committed).
 - A wheel is a zip: unpacking is extracting it, refusing any member whose name could land outside the slot.
   Unpacking goes to a hidden temporary directory renamed into place, so a crash leaves no half slot.
 """
@@ -44,6 +47,7 @@ class Releases:
         self.builtin = Release(builtin_version)
         self.problem: str | None = None  # why state.json was not usable (the box then runs the builtin release)
         self.current, self.previous = self._load()
+        self.staged: Release | None = None  # verified and unpacked, not yet switched to
 
     def _load(self) -> tuple[Release, Release | None]:
         try:
@@ -113,16 +117,29 @@ class Releases:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(partial, os.path.join(self.root, STATE))
+        self.staged = None  # activated, or dropped: the box moved to another release than the one staged
         self.prune()
 
+    def stage(self, release: Release) -> None:
+        """`release` (just unpacked) waits for its switch; an earlier staged release is discarded."""
+        earlier, self.staged = self.staged, release
+        if earlier is not None and earlier != release:
+            self.discard(earlier)
+
     def discard(self, release: Release) -> None:
-        """Delete the slot of a release that failed its gate (never the current or previous one)."""
-        if release.path is not None and release.path not in (self.current.path,
-                                                             self.previous.path if self.previous else None):
+        """Delete the slot of a release that failed its gate or is no longer staged (never the current,
+        previous or staged one's); a discarded staged release is no longer staged."""
+        if release == self.staged:
+            self.staged = None
+        if release.path is not None and os.path.realpath(release.path) not in self._kept_paths():
             shutil.rmtree(release.path, ignore_errors=True)
 
+    def _kept_paths(self) -> set[str]:
+        return {os.path.realpath(r.path) for r in (self.current, self.previous, self.staged)
+                if r is not None and r.path}
+
     def prune(self) -> None:
-        keep = {os.path.realpath(r.path) for r in (self.current, self.previous) if r is not None and r.path}
+        keep = self._kept_paths()
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.root):
                 if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".") \

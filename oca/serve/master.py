@@ -15,7 +15,10 @@ Rules kept here:
   binary upgrade but with the master staying. `switch_release` starts a generation from a new release on
   the same sockets and retires the old one only once the new one passed its health gate; otherwise the new
   workers are stopped and the old ones, never stopped, keep serving. The master-worker protocol (argv, the
-  config line, reports, the fill link) is therefore a contract between releases.
+  config line, reports, the fill link) is therefore a contract between releases. A release reverted to
+  (the previous one) is switched to the same way.
+- The current release's counters (firmware `release_stats`, for the control plane's roll-out gate) take only
+  the reports and deaths of workers running that release; the hit path counts nothing more.
 """
 
 from __future__ import annotations
@@ -263,7 +266,7 @@ class Master:
                 await self._start_generation(previous)
                 await self._stop_workers(fresh)
                 raise
-            self.firmware.releases.commit(release)
+            self.firmware.commit(release)
             log.info("release %s serving (generation %d); previous %s", release.version, self.generation,
                      previous.version)
 
@@ -344,6 +347,8 @@ class Master:
                 worker.ready.set_result(None)
             return
         self.stats.add(worker.process.pid, message)
+        if worker.release == self.firmware.releases.current:  # not a retiring or candidate release's answers
+            self.firmware.counters.add(message)
         for key, n in message.get("hits", {}).items():
             self._pending_hits[key] = self._pending_hits.get(key, 0) + int(n)
         for tier, error in message.get("io_errors", ()):
@@ -416,6 +421,8 @@ class Master:
                 self._reap(worker)
                 if not worker.ready.done():  # whoever waits for this generation must not wait for it
                     worker.ready.set_result(None)
+                if worker.release == self.firmware.releases.current:
+                    self.firmware.counters.restarts += 1
                 quick = time.monotonic() - worker.started < 2.0
                 deaths = self._quick_deaths.get(worker.slot, 0) + 1 if quick else 0
                 self._quick_deaths[worker.slot] = deaths

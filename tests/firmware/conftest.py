@@ -1,10 +1,14 @@
-"""Firmware fixtures: a signing key, bundles made in memory, and (once per session) a real wheel of V+1."""
+"""Firmware fixtures: a signing key, bundles made in memory, (once per session) a real wheel of V+1, and
+what the live-box tests share (a box that takes firmware, admin POSTs, a release with a sick /healthz)."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -18,9 +22,38 @@ from oca.firmware.build import build_wheel, pack_bundle, sign
 from oca.firmware.bundle import write_bundle
 from oca.firmware.keys import write_keypair
 from oca.firmware.verify import Manifest
+from tests.conftest import Box
 
 RUNNING = Version(__version__)
 NEXT = f"{RUNNING.major}.{RUNNING.minor}.{RUNNING.micro + 1}"
+OBJECTS = {"titles/1/master.m3u8": b"#EXTM3U\n", "titles/1/720p/seg_00001.m4s": os.urandom(200_000)}
+SEGMENT = "/titles/1/720p/seg_00001.m4s"
+
+
+def firmware_box(box_factory: Callable[..., Box], keys: dict[str, Any], *, fetch: dict[str, Any] | None = None,
+                 **firmware: Any) -> Box:
+    """A box holding OBJECTS that trusts the `keys` fixture's signer."""
+    extra = {"fetch": fetch} if fetch else {}
+    return box_factory(OBJECTS, firmware={"trusted_keys_file": keys["trusted_file"], "health_timeout": "10s",
+                                          **firmware}, **extra)
+
+
+def admin_post(box: Box, path: str, data: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """(status, answer) of a POST to the box's admin port: the JSON answer on 2xx, the error's text otherwise."""
+    req = urllib.request.Request(f"http://127.0.0.1:{box.admin_port}{path}", data=data, method="POST",
+                                 headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())["error"]
+
+
+def sick_healthz(text: str) -> str:
+    """oca/serve/handler.py rewritten so /healthz answers 503 (and all else is served as usual)."""
+    hook = 'if target == b"/healthz":\n'
+    assert text.count(hook) == 1
+    return text.replace(hook, hook + '            return self.error(req, 503, "sick release")\n')
 
 
 def manifest_for(payload: bytes, version: str, name: str = "", **fields: Any) -> Manifest:

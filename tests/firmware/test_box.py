@@ -10,18 +10,13 @@ import select
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from oca import __version__
 from tests.conftest import OCA, Box, start_box, wait_ready
-from tests.firmware.conftest import NEXT, bundle_bytes
-
-OBJECTS = {"titles/1/master.m3u8": b"#EXTM3U\n", "titles/1/720p/seg_00001.m4s": os.urandom(200_000)}
-SEGMENT = "/titles/1/720p/seg_00001.m4s"
+from tests.firmware.conftest import NEXT, OBJECTS, SEGMENT, admin_post, bundle_bytes, firmware_box, sick_healthz
 
 
 class Players(threading.Thread):
@@ -94,24 +89,13 @@ class Players(threading.Thread):
                 conn.close()
 
 
-def _firmware_box(box_factory: Callable[..., Box], keys: dict[str, Any], **firmware: Any) -> Box:
-    return box_factory(OBJECTS, firmware={"trusted_keys_file": keys["trusted_file"], "health_timeout": "10s",
-                                          **firmware})
-
-
 def _install(box: Box, bundle: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([OCA, "firmware", "install", bundle, "--config", box.config_path, "--json"],
                           capture_output=True, text=True, timeout=120)
 
 
-def _upload(box: Box, data: bytes, headers: dict[str, str] | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(f"http://127.0.0.1:{box.admin_port}/firmware", data=data, method="POST",
-                                 headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())["error"]
+def _upload(box: Box, data: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    return admin_post(box, "/firmware", data, headers)
 
 
 def _wait_gone(box: Box, pids: set[int], timeout: float = 20) -> None:
@@ -124,7 +108,7 @@ def _wait_gone(box: Box, pids: set[int], timeout: float = 20) -> None:
 def test_install_switches_releases_with_zero_failed_requests(box_factory: Callable[..., Box], keys: dict[str, Any],
                                                              bundle_of: Callable[..., str]) -> None:
     bundle = bundle_of(NEXT)
-    box = _firmware_box(box_factory, keys)
+    box = firmware_box(box_factory, keys)
     assert box.admin("/status")["version"] == __version__
     old = set(box.worker_pids())
     players = Players(box.port)
@@ -194,7 +178,7 @@ def test_install_switches_releases_with_zero_failed_requests(box_factory: Callab
 
 
 def test_too_big_and_endless_uploads_get_413(box_factory: Callable[..., Box], keys: dict[str, Any]) -> None:
-    box = _firmware_box(box_factory, keys, max_bundle_size="64KiB")
+    box = firmware_box(box_factory, keys, max_bundle_size="64KiB")
     code, error = _upload(box, b"x" * (65 * 1024))
     assert code == 413 and "max_bundle_size" in error
 
@@ -220,17 +204,11 @@ def _crash_at_import(text: str) -> str:
     return text.replace(hook, hook + "import oca.no_such_module  # this release's worker fails to import\n")
 
 
-def _sick_healthz(text: str) -> str:
-    hook = 'if target == b"/healthz":\n'
-    assert text.count(hook) == 1
-    return text.replace(hook, hook + '            return self.error(req, 503, "sick release")\n')
-
-
 def test_releases_that_crash_or_fail_health_are_refused_and_the_old_one_serves(
         box_factory: Callable[..., Box], keys: dict[str, Any], bundle_of: Callable[..., str]) -> None:
     crashing = bundle_of("99.0", replace={"oca/serve/worker.py": _crash_at_import})
-    sick = bundle_of("99.1", replace={"oca/serve/handler.py": _sick_healthz})
-    box = _firmware_box(box_factory, keys, health_timeout="5s")
+    sick = bundle_of("99.1", replace={"oca/serve/handler.py": sick_healthz})
+    box = firmware_box(box_factory, keys, health_timeout="5s")
     workers = set(box.worker_pids())
     players = Players(box.port)
     players.start()
