@@ -38,6 +38,7 @@ from control.store import StateStore
 from control.store.sqlite import SQLiteStore
 from control.titles import LiveCatalog
 from oca.errors import ConfigError, NotFound
+from oca.firmware.keys import load_trusted_keys
 from oca.secret_files import read_secret
 from oca.tokens import PrivateKey, load_private_key, mint, title_scope
 
@@ -102,6 +103,8 @@ class ControlPlane:
                 raise ConfigError(config.source, "tokens.signing_key_file", str(exc)) from None
             t = config.tokens
             signer = Signer(key, t.kid, t.issuer, t.lifetime, t.bind_client_ip)
+        if config.rollout.trusted_keys_file is not None:  # a bad file stops the start, not the first roll-out
+            load_trusted_keys(config.rollout.trusted_keys_file)
         try:
             index = SteeringIndex.build(config.fleet, default_site=config.steering.default_site)
         except ValueError as exc:

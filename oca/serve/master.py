@@ -54,6 +54,7 @@ from oca.fetch.upstream import Upstream, sources_from_config
 from oca.firmware import health
 from oca.firmware.box import BoxFirmware
 from oca.firmware.errors import ReleaseUnhealthy
+from oca.firmware.keys import load_trusted_keys
 from oca.firmware.releases import Release
 from oca.secret_files import read_secret
 from oca.serve import sdnotify
@@ -132,6 +133,8 @@ class Master:
         loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
         Gate(self.config.tokens, None)  # a bad JWKS file stops the box here, with one line (exit 2)
         read_token(self.config.admin.token_file)  # so does an unreadable or empty admin token file
+        if self.config.firmware.trusted_keys_file:  # and a trusted keys file no install could use
+            load_trusted_keys(self.config.firmware.trusted_keys_file)
         await self.owner.open()
         self.fills = FillManager(self.config.fetch, self.owner, FetchState(self.config.storage.state_dir),
                                  Upstream(self.config.fetch, sources_from_config(self.config.fetch)))

@@ -1,4 +1,4 @@
-"""`oca firmware keygen|build`: the files they write, read back by the box's verification."""
+"""`oca firmware keygen|build`: the files they write, read back by the box's verification; trusted keys checked at start."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 import stat
 import subprocess
 from typing import Any
+
+import pytest
 
 from oca.firmware.bundle import read_bundle
 from oca.firmware.keys import load_trusted_keys
@@ -36,3 +38,29 @@ def test_keygen_and_build_make_a_bundle_the_box_accepts(tmp_path: Any, next_whee
     assert public.returncode == 2 and "this is a public key" in public.stderr
     bad = _oca("build", "--version", "next", "--signing-key", key, "--out", out, "--wheel", next_wheel)
     assert bad.returncode != 0 and "'next' is not a PEP 440 version" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("content, problem", [(None, "trusted keys file"), ("junk\n", "no PUBLIC KEY block")])
+def test_an_unusable_trusted_keys_file_stops_the_box_at_start_with_one_line(tmp_path: Any, content: str | None,
+                                                                           problem: str) -> None:
+    from tests.conftest import write_box_config
+
+    keys = tmp_path / "trusted.pem"
+    if content is not None:
+        keys.write_text(content)
+    config = write_box_config(str(tmp_path), firmware={"trusted_keys_file": str(keys)})
+    result = subprocess.run([OCA, "serve", "--config", config], capture_output=True, text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and str(keys) in lines[0] and problem in lines[0] and "Traceback" not in result.stderr
+
+
+def test_an_unusable_trusted_keys_file_stops_the_control_plane_at_start(tmp_path: Any) -> None:
+    from tests.control.fixtures import box_entry, write_control_config
+
+    (tmp_path / "trusted.pem").write_text("junk\n")
+    config = write_control_config(str(tmp_path), [box_entry("b1", 9, 9)], rollout={"trusted_keys_file": "trusted.pem"})
+    result = subprocess.run([OCA, "control", "serve", "--config", config], capture_output=True, text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and "trusted.pem" in lines[0] and "no PUBLIC KEY block" in lines[0]
