@@ -1,4 +1,5 @@
-"""`oca firmware keygen|build`: the files they write, read back by the box's verification; trusted keys checked at start."""
+"""`oca firmware keygen|build`: the files they write, read back by the box's verification; trusted keys
+checked at start."""
 
 from __future__ import annotations
 
