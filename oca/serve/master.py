@@ -160,6 +160,7 @@ class Master:
             tasks = [loop.create_task(self._supervise())]  # from the start: a worker may die while starting
             async with self._generation_lock:
                 await self._start_generation()
+            await self._boot_fallback()
             host, port = self.listeners[0].getsockname()[:2]
             admin_host, admin_port = self.config.admin.listen
             log.info("oca %s serving http://%s:%d/ with %d workers; admin http://%s:%d/",
@@ -244,6 +245,22 @@ class Master:
             await asyncio.wait_for(asyncio.gather(*(w.ready for w in fresh)), timeout=30)
         except TimeoutError:
             log.error("workers of generation %d did not report ready within 30s", self.generation)
+
+    async def _boot_fallback(self) -> None:
+        """A current release none of whose workers came up at start (a box restarted into a release that no
+        longer starts here) gives way to the previous one, as A/B firmware falls back at boot: a box that
+        serves the release before is better than one that serves nothing. The firmware state says why."""
+        current, previous = self.firmware.releases.current, self.firmware.releases.previous
+        if self.serving_workers() > 0 or previous is None:
+            return
+        why = f"release {current.version} did not start (no worker came up)"
+        log.error("%s: falling back to the previous release %s", why, previous.version)
+        try:
+            await self.switch_release(previous, self.config.firmware.health_timeout)
+        except OcaError as exc:
+            log.error("the previous release %s did not start either: %s", previous.version, exc)
+            return
+        self.firmware.state, self.firmware.reason = "failed", f"{why}: fell back to {previous.version}"
 
     async def switch_release(self, release: Release, health_timeout: float) -> None:
         """Serve `release` from a new generation of workers on the same sockets, or ReleaseUnhealthy (and the

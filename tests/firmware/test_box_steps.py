@@ -207,3 +207,36 @@ def test_release_counters_add_up_worker_reports() -> None:
     counters.add({"requests": [[503, "none", 1]]})
     counters.add({"bytes": []})
     assert counters.to_json() == {"version": "1.0", "since": 1000.0, "requests": 12, "errors": 4, "restarts": 0}
+
+
+def _crash_when_told(text: str) -> str:
+    """oca/serve/worker.py rewritten so a worker exits at once when OCA_TEST_CRASH is set in its environment."""
+    hook = "def main(argv: list[str] | None = None) -> int:\n"
+    assert text.count(hook) == 1
+    return text.replace(hook, hook + '    if os.environ.get("OCA_TEST_CRASH"):\n        return 3\n')
+
+
+def test_a_box_restarted_into_a_release_that_no_longer_starts_falls_back_to_the_previous_one(
+        box_factory: Callable[..., Box], keys: dict[str, Any], bundle_of: Callable[..., str]) -> None:
+    from tests.conftest import start_box
+
+    box = firmware_box(box_factory, keys)
+    status, answer = admin_post(box, "/firmware", _read(bundle_of(NEXT, tag="-crashy",
+                                                                  replace={"oca/serve/worker.py": _crash_when_told})))
+    assert status == 200 and answer["version"] == NEXT, answer
+    assert box.stop() == 0
+    # the same box starts again in an environment where NEXT's workers die at once (builtin ones do not care)
+    again = start_box(box.config_path, box.workdir, env={"OCA_TEST_CRASH": "1"})
+    try:
+        deadline = time.monotonic() + 30
+        while (status_now := again.admin("/status"))["version"] != __version__ and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status_now["version"] == __version__ and status_now["previous_version"] == NEXT
+        assert status_now["firmware"]["state"] == "failed"
+        assert f"release {NEXT} did not start" in status_now["firmware"]["reason"]
+        assert f"fell back to {__version__}" in status_now["firmware"]["reason"]
+        assert again.get(SEGMENT)[0] == 200
+        with open(again.log_path, encoding="utf-8") as fh:
+            assert f"falling back to the previous release {__version__}" in fh.read()
+    finally:
+        again.stop()
