@@ -1,4 +1,5 @@
-"""The control plane's Prometheus metrics (`GET /metrics`): steering, sessions, box health, invalidations, HTTP.
+"""The control plane's Prometheus metrics (`GET /metrics`): steering, sessions, box health and versions,
+invalidations, the roll-out under way, HTTP.
 
 Rules kept here:
 - One registry per app (`ControlMetrics`), never prometheus_client's global one: two planes in one process
@@ -127,14 +128,26 @@ class _State:
                                  labels=["box", "site"])
         behind = GaugeMetricFamily("oca_control_box_invalidations_behind", "Invalidations appended to the log "
                                    "that the box has not applied yet.", labels=["box", "site"])
+        version = GaugeMetricFamily("oca_control_box_version", "1 for the release each box last reported (a "
+                                    "roll-out's progress, box by box).", labels=["box", "site", "version"])
         for box in plane.config.fleet.boxes.values():
             labels = [box.id, box.site]
             h = health.get(box.id)
+            if h is not None and h.version:
+                version.add_metric([*labels, h.version], 1)
             up.add_metric(labels, int(bool(h and h.healthy)))
             draining.add_metric(labels, int(bool(h and h.draining)))
             load.add_metric(labels, h.load if h else 0.0)
             behind.add_metric(labels, max(0, invalidator.last_seq - invalidator.applied.get(box.id, 0)))
-        yield from (up, draining, load, behind)
+        yield from (up, draining, load, behind, version)
+        rollout = plane.rollouts.running()
+        steps = GaugeMetricFamily("oca_control_rollout_steps", "Steps of the firmware roll-out under way: done and "
+                                  "total (absent when none runs).", labels=["rollout", "version", "of"])
+        if rollout is not None:
+            labels = [rollout.id, rollout.plan.version]
+            steps.add_metric([*labels, "done"], len(rollout.progress.completed))
+            steps.add_metric([*labels, "total"], len(rollout.plan.steps()))
+        yield steps
         yield GaugeMetricFamily("oca_control_invalidation_last_seq", "The last sequence number of the "
                                 "invalidation log.", value=invalidator.last_seq)
         yield GaugeMetricFamily("oca_control_active_sessions", "Sessions that fetched their manifest or reloaded "

@@ -230,10 +230,19 @@ async def test_abort_during_a_bake_undrains_and_touches_no_further_box(fleet: Fl
     while (await fleet.get(view["id"]))["current"]["kind"] != "bake":
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
+    assert fleet.plane is not None
+    await fleet.plane.poller.poll_once()  # the versions the boxes report now
+    metrics = await (await fleet.client.get("/metrics", headers=OPERATOR)).text()
+    rid = view["id"]
+    assert f'oca_control_rollout_steps{{of="total",rollout="{rid}",version="{V}"}} 24.0' in metrics, metrics
+    assert f'oca_control_rollout_steps{{of="done",rollout="{rid}",version="{V}"}} 3.0' in metrics
+    assert f'oca_control_box_version{{box="{canary}",site="lab",version="{V}"}} 1.0' in metrics
+    assert f'oca_control_box_version{{box="{others[0]}",site="lab",version="9.9"}} 1.0' in metrics
     response = await fleet.client.post(f"/v1/rollouts/{view['id']}/abort", headers=OPERATOR)
     assert response.status == 200, await response.text()
     final = await fleet.finish(view["id"], timeout=5)
     assert final["state"] == "aborted" and "aborted: by alice@test" in final["reason"]
+    assert "oca_control_rollout_steps{" not in await (await fleet.client.get("/metrics", headers=OPERATOR)).text()
     assert fleet.fakes[canary].version == V  # an abort stops the roll-out; it does not roll back
     assert all(fleet.fakes[b].firmware_calls == [] for b in others)
     assert fleet.plane is not None and fleet.plane.poller.drained == frozenset()
