@@ -15,10 +15,13 @@ import contextlib
 import math
 import os
 import uuid
+from typing import Any
 
 from aiohttp import web
 
 from control.play import PLANE
+from control.rollout.job import Rollout
+from control.rollout.runner import local_second_of_day
 from control.rollout.service import Rollouts, Spec
 from control.rollout.view import rollout_view
 from oca.errors import BadRequest, OcaError
@@ -38,6 +41,10 @@ def routes() -> list[web.RouteDef]:
 
 def _rollouts(request: web.Request) -> Rollouts:
     return request.app[PLANE].rollouts
+
+
+def _view(request: web.Request, rollout: Rollout, detail: bool = True) -> dict[str, Any]:
+    return rollout_view(rollout, detail=detail, second_of_day=local_second_of_day(request.app[PLANE].clock()))
 
 
 def spec_of(query: dict[str, str] | web.Request) -> Spec:
@@ -82,18 +89,18 @@ async def submit(request: web.Request) -> web.Response:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # taken over by submit() when accepted
-    return web.json_response(rollout_view(rollout), status=201)
+    return web.json_response(_view(request, rollout), status=201)
 
 
 async def list_rollouts(request: web.Request) -> web.Response:
     rollouts = await _rollouts(request).list()
-    return web.json_response({"rollouts": [rollout_view(r, detail=False) for r in rollouts]})
+    return web.json_response({"rollouts": [_view(request, r, detail=False) for r in rollouts]})
 
 
 async def get_rollout(request: web.Request) -> web.Response:
-    return web.json_response(rollout_view(await _rollouts(request).get(request.match_info["id"])))
+    return web.json_response(_view(request, await _rollouts(request).get(request.match_info["id"])))
 
 
 async def abort(request: web.Request) -> web.Response:
     rollout = await _rollouts(request).abort(request.match_info["id"], operator_of(request))
-    return web.json_response(rollout_view(rollout))
+    return web.json_response(_view(request, rollout))

@@ -187,7 +187,8 @@ class Rollouts:
         return manifest, digest.hexdigest(), size
 
     def running(self) -> Rollout | None:
-        if self._runner is not None and self._task is not None and not self._task.done():
+        if self._runner is not None and self._task is not None and not self._task.done() \
+                and self._runner.rollout.progress.state not in FINAL:  # not while it writes its last audit line
             return self._runner.rollout
         return self._pending
 

@@ -44,7 +44,8 @@ def box_states(rollout: Rollout) -> dict[str, str]:
     return states
 
 
-def rollout_view(rollout: Rollout, *, detail: bool = True) -> dict[str, Any]:
+def rollout_view(rollout: Rollout, *, detail: bool = True, second_of_day: float | None = None) -> dict[str, Any]:
+    """`second_of_day` (local time now): say whether the roll-out waits for its window."""
     plan, progress = rollout.plan, rollout.progress
     total = len(plan.steps())
     view: dict[str, Any] = {
@@ -57,7 +58,7 @@ def rollout_view(rollout: Rollout, *, detail: bool = True) -> dict[str, Any]:
         view["rollback"] = {"steps_done": len(progress.rollback_completed), "steps_total": len(progress.rollback),
                             "failed": list(progress.rollback_failed)}
     if progress.state not in FINAL:
-        decision = advance(plan, progress)
+        decision = advance(plan, progress, second_of_day=second_of_day)
         step = decision.step
         view["current"] = None if step is None else {"kind": step.kind, "box": step.box, "wave": step.wave,
                                                      "batch": step.batch}

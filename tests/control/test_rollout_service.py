@@ -337,3 +337,29 @@ async def test_the_cli_rolls_watches_shows_and_aborts(fleet: Fleet) -> None:
     path.write_bytes(bundle("11.0"))
     code, out, err = await oca(fleet, "roll", str(path), "--bake", "0", "--watch")
     assert code == 1 and "HALTED" in out and "upload failed on" in out and "bad signature" in out, out + err
+
+
+async def test_in_the_fill_window_only_a_closed_window_touches_no_box(fleet: Fleet) -> None:
+    import dataclasses
+
+    assert fleet.plane is not None
+    now = time.localtime()
+    start = (now.tm_hour + 2) % 24
+    fleet.plane.config = dataclasses.replace(fleet.plane.config, fill=dataclasses.replace(
+        fleet.plane.config.fill, window=f"{start:02d}:00-{(start + 1) % 24:02d}:00"))
+    fleet.plane.rollouts.config = fleet.plane.config
+    view = await fleet.submit(in_fill_window="1")
+    await asyncio.sleep(0.5)
+    view = await fleet.get(view["id"])
+    assert view["state"] == "running" and view["steps_done"] == 0
+    assert "outside the window" in view["waiting"]["why"] and 3600 <= view["waiting"]["seconds"] <= 3 * 3600
+    assert all(f.firmware_calls == [] for f in fleet.fakes.values())
+    assert fleet.plane.poller.drained == frozenset()
+    fleet.plane.config = dataclasses.replace(fleet.plane.config, fill=dataclasses.replace(
+        fleet.plane.config.fill, window="always"))
+    fleet.plane.rollouts.config = fleet.plane.config
+    second = await fleet.client.post(f"/v1/rollouts/{view['id']}/abort", headers=OPERATOR)
+    assert second.status == 200
+    assert (await fleet.finish(view["id"], timeout=5))["state"] == "aborted"
+    refused = await fleet.submit(status=400, in_fill_window="1")
+    assert "no fill.window" in refused["error"]
