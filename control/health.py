@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -101,6 +102,14 @@ class HealthPoller:
     def last_poll(self, box_id: str) -> float | None:
         state = self._states.get(box_id)
         return state.last_poll if state else None
+
+    def box_draining(self, box_id: str, draining: bool) -> None:
+        """The box acknowledged a drain or an undrain: take its new flag now rather than at its next poll, so
+        an undrained box counts as serving again at once (a roll-out drains the next box right after)."""
+        state = self._states[box_id]
+        if state.status is not None:
+            state.status = dataclasses.replace(state.status, draining=draining)
+        self._publish(box_id)
 
     def set_drained(self, drained: frozenset[str]) -> None:
         self.drained = drained

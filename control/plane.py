@@ -233,5 +233,6 @@ class ControlPlane:
         headers = {"Authorization": f"Bearer {self.box_token}"} if self.box_token else {}
         with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):  # the control plane's drain is enough
             async with asyncio.timeout(self.config.health.timeout):
-                async with self.http.post(f"{admin}/{'drain' if drained else 'undrain'}", headers=headers):
-                    pass
+                async with self.http.post(f"{admin}/{'drain' if drained else 'undrain'}", headers=headers) as resp:
+                    if resp.status == 200:
+                        self.poller.box_draining(box_id, drained)

@@ -13,7 +13,8 @@ Rules kept here:
 - Upgrade: the box answers once the new release serves (its own health gate passed) or refused it (422).
   A box restarted since its upload has forgotten what was staged (409): the bundle is uploaded again.
 - Gate, after the bake: a fresh poll says the box is healthy and reports the version; the box's counters
-  since it switched release give the error rate and the worker restarts, held to the thresholds.
+  since it switched release give the error rate (over at least GATE_SAMPLE requests) and the worker
+  restarts, held to the thresholds.
 - Boxes an operator drained before the roll-out are never undrained by it.
 - Abort: between steps and during a bake. What the plan then does (undrain, no rollback) is its business.
 - Every step's outcome lands in the audit log (action `rollout`), and in the service log.
@@ -55,6 +56,7 @@ from control.rollout.plan import (
 log = logging.getLogger("oca.control.rollout")
 
 MAX_WAIT = 60.0  # outside the window: look again at least this often (an abort, a clock change)
+GATE_SAMPLE = 100  # requests: the smallest sample an error rate is taken over
 
 
 def local_second_of_day(now: float) -> float:
@@ -188,7 +190,9 @@ class RolloutRunner:
         if stats.get("version") != version:
             return f"gate: the box's counters are of release {stats.get('version')!r}, expected {version!r}"
         requests, errors, restarts = (int(stats.get(k) or 0) for k in ("requests", "errors", "restarts"))
-        return check_gate(health, version=version, error_rate=errors / requests if requests else 0.0,
+        # a drained box sees few requests while it bakes: below GATE_SAMPLE each 5xx weighs 1/GATE_SAMPLE, so
+        # one bad answer among four health probes is not read as a 25% error rate
+        return check_gate(health, version=version, error_rate=errors / max(requests, GATE_SAMPLE),
                           restarts=restarts, thresholds=self.rollout.thresholds)
 
     async def _revert(self, box: Box, version: str) -> None:

@@ -74,7 +74,7 @@ def check_signature(manifest: bytes, signature: bytes, trusted: Mapping[str, Ed2
     key = trusted.get(key_id)
     if key is None:
         known = ", ".join(sorted(trusted)) or "none"
-        raise BundleRejected(f"bundle is signed by key {key_id}, which this box does not trust (trusted: {known})")
+        raise BundleRejected(f"bundle is signed by key {key_id}, which is not a trusted key (trusted: {known})")
     try:
         key.verify(raw, manifest)
     except InvalidSignature:

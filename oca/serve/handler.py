@@ -47,6 +47,7 @@ from oca.serve.dates import DateCache
 from oca.serve.gate import Gate
 from oca.serve.messages import FileSlice, Growing, Lazy, ObjectTruncated, Part, Request, Response
 from oca.serve.objects import Entry, ObjectCache
+from oca.serve.stats import PEER_MISS
 
 REASONS = {
     200: "OK", 204: "No Content", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request",
@@ -295,7 +296,8 @@ class ContentHandler:
         if "only-if-cached" in req.headers.get("cache-control", ""):  # a peer box asking: RFC 9111 §5.2.1.7
             if stale is not None:
                 return self._serve_entry(req, stale, log)
-            return self.error(req, 504, "not in cache (only-if-cached)", cache_status=_MISS, cache="miss")
+            # its own cache value: a peer's probe is neither a client's miss (hit ratio) nor a release's error
+            return self.error(req, 504, "not in cache (only-if-cached)", cache_status=_MISS, cache=PEER_MISS)
         if fills.is_absent(key):  # the origin said 404 a moment ago (negative_ttl)
             return self.error(req, 404, "not found upstream", cache_status=_MISS_404, cache="miss")
         sliced = fills.sliced.get(key)

@@ -25,6 +25,7 @@ BUFFER_BUCKETS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0)
 BITRATE_BUCKETS = (250e3, 500e3, 1e6, 2e6, 3e6, 5e6, 8e6, 12e6, 20e6, 40e6)
 STARTUP_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0)
 OBJECT_TYPES = frozenset(("m", "a", "v", "av", "i", "c", "tt", "k", "o"))  # CMCD `ot`; others count as "other"
+PEER_MISS = "peer-miss"  # the cache result of a peer's only-if-cached request for an object this box lacks
 SESSION_WINDOW = 30.0  # seconds: a session with no CMCD request for this long no longer counts as concurrent
 # bounds on the sessions remembered (per worker per flush; in the master): a flood of made-up sids costs no more
 MAX_FLUSH_SESSIONS = 10_000
@@ -311,9 +312,9 @@ class ReleaseCounters:
 
     def add(self, delta: dict[str, Any]) -> None:
         """One worker report (WorkerStats.take)."""
-        for status, _, n in delta.get("requests", ()):
+        for status, cache, n in delta.get("requests", ()):
             self.requests += int(n)
-            if int(status) >= 500:
+            if int(status) >= 500 and cache != PEER_MISS:  # a peer asked for what this box lacks: no fault
                 self.errors += int(n)
 
     def to_json(self) -> dict[str, Any]:

@@ -130,7 +130,8 @@ class FakeBox:
     previous: str | None = None
     staged: str | None = None
     restarts: int = 0  # release_stats.restarts reported after an activate
-    errors: int = 0  # release_stats.errors (of 100 requests) reported after an activate
+    errors: int = 0  # release_stats.errors reported after an activate
+    requests: int | None = None  # release_stats.requests; None = 100 when there are errors, else 0
     refuse: dict[str, tuple[int, str]] = field(default_factory=dict)  # route -> (status, message), once each
     forget_staged: bool = False  # the next activate finds nothing staged (the box restarted)
     firmware_calls: list[str] = field(default_factory=list)  # "stage 2.0", "activate 2.0", "revert 9.9", ...
@@ -145,7 +146,7 @@ class FakeBox:
         return app
 
     def firmware_status(self) -> dict[str, Any]:
-        requests = 100 if self.errors else 0
+        requests = self.requests if self.requests is not None else 100 if self.errors else 0
         return {"version": self.version, "previous_version": self.previous, "staged": self.staged,
                 "release_stats": {"version": self.version, "since": 0.0, "requests": requests, "errors": self.errors,
                                   "restarts": self.restarts},

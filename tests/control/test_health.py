@@ -125,3 +125,16 @@ async def test_a_recovering_box_must_have_applied_the_invalidation_log(aiohttp_s
         fake.invalidation_seq = 5
         await poller.poll_once()
         assert poller.health()["b1"].healthy
+
+
+async def test_a_drain_the_box_acknowledged_counts_before_the_next_poll(aiohttp_server: Any) -> None:
+    fake = FakeBox("b1", draining=True)
+    fleet = await _fleet(aiohttp_server, fake)
+    async with aiohttp.ClientSession() as session:
+        poller = HealthPoller(fleet, session, Clock())
+        await poller.poll_once()
+        assert poller.health()["b1"].draining
+        poller.box_draining("b1", False)  # the box answered 200 to /undrain
+        assert not poller.health()["b1"].draining
+        poller.set_drained(frozenset({"b1"}))  # an operator drain held by the control plane still counts
+        assert poller.health()["b1"].draining

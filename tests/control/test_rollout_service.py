@@ -185,6 +185,16 @@ async def test_an_error_rate_over_the_threshold_fails_the_gate(fleet: Fleet) -> 
     assert final["state"] == "halted" and "error rate 0.0500 above 0.0100" in final["reason"]
 
 
+async def test_a_drained_box_s_few_requests_are_not_read_as_a_high_error_rate(fleet: Fleet) -> None:
+    canary = fleet.order()[0]
+    fleet.fakes[canary].requests, fleet.fakes[canary].errors = 4, 1  # 1 of 4: weighed as 1 of 100, not 25%
+    assert (await fleet.finish((await fleet.submit())["id"]))["state"] == "done"
+    canary = fleet.order("11.0")[0]
+    fleet.fakes[canary].requests, fleet.fakes[canary].errors = 4, 2  # 2%: above 1%
+    final = await fleet.finish((await fleet.submit(bundle("11.0")))["id"])
+    assert final["state"] == "halted" and "error rate 0.0200 above 0.0100" in final["reason"]
+
+
 async def test_a_failure_in_wave_two_rolls_back_wave_two_only(fleet: Fleet) -> None:
     canary, second, third, _ = fleet.order()
     fleet.fakes[third].restarts = 1
@@ -277,7 +287,7 @@ async def test_the_api_refuses_bad_submissions_with_the_reason(fleet: Fleet) -> 
         ({}, b"", 400, "got nothing"),
         ({}, b"not a bundle at all", 400, "bundle refused"),
         ({}, bundle_bytes(KEY, b"w" * 50_000, V)[:30_000], 400, "bundle refused"),
-        ({}, bundle(key=Ed25519PrivateKey.generate()), 400, "which this box does not trust"),
+        ({}, bundle(key=Ed25519PrivateKey.generate()), 400, "which is not a trusted key"),
         ({}, b"x" * (2 << 20), 413, "rollout.max_bundle_size"),
     ]
     for query, body, status, message in cases:

@@ -316,3 +316,18 @@ def test_a_range_past_the_end_of_a_cold_small_object_is_416(box_factory: Callabl
     assert status == 416 and headers["content-range"] == "bytes */1000"
     status, _, body = box.get(f"/{KEY}")
     assert status == 200 and body == origin.expected(KEY)
+
+
+def test_a_peers_only_if_cached_miss_is_neither_a_miss_nor_an_error(box_factory: Callable[..., Box],
+                                                                     origin: Origin) -> None:
+    origin.add(KEY, size=1000)
+    box = fetching_box(box_factory, [origin_source(origin)])
+    status, _, _ = box.get(f"/{KEY}", {"Cache-Control": "only-if-cached"})
+    assert status == 504 and origin.count(KEY) == 0  # RFC 9111 §5.2.1.7: not fetched for the asker
+    deadline = time.monotonic() + 10
+    while 'oca_requests_total{cache="peer-miss",status="504"} 1.0' not in (metrics := box.admin("/metrics")):
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.05)
+    status_now = box.admin("/status")
+    assert status_now["release_stats"]["errors"] == 0 and status_now["release_stats"]["requests"] >= 1
+    assert status_now["hit_ratio"] is None  # no client lookup yet

@@ -154,7 +154,7 @@ def test_install_switches_releases_with_zero_failed_requests(box_factory: Callab
     tampered = bytearray(good)
     tampered[len(good) // 2] ^= 1
     older = bundle_of(__version__)  # signed, valid, but not newer than the running NEXT
-    cases = [(bytes(tampered), 400, "tampered payload"), (other_key, 400, "does not trust"),
+    cases = [(bytes(tampered), 400, "tampered payload"), (other_key, 400, "is not a trusted key"),
              (good[: len(good) // 2], 400, "truncated"), (good, 409, f"same as the running {NEXT}")]
     with open(older, "rb") as fh:
         cases.append((fh.read(), 409, f"older than the running {NEXT}"))

@@ -77,7 +77,7 @@ CASES: list[tuple[str, Callable[[], bytes], str, type[OcaError], str]] = [
      BundleRejected, "bad signature"),
     ("unsigned rollback flag flipped", lambda: replace_once(good("0.9"), b'"rollback": false', b'"rollback": true '),
      RUNNING, BundleRejected, "bad signature"),
-    ("unknown key", lambda: unknown_key(good()), RUNNING, BundleRejected, "does not trust"),
+    ("unknown key", lambda: unknown_key(good()), RUNNING, BundleRejected, "is not a trusted key"),
     ("bad signature", lambda: bad_signature(good()), RUNNING, BundleRejected, "bad signature"),
     ("older version", lambda: good("0.9"), RUNNING, VersionRefused, "older than the running 1.0"),
     ("equal version", lambda: good("1.0"), RUNNING, VersionRefused, "the same as the running 1.0"),
