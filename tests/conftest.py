@@ -332,3 +332,17 @@ def inprocess_factory(tmp_path: Any) -> Iterator[Callable[..., InProcessBox]]:
     yield make
     for box in running:
         box.close()
+
+
+@pytest.fixture(scope="session")
+def next_wheel(tmp_path_factory: Any) -> str:
+    """A wheel of this checkout reporting its version's next micro release (tests/firmware's NEXT), built by
+    pip once per session (a few seconds): here, so that tests/firmware and tests/rollout share one build."""
+    from packaging.version import Version
+
+    from oca import __version__
+    from oca.firmware.build import build_wheel
+
+    running = Version(__version__)
+    return build_wheel(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       f"{running.major}.{running.minor}.{running.micro + 1}", str(tmp_path_factory.mktemp("wheel")))

@@ -8,7 +8,8 @@ Rules kept here:
 - Stop order: the API, the boxes (SIGTERM, all at once, SIGKILL after a grace period), the control plane,
   the origin. `stop()` is idempotent and safe after a failed start.
 - Box processes are replaced under a lock: the caller's thread and the API's thread may both stop and
-  start boxes. A box stopped through the lab is "down on purpose"; `check()` reports any other death.
+  start boxes. A box stopped through the lab is "down on purpose"; `check()` reports any other death. The
+  control plane can be stopped and started the same way (a crash mid-roll-out), from the caller's thread.
 - Nothing here prints: progress goes to the `say` callback, the CLI decides what to show.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import secrets
@@ -33,6 +35,7 @@ import yaml
 from control.catalog import ingest_source, title_to_json
 from control.client import ControlClient, ControlError
 from oca.content import MadeContent, make_content
+from oca.firmware.keys import load_signing_key, public_pem, write_keypair
 from oca.lab import fill
 from oca.lab.api import LabApi
 from oca.lab.layout import (
@@ -133,6 +136,7 @@ class Lab:
         self.node_modules = default_node_modules(self.config.node_modules)
         self._origin: Child | None = None
         self._control: Child | None = None
+        self._control_stopped = False  # by stop_control(), on purpose
         self._api: LabApi | None = None
         self._lock = threading.RLock()
         self._stopped = False
@@ -191,6 +195,7 @@ class Lab:
             key = generate_private_key("EdDSA")
             write_private_key(paths.signing_key, key)
         _write(paths.jwks, json.dumps({"keys": [public_jwk(key, KID)]}, indent=2) + "\n")
+        self._firmware_key()
         for path in (paths.operator_token, paths.box_token, paths.peer_token):
             if not os.path.exists(path):
                 _write(path, secrets.token_urlsafe(24) + "\n", mode=0o600)
@@ -198,6 +203,18 @@ class Lab:
             self.operator_token = fh.read().strip()
         with open(paths.box_token, encoding="utf-8") as fh:
             self.box_token = fh.read().strip()
+
+    def _firmware_key(self) -> None:
+        """The key lab bundles are signed with, made once and kept like the token key; its public half is
+        (re)written from it, so the boxes always trust the key an operator finds in keys/."""
+        paths = self.paths
+        if not os.path.exists(paths.firmware_key):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(paths.firmware_public)  # a stale half would stop write_keypair
+            write_keypair(paths.firmware_key)
+            return
+        key = load_signing_key(paths.firmware_key)
+        _write(paths.firmware_public, public_pem(key.public_key()).decode())
 
     def _start_origin(self) -> None:
         port = pick_port("127.0.0.1", 0, self._ports)
@@ -353,6 +370,23 @@ class Lab:
         self.spawn_box(box_id)
         self._wait_box(self.box(box_id))
 
+    def stop_control(self, how: str = "kill") -> None:
+        """SIGKILL (how="kill": a crash) or SIGTERM the control plane; `check()` does not report it until
+        `start_control`. Players' manifest and steering requests fail meanwhile; the boxes keep serving."""
+        assert self._control is not None
+        with self._lock:
+            self._control_stopped = True
+            self._control.stop(how)
+
+    def start_control(self) -> None:
+        """Start the stopped control plane again (same config, state and port); returns once it answers."""
+        assert self._control is not None
+        with self._lock:
+            self._control.start()
+            self._control_stopped = False
+        self._control.wait_until(lambda: http_get(self.control_url + "/healthz")[0] == 200,
+                                 self.config.start_timeout)
+
     def box_serving(self, url: str) -> str | None:
         """The id of the box whose data port `url` points at, or None (the origin, the control plane...)."""
         parts = urllib.parse.urlsplit(url)
@@ -400,7 +434,7 @@ class Lab:
     def check(self) -> list[str]:
         """Problems since the last check: LabError if the origin or control plane died; one line per box
         that exited without being asked to."""
-        for child in (self._origin, self._control):
+        for child in (self._origin, None if self._control_stopped else self._control):
             if child is not None and not child.running:
                 raise child.failure("exited")
         lines = []

@@ -14,6 +14,9 @@ Rules kept here:
   and pulls invalidations from the control plane with the box credential.
 - Health polls every 500 ms (down after 2 misses, up after 2 good polls) and a 2 s steering TTL make
   failover visible within a few seconds.
+- Every box takes firmware signed with the lab's key (`keys/firmware.pem`, public half beside it), and the
+  control plane checks that signature when a roll-out is submitted, so a bundle the boxes would refuse
+  never reaches one.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ ISSUER = "oca-control"
 KID = "lab-1"
 FIRST_BOX_HOST = 11  # 127.0.0.11, 127.0.0.12, ...
 HEALTH_INTERVAL = 0.5
+# A release's own health gate on a box (start its workers, 3 good /healthz): a worker starts in about a
+# second alone, several on a 2-core machine shared with four other boxes and the players
+FIRMWARE_HEALTH_TIMEOUT = "20s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +126,16 @@ class LabPaths:
     @property
     def peer_token(self) -> str:
         return self.path("keys", "peer.token")
+
+    @property
+    def firmware_key(self) -> str:
+        """The private key lab bundles are signed with (`oca firmware build --signing-key`)."""
+        return self.path("keys", "firmware.pem")
+
+    @property
+    def firmware_public(self) -> str:
+        """Its public half: the boxes' firmware.trusted_keys_file and the control plane's rollout one."""
+        return self.path("keys", "firmware.pub.pem")
 
     @property
     def control(self) -> str:
@@ -229,6 +245,7 @@ def box_config(box: BoxPlan, boxes: list[BoxPlan], paths: LabPaths, *, origin_ur
                   "connect_timeout": "1s", "first_byte_timeout": "3s", "between_bytes_timeout": "5s"},
         "tokens": {"required": True, "jwks_file": paths.jwks, "issuers": [ISSUER]},
         "control": {"url": control_url, "credential_file": paths.box_token, "poll_interval": "2s"},
+        "firmware": {"trusted_keys_file": paths.firmware_public, "health_timeout": FIRMWARE_HEALTH_TIMEOUT},
     }
 
 
@@ -253,6 +270,7 @@ def control_config(boxes: list[BoxPlan], paths: LabPaths, *, port: int, origin_u
         "auth": {"operator_token_file": paths.operator_token, "box_token_file": paths.box_token},
         "invalidation": {"retry_interval": "500ms", "push_timeout": "1s"},
         "popularity": {"snapshot_interval": "5s"},
+        "rollout": {"trusted_keys_file": paths.firmware_public},
         "log": {"level": "info"},
         "lab": {"page_dir": page_dir(), "api_url": api_url, "node_modules": node_modules},
     }

@@ -18,14 +18,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from packaging.version import Version
 
 from oca import __version__
-from oca.firmware.build import build_wheel, pack_bundle, sign
+from oca.firmware.build import pack_bundle, sign
 from oca.firmware.bundle import write_bundle
 from oca.firmware.keys import write_keypair
 from oca.firmware.verify import Manifest
 from tests.conftest import Box
 
 RUNNING = Version(__version__)
-NEXT = f"{RUNNING.major}.{RUNNING.minor}.{RUNNING.micro + 1}"
+NEXT = f"{RUNNING.major}.{RUNNING.minor}.{RUNNING.micro + 1}"  # the version of tests/conftest.py's next_wheel
 OBJECTS = {"titles/1/master.m3u8": b"#EXTM3U\n", "titles/1/720p/seg_00001.m4s": os.urandom(200_000)}
 SEGMENT = "/titles/1/720p/seg_00001.m4s"
 
@@ -99,13 +99,6 @@ def keys(tmp_path_factory: Any) -> dict[str, Any]:
 
     return {"signer": load_signing_key(str(root / "signer.pem")), "signer_path": str(root / "signer.pem"),
             "trusted_file": public, "stranger": Ed25519PrivateKey.generate()}
-
-
-@pytest.fixture(scope="session")
-def next_wheel(tmp_path_factory: Any) -> str:
-    """A wheel of this checkout reporting NEXT, built by pip once per session (a few seconds)."""
-    return build_wheel(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), NEXT,
-                       str(tmp_path_factory.mktemp("wheel")))
 
 
 @pytest.fixture(scope="session")

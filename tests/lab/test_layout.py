@@ -66,6 +66,9 @@ def test_the_configs_the_lab_writes_load(tmp_path: Any) -> None:
     assert box.tokens.required and box.tokens.jwks_file == paths.jwks
     assert box.server.listen == ("127.0.0.11", 8080) and box.admin.token_file == paths.box_token
     assert [s.name for s in box.fetch.sources] == ["a2", "origin"]
+    # every box takes firmware signed with the lab's key; the control plane checks that key at submit
+    assert box.firmware.trusted_keys_file == paths.firmware_public == config.rollout.trusted_keys_file
+    assert paths.firmware_key == os.path.join(str(tmp_path), "keys", "firmware.pem")
 
 
 def test_placement_puts_each_title_on_the_first_rendezvous_box_of_every_site() -> None:
