@@ -15,6 +15,7 @@ Rules kept here:
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -206,6 +207,12 @@ class Window:
 
     def __str__(self) -> str:
         return f"{_clock(self.start)}-{_clock(self.end)}"
+
+
+def local_second_of_day(now: float) -> float:
+    """Seconds after local midnight at epoch time `now` (what a Window is read against)."""
+    t = time.localtime(now)
+    return t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec + (now % 1)
 
 
 def _seconds(text: str) -> int | None:

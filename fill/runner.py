@@ -30,7 +30,19 @@ from typing import Any
 
 from control.client import ControlClient, ControlError
 from control.fill_plan import BoxPlan
-from fill.plan import Coverage, Diff, Fetch, Held, SetPin, Window, coverage, diff, failure_reasons, prefetch_items
+from fill.plan import (
+    Coverage,
+    Diff,
+    Fetch,
+    Held,
+    SetPin,
+    Window,
+    coverage,
+    diff,
+    failure_reasons,
+    local_second_of_day,
+    prefetch_items,
+)
 from oca.admin.client import AdminClient, AdminError
 from oca.errors import OcaError
 
@@ -143,11 +155,6 @@ class Report:
 
 
 Clock = Callable[[], float]
-
-
-def local_second_of_day(now: float) -> float:
-    t = time.localtime(now)
-    return t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec + (now % 1)
 
 
 @dataclass

@@ -4,17 +4,22 @@ Rules kept here:
 - A bearer token is compared in constant time, against every accepted token, so the timing says nothing
   about which one (if any) matched. No token configured means the route is open.
 - A request body must be one JSON object; anything else is a BadRequest (400) saying so.
+- An uploaded file (a firmware bundle) is streamed to disk, never held in memory, and refused as soon as it
+  is known to be too big: from its Content-Length before a byte is read, else once it crosses the limit.
 - Light imports only (aiohttp, oca.errors): the control plane imports this without the box's server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Any
 
 from aiohttp import web
 
-from oca.errors import BadRequest
+from oca.errors import BadRequest, OcaError
+
+_CHUNK = 1 << 20
 
 
 def bearer_ok(request: web.Request, *tokens: str | None) -> bool:
@@ -45,3 +50,17 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return body
+
+
+async def body_to_file(request: web.Request, path: str, *, limit: int, too_big: OcaError) -> int:
+    """Write the request body to `path` (created or truncated); its size. Raises `too_big` past `limit`."""
+    if request.content_length is not None and request.content_length > limit:
+        raise too_big
+    size = 0
+    with open(path, "wb") as out:
+        async for chunk in request.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            await asyncio.to_thread(out.write, chunk)
+    return size

@@ -21,17 +21,12 @@ from aiohttp import web
 
 from control.play import PLANE
 from control.rollout.job import Rollout
-from control.rollout.runner import local_second_of_day
 from control.rollout.service import Rollouts, Spec
 from control.rollout.view import rollout_view
-from oca.errors import BadRequest, OcaError
-from oca.httpapi import operator_of
-
-_CHUNK = 1 << 20
-
-
-class TooLarge(OcaError):
-    status = 413
+from fill.plan import local_second_of_day
+from oca.errors import BadRequest
+from oca.firmware.errors import BundleTooLarge
+from oca.httpapi import body_to_file, operator_of
 
 
 def routes() -> list[web.RouteDef]:
@@ -69,20 +64,12 @@ async def submit(request: web.Request) -> web.Response:
     rollouts = _rollouts(request)
     spec = spec_of(request)
     limit = request.app[PLANE].config.rollout.max_bundle_size
-    too_big = f"bundle is larger than rollout.max_bundle_size ({limit} bytes)"
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLarge(too_big)
+    too_big = BundleTooLarge(f"bundle is larger than rollout.max_bundle_size ({limit} bytes)")
     incoming = os.path.join(rollouts.bundles_dir, ".incoming")
     os.makedirs(incoming, exist_ok=True)
     path = os.path.join(incoming, f"{uuid.uuid4().hex}.tar")
     try:
-        size = 0
-        with open(path, "wb") as out:
-            async for chunk in request.content.iter_chunked(_CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise TooLarge(too_big)
-                out.write(chunk)
+        size = await body_to_file(request, path, limit=limit, too_big=too_big)
         if size == 0:
             raise BadRequest("the body must be the bundle (oca firmware build), got nothing")
         rollout = await rollouts.submit(path, spec, operator_of(request))

@@ -52,16 +52,12 @@ from control.rollout.plan import (
     advance,
     check_gate,
 )
+from fill.plan import local_second_of_day
 
 log = logging.getLogger("oca.control.rollout")
 
 MAX_WAIT = 60.0  # outside the window: look again at least this often (an abort, a clock change)
 GATE_SAMPLE = 100  # requests: the smallest sample an error rate is taken over
-
-
-def local_second_of_day(now: float) -> float:
-    t = time.localtime(now)
-    return t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec + (now % 1)
 
 
 @dataclass

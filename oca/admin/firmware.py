@@ -14,7 +14,6 @@ Rules kept here:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,26 +23,18 @@ from oca.admin.common import master_of
 from oca.errors import BadRequest
 from oca.firmware.box import BoxFirmware
 from oca.firmware.errors import BundleTooLarge
-from oca.httpapi import json_body
-
-_CHUNK = 1 << 20
+from oca.httpapi import body_to_file, json_body
 
 
 async def _upload(request: web.Request, firmware: BoxFirmware,
                   then: Callable[[str], Awaitable[dict[str, Any]]]) -> web.Response:
     """Write the request body (a bundle) to the upload's file, 413 as soon as it is too big, then `then` it."""
     limit = firmware.config.max_bundle_size
-    too_big = f"bundle is larger than firmware.max_bundle_size ({limit} bytes)"
+    too_big = BundleTooLarge(f"bundle is larger than firmware.max_bundle_size ({limit} bytes)")
     if request.content_length is not None and request.content_length > limit:
-        raise BundleTooLarge(too_big)
+        raise too_big  # before receiving() takes the box's one firmware step
     with firmware.receiving() as path:
-        size = 0
-        with open(path, "wb") as out:
-            async for chunk in request.content.iter_chunked(_CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise BundleTooLarge(too_big)
-                await asyncio.to_thread(out.write, chunk)
+        await body_to_file(request, path, limit=limit, too_big=too_big)
         answer = await then(path)
     return web.json_response(answer)
 
