@@ -46,6 +46,7 @@ from control.rollout.plan import (
     Abort,
     BoxLost,
     Event,
+    Progress,
     Step,
     StepDone,
     StepFailed,
@@ -58,6 +59,8 @@ log = logging.getLogger("oca.control.rollout")
 
 MAX_WAIT = 60.0  # outside the window: look again at least this often (an abort, a clock change)
 GATE_SAMPLE = 100  # requests: the smallest sample an error rate is taken over
+BUSY = ("installing", "switching")  # a box's firmware states while a step runs on it
+SETTLE_POLL = 0.2  # seconds between looks at a busy box
 
 
 @dataclass
@@ -101,7 +104,7 @@ class RolloutRunner:
             if event is not None:
                 await self._report(decision.step, event)
 
-    async def _persist(self, progress: Any) -> None:
+    async def _persist(self, progress: Progress) -> None:
         self.rollout = replace(self.rollout, progress=progress, updated=self.clock())
         await self.save(self.rollout)
 
@@ -157,16 +160,26 @@ class RolloutRunner:
             return StepFailed(index, str(exc)) if rollback else BoxLost(index, str(exc))
         return StepDone(index)
 
+    async def _settled(self, box: Box) -> dict[str, Any]:
+        """The box's firmware status once no firmware step is under way on it: after a restart of the control
+        plane, the upload or switch it had started may still be running there (a new one would be refused)."""
+        deadline = self.clock() + self.client.timeout
+        while True:
+            status = await self.client.status(box)
+            if (status.get("firmware") or {}).get("state") not in BUSY or self.clock() >= deadline:
+                return status
+            await asyncio.sleep(SETTLE_POLL)
+
     async def _upload(self, box: Box) -> None:
         version = self.rollout.plan.version
-        status = await self.client.status(box)
+        status = await self._settled(box)
         if version in (status.get("version"), status.get("staged")):
             return  # a repeat after a restart: the box runs or holds this version already
         await self.client.stage(box, self.rollout.bundle_path)
 
     async def _upgrade(self, box: Box) -> None:
         version = self.rollout.plan.version
-        status = await self.client.status(box)
+        status = await self._settled(box)
         if status.get("version") == version:
             return
         try:
@@ -192,8 +205,8 @@ class RolloutRunner:
                           restarts=restarts, thresholds=self.rollout.thresholds)
 
     async def _revert(self, box: Box, version: str) -> None:
+        status = await self._settled(box)
         if version == "previous":
-            status = await self.client.status(box)
             previous = status.get("previous_version")
             if not isinstance(previous, str):
                 raise BoxRefused(409, f"{box.id} keeps no previous release to revert to")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +135,7 @@ class FakeBox:
     requests: int | None = None  # release_stats.requests; None = 100 when there are errors, else 0
     refuse: dict[str, tuple[int, str]] = field(default_factory=dict)  # route -> (status, message), once each
     forget_staged: bool = False  # the next activate finds nothing staged (the box restarted)
+    busy_until: float = 0.0  # time.monotonic() until which a firmware step is under way (409 to another)
     firmware_calls: list[str] = field(default_factory=list)  # "stage 2.0", "activate 2.0", "revert 9.9", ...
 
     def app(self) -> web.Application:
@@ -150,9 +152,11 @@ class FakeBox:
         return {"version": self.version, "previous_version": self.previous, "staged": self.staged,
                 "release_stats": {"version": self.version, "since": 0.0, "requests": requests, "errors": self.errors,
                                   "restarts": self.restarts},
-                "firmware": {"state": "idle", "reason": None}}
+                "firmware": {"state": "switching" if time.monotonic() < self.busy_until else "idle", "reason": None}}
 
     def _refused(self, route: str) -> web.Response | None:
+        if time.monotonic() < self.busy_until:
+            return web.json_response({"error": "a firmware step is already under way (switching)"}, status=409)
         if route in self.refuse:
             status, message = self.refuse.pop(route)
             return web.json_response({"error": message}, status=status)

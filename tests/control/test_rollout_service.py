@@ -213,6 +213,13 @@ async def test_a_box_that_forgot_its_staged_release_is_sent_it_again(fleet: Flee
     assert fleet.fakes[box].firmware_calls == [f"stage {V}", f"activate {V}", f"stage {V}", f"activate {V}"]
 
 
+async def test_a_box_still_busy_with_an_earlier_step_is_waited_for(fleet: Fleet) -> None:
+    canary = fleet.order()[0]
+    fleet.fakes[canary].busy_until = time.monotonic() + 0.6  # e.g. a switch a killed control plane started
+    final = await fleet.finish((await fleet.submit())["id"])
+    assert final["state"] == "done" and fleet.fakes[canary].firmware_calls == [f"stage {V}", f"activate {V}"]
+
+
 async def test_an_unreachable_box_is_lost_and_the_roll_out_halts_past_max_unavailable(fleet: Fleet) -> None:
     canary, second, *_ = fleet.order()
     await fleet.servers[second].close()
