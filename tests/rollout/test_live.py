@@ -24,13 +24,13 @@ from typing import Any
 
 import pytest
 
+from loadtest.devices.players import Tally
+from loadtest.lab_load import FleetWatch, players_for
 from oca import __version__
 from oca.firmware.keys import write_keypair
 from oca.lab import Lab
 from tests.firmware.conftest import NEXT, doctor_wheel, sick_healthz
-from tests.rollout.players import Tally
 from tests.rollout.support import (
-    FleetWatch,
     box_status,
     build_bundle,
     canary_version,
@@ -38,7 +38,6 @@ from tests.rollout.support import (
     drain_audit,
     json_documents,
     oca_cli,
-    players_for,
     rollout_audit,
     steps_done,
     wait_audit,

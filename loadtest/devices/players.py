@@ -2,11 +2,12 @@
 
 Each device is a thread looping over `loadtest.devices.session.Session` (master playlist from the control
 plane with the lab's client header, content steering, ABR, segments paced at real time, another pathway on
-an error), with a getter that records every request's status in one shared `Tally`.
+an error), with a getter that records every request's status in one shared `Tally`. The live roll-out
+tests (tests/rollout) and `loadtest.bench_rollout` drive them; `loadtest.lab_load` aims them at a lab.
 
 Rules kept here:
 - A failure is an answer with status >= 500, or no answer at all (status 0: refused, reset, timed out, cut
-  short). 4xx answers are counted by status, not as failures (the test decides what it allows).
+  short). 4xx answers are counted by status, not as failures (the caller decides what it allows).
 - Half the devices keep one connection per host alive, like a browser; the other half open a connection per
   request, which a server switching workers cannot catch idle.
 - The one retry every HTTP client makes (RFC 9112 §9.3.1, urllib3 and browsers alike): a request on a
@@ -15,6 +16,8 @@ Rules kept here:
   keep-alive connection already closed by the server (readable while idle) is not reused (`reconnected`).
 - Requests are told apart by target (`classify`: a box id, or "control" for the control plane), so a test
   that stops the control plane on purpose can hold the boxes to zero failures on their own.
+- The generator measures itself: how late each device wakes from a sleep (`lags`). On a small machine a
+  saturated load generator times out on its own, and a late wake-up tells that apart from a slow server.
 """
 
 from __future__ import annotations
@@ -51,11 +54,17 @@ class Tally:
     sessions: int = 0
     segments: int = 0
     playback_errors: Counter[str] = field(default_factory=Counter)
+    seconds: dict[str, list[float]] = field(default_factory=dict)  # target -> each request's wall time
+    lags: list[float] = field(default_factory=list)  # seconds each wake-up came after the one asked for
+    play_time: float = 0.0  # over finished and stopped sessions
+    stall_time: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, target: str, url: str, status: int, error: str = "") -> None:
+    def add(self, target: str, url: str, status: int, error: str = "", seconds: float | None = None) -> None:
         with self._lock:
             self.requests[target] += 1
+            if seconds is not None:
+                self.seconds.setdefault(target, []).append(seconds)
             self.statuses[target, status] += 1
             if status == 0 or status >= 500:
                 path = urllib.parse.urlsplit(url).path
@@ -108,16 +117,18 @@ class Getter:
                 status, body = self._exchange(conn, target, headers)
         except (OSError, http.client.HTTPException) as exc:
             self._drop(where, conn)
-            self.tally.add(self.classify(url), url, 0, f"{name}: {exc!r}")
-            return HttpResult(0, b"", time.perf_counter() - started)
+            took = time.perf_counter() - started
+            self.tally.add(self.classify(url), url, 0, f"{name}: {exc!r}", took)
+            return HttpResult(0, b"", took)
         finally:
             if not self.keepalive:
                 conn.close()
-        self.tally.add(self.classify(url), url, status)
+        took = time.perf_counter() - started
+        self.tally.add(self.classify(url), url, status, seconds=took)
         if name.startswith("segment") and status in (200, 206):
             with self.tally._lock:
                 self.tally.segments += 1
-        return HttpResult(status, body, time.perf_counter() - started)
+        return HttpResult(status, body, took)
 
     @staticmethod
     def _exchange(conn: http.client.HTTPConnection, target: str, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -179,8 +190,12 @@ class Players:
             thread.join(_TIMEOUT + 5)
 
     def _sleep(self, seconds: float) -> None:
-        if self._stop.wait(max(seconds, 0.0)):
+        wanted, started = max(seconds, 0.0), time.monotonic()
+        if self._stop.wait(wanted):
             raise _Stopped
+        late = time.monotonic() - started - wanted
+        with self.tally._lock:
+            self.tally.lags.append(late)
 
     def _device(self, index: int) -> None:
         getter = Getter(self.tally, self.classify, keepalive=index % 2 == 0)
@@ -204,6 +219,10 @@ class Players:
                         kind = str(exc) if isinstance(exc, PlaybackError) else f"{type(exc).__name__}: {exc}"
                         self.tally.playback_errors[kind] += 1
                     self._sleep(0.5)
+                finally:
+                    with self.tally._lock:
+                        self.tally.play_time += session.stats.play_time
+                        self.tally.stall_time += session.stats.stall_time
         except _Stopped:
             pass
         finally:
