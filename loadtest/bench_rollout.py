@@ -39,7 +39,7 @@ from packaging.version import Version
 
 from loadtest.devices.players import Tally
 from loadtest.harness import Figure, Run, cpu_name, harness_run, render_figures, write_json
-from loadtest.lab_load import FleetWatch, players_for
+from loadtest.lab_load import FleetWatch, json_documents, players_for
 from oca import __version__
 from oca.config.units import parse_duration
 from oca.errors import OcaError
@@ -72,19 +72,6 @@ class Rollout:
     exit_code: int
 
 
-def documents(text: str) -> list[Any]:
-    """The JSON documents printed one after another (`--watch --json` prints one per change)."""
-    decoder, at = json.JSONDecoder(), 0
-    out: list[Any] = []
-    while True:
-        while at < len(text) and text[at].isspace():
-            at += 1
-        if at >= len(text):
-            return out
-        document, at = decoder.raw_decode(text, at)
-        out.append(document)
-
-
 def roll(lab: Lab, bundle: str, args: argparse.Namespace) -> Rollout:
     command = [OCA, "firmware", "roll", bundle, "--waves", args.waves, "--max-unavailable", args.max_unavailable,
                "--bake", f"{args.bake:g}s", "--watch", "--json", "--control", lab.control_url,
@@ -98,7 +85,7 @@ def roll(lab: Lab, bundle: str, args: argparse.Namespace) -> Rollout:
         return Rollout("error", f"not over within {timeout:.0f}s", time.monotonic() - started, [], {}, -1)
     took = time.monotonic() - started
     try:
-        views = documents(done.stdout)
+        views = json_documents(done.stdout)
     except ValueError:
         views = []
     if not views:

@@ -1,6 +1,7 @@
-"""Load aimed at a running lab during a roll-out: counting players of every lab title, and a watch of the
-fleet (which boxes were drained, how many at once). The live roll-out tests (tests/rollout) and
-`loadtest.bench_rollout` share them, so both measure the same thing the same way.
+"""Load aimed at a running lab during a roll-out: counting players of every lab title, a watch of the
+fleet (which boxes were drained, how many at once), and reading `oca firmware roll --watch --json`. The
+live roll-out tests (tests/rollout) and `loadtest.bench_rollout` share them, so both measure the same thing
+the same way.
 
 Rules kept here:
 - Requests are told apart by box id or "control" (anything that is not a box's data port), so a caller can
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from loadtest.devices.players import Players
 from oca.lab import Lab
@@ -68,3 +70,16 @@ def players_for(lab: Lab, devices: int = 8, stagger: float = 0.75) -> Players:
     requests told apart by box or "control"."""
     return Players([lab.master_url(t) for t in lab.titles], lab.client_header, list(lab.site_clients.values()),
                    lambda url: lab.box_serving(url) or "control", devices=devices, stagger=stagger)
+
+
+def json_documents(text: str) -> list[Any]:
+    """The JSON documents printed one after another (`--watch --json` prints one per change)."""
+    decoder, at = json.JSONDecoder(), 0
+    out: list[Any] = []
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at >= len(text):
+            return out
+        document, at = decoder.raw_decode(text, at)
+        out.append(document)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.bench_rollout import NEXT, Rollout, documents, passed
+from loadtest.bench_rollout import NEXT, Rollout, passed
 from loadtest.devices.players import Tally
+from loadtest.lab_load import json_documents
 
 FIVE_AT_NEXT = {box: NEXT for box in ("a1", "a2", "a3", "b1", "b2")}
 
@@ -30,7 +31,7 @@ def test_the_verdict_holds_the_boxes_to_zero_failures_and_the_new_version() -> N
 
 def test_watch_output_is_read_as_one_document_per_change() -> None:
     text = json.dumps({"state": "running"}, indent=2) + "\n" + json.dumps({"state": "done"}, indent=2) + "\n"
-    assert [d["state"] for d in documents(text)] == ["running", "done"]
+    assert [d["state"] for d in json_documents(text)] == ["running", "done"]
 
 
 @pytest.mark.slow

@@ -47,19 +47,6 @@ def oca_cli(lab: Lab, *args: str, timeout: float = 180) -> subprocess.CompletedP
                           capture_output=True, text=True, timeout=timeout)
 
 
-def json_documents(text: str) -> list[Any]:
-    """The JSON documents printed one after another (`--watch --json` prints one per change)."""
-    decoder, at = json.JSONDecoder(), 0
-    out: list[Any] = []
-    while True:
-        while at < len(text) and text[at].isspace():
-            at += 1
-        if at >= len(text):
-            return out
-        document, at = decoder.raw_decode(text, at)
-        out.append(document)
-
-
 def control(lab: Lab, path: str) -> Any:
     status, body = http_get(lab.control_url + path, lab.operator_token, timeout=5)
     assert status == 200, (path, status, body[:300])

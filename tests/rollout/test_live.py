@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from loadtest.devices.players import Tally
-from loadtest.lab_load import FleetWatch, players_for
+from loadtest.lab_load import FleetWatch, json_documents, players_for
 from oca import __version__
 from oca.firmware.keys import write_keypair
 from oca.lab import Lab
@@ -36,7 +36,6 @@ from tests.rollout.support import (
     canary_version,
     control,
     drain_audit,
-    json_documents,
     oca_cli,
     rollout_audit,
     steps_done,
