@@ -9,7 +9,8 @@ Rules kept here:
   (they trust only their own keys).
 - The plan is made from the fleet config and frozen: the versions boxes report now are what a rollback
   returns them to; boxes an operator has drained stay drained.
-- Bundles are kept under `rollout.bundles_dir` as `<sha256>.tar`.
+- Bundles are kept under `rollout.bundles_dir` as `<sha256>.tar`: those of the KEEP_BUNDLES newest roll-outs
+  (a finished one may be looked at again; older ones only take disk), pruned after each submit and each end.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from oca.firmware.verify import Manifest, check_payload, check_signature, parse_
 
 log = logging.getLogger("oca.control.rollout")
 T = TypeVar("T")
+KEEP_BUNDLES = 5
 Blocking = Callable[..., Awaitable[Any]]
 
 
@@ -121,6 +123,19 @@ class Rollouts:
             raise
         except Exception:  # a bug or a store failure: the roll-out stays where it was, resumable at restart
             log.exception("roll-out %s stopped unexpectedly; it resumes at the next start", runner.rollout.id)
+            return
+        async with self._lock:  # never beside a submit, whose new bundle is not in the store yet
+            await self._prune_bundles()
+
+    async def _prune_bundles(self) -> None:
+        """Delete bundles no recent roll-out names (with `_lock` held)."""
+        kept = {os.path.realpath(str(raw.get("bundle", {}).get("path")))
+                for raw in await self.blocking(self.store.rollouts, KEEP_BUNDLES)}
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.bundles_dir):
+                if entry.is_file() and entry.name.endswith(".tar") and os.path.realpath(entry.path) not in kept:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
     # -- operator actions ------------------------------------------------------------------------------
 
@@ -160,6 +175,7 @@ class Rollouts:
                 time=now, operator=operator, action="rollout", subject=rollout.id,
                 detail={"rollout": rollout.id, "version": manifest.version, "sha256": sha256, **rollout.spec,
                         "boxes": len(plan.boxes()), "waves_sizes": [sum(map(len, w)) for w in plan.waves]}))
+            await self._prune_bundles()
             log.info("roll-out %s of %s submitted by %s: %d boxes in %d waves, %d at a time, bake %gs",
                      rollout.id, manifest.version, operator, len(plan.boxes()), len(plan.waves),
                      plan.max_unavailable, plan.bake)

@@ -380,3 +380,20 @@ async def test_in_the_fill_window_only_a_closed_window_touches_no_box(fleet: Fle
     assert (await fleet.finish(view["id"], timeout=5))["state"] == "aborted"
     refused = await fleet.submit(status=400, in_fill_window="1")
     assert "no fill.window" in refused["error"]
+
+
+async def test_bundles_of_the_five_newest_roll_outs_are_kept(fleet: Fleet) -> None:
+    import os
+
+    from control.rollout.service import KEEP_BUNDLES
+
+    ids = []
+    for n in range(KEEP_BUNDLES + 2):
+        view = await fleet.submit(bundle(f"{11 + n}.0"))
+        assert (await fleet.finish(view["id"]))["state"] == "done"
+        ids.append(view["id"])
+    assert fleet.plane is not None
+    bundles = fleet.plane.rollouts.bundles_dir
+    kept = sorted(e for e in os.listdir(bundles) if e.endswith(".tar"))
+    newest = [await fleet.plane.rollouts.get(i) for i in ids[-KEEP_BUNDLES:]]
+    assert kept == sorted(os.path.basename(r.bundle_path) for r in newest)
