@@ -34,7 +34,7 @@ from typing import Any
 from control.manifests import DashTemplate, HlsTemplate, PathwayBase, parse_steering_query, steering_manifest
 from control.model import Box, BoxHealth, CatalogFile, CoverageArea, Fleet, Inventory, Rendition, Site, Title
 from control.steering import SteeringIndex, steer
-from loadtest.harness import cpu_name, render_figures
+from loadtest.harness import Figure, cpu_name, render_figures
 
 DESCRIPTION = "control-plane steering and manifest rendering, in process on one core; prints a Markdown table."
 COUNTRIES = ("NL", "DE", "FR", "GB", "BE", "PL", "ES", "IT", "SE", "AT")
@@ -208,20 +208,6 @@ def _oca_minter(tokens: Any) -> tuple[str, Callable[[str], str]]:
 # --- measurements ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Row:
-    case: str
-    figure: str
-    goal: str
-    verdict: str
-    value: float | None
-    unit: str
-
-    def as_json(self) -> dict[str, Any]:
-        return {"case": self.case, "figure": self.figure, "goal": self.goal, "verdict": self.verdict,
-                "value": self.value, "unit": self.unit}
-
-
 def _rate(fn: Callable[[int], object], seconds: float) -> float:
     """Calls of fn(i) completed per second within about `seconds` of wall clock."""
     done, started = 0, time.perf_counter()
@@ -235,13 +221,13 @@ def _rate(fn: Callable[[int], object], seconds: float) -> float:
             return done / (now - started)
 
 
-def measure(world: World, *, seconds: float, samples: int, progress: Callable[[str], None]) -> list[Row]:
-    rows: list[Row] = []
+def measure(world: World, *, seconds: float, samples: int, progress: Callable[[str], None]) -> list[Figure]:
+    rows: list[Figure] = []
     started = time.perf_counter()
     index = SteeringIndex.build(world.fleet)
     build_s = time.perf_counter() - started
     prefixes = len(index.announced) + len(index.coverage)
-    rows.append(Row("index build", f"{build_s:.2f} s ({prefixes:,} prefixes, {len(world.fleet.boxes):,} boxes)",
+    rows.append(Figure("index build", f"{build_s:.2f} s ({prefixes:,} prefixes, {len(world.fleet.boxes):,} boxes)",
                     "-", "-", build_s, "s"))
     progress(f"index built in {build_s:.2f}s")
     hls = {t.id: HlsTemplate.build(t) for t in world.titles}
@@ -267,7 +253,7 @@ def measure(world: World, *, seconds: float, samples: int, progress: Callable[[s
     latencies.sort()
     p50, p99 = latencies[len(latencies) // 2] / 1e6, latencies[int(len(latencies) * 0.99)] / 1e6
     worst = latencies[-1] / 1e6
-    rows.append(Row("steering decision", f"p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {worst:.3f} ms "
+    rows.append(Figure("steering decision", f"p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {worst:.3f} ms "
                     f"({samples:,} clients, {refused:,} got 451)", f"p99 ≤ {P99_GOAL_MS:g} ms",
                     _verdict(p99 <= P99_GOAL_MS), p99, "ms"))
     progress("decisions timed")
@@ -285,17 +271,17 @@ def measure(world: World, *, seconds: float, samples: int, progress: Callable[[s
     fixed = [PathwayBase.of(p, FAKE_TOKEN) for p in decide(0).pathways]
     render_rate = _rate(lambda i: hls[titles[i % n_titles].id].render(fixed, "http://control.oca.test/v1/steer/s"),
                         seconds)
-    rows.append(Row("HLS master playlist, render only", f"{render_rate:,.0f} /s", "-", "-", render_rate, "1/s"))
+    rows.append(Figure("HLS master playlist, render only", f"{render_rate:,.0f} /s", "-", "-", render_rate, "1/s"))
     master_rate = _rate(playlist, seconds)
-    rows.append(Row("HLS master playlist, decision + render (precomputed token)", f"{master_rate:,.0f} /s per core",
+    rows.append(Figure("HLS master playlist, decision + render (precomputed token)", f"{master_rate:,.0f} /s per core",
                     f"≥ {PLAYLISTS_GOAL:,.0f} /s", _verdict(master_rate >= PLAYLISTS_GOAL), master_rate, "1/s"))
     minter = token_minter()
     if isinstance(minter, str):
-        rows.append(Row("HLS master playlist, decision + per-session token", "n/a", "-", minter, None, "1/s"))
+        rows.append(Figure("HLS master playlist, decision + per-session token", "n/a", "-", minter, None, "1/s"))
     else:
         label, mint = minter
         minted_rate = _rate(lambda i: playlist(i, mint), seconds)
-        rows.append(Row(f"HLS master playlist, decision + per-session token ({label})",
+        rows.append(Figure(f"HLS master playlist, decision + per-session token ({label})",
                         f"{minted_rate:,.0f} /s per core", f"≥ {PLAYLISTS_GOAL:,.0f} /s",
                         _verdict(minted_rate >= PLAYLISTS_GOAL), minted_rate, "1/s"))
     progress("playlists measured")
@@ -307,7 +293,7 @@ def measure(world: World, *, seconds: float, samples: int, progress: Callable[[s
         return dash[title.id].render(bases, f"http://control.oca.test/v1/steer/s{i}")
 
     mpd_rate = _rate(mpd, seconds)
-    rows.append(Row("DASH MPD, decision + render (precomputed token)", f"{mpd_rate:,.0f} /s per core", "-", "-",
+    rows.append(Figure("DASH MPD, decision + render (precomputed token)", f"{mpd_rate:,.0f} /s per core", "-", "-",
                     mpd_rate, "1/s"))
     query = {"_HLS_pathway": '"isp100-b1"', "_HLS_throughput": "5140000"}
 
@@ -317,7 +303,7 @@ def measure(world: World, *, seconds: float, samples: int, progress: Callable[[s
         return steering_manifest(decision.pathway_ids, ttl=10, reload_uri=f"http://control.oca.test/v1/steer/s{i}")
 
     json_rate = _rate(steering_json, seconds)
-    rows.append(Row("steering manifest JSON, query + decision + render", f"{json_rate:,.0f} /s per core", "-", "-",
+    rows.append(Figure("steering manifest JSON, query + decision + render", f"{json_rate:,.0f} /s per core", "-", "-",
                     json_rate, "1/s"))
     progress("MPD and steering manifests measured")
     return rows

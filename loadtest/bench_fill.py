@@ -36,26 +36,13 @@ from typing import Any
 import xxhash
 import yaml
 
-from loadtest.harness import Run, cpu_name, harness_run, render_figures, write_json
+from loadtest.harness import Figure, Run, cpu_name, harness_run, render_figures, write_json
 
 DESCRIPTION = "a capped `oca fill run` on loopback: bytes moved against the cap; prints a Markdown table."
 OCA = os.path.join(os.path.dirname(sys.executable), "oca")
 TOKEN = "bench-fill-token"
 SEGMENT = 256 * 1024
 GOAL = 0.10
-
-
-@dataclass(frozen=True)
-class Row:
-    case: str
-    figure: str
-    goal: str
-    verdict: str
-    value: float | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {"case": self.case, "figure": self.figure, "goal": self.goal, "verdict": self.verdict,
-                "value": self.value}
 
 
 def free_port() -> int:
@@ -184,7 +171,7 @@ def start(run: Run, records: list[dict[str, Any]], content: str) -> Servers:
 # --- one measured fill --------------------------------------------------------------------------------------
 
 
-def measure(run: Run, servers: Servers, cap: int, duration: float) -> list[Row]:
+def measure(run: Run, servers: Servers, cap: int, duration: float) -> list[Figure]:
     """One fill capped at `cap` bytes/s whose window ends `duration` s from now; then the box is emptied."""
     now = time.time()
     start_s, end_s = time.localtime(now - 60), time.localtime(now + duration)
@@ -223,12 +210,12 @@ def measure(run: Run, servers: Servers, cap: int, duration: float) -> list[Row]:
     error = average / cap - 1
     mbit = cap * 8 / 1e6
     rows = [
-        Row(f"{duration:.0f} s fill capped at {cap / 1e6:.2f} MB/s ({mbit:.1f} Mbit/s): average",
+        Figure(f"{duration:.0f} s fill capped at {cap / 1e6:.2f} MB/s ({mbit:.1f} Mbit/s): average",
             f"{average / 1e6:.3f} MB/s ({100 * error:+.1f}%), {moved / 1e6:.1f} MB in {life:.1f} s",
             f"within ±{100 * GOAL:.0f}% of the cap", "meets" if abs(error) <= GOAL else "misses", average),
-        Row(f"{duration:.0f} s fill capped at {cap / 1e6:.2f} MB/s: steady state (after 2 s)",
+        Figure(f"{duration:.0f} s fill capped at {cap / 1e6:.2f} MB/s: steady state (after 2 s)",
             f"{slope / 1e6:.3f} MB/s ({100 * (slope / cap - 1):+.1f}%)", "-", "-", slope),
-        Row(f"{duration:.0f} s fill capped at {cap / 1e6:.2f} MB/s: the window's end",
+        Figure(f"{duration:.0f} s fill capped at {cap / 1e6:.2f} MB/s: the window's end",
             f"exit {runner.returncode}, job {summary.get('job_state')}", "exit 4, job cancelled",
             "meets" if runner.returncode == 4 and summary.get("job_state") == "cancelled" else "misses"),
     ]
@@ -279,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not os.access(OCA, os.X_OK):
         print(f"bench_fill: {OCA} not found; install oca with `make` (pip install -e .) in this venv", file=sys.stderr)
         return 2
-    rows: list[Row] = []
+    rows: list[Figure] = []
     with harness_run("bench_fill", args.keep) as run:
         content = os.path.join(run.workdir, "origin")
         records = write_titles(content, int(max(args.rate) * (args.seconds + 2) * 1.3))

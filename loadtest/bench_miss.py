@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(render_figures(table))
     if args.json:
-        write_json(args.json, [row.__dict__ for row in table])
+        write_json(args.json, [row.as_json() for row in table])
     return 0
 
 

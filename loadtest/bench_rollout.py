@@ -286,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"failed: {line}", file=sys.stderr)
     os.makedirs(args.out, exist_ok=True)
     write_json(os.path.join(args.out, "bench_rollout.json"), {
-        "machine": machine_line(args), "rows": [asdict(r) for r in table],
+        "machine": machine_line(args), "rows": [r.as_json() for r in table],
         "rollout": {"state": rollout.state, "reason": rollout.reason, "seconds": rollout.seconds,
                     "waves": rollout.waves, "exit_code": rollout.exit_code, "view": rollout.view},
         "players": {"devices": args.devices, "requests": dict(tally.requests),

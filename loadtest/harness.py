@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 INSTALL_HINT = "install it with `make system-deps`"
 
@@ -80,33 +80,27 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through every `finally`, so the servers get stopped
 
 
-class FigureRow(Protocol):
-    """A row of a figures table (bench_control, bench_fill): what was measured against which goal."""
-
-    @property
-    def case(self) -> str: ...
-
-    @property
-    def figure(self) -> str: ...
-
-    @property
-    def goal(self) -> str: ...
-
-    @property
-    def verdict(self) -> str: ...
-
-
 @dataclass(frozen=True)
 class Figure:
-    """A plain figures-table row, for benchmarks that need nothing more."""
+    """A figures-table row; `value` (and its `unit`) is the number behind `figure`, for the JSON report."""
 
     case: str
     figure: str
     goal: str
     verdict: str
+    value: float | None = None
+    unit: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"case": self.case, "figure": self.figure, "goal": self.goal, "verdict": self.verdict}
+        if self.value is not None or self.unit is not None:
+            out["value"] = self.value
+        if self.unit is not None:
+            out["unit"] = self.unit
+        return out
 
 
-def render_figures(rows: Sequence[FigureRow]) -> str:
+def render_figures(rows: Sequence[Figure]) -> str:
     lines = ["| case | figure | goal | verdict |", "|---|---|---|---|"]
     lines += [f"| {r.case} | {r.figure} | {r.goal} | {r.verdict} |" for r in rows]
     return "\n".join(lines)
