@@ -108,6 +108,24 @@ def box_entry(box_id: str, data_port: int, admin_port: int, **extra: Any) -> dic
 
 
 ConfigWriter = Callable[..., str]
+AUTH = {"operator_token_file": "operator.token", "box_token_file": "box.token"}  # as write_tokens() writes them
+
+
+def write_tokens(workdir: Any) -> dict[str, str]:
+    """The operator and box tokens ("operator-secret", "box-secret") in `workdir`; the config's auth section."""
+    with open(os.path.join(workdir, "operator.token"), "w", encoding="utf-8") as fh:
+        fh.write("operator-secret\n")
+    with open(os.path.join(workdir, "box.token"), "w", encoding="utf-8") as fh:
+        fh.write("box-secret\n")
+    return dict(AUTH)
+
+
+async def serve_fake_boxes(aiohttp_server: Any, *names: str) -> tuple[dict[str, FakeBox], dict[str, Any],
+                                                                        list[dict[str, Any]]]:
+    """A FakeBox per name, each served on its own port: (fakes, servers, fleet entries for the config)."""
+    fakes = {name: FakeBox(name) for name in names}
+    servers = {name: await aiohttp_server(fake.app()) for name, fake in fakes.items()}
+    return fakes, servers, [box_entry(name, servers[name].port, servers[name].port) for name in names]
 
 
 @dataclass

@@ -18,7 +18,13 @@ from control.catalog import ingest_source, title_to_json
 from control.config import load_control_config
 from control.plane import ControlPlane
 from oca.tokens import generate_private_key, write_private_key
-from tests.control.fixtures import FakeBox, box_entry, write_control_config, write_package
+from tests.control.fixtures import (
+    FakeBox,
+    serve_fake_boxes,
+    write_control_config,
+    write_package,
+    write_tokens,
+)
 
 DASH = "{urn:mpeg:dash:schema:mpd:2011}"
 OPERATOR = {"Authorization": "Bearer operator-secret"}
@@ -35,16 +41,9 @@ class Lab:
 
 @pytest.fixture
 async def lab(tmp_path: Any, aiohttp_server: Any, aiohttp_client: Any) -> AsyncIterator[Lab]:
-    fakes = {name: FakeBox(name) for name in ("b1", "b2", "b3")}
-    entries = []
-    for name, fake in fakes.items():
-        server = await aiohttp_server(fake.app())
-        entries.append(box_entry(name, server.port, server.port))
-    (tmp_path / "operator.token").write_text("operator-secret\n")
-    (tmp_path / "box.token").write_text("box-secret\n")
+    fakes, _, entries = await serve_fake_boxes(aiohttp_server, "b1", "b2", "b3")
     write_private_key(str(tmp_path / "signing.pem"), generate_private_key("EdDSA"))
-    path = write_control_config(str(tmp_path), entries, auth={"operator_token_file": "operator.token",
-                                                              "box_token_file": "box.token"},
+    path = write_control_config(str(tmp_path), entries, auth=write_tokens(tmp_path),
                                 tokens={"signing_key_file": "signing.pem", "kid": "k1", "issuer": "lab"})
     plane = await ControlPlane.open(load_control_config(path))
     client = await aiohttp_client(build_app(plane))

@@ -20,7 +20,7 @@ from control.plane import ControlPlane
 from control.rollout.plan import order_boxes
 from oca.firmware.keys import public_pem
 from tests.conftest import OCA
-from tests.control.fixtures import FakeBox, box_entry, write_control_config
+from tests.control.fixtures import FakeBox, serve_fake_boxes, write_control_config, write_tokens
 from tests.firmware.conftest import bundle_bytes
 
 OPERATOR = {"Authorization": "Bearer operator-secret", "X-OCA-Operator": "alice@test"}
@@ -94,17 +94,9 @@ class Fleet:
 
 @pytest.fixture
 async def fleet(tmp_path: Any, aiohttp_server: Any, aiohttp_client: Any) -> AsyncIterator[Fleet]:
-    fakes = {name: FakeBox(name) for name in ("b1", "b2", "b3", "b4")}
-    servers = {}
-    entries = []
-    for name, fake in fakes.items():
-        servers[name] = await aiohttp_server(fake.app())
-        entries.append(box_entry(name, servers[name].port, servers[name].port))
-    (tmp_path / "operator.token").write_text("operator-secret\n")
-    (tmp_path / "box.token").write_text("box-secret\n")
+    fakes, servers, entries = await serve_fake_boxes(aiohttp_server, "b1", "b2", "b3", "b4")
     (tmp_path / "trusted.pem").write_bytes(public_pem(KEY.public_key()))
-    path = write_control_config(str(tmp_path), entries, auth={"operator_token_file": "operator.token",
-                                                              "box_token_file": "box.token"},
+    path = write_control_config(str(tmp_path), entries, auth=write_tokens(tmp_path),
                                 rollout={"trusted_keys_file": "trusted.pem", "max_bundle_size": "1MiB",
                                          "request_timeout": "2s"})
     running = Fleet(tmp_path, aiohttp_client, fakes, servers, path)

@@ -12,7 +12,13 @@ from control.api import build_app
 from control.catalog import ingest_source, title_to_json
 from control.config import load_control_config
 from control.plane import ControlPlane
-from tests.control.fixtures import FakeBox, box_entry, write_control_config, write_package
+from tests.control.fixtures import (
+    FakeBox,
+    serve_fake_boxes,
+    write_control_config,
+    write_package,
+    write_tokens,
+)
 
 OPERATOR = {"Authorization": "Bearer operator-secret"}
 BOX = {"Authorization": "Bearer box-secret"}
@@ -44,15 +50,8 @@ class Lab:
 
 @pytest.fixture
 async def lab(tmp_path: Any, aiohttp_server: Any, aiohttp_client: Any) -> AsyncIterator[Lab]:
-    fakes = {name: FakeBox(name) for name in ("b1", "b2")}
-    entries = []
-    for name, fake in fakes.items():
-        server = await aiohttp_server(fake.app())
-        entries.append(box_entry(name, server.port, server.port))
-    (tmp_path / "operator.token").write_text("operator-secret\n")
-    (tmp_path / "box.token").write_text("box-secret\n")
-    path = write_control_config(str(tmp_path), entries, auth={"operator_token_file": "operator.token",
-                                                              "box_token_file": "box.token"})
+    fakes, _, entries = await serve_fake_boxes(aiohttp_server, "b1", "b2")
+    path = write_control_config(str(tmp_path), entries, auth=write_tokens(tmp_path))
     clock = Clock()
     plane = await ControlPlane.open(load_control_config(path), clock=clock)
     client = await aiohttp_client(build_app(plane))
