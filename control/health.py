@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 
 from control.model import Box, BoxHealth, Fleet
+from oca.httpapi import bearer
 
 log = logging.getLogger("oca.control.health")
 
@@ -169,7 +170,7 @@ class HealthPoller:
         self._judge(box.id, state, problem, now)
 
     async def _fetch(self, box: Box) -> BoxStatus:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        headers = bearer(self.token)
         async with self.session.get(f"{box.admin_url}/status", headers=headers) as resp:
             if resp.status != 200:
                 raise ValueError(f"/status answered {resp.status}")

@@ -30,6 +30,7 @@ from control.health import BoxStatus
 from control.model import Box, BoxHealth, Fleet
 from control.store import SCOPES, Invalidation, StateStore
 from oca.errors import BadRequest, NotFound
+from oca.httpapi import bearer
 from oca.keys import is_valid_key
 
 log = logging.getLogger("oca.control.invalidation")
@@ -187,7 +188,7 @@ class Invalidator:
         entries = await self.since(self.applied.get(box.id, 0))
         if not entries:
             return
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        headers = bearer(self.token)
         body = {"invalidations": [e.wire() for e in entries]}
         async with self.session.post(f"{box.admin_url}/invalidations", json=body, headers=headers) as resp:
             if resp.status != 200:

@@ -23,6 +23,7 @@ import aiohttp
 
 from control.health import BoxStatus
 from control.model import Box, Inventory
+from oca.httpapi import bearer
 
 log = logging.getLogger("oca.control.inventory")
 
@@ -86,7 +87,7 @@ class InventoryTracker:
 
     async def _refresh(self, box: Box, state: _BoxTitles, polled: int | None) -> None:
         since = state.sequence if state.sequence is not None else 0
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        headers = bearer(self.token)
         url = f"{box.admin_url}/inventory/titles"
         async with self.session.get(url, params={"since": str(since)}, headers=headers) as resp:
             if resp.status == 404:

@@ -39,6 +39,7 @@ from control.store.sqlite import SQLiteStore
 from control.titles import LiveCatalog
 from oca.errors import ConfigError, NotFound
 from oca.firmware.keys import load_trusted_keys
+from oca.httpapi import bearer
 from oca.secret_files import read_secret
 from oca.tokens import PrivateKey, load_private_key, mint, title_scope
 
@@ -230,7 +231,7 @@ class ControlPlane:
         (current.add if drained else current.discard)(box_id)
         self.poller.set_drained(frozenset(current))
         admin = self.config.fleet.boxes[box_id].admin_url
-        headers = {"Authorization": f"Bearer {self.box_token}"} if self.box_token else {}
+        headers = bearer(self.box_token)
         with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):  # the control plane's drain is enough
             async with asyncio.timeout(self.config.health.timeout):
                 async with self.http.post(f"{admin}/{'drain' if drained else 'undrain'}", headers=headers) as resp:

@@ -22,6 +22,11 @@ from oca.errors import BadRequest, OcaError
 _CHUNK = 1 << 20
 
 
+def bearer(token: str | None) -> dict[str, str]:
+    """The Authorization header that sends `token` (none when there is no token)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def bearer_ok(request: web.Request, *tokens: str | None) -> bool:
     """True if the request's `Authorization: Bearer <token>` is one of `tokens` (the None ones left out),
     or if no token is configured at all."""

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from control.model import Box
+from oca.httpapi import bearer
 
 
 class BoxUnreachable(Exception):
@@ -50,7 +51,7 @@ class BoxFirmwareClient:
         return await self._call(box, "POST", "/firmware/revert", {"version": version}, self.timeout)
 
     async def _call(self, box: Box, method: str, path: str, body: Any, timeout: float) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        headers = bearer(self.token)
         kwargs: dict[str, Any] = {"json": body} if isinstance(body, dict) else {"data": body}
         if body is not None and not isinstance(body, dict):
             headers["Content-Type"] = "application/octet-stream"

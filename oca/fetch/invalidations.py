@@ -21,6 +21,7 @@ import aiohttp
 from oca.config import ControlConfig
 from oca.errors import BadRequest
 from oca.fetch.manager import FillManager
+from oca.httpapi import bearer
 from oca.keys import is_valid_key
 from oca.secret_files import read_secret
 
@@ -86,7 +87,7 @@ class Invalidations:
         if not self.config.url:
             return
         url = f"{self.config.url.rstrip('/')}/v1/invalidations"
-        headers = {"Authorization": f"Bearer {self._credential}"} if self._credential else {}
+        headers = bearer(self._credential)
         timeout = aiohttp.ClientTimeout(total=max(2.0, self.config.poll_interval))
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session, \
