@@ -42,9 +42,9 @@ def _view(request: web.Request, rollout: Rollout, detail: bool = True) -> dict[s
     return rollout_view(rollout, detail=detail, second_of_day=local_second_of_day(request.app[PLANE].clock()))
 
 
-def spec_of(query: dict[str, str] | web.Request) -> Spec:
+def spec_of(request: web.Request) -> Spec:
     """The roll-out options from the query string; BadRequest naming the bad one."""
-    q = query.query if isinstance(query, web.Request) else query
+    q = request.query
     default = Spec()
     raw_bake = q.get("bake", f"{default.bake:g}")
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -183,8 +184,6 @@ class Rollouts:
             return rollout
 
     def _check_bundle(self, path: str) -> tuple[Manifest, str, int]:
-        import hashlib
-
         digest = hashlib.sha256()
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
