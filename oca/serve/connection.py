@@ -13,6 +13,8 @@ This is the only module of the data plane that knows about file descriptors. Rul
   transport's own descriptor) and resumes where it stopped.
 - A response that cannot be completed (file shorter than its length, client gone) aborts the connection
   before Content-Length is reached: never a clean short response.
+- Only an error the file itself raises becomes a StorageFault (charged to its tier); a send that fails on
+  the socket's side (reset, send timeout, a reader that stopped) is the client's and blames no tier.
 - Requests are answered in order; pipelined ones wait in `pending` (reading pauses past a limit).
 - Header limits: max_header_bytes for the request line and headers together, max_headers fields (431).
 - A head that announces content (Content-Length above 0, any Transfer-Encoding) is refused with 400 and
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from oca.http.framing import check_framing
-from oca.serve.messages import FileSlice, Growing, Lazy, ObjectTruncated, Part, Request, Response
+from oca.serve.messages import FileSlice, Growing, Lazy, ObjectTruncated, Part, Request, Response, StorageFault
 
 if TYPE_CHECKING:
     from oca.serve.server import Server
@@ -298,6 +300,9 @@ class Connection(asyncio.Protocol):
             if isinstance(item, Lazy):
                 try:
                     out[0] = item.resolve()
+                except (ObjectTruncated, StorageFault) as exc:
+                    self.abort(exc)
+                    return
                 except Exception as exc:
                     self._server.log_exception(exc)
                     self.abort(exc)
@@ -316,7 +321,7 @@ class Connection(asyncio.Protocol):
                 self._arm_writer()
                 return
             except OSError as exc:
-                self.abort(None if exc.errno in _GONE else exc)
+                self.abort(_blame(exc, item.fd, item.offset) if isinstance(item, FileSlice) else _blame(exc))
                 return
             if isinstance(item, FileSlice):
                 if sent == 0:  # the file ended before its length: never finish cleanly
@@ -361,7 +366,7 @@ class Connection(asyncio.Protocol):
             self._arm_writer()
             return False
         except OSError as exc:
-            self.abort(None if exc.errno in _GONE else exc)
+            self.abort(_blame(exc, body.fd, item.offset))
             return False
         if sent == 0:
             self.abort(ObjectTruncated("fill file shorter than announced"))
@@ -440,6 +445,20 @@ def _discard(resp: Response) -> None:
         resp.owned_fds = ()
     if resp.cleanup:
         resp.release()
+
+
+def _blame(error: OSError, fd: int = -1, offset: int = 0) -> BaseException | None:
+    """Which side failed a send: None for a client that went away, a StorageFault when the file cannot be
+    read on its own (sendfile reports the errors of both descriptors), else the socket's error. Guessing
+    from the errno alone would let a client's misbehaviour take a tier out of service."""
+    if error.errno in _GONE:
+        return None
+    if fd >= 0:
+        try:
+            os.pread(fd, 1, offset)
+        except OSError as read_error:
+            return StorageFault(read_error)
+    return error
 
 
 def _ready(part: Part) -> bool:

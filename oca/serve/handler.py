@@ -45,7 +45,7 @@ from oca.keys import key_from_target
 from oca.serve.accesslog import fast_fields
 from oca.serve.dates import DateCache
 from oca.serve.gate import Gate
-from oca.serve.messages import FileSlice, Growing, Lazy, ObjectTruncated, Part, Request, Response
+from oca.serve.messages import FileSlice, Growing, Lazy, ObjectTruncated, Part, Request, Response, StorageFault
 from oca.serve.objects import Entry, ObjectCache
 from oca.serve.stats import PEER_MISS
 
@@ -431,7 +431,12 @@ class ContentHandler:
             entry = self._objects.get(slice_key(key, index))
             if entry is None:
                 raise ObjectTruncated(f"slice {index} of {key} vanished")
-            fd = os.open(entry.info.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fd = os.open(entry.info.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise ObjectTruncated(f"slice {index} of {key} vanished") from None
+            except OSError as exc:
+                raise StorageFault(exc, entry.info.tier) from None
             resp.cleanup.append(lambda: os.close(fd))
             return FileSlice(fd, offset, length)
 

@@ -15,6 +15,16 @@ class ObjectTruncated(Exception):
     """An object's file holds fewer bytes than the index says: the object is damaged, not the tier."""
 
 
+class StorageFault(Exception):
+    """A storage operation (reading an object's file) failed with this OSError: the only error that is
+    charged to the tier the file lives on. A client that stops reading, resets or times out is not one."""
+
+    def __init__(self, error: OSError, tier: str = "") -> None:
+        super().__init__(f"{error.strerror or error} reading from storage")
+        self.error = error
+        self.tier = tier  # "" : the tier of the response it broke (Response.tier)
+
+
 @dataclass(slots=True)
 class Request:
     method: str

@@ -24,10 +24,11 @@ from oca.config import ServerConfig
 from oca.serve.accesslog import AccessLog
 from oca.serve.connection import Connection
 from oca.serve.handler import ContentHandler
-from oca.serve.messages import ObjectTruncated, Request, Response
+from oca.serve.messages import ObjectTruncated, Request, Response, StorageFault
 from oca.serve.stats import WorkerStats
 
 log = logging.getLogger("oca.serve")
+_NOT_TIERS = frozenset(("", "memory", "upstream", "slices"))  # Response.tier values that name no tier
 
 
 class Server:
@@ -100,8 +101,11 @@ class Server:
         if error is not None:
             if isinstance(error, ObjectTruncated):
                 self.handler.faults.damaged(resp.key, str(error))
-            elif isinstance(error, OSError) and resp.tier and resp.tier != "memory":
-                self.handler.faults.io_error(resp.tier, f"{error.strerror or error} sending {resp.key}")
+            elif isinstance(error, StorageFault):
+                # only a storage operation's own error is the tier's (a send timeout is an OSError too)
+                tier = error.tier or resp.tier
+                if tier not in _NOT_TIERS:
+                    self.handler.faults.io_error(tier, f"{error} ({resp.key})")
         if self.access_log.disabled:
             return
         if resp.log_fields and not aborted and req is not None:

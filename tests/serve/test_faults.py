@@ -204,3 +204,36 @@ def test_a_truncated_object_is_cut_off_then_dropped_and_its_tier_stays_up(box_fa
         assert box.get("/" + key)[0] == 404, key
     assert {t["name"]: t["state"] for t in box.admin("/status")["tiers"]} == {"ssd": "up", "hdd": "up"}
     assert "dropped damaged object titles/1/1080p/big.mp4" in box.log()
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_no_tier_is_blamed(box_factory: Any) -> None:
+    """Issue 13 (1): the send timeout's abort is the client's doing, never the tier's: only an error a
+    storage operation raised may take a tier out of service."""
+    big, small = os.urandom(16 * 1024 * 1024), os.urandom(300_000)
+    box = box_factory({"titles/1/1080p/big.mp4": big, "titles/1/720p/small.m4s": small},
+                      server={"send_timeout": "1s"})
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", box.port))
+        sock.sendall(b"GET /titles/1/1080p/big.mp4 HTTP/1.1\r\nHost: box\r\n\r\n")
+        deadline = time.monotonic() + 15
+        cut = False
+        while time.monotonic() < deadline and not cut:
+            time.sleep(0.5)
+            records = _access_records(box)
+            cut = any(r.get("key") == "titles/1/1080p/big.mp4" and r.get("aborted") for r in records)
+        assert cut, "the box never cut off the client that stopped reading"
+    time.sleep(0.5)  # a wrongly charged tier would be reported within a flush interval
+    assert {t["name"]: t["state"] for t in box.admin("/status")["tiers"]} == {"ssd": "up", "hdd": "up"}
+    for key, data in (("titles/1/720p/small.m4s", small), ("titles/1/1080p/big.mp4", big)):
+        status, headers, body = box.get("/" + key)
+        assert status == 200 and body == data and "hit" in headers["cache-status"], (key, headers)
+    assert "Traceback" not in box.log()
+
+
+def _access_records(box: Any) -> list[dict[str, Any]]:
+    path = os.path.join(box.workdir, "access.log")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
