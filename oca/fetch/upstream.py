@@ -12,6 +12,10 @@ Rules kept here:
   (502, or 504 for timeouts) and a short reason for the X-OCA-Reason header and the log.
 - A body read that stalls longer than between_bytes_timeout, or ends before Content-Length, raises
   UpstreamError: the caller must not keep what it got.
+- An upstream connection is reused only if nothing arrived on it after its last response ended exactly at
+  its framing boundary (RFC 9112 §6.3, §9.3): bytes past a response, sent at once or while the connection
+  sat in the pool, would otherwise be read as the answer to the next request, for another key (response
+  desync: a cache-poisoning vector). Such a connection is closed, never reused.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
+from aiohttp.connector import Connection
 
 from oca import __version__
 from oca.config import FetchConfig
@@ -95,6 +101,22 @@ class UpstreamBody:
         self._response.close()
 
 
+class _FramedConnector(aiohttp.TCPConnector):
+    """aiohttp's pool checks only that a connection is open; this one also drops a connection on which bytes
+    arrived while it was idle (aiohttp parses them into a queued "response" that the next request would get).
+    aiohttp itself closes a connection with surplus bytes already there when the response is released."""
+
+    async def _get(self, *args: Any, **kwargs: Any) -> Connection | None:
+        while (conn := await super()._get(*args, **kwargs)) is not None:
+            proto = conn.protocol
+            if proto is not None and not proto.should_close:
+                return conn
+            log.warning("upstream %s sent bytes past its last response: connection closed, not reused",
+                        getattr(args[0], "host", "?") if args else "?")
+            conn.close()  # released with should_close: the pool closes it and we take the next one
+        return None
+
+
 class Upstream:
     def __init__(self, config: FetchConfig, sources: list[Source]) -> None:
         self.config = config
@@ -108,7 +130,7 @@ class Upstream:
         session = self._background if background else self._session
         if session is None or session.closed:
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout)
-            connector = aiohttp.TCPConnector(limit=_PREFETCH_CONNECTIONS if background else 0, ttl_dns_cache=60,
+            connector = _FramedConnector(limit=_PREFETCH_CONNECTIONS if background else 0, ttl_dns_cache=60,
                                              enable_cleanup_closed=True)
             session = aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False,
                                             headers={"User-Agent": f"oca/{__version__}"})
