@@ -22,7 +22,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from oca import __version__
 from oca.config import HttpConfig
@@ -72,6 +72,16 @@ def _range_start(value: str | None) -> int:
         return 0
     first = value[6:].split(",", 1)[0].strip().split("-", 1)[0]
     return int(first) if first.isdigit() and len(first) < 20 else 0
+
+
+class _SlicedHead(NamedTuple):
+    """What a sliced object's answer was decided to be, before its parts are planned."""
+
+    status: int
+    extra: bytes  # Content-Range, for a 206
+    etag: str | None
+    wanted: ByteRange
+    slice_size: int
 
 
 class StorageFaults(Protocol):
@@ -402,15 +412,50 @@ class ContentHandler:
             if decision.kind is RangeKind.PARTIAL and len(decision.ranges) == 1:
                 wanted, status = decision.ranges[0], 206
                 extra = f"Content-Range: {content_range(wanted, total)}\r\n".encode("latin-1")
+        head_fields = _SlicedHead(status, extra, etag, wanted, slice_size)
+        first_index = wanted.start // slice_size
+        if req.method == "HEAD" or not wanted.length or self._objects.get(slice_key(key, first_index)) is not None:
+            return self._sliced_answer(req, key, log, head_fields, None)
+        # The first slice sent is not stored: no head before its fill has bytes, so a source that fails is
+        # answered 502/504 (and `no-store`), never a 200 whose body cannot follow.
+        fill = fills.acquire_slice(key, first_index)
+        placeholder = Response(499, b"", cache="miss")
+
+        def defer(done: Callable[[Response], None]) -> None:
+            def ready() -> None:
+                if fill.failed:
+                    fills.release(fill)
+                    extra = b"Cache-Status: oca; fwd=uri-miss; fwd-status=%d; detail=slices\r\n" % fill.status
+                    resp = self.error(req, fill.status or 502, fill.reason, cache_status=extra, cache="miss")
+                    resp.key = key
+                    done(resp)
+                elif fill.fd >= 0 or fill.result:
+                    done(self._sliced_answer(req, key, log, head_fields, fill))
+                else:
+                    fill.wait(ready)
+            ready()
+
+        placeholder.defer = defer
+        return placeholder
+
+    def _sliced_answer(self, req: Request, key: str, log: dict[str, object],
+                       head_fields: _SlicedHead, first: RemoteFill | None) -> Response:
+        """The answer of a sliced object: each covering slice from storage or from its fill; `first` is the
+        first slice's fill when it was waited for (it is this response's to release)."""
+        status, extra, etag, wanted, slice_size = head_fields
         parts: list[Part] = []
         resp = Response(status, b"", close=not req.keep_alive, key=key, tier="slices", cache="hit", log=log or None)
-        all_stored = True
+        all_stored = first is None
         for index in covering(wanted.start, wanted.end, slice_size):
-            first = max(wanted.start, index * slice_size)
+            begin = max(wanted.start, index * slice_size)
             last = min(wanted.end, (index + 1) * slice_size - 1)
+            offset, length = begin - index * slice_size, last - begin + 1
+            if first is not None and index == wanted.start // slice_size:
+                parts.append(Lazy(self._slice_part(resp, key, index, offset, length, first)))
+                continue
             stored = self._objects.get(slice_key(key, index))
             all_stored = all_stored and stored is not None
-            parts.append(Lazy(self._slice_part(resp, key, index, first - index * slice_size, last - first + 1)))
+            parts.append(Lazy(self._slice_part(resp, key, index, offset, length)))
         resp.cache = "hit" if all_stored else "miss"
         cache_status = b"Cache-Status: oca; hit; detail=slices\r\n" if all_stored else \
             b"Cache-Status: oca; fwd=partial; stored; detail=slices\r\n"
@@ -421,10 +466,12 @@ class ContentHandler:
             resp.parts, resp.body_length = parts, wanted.length
         return resp
 
-    def _slice_part(self, resp: Response, key: str, index: int, offset: int,
-                    length: int) -> Callable[[], bytes | FileSlice | Growing]:
+    def _slice_part(self, resp: Response, key: str, index: int, offset: int, length: int,
+                    acquired: RemoteFill | None = None) -> Callable[[], bytes | FileSlice | Growing]:
         fills = self.fills
         assert fills is not None
+        if acquired is not None:  # released with the response, whether or not the connection gets this far
+            resp.cleanup.append(lambda: fills.release(acquired))
 
         def from_storage() -> bytes | FileSlice | Growing:
             self._objects.forget(slice_key(key, index))
@@ -441,6 +488,8 @@ class ContentHandler:
             return FileSlice(fd, offset, length)
 
         def resolve() -> bytes | FileSlice | Growing:
+            if acquired is not None:
+                return Growing(acquired, offset, length, from_storage)
             if self._objects.get(slice_key(key, index)) is not None:
                 return from_storage()
             fill = fills.acquire_slice(key, index)

@@ -331,3 +331,23 @@ def test_a_peers_only_if_cached_miss_is_neither_a_miss_nor_an_error(box_factory:
     status_now = box.admin("/status")
     assert status_now["release_stats"]["errors"] == 0 and status_now["release_stats"]["requests"] >= 1
     assert status_now["hit_ratio"] is None  # no client lookup yet
+
+
+def test_a_sliced_object_with_no_slice_stored_and_the_origin_down_is_a_502_before_any_header(
+        box_factory: Callable[..., Box], origin: Origin) -> None:
+    """Issue 13 (7): the head of a sliced object waits for the first slice it sends: a source failure is
+    answered as an error, never as a 200 whose body cannot follow."""
+    big = "titles/7/1080p/six.mp4"
+    origin.add(big, size=6 * MIB)
+    box = fetching_box(box_factory, [origin_source(origin)], slice_size="4MiB")
+    assert box.get(f"/{big}", {"Range": "bytes=0-99"})[0] == 206
+    assert [o["key"] for o in wait_for_objects(box, big, 1)] == [f"{big}@slice000000"]
+    box.admin("/purge", "POST", {"scope": "key", "value": f"{big}@slice000000"})  # the meta stays, no slice
+    assert wait_for_objects(box, big, 0) == []
+    origin.stop()
+    for headers in ({}, {"Range": f"bytes={5 * MIB}-{5 * MIB + 9}"}):
+        head, _body, _ = raw_get(box.port, f"/{big}", "".join(f"{k}: {v}\r\n" for k, v in headers.items()))
+        status = int(head.split(b" ")[1])
+        assert status in (502, 504), (headers, head)
+        assert header(head, "cache-control") == "no-store"
+    assert box.admin("/status")["tiers"] and "Traceback" not in box.log()
