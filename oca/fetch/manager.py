@@ -7,8 +7,11 @@ Rules kept here:
 - Bytes go to a temp file in the tier the object will live on, hashed as they arrive; each chunk written
   is announced to the subscribed workers ("have"), which send it to their clients from the same file
   (read-while-write, zero-copy). At the end: fsync, verify (length; digest when the prefetch knows it),
-  adopt into storage by rename (the workers' open descriptors stay valid), "done". Any failure: the temp
-  file is removed, "fail" tells the workers to cut their clients short; nothing is cached.
+  adopt into storage by rename (the workers' open descriptors stay valid), "done". An upstream failure: the
+  temp file is removed, "fail" tells the workers to cut their clients short; nothing is cached.
+- A failed cache write never fails a client who could be served from upstream: the error is charged to the
+  tier (FULL or FAILED, Store.report_write_error), the fill goes on in memory ("moved", oca.fetch.fillfile)
+  and its clients get the whole body; the object is simply not stored.
 - The first fetch of an object asks upstream for the first slice's range when slicing is on: a small
   object comes back whole (200, or a 206 covering all of it); a larger one is sliced from then on.
   A slice fetched with an ETag other than the object's means it changed upstream: all its slices go.
@@ -21,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -30,7 +32,8 @@ from typing import Any
 import xxhash
 
 from oca.config import FetchConfig
-from oca.errors import OcaError
+from oca.errors import OcaError, StorageError
+from oca.fetch.fillfile import SPILL_GRACE, SPILL_LIMIT, FillFile
 from oca.fetch.link import Link
 from oca.fetch.slices import slice_bounds, slice_key
 from oca.fetch.state import FetchState, SlicedObject
@@ -75,7 +78,8 @@ class FillManager:
         self._slots = asyncio.Semaphore(config.max_fills)
         self._tasks: set[asyncio.Task[None]] = set()
         self.counters: dict[str, int] = {"fills": 0, "fill_failures": 0, "revalidated_304": 0,
-                                         "revalidated_200": 0, "negative_hits": 0, "slices_dropped": 0}
+                                         "revalidated_200": 0, "negative_hits": 0, "slices_dropped": 0,
+                                         "fills_not_stored": 0}
         self.bytes_by_source: dict[str, int] = {}
 
     def reconfigure(self, config: FetchConfig, sources: list[Source]) -> None:
@@ -294,19 +298,25 @@ class FillManager:
         if fill.size is not None and length is not None and fill.size != length:
             raise UpstreamError(502, f"{head.source}: sends {length} bytes, the catalog says {fill.size}")
         tier, tmp_dir = await self.owner.call(Store.fill_target, fill.store_key, length or 0, fill.hot)
-        fd, path = tempfile.mkstemp(dir=tmp_dir, prefix="fill-")
-        kept = False
+        try:
+            sink = FillFile.create(tmp_dir)
+        except OSError as exc:
+            sink = await self._spill(fill, tier, exc, FillFile(-1, ""), length)
         try:
             meta = self.state.sliced.get(fill.key) if fill.store_key != fill.key else None
-            fill.opened = {"k": fill.store_key, "ev": "open", "path": path, "size": length,
+            fill.opened = {"k": fill.store_key, "ev": "open", "path": sink.path, "size": length,
                            "etag": head.etag, "lm": head.last_modified,
                            "type": meta.content_type if meta else head.content_type, "src": head.source}
             self._tell(fill, dict(fill.opened))
             hasher = xxhash.xxh3_128()
             async for chunk in body.chunks():
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
+                try:
+                    sink.write(chunk)
+                except OSError as exc:
+                    if sink.spilled:
+                        raise StorageError(f"cannot hold fill of {fill.store_key} in memory: {exc}") from None
+                    sink = await self._spill(fill, tier, exc, sink, length)
+                    sink.write(chunk)
                 hasher.update(chunk)
                 fill.have += len(chunk)
                 self.bytes_by_source[head.source] = self.bytes_by_source.get(head.source, 0) + len(chunk)
@@ -316,12 +326,19 @@ class FillManager:
             digest = hasher.hexdigest()
             if fill.digest is not None and digest != fill.digest:
                 raise UpstreamError(502, f"{head.source}: digest {digest} is not the catalog's {fill.digest}")
-            await asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
-            os.close(fd)
-            fd = -1
-            kept = True
-            info = await self.owner.call(Store.adopt, path, fill.store_key, tier=tier, size=fill.have,
-                                         digest=digest, hot=fill.hot, pin=fill.pin)
+            if sink.spilled:
+                return self._served_not_stored(fill, sink, f"tier {tier} could not take it")
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, os.fsync, sink.fd)
+                sink.close()
+                sink.kept = True  # adopt removes the temp file, whatever happens
+                info = await self.owner.call(Store.adopt, sink.path, fill.store_key, tier=tier, size=fill.have,
+                                             digest=digest, hot=fill.hot, pin=fill.pin)
+            except OSError as exc:  # fsync: the data may not be on the disk
+                await self.owner.call(Store.report_write_error, tier, exc, fill.have)
+                return self._served_not_stored(fill, sink, f"tier {tier}: {exc.strerror or exc}")
+            except OcaError as exc:  # adopt found no tier that could take it (it charged them itself)
+                return self._served_not_stored(fill, sink, str(exc))
             if fill.store_key == fill.key:
                 self.state.remember(fill.key, head.etag, head.last_modified, head.source)
                 if fill.key in self.state.stale:
@@ -330,11 +347,34 @@ class FillManager:
             self._tell(fill, {"ev": "done", "n": fill.have, "path": info.path})
             return "stored"
         finally:
-            if fd >= 0:
-                os.close(fd)
-            if not kept:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+            if sink.spilled:  # workers still catching up on this fill's messages open it by its /proc path
+                asyncio.get_running_loop().call_later(SPILL_GRACE, sink.close)
+            else:
+                sink.discard()
+
+    async def _spill(self, fill: Fill, tier: str, error: OSError, sink: FillFile, length: int | None) -> FillFile:
+        """The tier failed a fill's write: charge it, then carry on in memory if clients are waiting for it
+        (oca.fetch.fillfile); StorageError (503, nothing cached) if none is, or it is too large to hold."""
+        await self.owner.call(Store.report_write_error, tier, error, length or fill.have)
+        reason = f"cannot write fill of {fill.store_key} to tier {tier}: {error.strerror or error}"
+        if not fill.subscribers or length is None or length > SPILL_LIMIT:
+            raise StorageError(reason)
+        try:
+            spilled = sink.spill(fill.have)
+        except OSError as exc:
+            raise StorageError(f"{reason}; and its first bytes cannot be read back: {exc.strerror or exc}") from None
+        log.warning("%s; streaming the rest to its clients from memory, not storing it", reason)
+        self.counters["fills_not_stored"] += 1
+        if fill.opened is not None:
+            fill.opened["path"] = spilled.path  # for workers that join from now on
+            self._tell(fill, {"ev": "moved", "path": spilled.path})
+        return spilled
+
+    def _served_not_stored(self, fill: Fill, sink: FillFile, reason: str) -> str:
+        """The whole body reached the clients, but storage could not keep it: they finish, nothing is cached."""
+        log.warning("fill of %s was served but not stored: %s", fill.store_key, reason)
+        self._tell(fill, {"ev": "done", "n": fill.have, "path": sink.path})
+        return f"fail: not stored: {reason}"
 
     # -- purge and revalidation ---------------------------------------------------------------------
 

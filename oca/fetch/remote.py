@@ -6,7 +6,8 @@ Rules kept here:
 - Clients are sent bytes from the master's temp file as soon as the master says they are there ("have"),
   with os.sendfile like any hit. After "done" the file has been renamed into storage; an open descriptor
   keeps working. If the temp file is gone before we open it (a very fast fill), the stored path from
-  "done" is opened instead.
+  "done" is opened instead. "moved" says the master's write to the tier failed and the same bytes, and the
+  rest, are in another file now (memory): the descriptor is swapped, the offsets stay.
 - Waiters are callbacks, called once on the next change (open, more bytes, done, failed).
 """
 
@@ -95,6 +96,16 @@ class RemoteFill:
             self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             self.fd = -1  # renamed already: "done" brings the stored path
+
+    def _reopen(self, path: str) -> None:
+        """The master moved the fill to another file holding the same bytes (a tier write failed: memory)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("fill of %s moved to %s, which cannot be opened: %s", self.key, path, exc)
+            return  # the clients get what the old file holds, then are cut short
+        self.close_fd()
+        self.fd = fd
 
     def close_fd(self) -> None:
         if self.fd >= 0:
@@ -186,6 +197,8 @@ class RemoteFills:
             fill.etag, fill.last_modified = message.get("etag"), message.get("lm")
             fill.media_type, fill.source = message.get("type"), str(message.get("src", ""))
             fill._open(str(message.get("path", "")))
+        elif event == "moved":
+            fill._reopen(str(message.get("path", "")))
         elif event == "done":
             fill.have = int(message.get("n", fill.have))
             fill._open(str(message.get("path", "")))

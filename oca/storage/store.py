@@ -307,6 +307,16 @@ class Store:
             self._engine.set_state(found, TierState.FAILED,
                                    f"{error or 'I/O error reported by a worker'}; {STICKY}")
 
+    def report_write_error(self, tier: str, error: OSError, need: int = 0) -> None:
+        """A fill could not write its temp file on `tier`: FULL (ENOSPC: until `need` bytes are free again) or
+        FAILED (EIO, a vanished directory...) as the errno says, like a put's own write error."""
+        with self._lock:
+            self._check_open()
+            found = self._cat.by_name.get(tier)
+            if found is None:
+                raise NotFound(f"no tier named {tier!r}")
+            self._engine.charge(found, error, need)
+
     def check_tiers(self) -> None:
         """Probe every tier; mark broken ones FAILED, FULL ones with room again UP, revived ones UP.
 

@@ -1,0 +1,72 @@
+"""Issue 13 (3): a pull-through fill whose cache write fails (ENOSPC on a real full disk, EIO) is charged to
+the tier, and its clients still get the whole object from upstream; the object is simply not stored."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Box
+from tests.fetch.test_pull_through import MIB, fetching_box, origin_source, raw_get
+from tests.upstream.origin import Fault, Origin
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    with Origin() as server:
+        yield server
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB tmpfs: writes past it fail with ENOSPC, as on a disk whose free space the box misjudged."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    if not sys.platform.startswith("linux"):
+        pytest.skip("tmpfs mounts need Linux")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {result.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+def tiers_of(box: Box) -> dict[str, dict[str, object]]:
+    return {t["name"]: t for t in box.admin("/status")["tiers"]}
+
+
+def test_enospc_mid_fill_streams_the_whole_object_charges_the_tier_and_stores_nothing(
+        box_factory: Callable[..., Box], origin: Origin, small_disk: Path, tmp_path: Path) -> None:
+    key = "titles/3/1080p/seg_00001.m4s"
+    data = os.urandom(3 * MIB)
+    origin.add(key, data=data, fault=Fault(dribble=(256 * 1024, 0.02)))  # clients are mid-body at the fault
+    box = box_factory(
+        fetch={"sources": [origin_source(origin)], "connect_timeout": "1s", "first_byte_timeout": "1s",
+               "between_bytes_timeout": "2s", "slice_size": "4MiB"},
+        storage={"tiers": [{"name": "ssd", "path": str(tmp_path / "ssd"), "capacity": "64MiB"},
+                           {"name": "hdd", "path": str(small_disk), "capacity": "256MiB"}]})
+    head, body, cut = raw_get(box.port, f"/{key}")
+    assert head.startswith(b"HTTP/1.1 200") and not cut and body == data
+    hdd = tiers_of(box)["hdd"]
+    assert hdd["state"] == "full" and "No space left" in str(hdd["error"]), hdd
+    assert not [o for o in box.admin(f"/inventory?prefix={key}")["objects"] if o["tier"] == "hdd"]
+    # the next miss goes to a tier with room, and is stored there
+    other = "titles/3/1080p/seg_00002.m4s"
+    other_data = os.urandom(2 * MIB)
+    origin.add(other, data=other_data)
+    status, _, got = box.get(f"/{other}")
+    assert status == 200 and got == other_data
+    deadline = time.monotonic() + 5
+    while not box.admin(f"/inventory?prefix={other}")["objects"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [o["tier"] for o in box.admin(f"/inventory?prefix={other}")["objects"]] == ["ssd"]
+    assert "Traceback" not in box.log()
