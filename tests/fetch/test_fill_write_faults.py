@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Box
-from tests.fetch.test_pull_through import MIB, fetching_box, origin_source, raw_get
+from tests.fetch.test_pull_through import MIB, origin_source, raw_get
 from tests.upstream.origin import Fault, Origin
 
 
