@@ -106,6 +106,31 @@ def test_pushed_invalidations_apply_once_in_order(box: Box, origin: Origin) -> N
     assert keys == {"titles/9/720p/seg_1.m4s", "titles/9/720p/seg_2.m4s"}
 
 
+def test_an_invalidation_seq_past_the_window_is_refused_and_later_ones_still_apply(box: Box) -> None:
+    for i in range(2):
+        assert box.get(f"/titles/9/720p/seg_{i}.m4s")[0] == 200
+    time.sleep(0.3)
+    huge = {"seq": 10**12, "scope": "prefix", "value": "titles/8/"}
+    status, message = admin_error(box, "/invalidations", "POST", json.dumps({"invalidations": [huge]}).encode())
+    assert status == 400 and "too far ahead" in message
+    assert box.admin("/status")["invalidation_seq"] == 0
+    entry = {"seq": 1, "scope": "key", "value": "titles/9/720p/seg_0.m4s"}
+    assert box.admin("/invalidations", "POST", {"invalidations": [entry]}) == {"applied_seq": 1}
+    keys = {o["key"] for o in box.admin("/inventory?prefix=titles/9/")["objects"]}
+    assert keys == {"titles/9/720p/seg_1.m4s"}
+
+
+def test_a_push_past_a_gap_does_not_move_the_applied_seq(box: Box) -> None:
+    assert box.get("/titles/9/720p/seg_0.m4s")[0] == 200
+    time.sleep(0.3)
+    third = {"seq": 3, "scope": "key", "value": "titles/9/720p/seg_0.m4s"}
+    assert box.admin("/invalidations", "POST", {"invalidations": [third]}) == {"applied_seq": 0}
+    assert [o["key"] for o in box.admin("/inventory?prefix=titles/9/")["objects"]] == ["titles/9/720p/seg_0.m4s"]
+    first_two = [{"seq": s, "scope": "prefix", "value": "titles/8/"} for s in (1, 2)]
+    assert box.admin("/invalidations", "POST", {"invalidations": [*first_two, third]}) == {"applied_seq": 3}
+    assert box.admin("/inventory?prefix=titles/9/")["objects"] == []
+
+
 @pytest.mark.parametrize("path, body, words", [
     ("/purge", b"{", "not valid JSON"),
     ("/purge", b"[]", "JSON object"),
@@ -117,7 +142,14 @@ def test_pushed_invalidations_apply_once_in_order(box: Box, origin: Origin) -> N
     ("/prefetch", json.dumps({"items": [{"key": "/abs"}]}).encode(), "items[0].key"),
     ("/prefetch", json.dumps({"items": ["titles/1/a"], "rate": "fast"}).encode(), "rate"),
     ("/prefetch", json.dumps({"items": ["titles/1/a"], "priority": "high"}).encode(), "priority"),
+    ("/prefetch", json.dumps({"items": ["titles/1/a"], "priority": 10**30}).encode(), "priority must be"),
+    ("/prefetch", json.dumps({"items": ["titles/1/a"], "rate": "9" * 400 + "TB"}).encode(), "too large"),
+    ("/prefetch", json.dumps({"items": ["titles/1/a"], "rate": 10**15}).encode(), "at most"),
+    ("/prefetch", json.dumps({"items": [{"key": "titles/1/a", "size": 2**64}]}).encode(), "items[0].size"),
     ("/invalidations", json.dumps({"invalidations": [{"seq": 0}]}).encode(), "seq must be"),
+    ("/invalidations", json.dumps({"invalidations": [{"seq": 2**63}]}).encode(), "seq must be"),
+    ("/invalidations", json.dumps({"invalidations": [{"seq": "1"}]}).encode(), "seq must be"),
+    ("/invalidations", json.dumps({"invalidations": [{"seq": 1.0}]}).encode(), "seq must be"),
     ("/invalidations", json.dumps({"invalidations": "all"}).encode(), "must be a list"),
 ])
 def test_bad_admin_bodies_are_400_with_a_message(box: Box, path: str, body: bytes, words: str) -> None:
@@ -128,6 +160,14 @@ def test_bad_admin_bodies_are_400_with_a_message(box: Box, path: str, body: byte
 def test_unknown_prefetch_job_is_404(box: Box) -> None:
     assert admin_error(box, "/prefetch/999", "GET", None)[0] == 404
     assert admin_error(box, "/prefetch/abc", "GET", None)[0] == 400
+
+
+@pytest.mark.parametrize("path", ["/prefetch/%C2%B2", "/prefetch/" + "9" * 5000,
+                                  "/inventory?by=title&since=%C2%B2", "/inventory?by=title&since=" + "9" * 5000,
+                                  "/inventory/titles?since=" + "9" * 5000])
+def test_numbers_in_admin_paths_and_queries_are_range_checked(box: Box, path: str) -> None:
+    status, message = admin_error(box, path, "GET", None)
+    assert status == 400 and "must be a number" in message
 
 
 def test_admin_token_is_required_when_configured(box_factory: Callable[..., Box], tmp_path: Any) -> None:
