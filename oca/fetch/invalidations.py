@@ -26,7 +26,7 @@ import aiohttp
 from oca.config import ControlConfig
 from oca.errors import BadRequest
 from oca.fetch.manager import FillManager
-from oca.httpapi import bearer
+from oca.httpapi import bearer, loads
 from oca.keys import is_valid_key
 from oca.secret_files import read_secret
 
@@ -124,7 +124,7 @@ class Invalidations:
                     session.get(url, params={"since": str(self.applied)}, headers=headers) as response:
                 if response.status != 200:
                     raise OSError(f"{url} answered {response.status}")
-                body = await response.json()
+                body = await response.json(loads=loads)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             self.last_error = f"pull from {url}: {exc or type(exc).__name__}"
             log.warning("%s", self.last_error)

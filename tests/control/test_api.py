@@ -173,6 +173,15 @@ async def test_fleet_drain_and_undrain(lab: Lab) -> None:
     assert (await lab.client.post("/v1/fleet/b9/drain", headers=OPERATOR)).status == 404
 
 
+@pytest.mark.parametrize("path", ["/v1/invalidations", "/v1/catalog/42"])
+async def test_deeply_nested_json_is_400_without_a_traceback(lab: Lab, path: str,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    for body in (b"[" * 100_000, b'{"a":' * 100_000):
+        answer = await lab.client.post(path, data=body, headers=OPERATOR)
+        assert "nested too deeply" in (await _json(answer, 400))["error"]
+    assert not [r for r in caplog.records if r.exc_info or "Recursion" in r.getMessage()]
+
+
 async def test_invalidations_push_idempotency_and_bad_input(lab: Lab) -> None:
     post: Callable[..., Awaitable[Any]] = lab.client.post
     body = {"scope": "title", "value": "42", "reason": "bad encode", "id": "ticket-1", "wait": 5}
