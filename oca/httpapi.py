@@ -8,7 +8,7 @@ Rules kept here:
   RecursionError: every JSON a peer or client sends, request body or answer, goes through `loads`.
 - An uploaded file (a firmware bundle) is streamed to disk, never held in memory, and refused as soon as it
   is known to be too big: from its Content-Length before a byte is read, else once it crosses the limit.
-- Light imports only (aiohttp, oca.errors): the control plane imports this without the box's server.
+- Light imports only (aiohttp, oca.errors, oca.http.auth): the control plane imports this without the box's server.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from oca.errors import BadRequest, OcaError
+from oca.http.auth import bearer_token
 
 _CHUNK = 1 << 20
 
@@ -44,15 +45,18 @@ def bearer(token: str | None) -> dict[str, str]:
 
 
 def bearer_ok(request: web.Request, *tokens: str | None) -> bool:
-    """True if the request's `Authorization: Bearer <token>` is one of `tokens` (the None ones left out),
-    or if no token is configured at all."""
+    """True if the request's `Authorization: Bearer <token>` (the scheme in any case) is one of `tokens` (the
+    None ones left out), or if no token is configured at all."""
     wanted = [t for t in tokens if t is not None]
     if not wanted:
         return True
-    given = request.headers.get("Authorization", "").encode()
+    given = bearer_token(request.headers.get("Authorization"))  # RFC 9110 §11.1: the scheme in any case
+    if given is None:
+        return False
+    presented = given.encode("utf-8", "replace")
     ok = False
     for token in wanted:  # compare with every token, so timing says nothing about which one matched
-        ok |= hmac.compare_digest(given, f"Bearer {token}".encode())
+        ok |= hmac.compare_digest(presented, token.encode())
     return ok
 
 

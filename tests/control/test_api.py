@@ -153,6 +153,9 @@ async def test_operator_routes_need_the_operator_token(lab: Lab) -> None:
         assert (await lab.client.request(method, route, headers=BOX)).status == 401, route
     assert (await lab.client.get("/v1/invalidations", headers=BOX)).status == 200
     assert (await lab.client.get("/v1/invalidations", headers={"Authorization": "Bearer nope"})).status == 401
+    for scheme in ("bearer", "BEARER"):  # RFC 9110 §11.1: the auth scheme is case-insensitive
+        operator = {"Authorization": f"{scheme} operator-secret"}
+        assert (await lab.client.get("/v1/fleet", headers=operator)).status == 200
     assert (await lab.client.get("/healthz")).status == 200
 
 

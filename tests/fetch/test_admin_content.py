@@ -194,6 +194,9 @@ def test_admin_token_is_required_when_configured(box_factory: Callable[..., Box]
     assert admin_error(secured, "/purge", "POST", body, {"Authorization": "Bearer nope"})[0] == 401
     status, _ = admin_error(secured, "/purge", "POST", body, {"Authorization": "Bearer s3cret"})
     assert status == 200
+    for scheme in ("bearer", "BEARER"):  # RFC 9110 §11.1: the auth scheme is case-insensitive
+        assert admin_error(secured, "/purge", "POST", body, {"Authorization": f"{scheme} s3cret"})[0] == 200
+    assert admin_error(secured, "/purge", "POST", body, {"Authorization": "bearer nope"})[0] == 401
 
 
 def test_a_prefetch_follows_its_own_source_order_and_retries_a_bad_digest_once(box: Box, origin: Origin) -> None:
