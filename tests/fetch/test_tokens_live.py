@@ -82,6 +82,8 @@ def test_every_bad_token_is_403_with_its_own_reason(box: Box, name: str) -> None
     status, headers, body = box.get(target)
     assert status == 403, body
     assert headers["x-oca-reason"].startswith(f"token {reason}")
+    for shown in (headers["x-oca-reason"], body.decode()):  # players never see a server file path
+        assert box.workdir not in shown and "jwks.json" not in shown
     assert headers["cache-control"] == "no-store"
     assert b"a" * 100 not in body
 
