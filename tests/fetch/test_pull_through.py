@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -331,3 +332,20 @@ def test_a_peers_only_if_cached_miss_is_neither_a_miss_nor_an_error(box_factory:
     status_now = box.admin("/status")
     assert status_now["release_stats"]["errors"] == 0 and status_now["release_stats"]["requests"] >= 1
     assert status_now["hit_ratio"] is None  # no client lookup yet
+
+
+def test_sigterm_after_a_reload_closes_every_upstream_session(box_factory: Callable[..., Box],
+                                                              origin: Origin) -> None:
+    origin.add(KEY, os.urandom(10_000))
+    origin.add("titles/1/720p/other.m4s", os.urandom(10_000))
+    box = fetching_box(box_factory, [origin_source(origin)])
+    assert box.get(f"/{KEY}")[0] == 200  # opens the upstream's client session
+    box.process.send_signal(signal.SIGHUP)  # a new Upstream; the old one waits to close when idle
+    deadline = time.monotonic() + 20
+    while "reloaded" not in box.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "reloaded" in box.log(), box.log()
+    assert box.get("/titles/1/720p/other.m4s")[0] == 200  # and the new one opens its own
+    assert box.stop(signal.SIGTERM) == 0
+    log = box.log()
+    assert "Unclosed" not in log and "Traceback" not in log, log
