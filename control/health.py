@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from control.model import Box, BoxHealth, Fleet
-from oca.httpapi import bearer
+from oca.httpapi import bearer, loads
 
 log = logging.getLogger("oca.control.health")
 
@@ -176,7 +175,7 @@ class HealthPoller:
                 raise ValueError(f"/status answered {resp.status}")
             text = await resp.text()
         try:
-            raw = json.loads(text)
+            raw = loads(text)
         except ValueError:
             raise ValueError("/status is not JSON") from None
         return parse_status(box, raw, self.clock())

@@ -30,7 +30,7 @@ from control.health import BoxStatus
 from control.model import Box, BoxHealth, Fleet
 from control.store import SCOPES, Invalidation, StateStore
 from oca.errors import BadRequest, NotFound
-from oca.httpapi import bearer
+from oca.httpapi import bearer, loads
 from oca.keys import is_valid_key
 
 log = logging.getLogger("oca.control.invalidation")
@@ -193,7 +193,7 @@ class Invalidator:
         async with self.session.post(f"{box.admin_url}/invalidations", json=body, headers=headers) as resp:
             if resp.status != 200:
                 raise ValueError(f"{box.id} answered {resp.status} to POST /invalidations")
-            answer = await resp.json(content_type=None)
+            answer = await resp.json(content_type=None, loads=loads)
         applied = answer.get("applied_seq") if isinstance(answer, dict) else None
         if not isinstance(applied, int) or isinstance(applied, bool):
             raise ValueError(f"{box.id}: POST /invalidations answer has no applied_seq")

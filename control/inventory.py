@@ -23,7 +23,7 @@ import aiohttp
 
 from control.health import BoxStatus
 from control.model import Box, Inventory
-from oca.httpapi import bearer
+from oca.httpapi import bearer, loads
 
 log = logging.getLogger("oca.control.inventory")
 
@@ -95,11 +95,11 @@ class InventoryTracker:
                 async with self.session.get(url, headers=headers) as old:
                     if old.status != 200:
                         raise ValueError(f"/inventory answered {old.status}")
-                    body = await old.json(content_type=None)
+                    body = await old.json(content_type=None, loads=loads)
             elif resp.status != 200:
                 raise ValueError(f"/inventory/titles answered {resp.status}")
             else:
-                body = await resp.json(content_type=None)
+                body = await resp.json(content_type=None, loads=loads)
         if not isinstance(body, dict):
             raise ValueError("/inventory is not a JSON object")
         if isinstance(body.get("titles"), dict):

@@ -3,23 +3,40 @@
 Rules kept here:
 - A bearer token is compared in constant time, against every accepted token, so the timing says nothing
   about which one (if any) matched. No token configured means the route is open.
-- A request body must be one JSON object; anything else is a BadRequest (400) saying so.
+- A request body must be one JSON object; anything else is a BadRequest (400) saying so. JSON nested past
+  what the parser's recursion allows (`[` * 100000) is bad JSON too (TooDeep, a ValueError), never a
+  RecursionError: every JSON a peer or client sends, request body or answer, goes through `loads`.
 - An uploaded file (a firmware bundle) is streamed to disk, never held in memory, and refused as soon as it
   is known to be too big: from its Content-Length before a byte is read, else once it crosses the limit.
-- Light imports only (aiohttp, oca.errors): the control plane imports this without the box's server.
+- Light imports only (aiohttp, oca.errors, oca.http.auth): the control plane imports this without the box's server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 from typing import Any
 
 from aiohttp import web
 
 from oca.errors import BadRequest, OcaError
+from oca.http.auth import bearer_token
 
 _CHUNK = 1 << 20
+
+
+class TooDeep(ValueError):
+    """JSON nested more deeply than the parser can follow."""
+
+
+def loads(text: str | bytes) -> Any:
+    """json.loads, where nesting too deep for the parser (a RecursionError) is a ValueError like any other
+    bad JSON: a client must not be able to turn a malformed body into a 500 and a traceback."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise TooDeep("JSON nested too deeply") from None
 
 
 def bearer(token: str | None) -> dict[str, str]:
@@ -28,15 +45,18 @@ def bearer(token: str | None) -> dict[str, str]:
 
 
 def bearer_ok(request: web.Request, *tokens: str | None) -> bool:
-    """True if the request's `Authorization: Bearer <token>` is one of `tokens` (the None ones left out),
-    or if no token is configured at all."""
+    """True if the request's `Authorization: Bearer <token>` (the scheme in any case) is one of `tokens` (the
+    None ones left out), or if no token is configured at all."""
     wanted = [t for t in tokens if t is not None]
     if not wanted:
         return True
-    given = request.headers.get("Authorization", "").encode()
+    given = bearer_token(request.headers.get("Authorization"))  # RFC 9110 §11.1: the scheme in any case
+    if given is None:
+        return False
+    presented = given.encode("utf-8", "replace")
     ok = False
     for token in wanted:  # compare with every token, so timing says nothing about which one matched
-        ok |= hmac.compare_digest(given, f"Bearer {token}".encode())
+        ok |= hmac.compare_digest(presented, token.encode())
     return ok
 
 
@@ -49,7 +69,9 @@ def operator_of(request: web.Request) -> str:
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The request's body as a JSON object."""
     try:
-        body = await request.json()
+        body = await request.json(loads=loads)
+    except TooDeep:
+        raise BadRequest("request body is not valid JSON: nested too deeply") from None
     except ValueError:
         raise BadRequest("request body is not valid JSON") from None
     if not isinstance(body, dict):

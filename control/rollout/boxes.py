@@ -9,14 +9,13 @@ into memory.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from control.model import Box
-from oca.httpapi import bearer
+from oca.httpapi import bearer, loads
 
 
 class BoxUnreachable(Exception):
@@ -64,7 +63,7 @@ class BoxFirmwareClient:
             why = f"no answer within {timeout:g}s" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
             raise BoxUnreachable(f"{method} {path} on {box.id}: {why}") from None
         try:
-            answer = json.loads(text)
+            answer = loads(text)
         except ValueError:
             answer = None
         if status != 200:

@@ -13,10 +13,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from oca.admin.common import master_of
-from oca.config.units import parse_size
 from oca.errors import BadRequest, NotFound
 from oca.fetch.invalidations import SCOPES, check_entry
-from oca.fetch.prefetch import parse_items
+from oca.fetch.prefetch import parse_items, parse_priority, parse_rate
 from oca.httpapi import json_body
 from oca.keys import is_valid_key
 from oca.storage import Store
@@ -58,14 +57,8 @@ async def purge(request: web.Request) -> web.Response:
 async def prefetch(request: web.Request) -> web.Response:
     body = await json_body(request)
     items = parse_items(body.get("items"))
-    priority = body.get("priority", 0)
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise BadRequest(f"priority must be an integer, got {priority!r}")
-    raw_rate = body.get("rate", 0)
-    try:
-        rate = parse_size(raw_rate) if raw_rate else 0
-    except ValueError as exc:
-        raise BadRequest(f"rate (bytes per second): {exc}") from None
+    priority = parse_priority(body.get("priority", 0))
+    rate = parse_rate(body.get("rate", 0))
     job = master_of(request).prefetch.submit(items, priority, rate)
     return web.json_response(job.progress(), status=202)
 
@@ -75,11 +68,16 @@ async def prefetch_list(request: web.Request) -> web.Response:
     return web.json_response({"jobs": [job.progress() for job in jobs]})
 
 
-def _job_id(request: web.Request) -> int:
-    text = request.match_info["job"]
-    if not text.isdigit():
-        raise BadRequest(f"job id must be a number, got {text!r}")
+def _count(text: str, what: str) -> int:
+    """A non-negative integer from a path or query (ASCII digits, at most 18 of them: an SQLite INTEGER);
+    BadRequest naming `what` otherwise, never a ValueError from int() on "²" or 5,000 digits."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise BadRequest(f"{what} must be a number from 0 to {10**18 - 1}, got {text[:40]!r}")
     return int(text)
+
+
+def _job_id(request: web.Request) -> int:
+    return _count(request.match_info["job"], "job id")
 
 
 async def prefetch_progress(request: web.Request) -> web.Response:
@@ -108,13 +106,11 @@ async def invalidations(request: web.Request) -> web.Response:
 
 
 async def titles(request: web.Request) -> web.Response:
-    text = request.query.get("since", "0")
-    if not text.isdigit():
-        raise BadRequest(f"since must be a sequence number, got {text!r}")
+    since = _count(request.query.get("since", "0"), "since (a sequence number)")
     master = master_of(request)
     objects = await master.owner.call(Store.list, "titles/")
     master.title_inventory.refresh((o.key, o.size) for o in objects)
-    return web.json_response(master.title_inventory.since(int(text)))
+    return web.json_response(master.title_inventory.since(since))
 
 
 ROUTES = _routes()

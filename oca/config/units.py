@@ -6,6 +6,7 @@ Pure functions; they raise ValueError with a message the loader puts after the k
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE_UNITS = {
@@ -31,7 +32,10 @@ def parse_size(value: object) -> int:
     unit = match.group(2).lower() if match else None
     if match is None or unit not in _SIZE_UNITS:
         raise ValueError(f"expected a size such as 500GiB or 64KiB, got {value!r}")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    number = float(match.group(1)) * _SIZE_UNITS[unit]
+    if not math.isfinite(number):  # "9999…9TB" overflows a float: int() of it would raise OverflowError
+        raise ValueError(f"size is too large: {value[:40]!r}")
+    return int(number)
 
 
 def parse_duration(value: object) -> float:

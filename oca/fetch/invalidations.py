@@ -8,6 +8,11 @@ Rules kept here:
   (its first entry is past applied+1) makes the box pull the missing ones first.
 - An entry: {"seq": int, "scope": "key" | "prefix" | "title", "value": str, "soft": bool, ...}. A malformed
   entry stops the batch there (BadRequest naming it): skipping it would break the order.
+- Every number a peer or the control plane sends is range-checked. A seq is an integer in 1..MAX_SEQ and,
+  in a push, at most applied + MAX_AHEAD (the control plane pushes at most that many entries past the applied
+  seq it learnt from us, which is never ahead of ours): anything else is refused whole (400), before one entry
+  is applied. Within range, the box applies only the run applied+1, applied+2, ...: an entry past a gap is not
+  applied (the pull fills the gap when control.url is set), so the applied seq never passes a missing entry.
 """
 
 from __future__ import annotations
@@ -21,20 +26,22 @@ import aiohttp
 from oca.config import ControlConfig
 from oca.errors import BadRequest
 from oca.fetch.manager import FillManager
-from oca.httpapi import bearer
+from oca.httpapi import bearer, loads
 from oca.keys import is_valid_key
 from oca.secret_files import read_secret
 
 log = logging.getLogger("oca.invalidations")
 SCOPES = ("key", "prefix", "title")
+MAX_SEQ = 2**63 - 1  # the control plane's log numbers entries with an SQLite INTEGER
+MAX_AHEAD = 1000  # control/invalidation.py's _PUSH_BATCH: a push holds at most that many entries past applied
 
 
 def check_entry(entry: object) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise BadRequest(f"an invalidation must be an object, got {entry!r:.80}")
     seq, scope, value = entry.get("seq"), entry.get("scope"), entry.get("value")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-        raise BadRequest(f"invalidation seq must be a positive integer, got {seq!r}")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= MAX_SEQ:
+        raise BadRequest(f"invalidation seq must be an integer from 1 to {MAX_SEQ}, got {seq!r:.80}")
     if scope not in SCOPES:
         raise BadRequest(f"invalidation {seq}: scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     if not isinstance(value, str) or not value:
@@ -46,6 +53,29 @@ def check_entry(entry: object) -> dict[str, Any]:
     if not isinstance(entry.get("soft", False), bool):
         raise BadRequest(f"invalidation {seq}: soft must be true or false")
     return entry
+
+
+def check_window(entries: list[dict[str, Any]], applied: int) -> None:
+    """BadRequest unless every (checked) entry's seq is at most applied + MAX_AHEAD."""
+    for entry in entries:
+        if int(entry["seq"]) > applied + MAX_AHEAD:
+            raise BadRequest(f"invalidation seq {entry['seq']} is too far ahead: this box has applied {applied}, "
+                             f"a push may reach {applied + MAX_AHEAD} at most")
+
+
+def in_order(entries: list[dict[str, Any]], applied: int) -> tuple[list[dict[str, Any]], int | None]:
+    """The entries to apply now, in order: applied+1, applied+2, ... (older ones skipped, duplicates once);
+    and the first missing seq when a gap stops the run (None when nothing after it waits)."""
+    run: list[dict[str, Any]] = []
+    for entry in sorted(entries, key=lambda e: int(e["seq"])):
+        seq = int(entry["seq"])
+        if seq <= applied:
+            continue
+        if seq > applied + 1:
+            return run, applied + 1
+        run.append(entry)
+        applied = seq
+    return run, None
 
 
 class Invalidations:
@@ -60,23 +90,23 @@ class Invalidations:
 
     async def apply(self, entries: list[object]) -> int:
         """Apply what is new among `entries` (in order); returns the last applied sequence number."""
-        checked = sorted((check_entry(e) for e in entries), key=lambda e: int(e["seq"]))
+        checked = [check_entry(e) for e in entries]
         async with self._lock:
-            if checked and int(checked[0]["seq"]) > self.applied + 1 and self.config.url:
+            check_window(checked, self.applied)
+            run, missing = in_order(checked, self.applied)
+            if missing is not None and self.config.url:  # the control plane's log has the missing ones
                 await self._pull_locked()
-            for entry in checked:
+                run, missing = in_order(checked, self.applied)
+            for entry in run:
                 seq = int(entry["seq"])
-                if seq <= self.applied:
-                    continue
-                if seq > self.applied + 1 and self.config.url:
-                    log.error("invalidation %d arrived but %d is missing: waiting for the pull", seq,
-                              self.applied + 1)
-                    break
                 count = await self.fills.purge(str(entry["scope"]), str(entry["value"]), bool(entry.get("soft")))
                 log.info("invalidation %d applied: %s %s%s, %d objects (%s)", seq, entry["scope"], entry["value"],
                          " (soft)" if entry.get("soft") else "", count, entry.get("reason", ""))
                 self.applied = seq
                 self.fills.state.put("invalidation_seq", str(seq))
+            if missing is not None:
+                log.warning("invalidation %d is missing: the ones after it wait for %s", missing,
+                            "the next pull" if self.config.url else "a push that carries it (no control.url)")
         return self.applied
 
     async def pull(self) -> None:
@@ -94,7 +124,7 @@ class Invalidations:
                     session.get(url, params={"since": str(self.applied)}, headers=headers) as response:
                 if response.status != 200:
                     raise OSError(f"{url} answered {response.status}")
-                body = await response.json()
+                body = await response.json(loads=loads)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             self.last_error = f"pull from {url}: {exc or type(exc).__name__}"
             log.warning("%s", self.last_error)
@@ -104,10 +134,9 @@ class Invalidations:
             self.last_error = f"pull from {url}: no invalidations list in the answer"
             return
         self.last_error = None
-        for entry in sorted((check_entry(e) for e in entries), key=lambda e: int(e["seq"])):
+        run, _ = in_order([check_entry(e) for e in entries], self.applied)
+        for entry in run:
             seq = int(entry["seq"])
-            if seq != self.applied + 1:
-                continue
             await self.fills.purge(str(entry["scope"]), str(entry["value"]), bool(entry.get("soft")))
             self.applied = seq
             self.fills.state.put("invalidation_seq", str(seq))

@@ -7,6 +7,8 @@ Rules kept here:
 - The rate cap is a token bucket over all prefetch bytes: the config's fetch.prefetch_rate, or the job's own
   rate when lower. Clock injected so the bucket is tested without sleeping.
 - Progress is readable while the job runs: items done, present, failed (with reasons), bytes.
+- Every number a job's sender (the fill job, the control plane, an operator) gives is range-checked:
+  priority within ±MAX_PRIORITY, rate within 0..MAX_RATE bytes/s, an item's size within 0..MAX_SIZE.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from oca.config.units import parse_size
 from oca.errors import BadRequest
 from oca.fetch.upstream import Source
 from oca.keys import is_valid_key
 
 _PARALLEL = 4
+MAX_PRIORITY = 1_000_000
+MAX_RATE = 10**12  # bytes per second: 8 Tbit/s, far past any box's egress
+MAX_SIZE = 2**63 - 1  # an off_t: no file can be larger
 _YIELD = 0.05  # seconds a prefetch pauses per chunk while players wait for misses
 
 
@@ -74,8 +80,8 @@ def parse_items(raw: object) -> list[PrefetchItem]:
         if not isinstance(key, str) or not is_valid_key(key):
             raise BadRequest(f"items[{i}].key is not a valid content key: {key!r}")
         size, digest = entry.get("size"), entry.get("digest")
-        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-            raise BadRequest(f"items[{i}].size must be a non-negative integer")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SIZE):
+            raise BadRequest(f"items[{i}].size must be an integer from 0 to {MAX_SIZE}")
         if digest is not None and not isinstance(digest, str):
             raise BadRequest(f"items[{i}].digest must be a string")
         flags = {}
@@ -90,6 +96,24 @@ def parse_items(raw: object) -> list[PrefetchItem]:
         items.append(PrefetchItem(key, size, digest, flags["hot"] or tier == "hot", flags["pin"],
                                   _sources(entry.get("sources"), i)))
     return items
+
+
+def parse_priority(raw: object) -> int:
+    """A job's priority (default 0); BadRequest unless an integer within ±MAX_PRIORITY."""
+    if not isinstance(raw, int) or isinstance(raw, bool) or not -MAX_PRIORITY <= raw <= MAX_PRIORITY:
+        raise BadRequest(f"priority must be an integer from {-MAX_PRIORITY} to {MAX_PRIORITY}, got {raw!r:.40}")
+    return raw
+
+
+def parse_rate(raw: object) -> int:
+    """A job's rate in bytes per second ("50MB" or an integer; 0 or absent = only the box's cap)."""
+    try:
+        rate = parse_size(raw) if raw else 0
+    except ValueError as exc:
+        raise BadRequest(f"rate (bytes per second): {exc}") from None
+    if rate > MAX_RATE:
+        raise BadRequest(f"rate (bytes per second) must be at most {MAX_RATE}, got {raw!r:.40}")
+    return rate
 
 
 def _sources(raw: object, i: int) -> tuple[tuple[str, str, str], ...]:

@@ -146,9 +146,12 @@ class Upstream:
                 await session.close()
 
     async def close_when_idle(self, grace: float = 300.0) -> None:
-        """After a reload: let fills still reading from the old session finish, then close it."""
-        await asyncio.sleep(grace)
-        await self.close()
+        """After a reload: let fills still reading from the old session finish, then close it; at once when
+        cancelled (the box stops), or the session would be left to the GC ("Unclosed client session")."""
+        try:
+            await asyncio.sleep(grace)
+        finally:
+            await self.close()
 
     async def open(self, key: str, *, byte_range: tuple[int, int] | None = None, if_none_match: str | None = None,
                    sources: list[Source] | None = None, background: bool = False) -> UpstreamBody:

@@ -13,6 +13,10 @@ how a second, hidden request gets through. So the rule is the strictest one that
   Duplicates arrive here joined by ", " (RFC 9110 §5.3) and so fail the digits test: §8.6 allows a
   recipient to accept identical duplicates, and we choose not to.
 
+- `Host` (RFC 9112 §3.2): an HTTP/1.1 request without one, any request with two Host lines, or a Host whose
+  value is not `uri-host [":" port]` is answered 400. Two lines arrive joined by ", " and a space is never
+  part of a valid Host value, so the value check catches them. HTTP/1.0 may omit Host.
+
 The caller answers 400 and closes the connection without reading past the head (RFC 9112 §6.3: a framing
 error must close the connection). llhttp refuses most malformed shapes before this runs (both headers at
 once, duplicate Content-Length, invalid characters, bare CR or LF, obs-fold); this check is what makes a
@@ -21,12 +25,26 @@ well-formed body on a GET unreadable too. The reasons never quote the request's 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
+# RFC 9112 §3.2 Host = uri-host [ ":" port ]; RFC 3986 §3.2.2: IP-literal / IPv4address / reg-name (which may
+# be empty), reg-name = *( unreserved / pct-encoded / sub-delims ). No whitespace anywhere.
+_HOST = re.compile(r"(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|[0-9A-Za-z._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 
-def check_framing(headers: Mapping[str, str]) -> str | None:
-    """None when the request (lower-cased header names, repeated fields joined by ", ") carries no content;
-    otherwise the reason it is refused."""
+_BEFORE_HOST = frozenset({"0.9", "1.0"})
+
+
+def check_framing(headers: Mapping[str, str], version: str) -> str | None:
+    """None when the request (lower-cased header names, repeated fields joined by ", ") carries no content
+    and names its host as RFC 9112 §3.2 asks of `version` ("1.1", "1.0"); otherwise the reason it is
+    refused."""
+    host = headers.get("host")
+    if host is None:
+        if version not in _BEFORE_HOST:  # §3.2: an HTTP/1.1 client "MUST" send Host; HTTP/1.0 predates it
+            return "Host header missing"
+    elif not _HOST.fullmatch(host):
+        return "more than one Host header or an invalid Host value"
     if "transfer-encoding" in headers:
         return "request content is not accepted here (Transfer-Encoding)"
     length = headers.get("content-length")

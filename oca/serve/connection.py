@@ -18,7 +18,8 @@ This is the only module of the data plane that knows about file descriptors. Rul
 - Requests are answered in order; pipelined ones wait in `pending` (reading pauses past a limit).
 - Header limits: max_header_bytes for the request line and headers together, max_headers fields (431).
 - A head that announces content (Content-Length above 0, any Transfer-Encoding) is refused with 400 and
-  the connection closed before any body byte is parsed (oca.http.framing: request smuggling).
+  the connection closed before any body byte is parsed (oca.http.framing: request smuggling); so is an
+  HTTP/1.1 head without Host, or any head with two Host lines (RFC 9112 §3.2).
 - Every response ends with one access-log record and one stats update, aborted or not.
 """
 
@@ -57,7 +58,7 @@ class _HeadersTooLarge(Exception):
 
 
 class _BadFraming(Exception):
-    """Raised from on_headers_complete: the head announces content (oca.http.framing); 400, then close."""
+    """Raised from on_headers_complete: oca.http.framing refused the head (content, Host); 400, then close."""
 
 
 class Connection(asyncio.Protocol):
@@ -188,7 +189,8 @@ class Connection(asyncio.Protocol):
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
 
     def on_headers_complete(self) -> None:
-        reason = check_framing(self._headers)  # stops the parser before a byte of any body is read
+        # stops the parser before a byte of any body is read
+        reason = check_framing(self._headers, self._parser.get_http_version())
         if reason is not None:
             raise _BadFraming(reason)
 

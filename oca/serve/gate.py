@@ -6,7 +6,8 @@ Rules kept here:
   key is derived, so the key (and the cache) never sees it.
 - Verification is RFC 9246 via oca.tokens (cached per token until it expires, so a session costs one
   signature check per worker); a refusal is 403 with the reason in X-OCA-Reason and the access log.
-- A peer box presents `Authorization: Bearer <fleet peer credential>`, compared in constant time.
+- A peer box presents `Authorization: Bearer <fleet peer credential>` (the scheme in any case, RFC 9110
+  §11.1: oca.http.auth), compared in constant time.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hmac
 
 from oca.config import TokensConfig
+from oca.http.auth import bearer_token
 from oca.tokens import TokenRejected, TokenVerifier, load_jwks
 
 _PREFIX = b"/t/"
@@ -29,7 +31,7 @@ class Gate:
             assert config.jwks_file is not None  # the config loader insists
             self.verifier = TokenVerifier(load_jwks(config.jwks_file), leeway=config.clock_skew,
                                           issuers=frozenset(config.issuers) or None)
-        self._peer = f"Bearer {peer_credential}".encode() if peer_credential else None
+        self._peer = peer_credential.encode() if peer_credential else None
 
     @staticmethod
     def split(target: bytes, strict: bool) -> tuple[str | None, bytes]:
@@ -53,9 +55,10 @@ class Gate:
         verifier = self.verifier
         if verifier is None or (self.unsigned and key.startswith(self.unsigned)):
             return None, 0.0
-        if authorization is not None and self._peer is not None and hmac.compare_digest(
-                authorization.encode("latin-1", "replace"), self._peer):
-            return None, 0.0
+        if self._peer is not None and authorization is not None:
+            presented = bearer_token(authorization)  # RFC 9110 §11.1: the scheme in any case
+            if presented is not None and hmac.compare_digest(presented.encode("latin-1", "replace"), self._peer):
+                return None, 0.0
         try:
             verified = verifier.verify(token, "/" + key, client)
         except TokenRejected as exc:

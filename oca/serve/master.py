@@ -61,10 +61,12 @@ from oca.serve import sdnotify
 from oca.serve.gate import Gate
 from oca.serve.listeners import bind_listeners
 from oca.serve.owner import StorageOwner
+from oca.serve.stall import is_stalled, own_pause
 from oca.serve.stats import FleetStats
 from oca.storage import Store
 
 log = logging.getLogger("oca.master")
+_TICK = 0.1  # seconds between supervision rounds
 
 
 def _peer_credential(config: BoxConfig) -> str | None:
@@ -425,13 +427,23 @@ class Master:
     async def _supervise(self) -> None:
         # a worker reports every flush interval; one silent for ten of them (2 s at least) is stuck: kill it,
         # and the dead worker is restarted like any other
+        # (oca.serve.stall: silence is counted in the master's own running time, never across its pauses)
         stall_after = max(2.0, 10 * self.config.storage.access_flush_interval)
+        previous = time.monotonic()
         while True:
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(_TICK)
             now = time.monotonic()
+            pause = own_pause(previous, now, _TICK)
+            previous = now
+            if pause:
+                log.warning("the master did not run for %.1fs (stopped or blocked): not counted against its "
+                            "workers", pause)
+                for worker in self.workers:
+                    worker.heard += pause
             for worker in list(self.workers):
                 code = worker.process.poll()
-                if code is None and worker.serving and not worker.retiring and now - worker.heard > stall_after:
+                if code is None and worker.serving and not worker.retiring and is_stalled(now, worker.heard,
+                                                                                          stall_after):
                     log.error("worker %d (slot %d) sent nothing for %.1fs: killing it", worker.process.pid,
                               worker.slot, now - worker.heard)
                     worker.process.kill()

@@ -1,7 +1,9 @@
 """Why a token was refused: one exception, one machine-readable reason, always HTTP 403.
 
 The reason goes into the `X-OCA-Reason` header and the access log; the detail is for people and
-names the value that was wrong (never the whole token, which is a bearer credential).
+names the value that was wrong (never the whole token, which is a bearer credential). Players read the
+detail too, so it names only what came from the token or the request, never the box's own state (a file
+path, such as the JWKS file's).
 """
 
 from __future__ import annotations

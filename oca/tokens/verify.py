@@ -181,7 +181,8 @@ class TokenVerifier:
             raise TokenRejected("malformed", "token header has no kid")
         key = self._keys.get(kid)
         if key is None:
-            raise TokenRejected("unknown-kid", f"no key {kid[:64]!r} in {self._keys.source}")
+            # the detail reaches the player (X-OCA-Reason): name their kid, never our JWKS file's path
+            raise TokenRejected("unknown-kid", f"no key {kid[:64]!r} in this box's JWKS")
         if key.alg != alg:
             raise TokenRejected("bad-alg", f"token says alg {alg} but key {kid[:64]!r} is a {key.alg} key")
         return key, key.alg

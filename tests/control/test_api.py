@@ -153,6 +153,9 @@ async def test_operator_routes_need_the_operator_token(lab: Lab) -> None:
         assert (await lab.client.request(method, route, headers=BOX)).status == 401, route
     assert (await lab.client.get("/v1/invalidations", headers=BOX)).status == 200
     assert (await lab.client.get("/v1/invalidations", headers={"Authorization": "Bearer nope"})).status == 401
+    for scheme in ("bearer", "BEARER"):  # RFC 9110 §11.1: the auth scheme is case-insensitive
+        operator = {"Authorization": f"{scheme} operator-secret"}
+        assert (await lab.client.get("/v1/fleet", headers=operator)).status == 200
     assert (await lab.client.get("/healthz")).status == 200
 
 
@@ -171,6 +174,15 @@ async def test_fleet_drain_and_undrain(lab: Lab) -> None:
     _, pathways, _ = _hls_pathways(await (await lab.client.get("/v1/play/42/master.m3u8")).text())
     assert "b2" in pathways
     assert (await lab.client.post("/v1/fleet/b9/drain", headers=OPERATOR)).status == 404
+
+
+@pytest.mark.parametrize("path", ["/v1/invalidations", "/v1/catalog/42"])
+async def test_deeply_nested_json_is_400_without_a_traceback(lab: Lab, path: str,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    for body in (b"[" * 100_000, b'{"a":' * 100_000):
+        answer = await lab.client.post(path, data=body, headers=OPERATOR)
+        assert "nested too deeply" in (await _json(answer, 400))["error"]
+    assert not [r for r in caplog.records if r.exc_info or "Recursion" in r.getMessage()]
 
 
 async def test_invalidations_push_idempotency_and_bad_input(lab: Lab) -> None:

@@ -39,7 +39,11 @@ def admin_error(box: Box, path: str, method: str, body: bytes | None,
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())["error"]
+        text = exc.read().decode()
+        try:
+            return exc.code, json.loads(text)["error"]
+        except ValueError:  # not the admin API's JSON error: aiohttp's own 500 page
+            return exc.code, text
 
 
 def wait_job(box: Box, job: int, timeout: float = 20) -> dict[str, Any]:
@@ -106,6 +110,31 @@ def test_pushed_invalidations_apply_once_in_order(box: Box, origin: Origin) -> N
     assert keys == {"titles/9/720p/seg_1.m4s", "titles/9/720p/seg_2.m4s"}
 
 
+def test_an_invalidation_seq_past_the_window_is_refused_and_later_ones_still_apply(box: Box) -> None:
+    for i in range(2):
+        assert box.get(f"/titles/9/720p/seg_{i}.m4s")[0] == 200
+    time.sleep(0.3)
+    huge = {"seq": 10**12, "scope": "prefix", "value": "titles/8/"}
+    status, message = admin_error(box, "/invalidations", "POST", json.dumps({"invalidations": [huge]}).encode())
+    assert status == 400 and "too far ahead" in message
+    assert box.admin("/status")["invalidation_seq"] == 0
+    entry = {"seq": 1, "scope": "key", "value": "titles/9/720p/seg_0.m4s"}
+    assert box.admin("/invalidations", "POST", {"invalidations": [entry]}) == {"applied_seq": 1}
+    keys = {o["key"] for o in box.admin("/inventory?prefix=titles/9/")["objects"]}
+    assert keys == {"titles/9/720p/seg_1.m4s"}
+
+
+def test_a_push_past_a_gap_does_not_move_the_applied_seq(box: Box) -> None:
+    assert box.get("/titles/9/720p/seg_0.m4s")[0] == 200
+    time.sleep(0.3)
+    third = {"seq": 3, "scope": "key", "value": "titles/9/720p/seg_0.m4s"}
+    assert box.admin("/invalidations", "POST", {"invalidations": [third]}) == {"applied_seq": 0}
+    assert [o["key"] for o in box.admin("/inventory?prefix=titles/9/")["objects"]] == ["titles/9/720p/seg_0.m4s"]
+    first_two = [{"seq": s, "scope": "prefix", "value": "titles/8/"} for s in (1, 2)]
+    assert box.admin("/invalidations", "POST", {"invalidations": [*first_two, third]}) == {"applied_seq": 3}
+    assert box.admin("/inventory?prefix=titles/9/")["objects"] == []
+
+
 @pytest.mark.parametrize("path, body, words", [
     ("/purge", b"{", "not valid JSON"),
     ("/purge", b"[]", "JSON object"),
@@ -117,7 +146,14 @@ def test_pushed_invalidations_apply_once_in_order(box: Box, origin: Origin) -> N
     ("/prefetch", json.dumps({"items": [{"key": "/abs"}]}).encode(), "items[0].key"),
     ("/prefetch", json.dumps({"items": ["titles/1/a"], "rate": "fast"}).encode(), "rate"),
     ("/prefetch", json.dumps({"items": ["titles/1/a"], "priority": "high"}).encode(), "priority"),
+    ("/prefetch", json.dumps({"items": ["titles/1/a"], "priority": 10**30}).encode(), "priority must be"),
+    ("/prefetch", json.dumps({"items": ["titles/1/a"], "rate": "9" * 400 + "TB"}).encode(), "too large"),
+    ("/prefetch", json.dumps({"items": ["titles/1/a"], "rate": 10**15}).encode(), "at most"),
+    ("/prefetch", json.dumps({"items": [{"key": "titles/1/a", "size": 2**64}]}).encode(), "items[0].size"),
     ("/invalidations", json.dumps({"invalidations": [{"seq": 0}]}).encode(), "seq must be"),
+    ("/invalidations", json.dumps({"invalidations": [{"seq": 2**63}]}).encode(), "seq must be"),
+    ("/invalidations", json.dumps({"invalidations": [{"seq": "1"}]}).encode(), "seq must be"),
+    ("/invalidations", json.dumps({"invalidations": [{"seq": 1.0}]}).encode(), "seq must be"),
     ("/invalidations", json.dumps({"invalidations": "all"}).encode(), "must be a list"),
 ])
 def test_bad_admin_bodies_are_400_with_a_message(box: Box, path: str, body: bytes, words: str) -> None:
@@ -125,9 +161,28 @@ def test_bad_admin_bodies_are_400_with_a_message(box: Box, path: str, body: byte
     assert status == 400 and words in message
 
 
+@pytest.mark.parametrize("path", ["/purge", "/prefetch", "/invalidations", "/cache/pin"])
+def test_deeply_nested_json_is_400_without_a_traceback(box: Box, path: str) -> None:
+    status, message = admin_error(box, path, "POST", b"[" * 100_000)
+    assert status == 400 and "nested too deeply" in message
+    status, message = admin_error(box, path, "POST", b'{"a":' * 100_000 + b"1" + b"}" * 100_000)
+    assert status == 400 and "nested too deeply" in message
+    assert box.admin("/status")["box"] == "test-box"
+    log = box.log()
+    assert "Traceback" not in log and "RecursionError" not in log
+
+
 def test_unknown_prefetch_job_is_404(box: Box) -> None:
     assert admin_error(box, "/prefetch/999", "GET", None)[0] == 404
     assert admin_error(box, "/prefetch/abc", "GET", None)[0] == 400
+
+
+@pytest.mark.parametrize("path", ["/prefetch/%C2%B2", "/prefetch/" + "9" * 5000,
+                                  "/inventory?by=title&since=%C2%B2", "/inventory?by=title&since=" + "9" * 5000,
+                                  "/inventory/titles?since=" + "9" * 5000])
+def test_numbers_in_admin_paths_and_queries_are_range_checked(box: Box, path: str) -> None:
+    status, message = admin_error(box, path, "GET", None)
+    assert status == 400 and "must be a number" in message
 
 
 def test_admin_token_is_required_when_configured(box_factory: Callable[..., Box], tmp_path: Any) -> None:
@@ -139,6 +194,9 @@ def test_admin_token_is_required_when_configured(box_factory: Callable[..., Box]
     assert admin_error(secured, "/purge", "POST", body, {"Authorization": "Bearer nope"})[0] == 401
     status, _ = admin_error(secured, "/purge", "POST", body, {"Authorization": "Bearer s3cret"})
     assert status == 200
+    for scheme in ("bearer", "BEARER"):  # RFC 9110 §11.1: the auth scheme is case-insensitive
+        assert admin_error(secured, "/purge", "POST", body, {"Authorization": f"{scheme} s3cret"})[0] == 200
+    assert admin_error(secured, "/purge", "POST", body, {"Authorization": "bearer nope"})[0] == 401
 
 
 def test_a_prefetch_follows_its_own_source_order_and_retries_a_bad_digest_once(box: Box, origin: Origin) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -351,3 +352,20 @@ def test_a_sliced_object_with_no_slice_stored_and_the_origin_down_is_a_502_befor
         assert status in (502, 504), (headers, head)
         assert header(head, "cache-control") == "no-store"
     assert box.admin("/status")["tiers"] and "Traceback" not in box.log()
+
+
+def test_sigterm_after_a_reload_closes_every_upstream_session(box_factory: Callable[..., Box],
+                                                              origin: Origin) -> None:
+    origin.add(KEY, os.urandom(10_000))
+    origin.add("titles/1/720p/other.m4s", os.urandom(10_000))
+    box = fetching_box(box_factory, [origin_source(origin)])
+    assert box.get(f"/{KEY}")[0] == 200  # opens the upstream's client session
+    box.process.send_signal(signal.SIGHUP)  # a new Upstream; the old one waits to close when idle
+    deadline = time.monotonic() + 20
+    while "reloaded" not in box.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "reloaded" in box.log(), box.log()
+    assert box.get("/titles/1/720p/other.m4s")[0] == 200  # and the new one opens its own
+    assert box.stop(signal.SIGTERM) == 0
+    log = box.log()
+    assert "Unclosed" not in log and "Traceback" not in log, log

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from oca.admin.inventory import TitleInventory, title_of
 from oca.errors import BadRequest
+from oca.fetch.invalidations import MAX_AHEAD, check_window, in_order
 from oca.fetch.prefetch import TokenBucket, parse_items
 from oca.fetch.slices import covering, is_slice_key, parse_content_range, slice_bounds, slice_count, slice_key
 from oca.serve.handler import _range_start
@@ -111,3 +112,28 @@ def test_title_inventory_reports_changes_since_a_sequence() -> None:
 def test_title_of() -> None:
     assert title_of("titles/81239481/720p/a.m4s") == "81239481"
     assert title_of("titles/x") is None and title_of("public/a") is None
+
+
+def _seqs(*seqs: int) -> list[dict[str, object]]:
+    return [{"seq": s, "scope": "key", "value": f"titles/1/{s}"} for s in seqs]
+
+
+@pytest.mark.parametrize("applied, pushed, run, missing", [
+    (0, (1, 2, 3), (1, 2, 3), None),
+    (0, (3, 1, 2), (1, 2, 3), None),
+    (2, (1, 2, 3), (3,), None),
+    (0, (1, 1, 2), (1, 2), None),
+    (0, (2, 3), (), 1),
+    (0, (1, 3), (1,), 2),
+    (5, (), (), None),
+])
+def test_only_the_run_after_the_applied_seq_is_applied(applied: int, pushed: tuple[int, ...],
+                                                      run: tuple[int, ...], missing: int | None) -> None:
+    got, gap = in_order(_seqs(*pushed), applied)
+    assert tuple(e["seq"] for e in got) == run and gap == missing
+
+
+def test_a_seq_past_the_window_is_refused() -> None:
+    check_window(_seqs(7 + MAX_AHEAD), 7)
+    with pytest.raises(BadRequest, match="too far ahead"):
+        check_window(_seqs(8, 8 + MAX_AHEAD), 7)

@@ -82,6 +82,8 @@ def test_every_bad_token_is_403_with_its_own_reason(box: Box, name: str) -> None
     status, headers, body = box.get(target)
     assert status == 403, body
     assert headers["x-oca-reason"].startswith(f"token {reason}")
+    for shown in (headers["x-oca-reason"], body.decode()):  # players never see a server file path
+        assert box.workdir not in shown and "jwks.json" not in shown
     assert headers["cache-control"] == "no-store"
     assert b"a" * 100 not in body
 
@@ -116,6 +118,8 @@ def test_a_replayed_token_is_refused_once_it_expires(box: Box) -> None:
 def test_a_peer_box_uses_the_fleet_credential(box: Box) -> None:
     assert box.get(f"/{KEY}", {"Authorization": f"Bearer {PEER_SECRET}"})[0] == 200
     assert box.get(f"/{KEY}", {"Authorization": "Bearer guess"})[0] == 403
+    for scheme in ("bearer", "BEARER"):  # RFC 9110 §11.1: the auth scheme is case-insensitive
+        assert box.get(f"/{KEY}", {"Authorization": f"{scheme} {PEER_SECRET}"})[0] == 200
 
 
 def test_unsigned_prefixes_need_no_token(box: Box) -> None:

@@ -210,3 +210,24 @@ def test_a_stuck_worker_is_killed_and_replaced(box_factory: Any) -> None:
     for _ in range(20):
         assert box.get("/titles/1/master.m3u8")[0] == 200
     assert "sent nothing for" in box.log()
+
+
+def test_a_box_stopped_and_continued_whole_keeps_its_workers(box_factory: Any) -> None:
+    box = box_factory(OBJECTS)  # storage.access_flush_interval 100ms: a worker is stuck after 2 s of silence
+    workers = box.worker_pids()
+    everyone = [box.process.pid, *workers]
+    for pid in everyone:  # as SIGSTOP to the box's process group (the box shares the test's group)
+        os.kill(pid, signal.SIGSTOP)
+    time.sleep(3)  # longer than the stall timeout, by the monotonic clock, which runs on while stopped
+    for pid in everyone:  # the master first: it runs before its workers could report anything
+        os.kill(pid, signal.SIGCONT)
+    answers = []
+    for _ in range(30):  # three seconds of the box running again, in requests
+        try:
+            answers.append(box.get("/titles/1/master.m3u8")[0])
+        except OSError as exc:  # a worker killed under the request
+            answers.append(type(exc).__name__)
+        time.sleep(0.1)
+    assert "sent nothing for" not in box.log(), box.log()
+    assert sorted(box.worker_pids()) == sorted(workers)
+    assert answers == [200] * 30

@@ -103,6 +103,12 @@ SHAPES = {
     "cl-absurd": GET + b"Content-Length: 99999999999999999\r\n\r\n" + SECOND,
     "cl-space-inside": GET + b"Content-Length: 1 0\r\n\r\n" + SECOND,
     "cl-empty": GET + b"Content-Length: \r\n\r\n" + SECOND,
+    # RFC 9112 §3.2: an HTTP/1.1 request without Host, any request with two Host lines or an invalid Host
+    "no-host": f"GET /{KEY} HTTP/1.1\r\n\r\n".encode() + SECOND,
+    "two-hosts": GET + b"Host: other.example\r\n\r\n" + SECOND,
+    "two-hosts-same": GET + b"Host: cdn.example\r\n\r\n" + SECOND,
+    "two-hosts-http10": f"GET /{KEY} HTTP/1.0\r\nHost: a.example\r\nHost: b.example\r\n\r\n".encode(),
+    "host-with-a-path": f"GET /{KEY} HTTP/1.1\r\nHost: cdn.example/x\r\n\r\n".encode() + SECOND,
     # a body on GET/HEAD/OPTIONS, followed by a pipelined request: the body is never parsed as a request
     "get-with-body-then-pipelined": GET + b"Content-Length: %d\r\n\r\n" % len(SECOND) + SECOND + SECOND,
     "head-with-body": f"HEAD /{KEY} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc".encode() + SECOND,
@@ -129,6 +135,11 @@ def test_requests_without_content_are_still_served_and_pipelined(box: Box, reque
     raw, _ = exchange(box.port, request_bytes, timeout=0.5)
     assert raw.count(b"HTTP/1.1 200 OK\r\n") == 2, raw[:300]
     assert raw.count(OBJECT) == 2
+
+
+def test_an_http10_request_without_host_is_served(box: Box) -> None:
+    raw, _ = exchange(box.port, f"GET /{KEY} HTTP/1.0\r\n\r\n".encode(), timeout=2)
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and raw.endswith(OBJECT)
 
 
 def test_a_shape_after_a_good_pipelined_request_is_refused_in_turn(box: Box) -> None:

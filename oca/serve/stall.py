@@ -1,0 +1,27 @@
+"""Is a worker stuck, or was it the master that did not run? Pure: every time is passed in.
+
+Rules kept here:
+- A worker reports every flush interval; one the master has not heard from for `stall_after` seconds of
+  the master's own running time is stuck (the master kills it, and so restarts it).
+- The master measures its own pauses with the monotonic clock, between its supervision ticks: a tick due
+  `tick` seconds after the previous one that comes later than that did not run in between (the box was
+  stopped with SIGSTOP, the machine suspended, the master's loop blocked). CLOCK_MONOTONIC runs on while a
+  process is stopped, so without this a whole box stopped and continued would blame every worker for the
+  master's own absence: the master could not read their reports while it did not run.
+- So the master's pause is credited to every worker before any is judged: `heard` moves forward by it.
+  Lateness up to one tick is scheduling jitter and is not a pause.
+"""
+
+from __future__ import annotations
+
+
+def own_pause(previous_tick: float, now: float, tick: float) -> float:
+    """Seconds the master did not run between its supervision tick at `previous_tick` and this one at `now`,
+    `tick` seconds being the interval it asked for: 0 when the tick came on time (within one tick)."""
+    late = now - previous_tick - tick
+    return late if late > tick else 0.0
+
+
+def is_stalled(now: float, heard: float, stall_after: float) -> bool:
+    """True if a worker last heard of at `heard` (already credited with the master's pauses) is stuck."""
+    return now - heard > stall_after

@@ -1,0 +1,37 @@
+"""oca.serve.stall with injected times: a worker is blamed only for silence while the master itself ran."""
+
+from __future__ import annotations
+
+import pytest
+
+from oca.serve.stall import is_stalled, own_pause
+
+TICK = 0.1
+
+
+@pytest.mark.parametrize("previous, now, pause", [
+    (100.0, 100.1, 0.0),  # on time
+    (100.0, 100.18, 0.0),  # late by less than a tick: jitter
+    (100.0, 122.1, 22.0),  # stopped for 22 s
+    (100.0, 101.1, 1.0),  # a loop blocked for a second
+])
+def test_the_master_measures_its_own_pause_between_ticks(previous: float, now: float, pause: float) -> None:
+    assert own_pause(previous, now, TICK) == pytest.approx(pause)
+
+
+def test_a_box_stopped_whole_blames_no_worker() -> None:
+    stall_after, heard = 2.0, 100.0
+    previous, now = 100.05, 122.15  # the master's ticks around a 22 s SIGSTOP of the whole box
+    assert is_stalled(now, heard, stall_after)  # what the master concluded before measuring its own pause
+    assert not is_stalled(now, heard + own_pause(previous, now, TICK), stall_after)
+
+
+def test_a_worker_silent_while_the_master_ran_is_stalled() -> None:
+    heard, tick_times = 100.0, [100.0 + TICK * i for i in range(1, 30)]
+    credited, previous = heard, 100.0
+    for now in tick_times:
+        credited += own_pause(previous, now, TICK)
+        previous = now
+    assert credited == heard  # the master ran on time: nothing is credited
+    assert not is_stalled(100.0 + 2.0, credited, 2.0)
+    assert is_stalled(tick_times[-1] + 0.05, credited, 2.0)  # 2.95 s of the master's running time
