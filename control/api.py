@@ -29,7 +29,7 @@ from control.rollout.api import routes as rollout_routes
 from control.store import Invalidation
 from oca import __version__
 from oca.errors import BadRequest, NotFound, OcaError, Unauthorized
-from oca.httpapi import bearer_ok, json_body, operator_of
+from oca.httpapi import bearer_ok, json_body, operator_of, parse_count
 from oca.lab.page_routes import lab_page_routes
 
 log = logging.getLogger("oca.control.api")
@@ -103,9 +103,7 @@ def _int_query(request: web.Request, name: str, default: int, low: int = 0, high
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise BadRequest(f"{name} must be an integer from {low} to {high}, got {raw[:40]!r}")
-    return int(raw)
+    return parse_count(raw, name, low, min(high, 10**18 - 1))
 
 
 def _wait_seconds(raw: object) -> float:
@@ -203,9 +201,7 @@ async def list_invalidations(request: web.Request) -> web.Response:
 async def get_invalidation(request: web.Request) -> web.Response:
     plane = _plane(request)
     raw = request.match_info["seq"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise BadRequest(f"seq must be a positive integer, got {raw[:40]!r}")
-    entry = await plane.invalidator.get(int(raw))
+    entry = await plane.invalidator.get(parse_count(raw, "seq"))
     return web.json_response(await _progress(plane, entry, _wait_seconds(request.query.get("wait"))))
 
 

@@ -39,6 +39,14 @@ def loads(text: str | bytes) -> Any:
         raise TooDeep("JSON nested too deeply") from None
 
 
+def parse_count(text: str, what: str, low: int = 0, high: int = 10**18 - 1) -> int:
+    """An integer from a path segment or query value: ASCII digits only, at most 18 of them (an SQLite
+    INTEGER), within [low, high]; BadRequest naming `what` otherwise, never int()'s ValueError on "²"."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 18 and low <= int(text) <= high):
+        raise BadRequest(f"{what} must be an integer from {low} to {high}, got {text[:40]!r}")
+    return int(text)
+
+
 def bearer(token: str | None) -> dict[str, str]:
     """The Authorization header that sends `token` (none when there is no token)."""
     return {"Authorization": f"Bearer {token}"} if token else {}

@@ -16,7 +16,7 @@ from oca.admin.common import master_of
 from oca.errors import BadRequest, NotFound
 from oca.fetch.invalidations import SCOPES, check_entry
 from oca.fetch.prefetch import parse_items, parse_priority, parse_rate
-from oca.httpapi import json_body
+from oca.httpapi import json_body, parse_count
 from oca.keys import is_valid_key
 from oca.storage import Store
 
@@ -68,16 +68,8 @@ async def prefetch_list(request: web.Request) -> web.Response:
     return web.json_response({"jobs": [job.progress() for job in jobs]})
 
 
-def _count(text: str, what: str) -> int:
-    """A non-negative integer from a path or query (ASCII digits, at most 18 of them: an SQLite INTEGER);
-    BadRequest naming `what` otherwise, never a ValueError from int() on "²" or 5,000 digits."""
-    if not (text.isascii() and text.isdigit() and len(text) <= 18):
-        raise BadRequest(f"{what} must be a number from 0 to {10**18 - 1}, got {text[:40]!r}")
-    return int(text)
-
-
 def _job_id(request: web.Request) -> int:
-    return _count(request.match_info["job"], "job id")
+    return parse_count(request.match_info["job"], "job id")
 
 
 async def prefetch_progress(request: web.Request) -> web.Response:
@@ -106,7 +98,7 @@ async def invalidations(request: web.Request) -> web.Response:
 
 
 async def titles(request: web.Request) -> web.Response:
-    since = _count(request.query.get("since", "0"), "since (a sequence number)")
+    since = parse_count(request.query.get("since", "0"), "since (a sequence number)")
     master = master_of(request)
     objects = await master.owner.call(Store.list, "titles/")
     master.title_inventory.refresh((o.key, o.size) for o in objects)
