@@ -14,10 +14,12 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 from oca.errors import OcaError
 from oca.jsonclient import exchange
+from oca.replicas import RETRY_STATUSES, Replicas
 
 
 class ControlError(OcaError):
@@ -35,19 +37,48 @@ def operator_name() -> str:
 
 
 class ControlClient:
-    def __init__(self, base_url: str, token: str | None, timeout: float = 60.0, operator: str | None = None) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ControlError(400, f"control plane URL must start with http:// or https://, got {base_url!r}")
-        self.base_url = base_url.rstrip("/")
+    """`base_url`: one URL, several separated by commas, or a sequence of them: the control plane's replicas,
+    tried in turn when one cannot answer (oca.replicas)."""
+
+    def __init__(self, base_url: str | Sequence[str], token: str | None, timeout: float = 60.0,
+                 operator: str | None = None) -> None:
+        urls = Replicas.split(base_url) if isinstance(base_url, str) else tuple(base_url)
+        for url in urls or ("",):
+            if not url.startswith(("http://", "https://")):
+                raise ControlError(400, f"control plane URL must start with http:// or https://, got {url!r}")
+        self.replicas = Replicas(urls)
         self.token = token
         self.timeout = timeout
         self.operator = operator or operator_name()
+
+    @property
+    def base_url(self) -> str:
+        """The replica asked first (the one that answered last)."""
+        return next(iter(self.replicas))
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None,
                 query: dict[str, str] | None = None, timeout: float | None = None,
                 upload: BinaryIO | None = None) -> Any:
         """`upload`: a file sent as the raw body instead of `body` (streamed, with its Content-Length)."""
-        url = self.base_url + path
+        failure: ControlError | None = None
+        for base in self.replicas:
+            if upload is not None:
+                upload.seek(0)
+            try:
+                answer = self._exchange(base, method, path, body, query, timeout, upload)
+            except ControlError as exc:
+                if exc.status not in RETRY_STATUSES:
+                    raise
+                failure = exc
+                continue
+            self.replicas.answered(base)
+            return answer
+        assert failure is not None
+        raise failure
+
+    def _exchange(self, base: str, method: str, path: str, body: dict[str, Any] | None,
+                  query: dict[str, str] | None, timeout: float | None, upload: BinaryIO | None) -> Any:
+        url = base + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
         data = json.dumps(body).encode() if body is not None else None
@@ -59,7 +90,7 @@ class ControlClient:
             req.add_header("Content-Type", "application/octet-stream")
             req.add_header("Content-Length", str(os.fstat(upload.fileno()).st_size))
         return exchange(req, timeout=timeout or self.timeout, token=self.token, who="control plane",
-                        where="the control plane", base_url=self.base_url, error=ControlError)
+                        where="the control plane", base_url=base, error=ControlError)
 
     def fleet(self) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", "/v1/fleet")

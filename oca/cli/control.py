@@ -25,8 +25,9 @@ DEFAULT_CONTROL_CONFIG = "/etc/oca/control.yaml"
 
 def control_options(fn: F) -> F:
     """Adds --control and --token-file and passes a ready ControlClient as `client`."""
-    @click.option("--control", "control_url", metavar="URL", default=None,
-                  help=f"The control plane's base URL [default: $OCA_CONTROL_URL or {DEFAULT_CONTROL_URL}].")
+    @click.option("--control", "control_url", metavar="URL[,URL...]", default=None,
+                  help="The control plane's base URL, or its replicas' separated by commas (tried in turn) "
+                       f"[default: $OCA_CONTROL_URL or {DEFAULT_CONTROL_URL}].")
     @click.option("--token-file", type=click.Path(dir_okay=False), default=None,
                   help="File holding the operator token [default: the token in $OCA_CONTROL_TOKEN].")
     @functools.wraps(fn)

@@ -140,8 +140,9 @@ def _summary(report: Report) -> str:
 
 @fill.command("run")
 @config_option
-@click.option("--control", "control_url", metavar="URL", default=None,
-              help="The control plane's base URL [default: control.url of the box config].")
+@click.option("--control", "control_url", metavar="URL[,URL...]", default=None,
+              help="The control plane's base URL, or its replicas' separated by commas (tried in turn) "
+                   "[default: control.url of the box config].")
 @click.option("--window", default=None, metavar="HH:MM-HH:MM",
               help="The fill window in local time, or `always` [default: the control plane's fill.window].")
 @click.option("--rate", default=None, metavar="RATE",
@@ -160,7 +161,7 @@ def run(config_path: str, control_url: str | None, window: str | None, rate: str
             Window.parse(window)
         except ValueError as exc:
             raise UsageProblem(f"--window: {exc}") from None
-    url = control_url or config.control.url
+    url: str | tuple[str, ...] = control_url or config.control.url
     if not url:
         raise ConfigError(config_path, "control.url", "is not set (or pass --control URL): no plan to fetch")
     credential = None

@@ -81,7 +81,8 @@ def _check_fetch(config: BoxConfig, file: str) -> None:
         if not prefix or prefix.startswith("/"):
             raise ConfigError(file, f"tokens.unsigned_prefixes[{i}]",
                               f"expected a content path prefix such as 'public/', got {prefix!r}")
-    if config.control.url is not None:
-        parts = urllib.parse.urlsplit(config.control.url)
+    for i, url in enumerate(config.control.url):
+        parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(file, "control.url", f"expected http://host[:port], got {config.control.url!r}")
+            key = "control.url" if len(config.control.url) == 1 else f"control.url[{i}]"
+            raise ConfigError(file, key, f"expected http://host[:port], got {url!r}")

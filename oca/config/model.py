@@ -119,7 +119,8 @@ class TokensConfig:
 
 @dataclass(frozen=True)
 class ControlConfig:
-    url: str | None = setting(None)  # the control plane's base URL; null = this box pulls no invalidations
+    # the control plane's base URL, or a list of its replicas' (tried in turn); null = no invalidation pull
+    url: tuple[str, ...] = setting((), unit="urls")
     credential_file: str | None = setting(None, unit="path")  # bearer token the box presents to the control plane
     poll_interval: float = setting(5.0, unit="duration", min=0.1)
 

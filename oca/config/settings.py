@@ -3,7 +3,8 @@ control plane's (control.config) share.
 
 Rules kept here:
 - A settings class is a frozen dataclass whose fields are declared with `setting(...)`: the metadata says
-  how a raw YAML value is read (`unit`: "size", "duration", "listen", "path", "rate"; bounds `min`/`max`;
+  how a raw YAML value is read (`unit`: "size", "duration", "listen", "path", "rate", "urls": one string or
+  a list of them, read as a tuple; bounds `min`/`max`;
   `choices`). Fields marked `internal` are never read from a file. Nested dataclasses, tuples of them,
   tuples of strings and Optional (`X | None`, where YAML null is None) are supported.
 - Unknown keys, wrong types and impossible values are rejected with one ConfigError naming the file, the
@@ -104,6 +105,8 @@ def _value(hint: Any, meta: Any, raw: object, file: str, key: str, base: str) ->
             value = parse_duration(raw)
         elif unit == "listen":
             return parse_listen(raw)
+        elif unit == "urls":  # null: none
+            return _tuple(str, [raw] if isinstance(raw, str) else [] if raw is None else raw, file, key, base)
         elif get_origin(hint) is tuple:
             return _tuple(get_args(hint)[0], raw, file, key, base)
         elif hint is bool:

@@ -28,6 +28,7 @@ from oca.errors import BadRequest
 from oca.fetch.manager import FillManager
 from oca.httpapi import bearer, loads
 from oca.keys import is_valid_key
+from oca.replicas import Replicas
 from oca.secret_files import read_secret
 
 log = logging.getLogger("oca.invalidations")
@@ -87,6 +88,7 @@ class Invalidations:
         self._lock = asyncio.Lock()
         self._credential = read_secret(config.credential_file, "control.credential_file") \
             if config.credential_file else None
+        self._replicas = Replicas(config.url) if config.url else None
 
     async def apply(self, entries: list[object]) -> int:
         """Apply what is new among `entries` (in order); returns the last applied sequence number."""
@@ -114,24 +116,32 @@ class Invalidations:
             await self._pull_locked()
 
     async def _pull_locked(self) -> None:
-        if not self.config.url:
+        if self._replicas is None:
             return
-        url = f"{self.config.url.rstrip('/')}/v1/invalidations"
         headers = bearer(self._credential)
         timeout = aiohttp.ClientTimeout(total=max(2.0, self.config.poll_interval))
-        try:
-            async with aiohttp.ClientSession(timeout=timeout) as session, \
-                    session.get(url, params={"since": str(self.applied)}, headers=headers) as response:
-                if response.status != 200:
-                    raise OSError(f"{url} answered {response.status}")
-                body = await response.json(loads=loads)
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            self.last_error = f"pull from {url}: {exc or type(exc).__name__}"
-            log.warning("%s", self.last_error)
-            return
+        failures: list[str] = []
+        body: object = None
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for base in self._replicas:  # the replica that answered last first, then the others (oca.replicas)
+                url = f"{base}/v1/invalidations"
+                try:
+                    async with session.get(url, params={"since": str(self.applied)}, headers=headers) as response:
+                        if response.status != 200:
+                            raise OSError(f"answered {response.status}")
+                        body = await response.json(loads=loads)
+                except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                    failures.append(f"{url}: {exc or type(exc).__name__}")
+                    continue
+                self._replicas.answered(base)
+                break
+            else:
+                self.last_error = "pull: " + "; ".join(failures)
+                log.warning("%s", self.last_error)
+                return
         entries = body.get("invalidations") if isinstance(body, dict) else None
         if not isinstance(entries, list):
-            self.last_error = f"pull from {url}: no invalidations list in the answer"
+            self.last_error = f"pull from {base}: no invalidations list in the answer"
             return
         self.last_error = None
         run, _ = in_order([check_entry(e) for e in entries], self.applied)

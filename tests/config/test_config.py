@@ -73,6 +73,8 @@ def test_shipped_config_loads_with_every_section() -> None:
      "one of"),
     ("fetch:\n  slice_size: big\n" + GOOD_TIERS, "fetch.slice_size", "size"),
     ("server: [\n", "", "not valid YAML"),
+    ("control:\n  url: [http://a:8090, ftp://b]\n" + GOOD_TIERS, "control.url[1]", "http://host"),
+    ("control:\n  url: 8090\n" + GOOD_TIERS, "control.url", "expected a list"),
 ])
 def test_bad_config_names_file_key_and_problem(tmp_path: Any, text: str, key: str, problem: str) -> None:
     path = tmp_path / "oca.yaml"
@@ -109,3 +111,13 @@ def test_missing_config_file_exits_2(tmp_path: Any) -> None:
                             text=True, timeout=60)
     assert result.returncode == 2
     assert "nope.yaml" in result.stderr and "file not found" in result.stderr
+
+
+def test_control_url_is_one_url_or_a_list_of_replicas(tmp_path: Any) -> None:
+    path = tmp_path / "oca.yaml"
+    path.write_text("control:\n  url: http://c1:8090\n" + GOOD_TIERS)
+    assert load_box_config(str(path)).control.url == ("http://c1:8090",)
+    path.write_text("control:\n  url: [http://c1:8090, http://c2:8090]\n" + GOOD_TIERS)
+    assert load_box_config(str(path)).control.url == ("http://c1:8090", "http://c2:8090")
+    path.write_text(GOOD_TIERS)
+    assert load_box_config(str(path)).control.url == ()
