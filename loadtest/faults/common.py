@@ -59,10 +59,13 @@ class Served:
     whole: int = 0  # complete bodies equal to the origin's
     cut: int = 0  # bodies cut short of their Content-Length, a prefix of the origin's bytes
     corrupted: list[str] = field(default_factory=list)  # what differed, per body
+    reasons: Counter[str] = field(default_factory=Counter)  # X-OCA-Reason (or the client's error) of failures
 
     def record(self, key: str, answer: Answer, expected: bytes | None) -> None:
         """Judge one answer for `key` whose whole content is `expected` (None: the answer is an error)."""
         self.statuses[answer.status] += 1
+        if answer.status >= 400 or answer.status == 0:
+            self.reasons[f"{answer.status} {answer.headers.get('x-oca-reason', answer.error)}"[:120]] += 1
         if answer.status not in (200, 206) or expected is None:
             return
         want = expected
@@ -85,6 +88,9 @@ class Served:
         parts = [statuses or "no requests"]
         if self.cut:
             parts.append(f"{self.cut} cut short")
+        if self.reasons:
+            parts.append("errors: " + ", ".join(f"{r}" + (f" ({n}x)" if n > 1 else "")
+                                                for r, n in self.reasons.most_common(3)))
         return "; ".join(parts)
 
 
