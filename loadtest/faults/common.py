@@ -334,6 +334,19 @@ def oca_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
     return subprocess.run([OCA, *args], capture_output=True, text=True, timeout=timeout)
 
 
+def box_closed(box_port: int, client_port: int) -> bool:
+    """Whether the box has closed its end of the connection 127.0.0.1:client_port -> box_port: its socket has
+    no file descriptor any more (inode 0 in /proc/net/tcp: orphaned, flushing or gone), however much of the
+    answer the client left unread."""
+    with open("/proc/net/tcp", encoding="ascii") as fh:
+        for line in fh.readlines()[1:]:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if int(local.split(":")[1], 16) == box_port and int(remote.split(":")[1], 16) == client_port:
+                return inode == "0"
+    return True
+
+
 def block_socket(port: int, rcvbuf: int = 4096) -> socket.socket:
     """A connection to 127.0.0.1:port with a small receive buffer (set before connecting, so the window is small)."""
     sock = socket.socket()
