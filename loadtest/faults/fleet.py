@@ -223,7 +223,9 @@ def invalidation_while_down(ctx: Ctx, f: Findings) -> None:
                                               "Authorization": f"Bearer {lab.operator_token}"})
     with urllib.request.urlopen(request, timeout=10) as resp:
         view = json.loads(resp.read())
-    seq = int(view.get("seq", 0))
+    seq = int(view["invalidation"]["seq"])
+    f.check("the control plane logs it, with the down box pending", seq > 0 and victim in view.get("pending", []),
+            f"seq {seq}, pending {view.get('pending')}")
     f.injected = f"box {victim} killed; invalidation #{seq} of {key} pushed while it is down; restart"
     started = time.monotonic()
     lab.start_box(victim)
