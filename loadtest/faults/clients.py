@@ -12,6 +12,8 @@ import socket
 import struct
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import uvloop
 import yaml
@@ -190,9 +192,79 @@ def bad_sighup(ctx: Ctx, f: Findings) -> None:
     box.process.send_signal(signal.SIGHUP)
     fixed = wait_for(lambda: "reloaded" in box.log(), 15)
     f.check("a good config on the next SIGHUP is taken", fixed is not None, "no 'reloaded' in its log")
-    f.saw(f"box log: {line.split(']')[-1].strip()[:160]}")
+    f.saw(f"box log: {line.partition('ERROR')[2].strip()[:160]}")
     f.lost.append("none")
     f.recovery = f"old config kept (same workers); fixed config reloaded in {fixed or 0:.1f}s"
+
+
+def _raw(port: int, data: bytes, timeout: float = 5) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+                if b"\r\n\r\n" in b"".join(chunks):
+                    break
+        return b"".join(chunks)
+
+
+def missing_host(ctx: Ctx, f: Findings) -> None:
+    data = os.urandom(10_000)
+    box = ctx.box("box", {"titles/1/360p/a.m4s": data})
+    f.injected = "an HTTP/1.1 request with no Host header (RFC 9112 §3.2: a server MUST answer 400)"
+    answer = _raw(box.port, b"GET /titles/1/360p/a.m4s HTTP/1.1\r\n\r\n")
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.") else 0
+    f.saw(f"the request without Host: {status or 'no answer'}")
+    f.check("answered 400", status == 400, str(status))
+    f.served.record("titles/1/360p/a.m4s", get(box.port, "/titles/1/360p/a.m4s"), data)
+    f.check("the box keeps serving", f.served.whole == 1, f.served.describe())
+    f.lost.append("none")
+    f.recovery = "-"
+
+
+def deep_json(ctx: Ctx, f: Findings) -> None:
+    box = ctx.box("box", {"titles/1/360p/a.m4s": b"a" * 1000})
+    deep = b"[" * 100_000 + b"]" * 100_000
+    f.injected = "JSON nested 100,000 deep POSTed to the admin API (/purge, /cache/import, /invalidations, /prefetch)"
+    answers = {}
+    for path in ("/purge", "/cache/import", "/invalidations", "/prefetch"):
+        req = urllib.request.Request(f"http://127.0.0.1:{box.admin_port}{path}", data=deep, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                answers[path] = resp.status
+        except urllib.error.HTTPError as exc:
+            answers[path] = exc.code
+        except OSError:
+            answers[path] = 0
+    f.saw(", ".join(f"{p} {s}" for p, s in answers.items()))
+    f.check("every route answers 4xx (bad input), never 5xx", all(400 <= s < 500 for s in answers.values()),
+            ", ".join(f"{p} {s}" for p, s in answers.items() if not 400 <= s < 500))
+    status, _ = admin(box, "/status")
+    f.check("the admin API keeps answering", status == 200, str(status))
+    f.lost.append("none")
+    f.recovery = "-"
+
+
+def invalidation_seq(ctx: Ctx, f: Findings) -> None:
+    data = os.urandom(10_000)
+    box = ctx.box("box", {"titles/1/360p/a.m4s": data, "titles/1/360p/b.m4s": data})
+    huge = 10 ** 30
+    f.injected = f"an invalidation pushed to the box's admin API with seq {huge:.0e} (past any 64-bit sequence)"
+    status, body = admin(box, "/invalidations", "POST", {"invalidations": [
+        {"seq": huge, "scope": "key", "value": "titles/1/360p/a.m4s", "soft": False}]})
+    applied = admin(box, "/status")[1].get("invalidation_seq")
+    f.saw(f"the push: {status} {str(body)[:80]}; /status invalidation_seq {applied}")
+    f.check("refused as bad input (4xx)", 400 <= status < 500, str(status))
+    f.check("the box's applied sequence is unchanged", applied == 0, str(applied))
+    status2, _ = admin(box, "/invalidations", "POST", {"invalidations": [
+        {"seq": 1, "scope": "key", "value": "titles/1/360p/b.m4s", "soft": False}]})
+    gone = get(box.port, "/titles/1/360p/b.m4s").status
+    f.check("the next real invalidation (seq 1) is still applied", status2 == 200 and gone == 404,
+            f"push {status2}, then GET {gone}")
+    f.lost.append("none")
+    f.recovery = f"invalidation_seq now {admin(box, '/status')[1].get('invalidation_seq')}"
 
 
 SCENARIOS = [
@@ -200,4 +272,7 @@ SCENARIOS = [
     Scenario("slowloris-2000", "clients", slowloris),
     Scenario("disconnects-1000", "clients", disconnects),
     Scenario("bad-config-sighup", "clients", bad_sighup, quick=True),
+    Scenario("missing-host", "clients", missing_host),
+    Scenario("deep-json-admin", "clients", deep_json),
+    Scenario("invalidation-seq-unbounded", "clients", invalidation_seq),
 ]
