@@ -54,6 +54,10 @@ def run_one(scenario: Scenario, run_dir: str, shared: dict[str, Any], say: Say) 
         finally:
             tracebacks = ctx.tracebacks()
     row = judge(scenario.name, scenario.group, found, tracebacks, error, skipped, time.monotonic() - started)
+    short = run_dir.rstrip("/") + "/"  # paths in the table relative to the run dir, which is gone by then
+    row.injected, row.clients, row.lost, row.recovery = (text.replace(short, "") for text in (
+        row.injected, row.clients, row.lost, row.recovery))
+    row.why = [text.replace(short, "") for text in row.why]
     say(f"{scenario.name}: {row.verdict} in {row.seconds:.1f}s" + (f" ({'; '.join(row.why)})" if row.why else ""))
     return row
 
