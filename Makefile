@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 SYSTEM_TOOLS := nginx:nginx wrk:wrk strace:strace systemd-analyze:systemd /usr/bin/chromium:chromium \
 	/usr/bin/ffmpeg:ffmpeg /usr/bin/promtool:prometheus
 
-.PHONY: test run lab loadtest lint typecheck unit bench system-deps clean
+.PHONY: test run lab loadtest lint typecheck unit bench faults system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ loadtest: $(STAMP) node_modules
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m loadtest.bench --quick --json out.json
+
+# every fault scenario against real processes (box, origin, control plane, lab): one table, exit 1 if a row
+# fails; FAULTS_ARGS=--quick for the 3-minute subset, FAULTS_ARGS='--scenario eio' for one
+FAULTS_ARGS ?=
+faults: $(STAMP)
+	$(BIN)/python -m loadtest.faults $(FAULTS_ARGS) --json faults.json
 
 clean:
 	rm -rf $(VENV) node_modules run build *.egg-info .pytest_cache .mypy_cache .ruff_cache

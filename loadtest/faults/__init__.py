@@ -1,0 +1,1 @@
+"""`python -m loadtest.faults`: the fault suite (see runner.py)."""

@@ -1,0 +1,5 @@
+import sys
+
+from loadtest.faults.runner import main
+
+sys.exit(main())
