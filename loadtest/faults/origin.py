@@ -114,4 +114,30 @@ def desync(ctx: Ctx, f: Findings) -> None:
     f.recovery = f"origin connections {origin.connections}, requests for b {origin.count('titles/8/720p/b.m4s')}"
 
 
-SCENARIOS = [_case(c) for c in CASES] + [Scenario("origin-desync", "origin", desync, quick=True)]
+def down_with_no_slice(ctx: Ctx, f: Findings) -> None:
+    """A sliced object whose metadata the box holds, none of its slices, and the origin gone: the head must
+    wait for the first slice, so the client gets 502/504, never a 200 whose body cannot follow."""
+    origin = ctx.origin()
+    key = "titles/8/1080p/six.mp4"
+    data = os.urandom(6 * MiB)
+    origin.add(key, data=data)
+    box = ctx.box("box", origin=origin, fetch={**BOX["fetch"], "slice_size": "4MiB"})
+    f.injected = "a 6 MiB object sliced (4 MiB), its only stored slice purged, then the origin stopped"
+    probe = get(box.port, "/" + key, {"Range": "bytes=0-99"})
+    f.served.record(key, probe, data[:100])
+    wait_for(lambda: f"{key}@slice000000" in inventory(box), 3)
+    box.admin("/purge", "POST", {"scope": "key", "value": f"{key}@slice000000"})
+    wait_for(lambda: not inventory(box), 3)
+    origin.stop()
+    answers = [get(box.port, "/" + key), get(box.port, "/" + key, {"Range": f"bytes={5 * MiB}-{5 * MiB + 9}"})]
+    f.saw(", ".join(f"{a.status} ({a.headers.get('x-oca-reason', '')[:60]})" for a in answers))
+    f.check("each client gets 502/504 before any header, never a 200 with no body",
+            all(a.status in (502, 504) and a.headers.get("cache-control") == "no-store" for a in answers),
+            ", ".join(f"{a.status} {len(a.body)} bytes" for a in answers))
+    f.check("no tier failed", all(t["state"] == "up" for t in tiers(box).values()), tier_line(box))
+    f.lost.append("none")
+    f.recovery = "the origin is down: nothing to recover until it returns"
+
+
+SCENARIOS = [_case(c) for c in CASES] + [Scenario("origin-desync", "origin", desync, quick=True),
+                                         Scenario("origin-down-sliced", "origin", down_with_no_slice)]

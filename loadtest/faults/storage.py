@@ -248,6 +248,7 @@ def enospc_fill(ctx: Ctx, f: Findings) -> None:
     again = get(box.port, "/titles/3/big.mp4")
     f.served.record("titles/3/big.mp4", again, big)
     f.saw(f"the next request for it: {again.status}")
+    wait_for(lambda: not _tmp_files(workdir), 5)  # the refill is adopted (fsync, rename) just after its last byte
     f.check("no temp file left on the full tier", not _tmp_files(workdir), f"left: {_tmp_files(workdir)[:3]}")
     f.recovery = f"tiers after: {tier_line(box)}; the next request {again.status}"
 
