@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from control.catalog.codec import TITLE_ID_RE
+from control.manifests.query import SteeringQuery, reports_leaving
 from control.model import ORIGIN_PATHWAY, BoxHealth
 
 _SESSION_RE = re.compile(rf"({TITLE_ID_RE.pattern})\.([0-9a-z]{{1,12}})\.([0-9a-f]{{16}})")
@@ -56,9 +57,9 @@ class SessionMemory:
     priority: tuple[str, ...] = ()  # the last PATHWAY-PRIORITY sent
     avoid: dict[str, float] = field(default_factory=dict)  # box id -> when the player reported leaving it
 
-    def note_report(self, current: str | None, now: float) -> None:
-        """The player says it uses `current`; if that is not our first choice, it left our first choice."""
-        if current is not None and self.first is not None and current != self.first and self.first != ORIGIN_PATHWAY:
+    def note_report(self, report: SteeringQuery, now: float) -> None:
+        """The player says it uses `report.current`; if that is not our first choice, it left our first choice."""
+        if self.first is not None and self.first != ORIGIN_PATHWAY and reports_leaving(report, self.first):
             self.avoid[self.first] = now
 
     def prune(self, health: Mapping[str, BoxHealth]) -> None:
@@ -66,6 +67,17 @@ class SessionMemory:
             h = health.get(box)
             if h is not None and h.healthy and h.last_healthy_poll is not None and h.last_healthy_poll > left:
                 del self.avoid[box]
+
+    def reload(self, report: SteeringQuery, now: float, health: Mapping[str, BoxHealth],
+               rank: Callable[[dict[str, float]], tuple[str, ...] | None]) -> tuple[str, ...]:
+        """One steering reload: learn from the player's report, forget the avoids a fresh healthy poll has
+        cleared, rank (`rank(avoid)`, None when no decision can be made: the last priority sent, else the
+        origin alone), and remember what was sent."""
+        self.note_report(report, now)
+        self.prune(health)
+        priority = rank(self.avoid) or self.priority or (ORIGIN_PATHWAY,)
+        self.priority, self.first = priority, priority[0]
+        return priority
 
 
 class SessionTable:
