@@ -9,9 +9,10 @@ Rules kept here (issue 4, "Manifests"; DESIGN.md, Manifests):
 - `GET /v1/steer/<session>` is recomputed live on every reload. It never answers 404 or 410 for a
   well-formed session id: an unknown title (or a title no longer licensed here) gets the last priority
   this replica sent, else the origin alone. Unreadable query parameters are ignored.
-- Leaving: when the player reports a pathway other than the one we ranked first (`_HLS_pathway`,
-  `_DASH_pathway`), that box is ranked after the others for this session until it passes a fresh health
-  poll (sessions.SessionMemory.reload, steering.steer's `avoid`).
+- Leaving: when the player's report leaves out the pathway we ranked first (`_HLS_pathway` names another;
+  `_DASH_pathway`, the pathways used since the last reload, does not hold it), that box is ranked after the
+  others for this session until it passes a fresh health poll (sessions.SessionMemory.reload,
+  steering.steer's `avoid`). The order of a DASH list means nothing here (ETSI TS 103 998; issue 13).
 - Every answer is per session: `Cache-Control: no-store`, and CORS open (players run in browsers).
 """
 

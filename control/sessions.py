@@ -7,9 +7,16 @@ Rules kept here:
 - The memory (the first pathway we last ranked, the boxes the player left and when, the last priority sent)
   only refines answers; losing it (restart, eviction, another replica) costs nothing but that refinement.
 - The memory is an LRU of at most `max_sessions` entries: a flood of sessions cannot grow it without bound.
-- Avoid rule (issue 4): when the player reports a current pathway other than the one we ranked first last
-  time, that box is remembered with the time; steering ranks it after the others until the box passes a
-  fresh healthy poll. Entries older than the box's last healthy poll are dropped when seen.
+- Avoid rule (issue 4): when the player's report leaves out the pathway we ranked first last time
+  (`manifests.query.reports_leaving`: HLS `_HLS_pathway` names another pathway in use; DASH, ETSI TS 103 998
+  `_DASH_pathway`, it fetched nothing from it since its last reload), that box is remembered with the time;
+  steering ranks it after the others until the box passes a fresh healthy poll. Entries older than the
+  box's last healthy poll are dropped when seen.
+- No feedback (issue 13, defect 8): a report that names the box we ranked first never marks it left, even
+  when it also names the box the player came from (dash.js lists that one first). So a player that follows
+  our ranking never makes us demote where it went, the avoid rule cannot feed back on itself, and a session
+  whose player follows its ranking is ranked the same reload after reload while the fleet does not change
+  (`reload` is that one step, pure).
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ class SessionMemory:
     avoid: dict[str, float] = field(default_factory=dict)  # box id -> when the player reported leaving it
 
     def note_report(self, report: SteeringQuery, now: float) -> None:
-        """The player says it uses `report.current`; if that is not our first choice, it left our first choice."""
+        """The player left our first choice when its report leaves that pathway out (module rules)."""
         if self.first is not None and self.first != ORIGIN_PATHWAY and reports_leaving(report, self.first):
             self.avoid[self.first] = now
 
