@@ -7,18 +7,19 @@ Rules kept here:
 - HLS (rfc8216bis §7.2; hls.js content-steering-controller): `_HLS_pathway` is the one pathway in use,
   sent unquoted by hls.js, quoted by some clients; both are accepted. `_HLS_throughput` is bits per second.
   hls.js sends `.` before it knows a pathway: that is no report.
-- DASH (ETSI TS 103 998, the steering request's `_DASH_pathway` and `_DASH_throughput` query parameters;
-  dash.js ContentSteeringController): `_DASH_pathway` is a quoted comma list of the service locations the
-  player fetched from since its previous steering request, not "the one in use" and not a priority. dash.js
-  (5.x, since its PR #4724) lists them in order of first use, the pathway it was on at the previous request
-  carried over first, so a player that just followed our steering from a2 to a1 sends "a2,a1"; dash.js 4.x
-  sorted them by throughput. Neither order says which pathway is in use, so nothing here reads list order.
+- DASH (ETSI TS 103 998 / DASH-IF CTS 001, the steering request's query parameters; what dash.js 5.2.1 puts in
+  them, ContentSteeringController._getSteeringServerUrl): `_DASH_pathway` is a quoted comma list of the
+  service locations the player fetched from since its previous steering request (dash.js issue #4714: "the
+  last used pathway(s)"), not "the one in use" and not a priority. dash.js 5 (PR #4724) lists them in order
+  of first use, the pathway it was on at the previous request carried over first, so a player that just
+  followed our steering from a2 to a1 sends "a2,a1"; dash.js 4 sorted them by throughput. Neither order says
+  which pathway is in use, so nothing here reads list order.
   `_DASH_throughput` gives each listed pathway's measured throughput (bits per second) in the same order,
   an empty entry for one not measured (dash.js 5.x); older players leave unmeasured ones out at the end.
   A list entry that is not a valid pathway id is dropped; a throughput list with any unreadable non-empty
   entry is dropped whole (its positions would no longer line up).
 - `current` is the pathway in use when the player says which one that is: HLS only (None for DASH).
-- Leaving (issue 4, defect 8 of issue 13): the player left the pathway we ranked first only when that pathway
+- Leaving (issue 4; issue 13, defect 8): the player left the pathway we ranked first only when that pathway
   is not among those it reports: for HLS the one in use is another; for DASH it fetched nothing from it in a
   whole steering period in which we ranked it first. A DASH list that holds it next to others is a player
   moving onto it or off it, which the list cannot tell apart, so it is no report of leaving.
@@ -74,8 +75,9 @@ def parse_steering_query(query: Mapping[str, str]) -> SteeringQuery:
 def reports_leaving(query: SteeringQuery, ranked_first: str) -> bool:
     """True when the player reports pathways and the one we ranked first is not among them (module rules;
     issue 4: the session then avoids that box until a fresh healthy poll). Never from the order of a DASH
-    list: ETSI TS 103 998's `_DASH_pathway` lists the pathways used, and a player that followed our ranking
-    still lists the one it came from, first with dash.js 5, which read as "left" made steering flap."""
+    list: `_DASH_pathway` lists the pathways used since the last reload, and a player that followed our
+    ranking still lists the one it came from (first, with dash.js 5); reading that as "left" demoted the box
+    it had just moved to, at every reload (issue 13, defect 8: steering flapped between a1 and a2)."""
     return bool(query.pathways) and ranked_first not in query.pathways
 
 
