@@ -16,7 +16,9 @@ Rules kept here:
   when it also names the box the player came from (dash.js lists that one first). So a player that follows
   our ranking never makes us demote where it went, the avoid rule cannot feed back on itself, and a session
   whose player follows its ranking is ranked the same reload after reload while the fleet does not change
-  (`reload` is that one step, pure).
+  (`reload` is that one step, pure). Right after we move a DASH session from G to F, a report of just G is
+  a player that has not fetched since (dash.js carries G over) as much as one that kept away from F: F is
+  taken as left only if the next period's report lacks it too, so one move is never undone and redone.
 """
 
 from __future__ import annotations
@@ -63,11 +65,18 @@ class SessionMemory:
     first: str | None = None  # the pathway we ranked first in our last answer
     priority: tuple[str, ...] = ()  # the last PATHWAY-PRIORITY sent
     avoid: dict[str, float] = field(default_factory=dict)  # box id -> when the player reported leaving it
+    moved_from: str | None = None  # when our last answer changed the first pathway: the one first before
 
     def note_report(self, report: SteeringQuery, now: float) -> None:
         """The player left our first choice when its report leaves that pathway out (module rules)."""
-        if self.first is not None and self.first != ORIGIN_PATHWAY and reports_leaving(report, self.first):
-            self.avoid[self.first] = now
+        if self.first is None or self.first == ORIGIN_PATHWAY or not reports_leaving(report, self.first):
+            return
+        if report.protocol == "dash" and report.pathways == (self.moved_from,):
+            # dash.js carries the location in use at its last steering request over into the next report:
+            # a list of just the one we moved the session from is also a player that has fetched nothing
+            # since. Not yet a leave; a second such period is (module rules, "No feedback").
+            return
+        self.avoid[self.first] = now
 
     def prune(self, health: Mapping[str, BoxHealth]) -> None:
         for box, left in list(self.avoid.items()):
@@ -83,6 +92,7 @@ class SessionMemory:
         self.note_report(report, now)
         self.prune(health)
         priority = rank(self.avoid) or self.priority or (ORIGIN_PATHWAY,)
+        self.moved_from = self.first if self.first is not None and self.first != priority[0] else None
         self.priority, self.first = priority, priority[0]
         return priority
 

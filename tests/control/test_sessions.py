@@ -186,3 +186,33 @@ def test_a_dash_player_that_fetched_only_from_other_pathways_left_the_first() ->
     assert reload_with(memory, 12.5, '"a2,b1"', health, stock)[0] == "a2"  # no fresh poll of b1 yet
     fresh = {b: dataclasses.replace(h, last_healthy_poll=12.6) for b, h in health.items()}
     assert reload_with(memory, 13.0, '"a2"', fresh, stock)[0] == "b1" and not memory.avoid
+
+
+def test_a_dash_player_that_has_not_fetched_since_we_moved_it_has_not_left_yet() -> None:
+    """b1 comes back while the session plays from a2: we move it to b1 once. A dash.js player that fetched
+    nothing in the next period reports only the pathway it was on ("a2": its list carries that one over), which
+    is no sign that it left b1; it moves at its next fragment. Reading it as leaving would move the session
+    back to a2 and, after b1's next poll, to b1 again: three changes of the first pathway for one move."""
+    stock = inventory("b1", "a2")
+    down = health_at(10.0, {"b1": 0.0})
+    start = steer(INDEX, down, stock, TITLE, SITE_B_CLIENT, now=10.0).pathway_ids
+    assert start[0] == "a2"
+    memory = SessionMemory(TITLE.id, SITE_B_CLIENT, start[0], start)
+    firsts = [start[0]]
+    # every box polled healthy again from t=11; reloads every TTL; the player's reports, period by period:
+    # still on a2; no fragment since we moved it; moved to b1 (a2 carried over); on b1
+    for n, reported in enumerate(['"a2"', '"a2"', '"a2,b1"', '"b1"', '"b1"']):
+        t = 12.0 + n * TTL
+        firsts.append(reload_with(memory, t, reported, health_at(t, {}), stock)[0])
+    assert firsts == ["a2", "b1", "b1", "b1", "b1", "b1"], firsts
+
+
+def test_a_dash_player_that_keeps_away_from_where_we_moved_it_left_it() -> None:
+    """...but a second period without a fragment from b1 is leaving it (a failed download blacklists a
+    location in dash.js): b1 is ranked after a2 until its next healthy poll."""
+    stock = inventory("b1", "a2")
+    start = steer(INDEX, health_at(10.0, {"b1": 0.0}), stock, TITLE, SITE_B_CLIENT, now=10.0).pathway_ids
+    memory = SessionMemory(TITLE.id, SITE_B_CLIENT, start[0], start)
+    stale_b1 = {**health_at(16.0, {}), "b1": BoxHealth("b1", True, last_healthy_poll=11.0)}
+    firsts = [reload_with(memory, t, '"a2"', stale_b1, stock)[0] for t in (12.0, 14.0, 16.0)]
+    assert firsts == ["b1", "b1", "a2"] and set(memory.avoid) == {"b1"}, (firsts, memory.avoid)
