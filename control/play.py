@@ -9,9 +9,10 @@ Rules kept here (issue 4, "Manifests"; DESIGN.md, Manifests):
 - `GET /v1/steer/<session>` is recomputed live on every reload. It never answers 404 or 410 for a
   well-formed session id: an unknown title (or a title no longer licensed here) gets the last priority
   this replica sent, else the origin alone. Unreadable query parameters are ignored.
-- Leaving: when the player reports a pathway other than the one we ranked first (`_HLS_pathway`,
-  `_DASH_pathway`), that box is ranked after the others for this session until it passes a fresh health
-  poll (sessions.SessionMemory, steering.steer's `avoid`).
+- Leaving: when the player's report leaves out the pathway we ranked first (`_HLS_pathway` names another;
+  `_DASH_pathway`, the pathways used since the last reload, does not hold it), that box is ranked after the
+  others for this session until it passes a fresh health poll (sessions.SessionMemory.reload,
+  steering.steer's `avoid`). The order of a DASH list means nothing here (ETSI TS 103 998; issue 13).
 - Every answer is per session: `Cache-Control: no-store`, and CORS open (players run in browsers).
 """
 
@@ -24,7 +25,7 @@ from aiohttp import web
 from control.catalog.codec import check_title_id
 from control.manifests import PathwayBase, parse_steering_query, steering_manifest
 from control.metrics import METRICS
-from control.model import ORIGIN_PATHWAY, Title
+from control.model import Title
 from control.plane import ControlPlane
 from control.sessions import SessionMemory, new_session_id, parse_session_id
 from control.steering import Decision
@@ -108,38 +109,39 @@ async def steering(request: web.Request) -> web.Response:
     if memory is None:
         memory = SessionMemory(title_id, ip)
         plane.sessions.put(session_id, memory)
+    report = parse_steering_query(request.query)
+    title = await _title(plane, title_id)
     now = plane.clock()
-    health = plane.health()
-    reported = parse_steering_query(request.query).current
-    memory.note_report(reported, now)
-    memory.prune(health)
     before = memory.priority
-    priority = await _priority(plane, title_id, ip, memory)
-    memory.priority, memory.first = priority, priority[0]
+    priority = memory.reload(report, now, plane.health(), lambda avoid: _rank(plane, title, ip, avoid))
     metrics = request.app.get(METRICS)
     if metrics is not None:
         metrics.session_active(session_id, now, reload=True, changed=bool(before) and before != priority)
     # one line per reload: operators see sessions move (and why) without a packet capture
-    steer_log.info("steer %s client=%s reported=%s priority=%s%s", session_id, ip, reported or "-",
-                   ",".join(priority), " (changed)" if before and before != priority else "")
+    steer_log.info("steer %s client=%s reported=%s priority=%s%s", session_id, ip,
+                   ",".join(report.pathways) or "-", ",".join(priority),
+                   " (changed)" if before and before != priority else "")
     text = steering_manifest(priority, ttl=max(1, round(plane.config.steering.ttl)),
                              reload_uri=_steering_uri(plane, session_id))
     return web.Response(text=text, content_type=STEERING_TYPE, headers=_HEADERS)
 
 
-async def _priority(plane: ControlPlane, title_id: str, ip: str, memory: SessionMemory) -> tuple[str, ...]:
-    fallback = memory.priority or (ORIGIN_PATHWAY,)
+async def _title(plane: ControlPlane, title_id: str) -> Title | None:
     try:
-        title = await plane.catalog.get(title_id)
-    except OcaError:  # the store is unavailable: keep the session going
-        return fallback
+        return await plane.catalog.get(title_id)
+    except OcaError:  # the store is unavailable: keep the session going on its last priority
+        return None
+
+
+def _rank(plane: ControlPlane, title: Title | None, ip: str, avoid: dict[str, float]) -> tuple[str, ...] | None:
+    """The session's pathways now, or None (unknown title, unreadable address, 451): keep the last ones."""
     if title is None:
-        return fallback
+        return None
     try:
-        decision = plane.decide(title, ip, memory.avoid)
+        decision = plane.decide(title, ip, avoid)
     except ValueError:
-        return fallback
-    return decision.pathway_ids if decision.allowed else fallback
+        return None
+    return decision.pathway_ids if decision.allowed else None
 
 
 def routes() -> list[web.RouteDef]:

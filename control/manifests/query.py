@@ -7,12 +7,22 @@ Rules kept here:
 - HLS (rfc8216bis §7.2; hls.js content-steering-controller): `_HLS_pathway` is the one pathway in use,
   sent unquoted by hls.js, quoted by some clients; both are accepted. `_HLS_throughput` is bits per second.
   hls.js sends `.` before it knows a pathway: that is no report.
-- DASH (ETSI TS 103 998; dash.js ContentSteeringController): `_DASH_pathway` is a quoted comma list of every
-  service location the player fetched from since its last steering request, ordered by measured throughput
-  (highest first, unmeasured last); `_DASH_throughput` lists the measured throughputs (bits per second) in
-  the same order, unmeasured ones left out. A list entry that is not a valid pathway id is dropped; a
-  throughput list with any unreadable entry is dropped whole (its positions would no longer line up).
-- `current` is the pathway the player reports first: for HLS the one in use, for DASH the best-measured one.
+- DASH (ETSI TS 103 998 / DASH-IF CTS 001, the steering request's query parameters; what dash.js 5.2.1 puts in
+  them, ContentSteeringController._getSteeringServerUrl): `_DASH_pathway` is a quoted comma list of the
+  service locations the player fetched from since its previous steering request (dash.js issue #4714: "the
+  last used pathway(s)"), not "the one in use" and not a priority. dash.js 5 (PR #4724) lists them in order
+  of first use, the pathway it was on at the previous request carried over first, so a player that just
+  followed our steering from a2 to a1 sends "a2,a1"; dash.js 4 sorted them by throughput. Neither order says
+  which pathway is in use, so nothing here reads list order.
+  `_DASH_throughput` gives each listed pathway's measured throughput (bits per second) in the same order,
+  an empty entry for one not measured (dash.js 5.x); older players leave unmeasured ones out at the end.
+  A list entry that is not a valid pathway id is dropped; a throughput list with any unreadable non-empty
+  entry is dropped whole (its positions would no longer line up).
+- `current` is the pathway in use when the player says which one that is: HLS only (None for DASH).
+- Leaving (issue 4; issue 13, defect 8): the player left the pathway we ranked first only when that pathway
+  is not among those it reports: for HLS the one in use is another; for DASH it fetched nothing from it in a
+  whole steering period in which we ranked it first. A DASH list that holds it next to others is a player
+  moving onto it or off it, which the list cannot tell apart, so it is no report of leaving.
 - Limits: values over 2,048 characters, more than 64 pathways, or throughputs outside 0..10^13 are ignored.
 """
 
@@ -33,12 +43,13 @@ MAX_THROUGHPUT = 10**13
 @dataclass(frozen=True, slots=True)
 class SteeringQuery:
     protocol: str | None  # "hls", "dash", or None when the player reported nothing readable
-    pathways: tuple[str, ...] = ()  # as reported, first = current
-    throughputs: tuple[int, ...] = ()  # bits/s, position i belongs to pathways[i] (may be shorter)
+    pathways: tuple[str, ...] = ()  # as reported: HLS the one in use; DASH those used since the last reload
+    throughputs: tuple[int | None, ...] = ()  # bits/s (None: not measured), position i is pathways[i]'s
 
     @property
     def current(self) -> str | None:
-        return self.pathways[0] if self.pathways else None
+        """The pathway in use, when the report says (HLS); a DASH list does not say (module rules)."""
+        return self.pathways[0] if self.protocol == "hls" and self.pathways else None
 
     def throughput(self, pathway: str) -> int | None:
         try:
@@ -62,9 +73,12 @@ def parse_steering_query(query: Mapping[str, str]) -> SteeringQuery:
 
 
 def reports_leaving(query: SteeringQuery, ranked_first: str) -> bool:
-    """True when the player reports a current pathway other than the one we ranked first (issue 4: the
-    session then avoids that box until a fresh healthy poll)."""
-    return query.current is not None and query.current != ranked_first
+    """True when the player reports pathways and the one we ranked first is not among them (module rules;
+    issue 4: the session then avoids that box until a fresh healthy poll). Never from the order of a DASH
+    list: `_DASH_pathway` lists the pathways used since the last reload, and a player that followed our
+    ranking still lists the one it came from (first, with dash.js 5); reading that as "left" demoted the box
+    it had just moved to, at every reload (issue 13, defect 8: steering flapped between a1 and a2)."""
+    return bool(query.pathways) and ranked_first not in query.pathways
 
 
 def _clean(raw: object) -> str | None:
@@ -91,14 +105,15 @@ def _pathway_list(raw: object, *, single: bool) -> tuple[str, ...]:
     return tuple(out)[:MAX_PATHWAYS]
 
 
-def _throughputs(raw: object) -> tuple[int, ...]:
+def _throughputs(raw: object) -> tuple[int | None, ...]:
     text = _clean(raw)
     if text is None:
         return ()
-    values = []
+    values: list[int | None] = []
     for item in text.split(","):
-        value = _bits_per_second(item.strip())
-        if value is None:
+        item = item.strip()
+        value = _bits_per_second(item) if item else None  # empty: that pathway was not measured (dash.js 5)
+        if item and value is None:
             return ()
         values.append(value)
     return tuple(values[:MAX_PATHWAYS])

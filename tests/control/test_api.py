@@ -140,8 +140,12 @@ async def test_a_box_the_player_left_is_not_first_again_until_a_fresh_healthy_po
     await lab.plane.poller.poll_once()
     back = await _json(await lab.client.get(path, params={"_HLS_pathway": other}))
     assert back["PATHWAY-PRIORITY"][0] == first
-    # DASH reports: a quoted comma list, first = the one in use
-    dash = await _json(await lab.client.get(path, params={"_DASH_pathway": f'"{pathways[2]},{first}"'}))
+    # DASH reports: a quoted comma list of the pathways used since the last reload (ETSI TS 103 998); one
+    # that holds the box we ranked first, wherever in the list, is no leaving; one without it is
+    for dash_pathway in (f'"{pathways[2]},{first}"', f'"{first},{pathways[2]}"'):
+        dash = await _json(await lab.client.get(path, params={"_DASH_pathway": dash_pathway}))
+        assert dash["PATHWAY-PRIORITY"][0] == first, dash_pathway
+    dash = await _json(await lab.client.get(path, params={"_DASH_pathway": f'"{pathways[2]}"'}))
     assert dash["PATHWAY-PRIORITY"][0] != first
 
 

@@ -61,6 +61,9 @@ def test_bad_manifest_arguments_raise_value_error(priority: list[str], ttl: Any,
     ({"_DASH_pathway": '" lon-2 , ,bad!,fra-1,lon-2"'}, "dash", ("lon-2", "fra-1"), ()),  # junk and repeats dropped
     ({"_DASH_pathway": '"a,b,c"', "_DASH_throughput": "1,2"}, "dash", ("a", "b", "c"), (1, 2)),  # c unmeasured
     ({"_DASH_pathway": '"a,b"', "_DASH_throughput": "1,x"}, "dash", ("a", "b"), ()),  # misaligned: dropped
+    # dash.js 5 leaves an empty entry for a pathway it has not measured, so positions line up
+    ({"_DASH_pathway": '"a,b,c"', "_DASH_throughput": ",10,15"}, "dash", ("a", "b", "c"), (None, 10, 15)),
+    ({"_DASH_pathway": '"a,b"', "_DASH_throughput": "5000,"}, "dash", ("a", "b"), (5000, None)),
     ({"_DASH_pathway": '"a"', "_DASH_throughput": "1,2,3"}, "dash", ("a",), (1,)),
     ({"_DASH_pathway": '""'}, None, (), ()),
     ({"_HLS_pathway": "a", "_DASH_pathway": '"b"'}, "hls", ("a",), ()),
@@ -69,7 +72,7 @@ def test_bad_manifest_arguments_raise_value_error(priority: list[str], ttl: Any,
     ({"_HLS_pathway": "a" * 5000}, None, (), ()),
 ])
 def test_steering_query_cases(query: dict[str, str], protocol: str | None, pathways: tuple[str, ...],
-                              throughputs: tuple[int, ...]) -> None:
+                              throughputs: tuple[int | None, ...]) -> None:
     assert parse_steering_query(query) == SteeringQuery(protocol, pathways, throughputs)
 
 
@@ -79,18 +82,24 @@ def test_non_string_values_are_ignored() -> None:
 
 
 def test_current_and_throughput_of_a_pathway() -> None:
-    query = parse_steering_query({"_DASH_pathway": '"a,b,c"', "_DASH_throughput": "30,20"})
-    assert query.current == "a"
+    query = parse_steering_query({"_DASH_pathway": '"a,b,c"', "_DASH_throughput": "30,,20"})
+    assert query.current is None  # a DASH list names the pathways used, not the one in use
     assert (query.throughput("a"), query.throughput("b"), query.throughput("c"), query.throughput("z")) == \
-        (30, 20, None, None)
+        (30, None, 20, None)
+    assert parse_steering_query({"_DASH_pathway": '"a"'}).current is None
+    assert parse_steering_query({"_HLS_pathway": "a"}).current == "a"
     assert SteeringQuery(None).current is None
 
 
 @pytest.mark.parametrize(("query", "first", "left"), [
     ({"_HLS_pathway": "fra-1"}, "lon-2", True),
     ({"_HLS_pathway": '"lon-2"'}, "lon-2", False),
-    ({"_DASH_pathway": '"fra-1,lon-2"'}, "lon-2", True),
+    # DASH: the pathways used since the last reload; holding the one we ranked first, in any place, is no
+    # leaving (dash.js 5 lists the pathway it came from first when it follows us from fra-1 to lon-2)
+    ({"_DASH_pathway": '"fra-1,lon-2"'}, "lon-2", False),
     ({"_DASH_pathway": '"lon-2,fra-1"'}, "lon-2", False),
+    ({"_DASH_pathway": '"fra-1"'}, "lon-2", True),
+    ({"_DASH_pathway": '"fra-1,mad-1"', "_DASH_throughput": "9000000,"}, "lon-2", True),
     ({}, "lon-2", False),  # no report, e.g. DASH queryBeforeStart: nothing left
     ({"_HLS_pathway": "."}, "lon-2", False),
 ])

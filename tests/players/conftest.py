@@ -19,8 +19,9 @@ from tests.players.browser import CHROMIUM, H264_AAC, chromium, h264_supported
 
 FFMPEG = "/usr/bin/ffmpeg"
 FFPROBE = "/usr/bin/ffprobe"
-# Seconds per title: a few 2 s segments to play before a box is killed and several after, within a test.
-DURATION = 16
+# Seconds per title: a few 2 s segments to play before a box is killed, and fragments to fetch through the
+# 20 s after the player failed over (issue 13: at most one pathway change in that window).
+DURATION = 30
 
 
 def _missing(*paths: str) -> str | None:
