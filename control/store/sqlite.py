@@ -18,8 +18,10 @@ from typing import Any
 
 from control.catalog.codec import title_from_json, title_to_json
 from control.model import Title
-from control.store import AuditEntry, Invalidation
-from oca.errors import Conflict, OcaError
+from control.store import AuditEntry, Invalidation, StoreError
+from oca.errors import Conflict
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreError"]  # StoreError lives in control.store; kept importable here
 
 SCHEMA_VERSION = 2  # 2: rollouts (a version-1 database gains the table on open)
 _SCHEMA = """
@@ -40,11 +42,6 @@ CREATE TABLE IF NOT EXISTS rollouts (
     id TEXT PRIMARY KEY, created REAL NOT NULL, updated REAL NOT NULL, state TEXT NOT NULL, data TEXT NOT NULL
 );
 """
-
-
-class StoreError(OcaError):
-    status = 503
-    exit_code = 1
 
 
 class SQLiteStore:

@@ -1,4 +1,5 @@
-"""The StateStore contract, run against every implementation (SQLite today; PostgreSQL later)."""
+"""The StateStore contract, run against every implementation: SQLite, and PostgreSQL on a real server started
+by the tests (tests/postgres.py; each test gets a database of its own)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,25 @@ import pytest
 
 from control.model import CatalogFile, Rendition, Title
 from control.store import StateStore
+from control.store.postgres import PostgresStore
 from control.store.sqlite import SQLiteStore, StoreError
 from oca.errors import Conflict
 
 Opener = Callable[[], StateStore]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def opener(request: Any, tmp_path: Any) -> Iterator[Opener]:
     opened: list[StateStore] = []
+    if request.param == "postgresql":
+        cluster = request.getfixturevalue("postgres_cluster")
+        url = cluster.url(cluster.create_database())
 
     def open_store() -> StateStore:
-        store = SQLiteStore.open(str(tmp_path / "state" / "control.db"))
+        if request.param == "postgresql":
+            store: StateStore = PostgresStore.open(url, password=cluster.password)
+        else:
+            store = SQLiteStore.open(str(tmp_path / "state" / "control.db"))
         opened.append(store)
         return store
 
