@@ -89,7 +89,7 @@ class PostgresStore:
         self.where = describe(url)
 
     @classmethod
-    def open(cls, url: str, *, password: str | None = None, pool_size: int = 4, timeout: float = 10.0,
+    def open(cls, url: str, *, password: str | None = None, pool_size: int = 4, timeout: float = 5.0,
              connect_timeout: int = 5) -> PostgresStore:
         """Connect, apply the missing migrations (once, under the advisory lock) and return the store."""
         if has_password(url):
@@ -98,14 +98,18 @@ class PostgresStore:
         kwargs: dict[str, Any] = {"connect_timeout": connect_timeout, "application_name": "oca-control"}
         if password is not None:
             kwargs["password"] = password
+        # reconnect_timeout = timeout: a slot whose reconnection attempts (1 s, 2 s, ... apart) found no server
+        # for that long is given up, and the next call starts a fresh attempt at once, so no call waits behind
+        # a long back-off once the database is back
         pool = ConnectionPool(url, kwargs=kwargs, min_size=1, max_size=pool_size, open=False, timeout=timeout,
-                              check=ConnectionPool.check_connection, name="oca-state")
+                              reconnect_timeout=timeout, check=ConnectionPool.check_connection, name="oca-state")
         store = cls(pool, url, password, timeout)
         try:
             pool.open(wait=True, timeout=timeout)
         except PoolTimeout:
             pool.close()
-            raise StoreError(f"cannot open state database {store.where}: {store._why()}") from None
+            reason = store._unreachable() or f"no connection in {timeout:g}s"
+            raise StoreError(f"cannot open state database {store.where}: {reason}") from None
         try:
             store._migrate()
         except BaseException:
@@ -116,26 +120,40 @@ class PostgresStore:
     def close(self) -> None:
         self._pool.close()
 
-    def _why(self) -> str:
-        """Why no connection could be had: a direct attempt's error, or that the pool stayed busy."""
+    def _unreachable(self) -> str | None:
+        """Why the database cannot be reached (a direct attempt's one-line error), or None when it can."""
         try:
             with psycopg.connect(self._url, password=self._password, connect_timeout=2):
-                pass
+                return None
         except psycopg.Error as exc:
             return one_line(exc)
-        return f"no free connection in {self._timeout:g}s (pool of {self._pool.max_size})"
+
+    def _getconn(self) -> psycopg.Connection[Any]:
+        try:
+            return self._pool.getconn()
+        except PoolTimeout:
+            pass
+        reason = self._unreachable()
+        if reason is not None:
+            raise StoreError(f"state database {self.where} unreachable: {reason}")
+        try:  # reachable again: the pool was between reconnection attempts, and its next one comes within `timeout`
+            return self._pool.getconn()
+        except PoolTimeout:
+            raise StoreError(f"state database {self.where}: no free connection in {self._timeout:g}s "
+                             f"(pool of {self._pool.max_size})") from None
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         """One connection from the pool, in one transaction: committed when the block ends, rolled back if it
         raises. Database and connection errors become StoreError naming the database."""
+        conn = self._getconn()
         try:
-            with self._pool.connection() as conn:
+            with conn:
                 yield conn
-        except PoolTimeout:
-            raise StoreError(f"state database {self.where} unreachable: {self._why()}") from None
         except psycopg.Error as exc:
             raise StoreError(f"state database {self.where}: {one_line(exc)}") from None
+        finally:
+            self._pool.putconn(conn)
 
     def _rows(self, sql: bytes, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self.transaction() as conn:
