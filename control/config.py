@@ -100,7 +100,7 @@ class RolloutConfig:
     """Firmware roll-outs (control/rollout/): where bundles are kept, what the control plane checks before
     starting one, and the health gate each box passes after its bake."""
 
-    bundles_dir: str | None = setting(None, unit="path")  # null = `bundles/` beside state.path
+    bundles_dir: str | None = setting(None, unit="path")  # null = `bundles/` beside the SQLite state file
     trusted_keys_file: str | None = setting(None, unit="path")  # check signatures at submit; null = the boxes do
     max_bundle_size: int = setting(256 << 20, unit="size", min=1)
     max_error_rate: float = setting(0.01, min=0, max=1)  # share of 5xx since the new release started
