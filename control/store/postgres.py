@@ -104,12 +104,15 @@ class PostgresStore:
         pool = ConnectionPool(url, kwargs=kwargs, min_size=1, max_size=pool_size, open=False, timeout=timeout,
                               reconnect_timeout=timeout, check=ConnectionPool.check_connection, name="oca-state")
         store = cls(pool, url, password, timeout)
+        reason = store._unreachable()  # one direct connection first: a refusal or a bad password fails at once
         try:
-            pool.open(wait=True, timeout=timeout)
+            if reason is None:
+                pool.open(wait=True, timeout=timeout)
         except PoolTimeout:
-            pool.close()
             reason = store._unreachable() or f"no connection in {timeout:g}s"
-            raise StoreError(f"cannot open state database {store.where}: {reason}") from None
+        if reason is not None:
+            pool.close()
+            raise StoreError(f"cannot open state database {store.where}: {reason}")
         try:
             store._migrate()
         except BaseException:
