@@ -5,7 +5,7 @@ Rules kept here:
   its own (`cluster.create_database()`, a fast FILE_COPY of template1), so tests never see each other's rows.
 - The server never runs as root (initdb refuses to): as root it runs as `postgres` (the user Debian's package
   creates) or else `nobody`; as anyone else it runs as that user. Its directory is a fresh mkdtemp owned by
-  that user, outside pytest's root-only tmp dirs; the unix socket lives in it too.
+  that user, outside pytest's root-only tmp dirs (in /tmp when root); the unix socket lives in it too.
 - Clients authenticate over TCP with a password (scram-sha-256), as a real deployment would; the password
   is in `cluster.password` and in the file `cluster.password_file`, never in a URL.
 - Where the binaries are missing, the tests that need them skip and say how to install them
@@ -55,7 +55,8 @@ class PostgresCluster:
     def __init__(self, bindir: str) -> None:
         self.bindir = bindir
         self.user = _server_user()
-        self.root = tempfile.mkdtemp(prefix="oca-pg-")
+        # as root, in /tmp: TMPDIR (like pytest's own tmp dirs) may be a root-only directory the server cannot enter
+        self.root = tempfile.mkdtemp(prefix="oca-pg-", dir="/tmp" if os.geteuid() == 0 else None)
         self.data = os.path.join(self.root, "data")
         self.log = os.path.join(self.root, "server.log")
         self.password = "test-" + os.urandom(12).hex()
