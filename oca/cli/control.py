@@ -1,4 +1,5 @@
-"""`oca control serve`, and the options every control-plane command shares (--control, --token-file).
+"""`oca control serve`, `oca control migrate` (a SQLite state into PostgreSQL), and the options every
+control-plane command shares (--control, --token-file).
 
 The operator token comes from --token-file, else the environment variable OCA_CONTROL_TOKEN (the token
 itself); the control plane's URL from --control, else OCA_CONTROL_URL, else http://127.0.0.1:8090.
