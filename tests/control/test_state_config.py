@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
+from control.api import build_app
 from control.config import load_control_config
 from control.plane import ControlPlane
 from control.store.postgres import PostgresStore
 from control.store.sqlite import SQLiteStore
 from oca.errors import ConfigError
 from tests.conftest import OCA, ROOT
-from tests.control.fixtures import write_control_config
+from tests.control.fixtures import write_control_config, write_tokens
 from tests.postgres import PostgresCluster
 
 
@@ -79,3 +80,29 @@ async def test_the_plane_opens_the_store_state_names(tmp_path: Any, postgres_clu
                                 state_password_file=str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match=r"control\.yaml: state_password_file: cannot read .*missing"):
         await ControlPlane.open(load_control_config(path))
+
+
+async def test_the_api_answers_503_while_postgresql_is_down_then_recovers(
+        tmp_path: Any, aiohttp_client: Any, postgres_cluster: PostgresCluster) -> None:
+    database = postgres_cluster.create_database()
+    path = write_control_config(str(tmp_path), [], auth=write_tokens(tmp_path), state=postgres_cluster.url(database),
+                                state_password_file=postgres_cluster.password_file)
+    plane = await ControlPlane.open(load_control_config(path))
+    client = await aiohttp_client(build_app(plane))
+    operator = {"Authorization": "Bearer operator-secret"}
+    body = {"scope": "prefix", "value": "titles/1/", "reason": "test", "id": "ticket-1"}
+    try:
+        answer = await client.post("/v1/invalidations", json=body, headers=operator)
+        assert answer.status == 201, await answer.text()
+        postgres_cluster.stop()
+        try:
+            answer = await client.post("/v1/invalidations", json={**body, "id": "ticket-2"}, headers=operator)
+            error = (await answer.json())["error"]
+            assert answer.status == 503 and "unreachable" in error and "\n" not in error, error
+        finally:
+            postgres_cluster.start()
+        answer = await client.post("/v1/invalidations", json={**body, "id": "ticket-2"}, headers=operator)
+        assert answer.status == 201, await answer.text()
+        assert (await answer.json())["invalidation"]["seq"] == 2
+    finally:
+        await plane.close()
