@@ -8,6 +8,8 @@ Rules kept here:
   that user, outside pytest's root-only tmp dirs (in /tmp when root); the unix socket lives in it too.
 - Clients authenticate over TCP with a password (scram-sha-256), as a real deployment would; the password
   is in `cluster.password` and in the file `cluster.password_file`, never in a URL.
+- Any test directory gets the fixture by importing it into its conftest.py
+  (`from tests.postgres import postgres_cluster`), as tests/control/conftest.py does.
 - Where the binaries are missing, the tests that need them skip and say how to install them
   (`make system-deps` installs Debian's `postgresql`). fsync is off: the cluster is thrown away.
 """

@@ -92,7 +92,11 @@ class PostgresStore:
     def open(cls, url: str, *, password: str | None = None, pool_size: int = 4, timeout: float = 5.0,
              connect_timeout: int = 5) -> PostgresStore:
         """Connect, apply the missing migrations (once, under the advisory lock) and return the store."""
-        if has_password(url):
+        try:
+            password_in_url = has_password(url)
+        except ValueError as exc:
+            raise StoreError(f"state database {describe(url)}: {exc}") from None
+        if password_in_url:
             raise StoreError(f"{describe(url)}: a password in the URL is refused; use a password file, "
                              "PGPASSWORD or PGPASSFILE")
         kwargs: dict[str, Any] = {"connect_timeout": connect_timeout, "application_name": "oca-control"}
