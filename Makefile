@@ -6,9 +6,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the tests and benchmarks drive for real (command:package); chromium and ffmpeg are the
-# player tests' browser and decoder (Debian's chromium plays H.264/AAC); promtool checks the alert rules
+# player tests' browser and decoder (Debian's chromium plays H.264/AAC); promtool checks the alert rules;
+# postgresql: the server binaries (/usr/lib/postgresql/N/bin/initdb, pg_ctl) the control plane's PostgreSQL
+# store tests start a throwaway cluster with (tests/postgres.py); pg_ctlcluster comes with them
 SYSTEM_TOOLS := nginx:nginx wrk:wrk strace:strace systemd-analyze:systemd /usr/bin/chromium:chromium \
-	/usr/bin/ffmpeg:ffmpeg /usr/bin/promtool:prometheus
+	/usr/bin/ffmpeg:ffmpeg /usr/bin/promtool:prometheus pg_ctlcluster:postgresql
 
 .PHONY: test run lab loadtest lint typecheck unit bench faults system-deps clean
 

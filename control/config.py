@@ -7,6 +7,9 @@ Rules kept here, as for the box's config:
   in oca.config.units; relative paths resolve against the file that names them.
 - The fleet is inline under `fleet:` or in its own file (`fleet: {file: fleet.yaml}`); the coverage file is
   CSV (`prefix,lat,lon,country`) or YAML (a list of mappings with those keys). See control/fleet.py.
+- `state:` is `sqlite:PATH` (the default, /var/lib/oca-control/state.db), `postgresql://USER@HOST:PORT/DB`,
+  or the older mapping `{path: PATH}` (SQLite). A PostgreSQL URL never carries a password: one in it is
+  refused at load (exit 2); the password comes from `state_password_file`, PGPASSWORD or PGPASSFILE.
 """
 
 from __future__ import annotations
@@ -17,14 +20,22 @@ from dataclasses import dataclass, field
 
 from control.fleet import load_fleet
 from control.model import Fleet
+from control.store import POSTGRES_SCHEMES
 from fill.plan import Window
-from oca.config.settings import build_settings, read_yaml, setting
+from oca.config.settings import build_settings, read_yaml, resolve_path, setting
 from oca.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class StateConfig:
-    path: str = setting("/var/lib/oca-control/state.db", unit="path")
+    """Where the durable state lives (control/store/): SQLite at `path`, or the PostgreSQL database at `url`."""
+
+    path: str = setting("/var/lib/oca-control/state.db", unit="path")  # SQLite; also where bundles/ goes by default
+    url: str | None = field(default=None, metadata={"internal": True})  # postgresql://... from `state: postgresql://`
+
+    def target(self) -> str:
+        """What control.store.open_store opens: the PostgreSQL URL, else sqlite:PATH."""
+        return self.url if self.url is not None else f"sqlite:{self.path}"
 
 
 @dataclass(frozen=True)
@@ -89,7 +100,7 @@ class RolloutConfig:
     """Firmware roll-outs (control/rollout/): where bundles are kept, what the control plane checks before
     starting one, and the health gate each box passes after its bake."""
 
-    bundles_dir: str | None = setting(None, unit="path")  # null = `bundles/` beside state.path
+    bundles_dir: str | None = setting(None, unit="path")  # null = `bundles/` beside the SQLite state file
     trusted_keys_file: str | None = setting(None, unit="path")  # check signatures at submit; null = the boxes do
     max_bundle_size: int = setting(256 << 20, unit="size", min=1)
     max_error_rate: float = setting(0.01, min=0, max=1)  # share of 5xx since the new release started
@@ -116,7 +127,8 @@ class ControlConfig:
     listen: tuple[str, int] = setting(("127.0.0.1", 8090), unit="listen")
     public_url: str | None = setting(None)  # base URL players reach us at; default http://<listen>
     coverage_file: str | None = setting(None, unit="path")
-    state: StateConfig = field(default_factory=StateConfig)
+    state: StateConfig = field(default_factory=StateConfig, metadata={"internal": True})  # read by _state()
+    state_password_file: str | None = setting(None, unit="path")  # the PostgreSQL password; null = libpq's env
     health: HealthConfig = field(default_factory=HealthConfig)
     steering: SteeringConfig = field(default_factory=SteeringConfig)
     tokens: TokenConfig = field(default_factory=TokenConfig)
@@ -146,8 +158,12 @@ def load_control_config(path: str) -> ControlConfig:
     """Read, validate and resolve a control-plane config file with its fleet and coverage."""
     raw = read_yaml(path)
     fleet_raw = raw.pop("fleet", None)
+    state_raw = raw.pop("state", None)
     base = os.path.dirname(os.path.abspath(path))
     config = build_settings(ControlConfig, raw, path, "", base)
+    state = _state(state_raw, path, base)
+    if config.state_password_file is not None and state.url is None:
+        raise ConfigError(path, "state_password_file", "is set but state is not a postgresql:// URL")
     if fleet_raw is None:
         raise ConfigError(path, "fleet", "is required (inline sites/boxes/origin_url, or file: PATH)")
     fleet = load_fleet(fleet_raw, path, config.coverage_file)
@@ -160,4 +176,30 @@ def load_control_config(path: str) -> ControlConfig:
             Window.parse(config.fill.window)
         except ValueError as exc:
             raise ConfigError(path, "fill.window", str(exc)) from None
-    return dataclasses.replace(config, fleet=fleet, source=path)
+    return dataclasses.replace(config, state=state, fleet=fleet, source=path)
+
+
+def _state(raw: object, path: str, base: str) -> StateConfig:
+    """`state:` as sqlite:PATH, a postgresql:// URL without a password, or the mapping {path: PATH}."""
+    if raw is None:
+        return StateConfig()
+    if not isinstance(raw, str):
+        return build_settings(StateConfig, raw, path, "state", base)
+    if raw.startswith("sqlite:"):
+        try:
+            return StateConfig(path=resolve_path(raw.removeprefix("sqlite:"), base))
+        except ValueError:
+            raise ConfigError(path, "state", "sqlite: needs a path (sqlite:/var/lib/oca-control/state.db)") from None
+    if raw.startswith(POSTGRES_SCHEMES):
+        from control.store.postgres import describe, has_password
+
+        try:
+            password = has_password(raw)
+        except ValueError as exc:
+            raise ConfigError(path, "state", str(exc)) from None
+        if password:
+            raise ConfigError(path, "state", f"a password in the URL is refused ({describe(raw)}); put it in "
+                              "state_password_file, or in PGPASSWORD or PGPASSFILE")
+        return StateConfig(url=raw)
+    scheme = raw.split(":", 1)[0] + ":" if ":" in raw else raw  # the rest may hold a password: never shown
+    raise ConfigError(path, "state", f"expected sqlite:PATH or postgresql://USER@HOST:PORT/DB, got {scheme!r}...")

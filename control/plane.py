@@ -34,8 +34,7 @@ from control.rollout.boxes import BoxFirmwareClient
 from control.rollout.service import Rollouts
 from control.sessions import SessionTable
 from control.steering import Decision, Pathway, SteeringIndex, steer
-from control.store import StateStore
-from control.store.sqlite import SQLiteStore
+from control.store import StateStore, open_store
 from control.titles import LiveCatalog
 from oca.errors import ConfigError, NotFound
 from oca.firmware.keys import load_trusted_keys
@@ -50,7 +49,8 @@ Clock = Callable[[], float]
 
 
 def _token(path: str | None, key: str, config_file: str) -> str | None:
-    """The bearer token in the file the control config names at `key`; None where it names none."""
+    """The secret (a bearer token, the state database password) in the file the control config names at `key`;
+    None where it names none."""
     if path is None:
         return None
     return read_secret(path, key, file=config_file, unreadable="cannot read {path}: {error}", empty="{path} is empty")
@@ -111,7 +111,8 @@ class ControlPlane:
         except ValueError as exc:
             raise ConfigError(config.source, "fleet", str(exc)) from None
         executor = ThreadPoolExecutor(1, thread_name_prefix="oca-control-store")
-        store = store if store is not None else SQLiteStore.open(config.state.path)
+        store = store if store is not None else open_store(config.state.target(), password=_token(
+            config.state_password_file, "state_password_file", config.source))
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.health.timeout),
                                      connector=aiohttp.TCPConnector(limit=0, limit_per_host=4))
 

@@ -15,8 +15,8 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 fi
 echo "installing ${missing[*]} with apt-get" >&2
 export DEBIAN_FRONTEND=noninteractive
-# We want the tools, not their services: nginx and prometheus would otherwise start daemons on ports 80 and
-# 9090 (invoke-rc.d asks policy-rc.d; 101 = "action not allowed"). An existing policy is left alone.
+# We want the tools, not their services: nginx, prometheus and postgresql would otherwise start daemons (ports 80,
+# 9090, 5432; invoke-rc.d asks policy-rc.d; 101 = "action not allowed"). An existing policy is left alone.
 policy=/usr/sbin/policy-rc.d
 own_policy=false
 if [ ! -e "$policy" ]; then

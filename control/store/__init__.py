@@ -1,4 +1,4 @@
-"""The control plane's durable state behind one small interface, so that a PostgreSQL backend can follow SQLite.
+"""The control plane's durable state behind one small interface: SQLite (one replica) or PostgreSQL (several).
 
 What must survive a restart lives here and nowhere else: the invalidation log (sequence-numbered, idempotent
 by a client-supplied id), operator drains, the audit log, popularity snapshots, the catalog, each box's
@@ -11,6 +11,12 @@ Rules every implementation keeps (tests/control/test_store.py runs one contract 
   the same, and raises Conflict when the same id comes with a different request.
 - A box's applied sequence only moves forward.
 - Methods are blocking and thread-safe; the service calls them from a worker thread.
+- Every write is one transaction, committed before the call returns.
+- A database that cannot be read or reached raises StoreError (503) with a one-line reason; a store whose
+  database comes back answers again without being reopened.
+
+`open_store(target)` opens either backend from the config's `state:` value: `sqlite:PATH` or
+`postgresql://USER@HOST:PORT/DB` (never with a password in it: see control/store/postgres.py).
 """
 
 from __future__ import annotations
@@ -20,8 +26,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from control.model import Title
+from oca.errors import OcaError
 
 SCOPES = ("key", "prefix", "title")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+class StoreError(OcaError):
+    """The state database cannot be opened, read or written: the API answers 503, the CLI exits 1."""
+
+    status = 503
+    exit_code = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,4 +117,18 @@ class StateStore(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["SCOPES", "AuditEntry", "Invalidation", "StateStore"]
+def open_store(target: str, *, password: str | None = None) -> StateStore:
+    """The store `target` names: `sqlite:PATH` or a postgresql:// URL (`password` from a file, if any; libpq
+    also reads PGPASSWORD and PGPASSFILE). ValueError for any other form."""
+    if target.startswith("sqlite:"):
+        from control.store.sqlite import SQLiteStore
+
+        return SQLiteStore.open(target.removeprefix("sqlite:"))
+    if target.startswith(POSTGRES_SCHEMES):
+        from control.store.postgres import PostgresStore
+
+        return PostgresStore.open(target, password=password)
+    raise ValueError(f"expected sqlite:PATH or postgresql://USER@HOST:PORT/DB, got {target!r}")
+
+
+__all__ = ["POSTGRES_SCHEMES", "SCOPES", "AuditEntry", "Invalidation", "StateStore", "StoreError", "open_store"]

@@ -2,7 +2,8 @@
 
 Rules kept here:
 - One connection guarded by one lock; every write is one transaction, committed before the call returns,
-  so an acknowledged invalidation or drain survives a crash of the process or the machine.
+  so an acknowledged invalidation or drain survives a crash of the process or the machine. An SQLite error
+  rolls the transaction back and is StoreError (503) naming the file.
 - The schema carries its version in `PRAGMA user_version`; a database from a newer version is refused.
 - Sequence numbers come from INTEGER PRIMARY KEY AUTOINCREMENT: never reused, even after a delete.
 """
@@ -13,13 +14,16 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from control.catalog.codec import title_from_json, title_to_json
 from control.model import Title
-from control.store import AuditEntry, Invalidation
-from oca.errors import Conflict, OcaError
+from control.store import AuditEntry, Invalidation, StoreError
+from oca.errors import Conflict
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreError"]  # StoreError lives in control.store; kept importable here
 
 SCHEMA_VERSION = 2  # 2: rollouts (a version-1 database gains the table on open)
 _SCHEMA = """
@@ -40,11 +44,6 @@ CREATE TABLE IF NOT EXISTS rollouts (
     id TEXT PRIMARY KEY, created REAL NOT NULL, updated REAL NOT NULL, state TEXT NOT NULL, data TEXT NOT NULL
 );
 """
-
-
-class StoreError(OcaError):
-    status = 503
-    exit_code = 1
 
 
 class SQLiteStore:
@@ -75,19 +74,31 @@ class SQLiteStore:
         with self._lock:
             self._db.close()
 
-    def _write(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The connection's lock; an SQLite error rolls back the open transaction and becomes StoreError (503)."""
         with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                with suppress(sqlite3.Error):
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                raise StoreError(f"state database {self.path}: {exc}") from None
+
+    def _write(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._locked():
             return self._db.execute(sql, args)
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        with self._lock:
+        with self._locked():
             return self._db.execute(sql, args).fetchall()
 
     # -- invalidations ---------------------------------------------------------------------------------
 
     def append_invalidation(self, scope: str, value: str, *, soft: bool, reason: str, operator: str, time: float,
                             client_id: str | None = None) -> tuple[Invalidation, bool]:
-        with self._lock:
+        with self._locked():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 if client_id is not None:
@@ -125,7 +136,7 @@ class SQLiteStore:
         return int(self._read("SELECT COALESCE(MAX(seq), 0) FROM invalidations")[0][0])
 
     def record_applied(self, box_id: str, seq: int, time: float) -> int:
-        with self._lock:
+        with self._locked():
             self._db.execute(
                 "INSERT INTO applied (box, seq, time) VALUES (?, ?, ?) ON CONFLICT(box) DO UPDATE SET "
                 "seq = excluded.seq, time = excluded.time WHERE excluded.seq > applied.seq", (box_id, seq, time))
@@ -137,7 +148,7 @@ class SQLiteStore:
     # -- drains and audit ------------------------------------------------------------------------------
 
     def set_drained(self, box_id: str, drained: bool, *, operator: str, time: float) -> None:
-        with self._lock:
+        with self._locked():
             self._db.execute("BEGIN IMMEDIATE")
             if drained:
                 self._db.execute("INSERT OR REPLACE INTO drains (box, operator, time) VALUES (?, ?, ?)",

@@ -1,4 +1,5 @@
-"""`oca control serve`, and the options every control-plane command shares (--control, --token-file).
+"""`oca control serve`, `oca control migrate` (a SQLite state into PostgreSQL), and the options every
+control-plane command shares (--control, --token-file).
 
 The operator token comes from --token-file, else the environment variable OCA_CONTROL_TOKEN (the token
 itself); the control plane's URL from --control, else OCA_CONTROL_URL, else http://127.0.0.1:8090.
@@ -15,6 +16,7 @@ import click
 
 from control.client import ControlClient
 from oca.cli.options import run_service
+from oca.errors import ConfigError
 from oca.secret_files import read_secret
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,3 +65,39 @@ def serve(config_path: str, loop_kind: str) -> None:
 
     config = load_control_config(config_path)
     run_service(lambda: run(config), name="control", level=config.log.level, loop_kind=loop_kind)
+
+
+@control.command("migrate")
+@click.option("--from", "source", required=True, metavar="sqlite:PATH", help="The SQLite state to copy (read only).")
+@click.option("--to", "target", required=True, metavar="postgresql://USER@HOST:PORT/DB",
+              help="The PostgreSQL database to copy into: migrated, and empty. No password in the URL.")
+@click.option("--password-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the PostgreSQL password [default: libpq's PGPASSWORD or PGPASSFILE].")
+def migrate(source: str, target: str, password_file: str | None) -> None:
+    """Copy a SQLite state into PostgreSQL, printing and checking each table's count (a mismatch exits 1)."""
+    from control.store import POSTGRES_SCHEMES
+    from control.store.migrate import copy_state
+    from control.store.postgres import PostgresStore, describe, has_password
+
+    if not source.startswith("sqlite:") or source == "sqlite:":
+        raise ConfigError("oca control migrate", "--from", f"expected sqlite:PATH, got {source.split(':')[0]!r}...")
+    if not target.startswith(POSTGRES_SCHEMES):
+        raise ConfigError("oca control migrate", "--to", "expected postgresql://USER@HOST:PORT/DB")
+    try:
+        password_in_url = has_password(target)
+    except ValueError as exc:
+        raise ConfigError("oca control migrate", "--to", str(exc)) from None
+    if password_in_url:
+        raise ConfigError("oca control migrate", "--to", f"a password in the URL is refused ({describe(target)}); "
+                          "use --password-file, PGPASSWORD or PGPASSFILE")
+    password = None
+    if password_file is not None:
+        password = read_secret(password_file, "--password-file", file="oca control migrate",
+                               unreadable="cannot read {path}: {error}", empty="{path} is empty")
+    path = source.removeprefix("sqlite:")
+    store = PostgresStore.open(target, password=password)
+    try:
+        counts = copy_state(path, store, lambda count: click.echo(count.line()))
+    finally:
+        store.close()
+    click.echo(f"migrated {path} to {store.where}: {sum(c.copied for c in counts)} rows in {len(counts)} tables")

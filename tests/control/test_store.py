@@ -1,34 +1,56 @@
-"""The StateStore contract, run against every implementation (SQLite today; PostgreSQL later)."""
+"""The StateStore contract, run against every implementation: SQLite, and PostgreSQL on a real server started
+by the tests (tests/postgres.py; each test gets a database of its own)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from control.model import CatalogFile, Rendition, Title
 from control.store import StateStore
+from control.store.postgres import PostgresStore
 from control.store.sqlite import SQLiteStore, StoreError
 from oca.errors import Conflict
 
-Opener = Callable[[], StateStore]
 
+class Opener:
+    """Opens the store under test (again and again, on the same database) and reaches its database directly."""
 
-@pytest.fixture(params=["sqlite"])
-def opener(request: Any, tmp_path: Any) -> Iterator[Opener]:
-    opened: list[StateStore] = []
+    def __init__(self, backend: str, tmp_path: Any, cluster: Any) -> None:
+        self.backend, self.cluster = backend, cluster
+        self.path = str(tmp_path / "state" / "control.db")
+        self.database = cluster.create_database() if cluster is not None else ""
+        self.opened: list[StateStore] = []
 
-    def open_store() -> StateStore:
-        store = SQLiteStore.open(str(tmp_path / "state" / "control.db"))
-        opened.append(store)
+    def __call__(self) -> StateStore:
+        if self.backend == "postgresql":
+            store: StateStore = PostgresStore.open(self.cluster.url(self.database), password=self.cluster.password)
+        else:
+            store = SQLiteStore.open(self.path)
+        self.opened.append(store)
         return store
 
-    yield open_store
-    for store in opened:
+    def execute(self, sql: str) -> None:
+        """One statement on the database, behind the store's back."""
+        if self.backend == "postgresql":
+            self.cluster.execute(sql, self.database)
+        else:
+            with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as db:
+                db.execute(sql)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def opener(request: Any, tmp_path: Any) -> Iterator[Opener]:
+    cluster = request.getfixturevalue("postgres_cluster") if request.param == "postgresql" else None
+    opener = Opener(request.param, tmp_path, cluster)
+    yield opener
+    for store in opener.opened:
         with contextlib.suppress(Exception):
             store.close()
 
@@ -124,9 +146,19 @@ def test_popularity_snapshot_and_titles(opener: Opener) -> None:
     assert store.get_mpd("42") == "<MPD/>" and store.get_mpd("43") is None and store.get_title("43") is None
 
 
-def test_a_newer_schema_is_refused(tmp_path: Any) -> None:
-    import sqlite3
+def test_a_database_error_is_a_503_naming_the_database_and_the_store_goes_on(opener: Opener) -> None:
+    store = opener()
+    _append(store, "titles/1/")
+    opener.execute("DROP TABLE drains")
+    with pytest.raises(StoreError, match="drains") as caught:  # the transaction's first write fails
+        store.set_drained("b1", True, operator="alice", time=1.0)
+    assert caught.value.status == 503 and "\n" not in str(caught.value)
+    assert ("control.db" if opener.backend == "sqlite" else opener.database) in str(caught.value)
+    assert _append(store, "titles/2/")[0].seq == 2  # nothing was left half-done
+    assert [e.action for e in store.audit()] == ["invalidate", "invalidate"]
 
+
+def test_a_newer_schema_is_refused(tmp_path: Any) -> None:
     path = str(tmp_path / "db")
     SQLiteStore.open(path).close()
     db = sqlite3.connect(path)
@@ -158,8 +190,6 @@ def test_rollouts_are_documents_rewritten_in_place_newest_first(opener: Opener) 
 
 
 def test_a_version_1_database_gains_the_rollouts_table(tmp_path: Any) -> None:
-    import sqlite3
-
     path = str(tmp_path / "db")
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE drains (box TEXT PRIMARY KEY, operator TEXT NOT NULL, time REAL NOT NULL)")
