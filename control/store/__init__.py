@@ -10,6 +10,8 @@ Rules every implementation keeps (tests/control/test_store.py runs one contract 
 - Appending with a client id already in the log returns the earlier entry (created=False) when the request is
   the same, and raises Conflict when the same id comes with a different request.
 - A box's applied sequence only moves forward.
+- A lease (take_lease) is held by one holder at a time: taken when free or expired (`until` < now), renewed
+  only by its holder; the replicas' clocks are assumed within a fraction of the lease time (NTP).
 - Methods are blocking and thread-safe; the service calls them from a worker thread.
 - Every write is one transaction, committed before the call returns.
 - A database that cannot be read or reached raises StoreError (503) with a one-line reason; a store whose
@@ -21,7 +23,7 @@ Rules every implementation keeps (tests/control/test_store.py runs one contract 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -113,6 +115,25 @@ class StateStore(Protocol):
     def get_rollout(self, rollout_id: str) -> dict[str, Any] | None: ...
 
     def rollouts(self, limit: int = 50) -> list[dict[str, Any]]: ...  # newest first
+
+    # what several replicas share (schema 3 / migration 0002)
+    def put_bundle(self, sha256: str, data: bytes) -> None: ...  # a roll-out's bundle, for whichever replica leads
+
+    def get_bundle(self, sha256: str) -> bytes | None: ...
+
+    def prune_bundles(self, keep: Collection[str]) -> None: ...  # drop every bundle but these
+
+    def request_abort(self, rollout_id: str, operator: str, time: float) -> None: ...
+
+    def abort_request(self, rollout_id: str) -> str | None: ...  # who asked, if anyone did
+
+    def take_lease(self, name: str, holder: str, *, now: float, ttl: float) -> bool: ...
+
+    def release_lease(self, name: str, holder: str) -> None: ...
+
+    def save_replica_popularity(self, replica: str, snapshot: Mapping[str, Any], time: float) -> None: ...
+
+    def replica_popularity(self) -> dict[str, dict[str, Any]]: ...  # replica -> its last snapshot
 
     def close(self) -> None: ...
 

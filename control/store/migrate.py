@@ -32,7 +32,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "popularity": ("id", "time", "data"),
     "titles": ("id", "data", "mpd"),
     "rollouts": ("id", "created", "updated", "state", "data"),
-}
+    "replica_popularity": ("replica", "time", "data"),
+    "bundles": ("sha256", "data"),
+    "rollout_aborts": ("id", "operator", "time"),
+}  # not leases: a single replica's lease means nothing to the replicas that take over
 
 
 class MigrationMismatch(StoreError):

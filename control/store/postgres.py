@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -41,7 +41,8 @@ from oca.errors import Conflict
 
 ADVISORY_LOCK = 0x6F63615F736368  # "oca_sch": the key migrations are applied under (per database)
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
-TABLES = ("invalidations", "counters", "applied", "drains", "audit", "popularity", "titles", "rollouts")
+TABLES = ("invalidations", "counters", "applied", "drains", "audit", "popularity", "titles", "rollouts", "leases",
+          "replica_popularity", "bundles", "rollout_aborts")
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -304,6 +305,47 @@ class PostgresStore:
     def rollouts(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = self._rows(b'SELECT data FROM rollouts ORDER BY created DESC, id COLLATE "C" DESC LIMIT %s', (limit,))
         return [_document(r[0]) for r in rows]
+
+    def put_bundle(self, sha256: str, data: bytes) -> None:
+        self._write(b"INSERT INTO bundles (sha256, data) VALUES (%s, %s) ON CONFLICT (sha256) DO NOTHING",
+                    (sha256, data))
+
+    def get_bundle(self, sha256: str) -> bytes | None:
+        rows = self._rows(b"SELECT data FROM bundles WHERE sha256 = %s", (sha256,))
+        return bytes(rows[0][0]) if rows else None
+
+    def prune_bundles(self, keep: Collection[str]) -> None:
+        self._write(b"DELETE FROM bundles WHERE NOT (sha256 = ANY(%s))", (sorted(keep),))
+
+    def request_abort(self, rollout_id: str, operator: str, time: float) -> None:
+        self._write(b"INSERT INTO rollout_aborts (id, operator, time) VALUES (%s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                    (rollout_id, operator, time))
+
+    def abort_request(self, rollout_id: str) -> str | None:
+        rows = self._rows(b"SELECT operator FROM rollout_aborts WHERE id = %s", (rollout_id,))
+        return str(rows[0][0]) if rows else None
+
+    # -- replicas --------------------------------------------------------------------------------------
+
+    def take_lease(self, name: str, holder: str, *, now: float, ttl: float) -> bool:
+        # one statement: taking a free or expired lease and renewing one's own are atomic against every replica
+        rows = self._rows(
+            b"INSERT INTO leases (name, holder, until) VALUES (%s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+            b"holder = excluded.holder, until = excluded.until WHERE leases.holder = excluded.holder "
+            b"OR leases.until < %s RETURNING holder", (name, holder, now + ttl, now))
+        return bool(rows) and rows[0][0] == holder
+
+    def release_lease(self, name: str, holder: str) -> None:
+        self._write(b"DELETE FROM leases WHERE name = %s AND holder = %s", (name, holder))
+
+    def save_replica_popularity(self, replica: str, snapshot: Mapping[str, Any], time: float) -> None:
+        self._write(b"INSERT INTO replica_popularity (replica, time, data) VALUES (%s, %s, %s) ON CONFLICT (replica) "
+                    b"DO UPDATE SET time = excluded.time, data = excluded.data",
+                    (replica, time, json.dumps(dict(snapshot))))
+
+    def replica_popularity(self) -> dict[str, dict[str, Any]]:
+        rows = self._rows(b"SELECT replica, data FROM replica_popularity")
+        return {r[0]: data for r in rows if isinstance(data := json.loads(r[1]), dict)}
 
 
 def _document(text: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -25,7 +25,7 @@ from oca.errors import Conflict
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreError"]  # StoreError lives in control.store; kept importable here
 
-SCHEMA_VERSION = 2  # 2: rollouts (a version-1 database gains the table on open)
+SCHEMA_VERSION = 3  # 2: rollouts; 3: leases, replica popularity, bundles, abort requests (older ones gain them)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS invalidations (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS titles (id TEXT PRIMARY KEY, data TEXT NOT NULL, mpd 
 CREATE TABLE IF NOT EXISTS rollouts (
     id TEXT PRIMARY KEY, created REAL NOT NULL, updated REAL NOT NULL, state TEXT NOT NULL, data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS replica_popularity (replica TEXT PRIMARY KEY, time REAL NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS bundles (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS rollout_aborts (id TEXT PRIMARY KEY, operator TEXT NOT NULL, time REAL NOT NULL);
 """
 
 
@@ -214,6 +218,47 @@ class SQLiteStore:
     def rollouts(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = self._read("SELECT data FROM rollouts ORDER BY created DESC, id DESC LIMIT ?", (limit,))
         return [_document(r[0]) for r in rows]
+
+    def put_bundle(self, sha256: str, data: bytes) -> None:
+        self._write("INSERT OR IGNORE INTO bundles (sha256, data) VALUES (?, ?)", (sha256, data))
+
+    def get_bundle(self, sha256: str) -> bytes | None:
+        rows = self._read("SELECT data FROM bundles WHERE sha256 = ?", (sha256,))
+        return bytes(rows[0][0]) if rows else None
+
+    def prune_bundles(self, keep: Collection[str]) -> None:
+        kept = sorted(keep)
+        self._write(f"DELETE FROM bundles WHERE sha256 NOT IN ({', '.join('?' * len(kept))})", tuple(kept))
+
+    def request_abort(self, rollout_id: str, operator: str, time: float) -> None:
+        self._write("INSERT OR IGNORE INTO rollout_aborts (id, operator, time) VALUES (?, ?, ?)",
+                    (rollout_id, operator, time))
+
+    def abort_request(self, rollout_id: str) -> str | None:
+        rows = self._read("SELECT operator FROM rollout_aborts WHERE id = ?", (rollout_id,))
+        return str(rows[0][0]) if rows else None
+
+    # -- replicas --------------------------------------------------------------------------------------
+
+    def take_lease(self, name: str, holder: str, *, now: float, ttl: float) -> bool:
+        with self._locked():
+            self._db.execute(
+                "INSERT INTO leases (name, holder, until) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "holder = excluded.holder, until = excluded.until WHERE leases.holder = excluded.holder "
+                "OR leases.until < ?", (name, holder, now + ttl, now))
+            row = self._db.execute("SELECT holder FROM leases WHERE name = ?", (name,)).fetchone()
+            return bool(row is not None and row[0] == holder)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        self._write("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+    def save_replica_popularity(self, replica: str, snapshot: Mapping[str, Any], time: float) -> None:
+        self._write("INSERT OR REPLACE INTO replica_popularity (replica, time, data) VALUES (?, ?, ?)",
+                    (replica, time, json.dumps(dict(snapshot))))
+
+    def replica_popularity(self) -> dict[str, dict[str, Any]]:
+        rows = self._read("SELECT replica, data FROM replica_popularity")
+        return {r[0]: data for r in rows if isinstance(data := json.loads(r[1]), dict)}
 
 
 def _document(text: str) -> dict[str, Any]:

@@ -201,3 +201,37 @@ def test_a_version_1_database_gains_the_rollouts_table(tmp_path: Any) -> None:
     assert store.drained() == frozenset({"b1"})
     store.save_rollout("r1", {"id": "r1"}, state="running", time=1.0)
     assert store.get_rollout("r1") == {"id": "r1"}
+
+
+def test_a_lease_has_one_holder_until_it_expires_and_only_its_holder_renews_it(opener: Opener) -> None:
+    a, b = opener(), opener()  # two replicas on the same database
+    assert a.take_lease("rollouts", "c1", now=100.0, ttl=10.0)
+    assert not b.take_lease("rollouts", "c2", now=105.0, ttl=10.0)  # held until 110
+    assert a.take_lease("rollouts", "c1", now=108.0, ttl=10.0)  # renewed until 118
+    assert not b.take_lease("rollouts", "c2", now=115.0, ttl=10.0)
+    assert b.take_lease("rollouts", "c2", now=118.5, ttl=10.0)  # expired: taken over
+    assert not a.take_lease("rollouts", "c1", now=119.0, ttl=10.0)
+    b.release_lease("rollouts", "c1")  # not the holder: nothing happens
+    assert not a.take_lease("rollouts", "c1", now=119.5, ttl=10.0)
+    b.release_lease("rollouts", "c2")
+    assert a.take_lease("rollouts", "c1", now=120.0, ttl=10.0)
+    assert b.take_lease("other", "c2", now=120.0, ttl=10.0)  # leases are per name
+
+
+def test_replicas_keep_their_own_popularity_bundles_and_abort_requests(opener: Opener) -> None:
+    a, b = opener(), opener()
+    a.save_replica_popularity("c1", {"version": 1, "counters": {"s": {"t": [1.0, 5.0]}}}, 5.0)
+    b.save_replica_popularity("c2", {"version": 1, "counters": {}}, 6.0)
+    a.save_replica_popularity("c1", {"version": 1, "counters": {"s": {"t": [2.0, 7.0]}}}, 7.0)
+    assert b.replica_popularity() == {"c1": {"version": 1, "counters": {"s": {"t": [2.0, 7.0]}}},
+                                      "c2": {"version": 1, "counters": {}}}
+    a.put_bundle("aa" * 32, b"\x00bundle\xff")
+    a.put_bundle("aa" * 32, b"ignored: same digest, same bytes")
+    a.put_bundle("bb" * 32, b"second")
+    assert b.get_bundle("aa" * 32) == b"\x00bundle\xff" and b.get_bundle("cc" * 32) is None
+    b.prune_bundles({"bb" * 32})
+    assert a.get_bundle("aa" * 32) is None and a.get_bundle("bb" * 32) == b"second"
+    assert a.abort_request("r1") is None
+    b.request_abort("r1", "alice", 9.0)
+    b.request_abort("r1", "bob", 9.5)  # the first request stands
+    assert a.abort_request("r1") == "alice"

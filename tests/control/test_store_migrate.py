@@ -30,6 +30,10 @@ def _sqlite_state(path: str) -> None:
     store.save_popularity({"version": 1, "counters": {"lab": {"42": [1.5, 10.0]}}}, 8.0)
     store.put_title(TITLE, "<MPD/>")
     store.save_rollout("r1", {"id": "r1", "step": 2}, state="done", time=9.0)
+    store.save_replica_popularity("c1", {"version": 1, "counters": {}}, 9.5)
+    store.put_bundle("ab" * 32, b"bundle bytes")
+    store.request_abort("r1", "dave", 9.7)
+    store.take_lease("rollouts", "c1", now=9.8, ttl=10)  # not copied: the new replicas take their own
     store.close()
     store = SQLiteStore.open(path)  # the newest entry deleted: its number must still never come back
     store._write("DELETE FROM invalidations WHERE seq = 4")
@@ -55,7 +59,9 @@ def test_a_sqlite_state_is_copied_with_its_counts(tmp_path: Any, postgres_cluste
     assert done.stdout.splitlines() == [
         "invalidations: copied 3, target has 3", "applied: copied 1, target has 1", "drains: copied 1, target has 1",
         "audit: copied 6, target has 6", "popularity: copied 1, target has 1", "titles: copied 1, target has 1",
-        "rollouts: copied 1, target has 1", f"migrated {source} to {url}: 14 rows in 7 tables"]
+        "rollouts: copied 1, target has 1", "replica_popularity: copied 1, target has 1",
+        "bundles: copied 1, target has 1", "rollout_aborts: copied 1, target has 1",
+        f"migrated {source} to {url}: 17 rows in 10 tables"]
     before = SQLiteStore.open(source)
     after = PostgresStore.open(url, password=postgres_cluster.password)
     assert after.invalidations_since(0) == before.invalidations_since(0)
@@ -93,7 +99,7 @@ def test_a_count_mismatch_exits_1_and_commits_nothing(tmp_path: Any, postgres_cl
     assert done.returncode == 1, done.stderr
     assert "drains: copied 1, target has 0" in done.stdout
     assert done.stderr.strip().count("\n") == 0
-    assert "drains: copied 1, target has 0 (of 7 tables, 1 differ); nothing was committed" in done.stderr
+    assert "drains: copied 1, target has 0 (of 10 tables, 1 differ); nothing was committed" in done.stderr
     assert postgres_cluster.execute("SELECT COUNT(*) FROM invalidations", database) == [(0,)]
 
 
