@@ -224,10 +224,9 @@ async def popularity(request: web.Request) -> web.Response:
     if site is not None and site not in plane.config.fleet.sites and site != "unlocated":
         raise NotFound(f"unknown site {site[:64]!r}")
     limit = _int_query(request, "limit", 100, 1, 100_000)
-    now = plane.clock()
-    scores = plane.popularity.scores(now=now, site=site, limit=limit)
-    return web.json_response({"time": now, "half_life": plane.popularity.half_life, "site": site,
-                              "sites": plane.popularity.sites(),
+    now, view = plane.clock(), plane.popularity_view()
+    scores = view.scores(now=now, site=site, limit=limit)
+    return web.json_response({"time": now, "half_life": view.half_life, "site": site, "sites": view.sites(),
                               "titles": [{"title": s.title, "score": round(s.score, 6)} for s in scores]})
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from dataclasses import dataclass, field
 
 from control.fleet import load_fleet
@@ -109,6 +110,15 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+class ReplicaConfig:
+    """Several replicas on one PostgreSQL state (README: Running several control-plane replicas)."""
+
+    id: str | None = setting(None)  # this replica's name (leases, popularity); null = <hostname>:<listen port>
+    refresh_interval: float = setting(1.0, unit="duration", min=0.05, max=600)  # memory <- the state store
+    lease: float = setting(10.0, unit="duration", min=1, max=3600)  # the roll-out leader's lease, renewed at 1/3
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = setting("info", choices=("debug", "info", "warning", "error"))
 
@@ -138,12 +148,16 @@ class ControlConfig:
     log: LogConfig = field(default_factory=LogConfig)
     fill: FillConfig = field(default_factory=FillConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    replica: ReplicaConfig = field(default_factory=ReplicaConfig)
     lab: LabPageConfig | None = field(default=None)  # the lab page at /lab; null = no /lab route
     fleet: Fleet = field(default_factory=lambda: Fleet({}, {}, (), ""), metadata={"internal": True})
     source: str = field(default="<defaults>", metadata={"internal": True})
 
     def bundles_dir(self) -> str:
         return self.rollout.bundles_dir or os.path.join(os.path.dirname(os.path.abspath(self.state.path)), "bundles")
+
+    def replica_id(self) -> str:
+        return self.replica.id or f"{socket.gethostname()}:{self.listen[1]}"
 
     def base_url(self) -> str:
         if self.public_url:

@@ -78,8 +78,8 @@ async def fill_plan(request: web.Request) -> web.Response:
     sites = _planned_sites(fleet, fleet.boxes[box_id].site)
     boxes = {b: box for b, box in fleet.boxes.items() if box.site in sites}
     part = Fleet({s: fleet.sites[s] for s in sites}, boxes, (), fleet.origin_url)
-    now = plane.clock()
-    popularity = {site: {s.title: s.score for s in plane.popularity.scores(now=now, site=site)} for site in sites}
+    now, view = plane.clock(), plane.popularity_view()
+    popularity = {site: {s.title: s.score for s in view.scores(now=now, site=site)} for site in sites}
     tiers = {}
     for b in boxes:
         box_status = plane.poller.status(b)

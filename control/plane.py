@@ -5,7 +5,10 @@ Rules kept here:
   the store, the health poller, the invalidation pusher, the popularity snapshots. Nothing is global.
 - The clock is injected (wall clock, epoch seconds); the store runs on one worker thread (`blocking`).
 - State that must survive a restart is loaded at start: drains, applied invalidation seqs, the catalog,
-  and the popularity snapshot (also saved every `popularity.snapshot_interval` and at stop).
+  and this replica's popularity snapshot (also saved every `popularity.snapshot_interval` and at stop).
+- Several replicas share the state store: what another replica wrote reaches this one's memory within
+  `replica.refresh_interval` (control.replication), and the other replicas' popularity counters are merged
+  in every `popularity.snapshot_interval` (`popularity_view`).
 - Tokens: one per session, scoped to the title's directory (RFC 9246 `cdniuc`), signed with the configured
   private key; the origin pathway carries none. Without a signing key, pathways carry no token.
 """
@@ -30,13 +33,14 @@ from control.invalidation import Invalidator
 from control.inventory import InventoryTracker
 from control.model import ORIGIN_PATHWAY, BoxHealth, Title
 from control.popularity import Popularity
+from control.replication import StateFollower
 from control.rollout.boxes import BoxFirmwareClient
 from control.rollout.service import Rollouts
 from control.sessions import SessionTable
 from control.steering import Decision, Pathway, SteeringIndex, steer
 from control.store import StateStore, open_store
 from control.titles import LiveCatalog
-from oca.errors import ConfigError, NotFound
+from oca.errors import ConfigError, NotFound, OcaError
 from oca.firmware.keys import load_trusted_keys
 from oca.httpapi import bearer
 from oca.secret_files import read_secret
@@ -87,6 +91,8 @@ class ControlPlane:
     operator_token: str | None
     box_token: str | None
     rollouts: Rollouts = field(init=False)
+    follower: StateFollower = field(init=False)
+    others: dict[str, Popularity] = field(default_factory=dict)  # other replicas' counters, at their last snapshot
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _closed: bool = False
 
@@ -137,6 +143,8 @@ class ControlPlane:
             config, store, blocking, clock,
             BoxFirmwareClient(http, box_token, config.rollout.request_timeout, config.health.timeout),
             poller.health, lambda: poller.drained, plane.set_drained, plane.poll_now)
+        plane.follower = StateFollower(store, blocking, invalidator, poller, catalog, clock,
+                                       config.replica.refresh_interval)
         try:
             await plane._load()
         except BaseException:
@@ -153,12 +161,8 @@ class ControlPlane:
         await self.rollouts.load()
         drained: frozenset[str] = await self.blocking(self.store.drained)
         self.poller.set_drained(drained)
-        snapshot = await self.blocking(self.store.load_popularity)
-        if snapshot is not None:
-            try:
-                self.popularity = Popularity.restore(snapshot, half_life=self.config.popularity.half_life)
-            except ValueError as exc:
-                log.warning("popularity snapshot not restored: %s", exc)
+        await self._read_popularity(restore=True)
+        await self.follower.refresh()  # the newest audit id the memory now reflects
 
     def start(self) -> None:
         """Start polling, pushing and snapshotting (in the running loop)."""
@@ -166,6 +170,7 @@ class ControlPlane:
         self.invalidator.start()
         self.rollouts.start()
         self._tasks.append(asyncio.create_task(self._snapshots(), name="popularity snapshots"))
+        self._tasks.append(asyncio.create_task(self.follower.run(), name="state refresh"))
 
     async def close(self) -> None:
         if self._closed:
@@ -189,15 +194,50 @@ class ControlPlane:
         self.executor.shutdown(wait=True)
 
     async def save_popularity(self) -> None:
+        """This replica's counters, under its id (and as the single snapshot an older version restores)."""
         now = self.clock()
         self.popularity.prune(now)
-        await self.blocking(self.store.save_popularity, self.popularity.snapshot(), now)
+        snapshot = self.popularity.snapshot()
+        await self.blocking(self.store.save_replica_popularity, self.config.replica_id(), snapshot, now)
+        await self.blocking(self.store.save_popularity, snapshot, now)
+
+    async def _read_popularity(self, *, restore: bool = False) -> None:
+        """The other replicas' last snapshots (and, at start, this replica's own counters back)."""
+        me, half_life = self.config.replica_id(), self.config.popularity.half_life
+        snapshots: dict[str, dict[str, Any]] = await self.blocking(self.store.replica_popularity)
+        if restore:
+            own = snapshots.get(me)
+            if own is None and not snapshots:  # a state from before replicas: its one snapshot is ours
+                own = await self.blocking(self.store.load_popularity)
+            if own is not None:
+                try:
+                    self.popularity = Popularity.restore(own, half_life=half_life)
+                except ValueError as exc:
+                    log.warning("popularity snapshot not restored: %s", exc)
+        others = {}
+        for replica, snapshot in snapshots.items():
+            if replica != me:
+                try:
+                    others[replica] = Popularity.restore(snapshot, half_life=half_life)
+                except ValueError as exc:
+                    log.warning("popularity of replica %s not merged: %s", replica, exc)
+        self.others = others
+
+    def popularity_view(self) -> Popularity:
+        """Session starts counted by every replica: this one's live counters and the others' last snapshots
+        (each saved every popularity.snapshot_interval), what fill plans and /v1/popularity use."""
+        if not self.others:
+            return self.popularity
+        return Popularity.merged([self.popularity, *self.others.values()], self.config.popularity.half_life)
 
     async def _snapshots(self) -> None:
         while True:
             await asyncio.sleep(self.config.popularity.snapshot_interval)
             try:
                 await self.save_popularity()
+                await self._read_popularity()
+            except OcaError as exc:  # the store is unreachable: the counters stay in memory until the next round
+                log.warning("popularity snapshot not saved: %s", exc)
             except Exception:
                 log.exception("popularity snapshot failed")
 

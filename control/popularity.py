@@ -16,7 +16,7 @@ Rules kept here (issue 4, "Popularity"):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +95,17 @@ class Popularity:
         return {"version": SNAPSHOT_VERSION, "half_life": self.half_life,
                 "counters": {site: {title: [c[0], c[1]] for title, c in sorted(counters.items())}
                              for site, counters in sorted(self._counters.items())}}
+
+    @classmethod
+    def merged(cls, parts: Iterable[Popularity], half_life: float) -> Popularity:
+        """The sum of several replicas' counters: each counter is added at its own time, so every part decays
+        the same way it would have in one process (recording is order-free, see `record`)."""
+        total = cls(half_life)
+        for part in parts:
+            for site, counters in part._counters.items():
+                for title, (score, at) in counters.items():
+                    total.record(site, title, at, score)
+        return total
 
     @classmethod
     def restore(cls, snapshot: Mapping[str, Any], *, half_life: float | None = None) -> Popularity:

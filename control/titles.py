@@ -5,11 +5,13 @@ Rules kept here:
   before it is called unknown, so a title ingested through another replica plays here too.
 - Templates (HlsTemplate, DashTemplate) are built once per stored version of a title, on first use.
   A title whose package cannot make a template answers 404 for that protocol, naming why.
-- Store calls run off the event loop (the injected `blocking`).
+- Store calls run off the event loop (the injected `blocking`). Every DASH title's MPD is read when the
+  catalog is (re)loaded, so playlists and MPDs of known titles never wait on the store.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +39,28 @@ class LiveCatalog:
         self._hls.clear()
         self._dash.clear()
         self._notify()
+        await self.warm()
+
+    async def reload(self) -> None:
+        """The titles as the store holds them now (another replica may have ingested some): the templates of
+        titles that did not change are kept."""
+        titles: list[Title] = await self.blocking(self.store.titles)
+        fresh = {t.id: t for t in titles}
+        if fresh == self._titles:
+            return
+        for cache in (self._hls, self._dash):
+            for title_id in [t for t in cache if fresh.get(t) != self._titles.get(t)]:
+                del cache[title_id]
+        self._titles = fresh
+        self._notify()
+        await self.warm()
+
+    async def warm(self) -> None:
+        """Read every DASH title's MPD now, so MPDs are served from memory while the store is unreachable."""
+        for title in list(self._titles.values()):
+            if title.dash_manifest is not None and title.id not in self._dash:
+                with contextlib.suppress(NotFound):
+                    await self.dash(title)
 
     def on_change(self, callback: Callable[[], None]) -> None:
         self._changed.append(callback)
