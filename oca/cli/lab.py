@@ -1,4 +1,5 @@
-"""`oca lab up`: a whole CDN on loopback (origin, control plane, boxes in two sites), filled, until Ctrl-C."""
+"""`oca lab up`: a whole CDN on loopback (origin, control plane, boxes in two sites), filled, until Ctrl-C;
+`--control-replicas N` runs N control-plane replicas on the lab's own PostgreSQL behind HAProxy."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from types import FrameType
 import click
 
 from oca.lab import Lab, LabConfig
+from oca.lab.haproxy import CHECK_INTERVAL_MS, FALL, RISE
 
 
 @click.group()
@@ -45,15 +47,21 @@ class _Signals:
 @click.option("--box-port", "box_ports", type=int, default=8080, show_default=True,
               help="Each box's data port on its own 127.0.0.x address, admin = +1; 0 = free ports on 127.0.0.1.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes per box.")
+@click.option("--control-replicas", type=int, default=1, show_default=True,
+              help="Control-plane replicas: 1 on SQLite; N >= 2 share the lab's own PostgreSQL behind HAProxy "
+                   "on --port.")
 def up(titles: int, boxes: int, workdir: str, duration: int, synthetic: bool, control_port: int, box_ports: int,
-       workers: int) -> None:
+       workers: int, control_replicas: int) -> None:
     """Start the lab, fill it, print what is where and the URLs to open; Ctrl-C stops everything."""
     if not 1 <= boxes <= 40:
         raise click.BadParameter(f"must be 1-40, got {boxes}", param_hint="--boxes")
     if not 1 <= workers <= 16:
         raise click.BadParameter(f"must be 1-16, got {workers}", param_hint="--workers")
+    if not 1 <= control_replicas <= 9:
+        raise click.BadParameter(f"must be 1-9, got {control_replicas}", param_hint="--control-replicas")
     config = LabConfig(workdir=workdir, titles=titles, boxes=boxes, duration=duration, synthetic=synthetic,
-                       control_port=control_port, box_ports=box_ports, workers=workers)
+                       control_port=control_port, box_ports=box_ports, workers=workers,
+                       control_replicas=control_replicas)
     handler = _Signals()
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     the_lab = Lab(config, say=lambda line: click.echo(f"lab: {line}", err=True))
@@ -80,6 +88,11 @@ def report(lab: Lab) -> str:
     boxes = "\n".join(f"  {box.id:4} {box.site}  data {box.data_url}  admin {box.admin_url}  log {box.log_path}"
                       for box in lab.boxes)
     kind = "SYNTHETIC (not video)" if lab.content is not None and lab.content.synthetic else "H.264/AAC"
+    control = f"{lab.control_url}   (operator token in {lab.paths.operator_token})"
+    if len(lab.replicas) > 1:
+        control = (f"{lab.control_url}   HAProxy (checks GET /healthz every {CHECK_INTERVAL_MS} ms, fall {FALL} "
+                   f"rise {RISE}; {lab.paths.haproxy_config}), operator token in {lab.paths.operator_token}\n"
+                   + "\n".join(f"  replica {r.name}     {r.url}   log {r.log_path}" for r in lab.replicas))
     return f"""
 What is where (objects/files, bytes, live = every file):
 {lab.table()}
@@ -92,7 +105,7 @@ Open:
   lab page       {lab.page_url}
   HLS            {lab.master_url(first)}
   DASH           {lab.mpd_url(first)}
-  control plane  {lab.control_url}   (operator token in {lab.paths.operator_token})
+  control plane  {control}
   lab API        {lab.api_url}/api/lab
   origin         {lab.origin_url}
 

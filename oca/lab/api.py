@@ -8,9 +8,11 @@ Routes (CORS open: the page is served from the control plane's origin):
 - `POST /api/boxes/<id>/stop?how=kill|term` (default kill: the lab shows failover), `POST
   /api/boxes/<id>/start` (same config, same cache; answers once the process is spawned, `healthy` in
   `GET /api/lab` follows within a few health polls).
+- `POST /api/control/<n>/stop?how=kill|term`, `POST /api/control/<n>/start`: control-plane replica n (1, 2,
+  ...; `control_replicas` in `GET /api/lab`, each with `balancer`: its state at HAProxy, when there is one).
 
 Rules kept here:
-- A box is spawned on this loop's thread (it lives as long as the lab: see procs, PR_SET_PDEATHSIG);
+- A box or replica is spawned on this loop's thread (it lives as long as the lab: see procs, PR_SET_PDEATHSIG);
   blocking work (stopping, which waits) runs in the loop's executor.
 - Errors are JSON {"error"} with the OcaError's status; an unknown box is 404.
 """
@@ -47,6 +49,12 @@ class Controls(Protocol):
 
     def stop_box(self, box_id: str, how: str = "kill") -> None: ...
 
+    def replica_count(self) -> int: ...
+
+    def spawn_control(self, replica: int = 1) -> None: ...
+
+    def stop_control(self, how: str = "kill", replica: int = 1) -> None: ...
+
 
 LAB = web.AppKey("lab", Controls)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
@@ -75,7 +83,9 @@ def build_app(lab: Controls) -> web.Application:
     app[LAB] = lab
     app.cleanup_ctx.append(session_ctx)
     app.add_routes([web.get("/api/lab", describe), web.post("/api/boxes/{box}/stop", stop),
-                    web.post("/api/boxes/{box}/start", start), web.route("OPTIONS", "/{any:.*}", describe)])
+                    web.post("/api/boxes/{box}/start", start), web.post("/api/control/{replica}/stop", stop_replica),
+                    web.post("/api/control/{replica}/start", start_replica),
+                    web.route("OPTIONS", "/{any:.*}", describe)])
     return app
 
 
@@ -105,11 +115,37 @@ def _box(request: web.Request) -> str:
     return box
 
 
-async def stop(request: web.Request) -> web.Response:
-    box = _box(request)
+def _how(request: web.Request) -> str:
     how = request.query.get("how", "kill")
     if how not in ("kill", "term"):
         raise BadRequest(f"how must be kill or term, got {how[:20]!r}")
+    return how
+
+
+def _replica(request: web.Request) -> int:
+    text = request.match_info["replica"]
+    count = request.app[LAB].replica_count()
+    if not text.isdigit() or not 1 <= int(text) <= count:
+        raise NotFound(f"no control replica {text[:20]!r} in this lab (replicas: 1-{count})")
+    return int(text)
+
+
+async def stop_replica(request: web.Request) -> web.Response:
+    replica, how = _replica(request), _how(request)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, lambda: request.app[LAB].stop_control(how, replica))
+    return web.json_response({"replica": replica, "running": False, "how": how})
+
+
+async def start_replica(request: web.Request) -> web.Response:
+    replica = _replica(request)
+    request.app[LAB].spawn_control(replica)  # on this thread: see the module rules
+    return web.json_response({"replica": replica, "running": True}, status=202)
+
+
+async def stop(request: web.Request) -> web.Response:
+    box = _box(request)
+    how = _how(request)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, request.app[LAB].stop_box, box, how)
     return web.json_response({"box": box, "running": False, "how": how})

@@ -2,14 +2,22 @@
 pre-positioned. `with Lab(LabConfig(...)) as lab:` is what `oca lab up` and the player tests run.
 
 Rules kept here:
-- Start order: content (made or reused), keys and secrets (reused), origin, lab API, control plane, boxes,
-  catalog ingest, every box healthy at the control plane, fill, the control plane seeing the fill. Any
-  failure stops everything started so far and raises one LabError naming what failed and its log file.
-- Stop order: the API, the boxes (SIGTERM, all at once, SIGKILL after a grace period), the control plane,
-  the origin. `stop()` is idempotent and safe after a failed start.
-- Box processes are replaced under a lock: the caller's thread and the API's thread may both stop and
-  start boxes. A box stopped through the lab is "down on purpose"; `check()` reports any other death. The
-  control plane can be stopped and started the same way (a crash mid-roll-out), from the caller's thread.
+- Start order: content (made or reused), keys and secrets (reused), origin, lab API, [PostgreSQL], control
+  plane replica(s), [HAProxy], boxes, catalog ingest, every box healthy at the control plane, fill, the
+  control plane seeing the fill. Any failure stops everything started so far and raises one LabError
+  naming what failed and its log file.
+- One control plane (`control_replicas=1`, the default) keeps its state in SQLite (control/state.db) and
+  listens on the lab's control URL itself. N >= 2 replicas share the lab's own PostgreSQL cluster
+  (postgres/, reused by the next start; oca/lab/postgres.py), each on a free port with the same config but
+  `listen` and `replica.id` (r1, r2, ...), and HAProxy (oca/lab/haproxy.py) listens on the control URL in
+  front of them. Players, the page and the lab itself use the control URL; boxes are given the list of
+  replica URLs (oca/replicas.py), so they do not depend on the load balancer.
+- Stop order: the API, the boxes (SIGTERM, all at once, SIGKILL after a grace period), the control-plane
+  replicas, HAProxy, PostgreSQL (pg_ctl stop -m fast), the origin. `stop()` is idempotent and safe after a
+  failed start.
+- Box and replica processes are replaced under a lock: the caller's thread and the API's thread may both
+  stop and start them. One stopped through the lab is "down on purpose"; `check()` reports any other death
+  (a lone control plane's, HAProxy's, PostgreSQL's or the origin's is a LabError: the lab cannot go on).
 - Nothing here prints: progress goes to the `say` callback, the CLI decides what to show.
 """
 
@@ -21,6 +29,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import sys
 import threading
 import time
@@ -38,6 +47,7 @@ from oca.content import MadeContent, make_content
 from oca.firmware.keys import load_signing_key, public_pem, write_keypair
 from oca.lab import fill
 from oca.lab.api import LabApi
+from oca.lab.haproxy import CHECK_INTERVAL_MS, Replica, haproxy_config, server_states
 from oca.lab.layout import (
     CLIENT_HEADER,
     HEALTH_INTERVAL,
@@ -46,6 +56,7 @@ from oca.lab.layout import (
     BoxPlan,
     LabConfig,
     LabPaths,
+    ReplicaPlan,
     box_config,
     box_host,
     box_sites,
@@ -54,6 +65,7 @@ from oca.lab.layout import (
     default_node_modules,
     pick_port,
 )
+from oca.lab.postgres import ClusterError, PostgresCluster, server_bindir, server_user
 from oca.lab.procs import Child, LabError, http_get
 from oca.tokens import generate_private_key, load_private_key, public_jwk, write_private_key
 
@@ -111,6 +123,34 @@ class LabBox:
 
 
 @dataclass
+class LabReplica:
+    """One control-plane replica of the lab (the only one by default): r1, r2, ..."""
+
+    index: int  # 1, 2, ...
+    port: int
+    child: Child
+    config_path: str
+    stopped_on_purpose: bool = False
+    reported: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"r{self.index}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> str:
+        return self.child.log_path
+
+    @property
+    def running(self) -> bool:
+        return self.child.running
+
+
+@dataclass
 class Lab:
     config: LabConfig = field(default_factory=LabConfig)
     say: Say = field(default=lambda line: None)
@@ -126,7 +166,7 @@ class Lab:
         self.file_counts: dict[str, int] = {}
         self.title_sizes: dict[str, int] = {}
         self._records: dict[str, dict[str, Any]] = {}  # title id -> its catalog record
-        self._control_port = 0
+        self.replicas: list[LabReplica] = []
         self._ports: set[tuple[str, int]] = set()  # handed out to the lab's processes
         self.control_url = self.origin_url = self.api_url = self.page_url = ""
         self.control_log_path = self.paths.control_log
@@ -135,8 +175,8 @@ class Lab:
         self.box_token = ""
         self.node_modules = default_node_modules(self.config.node_modules)
         self._origin: Child | None = None
-        self._control: Child | None = None
-        self._control_stopped = False  # by stop_control(), on purpose
+        self._postgres: PostgresCluster | None = None
+        self._haproxy: Child | None = None
         self._api: LabApi | None = None
         self._lock = threading.RLock()
         self._stopped = False
@@ -242,27 +282,117 @@ class Lab:
         self.control_url = f"http://127.0.0.1:{port}"
         self.page_url = f"{self.control_url}/lab"
         oca = _oca_command()
+        self._plan_replicas(port)
+        control: str | list[str] = self.control_url
+        if len(self.replicas) > 1:
+            control = [r.url for r in self.replicas]
         for plan in plans:
             path = self.paths.box_config(plan.id)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             _write(path, yaml.safe_dump(box_config(plan, plans, self.paths, origin_url=self.origin_url,
-                                                   control_url=self.control_url, workers=cfg.workers)))
+                                                   control_url=control, workers=cfg.workers)))
             child = Child(f"box {plan.id}", [*oca, "serve", "--config", path], self.paths.box_log(plan.id))
             self.boxes.append(LabBox(plan, child, path, cfg.workers))
-        self._control_port = port
+
+    def _plan_replicas(self, control_port: int) -> None:
+        count = self.config.control_replicas
+        if count < 1:
+            raise LabError(f"control_replicas must be at least 1, got {count}")
+        for index in range(1, count + 1):
+            if count == 1:
+                port, path, log, name = control_port, self.paths.control_config, self.paths.control_log, "control plane"
+            else:
+                port = pick_port("127.0.0.1", 0, self._ports)
+                path, log = self.paths.replica_config(index), self.paths.replica_log(index)
+                name = f"control replica r{index}"
+            child = Child(name, [*_oca_command(), "control", "serve", "--config", path], log)
+            self.replicas.append(LabReplica(index, port, child, path))
+        self.control_log_path = self.replicas[0].log_path
 
     def _start_control(self) -> None:
         os.makedirs(self.paths.control, exist_ok=True)
         _write(self.paths.coverage, coverage_csv())
-        raw = control_config([b.plan for b in self.boxes], self.paths, port=self._control_port,
-                             origin_url=self.origin_url, api_url=self.api_url, node_modules=self.node_modules)
-        _write(self.paths.control_config, yaml.safe_dump(raw, sort_keys=False))
-        self._control = Child("control plane", [*_oca_command(), "control", "serve", "--config",
-                                                self.paths.control_config], self.paths.control_log)
-        self._control.start()
-        self._control.wait_until(lambda: http_get(self.control_url + "/healthz")[0] == 200,
-                                 self.config.start_timeout)
-        self.say(f"control plane: {self.control_url}")
+        several = len(self.replicas) > 1
+        state_url = self._start_postgres() if several else ""
+        for replica in self.replicas:
+            plan = None
+            if several:
+                assert self._postgres is not None
+                plan = ReplicaPlan(replica.name, state_url, self._postgres.password_file, self.control_url)
+            raw = control_config([b.plan for b in self.boxes], self.paths, port=replica.port,
+                                 origin_url=self.origin_url, api_url=self.api_url, node_modules=self.node_modules,
+                                 replica=plan)
+            _write(replica.config_path, yaml.safe_dump(raw, sort_keys=False))
+        for replica in self.replicas:
+            replica.child.start()
+        for replica in self.replicas:
+            self._wait_replica(replica)
+        if several:
+            self._start_haproxy()
+            self.say(f"control plane: {len(self.replicas)} replicas "
+                     f"({', '.join(f'{r.name} {r.url}' for r in self.replicas)}) behind HAProxy on {self.control_url}")
+        else:
+            self.say(f"control plane: {self.control_url}")
+
+    def _wait_replica(self, replica: LabReplica) -> None:
+        replica.child.wait_until(lambda: http_get(replica.url + "/healthz")[0] == 200, self.config.start_timeout)
+
+    def _start_postgres(self) -> str:
+        """The lab's own PostgreSQL cluster (made once, reused), started; the control plane's state URL."""
+        bindir = server_bindir()
+        if bindir is None:
+            raise LabError("control replicas need PostgreSQL's server binaries (initdb, pg_ctl): make system-deps "
+                           "installs Debian's postgresql")
+        try:
+            cluster = PostgresCluster(bindir, self.paths.postgres, socket=False)
+            reused = cluster.open()
+            cluster.port = pick_port("127.0.0.1", cluster.remembered_port(), self._ports)
+            self._postgres = cluster
+            cluster.start()
+            cluster.ensure_database("oca")
+        except (ClusterError, OSError) as exc:
+            raise LabError(f"PostgreSQL: {exc}") from None
+        self.say(f"postgresql: {'reused the' if reused else 'a new'} cluster in {cluster.root} on "
+                 f"127.0.0.1:{cluster.port}, database oca (log: {cluster.log})")
+        return cluster.url("oca")
+
+    def _start_haproxy(self) -> None:
+        binary = shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy",) if os.access(p, os.X_OK)), None)
+        if binary is None:
+            raise LabError("control replicas need HAProxy: make system-deps installs Debian's haproxy")
+        paths = self.paths
+        host_port = urllib.parse.urlsplit(self.control_url)
+        assert host_port.hostname is not None and host_port.port is not None
+        # the stats socket's directory belongs to the user HAProxy runs as (never root: see procs)
+        user = server_user() if os.geteuid() == 0 else None
+        sock_dir = os.path.dirname(paths.haproxy_socket)
+        os.makedirs(sock_dir, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(paths.haproxy_socket)
+        if user is not None:
+            os.chown(sock_dir, user.pw_uid, user.pw_gid)
+        text = haproxy_config((host_port.hostname, host_port.port),
+                              [Replica(r.name, "127.0.0.1", r.port) for r in self.replicas], paths.haproxy_socket)
+        _write(paths.haproxy_config, text)
+        self._haproxy = Child("haproxy", [binary, "-db", "-f", paths.haproxy_config], paths.haproxy_log, user=user)
+        self._haproxy.start()
+        wanted = {r.name for r in self.replicas}
+        self._haproxy.wait_until(lambda: self.balancer_up() == wanted
+                                 and http_get(self.control_url + "/healthz")[0] == 200,
+                                 self.config.start_timeout, "seeing every replica up")
+
+    def balancer_states(self) -> dict[str, str]:
+        """Replica name -> its state at HAProxy (UP, DOWN, "DOWN 1/2" ...); {} with one control plane."""
+        if self._haproxy is None:
+            return {}
+        try:
+            return server_states(self.paths.haproxy_socket)
+        except OSError:
+            return {}
+
+    def balancer_up(self) -> set[str]:
+        """The replicas HAProxy sends requests to."""
+        return {name for name, state in self.balancer_states().items() if state.startswith("UP")}
 
     def _box_ready(self, box: LabBox) -> bool:
         if http_get(box.data_url + "/healthz", timeout=1)[0] != 200:
@@ -305,8 +435,7 @@ class Lab:
         """Wait until the control plane steers to these boxes (all by default)."""
         wanted = set(box_ids or [b.id for b in self.boxes])
         timeout = timeout or self.config.start_timeout
-        assert self._control is not None
-        self._control.wait_until(lambda: all(self._fleet()[b]["healthy"] for b in wanted), timeout,
+        self._any_replica().child.wait_until(lambda: all(self._fleet()[b]["healthy"] for b in wanted), timeout,
                                  f"seeing boxes {', '.join(sorted(wanted))} healthy")
 
     def _fill(self) -> None:
@@ -370,22 +499,39 @@ class Lab:
         self.spawn_box(box_id)
         self._wait_box(self.box(box_id))
 
-    def stop_control(self, how: str = "kill") -> None:
-        """SIGKILL (how="kill": a crash) or SIGTERM the control plane; `check()` does not report it until
-        `start_control`. Players' manifest and steering requests fail meanwhile; the boxes keep serving."""
-        assert self._control is not None
-        with self._lock:
-            self._control_stopped = True
-            self._control.stop(how)
+    def replica(self, index: int) -> LabReplica:
+        """Control-plane replica `index` (1, 2, ...; 1 is the lone control plane by default)."""
+        if not 1 <= index <= len(self.replicas):
+            raise LabError(f"no control replica {index} in this lab (replicas: 1-{len(self.replicas)})")
+        return self.replicas[index - 1]
 
-    def start_control(self) -> None:
-        """Start the stopped control plane again (same config, state and port); returns once it answers."""
-        assert self._control is not None
+    def replica_count(self) -> int:
+        return len(self.replicas)
+
+    def _any_replica(self) -> LabReplica:
+        return next((r for r in self.replicas if r.running), self.replicas[0])
+
+    def stop_control(self, how: str = "kill", replica: int = 1) -> None:
+        """SIGKILL (how="kill": a crash) or SIGTERM control-plane replica `replica`; `check()` does not report
+        it until `start_control`. With one control plane, players' manifest and steering requests fail
+        meanwhile (the boxes keep serving); with several, HAProxy sends them to the others."""
+        target = self.replica(replica)
         with self._lock:
-            self._control.start()
-            self._control_stopped = False
-        self._control.wait_until(lambda: http_get(self.control_url + "/healthz")[0] == 200,
-                                 self.config.start_timeout)
+            target.stopped_on_purpose = True
+            target.child.stop(how)
+
+    def spawn_control(self, replica: int = 1) -> None:
+        """Start a stopped replica again (same config, state and port); returns once spawned."""
+        target = self.replica(replica)
+        with self._lock:
+            if not target.running:
+                target.child.start()
+                target.stopped_on_purpose, target.reported = False, False
+
+    def start_control(self, replica: int = 1) -> None:
+        """Start a stopped replica again; returns once it answers (HAProxy follows within `rise` checks)."""
+        self.spawn_control(replica)
+        self._wait_replica(self.replica(replica))
 
     def box_serving(self, url: str) -> str | None:
         """The id of the box whose data port `url` points at, or None (the origin, the control plane...)."""
@@ -407,6 +553,12 @@ class Lab:
         return {
             "control_url": self.control_url, "origin_url": self.origin_url, "api_url": self.api_url,
             "page_url": self.page_url, "client_header": self.client_header,
+            "control_replicas": self._describe_replicas(),
+            "balancer": None if self._haproxy is None else {
+                "kind": "haproxy", "url": self.control_url, "check_interval_ms": CHECK_INTERVAL_MS,
+                "config": self.paths.haproxy_config, "log_path": self.paths.haproxy_log, "pid": self._haproxy.pid},
+            "postgres": None if self._postgres is None else {
+                "url": self._postgres.url("oca"), "dir": self._postgres.root, "log_path": self._postgres.log},
             "sites": [{"id": s.id, "client": s.client, "prefix": s.prefix, "parent": s.parent,
                        "boxes": [b.id for b in self.boxes if b.site == s.id]} for s in SITES],
             "boxes": [{"id": b.id, "site": b.site, "data_url": b.data_url, "admin_url": b.admin_url,
@@ -415,6 +567,12 @@ class Lab:
                         "synthetic": synthetic.get(t, False), "duration": self.config.duration,
                         "placed_on": sorted(b for b, ts in self.placement.items() if t in ts)} for t in self.titles],
         }
+
+    def _describe_replicas(self) -> list[dict[str, Any]]:
+        states = self.balancer_states()
+        return [{"index": r.index, "name": r.name, "url": r.url, "running": r.running, "pid": r.child.pid,
+                 "log_path": r.log_path, "config": r.config_path, "balancer": states.get(r.name)}
+                for r in self.replicas]
 
     def holdings(self) -> dict[str, dict[str, fill.Held]]:
         """Box id -> title id -> what it holds, from every running box's admin API."""
@@ -432,17 +590,21 @@ class Lab:
                           self.file_counts)
 
     def check(self) -> list[str]:
-        """Problems since the last check: LabError if the origin or control plane died; one line per box
-        that exited without being asked to."""
-        for child in (self._origin, None if self._control_stopped else self._control):
+        """Problems since the last check: LabError if the origin, a lone control plane, HAProxy or PostgreSQL
+        died; one line per box or replica (of several) that exited without being asked to."""
+        lone = self.replicas[0] if len(self.replicas) == 1 and not self.replicas[0].stopped_on_purpose else None
+        for child in (self._origin, self._haproxy, lone.child if lone else None):
             if child is not None and not child.running:
                 raise child.failure("exited")
+        if self._postgres is not None and self._postgres.pid() is None:
+            raise LabError(f"PostgreSQL exited; log: {self._postgres.log}")
         lines = []
         with self._lock:
-            for box in self.boxes:
-                if not box.running and not box.stopped_on_purpose and not box.reported:
-                    box.reported = True
-                    lines.append(str(box.child.failure("exited")))
+            parts: list[LabBox | LabReplica] = [*self.boxes, *(self.replicas if lone is None else [])]
+            for part in parts:
+                if not part.running and not part.stopped_on_purpose and not part.reported:
+                    part.reported = True
+                    lines.append(str(part.child.failure("exited")))
         return lines
 
     # -- stopping -----------------------------------------------------------------------------------------
@@ -453,11 +615,16 @@ class Lab:
         self._stopped = True
         if self._api is not None:
             self._api.stop()
-        with self._lock, concurrent.futures.ThreadPoolExecutor(max(1, len(self.boxes))) as pool:
+        with self._lock, concurrent.futures.ThreadPoolExecutor(max(1, len(self.boxes), len(self.replicas))) as pool:
             list(pool.map(lambda b: b.child.stop("term"), self.boxes))
-        for child in (self._control, self._origin):
-            if child is not None:
-                child.stop("term")
+            list(pool.map(lambda r: r.child.stop("term"), self.replicas))
+        if self._haproxy is not None:
+            self._haproxy.stop("term")
+        if self._postgres is not None:
+            with contextlib.suppress(ClusterError):
+                self._postgres.stop()
+        if self._origin is not None:
+            self._origin.stop("term")
 
 
 def _write(path: str, text: str, mode: int = 0o644) -> None:

@@ -65,6 +65,7 @@ class LabConfig:
     duration: int = 30  # seconds per title
     synthetic: bool = False  # synthetic titles (no ffmpeg) even where ffmpeg is installed
     control_port: int = 8090  # on 127.0.0.1; a taken port falls back to a free one
+    control_replicas: int = 1  # 1: one control plane on SQLite; N >= 2: N on the lab's PostgreSQL behind HAProxy
     box_ports: int = 8080  # data port on each box's own address, admin = +1; 0 = free ports on 127.0.0.1
     api_port: int = 0  # the lab API on 127.0.0.1
     workers: int = 1  # per box: three boxes share a 2-core machine with the player
@@ -88,6 +89,17 @@ class BoxPlan:
     @property
     def admin_url(self) -> str:
         return f"http://{self.host}:{self.admin_port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPlan:
+    """What differs between a lone control plane and one replica of several: the shared PostgreSQL state, the
+    load balancer's URL players are given, and the replica's id (r1, r2, ...; leases and popularity)."""
+
+    id: str
+    state_url: str
+    password_file: str
+    public_url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +164,30 @@ class LabPaths:
     @property
     def control_log(self) -> str:
         return self.path("control", "control.log")
+
+    def replica_config(self, index: int) -> str:
+        """Replica `index`'s control.yaml (N >= 2 replicas: the same but for `listen`)."""
+        return self.path("control", f"replica-{index}.yaml")
+
+    def replica_log(self, index: int) -> str:
+        return self.path("control", f"replica-{index}.log")
+
+    @property
+    def postgres(self) -> str:
+        """The lab's own PostgreSQL cluster (N >= 2 replicas), reused by the next `oca lab up`."""
+        return self.path("postgres")
+
+    @property
+    def haproxy_config(self) -> str:
+        return self.path("control", "haproxy.cfg")
+
+    @property
+    def haproxy_log(self) -> str:
+        return self.path("control", "haproxy.log")
+
+    @property
+    def haproxy_socket(self) -> str:
+        return self.path("control", "haproxy.sock")
 
     @property
     def origin_log(self) -> str:
@@ -227,8 +263,8 @@ def fetch_sources(box: BoxPlan, boxes: list[BoxPlan], origin_url: str) -> list[d
     return sources
 
 
-def box_config(box: BoxPlan, boxes: list[BoxPlan], paths: LabPaths, *, origin_url: str, control_url: str,
-               workers: int) -> dict[str, Any]:
+def box_config(box: BoxPlan, boxes: list[BoxPlan], paths: LabPaths, *, origin_url: str,
+               control_url: str | list[str], workers: int) -> dict[str, Any]:
     home = paths.box_dir(box.id)
     return {
         "box": {"id": box.id, "site": box.site},
@@ -250,12 +286,17 @@ def box_config(box: BoxPlan, boxes: list[BoxPlan], paths: LabPaths, *, origin_ur
 
 
 def control_config(boxes: list[BoxPlan], paths: LabPaths, *, port: int, origin_url: str, api_url: str,
-                   node_modules: str) -> dict[str, Any]:
+                   node_modules: str, replica: ReplicaPlan | None = None) -> dict[str, Any]:
+    """The control plane's config: SQLite in control/, or with `replica` one replica of several on PostgreSQL."""
     used = {b.site for b in boxes}
+    state: dict[str, Any] = {"state": {"path": os.path.join(paths.control, "state.db")}}
+    if replica is not None:
+        state = {"public_url": replica.public_url, "state": replica.state_url,
+                 "state_password_file": replica.password_file, "replica": {"id": replica.id}}
     return {
         "listen": f"127.0.0.1:{port}",
         "coverage_file": paths.coverage,
-        "state": {"path": os.path.join(paths.control, "state.db")},
+        **state,
         "fleet": {
             "origin_url": origin_url,
             "sites": [{"id": s.id, "latitude": s.latitude, "longitude": s.longitude, "country": s.country,
@@ -270,7 +311,8 @@ def control_config(boxes: list[BoxPlan], paths: LabPaths, *, port: int, origin_u
         "auth": {"operator_token_file": paths.operator_token, "box_token_file": paths.box_token},
         "invalidation": {"retry_interval": "500ms", "push_timeout": "1s"},
         "popularity": {"snapshot_interval": "5s"},
-        "rollout": {"trusted_keys_file": paths.firmware_public},
+        "rollout": {"trusted_keys_file": paths.firmware_public,
+                    "bundles_dir": os.path.join(paths.control, "bundles")},
         "log": {"level": "info"},
         "lab": {"page_dir": page_dir(), "api_url": api_url, "node_modules": node_modules},
     }

@@ -10,6 +10,8 @@ Rules kept here:
   what the lab uses to show failover); either way the group is swept with SIGKILL afterwards so no worker
   outlives its master.
 - A child's stdout and stderr go to its log file (appended across restarts); failures name that file.
+- A child may run as another (unprivileged) user: Popen switches user before the preexec function runs,
+  so PR_SET_PDEATHSIG (which a credential change clears) still holds for it.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pwd
 import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from oca.errors import OcaError
 
@@ -55,8 +59,9 @@ def _die_with_parent() -> Callable[[], None] | None:
 class Child:
     """One process the lab runs: `argv`, logging to `log_path`."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: str, env: dict[str, str] | None = None) -> None:
-        self.name, self.argv, self.log_path, self.env = name, list(argv), log_path, env
+    def __init__(self, name: str, argv: Sequence[str], log_path: str, env: dict[str, str] | None = None,
+                 user: pwd.struct_passwd | None = None) -> None:
+        self.name, self.argv, self.log_path, self.env, self.user = name, list(argv), log_path, env, user
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,10 +79,13 @@ class Child:
         with open(self.log_path, "ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} lab starts: {' '.join(self.argv)}\n".encode())
             log.flush()
+            as_user: dict[str, Any] = {}
+            if self.user is not None and self.user.pw_uid != os.geteuid():
+                as_user = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
             try:
                 self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
                                                 stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
-                                                preexec_fn=_die_with_parent())
+                                                preexec_fn=_die_with_parent(), **as_user)
             except OSError as exc:
                 raise LabError(f"{self.name}: cannot start {self.argv[0]}: {exc.strerror}") from None
 
