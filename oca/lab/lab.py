@@ -391,8 +391,8 @@ class Lab:
             return {}
 
     def balancer_up(self) -> set[str]:
-        """The replicas HAProxy sends requests to."""
-        return {name for name, state in self.balancer_states().items() if state.startswith("UP")}
+        """The replicas HAProxy sends requests to and whose last checks all passed ("UP", not "UP 1/2")."""
+        return {name for name, state in self.balancer_states().items() if state == "UP"}
 
     def _box_ready(self, box: LabBox) -> bool:
         if http_get(box.data_url + "/healthz", timeout=1)[0] != 200:

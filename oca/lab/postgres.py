@@ -29,6 +29,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 from typing import Any
 
@@ -90,6 +91,7 @@ class PostgresCluster:
         self.port = port
         self._names = itertools.count(1)
         os.makedirs(self.root, exist_ok=True)
+        self._check_reachable()
         os.chmod(self.root, 0o755)  # the socket and the password file are reachable; data/ is 0700
         if not os.path.exists(self.password_file):
             fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -100,6 +102,20 @@ class PostgresCluster:
         if os.geteuid() == 0:
             for path in (self.root, self.password_file):
                 os.chown(path, self.user.pw_uid, self.user.pw_gid)
+
+    def _check_reachable(self) -> None:
+        """The server's user must be able to enter every directory above `root`."""
+        if os.geteuid() != 0:
+            return
+        parent = os.path.dirname(self.root)
+        while True:
+            info = os.stat(parent)
+            if not info.st_mode & stat.S_IXOTH and info.st_uid != self.user.pw_uid:
+                raise ClusterError(f"PostgreSQL runs as {self.user.pw_name}, which cannot enter {parent} "
+                                   f"(mode {stat.S_IMODE(info.st_mode):o}): use a directory it can reach")
+            if parent == os.path.dirname(parent):
+                return
+            parent = os.path.dirname(parent)
 
     @property
     def initialized(self) -> bool:

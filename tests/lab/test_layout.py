@@ -14,6 +14,7 @@ from oca.lab.fill import Held, placement, table
 from oca.lab.layout import (
     BoxPlan,
     LabPaths,
+    ReplicaPlan,
     box_config,
     box_host,
     box_sites,
@@ -88,3 +89,37 @@ def test_the_table_shows_objects_bytes_and_live() -> None:
     assert lines[0].split() == ["title", "a1", "(A)", "b1", "(B,", "down)"]
     assert lines[1].split() == ["1001", "34/34", "3.0", "MiB", "live", "-"]
     assert lines[2].split() == ["1002", "3/34", "1000", "B", "-"]
+
+
+def test_a_replica_config_names_the_shared_postgresql_and_the_load_balancer(tmp_path: Any) -> None:
+    paths = LabPaths(str(tmp_path))
+    os.makedirs(paths.control)
+    with open(paths.coverage, "w") as fh:
+        fh.write(coverage_csv())
+    password = str(tmp_path / "password")
+    with open(password, "w") as fh:
+        fh.write("secret\n")
+    plan = ReplicaPlan("r2", "postgresql://oca@127.0.0.1:5999/oca", password, "http://127.0.0.1:8090")
+    raw = control_config(PLANS, paths, port=40002, origin_url="http://o:1", api_url="http://a:2",
+                         node_modules=str(tmp_path), replica=plan)
+    with open(paths.replica_config(2), "w") as fh:
+        yaml.safe_dump(raw, fh)
+    config = load_control_config(paths.replica_config(2))
+    assert config.listen == ("127.0.0.1", 40002) and config.replica_id() == "r2"
+    assert config.state.url == "postgresql://oca@127.0.0.1:5999/oca" and config.state_password_file == password
+    assert config.base_url() == "http://127.0.0.1:8090"  # players are sent back to HAProxy, not to this replica
+    assert config.bundles_dir() == os.path.join(paths.control, "bundles")  # not /var/lib/oca-control
+    # the same config but for listen and replica.id: what the README asks of production replicas too
+    other = control_config(PLANS, paths, port=40001, origin_url="http://o:1", api_url="http://a:2",
+                           node_modules=str(tmp_path), replica=ReplicaPlan("r1", plan.state_url, password,
+                                                                           plan.public_url))
+    assert {k: v for k, v in other.items() if k not in ("listen", "replica")} == {
+        k: v for k, v in raw.items() if k not in ("listen", "replica")}
+    # a box of a lab with replicas names every replica (oca/replicas.py)
+    box = box_config(PLANS[0], PLANS, paths, origin_url="http://o:1", workers=1,
+                     control_url=["http://127.0.0.1:40001", "http://127.0.0.1:40002"])
+    os.makedirs(paths.box_dir("a1"))
+    with open(paths.box_config("a1"), "w") as fh:
+        yaml.safe_dump(box, fh)
+    loaded = load_box_config(paths.box_config("a1"))
+    assert list(loaded.control.url) == ["http://127.0.0.1:40001", "http://127.0.0.1:40002"]
