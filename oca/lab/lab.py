@@ -350,8 +350,10 @@ class Lab:
             self._postgres = cluster
             cluster.start()
             cluster.ensure_database("oca")
-        except (ClusterError, OSError) as exc:
-            raise LabError(f"PostgreSQL: {exc}") from None
+        except ClusterError as exc:
+            raise LabError(str(exc)) from None
+        except OSError as exc:
+            raise LabError(f"PostgreSQL in {self.paths.postgres}: {exc}") from None
         self.say(f"postgresql: {'reused the' if reused else 'a new'} cluster in {cluster.root} on "
                  f"127.0.0.1:{cluster.port}, database oca (log: {cluster.log})")
         return cluster.url("oca")

@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -144,3 +145,22 @@ def test_the_lab_api_stops_and_starts_a_replica(lab: Lab) -> None:
         described = json.loads(response.read())
     assert [(r["name"], r["running"], r["balancer"]) for r in described["control_replicas"]] == [
         ("r1", True, "UP"), ("r2", True, "UP")]
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="chromium missing: make system-deps")
+def test_the_page_has_stop_and_start_for_each_replica(lab: Lab, tmp_path: Any) -> None:
+    from tests.players.browser import chromium
+
+    with chromium(str(tmp_path / "profile")) as browser:
+        page = browser.new_page()
+        page.goto(lab.page_url)
+        page.wait_for_function("() => window.labState && window.labState.ready", timeout=20_000)
+        page.wait_for_selector('#replicas button[data-replica="2"][data-action="kill"]', timeout=10_000)
+        assert "HAProxy" in page.inner_text("#balancer")
+        page.click('#replicas button[data-replica="2"][data-action="kill"]')
+        wait_for("r2 killed from the page", lambda: not lab.replica(2).running, 10)
+        page.wait_for_selector('#replicas button[data-replica="2"][data-action="start"]', timeout=10_000)
+        page.click('#replicas button[data-replica="2"][data-action="start"]')
+        wait_for("r2 UP again", lambda: lab.replica(2).running and lab.balancer_up() == {"r1", "r2"}, 30)
+        page.wait_for_function("() => [...document.querySelectorAll('#replicas tbody tr')].map("
+                               "r => r.cells[3].textContent).join() === 'UP,UP'", timeout=10_000)

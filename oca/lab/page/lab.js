@@ -1,5 +1,6 @@
 // The OCA lab page: play a title through the lab with hls.js (or dash.js), and show which box and pathway
-// serve each fragment, the steering priority, and the boxes with Stop/Start buttons (the lab API).
+// serve each fragment, the steering priority, the boxes and the control-plane replicas with Stop/Start
+// buttons (the lab API).
 //
 // Rules kept here:
 // - The client's site is said with the lab header (X-OCA-Lab-Client) on requests to the control plane only
@@ -265,11 +266,59 @@ function renderBoxes() {
   }
 }
 
+// -- control-plane replicas (one by default; N behind HAProxy with --control-replicas N) ------------------
+
+async function replicaAction(index, action) {
+  const how = action === 'term' ? 'stop?how=term' : action === 'kill' ? 'stop?how=kill' : 'start';
+  try {
+    const response = await fetch(`${apiUrl}/api/control/${index}/${how}`, { method: 'POST' });
+    if (!response.ok) error('lab', `replica ${index} ${action}: ${response.status}`, false);
+  } catch (e) {
+    error('lab', `replica ${index} ${action}: ${e.message}`, false);
+  }
+  refresh();
+}
+
+function renderReplicas() {
+  const replicas = lab.control_replicas || [];
+  const balancer = lab.balancer;
+  $('balancer').textContent = balancer
+    ? `HAProxy on ${new URL(balancer.url).host}, GET /healthz every ${balancer.check_interval_ms} ms`
+    : `${new URL(lab.control_url).host}, SQLite`;
+  const body = $('replicas').tBodies[0];
+  body.textContent = '';
+  for (const replica of replicas) {
+    const tr = document.createElement('tr');
+    const lb = balancer ? (replica.balancer || '?') : '-';
+    const cells = [replica.name, new URL(replica.url).host,
+      replica.running ? `running (pid ${replica.pid})` : 'stopped', lb];
+    cells.forEach((value, i) => {
+      const td = document.createElement('td');
+      td.textContent = value;
+      if (i === 2) td.className = replica.running ? 'up' : 'down';
+      if (i === 3 && balancer) td.className = lb === 'UP' ? 'up' : 'down';
+      tr.appendChild(td);
+    });
+    const td = document.createElement('td');
+    for (const [action, label] of replica.running ? [['kill', 'Kill'], ['term', 'Stop']] : [['start', 'Start']]) {
+      const button = document.createElement('button');
+      button.textContent = label;
+      button.dataset.replica = String(replica.index);
+      button.dataset.action = action;
+      button.addEventListener('click', () => replicaAction(replica.index, action));
+      td.appendChild(button);
+    }
+    tr.appendChild(td);
+    body.appendChild(tr);
+  }
+}
+
 async function refresh() {
   try {
     const response = await fetch(`${apiUrl}/api/lab`, { cache: 'no-store' });
     lab = await response.json();
     renderBoxes();
+    renderReplicas();
   } catch (e) {
     $('summary').textContent = `the lab API at ${apiUrl} does not answer (is oca lab up still running?)`;
   }
