@@ -8,9 +8,12 @@ STAMP  := $(VENV)/.installed
 # Debian packages the tests and benchmarks drive for real (command:package); chromium and ffmpeg are the
 # player tests' browser and decoder (Debian's chromium plays H.264/AAC); promtool checks the alert rules;
 # postgresql: the server binaries (/usr/lib/postgresql/N/bin/initdb, pg_ctl) the control plane's PostgreSQL
-# store tests start a throwaway cluster with (tests/postgres.py); pg_ctlcluster comes with them
+# store tests start a throwaway cluster with (tests/postgres.py), and the lab its own with --control-replicas N;
+# pg_ctlcluster comes with them. haproxy: the load balancer in front of the lab's control-plane replicas
 SYSTEM_TOOLS := nginx:nginx wrk:wrk strace:strace systemd-analyze:systemd /usr/bin/chromium:chromium \
-	/usr/bin/ffmpeg:ffmpeg /usr/bin/promtool:prometheus pg_ctlcluster:postgresql
+	/usr/bin/ffmpeg:ffmpeg /usr/bin/promtool:prometheus pg_ctlcluster:postgresql haproxy:haproxy
+# `make lab CONTROL_REPLICAS=2`: two control-plane replicas on the lab's PostgreSQL behind HAProxy
+CONTROL_REPLICAS ?= 1
 
 .PHONY: test run lab loadtest lint typecheck unit bench faults system-deps clean
 
@@ -45,8 +48,9 @@ run: $(STAMP)
 	$(BIN)/python -m oca.sample run
 
 lab: $(STAMP) node_modules
-	@scripts/install-system-deps.sh /usr/bin/ffmpeg:ffmpeg
-	$(BIN)/oca lab up
+	@scripts/install-system-deps.sh /usr/bin/ffmpeg:ffmpeg \
+		$(if $(filter-out 1,$(CONTROL_REPLICAS)),pg_ctlcluster:postgresql haproxy:haproxy)
+	$(BIN)/oca lab up --control-replicas $(CONTROL_REPLICAS)
 
 # players (locust devices) against a lab of its own: USERS=200 DURATION=60s by default; HTML + CSV in out/
 USERS ?= 200

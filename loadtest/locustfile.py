@@ -6,6 +6,8 @@ then picks another. Environment:
   OCA_LOCUST_TITLES   comma-separated title ids, most popular first (default 1001)
   OCA_LOCUST_CLIENTS  comma-separated client addresses sent in OCA_LOCUST_HEADER (default: the lab's sites)
   OCA_LOCUST_HEADER   the client header name (default X-OCA-Lab-Client; empty = none)
+  OCA_LOCUST_FAILURES a file each failed request is appended to, one line "<unix time> <name> <error>" (default
+                      none): loadtest.bench_replicas counts the failures before and after an instant with it
 Custom statistics go through locust's request event (request_type "startup" and "rebuffer", response time in
 ms) and a summary is printed at test stop: startup p50/p99, rebuffer ratio, bitrate distribution, pathway
 switches, errors by kind.
@@ -28,6 +30,14 @@ TITLES = [t for t in os.environ.get("OCA_LOCUST_TITLES", "1001").split(",") if t
 CLIENTS = [c for c in os.environ.get("OCA_LOCUST_CLIENTS", "127.0.1.10,127.0.2.10").split(",") if c]
 HEADER = os.environ.get("OCA_LOCUST_HEADER", "X-OCA-Lab-Client")
 ZIPF = [1 / rank for rank in range(1, len(TITLES) + 1)]
+FAILURES = os.environ.get("OCA_LOCUST_FAILURES") or None
+
+
+@events.request.add_listener  # type: ignore[untyped-decorator]
+def _record_failure(request_type: str, name: str, exception: BaseException | None = None, **_: Any) -> None:
+    if FAILURES is not None and exception is not None:
+        with open(FAILURES, "a", encoding="utf-8") as fh:
+            fh.write(f"{time.time():.3f} {name} {' '.join(str(exception).split())[:200]}\n")
 
 
 class Totals:

@@ -15,8 +15,9 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 fi
 echo "installing ${missing[*]} with apt-get" >&2
 export DEBIAN_FRONTEND=noninteractive
-# We want the tools, not their services: nginx, prometheus and postgresql would otherwise start daemons (ports 80,
-# 9090, 5432; invoke-rc.d asks policy-rc.d; 101 = "action not allowed"). An existing policy is left alone.
+# We want the tools, not their services: nginx, prometheus, postgresql and haproxy would otherwise start daemons
+# (ports 80, 9090, 5432; haproxy's stats socket; invoke-rc.d asks policy-rc.d; 101 = "action not allowed"): the
+# lab and the tests run their own, unprivileged. An existing policy is left alone.
 policy=/usr/sbin/policy-rc.d
 own_policy=false
 if [ ! -e "$policy" ]; then
