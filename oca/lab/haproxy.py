@@ -74,18 +74,19 @@ backend {BACKEND}
 {servers}"""
 
 
+def stat_rows(text: str) -> list[dict[str, str]]:
+    """`show stat` CSV as rows (pxname, svname, status, req_tot, ...)."""
+    return [dict(row) for row in csv.DictReader(io.StringIO(text.lstrip("# ")))]
+
+
 def parse_stat(text: str) -> dict[str, str]:
     """Server name -> status (UP, DOWN, "UP 1/2", MAINT...) from `show stat` CSV, the backend's servers only."""
-    lines = text.lstrip("# ").splitlines()
-    out = {}
-    for row in csv.DictReader(io.StringIO("\n".join(lines))):
-        if row.get("pxname") == BACKEND and row.get("svname") not in ("FRONTEND", "BACKEND", None):
-            out[str(row["svname"])] = str(row.get("status", ""))
-    return out
+    return {row["svname"]: row.get("status", "") for row in stat_rows(text)
+            if row.get("pxname") == BACKEND and row.get("svname") not in ("FRONTEND", "BACKEND", None)}
 
 
-def server_states(stats_socket: str, timeout: float = 2.0) -> dict[str, str]:
-    """Ask HAProxy's stats socket: replica name -> status. OSError when HAProxy does not answer."""
+def show_stat(stats_socket: str, timeout: float = 2.0) -> str:
+    """`show stat` on HAProxy's stats socket. OSError when HAProxy does not answer."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(stats_socket)
@@ -93,4 +94,17 @@ def server_states(stats_socket: str, timeout: float = 2.0) -> dict[str, str]:
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
-    return parse_stat(b"".join(chunks).decode("utf-8", "replace"))
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def server_states(stats_socket: str, timeout: float = 2.0) -> dict[str, str]:
+    """Replica name -> status, from the stats socket. OSError when HAProxy does not answer."""
+    return parse_stat(show_stat(stats_socket, timeout))
+
+
+def frontend_requests(stats_socket: str) -> int:
+    """HTTP requests the control URL has received since HAProxy started."""
+    for row in stat_rows(show_stat(stats_socket)):
+        if row.get("svname") == "FRONTEND" and row.get("pxname") == "control_url":
+            return int(row.get("req_tot") or 0)
+    return 0
