@@ -24,6 +24,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-backgroun
          "--disable-component-update", "--disable-sync", "--no-first-run",
          "--autoplay-policy=no-user-gesture-required"]
 WINDOW = FALL * CHECK_INTERVAL_MS / 1000
+RETRIED = re.compile(r" \d+/\d+/\d+/\d+/\+[1-9]\d* ")  # actconn/feconn/beconn/srv_conn/retries, retried
 
 
 @dataclass
@@ -105,6 +107,13 @@ def failures(path: str) -> list[tuple[float, str]]:
     return out
 
 
+def redispatched(log_path: str, offset: int) -> int:
+    """Requests HAProxy logged with retries (the "+N" of its connection counters) after `offset` in its log."""
+    with open(log_path, encoding="utf-8", errors="replace") as fh:
+        fh.seek(offset)
+        return sum(1 for line in fh if RETRIED.search(line))
+
+
 def locust_totals(prefix: str) -> tuple[int, int]:
     """(requests, failures) on locust's Aggregated row."""
     import csv
@@ -150,6 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 say(f"{args.devices} devices and the player running; r1 is SIGKILLed in {args.warmup:.0f}s")
                 page.wait_for_timeout(args.warmup * 1000)
                 at_kill = frontend_requests(lab.paths.haproxy_socket)
+                log_offset = os.path.getsize(lab.paths.haproxy_log)
                 t.kill = time.time()
                 lab.stop_control("kill", replica=1)
                 t.down = wait_until(lambda: lab.balancer_states().get("r1", "").startswith("DOWN"), 10)
@@ -173,6 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 locust.kill()
                 locust.wait()
         problems = lab.check()
+        retried = redispatched(lab.paths.haproxy_log, log_offset)
     requests, failed_total = locust_totals(args.out)
     failed = failures(failure_file)
 
@@ -186,7 +197,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "failed_after_window_r1_down": count(t.kill + WINDOW, t.restart),
         "failed_after_restart": count(t.restart, t.end), "failed_after_end": count(t.end, float("inf")),
         "failures": [f"{at - t.kill:+.2f}s {what}" for at, what in failed][:50],
-        "control_requests_in_window": in_window, "down_after_s": t.down - t.kill if t.down else None,
+        "control_requests_in_window": in_window, "retried_by_haproxy": retried,
+        "down_after_s": t.down - t.kill if t.down else None,
         "up_after_s": t.up - t.restart if t.up else None,
         "player": {"fragments": len(state["fragments"]), "fragments_after_kill":
                    sum(f["at"] / 1000 >= t.kill for f in state["fragments"]),
@@ -209,6 +221,8 @@ def table(r: dict[str, Any]) -> str:
         (f"failed in the check window (0-{WINDOW:.1f}s)",
          f"{r['failed_in_window']} (of {r['control_requests_in_window']} control-URL requests through HAProxy)"),
         ("failed after the window, r1 down", str(r["failed_after_window_r1_down"])),
+        ("requests HAProxy retried on r2", f"{r['retried_by_haproxy']} (connection to r1 refused or cut; "
+                                           "each answered by r2)"),
         ("r1 UP again", "-" if r["up_after_s"] is None else f"{r['up_after_s']:.2f}s after it answered"),
         ("failed after the restart", str(r["failed_after_restart"])),
         ("hls.js player", f"{p['fragments']} fragments ({p['fragments_after_kill']} after the kill), "

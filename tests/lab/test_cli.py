@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from typing import Any
 
 import pytest
 
+from oca.lab.postgres import server_bindir
 from tests.conftest import OCA
 
 pytestmark = pytest.mark.slow
@@ -112,3 +115,32 @@ def test_a_box_that_cannot_start_is_one_line_naming_its_log(tmp_path: Any) -> No
     assert last.startswith("oca: box a2 exited during start (exit code"), err
     assert last.endswith(os.path.join(workdir, "boxes", "a2", "box.log")), last
     assert left_behind(workdir) == []
+
+
+@pytest.mark.skipif(server_bindir() is None or shutil.which("haproxy") is None,
+                    reason="postgresql or haproxy missing: make system-deps")
+def test_lab_up_with_two_control_replicas_and_ctrl_c_stops_postgresql_and_haproxy_too() -> None:
+    # PostgreSQL runs as `postgres` when we are root: the lab goes where it can enter (not pytest's 0700 tmp)
+    workdir = tempfile.mkdtemp(prefix="oca-lab-cli-", dir="/tmp" if os.geteuid() == 0 else None)
+    os.chmod(workdir, 0o755)
+    try:
+        process = subprocess.Popen([OCA, "lab", "up", "--dir", workdir, "--titles", "1", "--duration", "6",
+                                    "--synthetic", "--port", "0", "--box-port", "0", "--boxes", "2",
+                                    "--control-replicas", "2"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        report = read_until_up(process)
+        assert "HAProxy (checks GET /healthz every 500 ms, fall 2 rise 2" in report, report
+        assert "replica r1" in report and "replica r2" in report, report
+        running = left_behind(workdir)
+        assert any("postgres" in line for line in running) and any("haproxy" in line for line in running), running
+        err = interrupt(process)
+        assert "lab: stopped (SIGINT)" in err
+        assert left_behind(workdir) == []
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_control_replicas_out_of_range_is_one_line(tmp_path: Any) -> None:
+    done = subprocess.run([OCA, "lab", "up", "--dir", str(tmp_path), "--control-replicas", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--control-replicas" in done.stderr and "must be 1-9, got 0" in done.stderr
