@@ -93,6 +93,9 @@ def report(lab: Lab) -> str:
         control = (f"{lab.control_url}   HAProxy (checks GET /healthz every {CHECK_INTERVAL_MS} ms, fall {FALL} "
                    f"rise {RISE}; {lab.paths.haproxy_config}), operator token in {lab.paths.operator_token}\n"
                    + "\n".join(f"  replica {r.name}     {r.url}   log {r.log_path}" for r in lab.replicas))
+        postgres = lab.describe()["postgres"]
+        if postgres is not None:
+            control += f"\n  postgresql     {postgres['url']}   (password in {postgres['dir']}/password)"
     return f"""
 What is where (objects/files, bytes, live = every file):
 {lab.table()}

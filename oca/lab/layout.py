@@ -14,6 +14,11 @@ Rules kept here:
   and pulls invalidations from the control plane with the box credential.
 - Health polls every 500 ms (down after 2 misses, up after 2 good polls) and a 2 s steering TTL make
   failover visible within a few seconds.
+- With N >= 2 control-plane replicas, each gets the same config but `listen` (a free port on 127.0.0.1) and
+  `replica.id` (r1, r2, ...: control/ReplicaConfig has the key; without it the id would be <host>:<port>),
+  the lab's PostgreSQL as `state` with its password file, and the lab's control URL (HAProxy) as
+  `public_url`, so the playlists it writes send players back to the load balancer. Boxes get the list of
+  replica URLs as `control.url`.
 - Every box takes firmware signed with the lab's key (`keys/firmware.pem`, public half beside it), and the
   control plane checks that signature when a roll-out is submitted, so a bundle the boxes would refuse
   never reaches one.
