@@ -142,7 +142,8 @@ class ControlPlane:
         plane.rollouts = Rollouts(
             config, store, blocking, clock,
             BoxFirmwareClient(http, box_token, config.rollout.request_timeout, config.health.timeout),
-            poller.health, lambda: poller.drained, plane.set_drained, plane.poll_now)
+            poller.health, lambda: poller.drained, plane.set_drained, plane.poll_now,
+            replica=config.replica_id(), lease=config.replica.lease)
         plane.follower = StateFollower(store, blocking, invalidator, poller, catalog, clock,
                                        config.replica.refresh_interval)
         try:
