@@ -73,7 +73,7 @@ def build_world(seed: int, *, sites: int = 200, boxes_per_site: int = 5, announc
     prefixes: dict[str, list[str]] = {}
     for i in range(announced):  # IPv4 /24s from 20.0.0.0, IPv6 /48s under 2001:db8::/32
         prefix = (f"{20 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.0/24" if i < v4_ann
-                  else f"2001:db8:{i - v4_ann:x}::/48")
+                  else f"2001:{0xdb8 + ((i - v4_ann) >> 16):x}:{(i - v4_ann) & 0xffff:x}::/48")
         prefixes.setdefault(isp_boxes[i % len(isp_boxes)], []).append(prefix)
     boxes = {b: Box(b, b.rsplit("-", 1)[0], f"http://{b}.oca.test:8080", f"http://{b}.oca.test:8081",
                     10_000_000_000, tuple(prefixes.get(b, ()))) for b in box_ids}
@@ -131,7 +131,8 @@ def _client(rng: random.Random, v4_ann: int, v6_ann: int, v4_cov: int, v6_cov: i
         i = rng.randrange(v4_ann)
         return f"{20 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.{rng.randrange(1, 255)}"
     if roll < 0.45:
-        return f"2001:db8:{rng.randrange(v6_ann):x}::{rng.randrange(1, 65535):x}"
+        i = rng.randrange(v6_ann)
+        return f"2001:{0xdb8 + (i >> 16):x}:{i & 0xffff:x}::{rng.randrange(1, 65535):x}"
     if roll < 0.81:
         i = rng.randrange(v4_cov)
         return f"{60 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.{rng.randrange(1, 255)}"
