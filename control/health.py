@@ -10,6 +10,8 @@ Rules kept here:
   `invalidation_seq`, when it reports one, is at least `required_seq()`), so it never serves stale objects.
 - Load is egress / egress capacity: `egress_bps` when the box reports it, else the rate of `bytes_out`
   between two polls. Draining is the box's own flag or an operator drain held by the control plane.
+- `stop()` ends every box's task, even one whose poll was finishing as it was cancelled (each poll is bounded
+  with `asyncio.timeout`, which never swallows a cancellation).
 - `last_healthy_poll` is when the latest good poll finished (the injected clock): steering uses it to know
   whether a box has passed a fresh poll since a player left it.
 """
@@ -150,7 +152,8 @@ class HealthPoller:
 
     async def poll_box(self, box: Box) -> None:
         try:
-            status = await asyncio.wait_for(self._fetch(box), self.timeout)
+            async with asyncio.timeout(self.timeout):  # not wait_for: on 3.11 it drops a cancel that comes
+                status = await self._fetch(box)      # as the fetch ends, and stop() then waits for ever
             problem = self._problem(box, status)
         except TimeoutError:
             status, problem = None, f"no answer within {self.timeout:g}s"
