@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+import types
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,9 +85,11 @@ class HealthPoller:
     drained: frozenset[str] = frozenset()  # operator drains, kept in step by the service
     _states: dict[str, _BoxState] = field(default_factory=dict)
     _health: dict[str, BoxHealth] = field(default_factory=dict)
+    _view: Mapping[str, BoxHealth] = field(init=False, repr=False)  # read-only proxy of _health
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._view = types.MappingProxyType(self._health)
         for box_id in self.fleet.boxes:
             self._states[box_id] = _BoxState()
             self._health[box_id] = BoxHealth(box_id, healthy=False, error="not polled yet")
@@ -96,6 +99,11 @@ class HealthPoller:
     def health(self) -> dict[str, BoxHealth]:
         """Box id -> its latest BoxHealth (a fresh dict each call; the values are frozen)."""
         return dict(self._health)
+
+    def health_view(self) -> Mapping[str, BoxHealth]:
+        """The same, read-only and live (no copy: at 10,000 boxes a copy per decision halved the playlist
+        rate). For synchronous readers only: it changes under anyone holding it across an await."""
+        return self._view
 
     def status(self, box_id: str) -> BoxStatus | None:
         state = self._states.get(box_id)

@@ -99,10 +99,8 @@ def build_world(seed: int, *, sites: int = 200, boxes_per_site: int = 5, announc
     isp_boxes = [b for b in box_ids if b.startswith("isp")]
     v4_ann = announced * 4 // 5
     prefixes: dict[str, list[str]] = {}
-    for i in range(announced):  # IPv4 /24s from 20.0.0.0, IPv6 /48s under 2001:db8::/32
-        prefix = (f"{20 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.0/24" if i < v4_ann
-                  else f"2001:{0xdb8 + ((i - v4_ann) >> 16):x}:{(i - v4_ann) & 0xffff:x}::/48")
-        prefixes.setdefault(isp_boxes[i % len(isp_boxes)], []).append(prefix)
+    for i in range(announced):
+        prefixes.setdefault(isp_boxes[i % len(isp_boxes)], []).append(announced_prefix(i, v4_ann))
     boxes = {b: Box(b, b.rsplit("-", 1)[0], f"http://{b}.oca.test:8080", f"http://{b}.oca.test:8081",
                     10_000_000_000, tuple(prefixes.get(b, ()))) for b in box_ids}
     areas = []
@@ -141,6 +139,15 @@ def build_world(seed: int, *, sites: int = 200, boxes_per_site: int = 5, announc
                           {b: frozenset(t) for b, t in complete.items()})
     client_ips = [_client(rng, v4_ann, announced - v4_ann, v4_cov, rest - v4_cov) for _ in range(clients)]
     return World(fleet, health, inventory, title_list, client_ips, _packaged_mpd())
+
+
+def announced_prefix(i: int, v4_count: int) -> str:
+    """The i-th announced prefix: IPv4 /24s from 20.0.0.0, then IPv6 /48s from 2001:db8::/48 (past 65,536
+    of them into 2001:db9::/32 and on)."""
+    if i < v4_count:
+        return f"{20 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.0/24"
+    j = i - v4_count
+    return f"2001:{0xdb8 + (j >> 16):x}:{j & 0xffff:x}::/48"
 
 
 def _title(title_id: str, rng: random.Random) -> Title:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 
 from control.health import HealthPoller
 from control.model import Box, Fleet, Site
@@ -165,3 +166,18 @@ async def test_stop_ends_a_task_whose_poll_ends_as_it_is_cancelled(monkeypatch: 
             stopping = asyncio.ensure_future(poller.stop())
             done, _ = await asyncio.wait({stopping}, timeout=10)  # a hang guard, not a measurement
             assert stopping in done, f"stop() did not return ({turns} loop turns between the answer and the cancel)"
+
+
+async def test_health_view_is_live_and_read_only(aiohttp_server: Any) -> None:
+    fake = FakeBox("b1")
+    fleet = await _fleet(aiohttp_server, fake)
+    async with aiohttp.ClientSession() as session:
+        poller = HealthPoller(fleet, session, Clock(), timeout=1.0, down_after=1, up_after=1)
+        view = poller.health_view()
+        copy = poller.health()
+        assert not view["b1"].healthy
+        await poller.poll_once()
+        assert view["b1"].healthy and not copy["b1"].healthy  # the view follows, the copy does not
+        assert view == poller.health()
+        with pytest.raises(TypeError):
+            view["b1"] = copy["b1"]  # type: ignore[index]
