@@ -255,6 +255,20 @@ def _csv_rows(path: str, header: str) -> Iterator[tuple[str, list[str]]]:
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(path, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+        raise ConfigError(path, _undecodable_line(path), f"not UTF-8 text ({exc.reason})") from None
     except csv.Error as exc:
         raise ConfigError(path, "", f"not valid CSV: {exc}") from None
+
+
+def _undecodable_line(path: str) -> str:
+    """"line N" of the first line of the file that is not UTF-8 ("" if it cannot be read again)."""
+    try:
+        with open(path, "rb") as fh:
+            for n, raw in enumerate(fh, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return f"line {n}"
+    except OSError:
+        pass
+    return ""

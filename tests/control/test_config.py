@@ -131,7 +131,7 @@ def test_prefixes_file_missing_binary_or_not_a_path(tmp_path: Any) -> None:
     with pytest.raises(ConfigError, match=r"prefixes\.csv: cannot read"):
         load_control_config(path)
     (tmp_path / "announced" / "prefixes.csv").write_bytes(b"198.51.100.0/24,b1\n\xff\xfe,b2\n")
-    with pytest.raises(ConfigError, match=r"prefixes\.csv: not UTF-8"):
+    with pytest.raises(ConfigError, match=r"prefixes\.csv: line 2: not UTF-8 text"):
         load_control_config(path)
     raw = yaml.safe_load((tmp_path / "control.yaml").read_text())
     raw["fleet"]["prefixes_file"] = 7
