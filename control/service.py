@@ -7,6 +7,9 @@ Rules kept here:
 - The first poll gets twice `health.timeout`: boxes not heard from by then (a large fleet) stay "not
   polled yet", out of steering until their scheduled poll, and the start goes on: it never fails
   because the fleet is slow or large.
+- Once the plane is built, everything made so far (the fleet, the prefix tables: millions of objects at
+  10,000 boxes) is moved out of the garbage collector's sight with `gc.freeze()`: a full collection over
+  them took about 350 ms there, a stall of every request, and they live as long as the process.
 - Stop order: stop listening (in-flight requests get `shutdown_timeout`), then the plane (which saves the
   popularity snapshot and closes the store). SIGHUP is ignored for now: restart to change the config.
 - An open API (no operator token configured) is logged as a warning at start.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 
@@ -32,6 +36,7 @@ SHUTDOWN_TIMEOUT = 10.0
 
 async def serve(config: ControlConfig, stop: asyncio.Event | None = None) -> None:
     plane = await ControlPlane.open(config)
+    gc.freeze()
     runner: web.AppRunner | None = None
     watchdog: asyncio.Task[None] | None = None
     try:
