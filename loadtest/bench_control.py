@@ -49,6 +49,9 @@ RENDITIONS = ((240, 400_000), (360, 800_000), (480, 1_400_000), (720, 3_000_000)
 P99_GOAL_MS = 1.0
 PLAYLISTS_GOAL = 2000.0
 STARTUP_GOAL_S = 30.0
+STARTUP_CASE = "start-up of `oca control serve`, exec to first answer"
+RSS_CASE = "resident memory (VmRSS) once ready"
+HTTP_CASE = "HTTP master playlists (wrk), origin-only pathways"
 FAKE_TOKEN = "eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.eyJpc3MiOiJvY2EiLCJjZG5pdiI6MX0." + "s" * 86
 NOW = 1_750_000_000.0
 
@@ -361,23 +364,24 @@ def measure_serving(world: World, *, shape: str, http_seconds: float, progress: 
             got = measure_process(world.fleet, world.titles, world.mpd, world.clients, workdir, shape=shape,
                                   http_seconds=http_seconds)
         except ProcessError as exc:
-            return [Figure("start-up of `oca control serve`", "n/a", f"≤ {STARTUP_GOAL_S:g} s", f"failed: {exc}",
-                           None, "s")]
+            progress(f"oca control serve: {exc}")
+            return [Figure(STARTUP_CASE, "n/a", f"≤ {STARTUP_GOAL_S:g} s", f"failed: {exc}", None, "s"),
+                    Figure(RSS_CASE, "n/a", "-", "not started", None, "MiB"),
+                    Figure(HTTP_CASE, "n/a", "-", "not started", None, "1/s")]
     progress(f"oca control serve answered after {got.startup_s:.1f}s with {got.rss_bytes / 2**20:,.0f} MiB resident")
     rows = [
-        Figure("start-up of `oca control serve`, exec to first answer",
+        Figure(STARTUP_CASE,
                f"{got.startup_s:.1f} s ({got.config_bytes / 2**20:,.0f} MiB of fleet files, {shape})",
                f"≤ {STARTUP_GOAL_S:g} s", _verdict(got.startup_s <= STARTUP_GOAL_S), got.startup_s, "s"),
-        Figure("resident memory (VmRSS) once ready", f"{got.rss_bytes / 2**20:,.0f} MiB", "-", "-",
+        Figure(RSS_CASE, f"{got.rss_bytes / 2**20:,.0f} MiB", "-", "-",
                got.rss_bytes / 2**20, "MiB"),
     ]
     if got.http is None:
-        rows.append(Figure("HTTP master playlists (wrk), origin-only pathways", "n/a", "-", got.http_note, None, "1/s"))
+        rows.append(Figure(HTTP_CASE, "n/a", "-", got.http_note, None, "1/s"))
     else:
         w = got.http
         failed = w.errors.total
-        rows.append(Figure("HTTP master playlists (wrk), origin-only pathways",
-                           f"{w.requests_per_sec:,.0f} /s, p99 {w.p99_ms or 0:.1f} ms, {failed:,} failed "
+        rows.append(Figure(HTTP_CASE, f"{w.requests_per_sec:,.0f} /s, p99 {w.p99_ms or 0:.1f} ms, {failed:,} failed "
                            f"({got.http_note})", "-", "-", w.requests_per_sec, "1/s"))
     return rows
 

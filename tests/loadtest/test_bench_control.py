@@ -79,3 +79,16 @@ def test_announced_prefixes_stay_valid_past_65536_ipv6_ones() -> None:
     networks = {ipaddress.ip_network(bench_control.announced_prefix(i, v4), strict=True) for i in picks}
     assert len(networks) == len(picks)
     assert bench_control.announced_prefix(v4 + 65_536, v4) == "2001:db9:0::/48"
+
+
+def test_a_control_plane_that_does_not_start_is_a_row_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise bench_control.ProcessError("oca control serve exited with 2: bad config")
+
+    monkeypatch.setattr(bench_control, "measure_process", refuse)
+    world = bench_control.build_world(3, sites=20, boxes_per_site=3, announced=200, coverage=200, titles=6,
+                                      clients=300)
+    rows = bench_control.measure_serving(world, shape="files", http_seconds=0, progress=lambda message: None)
+    assert [r.case for r in rows] == CASES[7:]
+    assert rows[0].verdict == "failed: oca control serve exited with 2: bad config"
+    assert all(r.value is None for r in rows)
