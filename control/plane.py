@@ -249,8 +249,8 @@ class ControlPlane:
 
     def decide(self, title: Title, client_ip: str, avoid: dict[str, float] | None = None) -> Decision:
         """ValueError on a malformed client address (the API answers 400)."""
-        return steer(self.index, self.health(), self.inventory.snapshot(), title, client_ip, now=self.clock(),
-                     avoid=avoid, overload_threshold=self.config.steering.overload_threshold,
+        return steer(self.index, self.poller.health_view(), self.inventory.snapshot(), title, client_ip,
+                     now=self.clock(), avoid=avoid, overload_threshold=self.config.steering.overload_threshold,
                      max_pathways=self.config.steering.max_pathways)
 
     def token(self, title_id: str, client_ip: str) -> str | None:
