@@ -249,9 +249,9 @@ class Rollouts:
         """Delete bundles no recent roll-out names (with `_lock` held), here and in the store."""
         recent = await self.blocking(self.store.rollouts, KEEP_BUNDLES)
         kept = {os.path.realpath(str(raw.get("bundle", {}).get("path"))) for raw in recent}
-        kept |= {os.path.realpath(os.path.join(self.bundles_dir, f"{raw.get('plan', {}).get('bundle')}.tar"))
-                 for raw in recent}
-        await self.blocking(self.store.prune_bundles, {str(raw.get("plan", {}).get("bundle")) for raw in recent})
+        digests = {str(raw.get("bundle", {}).get("sha256")) for raw in recent}
+        kept |= {os.path.realpath(os.path.join(self.bundles_dir, f"{digest}.tar")) for digest in digests}
+        await self.blocking(self.store.prune_bundles, digests)
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.bundles_dir):
                 if entry.is_file() and entry.name.endswith(".tar") and os.path.realpath(entry.path) not in kept:

@@ -157,3 +157,70 @@ async def test_while_postgresql_is_away_playlists_mpds_and_steering_go_on_and_wr
     answer = await two.client.post("/v1/fleet/b2/drain", headers=OPERATOR)
     assert answer.status == 200, await answer.text()
     await _until(lambda: one.plane.poller.drained == frozenset({"b2"}))
+
+
+async def test_a_roll_out_whose_leader_dies_mid_wave_is_resumed_by_the_other_replica(
+        tmp_path: Any, aiohttp_server: Any, aiohttp_client: Any, postgres_cluster: PostgresCluster) -> None:
+    from oca.firmware.keys import public_pem
+    from tests.control.test_rollout_service import KEY, OPERATOR as ALICE, V, bundle
+
+    fakes, _, entries = await serve_fake_boxes(aiohttp_server, "b1", "b2", "b3", "b4")
+    (tmp_path / "trusted.pem").write_bytes(public_pem(KEY.public_key()))
+    database = postgres_cluster.create_database()
+    replicas = []
+    for name in ("c1", "c2"):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        path = write_control_config(str(workdir), entries, auth=write_tokens(workdir),
+                                    state=postgres_cluster.url(database),
+                                    state_password_file=postgres_cluster.password_file,
+                                    replica={"id": name, "refresh_interval": "100ms", "lease": "1500ms"},
+                                    rollout={"bundles_dir": str(workdir / "bundles"),
+                                             "trusted_keys_file": str(tmp_path / "trusted.pem"),
+                                             "request_timeout": "2s"})
+        plane = await ControlPlane.open(load_control_config(path))
+        await plane.poller.poll_once()
+        plane.start()
+        replicas.append(Replica(plane, await aiohttp_client(build_app(plane))))
+    try:
+        await _until(lambda: sum(r.plane.rollouts.leader for r in replicas) == 1)
+        leader = next(r for r in replicas if r.plane.rollouts.leader)
+        other = next(r for r in replicas if r is not leader)
+        # submitted to the replica that does not lead: the leader starts it from the store
+        answer = await other.client.post("/v1/rollouts", params={"waves": "1,50%,100%", "max_unavailable": "1",
+                                                                  "bake": "1"}, data=bundle(), headers=ALICE)
+        assert answer.status == 201, await answer.text()
+        rollout_id = (await answer.json())["id"]
+
+        async def steps() -> list[tuple[str, str]]:
+            audit = await (await other.client.get("/v1/audit", params={"limit": "1000"}, headers=OPERATOR)).json()
+            return [(e["subject"], e["detail"]["step"]) for e in audit["entries"]
+                    if e["action"] == "rollout" and e["detail"].get("rollout") == rollout_id and "step" in e["detail"]]
+
+        deadline = time.monotonic() + 20
+        while len(await steps()) < 7:  # the canary done, the second wave under way
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        killed_at, audited_then = time.monotonic(), len(await steps())
+        leader.plane.rollouts.leader = False  # a crash: the lease is not given back, it expires
+        await leader.plane.close()
+        await _until(lambda: other.plane.rollouts.leader, timeout=5)
+        took_over = time.monotonic() - killed_at
+        assert took_over <= 1.5 + 1.5 / 3 + 1.0, took_over  # the lease, one renewal period, and slack
+        deadline = time.monotonic() + 30
+        while True:
+            view = await (await other.client.get(f"/v1/rollouts/{rollout_id}", headers=OPERATOR)).json()
+            if view["state"] in ("done", "halted", "aborted"):
+                break
+            assert time.monotonic() < deadline, view
+            await asyncio.sleep(0.05)
+        assert view["state"] == "done", view
+        assert all(fake.version == V for fake in fakes.values())
+        done = await steps()
+        assert len(done) == len(set(done)), done  # every step exactly once
+        assert {box for box, step in done if step == "undrain"} == set(fakes)
+        print(f"leader killed after {audited_then} steps were audited; the other replica took the lease "
+              f"{took_over:.2f}s later (lease 1.5s); {len(done)} steps, each once")
+    finally:
+        for replica in replicas:
+            await replica.plane.close()
