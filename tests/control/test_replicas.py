@@ -162,7 +162,8 @@ async def test_while_postgresql_is_away_playlists_mpds_and_steering_go_on_and_wr
 async def test_a_roll_out_whose_leader_dies_mid_wave_is_resumed_by_the_other_replica(
         tmp_path: Any, aiohttp_server: Any, aiohttp_client: Any, postgres_cluster: PostgresCluster) -> None:
     from oca.firmware.keys import public_pem
-    from tests.control.test_rollout_service import KEY, OPERATOR as ALICE, V, bundle
+    from tests.control.test_rollout_service import KEY, V, bundle
+    from tests.control.test_rollout_service import OPERATOR as ALICE
 
     fakes, _, entries = await serve_fake_boxes(aiohttp_server, "b1", "b2", "b3", "b4")
     (tmp_path / "trusted.pem").write_bytes(public_pem(KEY.public_key()))
