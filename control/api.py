@@ -74,6 +74,7 @@ def build_app(plane: ControlPlane) -> web.Application:
         *play_routes(),
         *fill_routes(),
         *rollout_routes(),
+        web.get("/v1/status", status),
         web.get("/v1/fleet", fleet),
         web.post("/v1/fleet/{box}/drain", drain),
         web.post("/v1/fleet/{box}/undrain", undrain),
@@ -125,6 +126,18 @@ def _wait_seconds(raw: object) -> float:
 
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
+
+
+async def status(request: web.Request) -> web.Response:
+    """This replica: its id, whether it leads roll-outs, and whether its state store answers (while it does
+    not, playlists, MPDs and steering go on from memory and writes answer 503)."""
+    plane = _plane(request)
+    follower = plane.follower
+    return web.json_response({
+        "version": __version__, "replica": plane.config.replica_id(), "leader": plane.rollouts.leader,
+        "state": {"backend": "postgresql" if plane.config.state.url else "sqlite", "ok": follower.error is None,
+                  "error": follower.error, "refreshed": follower.refreshed},
+        "last_invalidation_seq": plane.invalidator.last_seq})
 
 
 async def fleet(request: web.Request) -> web.Response:

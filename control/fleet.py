@@ -8,21 +8,27 @@ Rules kept here:
 - A site's parent chain must end (no cycles); countries are ISO 3166-1 alpha-2, upper-cased here.
 - Prefixes are CIDR networks without host bits; coverage rows are `prefix, lat, lon, country`
   (CSV with an optional header line, or a YAML list of mappings with those keys).
+- Announced prefixes are listed per box (`prefixes:`) or, for a large fleet, in one CSV file named by
+  `fleet.prefixes_file` (`prefix,box` per line, header optional, `#` comments; relative to the file naming
+  it); a box gets both. A bad line is one ConfigError naming the file and line (`line 7: unknown box`).
 - Rates are bits per second: an integer or `10Gbps`, `400Mbps`, `1.5Gbit`.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import ipaddress
 import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
 
 from control.model import ORIGIN_PATHWAY, Box, CoverageArea, Fleet, Site
-from oca.config.settings import join, kind, read_yaml, resolve_path
+from control.prefixes import fast_cidr
+from oca.config.settings import SAFE_LOADER, join, kind, read_yaml, resolve_path
 from oca.config.units import parse_rate
 from oca.errors import ConfigError
 
@@ -30,7 +36,7 @@ ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _COUNTRY_RE = re.compile(r"[A-Za-z]{2}")
 _SITE_KEYS = {"id", "latitude", "longitude", "lat", "lon", "country", "parent"}
 _BOX_KEYS = {"id", "site", "data_url", "admin_url", "egress_capacity", "prefixes"}
-_FLEET_KEYS = {"origin_url", "sites", "boxes"}
+_FLEET_KEYS = {"origin_url", "sites", "boxes", "prefixes_file"}
 
 
 def load_fleet(raw: object, file: str, coverage_file: str | None) -> Fleet:
@@ -49,6 +55,11 @@ def load_fleet(raw: object, file: str, coverage_file: str | None) -> Fleet:
     origin = _url(raw.get("origin_url"), file, join(key, "origin_url"))
     sites = _sites(raw.get("sites"), file, join(key, "sites"))
     boxes = _boxes(raw.get("boxes"), sites, file, join(key, "boxes"))
+    prefixes_file = raw.get("prefixes_file")
+    if prefixes_file is not None:
+        if not isinstance(prefixes_file, str) or not prefixes_file:
+            raise ConfigError(file, join(key, "prefixes_file"), f"expected a path, got {kind(prefixes_file)}")
+        boxes = _with_prefix_file(boxes, resolve_path(prefixes_file, os.path.dirname(os.path.abspath(file))))
     coverage = load_coverage(coverage_file) if coverage_file else ()
     return Fleet(sites=sites, boxes=boxes, coverage=coverage, origin_url=origin)
 
@@ -150,9 +161,31 @@ def _boxes(raw: object, sites: dict[str, Site], file: str, key: str) -> dict[str
     return boxes
 
 
+def _with_prefix_file(boxes: dict[str, Box], path: str) -> dict[str, Box]:
+    """The boxes with the prefixes the file lists for them added after their own (see the module rules)."""
+    added: dict[str, list[str]] = {}
+    for where, cells in _csv_rows(path, "prefix"):
+        if len(cells) != 2:
+            raise ConfigError(path, where, f"expected 2 columns (prefix,box), got {len(cells)}")
+        prefix, box_id = cells
+        found = fast_cidr(prefix)
+        canonical = found[3] if found is not None else _prefix(prefix, path, where)
+        listed = added.get(box_id)
+        if listed is None:
+            if box_id not in boxes:
+                raise ConfigError(path, where, f"unknown box {box_id!r}")
+            listed = added[box_id] = []
+        listed.append(canonical)
+    return {box_id: dataclasses.replace(box, prefixes=box.prefixes + tuple(added[box_id])) if box_id in added else box
+            for box_id, box in boxes.items()}
+
+
 def _prefix(raw: object, file: str, key: str) -> str:
     if not isinstance(raw, str):
         raise ConfigError(file, key, f"expected a CIDR prefix such as 192.0.2.0/24, got {kind(raw)}")
+    found = fast_cidr(raw)
+    if found is not None:
+        return found[3]
     try:
         return str(ipaddress.ip_network(raw.strip(), strict=True))
     except ValueError as exc:
@@ -182,7 +215,7 @@ def load_coverage(path: str) -> tuple[CoverageArea, ...]:
 def _read_yaml_list(path: str) -> list[Any]:
     try:
         with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
+            raw = yaml.load(fh, Loader=SAFE_LOADER)
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -193,19 +226,8 @@ def _read_yaml_list(path: str) -> list[Any]:
 
 
 def _read_csv(path: str) -> list[tuple[str, Any]]:
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            lines = list(csv.reader(fh))
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
     rows: list[tuple[str, Any]] = []
-    for n, line in enumerate(lines, 1):
-        cells = [c.strip() for c in line]
-        if not cells or not any(cells) or cells[0].startswith("#"):
-            continue
-        if n == 1 and cells[0].lower() == "prefix":
-            continue
-        where = f"line {n}"
+    for where, cells in _csv_rows(path, "prefix"):
         if len(cells) != 4:
             raise ConfigError(path, where, f"expected 4 columns (prefix,lat,lon,country), got {len(cells)}")
         try:
@@ -214,3 +236,39 @@ def _read_csv(path: str) -> list[tuple[str, Any]]:
             raise ConfigError(path, where, f"lat and lon must be numbers, got {cells[1]!r}, {cells[2]!r}") from None
         rows.append((where, (cells[0], lat, lon, cells[3])))
     return rows
+
+
+def _csv_rows(path: str, header: str) -> Iterator[tuple[str, list[str]]]:
+    """("line N", stripped cells) of each row of a CSV file, skipping blank and `#` lines and a first line
+    whose first cell is `header`; ConfigError when the file cannot be read or is not UTF-8."""
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh)
+            for line in reader:
+                n = reader.line_num
+                cells = [c.strip() for c in line]
+                if not cells or not any(cells) or cells[0].startswith("#"):
+                    continue
+                if n == 1 and cells[0].lower() == header:
+                    continue
+                yield f"line {n}", cells
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, _undecodable_line(path), f"not UTF-8 text ({exc.reason})") from None
+    except csv.Error as exc:
+        raise ConfigError(path, "", f"not valid CSV: {exc}") from None
+
+
+def _undecodable_line(path: str) -> str:
+    """"line N" of the first line of the file that is not UTF-8 ("" if it cannot be read again)."""
+    try:
+        with open(path, "rb") as fh:
+            for n, raw in enumerate(fh, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return f"line {n}"
+    except OSError:
+        pass
+    return ""

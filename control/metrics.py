@@ -148,6 +148,11 @@ class _State:
             steps.add_metric([*labels, "done"], len(rollout.progress.completed))
             steps.add_metric([*labels, "total"], len(rollout.plan.steps()))
         yield steps
+        yield GaugeMetricFamily("oca_control_state_store_up", "1 while this replica's state store answers (the "
+                                "last refresh worked); 0: serving from memory, writes answer 503.",
+                                value=int(plane.follower.error is None))
+        yield GaugeMetricFamily("oca_control_rollout_leader", "1 while this replica holds the roll-out lease.",
+                                value=int(plane.rollouts.leader))
         yield GaugeMetricFamily("oca_control_invalidation_last_seq", "The last sequence number of the "
                                 "invalidation log.", value=invalidator.last_seq)
         yield GaugeMetricFamily("oca_control_active_sessions", "Sessions that fetched their manifest or reloaded "

@@ -142,7 +142,8 @@ class ControlPlane:
         plane.rollouts = Rollouts(
             config, store, blocking, clock,
             BoxFirmwareClient(http, box_token, config.rollout.request_timeout, config.health.timeout),
-            poller.health, lambda: poller.drained, plane.set_drained, plane.poll_now)
+            poller.health, lambda: poller.drained, plane.set_drained, plane.poll_now,
+            replica=config.replica_id(), lease=config.replica.lease)
         plane.follower = StateFollower(store, blocking, invalidator, poller, catalog, clock,
                                        config.replica.refresh_interval)
         try:
@@ -248,8 +249,8 @@ class ControlPlane:
 
     def decide(self, title: Title, client_ip: str, avoid: dict[str, float] | None = None) -> Decision:
         """ValueError on a malformed client address (the API answers 400)."""
-        return steer(self.index, self.health(), self.inventory.snapshot(), title, client_ip, now=self.clock(),
-                     avoid=avoid, overload_threshold=self.config.steering.overload_threshold,
+        return steer(self.index, self.poller.health_view(), self.inventory.snapshot(), title, client_ip,
+                     now=self.clock(), avoid=avoid, overload_threshold=self.config.steering.overload_threshold,
                      max_pathways=self.config.steering.max_pathways)
 
     def token(self, title_id: str, client_ip: str) -> str | None:

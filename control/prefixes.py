@@ -13,11 +13,15 @@ Rules kept here:
 - IPv4 and IPv6 never match each other, except that an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, what a
   dual-stack socket reports for an IPv4 client) is looked up as the IPv4 address it carries (RFC 4291 §2.5.5.2).
 - An invalid client address raises ValueError (the API answers 400); no match returns None.
+- Parsing is the start-up cost of a large table (a million prefixes), so a prefix already written in its
+  canonical form is read with `socket.inet_pton` (`fast_cidr`); anything else goes through `ipaddress`,
+  which decides what is valid and how it is written. Both paths give the same network and the same text.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -63,18 +67,19 @@ class PrefixTable(Generic[V]):
 
     @classmethod
     def build(cls, pairs: Iterable[tuple[str, V]]) -> PrefixTable[V]:
-        by_family: dict[int, dict[int, dict[int, Match[V]]]] = {4: {}, 6: {}}
+        by_family: dict[int, dict[int, dict[int, Match[V]]]] = {32: {}, 128: {}}
         size = 0
         for text, value in pairs:
-            network = parse_prefix(text)
-            canonical = str(network)
-            table = by_family[network.version].setdefault(network.prefixlen, {})
-            key = int(network.network_address) >> (network.max_prefixlen - network.prefixlen)
+            bits, number, length, canonical = parse_cidr(text)
+            table = by_family[bits].get(length)
+            if table is None:
+                table = by_family[bits][length] = {}
+            key = number >> (bits - length)
             if key in table:
                 raise ValueError(f"prefix {text!r}: duplicate of {table[key].prefix}")
             table[key] = Match(canonical, value)
             size += 1
-        return cls(_Family(32, by_family[4]), _Family(128, by_family[6]), size)
+        return cls(_Family(32, by_family[32]), _Family(128, by_family[128]), size)
 
     def __len__(self) -> int:
         return self.size
@@ -85,6 +90,44 @@ class PrefixTable(Generic[V]):
         if ip.version == 4:
             return self._v4.lookup(int(ip))
         return self._v6.lookup(int(ip))
+
+
+def fast_cidr(text: str) -> tuple[int, int, int, str] | None:
+    """(address bits 32 or 128, network number, prefix length, text) of a prefix written canonically, e.g.
+    `192.0.2.0/24` or `2001:db8::/48` (a bare address is a host route); None for anything else (not
+    canonical, host bits set, or not a prefix at all), which the caller hands to `ipaddress`."""
+    address, slash, length_text = text.partition("/")
+    if ":" in address:
+        family, bits = socket.AF_INET6, 128
+    else:
+        family, bits = socket.AF_INET, 32
+    if slash:
+        if not (length_text.isascii() and length_text.isdigit()) or (length_text[0] == "0" and length_text != "0"):
+            return None
+        length = int(length_text)
+        if length > bits:
+            return None
+    else:
+        length = bits
+    try:
+        packed = socket.inet_pton(family, address)
+    except (OSError, ValueError):  # ValueError: an embedded NUL
+        return None
+    if socket.inet_ntop(family, packed) != address or (bits == 128 and "." in address):
+        return None  # not canonical (upper case, zeros, IPv4 embedded in IPv6): ipaddress writes it
+    number = int.from_bytes(packed, "big")
+    if number & ((1 << (bits - length)) - 1):
+        return None  # host bits set: ipaddress says so
+    return bits, number, length, text if slash else f"{address}/{bits}"
+
+
+def parse_cidr(text: str) -> tuple[int, int, int, str]:
+    """(address bits 32 or 128, network number, prefix length, canonical text); ValueError as parse_prefix."""
+    found = fast_cidr(text) if isinstance(text, str) else None
+    if found is not None:
+        return found
+    network = parse_prefix(text)
+    return network.max_prefixlen, int(network.network_address), network.prefixlen, str(network)
 
 
 def parse_prefix(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

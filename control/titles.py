@@ -95,6 +95,9 @@ class LiveCatalog:
         self._titles[title.id] = title
         self._hls.pop(title.id, None)
         self._dash.pop(title.id, None)
+        if mpd is not None and title.dash_manifest is not None:  # served from memory from now on
+            with contextlib.suppress(ValueError):
+                self._dash[title.id] = DashTemplate.for_title(title, mpd)
         self._notify()
 
     def hls(self, title: Title) -> HlsTemplate:

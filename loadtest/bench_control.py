@@ -1,9 +1,13 @@
-"""`python -m loadtest.bench_control`: the control plane's pure hot paths, in process, on one core.
+"""`python -m loadtest.bench_control`: the control plane at two fleet sizes, in process and as a real process.
 
-It builds a synthetic fleet (200 sites x 5 boxes under 20 regional parents, 100,000 announced and coverage
-prefixes over IPv4 and IPv6, a few hundred titles with inventories and health) and measures steering decision
-latency and manifests per second. It prints one Markdown table (case, figure, goal, verdict); it is a
-measurement, never a pass/fail test, so nothing here asserts a timing.
+For each size (`--sizes`: `1k` = 200 sites x 5 boxes under 20 regional parents with 100,000 announced and
+coverage prefixes over IPv4 and IPv6; `10k` = 2,000 sites x 5 boxes under 200 parents with 1,000,000
+prefixes; both with a few hundred titles, inventories and health) it measures, in process on one core,
+the steering index build, steering decision latency and manifests per second; then it writes the fleet as
+config files, starts a real `oca control serve` on them and measures its start-up time, its resident
+memory once ready and master playlists per second over HTTP (loadtest.control_process says how). It
+prints one Markdown table, a column per size (case, goal, figures); it is a measurement, never a
+pass/fail test, so nothing here asserts a timing.
 
 Rules it keeps:
 - Everything is seeded: the same arguments build the same fleet, clients and titles.
@@ -13,6 +17,7 @@ Rules it keeps:
   the per-session case uses a stand-in Ed25519 JWT with the RFC 9246 claims (PyJWT), said so in the table,
   or is skipped when neither is importable. Rendering is also measured with one precomputed token string,
   to separate the two costs.
+- A goal met or missed is said in the figure's cell ("meets" / "misses"); the JSON has every size's rows.
 - Only this module prints or exits.
 """
 
@@ -26,6 +31,7 @@ import os
 import platform
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,18 +40,43 @@ from typing import Any
 from control.manifests import DashTemplate, HlsTemplate, PathwayBase, parse_steering_query, steering_manifest
 from control.model import Box, BoxHealth, CatalogFile, CoverageArea, Fleet, Inventory, Rendition, Site, Title
 from control.steering import SteeringIndex, steer
-from loadtest.harness import Figure, cpu_name, render_figures
+from loadtest.control_process import FORMATS, ProcessError, measure_process
+from loadtest.harness import Figure, cpu_name
 
 DESCRIPTION = "control-plane steering and manifest rendering, in process on one core; prints a Markdown table."
 COUNTRIES = ("NL", "DE", "FR", "GB", "BE", "PL", "ES", "IT", "SE", "AT")
 RENDITIONS = ((240, 400_000), (360, 800_000), (480, 1_400_000), (720, 3_000_000), (1080, 6_000_000))
 P99_GOAL_MS = 1.0
 PLAYLISTS_GOAL = 2000.0
+STARTUP_GOAL_S = 30.0
+STARTUP_CASE = "start-up of `oca control serve`, exec to first answer"
+RSS_CASE = "resident memory (VmRSS) once ready"
+HTTP_CASE = "HTTP master playlists (wrk), origin-only pathways"
 FAKE_TOKEN = "eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.eyJpc3MiOiJvY2EiLCJjZG5pdiI6MX0." + "s" * 86
 NOW = 1_750_000_000.0
 
 
 # --- the synthetic world -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    sites: int
+    boxes_per_site: int
+    announced: int
+    coverage: int
+
+    @property
+    def boxes(self) -> int:
+        return self.sites * self.boxes_per_site
+
+    @property
+    def label(self) -> str:
+        return f"{self.boxes:,} boxes, {self.announced + self.coverage:,} prefixes"
+
+
+SIZES = {size.name: size for size in (Size("1k", 200, 5, 50_000, 50_000), Size("10k", 2000, 5, 500_000, 500_000))}
 
 
 @dataclass(frozen=True)
@@ -71,10 +102,8 @@ def build_world(seed: int, *, sites: int = 200, boxes_per_site: int = 5, announc
     isp_boxes = [b for b in box_ids if b.startswith("isp")]
     v4_ann = announced * 4 // 5
     prefixes: dict[str, list[str]] = {}
-    for i in range(announced):  # IPv4 /24s from 20.0.0.0, IPv6 /48s under 2001:db8::/32
-        prefix = (f"{20 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.0/24" if i < v4_ann
-                  else f"2001:db8:{i - v4_ann:x}::/48")
-        prefixes.setdefault(isp_boxes[i % len(isp_boxes)], []).append(prefix)
+    for i in range(announced):
+        prefixes.setdefault(isp_boxes[i % len(isp_boxes)], []).append(announced_prefix(i, v4_ann))
     boxes = {b: Box(b, b.rsplit("-", 1)[0], f"http://{b}.oca.test:8080", f"http://{b}.oca.test:8081",
                     10_000_000_000, tuple(prefixes.get(b, ()))) for b in box_ids}
     areas = []
@@ -115,6 +144,15 @@ def build_world(seed: int, *, sites: int = 200, boxes_per_site: int = 5, announc
     return World(fleet, health, inventory, title_list, client_ips, _packaged_mpd())
 
 
+def announced_prefix(i: int, v4_count: int) -> str:
+    """The i-th announced prefix: IPv4 /24s from 20.0.0.0, then IPv6 /48s from 2001:db8::/48 (past 65,536
+    of them into 2001:db9::/32 and on)."""
+    if i < v4_count:
+        return f"{20 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.0/24"
+    j = i - v4_count
+    return f"2001:{0xdb8 + (j >> 16):x}:{j & 0xffff:x}::/48"
+
+
 def _title(title_id: str, rng: random.Random) -> Title:
     renditions = [Rendition(f"{h}p", "video", bw, "avc1.64001f", (h * 16 // 9, h), bw * 4 // 5, 25.0,
                             f"titles/{title_id}/{h}p/index.m3u8") for h, bw in RENDITIONS]
@@ -131,7 +169,8 @@ def _client(rng: random.Random, v4_ann: int, v6_ann: int, v4_cov: int, v6_cov: i
         i = rng.randrange(v4_ann)
         return f"{20 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.{rng.randrange(1, 255)}"
     if roll < 0.45:
-        return f"2001:db8:{rng.randrange(v6_ann):x}::{rng.randrange(1, 65535):x}"
+        i = rng.randrange(v6_ann)
+        return f"2001:{0xdb8 + (i >> 16):x}:{i & 0xffff:x}::{rng.randrange(1, 65535):x}"
     if roll < 0.81:
         i = rng.randrange(v4_cov)
         return f"{60 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.{rng.randrange(1, 255)}"
@@ -268,10 +307,12 @@ def measure(world: World, *, seconds: float, samples: int, progress: Callable[[s
         bases = [PathwayBase.of(p, minted) for p in decision.pathways]
         return hls[title.id].render(bases, f"http://control.oca.test/v1/steer/s{i}")
 
-    fixed = [PathwayBase.of(p, FAKE_TOKEN) for p in decide(0).pathways]
+    widest = max((decide(i, open_titles).pathways for i in range(50)), key=len)  # the same shape at every size
+    fixed = [PathwayBase.of(p, FAKE_TOKEN) for p in widest]
     render_rate = _rate(lambda i: hls[titles[i % n_titles].id].render(fixed, "http://control.oca.test/v1/steer/s"),
                         seconds)
-    rows.append(Figure("HLS master playlist, render only", f"{render_rate:,.0f} /s", "-", "-", render_rate, "1/s"))
+    rows.append(Figure("HLS master playlist, render only", f"{render_rate:,.0f} /s ({len(fixed)} pathways)", "-", "-",
+                       render_rate, "1/s"))
     master_rate = _rate(playlist, seconds)
     rows.append(Figure("HLS master playlist, decision + render (precomputed token)", f"{master_rate:,.0f} /s per core",
                     f"≥ {PLAYLISTS_GOAL:,.0f} /s", _verdict(master_rate >= PLAYLISTS_GOAL), master_rate, "1/s"))
@@ -316,6 +357,35 @@ def _verdict(ok: bool) -> str:
 # --- output and command line ----------------------------------------------------------------------------
 
 
+def measure_serving(world: World, *, shape: str, http_seconds: float, progress: Callable[[str], None]) -> list[Figure]:
+    """A real `oca control serve` on the world's fleet: start-up, RSS once ready, master playlists over HTTP."""
+    with tempfile.TemporaryDirectory(prefix="oca-bench-control-") as workdir:
+        try:
+            got = measure_process(world.fleet, world.titles, world.mpd, world.clients, workdir, shape=shape,
+                                  http_seconds=http_seconds)
+        except ProcessError as exc:
+            progress(f"oca control serve: {exc}")
+            return [Figure(STARTUP_CASE, "n/a", f"≤ {STARTUP_GOAL_S:g} s", f"failed: {exc}", None, "s"),
+                    Figure(RSS_CASE, "n/a", "-", "not started", None, "MiB"),
+                    Figure(HTTP_CASE, "n/a", "-", "not started", None, "1/s")]
+    progress(f"oca control serve answered after {got.startup_s:.1f}s with {got.rss_bytes / 2**20:,.0f} MiB resident")
+    rows = [
+        Figure(STARTUP_CASE,
+               f"{got.startup_s:.1f} s ({got.config_bytes / 2**20:,.0f} MiB of fleet files, {shape})",
+               f"≤ {STARTUP_GOAL_S:g} s", _verdict(got.startup_s <= STARTUP_GOAL_S), got.startup_s, "s"),
+        Figure(RSS_CASE, f"{got.rss_bytes / 2**20:,.0f} MiB", "-", "-",
+               got.rss_bytes / 2**20, "MiB"),
+    ]
+    if got.http is None:
+        rows.append(Figure(HTTP_CASE, "n/a", "-", got.http_note, None, "1/s"))
+    else:
+        w = got.http
+        failed = w.errors.total
+        rows.append(Figure(HTTP_CASE, f"{w.requests_per_sec:,.0f} /s, p99 {w.p99_ms or 0:.1f} ms, {failed:,} failed "
+                           f"({got.http_note})", "-", "-", w.requests_per_sec, "1/s"))
+    return rows
+
+
 def machine_line(args: argparse.Namespace) -> str:
     cpu = cpu_name()
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -323,20 +393,64 @@ def machine_line(args: argparse.Namespace) -> str:
             f"one thread; {args.samples:,} decisions timed, {args.seconds:g}s per rate; seed {args.seed}; {now}")
 
 
+def render_sizes(results: Sequence[tuple[Size, list[Figure]]]) -> str:
+    """One Markdown table: a row per case, a column per size; a goal's verdict follows its figure."""
+    cases: dict[str, str] = {}
+    cells: dict[tuple[str, str], str] = {}
+    for size, rows in results:
+        for row in rows:
+            cases.setdefault(row.case, row.goal)
+            if row.goal != "-" and row.verdict in ("meets", "misses"):
+                cells[(size.name, row.case)] = f"{row.figure} — {row.verdict}"
+            elif row.verdict != "-":
+                cells[(size.name, row.case)] = f"{row.figure} ({row.verdict})"
+            else:
+                cells[(size.name, row.case)] = row.figure
+    lines = ["| case | goal | " + " | ".join(size.label for size, _ in results) + " |",
+             "|---|---|" + "---|" * len(results)]
+    for case, goal in cases.items():
+        lines.append(f"| {case} | {goal} | " + " | ".join(cells.get((size.name, case), "-") for size, _ in results)
+                     + " |")
+    return "\n".join(lines)
+
+
+def parse_sizes(text: str) -> list[Size]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SIZES]
+    if unknown or not names:
+        raise ValueError(f"--sizes {text}: expected a comma-separated list of {', '.join(SIZES)}")
+    return [SIZES[n] for n in dict.fromkeys(names)]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench_control", description=DESCRIPTION)
-    parser.add_argument("--quick", action="store_true", help="2,000 decisions and 0.3 s per rate (a few seconds)")
+    parser.add_argument("--quick", action="store_true",
+                        help="2,000 decisions, 0.3 s per rate, size 1k, no wrk (a few seconds plus the start-up)")
+    parser.add_argument("--sizes", help=f"comma-separated fleet sizes: {', '.join(SIZES)} (default 1k,10k; quick 1k)")
     parser.add_argument("--samples", type=int, help="decisions timed one by one (default 20,000; quick 2,000)")
     parser.add_argument("--seconds", type=float, help="wall-clock budget per rate case (default 3; quick 0.3)")
+    parser.add_argument("--http-seconds", type=float,
+                        help="wrk run against the real process, 0 for none (default 5; quick 0)")
+    parser.add_argument("--no-process", action="store_true", help="skip the real `oca control serve` cases")
+    parser.add_argument("--config-shape", choices=FORMATS, default="files",
+                        help="how the fleet's prefixes are written: files (fleet.prefixes_file, CSV) or inline "
+                             "(every box's prefixes in the fleet YAML) (default files)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic fleet and clients")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
     args = parser.parse_args(argv)
     args.samples = args.samples if args.samples is not None else (2000 if args.quick else 20_000)
     args.seconds = args.seconds if args.seconds is not None else (0.3 if args.quick else 3.0)
+    args.http_seconds = args.http_seconds if args.http_seconds is not None else (0.0 if args.quick else 5.0)
+    try:
+        args.sizes = parse_sizes(args.sizes if args.sizes is not None else ("1k" if args.quick else "1k,10k"))
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.samples < 1:
         parser.error(f"--samples {args.samples}: must be at least 1")
     if not args.seconds > 0:
         parser.error(f"--seconds {args.seconds}: must be more than 0")
+    if not args.http_seconds >= 0:
+        parser.error(f"--http-seconds {args.http_seconds}: must be 0 or more")
     return args
 
 
@@ -347,17 +461,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(f"[{time.monotonic() - started:5.1f}s] {message}", file=sys.stderr, flush=True)
 
-    world = build_world(args.seed, clients=max(args.samples, 2000))
-    progress(f"synthetic world: {len(world.fleet.sites)} sites, {len(world.fleet.boxes)} boxes, "
-             f"{len(world.titles)} titles, {len(world.clients):,} clients")
-    rows = measure(world, seconds=args.seconds, samples=args.samples, progress=progress)
+    results: list[tuple[Size, list[Figure]]] = []
+    for size in args.sizes:
+        world = build_world(args.seed, sites=size.sites, boxes_per_site=size.boxes_per_site,
+                            announced=size.announced, coverage=size.coverage, clients=max(args.samples, 2000))
+        progress(f"size {size.name}: {len(world.fleet.sites):,} sites, {len(world.fleet.boxes):,} boxes, "
+                 f"{size.announced + size.coverage:,} prefixes, {len(world.titles)} titles, "
+                 f"{len(world.clients):,} clients")
+        rows = measure(world, seconds=args.seconds, samples=args.samples, progress=progress)
+        if not args.no_process:
+            rows += measure_serving(world, shape=args.config_shape, http_seconds=args.http_seconds,
+                                    progress=progress)
+        results.append((size, rows))
+        del world
     print(machine_line(args))
     print()
-    print(render_figures(rows))
+    print(render_sizes(results))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"machine": machine_line(args), "p99_goal_ms": P99_GOAL_MS, "playlists_goal": PLAYLISTS_GOAL,
-                       "rows": [r.as_json() for r in rows]}, fh, indent=2)
+                       "startup_goal_s": STARTUP_GOAL_S,
+                       "sizes": [{"size": size.name, "boxes": size.boxes, "prefixes": size.announced + size.coverage,
+                                  "rows": [r.as_json() for r in rows]} for size, rows in results]}, fh, indent=2)
             fh.write("\n")
     progress(f"done in {time.monotonic() - started:.1f}s")
     return 0

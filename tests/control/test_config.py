@@ -91,6 +91,55 @@ def test_coverage_yaml_and_csv_errors(tmp_path: Any) -> None:
         load_coverage(str(bad))
 
 
+def _with_prefix_file(tmp_path: Any, rows: str, inline: list[str] | None = None) -> str:
+    path = write_control_config(str(tmp_path), [box_entry("b1", 1, 2, prefixes=inline or []), box_entry("b2", 3, 4)])
+    raw = yaml.safe_load((tmp_path / "control.yaml").read_text())
+    raw["fleet"]["prefixes_file"] = "announced/prefixes.csv"
+    (tmp_path / "control.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "announced").mkdir(exist_ok=True)
+    (tmp_path / "announced" / "prefixes.csv").write_text(rows)
+    return path
+
+
+def test_prefixes_file_adds_each_box_its_prefixes_after_its_own(tmp_path: Any) -> None:
+    path = _with_prefix_file(tmp_path, "prefix,box\n# the ISP's own\n198.51.100.0/24,b1\n\n 2001:DB8:0::/48 , b2\n"
+                                       "192.0.2.7,b1\n", inline=["203.0.113.0/24"])
+    boxes = load_control_config(path).fleet.boxes
+    assert boxes["b1"].prefixes == ("203.0.113.0/24", "198.51.100.0/24", "192.0.2.7/32")
+    assert boxes["b2"].prefixes == ("2001:db8::/48",)  # canonical, as inline prefixes are
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ("prefix,box\n198.51.100.0/24,b1\n10.0.0.1/8,b2\n",
+     "prefixes.csv: line 3: not a CIDR prefix: 10.0.0.1/8 has host bits set"),
+    ("198.51.100.0/24,b9\n", "prefixes.csv: line 1: unknown box 'b9'"),
+    ("# x\n198.51.100.0/24\n", "prefixes.csv: line 2: expected 2 columns (prefix,box), got 1"),
+    ("198.51.100.0/24,b1,extra\n", "prefixes.csv: line 1: expected 2 columns"),
+])
+def test_a_bad_prefix_file_line_is_one_error_naming_file_and_line(tmp_path: Any, rows: str, message: str) -> None:
+    path = _with_prefix_file(tmp_path, rows)
+    with pytest.raises(ConfigError) as info:
+        load_control_config(path)
+    assert message in str(info.value)
+    assert str(tmp_path / "announced" / "prefixes.csv") in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_prefixes_file_missing_binary_or_not_a_path(tmp_path: Any) -> None:
+    path = _with_prefix_file(tmp_path, "")
+    (tmp_path / "announced" / "prefixes.csv").unlink()
+    with pytest.raises(ConfigError, match=r"prefixes\.csv: cannot read"):
+        load_control_config(path)
+    (tmp_path / "announced" / "prefixes.csv").write_bytes(b"198.51.100.0/24,b1\n\xff\xfe,b2\n")
+    with pytest.raises(ConfigError, match=r"prefixes\.csv: line 2: not UTF-8 text"):
+        load_control_config(path)
+    raw = yaml.safe_load((tmp_path / "control.yaml").read_text())
+    raw["fleet"]["prefixes_file"] = 7
+    (tmp_path / "control.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"fleet\.prefixes_file: expected a path"):
+        load_control_config(path)
+
+
 def test_rates() -> None:
     assert parse_rate("10Gbps") == 10**10 and parse_rate("400Mbit") == 4 * 10**8 and parse_rate(1000) == 1000
     assert parse_rate("1.5G") == 1_500_000_000
@@ -117,4 +166,4 @@ def test_every_setting_is_in_the_shipped_config() -> None:
                 walk(factory, section[f.name], f"{where}{f.name}.")
 
     walk(ControlConfig, raw, "")
-    assert set(raw["fleet"]) == {"origin_url", "sites", "boxes"}
+    assert set(raw["fleet"]) == {"origin_url", "prefixes_file", "sites", "boxes"}

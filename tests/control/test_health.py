@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 
 from control.health import HealthPoller
 from control.model import Box, Fleet, Site
@@ -138,3 +139,45 @@ async def test_a_drain_the_box_acknowledged_counts_before_the_next_poll(aiohttp_
         assert not poller.health()["b1"].draining
         poller.set_drained(frozenset({"b1"}))  # an operator drain held by the control plane still counts
         assert poller.health()["b1"].draining
+
+
+async def test_stop_ends_a_task_whose_poll_ends_as_it_is_cancelled(monkeypatch: Any) -> None:
+    """On Python 3.11 `asyncio.wait_for` returns the result when the awaited call ends just as the cancel
+    arrives: the box's task then went on to its next sleep (an hour here) and stop() never returned. Each
+    round ends the fetch a different number of loop turns before the cancel, to land on that moment."""
+    box = Box("b1", "lab", "http://127.0.0.1:9", "http://127.0.0.1:9", egress_capacity=1_000_000)
+    fleet = Fleet({"lab": Site("lab", 0.0, 0.0, "NL")}, {"b1": box}, (), "http://origin")
+    for turns in range(5):
+        async with aiohttp.ClientSession() as session:
+            poller = HealthPoller(fleet, session, Clock(), interval=3600.0, timeout=30.0)
+            fetching, answer = asyncio.Event(), asyncio.Event()
+
+            async def fetch(box: Box, fetching: asyncio.Event = fetching, answer: asyncio.Event = answer) -> Any:
+                fetching.set()
+                await answer.wait()
+                raise OSError("connection refused")
+
+            monkeypatch.setattr(poller, "_fetch", fetch)
+            poller.start()
+            await fetching.wait()
+            answer.set()
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            stopping = asyncio.ensure_future(poller.stop())
+            done, _ = await asyncio.wait({stopping}, timeout=10)  # a hang guard, not a measurement
+            assert stopping in done, f"stop() did not return ({turns} loop turns between the answer and the cancel)"
+
+
+async def test_health_view_is_live_and_read_only(aiohttp_server: Any) -> None:
+    fake = FakeBox("b1")
+    fleet = await _fleet(aiohttp_server, fake)
+    async with aiohttp.ClientSession() as session:
+        poller = HealthPoller(fleet, session, Clock(), timeout=1.0, down_after=1, up_after=1)
+        view = poller.health_view()
+        copy = poller.health()
+        assert not view["b1"].healthy
+        await poller.poll_once()
+        assert view["b1"].healthy and not copy["b1"].healthy  # the view follows, the copy does not
+        assert view == poller.health()
+        with pytest.raises(TypeError):
+            view["b1"] = copy["b1"]  # type: ignore[index]

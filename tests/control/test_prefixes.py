@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from control.prefixes import PrefixTable, parse_address
+from control.prefixes import Match, PrefixTable, fast_cidr, parse_address, parse_cidr
 
 TABLE = PrefixTable.build([
     ("0.0.0.0/0", "v4-default"),
@@ -121,3 +121,58 @@ def test_agrees_with_a_linear_scan_on_random_prefixes() -> None:
         expected = max(holding, key=lambda n: n.prefixlen, default=None)
         found = table.lookup(str(address))
         assert (found.prefix if found else None) == (str(expected) if expected else None)
+
+
+def _reference(text: str) -> tuple[int, int, int, str] | None:
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        return None
+    return network.max_prefixlen, int(network.network_address), network.prefixlen, str(network)
+
+
+ODD_PREFIXES = ["192.0.2.0/24", "192.0.2.1", "0.0.0.0/0", "::/0", "::", "2001:db8::/32", "2001:DB8::/32",
+                "2001:db8:0:0::/64", "2001:db8:0::/48", "::ffff:1.2.3.0/120", "::1.2.3.4", "1.2.3.4/024", "1.2.3.0/33",
+                "1.2.3.4/24", "01.2.3.0/24", "1.2.3.0/ 24", "1.2.3.0/24x", "fe80::1%eth0", "1:0:0:2::/64",
+                "1::2:0:0:0:0:0/128", "1:2:3:4:5:6:7:8", "1.2.3", "256.1.1.1", "1.2.3.0/-1", "1.2.3.0/", "/24", "",
+                "2001:db8::/٢٤", "1.2.3.0/24\x00", "1.2.3.0/255.255.255.0", "10.0.0.0/8/8", "2001:db8::1:0:0:0/96"]
+
+
+@pytest.mark.parametrize("text", ODD_PREFIXES)
+def test_parse_cidr_agrees_with_ipaddress(text: str) -> None:
+    expected = _reference(text)
+    fast = fast_cidr(text)
+    assert fast is None or fast == expected  # the fast path only ever answers what ipaddress would
+    if expected is None:
+        with pytest.raises(ValueError, match="prefix"):
+            parse_cidr(text)
+    else:
+        assert parse_cidr(text) == expected
+
+
+def test_fast_path_takes_canonical_prefixes_and_agrees_on_random_ones() -> None:
+    rng = random.Random(14)
+    fast = 0
+    for _ in range(3000):
+        bits = rng.choice((32, 128))
+        length = rng.randrange(bits + 1)
+        number = rng.getrandbits(bits)
+        if rng.random() < 0.8:
+            number &= ~((1 << (bits - length)) - 1)  # most without host bits
+        address = ipaddress.IPv4Address(number) if bits == 32 else ipaddress.IPv6Address(number)
+        for text in (f"{address}/{length}", f"{address.exploded}/{length}"):
+            expected = _reference(text)
+            got = fast_cidr(text)
+            assert got is None or got == expected, text
+            fast += got is not None
+            assert (parse_cidr(text) if expected is not None else None) == expected
+    assert fast > 2000  # canonical text without host bits takes the fast path
+
+
+def test_table_built_from_non_canonical_text_answers_canonical_prefixes() -> None:
+    table = PrefixTable.build([("2001:DB8:0::/48", "a"), ("10.0.0.0/008", "b"), ("192.0.2.9", "c")])
+    assert table.lookup("2001:db8::1") == Match("2001:db8::/48", "a")
+    assert table.lookup("10.1.1.1") == Match("10.0.0.0/8", "b")
+    assert table.lookup("192.0.2.9") == Match("192.0.2.9/32", "c")
+    with pytest.raises(ValueError, match="duplicate of 2001:db8::/48"):
+        PrefixTable.build([("2001:db8::/48", 1), ("2001:DB8::/48", 2)])

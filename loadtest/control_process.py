@@ -1,0 +1,204 @@
+"""A real `oca control serve` over a synthetic fleet, for `loadtest.bench_control`: the fleet written as
+config files, start-up time, resident memory, and master playlists per second over HTTP (wrk).
+
+Rules it keeps:
+- The config is written the way an operator would write it, in one of two shapes: `inline` (every box's
+  announced prefixes in the fleet YAML, coverage in CSV) or `files` (the fleet YAML names a prefix file,
+  `prefix,box` per line, beside the coverage CSV). Nothing here changes what the control plane does.
+- Start-up is timed from just before exec to the first 200 from `GET /healthz`; RSS is VmRSS from
+  /proc/PID/status read right then, before any request but that one.
+- The boxes' admin URLs point at a loopback port nothing listens on, so the start-up poll of every box is
+  refused at once and every box stays unhealthy: the HTTP playlists are origin-only (the in-process
+  bench measures decisions over healthy boxes). `health.interval` is an hour, so the process does no
+  polling while it is measured.
+- Every wait is bounded; the process is stopped (SIGTERM, then SIGKILL) in a `finally`.
+- Only loadtest.bench_control prints or exits; this module returns values or raises ProcessError.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from control.catalog.codec import title_to_json
+from control.model import Fleet, Title
+from loadtest.wrk import WrkError, WrkResult, parse_output
+
+OCA = os.path.join(os.path.dirname(sys.executable), "oca")
+LUA_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "steer_clients.lua")
+FORMATS = ("inline", "files")
+CLIENT_HEADER = "X-Forwarded-For"
+
+
+class ProcessError(Exception):
+    """The control plane did not start, or a measurement of it failed; the message says which."""
+
+
+@dataclass(frozen=True)
+class ProcessFigures:
+    startup_s: float
+    rss_bytes: int
+    config_bytes: int  # what the fleet's files weigh on disk
+    http: WrkResult | None  # None when wrk is not installed or not asked for
+    http_note: str
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(fleet: Fleet, workdir: str, port: int, shape: str) -> tuple[str, int]:
+    """control.yaml and the fleet's files in `workdir`; (path of control.yaml, bytes of the fleet's files)."""
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: every poll is refused at once
+    fleet_path = os.path.join(workdir, "fleet.yaml")
+    coverage_path = os.path.join(workdir, "coverage.csv")
+    prefix_path = os.path.join(workdir, "prefixes.csv")
+    with open(fleet_path, "w", encoding="utf-8") as fh:
+        fh.write(f"origin_url: {fleet.origin_url}\n")
+        if shape == "files":
+            fh.write("prefixes_file: prefixes.csv\n")
+        fh.write("sites:\n")
+        for site in fleet.sites.values():
+            parent = site.parent if site.parent is not None else "null"
+            fh.write(f"  - {{id: {site.id}, latitude: {site.latitude:.4f}, longitude: {site.longitude:.4f}, "
+                     f"country: {site.country}, parent: {parent}}}\n")
+        fh.write("boxes:\n")
+        for box in fleet.boxes.values():
+            fh.write(f"  - id: {box.id}\n    site: {box.site}\n    data_url: {box.data_url}\n"
+                     f"    admin_url: {dead}\n    egress_capacity: {box.egress_capacity}\n")
+            if shape == "inline" and box.prefixes:
+                fh.write("    prefixes: [" + ", ".join(f'"{p}"' for p in box.prefixes) + "]\n")
+    if shape == "files":
+        with open(prefix_path, "w", encoding="utf-8") as fh:
+            fh.write("prefix,box\n")
+            for box in fleet.boxes.values():
+                fh.writelines(f"{p},{box.id}\n" for p in box.prefixes)
+    with open(coverage_path, "w", encoding="utf-8") as fh:
+        fh.write("prefix,lat,lon,country\n")
+        fh.writelines(f"{a.prefix},{a.latitude:.4f},{a.longitude:.4f},{a.country}\n" for a in fleet.coverage)
+    control_path = os.path.join(workdir, "control.yaml")
+    with open(control_path, "w", encoding="utf-8") as fh:
+        fh.write(f"listen: 127.0.0.1:{port}\n"
+                 "coverage_file: coverage.csv\n"
+                 "state: {path: state.db}\n"
+                 "fleet: {file: fleet.yaml}\n"
+                 "health: {interval: 1h, timeout: 1s}\n"
+                 f"steering: {{client_ip_header: {CLIENT_HEADER}}}\n"
+                 "log: {level: warning}\n")
+    size = sum(os.path.getsize(p) for p in (fleet_path, coverage_path, prefix_path) if os.path.exists(p))
+    return control_path, size
+
+
+def _get(url: str, timeout: float = 2.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise ProcessError(f"no VmRSS in /proc/{pid}/status")
+
+
+def measure_process(fleet: Fleet, titles: Sequence[Title], mpd: str, clients: Sequence[str], workdir: str, *,
+                    shape: str, http_seconds: float, connections: int = 32,
+                    start_timeout: float = 180.0) -> ProcessFigures:
+    """Start `oca control serve` on the fleet written in `shape`, time it to its first answer, read its RSS,
+    post a few titles and drive their master playlists with wrk for `http_seconds` (0: no HTTP case)."""
+    if not os.access(OCA, os.X_OK):
+        raise ProcessError(f"{OCA} not found; install oca (pip install -e .) in this venv")
+    port = free_port()
+    control_path, config_bytes = write_config(fleet, workdir, port, shape)
+    base = f"http://127.0.0.1:{port}"
+    log_path = os.path.join(workdir, "control.log")
+    with open(log_path, "wb") as log:
+        started = time.monotonic()
+        process = subprocess.Popen([OCA, "control", "serve", "--config", control_path], stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir)
+    try:
+        while True:
+            if process.poll() is not None:
+                raise ProcessError(f"oca control serve exited with {process.returncode}: {_tail(log_path)}")
+            try:
+                if _get(base + "/healthz", timeout=1.0) == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() - started > start_timeout:
+                raise ProcessError(f"oca control serve not answering /healthz within {start_timeout:.0f}s")
+            time.sleep(0.02)
+        startup = time.monotonic() - started
+        rss = rss_bytes(process.pid)
+        http, note = _http(base, titles, mpd, clients, workdir, http_seconds, connections)
+        return ProcessFigures(startup, rss, config_bytes, http, note)
+    finally:
+        _stop(process)
+
+
+def _http(base: str, titles: Sequence[Title], mpd: str, clients: Sequence[str], workdir: str, seconds: float,
+          connections: int) -> tuple[WrkResult | None, str]:
+    if seconds <= 0:
+        return None, "not asked for (--http-seconds 0)"
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None, "wrk not installed"
+    open_titles = [t for t in titles if not t.countries][:20]
+    for title in open_titles:
+        body = json.dumps({"title": title_to_json(title), "mpd": mpd if title.dash_manifest else None}).encode()
+        request = urllib.request.Request(f"{base}/v1/catalog/{title.id}", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+    lines = os.path.join(workdir, "requests.txt")
+    with open(lines, "w", encoding="utf-8") as fh:
+        for i, client in enumerate(clients[:2000]):
+            fh.write(f"/v1/play/{open_titles[i % len(open_titles)].id}/master.m3u8 {client}\n")
+    argv = [wrk, "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout=5s", "--latency",
+            "-s", LUA_SCRIPT, base, "--", lines, CLIENT_HEADER]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 40, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise ProcessError(f"wrk did not stop: {' '.join(argv)}") from exc
+    if done.returncode != 0:
+        raise ProcessError(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
+    try:
+        result = parse_output(done.stdout)
+    except WrkError as exc:
+        raise ProcessError(str(exc)) from None
+    return result, f"wrk -t2 -c{connections}, {len(open_titles)} titles, {min(len(clients), 2000):,} client addresses"
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _tail(path: str, lines: int = 5) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return " | ".join(fh.read().strip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
