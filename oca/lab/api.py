@@ -9,7 +9,8 @@ Routes (CORS open: the page is served from the control plane's origin):
   /api/boxes/<id>/start` (same config, same cache; answers once the process is spawned, `healthy` in
   `GET /api/lab` follows within a few health polls).
 - `POST /api/control/<n>/stop?how=kill|term`, `POST /api/control/<n>/start`: control-plane replica n (1, 2,
-  ...; `control_replicas` in `GET /api/lab`, each with `balancer`: its state at HAProxy, when there is one).
+  ...; `control_replicas` in `GET /api/lab`, each with `balancer`: its state at HAProxy, when there is one,
+  and `leader` / `state_ok` from its own GET /v1/status: whether it leads roll-outs, whether its store answers).
 
 Rules kept here:
 - A box or replica is spawned on this loop's thread (it lives as long as the lab: see procs, PR_SET_PDEATHSIG);
@@ -100,11 +101,27 @@ async def _health(app: web.Application) -> dict[str, bool]:
         return {}
 
 
+async def _replica_status(app: web.Application, url: str) -> dict[str, Any]:
+    """What a replica says of itself (GET /v1/status): whether it leads roll-outs, whether its store answers."""
+    lab = app[LAB]
+    try:
+        async with app[SESSION].get(f"{url}/v1/status",
+                                    headers={"Authorization": f"Bearer {lab.operator_token}"}) as response:
+            status = await response.json()
+        return {"leader": bool(status["leader"]), "state_ok": bool(status["state"]["ok"])}
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
+        return {"leader": None, "state_ok": None}
+
+
 async def describe(request: web.Request) -> web.Response:
     body = request.app[LAB].describe()
-    health = await _health(request.app)
+    replicas = body.get("control_replicas", [])
+    health, *statuses = await asyncio.gather(_health(request.app),
+                                             *(_replica_status(request.app, r["url"]) for r in replicas))
     for box in body["boxes"]:
         box["healthy"] = health.get(box["id"])
+    for replica, status in zip(replicas, statuses, strict=True):
+        replica.update(status)
     return web.json_response(body)
 
 

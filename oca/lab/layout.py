@@ -16,6 +16,7 @@ Rules kept here:
   failover visible within a few seconds.
 - With N >= 2 control-plane replicas, each gets the same config but `listen` (a free port on 127.0.0.1) and
   `replica.id` (r1, r2, ...: control/ReplicaConfig has the key; without it the id would be <host>:<port>),
+  `replica.lease` REPLICA_LEASE,
   the lab's PostgreSQL as `state` with its password file, and the lab's control URL (HAProxy) as
   `public_url`, so the playlists it writes send players back to the load balancer. Boxes get the list of
   replica URLs as `control.url`.
@@ -40,6 +41,9 @@ HEALTH_INTERVAL = 0.5
 # A release's own health gate on a box (start its workers, 3 good /healthz): a worker starts in about a
 # second alone, several on a 2-core machine shared with four other boxes and the players
 FIRMWARE_HEALTH_TIMEOUT = "20s"
+# The roll-out leader's lease among the lab's replicas: short, so a killed leader's roll-out is resumed by
+# another replica within a few seconds on the page (production keeps control.yaml's 10 s default)
+REPLICA_LEASE = "3s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +301,7 @@ def control_config(boxes: list[BoxPlan], paths: LabPaths, *, port: int, origin_u
     state: dict[str, Any] = {"state": {"path": os.path.join(paths.control, "state.db")}}
     if replica is not None:
         state = {"public_url": replica.public_url, "state": replica.state_url,
-                 "state_password_file": replica.password_file, "replica": {"id": replica.id}}
+                 "state_password_file": replica.password_file, "replica": {"id": replica.id, "lease": REPLICA_LEASE}}
     return {
         "listen": f"127.0.0.1:{port}",
         "coverage_file": paths.coverage,

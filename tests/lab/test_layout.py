@@ -106,6 +106,7 @@ def test_a_replica_config_names_the_shared_postgresql_and_the_load_balancer(tmp_
         yaml.safe_dump(raw, fh)
     config = load_control_config(paths.replica_config(2))
     assert config.listen == ("127.0.0.1", 40002) and config.replica_id() == "r2"
+    assert config.replica.lease == 3.0  # a killed leader's roll-out moves within seconds in the lab
     assert config.state.url == "postgresql://oca@127.0.0.1:5999/oca" and config.state_password_file == password
     assert config.base_url() == "http://127.0.0.1:8090"  # players are sent back to HAProxy, not to this replica
     assert config.bundles_dir() == os.path.join(paths.control, "bundles")  # not /var/lib/oca-control

@@ -95,6 +95,15 @@ def test_both_replicas_serve_behind_haproxy(lab: Lab) -> None:
     assert re.search(rb'SERVER-URI="' + re.escape(lab.control_url.encode()) + rb"/", body), body
     # what one replica wrote (the catalog, at ingest) the other serves: the state is shared
     assert all(play_once(lab) for _ in range(6))
+    # one of them leads roll-outs (the lease in the shared database); the lab API asks each (GET /v1/status)
+    wait_for("one roll-out leader", lambda: len(leaders(lab)) == 1, 15)
+
+
+def leaders(lab: Lab) -> list[str]:
+    with urllib.request.urlopen(lab.api_url + "/api/lab", timeout=10) as response:
+        replicas = json.loads(response.read())["control_replicas"]
+    assert all(r["state_ok"] is True for r in replicas if r["running"]), replicas
+    return [r["name"] for r in replicas if r["leader"]]
 
 
 def test_a_killed_replica_costs_no_request_after_the_check_interval_and_rejoins(lab: Lab) -> None:
@@ -123,6 +132,7 @@ def test_a_killed_replica_costs_no_request_after_the_check_interval_and_rejoins(
     assert fetch(lab.replica(1).url + "/healthz", {})[0] == 200
     assert all(play_once(lab) for _ in range(10))
     assert lab.check() == []
+    wait_for("one roll-out leader again", lambda: len(leaders(lab)) == 1, 15)
 
 
 def test_the_lab_api_stops_and_starts_a_replica(lab: Lab) -> None:

@@ -290,13 +290,16 @@ function renderReplicas() {
   for (const replica of replicas) {
     const tr = document.createElement('tr');
     const lb = balancer ? (replica.balancer || '?') : '-';
+    const leads = replica.leader === true ? 'leader' : replica.leader === false ? '-' : '?';
+    const store = replica.state_ok === true ? 'ok' : replica.state_ok === false ? 'unreachable' : '?';
     const cells = [replica.name, new URL(replica.url).host,
-      replica.running ? `running (pid ${replica.pid})` : 'stopped', lb];
+      replica.running ? `running (pid ${replica.pid})` : 'stopped', lb, leads, store];
     cells.forEach((value, i) => {
       const td = document.createElement('td');
       td.textContent = value;
       if (i === 2) td.className = replica.running ? 'up' : 'down';
       if (i === 3 && balancer) td.className = lb === 'UP' ? 'up' : 'down';
+      if (i === 5) td.className = replica.state_ok ? 'up' : 'down';
       tr.appendChild(td);
     });
     const td = document.createElement('td');
