@@ -18,7 +18,9 @@ Rules kept here:
 - No password in the URL (the config loader and the CLI refuse one): it comes from `password` (read from the
   file the config names) or libpq's own PGPASSWORD / PGPASSFILE.
 - An unreachable database makes a call raise StoreError (503) with a one-line reason after at most
-  `timeout` seconds; the pool reconnects in the background, and calls work again once the database is back.
+  `timeout` seconds; from then on each call makes one direct connection attempt instead of waiting on the
+  pool (a refused connection fails at once), so a replica's writes, refreshes and lease renewals never queue
+  behind each other's waits; the first call after the database is back works without reopening the store.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class PostgresStore:
         self._password = password
         self._timeout = timeout
         self.where = describe(url)
+        self._down = False  # the last call found the database away: the next ones try directly, not the pool
 
     @classmethod
     def open(cls, url: str, *, password: str | None = None, pool_size: int = 4, timeout: float = 5.0,
@@ -137,12 +140,18 @@ class PostgresStore:
             return one_line(exc)
 
     def _getconn(self) -> psycopg.Connection[Any]:
+        if self._down:  # known to be away: a direct attempt (refused at once), not a wait on the pool
+            reason = self._unreachable()
+            if reason is not None:
+                raise StoreError(f"state database {self.where} unreachable: {reason}")
+            self._down = False
         try:
             return self._pool.getconn()
         except PoolTimeout:
             pass
         reason = self._unreachable()
         if reason is not None:
+            self._down = True
             raise StoreError(f"state database {self.where} unreachable: {reason}")
         try:  # reachable again: the pool was between reconnection attempts, and its next one comes within `timeout`
             return self._pool.getconn()

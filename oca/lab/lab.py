@@ -535,6 +535,18 @@ class Lab:
         self.spawn_control(replica)
         self._wait_replica(self.replica(replica))
 
+    def stop_state(self) -> None:
+        """Stop the lab's PostgreSQL (several replicas only): the replicas serve from memory meanwhile."""
+        if self._postgres is None:
+            raise LabError("the lab has no PostgreSQL: start it with --control-replicas 2 or more")
+        self._postgres.stop()
+
+    def start_state(self) -> None:
+        """Start the lab's PostgreSQL again: the replicas reconnect by themselves."""
+        if self._postgres is None:
+            raise LabError("the lab has no PostgreSQL: start it with --control-replicas 2 or more")
+        self._postgres.start()
+
     def box_serving(self, url: str) -> str | None:
         """The id of the box whose data port `url` points at, or None (the origin, the control plane...)."""
         parts = urllib.parse.urlsplit(url)
