@@ -142,8 +142,8 @@ def table(r: dict[str, Any]) -> str:
     rows = [
         ("devices", f"{r['devices']} locust devices through HAProxy, {r['requests']} requests, "
                     f"{r['failed_total']} failed"),
-        ("acknowledged before the stop", f"invalidation {r['acknowledged_before'][0]} (200: the same id, again), drain "
-                                         f"{r['acknowledged_before'][1]}"),
+        ("acknowledged before the stop", f"invalidation {r['acknowledged_before'][0]} (200: the same id again), "
+                                         f"drain {r['acknowledged_before'][1]}"),
         (f"PostgreSQL stopped {r['outage_s']:.0f}s: device requests failed", str(r["failed_during"])),
         ("replicas report it (/v1/status state.ok false)", f"{r['replicas_reported_after_s']}s after the stop"),
         ("writes during the outage", "; ".join(r["writes_during"])),
@@ -156,7 +156,8 @@ def table(r: dict[str, Any]) -> str:
 
 
 def passed(r: dict[str, Any]) -> bool:
-    return (r["acknowledged_before"][0] in (200, 201) and r["acknowledged_before"][1] == 200 and r["failed_during"] == 0 and r["failed_after"] == 0
+    return (r["acknowledged_before"][0] in (200, 201) and r["acknowledged_before"][1] == 200
+            and r["failed_during"] == 0 and r["failed_after"] == 0
             and all(w.startswith("503 ") and len(w) > 4 for w in r["writes_during"])
             and r["replicas_reported_after_s"] is not None and r["replicas_ok_after_s"] is not None
             and r["writes_after"][0] in (200, 201) and all(s == 200 for s in r["writes_after"][1:])
