@@ -15,7 +15,7 @@ import click
 
 from control.catalog import Ingested, ingest_source, title_to_json
 from control.client import ControlClient
-from oca.cli.control import control_options
+from oca.cli.control import control_options, control_options_with
 
 
 @click.group()
@@ -29,7 +29,7 @@ async def _ingest(source: str, title_id: str, countries: list[str] | None) -> In
 
 
 @catalog.command("ingest")
-@control_options
+@control_options_with(60.0)
 @click.argument("source")
 @click.argument("title_id")
 @click.option("--countries", default=None, help="Where it may play, e.g. US,CA [default: countries.txt in "

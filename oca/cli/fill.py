@@ -1,8 +1,9 @@
 """`oca fill run` (on a box, from its systemd timer) and `oca fill plan BOX` (anywhere, with the operator token).
 
-Exit codes of `oca fill run`: 0 every planned byte is on the box (digests verified), 1 some files failed
-(or the box's admin API failed us), 2 bad config or usage, 3 the control plane cannot be reached or has no
-plan yet (the box untouched), 4 the window ended before the fill completed (the next run resumes).
+Exit codes of `oca fill run` (the table every command follows): 0 every planned byte is on the box (digests
+verified), 1 some files failed (or the box's admin API refused a request), 2 bad config or usage (a refused
+credential or admin token too), 3 the control plane (the box untouched) or the box's admin API cannot be
+reached or did not answer within --timeout, 4 the window ended before the fill completed (the next run resumes).
 Progress goes to stderr: a bar with bytes, rate and ETA on a terminal, JSON log lines otherwise; the summary
 goes to stdout (text, or JSON with --json).
 """
@@ -20,12 +21,12 @@ import click
 from control.client import ControlClient
 from control.fill_plan import BoxPlan
 from fill.plan import Window, summarize
-from fill.runner import USAGE, BoxAdmin, Options, Progress, Report, Runner
+from fill.runner import BoxAdmin, Options, Progress, Report, Runner
 from oca.admin.client import admin_url
 from oca.cli.control import control_options
-from oca.cli.options import config_option
+from oca.cli.options import config_option, timeout_option
 from oca.config.units import parse_rate, parse_size
-from oca.errors import ConfigError, OcaError
+from oca.errors import USAGE, ConfigError, OcaError
 from oca.secret_files import read_secret
 
 LOG_EVERY = 5.0  # seconds between progress log lines when stderr is not a terminal
@@ -150,8 +151,9 @@ def _summary(report: Report) -> str:
                    "box's fetch.prefetch_rate only].")
 @click.option("--dry-run", is_flag=True, help="Fetch the plan and show what would be done; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@timeout_option(30.0)
 def run(config_path: str, control_url: str | None, window: str | None, rate: str | None, dry_run: bool,
-        as_json: bool) -> None:
+        as_json: bool, timeout: float) -> None:
     """Fill this box from its plan: fetch what is missing, unpin what was dropped, within the window."""
     from oca.config import load_box_config
 
@@ -171,11 +173,11 @@ def run(config_path: str, control_url: str | None, window: str | None, rate: str
     if config.admin.token_file is not None:
         admin_token = read_secret(config.admin.token_file, "admin.token_file", file=config_path)
     try:
-        control = ControlClient(url, credential, timeout=30.0, operator=f"fill@{config.box.id}")
+        control = ControlClient(url, credential, timeout=timeout, operator=f"fill@{config.box.id}")
     except OcaError as exc:
         raise UsageProblem(str(exc)) from None
     output = Output(config.box.id, sys.stderr.isatty())
-    runner = Runner(config.box.id, BoxAdmin(admin_url(*config.admin.listen), admin_token), control,
+    runner = Runner(config.box.id, BoxAdmin(admin_url(*config.admin.listen), admin_token, timeout), control,
                     state_dir=config.storage.state_dir, on_progress=output.progress, on_event=output.event)
     options = Options(window=window, rate=_rate(rate), dry_run=dry_run)
     report = runner.run(options)

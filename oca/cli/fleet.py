@@ -52,19 +52,21 @@ def _row(box: dict[str, Any]) -> tuple[str, ...]:
 @fleet.command("drain")
 @control_options
 @click.argument("box")
-def drain(client: ControlClient, box: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def drain(client: ControlClient, box: str, as_json: bool) -> None:
     """Give BOX no new sessions; its sessions move at their next steering reload."""
-    client.drain(box, True)
-    click.echo(f"{box} drained")
+    answer = client.drain(box, True)
+    click.echo(json.dumps(answer, indent=2) if as_json else f"{box} drained")
 
 
 @fleet.command("undrain")
 @control_options
 @click.argument("box")
-def undrain(client: ControlClient, box: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def undrain(client: ControlClient, box: str, as_json: bool) -> None:
     """Let BOX take new sessions again."""
-    client.drain(box, False)
-    click.echo(f"{box} undrained")
+    answer = client.drain(box, False)
+    click.echo(json.dumps(answer, indent=2) if as_json else f"{box} undrained")
 
 
 def _titles(answer: dict[str, Any], as_json: bool) -> None:

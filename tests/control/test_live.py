@@ -179,7 +179,7 @@ def test_invalidation_with_a_box_down_and_a_control_plane_restart(lab: tuple[Con
     kill_box(b2)
     _wait_for(lambda: not _healthy(control, "b2"), 3 * INTERVAL + 1)
     result = control.cli("invalidate", "--title", "42", "--reason", "re-encode", "--id", "T-1", "--wait",
-                         "--timeout", "2", "--json")
+                         "--wait-timeout", "2", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     answer = json.loads(result.stdout)
     assert answer["invalidation"]["seq"] == 1 and answer["created"]
@@ -235,8 +235,9 @@ def test_operator_cli(lab: tuple[Control, list[Box]]) -> None:
     assert bad.returncode == 1 and bad.stderr.strip() == "oca: control plane answered 404: unknown box 'b9'"
     no_token = subprocess.run([OCA, "fleet", "status", "--control", control.url], capture_output=True, text=True,
                               timeout=30, env={k: v for k, v in os.environ.items() if k != "OCA_CONTROL_TOKEN"})
-    assert no_token.returncode == 1 and "401" in no_token.stderr
+    assert no_token.returncode == 2 and "401" in no_token.stderr
+    assert "--token-file or $OCA_CONTROL_TOKEN" in no_token.stderr
     usage = control.cli("invalidate", "--key", "a", "--title", "42")
     assert usage.returncode == 2 and "exactly one of" in usage.stderr
     unreachable = control.cli("fleet", "status", "--control", f"http://127.0.0.1:{free_port()}")
-    assert unreachable.returncode == 1 and "cannot reach the control plane" in unreachable.stderr
+    assert unreachable.returncode == 3 and "cannot reach the control plane" in unreachable.stderr
