@@ -1,6 +1,8 @@
 """Prometheus exposition of the box: the master's totals over all workers plus the store's state.
 
 Names follow Prometheus conventions (base units, `_total` for counters, `_bytes`, `_seconds`).
+- Peer misses (a peer's `only-if-cached` probe answered 504) are `oca_peer_misses_total`, never in
+  `oca_requests_total`, so 5xx panels and alerts see only this box's faults.
 - Cache hit ratio inputs: `oca_requests_total{status,cache}` and `oca_sent_bytes_total{tier,cache}` (by requests
   and by bytes: hit / (hit + miss)).
 - `oca_player_*`: what players report in CMCD, from the requests that carry it (oca.serve.stats says how).
@@ -26,6 +28,7 @@ from oca.serve.stats import (
     BITRATE_BUCKETS,
     BUFFER_BUCKETS,
     DURATION_BUCKETS,
+    PEER_MISS,
     SESSION_WINDOW,
     STARTUP_BUCKETS,
     FleetStats,
@@ -60,11 +63,19 @@ class _Snapshot:
         info = GaugeMetricFamily("oca_build_info", "Version of the running box software.", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
-        requests = CounterMetricFamily("oca_requests", "Requests answered, by status and cache result.",
+        requests = CounterMetricFamily("oca_requests", "Requests answered, by status and cache result (a peer's "
+                                       "only-if-cached probe this box could not answer: oca_peer_misses_total).",
                                        labels=["status", "cache"])
+        peer_misses = 0
         for (status, cache), n in sorted(stats.requests.items()):
+            if cache == PEER_MISS:  # a peer asked for what this box lacks (504): no fault, not in 5xx panels
+                peer_misses += n
+                continue
             requests.add_metric([str(status), cache or "none"], n)
         yield requests
+        yield CounterMetricFamily("oca_peer_misses", "Peer boxes' only-if-cached requests for objects this box "
+                                  "does not hold (answered 504, as RFC 9111 says; the peer moves on).",
+                                  value=peer_misses)
         sent = CounterMetricFamily("oca_sent_bytes", "Body bytes sent to clients, by the tier they came from "
                                    "(upstream: a miss streamed while filling) and the cache result.",
                                    labels=["tier", "cache"])

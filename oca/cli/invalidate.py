@@ -32,6 +32,8 @@ def invalidate(client: ControlClient, key: str | None, prefix: str | None, title
     scope, value = given[0]
     answer = client.invalidate(scope, value, soft=soft, reason=reason, client_id=client_id,
                                wait=wait_timeout if wait else 0)
+    if answer.get("warning"):
+        click.echo(f"oca: warning: {answer['warning']}", err=True)
     if as_json:
         click.echo(json.dumps(answer, indent=2))
     else:

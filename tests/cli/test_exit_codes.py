@@ -104,13 +104,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        body_read = self.rfile.read(length) if length else b""
         if self.refuse:
             status, answer = 401, {"error": "missing or wrong bearer token"}
         else:
             path = self.path.split("?")[0]
             found = [a for m, p, a in ANSWERS if m == self.command and path.startswith(p)]
+            if path == "/v1/invalidations" and b"99999" in body_read:
+                found = [{**found[0], "warning": "title '99999' is not in the catalog: the boxes may hold "
+                                                 "nothing under it"}]
             status, answer = (200, found[0]) if found else (404, {"error": f"no {path}"})
         body = json.dumps(answer).encode()
         self.send_response(status)
@@ -157,10 +159,11 @@ class Run:
 
 
 def run(tmp_path: Any, name: str, target: str, servers: Servers, *extra: str, token: str = "right",
-        box: str | None = None) -> Run:
+        box: str | None = None, args: tuple[str, ...] | None = None) -> Run:
     """`oca <name>` against `target`, with --timeout 1; the box's config names `box` (default: target) as its
     admin API and holds its storage lock, so cache commands go to the admin API."""
-    kind, args = CLIENTS[name]
+    kind, default_args = CLIENTS[name]
+    args = default_args if args is None else args
     work = tmp_path / name.replace(" ", "-")
     work.mkdir(exist_ok=True)
     (work / "token").write_text(token + "\n")
@@ -234,3 +237,12 @@ def test_the_box_unreachable_during_a_fill_exits_3(tmp_path: Any, servers: Serve
     done = run(tmp_path, "fill run", servers.answering, servers, box=servers.closed)
     assert done.result.returncode == UNREACHABLE, done.result.stderr
     assert "cannot reach the box's admin API" in done.result.stderr
+
+
+def test_invalidating_a_title_not_in_the_catalog_warns_and_exits_0(tmp_path: Any, servers: Servers) -> None:
+    done = run(tmp_path, "invalidate", servers.answering, servers)
+    assert done.result.returncode == OK and done.result.stderr == ""
+    unknown = run(tmp_path, "invalidate", servers.answering, servers, args=("--title", "99999"))
+    assert unknown.result.returncode == OK, unknown.result.stderr
+    assert unknown.result.stderr == "oca: warning: title '99999' is not in the catalog: the boxes may hold nothing " \
+                                    "under it\n"
