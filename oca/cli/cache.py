@@ -20,6 +20,7 @@ import click
 
 from oca.admin.app import object_json
 from oca.admin.client import AdminClient
+from oca.cli.format import bytes_option, sizes, table
 from oca.cli.options import config_option, timeout_option
 from oca.config import BoxConfig, load_box_config
 from oca.errors import ClientError, Conflict, NotFound, OcaError
@@ -108,8 +109,10 @@ def cache() -> None:
 @click.option("--hot", is_flag=True, help="Place the objects on the fastest tier.")
 @click.option("--pin", is_flag=True, help="Never evict the objects (until unpinned).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@bytes_option
 @timeout_option(600.0)
-def import_(config_path: str, directory: str, hot: bool, pin: bool, as_json: bool, timeout: float) -> None:
+def import_(config_path: str, directory: str, hot: bool, pin: bool, as_json: bool, raw_bytes: bool,
+            timeout: float) -> None:
     """Load every file under DIRECTORY; each key is the file's path relative to DIRECTORY."""
     files = sorted(_walk(directory))
     total = sum(size for _, _, size in files)
@@ -152,7 +155,7 @@ def import_(config_path: str, directory: str, hot: bool, pin: bool, as_json: boo
         click.echo(json.dumps({"imported": done, "bytes": done_bytes, "failed": failed, "skipped": skipped,
                                "seconds": round(seconds, 3)}, indent=2))
     else:
-        click.echo(f"imported {done} objects ({_human(done_bytes)}) in {seconds:.1f}s; "
+        click.echo(f"imported {done} objects ({sizes(raw_bytes)(done_bytes)}) in {seconds:.1f}s; "
                    f"{failed} failed, {skipped} skipped")
     if failed:
         sys.exit(1)
@@ -172,17 +175,21 @@ def _walk(directory: str) -> Iterator[tuple[str, str, int]]:
 @config_option
 @click.option("--prefix", default="", help="Only keys that start with this.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@bytes_option
 @timeout_option()
-def ls(config_path: str, prefix: str, as_json: bool, timeout: float) -> None:
+def ls(config_path: str, prefix: str, as_json: bool, raw_bytes: bool, timeout: float) -> None:
     """List cached objects: key, size, tier, pinned."""
     with _target(config_path, timeout) as target:
         objects = target.list(prefix)
     if as_json:
         click.echo(json.dumps({"objects": objects}, indent=2))
         return
-    for obj in objects:
-        click.echo(f"{obj['key']}\t{obj['size']}\t{obj['tier']}{chr(9) + 'pinned' if obj['pinned'] else ''}")
-    click.echo(f"{len(objects)} objects, {_human(sum(o['size'] for o in objects))}", err=True)
+    size = sizes(raw_bytes)
+    rows = [("KEY", "SIZE", "TIER", "PINNED")]
+    rows += [(o["key"], size(o["size"]), o["tier"], "yes" if o["pinned"] else "no") for o in objects]
+    for line in table(rows):
+        click.echo(line)
+    click.echo(f"{len(objects)} objects, {size(sum(o['size'] for o in objects))}", err=True)
 
 
 @cache.command("stat")
@@ -209,12 +216,3 @@ def evict(config_path: str, key: str | None, prefix: str | None, as_json: bool, 
     with _target(config_path, timeout) as target:
         count = target.evict(key, prefix)
     click.echo(json.dumps({"evicted": count}) if as_json else f"evicted {count} objects")
-
-
-def _human(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{n} B"
-        value /= 1024
-    return f"{n} B"

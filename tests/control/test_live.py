@@ -225,11 +225,17 @@ def test_operator_cli(lab: tuple[Control, list[Box]]) -> None:
     assert [p["id"] for p in explain["pathways"]] == ["b1", "origin"]
     assert any(c["box"] == "b2" and "draining" in c["reason"] for c in explain["candidates"])
     text = control.cli("steer", "explain", "--ip", "127.0.0.1", "--title", "42")
-    assert "1. b1" in text.stdout and "draining" in text.stdout
+    lines = text.stdout.splitlines()
+    assert lines[1].split() == ["#", "PATHWAY", "URL"] and lines[2].split()[:2] == ["1.", "b1"]
+    assert ["BOX", "SITE", "TIER", "REASON"] in [line.split() for line in lines] and "draining" in text.stdout
     assert control.cli("fleet", "undrain", "b2").returncode == 0
     listing = json.loads(control.cli("catalog", "ls", "--json").stdout)
     assert listing["titles"][0]["id"] == "42" and listing["titles"][0]["files"] == 22
-    assert control.cli("catalog", "ls").stdout.startswith("42\t4\t22\t")
+    catalog_lines = control.cli("catalog", "ls").stdout.splitlines()
+    assert catalog_lines[0].split() == ["TITLE", "RENDITIONS", "FILES", "SIZE", "PACKAGES", "COUNTRIES"]
+    assert catalog_lines[1].split()[:3] == ["42", "4", "22"] and catalog_lines[1].split()[4] in ("KiB", "MiB")
+    raw = control.cli("catalog", "ls", "--bytes").stdout.splitlines()[1].split()
+    assert raw[3] == str(listing["titles"][0]["size"])
 
     bad = control.cli("fleet", "drain", "b9")
     assert bad.returncode == 1 and bad.stderr.strip() == "oca: control plane answered 404: unknown box 'b9'"
