@@ -53,16 +53,25 @@ def _histogram(name: str, help_text: str, bounds: Sequence[float], counts: Seque
 
 class _Snapshot:
     def __init__(self, stats: FleetStats, store_status: dict[str, Any], workers: int, draining: bool,
-                 fetch: dict[str, Any] | None, prefetch: Iterable[PrefetchJob], now: float) -> None:
+                 fetch: dict[str, Any] | None, prefetch: Iterable[PrefetchJob], now: float,
+                 releases: Sequence[tuple[int, str]]) -> None:
         self.stats, self.store, self.workers, self.draining = stats, store_status, workers, draining
+        self.releases = releases
         self.fetch = fetch or {}
         self.prefetch, self.now = prefetch, now
 
     def collect(self) -> Iterator[Metric]:
         stats = self.stats
-        info = GaugeMetricFamily("oca_build_info", "Version of the running box software.", labels=["version"])
-        info.add_metric([__version__], 1)
+        info = GaugeMetricFamily("oca_build_info", "The release the data port serves: one series per worker "
+                                 "generation with a serving worker (two while a release switches).",
+                                 labels=["version", "generation"])
+        for generation, version in self.releases:
+            info.add_metric([version, str(generation)], 1)
         yield info
+        master = GaugeMetricFamily("oca_master_build_info", "The master's own code (it stays on the release the "
+                                   "box started with until restarted).", labels=["version"])
+        master.add_metric([__version__], 1)
+        yield master
         requests = CounterMetricFamily("oca_requests", "Requests answered, by status and cache result (a peer's "
                                        "only-if-cached probe this box could not answer: oca_peer_misses_total).",
                                        labels=["status", "cache"])
@@ -211,9 +220,10 @@ def _player_metrics(player: PlayerTotals, now: float) -> Iterator[Metric]:
 
 def render_metrics(stats: FleetStats, store_status: dict[str, Any], workers: int, draining: bool,
                    fetch: dict[str, Any] | None = None, prefetch: Iterable[PrefetchJob] = (),
-                   now: float | None = None) -> bytes:
-    """`now` (epoch seconds, default the wall clock) decides which CMCD sessions still count as concurrent."""
+                   now: float | None = None, releases: Sequence[tuple[int, str]] = ()) -> bytes:
+    """`now` (epoch seconds, default the wall clock) decides which CMCD sessions still count as concurrent;
+    `releases`: (generation, version) of each serving worker generation (Master.serving_releases)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(stats, store_status, workers, draining, fetch, prefetch,
-                                time.time() if now is None else now))
+                                time.time() if now is None else now, releases))
     return generate_latest(registry)
