@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -206,8 +206,9 @@ def _player_metrics(player: PlayerTotals, now: float) -> Iterator[Metric]:
                               "bsd).", value=player.rebuffer_seconds)
     yield _histogram("oca_player_buffer_length_seconds", "Buffer length players reported (CMCD bl).",
                      BUFFER_BUCKETS, player.buffer, player.buffer_sum)
-    yield _histogram("oca_player_bitrate_bits_per_second", "Encoded bitrate of the objects players requested "
-                     "(CMCD br).", BITRATE_BUCKETS, player.bitrate, player.bitrate_sum)
+    yield _histogram("oca_player_bitrate_bytes_per_second", "Encoded bitrate of the objects players requested "
+                     "(CMCD br, in bytes per second: 8 bits a byte).", BITRATE_BUCKETS, player.bitrate,
+                     player.bitrate_sum)
     yield _histogram("oca_player_startup_seconds", "Estimated startup time of new sessions (CMCD sid): from the "
                      "first su request to the first request without su.", STARTUP_BUCKETS, player.startup_time,
                      player.startup_time_sum)
@@ -224,6 +225,7 @@ def render_metrics(stats: FleetStats, store_status: dict[str, Any], workers: int
     """`now` (epoch seconds, default the wall clock) decides which CMCD sessions still count as concurrent;
     `releases`: (generation, version) of each serving worker generation (Master.serving_releases)."""
     registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)  # process_*: the master's (it serves the admin port), not a worker's
     registry.register(_Snapshot(stats, store_status, workers, draining, fetch, prefetch,
                                 time.time() if now is None else now, releases))
     return generate_latest(registry)

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tests.observability.promtool import RULES_DIR, run
+from tests.observability.promtool import ROOT, RULES_DIR, run
 
 ALERTS = os.path.join(RULES_DIR, "alerts.yml")
 ALERTS_TEST = os.path.join(RULES_DIR, "alerts_test.yml")
@@ -50,6 +50,16 @@ def test_every_alert_is_shown_firing_and_the_reference_table_is_covered() -> Non
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in ("warning", "critical"), name
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
+
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    with open(os.path.join(ROOT, "docs", "runbooks.md"), encoding="utf-8") as fh:
+        sections = {line[3:].strip() for line in fh if line.startswith("## ")}
+    rules = alert_rules()
+    assert sections == set(rules)
+    for name, rule in rules.items():
+        assert rule["annotations"]["runbook_url"] == f"docs/runbooks.md#{name.lower()}", name
 
 
 def test_licence_latency_is_said_not_to_apply() -> None:
