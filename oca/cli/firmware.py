@@ -129,8 +129,11 @@ def roll(client: ControlClient, bundle: str, waves: str, max_unavailable: str, b
         click.echo(json.dumps(answer, indent=2))
         return
     sizes = [sum(len(batch) for batch in wave["batches"]) for wave in answer["waves"]]
+    skipped = answer.get("spec", {}).get("skipped")
     click.echo(f"roll-out {answer['id']}: {answer['version']} on {sum(sizes)} boxes in waves of "
-               f"{', '.join(map(str, sizes))}; follow it with: oca firmware status {answer['id']} --watch")
+               f"{', '.join(map(str, sizes))}" + (f" (already at {answer['version']}, skipped: {skipped})"
+                                                 if skipped else "")
+               + f"; follow it with: oca firmware status {answer['id']} --watch")
 
 
 @firmware.command("abort")
