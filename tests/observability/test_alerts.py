@@ -13,6 +13,7 @@ from tests.observability.promtool import ROOT, RULES_DIR, run
 ALERTS = os.path.join(RULES_DIR, "alerts.yml")
 ALERTS_TEST = os.path.join(RULES_DIR, "alerts_test.yml")
 # the reference architecture's alert table (netflix-architecture.txt, "Observability Checklist") as OCA has it
+RUNBOOKS = "https://github.com/oca-cdn/oca/blob/main/docs/runbooks.md"  # the repository of the systemd units' docs
 REFERENCE = {"OCAStartupTimeP99High", "OCARebufferRatioHigh", "OCACacheHitRatioLow", "OCAActiveStreamsLow"}
 
 
@@ -59,7 +60,7 @@ def test_every_alert_has_a_runbook_section() -> None:
     rules = alert_rules()
     assert sections == set(rules)
     for name, rule in rules.items():
-        assert rule["annotations"]["runbook_url"] == f"docs/runbooks.md#{name.lower()}", name
+        assert rule["annotations"]["runbook_url"] == f"{RUNBOOKS}#{name.lower()}", name
 
 
 def test_licence_latency_is_said_not_to_apply() -> None:
