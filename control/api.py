@@ -193,7 +193,10 @@ async def post_invalidation(request: web.Request) -> web.Response:
                                                     operator=str(body.get("operator") or operator_of(request)),
                                                     client_id=client_id)
     view = await _progress(plane, entry, wait)
-    return web.json_response({**view, "created": created}, status=201 if created else 200)
+    answer = {**view, "created": created}
+    if entry.scope == "title" and await plane.catalog.get(entry.value) is None:  # appended all the same
+        answer["warning"] = f"title {entry.value!r} is not in the catalog: the boxes may hold nothing under it"
+    return web.json_response(answer, status=201 if created else 200)
 
 
 async def _progress(plane: ControlPlane, entry: Invalidation, wait: float) -> dict[str, Any]:

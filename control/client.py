@@ -17,15 +17,13 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
-from oca.errors import OcaError
+from oca.errors import ClientError
 from oca.jsonclient import exchange
 from oca.replicas import RETRY_STATUSES, Replicas
 
 
-class ControlError(OcaError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+class ControlError(ClientError):
+    credential = "the operator token comes from --token-file or $OCA_CONTROL_TOKEN"
 
 
 def operator_name() -> str:
@@ -40,7 +38,7 @@ class ControlClient:
     """`base_url`: one URL, several separated by commas, or a sequence of them: the control plane's replicas,
     tried in turn when one cannot answer (oca.replicas)."""
 
-    def __init__(self, base_url: str | Sequence[str], token: str | None, timeout: float = 60.0,
+    def __init__(self, base_url: str | Sequence[str], token: str | None, timeout: float = 10.0,
                  operator: str | None = None) -> None:
         urls = Replicas.split(base_url) if isinstance(base_url, str) else tuple(base_url)
         for url in urls or ("",):
@@ -119,7 +117,7 @@ class ControlClient:
 
     def put_title(self, title_id: str, body: dict[str, Any]) -> dict[str, Any]:
         quoted = urllib.parse.quote(title_id, safe="")
-        result: dict[str, Any] = self.request("POST", f"/v1/catalog/{quoted}", body, timeout=max(self.timeout, 600))
+        result: dict[str, Any] = self.request("POST", f"/v1/catalog/{quoted}", body)
         return result
 
     def popularity(self, site: str | None = None, limit: int = 100) -> dict[str, Any]:

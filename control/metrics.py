@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from control.plane import ControlPlane
@@ -55,6 +55,7 @@ class ControlMetrics:
             "oca_control_http_requests", "HTTP requests answered, by route template, method and status.",
             ["route", "method", "status"], registry=self.registry)
         self.registry.register(_State(self))
+        ProcessCollector(registry=self.registry)  # process_*: this replica's CPU, memory, open fds, start time
         self._active: OrderedDict[str, float] = OrderedDict()  # session id -> last manifest/reload, oldest first
 
     # -- moved by the handlers -------------------------------------------------------------------------

@@ -44,9 +44,9 @@ from fill.plan import (
     prefetch_items,
 )
 from oca.admin.client import AdminClient, AdminError
-from oca.errors import OcaError
+from oca.errors import FAILED, OK, UNREACHABLE, USAGE, WINDOW_CLOSED, OcaError  # the exit-code table
 
-OK, FAILED, USAGE, CONTROL_UNREACHABLE, WINDOW_ENDED = 0, 1, 2, 3, 4
+CONTROL_UNREACHABLE, WINDOW_ENDED = UNREACHABLE, WINDOW_CLOSED
 PRIORITY = -10  # below an operator's prefetch jobs (priority 0 by default)
 STATE_FILE = "fill-job.json"
 
@@ -61,17 +61,30 @@ class PlanRefused(OcaError):
     exit_code = USAGE
 
 
-class BoxUnreachable(OcaError):
-    """The local box's admin API did not answer as expected (down, restarting, wrong token)."""
+class BoxFailed(OcaError):
+    """The local box's admin API refused a request or answered junk (exit 1; a refused token exits 2)."""
 
     exit_code = FAILED
+
+
+class BoxRefused(BoxFailed):
+    """The local box's admin API refused the admin token: a configuration problem (exit 2)."""
+
+    exit_code = USAGE
+
+
+class BoxUnreachable(BoxFailed):
+    """The local box's admin API cannot be reached or did not answer in time (down, restarting): exit 3."""
+
+    exit_code = UNREACHABLE
 
 
 # --- the local box's admin API ------------------------------------------------------------------------------
 
 
 class BoxAdmin(AdminClient):
-    """The local box's admin API, as the runner uses it: any failure is BoxUnreachable (exit 1)."""
+    """The local box's admin API, as the runner uses it: BoxUnreachable (exit 3) when it cannot be reached,
+    BoxFailed otherwise (exit 1, or 2 for a refused admin token)."""
 
     def __init__(self, base_url: str, token: str | None, timeout: float = 30.0) -> None:
         super().__init__(base_url, token, timeout)
@@ -80,7 +93,12 @@ class BoxAdmin(AdminClient):
         try:
             return self.request(method, path, body, missing_ok=missing_ok)
         except AdminError as exc:
-            raise BoxUnreachable(f"{exc} ({method} {path})") from None
+            if exc.unreachable:
+                raise BoxUnreachable(f"{exc} ({method} {path})") from None
+            if exc.status in (401, 403):
+                raise BoxRefused(f"{exc} ({method} {path}); the box's admin token comes from admin.token_file") \
+                    from None
+            raise BoxFailed(f"{exc} ({method} {path})") from None
 
     def inventory(self) -> list[Held]:
         answer = self.call("GET", "/inventory?prefix=" + urllib.parse.quote("titles/"))
@@ -177,6 +195,9 @@ class Runner:
         except ControlError as exc:
             if exc.status >= 500:
                 raise ControlUnreachable(f"{exc}; the box was not touched") from None
+            if exc.status in (401, 403):
+                raise PlanRefused(f"{exc}; the box's credential comes from control.credential_file; "
+                                  "the box was not touched") from None
             raise PlanRefused(f"{exc}; the box was not touched") from None
         try:
             plan = BoxPlan.from_json(raw)

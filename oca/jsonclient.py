@@ -2,8 +2,8 @@
 
 Rules kept here: a bearer token goes in the Authorization header and never into a message; an HTTP error
 becomes `error(status, "<who> answered <status>: <the server's own message>")`, an unreachable server
-`error(503, "cannot reach <where> at <url>: <reason>")`, an answer that is not JSON `error(502, ...)`; a 404
-is None when the caller said it may be missing.
+`error(503, "cannot reach <where> at <url>: <reason>", unreachable=True)` (refused, reset, or no answer within
+the timeout), an answer that is not JSON `error(502, ...)`; a 404 is None when the caller said it may be missing.
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
-from oca.errors import OcaError
+from oca.errors import ClientError
 
 
 def exchange(req: urllib.request.Request, *, timeout: float, token: str | None, who: str, where: str,
-             base_url: str, error: Callable[[int, str], OcaError], missing_ok: bool = False) -> Any:
+             base_url: str, error: type[ClientError], missing_ok: bool = False) -> Any:
     """Send `req` and return its JSON answer (None when empty)."""
     if token:
         req.add_header("Authorization", f"Bearer {token}")
@@ -36,7 +35,9 @@ def exchange(req: urllib.request.Request, *, timeout: float, token: str | None, 
         raise error(exc.code, f"{who} answered {exc.code}: {message}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise error(503, f"cannot reach {where} at {base_url}: {reason}") from None
+        if isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError):
+            reason = f"no answer within {timeout:g}s"
+        raise error(503, f"cannot reach {where} at {base_url}: {reason}", unreachable=True) from None
     try:
         return json.loads(payload) if payload else None
     except ValueError:

@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from packaging.version import InvalidVersion, Version
+
 from control.config import ControlConfig
 from control.model import BoxHealth
 from control.rollout.boxes import BoxFirmwareClient
@@ -274,10 +276,14 @@ class Rollouts:
                 if window is None:
                     raise BadRequest("in_fill_window: the control plane has no fill.window (it is 'always')")
             health = self.health()
+            versions = {b: h.version for b, h in health.items() if h.version}
+            skipped = _preflight(manifest, versions)
+            if skipped and set(skipped) >= set(self.config.fleet.boxes):
+                raise BadRequest(f"every box already runs {manifest.version}: nothing to roll out")
             try:
-                plan = make_plan(self.config.fleet.boxes.values(), version=manifest.version, bundle=sha256,
-                                 waves=spec.waves, max_unavailable=spec.max_unavailable, bake=spec.bake,
-                                 from_versions={b: h.version for b, h in health.items() if h.version},
+                plan = make_plan([b for b in self.config.fleet.boxes.values() if b.id not in skipped],
+                                 version=manifest.version, bundle=sha256, waves=spec.waves,
+                                 max_unavailable=spec.max_unavailable, bake=spec.bake, from_versions=versions,
                                  window=window)
             except ValueError as exc:
                 raise BadRequest(str(exc)) from None
@@ -291,7 +297,8 @@ class Rollouts:
             rollout = Rollout(f"{manifest.version}-{secrets.token_hex(3)}", plan, Progress(), kept, size, operator,
                               now, now, GateThresholds(r.max_error_rate, r.max_restarts), self.drained(),
                               {"waves": spec.waves, "max_unavailable": spec.max_unavailable, "bake": f"{spec.bake:g}s",
-                               "in_fill_window": "yes" if spec.in_fill_window else "no"})
+                               "in_fill_window": "yes" if spec.in_fill_window else "no",
+                               **({"skipped": ",".join(skipped)} if skipped else {})})
             await self.blocking(lambda: self.store.save_rollout(rollout.id, to_json(rollout), state="running",
                                                                 time=now))
             await self.blocking(lambda: self.store.add_audit(
@@ -371,3 +378,29 @@ class Rollouts:
             self._runner.abort(f"by {operator}")
             return self._runner.rollout
         return rollout  # the leader carries it out at its next renewal, between two steps
+
+
+def _preflight(manifest: Manifest, versions: Mapping[str, str]) -> list[str]:
+    """The boxes already at the bundle's version (skipped, and said so in the roll-out's spec), or BadRequest
+    naming the boxes a bundle older than their version would downgrade (unless it is a signed rollback)."""
+    target = Version(manifest.version)
+    newer = sorted(b for b, v in versions.items() if _newer(v, target))
+    if newer and not manifest.rollback:
+        raise BadRequest(f"bundle {manifest.version} is older than the version of {', '.join(newer)} "
+                         f"({', '.join(sorted({versions[b] for b in newer}))}): build a newer one, or a signed "
+                         "rollback (oca firmware build --rollback)")
+    return sorted(b for b, v in versions.items() if _same(v, target))
+
+
+def _newer(version: str, than: Version) -> bool:
+    try:
+        return Version(version) > than
+    except InvalidVersion:
+        return False
+
+
+def _same(version: str, target: Version) -> bool:
+    try:
+        return Version(version) == target
+    except InvalidVersion:
+        return False

@@ -128,7 +128,8 @@ async def metrics(request: web.Request) -> web.Response:
     prefetch = getattr(master, "prefetch", None)  # set once storage is open
     text = render_metrics(master.stats, store, workers, master.draining,
                           master.fills.status() if master.fills is not None else None,
-                          list(prefetch.jobs.values()) if prefetch is not None else ())
+                          list(prefetch.jobs.values()) if prefetch is not None else (),
+                          releases=master.serving_releases())
     return web.Response(body=text, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 

@@ -10,26 +10,25 @@ from typing import Any, BinaryIO, Self
 
 from oca.admin.app import read_token
 from oca.config import BoxConfig
-from oca.errors import OcaError
+from oca.errors import ClientError
 from oca.jsonclient import exchange
 
 
-class AdminError(OcaError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+class AdminError(ClientError):
+    credential = "the box's admin token comes from admin.token_file in its config (--config)"
 
 
 class AdminClient:
-    def __init__(self, base_url: str, token: str | None, timeout: float = 600.0) -> None:
+    def __init__(self, base_url: str, token: str | None, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
 
     @classmethod
-    def for_box(cls, config: BoxConfig) -> Self:
-        """The client of the box whose config this is (its admin address, its token)."""
-        return cls(admin_url(*config.admin.listen), read_token(config.admin.token_file))
+    def for_box(cls, config: BoxConfig, timeout: float = 10.0) -> Self:
+        """The client of the box whose config this is (its admin address, its token); `timeout`: seconds
+        to wait for the box (connecting, and each wait for its answer)."""
+        return cls(admin_url(*config.admin.listen), read_token(config.admin.token_file), timeout)
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None, *,
                 missing_ok: bool = False, upload: BinaryIO | None = None) -> Any:

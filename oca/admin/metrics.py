@@ -1,6 +1,8 @@
 """Prometheus exposition of the box: the master's totals over all workers plus the store's state.
 
 Names follow Prometheus conventions (base units, `_total` for counters, `_bytes`, `_seconds`).
+- Peer misses (a peer's `only-if-cached` probe answered 504) are `oca_peer_misses_total`, never in
+  `oca_requests_total`, so 5xx panels and alerts see only this box's faults.
 - Cache hit ratio inputs: `oca_requests_total{status,cache}` and `oca_sent_bytes_total{tier,cache}` (by requests
   and by bytes: hit / (hit + miss)).
 - `oca_player_*`: what players report in CMCD, from the requests that carry it (oca.serve.stats says how).
@@ -13,7 +15,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -26,6 +28,7 @@ from oca.serve.stats import (
     BITRATE_BUCKETS,
     BUFFER_BUCKETS,
     DURATION_BUCKETS,
+    PEER_MISS,
     SESSION_WINDOW,
     STARTUP_BUCKETS,
     FleetStats,
@@ -50,21 +53,38 @@ def _histogram(name: str, help_text: str, bounds: Sequence[float], counts: Seque
 
 class _Snapshot:
     def __init__(self, stats: FleetStats, store_status: dict[str, Any], workers: int, draining: bool,
-                 fetch: dict[str, Any] | None, prefetch: Iterable[PrefetchJob], now: float) -> None:
+                 fetch: dict[str, Any] | None, prefetch: Iterable[PrefetchJob], now: float,
+                 releases: Sequence[tuple[int, str]]) -> None:
         self.stats, self.store, self.workers, self.draining = stats, store_status, workers, draining
+        self.releases = releases
         self.fetch = fetch or {}
         self.prefetch, self.now = prefetch, now
 
     def collect(self) -> Iterator[Metric]:
         stats = self.stats
-        info = GaugeMetricFamily("oca_build_info", "Version of the running box software.", labels=["version"])
-        info.add_metric([__version__], 1)
+        info = GaugeMetricFamily("oca_build_info", "The release the data port serves: one series per worker "
+                                 "generation with a serving worker (two while a release switches).",
+                                 labels=["version", "generation"])
+        for generation, version in self.releases:
+            info.add_metric([version, str(generation)], 1)
         yield info
-        requests = CounterMetricFamily("oca_requests", "Requests answered, by status and cache result.",
+        master = GaugeMetricFamily("oca_master_build_info", "The master's own code (it stays on the release the "
+                                   "box started with until restarted).", labels=["version"])
+        master.add_metric([__version__], 1)
+        yield master
+        requests = CounterMetricFamily("oca_requests", "Requests answered, by status and cache result (a peer's "
+                                       "only-if-cached probe this box could not answer: oca_peer_misses_total).",
                                        labels=["status", "cache"])
+        peer_misses = 0
         for (status, cache), n in sorted(stats.requests.items()):
+            if cache == PEER_MISS:  # a peer asked for what this box lacks (504): no fault, not in 5xx panels
+                peer_misses += n
+                continue
             requests.add_metric([str(status), cache or "none"], n)
         yield requests
+        yield CounterMetricFamily("oca_peer_misses", "Peer boxes' only-if-cached requests for objects this box "
+                                  "does not hold (answered 504, as RFC 9111 says; the peer moves on).",
+                                  value=peer_misses)
         sent = CounterMetricFamily("oca_sent_bytes", "Body bytes sent to clients, by the tier they came from "
                                    "(upstream: a miss streamed while filling) and the cache result.",
                                    labels=["tier", "cache"])
@@ -186,8 +206,9 @@ def _player_metrics(player: PlayerTotals, now: float) -> Iterator[Metric]:
                               "bsd).", value=player.rebuffer_seconds)
     yield _histogram("oca_player_buffer_length_seconds", "Buffer length players reported (CMCD bl).",
                      BUFFER_BUCKETS, player.buffer, player.buffer_sum)
-    yield _histogram("oca_player_bitrate_bits_per_second", "Encoded bitrate of the objects players requested "
-                     "(CMCD br).", BITRATE_BUCKETS, player.bitrate, player.bitrate_sum)
+    yield _histogram("oca_player_bitrate_bytes_per_second", "Encoded bitrate of the objects players requested "
+                     "(CMCD br, in bytes per second: 8 bits a byte).", BITRATE_BUCKETS, player.bitrate,
+                     player.bitrate_sum)
     yield _histogram("oca_player_startup_seconds", "Estimated startup time of new sessions (CMCD sid): from the "
                      "first su request to the first request without su.", STARTUP_BUCKETS, player.startup_time,
                      player.startup_time_sum)
@@ -200,9 +221,11 @@ def _player_metrics(player: PlayerTotals, now: float) -> Iterator[Metric]:
 
 def render_metrics(stats: FleetStats, store_status: dict[str, Any], workers: int, draining: bool,
                    fetch: dict[str, Any] | None = None, prefetch: Iterable[PrefetchJob] = (),
-                   now: float | None = None) -> bytes:
-    """`now` (epoch seconds, default the wall clock) decides which CMCD sessions still count as concurrent."""
+                   now: float | None = None, releases: Sequence[tuple[int, str]] = ()) -> bytes:
+    """`now` (epoch seconds, default the wall clock) decides which CMCD sessions still count as concurrent;
+    `releases`: (generation, version) of each serving worker generation (Master.serving_releases)."""
     registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)  # process_*: the master's (it serves the admin port), not a worker's
     registry.register(_Snapshot(stats, store_status, workers, draining, fetch, prefetch,
-                                time.time() if now is None else now))
+                                time.time() if now is None else now, releases))
     return generate_latest(registry)

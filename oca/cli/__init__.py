@@ -1,4 +1,9 @@
-"""The `oca` command: the only place that prints, exits, or turns errors into exit codes."""
+"""The `oca` command: the only place that prints, exits, or turns errors into exit codes.
+
+Exit codes (oca.errors, README "Exit codes"): 0 ok, 1 the operation failed, 2 usage or configuration (a missing
+or wrong token too), 3 the control plane or the box cannot be reached or did not answer within --timeout,
+4 the fill window closed before `oca fill run` completed, 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from oca.cli.lab import lab
 from oca.cli.serve import serve
 from oca.cli.steer import steer
 from oca.cli.token import token
-from oca.errors import OcaError
+from oca.errors import INTERRUPTED, UNREACHABLE, USAGE, ClientError, OcaError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,17 +47,34 @@ cli.add_command(fill)
 cli.add_command(firmware)
 
 
+def exit_code(exc: OcaError) -> int:
+    """The one mapping of a client's failed exchange to an exit code; other errors carry their own."""
+    if isinstance(exc, ClientError):
+        if exc.unreachable:
+            return UNREACHABLE
+        if exc.status in (401, 403):
+            return USAGE
+    return exc.exit_code
+
+
+def message(exc: OcaError) -> str:
+    """The one line printed for an error: a refused token also says where the token comes from."""
+    if isinstance(exc, ClientError) and not exc.unreachable and exc.status in (401, 403):
+        return f"{exc}; {exc.credential}"
+    return str(exc)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except OcaError as exc:
-        click.echo(f"oca: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        click.echo(f"oca: {message(exc)}", err=True)
+        sys.exit(exit_code(exc))
     except click.exceptions.Abort:
         click.echo("oca: aborted", err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(INTERRUPTED)

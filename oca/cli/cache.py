@@ -20,9 +20,10 @@ import click
 
 from oca.admin.app import object_json
 from oca.admin.client import AdminClient
-from oca.cli.options import config_option
+from oca.cli.format import bytes_option, sizes, table
+from oca.cli.options import config_option, timeout_option
 from oca.config import BoxConfig, load_box_config
-from oca.errors import Conflict, NotFound, OcaError
+from oca.errors import ClientError, Conflict, NotFound, OcaError
 from oca.keys import is_valid_key
 from oca.storage import Store
 
@@ -32,13 +33,13 @@ _IMPORT_THREADS = 4
 class _Target:
     """The box's storage: the running box's admin API, or the store opened here."""
 
-    def __init__(self, config: BoxConfig) -> None:
+    def __init__(self, config: BoxConfig, timeout: float) -> None:
         self.store: Store | None = None
         self.admin: AdminClient | None = None
         try:
             self.store = Store.open(config.storage)
         except Conflict:
-            self.admin = AdminClient.for_box(config)
+            self.admin = AdminClient.for_box(config, timeout)
 
     def close(self) -> None:
         if self.store is not None:
@@ -89,8 +90,8 @@ def _quote(text: str) -> str:
 
 
 @contextlib.contextmanager
-def _target(config_path: str) -> Iterator[_Target]:
-    target = _Target(load_box_config(config_path))
+def _target(config_path: str, timeout: float) -> Iterator[_Target]:
+    target = _Target(load_box_config(config_path), timeout)
     try:
         yield target
     finally:
@@ -107,7 +108,11 @@ def cache() -> None:
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--hot", is_flag=True, help="Place the objects on the fastest tier.")
 @click.option("--pin", is_flag=True, help="Never evict the objects (until unpinned).")
-def import_(config_path: str, directory: str, hot: bool, pin: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@bytes_option
+@timeout_option(600.0)
+def import_(config_path: str, directory: str, hot: bool, pin: bool, as_json: bool, raw_bytes: bool,
+            timeout: float) -> None:
     """Load every file under DIRECTORY; each key is the file's path relative to DIRECTORY."""
     files = sorted(_walk(directory))
     total = sum(size for _, _, size in files)
@@ -122,7 +127,7 @@ def import_(config_path: str, directory: str, hot: bool, pin: bool) -> None:
         else:
             skipped += 1
             click.echo(f"oca: skipped {path}: {key!r} is not a valid content key", err=True)
-    with _target(config_path) as target, click.progressbar(
+    with _target(config_path, timeout) as target, click.progressbar(
         length=total, label="importing", file=sys.stderr, show_eta=True, show_percent=True,
         hidden=not interactive,
     ) as bar, ThreadPoolExecutor(max_workers=_IMPORT_THREADS) as pool:
@@ -135,13 +140,23 @@ def import_(config_path: str, directory: str, hot: bool, pin: bool) -> None:
                 future.result()
                 done += 1
                 done_bytes += size
+            except ClientError as exc:
+                if exc.unreachable or exc.status in (401, 403):  # the box's fault, not this file's: stop
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+                failed += 1
+                click.echo(f"oca: failed {key}: {exc}", err=True)
             except OcaError as exc:
                 failed += 1
                 click.echo(f"oca: failed {key}: {exc}", err=True)
             bar.update(size)
     seconds = time.monotonic() - started
-    click.echo(f"imported {done} objects ({_human(done_bytes)}) in {seconds:.1f}s; "
-               f"{failed} failed, {skipped} skipped")
+    if as_json:
+        click.echo(json.dumps({"imported": done, "bytes": done_bytes, "failed": failed, "skipped": skipped,
+                               "seconds": round(seconds, 3)}, indent=2))
+    else:
+        click.echo(f"imported {done} objects ({sizes(raw_bytes)(done_bytes)}) in {seconds:.1f}s; "
+                   f"{failed} failed, {skipped} skipped")
     if failed:
         sys.exit(1)
 
@@ -160,24 +175,31 @@ def _walk(directory: str) -> Iterator[tuple[str, str, int]]:
 @config_option
 @click.option("--prefix", default="", help="Only keys that start with this.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def ls(config_path: str, prefix: str, as_json: bool) -> None:
+@bytes_option
+@timeout_option()
+def ls(config_path: str, prefix: str, as_json: bool, raw_bytes: bool, timeout: float) -> None:
     """List cached objects: key, size, tier, pinned."""
-    with _target(config_path) as target:
+    with _target(config_path, timeout) as target:
         objects = target.list(prefix)
     if as_json:
         click.echo(json.dumps({"objects": objects}, indent=2))
         return
-    for obj in objects:
-        click.echo(f"{obj['key']}\t{obj['size']}\t{obj['tier']}{chr(9) + 'pinned' if obj['pinned'] else ''}")
-    click.echo(f"{len(objects)} objects, {_human(sum(o['size'] for o in objects))}", err=True)
+    size = sizes(raw_bytes)
+    rows = [("KEY", "SIZE", "TIER", "PINNED")]
+    rows += [(o["key"], size(o["size"]), o["tier"], "yes" if o["pinned"] else "no") for o in objects]
+    for line in table(rows):
+        click.echo(line)
+    click.echo(f"{len(objects)} objects, {size(sum(o['size'] for o in objects))}", err=True)
 
 
 @cache.command("stat")
 @config_option
 @click.argument("key")
-def stat(config_path: str, key: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Accepted for symmetry: the output is JSON either way.")
+@timeout_option()
+def stat(config_path: str, key: str, as_json: bool, timeout: float) -> None:
     """Show one object's size, digest, tier and flags as JSON."""
-    with _target(config_path) as target:
+    with _target(config_path, timeout) as target:
         click.echo(json.dumps(target.stat(key), indent=2))
 
 
@@ -185,19 +207,12 @@ def stat(config_path: str, key: str) -> None:
 @config_option
 @click.argument("key", required=False)
 @click.option("--prefix", default=None, help="Evict every key that starts with this.")
-def evict(config_path: str, key: str | None, prefix: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@timeout_option()
+def evict(config_path: str, key: str | None, prefix: str | None, as_json: bool, timeout: float) -> None:
     """Remove KEY (or every key under --prefix) from every tier."""
     if (key is None) == (prefix is None):
         raise click.UsageError("give either KEY or --prefix")
-    with _target(config_path) as target:
+    with _target(config_path, timeout) as target:
         count = target.evict(key, prefix)
-    click.echo(f"evicted {count} objects")
-
-
-def _human(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{n} B"
-        value /= 1024
-    return f"{n} B"
+    click.echo(json.dumps({"evicted": count}) if as_json else f"evicted {count} objects")

@@ -15,7 +15,8 @@ import click
 
 from control.catalog import Ingested, ingest_source, title_to_json
 from control.client import ControlClient
-from oca.cli.control import control_options
+from oca.cli.control import control_options, control_options_with
+from oca.cli.format import bytes_option, sizes, table
 
 
 @click.group()
@@ -29,13 +30,15 @@ async def _ingest(source: str, title_id: str, countries: list[str] | None) -> In
 
 
 @catalog.command("ingest")
-@control_options
+@control_options_with(60.0)
 @click.argument("source")
 @click.argument("title_id")
 @click.option("--countries", default=None, help="Where it may play, e.g. US,CA [default: countries.txt in "
               "the package, else everywhere].")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored record as JSON.")
-def ingest(client: ControlClient, source: str, title_id: str, countries: str | None, as_json: bool) -> None:
+@bytes_option
+def ingest(client: ControlClient, source: str, title_id: str, countries: str | None, as_json: bool,
+           raw_bytes: bool) -> None:
     """Read the HLS/DASH package at SOURCE (directory or URL) and record it as TITLE_ID."""
     codes = [c.strip() for c in countries.split(",") if c.strip()] if countries is not None else None
     started = time.monotonic()
@@ -47,21 +50,25 @@ def ingest(client: ControlClient, source: str, title_id: str, countries: str | N
     title = ingested.title
     kinds = "+".join(k for k, v in (("HLS", title.hls_master), ("DASH", title.dash_manifest)) if v)
     click.echo(f"{title.id}: {kinds}, {len(title.renditions)} renditions, {len(title.files)} files, "
-               f"{title.size} bytes, countries {','.join(sorted(title.countries)) or 'everywhere'} "
+               f"{sizes(raw_bytes)(title.size)}, countries {','.join(sorted(title.countries)) or 'everywhere'} "
                f"({time.monotonic() - started:.1f}s)")
 
 
 @catalog.command("ls")
 @control_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def ls(client: ControlClient, as_json: bool) -> None:
-    """List the titles: id, renditions, files, size, packages, countries."""
+@bytes_option
+def ls(client: ControlClient, as_json: bool, raw_bytes: bool) -> None:
+    """A table of the titles: id, renditions, files, size, packages, countries."""
     answer = client.catalog()
     if as_json:
         click.echo(json.dumps(answer, indent=2))
         return
-    for t in answer["titles"]:
-        kinds = "+".join(k for k, v in (("hls", t["hls"]), ("dash", t["dash"])) if v)
-        click.echo(f"{t['id']}\t{t['renditions']}\t{t['files']}\t{t['size']}\t{kinds}\t"
-                   f"{','.join(t['countries']) or '*'}")
+    size = sizes(raw_bytes)
+    rows = [("TITLE", "RENDITIONS", "FILES", "SIZE", "PACKAGES", "COUNTRIES")]
+    rows += [(t["id"], str(t["renditions"]), str(t["files"]), size(t["size"]),
+              "+".join(k for k, v in (("hls", t["hls"]), ("dash", t["dash"])) if v) or "-",
+              ",".join(t["countries"]) or "*") for t in answer["titles"]]
+    for line in table(rows):
+        click.echo(line)
     click.echo(f"{len(answer['titles'])} titles", err=True)

@@ -9,6 +9,7 @@ import time
 
 import click
 
+from oca.cli.format import iec
 from oca.content import MadeContent, MadeTitle, make_content
 from oca.content.ladder import FIRST_TITLE_ID, MAX_TITLES, MIN_DURATION
 
@@ -74,7 +75,7 @@ def _line(title: MadeTitle) -> str:
     where = ",".join(record.get("countries") or []) or "everywhere"
     how = "reused" if title.reused else f"made in {title.seconds:.1f}s"
     return (f"{record['id']}: {how} ({what}, {record['duration']} s, {record['segments']} segments, "
-            f"{len(record['renditions'])} renditions, {record['size'] / 2**20:.1f} MiB, plays {where}) "
+            f"{len(record['renditions'])} renditions, {iec(record['size'])}, plays {where}) "
             f"{record['path']}/")
 
 

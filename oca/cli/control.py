@@ -1,5 +1,5 @@
 """`oca control serve`, `oca control migrate` (a SQLite state into PostgreSQL), and the options every
-control-plane command shares (--control, --token-file).
+control-plane command shares (--control, --token-file, --timeout).
 
 The operator token comes from --token-file, else the environment variable OCA_CONTROL_TOKEN (the token
 itself); the control plane's URL from --control, else OCA_CONTROL_URL, else http://127.0.0.1:8090.
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from control.client import ControlClient
-from oca.cli.options import run_service
+from oca.cli.options import DEFAULT_TIMEOUT, run_service, timeout_option
 from oca.errors import ConfigError
 from oca.secret_files import read_secret
 
@@ -26,25 +26,35 @@ DEFAULT_CONTROL_CONFIG = "/etc/oca/control.yaml"
 
 
 def control_options(fn: F) -> F:
-    """Adds --control and --token-file and passes a ready ControlClient as `client`."""
+    """Adds --control, --token-file and --timeout and passes a ready ControlClient as `client`."""
+    return control_options_with(DEFAULT_TIMEOUT)(fn)
+
+
+def control_options_with(default_timeout: float) -> Callable[[F], F]:
+    """control_options with another default --timeout (a command whose answer takes longer)."""
+    return functools.partial(_control_options, default_timeout=default_timeout)
+
+
+def _control_options(fn: F, default_timeout: float) -> F:
     @click.option("--control", "control_url", metavar="URL[,URL...]", default=None,
                   help="The control plane's base URL, or its replicas' separated by commas (tried in turn) "
                        f"[default: $OCA_CONTROL_URL or {DEFAULT_CONTROL_URL}].")
     @click.option("--token-file", type=click.Path(dir_okay=False), default=None,
                   help="File holding the operator token [default: the token in $OCA_CONTROL_TOKEN].")
+    @timeout_option(default_timeout)
     @functools.wraps(fn)
-    def wrapper(*args: Any, control_url: str | None, token_file: str | None, **kwargs: Any) -> Any:
-        return fn(*args, client=make_client(control_url, token_file), **kwargs)
+    def wrapper(*args: Any, control_url: str | None, token_file: str | None, timeout: float, **kwargs: Any) -> Any:
+        return fn(*args, client=make_client(control_url, token_file, timeout), **kwargs)
     return wrapper  # type: ignore[return-value]
 
 
-def make_client(control_url: str | None, token_file: str | None) -> ControlClient:
+def make_client(control_url: str | None, token_file: str | None, timeout: float = DEFAULT_TIMEOUT) -> ControlClient:
     url = control_url or os.environ.get("OCA_CONTROL_URL") or DEFAULT_CONTROL_URL
     token = os.environ.get("OCA_CONTROL_TOKEN", "").strip() or None
     if token_file is not None:
         token = read_secret(token_file, unreadable="cannot read the operator token: {error}",
                             empty="the operator token file is empty")
-    return ControlClient(url, token)
+    return ControlClient(url, token, timeout)
 
 
 @click.group()

@@ -1,8 +1,9 @@
 """`oca fill run` (on a box, from its systemd timer) and `oca fill plan BOX` (anywhere, with the operator token).
 
-Exit codes of `oca fill run`: 0 every planned byte is on the box (digests verified), 1 some files failed
-(or the box's admin API failed us), 2 bad config or usage, 3 the control plane cannot be reached or has no
-plan yet (the box untouched), 4 the window ended before the fill completed (the next run resumes).
+Exit codes of `oca fill run` (the table every command follows): 0 every planned byte is on the box (digests
+verified), 1 some files failed (or the box's admin API refused a request), 2 bad config or usage (a refused
+credential or admin token too), 3 the control plane (the box untouched) or the box's admin API cannot be
+reached or did not answer within --timeout, 4 the window ended before the fill completed (the next run resumes).
 Progress goes to stderr: a bar with bytes, rate and ETA on a terminal, JSON log lines otherwise; the summary
 goes to stdout (text, or JSON with --json).
 """
@@ -13,6 +14,7 @@ import json
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -20,12 +22,13 @@ import click
 from control.client import ControlClient
 from control.fill_plan import BoxPlan
 from fill.plan import Window, summarize
-from fill.runner import USAGE, BoxAdmin, Options, Progress, Report, Runner
+from fill.runner import BoxAdmin, Options, Progress, Report, Runner
 from oca.admin.client import admin_url
 from oca.cli.control import control_options
-from oca.cli.options import config_option
+from oca.cli.format import bytes_option, iec, sizes
+from oca.cli.options import config_option, timeout_option
 from oca.config.units import parse_rate, parse_size
-from oca.errors import ConfigError, OcaError
+from oca.errors import USAGE, ConfigError, OcaError
 from oca.secret_files import read_secret
 
 LOG_EVERY = 5.0  # seconds between progress log lines when stderr is not a terminal
@@ -51,14 +54,6 @@ def _rate(text: str | None) -> int:
         return parse_size(raw.removesuffix("/s"))
     except ValueError:
         raise UsageProblem(f"--rate: expected a rate such as 1.2Gbit, 400Mbps or 150MB, got {text!r}") from None
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def _duration(seconds: float | None) -> str:
@@ -90,8 +85,8 @@ class Output:
             width = 30
             done = min(1.0, p.bytes / p.total_bytes) if p.total_bytes else 1.0
             bar = "#" * int(done * width) + "-" * (width - int(done * width))
-            line = (f"\r[{bar}] {100 * done:5.1f}%  {_human(p.bytes)}/{_human(p.total_bytes)}  "
-                    f"{_human(p.rate)}/s  ETA {_duration(p.eta)}  files {p.finished}/{p.files}"
+            line = (f"\r[{bar}] {100 * done:5.1f}%  {iec(p.bytes)}/{iec(p.total_bytes)}  "
+                    f"{iec(p.rate)}/s  ETA {_duration(p.eta)}  files {p.finished}/{p.files}"
                     + (f"  failed {p.failed}" if p.failed else ""))
             click.echo(line, nl=False, err=True)
             self._bar_open = True
@@ -115,23 +110,33 @@ class Output:
         click.echo(json.dumps(record, separators=(",", ":")), err=True)
 
 
-def _summary(report: Report) -> str:
+def _dry_run_line(report: Report, size: Callable[[float], str]) -> str:
+    """`oca fill run --dry-run` in one line: what the run would do, in counts."""
+    return (f"dry run, box {report.box}: plan {report.plan_files} files ({size(report.plan_bytes)}, window "
+            f"{report.window}); {report.kept_files} already there, {report.fetch_files} to fetch "
+            f"({size(report.fetch_bytes)}), {report.pinned} to pin, {report.unpinned} to unpin; nothing done")
+
+
+def _summary(report: Report, size: Callable[[float], str], *, dry_run: bool = False, verbose: bool = False) -> str:
+    if dry_run:
+        lines = [_dry_run_line(report, size)]
+        if verbose:
+            lines += [f"  would     {json.dumps(command)}" for command in report.commands]
+        return "\n".join(lines)
     lines = [f"box {report.box}: {report.message}",
-             f"  plan      {report.plan_files} files, {_human(report.plan_bytes)} (window {report.window})",
-             f"  present   {report.present_files} files, {_human(report.present_bytes)}"
+             f"  plan      {report.plan_files} files, {size(report.plan_bytes)} (window {report.window})",
+             f"  present   {report.present_files} files, {size(report.present_bytes)}"
              + (f" ({100 * report.present_bytes / report.plan_bytes:.1f}% of planned bytes)"
                 if report.plan_bytes else ""),
              f"  this run  {report.kept_files} files already there, {report.fetch_files} to fetch "
-             f"({_human(report.fetch_bytes)}), {report.pinned} pinned, {report.unpinned} unpinned"]
+             f"({size(report.fetch_bytes)}), {report.pinned} pinned, {report.unpinned} unpinned"]
     if report.job is not None:
         lines.append(f"  job       {report.job} {report.job_state}: {report.stored} stored, "
-                     f"{_human(report.bytes)} received in {report.elapsed:.1f}s")
+                     f"{size(report.bytes)} received in {report.elapsed:.1f}s")
     for source, n in sorted(report.bytes_by_source.items(), key=lambda kv: -kv[1]):
-        lines.append(f"  from      {source}: {_human(n)}")
+        lines.append(f"  from      {source}: {size(n)}")
     for reason, n in report.failures.items():
         lines.append(f"  failed    {n} x {reason}")
-    for command in report.commands:
-        lines.append(f"  would     {json.dumps(command)}")
     if report.missing:
         lines.append(f"  missing   {len(report.missing)}: {', '.join(report.missing[:5])}"
                      + (" ..." if len(report.missing) > 5 else ""))
@@ -149,9 +154,12 @@ def _summary(report: Report) -> str:
               help="Cap for this fill: 1.2Gbit, 400Mbps, or bytes per second such as 150MB [default: the "
                    "box's fetch.prefetch_rate only].")
 @click.option("--dry-run", is_flag=True, help="Fetch the plan and show what would be done; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--verbose", "-v", is_flag=True, help="With --dry-run: also list every command it would send.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (with --dry-run: every command).")
+@bytes_option
+@timeout_option(30.0)
 def run(config_path: str, control_url: str | None, window: str | None, rate: str | None, dry_run: bool,
-        as_json: bool) -> None:
+        verbose: bool, as_json: bool, raw_bytes: bool, timeout: float) -> None:
     """Fill this box from its plan: fetch what is missing, unpin what was dropped, within the window."""
     from oca.config import load_box_config
 
@@ -171,15 +179,16 @@ def run(config_path: str, control_url: str | None, window: str | None, rate: str
     if config.admin.token_file is not None:
         admin_token = read_secret(config.admin.token_file, "admin.token_file", file=config_path)
     try:
-        control = ControlClient(url, credential, timeout=30.0, operator=f"fill@{config.box.id}")
+        control = ControlClient(url, credential, timeout=timeout, operator=f"fill@{config.box.id}")
     except OcaError as exc:
         raise UsageProblem(str(exc)) from None
     output = Output(config.box.id, sys.stderr.isatty())
-    runner = Runner(config.box.id, BoxAdmin(admin_url(*config.admin.listen), admin_token), control,
+    runner = Runner(config.box.id, BoxAdmin(admin_url(*config.admin.listen), admin_token, timeout), control,
                     state_dir=config.storage.state_dir, on_progress=output.progress, on_event=output.event)
     options = Options(window=window, rate=_rate(rate), dry_run=dry_run)
     report = runner.run(options)
-    click.echo(json.dumps(report.to_json(), indent=2) if as_json else _summary(report))
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else _summary(report, sizes(raw_bytes),
+                                                                                 dry_run=dry_run, verbose=verbose))
     if report.exit_code:
         sys.exit(report.exit_code)
 
@@ -188,7 +197,8 @@ def run(config_path: str, control_url: str | None, window: str | None, rate: str
 @control_options
 @click.argument("box")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole plan as JSON.")
-def plan(client: ControlClient, box: str, as_json: bool) -> None:
+@bytes_option
+def plan(client: ControlClient, box: str, as_json: bool, raw_bytes: bool) -> None:
     """BOX's fill plan from the control plane: a summary (files, bytes, by tier, by first source)."""
     raw = client.request("GET", "/v1/fill-plans/" + urllib.parse.quote(box, safe=""))
     if as_json:
@@ -198,15 +208,16 @@ def plan(client: ControlClient, box: str, as_json: bool) -> None:
         summary = summarize(BoxPlan.from_json(raw))
     except ValueError as exc:
         raise OcaError(str(exc)) from None
+    size = sizes(raw_bytes)
     click.echo(f"box {summary['box']} (site {summary['site']}): {summary['titles']} titles "
-               f"({summary['head_titles']} head), {summary['files']} files, {_human(summary['bytes'])}; "
+               f"({summary['head_titles']} head), {summary['files']} files, {size(summary['bytes'])}; "
                f"window {raw.get('window') or 'always'}")
     for tier in summary["tiers"]:
-        click.echo(f"  tier {tier['name']:<8} planned {_human(tier['planned']):>10} of budget "
-                   f"{_human(tier['budget']):>10} (capacity {_human(tier['capacity'])})")
+        click.echo(f"  tier {tier['name']:<8} planned {size(tier['planned']):>10} of budget "
+                   f"{size(tier['budget']):>10} (capacity {size(tier['capacity'])})")
     for name, use in summary["by_tier"].items():
-        click.echo(f"  on {name:<14} {use['files']:>6} files {_human(use['bytes']):>10}")
+        click.echo(f"  on {name:<14} {use['files']:>6} files {size(use['bytes']):>10}")
     for name, use in summary["by_first_source"].items():
-        click.echo(f"  first from {name:<20} {use['files']:>6} files {_human(use['bytes']):>10}")
+        click.echo(f"  first from {name:<20} {use['files']:>6} files {size(use['bytes']):>10}")
     if summary["left_out"]:
         click.echo(f"  head titles left out (no room): {', '.join(summary['left_out'])}")

@@ -14,7 +14,7 @@ import click
 from control.client import ControlClient
 from oca.admin.client import AdminClient
 from oca.cli.control import control_options
-from oca.cli.options import config_option
+from oca.cli.options import config_option, timeout_option
 from oca.config import load_box_config
 from oca.config.units import parse_duration
 
@@ -61,10 +61,11 @@ def build(version: str, signing_key: str, out: str, min_version: str | None, rol
 @config_option
 @click.argument("bundle", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def install(config_path: str, bundle: str, as_json: bool) -> None:
+@timeout_option(300.0)
+def install(config_path: str, bundle: str, as_json: bool, timeout: float) -> None:
     """Upload FILE to the box's admin API; it verifies it, starts the new release beside the old one and
     keeps it only if healthy. Returns once the box serves the new release (or refused it)."""
-    client = AdminClient.for_box(load_box_config(config_path))
+    client = AdminClient.for_box(load_box_config(config_path), timeout)
     with open(bundle, "rb") as fh:
         answer = client.request("POST", "/firmware", upload=fh)
     _show(answer, as_json)
@@ -80,10 +81,14 @@ def install(config_path: str, bundle: str, as_json: bool) -> None:
 def status(client: ControlClient, roll: str | None, config_path: str | None, watch: bool, as_json: bool) -> None:
     """Roll-outs (the latest, or ROLL) with their waves and boxes; with --config, one box's releases."""
     if config_path is not None:
-        _show(AdminClient.for_box(load_box_config(config_path)).request("GET", "/firmware"), as_json)
+        box = AdminClient.for_box(load_box_config(config_path), client.timeout)
+        _show(box.request("GET", "/firmware"), as_json)
         return
     if roll is None:
         rollouts = client.request("GET", "/v1/rollouts")["rollouts"]
+        if as_json and (not watch or not rollouts):
+            click.echo(json.dumps(rollouts, indent=2))
+            return
         if not rollouts:
             click.echo("no roll-outs yet")
             return
@@ -124,16 +129,23 @@ def roll(client: ControlClient, bundle: str, waves: str, max_unavailable: str, b
         click.echo(json.dumps(answer, indent=2))
         return
     sizes = [sum(len(batch) for batch in wave["batches"]) for wave in answer["waves"]]
+    skipped = answer.get("spec", {}).get("skipped")
     click.echo(f"roll-out {answer['id']}: {answer['version']} on {sum(sizes)} boxes in waves of "
-               f"{', '.join(map(str, sizes))}; follow it with: oca firmware status {answer['id']} --watch")
+               f"{', '.join(map(str, sizes))}" + (f" (already at {answer['version']}, skipped: {skipped})"
+                                                 if skipped else "")
+               + f"; follow it with: oca firmware status {answer['id']} --watch")
 
 
 @firmware.command("abort")
 @click.argument("roll")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @control_options
-def abort(client: ControlClient, roll: str) -> None:
+def abort(client: ControlClient, roll: str, as_json: bool) -> None:
     """Stop roll-out ROLL after the step under way; drained boxes are undrained, upgraded ones stay."""
     answer = client.request("POST", f"/v1/rollouts/{roll}/abort")
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
     click.echo(f"roll-out {answer['id']}: abort requested ({answer['state']})")
 
 

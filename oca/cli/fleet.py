@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from control.client import ControlClient
 from oca.cli.control import control_options
+from oca.cli.format import bytes_option, sizes
 
 
 @click.group()
@@ -20,10 +22,11 @@ def fleet() -> None:
 @control_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--titles", is_flag=True, help="Where each title is live instead: a table of titles by boxes.")
-def status(client: ControlClient, as_json: bool, titles: bool) -> None:
+@bytes_option
+def status(client: ControlClient, as_json: bool, titles: bool, raw_bytes: bool) -> None:
     """A table: box, site, health, load, version, draining, tiers (or, with --titles, title x box)."""
     if titles:
-        _titles(client.request("GET", "/v1/fleet/titles"), as_json)
+        _titles(client.request("GET", "/v1/fleet/titles"), as_json, sizes(raw_bytes))
         return
     answer = client.fleet()
     if as_json:
@@ -52,22 +55,24 @@ def _row(box: dict[str, Any]) -> tuple[str, ...]:
 @fleet.command("drain")
 @control_options
 @click.argument("box")
-def drain(client: ControlClient, box: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def drain(client: ControlClient, box: str, as_json: bool) -> None:
     """Give BOX no new sessions; its sessions move at their next steering reload."""
-    client.drain(box, True)
-    click.echo(f"{box} drained")
+    answer = client.drain(box, True)
+    click.echo(json.dumps(answer, indent=2) if as_json else f"{box} drained")
 
 
 @fleet.command("undrain")
 @control_options
 @click.argument("box")
-def undrain(client: ControlClient, box: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def undrain(client: ControlClient, box: str, as_json: bool) -> None:
     """Let BOX take new sessions again."""
-    client.drain(box, False)
-    click.echo(f"{box} undrained")
+    answer = client.drain(box, False)
+    click.echo(json.dumps(answer, indent=2) if as_json else f"{box} undrained")
 
 
-def _titles(answer: dict[str, Any], as_json: bool) -> None:
+def _titles(answer: dict[str, Any], as_json: bool, size: Callable[[float], str]) -> None:
     """Title x box: `live` (every file there), `part N/M` (N objects of M files), `-` (nothing)."""
     if as_json:
         click.echo(json.dumps(answer, indent=2))
@@ -79,7 +84,7 @@ def _titles(answer: dict[str, Any], as_json: bool) -> None:
         for box in boxes:
             held = title["boxes"].get(box)
             cells.append("-" if not held else "live" if held["live"] else f"part {held['objects']}/{title['files']}")
-        rows.append([title["id"], str(title["files"]), str(title["size"]), *cells])
+        rows.append([title["id"], str(title["files"]), size(title["size"]), *cells])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())

@@ -20,18 +20,20 @@ from oca.cli.control import control_options
 @click.option("--reason", default="", help="Why, for the audit trail.")
 @click.option("--id", "client_id", default=None, help="Idempotency id: resubmitting the same id does nothing new.")
 @click.option("--wait", is_flag=True, help="Wait until every healthy box has applied it.")
-@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0, 300),
-              help="Seconds --wait waits at most.")
+@click.option("--wait-timeout", default=30.0, show_default=True, type=click.FloatRange(0, 300),
+              help="Seconds --wait waits at most (on top of --timeout).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def invalidate(client: ControlClient, key: str | None, prefix: str | None, title: str | None, soft: bool,
-               reason: str, client_id: str | None, wait: bool, timeout: float, as_json: bool) -> None:
+               reason: str, client_id: str | None, wait: bool, wait_timeout: float, as_json: bool) -> None:
     """Invalidate a key, a prefix or a title on every box (pushed now; boxes also pull the log)."""
     given = [(s, v) for s, v in (("key", key), ("prefix", prefix), ("title", title)) if v is not None]
     if len(given) != 1:
         raise click.UsageError("give exactly one of --key, --prefix or --title")
     scope, value = given[0]
     answer = client.invalidate(scope, value, soft=soft, reason=reason, client_id=client_id,
-                               wait=timeout if wait else 0)
+                               wait=wait_timeout if wait else 0)
+    if answer.get("warning"):
+        click.echo(f"oca: warning: {answer['warning']}", err=True)
     if as_json:
         click.echo(json.dumps(answer, indent=2))
     else:

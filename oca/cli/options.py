@@ -14,6 +14,15 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_CONFIG = "/etc/oca/oca.yaml"
+DEFAULT_TIMEOUT = 10.0  # seconds a client command waits for the control plane or the box
+
+
+def timeout_option(default: float = DEFAULT_TIMEOUT) -> Callable[[F], F]:
+    """--timeout SECONDS: how long to wait for the server (connecting, and each wait for its answer); past it
+    the command exits 3 like an unreachable server."""
+    return click.option("--timeout", "timeout", type=click.FloatRange(0.1, 3600), default=default,
+                        show_default=True, metavar="SECONDS",
+                        help="Seconds to wait for the server to connect and answer (past it: exit 3).")
 
 
 def config_option(fn: F) -> F:

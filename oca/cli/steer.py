@@ -8,6 +8,7 @@ import click
 
 from control.client import ControlClient
 from oca.cli.control import control_options
+from oca.cli.format import table
 
 
 @click.group()
@@ -29,7 +30,13 @@ def explain(client: ControlClient, ip: str, title: str, as_json: bool) -> None:
     click.echo(answer["note"])
     if answer["status"] != 200:
         click.echo(f"status {answer['status']}: no pathways")
-    for i, pathway in enumerate(answer["pathways"], 1):
-        click.echo(f"{i}. {pathway['id']}  {pathway['data_url']}")
-    for c in answer["candidates"]:
-        click.echo(f"   {c['box']:<20} {c['site']:<12} {c['tier']:<20} {c['reason']}")
+    if answer["pathways"]:
+        rows: list[tuple[str, ...]] = [("#", "PATHWAY", "URL")]
+        rows += [(f"{i}.", p["id"], p["data_url"]) for i, p in enumerate(answer["pathways"], 1)]
+        for line in table(rows):
+            click.echo(line)
+    if answer["candidates"]:
+        rows = [("BOX", "SITE", "TIER", "REASON")]
+        rows += [(c["box"], c["site"], c["tier"], c["reason"]) for c in answer["candidates"]]
+        for line in table(rows):
+            click.echo(line)

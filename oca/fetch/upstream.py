@@ -173,7 +173,9 @@ class Upstream:
                     raise
                 failures.append(exc.reason)
                 status = exc.status if exc.status in (502, 504) else 502
-                log.warning("fill %s: %s", key, exc.reason)
+                # a peer that does not hold it (its only-if-cached 504) is routine: the next source is asked
+                peer_miss = source.kind == "peer" and exc.status == 404
+                log.log(logging.DEBUG if peer_miss else logging.WARNING, "fill %s: %s", key, exc.reason)
         raise UpstreamError(status, "; ".join(failures))
 
     async def _try(self, source: Source, key: str, byte_range: tuple[int, int] | None,

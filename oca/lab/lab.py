@@ -406,7 +406,7 @@ class Lab:
         box.child.wait_until(lambda: self._box_ready(box), self.config.start_timeout)
 
     def _ingest(self) -> None:
-        client = ControlClient(self.control_url, self.operator_token, operator="oca-lab")
+        client = ControlClient(self.control_url, self.operator_token, timeout=600.0, operator="oca-lab")
         records = asyncio.run(self._read_titles())
         for title_id, (record, mpd) in records.items():
             try:

@@ -464,6 +464,12 @@ class Master:
                 asyncio.get_running_loop().call_later(delay, self._respawn, worker.slot, worker.generation,
                                                       worker.release)
 
+    def serving_releases(self) -> list[tuple[int, str]]:
+        """(generation, release version) of each worker generation with a live serving worker: what the data
+        port runs (two generations while a release or a reload switches), not the master's own code."""
+        return sorted({(w.generation, w.release.version if w.release is not None else __version__)
+                       for w in self.workers if w.serving and w.process.poll() is None})
+
     def serving_workers(self) -> int:
         """Workers of the current generation that said they are serving and are still alive."""
         return sum(1 for w in self.workers if w.serving and not w.retiring and w.process.poll() is None)

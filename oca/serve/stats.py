@@ -22,7 +22,8 @@ from typing import Any
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # CMCD-derived histograms, in base units (seconds, bits per second)
 BUFFER_BUCKETS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0)
-BITRATE_BUCKETS = (250e3, 500e3, 1e6, 2e6, 3e6, 5e6, 8e6, 12e6, 20e6, 40e6)
+# bytes per second (Prometheus base units): 250 kbit/s, 500 kbit/s, 1, 2, 3, 5, 8, 12, 20, 40 Mbit/s
+BITRATE_BUCKETS = tuple(bits / 8 for bits in (250e3, 500e3, 1e6, 2e6, 3e6, 5e6, 8e6, 12e6, 20e6, 40e6))
 STARTUP_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0)
 OBJECT_TYPES = frozenset(("m", "a", "v", "av", "i", "c", "tt", "k", "o"))  # CMCD `ot`; others count as "other"
 PEER_MISS = "peer-miss"  # the cache result of a peer's only-if-cached request for an object this box lacks
@@ -151,8 +152,8 @@ class PlayerStats:
             self.buffer[bisect.bisect_left(BUFFER_BUCKETS, buffer / 1000)] += 1
             self.buffer_sum += buffer / 1000
         if (bitrate := _number(cmcd.get("br"))) is not None:
-            self.bitrate[bisect.bisect_left(BITRATE_BUCKETS, bitrate * 1000)] += 1
-            self.bitrate_sum += bitrate * 1000
+            self.bitrate[bisect.bisect_left(BITRATE_BUCKETS, bitrate * 125)] += 1  # kbit/s -> bytes/s
+            self.bitrate_sum += bitrate * 125
         sid = cmcd.get("sid")
         if isinstance(sid, str) and sid:
             sid = sid[:64]  # CTA-5004: at most 64 characters

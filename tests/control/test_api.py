@@ -196,6 +196,7 @@ async def test_invalidations_push_idempotency_and_bad_input(lab: Lab) -> None:
     assert first["created"] and first["complete"] and first["pending"] == []
     assert first["invalidation"]["seq"] == 1 and first["propagation_seconds"] < 2
     assert all(fake.received[0]["value"] == "42" for fake in lab.boxes.values())
+    assert "warning" not in first  # 42 is in the catalog
     again = await _json(await post("/v1/invalidations", json=body, headers=OPERATOR), 200)
     assert not again["created"] and again["invalidation"]["seq"] == 1
     assert all(len(fake.received) == 1 for fake in lab.boxes.values())
@@ -209,8 +210,11 @@ async def test_invalidations_push_idempotency_and_bad_input(lab: Lab) -> None:
                          ({"scope": "key", "value": "titles/1/a", "wait": "long"}, "wait must be")):
         assert message in (await _json(await post("/v1/invalidations", json=bad, headers=OPERATOR), 400))["error"]
     assert (await post("/v1/invalidations", data=b"{", headers=OPERATOR)).status == 400
+    unknown = await _json(await post("/v1/invalidations", json={"scope": "title", "value": "99999"},
+                                     headers=OPERATOR), 201)
+    assert unknown["warning"] == "title '99999' is not in the catalog: the boxes may hold nothing under it"
     listed = await _json(await lab.client.get("/v1/invalidations", params={"since": "0"}, headers=BOX))
-    assert listed["last_seq"] == 1 and listed["invalidations"][0]["scope"] == "title"
+    assert listed["last_seq"] == 2 and listed["invalidations"][0]["scope"] == "title"
     for since in ("-1", "²", "9" * 5000):  # never int()'s ValueError: a 400 naming the parameter
         answer = await lab.client.get("/v1/invalidations", params={"since": since}, headers=BOX)
         assert answer.status == 400 and "since must be an integer" in (await answer.json())["error"]

@@ -179,7 +179,7 @@ def test_invalidation_with_a_box_down_and_a_control_plane_restart(lab: tuple[Con
     kill_box(b2)
     _wait_for(lambda: not _healthy(control, "b2"), 3 * INTERVAL + 1)
     result = control.cli("invalidate", "--title", "42", "--reason", "re-encode", "--id", "T-1", "--wait",
-                         "--timeout", "2", "--json")
+                         "--wait-timeout", "2", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     answer = json.loads(result.stdout)
     assert answer["invalidation"]["seq"] == 1 and answer["created"]
@@ -225,18 +225,25 @@ def test_operator_cli(lab: tuple[Control, list[Box]]) -> None:
     assert [p["id"] for p in explain["pathways"]] == ["b1", "origin"]
     assert any(c["box"] == "b2" and "draining" in c["reason"] for c in explain["candidates"])
     text = control.cli("steer", "explain", "--ip", "127.0.0.1", "--title", "42")
-    assert "1. b1" in text.stdout and "draining" in text.stdout
+    lines = text.stdout.splitlines()
+    assert lines[1].split() == ["#", "PATHWAY", "URL"] and lines[2].split()[:2] == ["1.", "b1"]
+    assert ["BOX", "SITE", "TIER", "REASON"] in [line.split() for line in lines] and "draining" in text.stdout
     assert control.cli("fleet", "undrain", "b2").returncode == 0
     listing = json.loads(control.cli("catalog", "ls", "--json").stdout)
     assert listing["titles"][0]["id"] == "42" and listing["titles"][0]["files"] == 22
-    assert control.cli("catalog", "ls").stdout.startswith("42\t4\t22\t")
+    catalog_lines = control.cli("catalog", "ls").stdout.splitlines()
+    assert catalog_lines[0].split() == ["TITLE", "RENDITIONS", "FILES", "SIZE", "PACKAGES", "COUNTRIES"]
+    assert catalog_lines[1].split()[:3] == ["42", "4", "22"] and catalog_lines[1].split()[4] in ("KiB", "MiB")
+    raw = control.cli("catalog", "ls", "--bytes").stdout.splitlines()[1].split()
+    assert raw[3] == str(listing["titles"][0]["size"])
 
     bad = control.cli("fleet", "drain", "b9")
     assert bad.returncode == 1 and bad.stderr.strip() == "oca: control plane answered 404: unknown box 'b9'"
     no_token = subprocess.run([OCA, "fleet", "status", "--control", control.url], capture_output=True, text=True,
                               timeout=30, env={k: v for k, v in os.environ.items() if k != "OCA_CONTROL_TOKEN"})
-    assert no_token.returncode == 1 and "401" in no_token.stderr
+    assert no_token.returncode == 2 and "401" in no_token.stderr
+    assert "--token-file or $OCA_CONTROL_TOKEN" in no_token.stderr
     usage = control.cli("invalidate", "--key", "a", "--title", "42")
     assert usage.returncode == 2 and "exactly one of" in usage.stderr
     unreachable = control.cli("fleet", "status", "--control", f"http://127.0.0.1:{free_port()}")
-    assert unreachable.returncode == 1 and "cannot reach the control plane" in unreachable.stderr
+    assert unreachable.returncode == 3 and "cannot reach the control plane" in unreachable.stderr

@@ -301,6 +301,28 @@ async def test_the_api_refuses_bad_submissions_with_the_reason(fleet: Fleet) -> 
     assert anonymous.status == 401
 
 
+async def test_preflight_skips_boxes_at_the_version_and_refuses_a_bundle_older_than_a_box(fleet: Fleet) -> None:
+    assert fleet.plane is not None
+    fleet.fakes["b3"].version = "11.0"
+    await fleet.plane.poller.poll_once()
+    refused = await fleet.submit(status=400)
+    assert refused["error"].startswith(f"bundle {V} is older than the version of b3 (11.0)"), refused
+    assert all(f.firmware_calls == [] for f in fleet.fakes.values())
+
+    fleet.fakes["b3"].version = V
+    fleet.fakes["b1"].version = V
+    await fleet.plane.poller.poll_once()
+    view = await fleet.submit()
+    assert view["spec"]["skipped"] == "b1,b3"
+    assert sorted(b for wave in view["waves"] for batch in wave["batches"] for b in batch) == ["b2", "b4"]
+    final = await fleet.finish(view["id"])
+    assert final["state"] == "done", final
+    assert fleet.fakes["b1"].firmware_calls == [] and fleet.fakes["b3"].firmware_calls == []
+    assert all(fleet.fakes[b].version == V for b in ("b2", "b4"))
+    again = await fleet.submit(status=400)
+    assert again["error"] == f"every box already runs {V}: nothing to roll out"
+
+
 async def test_one_roll_out_at_a_time(fleet: Fleet) -> None:
     first = await fleet.submit(bake="30")
     second = await fleet.submit(status=409)

@@ -105,11 +105,20 @@ def _wait_gone(box: Box, pids: set[int], timeout: float = 20) -> None:
     assert not pids & set(box.worker_pids()), "old workers did not exit"
 
 
+def _build_info(box: Box) -> list[str]:
+    """The versions oca_build_info reports (one per serving worker generation)."""
+    metrics = box.admin("/metrics")
+    assert isinstance(metrics, str)
+    return [line.split('version="')[1].split('"')[0] for line in metrics.splitlines()
+            if line.startswith("oca_build_info{")]
+
+
 def test_install_switches_releases_with_zero_failed_requests(box_factory: Callable[..., Box], keys: dict[str, Any],
                                                              bundle_of: Callable[..., str]) -> None:
     bundle = bundle_of(NEXT)
     box = firmware_box(box_factory, keys)
     assert box.admin("/status")["version"] == __version__
+    assert _build_info(box) == [__version__]
     old = set(box.worker_pids())
     players = Players(box.port)
     players.start()
@@ -135,6 +144,8 @@ def test_install_switches_releases_with_zero_failed_requests(box_factory: Callab
     assert status["workers"] == 2
     for _ in range(10):
         assert box.get(SEGMENT)[1]["server"] == f"oca/{NEXT}"
+    assert _build_info(box) == [NEXT], box.admin("/metrics")  # the serving release, not the master's code
+    assert f'oca_master_build_info{{version="{__version__}"}} 1.0' in box.admin("/metrics")
     assert sorted(os.listdir(os.path.join(box.workdir, "state", "releases"))) == [NEXT, "state.json"]
 
     # the release survives a restart of the box: the master runs its own code, the workers the release
@@ -145,6 +156,7 @@ def test_install_switches_releases_with_zero_failed_requests(box_factory: Callab
     wait_ready(box)
     assert box.get(SEGMENT)[1]["server"] == f"oca/{NEXT}"
     assert box.admin("/status")["version"] == NEXT
+    assert _build_info(box) == [NEXT]
 
     # refusals: each a 4xx with the reason, the box unchanged
     workers = set(box.worker_pids())

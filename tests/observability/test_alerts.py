@@ -8,11 +8,12 @@ from typing import Any
 
 import yaml
 
-from tests.observability.promtool import RULES_DIR, run
+from tests.observability.promtool import ROOT, RULES_DIR, run
 
 ALERTS = os.path.join(RULES_DIR, "alerts.yml")
 ALERTS_TEST = os.path.join(RULES_DIR, "alerts_test.yml")
 # the reference architecture's alert table (netflix-architecture.txt, "Observability Checklist") as OCA has it
+RUNBOOKS = "https://github.com/oca-cdn/oca/blob/main/docs/runbooks.md"  # the repository of the systemd units' docs
 REFERENCE = {"OCAStartupTimeP99High", "OCARebufferRatioHigh", "OCACacheHitRatioLow", "OCAActiveStreamsLow"}
 
 
@@ -50,6 +51,16 @@ def test_every_alert_is_shown_firing_and_the_reference_table_is_covered() -> Non
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in ("warning", "critical"), name
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
+
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    with open(os.path.join(ROOT, "docs", "runbooks.md"), encoding="utf-8") as fh:
+        sections = {line[3:].strip() for line in fh if line.startswith("## ")}
+    rules = alert_rules()
+    assert sections == set(rules)
+    for name, rule in rules.items():
+        assert rule["annotations"]["runbook_url"] == f"{RUNBOOKS}#{name.lower()}", name
 
 
 def test_licence_latency_is_said_not_to_apply() -> None:

@@ -74,8 +74,8 @@ def test_hits_misses_cmcd_and_prefetch_show_in_metrics(box_factory: Callable[...
     assert value(text, "oca_player_media_seconds_total", ot="v") == pytest.approx(8.0)
     assert value(text, "oca_player_buffer_length_seconds_count") == 2
     assert value(text, "oca_player_buffer_length_seconds_bucket", le="0.5") == 1
-    assert value(text, "oca_player_bitrate_bits_per_second_bucket", le="1000000.0") == 1
-    assert value(text, "oca_player_bitrate_bits_per_second_count") == 2
+    assert value(text, "oca_player_bitrate_bytes_per_second_bucket", le="125000.0") == 1  # 1 Mbit/s
+    assert value(text, "oca_player_bitrate_bytes_per_second_count") == 2
     assert value(text, "oca_player_sessions") == 1
     assert value(text, "oca_player_sessions_started_total") == 1
     assert value(text, "oca_player_startup_seconds_count") == 1

@@ -63,9 +63,9 @@ def test_histograms_take_cmcd_units_to_base_units() -> None:
     text = render_metrics(fleet, {}, 2, False, now=100.0).decode()
     assert value(text, "oca_player_buffer_length_seconds_bucket", le="2.0") == 1
     assert value(text, "oca_player_buffer_length_seconds_sum") == pytest.approx(46.5)
-    assert value(text, "oca_player_bitrate_bits_per_second_bucket", le="1000000.0") == 1
-    assert value(text, "oca_player_bitrate_bits_per_second_bucket", le="5000000.0") == 2
-    assert value(text, "oca_player_bitrate_bits_per_second_sum") == pytest.approx(4_000_000)
+    assert value(text, "oca_player_bitrate_bytes_per_second_bucket", le="125000.0") == 1  # 1 Mbit/s
+    assert value(text, "oca_player_bitrate_bytes_per_second_bucket", le="625000.0") == 2  # 5 Mbit/s
+    assert value(text, "oca_player_bitrate_bytes_per_second_sum") == pytest.approx(4_000_000 / 8)
     assert value(text, "oca_player_media_seconds_total", ot="v") == pytest.approx(4.0)
     assert value(text, "oca_player_rebuffer_seconds_total") == pytest.approx(0.25)
     assert value(text, "oca_player_requests_total", ot="other") == 1  # an unknown ot is not a new label value
