@@ -93,7 +93,9 @@ def check_control(path: str, *, ports: bool = True) -> tuple[ControlConfig | Non
     read_startup(config, problems)
     if config.state.url is None:
         check_writable_dir(problems, "state", os.path.dirname(os.path.abspath(config.state.path)))
-    check_writable_dir(problems, "rollout.bundles_dir", config.bundles_dir())
+    # bundles/ beside the SQLite state unless rollout.bundles_dir says where: a problem of `state` then
+    check_writable_dir(problems, "state" if config.rollout.bundles_dir is None else "rollout.bundles_dir",
+                       config.bundles_dir())
     if ports:
         check_bindable(problems, "listen", config.listen)
     return config, problems.found

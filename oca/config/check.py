@@ -33,13 +33,16 @@ class Problems:
     found: list[ConfigError] = field(default_factory=list)
 
     def add(self, key: str, problem: str) -> None:
-        self.found.append(ConfigError(self.file, key, problem))
+        """One problem with `key`: only the first one per key (a value that could not be read is not
+        reported again as a file that cannot be loaded)."""
+        if not any(p.key == key for p in self.found):
+            self.found.append(ConfigError(self.file, key, problem))
 
     def adopt(self, key: str, exc: OcaError) -> None:
         """A loader's error, reported against this config file and `key` (naming the loader's file if other)."""
         if isinstance(exc, ConfigError):
             if exc.file == self.file:
-                self.found.append(ConfigError(self.file, exc.key or key, exc.problem))
+                self.add(exc.key or key, exc.problem)
                 return
             inner = f"{exc.key}: " if exc.key and exc.key != key else ""
             self.add(key, f"{exc.file}: {inner}{exc.problem}")

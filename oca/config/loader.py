@@ -37,8 +37,11 @@ def box_config_problems(raw: dict[str, Any], source: str, problems: list[ConfigE
     base = os.path.dirname(os.path.abspath(source))
     config = build_settings(BoxConfig, raw, source, "", base, problems)
     config = dataclasses.replace(config, source=source)
-    _check_storage(config.storage, source, problems)
-    _check_fetch(config, source, problems)
+    cross: list[ConfigError] = []
+    _check_storage(config.storage, source, cross)
+    _check_fetch(config, source, cross)
+    settled = {p.key for p in problems}  # a value that could not be read is not also reported as missing
+    problems.extend(p for p in cross if p.key not in settled)
     return config
 
 
