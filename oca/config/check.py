@@ -13,7 +13,6 @@ Rules kept here:
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 from collections.abc import Callable
@@ -94,5 +93,4 @@ def check_bindable(problems: Problems, key: str, address: tuple[str, int], *, re
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
     except OSError as exc:
-        why = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
-        problems.add(key, f"cannot listen on {host}:{port}: {why}")
+        problems.add(key, f"cannot listen on {host}:{port}: {exc.strerror or exc}")
