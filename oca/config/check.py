@@ -65,10 +65,11 @@ def check_writable_dir(problems: Problems, key: str, path: str) -> None:
         if parent == probe:
             break
         probe = parent
+    where = "" if probe == path else f"{path}: "
     if not os.path.isdir(probe):
-        problems.add(key, f"{path}: {probe} is not a directory")
+        problems.add(key, f"{where}{probe} is not a directory")
     elif not os.access(probe, os.W_OK | os.X_OK):
-        problems.add(key, f"{path}: {probe} is not writable by this user (uid {os.getuid()})")
+        problems.add(key, f"{where}{probe} is not writable by this user (uid {os.getuid()})")
 
 
 def check_writable_file(problems: Problems, key: str, path: str) -> None:
