@@ -177,3 +177,19 @@ def test_signing_key_and_shipped_keys_pass(tmp_path: Any) -> None:
                                 auth={"operator_token_file": "operator.token", "read_token_file": "read.token"})
     result = run("check-config", path)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_one_error_loader_raises_the_first_collected_problem(tmp_path: Any) -> None:
+    """load_box_config (workers, the cache CLI) and check_box read the same settings: the loader's one error is
+    the check's first problem."""
+    from oca.config import load_box_config
+    from oca.errors import ConfigError
+    from oca.serve.preflight import check_box
+
+    path = write_box_config(str(tmp_path), server={"listen": "127.0.0.1:0", "backlog": "many", "workers": -1},
+                            storage={"tiers": [{"name": "ssd", "path": "ssd", "capacity": "lots"}]})
+    _, problems = check_box(path)
+    assert [p.key for p in problems] == ["server.workers", "server.backlog", "storage.tiers[0].capacity"]
+    with pytest.raises(ConfigError) as caught:
+        load_box_config(path)
+    assert str(caught.value) == str(problems[0])
