@@ -7,12 +7,16 @@ Checked, every problem collected (one ConfigError each, against the config file 
 - every file the config names, loaded as the box loads it: the JWKS (tokens.jwks_file), the admin and
   read-only admin tokens, the firmware trusted keys, the peer and control-plane credentials;
 - every directory the box writes: storage.state_dir, each tier's path, the release slots, the access log;
+- no other process owns the storage (storage.state_dir's owner lock);
 - the data and admin ports bindable now (the data port with SO_REUSEPORT, as the master binds it).
-A reload (`reload=True`) skips the admin port: the running box holds it and a reload keeps the admin
-settings (they apply at the next restart, as storage's do).
+A reload (`reload=True`) skips the owner lock and the admin port: the running box holds both, and a reload
+keeps the storage and admin settings (they apply at the next restart).
 """
 
 from __future__ import annotations
+
+import fcntl
+import os
 
 from oca.config import BoxConfig
 from oca.config.check import Problems, check_bindable, check_writable_dir, check_writable_file
@@ -32,6 +36,8 @@ def check_box(path: str, *, reload: bool = False, ports: bool = True) -> tuple[B
     config = box_config_problems(raw, path, problems.found)
     _check_files(config, problems)
     _check_dirs(config, problems)
+    if not reload:
+        _check_owner(config, problems)
     if ports:
         _check_ports(config, problems, reload)
     return config, problems.found
@@ -87,6 +93,28 @@ def _check_dirs(config: BoxConfig, problems: Problems) -> None:
     log = config.log.access_log
     if log is not None and log != "-":
         check_writable_file(problems, "log.access_log", log)
+
+
+def _check_owner(config: BoxConfig, problems: Problems) -> None:
+    """No other process owns the storage (oca.storage.owner's lock; tested, never taken, nothing written)."""
+    from oca.storage.owner import LOCK_NAME
+
+    lock = os.path.join(config.storage.state_dir, LOCK_NAME)
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # no lock file yet (or none readable: the directory check says why)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        problems.add("storage.state_dir", f"storage at {config.storage.state_dir} is owned by another process "
+                                          f"(pid {holder}): another box runs with it")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _check_ports(config: BoxConfig, problems: Problems, reload: bool) -> None:

@@ -193,3 +193,23 @@ def test_the_one_error_loader_raises_the_first_collected_problem(tmp_path: Any) 
     with pytest.raises(ConfigError) as caught:
         load_box_config(path)
     assert str(caught.value) == str(problems[0])
+
+
+def test_storage_owned_by_another_process(tmp_path: Any) -> None:
+    """Another box on the same state_dir (its owner lock held) is one line; not before a reload (the running
+    box holds it); the check takes nothing and writes nothing."""
+    import fcntl
+
+    path = write_box_config(str(tmp_path))
+    os.makedirs(tmp_path / "state")
+    with open(tmp_path / "state" / "owner.lock", "w+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write("4242\n")
+        lock.flush()
+        result = run("check-config", path)
+        assert result.returncode == 2
+        assert result.stderr.splitlines() == [f"{path}: storage.state_dir: storage at {tmp_path}/state is owned by "
+                                              "another process (pid 4242): another box runs with it"]
+        assert run("check-config", "--reload", path).returncode == 0
+    assert (tmp_path / "state" / "owner.lock").read_text() == "4242\n"
+    assert run("check-config", path).returncode == 0
