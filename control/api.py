@@ -2,7 +2,9 @@
 
 Rules kept here:
 - Operator routes need `Authorization: Bearer <operator token>`, compared in constant time; the boxes'
-  pull (`GET /v1/invalidations`) takes the box credential or the operator token. With no token configured
+  pull (`GET /v1/invalidations`) takes the box credential or the operator token. The read-only token
+  (auth.read_token_file) is taken on every GET (status, metrics, fleet, invalidations, audit, popularity,
+  catalog, roll-outs, ...) and is a 403 on every route that writes (oca.httpapi.scoped_auth). With no token configured
   the routes are open (loopback labs only; the service logs a warning at start).
 - Every error is JSON {"error": "..."} with the status its OcaError carries; bad input of any kind (query,
   path, body) is a 4xx naming what was wrong. An unexpected exception is logged and answered 500 JSON.
@@ -28,8 +30,8 @@ from control.play import routes as play_routes
 from control.rollout.api import routes as rollout_routes
 from control.store import Invalidation
 from oca import __version__
-from oca.errors import BadRequest, NotFound, OcaError, Unauthorized
-from oca.httpapi import bearer_ok, json_body, operator_of, parse_count
+from oca.errors import BadRequest, NotFound, OcaError
+from oca.httpapi import json_body, operator_of, parse_count, scoped_auth
 from oca.lab.page_routes import lab_page_routes
 
 log = logging.getLogger("oca.control.api")
@@ -49,8 +51,7 @@ def build_app(plane: ControlPlane) -> web.Application:
                 box_may = request.method == "GET" and (request.path == "/v1/invalidations"
                                                        or request.path.startswith("/v1/fill-plans/"))
                 tokens = (plane.operator_token, plane.box_token) if box_may else (plane.operator_token,)
-                if not bearer_ok(request, *tokens):
-                    raise Unauthorized("missing or wrong bearer token")
+                scoped_auth(request, tokens, plane.read_token if plane.operator_token is not None else None)
             return await handler(request)
         except OcaError as exc:
             return web.json_response({"error": str(exc)}, status=exc.status,

@@ -71,6 +71,7 @@ class TokenConfig:
 class AuthConfig:
     operator_token_file: str | None = setting(None, unit="path")
     box_token_file: str | None = setting(None, unit="path")
+    read_token_file: str | None = setting(None, unit="path")  # read-only: status, metrics, fleet, catalog... (GET)
 
 
 @dataclass(frozen=True)
@@ -170,26 +171,45 @@ class ControlConfig:
 
 def load_control_config(path: str) -> ControlConfig:
     """Read, validate and resolve a control-plane config file with its fleet and coverage."""
-    raw = read_yaml(path)
+    problems: list[ConfigError] = []
+    config = control_config_problems(read_yaml(path), path, problems)
+    if problems:
+        raise problems[0]
+    return config
+
+
+def control_config_problems(raw: dict[str, object], path: str, problems: list[ConfigError]) -> ControlConfig:
+    """The config, with every problem appended to `problems` (`oca check-config`); what could not be read
+    keeps its default (an empty fleet when the fleet could not be read)."""
+    raw = dict(raw)
     fleet_raw = raw.pop("fleet", None)
     state_raw = raw.pop("state", None)
     base = os.path.dirname(os.path.abspath(path))
-    config = build_settings(ControlConfig, raw, path, "", base)
-    state = _state(state_raw, path, base)
+    config = build_settings(ControlConfig, raw, path, "", base, problems)
+    try:
+        state = _state(state_raw, path, base)
+    except ConfigError as exc:
+        problems.append(exc)
+        state = StateConfig()
     if config.state_password_file is not None and state.url is None:
-        raise ConfigError(path, "state_password_file", "is set but state is not a postgresql:// URL")
+        problems.append(ConfigError(path, "state_password_file", "is set but state is not a postgresql:// URL"))
+    fleet = Fleet({}, {}, (), "")
     if fleet_raw is None:
-        raise ConfigError(path, "fleet", "is required (inline sites/boxes/origin_url, or file: PATH)")
-    fleet = load_fleet(fleet_raw, path, config.coverage_file)
+        problems.append(ConfigError(path, "fleet", "is required (inline sites/boxes/origin_url, or file: PATH)"))
+    else:
+        try:
+            fleet = load_fleet(fleet_raw, path, config.coverage_file)
+        except ConfigError as exc:
+            problems.append(exc)
     if config.public_url is not None and not config.public_url.startswith(("http://", "https://")):
-        raise ConfigError(path, "public_url", f"expected an http(s) URL, got {config.public_url!r}")
+        problems.append(ConfigError(path, "public_url", f"expected an http(s) URL, got {config.public_url!r}"))
     if config.lab is not None and not config.lab.page_dir:
-        raise ConfigError(path, "lab.page_dir", "is required when lab is set")
+        problems.append(ConfigError(path, "lab.page_dir", "is required when lab is set"))
     if config.fill.window is not None:
         try:
             Window.parse(config.fill.window)
         except ValueError as exc:
-            raise ConfigError(path, "fill.window", str(exc)) from None
+            problems.append(ConfigError(path, "fill.window", str(exc)))
     return dataclasses.replace(config, state=state, fleet=fleet, source=path)
 
 

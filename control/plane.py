@@ -33,6 +33,7 @@ from control.invalidation import Invalidator
 from control.inventory import InventoryTracker
 from control.model import ORIGIN_PATHWAY, BoxHealth, Title
 from control.popularity import Popularity
+from control.preflight import startup
 from control.replication import StateFollower
 from control.rollout.boxes import BoxFirmwareClient
 from control.rollout.service import Rollouts
@@ -40,24 +41,14 @@ from control.sessions import SessionTable
 from control.steering import Decision, Pathway, SteeringIndex, steer
 from control.store import StateStore, open_store
 from control.titles import LiveCatalog
-from oca.errors import ConfigError, NotFound, OcaError
-from oca.firmware.keys import load_trusted_keys
+from oca.errors import NotFound, OcaError
 from oca.httpapi import bearer
-from oca.secret_files import read_secret
-from oca.tokens import PrivateKey, load_private_key, mint, title_scope
+from oca.tokens import PrivateKey, mint, title_scope
 
 log = logging.getLogger("oca.control")
 
 T = TypeVar("T")
 Clock = Callable[[], float]
-
-
-def _token(path: str | None, key: str, config_file: str) -> str | None:
-    """The secret (a bearer token, the state database password) in the file the control config names at `key`;
-    None where it names none."""
-    if path is None:
-        return None
-    return read_secret(path, key, file=config_file, unreadable="cannot read {path}: {error}", empty="{path} is empty")
 
 
 @dataclass(frozen=True)
@@ -90,6 +81,7 @@ class ControlPlane:
     signer: Signer | None
     operator_token: str | None
     box_token: str | None
+    read_token: str | None = None  # auth.read_token_file: GET routes only (control/api.py)
     rollouts: Rollouts = field(init=False)
     follower: StateFollower = field(init=False)
     others: dict[str, Popularity] = field(default_factory=dict)  # other replicas' counters, at their last snapshot
@@ -100,25 +92,16 @@ class ControlPlane:
     async def open(cls, config: ControlConfig, *, clock: Clock = time.time,
                    store: StateStore | None = None) -> ControlPlane:
         """Build every part from the config and load the persisted state (polling not started yet)."""
-        operator_token = _token(config.auth.operator_token_file, "auth.operator_token_file", config.source)
-        box_token = _token(config.auth.box_token_file, "auth.box_token_file", config.source)
+        loaded = startup(config)  # control.preflight: the same checks as `oca check-config` (all problems)
+        operator_token, box_token = loaded.operator_token, loaded.box_token
         signer = None
-        if config.tokens.signing_key_file is not None:
-            try:
-                key = load_private_key(config.tokens.signing_key_file)
-            except Exception as exc:  # the tokens module names the file and the problem
-                raise ConfigError(config.source, "tokens.signing_key_file", str(exc)) from None
+        if loaded.signing_key is not None:
             t = config.tokens
-            signer = Signer(key, t.kid, t.issuer, t.lifetime, t.bind_client_ip)
-        if config.rollout.trusted_keys_file is not None:  # a bad file stops the start, not the first roll-out
-            load_trusted_keys(config.rollout.trusted_keys_file)
-        try:
-            index = SteeringIndex.build(config.fleet, default_site=config.steering.default_site)
-        except ValueError as exc:
-            raise ConfigError(config.source, "fleet", str(exc)) from None
+            signer = Signer(loaded.signing_key, t.kid, t.issuer, t.lifetime, t.bind_client_ip)
+        assert loaded.index is not None  # startup() raised otherwise
+        index = loaded.index
         executor = ThreadPoolExecutor(1, thread_name_prefix="oca-control-store")
-        store = store if store is not None else open_store(config.state.target(), password=_token(
-            config.state_password_file, "state_password_file", config.source))
+        store = store if store is not None else open_store(config.state.target(), password=loaded.state_password)
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.health.timeout),
                                      connector=aiohttp.TCPConnector(limit=0, limit_per_host=4))
 
@@ -138,7 +121,7 @@ class ControlPlane:
         catalog.on_change(inventory.catalog_changed)
         plane = cls(config, store, http, executor, clock, index, poller, inventory, invalidator, catalog,
                     SessionTable(config.steering.max_sessions), Popularity(config.popularity.half_life), signer,
-                    operator_token, box_token)
+                    operator_token, box_token, read_token=loaded.read_token)
         plane.rollouts = Rollouts(
             config, store, blocking, clock,
             BoxFirmwareClient(http, box_token, config.rollout.request_timeout, config.health.timeout),

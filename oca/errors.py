@@ -33,6 +33,20 @@ class ConfigError(OcaError):
         super().__init__(where + problem)
 
 
+class ConfigProblems(ConfigError):
+    """Every ConfigError the start-up checks found (`oca check-config`, `oca serve`): one line each, exit 2.
+    Its file, key and problem are the first one's."""
+
+    def __init__(self, problems: list[ConfigError]) -> None:
+        first = problems[0] if problems else ConfigError("<config>", "", "invalid")
+        super().__init__(first.file, first.key, first.problem)
+        self.problems = problems or [first]
+        self.args = ("\n".join(str(p) for p in self.problems),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class BadRequest(OcaError):
     """The client sent something we will not act on (bad path, bad header)."""
 
@@ -42,6 +56,12 @@ class BadRequest(OcaError):
 
 class Unauthorized(OcaError):
     status = 401
+
+
+class Forbidden(OcaError):
+    """A known credential that may not do this (the read-only token on a route that writes)."""
+
+    status = 403
 
 
 class NotFound(OcaError):

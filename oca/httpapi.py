@@ -3,6 +3,9 @@
 Rules kept here:
 - A bearer token is compared in constant time, against every accepted token, so the timing says nothing
   about which one (if any) matched. No token configured means the route is open.
+- Scoped credentials: beside the full token, a read-only token (a box's admin.read_token_file, the control
+  plane's auth.read_token_file) is taken on GET and HEAD only; on any other method it is a 403 saying so,
+  never a 401 (the token is known, it may not write). Without a full token there is no read-only scope.
 - A request body must be one JSON object; anything else is a BadRequest (400) saying so. JSON nested past
   what the parser's recursion allows (`[` * 100000) is bad JSON too (TooDeep, a ValueError), never a
   RecursionError: every JSON a peer or client sends, request body or answer, goes through `loads`.
@@ -20,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from oca.errors import BadRequest, OcaError
+from oca.errors import BadRequest, Forbidden, OcaError, Unauthorized
 from oca.http.auth import bearer_token
 
 _CHUNK = 1 << 20
@@ -66,6 +69,28 @@ def bearer_ok(request: web.Request, *tokens: str | None) -> bool:
     for token in wanted:  # compare with every token, so timing says nothing about which one matched
         ok |= hmac.compare_digest(presented, token.encode())
     return ok
+
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def read_only_ok(request: web.Request) -> bool:
+    """May the read-only token do this? Only GET and HEAD: on both APIs a GET never changes state (a rule for
+    every new route; tests/admin/test_read_token.py and tests/control/test_read_token.py walk the routers)."""
+    return request.method in READ_METHODS
+
+
+def scoped_auth(request: web.Request, full: tuple[str | None, ...], read: str | None) -> None:
+    """Unauthorized (401) unless the request's bearer token is one of `full` (or none is configured) or the
+    read-only token `read`; Forbidden (403) when it is the read-only token on a route that writes."""
+    if bearer_ok(request, *full):
+        return
+    if read is not None and bearer_ok(request, read):
+        if not read_only_ok(request):
+            raise Forbidden(f"the read-only token may not {request.method} {request.path[:200]}: it may only read "
+                            "(GET); this needs the full token")
+        return
+    raise Unauthorized("missing or wrong bearer token")
 
 
 def operator_of(request: web.Request) -> str:

@@ -1,7 +1,9 @@
 """The admin HTTP API of a box (aiohttp), served by the master on the management address.
 
 Rules kept here:
-- Every route but /healthz needs `Authorization: Bearer <token>` when admin.token_file is set.
+- Every route but /healthz needs `Authorization: Bearer <token>` when admin.token_file is set; the
+  read-only token (admin.read_token_file) is taken on GET routes (status, metrics, inventory, ...) and is
+  a 403 on every route that writes (oca.httpapi.scoped_auth).
 - Errors are JSON {"error": "..."} with the status the OcaError carries; bad JSON or fields are 400.
 - Store calls go through the master's StorageOwner (its threads), never straight to the Store.
 """
@@ -18,8 +20,8 @@ from aiohttp import web
 from oca.admin import content, firmware
 from oca.admin.common import CONTEXT, AdminContext, master_of
 from oca.admin.metrics import render_metrics
-from oca.errors import BadRequest, NotFound, OcaError, Unauthorized
-from oca.httpapi import bearer_ok, json_body
+from oca.errors import BadRequest, NotFound, OcaError
+from oca.httpapi import json_body, scoped_auth
 from oca.keys import is_valid_key
 from oca.secret_files import read_secret
 from oca.storage import ObjectInfo, Store
@@ -38,20 +40,29 @@ def object_json(info: ObjectInfo) -> dict[str, Any]:
 
 
 def build_app(context: AdminContext) -> web.Application:
-    token = read_token(context.master.config.admin.token_file)
+    admin = context.master.config.admin
+    token = read_token(admin.token_file)
+    # the read-only token (status, metrics, inventory: every GET); no full token, no scopes (all open)
+    read = read_secret(admin.read_token_file, "admin.read_token_file") if admin.read_token_file and token else None
 
     @web.middleware
     async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            if request.path != "/healthz" and not bearer_ok(request, token):
-                raise Unauthorized("missing or wrong bearer token")
+            if request.path != "/healthz":
+                scoped_auth(request, (token,), read)
             return await handler(request)
         except OcaError as exc:
             return web.json_response({"error": str(exc)}, status=exc.status)
 
     app = web.Application(middlewares=[errors_and_auth], client_max_size=1 << 20)
     app[CONTEXT] = context
-    app.add_routes([
+    app.add_routes(admin_routes())
+    return app
+
+
+def admin_routes() -> list[web.RouteDef]:
+    """Every route of the admin API (tests/admin/test_read_token.py walks them all with each token)."""
+    return [
         web.get("/healthz", healthz),
         web.get("/status", status),
         web.get("/metrics", metrics),
@@ -65,8 +76,7 @@ def build_app(context: AdminContext) -> web.Application:
         web.post("/undrain", undrain),
         *content.ROUTES,
         *firmware.ROUTES,
-    ])
-    return app
+    ]
 
 
 async def start_admin(context: AdminContext, host: str, port: int) -> web.AppRunner:

@@ -14,6 +14,7 @@ import click
 from oca import __version__
 from oca.cli.cache import cache
 from oca.cli.catalog import catalog
+from oca.cli.check import check_config
 from oca.cli.content import content
 from oca.cli.control import control
 from oca.cli.fill import fill
@@ -34,6 +35,7 @@ def cli() -> None:
 
 
 cli.add_command(serve)
+cli.add_command(check_config)
 cli.add_command(cache)
 cli.add_command(control)
 cli.add_command(fleet)
@@ -68,7 +70,8 @@ def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except OcaError as exc:
-        click.echo(f"oca: {message(exc)}", err=True)
+        for line in message(exc).splitlines() or [""]:  # ConfigProblems: one line per problem
+            click.echo(f"oca: {line}", err=True)
         sys.exit(exit_code(exc))
     except click.exceptions.Abort:
         click.echo("oca: aborted", err=True)

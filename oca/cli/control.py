@@ -68,12 +68,19 @@ def control() -> None:
               show_default=f"$OCA_CONTROL_CONFIG or {DEFAULT_CONTROL_CONFIG}", help="The control plane's config.")
 @click.option("--loop", "loop_kind", type=click.Choice(["uvloop", "asyncio"]), default="uvloop",
               show_default=True, help="Event loop.")
-def serve(config_path: str, loop_kind: str) -> None:
+@click.option("--check", is_flag=True, help="Run the start-up checks (as `oca check-config`), print FILE: ok or "
+                                            "one line per problem, exit 0 or 2; serve nothing.")
+def serve(config_path: str, loop_kind: str, check: bool) -> None:
     """Serve manifests, steering and the operator API; poll the fleet; until SIGTERM."""
-    from control.config import load_control_config
+    if check:
+        from oca.cli.check import report
+
+        report(config_path, "control")
+        return
+    from control.preflight import load_checked_control
     from control.service import serve as run
 
-    config = load_control_config(config_path)
+    config = load_checked_control(config_path)  # every start-up check; all problems, one line each (exit 2)
     run_service(lambda: run(config), name="control", level=config.log.level, loop_kind=loop_kind)
 
 

@@ -39,7 +39,8 @@ class ServerConfig:
 @dataclass(frozen=True)
 class AdminConfig:
     listen: tuple[str, int] = setting(("127.0.0.1", 8081), unit="listen")
-    token_file: str | None = setting(None, unit="path")
+    token_file: str | None = setting(None, unit="path")  # the full token: every route
+    read_token_file: str | None = setting(None, unit="path")  # a read-only token: GET /status, /metrics, ...
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ Rules kept here:
   `choices`). Fields marked `internal` are never read from a file. Nested dataclasses, tuples of them,
   tuples of strings and Optional (`X | None`, where YAML null is None) are supported.
 - Unknown keys, wrong types and impossible values are rejected with one ConfigError naming the file, the
-  dotted key path (`storage.tiers[1].capacity`) and the problem.
+  dotted key path (`storage.tiers[1].capacity`) and the problem; or, given a `problems` list (`oca
+  check-config`), every one of them is collected there, in the order the one-error mode meets them.
 - Relative paths resolve against `base` (the directory of the file that names them), so a config and its
   state can travel together; "-" (standard output) is kept as it is.
 - YAML is read with libyaml's safe loader when PyYAML was built with it (the same documents as the
@@ -62,21 +63,41 @@ def read_yaml(path: str) -> dict[str, Any]:
     return raw
 
 
-def build_settings(cls: type[T], raw: object, file: str, prefix: str, base: str) -> T:
-    """A settings dataclass from a mapping, checking keys, types, units, bounds and choices."""
+def build_settings(cls: type[T], raw: object, file: str, prefix: str, base: str,
+                   problems: list[ConfigError] | None = None) -> T:
+    """A settings dataclass from a mapping, checking keys, types, units, bounds and choices.
+
+    Without `problems`, the first problem is raised. With it, every problem is appended there (in the order
+    the first-problem mode would meet them) and the settings that could not be read keep their defaults."""
+    sink: list[ConfigError] = [] if problems is None else problems
+    before = len(sink)
+    built = _build(cls, raw, file, prefix, base, sink)
+    if problems is None and len(sink) > before:
+        raise sink[before]
+    return built
+
+
+def _build(cls: type[T], raw: object, file: str, prefix: str, base: str, sink: list[ConfigError]) -> T:
     if not isinstance(raw, dict):
-        raise ConfigError(file, prefix or "(top)", f"expected a mapping, got {kind(raw)}")
+        sink.append(ConfigError(file, prefix or "(top)", f"expected a mapping, got {kind(raw)}"))
+        return cls()
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}  # type: ignore[arg-type]
     for key in raw:
         if key not in fields:
-            raise ConfigError(file, join(prefix, str(key)), f"unknown key (known: {', '.join(sorted(fields))})")
+            sink.append(ConfigError(file, join(prefix, str(key)), f"unknown key (known: {', '.join(sorted(fields))})"))
     hints = typing.get_type_hints(cls)
-    values = {name: _value(hints[name], fld.metadata, raw[name], file, join(prefix, name), base)
-              for name, fld in fields.items() if name in raw}
+    values: dict[str, Any] = {}
+    for name, fld in fields.items():
+        if name in raw:
+            try:
+                values[name] = _value(hints[name], fld.metadata, raw[name], file, join(prefix, name), base, sink)
+            except ConfigError as exc:
+                sink.append(exc)
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(file, prefix, str(exc)) from None
+        sink.append(ConfigError(file, prefix, str(exc)))
+        return cls()
 
 
 def settings_to_raw(value: Any, unit: str = "") -> Any:
@@ -92,14 +113,14 @@ def settings_to_raw(value: Any, unit: str = "") -> Any:
     return value
 
 
-def _value(hint: Any, meta: Any, raw: object, file: str, key: str, base: str) -> Any:
+def _value(hint: Any, meta: Any, raw: object, file: str, key: str, base: str, sink: list[ConfigError]) -> Any:
     if get_origin(hint) in (typing.Union, types.UnionType):
         if raw is None:
             return None
         hint = next(a for a in get_args(hint) if a is not type(None))
     unit = meta.get("unit", "")
     if dataclasses.is_dataclass(hint):
-        return build_settings(hint, raw, file, key, base)  # type: ignore[arg-type]
+        return _build(hint, raw, file, key, base, sink)  # type: ignore[arg-type]
     try:
         if unit == "size":
             value: Any = parse_size(raw)
@@ -110,9 +131,9 @@ def _value(hint: Any, meta: Any, raw: object, file: str, key: str, base: str) ->
         elif unit == "listen":
             return parse_listen(raw)
         elif unit == "urls":  # null: none
-            return _tuple(str, [raw] if isinstance(raw, str) else [] if raw is None else raw, file, key, base)
+            return _tuple(str, [raw] if isinstance(raw, str) else [] if raw is None else raw, file, key, base, sink)
         elif get_origin(hint) is tuple:
-            return _tuple(get_args(hint)[0], raw, file, key, base)
+            return _tuple(get_args(hint)[0], raw, file, key, base, sink)
         elif hint is bool:
             if not isinstance(raw, bool):
                 raise ValueError(f"expected true or false, got {kind(raw)}")
@@ -145,14 +166,14 @@ def _value(hint: Any, meta: Any, raw: object, file: str, key: str, base: str) ->
     return value
 
 
-def _tuple(item: Any, raw: object, file: str, key: str, base: str) -> tuple[Any, ...]:
+def _tuple(item: Any, raw: object, file: str, key: str, base: str, sink: list[ConfigError]) -> tuple[Any, ...]:
     if not isinstance(raw, list):
         raise ValueError(f"expected a list, got {kind(raw)}")
     if item is str:
         if not all(isinstance(r, str) for r in raw):
             raise ValueError("expected a list of strings")
         return tuple(raw)
-    return tuple(build_settings(item, r, file, f"{key}[{i}]", base) for i, r in enumerate(raw))
+    return tuple(_build(item, r, file, f"{key}[{i}]", base, sink) for i, r in enumerate(raw))
 
 
 def resolve_path(raw: str, base: str) -> str:

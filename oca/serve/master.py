@@ -40,10 +40,10 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from oca import __version__
-from oca.admin.app import read_token, start_admin
+from oca.admin.app import start_admin
 from oca.admin.common import AdminContext
 from oca.admin.inventory import TitleInventory
-from oca.config import BoxConfig, box_config_to_raw, load_box_config
+from oca.config import BoxConfig, box_config_to_raw
 from oca.errors import OcaError
 from oca.fetch.invalidations import Invalidations
 from oca.fetch.link import Link
@@ -54,13 +54,12 @@ from oca.fetch.upstream import Upstream, sources_from_config
 from oca.firmware import health
 from oca.firmware.box import BoxFirmware
 from oca.firmware.errors import ReleaseUnhealthy
-from oca.firmware.keys import load_trusted_keys
 from oca.firmware.releases import Release
 from oca.secret_files import read_secret
 from oca.serve import sdnotify
-from oca.serve.gate import Gate
 from oca.serve.listeners import bind_listeners
 from oca.serve.owner import StorageOwner
+from oca.serve.preflight import load_checked_box
 from oca.serve.stall import is_stalled, own_pause
 from oca.serve.stats import FleetStats
 from oca.storage import Store
@@ -133,10 +132,7 @@ class Master:
         # installed before anything else, so an early SIGHUP never kills the master (its default action);
         # a reload waits for the start-up to finish (the generation lock)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
-        Gate(self.config.tokens, None)  # a bad JWKS file stops the box here, with one line (exit 2)
-        read_token(self.config.admin.token_file)  # so does an unreadable or empty admin token file
-        if self.config.firmware.trusted_keys_file:  # and a trusted keys file no install could use
-            load_trusted_keys(self.config.firmware.trusted_keys_file)
+        # the start-up checks (oca.serve.preflight: files, directories, ports) ran in `oca serve` already
         await self.owner.open()
         self.fills = FillManager(self.config.fetch, self.owner, FetchState(self.config.storage.state_dir),
                                  Upstream(self.config.fetch, sources_from_config(self.config.fetch)))
@@ -203,9 +199,10 @@ class Master:
     async def _reload(self) -> None:
         sdnotify.notify("RELOADING=1")
         try:
-            fresh = self._reloadable(load_box_config(self.config_path))
+            # the start-up checks, as `oca check-config --reload` runs them; the JWKS is re-read: a key
+            # rotation is a reload
+            fresh = self._reloadable(load_checked_box(self.config_path, reload=True))
             upstream_sources = sources_from_config(fresh.fetch)
-            Gate(fresh.tokens, None)  # the JWKS is re-read: a key rotation is a reload
             old_server, new_server = self.config.server, fresh.server
             old_listeners: list[socket.socket] = []
             if (old_server.listen, old_server.backlog, old_server.worker_count()) != (
@@ -214,7 +211,7 @@ class Master:
                 self.listeners = _listen("data port", new_server.listen, lambda: bind_listeners(
                     *new_server.listen, new_server.worker_count(), new_server.backlog))
         except OcaError as exc:
-            log.error("reload rejected, still running the old config: %s", exc)
+            log.error("reload rejected, still running the old config: %s", "; ".join(str(exc).splitlines()))
             sdnotify.notify("READY=1")
             return
         self.config = fresh

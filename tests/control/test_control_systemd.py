@@ -13,6 +13,7 @@ def test_unit_verifies(tmp_path: Any) -> None:
     unit = verified_unit("oca-control.service", tmp_path)
     assert "Type=notify" in unit and "WatchdogSec=" in unit and "LimitNOFILE=" in unit
     assert "/usr/local/bin/oca control serve --config /etc/oca/control.yaml" in unit
+    assert "ExecStartPre=/usr/local/bin/oca check-config --control /etc/oca/control.yaml" in unit
 
 
 def test_serve_with_a_bad_config_says_so_in_one_line(tmp_path: Any) -> None:
@@ -26,7 +27,7 @@ def test_serve_with_a_bad_config_says_so_in_one_line(tmp_path: Any) -> None:
 
 def test_serve_with_a_bad_prefix_file_line_names_file_and_line(tmp_path: Any) -> None:
     (tmp_path / "control.yaml").write_text(
-        "fleet:\n  origin_url: http://o\n  prefixes_file: prefixes.csv\n"
+        "listen: 127.0.0.1:0\nfleet:\n  origin_url: http://o\n  prefixes_file: prefixes.csv\n"
         "  sites: [{id: s, latitude: 0, longitude: 0, country: NL}]\n"
         "  boxes: [{id: b1, site: s, data_url: 'http://127.0.0.1:1', admin_url: 'http://127.0.0.1:1'}]\n")
     (tmp_path / "prefixes.csv").write_text("prefix,box\n192.0.2.0/24,b1\n198.51.100.0/33,b1\n")

@@ -139,7 +139,7 @@ async def test_while_postgresql_is_away_playlists_mpds_and_steering_go_on_and_wr
     session = steering.split("/v1/steer/")[1].split('"')[0].split("?")[0]
     fleet.cluster.stop()
     try:
-        await _until(lambda: all(r.plane.follower.error for r in fleet.replicas))
+        await _until(lambda: all(r.plane.follower.error for r in fleet.replicas), timeout=20)  # a pool wait first
         for replica in (one, two):
             for path in ("/v1/play/42/master.m3u8", "/v1/play/42/manifest.mpd", f"/v1/steer/{session}"):
                 answer = await replica.client.get(path)

@@ -165,7 +165,9 @@ def test_second_box_on_the_same_storage_is_refused(box_factory: Any) -> None:
     wait_ready(box)
 
 
-def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Any) -> None:
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Any) -> None:
+    """A port in use is found by the start-up checks (oca.serve.preflight, as `oca check-config`): a config
+    problem, one line naming the file and the key, exit 2."""
     import subprocess
 
     from tests.conftest import OCA, write_box_config
@@ -176,8 +178,8 @@ def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Any) -> None:
         port = taken.getsockname()[1]
         config = write_box_config(str(tmp_path), server={"listen": f"127.0.0.1:{port}"})
         result = subprocess.run([OCA, "serve", "--config", config], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port} (data port): Address already in use" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr == f"oca: {config}: server.listen: cannot listen on 127.0.0.1:{port}: Address already in use\n"
     assert "Traceback" not in result.stderr
 
 
