@@ -11,4 +11,4 @@ from tests.conftest import needs_systemd_analyze, verified_unit
 def test_unit_verifies(tmp_path: Any) -> None:
     unit = verified_unit("oca.service", tmp_path)
     assert "Type=notify" in unit and "WatchdogSec=" in unit and "LimitNOFILE=" in unit
-    assert "/usr/local/bin/oca serve" in unit
+    assert "/usr/bin/oca serve" in unit
