@@ -21,10 +21,9 @@ deb=$out/oca_${version}_$arch.deb
 rm -rf "$stage" "$out/deb/wheel"
 mkdir -p "$stage/DEBIAN" "$stage/usr/share/oca/wheels" "$out/deb/wheel"
 
-# the application: our wheel (setuptools' own build/lib is cleared first: a module deleted from the source stays
-# there otherwise, and would be packaged)
+# the application: our wheel, then every dependency as a binary wheel for cp311 on manylinux (glibc 2.36 here).
+# setuptools' own build/lib is cleared first: a module deleted from the source would stay there and be packaged
 rm -rf build/lib build/bdist.*
-, then every dependency as a binary wheel for cp311 on manylinux (glibc 2.36 here)
 "$python" -m pip wheel --quiet --no-deps --disable-pip-version-check -w "$out/deb/wheel" . >&2
 wheel=$(ls "$out/deb/wheel"/oca-"$version"-*.whl)
 cp "$wheel" "$stage/usr/share/oca/wheels/"
