@@ -76,12 +76,12 @@ def _cached_root() -> Path:
     return tarball
 
 
-def _build() -> Path:
+def _build(source: str = ROOT) -> Path:
     started = time.monotonic()
-    result = subprocess.run([f"{ROOT}/scripts/build-deb.sh", "build"], capture_output=True, text=True,
-                            timeout=1800, env={**os.environ, "PYTHON": sys.executable}, cwd=ROOT)
+    result = subprocess.run([f"{source}/scripts/build-deb.sh", "build"], capture_output=True, text=True,
+                            timeout=1800, env={**os.environ, "PYTHON": sys.executable}, cwd=source)
     assert result.returncode == 0, result.stderr[-3000:]
-    deb = Path(ROOT) / result.stdout.strip().splitlines()[-1]
+    deb = Path(source) / result.stdout.strip().splitlines()[-1]
     print(f"built {deb.name}: {time.monotonic() - started:.1f} s")
     return deb
 
@@ -130,6 +130,18 @@ def _mounts_under(path: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def deb() -> Path:
     return _build()
+
+
+@pytest.fixture(scope="module")
+def deb_next(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same package at the next version (<version>.post1): an upgrade."""
+    source = tmp_path_factory.mktemp("next") / "oca"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", "build", ".venv", "node_modules", "run", "*.egg-info", ".*_cache", "__pycache__", ".hypothesis"))
+    pyproject = source / "pyproject.toml"
+    text = pyproject.read_text()
+    pyproject.write_text(re.sub(r'^version = "([^"]+)"', r'version = "\1.post1"', text, count=1, flags=re.M))
+    return _build(str(source))
 
 
 @pytest.fixture
@@ -238,9 +250,10 @@ def test_deb_contents(deb: Path) -> None:
     assert sorted(conffiles) == ["/etc/logrotate.d/oca", "/etc/oca/control.yaml", "/etc/oca/oca.yaml"]
 
 
-def test_install_serve_remove_purge(deb: Path, debroot: Root) -> None:
+def test_install_serve_remove_purge(deb: Path, deb_next: Path, debroot: Root) -> None:
     root = debroot
     shutil.copy(deb, root.file(f"/root/{deb.name}"))
+    shutil.copy(deb_next, root.file(f"/tmp/{deb_next.name}"))  # not in /root: README's dpkg -i ./oca_*.deb
     before_users = root.file("/etc/passwd").read_text()
     assert "\noca:" not in before_users
 
@@ -317,6 +330,18 @@ def test_install_serve_remove_purge(deb: Path, debroot: Root) -> None:
     assert root.exists("/var/lib/oca-control/state.db")
     cache_state = sorted(p.name for p in root.file("/var/lib/oca").iterdir())
     assert cache_state, "the box wrote nothing in /var/lib/oca"
+
+    # an upgrade: a new virtualenv, switched to; the edited configs, the keys and the state as they were
+    root.run(f"dpkg -i /tmp/{deb_next.name}")
+    assert root.status() == "install ok installed"
+    next_version = deb_next.name.split("_")[1]
+    venvs = [p.name for p in root.file("/opt/oca").glob("venv-*")]
+    assert len(venvs) == 1 and venvs[0].startswith(f"venv-{next_version}-"), venvs
+    assert os.readlink(root.file("/opt/oca/venv")) == venvs[0]
+    assert "id: ams1-box1" in root.file("/etc/oca/oca.yaml").read_text()
+    assert root.exists("/etc/oca/keys/box.token") and root.exists("/etc/oca/jwks.json")
+    assert root.run("/opt/oca/venv/bin/pip show oca").stdout.count(f"Version: {next_version}") == 1
+    assert sorted(p.name for p in root.file("/var/lib/oca").iterdir()) == cache_state
 
     # dpkg -r: the program goes; config, keys, cache, state and logs stay; the user stays
     root.run("dpkg -r oca")
