@@ -47,6 +47,9 @@ done
 install -D -m 0644 packaging/deb/copyright "$stage/usr/share/doc/oca/copyright"
 install -D -m 0644 README.md "$stage/usr/share/doc/oca/README.md"
 gzip -9n "$stage/usr/share/doc/oca/README.md"
+when=$(git log -1 --format=%cD 2>/dev/null || date -R)  # the last commit's date: the same tree, the same file
+printf 'oca (%s) unstable; urgency=medium\n\n  * Release %s: see /usr/share/doc/oca/README.md.gz.\n\n -- %s  %s\n' \
+  "$version" "$version" "OCA developers <oca@example.net>" "$when" | gzip -9n > "$stage/usr/share/doc/oca/changelog.gz"
 
 # control files
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
