@@ -192,6 +192,22 @@ def readme_blocks(section: str, settings: dict[str, str]) -> str:
     return "set -eu\ncd /root\n" + "\n".join(script)
 
 
+SYSTEMCTL_STUB = """#!/bin/sh
+# stands in for systemctl in the test's root: logs its arguments; units in /tmp/systemctl.active are running
+echo "$*" >> /tmp/systemctl.log
+case "$*" in
+*is-enabled*) echo disabled; exit 1 ;;
+*is-active*) for unit; do :; done; grep -qx "$unit" /tmp/systemctl.active 2>/dev/null && exit 0; exit 3 ;;
+esac
+exit 0
+"""
+
+
+def systemctl_calls(root: Root) -> list[str]:
+    log = root.file("/tmp/systemctl.log")
+    return log.read_text().splitlines() if log.exists() else []
+
+
 def unit_command(root: Root, unit: str) -> tuple[str, list[str]]:
     """(User=, ExecStart= split) of an installed unit."""
     text = root.file(f"/lib/systemd/system/{unit}").read_text()
@@ -256,6 +272,12 @@ def test_install_serve_remove_purge(deb: Path, deb_next: Path, debroot: Root) ->
     shutil.copy(deb_next, root.file(f"/tmp/{deb_next.name}"))  # not in /root: README's dpkg -i ./oca_*.deb
     before_users = root.file("/etc/passwd").read_text()
     assert "\noca:" not in before_users
+    # systemd is not running in a chroot: a systemctl that logs what the maintainer scripts ask of it (through
+    # deb-systemd-invoke) stands in, with /run/systemd/system saying "booted with systemd"
+    root.file("/run/systemd/system").mkdir(parents=True, exist_ok=True)
+    stub = root.file("/usr/local/sbin/systemctl")
+    stub.write_text(SYSTEMCTL_STUB)
+    stub.chmod(0o755)
 
     # README: Install the control plane (the package's first install is in it)
     control_port = free_port()
@@ -275,6 +297,7 @@ def test_install_serve_remove_purge(deb: Path, deb_next: Path, debroot: Root) ->
     for unit in UNITS:
         assert root.exists(f"/lib/systemd/system/{unit}"), unit
     assert not list(root.file("/etc/systemd/system").glob("*.wants/oca*")), "a unit was enabled"
+    assert systemctl_calls(root) == ["daemon-reload"], "a first install only reloads systemd"
     root.run("logrotate --debug /etc/logrotate.d/oca")  # the file parses (debug: nothing is rotated)
 
     # README: Install a box (a second dpkg -i of the same package on the same root: the scripts are idempotent)
@@ -331,8 +354,13 @@ def test_install_serve_remove_purge(deb: Path, deb_next: Path, debroot: Root) ->
     cache_state = sorted(p.name for p in root.file("/var/lib/oca").iterdir())
     assert cache_state, "the box wrote nothing in /var/lib/oca"
 
-    # an upgrade: a new virtualenv, switched to; the edited configs, the keys and the state as they were
+    # an upgrade: a new virtualenv, switched to; the edited configs, the keys and the state as they were; the
+    # unit that runs is restarted, the one that does not is not started
+    root.file("/tmp/systemctl.active").write_text("oca.service\n")
+    root.file("/tmp/systemctl.log").unlink()
     root.run(f"dpkg -i /tmp/{deb_next.name}")
+    acted = [c for c in systemctl_calls(root) if not re.search(r"\bis-(enabled|active)\b", c)]
+    assert acted == ["daemon-reload", "--quiet --system restart oca.service"], acted
     assert root.status() == "install ok installed"
     next_version = deb_next.name.split("_")[1]
     venvs = [p.name for p in root.file("/opt/oca").glob("venv-*")]
@@ -344,8 +372,11 @@ def test_install_serve_remove_purge(deb: Path, deb_next: Path, debroot: Root) ->
     assert sorted(p.name for p in root.file("/var/lib/oca").iterdir()) == cache_state
 
     # dpkg -r: the program goes; config, keys, cache, state and logs stay; the user stays
+    root.file("/tmp/systemctl.log").unlink()
     root.run("dpkg -r oca")
     assert root.status() == "deinstall ok config-files"
+    assert systemctl_calls(root) == ["stop oca-fill.timer oca-fill.service oca.service oca-control.service",
+                                     "daemon-reload"]
     for gone in ("/usr/bin/oca", "/opt/oca", "/lib/systemd/system/oca.service"):
         assert not root.exists(gone), f"{gone} survived dpkg -r"
     for kept in ("/etc/oca/oca.yaml", "/etc/oca/control.yaml", "/etc/logrotate.d/oca", "/etc/oca/jwks.json",
