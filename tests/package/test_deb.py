@@ -21,6 +21,7 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from hashlib import sha256
@@ -319,8 +320,8 @@ def test_install_serve_remove_purge(deb: Path, deb_next: Path, debroot: Root) ->
         for config in ("/etc/oca/oca.yaml", "/etc/oca/control.yaml"):
             root.run(f"oca check-config {form}{config}")
     else:
-        print("SKIPPED: `oca check-config` is not in `oca --help` yet; the configs are checked by the box and the "
-              "control plane starting on them")
+        warnings.warn("step skipped: `oca check-config` is not in `oca --help` yet; the configs are checked by the "
+                      "box and the control plane starting on them", stacklevel=1)
 
     # both programs start from their units, as their users, and answer from the host
     box_token = root.file("/etc/oca/keys/box.token").read_text().strip()
