@@ -50,7 +50,7 @@ def verified_unit(name: str, tmp_path: Any) -> str:
     about it (with ExecStart pointed at this checkout's oca)."""
     with open(f"{ROOT}/systemd/{name}", encoding="utf-8") as fh:
         unit = fh.read()
-    (tmp_path / name).write_text(unit.replace("/usr/local/bin/oca", OCA))
+    (tmp_path / name).write_text(unit.replace("/usr/bin/oca", OCA))
     result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / name)], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr

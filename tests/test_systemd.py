@@ -12,9 +12,9 @@ from tests.conftest import needs_systemd_analyze, verified_unit
 def test_unit_verifies(tmp_path: Any) -> None:
     unit = verified_unit("oca.service", tmp_path)
     assert "Type=notify" in unit and "WatchdogSec=" in unit and "LimitNOFILE=" in unit
-    assert "/usr/local/bin/oca serve" in unit
+    assert "/usr/bin/oca serve" in unit
     # the start-up checks before the start, and before a reload is sent (then the SIGHUP)
-    assert "ExecStartPre=/usr/local/bin/oca check-config --box /etc/oca/oca.yaml" in unit
+    assert "ExecStartPre=/usr/bin/oca check-config --box /etc/oca/oca.yaml" in unit
     reloads = [line for line in unit.splitlines() if line.startswith("ExecReload=")]
-    assert reloads == ["ExecReload=/usr/local/bin/oca check-config --box --reload /etc/oca/oca.yaml",
+    assert reloads == ["ExecReload=/usr/bin/oca check-config --box --reload /etc/oca/oca.yaml",
                        "ExecReload=/bin/kill -HUP $MAINPID"]

@@ -12,8 +12,8 @@ from tests.conftest import OCA, needs_systemd_analyze, verified_unit
 def test_unit_verifies(tmp_path: Any) -> None:
     unit = verified_unit("oca-control.service", tmp_path)
     assert "Type=notify" in unit and "WatchdogSec=" in unit and "LimitNOFILE=" in unit
-    assert "/usr/local/bin/oca control serve --config /etc/oca/control.yaml" in unit
-    assert "ExecStartPre=/usr/local/bin/oca check-config --control /etc/oca/control.yaml" in unit
+    assert "/usr/bin/oca control serve --config /etc/oca/control.yaml" in unit
+    assert "ExecStartPre=/usr/bin/oca check-config --control /etc/oca/control.yaml" in unit
 
 
 def test_serve_with_a_bad_config_says_so_in_one_line(tmp_path: Any) -> None:

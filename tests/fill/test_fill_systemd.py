@@ -16,7 +16,7 @@ def test_service_verifies(tmp_path: Any) -> None:
     verified_unit("oca.service", tmp_path)
     unit = verified_unit("oca-fill.service", tmp_path)
     assert "Type=oneshot" in unit and "Requires=oca.service" in unit
-    assert "ExecStart=/usr/local/bin/oca fill run --config /etc/oca/oca.yaml" in unit
+    assert "ExecStart=/usr/bin/oca fill run --config /etc/oca/oca.yaml" in unit
 
 
 @needs_systemd_analyze
