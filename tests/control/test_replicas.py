@@ -36,24 +36,30 @@ class Fleet:
     cluster: PostgresCluster
 
 
-@pytest.fixture
-async def fleet(tmp_path: Any, aiohttp_server: Any, aiohttp_client: Any,
-                postgres_cluster: PostgresCluster) -> AsyncIterator[Fleet]:
-    fakes, _, entries = await serve_fake_boxes(aiohttp_server, "b1", "b2")
-    database = postgres_cluster.create_database()
+async def start_replicas(tmp_path: Any, aiohttp_client: Any, cluster: PostgresCluster, entries: list[dict[str, Any]],
+                         **sections: Any) -> list[Replica]:
+    """Replicas c1 and c2 on one new database of `cluster`, started, each with an API client."""
+    database = cluster.create_database()
     replicas = []
     for name in ("c1", "c2"):
         workdir = tmp_path / name
         workdir.mkdir()
-        path = write_control_config(str(workdir), entries, auth=write_tokens(workdir),
-                                    state=postgres_cluster.url(database),
-                                    state_password_file=postgres_cluster.password_file,
+        path = write_control_config(str(workdir), entries, auth=write_tokens(workdir), state=cluster.url(database),
+                                    state_password_file=cluster.password_file,
                                     replica={"id": name, "refresh_interval": "100ms", "lease": "1500ms"},
-                                    rollout={"bundles_dir": str(workdir / "bundles")})
+                                    rollout={"bundles_dir": str(workdir / "bundles"), **sections.get("rollout", {})})
         plane = await ControlPlane.open(load_control_config(path))
+        await plane.poller.poll_once()
+        plane.start()
         replicas.append(Replica(plane, await aiohttp_client(build_app(plane))))
-    for replica in replicas:
-        replica.plane.start()
+    return replicas
+
+
+@pytest.fixture
+async def fleet(tmp_path: Any, aiohttp_server: Any, aiohttp_client: Any,
+                postgres_cluster: PostgresCluster) -> AsyncIterator[Fleet]:
+    fakes, _, entries = await serve_fake_boxes(aiohttp_server, "b1", "b2")
+    replicas = await start_replicas(tmp_path, aiohttp_client, postgres_cluster, entries)
     running = Fleet(replicas, fakes, postgres_cluster)
     try:
         yield running
@@ -167,22 +173,8 @@ async def test_a_roll_out_whose_leader_dies_mid_wave_is_resumed_by_the_other_rep
 
     fakes, _, entries = await serve_fake_boxes(aiohttp_server, "b1", "b2", "b3", "b4")
     (tmp_path / "trusted.pem").write_bytes(public_pem(KEY.public_key()))
-    database = postgres_cluster.create_database()
-    replicas = []
-    for name in ("c1", "c2"):
-        workdir = tmp_path / name
-        workdir.mkdir()
-        path = write_control_config(str(workdir), entries, auth=write_tokens(workdir),
-                                    state=postgres_cluster.url(database),
-                                    state_password_file=postgres_cluster.password_file,
-                                    replica={"id": name, "refresh_interval": "100ms", "lease": "1500ms"},
-                                    rollout={"bundles_dir": str(workdir / "bundles"),
-                                             "trusted_keys_file": str(tmp_path / "trusted.pem"),
-                                             "request_timeout": "2s"})
-        plane = await ControlPlane.open(load_control_config(path))
-        await plane.poller.poll_once()
-        plane.start()
-        replicas.append(Replica(plane, await aiohttp_client(build_app(plane))))
+    replicas = await start_replicas(tmp_path, aiohttp_client, postgres_cluster, entries, rollout={
+        "trusted_keys_file": str(tmp_path / "trusted.pem"), "request_timeout": "2s"})
     try:
         await _until(lambda: sum(r.plane.rollouts.leader for r in replicas) == 1)
         leader = next(r for r in replicas if r.plane.rollouts.leader)

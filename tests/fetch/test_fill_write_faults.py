@@ -7,8 +7,6 @@ import asyncio
 import errno
 import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 
 from tests.conftest import Box
 from tests.fetch.test_pull_through import MIB, origin_source, raw_get
+from tests.tmpfs import tmpfs
 from tests.upstream.origin import Fault, Origin
 
 
@@ -29,18 +28,8 @@ def origin() -> Iterator[Origin]:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 1 MiB tmpfs: writes past it fail with ENOSPC, as on a disk whose free space the box misjudged."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    if not sys.platform.startswith("linux"):
-        pytest.skip("tmpfs mounts need Linux")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {result.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "small-disk") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
 
 
 def tiers_of(box: Box) -> dict[str, dict[str, object]]:

@@ -6,8 +6,6 @@ import errno
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from oca.config.model import StorageConfig, TierConfig
 from oca.errors import InsufficientStorage, NotFound, StorageError
 from oca.storage import Store, StoreView, TierState, files, index
+from tests.tmpfs import tmpfs
 
 from .conftest import FakeClock, assert_consistent, storage_config, tier_files
 
@@ -216,18 +215,8 @@ def test_a_failed_demotion_target_turns_demotion_into_deletion(tmp_path: Path, c
 
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "hdd"
-    mount_point.mkdir()
-    if not sys.platform.startswith("linux"):
-        pytest.skip("tmpfs mounts need Linux")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {result.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "hdd") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_a_real_full_disk_fails_the_put_and_marks_the_tier_full(tiny_tmpfs: Path, tmp_path: Path,
