@@ -370,6 +370,7 @@ def test_the_leader_replica_killed_mid_wave_another_resumes_the_rollout_within_t
     # undone in the store, and its successor runs it again (every step is idempotent on the box) and audits it
     # a second time. Only the step in flight at the kill can be repeated so, and only once.
     repeated = {pair: n for pair, n in completed.items() if n > 1}
+    print(f"audit: {sum(completed.values())} completed steps of {len(expected)}, repeated: {repeated or 'none'}")
     assert len(repeated) <= 1 and set(repeated.values()) <= {2}, repeated
     if repeated:
         (subject, _), = repeated
