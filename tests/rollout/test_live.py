@@ -365,6 +365,8 @@ def test_the_leader_replica_killed_mid_wave_another_resumes_the_rollout_within_t
     expected |= {(f"wave {w} batch {b}", "bake") for w, wave in enumerate(view["waves"], 1)
                  for b, _ in enumerate(wave["batches"], 1)}
     assert set(completed) == expected, sorted(set(completed) ^ expected)
+    # the roll-out's own entries: its submit (through HAProxy, to either replica) and one end, by the successor
+    assert [e["detail"].get("state") for e in entries if e["subject"] == rollout_id] == [None, "done"], entries
     # A step's outcome is audited before the progress that records it is saved (control/rollout/runner.py:
     # `_report`, then `_persist` at the next turn of `run`): a leader killed between the two leaves that step
     # undone in the store, and its successor runs it again (every step is idempotent on the box) and audits it
