@@ -8,6 +8,8 @@ counting every request they make.
   canary to V.
 - The control plane SIGKILLed mid-roll-out and started again: the same roll-out resumes and finishes, and
   the audit log shows every step.
+- Two control-plane replicas (issue 14): the leader SIGKILLed mid-wave, the other takes the roll-out lease
+  within the lease time and finishes the same roll-out; each step in the audit log once, no failed request.
 - A tampered bundle, or one signed by a key nobody trusts, is refused at submit: no box is touched.
 
 Run with `pytest -s tests/rollout` to see the measured figures.
@@ -27,8 +29,11 @@ import pytest
 from loadtest.devices.players import Tally
 from loadtest.lab_load import FleetWatch, json_documents, players_for
 from oca import __version__
+from oca.config.units import parse_duration
 from oca.firmware.keys import write_keypair
 from oca.lab import Lab
+from oca.lab.layout import REPLICA_LEASE
+from oca.lab.procs import http_get
 from tests.firmware.conftest import NEXT, doctor_wheel, sick_healthz
 from tests.rollout.support import (
     box_status,
@@ -274,6 +279,111 @@ def test_the_control_plane_killed_mid_rollout_resumes_it_and_finishes(lab: Lab, 
     assert control(lab, "/v1/rollouts")["rollouts"][0]["id"] == rollout_id
     # the boxes served throughout; only the control plane's own answers (manifests, steering) failed
     assert tally.failed(targets=lambda t: t != "control") == [], tally.failures[:10]
+
+
+def _leaders(lab: Lab) -> list[str]:
+    """The running replicas that say they lead roll-outs (GET /v1/status on each, not through HAProxy)."""
+    out: list[str] = []
+    for replica in lab.replicas:
+        if not replica.running:
+            continue
+        try:
+            status, body = http_get(replica.url + "/v1/status", lab.operator_token, timeout=2)
+        except OSError:
+            continue
+        if status == 200 and json.loads(body)["leader"]:
+            out.append(replica.name)
+    return out
+
+
+def _wait_leaders(lab: Lab, timeout: float, until: Callable[[list[str]], bool]) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        leaders = _leaders(lab)
+        if until(leaders):
+            return leaders
+        assert time.monotonic() < deadline, f"replica leaders {leaders} after {timeout}s{_logs(lab)}"
+        time.sleep(0.05)
+
+
+def test_the_leader_replica_killed_mid_wave_another_resumes_the_rollout_within_the_lease(
+        replicated_lab: Lab, next_wheel: str, tmp_path: Path) -> None:
+    lab = replicated_lab
+    lease = parse_duration(REPLICA_LEASE)
+    # the dead leader renewed at most a third of the lease before the kill, so its lease ends within `lease`
+    # of it; the other replica tries to take it every third of the lease; plus slack for a loaded machine
+    takeover_bound = lease + lease / 3 + 2.0
+    bundle = build_bundle(lab.paths.firmware_key, next_wheel, NEXT, str(tmp_path / f"oca-{NEXT}.bundle"))
+    since = time.time()
+    first = _wait_leaders(lab, 2 * lease, lambda leaders: len(leaders) == 1)[0]
+    with FleetWatch(lab) as watch, players_for(lab) as players:
+        time.sleep(3)
+        started = time.monotonic()
+        submitted = oca_cli(lab, "firmware", "roll", bundle, "--waves", "1,2,100%", "--max-unavailable", "1",
+                            "--bake", "1s", "--json")  # through HAProxy: whichever replica takes it
+        assert submitted.returncode == 0, submitted.stderr
+        rollout = json.loads(submitted.stdout)
+        rollout_id = rollout["id"]
+        second = rollout["waves"][1]["batches"][0][0]  # the one box of wave 2
+
+        def mid_second_wave(entries: list[dict[str, Any]]) -> bool:
+            # the canary wave done (its bake) and wave 2's box drained: the kill lands inside wave 2,
+            # with that box out of steering and its upload or upgrade under way
+            done = steps_done(entries)
+            return "bake" in done.get("wave 1 batch 1", set()) and "drain" in done.get(second, set())
+
+        before = wait_audit(lab, rollout_id, 90, mid_second_wave)
+        leader = _leaders(lab)
+        assert leader == [first], (leader, first)  # it led from the start: it ran the roll-out so far
+        lab.stop_control("kill", replica=int(first[1:]))
+        killed = time.monotonic()
+        successor = _wait_leaders(lab, 30, lambda leaders: leaders != [])[0]
+        takeover = time.monotonic() - killed
+        view = wait_rollout(lab, rollout_id, 120)
+        took = time.monotonic() - started
+        time.sleep(1)
+    tally = players.tally
+    control_failed = tally.failed(targets=lambda t: t == "control")
+    print(f"\nroll-out with leader {first} SIGKILLed after {len(before)} audit entries (mid wave 2, on "
+          f"{second}): {successor} led after {takeover:.2f}s (bound {takeover_bound:.1f}s, lease {lease:.0f}s); "
+          f"{view['state']} in {took:.1f}s; players: {tally.summary()}; control URL (HAProxy): "
+          f"{tally.requests['control']} requests, {len(control_failed)} failed")
+    assert successor != first
+    assert takeover <= takeover_bound, f"{successor} took the lease {takeover:.2f}s after the kill{_logs(lab)}"
+    assert (view["id"], view["state"], view["steps_done"]) == (rollout_id, "done", view["steps_total"]), \
+        _why(lab, view, since)
+    assert view["reason"] == f"all boxes at {NEXT}", view["reason"]
+    with open(lab.replica(int(successor[1:])).log_path, encoding="utf-8") as fh:
+        assert f"replica {successor} now leads roll-outs" in fh.read()
+    for box in lab.boxes:
+        assert box_status(lab, box.id)["version"] == NEXT, box.id
+    assert control(lab, "/v1/rollouts")["rollouts"][0]["id"] == rollout_id
+
+    entries = rollout_audit(lab, rollout_id)
+    completed = Counter((e["subject"], e["detail"]["step"]) for e in entries if e["detail"].get("result") == "done")
+    expected = {(box.id, step) for box in lab.boxes for step in BOX_STEPS}
+    expected |= {(f"wave {w} batch {b}", "bake") for w, wave in enumerate(view["waves"], 1)
+                 for b, _ in enumerate(wave["batches"], 1)}
+    assert set(completed) == expected, sorted(set(completed) ^ expected)
+    # the roll-out's own entries: its submit (through HAProxy, to either replica) and one end, by the successor
+    assert [e["detail"].get("state") for e in entries if e["subject"] == rollout_id] == [None, "done"], entries
+    # A step's outcome is audited before the progress that records it is saved (control/rollout/runner.py:
+    # `_report`, then `_persist` at the next turn of `run`): a leader killed between the two leaves that step
+    # undone in the store, and its successor runs it again (every step is idempotent on the box) and audits it
+    # a second time. Only the step in flight at the kill can be repeated so, and only once.
+    repeated = {pair: n for pair, n in completed.items() if n > 1}
+    print(f"audit: {sum(completed.values())} completed steps of {len(expected)}, repeated: {repeated or 'none'}")
+    assert len(repeated) <= 1 and set(repeated.values()) <= {2}, repeated
+    if repeated:
+        (subject, _), = repeated
+        assert subject in (second, "wave 2 batch 1"), repeated
+    assert watch.most_drained <= 1, watch
+
+    # players follow steering through HAProxy: its GETs to the dead replica are retried on the other
+    assert tally.failed(targets=lambda t: t != "control") == [], tally.failures[:10]
+    assert control_failed == [], control_failed[:10]
+    assert {status for (target, status) in tally.statuses if target != "control"} == {200}, tally.summary()
+    assert tally.segments > 0
 
 
 def test_a_tampered_or_unknown_key_bundle_is_refused_and_no_box_is_touched(lab: Lab, next_wheel: str,
