@@ -376,3 +376,19 @@ def test_the_cli_prints_progress_and_where_the_output_went(tmp_path: Path, synth
     again = _run(OCA, "content", "make", str(outdir), "--titles", "1", "--duration", "4",
                  *(["--synthetic"] if synthetic else []))
     assert "content: " not in again.stderr and "1 title (1 reused)" in again.stdout  # nothing to make: quiet
+
+
+def test_steps_are_reported_through_the_callback(tmp_path: Path) -> None:
+    steps: list[tuple[str, str]] = []
+    make_content(str(tmp_path / "out"), 2, 4, synthetic=True, step=lambda tid, step: steps.append((tid, step)))
+    assert steps == [("1001", "done"), ("1002", "done")]  # synthetic: nothing to encode or package
+    steps.clear()
+    make_content(str(tmp_path / "out"), 2, 4, synthetic=True, step=lambda tid, step: steps.append((tid, step)))
+    assert steps == [("1001", "reused"), ("1002", "reused")]
+
+
+@needs_ffmpeg
+def test_a_real_title_reports_encoding_then_packaging_then_done(tmp_path: Path) -> None:
+    steps: list[str] = []
+    make_content(str(tmp_path / "out"), 1, 4, step=lambda tid, step: steps.append(f"{tid} {step}"))
+    assert steps == ["1001 encoding", "1001 packaging", "1001 done"]
