@@ -63,6 +63,7 @@ lab: $(STAMP) node_modules
 	$(BIN)/oca lab up --control-replicas $(CONTROL_REPLICAS)
 
 # players (locust devices) against a lab of its own: USERS=200 DURATION=60s by default; HTML + CSV in out/
+# (the run ends by printing their paths); the first run encodes 3 titles of 90 s (about 2.5 min on 2 cores)
 USERS ?= 200
 DURATION ?= 60s
 loadtest: $(STAMP) node_modules

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
-import threading
+import os
 import time
 
 import click
@@ -12,6 +11,7 @@ import click
 from oca.cli.format import iec
 from oca.content import MadeContent, MadeTitle, make_content
 from oca.content.ladder import FIRST_TITLE_ID, MAX_TITLES, MIN_DURATION
+from oca.content.progress import ContentProgress
 
 
 @click.group()
@@ -36,25 +36,20 @@ def make(outdir: str, count: int, duration: int, synthetic: bool, jobs: int, as_
     Each title is encoded once per rendition (H.264 360p, 720p, 1080p; AAC 128k; 2 s segments) and
     packaged as HLS fMP4 (master.m3u8), DASH (manifest.mpd) and HLS TS (ts/master.m3u8). Without ffmpeg
     (or with --synthetic) the titles are synthetic: valid playlists, segments that are not video.
+    Progress goes to stderr: a line per title and step, one every 10 s while a title encodes, with the
+    time left.
     """
     started = time.monotonic()
-    total = float(count * duration)
-    interactive = sys.stderr.isatty() and not as_json
-    with click.progressbar(length=max(1, int(total)), label="encoding", file=sys.stderr, show_eta=True,
-                           hidden=not interactive) as bar:
-        lock = threading.Lock()
-        done: dict[str, float] = {}
-        shown = [0]
+    heading = [f"content: making {count} title(s) of {duration} s in {os.path.abspath(outdir)}"]
 
-        def progress(title_id: str, seconds: float) -> None:
-            with lock:
-                done[title_id] = max(done.get(title_id, 0.0), seconds)
-                now = int(sum(done.values()))
-                if now > shown[0]:
-                    bar.update(now - shown[0])
-                    shown[0] = now
+    def say(line: str) -> None:  # the heading once, before the first step (not for bad arguments)
+        while heading:
+            click.echo(heading.pop(), err=True)
+        click.echo(line, err=True)
 
-        made = make_content(outdir, count, duration, synthetic=synthetic, jobs=jobs, progress=progress)
+    shown = ContentProgress(count, duration, say)
+    made = make_content(outdir, count, duration, synthetic=synthetic, jobs=jobs, progress=shown.media,
+                        step=shown.step)
     seconds = time.monotonic() - started
     if as_json:
         click.echo(json.dumps({"outdir": made.outdir, "catalog": made.catalog, "synthetic": made.synthetic,

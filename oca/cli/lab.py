@@ -112,6 +112,11 @@ Open:
   lab API        {lab.api_url}/api/lab
   origin         {lab.origin_url}
 
+Files (everything under {lab.paths.workdir}/):
+  content        {lab.paths.content}/
+  control log    {lab.control_log_path}
+  origin log     {lab.origin_log_path}
+
 Try (the header says which site the client is in):
   curl -s -H '{header}: {b}' {lab.master_url(first)}
   ffmpeg -v error -headers '{header}: {a}' -i {lab.master_url(first)} -map 0:v:0 -map 0:a:0 -f null -

@@ -52,6 +52,7 @@ _WORK = ".work"  # encoded MP4s, inside the partial directory, removed before th
 _STDERR_TAIL = 400
 
 Progress = Callable[[str, float], None]  # (title id, seconds of media done) as encoding advances
+Step = Callable[[str, str], None]  # (title id, step): "reused", "encoding", "packaging", "done" (progress.STEPS)
 
 
 class EncodeError(OcaError):
@@ -162,7 +163,7 @@ class MadeContent:
 
 def make_content(outdir: str, titles: int, duration: int, *, synthetic: bool = False, jobs: int = 1,
                  runner: Runner | None = None, tools: Tools | None = None,
-                 progress: Progress | None = None) -> MadeContent:
+                 progress: Progress | None = None, step: Step | None = None) -> MadeContent:
     """Make (or reuse) `titles` titles of `duration` seconds under `outdir`; BadRequest on bad arguments."""
     problem = ladder.check_request(titles, duration)
     if problem:
@@ -184,7 +185,8 @@ def make_content(outdir: str, titles: int, duration: int, *, synthetic: bool = F
     except OSError as exc:
         raise BadRequest(f"{outdir}: cannot create it: {exc.strerror}") from None
     with _locked(outdir):
-        made = _make_all(outdir, specs, forced=synthetic, jobs=jobs, runner=runner, tools=tools, progress=progress)
+        made = _make_all(outdir, specs, forced=synthetic, jobs=jobs, runner=runner, tools=tools, progress=progress,
+                         step=step)
         catalog = _write_catalog(outdir, made)
     return MadeContent(outdir, tuple(made), fallback, catalog)
 
@@ -203,20 +205,23 @@ def _locked(outdir: str) -> Iterator[None]:
 
 
 def _make_all(outdir: str, specs: list[TitleSpec], *, forced: bool, jobs: int, runner: Runner,
-              tools: Tools | None, progress: Progress | None) -> list[MadeTitle]:
+              tools: Tools | None, progress: Progress | None, step: Step | None) -> list[MadeTitle]:
     results: dict[str, MadeTitle] = {}
     todo: list[TitleSpec] = []
     for spec in specs:
         record = _reusable(outdir, spec, forced)
         if record is not None:
             results[spec.id] = MadeTitle(_spec_of(record, spec), True, 0.0, record)
+            if step is not None:
+                step(spec.id, "reused")
         else:
             todo.append(spec)
     if todo:
         font = find_font(runner, tools) if tools is not None and not todo[0].synthetic else None
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="content") as pool:
             futures: dict[str, Future[MadeTitle]] = {
-                spec.id: pool.submit(_make_title, outdir, spec, runner, tools, font, progress) for spec in todo}
+                spec.id: pool.submit(_make_title, outdir, spec, runner, tools, font, progress, step)
+                for spec in todo}
             try:
                 for title_id, future in futures.items():
                     results[title_id] = future.result()
@@ -253,7 +258,7 @@ def _reusable(outdir: str, spec: TitleSpec, forced: bool) -> dict[str, Any] | No
 
 
 def _make_title(outdir: str, spec: TitleSpec, runner: Runner, tools: Tools | None, font: str | None,
-                progress: Progress | None) -> MadeTitle:
+                progress: Progress | None, step: Step | None) -> MadeTitle:
     started = time.monotonic()
     titles = os.path.join(outdir, "titles")
     final = os.path.join(titles, spec.id)
@@ -266,7 +271,7 @@ def _make_title(outdir: str, spec: TitleSpec, runner: Runner, tools: Tools | Non
             if progress is not None:
                 progress(spec.id, float(spec.duration))
         else:
-            renditions = _encode(partial, spec, runner, tools, font, progress)
+            renditions = _encode(partial, spec, runner, tools, font, progress, step)
         if spec.countries:
             with open(os.path.join(partial, COUNTRIES), "w", encoding="utf-8") as fh:
                 fh.write(f"# {spec.id} may play only here (ISO 3166-1 alpha-2)\n{' '.join(spec.countries)}\n")
@@ -275,6 +280,8 @@ def _make_title(outdir: str, spec: TitleSpec, runner: Runner, tools: Tools | Non
             json.dump({"format": FORMAT, "spec": spec.to_json(), "record": record}, fh, indent=2)
             fh.write("\n")
         _replace(partial, final)
+        if step is not None:
+            step(spec.id, "done")
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -292,7 +299,7 @@ def _replace(partial: str, final: str) -> None:
 
 
 def _encode(root: str, spec: TitleSpec, runner: Runner, tools: Tools, font: str | None,
-            progress: Progress | None) -> list[Packaged]:
+            progress: Progress | None, step: Step | None) -> list[Packaged]:
     """Encode once into `.work/`, package into every format, measure, write the manifests; the renditions."""
     work = os.path.join(root, _WORK)
     for rel in [_WORK, *ladder.rendition_dirs()]:
@@ -303,8 +310,12 @@ def _encode(root: str, spec: TitleSpec, runner: Runner, tools: Tools, font: str 
         if progress is not None and key == "out_time_us" and value.isdigit():
             progress(spec.id, min(float(spec.duration), int(value) / 1e6))
 
+    if step is not None:
+        step(spec.id, "encoding")
     runner.run(ladder.encode_args(tools.ffmpeg, spec, font, _WORK), cwd=root, on_line=on_line,
                timeout=60 + 12 * spec.duration)
+    if step is not None:
+        step(spec.id, "packaging")
     runner.run(ladder.package_args(tools.ffmpeg, _WORK), cwd=root, timeout=60 + 2 * spec.duration)
     streams = {name: _probe(runner, tools, os.path.join(work, f"{name}.mp4"))
                for name in [r.id for r in LADDER] + [AUDIO.id]}

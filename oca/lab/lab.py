@@ -44,6 +44,7 @@ import yaml
 from control.catalog import ingest_source, title_to_json
 from control.client import ControlClient, ControlError
 from oca.content import MadeContent, make_content
+from oca.content.progress import ContentProgress
 from oca.firmware.keys import load_signing_key, public_pem, write_keypair
 from oca.lab import fill
 from oca.lab.api import LabApi
@@ -202,7 +203,9 @@ class Lab:
         os.makedirs(self.paths.workdir, exist_ok=True)
         self.say(f"content: {cfg.titles} title(s) of {cfg.duration}s in {self.paths.content}")
         started = time.monotonic()
-        self.content = make_content(self.paths.content, cfg.titles, cfg.duration, synthetic=cfg.synthetic)
+        shown = ContentProgress(cfg.titles, cfg.duration, self.say)
+        self.content = make_content(self.paths.content, cfg.titles, cfg.duration, synthetic=cfg.synthetic,
+                                    progress=shown.media, step=shown.step)
         self.titles = [t.spec.id for t in self.content.titles]
         reused = sum(t.reused for t in self.content.titles)
         kind = "synthetic" if self.content.synthetic else "H.264/AAC"

@@ -354,3 +354,41 @@ def test_runner_times_out_and_reports(tmp_path: Path) -> None:
     assert runner.runs == 3
 
 
+
+
+@pytest.mark.parametrize("synthetic", [
+    pytest.param(False, marks=needs_ffmpeg, id="ffmpeg"), pytest.param(True, id="synthetic")])
+def test_the_cli_prints_progress_and_where_the_output_went(tmp_path: Path, synthetic: bool) -> None:
+    outdir = tmp_path / "out"
+    result = _run(OCA, "content", "make", str(outdir), "--titles", "1", "--duration", "4",
+                  *(["--synthetic"] if synthetic else []))
+    assert result.returncode == 0, result.stderr
+    progress = [line for line in result.stderr.splitlines() if line.startswith("content: ")]
+    assert progress[0] == f"content: making 1 title(s) of 4 s in {outdir}"
+    if not synthetic:
+        assert progress[1].startswith("content: title 1/1 (1001): encoding 360p/720p/1080p + audio, "), progress
+        assert any(line.startswith("content: title 1/1 (1001): packaging HLS fMP4, HLS TS, DASH, ")
+                   for line in progress), progress
+    assert progress[-1].startswith("content: title 1/1 (1001): made, "), progress
+    assert len(progress) <= 6, progress  # a line per step, not one per ffmpeg progress report
+    assert f"in {outdir} in " in result.stdout and f"catalog {outdir / 'catalog.json'}" in result.stdout
+    assert "1001: made in " in result.stdout and "titles/1001/" in result.stdout
+    again = _run(OCA, "content", "make", str(outdir), "--titles", "1", "--duration", "4",
+                 *(["--synthetic"] if synthetic else []))
+    assert "content: " not in again.stderr and "1 title (1 reused)" in again.stdout  # nothing to make: quiet
+
+
+def test_steps_are_reported_through_the_callback(tmp_path: Path) -> None:
+    steps: list[tuple[str, str]] = []
+    make_content(str(tmp_path / "out"), 2, 4, synthetic=True, step=lambda tid, step: steps.append((tid, step)))
+    assert steps == [("1001", "done"), ("1002", "done")]  # synthetic: nothing to encode or package
+    steps.clear()
+    make_content(str(tmp_path / "out"), 2, 4, synthetic=True, step=lambda tid, step: steps.append((tid, step)))
+    assert steps == [("1001", "reused"), ("1002", "reused")]
+
+
+@needs_ffmpeg
+def test_a_real_title_reports_encoding_then_packaging_then_done(tmp_path: Path) -> None:
+    steps: list[str] = []
+    make_content(str(tmp_path / "out"), 1, 4, step=lambda tid, step: steps.append(f"{tid} {step}"))
+    assert steps == ["1001 encoding", "1001 packaging", "1001 done"]

@@ -78,7 +78,7 @@ def test_lab_up_prints_what_is_where_and_stops_cleanly_then_reuses_the_content(t
         assert row.count("live") == 2, out
         for what in ("lab page       http://127.0.0.1:", "/lab\n", "/v1/play/1001/master.m3u8",
                      "/v1/play/1001/manifest.mpd", "X-OCA-Lab-Client: 127.0.2.10", "ffmpeg -v error -headers",
-                     "/api/lab"):
+                     "/api/lab", f"Files (everything under {workdir}/)", f"origin log     {workdir}/origin.log"):
             assert what in out, what
         assert len(left_behind(workdir)) >= 5  # origin, control plane, three box masters (and their workers)
         err = interrupt(first)
@@ -87,6 +87,7 @@ def test_lab_up_prints_what_is_where_and_stops_cleanly_then_reuses_the_content(t
     assert "lab: stopped" in err
     assert left_behind(workdir) == []
     assert "content: 1 synthetic title(s), 0 reused" in err
+    assert "lab: content: title 1/1 (1001): made, " in err
     second = start(workdir)
     try:
         read_until_up(second)
