@@ -125,6 +125,28 @@ def locust_totals(prefix: str) -> tuple[int, int]:
     return 0, 0
 
 
+def start_devices(lab: Lab, devices: int, seconds: float, out: str, failure_file: str) -> subprocess.Popen[bytes]:
+    """Locust devices (loadtest/locustfile.py, as `make loadtest` runs them) on the lab's control URL, for
+    `seconds` at most; their failed requests, each with its time, go to `failure_file`."""
+    env = dict(os.environ, OCA_LOCUST_TITLES=",".join(lab.titles), OCA_LOCUST_FAILURES=failure_file,
+               OCA_LOCUST_CLIENTS=",".join(lab.site_clients.values()), OCA_LOCUST_HEADER=lab.client_header)
+    command = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "-u", str(devices),
+               "-r", str(min(devices, 20)), "-t", f"{int(seconds)}s", "--host", lab.control_url,
+               "--csv", out, "--only-summary", "--stop-timeout", "5"]
+    with open(f"{out}_locust.log", "w", encoding="utf-8") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_devices(locust: subprocess.Popen[bytes]) -> None:
+    if locust.poll() is None:
+        locust.send_signal(2)  # SIGINT: locust writes its CSV files and stops
+    try:
+        locust.wait(60)
+    except subprocess.TimeoutExpired:
+        locust.kill()
+        locust.wait()
+
+
 def say(line: str) -> None:
     print(f"bench_replicas: {line}", file=sys.stderr, flush=True)
 
@@ -139,14 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = LabConfig(workdir=args.dir, titles=2, duration=120, control_port=0, box_ports=0, control_replicas=2)
     t = Timeline()
     with Lab(config, say=say) as lab:
-        total = args.warmup + args.down + args.after + 30
-        env = dict(os.environ, OCA_LOCUST_TITLES=",".join(lab.titles), OCA_LOCUST_FAILURES=failure_file,
-                   OCA_LOCUST_CLIENTS=",".join(lab.site_clients.values()), OCA_LOCUST_HEADER=lab.client_header)
-        command = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "-u", str(args.devices),
-                   "-r", str(min(args.devices, 20)), "-t", f"{int(total)}s", "--host", lab.control_url,
-                   "--csv", args.out, "--only-summary", "--stop-timeout", "5"]
-        with open(f"{args.out}_locust.log", "w", encoding="utf-8") as log:
-            locust = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        locust = start_devices(lab, args.devices, args.warmup + args.down + args.after + 30, args.out, failure_file)
         profile = tempfile.mkdtemp(prefix="oca-bench-chromium-")
         try:
             with sync_playwright() as pw:
@@ -175,13 +190,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 browser.close()
         finally:
             shutil.rmtree(profile, ignore_errors=True)
-            if locust.poll() is None:
-                locust.send_signal(2)  # SIGINT: locust writes its CSV files and stops
-            try:
-                locust.wait(60)
-            except subprocess.TimeoutExpired:
-                locust.kill()
-                locust.wait()
+            stop_devices(locust)
         problems = lab.check()
         retried = redispatched(lab.paths.haproxy_log, log_offset)
     requests, failed_total = locust_totals(args.out)

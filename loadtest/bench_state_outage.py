@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.error
@@ -27,7 +26,7 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from loadtest.bench_replicas import LOCUSTFILE, failures, locust_totals, missing_tools, wait_until
+from loadtest.bench_replicas import failures, locust_totals, missing_tools, start_devices, stop_devices, wait_until
 from oca.lab import Lab, LabConfig
 
 
@@ -77,14 +76,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with Lab(config, say=say) as lab:
         token, base = lab.operator_token, lab.control_url
         boxes = [box.id for box in lab.boxes]
-        total = args.warmup + args.outage + args.after + 60
-        env = dict(os.environ, OCA_LOCUST_TITLES=",".join(lab.titles), OCA_LOCUST_FAILURES=failure_file,
-                   OCA_LOCUST_CLIENTS=",".join(lab.site_clients.values()), OCA_LOCUST_HEADER=lab.client_header)
-        command = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "-u", str(args.devices),
-                   "-r", str(min(args.devices, 20)), "-t", f"{int(total)}s", "--host", base,
-                   "--csv", args.out, "--only-summary", "--stop-timeout", "5"]
-        with open(f"{args.out}_locust.log", "w", encoding="utf-8") as log:
-            locust = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        locust = start_devices(lab, args.devices, args.warmup + args.outage + args.after + 60, args.out,
+                               failure_file)
         try:
             time.sleep(args.warmup)
             before = call(f"{base}/v1/invalidations", token, "POST",
@@ -121,13 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(args.after)
             ended = time.time()
         finally:
-            if locust.poll() is None:
-                locust.send_signal(2)
-            try:
-                locust.wait(60)
-            except subprocess.TimeoutExpired:
-                locust.kill()
-                locust.wait()
+            stop_devices(locust)
         result["lab_problems"] = lab.check()
     requests, failed_total = locust_totals(args.out)
     failed = failures(failure_file)
