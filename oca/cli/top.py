@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from oca.admin.client import AdminClient, admin_text
+from oca.admin.client import AdminClient, AdminError, admin_text
 from oca.cli.control import make_client
 from oca.cli.format import bytes_option, sizes, table
 from oca.cli.options import config_option, timeout_option
@@ -71,4 +71,7 @@ def top(config_path: str, fleet_view: bool, control_url: str | None, token_file:
 def _box_sample(admin: AdminClient) -> BoxSample:
     at = time.monotonic()
     status = admin.request("GET", "/status")
-    return BoxSample.parse(at, status, admin_text(admin, "/metrics"))
+    try:
+        return BoxSample.parse(at, status, admin_text(admin, "/metrics"))
+    except ValueError as exc:
+        raise AdminError(502, f"box answered /metrics with something that is not Prometheus text: {exc}") from None

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
+import select
+import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -152,6 +155,25 @@ def test_top_once_against_a_real_box(box_factory: Any) -> None:
     lines = done.stdout.splitlines()
     assert lines[0].startswith("box test-box") and any(line.startswith("hit ratio (bytes)") for line in lines)
     assert any(line.startswith("TIER") for line in lines) and "\x1b" not in done.stdout  # no ANSI when piped
+    _live_view_redraws_until_ctrl_c(box.config_path)
+
+
+def _live_view_redraws_until_ctrl_c(config_path: str) -> None:
+    """On a terminal: each frame clears the screen and goes home; Ctrl-C (SIGINT) ends it with exit 0."""
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([OCA, "top", "--config", config_path, "--interval", "0.2"], stdin=terminal,
+                            stdout=terminal, stderr=subprocess.PIPE)
+    os.close(terminal)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while seen.count(b"\x1b[H\x1b[2J") < 2 and time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], 0.5)
+        if ready:
+            seen += os.read(controller, 65536)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 0, proc.stderr.read() if proc.stderr else ""
+    os.close(controller)
+    assert seen.count(b"\x1b[H\x1b[2J") >= 2 and b"box test-box" in seen, seen[-500:]
 
 
 # -- against a control plane in process --------------------------------------------------------------------------
