@@ -108,6 +108,19 @@ def _int_query(request: web.Request, name: str, default: int, low: int = 0, high
     return parse_count(raw, name, low, min(high, 10**18 - 1))
 
 
+def _since_query(raw: str | None) -> float | None:
+    """`since`: epoch seconds (the audit entries at or after it), finite and not negative."""
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"since must be epoch seconds, got {raw[:40]!r}") from None
+    if not math.isfinite(value) or value < 0 or value > 1e11:
+        raise BadRequest(f"since must be epoch seconds, got {raw[:40]!r}")
+    return value
+
+
 def _wait_seconds(raw: object) -> float:
     if raw is None or raw is False:
         return 0.0
@@ -157,6 +170,8 @@ async def fleet(request: web.Request) -> web.Response:
             "tiers": [{k: t.get(k) for k in ("name", "state", "capacity", "used")} for t in status.tiers]
             if status else [],
             "connections": status.connections if status else None,
+            "egress_bps": status.egress_bps if status else None, "bytes_out": status.bytes_out if status else None,
+            "hit_bytes": status.hit_bytes if status else None, "miss_bytes": status.miss_bytes if status else None,
             "invalidation_seq": plane.invalidator.applied.get(box.id, 0),
             "titles": len(plane.inventory.titles_of(box.id)),
         })
@@ -293,5 +308,13 @@ async def post_catalog(request: web.Request) -> web.Response:
 async def audit(request: web.Request) -> web.Response:
     plane = _plane(request)
     limit = _int_query(request, "limit", 100, 1, 10000)
-    entries = await plane.blocking(plane.store.audit, limit)
+    filters: dict[str, str] = {}
+    for name in ("action", "subject", "operator"):
+        value = request.query.get(name)
+        if value:
+            if len(value) > 256:
+                raise BadRequest(f"{name} must be at most 256 characters")
+            filters[name] = value
+    since = _since_query(request.query.get("since"))
+    entries = await plane.blocking(lambda: plane.store.audit(limit, since=since, **filters))
     return web.json_response({"entries": [e.json() for e in entries]})

@@ -52,6 +52,8 @@ class BoxStatus:
     inventory_sequence: int | None
     invalidation_seq: int | None
     polled_at: float
+    hit_bytes: int | None = None  # body bytes sent on cache hits (and misses), for the hit ratio by bytes
+    miss_bytes: int | None = None
 
     @property
     def failed_tiers(self) -> tuple[str, ...]:
@@ -249,7 +251,8 @@ def parse_status(box: Box, raw: object, now: float) -> BoxStatus:
         version=_opt(raw.get("version"), str), draining=raw.get("draining") is True, tiers=tuple(tiers),
         egress_bps=_opt_number(raw.get("egress_bps")), bytes_out=_opt(raw.get("bytes_out"), int),
         connections=_opt(raw.get("connections"), int), inventory_sequence=_opt(raw.get("inventory_sequence"), int),
-        invalidation_seq=_opt(raw.get("invalidation_seq"), int), polled_at=now)
+        invalidation_seq=_opt(raw.get("invalidation_seq"), int), polled_at=now,
+        hit_bytes=_opt(raw.get("hit_bytes"), int), miss_bytes=_opt(raw.get("miss_bytes"), int))
 
 
 def _opt(value: object, kind: type[Any]) -> Any:

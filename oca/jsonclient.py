@@ -17,8 +17,8 @@ from oca.errors import ClientError
 
 
 def exchange(req: urllib.request.Request, *, timeout: float, token: str | None, who: str, where: str,
-             base_url: str, error: type[ClientError], missing_ok: bool = False) -> Any:
-    """Send `req` and return its JSON answer (None when empty)."""
+             base_url: str, error: type[ClientError], missing_ok: bool = False, as_text: bool = False) -> Any:
+    """Send `req` and return its JSON answer (None when empty), or with `as_text` its body as text."""
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
@@ -38,6 +38,8 @@ def exchange(req: urllib.request.Request, *, timeout: float, token: str | None, 
         if isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError):
             reason = f"no answer within {timeout:g}s"
         raise error(503, f"cannot reach {where} at {base_url}: {reason}", unreachable=True) from None
+    if as_text:
+        return payload.decode("utf-8", "replace")
     try:
         return json.loads(payload) if payload else None
     except ValueError:

@@ -75,6 +75,21 @@ class AuditEntry:
                 "subject": self.subject, "detail": dict(self.detail)}
 
 
+def audit_where(action: str | None, subject: str | None, operator: str | None, since: float | None,
+                mark: str) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE clause (with `mark` as the parameter placeholder) and parameters of the audit filters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("action", action), ("subject", subject), ("operator", operator)):
+        if value is not None:
+            clauses.append(f"{column} = {mark}")
+            params.append(value)
+    if since is not None:
+        clauses.append(f"time >= {mark}")
+        params.append(since)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
 class StateStore(Protocol):
     def append_invalidation(self, scope: str, value: str, *, soft: bool, reason: str, operator: str, time: float,
                             client_id: str | None = None) -> tuple[Invalidation, bool]: ...
@@ -96,7 +111,10 @@ class StateStore(Protocol):
     def add_audit(self, *, time: float, operator: str, action: str, subject: str,
                   detail: Mapping[str, Any]) -> None: ...
 
-    def audit(self, limit: int = 100) -> list[AuditEntry]: ...
+    def audit(self, limit: int = 100, *, action: str | None = None, subject: str | None = None,
+              operator: str | None = None, since: float | None = None) -> list[AuditEntry]:
+        """The newest `limit` entries (oldest first) that match every filter given (`since`: epoch seconds)."""
+        ...
 
     def save_popularity(self, snapshot: Mapping[str, Any], time: float) -> None: ...
 

@@ -38,7 +38,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from control.catalog.codec import title_from_json, title_to_json
 from control.model import Title
-from control.store import AuditEntry, Invalidation, StoreError
+from control.store import AuditEntry, Invalidation, StoreError, audit_where
 from oca.errors import Conflict
 
 ADVISORY_LOCK = 0x6F63615F736368  # "oca_sch": the key migrations are applied under (per database)
@@ -266,9 +266,11 @@ class PostgresStore:
         self._write(b"INSERT INTO audit (time, operator, action, subject, detail) VALUES (%s, %s, %s, %s, %s)",
                     (time, operator, action, subject, json.dumps(dict(detail))))
 
-    def audit(self, limit: int = 100) -> list[AuditEntry]:
-        rows = self._rows(b"SELECT id, time, operator, action, subject, detail FROM audit ORDER BY id DESC LIMIT %s",
-                          (limit,))
+    def audit(self, limit: int = 100, *, action: str | None = None, subject: str | None = None,
+              operator: str | None = None, since: float | None = None) -> list[AuditEntry]:
+        where, params = audit_where(action, subject, operator, since, "%s")
+        query = f"SELECT id, time, operator, action, subject, detail FROM audit{where} ORDER BY id DESC LIMIT %s"
+        rows = self._rows(query.encode(), (*params, limit))
         return [AuditEntry(int(r[0]), float(r[1]), r[2], r[3], r[4], json.loads(r[5])) for r in reversed(rows)]
 
     # -- popularity and catalog ------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 
 from control.catalog.codec import title_from_json, title_to_json
 from control.model import Title
-from control.store import AuditEntry, Invalidation, StoreError
+from control.store import AuditEntry, Invalidation, StoreError, audit_where
 from oca.errors import Conflict
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreError"]  # StoreError lives in control.store; kept importable here
@@ -171,9 +171,11 @@ class SQLiteStore:
         self._write("INSERT INTO audit (time, operator, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
                     (time, operator, action, subject, json.dumps(dict(detail))))
 
-    def audit(self, limit: int = 100) -> list[AuditEntry]:
-        rows = self._read("SELECT id, time, operator, action, subject, detail FROM audit ORDER BY id DESC LIMIT ?",
-                          (limit,))
+    def audit(self, limit: int = 100, *, action: str | None = None, subject: str | None = None,
+              operator: str | None = None, since: float | None = None) -> list[AuditEntry]:
+        where, params = audit_where(action, subject, operator, since, "?")
+        rows = self._read(f"SELECT id, time, operator, action, subject, detail FROM audit{where} ORDER BY id DESC "
+                          "LIMIT ?", (*params, limit))
         return [AuditEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in reversed(rows)]
 
     # -- popularity and catalog ------------------------------------------------------------------------

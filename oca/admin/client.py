@@ -50,3 +50,11 @@ def admin_url(host: str, port: int) -> str:
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def admin_text(client: AdminClient, path: str) -> str:
+    """A text answer of the box's admin API (its Prometheus /metrics), with the client's token and timeout."""
+    req = urllib.request.Request(client.base_url + path, method="GET")
+    answer: str = exchange(req, timeout=client.timeout, token=client.token, who="box", where="the box's admin API",
+                           base_url=client.base_url, error=AdminError, as_text=True)
+    return answer

@@ -12,6 +12,7 @@ import sys
 import click
 
 from oca import __version__
+from oca.cli.audit import audit
 from oca.cli.cache import cache
 from oca.cli.catalog import catalog
 from oca.cli.check import check_config
@@ -25,6 +26,7 @@ from oca.cli.lab import lab
 from oca.cli.serve import serve
 from oca.cli.steer import steer
 from oca.cli.token import token
+from oca.cli.top import top
 from oca.errors import INTERRUPTED, UNREACHABLE, USAGE, ClientError, OcaError
 
 
@@ -47,6 +49,8 @@ cli.add_command(content)
 cli.add_command(lab)
 cli.add_command(fill)
 cli.add_command(firmware)
+cli.add_command(top)
+cli.add_command(audit)
 
 
 def exit_code(exc: OcaError) -> int:

@@ -290,6 +290,9 @@ class FleetStats:
             "bytes_out": sum(by_tier.values()),
             "bytes_by_tier": dict(by_tier),
             "hit_ratio": round(hits / lookups, 4) if lookups else None,
+            # body bytes sent on hits and on misses (hit ratio by bytes: hit / (hit + miss), e.g. `oca top`)
+            "hit_bytes": sum(n for (_, cache), n in self.bytes_sent.items() if cache == "hit"),
+            "miss_bytes": sum(n for (_, cache), n in self.bytes_sent.items() if cache == "miss"),
             "connections": sum(self.connections.values()),
         }
 

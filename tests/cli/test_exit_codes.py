@@ -53,11 +53,14 @@ CLIENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "cache ls": ("box", ()),
     "cache stat": ("box", ("titles/1/f0",)),
     "cache evict": ("box", ("titles/1/f0",)),
+    "top": ("box", ("--once", "--interval", "0.1")),
+    "audit": ("control", ("--action", "drain", "--since", "1h")),
 }
 
 # Other ways of running a command that reach another server or another route: (command, kind, arguments).
 VARIANTS: list[tuple[str, str, tuple[str, ...]]] = [
     ("fleet status", "control", ("--titles",)),
+    ("top", "control", ("--fleet", "--once", "--interval", "0.1")),  # the fleet, from the control plane
     ("firmware status", "box", ()),  # with --config: the box's own releases, from its admin API
     ("firmware status", "control", ("r1", "--watch")),
     ("invalidate", "control", ("--title", "42", "--wait", "--wait-timeout", "1")),  # waits --timeout + 1 s
@@ -93,7 +96,10 @@ ANSWERS: list[tuple[str, str, Any]] = [
     ("GET", "/v1/rollouts", {"rollouts": [ROLL]}),
     ("POST", "/v1/rollouts/r1/abort", ROLL),
     ("POST", "/v1/rollouts", ROLL),
+    ("GET", "/v1/audit", {"entries": [{"id": 1, "time": 0.0, "operator": "t@h", "action": "drain", "subject": "b1",
+                                       "detail": {}}]}),
     ("GET", "/status", {"box": "b1", "pid": 1}),
+    ("GET", "/metrics", b"# TYPE oca_requests_total counter\noca_requests_total 1\n"),  # raw text, not JSON
     ("GET", "/inventory", {"objects": [OBJECT]}),
     ("GET", "/firmware", {"version": "0.2.0", "previous_version": "0.1.0", "releases": ["0.2.0", "0.1.0"],
                           "firmware": {"state": "idle"}}),
@@ -132,7 +138,7 @@ class _Handler(BaseHTTPRequestHandler):
                 found = [{**found[0], "warning": "title '99999' is not in the catalog: the boxes may hold "
                                                  "nothing under it"}]
             status, answer = (200, found[0]) if found else (404, {"error": f"no {path}"})
-        body = json.dumps(answer).encode()
+        body = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

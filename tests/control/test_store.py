@@ -128,6 +128,16 @@ def test_drains_and_audit_survive_reopen(opener: Opener) -> None:
     assert actions == [("alice", "drain", "b1"), ("alice", "drain", "b2"), ("bob", "undrain", "b2"),
                        ("alice", "invalidate", "prefix:titles/1/"), ("carol", "catalog", "42")]
     assert store.audit(limit=1)[0].detail == {"files": 3}
+    filtered = {  # the filters `GET /v1/audit` (`oca audit`) passes down: every one given must match
+        "action": [(e.operator, e.subject) for e in store.audit(action="drain")],
+        "subject": [(e.operator, e.action) for e in store.audit(subject="b2", operator="bob")],
+        "since": [e.action for e in store.audit(since=3.0)],
+        "limit": [e.subject for e in store.audit(operator="alice", limit=2)],
+        "none": [e.subject for e in store.audit(action="drain", subject="42")],
+    }
+    assert filtered == {"action": [("alice", "b1"), ("alice", "b2")], "subject": [("bob", "undrain")],
+                        "since": ["undrain", "catalog"],
+                        "limit": ["b2", "prefix:titles/1/"], "none": []}
 
 
 def test_popularity_snapshot_and_titles(opener: Opener) -> None:
