@@ -127,6 +127,9 @@ def test_a_rollout_of_five_boxes_under_load_fails_no_client_request(lab: Lab, ne
     for box in lab.boxes:
         status = box_status(lab, box.id)
         assert (status["version"], status["previous_version"], status["firmware"]["state"]) == (NEXT, V, "idle")
+        code, metrics = http_get(lab.box(box.id).admin_url + "/metrics", lab.box_token, timeout=5)
+        served = [line for line in metrics.decode().splitlines() if line.startswith("oca_build_info{")]
+        assert code == 200 and served and all(f'version="{NEXT}"' in line for line in served), (box.id, served)
     fleet = oca_cli(lab, "fleet", "status", "--json")
     assert fleet.returncode == 0, fleet.stderr
     assert {b["id"]: b["version"] for b in json.loads(fleet.stdout)["boxes"]} == {b.id: NEXT for b in lab.boxes}
