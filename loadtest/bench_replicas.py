@@ -247,6 +247,15 @@ def passed(r: dict[str, Any]) -> bool:
             and p["longest_stall_after_kill_ms"] <= 1000 and not p["fatal_errors"] and p["fragments_after_kill"] > 0)
 
 
+def verdict(result: dict[str, Any], out: str, rows: str, ok: bool, holds: str) -> int:
+    """Write the JSON report, print the table and one PASS/FAIL line naming what must hold; the exit code."""
+    with open(f"{out}.json", "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=2)
+    print(rows)
+    print(f"\n{'PASS' if ok else 'FAIL'}: {holds} (details: {out}.json)")
+    return 0 if ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     missing = missing_tools()
@@ -255,13 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     result = run(args)
-    with open(f"{args.out}.json", "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=2)
-    print(table(result))
-    ok = passed(result)
-    print(f"\n{'PASS' if ok else 'FAIL'}: 0 failed device requests after the check window, no player stall > 1 s, "
-          f"r1 rejoins (details: {args.out}.json)")
-    return 0 if ok else 1
+    return verdict(result, args.out, table(result), passed(result),
+                   "0 failed device requests after the check window, no player stall > 1 s, r1 rejoins")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,15 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from loadtest.bench_replicas import failures, locust_totals, missing_tools, start_devices, stop_devices, wait_until
+from loadtest.bench_replicas import (
+    failures,
+    locust_totals,
+    missing_tools,
+    start_devices,
+    stop_devices,
+    verdict,
+    wait_until,
+)
 from oca.lab import Lab, LabConfig
 
 
@@ -159,13 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     result = run(args)
-    with open(f"{args.out}.json", "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=2)
-    print(table(result))
-    ok = passed(result)
-    print(f"\n{'PASS' if ok else 'FAIL'}: 0 failed device requests, writes 503 with the reason during the outage and "
-          f"accepted after it, nothing acknowledged lost (details: {args.out}.json)")
-    return 0 if ok else 1
+    return verdict(result, args.out, table(result), passed(result), "0 failed device requests, writes 503 with the "
+                   "reason during the outage and accepted after it, nothing acknowledged lost")
 
 
 if __name__ == "__main__":
