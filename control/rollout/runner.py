@@ -76,10 +76,19 @@ class RolloutRunner:
     second_of_day: Callable[[float], float] = local_second_of_day
     _abort: asyncio.Event = field(default_factory=asyncio.Event)
     _abort_reason: str = ""
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)  # set by an abort or a stop: a bake ends early
+    stopping: bool = False
 
     def abort(self, reason: str) -> None:
         self._abort_reason = reason
         self._abort.set()
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Return at the next step boundary, after the progress of every audited step is saved (a step cut
+        between its audit line and its saved progress would run, and be audited, again at resume)."""
+        self.stopping = True
+        self._wake.set()
 
     async def run(self) -> Rollout:
         event: Event | None = None
@@ -91,6 +100,8 @@ class RolloutRunner:
             if event is not None or decision.progress != self.rollout.progress:
                 await self._persist(decision.progress)
             event = None
+            if self.stopping and decision.state not in FINAL:
+                return self.rollout
             if decision.step is None:
                 if decision.wait > 0 and decision.state not in FINAL:
                     await self._sleep(min(decision.wait, MAX_WAIT))
@@ -111,7 +122,7 @@ class RolloutRunner:
     async def _sleep(self, seconds: float) -> bool:
         """Sleep, or less if an abort comes: True when the whole time passed."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._abort.wait(), seconds)
+            await asyncio.wait_for(self._wake.wait(), seconds)
             return False
         return True
 

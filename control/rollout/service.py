@@ -49,6 +49,7 @@ from oca.firmware.verify import Manifest, check_payload, check_signature, parse_
 
 log = logging.getLogger("oca.control.rollout")
 LEASE = "rollouts"  # the lease whose holder runs roll-outs (and their bundle pruning)
+STOP_GRACE = 5.0  # seconds a stopping replica gives its runner to reach a step boundary before cutting it
 T = TypeVar("T")
 KEEP_BUNDLES = 5
 Blocking = Callable[..., Awaitable[Any]]
@@ -143,6 +144,11 @@ class Rollouts:
                 await self.blocking(self.store.release_lease, LEASE, self.replica)
 
     async def _stop_runner(self) -> None:
+        """Stop the runner at its next step boundary (its progress saved), or cut it after a few seconds."""
+        if self._runner is not None and self._task is not None and not self._task.done():
+            self._runner.stop()
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_GRACE)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -241,6 +247,9 @@ class Rollouts:
         except Exception:  # a bug or a store failure: the roll-out stays where it was, resumable at restart
             log.exception("roll-out %s stopped unexpectedly; it resumes at the next start", runner.rollout.id)
             self._broken.add(runner.rollout.id)
+            return
+        if runner.stopping and runner.rollout.progress.state not in FINAL:
+            log.info("roll-out %s stopped between two steps; it resumes under the lease", runner.rollout.id)
             return
         if self._pending is not None and self._pending.id == runner.rollout.id:
             self._pending = None
