@@ -8,10 +8,14 @@ Prints `FILE: ok` (exit 0), or one line per problem, `FILE: key: problem` (exit 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from oca.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 BOX_SECTIONS = frozenset({"box", "server", "admin", "storage", "http", "fetch", "control", "firmware"})
 CONTROL_SECTIONS = frozenset({"fleet", "listen", "public_url", "coverage_file", "state", "state_password_file",
@@ -64,3 +68,9 @@ def check_config(file: str, forced: str | None, reload: bool) -> None:
     """Run every start-up check on FILE (settings, the files it names, writable directories, free ports):
     print FILE: ok and exit 0, or one line per problem and exit 2."""
     report(file, forced or kind_of(file), reload=reload)
+
+
+def check_option(fn: F) -> F:
+    """`--check` on `oca serve` and `oca control serve`: the start-up checks only, as `oca check-config`."""
+    return click.option("--check", is_flag=True, help="Run the start-up checks (as `oca check-config`), print "
+                        "FILE: ok or one line per problem, exit 0 or 2; serve nothing.")(fn)

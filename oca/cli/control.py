@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from control.client import ControlClient
+from oca.cli.check import check_option
 from oca.cli.options import DEFAULT_TIMEOUT, run_service, timeout_option
 from oca.errors import ConfigError
 from oca.secret_files import read_secret
@@ -68,8 +69,7 @@ def control() -> None:
               show_default=f"$OCA_CONTROL_CONFIG or {DEFAULT_CONTROL_CONFIG}", help="The control plane's config.")
 @click.option("--loop", "loop_kind", type=click.Choice(["uvloop", "asyncio"]), default="uvloop",
               show_default=True, help="Event loop.")
-@click.option("--check", is_flag=True, help="Run the start-up checks (as `oca check-config`), print FILE: ok or "
-                                            "one line per problem, exit 0 or 2; serve nothing.")
+@check_option
 def serve(config_path: str, loop_kind: str, check: bool) -> None:
     """Serve manifests, steering and the operator API; poll the fleet; until SIGTERM."""
     if check:

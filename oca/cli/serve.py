@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from oca.cli.check import check_option
 from oca.cli.options import config_option, run_service
 from oca.serve.preflight import load_checked_box
 
@@ -12,8 +13,7 @@ from oca.serve.preflight import load_checked_box
 @config_option
 @click.option("--loop", "loop_kind", type=click.Choice(["uvloop", "asyncio"]), default="uvloop",
               show_default=True, help="Event loop of the workers and the master.")
-@click.option("--check", is_flag=True, help="Run the start-up checks (as `oca check-config`), print FILE: ok or "
-                                            "one line per problem, exit 0 or 2; serve nothing.")
+@check_option
 def serve(config_path: str, loop_kind: str, check: bool) -> None:
     """Serve the cache on the data port until SIGTERM; SIGHUP reloads the config."""
     if check:

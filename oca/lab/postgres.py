@@ -28,12 +28,12 @@ import pwd
 import re
 import secrets
 import shutil
-import socket
 import stat
 import subprocess
 from typing import Any
 
 from oca.errors import OcaError
+from oca.lab.layout import pick_port
 
 SUPERUSER = "oca"
 
@@ -62,19 +62,6 @@ def server_user() -> pwd.struct_passwd:
         with contextlib.suppress(KeyError):
             return pwd.getpwnam(name)
     raise ClusterError("running as root and neither a postgres nor a nobody user exists to run PostgreSQL as")
-
-
-def free_port(host: str = "127.0.0.1", wanted: int = 0) -> int:
-    """`wanted` if it can be bound on `host`, else a free port there."""
-    for port in (wanted, 0) if wanted else (0,):
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
-    raise OSError(f"no free port on {host}")
 
 
 class PostgresCluster:
@@ -170,7 +157,7 @@ class PostgresCluster:
         if self.running:
             self.stop()
         if not self.port:
-            self.port = free_port("127.0.0.1", self.remembered_port())
+            self.port = pick_port("127.0.0.1", self.remembered_port())
         with open(os.path.join(self.root, "port"), "w", encoding="utf-8") as fh:
             fh.write(f"{self.port}\n")
         sockets = f"-k {self.root}" if self.socket else "-c unix_socket_directories=''"
