@@ -125,6 +125,16 @@ def locust_totals(prefix: str) -> tuple[int, int]:
     return 0, 0
 
 
+def replicated_lab(workdir: str, out: str) -> tuple[str, LabConfig]:
+    """(an empty file the devices' failures go to, the config of a lab with two replicas behind HAProxy)."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    failure_file = f"{out}_failures.txt"
+    with open(failure_file, "w", encoding="utf-8"):
+        pass
+    return failure_file, LabConfig(workdir=workdir, titles=2, duration=120, control_port=0, box_ports=0,
+                                   control_replicas=2)
+
+
 def start_devices(lab: Lab, devices: int, seconds: float, out: str, failure_file: str) -> subprocess.Popen[bytes]:
     """Locust devices (loadtest/locustfile.py, as `make loadtest` runs them) on the lab's control URL, for
     `seconds` at most; their failed requests, each with its time, go to `failure_file`."""
@@ -154,11 +164,7 @@ def say(line: str) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    failure_file = f"{args.out}_failures.txt"
-    with open(failure_file, "w", encoding="utf-8"):
-        pass
-    config = LabConfig(workdir=args.dir, titles=2, duration=120, control_port=0, box_ports=0, control_replicas=2)
+    failure_file, config = replicated_lab(args.dir, args.out)
     t = Timeline()
     with Lab(config, say=say) as lab:
         locust = start_devices(lab, args.devices, args.warmup + args.down + args.after + 30, args.out, failure_file)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import urllib.error
@@ -30,12 +29,13 @@ from loadtest.bench_replicas import (
     failures,
     locust_totals,
     missing_tools,
+    replicated_lab,
     start_devices,
     stop_devices,
     verdict,
     wait_until,
 )
-from oca.lab import Lab, LabConfig
+from oca.lab import Lab
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -75,11 +75,7 @@ def call(url: str, token: str, method: str = "GET", body: dict[str, Any] | None 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    failure_file = f"{args.out}_failures.txt"
-    with open(failure_file, "w", encoding="utf-8"):
-        pass
-    config = LabConfig(workdir=args.dir, titles=2, duration=120, control_port=0, box_ports=0, control_replicas=2)
+    failure_file, config = replicated_lab(args.dir, args.out)
     result: dict[str, Any] = {"devices": args.devices, "outage_s": args.outage}
     with Lab(config, say=say) as lab:
         token, base = lab.operator_token, lab.control_url
