@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from oca.admin.common import master_of
+from oca.admin.common import context_of
 from oca.errors import BadRequest, NotFound
 from oca.fetch.invalidations import SCOPES, check_entry
 from oca.fetch.prefetch import parse_items, parse_priority, parse_rate
@@ -48,9 +48,7 @@ async def purge(request: web.Request) -> web.Response:
         raise BadRequest(f"not a valid title id: {value!r}")
     if not isinstance(soft, bool):
         raise BadRequest(f"soft must be true or false, got {soft!r}")
-    fills = master_of(request).fills
-    assert fills is not None
-    count = await fills.purge(str(scope), value, soft)
+    count = await context_of(request).fills.purge(str(scope), value, soft)
     return web.json_response({"scope": scope, "value": value, "soft": soft, "objects": count})
 
 
@@ -59,12 +57,12 @@ async def prefetch(request: web.Request) -> web.Response:
     items = parse_items(body.get("items"))
     priority = parse_priority(body.get("priority", 0))
     rate = parse_rate(body.get("rate", 0))
-    job = master_of(request).prefetch.submit(items, priority, rate)
+    job = context_of(request).prefetch.submit(items, priority, rate)
     return web.json_response(job.progress(), status=202)
 
 
 async def prefetch_list(request: web.Request) -> web.Response:
-    jobs = master_of(request).prefetch.jobs.values()
+    jobs = context_of(request).prefetch.jobs.values()
     return web.json_response({"jobs": [job.progress() for job in jobs]})
 
 
@@ -73,14 +71,14 @@ def _job_id(request: web.Request) -> int:
 
 
 async def prefetch_progress(request: web.Request) -> web.Response:
-    job = master_of(request).prefetch.jobs.get(_job_id(request))
+    job = context_of(request).prefetch.jobs.get(_job_id(request))
     if job is None:
         raise NotFound(f"no prefetch job {request.match_info['job']}")
     return web.json_response(job.progress())
 
 
 async def prefetch_cancel(request: web.Request) -> web.Response:
-    job = master_of(request).prefetch.cancel(_job_id(request))
+    job = context_of(request).prefetch.cancel(_job_id(request))
     if job is None:
         raise NotFound(f"no prefetch job {request.match_info['job']}")
     return web.json_response(job.progress())
@@ -93,16 +91,16 @@ async def invalidations(request: web.Request) -> web.Response:
         raise BadRequest("invalidations must be a list")
     for entry in entries:
         check_entry(entry)
-    applied = await master_of(request).invalidations.apply(list(entries))
+    applied = await context_of(request).invalidations.apply(list(entries))
     return web.json_response({"applied_seq": applied})
 
 
 async def titles(request: web.Request) -> web.Response:
     since = parse_count(request.query.get("since", "0"), "since (a sequence number)")
-    master = master_of(request)
-    objects = await master.owner.call(Store.list, "titles/")
-    master.title_inventory.refresh((o.key, o.size) for o in objects)
-    return web.json_response(master.title_inventory.since(since))
+    box = context_of(request)
+    objects = await box.store.call(Store.list, "titles/")
+    box.inventory.refresh((o.key, o.size) for o in objects)
+    return web.json_response(box.inventory.since(since))
 
 
 ROUTES = _routes()
