@@ -11,16 +11,14 @@ Rules kept here:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
 from oca.admin.inventory import TitleInventory
 from oca.config.model import AdminConfig, BoxIdentity
-from oca.fetch.invalidations import Invalidations
-from oca.fetch.manager import FillManager
-from oca.fetch.prefetch import PrefetchQueue
+from oca.fetch.prefetch import PrefetchItem, PrefetchJob
 from oca.firmware.box import BoxFirmware, Switcher
 from oca.serve.stats import FleetStats
 
@@ -68,6 +66,37 @@ class EgressView(Protocol):
     def egress_bps(self) -> int: ...  # bits per second sent to clients lately
 
 
+class FillsView(Protocol):
+    """The box's fills from upstream (oca.fetch.manager): their counters, and purges."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def purge(self, scope: str, value: str, soft: bool) -> int: ...
+
+
+class PrefetchJobs(Protocol):
+    """The prefetch queue (oca.fetch.prefetch)."""
+
+    @property
+    def jobs(self) -> Mapping[int, PrefetchJob]: ...
+
+    def submit(self, items: list[PrefetchItem], priority: int = 0, rate: int = 0) -> PrefetchJob: ...
+
+    def cancel(self, job_id: int) -> PrefetchJob | None: ...
+
+
+class InvalidationLog(Protocol):
+    """The control plane's invalidations as this box applied them (oca.fetch.invalidations)."""
+
+    @property
+    def applied(self) -> int: ...  # the last sequence number applied
+
+    @property
+    def last_error(self) -> str | None: ...
+
+    async def apply(self, entries: list[object]) -> int: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class AdminContext:
     admin: AdminConfig  # the admin port's settings at start (a reload does not change them)
@@ -78,9 +107,9 @@ class AdminContext:
     stats: FleetStats
     egress: EgressView
     inventory: TitleInventory
-    fills: FillManager
-    prefetch: PrefetchQueue
-    invalidations: Invalidations
+    fills: FillsView
+    prefetch: PrefetchJobs
+    invalidations: InvalidationLog
     firmware: BoxFirmware  # the release view: releases, state, counters, the steps
     switcher: Switcher  # switches the workers to a release (the firmware steps' last part)
 

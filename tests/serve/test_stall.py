@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oca.serve.stall import is_stalled, own_pause
+from oca.serve.stall import is_stalled, own_pause, stall_after
 
 TICK = 0.1
 
@@ -35,3 +35,27 @@ def test_a_worker_silent_while_the_master_ran_is_stalled() -> None:
     assert credited == heard  # the master ran on time: nothing is credited
     assert not is_stalled(100.0 + 2.0, credited, 2.0)
     assert is_stalled(tick_times[-1] + 0.05, credited, 2.0)  # 2.95 s of the master's running time
+
+
+@pytest.mark.parametrize("report_interval, threshold", [
+    (1.0, 10.0),  # the default flush interval: ten silent reports
+    (0.5, 5.0),
+    (0.2, 2.0),  # never under 2 s, however often workers report
+    (0.05, 2.0),
+    (3.0, 30.0),
+])
+def test_a_worker_is_stuck_after_ten_missed_reports_and_at_least_two_seconds(report_interval: float,
+                                                                             threshold: float) -> None:
+    assert stall_after(report_interval) == pytest.approx(threshold)
+
+
+@pytest.mark.parametrize("heard, now, stall_after_s, stalled", [
+    (100.0, 100.0, 2.0, False),  # just heard
+    (100.0, 102.0, 2.0, False),  # exactly the threshold: not yet
+    (100.0, 102.01, 2.0, True),
+    (100.0, 109.0, 10.0, False),
+    (100.0, 125.0, 10.0, True),
+    (130.0, 125.0, 10.0, False),  # heard moved past now by a credited pause
+])
+def test_stall_detection(heard: float, now: float, stall_after_s: float, stalled: bool) -> None:
+    assert is_stalled(now, heard, stall_after_s) is stalled
