@@ -38,7 +38,9 @@ class ReleaseSwitcher:
         self._generation_lock = generation_lock
         self._stopped: asyncio.Future[None] | None = stopped
 
-    # the supervisor's workers, sockets and steps, by the names switch_release uses
+    # The supervisor's workers, sockets and steps, under the names switch_release uses: its body is the one
+    # the master had, kept as it was so that changes to the master-worker protocol (a version check before
+    # new workers start) apply to it unchanged.
 
     @property
     def workers(self) -> list[WorkerProcess]:

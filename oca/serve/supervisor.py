@@ -156,7 +156,7 @@ class Supervisor:
         deadline = time.monotonic() + self.config.server.shutdown_timeout + 5
         while any(w.process.poll() is None for w in workers) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        for worker in workers:
+        for worker in list(workers):  # a copy: `workers` may be self.workers, which _reap shrinks
             if worker.process.poll() is None:
                 log.error("worker %d did not stop in time: killing it", worker.process.pid)
                 worker.process.kill()
