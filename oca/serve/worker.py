@@ -132,7 +132,7 @@ class Worker:
 
 
 def _receive_config(control: socket.socket, source: str) -> BoxConfig:
-    """The master's validated config: the first line on the control socket (see Master._spawn)."""
+    """The master's validated config: the first line on the control socket (see Supervisor._spawn)."""
     control.settimeout(30)
     line = bytearray()
     while not line.endswith(b"\n"):
