@@ -54,8 +54,11 @@ package-test: $(STAMP)
 	@scripts/install-system-deps.sh debootstrap:debootstrap
 	$(BIN)/pytest -q -rs -m package tests/package
 
+# `make run PORT=8080 ADMIN_PORT=8081`: the sample box's ports on 127.0.0.1
+PORT ?= 8080
+ADMIN_PORT ?= 8081
 run: $(STAMP)
-	$(BIN)/python -m oca.sample run
+	$(BIN)/oca sample run --port $(PORT) --admin-port $(ADMIN_PORT)
 
 lab: $(STAMP) node_modules
 	@scripts/install-system-deps.sh /usr/bin/ffmpeg:ffmpeg \
