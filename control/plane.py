@@ -33,7 +33,8 @@ from control.invalidation import Invalidator
 from control.inventory import InventoryTracker
 from control.model import ORIGIN_PATHWAY, BoxHealth, Title
 from control.popularity import Popularity
-from control.preflight import startup
+from control.prefix_data import PrefixState, reload_index
+from control.preflight import prefix_files, startup
 from control.replication import StateFollower
 from control.rollout.boxes import BoxFirmwareClient
 from control.rollout.service import Rollouts
@@ -85,6 +86,8 @@ class ControlPlane:
     rollouts: Rollouts = field(init=False)
     follower: StateFollower = field(init=False)
     others: dict[str, Popularity] = field(default_factory=dict)  # other replicas' counters, at their last snapshot
+    prefixes: PrefixState = field(init=False)  # the prefix files the index was built from (control.prefix_data)
+    _reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _closed: bool = False
 
@@ -92,6 +95,8 @@ class ControlPlane:
     async def open(cls, config: ControlConfig, *, clock: Clock = time.time,
                    store: StateStore | None = None) -> ControlPlane:
         """Build every part from the config and load the persisted state (polling not started yet)."""
+        files = prefix_files(config)
+        signature = files.signature()  # before reading them: a change made while they load is seen next check
         loaded = startup(config)  # control.preflight: the same checks as `oca check-config` (all problems)
         operator_token, box_token = loaded.operator_token, loaded.box_token
         signer = None
@@ -109,9 +114,10 @@ class ControlPlane:
             return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args))
 
         catalog = LiveCatalog(store, blocking)
-        poller = HealthPoller(config.fleet, http, clock, interval=config.health.interval,
+        poller = HealthPoller(config.fleet, clock, interval=config.health.interval,
                               timeout=config.health.timeout, down_after=config.health.down_after,
-                              up_after=config.health.up_after, token=box_token)
+                              up_after=config.health.up_after, token=box_token,
+                              concurrency=config.health.concurrency)
         inventory = InventoryTracker(http, catalog.file_counts, config.health.inventory_timeout, box_token,
                                      title_sizes=lambda: {t.id: t.size for t in catalog.titles()})
         invalidator = Invalidator(store, config.fleet, http, poller.health, clock, blocking,
@@ -122,6 +128,7 @@ class ControlPlane:
         plane = cls(config, store, http, executor, clock, index, poller, inventory, invalidator, catalog,
                     SessionTable(config.steering.max_sessions), Popularity(config.popularity.half_life), signer,
                     operator_token, box_token, read_token=loaded.read_token)
+        plane.prefixes = PrefixState(files, signature, clock(), len(index.announced), len(index.coverage))
         plane.rollouts = Rollouts(
             config, store, blocking, clock,
             BoxFirmwareClient(http, box_token, config.rollout.request_timeout, config.health.timeout),
@@ -155,6 +162,8 @@ class ControlPlane:
         self.rollouts.start()
         self._tasks.append(asyncio.create_task(self._snapshots(), name="popularity snapshots"))
         self._tasks.append(asyncio.create_task(self.follower.run(), name="state refresh"))
+        if self.config.prefixes_check_interval > 0 and self.prefixes.files.paths():
+            self._tasks.append(asyncio.create_task(self._watch_prefixes(), name="prefix files"))
 
     async def close(self) -> None:
         if self._closed:
@@ -224,6 +233,26 @@ class ControlPlane:
                 log.warning("popularity snapshot not saved: %s", exc)
             except Exception:
                 log.exception("popularity snapshot failed")
+
+    async def reload_prefixes(self, *, force: bool = False) -> bool:
+        """Rebuild the steering index from the prefix files if they changed (or `force`: SIGHUP), in a
+        thread; True when a new index is in use. A bad file is logged and changes nothing. Each replica
+        does this on its own: the files are config, deployed beside control.yaml on every replica."""
+        async with self._reloading:
+            index = await asyncio.to_thread(reload_index, self.config.fleet, self.prefixes,
+                                            self.config.steering.default_site, self.clock, force=force)
+        if index is None:
+            return False
+        self.index = index
+        return True
+
+    async def _watch_prefixes(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.prefixes_check_interval)
+            try:
+                await self.reload_prefixes()
+            except Exception:
+                log.exception("prefix data reload failed")
 
     # -- decisions -------------------------------------------------------------------------------------
 

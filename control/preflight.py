@@ -3,7 +3,8 @@
 `oca control serve --check` run it and stop. So they cannot drift apart.
 
 Checked, every problem collected (one ConfigError each, against the config file and the key):
-- the settings, the fleet (inline or its file, the prefixes file) and the coverage file (control.config);
+- the settings, the fleet (inline or its file) and the coverage file (control.config); the prefixes file
+  (control.prefix_data, as the steering index is built);
 - every file the config names, loaded as the plane loads it: the operator, box and read-only tokens, the
   state database password, the token signing key, the roll-out trusted keys; the steering index built;
 - the directories it writes: the SQLite state's directory and the bundles directory;
@@ -18,6 +19,7 @@ import os
 from dataclasses import dataclass
 
 from control.config import ControlConfig, control_config_problems
+from control.prefix_data import PrefixFiles, build_index
 from control.steering import SteeringIndex
 from oca.config.check import Problems, check_bindable, check_writable_dir
 from oca.config.settings import read_yaml
@@ -67,10 +69,17 @@ def read_startup(config: ControlConfig, problems: Problems) -> Startup:
         problems.attempt("rollout.trusted_keys_file", lambda: load_trusted_keys(keys))
     index = None
     try:
-        index = SteeringIndex.build(config.fleet, default_site=config.steering.default_site)
+        index = build_index(config.fleet, prefix_files(config), config.steering.default_site,
+                            coverage=config.fleet.coverage)
+    except ConfigError as exc:  # a line of the prefix file: the error names that file and line
+        problems.found.append(exc)
     except ValueError as exc:
         problems.add("fleet", str(exc))
     return Startup(operator, box, read, password, signing_key, index)
+
+
+def prefix_files(config: ControlConfig) -> PrefixFiles:
+    return PrefixFiles(config.prefixes_file, config.coverage_file)
 
 
 def startup(config: ControlConfig) -> Startup:

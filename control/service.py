@@ -11,7 +11,10 @@ Rules kept here:
   10,000 boxes) is moved out of the garbage collector's sight with `gc.freeze()`: a full collection over
   them took about 350 ms there, a stall of every request, and they live as long as the process.
 - Stop order: stop listening (in-flight requests get `shutdown_timeout`), then the plane (which saves the
-  popularity snapshot and closes the store). SIGHUP is ignored for now: restart to change the config.
+  popularity snapshot and closes the store).
+- SIGHUP re-reads the prefix files (fleet.prefixes_file, coverage_file) now, changed or not; they are also
+  re-read within `prefixes_check_interval` of a change. A bad file is logged and changes nothing. Every
+  other setting, boxes and sites included, is read at start only: restart to change them.
 - An open API (no operator token configured) is logged as a warning at start.
 """
 
@@ -54,7 +57,15 @@ async def serve(config: ControlConfig, stop: asyncio.Event | None = None) -> Non
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP ignored: restart to reload the config"))
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def reload() -> None:
+            log.info("SIGHUP: re-reading the prefix files (other settings need a restart)")
+            task = asyncio.create_task(plane.reload_prefixes(force=True), name="prefix reload")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
         notify("READY=1")
         interval = watchdog_interval()
         if interval is not None:

@@ -36,7 +36,7 @@ async def test_hysteresis_k_down_m_up(aiohttp_server: Any) -> None:
     fleet = await _fleet(aiohttp_server, fake)
     clock = Clock()
     async with aiohttp.ClientSession() as session:
-        poller = HealthPoller(fleet, session, clock, timeout=1.0, down_after=3, up_after=2)
+        poller = HealthPoller(fleet, clock, timeout=1.0, down_after=3, up_after=2)
         assert not poller.health()["b1"].healthy  # not polled yet
         await poller.poll_once()
         assert poller.health()["b1"].healthy  # the first poll decides directly
@@ -62,7 +62,7 @@ async def test_junk_wrong_box_and_hang_are_failures_and_do_not_slow_the_others(a
              FakeBox("wrong", mode="wrong-box"), FakeBox("error", mode="error")]
     fleet = await _fleet(aiohttp_server, *fakes)
     async with aiohttp.ClientSession() as session:
-        poller = HealthPoller(fleet, session, time.time, timeout=0.3, down_after=1, up_after=1)
+        poller = HealthPoller(fleet, time.time, timeout=0.3, down_after=1, up_after=1)
         started = time.monotonic()
         await poller.poll_once()
         elapsed = time.monotonic() - started
@@ -80,7 +80,7 @@ async def test_background_polls_of_a_hanging_box_do_not_delay_the_others(aiohttp
     good, hang = FakeBox("good"), FakeBox("hang", mode="hang")
     fleet = await _fleet(aiohttp_server, good, hang)
     async with aiohttp.ClientSession() as session:
-        poller = HealthPoller(fleet, session, time.time, interval=0.1, timeout=1.0, down_after=1, up_after=1)
+        poller = HealthPoller(fleet, time.time, interval=0.1, timeout=1.0, down_after=1, up_after=1)
         poller.start()
         try:
             await asyncio.sleep(0.65)
@@ -95,7 +95,7 @@ async def test_load_draining_failed_tiers_and_operator_drain(aiohttp_server: Any
                    tiers=[{"name": "ssd", "state": "failed"}, {"name": "hdd", "state": "up"}])
     fleet = await _fleet(aiohttp_server, fake)
     async with aiohttp.ClientSession() as session:
-        poller = HealthPoller(fleet, session, time.time, timeout=1.0)
+        poller = HealthPoller(fleet, time.time, timeout=1.0)
         await poller.poll_once()
         h = poller.health()["b1"]
         assert h.healthy and h.draining and h.load == 0.45 and h.failed_tiers == ("ssd",)
@@ -115,7 +115,7 @@ async def test_a_recovering_box_must_have_applied_the_invalidation_log(aiohttp_s
     fake = FakeBox("b1", mode="error", invalidation_seq=3)
     fleet = await _fleet(aiohttp_server, fake)
     async with aiohttp.ClientSession() as session:
-        poller = HealthPoller(fleet, session, time.time, timeout=1.0, down_after=1, up_after=1,
+        poller = HealthPoller(fleet, time.time, timeout=1.0, down_after=1, up_after=1,
                               required_seq=lambda: 5)
         await poller.poll_once()
         assert not poller.health()["b1"].healthy
@@ -132,7 +132,7 @@ async def test_a_drain_the_box_acknowledged_counts_before_the_next_poll(aiohttp_
     fake = FakeBox("b1", draining=True)
     fleet = await _fleet(aiohttp_server, fake)
     async with aiohttp.ClientSession() as session:
-        poller = HealthPoller(fleet, session, Clock())
+        poller = HealthPoller(fleet, Clock())
         await poller.poll_once()
         assert poller.health()["b1"].draining
         poller.box_draining("b1", False)  # the box answered 200 to /undrain
@@ -149,7 +149,7 @@ async def test_stop_ends_a_task_whose_poll_ends_as_it_is_cancelled(monkeypatch: 
     fleet = Fleet({"lab": Site("lab", 0.0, 0.0, "NL")}, {"b1": box}, (), "http://origin")
     for turns in range(5):
         async with aiohttp.ClientSession() as session:
-            poller = HealthPoller(fleet, session, Clock(), interval=3600.0, timeout=30.0)
+            poller = HealthPoller(fleet, Clock(), interval=3600.0, timeout=30.0)
             fetching, answer = asyncio.Event(), asyncio.Event()
 
             async def fetch(box: Box, fetching: asyncio.Event = fetching, answer: asyncio.Event = answer) -> Any:
@@ -172,7 +172,7 @@ async def test_health_view_is_live_and_read_only(aiohttp_server: Any) -> None:
     fake = FakeBox("b1")
     fleet = await _fleet(aiohttp_server, fake)
     async with aiohttp.ClientSession() as session:
-        poller = HealthPoller(fleet, session, Clock(), timeout=1.0, down_after=1, up_after=1)
+        poller = HealthPoller(fleet, Clock(), timeout=1.0, down_after=1, up_after=1)
         view = poller.health_view()
         copy = poller.health()
         assert not view["b1"].healthy
