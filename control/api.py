@@ -153,7 +153,9 @@ async def status(request: web.Request) -> web.Response:
                   "error": follower.error, "refreshed": follower.refreshed},
         "last_invalidation_seq": plane.invalidator.last_seq,
         "health": {"interval": plane.poller.interval, "rounds": plane.poller.rounds,
-                   "last_round_seconds": plane.poller.last_round, "unpolled_boxes": plane.poller.unpolled,
+                   "last_round_seconds": plane.poller.last_round,
+                   "recent_rounds_seconds": [round(r, 4) for r in plane.poller.recent_rounds],
+                   "unpolled_boxes": plane.poller.unpolled,
                    "skipped_polls": plane.poller.skipped},
         "prefixes": plane.prefixes.as_json()})
 

@@ -29,6 +29,7 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -45,6 +46,7 @@ from oca.httpapi import loads
 log = logging.getLogger("oca.control.health")
 
 Clock = Callable[[], float]
+ROUNDS_KEPT = 64  # durations of the latest rounds kept for /v1/status
 TICK = 0.005  # the scheduler wakes at most this often: boxes whose turn falls within one tick start together
 StatusListener = Callable[[Box, "BoxStatus"], Awaitable[None]]
 
@@ -105,6 +107,7 @@ class HealthPoller:
     client: StatusClient = field(default_factory=StatusClient)
     rounds: int = 0  # rounds done (the first, `poll_once`, included)
     last_round: float | None = None  # seconds the latest round took, start to its last poll's end
+    recent_rounds: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=ROUNDS_KEPT))
     skipped: int = 0  # polls not started because the box's previous one was still running
     unpolled: int = field(init=False)  # boxes not polled since start
     _states: dict[str, _BoxState] = field(default_factory=dict)
@@ -229,6 +232,7 @@ class HealthPoller:
         self.rounds += 1
         late = self.last_round is not None and self.last_round > self.interval
         self.last_round = seconds
+        self.recent_rounds.append(seconds)
         if seconds > self.interval and not late:  # once per run of late rounds, not every round
             log.warning("a health round of %d boxes took %.2fs, more than health.interval %gs: polls run late "
                         "(raise health.concurrency or health.interval, or give the control plane more CPU)",

@@ -34,7 +34,7 @@ from control.inventory import InventoryTracker
 from control.model import ORIGIN_PATHWAY, BoxHealth, Title
 from control.popularity import Popularity
 from control.prefix_data import PrefixState, reload_index
-from control.preflight import prefix_files, startup
+from control.preflight import Startup, prefix_files, startup
 from control.replication import StateFollower
 from control.rollout.boxes import BoxFirmwareClient
 from control.rollout.service import Rollouts
@@ -92,12 +92,12 @@ class ControlPlane:
     _closed: bool = False
 
     @classmethod
-    async def open(cls, config: ControlConfig, *, clock: Clock = time.time,
-                   store: StateStore | None = None) -> ControlPlane:
-        """Build every part from the config and load the persisted state (polling not started yet)."""
-        files = prefix_files(config)
-        signature = files.signature()  # before reading them: a change made while they load is seen next check
-        loaded = startup(config)  # control.preflight: the same checks as `oca check-config` (all problems)
+    async def open(cls, config: ControlConfig, *, clock: Clock = time.time, store: StateStore | None = None,
+                   loaded: Startup | None = None) -> ControlPlane:
+        """Build every part from the config and load the persisted state (polling not started yet).
+        `loaded`: what control.preflight already read from the files the config names (else read here)."""
+        if loaded is None:
+            loaded = startup(config)  # control.preflight: the same checks as `oca check-config` (all problems)
         operator_token, box_token = loaded.operator_token, loaded.box_token
         signer = None
         if loaded.signing_key is not None:
@@ -107,8 +107,11 @@ class ControlPlane:
         index = loaded.index
         executor = ThreadPoolExecutor(1, thread_name_prefix="oca-control-store")
         store = store if store is not None else open_store(config.state.target(), password=loaded.state_password)
+        # force_close: health polls have their own kept connections (control.status_client); the rest of what
+        # is asked of boxes is rare (an inventory after a change, pushes, drains, roll-outs), and keeping those
+        # connections open too held a second descriptor per box: 20,000 boxes ran out of open files.
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.health.timeout),
-                                     connector=aiohttp.TCPConnector(limit=0, limit_per_host=4))
+                                     connector=aiohttp.TCPConnector(limit=0, limit_per_host=4, force_close=True))
 
         async def blocking(fn: Callable[..., T], *args: Any) -> T:
             return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args))
@@ -128,7 +131,8 @@ class ControlPlane:
         plane = cls(config, store, http, executor, clock, index, poller, inventory, invalidator, catalog,
                     SessionTable(config.steering.max_sessions), Popularity(config.popularity.half_life), signer,
                     operator_token, box_token, read_token=loaded.read_token)
-        plane.prefixes = PrefixState(files, signature, clock(), len(index.announced), len(index.coverage))
+        plane.prefixes = PrefixState(prefix_files(config), loaded.prefix_signature, clock(), len(index.announced),
+                                     len(index.coverage))
         plane.rollouts = Rollouts(
             config, store, blocking, clock,
             BoxFirmwareClient(http, box_token, config.rollout.request_timeout, config.health.timeout),

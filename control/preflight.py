@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 
 from control.config import ControlConfig, control_config_problems
-from control.prefix_data import PrefixFiles, build_index
+from control.prefix_data import PrefixFiles, Signature, build_index
 from control.steering import SteeringIndex
 from oca.config.check import Problems, check_bindable, check_writable_dir
 from oca.config.settings import read_yaml
@@ -38,6 +38,7 @@ class Startup:
     state_password: str | None
     signing_key: PrivateKey | None
     index: SteeringIndex | None
+    prefix_signature: Signature = ()  # the prefix files as they were just before the index read them
 
 
 def read_startup(config: ControlConfig, problems: Problems) -> Startup:
@@ -68,6 +69,7 @@ def read_startup(config: ControlConfig, problems: Problems) -> Startup:
         keys = config.rollout.trusted_keys_file
         problems.attempt("rollout.trusted_keys_file", lambda: load_trusted_keys(keys))
     index = None
+    signature = prefix_files(config).signature()  # before reading: a change made meanwhile is seen next check
     try:
         index = build_index(config.fleet, prefix_files(config), config.steering.default_site,
                             coverage=config.fleet.coverage)
@@ -75,7 +77,7 @@ def read_startup(config: ControlConfig, problems: Problems) -> Startup:
         problems.found.append(exc)
     except ValueError as exc:
         problems.add("fleet", str(exc))
-    return Startup(operator, box, read, password, signing_key, index)
+    return Startup(operator, box, read, password, signing_key, index, signature)
 
 
 def prefix_files(config: ControlConfig) -> PrefixFiles:
@@ -93,13 +95,18 @@ def startup(config: ControlConfig) -> Startup:
 
 def check_control(path: str, *, ports: bool = True) -> tuple[ControlConfig | None, list[ConfigError]]:
     """(the config, every problem found); the config is None when the file could not be read as YAML."""
+    config, _, problems = _check(path, ports)
+    return config, problems
+
+
+def _check(path: str, ports: bool) -> tuple[ControlConfig | None, Startup | None, list[ConfigError]]:
     problems = Problems(path)
     try:
         raw = read_yaml(path)
     except ConfigError as exc:
-        return None, [exc]
+        return None, None, [exc]
     config = control_config_problems(raw, path, problems.found)
-    read_startup(config, problems)
+    loaded = read_startup(config, problems)
     if config.state.url is None:
         check_writable_dir(problems, "state", os.path.dirname(os.path.abspath(config.state.path)))
     # bundles/ beside the SQLite state unless rollout.bundles_dir says where: a problem of `state` then
@@ -107,12 +114,13 @@ def check_control(path: str, *, ports: bool = True) -> tuple[ControlConfig | Non
                        config.bundles_dir())
     if ports:
         check_bindable(problems, "listen", config.listen)
-    return config, problems.found
+    return config, loaded, problems.found
 
 
-def load_checked_control(path: str) -> ControlConfig:
-    """The config, once every check passed; ConfigProblems otherwise."""
-    config, problems = check_control(path)
-    if problems or config is None:
+def load_checked_control(path: str) -> tuple[ControlConfig, Startup]:
+    """The config and what it names, loaded (ControlPlane.open takes it: a fleet's million prefixes are
+    read once, not once to check and again to serve), once every check passed; ConfigProblems otherwise."""
+    config, loaded, problems = _check(path, True)
+    if problems or config is None or loaded is None:
         raise ConfigProblems(problems)
-    return config
+    return config, loaded

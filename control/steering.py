@@ -35,8 +35,8 @@ from typing import Any
 
 import xxhash
 
-from control.nearest import SiteTree
 from control.model import ORIGIN_PATHWAY, BoxHealth, CoverageArea, Fleet, Inventory, Title
+from control.nearest import SiteTree
 from control.prefixes import PrefixTable, parse_address
 
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean radius

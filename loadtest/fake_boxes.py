@@ -16,21 +16,27 @@ Rules it keeps:
   socket and the control plane's connection), as the systemd unit's LimitNOFILE does for a real service.
 - It prints `ready <boxes> <requests served so far>` once every address listens; on SIGTERM it prints
   `served <requests>` and exits 0.
+- `running(ids, port, workdir)` starts as many of these processes as the boxes need (PER_PROCESS each: a
+  process may not open more files than its hard limit, 20,000 on the machine measured) and stops them all.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import resource
 import signal
 import socket
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import cast
 
 BASE = (127 << 24) | (100 << 16)  # 127.100.0.0
+PER_PROCESS = 8000  # boxes per fake-box process: 2 descriptors each stays under a 20,000 open-file limit
 
 
 def address(i: int) -> str:
@@ -136,6 +142,50 @@ async def serve(ids: Sequence[str], first: int, last: int, port: int) -> None:
     for server in servers:
         server.close()
     print(f"served {counter[0]}", flush=True)
+
+
+@contextlib.contextmanager
+def running(ids: Sequence[str], port: int, workdir: str, *, timeout: float = 120.0) -> Iterator[list[str]]:
+    """Fake boxes for `ids` (box i at http://address(i):port) in child processes, ready on entry; yields
+    the admin URLs in the order of `ids`. Every child is stopped (SIGTERM, then SIGKILL) on exit."""
+    path = os.path.join(workdir, "fake-box-ids.txt")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(f"{box_id}\n" for box_id in ids)
+    children: list[subprocess.Popen[str]] = []
+    try:
+        for first in range(0, len(ids), PER_PROCESS):
+            children.append(subprocess.Popen(
+                [sys.executable, "-m", "loadtest.fake_boxes", "--ids", path, "--port", str(port), "--first",
+                 str(first), "--count", str(PER_PROCESS)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                text=True))
+        for child in children:
+            assert child.stdout is not None
+            line = _readline(child, timeout)
+            if not line.startswith("ready "):
+                raise RuntimeError(f"fake boxes did not start (exit {child.poll()}): {line.strip()!r}")
+        yield [f"http://{address(i)}:{port}" for i in range(len(ids))]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.communicate()
+
+
+def _readline(child: subprocess.Popen[str], timeout: float) -> str:
+    """The child's next stdout line, or "" once `timeout` passed or it exited."""
+    import selectors
+
+    assert child.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(child.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            return ""
+    return child.stdout.readline()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
