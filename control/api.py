@@ -155,7 +155,7 @@ async def status(request: web.Request) -> web.Response:
         "health": {"interval": plane.poller.interval, "rounds": plane.poller.rounds,
                    "last_round_seconds": plane.poller.last_round,
                    "recent_rounds_seconds": [round(r, 4) for r in plane.poller.recent_rounds],
-                   "unpolled_boxes": plane.poller.unpolled,
+                   "unpolled_boxes": plane.poller.unpolled, "polls": plane.poller.polls,
                    "skipped_polls": plane.poller.skipped},
         "prefixes": plane.prefixes.as_json()})
 

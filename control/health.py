@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control.model import Box, BoxHealth, Fleet
-from control.status_client import StatusClient, Target
+from control.status_client import StatusClient, Target, default_max_idle
 from oca.httpapi import loads
 
 log = logging.getLogger("oca.control.health")
@@ -104,11 +104,12 @@ class HealthPoller:
     listeners: list[StatusListener] = field(default_factory=list)
     drained: frozenset[str] = frozenset()  # operator drains, kept in step by the service
     concurrency: int = 256  # polls in flight at once
-    client: StatusClient = field(default_factory=StatusClient)
+    client: StatusClient = field(default_factory=lambda: StatusClient(default_max_idle()))
     rounds: int = 0  # rounds done (the first, `poll_once`, included)
     last_round: float | None = None  # seconds the latest round took, start to its last poll's end
     recent_rounds: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=ROUNDS_KEPT))
     skipped: int = 0  # polls not started because the box's previous one was still running
+    polls: int = 0  # polls done since start
     unpolled: int = field(init=False)  # boxes not polled since start
     _states: dict[str, _BoxState] = field(default_factory=dict)
     _health: dict[str, BoxHealth] = field(default_factory=dict)
@@ -265,6 +266,7 @@ class HealthPoller:
             status, problem = None, str(exc)
         state = self._states[box.id]
         now = self.clock()
+        self.polls += 1
         if state.polls == 0:
             self.unpolled -= 1
         state.last_poll, state.polls = now, state.polls + 1

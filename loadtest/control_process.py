@@ -38,6 +38,7 @@ from typing import Any
 
 from control.catalog.codec import title_to_json
 from control.model import Fleet, Title
+from control.status_client import default_max_idle
 from loadtest import fake_boxes
 from loadtest.wrk import WrkError, WrkResult, parse_output
 
@@ -62,6 +63,7 @@ class Polling:
     skipped: int  # polls not started because the box's previous one still ran, over the whole run
     rss_bytes: int  # VmRSS after the rounds
     round_cpu: float  # CPU time used while the rounds were sampled, per second of wall clock
+    cpu_per_poll: float | None  # that CPU time over the polls done meanwhile: what a round costs apart from load
     kept_connections: str  # how many boxes keep a connection between polls (the open-file limit bounds it)
 
 
@@ -223,26 +225,29 @@ def _polling(base: str, pid: int, started: float, seconds: float, timeout: float
             raise ProcessError(f"{health['unpolled_boxes']} boxes not polled within {timeout:.0f}s of exec")
         time.sleep(0.1)
     all_polled, all_polled_cpu = time.monotonic() - started, cpu_seconds(pid)
-    first = health["rounds"]
+    first, polls = health["rounds"], health["polls"]
     cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
     time.sleep(seconds)
     health = _status(base)["health"]
     done = health["rounds"] - first  # rounds that ended while we waited: the last `done` of the recent ones
     rounds = [float(r) for r in health["recent_rounds_seconds"][-done:]] if done > 0 else []
-    round_cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before)
+    cpu = cpu_seconds(pid) - cpu_before
+    round_cpu = cpu / (time.monotonic() - wall_before)
+    polled = health["polls"] - polls
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    kept = min(boxes, soft // 2)
+    kept = min(boxes, default_max_idle())  # what the control process (same limit) keeps
     return Polling(float(health["interval"]), all_polled, all_polled_cpu, rounds, int(health["skipped_polls"]),
-                   rss_bytes(pid), round_cpu,
+                   rss_bytes(pid), round_cpu, cpu / polled if polled > 0 else None,
                    f"{kept:,} of {boxes:,} boxes keep their connection (open-file limit {soft:,})")
 
 
 def round_summary(polling: Polling) -> str:
     if not polling.rounds:
         return "no round completed while sampled"
+    per_poll = f", {polling.cpu_per_poll * 1e6:.0f} µs of CPU a poll" if polling.cpu_per_poll is not None else ""
     return (f"median {statistics.median(polling.rounds):.2f} s, max {max(polling.rounds):.2f} s over "
             f"{len(polling.rounds)} rounds, {polling.skipped:,} polls skipped, the process at "
-            f"{polling.round_cpu:.0%} of a core")
+            f"{polling.round_cpu:.0%} of a core{per_poll}")
 
 
 def _http(base: str, titles: Sequence[Title], mpd: str, clients: Sequence[str], workdir: str, seconds: float,
