@@ -48,8 +48,8 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path: Path, capsys: pyte
     assert re.search(r"\| ≤ 30 s \| [\d.]+ s, [\d.]+ s of CPU — (meets|misses) \|$", rows[9])
     # 1,000 fake boxes polled every 2 s for --quick's 3 s: at least one round is timed
     assert re.search(r"\| ≤ 2 s \(health.interval\) \| median [\d.]+ s, max [\d.]+ s over \d+ rounds, [\d,]+ polls "
-                     r"skipped, the process at \d+% of a core, \d+ µs of CPU a poll \([\d,]+ of 1,000 boxes keep their connection "
-                     r"\(open-file limit [\d,]+\)\) — (meets|misses) \|$", rows[10])
+                     r"skipped, the process at \d+% of a core, \d+ µs of CPU a poll \([\d,]+ of 1,000 boxes keep "
+                     r"their connection \(open-file limit [\d,]+\)\) — (meets|misses) \|$", rows[10])
     assert re.search(r"\| [\d,]+ MiB \|$", rows[11])
     assert "not asked for" in rows[12]  # --quick runs no wrk
     report = json.loads(out.read_text())
