@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import importlib
 import json
 import os
@@ -282,9 +283,13 @@ def _rate(fn: Callable[[int], object], seconds: float) -> float:
 
 def measure(world: World, *, seconds: float, samples: int, progress: Callable[[str], None]) -> list[Figure]:
     rows: list[Figure] = []
-    started = time.perf_counter()
-    index = SteeringIndex.build(world.fleet)
-    build_s = time.perf_counter() - started
+    gc.disable()  # as `oca control serve` builds it (control/service.py)
+    try:
+        started = time.perf_counter()
+        index = SteeringIndex.build(world.fleet)
+        build_s = time.perf_counter() - started
+    finally:
+        gc.enable()
     prefixes = len(index.announced) + len(index.coverage)
     rows.append(Figure("index build", f"{build_s:.2f} s ({prefixes:,} prefixes, {len(world.fleet.boxes):,} boxes)",
                     "-", "-", build_s, "s"))
@@ -302,18 +307,20 @@ def measure(world: World, *, seconds: float, samples: int, progress: Callable[[s
 
     for i in range(min(2000, samples)):  # warm-up: caches, branch paths
         decide(i)
-    latencies = []
+    latencies, cpu_times = [], []
     refused = 0
     for i in range(samples):
-        t0 = time.perf_counter_ns()
+        t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
         decision = decide(i * 7919)
+        cpu_times.append(time.thread_time_ns() - c0)  # this thread's CPU only: not the time others had the core
         latencies.append(time.perf_counter_ns() - t0)
         refused += not decision.allowed
     latencies.sort()
+    cpu_times.sort()
     p50, p99 = latencies[len(latencies) // 2] / 1e6, latencies[int(len(latencies) * 0.99)] / 1e6
-    worst = latencies[-1] / 1e6
-    rows.append(Figure("steering decision", f"p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {worst:.3f} ms "
-                    f"({samples:,} clients, {refused:,} got 451)", f"p99 ≤ {P99_GOAL_MS:g} ms",
+    worst, cpu_p99 = latencies[-1] / 1e6, cpu_times[int(len(cpu_times) * 0.99)] / 1e6
+    rows.append(Figure("steering decision", f"p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {worst:.3f} ms; CPU time p99 "
+                    f"{cpu_p99:.3f} ms ({samples:,} clients, {refused:,} got 451)", f"p99 ≤ {P99_GOAL_MS:g} ms",
                     _verdict(p99 <= P99_GOAL_MS), p99, "ms"))
     progress("decisions timed")
 
