@@ -10,15 +10,8 @@ import pytest
 
 from control.health import HealthPoller
 from control.model import Box, Fleet, Site
+from tests.clock import FakeClock
 from tests.control.fixtures import FakeBox
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def _fleet(aiohttp_server: Any, *fakes: FakeBox) -> Fleet:
@@ -33,7 +26,7 @@ async def _fleet(aiohttp_server: Any, *fakes: FakeBox) -> Fleet:
 async def test_hysteresis_k_down_m_up(aiohttp_server: Any) -> None:
     fake = FakeBox("b1")
     fleet = await _fleet(aiohttp_server, fake)
-    clock = Clock()
+    clock = FakeClock(1000.0)
     poller = HealthPoller(fleet, clock, timeout=1.0, down_after=3, up_after=2)
     assert not poller.health()["b1"].healthy  # not polled yet
     await poller.poll_once()
@@ -125,7 +118,7 @@ async def test_a_recovering_box_must_have_applied_the_invalidation_log(aiohttp_s
 async def test_a_drain_the_box_acknowledged_counts_before_the_next_poll(aiohttp_server: Any) -> None:
     fake = FakeBox("b1", draining=True)
     fleet = await _fleet(aiohttp_server, fake)
-    poller = HealthPoller(fleet, Clock())
+    poller = HealthPoller(fleet, FakeClock(1000.0))
     await poller.poll_once()
     assert poller.health()["b1"].draining
     poller.box_draining("b1", False)  # the box answered 200 to /undrain
@@ -141,7 +134,7 @@ async def test_stop_ends_a_task_whose_poll_ends_as_it_is_cancelled(monkeypatch: 
     box = Box("b1", "lab", "http://127.0.0.1:9", "http://127.0.0.1:9", egress_capacity=1_000_000)
     fleet = Fleet({"lab": Site("lab", 0.0, 0.0, "NL")}, {"b1": box}, (), "http://origin")
     for turns in range(5):
-        poller = HealthPoller(fleet, Clock(), interval=3600.0, timeout=30.0)
+        poller = HealthPoller(fleet, FakeClock(1000.0), interval=3600.0, timeout=30.0)
         fetching, answer = asyncio.Event(), asyncio.Event()
 
         async def fetch(box: Box, fetching: asyncio.Event = fetching, answer: asyncio.Event = answer) -> Any:
@@ -163,7 +156,7 @@ async def test_stop_ends_a_task_whose_poll_ends_as_it_is_cancelled(monkeypatch: 
 async def test_health_view_is_live_and_read_only(aiohttp_server: Any) -> None:
     fake = FakeBox("b1")
     fleet = await _fleet(aiohttp_server, fake)
-    poller = HealthPoller(fleet, Clock(), timeout=1.0, down_after=1, up_after=1)
+    poller = HealthPoller(fleet, FakeClock(1000.0), timeout=1.0, down_after=1, up_after=1)
     view = poller.health_view()
     copy = poller.health()
     assert not view["b1"].healthy
@@ -181,13 +174,13 @@ def _many(n: int) -> Fleet:
 
 
 def test_a_round_starts_its_polls_spread_over_interval_minus_timeout() -> None:
-    poller = HealthPoller(_many(4), Clock(), interval=2.0, timeout=1.0)
+    poller = HealthPoller(_many(4), FakeClock(1000.0), interval=2.0, timeout=1.0)
     assert poller.offsets() == [0.0, 0.25, 0.5, 0.75]  # the last poll's timeout still ends by 1.75 s < 2 s
-    assert HealthPoller(_many(3), Clock(), interval=1.0, timeout=1.0).offsets() == [0.0, 0.0, 0.0]
+    assert HealthPoller(_many(3), FakeClock(1000.0), interval=1.0, timeout=1.0).offsets() == [0.0, 0.0, 0.0]
 
 
 async def test_polls_in_flight_are_bounded_and_rounds_are_counted(monkeypatch: Any) -> None:
-    poller = HealthPoller(_many(10), Clock(), interval=3600.0, timeout=5.0, concurrency=3)
+    poller = HealthPoller(_many(10), FakeClock(1000.0), interval=3600.0, timeout=5.0, concurrency=3)
     inflight, most = 0, 0
 
     async def fetch(box: Box) -> Any:
@@ -208,7 +201,7 @@ async def test_polls_in_flight_are_bounded_and_rounds_are_counted(monkeypatch: A
 
 async def test_scheduled_polls_keep_their_places_in_the_interval(monkeypatch: Any) -> None:
     """Lower bounds only (a loaded machine may start a poll late, never early)."""
-    poller = HealthPoller(_many(4), Clock(), interval=0.8, timeout=0.4, concurrency=2)
+    poller = HealthPoller(_many(4), FakeClock(1000.0), interval=0.8, timeout=0.4, concurrency=2)
     starts: dict[str, list[float]] = {}
     loop = asyncio.get_running_loop()
 
