@@ -205,8 +205,8 @@ class HealthPoller:
                 self._round_ended(loop.time() - current.start)
             number += 1
             behind = loop.time() - (start + number * self.interval)
-            if behind > 0:  # queueing alone overran the interval: the next round starts now, on the grid
-                number += int(behind / self.interval) + 1
+            if behind > 0:  # queueing alone overran the interval: go on from the latest tick already passed
+                number += int(behind / self.interval)
             await asyncio.sleep(max(0.0, start + number * self.interval - loop.time()))
 
     async def _worker(self, queue: asyncio.Queue[tuple[Box, _Round]]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -248,6 +249,7 @@ class ControlPlane:
         if index is None:
             return False
         self.index = index
+        gc.freeze()  # as at start (control/service.py): the new tables live until the next reload
         return True
 
     async def _watch_prefixes(self) -> None:
