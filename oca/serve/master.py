@@ -60,7 +60,7 @@ from oca.serve import sdnotify
 from oca.serve.listeners import bind_listeners
 from oca.serve.owner import StorageOwner
 from oca.serve.preflight import load_checked_box
-from oca.serve.stall import is_stalled, own_pause
+from oca.serve.stall import is_stalled, own_pause, stall_after, workers_report
 from oca.serve.stats import FleetStats
 from oca.storage import Store
 
@@ -425,7 +425,7 @@ class Master:
         # a worker reports every flush interval; one silent for ten of them (2 s at least) is stuck: kill it,
         # and the dead worker is restarted like any other
         # (oca.serve.stall: silence is counted in the master's own running time, never across its pauses)
-        stall_after = max(2.0, 10 * self.config.storage.access_flush_interval)
+        silence = stall_after(self.config.storage.access_flush_interval)
         previous = time.monotonic()
         while True:
             await asyncio.sleep(_TICK)
@@ -440,7 +440,7 @@ class Master:
             for worker in list(self.workers):
                 code = worker.process.poll()
                 if code is None and worker.serving and not worker.retiring and is_stalled(now, worker.heard,
-                                                                                          stall_after):
+                                                                                          silence):
                     log.error("worker %d (slot %d) sent nothing for %.1fs: killing it", worker.process.pid,
                               worker.slot, now - worker.heard)
                     worker.process.kill()
@@ -527,6 +527,9 @@ class Master:
             log.exception("recording hits failed")
 
     async def _watchdog(self, interval: float) -> None:
+        # oca.serve.stall: the ping says the box serves, so only while a serving worker reports
         while True:
-            sdnotify.notify("WATCHDOG=1")
+            heard = [w.heard for w in self.workers if w.serving and not w.retiring and w.process.poll() is None]
+            if workers_report(time.monotonic(), heard, stall_after(self.config.storage.access_flush_interval)):
+                sdnotify.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
