@@ -55,6 +55,7 @@ from oca.firmware import health
 from oca.firmware.box import BoxFirmware
 from oca.firmware.errors import ReleaseUnhealthy
 from oca.firmware.releases import Release
+from oca.http.cmsd import in_duress
 from oca.secret_files import read_secret
 from oca.serve import sdnotify
 from oca.serve.listeners import bind_listeners
@@ -120,6 +121,7 @@ class Master:
         self._inventory_signature: tuple[object, ...] = ()
         self.egress_bps = 0
         self._egress_sample = (time.monotonic(), 0)
+        self._duress = False  # what the workers were last told (CMSD `du`/`mb`, oca.http.cmsd)
         self.firmware = BoxFirmware(config.firmware, config.storage.state_dir, __version__)
 
     # -- life cycle ---------------------------------------------------------------------------------
@@ -364,6 +366,8 @@ class Master:
             worker.serving = True
             if not worker.ready.done():
                 worker.ready.set_result(None)
+            if self._duress:
+                self._tell(worker, {"duress": True})
             return
         self.stats.add(worker.process.pid, message)
         if worker.release == self.firmware.releases.current:  # not a retiring or candidate release's answers
@@ -484,6 +488,7 @@ class Master:
             await asyncio.sleep(interval)
             await self._flush_hits()
             self._sample_egress()
+            self._tell_duress()
             await self._refresh_inventory()
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + self.config.storage.health_check_interval
@@ -516,6 +521,22 @@ class Master:
         if now - then >= 2.0:
             self.egress_bps = max(0, int((sent - before) * 8 / (now - then)))
             self._egress_sample = (now, sent)
+
+    def _tell_duress(self) -> None:
+        """Tell the workers when the box enters or leaves duress (draining, or over http.duress_egress): their
+        CMSD-Dynamic says `du` and `mb` meanwhile. A worker of a release that knows no such message ignores it."""
+        duress = in_duress(self.draining, self.egress_bps, self.config.http.duress_egress)
+        if duress != self._duress:
+            self._duress = duress
+            log.info("%s duress (CMSD): draining=%s, egress %d bit/s", "entering" if duress else "leaving",
+                     self.draining, self.egress_bps)
+            for worker in self.workers:
+                if worker.serving:
+                    self._tell(worker, {"duress": duress})
+
+    def _tell(self, worker: WorkerProcess, message: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):  # a worker that is gone is reaped by _supervise
+            worker.control.send(json.dumps(message).encode() + b"\n")
 
     async def _flush_hits(self) -> None:
         if not self._pending_hits:
