@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from oca.http.framing import check_framing
+from oca.protocol.messages import FillState
 from oca.serve.messages import FileSlice, Growing, Lazy, ObjectTruncated, Part, Request, Response, StorageFault
 
 if TYPE_CHECKING:
@@ -349,7 +350,7 @@ class Connection(asyncio.Protocol):
     def _send_growing(self, item: Growing) -> bool:
         """Send what has arrived of a growing body; False when we must stop here (wait, or aborted)."""
         body = item.body
-        if body.result == "stored" and item.fallback is not None:
+        if body.result is FillState.STORED and item.fallback is not None:
             self._out[0] = item.fallback()
             return True
         ready = body.available - item.offset
