@@ -27,9 +27,9 @@ from oca.protocol.messages import (
     Ready,
     Refused,
     Report,
+    Sliced,
     SliceMeta,
     SliceRequest,
-    Sliced,
     Stale,
     Stored,
     Welcome,
@@ -161,7 +161,7 @@ def test_negotiate_picks_the_highest_common_version(ours: tuple[int, ...], their
 
 def test_speaks_the_version_and_the_one_before() -> None:
     assert speaks(3) == (3, 2) and speaks(1) == (1,)
-    assert SPEAKS == speaks(VERSION)
+    assert speaks(VERSION) == SPEAKS
 
 
 def test_the_master_answers_a_hello_with_the_version_and_the_config_or_refuses_it() -> None:
