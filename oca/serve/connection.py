@@ -200,7 +200,7 @@ class Connection(asyncio.Protocol):
         method = parser.get_method()
         self._pending.append(Request(
             _METHODS.get(method) or method.decode("ascii", "replace"), self._url, self._headers,
-            parser.should_keep_alive(), self._client, _clock(),
+            parser.should_keep_alive() and not self.close_after, self._client, _clock(),  # closing: say so
         ))
         # ready for the next message on this connection (no on_message_begin: one callback fewer per request)
         self._url = b""
