@@ -42,6 +42,7 @@ from oca.protocol.messages import (
 )
 from oca.serve.owner import StorageOwner
 from oca.storage.model import ObjectInfo
+from tests.clock import FakeClock
 
 KEY = "titles/1/720p/seg_00001.m4s"
 ETAG, LM, TYPE = '"v1"', "Mon, 01 Jan 2024 00:00:00 GMT", "video/mp4"
@@ -150,14 +151,6 @@ class FakeStorage:
         return self.objects.pop(key, None) is not None
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class MasterPlay:
     """A FillManager with fake upstream and storage; `ask` plays one worker message and returns what each
     link was sent because of it, once every task it started has finished."""
@@ -165,7 +158,7 @@ class MasterPlay:
     def __init__(self, tmp_path: Path, objects: dict[str, bytes], **fetch: Any) -> None:
         self.upstream = FakeUpstream(objects)
         self.storage = FakeStorage(tmp_path)
-        self.clock = Clock()
+        self.clock = FakeClock()
         self.manager = FillManager(FetchConfig(**fetch), cast(StorageOwner, self.storage),
                                    FetchState(str(tmp_path)), cast(Upstream, self.upstream), clock=self.clock)
 
@@ -301,8 +294,8 @@ async def test_a_wrong_digest_is_fetched_again_from_the_next_source_only(tmp_pat
 # -- the worker's side -------------------------------------------------------------------------------------
 
 
-def _worker() -> tuple[RemoteFills, RecordingLink, Clock, list[list[str]]]:
-    clock = Clock()
+def _worker() -> tuple[RemoteFills, RecordingLink, FakeClock, list[list[str]]]:
+    clock = FakeClock()
     fills = RemoteFills(clock=clock)
     link = RecordingLink()
     fills.link = cast(Link[FillEvent], link)
