@@ -2,12 +2,14 @@
 
 Rules kept here:
 - One round per storage.access_flush_interval: the hits workers reported are written in one call, the
-  egress rate is sampled, the title inventory is refreshed if the store changed; every
+  egress rate is sampled (and handed on: duress, oca.http.cmsd), the title inventory is refreshed if the
+  store changed; every
   storage.health_check_interval the tiers are checked (a failed disk is taken out of service).
 - A round that fails is logged and the next one runs: housekeeping never stops the master.
 - Nothing here walks every object on each round: the inventory listing is read only when the store's
   object count, bytes or generation moved.
-- Under systemd's watchdog, `watchdog` says WATCHDOG=1 while the master's loop runs.
+- Under systemd's watchdog, `watchdog` says WATCHDOG=1 only while a serving worker reports
+  (oca.serve.stall.workers_report): the ping says the box serves, not only that the master's loop runs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from oca.admin.inventory import TitleInventory
 from oca.config import StorageConfig
 from oca.serve import sdnotify
 from oca.serve.owner import StorageOwner
+from oca.serve.stall import workers_report
 from oca.serve.stats import FleetStats
 from oca.storage import Store
 
@@ -31,11 +34,13 @@ EGRESS_WINDOW = 2.0  # seconds: the shortest span the egress rate is measured ov
 
 class Housekeeping:
     def __init__(self, config: StorageConfig, owner: StorageOwner, stats: FleetStats,
-                 flush_hits: Callable[[], Awaitable[None]], clock: Callable[[], float] = time.monotonic) -> None:
+                 flush_hits: Callable[[], Awaitable[None]], egress_sampled: Callable[[int], None] = lambda bps: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.owner = owner
         self.stats = stats
         self.flush_hits = flush_hits
+        self.egress_sampled = egress_sampled  # told the egress rate after each round's sample
         self.clock = clock
         self.title_inventory = TitleInventory()
         self._inventory_signature: tuple[object, ...] = ()
@@ -50,6 +55,7 @@ class Housekeeping:
             await asyncio.sleep(interval)
             await self.flush_hits()
             self._sample_egress()
+            self.egress_sampled(self.egress_bps)
             await self._refresh_inventory()
             if self.clock() >= next_check:
                 next_check = self.clock() + self.config.health_check_interval
@@ -84,8 +90,12 @@ class Housekeeping:
             self._egress_sample = (now, sent)
 
 
-async def watchdog(interval: float) -> None:
-    """WATCHDOG=1 to systemd every `interval` seconds, until cancelled."""
+async def watchdog(interval: float, serving_heard: Callable[[], list[float]], silence: float,
+                   clock: Callable[[], float] = time.monotonic) -> None:
+    """WATCHDOG=1 to systemd every `interval` seconds while a serving worker (`serving_heard`: when each was
+    last heard from) reported within `silence` seconds, until cancelled."""
+    # oca.serve.stall: the ping says the box serves, so only while a serving worker reports
     while True:
-        sdnotify.notify("WATCHDOG=1")
+        if workers_report(clock(), serving_heard(), silence):
+            sdnotify.notify("WATCHDOG=1")
         await asyncio.sleep(interval)

@@ -17,8 +17,16 @@ Rules kept here:
 - Under systemd (NOTIFY_SOCKET): READY=1 once every worker is serving, WATCHDOG=1 while the master's
   loop runs, RELOADING=1/STOPPING=1 around reloads and stops.
 - Releases (oca.firmware): workers run the current release, the master its own, installed code, as
-  nginx's binary upgrade but with the master staying. The master-worker protocol (argv, the config line,
-  reports, the fill link) is therefore a contract between releases.
+  nginx's binary upgrade but with the master staying. The master-worker protocol (argv; on the control
+  socket the handshake, then the worker's Ready and Reports; the fill link) is therefore a contract between
+  releases: typed, versioned records with one codec, oca.protocol (docs/protocol.md). A worker's first
+  message says which versions it speaks; the master answers with the highest one both speak and the config
+  (Welcome), or refuses it (the worker exits, and counts as a failed start). A release of protocol V speaks
+  V and V-1, so the master talks to releases one protocol version away and no further: `switch_release`
+  refuses one it cannot talk to before starting anything, the old release serving on. Releases from before
+  the handshake (version 1) get the bare config line at spawn.
+- Duress (CMSD `du`/`mb`): draining, or egress over http.duress_egress; the workers are told when it
+  changes (oca.serve.reports), after each housekeeping round.
 - The admin API gets narrow interfaces (oca.admin.common), never the master; an operator's drain is a flag
   the master keeps and shows, changed only through drain()/undrain().
 """
@@ -48,6 +56,7 @@ from oca.fetch.prefetch import PrefetchQueue
 from oca.fetch.state import FetchState
 from oca.fetch.upstream import Upstream, sources_from_config
 from oca.firmware.box import BoxFirmware
+from oca.http.cmsd import in_duress
 from oca.secret_files import read_secret
 from oca.serve import sdnotify
 from oca.serve.background import BackgroundTasks
@@ -58,6 +67,7 @@ from oca.serve.preflight import load_checked_box
 from oca.serve.release_switch import ReleaseSwitcher
 from oca.serve.reload_plan import plan_reload
 from oca.serve.reports import WorkerReports
+from oca.serve.stall import stall_after
 from oca.serve.stats import FleetStats
 from oca.serve.supervisor import Supervisor
 
@@ -158,7 +168,8 @@ class Master:
                 parts.tasks.append(loop.create_task(parts.invalidations.pull_forever()))
             interval = sdnotify.watchdog_interval()
             if interval:
-                parts.tasks.append(loop.create_task(watchdog(interval)))
+                silence = stall_after(self.config.storage.access_flush_interval)
+                parts.tasks.append(loop.create_task(watchdog(interval, supervisor.serving_heard, silence)))
             await stopped
             sdnotify.notify("STOPPING=1")
             for task in parts.tasks:
@@ -199,12 +210,17 @@ class Master:
                             Upstream(config.fetch, sources_from_config(config.fetch)))
         prefetch = PrefetchQueue(fills.prefetch_one, config.fetch.prefetch_rate,
                                  busy=lambda: fills.client_fills() > 0, credential=_peer_credential(config))
-        reports = WorkerReports(self.stats, self.firmware, self.owner, self._background)
-        supervisor = Supervisor(self.config_path, config, self.loop_kind, self.firmware, self.stats, fills,
-                                reports._on_worker_message, self._background, stopped)
+        reports = WorkerReports(lambda: self.config, self.stats, self.firmware, self.owner, fills, self._background)
+        supervisor = Supervisor(self.config_path, config, self.loop_kind, self.firmware, self.stats,
+                                reports._on_worker_message, reports._attach_fill_link, self._background, stopped)
+
+        def tell_duress(egress_bps: int) -> None:  # after each housekeeping round's egress sample
+            reports.tell_duress(in_duress(self.draining, egress_bps, self.config.http.duress_egress),
+                                f"draining={self.draining}, egress {egress_bps} bit/s", supervisor.workers)
+
         return _Parts(fills, prefetch, Invalidations(fills, config.control), reports, supervisor,
                       ReleaseSwitcher(supervisor, self.firmware, self._generation_lock, stopped),
-                      Housekeeping(config.storage, self.owner, self.stats, reports.flush_hits))
+                      Housekeeping(config.storage, self.owner, self.stats, reports.flush_hits, tell_duress))
 
     def _admin_context(self, parts: _Parts) -> AdminContext:
         return AdminContext(admin=self.config.admin, box=self, drain=self, workers=parts.supervisor,

@@ -6,6 +6,8 @@ Rules kept here:
   new workers are stopped and the old ones, never stopped, keep serving (a slot that lost its old worker
   meanwhile gets a new one of the previous release). A release that was healthy beside the old workers
   but not alone gives way to the previous release again. Success makes the release the current one.
+- A release whose protocol this master cannot speak (oca.protocol.releases) is refused before anything
+  starts, the old release serving on.
 - One switch, reload or start-up at a time (the master's generation lock); none once the box is stopping.
 - At boot (`boot_fallback`): a current release none of whose workers came up gives way to the previous
   one (oca.serve.boot_fallback decides), and the firmware state says why.
@@ -22,8 +24,10 @@ import socket
 from oca.errors import OcaError
 from oca.firmware import health
 from oca.firmware.box import BoxFirmware
-from oca.firmware.errors import ReleaseUnhealthy
+from oca.firmware.errors import ProtocolRefused, ReleaseUnhealthy
 from oca.firmware.releases import Release
+from oca.protocol.codec import ProtocolError
+from oca.protocol.releases import check_release
 from oca.serve.boot_fallback import boot_fallback
 from oca.serve.supervisor import Supervisor, WorkerProcess
 
@@ -77,6 +81,10 @@ class ReleaseSwitcher:
                 raise OcaError("the box is stopping: no release switch")
             old = [w for w in self.workers if not w.retiring]
             previous = self.firmware.releases.current
+            try:  # before anything starts: a release this master cannot talk to never stops the old one
+                check_release(release.path, release.version)
+            except ProtocolError as exc:
+                raise ProtocolRefused(f"{exc}; release {previous.version} keeps serving") from None
             host, port = self.listeners[0].getsockname()[:2]
             probe = functools.partial(health.probe_healthz, host, port)
             self.generation += 1

@@ -2,7 +2,9 @@
 
 Rules kept here:
 - One worker per slot (default: one per core), each started as its own Python process on the slot's
-  SO_REUSEPORT socket, with a control socket (its reports) and a fill link (its misses) to the master.
+  SO_REUSEPORT socket, with a control socket (its handshake and reports, oca.serve.reports) and a fill link
+  (its misses), attached once the handshake agreed on a protocol version (oca.protocol). A release this
+  master cannot talk to is not started at all; one from before the handshake gets the bare config line.
 - A worker that dies is restarted on the same socket, after the delay oca.serve.backoff decides (at once,
   or with backoff if it keeps dying at start); a worker of a generation that was retired meanwhile is
   not restarted.
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -34,10 +35,11 @@ from typing import Any
 
 from oca import __version__
 from oca.config import BoxConfig, box_config_to_raw
-from oca.fetch.link import Link
-from oca.fetch.manager import FillManager
 from oca.firmware.box import BoxFirmware
 from oca.firmware.releases import Release
+from oca.protocol.codec import Codec, Lines, ProtocolError
+from oca.protocol.releases import check_release
+from oca.protocol.version import LEGACY
 from oca.serve.backoff import restart_after
 from oca.serve.stall import is_stalled, own_pause, stall_after
 from oca.serve.stats import FleetStats
@@ -54,7 +56,9 @@ class WorkerProcess:
     control: socket.socket
     started: float
     ready: asyncio.Future[None]
-    buffer: bytearray = field(default_factory=bytearray)
+    fill_socket: socket.socket | None  # the master's end of the fill link, until the handshake attaches it
+    lines: Lines = field(default_factory=Lines)
+    codec: Codec | None = None  # the protocol version agreed on; None until its Hello
     serving: bool = False  # it said it is ready
     heard: float = 0.0  # time.monotonic() of its last report
     retiring: bool = False
@@ -66,22 +70,23 @@ class Supervisor:
 
     `config` is the config workers are handed (the master replaces it on a reload); `listeners` are the
     data port's sockets, one per slot (the master binds them); `on_message` reads a worker's control
-    socket when it is readable (oca.serve.reports)."""
+    socket when it is readable and `attach_fill_link` attaches its fill link (oca.serve.reports)."""
 
     def __init__(self, config_path: str, config: BoxConfig, loop_kind: str, firmware: BoxFirmware,
-                 stats: FleetStats, fills: FillManager | None, on_message: Callable[[WorkerProcess], None],
+                 stats: FleetStats, on_message: Callable[[WorkerProcess], None],
+                 attach_fill_link: Callable[[WorkerProcess, Codec], Coroutine[Any, Any, None]],
                  background: Callable[[Coroutine[Any, Any, None]], None], stopped: asyncio.Future[None]) -> None:
         self.config_path = config_path
         self.config = config
         self.loop_kind = loop_kind
         self.firmware = firmware
         self.stats = stats
-        self.fills = fills
         self.listeners: list[socket.socket] = []
         self.workers: list[WorkerProcess] = []
         self.generation = 0
         self._quick_deaths: dict[int, int] = {}  # slot -> its quick deaths in a row (oca.serve.backoff)
         self._on_worker_message = on_message
+        self._attach_fill_link = attach_fill_link
         self._background = background
         self._stopped = stopped
 
@@ -105,6 +110,11 @@ class Supervisor:
     async def _start_generation(self, release: Release | None = None) -> None:
         self.generation += 1
         release = release or self.firmware.releases.current
+        try:
+            check_release(release.path, release.version)
+        except ProtocolError as exc:  # nothing started: at boot, _boot_fallback tries the previous release
+            log.error("not starting release %s: %s", release.version, exc)
+            return
         fresh = [self._spawn(slot, release) for slot in range(len(self.listeners))]
         try:
             await asyncio.wait_for(asyncio.gather(*(w.ready for w in fresh)), timeout=30)
@@ -130,23 +140,18 @@ class Supervisor:
                                    stdin=subprocess.DEVNULL, env=env)
         theirs.close()
         fill_theirs.close()
-        self._background(self._attach_fill_link(fill_ours, process.pid))
-        # the worker serves exactly the config the master validated, never a file changed since
-        ours.sendall(json.dumps(box_config_to_raw(self.config)).encode() + b"\n")
-        ours.setblocking(False)
         worker = WorkerProcess(slot, self.generation, process, ours, time.monotonic(), loop.create_future(),
-                               release=release)
+                               fill_ours, release=release)
+        if release is not None and release.path is not None and check_release(release.path,
+                                                                               release.version) == LEGACY:
+            # a release from before the handshake reads the config as its first line and sends no Hello
+            worker.codec = Codec(LEGACY)
+            ours.sendall(worker.codec.encode_config(box_config_to_raw(self.config)))
+            self._background(self._attach_fill_link(worker, worker.codec))
+        ours.setblocking(False)
         loop.add_reader(ours.fileno(), self._on_worker_message, worker)
         self.workers.append(worker)
         return worker
-
-    async def _attach_fill_link(self, sock: socket.socket, pid: int) -> None:
-        fills = self.fills
-        if fills is None:
-            sock.close()
-            return
-        link = await Link.open(sock, fills.on_message, fills.detach, name=f"worker {pid}")
-        fills.attach(link)
 
     async def _stop_workers(self, workers: list[WorkerProcess]) -> None:
         for worker in workers:
@@ -169,6 +174,9 @@ class Supervisor:
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(worker.control.fileno())
         worker.control.close()
+        if worker.fill_socket is not None:  # it never finished its handshake
+            worker.fill_socket.close()
+            worker.fill_socket = None
         self.stats.worker_gone(worker.process.pid)
 
     async def supervise(self) -> None:
@@ -217,6 +225,11 @@ class Supervisor:
         port runs (two generations while a release or a reload switches), not the master's own code."""
         return sorted({(w.generation, w.release.version if w.release is not None else __version__)
                        for w in self.workers if w.serving and w.process.poll() is None})
+
+    def serving_heard(self) -> list[float]:
+        """When each serving worker of the current generation that is alive was last heard from (the
+        watchdog's condition, oca.serve.stall.workers_report)."""
+        return [w.heard for w in self.workers if w.serving and not w.retiring and w.process.poll() is None]
 
     def serving_workers(self) -> int:
         """Workers of the current generation that said they are serving and are still alive."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from oca import __version__
 from oca.firmware.releases import Release, Releases
+from oca.protocol.messages import Report
 from oca.serve.stats import ReleaseCounters
 from tests.conftest import Box
 from tests.firmware.conftest import NEXT, SEGMENT, admin_post, firmware_box, sick_healthz
@@ -203,9 +204,9 @@ def test_a_staged_slot_survives_prune_until_replaced_or_dropped(tmp_path: Any) -
 
 def test_release_counters_add_up_worker_reports() -> None:
     counters = ReleaseCounters("1.0", 1000.0)
-    counters.add({"requests": [[200, "hit", 5], [206, "hit", 2], [502, "miss", 3], [404, "miss", 1]]})
-    counters.add({"requests": [[503, "none", 1]]})
-    counters.add({"bytes": []})
+    counters.add(Report(requests=[(200, "hit", 5), (206, "hit", 2), (502, "miss", 3), (404, "miss", 1)]))
+    counters.add(Report(requests=[(503, "none", 1)]))
+    counters.add(Report(bytes_sent=[]))
     assert counters.to_json() == {"version": "1.0", "since": 1000.0, "requests": 12, "errors": 4, "restarts": 0}
 
 

@@ -8,14 +8,7 @@ from typing import Any
 from oca.config import StorageConfig
 from oca.serve.housekeeping import Housekeeping
 from oca.storage import ObjectInfo, Store
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import FakeClock
 
 
 class Sent:  # the part of FleetStats housekeeping reads
@@ -45,16 +38,16 @@ async def _no_flush() -> None:
     return None
 
 
-def _housekeeping(store: StandInStore, sent: Sent, clock: Clock) -> Housekeeping:
-    return Housekeeping(StorageConfig(), store, sent, _no_flush, clock)  # type: ignore[arg-type]
+def _housekeeping(store: StandInStore, sent: Sent, clock: FakeClock) -> Housekeeping:
+    return Housekeeping(StorageConfig(), store, sent, _no_flush, clock=clock)  # type: ignore[arg-type]
 
 
 def test_egress_is_measured_over_two_seconds_at_least() -> None:
-    sent, clock = Sent(), Clock()
+    sent, clock = Sent(), FakeClock()
     housekeeping = _housekeeping(StandInStore(), sent, clock)
     seen = []
     for step, more in ((1.0, 1_000_000), (1.0, 1_000_000), (1.0, 0), (1.0, 0), (4.0, 500_000)):
-        clock.now += step
+        clock.advance(step)
         sent.bytes_out += more
         housekeeping._sample_egress()
         seen.append(housekeeping.egress_bps)
@@ -69,7 +62,7 @@ def _object(key: str, size: int) -> ObjectInfo:
 
 async def test_the_inventory_is_listed_only_when_the_store_moved() -> None:
     store = StandInStore()
-    housekeeping = _housekeeping(store, Sent(), Clock())
+    housekeeping = _housekeeping(store, Sent(), FakeClock())
     start = housekeeping.title_inventory.sequence
     store.objects = [_object("titles/7/720p/seg_1.m4s", 100)]
     await housekeeping._refresh_inventory()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oca.serve.stall import is_stalled, own_pause, stall_after
+from oca.serve.stall import is_stalled, own_pause, stall_after, workers_report
 
 TICK = 0.1
 
@@ -59,3 +59,19 @@ def test_a_worker_is_stuck_after_ten_missed_reports_and_at_least_two_seconds(rep
 ])
 def test_stall_detection(heard: float, now: float, stall_after_s: float, stalled: bool) -> None:
     assert is_stalled(now, heard, stall_after_s) is stalled
+
+
+@pytest.mark.parametrize("now, heard, ping", [
+    (100.0, [99.5], True),  # the one worker reported half a second ago
+    (100.0, [97.0, 99.9], True),  # one of two stuck (the master kills and restarts it): still serving
+    (100.0, [97.0, 97.4], False),  # every worker silent past stall_after: the box does not serve
+    (100.0, [], False),  # no serving worker at all (each dies as it starts)
+])
+def test_the_watchdog_ping_says_a_worker_reports(now: float, heard: list[float], ping: bool) -> None:
+    assert workers_report(now, heard, stall_after(0.25)) is ping
+
+
+def test_stall_after_is_ten_reports_and_at_least_two_seconds() -> None:
+    assert stall_after(0.25) == 2.5
+    assert stall_after(0.05) == 2.0
+    assert stall_after(1.0) == 10.0

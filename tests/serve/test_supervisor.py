@@ -51,15 +51,19 @@ class StandIn:
 def _supervisor(tmp_path: pathlib.Path) -> Supervisor:
     loop = asyncio.get_running_loop()
     firmware = BoxFirmware(FirmwareConfig(), str(tmp_path), "1.0")
-    return Supervisor(str(tmp_path / "box.yaml"), BoxConfig(), "asyncio", firmware, FleetStats(), None,
-                      lambda worker: None, BackgroundTasks(), loop.create_future())
+    return Supervisor(str(tmp_path / "box.yaml"), BoxConfig(), "asyncio", firmware, FleetStats(),
+                      lambda worker: None, _no_fill_link, BackgroundTasks(), loop.create_future())
+
+
+async def _no_fill_link(worker: WorkerProcess, codec: Any) -> None:
+    return None
 
 
 def _worker(supervisor: Supervisor, slot: int, started: float = 0.0, **kwargs: Any) -> WorkerProcess:
     ours, theirs = socket.socketpair()
     theirs.close()
     worker = WorkerProcess(slot, supervisor.generation, StandIn(**kwargs), ours, started,  # type: ignore[arg-type]
-                           asyncio.get_running_loop().create_future(),
+                           asyncio.get_running_loop().create_future(), None,
                            release=supervisor.firmware.releases.current)
     supervisor.workers.append(worker)
     return worker
