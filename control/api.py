@@ -32,7 +32,7 @@ from control.store import Invalidation
 from oca import __version__
 from oca.errors import BadRequest, NotFound, OcaError
 from oca.httpapi import json_body, operator_of, parse_count, scoped_auth
-from oca.lab.page_routes import lab_page_routes
+from control.lab_page import lab_page_routes
 
 log = logging.getLogger("oca.control.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -28,7 +28,7 @@ from aiohttp import web
 from control.api import build_app
 from control.config import ControlConfig
 from control.plane import ControlPlane
-from oca.serve.sdnotify import notify, watchdog_interval
+from oca.systemd import notify, watchdog_interval
 
 log = logging.getLogger("oca.control")
 SHUTDOWN_TIMEOUT = 10.0

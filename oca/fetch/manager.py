@@ -38,7 +38,7 @@ from oca.fetch.link import Link
 from oca.fetch.slices import slice_bounds, slice_key
 from oca.fetch.state import FetchState, SlicedObject
 from oca.fetch.upstream import Source, Upstream, UpstreamBody, UpstreamError
-from oca.serve.owner import StorageOwner
+from oca.storage.storage_owner import StorageOwner
 from oca.storage import Store
 
 log = logging.getLogger("oca.fetch")

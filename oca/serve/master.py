@@ -56,12 +56,12 @@ from oca.firmware.box import BoxFirmware
 from oca.firmware.errors import ReleaseUnhealthy
 from oca.firmware.releases import Release
 from oca.secret_files import read_secret
-from oca.serve import sdnotify
+from oca import systemd
 from oca.serve.listeners import bind_listeners
-from oca.serve.owner import StorageOwner
+from oca.storage.storage_owner import StorageOwner
 from oca.serve.preflight import load_checked_box
 from oca.serve.stall import is_stalled, own_pause
-from oca.serve.stats import FleetStats
+from oca.serve.stats import FleetStats, release_delta
 from oca.storage import Store
 
 log = logging.getLogger("oca.master")
@@ -163,15 +163,15 @@ class Master:
             admin_host, admin_port = self.config.admin.listen
             log.info("oca %s serving http://%s:%d/ with %d workers; admin http://%s:%d/",
                      __version__, host, port, len(self.listeners), admin_host, admin_port)
-            sdnotify.notify(f"READY=1\nSTATUS=serving with {len(self.listeners)} workers\nMAINPID={os.getpid()}")
+            systemd.notify(f"READY=1\nSTATUS=serving with {len(self.listeners)} workers\nMAINPID={os.getpid()}")
             tasks.append(loop.create_task(self._housekeeping()))
             if self.config.control.url:
                 tasks.append(loop.create_task(self.invalidations.pull_forever()))
-            interval = sdnotify.watchdog_interval()
+            interval = systemd.watchdog_interval()
             if interval:
                 tasks.append(loop.create_task(self._watchdog(interval)))
             await self._stopped
-            sdnotify.notify("STOPPING=1")
+            systemd.notify("STOPPING=1")
             for task in tasks:
                 task.cancel()
             await self._stop_workers(self.workers)
@@ -197,7 +197,7 @@ class Master:
                 await self._reload()
 
     async def _reload(self) -> None:
-        sdnotify.notify("RELOADING=1")
+        systemd.notify("RELOADING=1")
         try:
             # the start-up checks, as `oca check-config --reload` runs them; the JWKS is re-read: a key
             # rotation is a reload
@@ -212,7 +212,7 @@ class Master:
                     *new_server.listen, new_server.worker_count(), new_server.backlog))
         except OcaError as exc:
             log.error("reload rejected, still running the old config: %s", "; ".join(str(exc).splitlines()))
-            sdnotify.notify("READY=1")
+            systemd.notify("READY=1")
             return
         self.config = fresh
         if self.fills is not None:
@@ -223,7 +223,7 @@ class Master:
         for sock in old_listeners:
             sock.close()
         log.info("reloaded %s: generation %d serving", self.config_path, self.generation)
-        sdnotify.notify("READY=1")
+        systemd.notify("READY=1")
 
     def _reloadable(self, fresh: BoxConfig) -> BoxConfig:
         """The new config with the sections a reload cannot change (storage, admin) kept as they are."""
@@ -367,7 +367,7 @@ class Master:
             return
         self.stats.add(worker.process.pid, message)
         if worker.release == self.firmware.releases.current:  # not a retiring or candidate release's answers
-            self.firmware.counters.add(message)
+            self.firmware.counters.add(*release_delta(message))
         for key, n in message.get("hits", {}).items():
             self._pending_hits[key] = self._pending_hits.get(key, 0) + int(n)
         for tier, error in message.get("io_errors", ()):
@@ -528,5 +528,5 @@ class Master:
 
     async def _watchdog(self, interval: float) -> None:
         while True:
-            sdnotify.notify("WATCHDOG=1")
+            systemd.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
