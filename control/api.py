@@ -23,6 +23,7 @@ from aiohttp import web
 from control.catalog import ingest_source, title_from_json, title_to_json
 from control.catalog.codec import check_countries, check_title_id
 from control.fill_api import routes as fill_routes
+from control.lab_page import lab_page_routes
 from control.metrics import METRICS, ControlMetrics
 from control.plane import ControlPlane
 from control.play import PLANE
@@ -32,7 +33,6 @@ from control.store import Invalidation
 from oca import __version__
 from oca.errors import BadRequest, NotFound, OcaError
 from oca.httpapi import json_body, operator_of, parse_count, scoped_auth
-from control.lab_page import lab_page_routes
 
 log = logging.getLogger("oca.control.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -38,8 +38,8 @@ from oca.fetch.link import Link
 from oca.fetch.slices import slice_bounds, slice_key
 from oca.fetch.state import FetchState, SlicedObject
 from oca.fetch.upstream import Source, Upstream, UpstreamBody, UpstreamError
-from oca.storage.storage_owner import StorageOwner
 from oca.storage import Store
+from oca.storage.storage_owner import StorageOwner
 
 log = logging.getLogger("oca.fetch")
 

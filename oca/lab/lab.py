@@ -42,7 +42,6 @@ import aiohttp
 import yaml
 
 from control.catalog import ingest_source, title_to_json
-from control.client import ControlClient, ControlError
 from oca.content import MadeContent, make_content
 from oca.content.progress import ContentProgress
 from oca.firmware.keys import load_signing_key, public_pem, write_keypair
@@ -69,6 +68,7 @@ from oca.lab.layout import (
 from oca.lab.postgres import ClusterError, PostgresCluster, server_bindir, server_user
 from oca.lab.procs import Child, LabError, http_get
 from oca.tokens import generate_private_key, load_private_key, public_jwk, write_private_key
+from oca.wire.control_client import ControlClient, ControlError
 
 Say = Callable[[str], None]
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from oca import __version__
+from oca import __version__, systemd
 from oca.admin.app import start_admin
 from oca.admin.common import AdminContext
 from oca.admin.inventory import TitleInventory
@@ -56,13 +56,12 @@ from oca.firmware.box import BoxFirmware
 from oca.firmware.errors import ReleaseUnhealthy
 from oca.firmware.releases import Release
 from oca.secret_files import read_secret
-from oca import systemd
 from oca.serve.listeners import bind_listeners
-from oca.storage.storage_owner import StorageOwner
 from oca.serve.preflight import load_checked_box
 from oca.serve.stall import is_stalled, own_pause
 from oca.serve.stats import FleetStats, release_delta
 from oca.storage import Store
+from oca.storage.storage_owner import StorageOwner
 
 log = logging.getLogger("oca.master")
 _TICK = 0.1  # seconds between supervision rounds

@@ -75,8 +75,8 @@ async def test_eio_mid_fill_fails_the_tier_and_the_waiting_worker_still_gets_eve
     from oca.fetch.remote import RemoteFills
     from oca.fetch.state import FetchState
     from oca.fetch.upstream import Upstream, sources_from_config
-    from oca.storage.storage_owner import StorageOwner
     from oca.storage import Store
+    from oca.storage.storage_owner import StorageOwner
     from tests.conftest import write_box_config
 
     key = "titles/3/720p/seg_00007.m4s"

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from oca import __version__
-from oca.firmware.releases import Release, Releases
 from oca.firmware.counters import ReleaseCounters
+from oca.firmware.releases import Release, Releases
 from oca.serve.stats import release_delta
 from tests.conftest import Box
 from tests.firmware.conftest import NEXT, SEGMENT, admin_post, firmware_box, sick_healthz
