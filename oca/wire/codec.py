@@ -29,7 +29,10 @@ class Fields:
         self.what = what
 
     def where(self, name: str) -> str:
-        return f"{self.what} {name}" if self.what else name
+        """`items[0].key`, `fill plan files[3].size`, `fill plan box`."""
+        if not self.what:
+            return name
+        return f"{self.what}.{name}" if self.what.endswith("]") else f"{self.what} {name}"
 
     def fail(self, name: str, expected: str) -> WireError:
         return WireError(f"{self.where(name)} must be {expected}, got {_show(self.raw.get(name))}")
