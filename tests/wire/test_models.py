@@ -127,7 +127,7 @@ def plan_with(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     (plan_with(lambda b: b["files"][0].update(size=-1)), "fill plan files[0].size must be a non-negative integer"),
     (plan_with(lambda b: b["files"][0].update(size=True)), "files[0].size must be a non-negative integer, got True"),
     (plan_with(lambda b: b["files"][0].update(sources=["nowhere"])), "names unknown sources ['nowhere']"),
-    (plan_with(lambda b: b["sources"]["origin"].update(kind="cousin")), "sources['origin'].kind must be peer, parent or origin"),
+    (plan_with(lambda b: b["sources"]["origin"].update(kind="cousin")), "sources['origin'].kind must be peer"),
     (plan_with(lambda b: b["titles"][0].update(score="high")), "titles[0].score must be a number"),
     (plan_with(lambda b: b.update(tiers={})), "fill plan tiers must be a list"),
 ])
