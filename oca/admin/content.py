@@ -14,10 +14,10 @@ from aiohttp import web
 
 from oca.admin.common import master_of
 from oca.errors import BadRequest, NotFound
-from oca.fetch.invalidations import SCOPES, check_entry
 from oca.httpapi import json_body, parse_count
 from oca.keys import is_valid_key
 from oca.storage import Store
+from oca.wire.invalidation import SCOPES, Applied, InvalidationBatch
 from oca.wire.prefetch import PrefetchRequest
 
 
@@ -84,14 +84,9 @@ async def prefetch_cancel(request: web.Request) -> web.Response:
 
 
 async def invalidations(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    entries = body.get("invalidations")
-    if not isinstance(entries, list):
-        raise BadRequest("invalidations must be a list")
-    for entry in entries:
-        check_entry(entry)
-    applied = await master_of(request).invalidations.apply(list(entries))
-    return web.json_response({"applied_seq": applied})
+    batch = InvalidationBatch.from_json(await json_body(request))
+    applied = await master_of(request).invalidations.apply(batch.entries)
+    return web.json_response(Applied(applied).to_json())
 
 
 async def titles(request: web.Request) -> web.Response:

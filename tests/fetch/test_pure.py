@@ -15,6 +15,7 @@ from oca.fetch.invalidations import MAX_AHEAD, check_window, in_order
 from oca.fetch.prefetch import TokenBucket
 from oca.fetch.slices import covering, is_slice_key, parse_content_range, slice_bounds, slice_count, slice_key
 from oca.serve.handler import _range_start
+from oca.wire.invalidation import Invalidation
 from oca.wire.prefetch import PrefetchRequest
 
 S = 4 << 20
@@ -116,8 +117,8 @@ def test_title_of() -> None:
     assert title_of("titles/x") is None and title_of("public/a") is None
 
 
-def _seqs(*seqs: int) -> list[dict[str, object]]:
-    return [{"seq": s, "scope": "key", "value": f"titles/1/{s}"} for s in seqs]
+def _seqs(*seqs: int) -> list[Invalidation]:
+    return [Invalidation(s, "key", f"titles/1/{s}") for s in seqs]
 
 
 @pytest.mark.parametrize("applied, pushed, run, missing", [
@@ -132,7 +133,7 @@ def _seqs(*seqs: int) -> list[dict[str, object]]:
 def test_only_the_run_after_the_applied_seq_is_applied(applied: int, pushed: tuple[int, ...],
                                                       run: tuple[int, ...], missing: int | None) -> None:
     got, gap = in_order(_seqs(*pushed), applied)
-    assert tuple(e["seq"] for e in got) == run and gap == missing
+    assert tuple(e.seq for e in got) == run and gap == missing
 
 
 def test_a_seq_past_the_window_is_refused() -> None:

@@ -24,6 +24,7 @@ from oca.wire.fill import (
     Source,
     TierUse,
 )
+from oca.wire.invalidation import MAX_SEQ, Applied, Invalidation, InvalidationBatch
 from oca.wire.inventory import CachedObject, Listing, TitleChanges, TitleHolding
 from oca.wire.prefetch import MAX_PRIORITY, MAX_RATE, JobProgress, PrefetchItem, PrefetchRequest
 from oca.wire.window import Window
@@ -157,3 +158,31 @@ def test_a_wire_error_is_a_value_error_too() -> None:
     with pytest.raises(ValueError):
         JobProgress.from_json({"id": 1, "state": "exploded"})
     assert WireError("x").status == 400
+
+
+invalidations = st.builds(Invalidation, st.integers(1, MAX_SEQ), st.just("key"), keys, st.booleans(), names, names,
+                          st.floats(0, 2e9, allow_nan=False), st.one_of(st.none(), names))
+
+
+@given(st.lists(invalidations, max_size=4), st.one_of(st.none(), st.integers(0, MAX_SEQ)))
+def test_an_invalidation_batch_round_trips(entries: list[Invalidation], last_seq: int | None) -> None:
+    batch = InvalidationBatch(tuple(entries), last_seq)
+    assert InvalidationBatch.from_json(through_json(batch)) == batch
+
+
+@given(st.integers(0, MAX_SEQ))
+def test_a_push_answer_round_trips(seq: int) -> None:
+    assert Applied.from_json(through_json(Applied(seq))) == Applied(seq)
+
+
+@pytest.mark.parametrize(("entry", "named"), [
+    ({"seq": 0, "scope": "key", "value": "titles/1/a"}, "seq must be an integer from 1"),
+    ({"seq": True, "scope": "key", "value": "titles/1/a"}, "seq must be an integer from 1"),
+    ({"seq": 3, "scope": "site", "value": "x"}, "invalidation 3 scope must be one of key, prefix, title"),
+    ({"seq": 3, "scope": "title", "value": "1/2"}, "invalidation 3: not a valid title id"),
+    ({"seq": 3, "scope": "key", "value": "titles/1/a", "soft": "yes"}, "invalidation 3 soft must be true or false"),
+])
+def test_a_bad_invalidation_is_refused_naming_its_seq(entry: dict[str, Any], named: str) -> None:
+    with pytest.raises(WireError) as caught:
+        InvalidationBatch.from_json({"invalidations": [{"seq": 1, "scope": "key", "value": "titles/1/a"}, entry]})
+    assert named in str(caught.value)
