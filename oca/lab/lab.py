@@ -453,9 +453,9 @@ class Lab:
                 for box, titles in self.placement.items()}
         started = time.monotonic()
         done = fill.run_fill(jobs, self.box_token, {b.id: b.log_path for b in self.boxes}, self.config.start_timeout)
-        stored = sum(p["stored"] for p in done.values())
-        present = sum(p["present"] for p in done.values())
-        total = sum(p["bytes"] for p in done.values())
+        stored = sum(p.stored for p in done.values())
+        present = sum(p.present for p in done.values())
+        total = sum(p.bytes for p in done.values())
         self.say(f"fill: {stored} object(s) ({fill.size(total)}) stored, {present} already present, "
                  f"in {time.monotonic() - started:.1f}s")
         # The control plane reads a box's /inventory/titles after a health poll shows a new
