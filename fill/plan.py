@@ -21,16 +21,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from oca.wire.fill import BoxPlan, PlannedFile
-from oca.wire.inventory import CachedObject
+from oca.wire.inventory import InventoryObject
 from oca.wire.prefetch import PrefetchItem
 
 SLICE_MARK = "@slice"
 
 
-# --- the box's inventory (oca.wire.inventory.CachedObject, from its GET /inventory) ---------------------
+# --- the box's inventory (oca.wire.inventory.InventoryObject, from its GET /inventory) ---------------------
 
 
-def matches(planned: PlannedFile, held: CachedObject | None) -> bool:
+def matches(planned: PlannedFile, held: InventoryObject | None) -> bool:
     """Whether the box's copy is the catalogued file (same size and, when the box knows it, same digest)."""
     if held is None or held.size != planned.size:
         return False
@@ -77,7 +77,7 @@ class Diff:
         return sum(f.size for f in self.keep)
 
 
-def diff(plan: BoxPlan, inventory: Iterable[CachedObject]) -> Diff:
+def diff(plan: BoxPlan, inventory: Iterable[InventoryObject]) -> Diff:
     """What to do on the box so that it holds the plan (see the module rules)."""
     held = {obj.key: obj for obj in inventory}
     fetch, keep, pin = [], [], []
@@ -116,7 +116,7 @@ class Coverage:
         return self.present_files == self.files
 
 
-def coverage(plan: BoxPlan, inventory: Iterable[CachedObject]) -> Coverage:
+def coverage(plan: BoxPlan, inventory: Iterable[InventoryObject]) -> Coverage:
     held = {obj.key: obj for obj in inventory}
     present = [f for f in plan.files if matches(f, held.get(f.key))]
     keys = {f.key for f in present}

@@ -35,7 +35,7 @@ from oca.wire.admin_client import AdminClient, AdminError
 from oca.wire.codec import WireError
 from oca.wire.control_client import ControlClient, ControlError
 from oca.wire.fill import BoxPlan, PlanReply
-from oca.wire.inventory import CachedObject, Listing
+from oca.wire.inventory import InventoryObject, Listing
 from oca.wire.prefetch import JobProgress, PrefetchRequest
 from oca.wire.window import Window, local_second_of_day
 
@@ -93,7 +93,7 @@ class BoxAdmin(AdminClient):
                     from None
             raise BoxFailed(f"{exc} ({method} {path})") from None
 
-    def inventory(self) -> list[CachedObject]:
+    def inventory(self) -> list[InventoryObject]:
         return list(Listing.from_json(self.call("GET", "/inventory?prefix=" + urllib.parse.quote("titles/")),
                                       "the box's inventory").objects)
 
@@ -296,7 +296,7 @@ class Runner:
         report.bytes_by_source = dict(progress.bytes_by_source)
         report.failures = failure_reasons(progress.failures)
 
-    def _finish(self, report: Report, plan: BoxPlan, held: list[CachedObject], started: float,
+    def _finish(self, report: Report, plan: BoxPlan, held: list[InventoryObject], started: float,
                 window_ended: bool, dry_run: bool = False) -> Report:
         there: Coverage = coverage(plan, held)
         report.present_files, report.present_bytes = there.present_files, there.present_bytes

@@ -26,18 +26,18 @@ from oca.keys import is_valid_key
 from oca.secret_files import read_secret
 from oca.storage import ObjectInfo, Store
 from oca.wire.admin_client import read_token
-from oca.wire.inventory import CachedObject, Listing
+from oca.wire.inventory import InventoryObject, Listing
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def object_json(info: ObjectInfo) -> dict[str, Any]:
-    return cached_object(info).to_json()
+    return inventory_object(info).to_json()
 
 
-def cached_object(info: ObjectInfo) -> CachedObject:
-    """An object of the store as the wire model's CachedObject (`GET /inventory`, stat, pin, import)."""
-    return CachedObject(info.key, info.size, info.digest, info.pinned, info.tier, info.hot, info.stored_at)
+def inventory_object(info: ObjectInfo) -> InventoryObject:
+    """An object of the store as the wire model's InventoryObject (`GET /inventory`, stat, pin, import)."""
+    return InventoryObject(info.key, info.size, info.digest, info.pinned, info.tier, info.hot, info.stored_at)
 
 
 def build_app(context: AdminContext) -> web.Application:
@@ -149,7 +149,7 @@ async def inventory(request: web.Request) -> web.Response:
         return await content.titles(request)
     prefix = request.query.get("prefix", "")
     objects = await master_of(request).owner.call(Store.list, prefix)
-    return web.json_response(Listing(tuple(cached_object(o) for o in objects)).to_json())
+    return web.json_response(Listing(tuple(inventory_object(o) for o in objects)).to_json())
 
 
 async def stat_object(request: web.Request) -> web.Response:

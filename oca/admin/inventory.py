@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from oca.wire.inventory import TitleChanges, TitleHolding
+from oca.wire.inventory import TitleChanges, TitleTotals
 
 
 def title_of(key: str) -> str | None:
@@ -54,7 +54,7 @@ class TitleInventory:
 
     def since(self, since: int) -> TitleChanges:
         full = since < self.base
-        titles = {t: TitleHolding(n, b) for t, (n, b) in sorted(self._titles.items())
+        titles = {t: TitleTotals(n, b) for t, (n, b) in sorted(self._titles.items())
                   if full or self._changed.get(t, 0) > since}
         removed = () if full else tuple(sorted(t for t, seq in self._removed.items() if seq > since))
         return TitleChanges(self.sequence, full, titles, removed)

@@ -5,7 +5,8 @@ import these models and nothing of each other's code (pyproject.toml's import-li
 Modules, one exchange each: `codec` (WireError and the field readers every decoder uses), `window` (the daily
 fill window), `fill` (a box's fill plan, `GET /v1/fill-plans/<box>`), `prefetch` (a box's prefetch jobs,
 `POST /prefetch` and `GET /prefetch/<id>`), `inventory` (a box's `GET /inventory` and `/inventory/titles`),
-`invalidation` (the control plane's invalidation log, pushed to and pulled by boxes), `control_client` and `admin_client` (the blocking clients of the control plane's and a box's admin API).
+`invalidation` (the control plane's invalidation log, pushed to and pulled by boxes), `control_client` and
+`admin_client` (the blocking clients of the control plane's and a box's admin API).
 
 Rules kept here:
 - Each model is a frozen dataclass with `to_json()` (JSON-ready values) and `from_json(raw)`, and

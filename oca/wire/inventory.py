@@ -18,7 +18,7 @@ from oca.wire.codec import Fields, WireError
 
 
 @dataclass(frozen=True, slots=True)
-class CachedObject:
+class InventoryObject:
     """One object of a box's cache (`GET /inventory`, and the answer of a stat, pin or import)."""
 
     key: str
@@ -34,7 +34,7 @@ class CachedObject:
                 "stored_at": self.stored_at, "hot": self.hot, "pinned": self.pinned}
 
     @classmethod
-    def from_json(cls, raw: object, what: str = "object") -> CachedObject:
+    def from_json(cls, raw: object, what: str = "object") -> InventoryObject:
         f = Fields(raw, what)
         return cls(f.text("key", empty=False), f.count("size"), f.optional_text("digest"),
                    f.flag("pinned", default=False), f.optional_text("tier"), f.flag("hot", default=False),
@@ -45,7 +45,7 @@ class CachedObject:
 class Listing:
     """`GET /inventory[?prefix=P]`."""
 
-    objects: tuple[CachedObject, ...]
+    objects: tuple[InventoryObject, ...]
 
     def to_json(self) -> dict[str, Any]:
         return {"objects": [o.to_json() for o in self.objects]}
@@ -53,11 +53,12 @@ class Listing:
     @classmethod
     def from_json(cls, raw: object, what: str = "inventory") -> Listing:
         f = Fields(raw, what)
-        return cls(tuple(CachedObject.from_json(o, f"{what} objects[{i}]") for i, o in enumerate(f.items("objects"))))
+        objects = f.items("objects")
+        return cls(tuple(InventoryObject.from_json(o, f"{what} objects[{i}]") for i, o in enumerate(objects)))
 
 
 @dataclass(frozen=True, slots=True)
-class TitleHolding:
+class TitleTotals:
     objects: int
     bytes: int
 
@@ -65,7 +66,7 @@ class TitleHolding:
         return {"objects": self.objects, "bytes": self.bytes}
 
     @classmethod
-    def from_json(cls, raw: object, what: str = "title") -> TitleHolding:
+    def from_json(cls, raw: object, what: str = "title") -> TitleTotals:
         f = Fields(raw, what)
         return cls(f.count("objects"), f.count("bytes", default=0))
 
@@ -76,7 +77,7 @@ class TitleChanges:
 
     sequence: int
     full: bool  # every title the box holds (N was before the box's boot, or 0)
-    titles: Mapping[str, TitleHolding] = field(default_factory=dict)
+    titles: Mapping[str, TitleTotals] = field(default_factory=dict)
     removed: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -90,5 +91,5 @@ class TitleChanges:
         for title, entry in f.mapping("titles").items():
             if not title:
                 raise WireError(f"{what} titles: an empty title id")
-            titles[title] = TitleHolding.from_json(entry, f"{what} titles[{title!r:.40}]")
+            titles[title] = TitleTotals.from_json(entry, f"{what} titles[{title!r:.40}]")
         return cls(f.count("sequence"), f.flag("full"), titles, f.texts("removed", default=()))

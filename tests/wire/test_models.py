@@ -25,7 +25,7 @@ from oca.wire.fill import (
     TierUse,
 )
 from oca.wire.invalidation import MAX_SEQ, Applied, Invalidation, InvalidationBatch
-from oca.wire.inventory import CachedObject, Listing, TitleChanges, TitleHolding
+from oca.wire.inventory import InventoryObject, Listing, TitleChanges, TitleTotals
 from oca.wire.prefetch import MAX_PRIORITY, MAX_RATE, JobProgress, PrefetchItem, PrefetchRequest
 from oca.wire.window import Window
 
@@ -56,7 +56,7 @@ settings_values = st.builds(FillSettings, st.floats(0, 1), st.integers(1, 9), st
 windows = st.one_of(st.none(), st.sampled_from(["02:00-14:00", "22:00-06:00", "always"]))
 items = st.builds(PrefetchItem, keys, st.one_of(st.none(), counts), st.one_of(st.none(), names), st.booleans(),
                   st.booleans(), st.lists(sources(), max_size=3).map(tuple))
-objects = st.builds(CachedObject, keys, counts, st.one_of(st.none(), names), st.booleans(),
+objects = st.builds(InventoryObject, keys, counts, st.one_of(st.none(), names), st.booleans(),
                     st.one_of(st.none(), names), st.booleans(),
                     st.one_of(st.none(), st.floats(0, 2e9, allow_nan=False)))
 
@@ -91,14 +91,14 @@ def test_job_progress_round_trips(progress: JobProgress) -> None:
 
 
 @given(st.lists(objects, max_size=4))
-def test_an_inventory_listing_round_trips(listed: list[CachedObject]) -> None:
+def test_an_inventory_listing_round_trips(listed: list[InventoryObject]) -> None:
     listing = Listing(tuple(listed))
     assert Listing.from_json(through_json(listing)) == listing
 
 
-@given(counts, st.booleans(), st.dictionaries(names, st.builds(TitleHolding, counts, counts), max_size=4),
+@given(counts, st.booleans(), st.dictionaries(names, st.builds(TitleTotals, counts, counts), max_size=4),
        st.lists(names, max_size=3))
-def test_title_changes_round_trip(sequence: int, full: bool, titles: dict[str, TitleHolding],
+def test_title_changes_round_trip(sequence: int, full: bool, titles: dict[str, TitleTotals],
                                   removed: list[str]) -> None:
     changes = TitleChanges(sequence, full, titles, tuple(removed))
     assert TitleChanges.from_json(through_json(changes)) == changes
