@@ -17,6 +17,7 @@ from oca.fetch.slices import covering, is_slice_key, parse_content_range, slice_
 from oca.serve.handler import _range_start
 from oca.wire.invalidation import Invalidation
 from oca.wire.prefetch import PrefetchRequest
+from tests.clock import FakeClock
 
 S = 4 << 20
 
@@ -71,14 +72,8 @@ def test_range_start_hint(header: str | None, start: int) -> None:
 
 
 def test_token_bucket_paces_to_its_rate() -> None:
-    now = [0.0]
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
-
-    bucket = TokenBucket(1000, clock=lambda: now[0], sleep=sleep)
+    clock = FakeClock(0.0)
+    bucket = TokenBucket(1000, clock=clock, sleep=clock.async_sleep)
 
     async def run() -> None:
         for _ in range(5):
@@ -86,7 +81,7 @@ def test_token_bucket_paces_to_its_rate() -> None:
 
     asyncio.run(run())
     # one second of burst (1000 bytes), then 500 bytes per half second
-    assert slept == pytest.approx([0.5, 0.5, 0.5])
+    assert clock.slept == pytest.approx([0.5, 0.5, 0.5])
 
 
 def test_prefetch_items_are_checked() -> None:
