@@ -97,7 +97,8 @@ class BoxAdmin(AdminClient):
         return list(Listing.from_json(self.call("GET", "/inventory?prefix=" + urllib.parse.quote("titles/")),
                                       "the box's inventory").objects)
 
-    def job(self, method: str, path: str, body: Any = None, *, missing_ok: bool = False) -> JobProgress | None:
+    def job_progress(self, method: str, path: str, body: Any = None, *,
+                     missing_ok: bool = False) -> JobProgress | None:
         """A prefetch job's progress as the box answers it (None for a 404 when missing_ok)."""
         answer = self.call(method, path, body, missing_ok=missing_ok)
         if answer is None and missing_ok:
@@ -261,7 +262,7 @@ class Runner:
                deadline: float | None) -> bool:
         """Submit the job and poll it to its end; True when the window ended first (the job is cancelled)."""
         request = PrefetchRequest(prefetch_items(plan, command.files), options.priority, options.rate)
-        job = self.admin.job("POST", "/prefetch", request.to_json())
+        job = self.admin.job_progress("POST", "/prefetch", request.to_json())
         assert job is not None  # not missing_ok: a 404 raised
         job_id = job.id
         report.job = job_id
@@ -271,7 +272,7 @@ class Runner:
         begun = self.clock()
         window_ended = False
         while True:
-            progress = self.admin.job("GET", f"/prefetch/{job_id}")
+            progress = self.admin.job_progress("GET", f"/prefetch/{job_id}")
             assert progress is not None
             self._take(report, progress)
             self.on_progress(Progress(len(command.files), progress.finished, progress.failed, progress.bytes, total,
@@ -279,7 +280,7 @@ class Runner:
             if progress.ended:
                 break
             if deadline is not None and self.clock() >= deadline:
-                cancelled = self.admin.job("DELETE", f"/prefetch/{job_id}")
+                cancelled = self.admin.job_progress("DELETE", f"/prefetch/{job_id}")
                 assert cancelled is not None
                 self._take(report, cancelled)
                 self.on_event("window_end", {"job": job_id, "finished": report.stored})
@@ -349,7 +350,7 @@ class Runner:
             return
         if isinstance(state, dict) and isinstance(status, dict) and state.get("box_pid") == status.get("pid") \
                 and isinstance(state.get("job"), int):
-            answer = self.admin.job("DELETE", f"/prefetch/{state['job']}", missing_ok=True)
+            answer = self.admin.job_progress("DELETE", f"/prefetch/{state['job']}", missing_ok=True)
             if answer is not None:
                 self.on_event("orphan_cancelled", {"job": state["job"], "state": answer.state})
         self._forget()
