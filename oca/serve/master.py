@@ -45,7 +45,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from oca import __version__
+from oca import __version__, systemd
 from oca.admin.app import start_admin
 from oca.admin.common import AdminContext
 from oca.admin.inventory import TitleInventory
@@ -68,13 +68,12 @@ from oca.protocol.messages import Duress, FillAsk, Hello, Ready, Refused, Report
 from oca.protocol.releases import check_release
 from oca.protocol.version import LEGACY
 from oca.secret_files import read_secret
-from oca.serve import sdnotify
 from oca.serve.listeners import bind_listeners
-from oca.serve.owner import StorageOwner
 from oca.serve.preflight import load_checked_box
 from oca.serve.stall import is_stalled, own_pause, stall_after, workers_report
-from oca.serve.stats import FleetStats
+from oca.serve.stats import FleetStats, release_delta
 from oca.storage import Store
+from oca.storage.storage_owner import StorageOwner
 
 log = logging.getLogger("oca.master")
 _TICK = 0.1  # seconds between supervision rounds
@@ -180,15 +179,15 @@ class Master:
             admin_host, admin_port = self.config.admin.listen
             log.info("oca %s serving http://%s:%d/ with %d workers; admin http://%s:%d/",
                      __version__, host, port, len(self.listeners), admin_host, admin_port)
-            sdnotify.notify(f"READY=1\nSTATUS=serving with {len(self.listeners)} workers\nMAINPID={os.getpid()}")
+            systemd.notify(f"READY=1\nSTATUS=serving with {len(self.listeners)} workers\nMAINPID={os.getpid()}")
             tasks.append(loop.create_task(self._housekeeping()))
             if self.config.control.url:
                 tasks.append(loop.create_task(self.invalidations.pull_forever()))
-            interval = sdnotify.watchdog_interval()
+            interval = systemd.watchdog_interval()
             if interval:
                 tasks.append(loop.create_task(self._watchdog(interval)))
             await self._stopped
-            sdnotify.notify("STOPPING=1")
+            systemd.notify("STOPPING=1")
             for task in tasks:
                 task.cancel()
             await self._stop_workers(self.workers)
@@ -214,7 +213,7 @@ class Master:
                 await self._reload()
 
     async def _reload(self) -> None:
-        sdnotify.notify("RELOADING=1")
+        systemd.notify("RELOADING=1")
         try:
             # the start-up checks, as `oca check-config --reload` runs them; the JWKS is re-read: a key
             # rotation is a reload
@@ -229,7 +228,7 @@ class Master:
                     *new_server.listen, new_server.worker_count(), new_server.backlog))
         except OcaError as exc:
             log.error("reload rejected, still running the old config: %s", "; ".join(str(exc).splitlines()))
-            sdnotify.notify("READY=1")
+            systemd.notify("READY=1")
             return
         self.config = fresh
         if self.fills is not None:
@@ -240,7 +239,7 @@ class Master:
         for sock in old_listeners:
             sock.close()
         log.info("reloaded %s: generation %d serving", self.config_path, self.generation)
-        sdnotify.notify("READY=1")
+        systemd.notify("READY=1")
 
     def _reloadable(self, fresh: BoxConfig) -> BoxConfig:
         """The new config with the sections a reload cannot change (storage, admin) kept as they are."""
@@ -428,7 +427,7 @@ class Master:
         worker.heard = time.monotonic()
         self.stats.add(worker.process.pid, report)
         if worker.release == self.firmware.releases.current:  # not a retiring or candidate release's answers
-            self.firmware.counters.add(report)
+            self.firmware.counters.add(*release_delta(report))
         for key, n in report.hits.items():
             self._pending_hits[key] = self._pending_hits.get(key, 0) + n
         for tier, error in report.io_errors:
@@ -616,5 +615,5 @@ class Master:
         while True:
             heard = [w.heard for w in self.workers if w.serving and not w.retiring and w.process.poll() is None]
             if workers_report(time.monotonic(), heard, stall_after(self.config.storage.access_flush_interval)):
-                sdnotify.notify("WATCHDOG=1")
+                systemd.notify("WATCHDOG=1")
             await asyncio.sleep(interval)

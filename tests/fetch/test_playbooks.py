@@ -15,6 +15,7 @@ from unittest.mock import ANY
 
 import msgspec
 import pytest
+from oca.serve.owner import StorageOwner
 
 from oca.config.model import FetchConfig
 from oca.fetch.link import Link
@@ -40,7 +41,6 @@ from oca.protocol.messages import (
     Stale,
     Stored,
 )
-from oca.serve.owner import StorageOwner
 from oca.storage.model import ObjectInfo
 from tests.clock import FakeClock
 
