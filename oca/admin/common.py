@@ -18,9 +18,11 @@ from aiohttp import web
 
 from oca.admin.inventory import TitleInventory
 from oca.config.model import AdminConfig, BoxIdentity
-from oca.fetch.prefetch import PrefetchItem, PrefetchJob
+from oca.fetch.prefetch import PrefetchJob
 from oca.firmware.box import BoxFirmware, Switcher
 from oca.serve.stats import FleetStats
+from oca.wire.invalidation import Invalidation
+from oca.wire.prefetch import PrefetchItem
 
 T = TypeVar("T")
 
@@ -94,7 +96,7 @@ class InvalidationLog(Protocol):
     @property
     def last_error(self) -> str | None: ...
 
-    async def apply(self, entries: list[object]) -> int: ...
+    async def apply(self, checked: Sequence[Invalidation]) -> int: ...
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,8 +59,8 @@ from oca.protocol.messages import (
     Stale,
     Stored,
 )
-from oca.serve.owner import StorageOwner
 from oca.storage import Store
+from oca.storage.storage_owner import StorageOwner
 
 log = logging.getLogger("oca.fetch")
 WorkerLink = Link[FillAsk]  # the master's end of a worker's fill link

@@ -20,13 +20,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from oca import systemd
 from oca.admin.inventory import TitleInventory
 from oca.config import StorageConfig
-from oca.serve import sdnotify
-from oca.serve.owner import StorageOwner
 from oca.serve.stall import workers_report
 from oca.serve.stats import FleetStats
 from oca.storage import Store
+from oca.storage.storage_owner import StorageOwner
 
 log = logging.getLogger("oca.master")
 EGRESS_WINDOW = 2.0  # seconds: the shortest span the egress rate is measured over
@@ -97,5 +97,5 @@ async def watchdog(interval: float, serving_heard: Callable[[], list[float]], si
     # oca.serve.stall: the ping says the box serves, so only while a serving worker reports
     while True:
         if workers_report(clock(), serving_heard(), silence):
-            sdnotify.notify("WATCHDOG=1")
+            systemd.notify("WATCHDOG=1")
         await asyncio.sleep(interval)

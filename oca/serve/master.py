@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from oca import __version__
+from oca import __version__, systemd
 from oca.admin.app import start_admin
 from oca.admin.common import AdminContext
 from oca.config import BoxConfig
@@ -58,11 +58,9 @@ from oca.fetch.upstream import Upstream, sources_from_config
 from oca.firmware.box import BoxFirmware
 from oca.http.cmsd import in_duress
 from oca.secret_files import read_secret
-from oca.serve import sdnotify
 from oca.serve.background import BackgroundTasks
 from oca.serve.housekeeping import Housekeeping, watchdog
 from oca.serve.listeners import bind_listeners
-from oca.serve.owner import StorageOwner
 from oca.serve.preflight import load_checked_box
 from oca.serve.release_switch import ReleaseSwitcher
 from oca.serve.reload_plan import plan_reload
@@ -70,6 +68,7 @@ from oca.serve.reports import WorkerReports
 from oca.serve.stall import stall_after
 from oca.serve.stats import FleetStats
 from oca.serve.supervisor import Supervisor
+from oca.storage.storage_owner import StorageOwner
 
 log = logging.getLogger("oca.master")
 
@@ -161,17 +160,17 @@ class Master:
             admin_host, admin_port = self.config.admin.listen
             log.info("oca %s serving http://%s:%d/ with %d workers; admin http://%s:%d/",
                      __version__, host, port, len(supervisor.listeners), admin_host, admin_port)
-            sdnotify.notify(f"READY=1\nSTATUS=serving with {len(supervisor.listeners)} workers\n"
+            systemd.notify(f"READY=1\nSTATUS=serving with {len(supervisor.listeners)} workers\n"
                             f"MAINPID={os.getpid()}")
             parts.tasks.append(loop.create_task(parts.housekeeping.run()))
             if self.config.control.url:
                 parts.tasks.append(loop.create_task(parts.invalidations.pull_forever()))
-            interval = sdnotify.watchdog_interval()
+            interval = systemd.watchdog_interval()
             if interval:
                 silence = stall_after(self.config.storage.access_flush_interval)
                 parts.tasks.append(loop.create_task(watchdog(interval, supervisor.serving_heard, silence)))
             await stopped
-            sdnotify.notify("STOPPING=1")
+            systemd.notify("STOPPING=1")
             for task in parts.tasks:
                 task.cancel()
             await supervisor._stop_workers(supervisor.workers)
@@ -251,7 +250,7 @@ class Master:
                 await self._reload(self._parts)
 
     async def _reload(self, parts: _Parts) -> None:
-        sdnotify.notify("RELOADING=1")
+        systemd.notify("RELOADING=1")
         supervisor = parts.supervisor
         try:
             # the start-up checks, as `oca check-config --reload` runs them; the JWKS is re-read: a key
@@ -263,7 +262,7 @@ class Master:
                 old_listeners, supervisor.listeners = supervisor.listeners, _bind_data_port(plan.config)
         except OcaError as exc:
             log.error("reload rejected, still running the old config: %s", "; ".join(str(exc).splitlines()))
-            sdnotify.notify("READY=1")
+            systemd.notify("READY=1")
             return
         for section in plan.needs_restart:
             log.warning("%s settings changed in %s: they take effect at the next restart", section,
@@ -276,4 +275,4 @@ class Master:
         for sock in old_listeners:
             sock.close()
         log.info("reloaded %s: generation %d serving", self.config_path, supervisor.generation)
-        sdnotify.notify("READY=1")
+        systemd.notify("READY=1")

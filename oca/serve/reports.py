@@ -38,10 +38,10 @@ from oca.protocol import codec as protocol
 from oca.protocol.codec import Codec, Dispatch, ProtocolError
 from oca.protocol.messages import Duress, FillAsk, Hello, Ready, Refused, Report, WorkerMessage
 from oca.protocol.version import LEGACY
-from oca.serve.owner import StorageOwner
-from oca.serve.stats import FleetStats
+from oca.serve.stats import FleetStats, release_delta
 from oca.serve.supervisor import WorkerProcess
 from oca.storage import Store
+from oca.storage.storage_owner import StorageOwner
 
 log = logging.getLogger("oca.master")
 
@@ -126,7 +126,7 @@ class WorkerReports:
         worker.heard = time.monotonic()
         self.stats.add(worker.process.pid, report)
         if worker.release == self.firmware.releases.current:  # not a retiring or candidate release's answers
-            self.firmware.counters.add(report)
+            self.firmware.counters.add(*release_delta(report))
         for key, n in report.hits.items():
             self._pending_hits[key] = self._pending_hits.get(key, 0) + n
         for tier, error in report.io_errors:

@@ -296,30 +296,12 @@ class FleetStats:
         }
 
 
-class ReleaseCounters:
-    """What the current release did since it began serving, for the control plane's roll-out gate: responses
-    its workers reported (and those with status >= 500), and its workers that died and were restarted.
-
-    The master feeds it only the reports of workers running the current release, so the last answers of a
-    retiring release never count against the new one (nor does a release's own gate, before it is current).
-    """
-
-    __slots__ = ("errors", "requests", "restarts", "since", "version")
-
-    def __init__(self, version: str, since: float) -> None:
-        self.version = version
-        self.since = since  # epoch seconds
-        self.requests = 0
-        self.errors = 0
-        self.restarts = 0
-
-    def add(self, delta: Report) -> None:
-        """One worker report (WorkerStats.take)."""
-        for status, cache, n in delta.requests:
-            self.requests += n
-            if status >= 500 and cache != PEER_MISS:  # a peer asked for what this box lacks: no fault
-                self.errors += n
-
-    def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "since": round(self.since, 3), "requests": self.requests,
-                "errors": self.errors, "restarts": self.restarts}
+def release_delta(delta: Report) -> tuple[int, int]:
+    """A worker report's (responses, errors) for the running release's counters (oca/firmware/counters.py):
+    errors are responses with status >= 500, except a peer's only-if-cached ask for what this box lacks."""
+    requests = errors = 0
+    for status, cache, n in delta.requests:
+        requests += n
+        if status >= 500 and cache != PEER_MISS:  # a peer asked for what this box lacks: no fault
+            errors += n
+    return requests, errors

@@ -80,7 +80,7 @@ class FakePrefetch:
 class FakeInvalidations:
     applied, last_error = 17, None
 
-    async def apply(self, entries: list[object]) -> int:
+    async def apply(self, checked: Any) -> int:
         return self.applied
 
 

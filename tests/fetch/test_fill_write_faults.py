@@ -70,8 +70,8 @@ async def test_eio_mid_fill_fails_the_tier_and_the_waiting_worker_still_gets_eve
     from oca.fetch.state import FetchState
     from oca.fetch.upstream import Upstream, sources_from_config
     from oca.protocol.codec import SPEAKS, Codec
-    from oca.serve.owner import StorageOwner
     from oca.storage import Store
+    from oca.storage.storage_owner import StorageOwner
     from tests.conftest import write_box_config
 
     key = "titles/3/720p/seg_00007.m4s"

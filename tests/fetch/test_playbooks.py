@@ -40,8 +40,8 @@ from oca.protocol.messages import (
     Stale,
     Stored,
 )
-from oca.serve.owner import StorageOwner
 from oca.storage.model import ObjectInfo
+from oca.storage.storage_owner import StorageOwner
 from tests.clock import FakeClock
 
 KEY = "titles/1/720p/seg_00001.m4s"
