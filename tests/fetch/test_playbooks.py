@@ -15,7 +15,6 @@ from unittest.mock import ANY
 
 import msgspec
 import pytest
-from oca.serve.owner import StorageOwner
 
 from oca.config.model import FetchConfig
 from oca.fetch.link import Link
@@ -42,6 +41,7 @@ from oca.protocol.messages import (
     Stored,
 )
 from oca.storage.model import ObjectInfo
+from oca.storage.storage_owner import StorageOwner
 from tests.clock import FakeClock
 
 KEY = "titles/1/720p/seg_00001.m4s"
