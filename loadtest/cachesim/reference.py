@@ -97,13 +97,13 @@ def lru(trace: Trace, capacity: int, start: int = 0) -> Result:
     return hit_bytes, hits
 
 
-def s3fifo(trace: Trace, capacity: int, start: int = 0) -> Result:
+def s3fifo(trace: Trace, capacity: int, start: int = 0, small_ratio: float = 0.1) -> Result:
     ids, sizes = trace.ids, trace.sizes
     small: OrderedDict[int, None] = OrderedDict()
     main: OrderedDict[int, None] = OrderedDict()
     ghost: OrderedDict[int, None] = OrderedDict()
     freq: dict[int, int] = {}
-    small_cap = capacity // 10
+    small_cap = int(capacity * small_ratio)
     used_small = used_main = hit_bytes = hits = 0
 
     def evict() -> None:
