@@ -5,7 +5,7 @@ Rules kept here:
 - Only I/O is faked: file copies, renames, unlinks, the SQLite index and the generation file. Tier choice,
   admission, placement plans, eviction order, demotion and promotion are the box's own code, reached through
   the Store's public calls a box makes: `get` (a worker's lookup), `record_hits` (workers' hit reports),
-  `fill_target` then `adopt` (a miss filled from upstream), `set_pinned`/`put_file`-like placement for fills.
+  `fill_target` then `adopt` (a miss filled from upstream).
 - The tiers keep the configured split (e.g. 500 GiB SSD : 4 TiB HDD) scaled to the total asked for.
 - The clock is the trace's: promotion windows and ghost ages run on trace time.
 """
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 from loadtest.cachesim.reference import Result, Trace
-from oca.config.model import StorageConfig, TierConfig
+from oca.config.model import StorageConfig
 from oca.errors import InsufficientStorage
 from oca.storage.catalog import Catalog, Entry, Tier
 from oca.storage.engine import Engine
@@ -144,20 +144,14 @@ def memory_store(config: StorageConfig, clock: TraceClock) -> Store:
     return Store(config, clock, catalog, engine, -1)
 
 
-def replay(trace: Trace, config: StorageConfig, total: int, start: int = 0,
-           placed: Mapping[str, tuple[int, float]] | None = None) -> tuple[Result, Store]:
-    """Replay `trace` through a memory store of `total` bytes; hits counted from request `start` on.
-
-    `placed`: objects a fill puts in before request `start` (key -> (size, the plan's predicted reads))."""
+def replay(trace: Trace, config: StorageConfig, total: int, start: int = 0) -> tuple[Result, Store]:
+    """Replay `trace` through a memory store of `total` bytes; hits counted from request `start` on."""
     clock = TraceClock()
     store = memory_store(scaled(config, total), clock)
     ids, times, keys, sizes = trace.ids, trace.times, trace.keys, trace.sizes
     hit_bytes = hits = 0
     get, record, target, adopt = store.get, store.record_hits, store.fill_target, store.adopt
     for i in range(len(ids)):
-        if i == start and placed is not None:
-            clock.now = times[i]
-            fill(store, placed)
         n = ids[i]
         key = keys[n]
         clock.now = times[i]
@@ -175,19 +169,3 @@ def replay(trace: Trace, config: StorageConfig, total: int, start: int = 0,
             pass  # larger than any tier, or no room that is not pinned: served, not cached
     return (hit_bytes, hits), store
 
-
-def fill(store: Store, placed: Mapping[str, tuple[int, float]]) -> None:
-    """What the fill job does before the day: pre-position each planned object, pinned (prefetch)."""
-    store.apply_plan({key: score for key, (_, score) in placed.items()})
-    for key, (size, _) in placed.items():
-        if store.get(key) is not None:
-            continue
-        try:
-            tier, _ = store.fill_target(key, size, hot=True)
-            store.adopt(FAKE_FILE, key, tier=tier, size=size, digest="", pin=True)
-        except InsufficientStorage:
-            break  # the tiers are full of pinned objects
-
-
-def tier_configs(config: StorageConfig) -> tuple[TierConfig, ...]:
-    return config.tiers

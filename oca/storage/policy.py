@@ -5,8 +5,9 @@ Rules kept here:
 - A policy only orders the keys of one tier. It never decides about pinning (the caller's `is_pinned`
   does) and never drops a key on its own; the store tells it about every add, hit and removal.
 - `plan_placement` returns moves that, run in order, never take any tier over its capacity, never move a
-  pinned object or the object being placed, and send an evicted object that its policy finds worth keeping to the
-  next tier below that takes new objects (deleting it when none can; one not worth keeping only moves into free room). It raises InsufficientStorage instead of a partial plan.
+  pinned object or the object being placed, and send an evicted object that its policy finds worth keeping
+  to the next tier below that takes new objects (deleting it when none can; one not worth keeping only
+  moves into free room). It raises InsufficientStorage instead of a partial plan.
 """
 
 from __future__ import annotations
