@@ -103,7 +103,7 @@ class PromotionCounter:
         if hits < 1 or window <= 0:
             raise ValueError(f"promotion needs hits >= 1 and window > 0, got {hits} and {window}")
         self.hits, self.window, self._clock = hits, window, clock
-        self._reports: dict[str, deque[tuple[float, int]]] = {}
+        self._reports: OrderedDict[str, deque[tuple[float, int]]] = OrderedDict()
         self._totals: dict[str, int] = {}
 
     def hit(self, key: str, count: int = 1) -> bool:
@@ -111,7 +111,11 @@ class PromotionCounter:
         if count <= 0:
             return False
         now = self._clock()
-        reports = self._reports.setdefault(key, deque())
+        reports = self._reports.get(key)
+        if reports is None:
+            reports = self._reports[key] = deque()
+        else:
+            self._reports.move_to_end(key)  # keys stay in order of their latest report: prune stops early
         reports.append((now, count))
         total = self._totals.get(key, 0) + count
         while reports and now - reports[0][0] > self.window:
@@ -126,10 +130,14 @@ class PromotionCounter:
     def prune(self) -> int:
         """Drop keys whose latest hit is older than the window; returns how many were dropped."""
         now = self._clock()
-        stale = [k for k, r in self._reports.items() if now - r[-1][0] > self.window]
-        for key in stale:
+        dropped = 0
+        while self._reports:  # oldest latest-report first: walks only the stale keys, never every key
+            key, reports = next(iter(self._reports.items()))
+            if now - reports[-1][0] <= self.window:
+                break
             self.forget(key)
-        return len(stale)
+            dropped += 1
+        return dropped
 
     def __len__(self) -> int:
         return len(self._reports)
