@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from loadtest.cachesim.reference import Result, Trace
 from oca.config.model import StorageConfig
 from oca.errors import InsufficientStorage
-from oca.storage.catalog import Catalog, Entry, Tier
+from oca.storage.catalog import Catalog, CatalogEntry, Tier
 from oca.storage.engine import Engine
 from oca.storage.generation import Generation
 from oca.storage.index import Index, Pending, Row
@@ -99,17 +99,17 @@ class MemoryGeneration(Generation):
 class MemoryEngine(Engine):
     """The engine with its file work taken out: installing attaches, moving re-attaches, removing is free."""
 
-    def prepare(self, tier: Tier, entry: Entry) -> str:
+    def prepare(self, tier: Tier, entry: CatalogEntry) -> str:
         return ""
 
-    def install(self, tier: Tier, staged_path: str, meta_tmp: str, entry: Entry) -> None:
+    def install(self, tier: Tier, staged_path: str, meta_tmp: str, entry: CatalogEntry) -> None:
         entry.tier = tier.number
         self.cat.attach(entry)
 
-    def write_sidecar(self, tier: Tier, entry: Entry) -> None:
+    def write_sidecar(self, tier: Tier, entry: CatalogEntry) -> None:
         pass
 
-    def move(self, entry: Entry, dst: Tier) -> bool:
+    def move(self, entry: CatalogEntry, dst: Tier) -> bool:
         self.cat.detach(entry)
         self.install(dst, "", "", entry.moved_to(dst.number))
         return True
