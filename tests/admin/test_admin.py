@@ -69,8 +69,12 @@ def test_metrics_add_up_across_worker_processes(box_factory: Any) -> None:
         assert re.search(rf"^{name}", text, re.M), name
 
 
-def test_hits_promote_an_object_to_the_faster_tier(box_factory: Any) -> None:
-    box = box_factory(OBJECTS, storage={"promotion": {"hits": 3, "window": "1m"}})
+def test_hits_promote_an_object_to_the_faster_tier(box_factory: Any, tmp_path: Any) -> None:
+    workdir = tmp_path / "box0"  # an SSD that takes returning objects only: the import lands on the HDD
+    tiers = [{"name": "ssd", "path": str(workdir / "ssd"), "capacity": "64MiB", "admission": "returning"},
+             {"name": "hdd", "path": str(workdir / "hdd"), "capacity": "256MiB"}]
+    box = box_factory(OBJECTS, storage={"promotion": {"hits": 3, "window": "1m"}, "tiers": tiers})
+    assert box.admin("/cache/objects/titles/3/720p/seg_1.m4s")["tier"] == "hdd"
     key = "titles/3/720p/seg_1.m4s"
     for _ in range(4):
         box.get("/" + key)

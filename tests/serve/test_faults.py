@@ -182,7 +182,7 @@ def test_a_truncated_object_is_cut_off_then_dropped_and_its_tier_stays_up(box_fa
     big, small = os.urandom(4 * 1024 * 1024), os.urandom(50_000)
     box = box_factory({"titles/1/1080p/big.mp4": big, "titles/1/720p/small.m4s": small})
     for key, size in (("titles/1/1080p/big.mp4", len(big)), ("titles/1/720p/small.m4s", len(small))):
-        with open(_object_file(box, "hdd", key), "r+b") as fh:
+        with open(_object_file(box, "ssd", key), "r+b") as fh:  # new objects land on the fastest tier
             fh.truncate(size // 2)
         conn = http.client.HTTPConnection("127.0.0.1", box.port, timeout=10)
         conn.request("GET", "/" + key)
