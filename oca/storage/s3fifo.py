@@ -49,12 +49,16 @@ class Ghost:
         self._bytes = 0
         self.limit_bytes = limit_bytes  # 0: as many bytes as the tiers' policies hold
 
-    def remember(self, key: str, size: int, held: int) -> None:
+    def remember(self, key: str, size: int) -> None:
+        """Note a key that left a tier. Not trimmed here: a move between tiers remembers then takes the key at
+        once, and trimming in between would push an older key out for nothing."""
         old = self._keys.pop(key, None)
         if old is not None:
             self._bytes -= old
         self._keys[key] = size
         self._bytes += size
+
+    def trim(self, held: int) -> None:
         limit = self.limit_bytes or held
         while self._bytes > limit and self._keys:
             self._bytes -= self._keys.popitem(last=False)[1]
@@ -102,6 +106,7 @@ class S3FIFOPolicy:
         else:
             self._small[key] = size
             self._small_bytes += size
+            self._ghost.trim(self._bytes + size)
         self._freq[key] = 0
         self._bytes += size
 
@@ -119,7 +124,7 @@ class S3FIFOPolicy:
         else:
             size = self._main.pop(key)
         self._bytes -= size
-        self._ghost.remember(key, size, self._bytes)
+        self._ghost.remember(key, size)
 
     def worth_keeping(self, key: str) -> bool:
         return key in self._main or self._freq.get(key, 0) > 0
