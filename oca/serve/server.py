@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from oca.config import ServerConfig
+from oca.http.cmsd import Signals
 from oca.serve.accesslog import AccessLog
 from oca.serve.connection import Connection
 from oca.serve.handler import ContentHandler
@@ -42,6 +43,7 @@ class Server:
         self.stats = stats
         self.access_log = access_log
         self.connections: set[Connection] = set()
+        self.cmsd: Signals | None = None  # CMSD-Dynamic on every head (oca.http.cmsd); None: not sent
         self._listener = listener
         self._aio_server: asyncio.AbstractServer | None = None
         self._draining = False
@@ -137,7 +139,10 @@ class Server:
         if self._aio_server is not None:
             self._aio_server.close()
         for conn in list(self.connections):
-            if conn.idle:
+            # a used keep-alive connection with nothing in flight is closed now (its client sends the next
+            # request again on a new one: RFC 9112 §9.3.1); one that has not yet sent its first request would
+            # lose it (nothing tells its client to retry), so it is answered once, then closed
+            if conn.idle and conn.requests_done:
                 conn.close()
             else:
                 conn.close_after = True

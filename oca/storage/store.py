@@ -1,12 +1,13 @@
 """Store: the single owner of the tiers and the index; every write, move and eviction happens here.
 
 Rules kept here:
-- One owner per state_dir (owner.py). One lock guards the catalog, the index and the engine; get/list/
+- One owner per state_dir (lock.py). One lock guards the catalog, the index and the engine; get/list/
   status only read memory.
-- New objects land on the fastest tier that admits them (`admission: returning` lets in only what the policy
-  remembers, or `hot` objects; it is the fallback when no tier that admits can make room); an evicted object moves down
-  while its policy finds it worth keeping (an exclusive hierarchy: one cache across the tiers). A tier that
-  is not UP is skipped, and a put whose tier fails under it (EIO, directory gone) moves on to the next. A full disk
+- New objects land on the fastest tier that admits them (`admission: returning` lets in only what the
+  policy remembers, or `hot` objects; such a tier is the fallback when no tier that admits can make room);
+  an evicted object moves down while its policy finds it worth keeping (an exclusive hierarchy: one cache
+  across the tiers). A tier that is not UP is skipped, and a put whose tier fails under it (EIO, directory
+  gone) moves on to the next. A full disk
   (ENOSPC) fails that put with StorageError and marks the tier FULL; nothing stored is lost.
 - The sum of object sizes on a tier never exceeds its capacity: bytes count only when an object is
   committed, and every commit is preceded by the evictions `plan_placement` returned for it.
@@ -28,7 +29,7 @@ from types import TracebackType
 
 from oca.config.model import StorageConfig
 from oca.errors import BadRequest, InsufficientStorage, NotFound, StorageError
-from oca.storage import files, health, owner
+from oca.storage import files, health, lock
 from oca.storage.catalog import Catalog, CatalogEntry, Tier
 from oca.storage.engine import STICKY, Engine
 from oca.storage.generation import GENERATION_NAME, Generation
@@ -64,16 +65,17 @@ class Store:
         """Take ownership of `config.state_dir`, prepare the tiers and load (or rebuild) the index.
 
         `policy` makes one eviction policy per tier (`config.policy` unless told otherwise)."""
-        owner.validate(config)
+        lock.validate(config)
         state_dir = os.path.abspath(config.state_dir)
         try:
             os.makedirs(state_dir, exist_ok=True)
         except OSError as e:
             raise StorageError(f"cannot create state_dir {state_dir}: {health.describe(e)}") from e
-        lock_fd = owner.take_lock(state_dir)
+        lock_fd = lock.take_lock(state_dir)
         generation = index = None
         try:
-            catalog = Catalog(config.tiers, policy or policy_factory(config.policy, [t.capacity for t in config.tiers]))
+            tiers = config.tiers
+            catalog = Catalog(tiers, policy or policy_factory(config.policy, [t.capacity for t in tiers]))
             suspect = _prepare_tiers(catalog)
             generation = Generation(os.path.join(state_dir, GENERATION_NAME), writable=True)
             index = _open_index(index_path(state_dir), catalog)
