@@ -3,6 +3,7 @@ the replay drives the box's own Store, and the CLI writes the JSON rows it promi
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ SMALL = trace.TraceSpec(requests=20_000, titles=200, seed=3)
 def test_the_trace_is_deterministic_time_ordered_and_keys_keep_their_size() -> None:
     first = list(trace.generate(SMALL))
     assert first == list(trace.generate(SMALL)) and len(first) == SMALL.requests
-    assert all(a[0] <= b[0] for a, b in zip(first, first[1:], strict=False))
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(first))
     sizes: dict[str, int] = {}
     for _, key, size in first:
         assert sizes.setdefault(key, size) == size and key.startswith("titles/")
