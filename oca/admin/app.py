@@ -105,7 +105,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     master = master_of(request)
-    store = await master.owner.call(Store.status)
+    store = master.owner.peek(Store.status)  # counters, without the store lock
     body: dict[str, Any] = {
         # version (the release the workers run), previous_version, staged, releases, firmware, release_stats
         **master.firmware.status(),
@@ -133,7 +133,7 @@ async def status(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     master = master_of(request)
-    store = await master.owner.call(Store.status)
+    store = master.owner.peek(Store.status)  # counters, without the store lock
     workers = master.serving_workers()
     prefetch = getattr(master, "prefetch", None)  # set once storage is open
     text = render_metrics(master.stats, store, workers, master.draining,

@@ -100,8 +100,7 @@ async def invalidations(request: web.Request) -> web.Response:
 async def titles(request: web.Request) -> web.Response:
     since = parse_count(request.query.get("since", "0"), "since (a sequence number)")
     master = master_of(request)
-    objects = await master.owner.call(Store.list, "titles/")
-    master.title_inventory.refresh((o.key, o.size) for o in objects)
+    master.title_inventory.apply(master.owner.peek(Store.title_changes))
     return web.json_response(master.title_inventory.since(since))
 
 

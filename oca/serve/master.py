@@ -37,7 +37,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from oca import __version__
 from oca.admin.app import start_admin
@@ -118,7 +118,6 @@ class Master:
         self.prefetch: PrefetchQueue  # set once storage is open (as the two below)
         self.invalidations: Invalidations
         self.title_inventory = TitleInventory()
-        self._inventory_signature: tuple[object, ...] = ()
         self.egress_bps = 0
         self._egress_sample = (time.monotonic(), 0)
         self._duress = False  # what the workers were last told (CMSD `du`/`mb`, oca.http.cmsd)
@@ -500,19 +499,12 @@ class Master:
     async def _refresh_inventory(self) -> None:
         """Move the per-title inventory sequence when what is stored changed (a fill, an eviction, a purge),
         so the control plane, which watches `inventory_sequence` in /status, learns new holdings by itself.
-        The listing is read only when the store's object count, bytes or generation moved."""
+        Only the titles that changed since the last round are read (the store keeps per-title counts), on
+        the loop and without the store lock: never a listing of every object."""
         try:
-            status = await self.owner.call(Store.status)
-            tiers = cast(list[dict[str, Any]], status.get("tiers") or [])
-            signature = (status.get("objects"), sum(int(t["used"]) for t in tiers), status.get("generation"))
-            if signature == self._inventory_signature:
-                return
-            objects = await self.owner.call(Store.list, "titles/")
+            self.title_inventory.apply(self.owner.peek(Store.title_changes))
         except Exception:
             log.exception("refreshing the title inventory failed")
-            return
-        self._inventory_signature = signature
-        self.title_inventory.refresh((o.key, o.size) for o in objects)
 
     def _sample_egress(self) -> None:
         """Bits per second sent to clients over the last few seconds (what the control plane calls load)."""

@@ -1,8 +1,9 @@
 """Store: the single owner of the tiers and the index; every write, move and eviction happens here.
 
 Rules kept here:
-- One owner per state_dir (owner.py). One lock guards the catalog, the index and the engine; get/list/
-  status only read memory.
+- One owner per state_dir (owner.py). One lock guards the catalog, the index and the engine; get/list
+  only read memory. status and title_changes read counters kept as objects come and go, without the lock,
+  so health answers never wait behind a commit (nothing periodic walks every object).
 - New objects land on the last tier, or the first if `hot`; a tier that is not UP is skipped in that
   order, and a put whose tier fails under it (EIO, directory gone) moves on to the next. A full disk
   (ENOSPC) fails that put with StorageError and marks the tier FULL; nothing stored is lost.
@@ -34,6 +35,7 @@ from oca.storage.index import Index, IndexCorrupt, index_path, scan_tiers
 from oca.storage.layout import key_hash, unlink_quiet
 from oca.storage.model import ObjectInfo, TierState
 from oca.storage.policy import EvictionPolicy, LRUPolicy, PromotionCounter
+from oca.storage.titles import TitleFeed
 
 log = logging.getLogger("oca.storage")
 
@@ -154,17 +156,25 @@ class Store:
             return [self._cat.info(e) for e in found]
 
     def status(self) -> dict[str, object]:
-        with self._lock:
-            tiers = self._cat.tiers
-            return {
-                "objects": len(self._cat.entries),
-                "generation": self._gen.value,
-                "tiers": [{"name": t.name, "path": t.layout.root, "capacity": t.capacity, "used": t.used,
-                           "objects": t.objects, "state": t.state.value, "error": t.error} for t in tiers],
-                "promotions": self._engine.promotions,
-                "demotions": self._engine.demotions,
-                "evictions": {t.name: t.evictions for t in tiers},
-            }
+        """Counters only, read without the lock: each is kept up to date as objects come and go, and each
+        read is atomic, so /status and /healthz never wait behind an index commit or an eviction (at worst
+        two fields are a moment apart). Safe to call from any thread, the event loop's included."""
+        tiers = self._cat.tiers
+        return {
+            "objects": len(self._cat.entries),
+            "generation": self._gen.value,
+            "tiers": [{"name": t.name, "path": t.layout.root, "capacity": t.capacity, "used": t.used,
+                       "objects": t.objects, "state": t.state.value, "error": t.error} for t in tiers],
+            "promotions": self._engine.promotions,
+            "demotions": self._engine.demotions,
+            "evictions": {t.name: t.evictions for t in tiers},
+        }
+
+    def title_changes(self) -> TitleFeed:
+        """The titles whose servable objects or bytes changed since the last call (every title on the first
+        call, or after a tier started or stopped serving). O(changes), without the store's lock: safe to
+        call from any thread, the event loop's included."""
+        return self._cat.titles.take([t.state.serves for t in self._cat.tiers])
 
     # ---------------------------------------------------------------- writing
 
