@@ -9,6 +9,10 @@ Rules kept here:
   "done" is opened instead. "moved" says the master's write to the tier failed and the same bytes, and the
   rest, are in another file now (memory): the descriptor is swapped, the offsets stay.
 - Waiters are callbacks, called once on the next change (open, more bytes, done, failed).
+- The per-key tables that outlive a fill are bounded: at most MAX_ABSENT negative answers and MAX_SLICED
+  sliced objects' metadata, least recently stored out first (forgetting one costs a question to the
+  master, never a wrong answer). `stale` is not bounded here: it mirrors the master's soft purges, which a
+  worker must not forget.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from oca.bounded import LimitedDict
 from oca.fetch.link import Link
 from oca.fetch.slices import slice_key
 
 log = logging.getLogger("oca.fetch")
+MAX_ABSENT = 100_000  # keys whose "not found upstream" a worker remembers
+MAX_SLICED = 10_000  # sliced objects whose slice layout a worker remembers
 
 
 class RemoteFill:
@@ -119,9 +126,10 @@ class RemoteFills:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.link: Link | None = None
         self.fills: dict[str, RemoteFill] = {}
-        self.absent: dict[str, float] = {}  # key -> monotonic time the master's 404 stands until
+        # key -> monotonic time the master's 404 stands until
+        self.absent: LimitedDict[str, float] = LimitedDict(MAX_ABSENT)
         self.stale: set[str] = set()
-        self.sliced: dict[str, dict[str, Any]] = {}
+        self.sliced: LimitedDict[str, dict[str, Any]] = LimitedDict(MAX_SLICED)
         self.on_changed: Callable[[list[str]], None] = lambda keys: None  # forget local cache entries
         self._clock = clock
 
@@ -216,10 +224,7 @@ class RemoteFills:
             fill.result, fill.status, fill.reason = "absent", 404, "not found upstream"
             ttl = message.get("ttl")
             if isinstance(ttl, int | float) and ttl > 0:
-                now = self._clock()
-                if len(self.absent) >= 100_000:
-                    self.absent = {k: t for k, t in self.absent.items() if t > now}
-                self.absent[fill.key] = now + ttl
+                self.absent[fill.key] = self._clock() + ttl
         elif event == "fail":
             fill.result, fill.status = "fail", int(message.get("status", 502))
             fill.reason = str(message.get("reason", "upstream fetch failed"))
