@@ -1,16 +1,21 @@
-"""A dict with a size limit: storing a new key past the limit drops the least recently stored or used one.
+"""Bounded containers: a dict with a size limit, and a bounded queue of work for a thread pool.
 
 For the per-key tables of a long-running process (a worker's negative cache, its sliced-object metadata),
-which must not grow with the number of distinct keys clients ask for.
+which must not grow with the number of distinct keys clients ask for; and for bulk work (an import of a
+million files), which must not queue every item up front.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from typing import TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class LimitedDict(OrderedDict[K, V]):
@@ -32,3 +37,23 @@ class LimitedDict(OrderedDict[K, V]):
     def touch(self, key: K) -> None:
         if key in self:
             self.move_to_end(key)
+
+
+def run_bounded(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[tuple[T, Future[R]]]:
+    """Run fn(item) on `pool` for every item, with at most `window` submitted and not yet handed back, and
+    yield (item, its finished future) as each completes. `items` is read lazily: a million files cost
+    `window` futures, not a million."""
+    if window < 1:
+        raise ValueError("window must be at least 1")
+    source = iter(items)
+    running: dict[Future[R], T] = {}
+    while True:
+        for item in source:
+            running[pool.submit(fn, item)] = item
+            if len(running) >= window:
+                break
+        if not running:
+            return
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            yield running.pop(future), future

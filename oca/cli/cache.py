@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
@@ -20,6 +20,7 @@ import click
 
 from oca.admin.app import object_json
 from oca.admin.client import AdminClient
+from oca.bounded import run_bounded
 from oca.cli.format import bytes_option, sizes, table
 from oca.cli.options import config_option, timeout_option
 from oca.config import BoxConfig, load_box_config
@@ -28,6 +29,7 @@ from oca.keys import is_valid_key
 from oca.storage import Store
 
 _IMPORT_THREADS = 4
+_IMPORT_WINDOW = 4 * _IMPORT_THREADS  # files submitted and not yet done: bounded, whatever the tree's size
 
 
 class _Target:
@@ -114,28 +116,29 @@ def cache() -> None:
 def import_(config_path: str, directory: str, hot: bool, pin: bool, as_json: bool, raw_bytes: bool,
             timeout: float) -> None:
     """Load every file under DIRECTORY; each key is the file's path relative to DIRECTORY."""
-    files = sorted(_walk(directory))
-    total = sum(size for _, _, size in files)
-    done = failed = skipped = 0
-    done_bytes = 0
-    started = time.monotonic()
-    interactive = sys.stderr.isatty()
-    valid = []
-    for path, key, size in files:
+    total = skipped = 0
+    for path, key, size in _walk(directory):  # a first pass for the progress bar: counts only, no list
         if is_valid_key(key):
-            valid.append((path, key, size))
+            total += size
         else:
             skipped += 1
             click.echo(f"oca: skipped {path}: {key!r} is not a valid content key", err=True)
+    done = failed = 0
+    done_bytes = 0
+    started = time.monotonic()
+    interactive = sys.stderr.isatty()
+    valid = ((path, key, size) for path, key, size in _walk(directory) if is_valid_key(key))
+
+    def put(item: tuple[str, str, int]) -> dict[str, Any]:
+        return target.put(item[0], item[1], hot, pin)
+
     with _target(config_path, timeout) as target, click.progressbar(
         length=total, label="importing", file=sys.stderr, show_eta=True, show_percent=True,
         hidden=not interactive,
     ) as bar, ThreadPoolExecutor(max_workers=_IMPORT_THREADS) as pool:
-        bar.update(total - sum(size for _, _, size in valid))
-        # a few at a time: copies and fsyncs overlap (the store serialises only its index updates)
-        futures = {pool.submit(target.put, path, key, hot, pin): (key, size) for path, key, size in valid}
-        for future in as_completed(futures):
-            key, size = futures[future]
+        # a few at a time: copies and fsyncs overlap (the store serialises only its index updates); files
+        # are walked as they are imported, so memory stays flat however many there are
+        for (_, key, size), future in run_bounded(pool, put, valid, _IMPORT_WINDOW):
             try:
                 future.result()
                 done += 1
@@ -164,7 +167,7 @@ def import_(config_path: str, directory: str, hot: bool, pin: bool, as_json: boo
 def _walk(directory: str) -> Iterator[tuple[str, str, int]]:
     for root, dirs, names in os.walk(directory):
         dirs.sort()
-        for name in names:
+        for name in sorted(names):
             path = os.path.join(root, name)
             if os.path.isfile(path) and not os.path.islink(path):
                 key = os.path.relpath(path, directory).replace(os.sep, "/")

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from oca.bounded import LimitedDict
+from oca.bounded import LimitedDict, run_bounded
 from oca.config.model import HttpConfig, MemoryCacheConfig
 from oca.fetch import remote
 from oca.fetch.remote import RemoteFills
@@ -107,3 +109,25 @@ def test_a_workers_hit_counts_per_flush_are_bounded(monkeypatch: pytest.MonkeyPa
         assert len(worker.hits) <= 100
     assert worker.hits["k0"] == 4  # keys already counted keep counting
     assert worker.take(0)["hits"] and worker.hits == {}
+
+
+def test_bulk_work_reads_its_items_as_it_goes_with_a_bounded_number_in_flight() -> None:
+    pulled = finished = 0
+    most = 0
+
+    def items() -> Iterator[int]:
+        nonlocal pulled, most
+        for i in range(2000):
+            pulled += 1
+            most = max(most, pulled - finished)
+            yield i
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = []
+        for item, future in run_bounded(pool, lambda i: i * 2, items(), 8):
+            finished += 1
+            results.append((item, future.result()))
+    assert sorted(results) == [(i, i * 2) for i in range(2000)]
+    assert most <= 8  # never more than the window ahead of what was handed back
+    with pytest.raises(ValueError):
+        list(run_bounded(ThreadPoolExecutor(1), lambda i: i, [1], 0))
