@@ -29,7 +29,7 @@ from oca.keys import is_valid_key
 from oca.storage import Store
 
 _IMPORT_THREADS = 4
-_IMPORT_WINDOW = 4 * _IMPORT_THREADS  # files submitted and not yet done: bounded, whatever the tree's size
+_IMPORT_BATCH = 256  # files per index commit when the store is opened here
 
 
 class _Target:
@@ -46,6 +46,24 @@ class _Target:
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
+
+    def put_many(self, items: list[tuple[str, str, int]], hot: bool, pin: bool) -> list[dict[str, Any] | OcaError]:
+        """Store many (path, key, size): in one batch (one index commit) when the store is opened here, one
+        request each through a running box's admin API."""
+        if self.store is not None:
+            return [r if isinstance(r, OcaError) else object_json(r)
+                    for r in self.store.put_files([(path, key) for path, key, _ in items], hot=hot, pin=pin)]
+        results: list[dict[str, Any] | OcaError] = []
+        for path, key, _ in items:
+            try:
+                results.append(self.put(path, key, hot, pin))
+            except ClientError as exc:
+                if exc.unreachable or exc.status in (401, 403):  # the box's fault, not this file's: stop
+                    raise
+                results.append(exc)
+            except OcaError as exc:
+                results.append(exc)
+        return results
 
     def put(self, src: str, key: str, hot: bool, pin: bool) -> dict[str, Any]:
         if self.store is not None:
@@ -129,30 +147,29 @@ def import_(config_path: str, directory: str, hot: bool, pin: bool, as_json: boo
     interactive = sys.stderr.isatty()
     valid = ((path, key, size) for path, key, size in _walk(directory) if is_valid_key(key))
 
-    def put(item: tuple[str, str, int]) -> dict[str, Any]:
-        return target.put(item[0], item[1], hot, pin)
+    def put(batch: list[tuple[str, str, int]]) -> list[dict[str, Any] | OcaError]:
+        return target.put_many(batch, hot, pin)
 
     with _target(config_path, timeout) as target, click.progressbar(
         length=total, label="importing", file=sys.stderr, show_eta=True, show_percent=True,
         hidden=not interactive,
     ) as bar, ThreadPoolExecutor(max_workers=_IMPORT_THREADS) as pool:
-        # a few at a time: copies and fsyncs overlap (the store serialises only its index updates); files
-        # are walked as they are imported, so memory stays flat however many there are
-        for (_, key, size), future in run_bounded(pool, put, valid, _IMPORT_WINDOW):
+        # batches of files, a few at a time: copies and fsyncs overlap and the index is written once per
+        # batch; files are walked as they are imported, so memory stays flat however many there are
+        for batch, future in run_bounded(pool, put, _batches(valid, _IMPORT_BATCH), 2 * _IMPORT_THREADS):
             try:
-                future.result()
-                done += 1
-                done_bytes += size
-            except ClientError as exc:
-                if exc.unreachable or exc.status in (401, 403):  # the box's fault, not this file's: stop
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
-                failed += 1
-                click.echo(f"oca: failed {key}: {exc}", err=True)
-            except OcaError as exc:
-                failed += 1
-                click.echo(f"oca: failed {key}: {exc}", err=True)
-            bar.update(size)
+                results = future.result()
+            except ClientError:  # the box is unreachable or refuses the token: stop
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            for (_, key, size), result in zip(batch, results, strict=True):
+                if isinstance(result, OcaError):
+                    failed += 1
+                    click.echo(f"oca: failed {key}: {result}", err=True)
+                else:
+                    done += 1
+                    done_bytes += size
+                bar.update(size)
     seconds = time.monotonic() - started
     if as_json:
         click.echo(json.dumps({"imported": done, "bytes": done_bytes, "failed": failed, "skipped": skipped,
@@ -162,6 +179,17 @@ def import_(config_path: str, directory: str, hot: bool, pin: bool, as_json: boo
                    f"{failed} failed, {skipped} skipped")
     if failed:
         sys.exit(1)
+
+
+def _batches(items: Iterator[tuple[str, str, int]], size: int) -> Iterator[list[tuple[str, str, int]]]:
+    batch: list[tuple[str, str, int]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _walk(directory: str) -> Iterator[tuple[str, str, int]]:

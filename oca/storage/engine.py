@@ -84,6 +84,45 @@ class Engine:
             raise
         self.cat.attach(entry)
 
+    def install_many(self, tier: Tier, staged: Sequence[tuple[str, str, CatalogEntry]]) -> None:
+        """`install` for many new objects (paths of the verified temp file and staged sidecar, and the entry;
+        no key already stored): one journal transaction, the renames, one fsync per fan-out directory, one
+        index transaction. The index's fsyncs are paid once per batch instead of twice per object. Raises
+        like `install`; on any error no object of the batch is stored."""
+        layout = tier.layout
+        with self.index.transaction():
+            for _, _, entry in staged:
+                self.index.add_pending(tier.name, entry.hash, entry.key, WRITE)
+        placed: list[CatalogEntry] = []
+        try:
+            for staged_path, meta_tmp, entry in staged:
+                os.replace(staged_path, layout.object_path(entry.hash))
+                placed.append(entry)
+                os.replace(meta_tmp, layout.meta_path(entry.hash))
+            for directory in {layout.fanout_dir(entry.hash) for _, _, entry in staged}:
+                files.fsync_dir(directory)
+        except OSError:
+            with contextlib.suppress(OSError, StorageError):
+                for entry in placed:
+                    layout.remove(entry.hash)
+                with self.index.transaction():
+                    for _, _, entry in staged:
+                        self.index.clear_pending(tier.name, entry.hash)
+            raise
+        try:
+            with self.index.transaction():
+                for _, _, entry in staged:
+                    entry.tier = tier.number
+                    self.index.put(self.cat.row(entry))
+                    self.index.clear_pending(tier.name, entry.hash)
+        except StorageError:
+            with contextlib.suppress(OSError):
+                for entry in placed:
+                    layout.remove(entry.hash)
+            raise
+        for _, _, entry in staged:
+            self.cat.attach(entry)
+
     def write_sidecar(self, tier: Tier, entry: CatalogEntry) -> None:
         layout = tier.layout
         meta_tmp = files.stage_bytes(entry.sidecar().to_bytes(), layout.tmp_dir)

@@ -22,11 +22,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 from oca.config.model import StorageConfig
-from oca.errors import BadRequest, InsufficientStorage, NotFound, StorageError
+from oca.errors import BadRequest, InsufficientStorage, NotFound, OcaError, StorageError
 from oca.storage import files, health, owner
 from oca.storage.catalog import Catalog, CatalogEntry, Tier
 from oca.storage.engine import STICKY, Engine
@@ -214,6 +214,91 @@ class Store:
             finally:
                 unlink_quiet(staged.path)
 
+    def put_files(self, items: Sequence[tuple[str, str]], *, hot: bool = False,
+                  pin: bool = False) -> builtins.list[ObjectInfo | OcaError]:
+        """Copy many (src, key) in, as put_file does each, with the index written once for the batch: the
+        copies, their fsyncs and the sidecars are made without the lock, then one lock hold makes room for
+        the whole batch and commits it (Engine.install_many). Returns, per item in order, its ObjectInfo or
+        the error that refused it. A key already stored, a key twice in the batch, a batch no tier can
+        make room for at once, or a tier failing under the batch: those items go through put_file one by
+        one, so every outcome is the one put_file would give."""
+        results: builtins.list[ObjectInfo | OcaError | None] = [None] * len(items)
+        sizes: dict[int, int] = {}
+        for i, (src, key) in enumerate(items):
+            try:
+                _check_key(key)
+                sizes[i] = os.stat(src).st_size
+            except OcaError as e:
+                results[i] = e
+            except OSError as e:
+                results[i] = StorageError(f"cannot read {src}: {health.describe(e)}")
+        one_by_one: builtins.list[int] = []
+        try:
+            self._put_batch(items, sizes, hot, pin, results, one_by_one)
+        finally:
+            for i in one_by_one:
+                src, key = items[i]
+                try:
+                    results[i] = self.put_file(src, key, hot=hot, pin=pin)
+                except OcaError as e:
+                    results[i] = e
+        return [r if r is not None else StorageError("not stored") for r in results]
+
+    def _put_batch(self, items: Sequence[tuple[str, str]], sizes: dict[int, int], hot: bool, pin: bool,
+                   results: builtins.list[ObjectInfo | OcaError | None], one_by_one: builtins.list[int]) -> None:
+        """put_files' fast path: fills `results` for what it stores or refuses, `one_by_one` with the rest."""
+        with self._lock:
+            self._check_open()
+            seen: set[str] = set()
+            batch: builtins.list[int] = []
+            for i in sizes:
+                key = items[i][1]
+                (one_by_one if key in seen or key in self._cat.entries else batch).append(i)
+                seen.add(key)
+            try:
+                tier = self._choose_tier(None, sum(sizes[i] for i in batch), hot, set())
+            except OcaError:
+                one_by_one.extend(batch)
+                return
+        staged: builtins.list[tuple[int, files.Staged, str, CatalogEntry]] = []
+        try:
+            for i in batch:
+                src, key = items[i]
+                try:
+                    copy = files.stage_copy(src, tier.layout.tmp_dir, expect_size=sizes[i])
+                except files.SourceError as e:
+                    results[i] = StorageError(str(e))
+                    continue
+                except files.VerifyError as e:
+                    results[i] = StorageError(f"put {key!r}: {e}")
+                    continue
+                now = self._clock()
+                entry = CatalogEntry(key, key_hash(key), tier.number, copy.size, copy.digest, now, now, hot, pin)
+                try:
+                    meta_tmp = self._engine.prepare(tier, entry)  # fan-out directories and the sidecar
+                except OSError:
+                    unlink_quiet(copy.path)
+                    raise
+                staged.append((i, copy, meta_tmp, entry))
+            with self._lock:
+                self._check_open()
+                fresh = [s for s in staged if s[3].key not in self._cat.entries]  # stored meanwhile: one by one
+                one_by_one.extend(s[0] for s in staged if s[3].key in self._cat.entries)
+                if not tier.state.accepts:
+                    raise _Retry
+                self._engine.run(self._cat.plan(tier, sum(s[1].size for s in fresh)))
+                self._engine.install_many(tier, [(s[1].path, s[2], s[3]) for s in fresh])
+                for i, _, _, entry in fresh:
+                    results[i] = self._cat.info(entry)
+        except (OSError, _Retry, InsufficientStorage, StorageError) as e:
+            # the tier failed or filled under the batch, or the index refused it: put_file decides each item
+            log.warning("batch of %d objects not stored at once (%s): storing them one by one", len(staged), e)
+            one_by_one.extend(i for i in batch if results[i] is None and i not in one_by_one)
+        finally:
+            for _, copy, meta_tmp, _ in staged:
+                unlink_quiet(copy.path)
+                unlink_quiet(meta_tmp)
+
     def fill_target(self, key: str, size: int, hot: bool = False) -> tuple[str, str]:
         """(tier name, its temp directory): where an upstream fill of `key` (`size` bytes, 0 if unknown)
         should write its temp file, so that `adopt` can rename it into place on the same filesystem."""
@@ -353,7 +438,7 @@ class Store:
 
     # ---------------------------------------------------------------- placing objects
 
-    def _choose_tier(self, key: str, size: int, hot: bool, tried: set[int]) -> Tier:
+    def _choose_tier(self, key: str | None, size: int, hot: bool, tried: set[int]) -> Tier:
         """The first tier in preference order that takes new objects and can make room for `size` bytes."""
         order = self._cat.tiers if hot else self._cat.tiers[::-1]
         candidates = [t for t in order if t.number not in tried and t.state.accepts]
