@@ -217,11 +217,11 @@ class Store:
     def put_files(self, items: Sequence[tuple[str, str]], *, hot: bool = False,
                   pin: bool = False) -> builtins.list[ObjectInfo | OcaError]:
         """Copy many (src, key) in, as put_file does each, with the index written once for the batch: the
-        copies, their fsyncs and the sidecars are made without the lock, then one lock hold makes room for
-        the whole batch and commits it (Engine.install_many). Returns, per item in order, its ObjectInfo or
-        the error that refused it. A key already stored, a key twice in the batch, a batch no tier can
-        make room for at once, or a tier failing under the batch: those items go through put_file one by
-        one, so every outcome is the one put_file would give."""
+        copies and the sidecars are made without the lock and flushed with one syncfs of the tier, then one
+        lock hold makes room for the whole batch and commits it (Engine.install_many). Returns, per item in
+        order, its ObjectInfo or the error that refused it. A key already stored, a key twice in the batch, a
+        batch no tier can make room for at once, or a tier failing under the batch: those items go through
+        put_file one by one, so every outcome is the one put_file would give."""
         results: builtins.list[ObjectInfo | OcaError | None] = [None] * len(items)
         sizes: dict[int, int] = {}
         for i, (src, key) in enumerate(items):
@@ -265,7 +265,7 @@ class Store:
             for i in batch:
                 src, key = items[i]
                 try:
-                    copy = files.stage_copy(src, tier.layout.tmp_dir, expect_size=sizes[i])
+                    copy = files.stage_copy(src, tier.layout.tmp_dir, expect_size=sizes[i], sync=False)
                 except files.SourceError as e:
                     results[i] = StorageError(str(e))
                     continue
@@ -275,11 +275,12 @@ class Store:
                 now = self._clock()
                 entry = CatalogEntry(key, key_hash(key), tier.number, copy.size, copy.digest, now, now, hot, pin)
                 try:
-                    meta_tmp = self._engine.prepare(tier, entry)  # fan-out directories and the sidecar
+                    meta_tmp = self._engine.prepare(tier, entry, sync=False)  # fan-out directories, sidecar
                 except OSError:
                     unlink_quiet(copy.path)
                     raise
                 staged.append((i, copy, meta_tmp, entry))
+            files.sync_filesystem(tier.layout.tmp_dir)  # every copy and sidecar durable, with one flush
             with self._lock:
                 self._check_open()
                 fresh = [s for s in staged if s[3].key not in self._cat.entries]  # stored meanwhile: one by one
