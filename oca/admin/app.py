@@ -71,6 +71,7 @@ def admin_routes() -> list[web.RouteDef]:
         web.delete("/cache/objects/{key:.+}", evict_object),
         web.post("/cache/evict", evict_prefix),
         web.post("/cache/import", import_object),
+        web.post("/cache/import-batch", import_batch),
         web.post("/cache/pin", pin_object),
         web.post("/drain", drain),
         web.post("/undrain", undrain),
@@ -189,6 +190,31 @@ async def import_object(request: web.Request) -> web.Response:
     info = await master_of(request).owner.call(Store.put_file, src, key, hot=_flag(body, "hot"),
                                              pin=_flag(body, "pin"), digest=digest)
     return web.json_response(object_json(info), status=201)
+
+
+MAX_IMPORT_BATCH = 1024  # files per /cache/import-batch request
+
+
+async def import_batch(request: web.Request) -> web.Response:
+    """Store many files already on this machine with one index commit (Store.put_files): the operator CLI's
+    `cache import` against a running box. Body {"items": [{"src", "key"}...], "hot", "pin"}; answers each
+    item's object or error, in order."""
+    body = await json_body(request)
+    items = body.get("items")
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_IMPORT_BATCH:
+        raise BadRequest(f"items must be a list of 1 to {MAX_IMPORT_BATCH} objects")
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise BadRequest("each item must be an object with src and key")
+        src, key = item.get("src"), _key(item.get("key"))
+        if not isinstance(src, str) or not os.path.isabs(src):
+            raise BadRequest(f"src must be an absolute path, got {src!r}")
+        pairs.append((src, key))
+    results = await master_of(request).owner.call(Store.put_files, pairs, hot=_flag(body, "hot"),
+                                                pin=_flag(body, "pin"))
+    return web.json_response({"results": [
+        {"error": str(r), "status": r.status} if isinstance(r, OcaError) else object_json(r) for r in results]})
 
 
 async def pin_object(request: web.Request) -> web.Response:

@@ -24,7 +24,7 @@ from oca.bounded import run_bounded
 from oca.cli.format import bytes_option, sizes, table
 from oca.cli.options import config_option, timeout_option
 from oca.config import BoxConfig, load_box_config
-from oca.errors import ClientError, Conflict, NotFound, OcaError
+from oca.errors import Conflict, NotFound, OcaError
 from oca.keys import is_valid_key
 from oca.storage import Store
 
@@ -48,30 +48,16 @@ class _Target:
             self.store.close()
 
     def put_many(self, items: list[tuple[str, str, int]], hot: bool, pin: bool) -> list[dict[str, Any] | OcaError]:
-        """Store many (path, key, size): in one batch (one index commit) when the store is opened here, one
-        request each through a running box's admin API."""
+        """Store many (path, key, size) in one batch (one index commit): the store opened here, or a running
+        box's admin API (/cache/import-batch, one request per batch)."""
         if self.store is not None:
             return [r if isinstance(r, OcaError) else object_json(r)
                     for r in self.store.put_files([(path, key) for path, key, _ in items], hot=hot, pin=pin)]
-        results: list[dict[str, Any] | OcaError] = []
-        for path, key, _ in items:
-            try:
-                results.append(self.put(path, key, hot, pin))
-            except ClientError as exc:
-                if exc.unreachable or exc.status in (401, 403):  # the box's fault, not this file's: stop
-                    raise
-                results.append(exc)
-            except OcaError as exc:
-                results.append(exc)
-        return results
-
-    def put(self, src: str, key: str, hot: bool, pin: bool) -> dict[str, Any]:
-        if self.store is not None:
-            return object_json(self.store.put_file(src, key, hot=hot, pin=pin))
         assert self.admin is not None
-        body = {"src": os.path.abspath(src), "key": key, "hot": hot, "pin": pin}
-        result: dict[str, Any] = self.admin.request("POST", "/cache/import", body)
-        return result
+        body = {"items": [{"src": os.path.abspath(path), "key": key} for path, key, _ in items],
+                "hot": hot, "pin": pin}
+        answer: list[dict[str, Any]] = self.admin.request("POST", "/cache/import-batch", body)["results"]
+        return [OcaError(r["error"]) if "error" in r else r for r in answer]
 
     def list(self, prefix: str) -> list[dict[str, Any]]:
         if self.store is not None:
@@ -159,7 +145,7 @@ def import_(config_path: str, directory: str, hot: bool, pin: bool, as_json: boo
         for batch, future in run_bounded(pool, put, _batches(valid, _IMPORT_BATCH), 2 * _IMPORT_THREADS):
             try:
                 results = future.result()
-            except ClientError:  # the box is unreachable or refuses the token: stop
+            except OcaError:  # the box is unreachable, refuses the token or the batch: stop
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
             for (_, key, size), result in zip(batch, results, strict=True):
