@@ -14,11 +14,11 @@ from aiohttp import web
 
 from oca.admin.common import master_of
 from oca.errors import BadRequest, NotFound
-from oca.fetch.invalidations import SCOPES, check_entry
-from oca.fetch.prefetch import parse_items, parse_priority, parse_rate
 from oca.httpapi import json_body, parse_count
 from oca.keys import is_valid_key
 from oca.storage import Store
+from oca.wire.invalidation import SCOPES, Applied, InvalidationBatch
+from oca.wire.prefetch import PrefetchRequest
 
 
 def _routes() -> list[web.RouteDef]:
@@ -55,17 +55,14 @@ async def purge(request: web.Request) -> web.Response:
 
 
 async def prefetch(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    items = parse_items(body.get("items"))
-    priority = parse_priority(body.get("priority", 0))
-    rate = parse_rate(body.get("rate", 0))
-    job = master_of(request).prefetch.submit(items, priority, rate)
-    return web.json_response(job.progress(), status=202)
+    job_request = PrefetchRequest.from_json(await json_body(request))
+    job = master_of(request).prefetch.submit(list(job_request.items), job_request.priority, job_request.rate)
+    return web.json_response(job.progress().to_json(), status=202)
 
 
 async def prefetch_list(request: web.Request) -> web.Response:
     jobs = master_of(request).prefetch.jobs.values()
-    return web.json_response({"jobs": [job.progress() for job in jobs]})
+    return web.json_response({"jobs": [job.progress().to_json() for job in jobs]})
 
 
 def _job_id(request: web.Request) -> int:
@@ -76,32 +73,27 @@ async def prefetch_progress(request: web.Request) -> web.Response:
     job = master_of(request).prefetch.jobs.get(_job_id(request))
     if job is None:
         raise NotFound(f"no prefetch job {request.match_info['job']}")
-    return web.json_response(job.progress())
+    return web.json_response(job.progress().to_json())
 
 
 async def prefetch_cancel(request: web.Request) -> web.Response:
     job = master_of(request).prefetch.cancel(_job_id(request))
     if job is None:
         raise NotFound(f"no prefetch job {request.match_info['job']}")
-    return web.json_response(job.progress())
+    return web.json_response(job.progress().to_json())
 
 
 async def invalidations(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    entries = body.get("invalidations")
-    if not isinstance(entries, list):
-        raise BadRequest("invalidations must be a list")
-    for entry in entries:
-        check_entry(entry)
-    applied = await master_of(request).invalidations.apply(list(entries))
-    return web.json_response({"applied_seq": applied})
+    batch = InvalidationBatch.from_json(await json_body(request))
+    applied = await master_of(request).invalidations.apply(batch.entries)
+    return web.json_response(Applied(applied).to_json())
 
 
 async def titles(request: web.Request) -> web.Response:
     since = parse_count(request.query.get("since", "0"), "since (a sequence number)")
     master = master_of(request)
     master.title_inventory.apply(master.owner.peek(Store.title_changes))
-    return web.json_response(master.title_inventory.since(since))
+    return web.json_response(master.title_inventory.since(since).to_json())
 
 
 ROUTES = _routes()

@@ -17,6 +17,7 @@ from oca.bounded import LimitedDict, run_bounded
 from oca.config.model import HttpConfig, MemoryCacheConfig
 from oca.fetch import remote
 from oca.fetch.remote import RemoteFills
+from oca.protocol.messages import Absent, Sliced, SliceMeta
 from oca.serve import stats
 from oca.serve.objects import ObjectCache
 from oca.serve.stats import WorkerStats
@@ -91,10 +92,10 @@ def test_a_workers_negative_answers_and_slice_layouts_are_bounded(monkeypatch: p
     link: Any = None
     for i in range(500):
         fill = fills.acquire(f"titles/1/a{i}")  # no link: fails at once, but the master's answer still comes
-        fills.on_message(link, {"ev": "absent", "k": fill.key, "ttl": 60})
+        fills.on_message(link, Absent(fill.key, 60))
         fills.release(fill)
         fill = fills.acquire(f"titles/1/s{i}")
-        fills.on_message(link, {"ev": "sliced", "k": fill.key, "meta": {"total": 10}})
+        fills.on_message(link, Sliced(fill.key, SliceMeta(10, 5)))
         fills.release(fill)
         assert len(fills.absent) <= 50 and len(fills.sliced) <= 20
     assert fills.is_absent("titles/1/a499") and not fills.is_absent("titles/1/a0")
@@ -108,7 +109,7 @@ def test_a_workers_hit_counts_per_flush_are_bounded(monkeypatch: pytest.MonkeyPa
         worker.observe(200, "hit", "hdd", 10, 0.001, f"k{i % 300}")
         assert len(worker.hits) <= 100
     assert worker.hits["k0"] == 4  # keys already counted keep counting
-    assert worker.take(0)["hits"] and worker.hits == {}
+    assert worker.take(0).hits and worker.hits == {}
 
 
 def test_bulk_work_reads_its_items_as_it_goes_with_a_bounded_number_in_flight() -> None:

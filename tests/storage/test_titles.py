@@ -10,8 +10,8 @@ import pytest
 
 from oca.admin.inventory import TitleInventory
 from oca.config.model import StorageConfig
-from oca.serve.owner import StorageOwner
 from oca.storage import Store
+from oca.storage.storage_owner import StorageOwner
 from oca.storage.titles import TitleCounts, TitleFeed, title_of_object
 
 Src = Callable[..., str]
@@ -53,16 +53,20 @@ def test_the_inventory_applies_a_feed_of_changes() -> None:
     assert first == 1002
     assert inventory.apply(TitleFeed(False, {"1": (2, 15)})) == first  # same counts: no new sequence
     after = inventory.apply(TitleFeed(False, {"2": (0, 0), "3": (1, 4)}))
-    delta = inventory.since(first)
+    delta = inventory.since(first).to_json()
     assert delta["titles"] == {"3": {"objects": 1, "bytes": 4}} and delta["removed"] == ["2"]
     assert inventory.apply(TitleFeed(True, {"3": (1, 4)})) == after + 1  # title 1 missing from a full feed
-    assert inventory.since(after)["removed"] == ["1"]
+    assert inventory.since(after).to_json()["removed"] == ["1"]
+
+
+def _held(inventory: TitleInventory) -> dict[str, tuple[int, int]]:
+    return {t: (v["objects"], v["bytes"]) for t, v in inventory.since(-1).to_json()["titles"].items()}
 
 
 def _listing(store: Store) -> dict[str, tuple[int, int]]:
     inventory = TitleInventory(base=0)
     inventory.refresh((o.key, o.size) for o in store.list("titles/"))
-    return {t: (v["objects"], v["bytes"]) for t, v in inventory.since(-1)["titles"].items()}
+    return _held(inventory)
 
 
 def test_the_stores_feed_matches_a_full_listing_through_puts_evictions_and_a_failed_tier(
@@ -72,15 +76,15 @@ def test_the_stores_feed_matches_a_full_listing_through_puts_evictions_and_a_fai
         store.put_file(src(size=100 + i, seed=i), f"titles/{i % 3}/seg{i}", hot=i == 0)
     store.put_file(src(size=50), "public/x")
     inventory.apply(store.title_changes())
-    assert {t: (v["objects"], v["bytes"]) for t, v in inventory.since(-1)["titles"].items()} == _listing(store)
+    assert _held(inventory) == _listing(store)
     store.evict("titles/1/seg1")
     store.evict_prefix("titles/2/")
     store.put_file(src(size=7), "titles/1/seg1", hot=True)
     inventory.apply(store.title_changes())
-    assert {t: (v["objects"], v["bytes"]) for t, v in inventory.since(-1)["titles"].items()} == _listing(store)
+    assert _held(inventory) == _listing(store)
     store.report_io_error("ssd", "EIO")  # the hot copies are no longer servable
     inventory.apply(store.title_changes())
-    assert {t: (v["objects"], v["bytes"]) for t, v in inventory.since(-1)["titles"].items()} == _listing(store)
+    assert _held(inventory) == _listing(store)
     assert _listing(store) == {"0": (1, 103), "1": (1, 104)}  # only the copies on hdd
 
 
