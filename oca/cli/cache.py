@@ -56,8 +56,10 @@ class _Target:
         assert self.admin is not None
         body = {"items": [{"src": os.path.abspath(path), "key": key} for path, key, _ in items],
                 "hot": hot, "pin": pin}
-        answer: list[dict[str, Any]] = self.admin.request("POST", "/cache/import-batch", body)["results"]
-        return [OcaError(r["error"]) if "error" in r else r for r in answer]
+        answer = self.admin.request("POST", "/cache/import-batch", body).get("results")
+        if not isinstance(answer, list) or len(answer) != len(items) or not all(isinstance(r, dict) for r in answer):
+            raise OcaError(f"the box answered /cache/import-batch without one result per file ({len(items)})")
+        return [OcaError(str(r["error"])) if "error" in r else r for r in answer]
 
     def list(self, prefix: str) -> list[dict[str, Any]]:
         if self.store is not None:
