@@ -73,6 +73,7 @@ def admin_routes() -> list[web.RouteDef]:
         web.delete("/cache/objects/{key:.+}", evict_object),
         web.post("/cache/evict", evict_prefix),
         web.post("/cache/import", import_object),
+        web.post("/cache/import-batch", import_batch),
         web.post("/cache/pin", pin_object),
         web.post("/drain", drain),
         web.post("/undrain", undrain),
@@ -107,7 +108,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     box = context_of(request)
-    store = await box.store.call(Store.status)
+    store = box.store.peek(Store.status)  # counters, without the store lock
     identity = box.box.identity
     body: dict[str, Any] = {
         # version (the release the workers run), previous_version, staged, releases, firmware, release_stats
@@ -136,7 +137,7 @@ async def status(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     box = context_of(request)
-    store = await box.store.call(Store.status)
+    store = box.store.peek(Store.status)  # counters, without the store lock
     text = render_metrics(box.stats, store, box.workers.serving_workers(), box.drain.draining, box.fills.status(),
                           list(box.prefetch.jobs.values()), releases=box.workers.serving_releases())
     return web.Response(body=text, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
@@ -188,6 +189,31 @@ async def import_object(request: web.Request) -> web.Response:
     info = await context_of(request).store.call(Store.put_file, src, key, hot=_flag(body, "hot"),
                                              pin=_flag(body, "pin"), digest=digest)
     return web.json_response(object_json(info), status=201)
+
+
+MAX_IMPORT_BATCH = 1024  # files per /cache/import-batch request
+
+
+async def import_batch(request: web.Request) -> web.Response:
+    """Store many files already on this machine with one index commit (Store.put_files): the operator CLI's
+    `cache import` against a running box. Body {"items": [{"src", "key"}...], "hot", "pin"}; answers each
+    item's object or error, in order."""
+    body = await json_body(request)
+    items = body.get("items")
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_IMPORT_BATCH:
+        raise BadRequest(f"items must be a list of 1 to {MAX_IMPORT_BATCH} objects")
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise BadRequest("each item must be an object with src and key")
+        src, key = item.get("src"), _key(item.get("key"))
+        if not isinstance(src, str) or not os.path.isabs(src):
+            raise BadRequest(f"src must be an absolute path, got {src!r}")
+        pairs.append((src, key))
+    results = await context_of(request).store.call(Store.put_files, pairs, hot=_flag(body, "hot"),
+                                                 pin=_flag(body, "pin"))
+    return web.json_response({"results": [
+        {"error": str(r), "status": r.status} if isinstance(r, OcaError) else object_json(r) for r in results]})
 
 
 async def pin_object(request: web.Request) -> web.Response:

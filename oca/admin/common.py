@@ -32,6 +32,10 @@ class StoreCalls(Protocol):
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
 
+    def peek(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """The store's lock-free counters (Store.status, Store.title_changes), read on the caller's thread."""
+        ...
+
 
 class BoxView(Protocol):
     """Who the box is (its config's `box` section, as last reloaded) and since when it runs."""

@@ -90,8 +90,7 @@ async def invalidations(request: web.Request) -> web.Response:
 async def titles(request: web.Request) -> web.Response:
     since = parse_count(request.query.get("since", "0"), "since (a sequence number)")
     box = context_of(request)
-    objects = await box.store.call(Store.list, "titles/")
-    box.inventory.refresh((o.key, o.size) for o in objects)
+    box.inventory.apply(box.store.peek(Store.title_changes))
     return web.json_response(box.inventory.since(since).to_json())
 
 

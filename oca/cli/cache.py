@@ -12,22 +12,24 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
 import click
 
 from oca.admin.app import object_json
+from oca.bounded import run_bounded
 from oca.cli.format import bytes_option, sizes, table
 from oca.cli.options import config_option, timeout_option
 from oca.config import BoxConfig, load_box_config
-from oca.errors import ClientError, Conflict, NotFound, OcaError
+from oca.errors import Conflict, NotFound, OcaError
 from oca.keys import is_valid_key
 from oca.storage import Store
 from oca.wire.admin_client import AdminClient
 
 _IMPORT_THREADS = 4
+_IMPORT_BATCH = 256  # files per index commit when the store is opened here
 
 
 class _Target:
@@ -45,13 +47,19 @@ class _Target:
         if self.store is not None:
             self.store.close()
 
-    def put(self, src: str, key: str, hot: bool, pin: bool) -> dict[str, Any]:
+    def put_many(self, items: list[tuple[str, str, int]], hot: bool, pin: bool) -> list[dict[str, Any] | OcaError]:
+        """Store many (path, key, size) in one batch (one index commit): the store opened here, or a running
+        box's admin API (/cache/import-batch, one request per batch)."""
         if self.store is not None:
-            return object_json(self.store.put_file(src, key, hot=hot, pin=pin))
+            return [r if isinstance(r, OcaError) else object_json(r)
+                    for r in self.store.put_files([(path, key) for path, key, _ in items], hot=hot, pin=pin)]
         assert self.admin is not None
-        body = {"src": os.path.abspath(src), "key": key, "hot": hot, "pin": pin}
-        result: dict[str, Any] = self.admin.request("POST", "/cache/import", body)
-        return result
+        body = {"items": [{"src": os.path.abspath(path), "key": key} for path, key, _ in items],
+                "hot": hot, "pin": pin}
+        answer = self.admin.request("POST", "/cache/import-batch", body).get("results")
+        if not isinstance(answer, list) or len(answer) != len(items) or not all(isinstance(r, dict) for r in answer):
+            raise OcaError(f"the box answered /cache/import-batch without one result per file ({len(items)})")
+        return [OcaError(str(r["error"])) if "error" in r else r for r in answer]
 
     def list(self, prefix: str) -> list[dict[str, Any]]:
         if self.store is not None:
@@ -114,42 +122,42 @@ def cache() -> None:
 def import_(config_path: str, directory: str, hot: bool, pin: bool, as_json: bool, raw_bytes: bool,
             timeout: float) -> None:
     """Load every file under DIRECTORY; each key is the file's path relative to DIRECTORY."""
-    files = sorted(_walk(directory))
-    total = sum(size for _, _, size in files)
-    done = failed = skipped = 0
-    done_bytes = 0
-    started = time.monotonic()
-    interactive = sys.stderr.isatty()
-    valid = []
-    for path, key, size in files:
+    total = skipped = 0
+    for path, key, size in _walk(directory):  # a first pass for the progress bar: counts only, no list
         if is_valid_key(key):
-            valid.append((path, key, size))
+            total += size
         else:
             skipped += 1
             click.echo(f"oca: skipped {path}: {key!r} is not a valid content key", err=True)
+    done = failed = 0
+    done_bytes = 0
+    started = time.monotonic()
+    interactive = sys.stderr.isatty()
+    valid = ((path, key, size) for path, key, size in _walk(directory) if is_valid_key(key))
+
+    def put(batch: list[tuple[str, str, int]]) -> list[dict[str, Any] | OcaError]:
+        return target.put_many(batch, hot, pin)
+
     with _target(config_path, timeout) as target, click.progressbar(
         length=total, label="importing", file=sys.stderr, show_eta=True, show_percent=True,
         hidden=not interactive,
     ) as bar, ThreadPoolExecutor(max_workers=_IMPORT_THREADS) as pool:
-        bar.update(total - sum(size for _, _, size in valid))
-        # a few at a time: copies and fsyncs overlap (the store serialises only its index updates)
-        futures = {pool.submit(target.put, path, key, hot, pin): (key, size) for path, key, size in valid}
-        for future in as_completed(futures):
-            key, size = futures[future]
+        # batches of files, a few at a time: copies and fsyncs overlap and the index is written once per
+        # batch; files are walked as they are imported, so memory stays flat however many there are
+        for batch, future in run_bounded(pool, put, _batches(valid, _IMPORT_BATCH), 2 * _IMPORT_THREADS):
             try:
-                future.result()
-                done += 1
-                done_bytes += size
-            except ClientError as exc:
-                if exc.unreachable or exc.status in (401, 403):  # the box's fault, not this file's: stop
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
-                failed += 1
-                click.echo(f"oca: failed {key}: {exc}", err=True)
-            except OcaError as exc:
-                failed += 1
-                click.echo(f"oca: failed {key}: {exc}", err=True)
-            bar.update(size)
+                results = future.result()
+            except OcaError:  # the box is unreachable, refuses the token or the batch: stop
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            for (_, key, size), result in zip(batch, results, strict=True):
+                if isinstance(result, OcaError):
+                    failed += 1
+                    click.echo(f"oca: failed {key}: {result}", err=True)
+                else:
+                    done += 1
+                    done_bytes += size
+                bar.update(size)
     seconds = time.monotonic() - started
     if as_json:
         click.echo(json.dumps({"imported": done, "bytes": done_bytes, "failed": failed, "skipped": skipped,
@@ -161,10 +169,21 @@ def import_(config_path: str, directory: str, hot: bool, pin: bool, as_json: boo
         sys.exit(1)
 
 
+def _batches(items: Iterator[tuple[str, str, int]], size: int) -> Iterator[list[tuple[str, str, int]]]:
+    batch: list[tuple[str, str, int]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _walk(directory: str) -> Iterator[tuple[str, str, int]]:
     for root, dirs, names in os.walk(directory):
         dirs.sort()
-        for name in names:
+        for name in sorted(names):
             path = os.path.join(root, name)
             if os.path.isfile(path) and not os.path.islink(path):
                 key = os.path.relpath(path, directory).replace(os.sep, "/")

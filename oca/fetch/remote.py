@@ -9,6 +9,10 @@ Rules kept here:
   "done" is opened instead. "moved" says the master's write to the tier failed and the same bytes, and the
   rest, are in another file now (memory): the descriptor is swapped, the offsets stay.
 - Waiters are callbacks, called once on the next change (open, more bytes, done, failed).
+- The per-key tables that outlive a fill are bounded: at most MAX_ABSENT negative answers and MAX_SLICED
+  sliced objects' metadata, least recently stored out first (forgetting one costs a question to the
+  master, never a wrong answer). `stale` is not bounded here: it mirrors the master's soft purges, which a
+  worker must not forget.
 - The master's messages are oca.protocol records, handled from a table (one method per kind); the states a
   fill goes through are oca.protocol.messages.FillState.
 """
@@ -21,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from oca.bounded import LimitedDict
 from oca.fetch.link import Link
 from oca.fetch.slices import slice_key
 from oca.protocol.codec import Dispatch
@@ -46,6 +51,8 @@ from oca.protocol.messages import (
 )
 
 log = logging.getLogger("oca.fetch")
+MAX_ABSENT = 100_000  # keys whose "not found upstream" a worker remembers
+MAX_SLICED = 10_000  # sliced objects whose slice layout a worker remembers
 E = TypeVar("E", bound=KeyedEvent)
 
 
@@ -139,7 +146,6 @@ class RemoteFill:
 
 _RENEW = frozenset((FillState.FAIL, FillState.ABSENT, FillState.STORED, FillState.SLICED))  # ask afresh
 _RENEW_SLICE = frozenset((FillState.FAIL, FillState.ABSENT, FillState.STORED))
-_MAX_ABSENT = 100_000  # remembered 404s: a flood of unknown keys must not grow memory without end
 
 
 class RemoteFills:
@@ -148,9 +154,10 @@ class RemoteFills:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.link: Link[FillEvent] | None = None
         self.fills: dict[str, RemoteFill] = {}
-        self.absent: dict[str, float] = {}  # key -> monotonic time the master's 404 stands until
+        # key -> monotonic time the master's 404 stands until
+        self.absent: LimitedDict[str, float] = LimitedDict(MAX_ABSENT)
         self.stale: set[str] = set()
-        self.sliced: dict[str, SliceMeta] = {}
+        self.sliced: LimitedDict[str, SliceMeta] = LimitedDict(MAX_SLICED)
         self.on_changed: Callable[[list[str]], None] = lambda keys: None  # forget local cache entries
         self._clock = clock
         keyed = self._keyed
@@ -261,10 +268,7 @@ class RemoteFills:
     def _on_absent(self, fill: RemoteFill, message: Absent) -> None:
         fill.result, fill.status, fill.reason = FillState.ABSENT, 404, "not found upstream"
         if message.ttl > 0:
-            now = self._clock()
-            if len(self.absent) >= _MAX_ABSENT:
-                self.absent = {k: t for k, t in self.absent.items() if t > now}
-            self.absent[fill.key] = now + message.ttl
+            self.absent[fill.key] = self._clock() + message.ttl
 
     def _on_failed(self, fill: RemoteFill, message: Failed) -> None:
         fill.result, fill.status, fill.reason = FillState.FAIL, message.status, message.reason

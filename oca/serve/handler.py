@@ -318,6 +318,7 @@ class ContentHandler:
             return self.error(req, 404, "not found upstream", cache_status=_MISS_404, cache="miss")
         sliced = fills.sliced.get(key)
         if sliced is not None:
+            fills.sliced.touch(key)  # the table is bounded: the layouts in use stay
             return self._sliced(req, key, sliced, log)
         fill = fills.acquire(key, start=_range_start(req.headers.get("range")), revalidate=stale is not None)
         resp = Response(499, b"", cache="miss")

@@ -2,12 +2,12 @@
 
 Rules kept here:
 - One round per storage.access_flush_interval: the hits workers reported are written in one call, the
-  egress rate is sampled (and handed on: duress, oca.http.cmsd), the title inventory is refreshed if the
-  store changed; every
+  egress rate is sampled (and handed on: duress, oca.http.cmsd), the title inventory takes the titles
+  that changed; every
   storage.health_check_interval the tiers are checked (a failed disk is taken out of service).
 - A round that fails is logged and the next one runs: housekeeping never stops the master.
-- Nothing here walks every object on each round: the inventory listing is read only when the store's
-  object count, bytes or generation moved.
+- Nothing here walks every object: the inventory reads the store's per-title counts of the titles that
+  changed (Store.title_changes, O(changes), without the store lock).
 - Under systemd's watchdog, `watchdog` says WATCHDOG=1 only while a serving worker reports
   (oca.serve.stall.workers_report): the ping says the box serves, not only that the master's loop runs.
 """
@@ -18,7 +18,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
 
 from oca import systemd
 from oca.admin.inventory import TitleInventory
@@ -43,7 +42,6 @@ class Housekeeping:
         self.egress_sampled = egress_sampled  # told the egress rate after each round's sample
         self.clock = clock
         self.title_inventory = TitleInventory()
-        self._inventory_signature: tuple[object, ...] = ()
         self.egress_bps = 0
         self._egress_sample = (clock(), 0)
 
@@ -67,19 +65,12 @@ class Housekeeping:
     async def _refresh_inventory(self) -> None:
         """Move the per-title inventory sequence when what is stored changed (a fill, an eviction, a purge),
         so the control plane, which watches `inventory_sequence` in /status, learns new holdings by itself.
-        The listing is read only when the store's object count, bytes or generation moved."""
+        Only the titles that changed since the last round are read (the store keeps per-title counts), on
+        the loop and without the store lock: never a listing of every object."""
         try:
-            status = await self.owner.call(Store.status)
-            tiers = cast(list[dict[str, Any]], status.get("tiers") or [])
-            signature = (status.get("objects"), sum(int(t["used"]) for t in tiers), status.get("generation"))
-            if signature == self._inventory_signature:
-                return
-            objects = await self.owner.call(Store.list, "titles/")
+            self.title_inventory.apply(self.owner.peek(Store.title_changes))
         except Exception:
             log.exception("refreshing the title inventory failed")
-            return
-        self._inventory_signature = signature
-        self.title_inventory.refresh((o.key, o.size) for o in objects)
 
     def _sample_egress(self) -> None:
         """Bits per second sent to clients over the last few seconds (what the control plane calls load)."""

@@ -32,6 +32,10 @@ PEER_MISS = "peer-miss"  # the cache result of a peer's only-if-cached request f
 SESSION_WINDOW = 30.0  # seconds: a session with no CMCD request for this long no longer counts as concurrent
 # bounds on the sessions remembered (per worker per flush; in the master): a flood of made-up sids costs no more
 MAX_FLUSH_SESSIONS = 10_000
+# keys whose hits a worker counts per flush: beyond it (a scan of the whole store within one flush interval)
+# hits on further keys are not reported; the store's recency and promotion lose a little, the worker's memory
+# stays bounded
+MAX_FLUSH_HITS = 65_536
 MAX_SESSIONS = 200_000
 
 
@@ -74,7 +78,11 @@ class WorkerStats:
         self.duration_sum += seconds
         if cache == "hit":
             hits = self.hits
-            hits[key] = hits.get(key, 0) + 1
+            count = hits.get(key)
+            if count is not None:
+                hits[key] = count + 1
+            elif len(hits) < MAX_FLUSH_HITS:
+                hits[key] = 1
 
     def observe_player(self, cmcd: object, now: float) -> None:
         """One request that carried CMCD (oca.http.cmcd.parse_cmcd's dict); never called for plain requests."""

@@ -6,6 +6,8 @@ Rules kept here:
 - Entries mirror the index rows (the index is written first; see store.py). Only `last_access` may run
   ahead of the index, which is written in batches.
 - An entry on a FAILED tier is kept (the tier may come back) but is not servable.
+- `titles` counts objects and bytes per title as entries come and go (see titles.py), so what a title
+  holds is known without listing the entries.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from oca.storage.index import Row
 from oca.storage.layout import Sidecar, TierLayout
 from oca.storage.model import ObjectInfo, TierState
 from oca.storage.policy import EvictionPolicy, Move, TierSpace, plan_placement
+from oca.storage.titles import TitleCounts
 
 
 @dataclass(slots=True)
@@ -62,6 +65,7 @@ class Catalog:
         self.tiers = [Tier(i, t, policy()) for i, t in enumerate(tiers)]
         self.by_name = {t.name: t for t in self.tiers}
         self.entries: dict[str, CatalogEntry] = {}
+        self.titles = TitleCounts(len(self.tiers))
 
     def attach(self, entry: CatalogEntry) -> None:
         assert entry.key not in self.entries, entry.key
@@ -70,6 +74,7 @@ class Catalog:
         tier.policy.add(entry.key, entry.size)
         tier.used += entry.size
         tier.objects += 1
+        self.titles.add(entry.key, entry.tier, entry.size)
 
     def detach(self, entry: CatalogEntry) -> bool:
         """Remove the entry if it is the current one for its key; False if it was not."""
@@ -80,6 +85,7 @@ class Catalog:
         tier.policy.remove(entry.key)
         tier.used -= entry.size
         tier.objects -= 1
+        self.titles.remove(entry.key, entry.tier, entry.size)
         return True
 
     def current(self, entry: CatalogEntry) -> bool:

@@ -1,8 +1,9 @@
 """Store: the single owner of the tiers and the index; every write, move and eviction happens here.
 
 Rules kept here:
-- One owner per state_dir (lock.py). One lock guards the catalog, the index and the engine; get/list/
-  status only read memory.
+- One owner per state_dir (lock.py). One lock guards the catalog, the index and the engine; get/list
+  only read memory. status and title_changes read counters kept as objects come and go, without the lock,
+  so health answers never wait behind a commit (nothing periodic walks every object).
 - New objects land on the fastest tier that admits them (`admission: returning` lets in only what the
   policy remembers, or `hot` objects; such a tier is the fallback when no tier that admits can make room);
   an evicted object moves down while its policy finds it worth keeping (an exclusive hierarchy: one cache
@@ -24,11 +25,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 from oca.config.model import StorageConfig
-from oca.errors import BadRequest, InsufficientStorage, NotFound, StorageError
+from oca.errors import BadRequest, InsufficientStorage, NotFound, OcaError, StorageError
 from oca.storage import files, health, lock
 from oca.storage.catalog import Catalog, CatalogEntry, Tier
 from oca.storage.engine import STICKY, Engine
@@ -37,6 +38,7 @@ from oca.storage.index import Index, IndexCorrupt, index_path, scan_tiers
 from oca.storage.layout import key_hash, unlink_quiet
 from oca.storage.model import ObjectInfo, TierState
 from oca.storage.policy import EvictionPolicy, PromotionCounter, policy_factory
+from oca.storage.titles import TitleFeed
 
 log = logging.getLogger("oca.storage")
 
@@ -158,17 +160,25 @@ class Store:
             return [self._cat.info(e) for e in found]
 
     def status(self) -> dict[str, object]:
-        with self._lock:
-            tiers = self._cat.tiers
-            return {
-                "objects": len(self._cat.entries),
-                "generation": self._gen.value,
-                "tiers": [{"name": t.name, "path": t.layout.root, "capacity": t.capacity, "used": t.used,
-                           "objects": t.objects, "state": t.state.value, "error": t.error} for t in tiers],
-                "promotions": self._engine.promotions,
-                "demotions": self._engine.demotions,
-                "evictions": {t.name: t.evictions for t in tiers},
-            }
+        """Counters only, read without the lock: each is kept up to date as objects come and go, and each
+        read is atomic, so /status and /healthz never wait behind an index commit or an eviction (at worst
+        two fields are a moment apart). Safe to call from any thread, the event loop's included."""
+        tiers = self._cat.tiers
+        return {
+            "objects": len(self._cat.entries),
+            "generation": self._gen.value,
+            "tiers": [{"name": t.name, "path": t.layout.root, "capacity": t.capacity, "used": t.used,
+                       "objects": t.objects, "state": t.state.value, "error": t.error} for t in tiers],
+            "promotions": self._engine.promotions,
+            "demotions": self._engine.demotions,
+            "evictions": {t.name: t.evictions for t in tiers},
+        }
+
+    def title_changes(self) -> TitleFeed:
+        """The titles whose servable objects or bytes changed since the last call (every title on the first
+        call, or after a tier started or stopped serving). O(changes), without the store's lock: safe to
+        call from any thread, the event loop's included."""
+        return self._cat.titles.take([t.state.serves for t in self._cat.tiers])
 
     # ---------------------------------------------------------------- writing
 
@@ -207,6 +217,92 @@ class Store:
                 continue
             finally:
                 unlink_quiet(staged.path)
+
+    def put_files(self, items: Sequence[tuple[str, str]], *, hot: bool = False,
+                  pin: bool = False) -> builtins.list[ObjectInfo | OcaError]:
+        """Copy many (src, key) in, as put_file does each, with the index written once for the batch: the
+        copies and the sidecars are made without the lock and flushed with one syncfs of the tier, then one
+        lock hold makes room for the whole batch and commits it (Engine.install_many). Returns, per item in
+        order, its ObjectInfo or the error that refused it. A key already stored, a key twice in the batch, a
+        batch no tier can make room for at once, or a tier failing under the batch: those items go through
+        put_file one by one, so every outcome is the one put_file would give."""
+        results: builtins.list[ObjectInfo | OcaError | None] = [None] * len(items)
+        sizes: dict[int, int] = {}
+        for i, (src, key) in enumerate(items):
+            try:
+                _check_key(key)
+                sizes[i] = os.stat(src).st_size
+            except OcaError as e:
+                results[i] = e
+            except OSError as e:
+                results[i] = StorageError(f"cannot read {src}: {health.describe(e)}")
+        one_by_one: builtins.list[int] = []
+        try:
+            self._put_batch(items, sizes, hot, pin, results, one_by_one)
+        finally:
+            for i in one_by_one:
+                src, key = items[i]
+                try:
+                    results[i] = self.put_file(src, key, hot=hot, pin=pin)
+                except OcaError as e:
+                    results[i] = e
+        return [r if r is not None else StorageError("not stored") for r in results]
+
+    def _put_batch(self, items: Sequence[tuple[str, str]], sizes: dict[int, int], hot: bool, pin: bool,
+                   results: builtins.list[ObjectInfo | OcaError | None], one_by_one: builtins.list[int]) -> None:
+        """put_files' fast path: fills `results` for what it stores or refuses, `one_by_one` with the rest."""
+        with self._lock:
+            self._check_open()
+            seen: set[str] = set()
+            batch: builtins.list[int] = []
+            for i in sizes:
+                key = items[i][1]
+                (one_by_one if key in seen or key in self._cat.entries else batch).append(i)
+                seen.add(key)
+            try:
+                tier = self._choose_tier(None, sum(sizes[i] for i in batch), hot, set())
+            except OcaError:
+                one_by_one.extend(batch)
+                return
+        staged: builtins.list[tuple[int, files.Staged, str, CatalogEntry]] = []
+        try:
+            for i in batch:
+                src, key = items[i]
+                try:
+                    copy = files.stage_copy(src, tier.layout.tmp_dir, expect_size=sizes[i], sync=False)
+                except files.SourceError as e:
+                    results[i] = StorageError(str(e))
+                    continue
+                except files.VerifyError as e:
+                    results[i] = StorageError(f"put {key!r}: {e}")
+                    continue
+                now = self._clock()
+                entry = CatalogEntry(key, key_hash(key), tier.number, copy.size, copy.digest, now, now, hot, pin)
+                try:
+                    meta_tmp = self._engine.prepare(tier, entry, sync=False)  # fan-out directories, sidecar
+                except OSError:
+                    unlink_quiet(copy.path)
+                    raise
+                staged.append((i, copy, meta_tmp, entry))
+            files.sync_filesystem(tier.layout.tmp_dir)  # every copy and sidecar durable, with one flush
+            with self._lock:
+                self._check_open()
+                fresh = [s for s in staged if s[3].key not in self._cat.entries]  # stored meanwhile: one by one
+                one_by_one.extend(s[0] for s in staged if s[3].key in self._cat.entries)
+                if not tier.state.accepts:
+                    raise _Retry
+                self._engine.run(self._cat.plan(tier, sum(s[1].size for s in fresh)))
+                self._engine.install_many(tier, [(s[1].path, s[2], s[3]) for s in fresh])
+                for i, _, _, entry in fresh:
+                    results[i] = self._cat.info(entry)
+        except (OSError, _Retry, InsufficientStorage, StorageError) as e:
+            # the tier failed or filled under the batch, or the index refused it: put_file decides each item
+            log.warning("batch of %d objects not stored at once (%s): storing them one by one", len(staged), e)
+            one_by_one.extend(i for i in batch if results[i] is None and i not in one_by_one)
+        finally:
+            for _, copy, meta_tmp, _ in staged:
+                unlink_quiet(copy.path)
+                unlink_quiet(meta_tmp)
 
     def fill_target(self, key: str, size: int, hot: bool = False) -> tuple[str, str]:
         """(tier name, its temp directory): where an upstream fill of `key` (`size` bytes, 0 if unknown)
@@ -347,13 +443,15 @@ class Store:
 
     # ---------------------------------------------------------------- placing objects
 
-    def _choose_tier(self, key: str, size: int, hot: bool, tried: set[int]) -> Tier:
-        """The fastest tier that takes new objects, admits this one and can make room for `size` bytes."""
+    def _choose_tier(self, key: str | None, size: int, hot: bool, tried: set[int]) -> Tier:
+        """The fastest tier that takes new objects, admits this one and can make room for `size` bytes.
+        With no `key` (a batch of new objects), only tiers that admit everything count as admitting."""
         candidates = [t for t in self._cat.tiers if t.number not in tried and t.state.accepts]
         if not candidates:
             states = ", ".join(f"{t.name} {t.state.value}" for t in self._cat.tiers)
             raise StorageError(f"no tier takes new objects ({states})")
-        admitted = [t for t in candidates if hot or t.admission == "all" or t.policy.admits(key)]
+        admitted = [t for t in candidates
+                    if hot or t.admission == "all" or (key is not None and t.policy.admits(key))]
         # a tier that does not admit the object is the fallback when none that does can make room
         candidates = admitted + [t for t in candidates if t not in admitted]
         refusal: InsufficientStorage | None = None

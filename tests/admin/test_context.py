@@ -47,6 +47,9 @@ class FakeWorkers:  # WorkersView
 
 class FakeStore:  # StoreCalls: answers Store.status only
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self.peek(fn, *args, **kwargs)
+
+    def peek(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         assert fn is Store.status, fn
         return {"objects": 0, "generation": 1, "tiers": [], "promotions": 0, "demotions": 0, "evictions": {}}
 

@@ -105,6 +105,7 @@ ANSWERS: list[tuple[str, str, Any]] = [
                           "firmware": {"state": "idle"}}),
     ("POST", "/firmware", {"version": "0.2.0", "previous_version": "0.1.0", "releases": ["0.2.0", "0.1.0"],
                            "firmware": {"state": "ok"}}),
+    ("POST", "/cache/import-batch", {"results": [OBJECT]}),  # the content dir holds one file
     ("POST", "/cache/import", OBJECT),
     ("GET", "/cache/objects/", OBJECT),
     ("DELETE", "/cache/objects/", {"evicted": 1}),

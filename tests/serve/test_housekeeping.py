@@ -7,7 +7,8 @@ from typing import Any
 
 from oca.config import StorageConfig
 from oca.serve.housekeeping import Housekeeping
-from oca.storage import ObjectInfo, Store
+from oca.storage import Store
+from oca.storage.titles import TitleCounts
 from tests.clock import FakeClock
 
 
@@ -20,18 +21,19 @@ class Sent:  # the part of FleetStats housekeeping reads
 
 
 class StandInStore:
+    """Per-title counts as the Store keeps them; any call that would list the objects fails the test."""
+
     def __init__(self) -> None:
-        self.objects: list[ObjectInfo] = []
-        self.generation = 1
-        self.listings = 0
+        self.counts = TitleCounts(1)
+        self.peeks = 0
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if fn is Store.status:
-            return {"objects": len(self.objects), "generation": self.generation,
-                    "tiers": [{"used": sum(o.size for o in self.objects)}]}
-        assert fn is Store.list and args == ("titles/",), (fn, args)
-        self.listings += 1
-        return list(self.objects)
+        raise AssertionError(f"housekeeping called {fn} on a storage thread")
+
+    def peek(self, fn: Callable[..., Any], *args: Any) -> Any:
+        assert fn is Store.title_changes, fn
+        self.peeks += 1
+        return self.counts.take([True])
 
 
 async def _no_flush() -> None:
@@ -55,22 +57,19 @@ def test_egress_is_measured_over_two_seconds_at_least() -> None:
     assert seen == [0, 8_000_000, 8_000_000, 0, 1_000_000]
 
 
-def _object(key: str, size: int) -> ObjectInfo:
-    return ObjectInfo(key=key, tier="ssd", path="/nowhere", size=size, digest="", stored_at=0.0, hot=False,
-                      pinned=False)
-
-
-async def test_the_inventory_is_listed_only_when_the_store_moved() -> None:
+async def test_the_inventory_reads_only_the_titles_that_changed_never_a_listing() -> None:
     store = StandInStore()
     housekeeping = _housekeeping(store, Sent(), FakeClock())
     start = housekeeping.title_inventory.sequence
-    store.objects = [_object("titles/7/720p/seg_1.m4s", 100)]
+    store.counts.add("titles/7/720p/seg_1.m4s", 0, 100)
     await housekeeping._refresh_inventory()
-    await housekeeping._refresh_inventory()  # nothing moved: not listed again
-    assert (store.listings, housekeeping.title_inventory.sequence) == (1, start + 1)
-    store.generation += 1  # e.g. a purge and a fill of the same size
+    await housekeeping._refresh_inventory()  # nothing changed: same sequence
+    assert housekeeping.title_inventory.sequence == start + 1
+    store.counts.remove("titles/7/720p/seg_1.m4s", 0, 100)  # a purge and a fill of the same size
+    store.counts.add("titles/7/720p/seg_1.m4s", 0, 100)
     await housekeeping._refresh_inventory()
-    assert (store.listings, housekeeping.title_inventory.sequence) == (2, start + 1)  # same holdings: same sequence
-    store.objects.append(_object("titles/8/720p/seg_1.m4s", 50))
+    assert housekeeping.title_inventory.sequence == start + 1  # same holdings: same sequence
+    store.counts.add("titles/8/720p/seg_1.m4s", 0, 50)
     await housekeeping._refresh_inventory()
-    assert (store.listings, housekeeping.title_inventory.sequence) == (3, start + 2)
+    assert housekeeping.title_inventory.sequence == start + 2
+    assert store.peeks == 4
