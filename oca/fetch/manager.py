@@ -33,7 +33,9 @@ import xxhash
 
 from oca.config import FetchConfig
 from oca.errors import OcaError, StorageError
+from oca.fetch import history as hist
 from oca.fetch.fillfile import SPILL_GRACE, SPILL_LIMIT, FillFile
+from oca.fetch.hints import HintBook
 from oca.fetch.link import Link
 from oca.fetch.slices import slice_bounds, slice_key
 from oca.fetch.state import FetchState, SlicedObject
@@ -62,6 +64,8 @@ class Fill:
     have: int = 0
     source: str = ""
     done: asyncio.Future[str] | None = None  # result: "stored" / "absent" / "fail: reason"
+    why: str = ""  # the first client's miss reason (oca.fetch.history), sent with "open", "fail", "absent"
+    hint: str = ""  # started by a player's CMCD hint (oca.fetch.hints): the key the hint was admitted for
 
 
 class FillManager:
@@ -81,6 +85,8 @@ class FillManager:
                                          "revalidated_200": 0, "negative_hits": 0, "slices_dropped": 0,
                                          "fills_not_stored": 0}
         self.bytes_by_source: dict[str, int] = {}
+        self.history = hist.KeyHistory(clock)  # what happened to each recent key: `oca cache why`
+        self.hints = HintBook(config.max_fills, clock)
 
     def reconfigure(self, config: FetchConfig, sources: list[Source]) -> None:
         """A reload: new fills use the new settings and sources; fills in flight finish with the old ones."""
@@ -110,6 +116,9 @@ class FillManager:
             index = message.get("i")
             if isinstance(index, int) and index >= 0:
                 self._spawn(self._ask_slice(link, key, index))
+        elif op == "prefetch":  # a player's CMCD next-object hint (oca.serve.hints); no answer is sent
+            session = message.get("sid")
+            self._spawn(self.hint(key, message.get("start"), session if isinstance(session, str) else ""))
 
     # -- asks ---------------------------------------------------------------------------------------
 
@@ -138,7 +147,7 @@ class FillManager:
         if running is not None:
             self._join(running, link)
             return
-        fill = Fill(key, key)
+        fill = Fill(key, key, why=self.history.miss(key, stale=info is not None and stale))
         if info is not None and stale:
             etag, _, _ = self.state.validators(key)
             fill.revalidate = etag or '"none"'
@@ -167,9 +176,12 @@ class FillManager:
         if running is not None:
             self._join(running, link)
             return
-        self._begin(Fill(key, skey, byte_range=slice_bounds(index, meta.slice_size, meta.total)), link)
+        self._begin(Fill(key, skey, byte_range=slice_bounds(index, meta.slice_size, meta.total),
+                         why=self.history.miss(skey, slice_of=key)), link)
 
     def _join(self, fill: Fill, link: Link) -> None:
+        if fill.hint:
+            self.hints.joined(fill.hint)
         fill.subscribers.add(link)
         if fill.opened is not None:
             link.send(fill.opened)
@@ -203,6 +215,10 @@ class FillManager:
                 del self.fills[fill.store_key]
             if fill.done is not None and not fill.done.done():
                 fill.done.set_result(result)
+            if fill.hint:
+                self.hints.ended(fill.hint, result == "stored")
+            if result.startswith("fail"):
+                self.history.record(fill.store_key, hist.FAILED, result[6:])
 
     def _failed(self, fill: Fill, status: int, reason: str) -> str:
         self.counters["fill_failures"] += 1
@@ -213,10 +229,10 @@ class FillManager:
                 if len(self.absent) >= 100_000:  # a flood of unknown keys must not grow memory without end
                     self.absent = {k: t for k, t in self.absent.items() if t > now}
                 self.absent[fill.key] = now + ttl
-            self._tell(fill, {"ev": "absent", "ttl": ttl})
+            self._tell(fill, {"ev": "absent", "ttl": ttl, "why": fill.why})
             return "absent"
         log.warning("fill of %s failed: %s", fill.store_key, reason)
-        self._tell(fill, {"ev": "fail", "status": status, "reason": reason})
+        self._tell(fill, {"ev": "fail", "status": status, "reason": reason, "why": fill.why})
         return f"fail: {reason}"
 
     def _tell(self, fill: Fill, event: dict[str, Any]) -> None:
@@ -240,6 +256,7 @@ class FillManager:
             fill.source = head.source
             if head.status == 304:
                 self.counters["revalidated_304"] += 1
+                self.history.record(fill.key, hist.REVALIDATE, f"304 from {head.source}: kept")
                 await self.mark_fresh([fill.key])
                 self._tell(fill, {"ev": "stored"})
                 return "stored"
@@ -265,7 +282,7 @@ class FillManager:
         meta = SlicedObject(fill.key, total, self.config.slice_size, head.etag, head.last_modified,
                             head.content_type)
         self.state.add_sliced(meta)
-        self._tell(fill, {"ev": "sliced", "meta": meta.to_json()})
+        self._tell(fill, {"ev": "sliced", "meta": meta.to_json(), "why": fill.why})
         fill.subscribers.clear()
         del self.fills[fill.key]
         fill.store_key = slice_key(fill.key, head.first // self.config.slice_size)
@@ -290,6 +307,7 @@ class FillManager:
         infos = await self.owner.call(Store.list, f"{key}@slice")
         for info in infos:
             if info.key != keep:
+                self.history.record(info.key, hist.PURGED, "the object changed upstream (ETag)")
                 await self.owner.call(Store.evict, info.key)
 
     async def _stream(self, fill: Fill, body: UpstreamBody) -> str:
@@ -306,7 +324,8 @@ class FillManager:
             meta = self.state.sliced.get(fill.key) if fill.store_key != fill.key else None
             fill.opened = {"k": fill.store_key, "ev": "open", "path": sink.path, "size": length,
                            "etag": head.etag, "lm": head.last_modified,
-                           "type": meta.content_type if meta else head.content_type, "src": head.source}
+                           "type": meta.content_type if meta else head.content_type, "src": head.source,
+                           "why": fill.why}
             self._tell(fill, dict(fill.opened))
             hasher = xxhash.xxh3_128()
             async for chunk in body.chunks():
@@ -344,6 +363,10 @@ class FillManager:
                 if fill.key in self.state.stale:
                     await self.mark_fresh([fill.key])
             self.counters["fills"] += 1
+            background = fill.rate is not None or fill.hint
+            how = "revalidated, replaced" if fill.revalidate is not None else "prefetch" if background else "miss"
+            self.history.record(fill.store_key, hist.FILLED,
+                                f"from {head.source} ({how}), {fill.have} bytes, tier {info.tier}")
             self._tell(fill, {"ev": "done", "n": fill.have, "path": info.path})
             return "stored"
         finally:
@@ -391,6 +414,8 @@ class FillManager:
         for key in [k for k in self.absent if k == value or (scope != "key" and k.startswith(prefix))]:
             del self.absent[key]
         if soft and not dropped_sliced:
+            for key in keys:
+                self.history.record(key, hist.STALE, f"soft purge of {scope} {value}")
             self.state.mark_stale(keys, self.clock())
             self._broadcast({"ev": "stale", "keys": keys})
             return len(keys)
@@ -401,6 +426,8 @@ class FillManager:
                 await self.owner.call(Store.evict, key)
         else:
             await self.owner.call(Store.evict_prefix, prefix)
+        for key in keys:
+            self.history.record(key, hist.PURGED, f"purge of {scope} {value}")
         self.state.clear_stale([k for k in keys if k in self.state.stale])
         self._broadcast({"ev": "purged", "keys": dropped_sliced})
         return len(keys)
@@ -447,6 +474,45 @@ class FillManager:
                 result = await self._begin(retry, None)
         return result
 
+    async def hint(self, key: str, start: object, session: str) -> None:
+        """A player's next-object hint: fill `key` (the slice holding byte `start` of a sliced object) in the
+        background unless it is held, being fetched, known absent, or over the bounds (oca.fetch.hints)."""
+        first = start if isinstance(start, int) and not isinstance(start, bool) and start >= 0 else 0
+        meta = self.state.sliced.get(key)
+        store_key = key
+        if meta is not None:
+            if first >= meta.total:
+                return
+            store_key = slice_key(key, first // meta.slice_size)
+        until = self.absent.get(key)
+        if store_key in self.fills or (until is not None and until > self.clock()):
+            return
+        if await self.owner.call(Store.get, store_key) is not None:  # held (stale ones are the client's to revalidate)
+            return
+        if store_key in self.fills or not self.hints.admit(store_key, session):
+            return
+        why = self.history.classify(store_key, slice_of=key if meta else None)
+        fill = Fill(key, store_key, hint=store_key, why=why)
+        size = self.config.slice_size
+        if meta is not None:
+            index = first // meta.slice_size
+            fill.byte_range = slice_bounds(index, meta.slice_size, meta.total)
+        elif size:  # as a client's first fetch: a small object comes whole, a large one becomes sliced
+            index = first // size
+            fill.probe, fill.byte_range = True, slice_bounds(index, size, (index + 1) * size)
+        self.history.record(store_key, hist.PREFETCH, f"player hint (session {session[:40]})")
+        self._begin(fill, None)
+
+    def eviction_watcher(self) -> Callable[[str, str], None]:
+        """For Store.watch_evictions: capacity evictions, handed from the storage thread to the history."""
+        loop = asyncio.get_running_loop()
+        record = self.history.record
+
+        def evicted(key: str, why: str) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed while storage was still working
+                loop.call_soon_threadsafe(record, key, hist.EVICT, why)
+        return evicted
+
     def client_fills(self) -> int:
         """Fills players are waiting for right now (prefetches yield to them)."""
         return sum(1 for fill in self.fills.values() if fill.subscribers)
@@ -467,4 +533,5 @@ class FillManager:
 
     def status(self) -> dict[str, Any]:
         return {"in_flight": len(self.fills), "stale": len(self.state.stale), "sliced_objects": len(self.state.sliced),
-                **self.counters, "bytes_by_source": dict(self.bytes_by_source)}
+                **self.counters, "bytes_by_source": dict(self.bytes_by_source),
+                "player_prefetch": self.hints.counters.as_json()}

@@ -43,6 +43,7 @@ class RemoteFill:
         "sliced",
         "source",
         "status",
+        "why",
     )
 
     def __init__(self, key: str) -> None:
@@ -59,6 +60,7 @@ class RemoteFill:
         self.reason = ""
         self.sliced: dict[str, Any] | None = None
         self.refs = 0
+        self.why = ""  # the master's reason for the miss (oca.fetch.history), for the access log
         self._waiters: list[Callable[[], None]] = []
 
     # BodySource, as the connection sees it
@@ -154,6 +156,11 @@ class RemoteFills:
         fill.refs += 1
         return fill
 
+    def hint(self, key: str, start: int | None, session: str) -> None:
+        """Pass a player's next-object hint to the master (oca.fetch.hints); nothing comes back."""
+        if self.link is not None and not self.link.closed:
+            self.link.send({"op": "prefetch", "k": key, "start": start, "sid": session})
+
     def release(self, fill: RemoteFill) -> None:
         fill.refs -= 1
         self._drop_if_unused(fill)
@@ -190,6 +197,9 @@ class RemoteFills:
         fill = self.fills.get(name) if isinstance(name, str) else None
         if fill is None:
             return
+        why = message.get("why")
+        if isinstance(why, str) and why:
+            fill.why = why
         if event == "have":
             fill.have = int(message.get("n", fill.have))
         elif event == "open":

@@ -137,6 +137,7 @@ class Master:
         self.fills = FillManager(self.config.fetch, self.owner, FetchState(self.config.storage.state_dir),
                                  Upstream(self.config.fetch, sources_from_config(self.config.fetch)))
         fills = self.fills
+        await self.owner.call(Store.watch_evictions, fills.eviction_watcher())  # `oca cache why` (issue 18)
         self.prefetch = PrefetchQueue(fills.prefetch_one, self.config.fetch.prefetch_rate,
                                       busy=lambda: fills.client_fills() > 0,
                                       credential=_peer_credential(self.config))
@@ -370,6 +371,8 @@ class Master:
             self.firmware.counters.add(message)
         for key, n in message.get("hits", {}).items():
             self._pending_hits[key] = self._pending_hits.get(key, 0) + int(n)
+        if self.fills is not None:
+            self.fills.hints.hits(message.get("hits"))  # was a player-hinted prefetch used?
         for tier, error in message.get("io_errors", ()):
             self._background(self._report_io_error(str(tier), str(error)))
         for key, error in message.get("damaged", ()):

@@ -34,8 +34,8 @@ MAX_SESSIONS = 200_000
 
 
 class WorkerStats:
-    __slots__ = ("bytes_sent", "damaged", "duration_buckets", "duration_sum", "hits", "io_errors", "player",
-                 "requests")
+    __slots__ = ("bytes_sent", "damaged", "duration_buckets", "duration_sum", "hints_refused", "hits", "io_errors",
+                 "misses", "player", "requests")
 
     requests: dict[tuple[int, str], int]  # (status, cache result) -> requests
     bytes_sent: dict[tuple[str, str], int]  # (tier, cache result) -> body bytes
@@ -44,6 +44,8 @@ class WorkerStats:
     hits: dict[str, int]  # key -> hits, for the store's LRU and promotion
     io_errors: list[tuple[str, str]]  # (tier, error)
     damaged: list[tuple[str, str]]  # (key, error)
+    misses: dict[str, int]  # miss reason (oca.fetch.history.REASONS, or "unknown") -> misses
+    hints_refused: int  # CMCD next-object hints the request's token did not cover (oca.serve.hints)
     player: PlayerStats | None  # CMCD-derived; None until a request carried CMCD
 
     def __init__(self) -> None:
@@ -58,6 +60,8 @@ class WorkerStats:
         self.hits = {}
         self.io_errors = []
         self.damaged = []
+        self.misses = {}
+        self.hints_refused = 0
 
     def observe(self, status: int, cache: str, tier: str, body_bytes: int, seconds: float, key: str) -> None:
         # plain dicts and dict.get: this runs once per request
@@ -73,6 +77,11 @@ class WorkerStats:
         if cache == "hit":
             hits = self.hits
             hits[key] = hits.get(key, 0) + 1
+
+    def observe_miss(self, reason: object) -> None:
+        """One answer whose cache result is "miss", with the access log's reason for it."""
+        label = reason if isinstance(reason, str) and reason else "unknown"
+        self.misses[label] = self.misses.get(label, 0) + 1
 
     def observe_player(self, cmcd: object, now: float) -> None:
         """One request that carried CMCD (oca.http.cmcd.parse_cmcd's dict); never called for plain requests."""
@@ -95,6 +104,10 @@ class WorkerStats:
             "damaged": self.damaged,
             "connections": connections,
         }
+        if self.misses:
+            delta["misses"] = self.misses
+        if self.hints_refused:
+            delta["hints_refused"] = self.hints_refused
         if self.player is not None and self.player.requests:
             delta["player"] = self.player.take()
         self._start_over()
@@ -256,6 +269,8 @@ class FleetStats:
         self.duration_sum = 0.0
         self.connections: dict[int, int] = {}  # worker pid -> open connections
         self.player = PlayerTotals()
+        self.misses: Counter[str] = Counter()  # miss reason -> misses (oca.fetch.history)
+        self.hints_refused = 0
 
     def add(self, pid: int, delta: dict[str, Any]) -> None:
         for status, cache, n in delta.get("requests", ()):
@@ -266,6 +281,9 @@ class FleetStats:
             self.duration_buckets[i] += int(n)
         self.duration_sum += float(delta.get("duration_sum", 0.0))
         self.connections[pid] = int(delta.get("connections", 0))
+        for reason, n in delta.get("misses", {}).items():
+            self.misses[str(reason)] += int(n)
+        self.hints_refused += int(delta.get("hints_refused", 0))
         player = delta.get("player")
         if player:
             self.player.add(player)
