@@ -14,6 +14,7 @@ from aiohttp import web
 
 from oca.admin.common import master_of
 from oca.errors import BadRequest, NotFound
+from oca.fetch.history import MAX_EVENTS, MAX_KEYS
 from oca.fetch.invalidations import SCOPES, check_entry
 from oca.fetch.prefetch import parse_items, parse_priority, parse_rate
 from oca.httpapi import json_body, parse_count
@@ -30,6 +31,7 @@ def _routes() -> list[web.RouteDef]:
         web.delete("/prefetch/{job}", prefetch_cancel),
         web.post("/invalidations", invalidations),
         web.get("/inventory/titles", titles),
+        web.get("/cache/why/{key:.+}", why),
     ]
 
 
@@ -52,6 +54,31 @@ async def purge(request: web.Request) -> web.Response:
     assert fills is not None
     count = await fills.purge(str(scope), value, soft)
     return web.json_response({"scope": scope, "value": value, "soft": soft, "objects": count})
+
+
+async def why(request: web.Request) -> web.Response:
+    """The history of one key (`oca cache why`): held now or not, and what happened to it (oca.fetch.history)."""
+    key = request.match_info["key"]
+    if not is_valid_key(key):
+        raise BadRequest(f"not a valid content key: {key!r}")
+    master = master_of(request)
+    fills = master.fills
+    assert fills is not None
+    info = await master.owner.call(Store.get, key)
+    sliced = fills.state.sliced.get(key)
+    slices = await master.owner.call(Store.list, f"{key}@slice") if sliced is not None else []
+    return web.json_response({
+        "key": key,
+        "held": None if info is None else {"tier": info.tier, "size": info.size, "stored_at": info.stored_at,
+                                           "pinned": info.pinned},
+        "stale": key in fills.state.stale,
+        "sliced": None if sliced is None else {**sliced.to_json(), "slices_held": len(slices)},
+        "filling": key in fills.fills,
+        "would_miss_as": None if info is not None and key not in fills.state.stale else fills.history.classify(
+            key, stale=key in fills.state.stale),
+        "events": [{"at": round(e.at, 3), "event": e.kind, "detail": e.detail} for e in fills.history.events(key)],
+        "remembered": f"the last {MAX_EVENTS} events of each of the last {MAX_KEYS} keys, since the box started",
+    })
 
 
 async def prefetch(request: web.Request) -> web.Response:
