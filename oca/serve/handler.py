@@ -171,7 +171,7 @@ class ContentHandler:
         if "CMCD=" in query or not req.headers.keys().isdisjoint(_CMCD_HEADERS):
             cmcd = log["cmcd"] = parse_cmcd(query, req.headers)
             if self.hints is not None and ("nor" in cmcd or "nrr" in cmcd):
-                self.hints.send(cmcd, target, token, req.client, gate, str(cmcd.get("sid") or req.client))
+                self.hints.send(cmcd, target, key, token, req.client, gate, str(cmcd.get("sid") or req.client))
         if entry is None or entry.stale:
             resp = self._miss(req, key, log, entry)
             resp.key, resp.log = key, log or None

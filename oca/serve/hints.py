@@ -12,6 +12,11 @@ Rules kept here:
   leaves the request's token (`/t/<jwt>/` is not its prefix) or is not a valid key is dropped.
 - Never for a token the request could not use: the token that let this request in must also let the
   next object in (its `cdniuc` scope, its address binding), checked by the same Gate as any request.
+- A hint for another stream is re-based: hls.js (1.7.4, cmcd-controller getNextFrag) looks an alternate
+  audio fragment's next object up in the *video* levels, so every audio request names the next segment of a
+  video rendition. A hint is taken as the same stream's next object in the request's own directory (its
+  file name kept) when it names a directory this session has requested a different media object type
+  (CMCD `ot`: a, v, av, c, tt) from than the request's. Nothing else is guessed.
 - At most MAX_HINTS next objects per request; a key hinted in the last RECENT seconds by this worker, held
   by it, or being filled for it is not passed on again (the master checks the rest, oca.fetch.hints).
 """
@@ -32,6 +37,8 @@ from oca.serve.objects import ObjectCache
 MAX_HINTS = 2
 RECENT = 5.0  # seconds
 MAX_RECENT = 4096
+MAX_TYPES = 20_000  # (session, directory) -> CMCD ot remembered, per worker
+_STREAM_TYPES = frozenset(("a", "v", "av", "c", "tt"))  # media object types; not m (manifest), i (init), k, o
 _BASE = "http://box"  # any absolute base: only the path of the result is used
 
 
@@ -86,15 +93,30 @@ class HintSender:
                  bytes]], clock: Callable[[], float] = time.monotonic) -> None:
         self._fills, self._objects, self._parse, self._clock = fills, objects, parse, clock
         self._recent: dict[str, float] = {}
+        self._types: dict[tuple[str, str], str] = {}  # (session, directory) -> the media type it served it
         self.refused = 0  # hints dropped here because the request's token does not cover the next object
+        self.rebased = 0  # hints for another stream taken as this stream's next object (module rules)
 
-    def send(self, cmcd: Mapping[str, object], target: bytes, token: str | None, client: str, gate: Gate | None,
-             session: str) -> None:
+    def send(self, cmcd: Mapping[str, object], target: bytes, current: str, token: str | None, client: str,
+             gate: Gate | None, session: str) -> None:
+        """Pass on the next objects named by the CMCD of a request for `current` (its key)."""
+        directory = current.rpartition("/")[0]
+        kind = cmcd.get("ot")
+        if kind not in _STREAM_TYPES or not isinstance(kind, str):
+            kind = None
+        elif self._types.get((session, directory)) != kind:
+            if len(self._types) >= MAX_TYPES:
+                self._types.clear()
+            self._types[(session, directory)] = kind
         for hint in next_objects(cmcd, target.decode("latin-1")):
             try:
                 key, _, next_token, _ = self._parse(hint.target.encode("latin-1"))
             except BadRequest:
                 continue
+            hinted_dir, _, name = key.rpartition("/")
+            if kind is not None and hinted_dir != directory and self._types.get((session, hinted_dir), kind) != kind:
+                key = f"{directory}/{name}"
+                self.rebased += 1
             if next_token != token:
                 self.refused += 1
                 continue
