@@ -91,6 +91,7 @@ def test_misses_are_classified_in_the_log_the_metrics_and_cache_why(box: Box, or
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     text = result.stdout
+    print(text)
     assert re.search(r"miss +first", text) and re.search(r"filled +from origin \(miss\), 400000 bytes", text), text
     assert re.search(r"evicted +capacity: tier \w+ full", text) and re.search(r"miss +evicted", text), text
     report = json.loads(subprocess.run([OCA, "cache", "why", "--config", box.config_path, "--json",
