@@ -62,7 +62,8 @@ def _session_segments(lab: Lab, sid: str) -> list[dict[str, Any]]:
 def _prefetch_metrics(lab: Lab) -> str:
     lines = []
     for box in lab.boxes:
-        request = urllib.request.Request(f"{box.admin_url}/metrics", headers={"Authorization": f"Bearer {lab.box_token}"})
+        request = urllib.request.Request(f"{box.admin_url}/metrics",
+                                         headers={"Authorization": f"Bearer {lab.box_token}"})
         with urllib.request.urlopen(request, timeout=10) as response:
             lines += [f"{box.id} {line}" for line in response.read().decode().splitlines()
                       if line.startswith(("oca_player_prefetch", "oca_misses"))]
@@ -94,6 +95,7 @@ def _session(lab: Lab, browser: BrowserContext, keys: list[str] | None) -> dict[
     return {"miss_share": len(misses) / len(later), "misses": len(misses), "counted": len(later),
             "startup_ms": rec.first_playing, "segment_ms": statistics.mean(f["t"] - f["start"] for f in fragments),
             "reasons": sorted({str(e.get("miss")) for e in misses}), "first_two": [e["cache"] for e in entries[:2]],
+            "missed": [e["key"].split("/", 2)[-1] for e in misses],
             "summary": rec.summary() + "\n" + "\n".join(
                 f"  {e['key'].rsplit('/', 2)[-2:]} {e['cache']} {e.get('miss')} {e['ms']:.0f}ms "
                 f"nor={e['cmcd'].get('nor')}" for e in entries) + "\n" + _prefetch_metrics(lab)}
@@ -107,6 +109,8 @@ def test_hls_js_hints_make_a_cold_title_hit_at_its_box(lab: Lab, browser: Browse
         print(f"| {name} | {run['counted'] - run['misses']}/{run['counted']} hits "
               f"({1 - run['miss_share']:.0%}) | {run['startup_ms']:.0f} ms | {run['segment_ms']:.0f} ms | "
               f"first two: {', '.join(run['first_two'])}; miss reasons: {', '.join(run['reasons']) or '-'} |")
+        if run is on:
+            print(f"  misses after the first two: {', '.join(run['missed']) or '-'}")
         for key in ("miss_share", "startup_ms", "segment_ms"):
             record_property(f"{name.split(' (')[0].replace(' ', '_')}_{key}", round(run[key], 3))
     # without hints a cold title misses on every segment: what the hints are measured against
