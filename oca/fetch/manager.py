@@ -462,7 +462,9 @@ class FillManager:
         if running is not None and running.done is not None:
             return await asyncio.shield(running.done)
         order = self.upstream.sources if sources is None else sources
-        fill = Fill(key, key, hot=hot, pin=pin, digest=digest, size=size, rate=rate, sources=order)
+        # why=: a client that joins this fill is told why the object was not there
+        fill = Fill(key, key, hot=hot, pin=pin, digest=digest, size=size, rate=rate, sources=order,
+                    why=self.history.classify(key))
         result = await self._begin(fill, None)
         names = [s.name for s in order]
         if result.startswith("fail") and "digest" in result and fill.source in names:

@@ -438,6 +438,7 @@ class ContentHandler:
                     extra = b"Cache-Status: oca; fwd=uri-miss; fwd-status=%d; detail=slices\r\n" % fill.status
                     resp = self.error(req, fill.status or 502, fill.reason, cache_status=extra, cache="miss")
                     resp.key = key
+                    resp.log = {**log, "miss": fill.why or SLICE, **(resp.log or {})}
                     done(resp)
                 elif fill.fd >= 0 or fill.result:
                     done(self._sliced_answer(req, key, log, head_fields, fill))
