@@ -340,6 +340,9 @@ async def test_a_box_players_find_slow_is_ranked_last_for_new_sessions_only(lab:
                                                headers=OPERATOR))
     reason = next(c["reason"] for c in explain["candidates"] if c["box"] == slow)
     assert "players report slow throughput (10% of its peers')" in reason, reason
+    metrics = await (await lab.client.get("/metrics", headers=OPERATOR)).text()
+    flags = dict(re.findall(r'^oca_control_box_slow\{box="(\w+)",site="\w+"\} (\S+)$', metrics, re.M))
+    assert flags == {slow: "1.0", **{box: "0.0" for box in others}}, flags
     # the session already on it is not moved by it
     kept = await _json(await lab.client.get(session, params={"_HLS_pathway": slow, "_HLS_throughput": "900000"}))
     assert kept["PATHWAY-PRIORITY"][0] == slow
