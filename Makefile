@@ -38,11 +38,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# benchmarks' timed runs (marker `bench`) are not tests of behaviour: `make bench` runs them, `make test` does not
 unit: $(STAMP)
-	$(BIN)/pytest -q -m "not package"
+	$(BIN)/pytest -q -m "not package and not bench"
 
 test: $(STAMP) system-deps node_modules lint typecheck
-	$(BIN)/pytest -q -m "not package"
+	$(BIN)/pytest -q -m "not package and not bench"
 
 # the Debian package: build/oca_<version>_<arch>.deb (dpkg-deb from a staged tree; scripts/build-deb.sh)
 deb: $(STAMP)
@@ -54,8 +55,11 @@ package-test: $(STAMP)
 	@scripts/install-system-deps.sh debootstrap:debootstrap
 	$(BIN)/pytest -q -rs -m package tests/package
 
+# `make run PORT=8080 ADMIN_PORT=8081`: the sample box's ports on 127.0.0.1
+PORT ?= 8080
+ADMIN_PORT ?= 8081
 run: $(STAMP)
-	$(BIN)/python -m oca.sample run
+	$(BIN)/oca sample run --port $(PORT) --admin-port $(ADMIN_PORT)
 
 lab: $(STAMP) node_modules
 	@scripts/install-system-deps.sh /usr/bin/ffmpeg:ffmpeg \
@@ -72,6 +76,7 @@ loadtest: $(STAMP) node_modules
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m loadtest.bench --quick --json out.json
+	$(BIN)/pytest -q -m bench
 
 # every fault scenario against real processes (box, origin, control plane, lab): one table, exit 1 if a row
 # fails; FAULTS_ARGS=--quick for the 3-minute subset, FAULTS_ARGS='--scenario eio' for one

@@ -29,7 +29,7 @@ SLICE_MARK = "@slice"
 
 
 @dataclass(frozen=True, slots=True)
-class Held:
+class InventoryObject:
     """One object of the box's `GET /inventory` listing."""
 
     key: str
@@ -39,14 +39,14 @@ class Held:
     tier: str | None = None
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> Held:
+    def from_json(cls, raw: Mapping[str, Any]) -> InventoryObject:
         digest = raw.get("digest")
         tier = raw.get("tier")
         return cls(str(raw["key"]), int(raw.get("size") or 0), digest if isinstance(digest, str) else None,
                    raw.get("pinned") is True, tier if isinstance(tier, str) else None)
 
 
-def matches(planned: PlannedFile, held: Held | None) -> bool:
+def matches(planned: PlannedFile, held: InventoryObject | None) -> bool:
     """Whether the box's copy is the catalogued file (same size and, when the box knows it, same digest)."""
     if held is None or held.size != planned.size:
         return False
@@ -93,7 +93,7 @@ class Diff:
         return sum(f.size for f in self.keep)
 
 
-def diff(plan: BoxPlan, inventory: Iterable[Held]) -> Diff:
+def diff(plan: BoxPlan, inventory: Iterable[InventoryObject]) -> Diff:
     """What to do on the box so that it holds the plan (see the module rules)."""
     held = {obj.key: obj for obj in inventory}
     fetch, keep, pin = [], [], []
@@ -133,7 +133,7 @@ class Coverage:
         return self.present_files == self.files
 
 
-def coverage(plan: BoxPlan, inventory: Iterable[Held]) -> Coverage:
+def coverage(plan: BoxPlan, inventory: Iterable[InventoryObject]) -> Coverage:
     held = {obj.key: obj for obj in inventory}
     present = [f for f in plan.files if matches(f, held.get(f.key))]
     keys = {f.key for f in present}

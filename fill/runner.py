@@ -34,7 +34,7 @@ from fill.plan import (
     Coverage,
     Diff,
     Fetch,
-    Held,
+    InventoryObject,
     SetPin,
     Window,
     coverage,
@@ -100,9 +100,9 @@ class BoxAdmin(AdminClient):
                     from None
             raise BoxFailed(f"{exc} ({method} {path})") from None
 
-    def inventory(self) -> list[Held]:
+    def inventory(self) -> list[InventoryObject]:
         answer = self.call("GET", "/inventory?prefix=" + urllib.parse.quote("titles/"))
-        return [Held.from_json(obj) for obj in answer.get("objects", [])]
+        return [InventoryObject.from_json(obj) for obj in answer.get("objects", [])]
 
 
 # --- a run --------------------------------------------------------------------------------------------------
@@ -295,7 +295,7 @@ class Runner:
         failures = progress.get("failures")
         report.failures = failure_reasons(failures) if isinstance(failures, dict) else {}
 
-    def _finish(self, report: Report, plan: BoxPlan, held: list[Held], started: float,
+    def _finish(self, report: Report, plan: BoxPlan, held: list[InventoryObject], started: float,
                 window_ended: bool, dry_run: bool = False) -> Report:
         there: Coverage = coverage(plan, held)
         report.present_files, report.present_bytes = there.present_files, there.present_bytes

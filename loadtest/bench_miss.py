@@ -79,7 +79,9 @@ def wait_http(port: int, path: str, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing answered {path} on port {port} within {timeout:g}s")
 
 
-def bench(args: argparse.Namespace, workdir: str) -> list[Figure]:
+def measure(args: argparse.Namespace, workdir: str) -> tuple[list[Timing], list[Timing], list[Timing]]:
+    """Each object's timings: straight from the origin, through the box (a miss), through it again (a hit).
+    The box's access log is `workdir`/access.log."""
     content = os.path.join(workdir, "content")
     keys = [f"titles/{9000 + i // 10}/1080p/seg_{i:05d}.m4s" for i in range(args.objects)]
     for key in keys:
@@ -124,7 +126,7 @@ def bench(args: argparse.Namespace, workdir: str) -> list[Figure]:
                     process.wait(15)
                 except subprocess.TimeoutExpired:
                     process.kill()
-    return rows(direct, miss, hit, args.size)
+    return direct, miss, hit
 
 
 def rows(direct: list[Timing], miss: list[Timing], hit: list[Timing], size: int) -> list[Figure]:
@@ -170,7 +172,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with harness_run("bench_miss", args.keep) as run:
-        table = bench(args, run.workdir)
+        table = rows(*measure(args, run.workdir), args.size)
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"machine: {cpu_name()}, nproc {len(os.sched_getaffinity(0))}, python {platform.python_version()}; "
           f"{args.objects} cold objects of {args.size >> 20} MiB, one at a time, box with 2 workers; {now}")

@@ -29,6 +29,7 @@ from loadtest.boxes import (
     write_config,
     write_objects,
 )
+from tests.upstream.origin import Origin
 
 # The suite shares a 2-core machine with real servers, ffmpeg and browsers: a property test must not fail
 # because data generation or one example was slow, only because a property does not hold.
@@ -79,6 +80,14 @@ def box_factory(tmp_path: Any) -> Iterator[Callable[..., Box]]:
     yield make
     for box in boxes:
         kill_box(box)
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    """An empty test origin on loopback (tests/upstream/origin.py), stopped after the test; a test adds what it
+    serves (a module that needs the same objects in every test overrides this with a stocked one)."""
+    with Origin() as server:
+        yield server
 
 
 def raw_exchange(port: int, data: bytes, timeout: float = 5.0, *, reset_ok: bool = False) -> bytes:

@@ -23,6 +23,7 @@ from oca.cli.firmware import firmware
 from oca.cli.fleet import fleet
 from oca.cli.invalidate import invalidate
 from oca.cli.lab import lab
+from oca.cli.sample import sample
 from oca.cli.serve import serve
 from oca.cli.steer import steer
 from oca.cli.token import token
@@ -37,6 +38,7 @@ def cli() -> None:
 
 
 cli.add_command(serve)
+cli.add_command(sample)
 cli.add_command(check_config)
 cli.add_command(cache)
 cli.add_command(control)

@@ -24,7 +24,9 @@ from oca.lab.procs import LabError
 
 
 @dataclass(frozen=True, slots=True)
-class Held:
+class TitleHolding:
+    """What one box holds of one title, as its `GET /inventory/titles` counts it."""
+
     objects: int
     bytes: int
     live: bool
@@ -90,7 +92,7 @@ def run_fill(jobs: Mapping[str, tuple[str, list[dict[str, Any]]]], token: str, l
 
 
 def holdings(admin_url: str, token: str, file_counts: Mapping[str, int],
-             sizes: Mapping[str, int] | None = None) -> dict[str, Held]:
+             sizes: Mapping[str, int] | None = None) -> dict[str, TitleHolding]:
     """Title id -> what one box holds of it (titles it holds nothing of are left out). Live: every file, and
     every byte when the title's size is known (slices of a large file count as objects)."""
     answer = admin_call(admin_url, token, "/inventory/titles?since=0", timeout=5)
@@ -100,7 +102,7 @@ def holdings(admin_url: str, token: str, file_counts: Mapping[str, int],
         objects, size_held = int(entry.get("objects", 0)), int(entry.get("bytes", 0))
         if objects:
             live = objects >= file_counts.get(title, 1 << 62) and size_held >= sizes.get(title, 0)
-            held[title] = Held(objects, size_held, live)
+            held[title] = TitleHolding(objects, size_held, live)
     return held
 
 
@@ -113,7 +115,7 @@ def size(n: int) -> str:
     return f"{value:.1f} GiB"
 
 
-def table(titles: Sequence[str], boxes: Sequence[tuple[str, str, bool]], held: Mapping[str, Mapping[str, Held]],
+def table(titles: Sequence[str], boxes: Sequence[tuple[str, str, bool]], held: Mapping[str, Mapping[str, TitleHolding]],
           file_counts: Mapping[str, int]) -> str:
     """Title rows x box columns ((id, site, running)): `objects/files size live` per cell."""
     header = ["title"] + [f"{box} ({site[-1].upper()}{'' if running else ', down'})" for box, site, running in boxes]

@@ -591,9 +591,9 @@ class Lab:
                  "log_path": r.log_path, "config": r.config_path, "balancer": states.get(r.name)}
                 for r in self.replicas]
 
-    def holdings(self) -> dict[str, dict[str, fill.Held]]:
+    def holdings(self) -> dict[str, dict[str, fill.TitleHolding]]:
         """Box id -> title id -> what it holds, from every running box's admin API."""
-        out: dict[str, dict[str, fill.Held]] = {}
+        out: dict[str, dict[str, fill.TitleHolding]] = {}
         for box in self.boxes:
             if box.running:
                 try:

@@ -1,6 +1,10 @@
 """One client connection of the data port: httptools parses, the handler plans, this module does the I/O.
 
-This is the only module of the data plane that knows about file descriptors. Rules it keeps:
+This is the only module of the data plane that sends to a client: every byte of a response leaves here
+(transport writes, os.sendfile on the client socket, direct sends with MSG_MORE), and here the descriptors a
+response owns are closed once it ends. It opens no file: the handler opens an object's file (reading a small
+one into the memory cache) and hands the descriptor over in a FileSlice; a miss's is the worker's fill file
+(oca.fetch.remote). Rules it keeps:
 - Responses from memory go through the event loop's transport, whose write path is native under uvloop
   (it batches the writes of one loop iteration, so a worker answers several clients before it wakes them).
   While the transport is paused (its buffer is past the high-water mark) no further pipelined request of

@@ -48,7 +48,7 @@ from oca.serve.dates import DateCache
 from oca.serve.gate import Gate
 from oca.serve.hints import HintSender
 from oca.serve.messages import FileSlice, Growing, Lazy, ObjectTruncated, Part, Request, Response, StorageFault
-from oca.serve.objects import Entry, ObjectCache
+from oca.serve.objects import CachedObject, ObjectCache
 from oca.serve.stats import PEER_MISS
 
 REASONS = {
@@ -192,7 +192,7 @@ class ContentHandler:
 
     # -- hits ---------------------------------------------------------------------------------
 
-    def _fast_hit(self, req: Request, entry: Entry) -> Response:
+    def _fast_hit(self, req: Request, entry: CachedObject) -> Response:
         """A plain GET of an object in memory: the most common request, with the head reused within a second."""
         body = self._objects.cached_body(entry)
         assert body is not None
@@ -210,7 +210,7 @@ class ContentHandler:
             resp.log_fields = entry.log_fields
         return resp
 
-    def _serve_entry(self, req: Request, entry: Entry, log: dict[str, object]) -> Response:
+    def _serve_entry(self, req: Request, entry: CachedObject, log: dict[str, object]) -> Response:
         headers = req.headers
         info = entry.info
         if not headers.keys().isdisjoint(_CONDITIONAL):
@@ -236,7 +236,7 @@ class ContentHandler:
                 ranges = decision.ranges
         return self._send_object(req, entry, ranges)
 
-    def _send_object(self, req: Request, entry: Entry, ranges: tuple[ByteRange, ...]) -> Response:
+    def _send_object(self, req: Request, entry: CachedObject, ranges: tuple[ByteRange, ...]) -> Response:
         info = entry.info
         length = info.size
         fixed = entry.fixed_headers
@@ -302,7 +302,7 @@ class ContentHandler:
 
     # -- misses -------------------------------------------------------------------------------
 
-    def _miss(self, req: Request, key: str, log: dict[str, object], stale: Entry | None) -> Response:
+    def _miss(self, req: Request, key: str, log: dict[str, object], stale: CachedObject | None) -> Response:
         """Not stored (or soft-purged): join this box's one fill of the key; answer once it has headers."""
         fills = self.fills
         if fills is None or not self.fetching or is_slice_key(key):

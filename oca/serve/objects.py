@@ -23,7 +23,9 @@ from oca.storage import ObjectInfo, StoreView
 
 
 @dataclass(slots=True)
-class Entry:
+class CachedObject:
+    """A worker's cached view of one stored object: its metadata, the headers built once, maybe its bytes."""
+
     info: ObjectInfo
     etag: str
     last_modified: int
@@ -38,19 +40,19 @@ class Entry:
 
 
 class ObjectCache:
-    """Key -> Entry, invalidated wholesale when the store's generation moves."""
+    """Key -> CachedObject, invalidated wholesale when the store's generation moves."""
 
     def __init__(self, view: StoreView, http: HttpConfig, memory: MemoryCacheConfig) -> None:
         self._view = view
         self._http = http
         self._max_body = memory.max_object_size
         self._capacity = memory.capacity
-        self._entries: dict[str, Entry] = {}
+        self._entries: dict[str, CachedObject] = {}
         self._bodies: OrderedDict[str, int] = OrderedDict()  # keys whose body is in memory, oldest first
         self._body_bytes = 0
         self.stale: set[str] = set()  # soft-purged keys (the fill link keeps this set current)
 
-    def get(self, key: str) -> Entry | None:
+    def get(self, key: str) -> CachedObject | None:
         if self._view.changed():
             self.clear()
         entry = self._entries.get(key)
@@ -79,13 +81,13 @@ class ObjectCache:
         self._bodies.clear()
         self._body_bytes = 0
 
-    def cached_body(self, entry: Entry) -> bytes | None:
+    def cached_body(self, entry: CachedObject) -> bytes | None:
         """The body if it is in memory (and mark it recently used)."""
         if entry.body is not None:
             self._bodies.move_to_end(entry.info.key)
         return entry.body
 
-    def load_body(self, entry: Entry, fd: int) -> bytes | None:
+    def load_body(self, entry: CachedObject, fd: int) -> bytes | None:
         """Read the body from `fd` into memory when it is small enough to keep; None when it is not."""
         size = entry.info.size
         if size > self._max_body or size > self._capacity:
@@ -104,7 +106,7 @@ class ObjectCache:
         self._body_bytes += size
         return data
 
-    def _make_entry(self, info: ObjectInfo) -> Entry:
+    def _make_entry(self, info: ObjectInfo) -> CachedObject:
         etag = f'"{info.digest}"'
         last_modified = int(info.stored_at)
         content_type = media_type(info.key)
@@ -119,4 +121,4 @@ class ObjectCache:
             "Accept-Ranges: bytes\r\n"
         ).encode("latin-1")
         hit_status = b"Cache-Status: oca; hit; detail=" + info.tier.encode("ascii") + b"\r\n"
-        return Entry(info, etag, last_modified, content_type, fixed, hit_status, stale=info.key in self.stale)
+        return CachedObject(info, etag, last_modified, content_type, fixed, hit_status, stale=info.key in self.stale)

@@ -21,7 +21,10 @@ from oca.storage.policy import EvictionPolicy, Move, TierSpace, plan_placement
 
 
 @dataclass(slots=True)
-class Entry:
+class CatalogEntry:
+    """The owner's in-memory record of one stored object: its index row, with the tier by number and the key's
+    file-name hash."""
+
     key: str
     hash: str
     tier: int
@@ -35,8 +38,8 @@ class Entry:
     def sidecar(self) -> Sidecar:
         return Sidecar(self.key, self.size, self.digest, self.stored_at, self.hot, self.pinned)
 
-    def moved_to(self, tier: int) -> Entry:
-        return Entry(self.key, self.hash, tier, self.size, self.digest, self.stored_at, self.last_access,
+    def moved_to(self, tier: int) -> CatalogEntry:
+        return CatalogEntry(self.key, self.hash, tier, self.size, self.digest, self.stored_at, self.last_access,
                      self.hot, self.pinned)
 
 
@@ -57,9 +60,9 @@ class Catalog:
     def __init__(self, tiers: Sequence[TierConfig], policy: Callable[[], EvictionPolicy]) -> None:
         self.tiers = [Tier(i, t, policy()) for i, t in enumerate(tiers)]
         self.by_name = {t.name: t for t in self.tiers}
-        self.entries: dict[str, Entry] = {}
+        self.entries: dict[str, CatalogEntry] = {}
 
-    def attach(self, entry: Entry) -> None:
+    def attach(self, entry: CatalogEntry) -> None:
         assert entry.key not in self.entries, entry.key
         tier = self.tiers[entry.tier]
         self.entries[entry.key] = entry
@@ -67,7 +70,7 @@ class Catalog:
         tier.used += entry.size
         tier.objects += 1
 
-    def detach(self, entry: Entry) -> bool:
+    def detach(self, entry: CatalogEntry) -> bool:
         """Remove the entry if it is the current one for its key; False if it was not."""
         if self.entries.get(entry.key) is not entry:
             return False
@@ -78,21 +81,21 @@ class Catalog:
         tier.objects -= 1
         return True
 
-    def current(self, entry: Entry) -> bool:
+    def current(self, entry: CatalogEntry) -> bool:
         return self.entries.get(entry.key) is entry
 
-    def servable(self, entry: Entry) -> bool:
+    def servable(self, entry: CatalogEntry) -> bool:
         return self.tiers[entry.tier].state.serves
 
-    def on(self, tier: Tier) -> list[Entry]:
+    def on(self, tier: Tier) -> list[CatalogEntry]:
         return [e for e in self.entries.values() if e.tier == tier.number]
 
-    def info(self, entry: Entry) -> ObjectInfo:
+    def info(self, entry: CatalogEntry) -> ObjectInfo:
         tier = self.tiers[entry.tier]
         return ObjectInfo(entry.key, tier.name, tier.layout.object_path(entry.hash), entry.size,
                           entry.digest, entry.stored_at, entry.hot, entry.pinned)
 
-    def row(self, entry: Entry) -> Row:
+    def row(self, entry: CatalogEntry) -> Row:
         return Row(entry.key, self.tiers[entry.tier].name, entry.size, entry.digest, entry.stored_at,
                    entry.last_access, entry.hot, entry.pinned)
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from oca.errors import InsufficientStorage, StorageError
 from oca.storage import files, health
-from oca.storage.catalog import Catalog, Entry, Tier
+from oca.storage.catalog import Catalog, CatalogEntry, Tier
 from oca.storage.generation import Generation
 from oca.storage.index import DROP, WRITE, Index, Pending
 from oca.storage.layout import key_hash, unlink_quiet
@@ -50,14 +50,14 @@ class Engine:
 
     # ---------------------------------------------------------------- writing objects
 
-    def prepare(self, tier: Tier, entry: Entry) -> str:
+    def prepare(self, tier: Tier, entry: CatalogEntry) -> str:
         """Do the part of an install that allocates space, before anything changes: create the fan-out
         directories and stage the sidecar. Returns the staged sidecar's path; raises OSError."""
         for parent in tier.layout.ensure_fanout(entry.hash):
             files.fsync_dir(parent)
         return files.stage_bytes(entry.sidecar().to_bytes(), tier.layout.tmp_dir)
 
-    def install(self, tier: Tier, staged_path: str, meta_tmp: str, entry: Entry) -> None:
+    def install(self, tier: Tier, staged_path: str, meta_tmp: str, entry: CatalogEntry) -> None:
         """Rename a verified temp file and its staged sidecar into place on `tier`, journalled; index the
         entry and attach it. Raises OSError or StorageError (the index write failed); either way the files
         are removed again, and a journal row that could not be cleared is settled at the next open."""
@@ -86,7 +86,7 @@ class Engine:
             raise
         self.cat.attach(entry)
 
-    def write_sidecar(self, tier: Tier, entry: Entry) -> None:
+    def write_sidecar(self, tier: Tier, entry: CatalogEntry) -> None:
         layout = tier.layout
         meta_tmp = files.stage_bytes(entry.sidecar().to_bytes(), layout.tmp_dir)
         try:
@@ -115,7 +115,7 @@ class Engine:
                 if self.on_evicted is not None:
                     self.on_evicted(entry.key, f"capacity: tier {self.cat.tiers[entry.tier].name} full")
 
-    def move(self, entry: Entry, dst: Tier) -> bool:
+    def move(self, entry: CatalogEntry, dst: Tier) -> bool:
         """Copy an object to another tier, verified, then drop the old copy. False if it did not move."""
         src = self.cat.tiers[entry.tier]
         try:
@@ -155,7 +155,7 @@ class Engine:
         self.remove_files(src, [entry.hash])
         return True
 
-    def drop(self, entries: Sequence[Entry]) -> None:
+    def drop(self, entries: Sequence[CatalogEntry]) -> None:
         """Remove objects: index rows (journalled), then memory, then the generation, then files."""
         if not entries:
             return
@@ -171,7 +171,7 @@ class Engine:
             if hashes:
                 self.remove_files(tier, hashes)
 
-    def forget(self, entry: Entry) -> None:
+    def forget(self, entry: CatalogEntry) -> None:
         if self.cat.detach(entry):
             self.counter.forget(entry.key)
             self.accessed.pop(entry.key, None)
@@ -293,7 +293,7 @@ class Engine:
             with self.index.transaction():
                 self.index.clear_pending(tier.name, p.hash)
 
-    def _settle_write(self, tier: Tier, p: Pending, here: Entry | None) -> None:
+    def _settle_write(self, tier: Tier, p: Pending, here: CatalogEntry | None) -> None:
         meta = tier.layout.read_sidecar(p.hash)
         valid = False
         if meta is not None and meta.key == p.key and key_hash(meta.key) == p.hash:
@@ -311,7 +311,7 @@ class Engine:
         other = self.cat.entries.get(p.key)
         if other is not None:
             self.drop([other])
-        entry = Entry(meta.key, p.hash, tier.number, meta.size, meta.digest, meta.stored_at, self.clock(),
+        entry = CatalogEntry(meta.key, p.hash, tier.number, meta.size, meta.digest, meta.stored_at, self.clock(),
                       meta.hot, meta.pinned)
         with self.index.transaction():
             self.index.put(self.cat.row(entry))
@@ -319,7 +319,7 @@ class Engine:
 
     # ---------------------------------------------------------------- access times
 
-    def touch(self, entry: Entry, now: float) -> None:
+    def touch(self, entry: CatalogEntry, now: float) -> None:
         self.cat.tiers[entry.tier].policy.touch(entry.key)
         entry.last_access = self.accessed[entry.key] = now
 

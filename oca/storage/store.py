@@ -27,7 +27,7 @@ from types import TracebackType
 from oca.config.model import StorageConfig
 from oca.errors import BadRequest, InsufficientStorage, NotFound, StorageError
 from oca.storage import files, health, owner
-from oca.storage.catalog import Catalog, Entry, Tier
+from oca.storage.catalog import Catalog, CatalogEntry, Tier
 from oca.storage.engine import STICKY, Engine
 from oca.storage.generation import GENERATION_NAME, Generation
 from oca.storage.index import Index, IndexCorrupt, index_path, scan_tiers
@@ -96,7 +96,7 @@ class Store:
             log.warning("forgot %d objects on tiers no longer configured", dropped)
         suspect |= {name for name, state in index.tier_states().items() if state is TierState.FAILED}
         for row in index.rows():
-            cat.attach(Entry(row.key, key_hash(row.key), cat.by_name[row.tier].number, row.size, row.digest,
+            cat.attach(CatalogEntry(row.key, key_hash(row.key), cat.by_name[row.tier].number, row.size, row.digest,
                              row.stored_at, row.last_access, row.hot, row.pinned))
         self._engine.settle(index.pending())
         for name in suspect:  # the tier was FAILED or its directory was recreated: check its files
@@ -284,7 +284,7 @@ class Store:
         with self._lock:
             self._check_open()
             now = self._clock()
-            earned: builtins.list[Entry] = []
+            earned: builtins.list[CatalogEntry] = []
             for key, count in hits.items():
                 entry = self._cat.entries.get(key)
                 if entry is None or count <= 0:
@@ -371,7 +371,7 @@ class Store:
             raise _Retry
         moves = self._cat.plan(tier, staged.size, key, replacing=True)
         now = self._clock()
-        entry = Entry(key, key_hash(key), tier.number, staged.size, staged.digest, now, now, hot, pin)
+        entry = CatalogEntry(key, key_hash(key), tier.number, staged.size, staged.digest, now, now, hot, pin)
         meta_tmp = ""
         try:
             meta_tmp = self._engine.prepare(tier, entry)  # a full disk fails here, before any change
@@ -397,7 +397,7 @@ class Store:
             raise StorageError(f"put {key!r}: tier {tier.name} is full: {health.describe(error)}") from error
         raise StorageError(f"put {key!r} on tier {tier.name}: {health.describe(error)}") from error
 
-    def _promote(self, entry: Entry) -> None:
+    def _promote(self, entry: CatalogEntry) -> None:
         self._engine.counter.forget(entry.key)
         upper = self._cat.tiers[entry.tier - 1]
         if not (upper.state.accepts and self._cat.servable(entry)):

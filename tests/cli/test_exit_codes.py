@@ -29,7 +29,7 @@ from tests.control.fixtures import write_package
 
 # Commands that talk to no server (or run one): they are exempt from --timeout and from this table.
 NOT_CLIENTS = {
-    "serve", "control serve", "control migrate", "content make", "lab up", "token keygen", "token mint",
+    "serve", "sample", "control serve", "control migrate", "content make", "lab up", "token keygen", "token mint",
     "token verify", "firmware keygen", "firmware build", "check-config",
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from oca.content.progress import ENCODE_SHARE, ContentProgress, progress_line, seconds_left, title_work
+from tests.clock import FakeClock
 
 
 @pytest.mark.parametrize(("elapsed", "done", "total", "left"), [
@@ -51,16 +52,8 @@ def test_progress_line(args: tuple[int, int, str, str, float, float, float, floa
     assert progress_line(*args) == line
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_line_per_step_and_one_per_interval_while_encoding() -> None:
-    clock, lines = Clock(), []
+    clock, lines = FakeClock(100.0), []
     shown = ContentProgress(2, 30, lines.append, interval=10.0, clock=clock)
     shown.step("1001", "encoding")
     for second in range(1, 31):  # ffmpeg reports many times a second; here once per media second, 1 s apart
@@ -81,7 +74,7 @@ def test_a_line_per_step_and_one_per_interval_while_encoding() -> None:
 
 
 def test_reused_titles_are_no_work_and_not_counted() -> None:
-    clock, lines = Clock(), []
+    clock, lines = FakeClock(100.0), []
     shown = ContentProgress(3, 30, lines.append, clock=clock)
     shown.step("1001", "reused")
     shown.step("1002", "reused")
@@ -93,6 +86,6 @@ def test_reused_titles_are_no_work_and_not_counted() -> None:
 
 def test_media_before_any_step_says_nothing() -> None:
     lines: list[str] = []
-    shown = ContentProgress(1, 4, lines.append, clock=Clock())
+    shown = ContentProgress(1, 4, lines.append, clock=FakeClock(100.0))
     shown.media("1001", 4.0)
     assert lines == []

@@ -11,15 +11,8 @@ import pytest
 
 from control.health import HealthPoller
 from control.model import Box, Fleet, Site
+from tests.clock import FakeClock
 from tests.control.fixtures import FakeBox
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def _fleet(aiohttp_server: Any, *fakes: FakeBox) -> Fleet:
@@ -34,7 +27,7 @@ async def _fleet(aiohttp_server: Any, *fakes: FakeBox) -> Fleet:
 async def test_hysteresis_k_down_m_up(aiohttp_server: Any) -> None:
     fake = FakeBox("b1")
     fleet = await _fleet(aiohttp_server, fake)
-    clock = Clock()
+    clock = FakeClock(1000.0)
     async with aiohttp.ClientSession() as session:
         poller = HealthPoller(fleet, session, clock, timeout=1.0, down_after=3, up_after=2)
         assert not poller.health()["b1"].healthy  # not polled yet
@@ -132,7 +125,7 @@ async def test_a_drain_the_box_acknowledged_counts_before_the_next_poll(aiohttp_
     fake = FakeBox("b1", draining=True)
     fleet = await _fleet(aiohttp_server, fake)
     async with aiohttp.ClientSession() as session:
-        poller = HealthPoller(fleet, session, Clock())
+        poller = HealthPoller(fleet, session, FakeClock(1000.0))
         await poller.poll_once()
         assert poller.health()["b1"].draining
         poller.box_draining("b1", False)  # the box answered 200 to /undrain
@@ -149,7 +142,7 @@ async def test_stop_ends_a_task_whose_poll_ends_as_it_is_cancelled(monkeypatch: 
     fleet = Fleet({"lab": Site("lab", 0.0, 0.0, "NL")}, {"b1": box}, (), "http://origin")
     for turns in range(5):
         async with aiohttp.ClientSession() as session:
-            poller = HealthPoller(fleet, session, Clock(), interval=3600.0, timeout=30.0)
+            poller = HealthPoller(fleet, session, FakeClock(1000.0), interval=3600.0, timeout=30.0)
             fetching, answer = asyncio.Event(), asyncio.Event()
 
             async def fetch(box: Box, fetching: asyncio.Event = fetching, answer: asyncio.Event = answer) -> Any:
@@ -172,7 +165,7 @@ async def test_health_view_is_live_and_read_only(aiohttp_server: Any) -> None:
     fake = FakeBox("b1")
     fleet = await _fleet(aiohttp_server, fake)
     async with aiohttp.ClientSession() as session:
-        poller = HealthPoller(fleet, session, Clock(), timeout=1.0, down_after=1, up_after=1)
+        poller = HealthPoller(fleet, session, FakeClock(1000.0), timeout=1.0, down_after=1, up_after=1)
         view = poller.health_view()
         copy = poller.health()
         assert not view["b1"].healthy

@@ -20,12 +20,6 @@ from tests.upstream.origin import Fault, Origin
 
 
 @pytest.fixture
-def origin() -> Iterator[Origin]:
-    with Origin() as server:
-        yield server
-
-
-@pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 1 MiB tmpfs: writes past it fail with ENOSPC, as on a disk whose free space the box misjudged."""
     with tmpfs(tmp_path / "small-disk") as mount_point:

@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,12 +19,6 @@ from tests.upstream.origin import Fault, Origin, closed_port
 
 KEY = "titles/7/720p/seg_00001.m4s"
 MIB = 1 << 20
-
-
-@pytest.fixture
-def origin() -> Iterator[Origin]:
-    with Origin() as server:
-        yield server
 
 
 def fetching_box(box_factory: Callable[..., Box], sources: list[dict[str, str]], **fetch: Any) -> Box:

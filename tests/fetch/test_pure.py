@@ -15,6 +15,7 @@ from oca.fetch.invalidations import MAX_AHEAD, check_window, in_order
 from oca.fetch.prefetch import TokenBucket, parse_items
 from oca.fetch.slices import covering, is_slice_key, parse_content_range, slice_bounds, slice_count, slice_key
 from oca.serve.handler import _range_start
+from tests.clock import FakeClock
 
 S = 4 << 20
 
@@ -69,14 +70,8 @@ def test_range_start_hint(header: str | None, start: int) -> None:
 
 
 def test_token_bucket_paces_to_its_rate() -> None:
-    now = [0.0]
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
-
-    bucket = TokenBucket(1000, clock=lambda: now[0], sleep=sleep)
+    clock = FakeClock(0.0)
+    bucket = TokenBucket(1000, clock=clock, sleep=clock.async_sleep)
 
     async def run() -> None:
         for _ in range(5):
@@ -84,7 +79,7 @@ def test_token_bucket_paces_to_its_rate() -> None:
 
     asyncio.run(run())
     # one second of burst (1000 bytes), then 500 bytes per half second
-    assert slept == pytest.approx([0.5, 0.5, 0.5])
+    assert clock.slept == pytest.approx([0.5, 0.5, 0.5])
 
 
 def test_prefetch_items_are_checked() -> None:

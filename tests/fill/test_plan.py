@@ -6,7 +6,7 @@ import pytest
 
 from control.fill_plan import BoxPlan, FillSettings, PlannedFile, Source, TierCapacity, plan_fleet
 from control.model import Box, CatalogFile, Fleet, Site, Title
-from fill.plan import Fetch, Held, SetPin, Window, coverage, diff, failure_reasons, prefetch_items, summarize
+from fill.plan import Fetch, InventoryObject, SetPin, Window, coverage, diff, failure_reasons, prefetch_items, summarize
 
 ORIGIN = Source("origin", "http://origin.test", "origin")
 PEER = Source("b2", "http://b2.test:8080", "peer")
@@ -20,8 +20,8 @@ PLAN = BoxPlan("b1", "s", (), (), (planned("titles/1/a"), planned("titles/1/b"),
                (), {"origin": ORIGIN, "b2": PEER})
 
 
-def held(key: str, size: int = 10, digest: str | None = None, pinned: bool = True) -> Held:
-    return Held(key, size, digest if digest is not None else "d" + key, pinned)
+def held(key: str, size: int = 10, digest: str | None = None, pinned: bool = True) -> InventoryObject:
+    return InventoryObject(key, size, digest if digest is not None else "d" + key, pinned)
 
 
 def test_an_empty_box_fetches_everything_in_plan_order() -> None:
@@ -47,7 +47,7 @@ def test_a_copy_with_another_digest_or_size_is_fetched_again() -> None:
     changes = diff(PLAN, [held("titles/1/a", digest="stale"), held("titles/1/b", size=11), held("titles/2/a")])
     assert changes.commands() == [Fetch(PLAN.files[:2])]
     # a box that does not know the digest of its copy: size decides
-    assert diff(PLAN, [Held("titles/1/a", 10, None, True)]).keep == (PLAN.files[0],)
+    assert diff(PLAN, [InventoryObject("titles/1/a", 10, None, True)]).keep == (PLAN.files[0],)
 
 
 def test_coverage_and_failure_reasons() -> None:

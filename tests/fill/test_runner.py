@@ -20,6 +20,7 @@ from fill.runner import (
     PlanRefused,
     Runner,
 )
+from tests.clock import FakeClock
 
 FILES = tuple(PlannedFile(f"titles/1/f{i}", "1", 100, f"d{i}", "hdd", False, True, ("origin",)) for i in range(3))
 PLAN = BoxPlan("b1", "s", (), (), FILES, (), {"origin": Source("origin", "http://o", "origin")})
@@ -89,20 +90,13 @@ class FakeBox(BoxAdmin):
         return [(m, p) for m, p, _ in self.calls if m != "GET"]
 
 
-class Clock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
+START = 1000.0  # the fake clock's time at the start of a test; second_of_day is measured from it
 
 
-def runner(box: FakeBox, control: FakeControl, clock: Clock | None = None, second_of_day: float = 7200.0) -> Runner:
-    clock = clock or Clock()
-    return Runner("b1", box, control, clock=clock, second_of_day=lambda now: second_of_day + (now - 1000.0),
+def runner(box: FakeBox, control: FakeControl, clock: FakeClock | None = None,
+           second_of_day: float = 7200.0) -> Runner:
+    clock = clock or FakeClock(START)
+    return Runner("b1", box, control, clock=clock, second_of_day=lambda now: second_of_day + (now - START),
                   sleep=clock.sleep)
 
 
@@ -129,7 +123,7 @@ def test_failures_are_counted_by_reason_and_exit_1() -> None:
 
 def test_the_end_of_the_window_cancels_the_job_exit_4() -> None:
     box = FakeBox(polls_to_finish=10_000)
-    clock = Clock()
+    clock = FakeClock(START)
     # 13:59:58 in a 02:00-14:00 window: two seconds left
     report = runner(box, FakeControl(window="02:00-14:00"), clock, second_of_day=14 * 3600 - 2).run(Options())
     assert ("DELETE", "/prefetch/7") in box.writes()

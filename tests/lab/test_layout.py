@@ -10,7 +10,7 @@ import yaml
 from control.config import load_control_config
 from control.steering import rendezvous_order
 from oca.config import load_box_config
-from oca.lab.fill import Held, placement, table
+from oca.lab.fill import TitleHolding, placement, table
 from oca.lab.layout import (
     BoxPlan,
     LabPaths,
@@ -84,7 +84,8 @@ def test_placement_puts_each_title_on_the_first_rendezvous_box_of_every_site() -
 
 def test_the_table_shows_objects_bytes_and_live() -> None:
     text = table(["1001", "1002"], [("a1", "site-a", True), ("b1", "site-b", False)],
-                 {"a1": {"1001": Held(34, 3 << 20, True), "1002": Held(3, 1000, False)}}, {"1001": 34, "1002": 34})
+                 {"a1": {"1001": TitleHolding(34, 3 << 20, True), "1002": TitleHolding(3, 1000, False)}},
+                 {"1001": 34, "1002": 34})
     lines = text.splitlines()
     assert lines[0].split() == ["title", "a1", "(A)", "b1", "(B,", "down)"]
     assert lines[1].split() == ["1001", "34/34", "3.0", "MiB", "live", "-"]

@@ -1,8 +1,9 @@
 """`python -m loadtest.bench_control --quick` runs and reports every case in the documented shape: the
 in-process cases and a real `oca control serve` started on the 1k fleet written as config files.
 
-Only the shape is checked: timings depend on the machine, so no test asserts one. The 10k size (a
-million prefixes) is not run here; `--sizes` parsing is.
+Only the shape is checked: timings depend on the machine, so no test asserts one. The timed run is a
+benchmark (`pytest -m bench`, `make bench`), out of `make test`. The 10k size (a million prefixes) is not run
+here; `--sizes` parsing is.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ CASES = ["index build", "steering decision", "HLS master playlist, render only",
          "HTTP master playlists (wrk), origin-only pathways"]
 
 
+@pytest.mark.bench
 def test_quick_run_prints_the_table_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
     assert bench_control.main(["--quick", "--samples", "300", "--seconds", "0.05", "--json", str(out)]) == 0

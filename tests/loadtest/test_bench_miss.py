@@ -1,11 +1,19 @@
-"""bench_miss: the table's shape from known timings, and one real quick run (shape only, no timing asserts)."""
+"""bench_miss: the table from known timings; the code path it times, checked for what it does (the miss goes
+upstream and the hit does not, whole objects both times), not for how fast. The timed run itself,
+`python -m loadtest.bench_miss --quick`, is a benchmark (`pytest -m bench`)."""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+from collections import Counter
+from pathlib import Path
 
-from loadtest.bench_miss import Timing, rows
+import pytest
+
+from loadtest.bench_miss import Timing, measure, parse_args, rows
 
 
 def test_rows_compare_the_miss_with_the_origin() -> None:
@@ -18,6 +26,22 @@ def test_rows_compare_the_miss_with_the_origin() -> None:
     assert table["throughput, through the box (hit)"].figure == "800 MiB/s"
 
 
+def test_the_measured_path_fetches_each_object_upstream_once_and_serves_it_whole(tmp_path: Path) -> None:
+    args = parse_args(["--objects", "2", "--size", "256KiB"])
+    direct, miss, hit = measure(args, str(tmp_path))
+    assert [t.size for t in direct + miss + hit] == [256 << 10] * 6
+    assert all(0 < t.first_byte <= t.total for t in direct + miss + hit)
+    keys = [f"titles/9000/1080p/seg_{i:05d}.m4s" for i in range(2)]
+    # the origin saw each object twice: the direct GET and the box's one fill (the second box GET stayed local)
+    origin_gets = Counter(re.findall(r'"GET /(\S+) HTTP', (tmp_path / "origin.log").read_text()))
+    assert {key: n for key, n in origin_gets.items() if key != "healthz"} == dict.fromkeys(keys, 2)
+    records = [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
+    served = Counter(r["key"] for r in records if r["status"] == 200 and r["key"].startswith("titles/"))
+    assert served == dict.fromkeys(keys, 2)
+    assert {r["key"] for r in records if r["cache"] == "miss" and r["source"] == "origin"} == set(keys)
+
+
+@pytest.mark.bench
 def test_quick_run_prints_the_table() -> None:
     done = subprocess.run([sys.executable, "-m", "loadtest.bench_miss", "--quick"], capture_output=True, text=True,
                           timeout=180)

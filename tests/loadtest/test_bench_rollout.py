@@ -34,7 +34,9 @@ def test_watch_output_is_read_as_one_document_per_change() -> None:
     assert [d["state"] for d in json_documents(text)] == ["running", "done"]
 
 
-@pytest.mark.slow
+# the timed run is a benchmark (`make bench`): the same roll-out under players, without the timings, is
+# tests/rollout/test_live.py's test_a_rollout_of_five_boxes_under_load_fails_no_client_request, in make test
+@pytest.mark.bench
 def test_quick_run_rolls_every_box_without_a_failed_box_request(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "loadtest.bench_rollout", "--quick", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=90)

@@ -12,6 +12,7 @@ from control.api import build_app
 from control.catalog import ingest_source, title_to_json
 from control.config import load_control_config
 from control.plane import ControlPlane
+from tests.clock import FakeClock
 from tests.control.fixtures import (
     FakeBox,
     serve_fake_boxes,
@@ -25,20 +26,12 @@ BOX = {"Authorization": "Bearer box-secret"}
 TTL = 1.0  # steering.ttl of write_control_config
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Lab:
     plane: ControlPlane
     client: Any
     boxes: dict[str, FakeBox]
-    clock: Clock
+    clock: FakeClock
 
     async def metrics(self) -> str:
         resp = await self.client.get("/metrics", headers=OPERATOR)
@@ -52,7 +45,7 @@ class Lab:
 async def lab(tmp_path: Any, aiohttp_server: Any, aiohttp_client: Any) -> AsyncIterator[Lab]:
     fakes, _, entries = await serve_fake_boxes(aiohttp_server, "b1", "b2")
     path = write_control_config(str(tmp_path), entries, auth=write_tokens(tmp_path))
-    clock = Clock()
+    clock = FakeClock()
     plane = await ControlPlane.open(load_control_config(path), clock=clock)
     client = await aiohttp_client(build_app(plane))
     ingested = await ingest_source(write_package(str(tmp_path / "package")), "42", countries=[])

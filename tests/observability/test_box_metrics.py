@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -18,12 +18,6 @@ STORED = "titles/9/720p/seg_0.m4s"
 MISSED = "titles/9/720p/seg_1.m4s"
 PREFETCHED = "titles/9/720p/seg_2.m4s"
 MISSED_WITH_CMCD = "titles/9/720p/seg_3.m4s"
-
-
-@pytest.fixture
-def origin() -> Iterator[Origin]:
-    with Origin() as server:
-        yield server
 
 
 def metrics_when(box: Box, ready: Callable[[str], bool], timeout: float = 5.0) -> str:

@@ -12,17 +12,7 @@ import xxhash
 
 from oca.config.model import PromotionConfig, StorageConfig, TierConfig
 from oca.storage import Store
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.clock import FakeClock
 
 
 def blob(size: int, seed: int | str = 0) -> bytes:

@@ -19,6 +19,7 @@ from oca.storage.policy import (
     TierSpace,
     plan_placement,
 )
+from tests.clock import FakeClock
 
 
 @dataclass
@@ -145,28 +146,28 @@ def test_running_a_plan_never_exceeds_capacity(tiers: list[T], size: int, target
 
 
 class TestPromotionCounter:
-    def make(self, hits: int = 3, window: float = 10.0) -> tuple[PromotionCounter, list[float]]:
-        now = [0.0]
-        return PromotionCounter(hits, window, lambda: now[0]), now
+    def make(self, hits: int = 3, window: float = 10.0) -> tuple[PromotionCounter, FakeClock]:
+        clock = FakeClock(0.0)
+        return PromotionCounter(hits, window, clock), clock
 
     def test_n_hits_within_the_window_earn_promotion(self) -> None:
-        counter, now = self.make()
+        counter, clock = self.make()
         assert not counter.hit("k")
-        now[0] = 4.0
+        clock.now = 4.0
         assert not counter.hit("k")
-        now[0] = 9.0
+        clock.now = 9.0
         assert counter.hit("k")
 
     def test_n_hits_spread_beyond_the_window_do_not(self) -> None:
-        counter, now = self.make()
+        counter, clock = self.make()
         for t in (0.0, 6.0, 12.0, 18.0, 24.0):
-            now[0] = t
+            clock.now = t
             assert not counter.hit("k")
 
     def test_window_edge_is_inclusive(self) -> None:
-        counter, now = self.make(hits=2, window=10.0)
+        counter, clock = self.make(hits=2, window=10.0)
         counter.hit("k")
-        now[0] = 10.0
+        clock.now = 10.0
         assert counter.hit("k")
 
     def test_a_batch_counts_all_its_hits(self) -> None:
@@ -189,11 +190,11 @@ class TestPromotionCounter:
         assert not counter.hit("k")
 
     def test_prune_drops_keys_idle_longer_than_the_window(self) -> None:
-        counter, now = self.make(hits=5, window=10.0)
+        counter, clock = self.make(hits=5, window=10.0)
         counter.hit("old")
-        now[0] = 8.0
+        clock.now = 8.0
         counter.hit("new")
-        now[0] = 15.0
+        clock.now = 15.0
         assert counter.prune() == 1
         assert len(counter) == 1
 

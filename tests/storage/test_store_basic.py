@@ -12,8 +12,9 @@ from oca.config.model import StorageConfig, TierConfig
 from oca.errors import BadRequest, ConfigError, Conflict, InsufficientStorage, NotFound, StorageError
 from oca.storage import ObjectInfo, Store, TierState
 from oca.storage.layout import key_hash
+from tests.clock import FakeClock
 
-from .conftest import FakeClock, assert_consistent, blob, digest_of, tier_files
+from .conftest import assert_consistent, blob, digest_of, tier_files
 
 Src = Callable[..., str]
 

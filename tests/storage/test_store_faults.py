@@ -14,9 +14,10 @@ import pytest
 from oca.config.model import StorageConfig, TierConfig
 from oca.errors import InsufficientStorage, NotFound, StorageError
 from oca.storage import Store, StoreView, TierState, files, index
+from tests.clock import FakeClock
 from tests.tmpfs import tmpfs
 
-from .conftest import FakeClock, assert_consistent, storage_config, tier_files
+from .conftest import assert_consistent, storage_config, tier_files
 
 Src = Callable[..., str]
 

@@ -12,8 +12,9 @@ import pytest
 
 from oca.config.model import StorageConfig
 from oca.storage import Store
+from tests.clock import FakeClock
 
-from .conftest import FakeClock, assert_consistent, blob, digest_of, storage_config, tier_files
+from .conftest import assert_consistent, blob, digest_of, storage_config, tier_files
 
 Src = Callable[..., str]
 

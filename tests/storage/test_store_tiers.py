@@ -12,8 +12,9 @@ import pytest
 
 from oca.errors import InsufficientStorage
 from oca.storage import Store
+from tests.clock import FakeClock
 
-from .conftest import FakeClock, assert_consistent, storage_config
+from .conftest import assert_consistent, storage_config
 
 Src = Callable[..., str]
 

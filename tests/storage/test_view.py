@@ -12,8 +12,9 @@ import pytest
 from oca.config.model import StorageConfig
 from oca.errors import StorageError
 from oca.storage import Store, StoreView
+from tests.clock import FakeClock
 
-from .conftest import FakeClock, digest_of, storage_config
+from .conftest import digest_of, storage_config
 from .test_store_crash import HELPER, config_json
 
 Src = Callable[..., str]

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.utils import base64url_encode
 
 from oca.tokens import KeySet, TokenVerifier, public_jwk, title_scope
+from tests.clock import FakeClock
 
 NOW = 1_700_000_000.0
 ISSUER = "oca-control"
@@ -27,17 +28,9 @@ ED_OTHER = Ed25519PrivateKey.generate()  # not in the JWKS
 KEYS = KeySet.from_jwks({"keys": [public_jwk(ED_KEY, "ed-1"), public_jwk(EC_KEY, "ec-1")]}, "test-jwks.json")
 
 
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def verifier(clock: Clock | None = None, **kwargs: Any) -> TokenVerifier:
+def verifier(clock: FakeClock | None = None, **kwargs: Any) -> TokenVerifier:
     kwargs.setdefault("issuers", frozenset({ISSUER}))
-    return TokenVerifier(KEYS, clock=clock or Clock(), **kwargs)
+    return TokenVerifier(KEYS, clock=clock or FakeClock(NOW), **kwargs)
 
 
 def claims(**changes: Any) -> dict[str, Any]:

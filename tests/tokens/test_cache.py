@@ -8,7 +8,8 @@ import pytest
 
 from oca.tokens import KeySet, TokenRejected, public_jwk
 from oca.tokens import verify as verify_module
-from tests.tokens.helpers import CLIENT, EC_KEY, NOW, PATH, Clock, claims, flip, sign, verifier
+from tests.clock import FakeClock
+from tests.tokens.helpers import CLIENT, EC_KEY, NOW, PATH, claims, flip, sign, verifier
 
 
 class CountingJWS:
@@ -56,7 +57,7 @@ def test_cached_token_is_still_checked_for_path_and_ip(counting: CountingJWS) ->
 
 
 def test_replay_after_expiry_is_rejected_while_cached() -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     v = verifier(clock)
     token = sign(claims(exp=int(NOW) + 60))
     v.verify(token, PATH, CLIENT)
@@ -73,7 +74,7 @@ def test_replay_after_expiry_is_rejected_while_cached() -> None:
 
 
 def test_not_yet_valid_token_becomes_valid_without_a_second_check() -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     v = verifier(clock)
     token = sign(claims(nbf=int(NOW) + 120))
     with pytest.raises(TokenRejected, match="not-yet-valid"):
@@ -111,7 +112,7 @@ def test_cache_size_zero_checks_every_time() -> None:
 
 
 def test_bad_signature_is_remembered_briefly() -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     v = verifier(clock, negative_ttl=10)
     token = flip(sign(), 2)
     for _ in range(5):
