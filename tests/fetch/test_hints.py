@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from oca.fetch.hints import MAX_SESSION, UNUSED_AFTER, HintBook
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import FakeClock
 
 
 def test_the_box_bound_is_a_quarter_of_the_fill_slots_at_most_16() -> None:
@@ -38,7 +31,7 @@ def test_a_session_has_at_most_max_session_in_flight() -> None:
 
 
 def test_used_late_and_unused() -> None:
-    clock = Clock()
+    clock = FakeClock()
     book = HintBook(100, clock)
     for key in ("a", "b", "c"):
         book.admit(key, "s")
@@ -48,7 +41,7 @@ def test_used_late_and_unused() -> None:
     book.hits({"a": 1, "unrelated": 2})
     book.hits({"a": 1})  # counted once
     assert (book.counters.used, book.counters.late) == (1, 1)
-    clock.now += UNUSED_AFTER + 1
+    clock.advance(UNUSED_AFTER + 1)
     book.hits({"x": 1})
     assert book.counters.dropped["unused"] == 2  # b and c: nobody got them as hits in time
     assert book.counters.as_json() == {"started": 3, "used": 1, "late": 1,

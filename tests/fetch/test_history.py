@@ -8,22 +8,15 @@ import pytest
 
 from oca.fetch import history as hist
 from oca.fetch.history import KeyHistory
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import FakeClock
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(1000.0)
 
 
-def test_a_key_never_seen_is_first(clock: Clock) -> None:
+def test_a_key_never_seen_is_first(clock: FakeClock) -> None:
     assert KeyHistory(clock).miss("titles/1/720p/seg_1.m4s") == hist.FIRST
 
 
@@ -37,14 +30,14 @@ def test_a_key_never_seen_is_first(clock: Clock) -> None:
     ([(hist.EVICT, "capacity"), (hist.FILLED, "from origin")], hist.FIRST),
     ([(hist.FAILED, "origin 503")], hist.FIRST),
 ])
-def test_the_last_removal_explains_the_miss(clock: Clock, events: list[tuple[str, str]], expected: str) -> None:
+def test_the_last_removal_explains_the_miss(clock: FakeClock, events: list[tuple[str, str]], expected: str) -> None:
     history = KeyHistory(clock)
     for kind, detail in events:
         history.record("titles/1/720p/seg_1.m4s", kind, detail)
     assert history.classify("titles/1/720p/seg_1.m4s") == expected
 
 
-def test_stale_is_revalidated_and_a_missing_slice_is_slice(clock: Clock) -> None:
+def test_stale_is_revalidated_and_a_missing_slice_is_slice(clock: FakeClock) -> None:
     history = KeyHistory(clock)
     history.record("titles/1/a.mp4", hist.FILLED)
     assert history.classify("titles/1/a.mp4", stale=True) == hist.REVALIDATED
@@ -53,22 +46,22 @@ def test_stale_is_revalidated_and_a_missing_slice_is_slice(clock: Clock) -> None
     assert history.classify("titles/1/a.mp4@slice/3", slice_of="titles/1/a.mp4") == hist.EVICTED
 
 
-def test_a_title_missing_repeatedly_is_popular_until_the_window_passes(clock: Clock) -> None:
+def test_a_title_missing_repeatedly_is_popular_until_the_window_passes(clock: FakeClock) -> None:
     history = KeyHistory(clock)
     reasons = [history.miss(f"titles/7/720p/seg_{i}.m4s") for i in range(hist.POPULAR_MISSES + 2)]
     assert reasons == [hist.FIRST] * hist.POPULAR_MISSES + [hist.POPULAR] * 2
     assert history.miss("titles/8/720p/seg_0.m4s") == hist.FIRST  # another title
     assert history.miss("other/thing.bin") == hist.FIRST  # outside the titles tree
-    clock.now += hist.POPULAR_WINDOW + 1
+    clock.advance(hist.POPULAR_WINDOW + 1)
     assert history.miss("titles/7/720p/seg_99.m4s") == hist.FIRST
 
 
-def test_every_miss_and_its_reason_is_an_event(clock: Clock) -> None:
+def test_every_miss_and_its_reason_is_an_event(clock: FakeClock) -> None:
     history = KeyHistory(clock)
     history.record("k/1", hist.FILLED, "from origin (miss), 10 bytes, tier ssd")
-    clock.now += 5
+    clock.advance(5)
     history.record("k/1", hist.EVICT, "capacity: tier ssd full")
-    clock.now += 5
+    clock.advance(5)
     assert history.miss("k/1") == hist.EVICTED
     assert [(e.at, e.kind, e.detail) for e in history.events("k/1")] == [
         (1000.0, hist.FILLED, "from origin (miss), 10 bytes, tier ssd"),
@@ -76,7 +69,7 @@ def test_every_miss_and_its_reason_is_an_event(clock: Clock) -> None:
         (1010.0, hist.MISS, hist.EVICTED)]
 
 
-def test_memory_is_bounded_in_keys_events_and_bytes(clock: Clock) -> None:
+def test_memory_is_bounded_in_keys_events_and_bytes(clock: FakeClock) -> None:
     history = KeyHistory(clock, max_keys=50, max_events=3)
     for i in range(200):
         for kind in (hist.MISS, hist.FILLED, hist.EVICT, hist.MISS):

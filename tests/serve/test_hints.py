@@ -10,6 +10,7 @@ from oca.errors import BadRequest
 from oca.fetch.remote import RemoteFills
 from oca.keys import key_from_target
 from oca.serve.hints import Hint, HintSender, next_objects
+from tests.clock import FakeClock
 
 TARGET = "/t/JWT/titles/1/720p/seg_4.m4s?CMCD=ot%3Dv"
 
@@ -73,12 +74,12 @@ def parse(target: bytes) -> tuple[str, str, str | None, bytes]:
     return key, query, token.decode() if token is not None else None, target
 
 
-def sender(held: set[str] | None = None) -> tuple[HintSender, FakeLink, list[float]]:
+def sender(held: set[str] | None = None) -> tuple[HintSender, FakeLink, FakeClock]:
     fills = RemoteFills()
     link = FakeLink()
     fills.link = link  # type: ignore[assignment]
-    now = [0.0]
-    return HintSender(fills, FakeObjects(held or set()), parse, lambda: now[0]), link, now  # type: ignore[arg-type]
+    clock = FakeClock()
+    return HintSender(fills, FakeObjects(held or set()), parse, clock), link, clock  # type: ignore[arg-type]
 
 
 def send(hints: HintSender, cmcd: dict[str, object], target: str = TARGET, session: str = "s") -> None:
@@ -87,12 +88,12 @@ def send(hints: HintSender, cmcd: dict[str, object], target: str = TARGET, sessi
 
 
 def test_a_hint_is_passed_on_once_unless_held() -> None:
-    hints, link, now = sender(held={"titles/1/720p/seg_6.m4s"})
+    hints, link, clock = sender(held={"titles/1/720p/seg_6.m4s"})
     send(hints, {"nor": "seg_5.m4s", "sid": "s"})
     send(hints, {"nor": "seg_5.m4s", "sid": "s"})  # again within RECENT: not passed on twice
     send(hints, {"nor": "seg_6.m4s"})  # held by this worker
     assert link.sent == [{"op": "prefetch", "k": "titles/1/720p/seg_5.m4s", "start": None, "sid": "s"}]
-    now[0] += 10
+    clock.advance(10)
     send(hints, {"nor": "seg_5.m4s"})
     assert len(link.sent) == 2
 
