@@ -38,6 +38,7 @@ MAX_HINTS = 2
 RECENT = 5.0  # seconds
 MAX_RECENT = 4096
 MAX_TYPES = 20_000  # (session, directory) -> CMCD ot remembered, per worker
+MAX_SESSION_CHARS = 64  # CTA-5004 suggests a UUID (36) for sid; a longer one is cut, not refused
 _STREAM_TYPES = frozenset(("a", "v", "av", "c", "tt"))  # media object types; not m (manifest), i (init), k, o
 _BASE = "http://box"  # any absolute base: only the path of the result is used
 
@@ -100,6 +101,7 @@ class HintSender:
     def send(self, cmcd: Mapping[str, object], target: bytes, current: str, token: str | None, client: str,
              gate: Gate | None, session: str) -> None:
         """Pass on the next objects named by the CMCD of a request for `current` (its key)."""
+        session = session[:MAX_SESSION_CHARS]  # what is remembered of a sid, here and upstream
         directory = current.rpartition("/")[0]
         kind = cmcd.get("ot")
         if kind not in _STREAM_TYPES or not isinstance(kind, str):

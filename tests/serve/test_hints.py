@@ -122,3 +122,9 @@ def test_hls_js_audio_hints_naming_a_video_rendition_are_rebased() -> None:
     # another session has not shown what 360p holds: its audio hint goes as named
     send(hints, {"ot": "a", "nor": "..%2F360p%2Fseg_9.m4s"}, "/t/JWT/titles/1/audio/seg_8.m4s", session="t")
     assert link.sent[-1]["k"] == "titles/1/360p/seg_9.m4s"
+
+
+def test_a_long_session_id_is_cut() -> None:
+    hints, link, _ = sender()
+    send(hints, {"nor": "seg_5.m4s"}, session="s" * 4000)
+    assert link.sent[0]["sid"] == "s" * 64
