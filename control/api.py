@@ -151,7 +151,13 @@ async def status(request: web.Request) -> web.Response:
         "version": __version__, "replica": plane.config.replica_id(), "leader": plane.rollouts.leader,
         "state": {"backend": "postgresql" if plane.config.state.url else "sqlite", "ok": follower.error is None,
                   "error": follower.error, "refreshed": follower.refreshed},
-        "last_invalidation_seq": plane.invalidator.last_seq})
+        "last_invalidation_seq": plane.invalidator.last_seq,
+        "health": {"interval": plane.poller.interval, "rounds": plane.poller.rounds,
+                   "last_round_seconds": plane.poller.last_round,
+                   "recent_rounds_seconds": [round(r, 4) for r in plane.poller.recent_rounds],
+                   "unpolled_boxes": plane.poller.unpolled, "polls": plane.poller.polls,
+                   "skipped_polls": plane.poller.skipped},
+        "prefixes": plane.prefixes.as_json()})
 
 
 async def fleet(request: web.Request) -> web.Response:

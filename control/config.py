@@ -6,7 +6,9 @@ Rules kept here, as for the box's config:
 - The settings are read by oca.config.settings, as the box's are: sizes, durations and listen addresses as
   in oca.config.units; relative paths resolve against the file that names them.
 - The fleet is inline under `fleet:` or in its own file (`fleet: {file: fleet.yaml}`); the coverage file is
-  CSV (`prefix,lat,lon,country`) or YAML (a list of mappings with those keys). See control/fleet.py.
+  CSV (`prefix,lat,lon,country`) or YAML (a list of mappings with those keys). See control/fleet.py. The
+  announced-prefix file (`fleet.prefixes_file`) is only located here: control.prefix_data reads it when
+  the steering index is built (control.preflight), so a bad line is a start-up problem all the same.
 - `state:` is `sqlite:PATH` (the default, /var/lib/oca-control/state.db), `postgresql://USER@HOST:PORT/DB`,
   or the older mapping `{path: PATH}` (SQLite). A PostgreSQL URL never carries a password: one in it is
   refused at load (exit 2); the password comes from `state_password_file`, PGPASSWORD or PGPASSFILE.
@@ -46,6 +48,7 @@ class HealthConfig:
     down_after: int = setting(2, min=1, max=100)  # k: failed polls in a row before a healthy box is marked down
     up_after: int = setting(2, min=1, max=100)  # m: good polls in a row before a down box is marked up
     inventory_timeout: float = setting(5.0, unit="duration", min=0.01, max=600)
+    concurrency: int = setting(256, min=1, max=100_000)  # polls in flight at once (control/health.py)
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,7 @@ class ControlConfig:
     listen: tuple[str, int] = setting(("127.0.0.1", 8090), unit="listen")
     public_url: str | None = setting(None)  # base URL players reach us at; default http://<listen>
     coverage_file: str | None = setting(None, unit="path")
+    prefixes_check_interval: float = setting(10.0, unit="duration", min=0, max=86400)  # 0 = on SIGHUP only
     state: StateConfig = field(default_factory=StateConfig, metadata={"internal": True})  # read by _state()
     state_password_file: str | None = setting(None, unit="path")  # the PostgreSQL password; null = libpq's env
     health: HealthConfig = field(default_factory=HealthConfig)
@@ -152,6 +156,7 @@ class ControlConfig:
     replica: ReplicaConfig = field(default_factory=ReplicaConfig)
     lab: LabPageConfig | None = field(default=None)  # the lab page at /lab; null = no /lab route
     fleet: Fleet = field(default_factory=lambda: Fleet({}, {}, (), ""), metadata={"internal": True})
+    prefixes_file: str | None = field(default=None, metadata={"internal": True})  # fleet.prefixes_file, resolved
     source: str = field(default="<defaults>", metadata={"internal": True})
 
     def bundles_dir(self) -> str:
@@ -193,12 +198,12 @@ def control_config_problems(raw: dict[str, object], path: str, problems: list[Co
         state = StateConfig()
     if config.state_password_file is not None and state.url is None:
         problems.append(ConfigError(path, "state_password_file", "is set but state is not a postgresql:// URL"))
-    fleet = Fleet({}, {}, (), "")
+    fleet, prefixes_file = Fleet({}, {}, (), ""), None
     if fleet_raw is None:
         problems.append(ConfigError(path, "fleet", "is required (inline sites/boxes/origin_url, or file: PATH)"))
     else:
         try:
-            fleet = load_fleet(fleet_raw, path, config.coverage_file)
+            fleet, prefixes_file = load_fleet(fleet_raw, path, config.coverage_file)
         except ConfigError as exc:
             problems.append(exc)
     if config.public_url is not None and not config.public_url.startswith(("http://", "https://")):
@@ -210,7 +215,7 @@ def control_config_problems(raw: dict[str, object], path: str, problems: list[Co
             Window.parse(config.fill.window)
         except ValueError as exc:
             problems.append(ConfigError(path, "fill.window", str(exc)))
-    return dataclasses.replace(config, state=state, fleet=fleet, source=path)
+    return dataclasses.replace(config, state=state, fleet=fleet, prefixes_file=prefixes_file, source=path)
 
 
 def _state(raw: object, path: str, base: str) -> StateConfig:

@@ -9,15 +9,14 @@ Rules kept here:
 - Prefixes are CIDR networks without host bits; coverage rows are `prefix, lat, lon, country`
   (CSV with an optional header line, or a YAML list of mappings with those keys).
 - Announced prefixes are listed per box (`prefixes:`) or, for a large fleet, in one CSV file named by
-  `fleet.prefixes_file` (`prefix,box` per line, header optional, `#` comments; relative to the file naming
-  it); a box gets both. A bad line is one ConfigError naming the file and line (`line 7: unknown box`).
+  `fleet.prefixes_file` (relative to the file naming it), which control.prefix_data reads (at start and on
+  every change) together with the coverage file; a box gets both.
 - Rates are bits per second: an integer or `10Gbps`, `400Mbps`, `1.5Gbit`.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import ipaddress
 import os
 import re
@@ -39,8 +38,9 @@ _BOX_KEYS = {"id", "site", "data_url", "admin_url", "egress_capacity", "prefixes
 _FLEET_KEYS = {"origin_url", "sites", "boxes", "prefixes_file"}
 
 
-def load_fleet(raw: object, file: str, coverage_file: str | None) -> Fleet:
-    """The fleet from the `fleet:` value of `file` (inline, or {file: PATH}) plus the coverage file."""
+def load_fleet(raw: object, file: str, coverage_file: str | None) -> tuple[Fleet, str | None]:
+    """The fleet from the `fleet:` value of `file` (inline, or {file: PATH}) plus the coverage file, and the
+    path of its announced-prefix file (`prefixes_file`, resolved; read by control.prefix_data)."""
     key = "fleet"
     if isinstance(raw, dict) and set(raw) == {"file"}:
         if not isinstance(raw["file"], str) or not raw["file"]:
@@ -59,9 +59,9 @@ def load_fleet(raw: object, file: str, coverage_file: str | None) -> Fleet:
     if prefixes_file is not None:
         if not isinstance(prefixes_file, str) or not prefixes_file:
             raise ConfigError(file, join(key, "prefixes_file"), f"expected a path, got {kind(prefixes_file)}")
-        boxes = _with_prefix_file(boxes, resolve_path(prefixes_file, os.path.dirname(os.path.abspath(file))))
+        prefixes_file = resolve_path(prefixes_file, os.path.dirname(os.path.abspath(file)))
     coverage = load_coverage(coverage_file) if coverage_file else ()
-    return Fleet(sites=sites, boxes=boxes, coverage=coverage, origin_url=origin)
+    return Fleet(sites=sites, boxes=boxes, coverage=coverage, origin_url=origin), prefixes_file
 
 
 def _list(raw: object, file: str, key: str) -> list[Any]:
@@ -155,32 +155,13 @@ def _boxes(raw: object, sites: dict[str, Site], file: str, key: str) -> dict[str
         prefixes = entry.get("prefixes", [])
         if not isinstance(prefixes, list):
             raise ConfigError(file, f"{where}.prefixes", f"expected a list of CIDR prefixes, got {kind(prefixes)}")
-        nets = tuple(_prefix(p, file, f"{where}.prefixes[{j}]") for j, p in enumerate(prefixes))
+        nets = tuple(canonical_prefix(p, file, f"{where}.prefixes[{j}]") for j, p in enumerate(prefixes))
         boxes[box_id] = Box(box_id, str(site), _url(entry.get("data_url"), file, f"{where}.data_url"),
                             _url(entry.get("admin_url"), file, f"{where}.admin_url"), capacity, nets)
     return boxes
 
 
-def _with_prefix_file(boxes: dict[str, Box], path: str) -> dict[str, Box]:
-    """The boxes with the prefixes the file lists for them added after their own (see the module rules)."""
-    added: dict[str, list[str]] = {}
-    for where, cells in _csv_rows(path, "prefix"):
-        if len(cells) != 2:
-            raise ConfigError(path, where, f"expected 2 columns (prefix,box), got {len(cells)}")
-        prefix, box_id = cells
-        found = fast_cidr(prefix)
-        canonical = found[3] if found is not None else _prefix(prefix, path, where)
-        listed = added.get(box_id)
-        if listed is None:
-            if box_id not in boxes:
-                raise ConfigError(path, where, f"unknown box {box_id!r}")
-            listed = added[box_id] = []
-        listed.append(canonical)
-    return {box_id: dataclasses.replace(box, prefixes=box.prefixes + tuple(added[box_id])) if box_id in added else box
-            for box_id, box in boxes.items()}
-
-
-def _prefix(raw: object, file: str, key: str) -> str:
+def canonical_prefix(raw: object, file: str, key: str) -> str:
     if not isinstance(raw, str):
         raise ConfigError(file, key, f"expected a CIDR prefix such as 192.0.2.0/24, got {kind(raw)}")
     found = fast_cidr(raw)
@@ -205,7 +186,7 @@ def load_coverage(path: str) -> tuple[CoverageArea, ...]:
         rows = _read_csv(path)
     areas = []
     for where, (prefix, lat, lon, country) in rows:
-        areas.append(CoverageArea(_prefix(prefix, path, f"{where}.prefix"),
+        areas.append(CoverageArea(canonical_prefix(prefix, path, f"{where}.prefix"),
                                   _number(lat, path, f"{where}.lat", -90, 90),
                                   _number(lon, path, f"{where}.lon", -180, 180),
                                   _country(country, path, f"{where}.country")))
@@ -227,7 +208,7 @@ def _read_yaml_list(path: str) -> list[Any]:
 
 def _read_csv(path: str) -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = []
-    for where, cells in _csv_rows(path, "prefix"):
+    for where, cells in csv_rows(path, "prefix"):
         if len(cells) != 4:
             raise ConfigError(path, where, f"expected 4 columns (prefix,lat,lon,country), got {len(cells)}")
         try:
@@ -238,9 +219,10 @@ def _read_csv(path: str) -> list[tuple[str, Any]]:
     return rows
 
 
-def _csv_rows(path: str, header: str) -> Iterator[tuple[str, list[str]]]:
+def csv_rows(path: str, header: str, *, report_header: bool = False) -> Iterator[tuple[str, list[str]]]:
     """("line N", stripped cells) of each row of a CSV file, skipping blank and `#` lines and a first line
-    whose first cell is `header`; ConfigError when the file cannot be read or is not UTF-8."""
+    whose first cell is `header` (yielded as ("header", cells) when `report_header`); ConfigError when the
+    file cannot be read or is not UTF-8."""
     try:
         with open(path, encoding="utf-8", newline="") as fh:
             reader = csv.reader(fh)
@@ -250,6 +232,8 @@ def _csv_rows(path: str, header: str) -> Iterator[tuple[str, list[str]]]:
                 if not cells or not any(cells) or cells[0].startswith("#"):
                     continue
                 if n == 1 and cells[0].lower() == header:
+                    if report_header:
+                        yield "header", cells
                     continue
                 yield f"line {n}", cells
     except OSError as exc:

@@ -1,8 +1,18 @@
-"""Polls every box's admin `/status` concurrently and turns the answers into model.BoxHealth, with hysteresis.
+"""Polls every box's admin `/status` on a schedule and turns the answers into model.BoxHealth, with hysteresis.
 
 Rules kept here:
-- Each box is polled by its own task on a shared schedule (every `interval`), each request bounded by
-  `timeout`: a box that hangs, refuses or answers junk costs only its own poll, never another box's.
+- Every box is polled once per `interval`, each poll bounded by `timeout`: a box that hangs, refuses or
+  answers junk costs only its own poll, never another box's.
+- The polls of a round are spread evenly over the first `interval - timeout` of it (box i of n starts at
+  i/n of that span, in fleet order), so even the last poll's timeout ends inside the interval and a fleet
+  of 10^4 boxes is a steady trickle, not a burst; at most `concurrency` polls are in flight at once. One
+  scheduler task launches them (not a task per box). A box whose previous poll is still running when its
+  turn comes is skipped for that round (counted in `skipped`), so a hung box never piles up polls.
+- A round is done when the last poll launched in it ends; `last_round` is how long that took from the
+  round's start (over `interval` means the fleet does not fit the interval: logged as a warning).
+  `unpolled` counts the boxes not polled since start.
+- Polls use control.status_client (one kept connection per box, llhttp parsing), not aiohttp: at 20,000
+  boxes aiohttp's client alone cost more than a core.
 - Hysteresis: a healthy box goes down after `down_after` (k) failed polls in a row and an unhealthy one comes
   back after `up_after` (m) good polls in a row. The first poll after start decides directly.
 - A poll is good when the answer is a JSON object for this box id (`box` matches) with at least one tier
@@ -10,8 +20,8 @@ Rules kept here:
   `invalidation_seq`, when it reports one, is at least `required_seq()`), so it never serves stale objects.
 - Load is egress / egress capacity: `egress_bps` when the box reports it, else the rate of `bytes_out`
   between two polls. Draining is the box's own flag or an operator drain held by the control plane.
-- `stop()` ends every box's task, even one whose poll was finishing as it was cancelled (each poll is bounded
-  with `asyncio.timeout`, which never swallows a cancellation).
+- `stop()` ends the scheduler and every poll in flight, even one finishing as it is cancelled (each poll is
+  bounded with `asyncio.timeout`, which never swallows a cancellation).
 - `last_healthy_poll` is when the latest good poll finished (the injected clock): steering uses it to know
   whether a box has passed a fresh poll since a player left it.
 """
@@ -19,6 +29,7 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -28,14 +39,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from control.model import Box, BoxHealth, Fleet
-from oca.httpapi import bearer, loads
+from control.status_client import StatusClient, Target, default_max_idle
+from oca.httpapi import loads
 
 log = logging.getLogger("oca.control.health")
 
 Clock = Callable[[], float]
+ROUNDS_KEPT = 64  # durations of the latest rounds kept for /v1/status
+TICK = 0.005  # the scheduler wakes at most this often: boxes whose turn falls within one tick start together
 StatusListener = Callable[[Box, "BoxStatus"], Awaitable[None]]
 
 
@@ -72,10 +84,16 @@ class _BoxState:
     polls: int = 0
 
 
+@dataclass(slots=True)
+class _Round:
+    start: float  # loop time
+    left: int = 0  # polls queued and not ended yet
+    queued: bool = False  # every box of the round has been queued (or skipped)
+
+
 @dataclass
 class HealthPoller:
     fleet: Fleet
-    session: aiohttp.ClientSession
     clock: Clock = time.time
     interval: float = 2.0
     timeout: float = 1.0
@@ -85,16 +103,28 @@ class HealthPoller:
     required_seq: Callable[[], int] = lambda: 0
     listeners: list[StatusListener] = field(default_factory=list)
     drained: frozenset[str] = frozenset()  # operator drains, kept in step by the service
+    concurrency: int = 256  # polls in flight at once
+    client: StatusClient = field(default_factory=lambda: StatusClient(default_max_idle()))
+    rounds: int = 0  # rounds done (the first, `poll_once`, included)
+    last_round: float | None = None  # seconds the latest round took, start to its last poll's end
+    recent_rounds: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=ROUNDS_KEPT))
+    skipped: int = 0  # polls not started because the box's previous one was still running
+    polls: int = 0  # polls done since start
+    unpolled: int = field(init=False)  # boxes not polled since start
     _states: dict[str, _BoxState] = field(default_factory=dict)
     _health: dict[str, BoxHealth] = field(default_factory=dict)
     _view: Mapping[str, BoxHealth] = field(init=False, repr=False)  # read-only proxy of _health
+    _targets: dict[str, Target] = field(default_factory=dict)
+    _busy: set[str] = field(default_factory=set)  # boxes queued or being polled by the schedule
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._view = types.MappingProxyType(self._health)
-        for box_id in self.fleet.boxes:
+        for box_id, box in self.fleet.boxes.items():
             self._states[box_id] = _BoxState()
             self._health[box_id] = BoxHealth(box_id, healthy=False, error="not polled yet")
+            self._targets[box_id] = Target.of(box.admin_url, "/status", self.token)
+        self.unpolled = len(self.fleet.boxes)
 
     # -- what the rest of the control plane reads ------------------------------------------------------
 
@@ -131,9 +161,10 @@ class HealthPoller:
     # -- polling ---------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        start = asyncio.get_running_loop().time()
-        self._tasks = [asyncio.create_task(self._run(box, start), name=f"health {box.id}")
-                       for box in self.fleet.boxes.values()]
+        queue: asyncio.Queue[tuple[Box, _Round]] = asyncio.Queue()
+        self._tasks = [asyncio.create_task(self._schedule(queue), name="health schedule")]
+        self._tasks += [asyncio.create_task(self._worker(queue), name=f"health poller {i}")
+                        for i in range(min(self.concurrency, len(self.fleet.boxes)))]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -142,23 +173,85 @@ class HealthPoller:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        self._busy.clear()
+        self.client.close()
 
-    async def _run(self, box: Box, start: float) -> None:
+    def offsets(self) -> list[float]:
+        """When each box's poll starts within a round, in seconds from the round's start (fleet order)."""
+        n = len(self.fleet.boxes)
+        span = max(0.0, self.interval - self.timeout)
+        return [span * i / n for i in range(n)]
+
+    async def _schedule(self, queue: asyncio.Queue[tuple[Box, _Round]]) -> None:
+        loop = asyncio.get_running_loop()
+        boxes = list(self.fleet.boxes.values())
+        offsets = self.offsets()
+        start = loop.time()
+        number = 0
+        while boxes:
+            current = _Round(start + number * self.interval)
+            for box, offset in zip(boxes, offsets, strict=True):
+                wait = current.start + offset - loop.time()
+                if wait > TICK:
+                    await asyncio.sleep(wait)
+                if box.id in self._busy:
+                    self.skipped += 1
+                    continue
+                self._busy.add(box.id)
+                current.left += 1
+                queue.put_nowait((box, current))
+            current.queued = True
+            if current.left == 0:
+                self._round_ended(loop.time() - current.start)
+            number += 1
+            behind = loop.time() - (start + number * self.interval)
+            if behind > 0:  # queueing alone overran the interval: go on from the latest tick already passed
+                number += int(behind / self.interval)
+            await asyncio.sleep(max(0.0, start + number * self.interval - loop.time()))
+
+    async def _worker(self, queue: asyncio.Queue[tuple[Box, _Round]]) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            box, of = await queue.get()
             try:
-                await self.poll_box(box)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug in a listener must not stop this box's polls
-                log.exception("health poll of %s failed unexpectedly", box.id)
-            now = loop.time()
-            ticks = int((now - start) / self.interval) + 1
-            await asyncio.sleep(max(0.0, start + ticks * self.interval - now))
+                await self._guarded(box)
+            finally:
+                self._busy.discard(box.id)
+                of.left -= 1
+                if of.left == 0 and of.queued:
+                    self._round_ended(loop.time() - of.start)
+
+    async def _guarded(self, box: Box) -> None:
+        try:
+            await self.poll_box(box)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug in a listener must not stop the other polls
+            log.exception("health poll of %s failed unexpectedly", box.id)
+
+    def _round_ended(self, seconds: float) -> None:
+        self.rounds += 1
+        late = self.last_round is not None and self.last_round > self.interval
+        self.last_round = seconds
+        self.recent_rounds.append(seconds)
+        if seconds > self.interval and not late:  # once per run of late rounds, not every round
+            log.warning("a health round of %d boxes took %.2fs, more than health.interval %gs: polls run late "
+                        "(raise health.concurrency or health.interval, or give the control plane more CPU)",
+                        len(self.fleet.boxes), seconds, self.interval)
 
     async def poll_once(self) -> None:
-        """Poll every box once, concurrently (tests and the first round after start)."""
-        await asyncio.gather(*(self.poll_box(box) for box in self.fleet.boxes.values()))
+        """Poll every box once, `concurrency` at a time, as fast as they answer (the first round after
+        start, and tests). Cancelling it cancels the polls in flight."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        boxes = iter(list(self.fleet.boxes.values()))
+
+        async def worker() -> None:
+            for box in boxes:
+                await self._guarded(box)
+
+        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(self.fleet.boxes)))))
+        self._round_ended(loop.time() - started)
 
     async def poll_box(self, box: Box) -> None:
         try:
@@ -167,12 +260,15 @@ class HealthPoller:
             problem = self._problem(box, status)
         except TimeoutError:
             status, problem = None, f"no answer within {self.timeout:g}s"
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:
             status, problem = None, f"cannot reach {box.admin_url}: {exc.__class__.__name__}: {exc}"
         except ValueError as exc:
             status, problem = None, str(exc)
         state = self._states[box.id]
         now = self.clock()
+        self.polls += 1
+        if state.polls == 0:
+            self.unpolled -= 1
         state.last_poll, state.polls = now, state.polls + 1
         if status is not None:
             state.load = self._load(box, state.status, status)
@@ -182,13 +278,11 @@ class HealthPoller:
         self._judge(box.id, state, problem, now)
 
     async def _fetch(self, box: Box) -> BoxStatus:
-        headers = bearer(self.token)
-        async with self.session.get(f"{box.admin_url}/status", headers=headers) as resp:
-            if resp.status != 200:
-                raise ValueError(f"/status answered {resp.status}")
-            text = await resp.text()
+        code, body = await self.client.get(self._targets[box.id])
+        if code != 200:
+            raise ValueError(f"/status answered {code}")
         try:
-            raw = loads(text)
+            raw = loads(body)
         except ValueError:
             raise ValueError("/status is not JSON") from None
         return parse_status(box, raw, self.clock())

@@ -164,6 +164,16 @@ class _State:
         yield GaugeMetricFamily("oca_control_active_sessions", "Sessions that fetched their manifest or reloaded "
                                 "their steering manifest within 2 x TTL.",
                                 value=self.metrics.active_sessions(plane.clock()))
+        poller = plane.poller
+        yield GaugeMetricFamily("oca_control_health_rounds", "Health poll rounds done since start (every box "
+                                "polled once per round).", value=poller.rounds)
+        yield GaugeMetricFamily("oca_control_health_round_seconds", "How long the latest health round took, "
+                                "from its start to its last poll's end (above health.interval: polls run late).",
+                                value=poller.last_round if poller.last_round is not None else float("nan"))
+        yield GaugeMetricFamily("oca_control_health_unpolled_boxes", "Boxes not polled once since start.",
+                                value=poller.unpolled)
+        yield GaugeMetricFamily("oca_control_health_skipped_polls", "Polls not started because the box's "
+                                "previous poll was still running.", value=poller.skipped)
         yield GaugeMetricFamily("oca_control_session_memory", "Sessions this replica remembers (an LRU bounded "
                                 "by steering.max_sessions).", value=len(plane.sessions))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -34,7 +35,8 @@ from control.inventory import InventoryTracker
 from control.manifests.query import SteeringQuery
 from control.model import ORIGIN_PATHWAY, BoxHealth, Title
 from control.popularity import Popularity
-from control.preflight import startup
+from control.prefix_data import PrefixState, reload_index
+from control.preflight import Startup, prefix_files, startup
 from control.replication import StateFollower
 from control.rollout.boxes import BoxFirmwareClient
 from control.rollout.service import Rollouts
@@ -87,15 +89,19 @@ class ControlPlane:
     rollouts: Rollouts = field(init=False)
     follower: StateFollower = field(init=False)
     others: dict[str, Popularity] = field(default_factory=dict)  # other replicas' counters, at their last snapshot
+    prefixes: PrefixState = field(init=False)  # the prefix files the index was built from (control.prefix_data)
+    _reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
     signals: PlayerSignals = field(default_factory=PlayerSignals)  # players' throughput per box (this replica's)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _closed: bool = False
 
     @classmethod
-    async def open(cls, config: ControlConfig, *, clock: Clock = time.time,
-                   store: StateStore | None = None) -> ControlPlane:
-        """Build every part from the config and load the persisted state (polling not started yet)."""
-        loaded = startup(config)  # control.preflight: the same checks as `oca check-config` (all problems)
+    async def open(cls, config: ControlConfig, *, clock: Clock = time.time, store: StateStore | None = None,
+                   loaded: Startup | None = None) -> ControlPlane:
+        """Build every part from the config and load the persisted state (polling not started yet).
+        `loaded`: what control.preflight already read from the files the config names (else read here)."""
+        if loaded is None:
+            loaded = startup(config)  # control.preflight: the same checks as `oca check-config` (all problems)
         operator_token, box_token = loaded.operator_token, loaded.box_token
         signer = None
         if loaded.signing_key is not None:
@@ -105,16 +111,20 @@ class ControlPlane:
         index = loaded.index
         executor = ThreadPoolExecutor(1, thread_name_prefix="oca-control-store")
         store = store if store is not None else open_store(config.state.target(), password=loaded.state_password)
+        # force_close: health polls have their own kept connections (control.status_client); the rest of what
+        # is asked of boxes is rare (an inventory after a change, pushes, drains, roll-outs), and keeping those
+        # connections open too held a second descriptor per box: 20,000 boxes ran out of open files.
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.health.timeout),
-                                     connector=aiohttp.TCPConnector(limit=0, limit_per_host=4))
+                                     connector=aiohttp.TCPConnector(limit=0, limit_per_host=4, force_close=True))
 
         async def blocking(fn: Callable[..., T], *args: Any) -> T:
             return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args))
 
         catalog = LiveCatalog(store, blocking)
-        poller = HealthPoller(config.fleet, http, clock, interval=config.health.interval,
+        poller = HealthPoller(config.fleet, clock, interval=config.health.interval,
                               timeout=config.health.timeout, down_after=config.health.down_after,
-                              up_after=config.health.up_after, token=box_token)
+                              up_after=config.health.up_after, token=box_token,
+                              concurrency=config.health.concurrency)
         inventory = InventoryTracker(http, catalog.file_counts, config.health.inventory_timeout, box_token,
                                      title_sizes=lambda: {t.id: t.size for t in catalog.titles()})
         invalidator = Invalidator(store, config.fleet, http, poller.health, clock, blocking,
@@ -125,6 +135,8 @@ class ControlPlane:
         plane = cls(config, store, http, executor, clock, index, poller, inventory, invalidator, catalog,
                     SessionTable(config.steering.max_sessions), Popularity(config.popularity.half_life), signer,
                     operator_token, box_token, read_token=loaded.read_token)
+        plane.prefixes = PrefixState(prefix_files(config), loaded.prefix_signature, clock(), len(index.announced),
+                                     len(index.coverage))
         plane.rollouts = Rollouts(
             config, store, blocking, clock,
             BoxFirmwareClient(http, box_token, config.rollout.request_timeout, config.health.timeout),
@@ -158,6 +170,8 @@ class ControlPlane:
         self.rollouts.start()
         self._tasks.append(asyncio.create_task(self._snapshots(), name="popularity snapshots"))
         self._tasks.append(asyncio.create_task(self.follower.run(), name="state refresh"))
+        if self.config.prefixes_check_interval > 0 and self.prefixes.files.paths():
+            self._tasks.append(asyncio.create_task(self._watch_prefixes(), name="prefix files"))
 
     async def close(self) -> None:
         if self._closed:
@@ -227,6 +241,27 @@ class ControlPlane:
                 log.warning("popularity snapshot not saved: %s", exc)
             except Exception:
                 log.exception("popularity snapshot failed")
+
+    async def reload_prefixes(self, *, force: bool = False) -> bool:
+        """Rebuild the steering index from the prefix files if they changed (or `force`: SIGHUP), in a
+        thread; True when a new index is in use. A bad file is logged and changes nothing. Each replica
+        does this on its own: the files are config, deployed beside control.yaml on every replica."""
+        async with self._reloading:
+            index = await asyncio.to_thread(reload_index, self.config.fleet, self.prefixes,
+                                            self.config.steering.default_site, self.clock, force=force)
+        if index is None:
+            return False
+        self.index = index
+        gc.freeze()  # as at start (control/service.py): the new tables live until the next reload
+        return True
+
+    async def _watch_prefixes(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.prefixes_check_interval)
+            try:
+                await self.reload_prefixes()
+            except Exception:
+                log.exception("prefix data reload failed")
 
     # -- decisions -------------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 `oca control serve --check` run it and stop. So they cannot drift apart.
 
 Checked, every problem collected (one ConfigError each, against the config file and the key):
-- the settings, the fleet (inline or its file, the prefixes file) and the coverage file (control.config);
+- the settings, the fleet (inline or its file) and the coverage file (control.config); the prefixes file
+  (control.prefix_data, as the steering index is built);
 - every file the config names, loaded as the plane loads it: the operator, box and read-only tokens, the
   state database password, the token signing key, the roll-out trusted keys; the steering index built;
 - the directories it writes: the SQLite state's directory and the bundles directory;
@@ -18,6 +19,7 @@ import os
 from dataclasses import dataclass
 
 from control.config import ControlConfig, control_config_problems
+from control.prefix_data import PrefixFiles, Signature, build_index
 from control.steering import SteeringIndex
 from oca.config.check import Problems, check_bindable, check_writable_dir
 from oca.config.settings import read_yaml
@@ -36,6 +38,7 @@ class Startup:
     state_password: str | None
     signing_key: PrivateKey | None
     index: SteeringIndex | None
+    prefix_signature: Signature = ()  # the prefix files as they were just before the index read them
 
 
 def read_startup(config: ControlConfig, problems: Problems) -> Startup:
@@ -66,11 +69,19 @@ def read_startup(config: ControlConfig, problems: Problems) -> Startup:
         keys = config.rollout.trusted_keys_file
         problems.attempt("rollout.trusted_keys_file", lambda: load_trusted_keys(keys))
     index = None
+    signature = prefix_files(config).signature()  # before reading: a change made meanwhile is seen next check
     try:
-        index = SteeringIndex.build(config.fleet, default_site=config.steering.default_site)
+        index = build_index(config.fleet, prefix_files(config), config.steering.default_site,
+                            coverage=config.fleet.coverage)
+    except ConfigError as exc:  # a line of the prefix file: the error names that file and line
+        problems.found.append(exc)
     except ValueError as exc:
         problems.add("fleet", str(exc))
-    return Startup(operator, box, read, password, signing_key, index)
+    return Startup(operator, box, read, password, signing_key, index, signature)
+
+
+def prefix_files(config: ControlConfig) -> PrefixFiles:
+    return PrefixFiles(config.prefixes_file, config.coverage_file)
 
 
 def startup(config: ControlConfig) -> Startup:
@@ -84,13 +95,18 @@ def startup(config: ControlConfig) -> Startup:
 
 def check_control(path: str, *, ports: bool = True) -> tuple[ControlConfig | None, list[ConfigError]]:
     """(the config, every problem found); the config is None when the file could not be read as YAML."""
+    config, _, problems = _check(path, ports)
+    return config, problems
+
+
+def _check(path: str, ports: bool) -> tuple[ControlConfig | None, Startup | None, list[ConfigError]]:
     problems = Problems(path)
     try:
         raw = read_yaml(path)
     except ConfigError as exc:
-        return None, [exc]
+        return None, None, [exc]
     config = control_config_problems(raw, path, problems.found)
-    read_startup(config, problems)
+    loaded = read_startup(config, problems)
     if config.state.url is None:
         check_writable_dir(problems, "state", os.path.dirname(os.path.abspath(config.state.path)))
     # bundles/ beside the SQLite state unless rollout.bundles_dir says where: a problem of `state` then
@@ -98,12 +114,13 @@ def check_control(path: str, *, ports: bool = True) -> tuple[ControlConfig | Non
                        config.bundles_dir())
     if ports:
         check_bindable(problems, "listen", config.listen)
-    return config, problems.found
+    return config, loaded, problems.found
 
 
-def load_checked_control(path: str) -> ControlConfig:
-    """The config, once every check passed; ConfigProblems otherwise."""
-    config, problems = check_control(path)
-    if problems or config is None:
+def load_checked_control(path: str) -> tuple[ControlConfig, Startup]:
+    """The config and what it names, loaded (ControlPlane.open takes it: a fleet's million prefixes are
+    read once, not once to check and again to serve), once every check passed; ConfigProblems otherwise."""
+    config, loaded, problems = _check(path, True)
+    if problems or config is None or loaded is None:
         raise ConfigProblems(problems)
-    return config
+    return config, loaded

@@ -9,9 +9,14 @@ Rules kept here:
   because the fleet is slow or large.
 - Once the plane is built, everything made so far (the fleet, the prefix tables: millions of objects at
   10,000 boxes) is moved out of the garbage collector's sight with `gc.freeze()`: a full collection over
-  them took about 350 ms there, a stall of every request, and they live as long as the process.
+  them took about 350 ms there, a stall of every request, and they live as long as the process. The
+  collector is off while they are made (`oca control serve` turns it off before loading; on here): the
+  collections it ran over them, none of which could free anything, were a third of the load's CPU.
 - Stop order: stop listening (in-flight requests get `shutdown_timeout`), then the plane (which saves the
-  popularity snapshot and closes the store). SIGHUP is ignored for now: restart to change the config.
+  popularity snapshot and closes the store).
+- SIGHUP re-reads the prefix files (fleet.prefixes_file, coverage_file) now, changed or not; they are also
+  re-read within `prefixes_check_interval` of a change. A bad file is logged and changes nothing. Every
+  other setting, boxes and sites included, is read at start only: restart to change them.
 - An open API (no operator token configured) is logged as a warning at start.
 """
 
@@ -28,15 +33,17 @@ from aiohttp import web
 from control.api import build_app
 from control.config import ControlConfig
 from control.plane import ControlPlane
+from control.preflight import Startup
 from oca.serve.sdnotify import notify, watchdog_interval
 
 log = logging.getLogger("oca.control")
 SHUTDOWN_TIMEOUT = 10.0
 
 
-async def serve(config: ControlConfig, stop: asyncio.Event | None = None) -> None:
-    plane = await ControlPlane.open(config)
+async def serve(config: ControlConfig, stop: asyncio.Event | None = None, *, loaded: Startup | None = None) -> None:
+    plane = await ControlPlane.open(config, loaded=loaded)
     gc.freeze()
+    gc.enable()  # the CLI turns it off while the fleet loads
     runner: web.AppRunner | None = None
     watchdog: asyncio.Task[None] | None = None
     try:
@@ -54,7 +61,15 @@ async def serve(config: ControlConfig, stop: asyncio.Event | None = None) -> Non
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP ignored: restart to reload the config"))
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def reload() -> None:
+            log.info("SIGHUP: re-reading the prefix files (other settings need a restart)")
+            task = asyncio.create_task(plane.reload_prefixes(force=True), name="prefix reload")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
         notify("READY=1")
         interval = watchdog_interval()
         if interval is not None:

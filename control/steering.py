@@ -1,8 +1,9 @@
 """Steering: which boxes serve one player's session, in order, and why. Pure: values in, a Decision out.
 
 `SteeringIndex.build(fleet)` precomputes everything that depends on the fleet alone (the announced-prefix and
-coverage tables, each site's boxes, parent chains, site positions); `steer(...)` then ranks one session in
-tens of microseconds. The nightly fill planner places titles with the same `rendezvous_order`, so a session
+coverage tables, each site's boxes, parent chains, a 3-d tree of site positions: control.nearest);
+`steer(...)` then ranks one session in tens of microseconds. control.prefix_data builds it from the prefix
+files with `build_from`. The nightly fill planner places titles with the same `rendezvous_order`, so a session
 is steered to the box its title was pre-positioned on.
 
 Rules kept here (issue 4, "Steering"):
@@ -38,6 +39,7 @@ from typing import Any
 import xxhash
 
 from control.model import ORIGIN_PATHWAY, BoxHealth, CoverageArea, Fleet, Inventory, Title
+from control.nearest import SiteTree
 from control.prefixes import PrefixTable, parse_address
 
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean radius
@@ -126,11 +128,6 @@ class Decision:
 # --- the index --------------------------------------------------------------------------------------------
 
 
-def _unit_vector(latitude: float, longitude: float) -> tuple[float, float, float]:
-    lat, lon = math.radians(latitude), math.radians(longitude)
-    return math.cos(lat) * math.cos(lon), math.cos(lat) * math.sin(lon), math.sin(lat)
-
-
 def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Haversine distance in kilometres."""
     p1, p2 = math.radians(lat1), math.radians(lat2)
@@ -143,7 +140,7 @@ class SteeringIndex:
     """What one decision needs from the fleet, computed once per fleet (re)load. Read-only afterwards,
     except for a bounded memo of the nearest site per coverage location (a pure function of the fleet)."""
 
-    __slots__ = ("_nearest", "_site_vectors", "announced", "box_site", "chains", "coverage", "default_site", "fleet",
+    __slots__ = ("_nearest", "_sites", "announced", "box_site", "chains", "coverage", "default_site", "fleet",
                  "origin", "site_boxes")
 
     def __init__(self, fleet: Fleet, announced: PrefixTable[tuple[str, ...]], coverage: PrefixTable[CoverageArea],
@@ -159,36 +156,36 @@ class SteeringIndex:
             site_boxes.setdefault(box.site, []).append(box.id)
         self.site_boxes = {site: tuple(sorted(ids)) for site, ids in site_boxes.items()}
         self.chains = {site: _chain(fleet, site) for site in fleet.sites}
-        self._site_vectors = tuple((site.id, *_unit_vector(site.latitude, site.longitude))
-                                   for site in sorted(fleet.sites.values(), key=lambda s: s.id)
-                                   if site.id in self.site_boxes)
+        self._sites = SiteTree.build((site.id, site.latitude, site.longitude) for site in fleet.sites.values()
+                                     if site.id in self.site_boxes)
         self._nearest: dict[tuple[float, float], str | None] = {}
 
     @classmethod
     def build(cls, fleet: Fleet, *, default_site: str | None = None) -> SteeringIndex:
-        """ValueError names a malformed or duplicated prefix, or an unknown default site."""
-        if default_site is not None and default_site not in fleet.sites:
-            raise ValueError(f"default site {default_site!r}: not a site of the fleet")
+        """From the boxes' own prefixes and the fleet's coverage. ValueError names a malformed or duplicated
+        prefix, or an unknown default site."""
         announcers: dict[str, list[str]] = {}
         for box in fleet.boxes.values():
             for prefix in box.prefixes:
                 announcers.setdefault(prefix, []).append(box.id)
+        return cls.build_from(fleet, announcers, fleet.coverage, default_site=default_site)
+
+    @classmethod
+    def build_from(cls, fleet: Fleet, announcers: Mapping[str, Sequence[str]], coverage: Iterable[CoverageArea],
+                   *, default_site: str | None = None) -> SteeringIndex:
+        """From prefix -> announcing box ids and coverage areas (control.prefix_data reads them from files)."""
+        if default_site is not None and default_site not in fleet.sites:
+            raise ValueError(f"default site {default_site!r}: not a site of the fleet")
         announced = PrefixTable.build((prefix, tuple(sorted(ids))) for prefix, ids in announcers.items())
-        coverage = PrefixTable.build((area.prefix, area) for area in fleet.coverage)
-        return cls(fleet, announced, coverage, default_site)
+        covered = PrefixTable.build((area.prefix, area) for area in coverage)
+        return cls(fleet, announced, covered, default_site)
 
     def nearest_site(self, latitude: float, longitude: float) -> str | None:
         """The site with boxes nearest to a point (ties by site id), or None when no site has boxes."""
         key = (latitude, longitude)
         if key in self._nearest:
             return self._nearest[key]
-        x, y, z = _unit_vector(latitude, longitude)
-        best: str | None = None
-        best_dot = -2.0
-        for site_id, sx, sy, sz in self._site_vectors:  # the largest dot product is the smallest angle
-            dot = x * sx + y * sy + z * sz
-            if dot > best_dot:
-                best, best_dot = site_id, dot
+        best = self._sites.nearest(latitude, longitude)
         if len(self._nearest) >= _NEAREST_CACHE_MAX:
             self._nearest.clear()
         self._nearest[key] = best

@@ -13,6 +13,8 @@ def test_unit_verifies(tmp_path: Any) -> None:
     unit = verified_unit("oca.service", tmp_path)
     assert "Type=notify" in unit and "WatchdogSec=" in unit and "LimitNOFILE=" in unit
     assert "/usr/bin/oca serve" in unit
+    # a hung box is killed whole within seconds (issue 18): its connections reset, players move on
+    assert "WatchdogSec=4" in unit and "WatchdogSignal=SIGKILL" in unit and "TimeoutAbortSec=1" in unit
     # the start-up checks before the start, and before a reload is sent (then the SIGHUP)
     assert "ExecStartPre=/usr/bin/oca check-config --box /etc/oca/oca.yaml" in unit
     reloads = [line for line in unit.splitlines() if line.startswith("ExecReload=")]

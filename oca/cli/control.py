@@ -77,11 +77,14 @@ def serve(config_path: str, loop_kind: str, check: bool) -> None:
 
         report(config_path, "control")
         return
+    import gc
+
     from control.preflight import load_checked_control
     from control.service import serve as run
 
-    config = load_checked_control(config_path)  # every start-up check; all problems, one line each (exit 2)
-    run_service(lambda: run(config), name="control", level=config.log.level, loop_kind=loop_kind)
+    gc.disable()  # millions of objects that live for ever are about to be made: control.service turns it back on
+    config, loaded = load_checked_control(config_path)  # every start-up check; all problems, one line each (exit 2)
+    run_service(lambda: run(config, loaded=loaded), name="control", level=config.log.level, loop_kind=loop_kind)
 
 
 @control.command("migrate")

@@ -79,6 +79,12 @@ class HttpConfig:
     segment_cache_control: str = setting("public, max-age=31536000, immutable")
     cors_allow_origin: str = setting("*")
     cors_max_age: float = setting(86400.0, unit="duration")
+    # CMSD (CTA-5006, oca.http.cmsd): CMSD-Static and CMSD-Dynamic on every answer; in duress (draining, or
+    # sending more than duress_egress bits/s; 0 = no egress target) CMSD-Dynamic adds `du` and
+    # `mb` = duress_max_bitrate (0 = no `mb`)
+    cmsd: bool = setting(True)
+    duress_egress: int = setting(0, unit="rate", min=0)
+    duress_max_bitrate: int = setting(1_500_000, unit="rate", min=0)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ Rules kept here:
 - Box and replica processes are replaced under a lock: the caller's thread and the API's thread may both
   stop and start them. One stopped through the lab is "down on purpose"; `check()` reports any other death
   (a lone control plane's, HAProxy's, PostgreSQL's or the origin's is a LabError: the lab cannot go on).
+- A box whose master stops answering its watchdog (LabConfig.watchdog seconds without WATCHDOG=1) is
+  SIGKILLed with its workers and started again, as systemd does (oca.lab.watchdog); `hang_box` stops one
+  with SIGSTOP to show it.
 - Nothing here prints: progress goes to the `say` callback, the CLI decides what to show.
 """
 
@@ -30,6 +33,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -68,6 +72,7 @@ from oca.lab.layout import (
 )
 from oca.lab.postgres import ClusterError, PostgresCluster, server_bindir, server_user
 from oca.lab.procs import Child, LabError, http_get
+from oca.lab.watchdog import BoxWatchdog
 from oca.tokens import generate_private_key, load_private_key, public_jwk, write_private_key
 
 Say = Callable[[str], None]
@@ -181,6 +186,7 @@ class Lab:
         self._api: LabApi | None = None
         self._lock = threading.RLock()
         self._stopped = False
+        self.watchdog = BoxWatchdog(self.config.watchdog, self._restart_hung) if self.config.watchdog > 0 else None
 
     # -- context manager ----------------------------------------------------------------------------------
 
@@ -217,6 +223,8 @@ class Lab:
         self.api_url = self._api.url
         self._plan_boxes()
         self._start_control()
+        if self.watchdog is not None:
+            self.watchdog.start()
         self.say(f"boxes: starting {', '.join(b.id for b in self.boxes)}")
         for box in self.boxes:
             box.child.start()
@@ -294,7 +302,8 @@ class Lab:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             _write(path, yaml.safe_dump(box_config(plan, plans, self.paths, origin_url=self.origin_url,
                                                    control_url=control, workers=cfg.workers)))
-            child = Child(f"box {plan.id}", [*oca, "serve", "--config", path], self.paths.box_log(plan.id))
+            env = {**os.environ, **self.watchdog.register(plan.id)} if self.watchdog is not None else None
+            child = Child(f"box {plan.id}", [*oca, "serve", "--config", path], self.paths.box_log(plan.id), env=env)
             self.boxes.append(LabBox(plan, child, path, cfg.workers))
 
     def _plan_replicas(self, control_port: int) -> None:
@@ -489,13 +498,36 @@ class Lab:
         box = self.box(box_id)
         with self._lock:
             box.stopped_on_purpose = True
+            if self.watchdog is not None:
+                self.watchdog.expect(box_id)
             box.child.stop(how)
+
+    def hang_box(self, box_id: str) -> None:
+        """SIGSTOP the box and its workers: a box that hangs (a stuck disk, a kernel stall) with its
+        connections open. The watchdog kills and restarts it; without one it stays stopped until stop_box."""
+        box = self.box(box_id)
+        with self._lock:
+            if box.running and box.child.process is not None:
+                os.killpg(box.child.process.pid, signal.SIGSTOP)
+
+    def _restart_hung(self, box_id: str) -> None:
+        """The watchdog's action on a box that stopped pinging: SIGKILL it and its workers (their connections
+        reset), start it again."""
+        box = self.box(box_id)
+        with self._lock:
+            if box.stopped_on_purpose or self._stopped:
+                return
+            box.child.stop("kill")
+            self.say(f"box {box_id}: no watchdog ping for {self.config.watchdog:g}s: killed, starting again")
+            box.child.start()
 
     def spawn_box(self, box_id: str) -> None:
         """Start a stopped box again with the same config and cache; returns once spawned."""
         box = self.box(box_id)
         with self._lock:
             if not box.running:
+                if self.watchdog is not None:
+                    self.watchdog.expect(box_id)
                 box.child.start()
                 box.stopped_on_purpose, box.reported = False, False
 
@@ -632,6 +664,8 @@ class Lab:
         self._stopped = True
         if self._api is not None:
             self._api.stop()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         with self._lock, concurrent.futures.ThreadPoolExecutor(max(1, len(self.boxes), len(self.replicas))) as pool:
             list(pool.map(lambda b: b.child.stop("term"), self.boxes))
             list(pool.map(lambda r: r.child.stop("term"), self.replicas))

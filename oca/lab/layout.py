@@ -81,6 +81,9 @@ class LabConfig:
     node_modules: str | None = None  # hls.js and dashjs (npm); None = ./node_modules, else the checkout's
     fill: bool = True  # pre-position every title on one box per site
     start_timeout: float = 60.0  # per child, and for the fill
+    # seconds without a box's watchdog ping before the lab kills and restarts it (systemd's WatchdogSec;
+    # oca.lab.watchdog); 0 = no watchdog
+    watchdog: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,11 +25,15 @@ one into the memory cache) and hands the descriptor over in a FileSlice; a miss'
   the connection closed before any body byte is parsed (oca.http.framing: request smuggling); so is an
   HTTP/1.1 head without Host, or any head with two Host lines (RFC 9112 §3.2).
 - Every response ends with one access-log record and one stats update, aborted or not.
+- Every head carries the box's CMSD-Dynamic line (oca.http.cmsd), built per connection: the throughput
+  estimate is read from the socket's TCP_INFO at most once a second of the connection's activity, and again
+  when the box's duress changes; between those the same bytes are reused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
@@ -39,6 +43,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from oca.http.cmsd import TCP_INFO_BYTES, etp_from_tcp_info
 from oca.http.framing import check_framing
 from oca.serve.messages import FileSlice, Growing, Lazy, ObjectTruncated, Part, Request, Response, StorageFault
 
@@ -48,6 +53,7 @@ if TYPE_CHECKING:
 # Request durations need a clock finer than the loop's (uvloop's moves once per iteration, in ms)
 _clock = time.perf_counter
 _MAX_PENDING = 32
+_CMSD_REFRESH = 1.0  # seconds of a connection's activity between two reads of its TCP_INFO
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ETIMEDOUT)
 # Past max_connections. No Date: RFC 9110 §6.6.1 makes it optional on 5xx; this costs no clock, no handler
 _REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nCache-Control: no-store\r\n"
@@ -67,10 +73,10 @@ class _BadFraming(Exception):
 
 class Connection(asyncio.Protocol):
     __slots__ = (
-        "_body_sent", "_client", "_current", "_current_request", "_dup", "_fd", "_head_left", "_header_bytes",
-        "_headers", "_loop", "_out", "_parser", "_paused_reading", "_pending", "_server", "_strict", "_transport",
-        "_url", "_write_paused", "_writer_armed", "close_after", "closed", "header_started", "last_activity",
-        "requests_done",
+        "_body_sent", "_client", "_cmsd", "_cmsd_at", "_cmsd_generation", "_current", "_current_request", "_dup",
+        "_fd", "_head_left", "_header_bytes", "_headers", "_loop", "_out", "_parser", "_paused_reading", "_pending",
+        "_server", "_sock", "_strict", "_transport", "_url", "_write_paused", "_writer_armed", "close_after",
+        "closed", "header_started", "last_activity", "requests_done",
     )
 
     def __init__(self, server: Server) -> None:
@@ -78,6 +84,10 @@ class Connection(asyncio.Protocol):
         self._loop = server.loop
         self._transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
         self._fd = -1
+        self._sock: socket.socket | None = None  # the transport's socket, for TCP_INFO (None: not TCP)
+        self._cmsd = b"\r\n"  # what ends this connection's heads: the CMSD-Dynamic line and the blank line
+        self._cmsd_at = -_CMSD_REFRESH
+        self._cmsd_generation = -1
         self._dup: socket.socket | None = None  # dup() of the client socket: see _direct
         self._head_left = 0  # bytes of the current head not yet sent directly
         self._client = ""
@@ -120,6 +130,7 @@ class Connection(asyncio.Protocol):
         self._client = peer[0] if isinstance(peer, tuple) else "local"
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sock = sock
         if not self._server.admit(self):  # past max_connections: a canned 503, then close
             self.closed = True
             self._transport.write(_REFUSAL)
@@ -254,12 +265,13 @@ class Connection(asyncio.Protocol):
             return
         transport = self._transport
         parts = resp.parts
+        head = self._with_cmsd(resp.head)
         if not parts:
-            transport.write(resp.head)
+            transport.write(head)
             self._body_sent = 0
             self._finish(aborted=False)
         elif len(parts) == 1 and type(parts[0]) is bytes:
-            transport.writelines((resp.head, parts[0]))  # one writev under uvloop: no copy of the body
+            transport.writelines((head, parts[0]))  # one writev under uvloop: no copy of the body
             self._body_sent = len(parts[0])  # handed to the transport; a later reset shows in connection_lost
             self._finish(aborted=False)
         else:
@@ -269,12 +281,27 @@ class Connection(asyncio.Protocol):
                 # behind what the transport still holds: with 0/0 limits resume_writing says when it is empty
                 self._strict = True
                 transport.set_write_buffer_limits(high=0, low=0)
-                transport.write(resp.head)
+                transport.write(head)
                 self._head_left = 0
             else:
-                self._out.appendleft(resp.head)  # sent with MSG_MORE so it rides with the file's first bytes
-                self._head_left = len(resp.head)
+                self._out.appendleft(head)  # sent with MSG_MORE so it rides with the file's first bytes
+                self._head_left = len(head)
             self._flush()
+
+    def _with_cmsd(self, head: bytes) -> bytes:
+        """The head with this connection's CMSD-Dynamic line before its blank line (oca.http.cmsd)."""
+        signals = self._server.cmsd
+        if signals is None:
+            return head
+        if self._cmsd_generation != signals.generation or self.last_activity - self._cmsd_at >= _CMSD_REFRESH:
+            etp = None
+            if self._sock is not None:
+                with contextlib.suppress(OSError):
+                    etp = etp_from_tcp_info(self._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO,
+                                                                  TCP_INFO_BYTES))
+            self._cmsd = signals.head_end(etp)
+            self._cmsd_at, self._cmsd_generation = self.last_activity, signals.generation
+        return head[:-2] + self._cmsd
 
     def _deferred(self, req: Request, placeholder: Response, final: Response) -> None:
         if self._current is not placeholder or self.closed:  # the client left while we waited

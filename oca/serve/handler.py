@@ -31,6 +31,7 @@ from oca.fetch.history import ABSENT, NO_SOURCE, SLICE
 from oca.fetch.remote import RemoteFill, RemoteFills
 from oca.fetch.slices import covering, is_slice_key, slice_key
 from oca.http.cmcd import parse_cmcd
+from oca.http.cmsd import static_field
 from oca.http.conditionals import Precondition, evaluate_preconditions, if_range_allows_partial, parse_http_date
 from oca.http.media import is_playlist, media_type
 from oca.http.ranges import (
@@ -111,7 +112,7 @@ class ContentHandler:
         self._granted: dict[bytes, float] = {}  # token-carrying targets let through -> until when (epoch s)
         # CMCD nor/nrr -> the master prefetches the next object (issue 18); only where misses are fetched
         self.hints = HintSender(fills, objects, self._parse_target) if fills is not None and self.fetching else None
-        expose = "Content-Range, Content-Length, ETag, Cache-Status, Date"
+        expose = "Content-Range, Content-Length, ETag, Cache-Status, Date, CMSD-Static, CMSD-Dynamic"
         self._common = (
             f"Server: oca/{__version__}\r\n"
             f"Access-Control-Allow-Origin: {http.cors_allow_origin}\r\n"
@@ -391,7 +392,7 @@ class ContentHandler:
     def _miss_headers(self, key: str) -> bytes:
         cache_control = self._http.playlist_cache_control if is_playlist(key) else self._http.segment_cache_control
         return (f"Content-Type: {media_type(key)}\r\nCache-Control: {cache_control}\r\n"
-                "Accept-Ranges: bytes\r\n").encode("latin-1")
+                "Accept-Ranges: bytes\r\n").encode("latin-1") + (static_field(key) if self._http.cmsd else b"")
 
     def _sliced(self, req: Request, key: str, meta: dict[str, Any], log: dict[str, object]) -> Response:
         """An object stored in slices: each covering slice is sent from storage, or from its fill."""

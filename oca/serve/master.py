@@ -55,12 +55,13 @@ from oca.firmware import health
 from oca.firmware.box import BoxFirmware
 from oca.firmware.errors import ReleaseUnhealthy
 from oca.firmware.releases import Release
+from oca.http.cmsd import in_duress
 from oca.secret_files import read_secret
 from oca.serve import sdnotify
 from oca.serve.listeners import bind_listeners
 from oca.serve.owner import StorageOwner
 from oca.serve.preflight import load_checked_box
-from oca.serve.stall import is_stalled, own_pause
+from oca.serve.stall import is_stalled, own_pause, stall_after, workers_report
 from oca.serve.stats import FleetStats
 from oca.storage import Store
 
@@ -120,6 +121,7 @@ class Master:
         self._inventory_signature: tuple[object, ...] = ()
         self.egress_bps = 0
         self._egress_sample = (time.monotonic(), 0)
+        self._duress = False  # what the workers were last told (CMSD `du`/`mb`, oca.http.cmsd)
         self.firmware = BoxFirmware(config.firmware, config.storage.state_dir, __version__)
 
     # -- life cycle ---------------------------------------------------------------------------------
@@ -365,6 +367,8 @@ class Master:
             worker.serving = True
             if not worker.ready.done():
                 worker.ready.set_result(None)
+            if self._duress:
+                self._tell(worker, {"duress": True})
             return
         self.stats.add(worker.process.pid, message)
         if worker.release == self.firmware.releases.current:  # not a retiring or candidate release's answers
@@ -428,7 +432,7 @@ class Master:
         # a worker reports every flush interval; one silent for ten of them (2 s at least) is stuck: kill it,
         # and the dead worker is restarted like any other
         # (oca.serve.stall: silence is counted in the master's own running time, never across its pauses)
-        stall_after = max(2.0, 10 * self.config.storage.access_flush_interval)
+        silence = stall_after(self.config.storage.access_flush_interval)
         previous = time.monotonic()
         while True:
             await asyncio.sleep(_TICK)
@@ -443,7 +447,7 @@ class Master:
             for worker in list(self.workers):
                 code = worker.process.poll()
                 if code is None and worker.serving and not worker.retiring and is_stalled(now, worker.heard,
-                                                                                          stall_after):
+                                                                                          silence):
                     log.error("worker %d (slot %d) sent nothing for %.1fs: killing it", worker.process.pid,
                               worker.slot, now - worker.heard)
                     worker.process.kill()
@@ -487,6 +491,7 @@ class Master:
             await asyncio.sleep(interval)
             await self._flush_hits()
             self._sample_egress()
+            self._tell_duress()
             await self._refresh_inventory()
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + self.config.storage.health_check_interval
@@ -520,6 +525,22 @@ class Master:
             self.egress_bps = max(0, int((sent - before) * 8 / (now - then)))
             self._egress_sample = (now, sent)
 
+    def _tell_duress(self) -> None:
+        """Tell the workers when the box enters or leaves duress (draining, or over http.duress_egress): their
+        CMSD-Dynamic says `du` and `mb` meanwhile. A worker of a release that knows no such message ignores it."""
+        duress = in_duress(self.draining, self.egress_bps, self.config.http.duress_egress)
+        if duress != self._duress:
+            self._duress = duress
+            log.info("%s duress (CMSD): draining=%s, egress %d bit/s", "entering" if duress else "leaving",
+                     self.draining, self.egress_bps)
+            for worker in self.workers:
+                if worker.serving:
+                    self._tell(worker, {"duress": duress})
+
+    def _tell(self, worker: WorkerProcess, message: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):  # a worker that is gone is reaped by _supervise
+            worker.control.send(json.dumps(message).encode() + b"\n")
+
     async def _flush_hits(self) -> None:
         if not self._pending_hits:
             return
@@ -530,6 +551,9 @@ class Master:
             log.exception("recording hits failed")
 
     async def _watchdog(self, interval: float) -> None:
+        # oca.serve.stall: the ping says the box serves, so only while a serving worker reports
         while True:
-            sdnotify.notify("WATCHDOG=1")
+            heard = [w.heard for w in self.workers if w.serving and not w.retiring and w.process.poll() is None]
+            if workers_report(time.monotonic(), heard, stall_after(self.config.storage.access_flush_interval)):
+                sdnotify.notify("WATCHDOG=1")
             await asyncio.sleep(interval)

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from oca.config import HttpConfig, MemoryCacheConfig
+from oca.http.cmsd import static_field
 from oca.http.conditionals import http_date
 from oca.http.media import is_playlist, media_type
 from oca.serve.messages import ObjectTruncated
@@ -119,6 +120,6 @@ class ObjectCache:
             f"Last-Modified: {http_date(last_modified)}\r\n"
             f"Cache-Control: {cache_control}\r\n"
             "Accept-Ranges: bytes\r\n"
-        ).encode("latin-1")
+        ).encode("latin-1") + (static_field(info.key) if self._http.cmsd else b"")  # CTA-5006: per object
         hit_status = b"Cache-Status: oca; hit; detail=" + info.tier.encode("ascii") + b"\r\n"
         return CachedObject(info, etag, last_modified, content_type, fixed, hit_status, stale=info.key in self.stale)

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from oca.config import ServerConfig
+from oca.http.cmsd import Signals
 from oca.serve.accesslog import AccessLog
 from oca.serve.connection import Connection
 from oca.serve.handler import ContentHandler
@@ -42,6 +43,7 @@ class Server:
         self.stats = stats
         self.access_log = access_log
         self.connections: set[Connection] = set()
+        self.cmsd: Signals | None = None  # CMSD-Dynamic on every head (oca.http.cmsd); None: not sent
         self._listener = listener
         self._aio_server: asyncio.AbstractServer | None = None
         self._draining = False

@@ -10,9 +10,20 @@ Rules kept here:
   master's own absence: the master could not read their reports while it did not run.
 - So the master's pause is credited to every worker before any is judged: `heard` moves forward by it.
   Lateness up to one tick is scheduling jitter and is not a pause.
+- The master's watchdog ping (systemd's WATCHDOG=1) says the box serves, not only that the master's loop
+  runs: it is sent only while at least one serving worker reported within `stall_after`. A box whose
+  workers all stopped reporting (hung, or dying as fast as they are restarted) stops pinging, and its
+  supervisor (systemd's WatchdogSec, the lab's watchdog) kills it, which resets its connections so that
+  players move on at once instead of waiting for their own timeouts.
 """
 
 from __future__ import annotations
+
+
+def stall_after(flush_interval: float) -> float:
+    """Seconds of silence after which a worker that reports every `flush_interval` is stuck: ten reports
+    missed, and never under 2 s (a busy loop may be late by a report or two)."""
+    return max(2.0, 10 * flush_interval)
 
 
 def own_pause(previous_tick: float, now: float, tick: float) -> float:
@@ -25,3 +36,9 @@ def own_pause(previous_tick: float, now: float, tick: float) -> float:
 def is_stalled(now: float, heard: float, stall_after: float) -> bool:
     """True if a worker last heard of at `heard` (already credited with the master's pauses) is stuck."""
     return now - heard > stall_after
+
+
+def workers_report(now: float, heard: list[float], stall_after: float) -> bool:
+    """True if any serving worker (`heard`: when each was last heard of) reported within `stall_after`: the
+    condition for the master's watchdog ping. No serving worker at all is False."""
+    return any(now - h <= stall_after for h in heard)

@@ -23,6 +23,7 @@ import sys
 from oca.config import BoxConfig, box_config_from_raw
 from oca.fetch.link import Link
 from oca.fetch.remote import RemoteFills
+from oca.http.cmsd import Signals
 from oca.secret_files import read_secret
 from oca.serve.accesslog import AccessLog
 from oca.serve.gate import Gate
@@ -63,6 +64,9 @@ class Worker:
                                       gate=Gate(config.tokens, peer))
         self.server = Server(loop, listener, self.handler, config.server, self.stats,
                              AccessLog(config.log.access_log))
+        if config.http.cmsd:
+            self.server.cmsd = Signals(config.box.id, config.http.duress_max_bitrate)
+        self._control_buffer = bytearray()
         self._stopping: asyncio.Future[None] = loop.create_future()
 
     # StorageFaults: passed on to the master with the next report
@@ -113,6 +117,19 @@ class Worker:
         if not data:  # the master is gone
             self.loop.remove_reader(self.control.fileno())
             self.stop()
+            return
+        # the master's messages: JSON lines; {"duress": bool} says whether the box is in duress (CMSD).
+        # Anything else is for a later release, ignored.
+        self._control_buffer += data
+        while (end := self._control_buffer.find(b"\n")) >= 0:
+            line = bytes(self._control_buffer[:end])
+            del self._control_buffer[: end + 1]
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict) and isinstance(message.get("duress"), bool) and self.server.cmsd:
+                self.server.cmsd.set_duress(message["duress"])
 
     async def _report_forever(self) -> None:
         interval = self.config.storage.access_flush_interval

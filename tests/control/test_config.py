@@ -11,6 +11,8 @@ import yaml
 
 from control.config import load_control_config
 from control.fleet import load_coverage
+from control.preflight import startup
+from control.steering import SteeringIndex
 from oca.config.units import parse_rate
 from oca.errors import ConfigError
 from tests.conftest import ROOT
@@ -101,12 +103,31 @@ def _with_prefix_file(tmp_path: Any, rows: str, inline: list[str] | None = None)
     return path
 
 
+def _index(path: str) -> SteeringIndex:
+    """The steering index as the plane builds it at start (control.preflight.startup)."""
+    index = startup(load_control_config(path)).index
+    assert index is not None
+    return index
+
+
 def test_prefixes_file_adds_each_box_its_prefixes_after_its_own(tmp_path: Any) -> None:
     path = _with_prefix_file(tmp_path, "prefix,box\n# the ISP's own\n198.51.100.0/24,b1\n\n 2001:DB8:0::/48 , b2\n"
-                                       "192.0.2.7,b1\n", inline=["203.0.113.0/24"])
-    boxes = load_control_config(path).fleet.boxes
-    assert boxes["b1"].prefixes == ("203.0.113.0/24", "198.51.100.0/24", "192.0.2.7/32")
-    assert boxes["b2"].prefixes == ("2001:db8::/48",)  # canonical, as inline prefixes are
+                                       "192.0.2.7,b1\n203.0.113.0/24,b2\n", inline=["203.0.113.0/24"])
+    config = load_control_config(path)
+    assert config.fleet.boxes["b1"].prefixes == ("203.0.113.0/24",)  # the file's are not copied into the boxes
+    index = _index(path)
+    assert len(index.announced) == 4
+    for address, prefix, boxes in (("198.51.100.9", "198.51.100.0/24", ("b1",)), ("192.0.2.7", "192.0.2.7/32", ("b1",)),
+                                   ("2001:db8::5", "2001:db8::/48", ("b2",)),  # canonical, as inline prefixes are
+                                   ("203.0.113.1", "203.0.113.0/24", ("b1", "b2"))):  # inline and file: both
+        match = index.announced.lookup(address)
+        assert match is not None and (match.prefix, match.value) == (prefix, boxes), address
+
+
+def test_prefixes_file_by_site_announces_for_every_box_of_the_site(tmp_path: Any) -> None:
+    path = _with_prefix_file(tmp_path, "prefix,site\n198.51.100.0/24,lab\n")
+    match = _index(path).announced.lookup("198.51.100.1")
+    assert match is not None and match.value == ("b1", "b2")  # both boxes of the fixtures' one site
 
 
 @pytest.mark.parametrize(("rows", "message"), [
@@ -115,11 +136,13 @@ def test_prefixes_file_adds_each_box_its_prefixes_after_its_own(tmp_path: Any) -
     ("198.51.100.0/24,b9\n", "prefixes.csv: line 1: unknown box 'b9'"),
     ("# x\n198.51.100.0/24\n", "prefixes.csv: line 2: expected 2 columns (prefix,box), got 1"),
     ("198.51.100.0/24,b1,extra\n", "prefixes.csv: line 1: expected 2 columns"),
+    ("prefix,pop\n198.51.100.0/24,b1\n", "prefixes.csv: line 1: expected the header prefix,box or prefix,site"),
+    ("prefix,site\n198.51.100.0/24,b1\n", "prefixes.csv: line 2: unknown site 'b1'"),
 ])
 def test_a_bad_prefix_file_line_is_one_error_naming_file_and_line(tmp_path: Any, rows: str, message: str) -> None:
     path = _with_prefix_file(tmp_path, rows)
     with pytest.raises(ConfigError) as info:
-        load_control_config(path)
+        _index(path)
     assert message in str(info.value)
     assert str(tmp_path / "announced" / "prefixes.csv") in str(info.value)
     assert "\n" not in str(info.value)
@@ -129,10 +152,10 @@ def test_prefixes_file_missing_binary_or_not_a_path(tmp_path: Any) -> None:
     path = _with_prefix_file(tmp_path, "")
     (tmp_path / "announced" / "prefixes.csv").unlink()
     with pytest.raises(ConfigError, match=r"prefixes\.csv: cannot read"):
-        load_control_config(path)
+        _index(path)
     (tmp_path / "announced" / "prefixes.csv").write_bytes(b"198.51.100.0/24,b1\n\xff\xfe,b2\n")
     with pytest.raises(ConfigError, match=r"prefixes\.csv: line 2: not UTF-8 text"):
-        load_control_config(path)
+        _index(path)
     raw = yaml.safe_load((tmp_path / "control.yaml").read_text())
     raw["fleet"]["prefixes_file"] = 7
     (tmp_path / "control.yaml").write_text(yaml.safe_dump(raw))

@@ -6,7 +6,6 @@ import asyncio
 import time
 from typing import Any
 
-import aiohttp
 import pytest
 
 from control.health import HealthPoller
@@ -28,38 +27,36 @@ async def test_hysteresis_k_down_m_up(aiohttp_server: Any) -> None:
     fake = FakeBox("b1")
     fleet = await _fleet(aiohttp_server, fake)
     clock = FakeClock(1000.0)
-    async with aiohttp.ClientSession() as session:
-        poller = HealthPoller(fleet, session, clock, timeout=1.0, down_after=3, up_after=2)
-        assert not poller.health()["b1"].healthy  # not polled yet
-        await poller.poll_once()
-        assert poller.health()["b1"].healthy  # the first poll decides directly
-        assert poller.health()["b1"].last_healthy_poll == 1000.0
-        fake.mode = "error"
-        for expected in (True, True, False):  # k = 3 failures
-            clock.now += 1
-            await poller.poll_once()
-            assert poller.health()["b1"].healthy is expected
-        assert "500" in (poller.health()["b1"].error or "")
-        fake.mode = "ok"
+    poller = HealthPoller(fleet, clock, timeout=1.0, down_after=3, up_after=2)
+    assert not poller.health()["b1"].healthy  # not polled yet
+    await poller.poll_once()
+    assert poller.health()["b1"].healthy  # the first poll decides directly
+    assert poller.health()["b1"].last_healthy_poll == 1000.0
+    fake.mode = "error"
+    for expected in (True, True, False):  # k = 3 failures
         clock.now += 1
         await poller.poll_once()
-        assert not poller.health()["b1"].healthy  # m = 2 successes
-        assert poller.health()["b1"].last_healthy_poll == clock.now  # yet the poll itself was good
-        clock.now += 1
-        await poller.poll_once()
-        assert poller.health()["b1"].healthy
+        assert poller.health()["b1"].healthy is expected
+    assert "500" in (poller.health()["b1"].error or "")
+    fake.mode = "ok"
+    clock.now += 1
+    await poller.poll_once()
+    assert not poller.health()["b1"].healthy  # m = 2 successes
+    assert poller.health()["b1"].last_healthy_poll == clock.now  # yet the poll itself was good
+    clock.now += 1
+    await poller.poll_once()
+    assert poller.health()["b1"].healthy
 
 
 async def test_junk_wrong_box_and_hang_are_failures_and_do_not_slow_the_others(aiohttp_server: Any) -> None:
     fakes = [FakeBox("good"), FakeBox("junk", mode="junk"), FakeBox("hang", mode="hang"),
              FakeBox("wrong", mode="wrong-box"), FakeBox("error", mode="error")]
     fleet = await _fleet(aiohttp_server, *fakes)
-    async with aiohttp.ClientSession() as session:
-        poller = HealthPoller(fleet, session, time.time, timeout=0.3, down_after=1, up_after=1)
-        started = time.monotonic()
-        await poller.poll_once()
-        elapsed = time.monotonic() - started
-        health = poller.health()
+    poller = HealthPoller(fleet, time.time, timeout=0.3, down_after=1, up_after=1)
+    started = time.monotonic()
+    await poller.poll_once()
+    elapsed = time.monotonic() - started
+    health = poller.health()
     assert elapsed < 0.3 + 0.5, elapsed  # one timeout, not one per box
     assert health["good"].healthy and health["good"].version == "9.9"
     for box_id in ("junk", "hang", "wrong", "error"):
@@ -72,13 +69,12 @@ async def test_junk_wrong_box_and_hang_are_failures_and_do_not_slow_the_others(a
 async def test_background_polls_of_a_hanging_box_do_not_delay_the_others(aiohttp_server: Any) -> None:
     good, hang = FakeBox("good"), FakeBox("hang", mode="hang")
     fleet = await _fleet(aiohttp_server, good, hang)
-    async with aiohttp.ClientSession() as session:
-        poller = HealthPoller(fleet, session, time.time, interval=0.1, timeout=1.0, down_after=1, up_after=1)
-        poller.start()
-        try:
-            await asyncio.sleep(0.65)
-        finally:
-            await poller.stop()
+    poller = HealthPoller(fleet, time.time, interval=0.1, timeout=1.0, down_after=1, up_after=1)
+    poller.start()
+    try:
+        await asyncio.sleep(0.65)
+    finally:
+        await poller.stop()
     assert good.status_calls >= 5  # every 100 ms although its neighbour hangs for a whole second each time
     assert hang.status_calls <= 2
 
@@ -87,51 +83,48 @@ async def test_load_draining_failed_tiers_and_operator_drain(aiohttp_server: Any
     fake = FakeBox("b1", egress_bps=450_000, draining=True,
                    tiers=[{"name": "ssd", "state": "failed"}, {"name": "hdd", "state": "up"}])
     fleet = await _fleet(aiohttp_server, fake)
-    async with aiohttp.ClientSession() as session:
-        poller = HealthPoller(fleet, session, time.time, timeout=1.0)
-        await poller.poll_once()
-        h = poller.health()["b1"]
-        assert h.healthy and h.draining and h.load == 0.45 and h.failed_tiers == ("ssd",)
-        fake.draining = False
-        await poller.poll_once()
-        assert not poller.health()["b1"].draining
-        poller.set_drained(frozenset({"b1"}))
-        assert poller.health()["b1"].draining
-        fake.tiers = [{"name": "ssd", "state": "failed"}]
-        poller.down_after = 1
-        await poller.poll_once()
-        assert not poller.health()["b1"].healthy
-        assert poller.health()["b1"].error == "every tier has failed"
+    poller = HealthPoller(fleet, time.time, timeout=1.0)
+    await poller.poll_once()
+    h = poller.health()["b1"]
+    assert h.healthy and h.draining and h.load == 0.45 and h.failed_tiers == ("ssd",)
+    fake.draining = False
+    await poller.poll_once()
+    assert not poller.health()["b1"].draining
+    poller.set_drained(frozenset({"b1"}))
+    assert poller.health()["b1"].draining
+    fake.tiers = [{"name": "ssd", "state": "failed"}]
+    poller.down_after = 1
+    await poller.poll_once()
+    assert not poller.health()["b1"].healthy
+    assert poller.health()["b1"].error == "every tier has failed"
 
 
 async def test_a_recovering_box_must_have_applied_the_invalidation_log(aiohttp_server: Any) -> None:
     fake = FakeBox("b1", mode="error", invalidation_seq=3)
     fleet = await _fleet(aiohttp_server, fake)
-    async with aiohttp.ClientSession() as session:
-        poller = HealthPoller(fleet, session, time.time, timeout=1.0, down_after=1, up_after=1,
-                              required_seq=lambda: 5)
-        await poller.poll_once()
-        assert not poller.health()["b1"].healthy
-        fake.mode = "ok"
-        await poller.poll_once()
-        assert not poller.health()["b1"].healthy
-        assert "invalidations not applied" in (poller.health()["b1"].error or "")
-        fake.invalidation_seq = 5
-        await poller.poll_once()
-        assert poller.health()["b1"].healthy
+    poller = HealthPoller(fleet, time.time, timeout=1.0, down_after=1, up_after=1,
+                          required_seq=lambda: 5)
+    await poller.poll_once()
+    assert not poller.health()["b1"].healthy
+    fake.mode = "ok"
+    await poller.poll_once()
+    assert not poller.health()["b1"].healthy
+    assert "invalidations not applied" in (poller.health()["b1"].error or "")
+    fake.invalidation_seq = 5
+    await poller.poll_once()
+    assert poller.health()["b1"].healthy
 
 
 async def test_a_drain_the_box_acknowledged_counts_before_the_next_poll(aiohttp_server: Any) -> None:
     fake = FakeBox("b1", draining=True)
     fleet = await _fleet(aiohttp_server, fake)
-    async with aiohttp.ClientSession() as session:
-        poller = HealthPoller(fleet, session, FakeClock(1000.0))
-        await poller.poll_once()
-        assert poller.health()["b1"].draining
-        poller.box_draining("b1", False)  # the box answered 200 to /undrain
-        assert not poller.health()["b1"].draining
-        poller.set_drained(frozenset({"b1"}))  # an operator drain held by the control plane still counts
-        assert poller.health()["b1"].draining
+    poller = HealthPoller(fleet, FakeClock(1000.0))
+    await poller.poll_once()
+    assert poller.health()["b1"].draining
+    poller.box_draining("b1", False)  # the box answered 200 to /undrain
+    assert not poller.health()["b1"].draining
+    poller.set_drained(frozenset({"b1"}))  # an operator drain held by the control plane still counts
+    assert poller.health()["b1"].draining
 
 
 async def test_stop_ends_a_task_whose_poll_ends_as_it_is_cancelled(monkeypatch: Any) -> None:
@@ -141,36 +134,90 @@ async def test_stop_ends_a_task_whose_poll_ends_as_it_is_cancelled(monkeypatch: 
     box = Box("b1", "lab", "http://127.0.0.1:9", "http://127.0.0.1:9", egress_capacity=1_000_000)
     fleet = Fleet({"lab": Site("lab", 0.0, 0.0, "NL")}, {"b1": box}, (), "http://origin")
     for turns in range(5):
-        async with aiohttp.ClientSession() as session:
-            poller = HealthPoller(fleet, session, FakeClock(1000.0), interval=3600.0, timeout=30.0)
-            fetching, answer = asyncio.Event(), asyncio.Event()
+        poller = HealthPoller(fleet, FakeClock(1000.0), interval=3600.0, timeout=30.0)
+        fetching, answer = asyncio.Event(), asyncio.Event()
 
-            async def fetch(box: Box, fetching: asyncio.Event = fetching, answer: asyncio.Event = answer) -> Any:
-                fetching.set()
-                await answer.wait()
-                raise OSError("connection refused")
+        async def fetch(box: Box, fetching: asyncio.Event = fetching, answer: asyncio.Event = answer) -> Any:
+            fetching.set()
+            await answer.wait()
+            raise OSError("connection refused")
 
-            monkeypatch.setattr(poller, "_fetch", fetch)
-            poller.start()
-            await fetching.wait()
-            answer.set()
-            for _ in range(turns):
-                await asyncio.sleep(0)
-            stopping = asyncio.ensure_future(poller.stop())
-            done, _ = await asyncio.wait({stopping}, timeout=10)  # a hang guard, not a measurement
-            assert stopping in done, f"stop() did not return ({turns} loop turns between the answer and the cancel)"
+        monkeypatch.setattr(poller, "_fetch", fetch)
+        poller.start()
+        await fetching.wait()
+        answer.set()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        stopping = asyncio.ensure_future(poller.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=10)  # a hang guard, not a measurement
+        assert stopping in done, f"stop() did not return ({turns} loop turns between the answer and the cancel)"
 
 
 async def test_health_view_is_live_and_read_only(aiohttp_server: Any) -> None:
     fake = FakeBox("b1")
     fleet = await _fleet(aiohttp_server, fake)
-    async with aiohttp.ClientSession() as session:
-        poller = HealthPoller(fleet, session, FakeClock(1000.0), timeout=1.0, down_after=1, up_after=1)
-        view = poller.health_view()
-        copy = poller.health()
-        assert not view["b1"].healthy
-        await poller.poll_once()
-        assert view["b1"].healthy and not copy["b1"].healthy  # the view follows, the copy does not
-        assert view == poller.health()
-        with pytest.raises(TypeError):
-            view["b1"] = copy["b1"]  # type: ignore[index]
+    poller = HealthPoller(fleet, FakeClock(1000.0), timeout=1.0, down_after=1, up_after=1)
+    view = poller.health_view()
+    copy = poller.health()
+    assert not view["b1"].healthy
+    await poller.poll_once()
+    assert view["b1"].healthy and not copy["b1"].healthy  # the view follows, the copy does not
+    assert view == poller.health()
+    with pytest.raises(TypeError):
+        view["b1"] = copy["b1"]  # type: ignore[index]
+
+
+def _many(n: int) -> Fleet:
+    boxes = {f"b{i}": Box(f"b{i}", "lab", "http://127.0.0.1:9", "http://127.0.0.1:9", egress_capacity=1_000_000)
+             for i in range(n)}
+    return Fleet({"lab": Site("lab", 0.0, 0.0, "NL")}, boxes, (), "http://origin")
+
+
+def test_a_round_starts_its_polls_spread_over_interval_minus_timeout() -> None:
+    poller = HealthPoller(_many(4), FakeClock(1000.0), interval=2.0, timeout=1.0)
+    assert poller.offsets() == [0.0, 0.25, 0.5, 0.75]  # the last poll's timeout still ends by 1.75 s < 2 s
+    assert HealthPoller(_many(3), FakeClock(1000.0), interval=1.0, timeout=1.0).offsets() == [0.0, 0.0, 0.0]
+
+
+async def test_polls_in_flight_are_bounded_and_rounds_are_counted(monkeypatch: Any) -> None:
+    poller = HealthPoller(_many(10), FakeClock(1000.0), interval=3600.0, timeout=5.0, concurrency=3)
+    inflight, most = 0, 0
+
+    async def fetch(box: Box) -> Any:
+        nonlocal inflight, most
+        inflight += 1
+        most = max(most, inflight)
+        await asyncio.sleep(0.01)
+        inflight -= 1
+        raise OSError("refused")
+
+    monkeypatch.setattr(poller, "_fetch", fetch)
+    assert (poller.rounds, poller.unpolled, poller.last_round) == (0, 10, None)
+    await poller.poll_once()
+    assert most == 3
+    assert poller.rounds == 1 and poller.unpolled == 0 and poller.last_round is not None
+    assert all(poller.last_poll(f"b{i}") is not None for i in range(10))
+
+
+async def test_scheduled_polls_keep_their_places_in_the_interval(monkeypatch: Any) -> None:
+    """Lower bounds only (a loaded machine may start a poll late, never early)."""
+    poller = HealthPoller(_many(4), FakeClock(1000.0), interval=0.8, timeout=0.4, concurrency=2)
+    starts: dict[str, list[float]] = {}
+    loop = asyncio.get_running_loop()
+
+    async def fetch(box: Box) -> Any:
+        starts.setdefault(box.id, []).append(loop.time())
+        raise OSError("refused")
+
+    monkeypatch.setattr(poller, "_fetch", fetch)
+    begun = loop.time()
+    poller.start()
+    try:
+        await asyncio.sleep(1.4)
+    finally:
+        await poller.stop()
+    assert [len(starts[f"b{i}"]) for i in range(4)] == [2, 2, 2, 2]  # rounds at 0 and 0.8 s, the next at 1.6 s
+    for i in range(4):
+        assert starts[f"b{i}"][0] - begun >= 0.1 * i - 0.001  # box i at i/4 of the 0.4 s span
+        assert starts[f"b{i}"][1] - begun >= 0.8 + 0.1 * i - 0.001
+    assert poller.rounds >= 1 and poller.skipped == 0

@@ -5,6 +5,7 @@ popularity is merged, and while the database is away playlists, MPDs and steerin
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -47,7 +48,8 @@ async def start_replicas(tmp_path: Any, aiohttp_client: Any, cluster: PostgresCl
         path = write_control_config(str(workdir), entries, auth=write_tokens(workdir), state=cluster.url(database),
                                     state_password_file=cluster.password_file,
                                     replica={"id": name, "refresh_interval": "100ms", "lease": "1500ms"},
-                                    rollout={"bundles_dir": str(workdir / "bundles"), **sections.get("rollout", {})})
+                                    rollout={"bundles_dir": str(workdir / "bundles"), **sections.get("rollout", {})},
+                                    **{k: v for k, v in sections.items() if k != "rollout"})
         plane = await ControlPlane.open(load_control_config(path))
         await plane.poller.poll_once()
         plane.start()
@@ -63,6 +65,28 @@ async def fleet(tmp_path: Any, aiohttp_server: Any, aiohttp_client: Any,
     running = Fleet(replicas, fakes, postgres_cluster)
     try:
         yield running
+    finally:
+        for replica in replicas:
+            await replica.plane.close()
+
+
+async def test_every_replica_reloads_the_prefix_files_deployed_beside_its_config(
+        tmp_path: Any, aiohttp_server: Any, aiohttp_client: Any, postgres_cluster: PostgresCluster) -> None:
+    """Prefix data is config, not state: each replica watches its own copy, no operator call per replica."""
+    _, _, entries = await serve_fake_boxes(aiohttp_server, "b1", "b2")
+    replicas = await start_replicas(tmp_path, aiohttp_client, postgres_cluster, entries,
+                                    prefixes_check_interval="100ms")
+    try:
+        assert [len(r.plane.index.coverage) for r in replicas] == [2, 2]
+        for name in ("c1", "c2"):  # the operator deploys the new file to every replica's host
+            new = tmp_path / name / "coverage.csv.new"
+            new.write_text("prefix,lat,lon,country\n127.0.0.0/8,52.37,4.90,NL\n10.0.0.0/8,40.71,-74.0,US\n"
+                           "192.0.2.0/24,48.85,2.35,FR\n")
+            os.replace(new, tmp_path / name / "coverage.csv")
+        await _until(lambda: [len(r.plane.index.coverage) for r in replicas] == [3, 3])
+        for replica in replicas:
+            status = await (await replica.client.get("/v1/status", headers=OPERATOR)).json()
+            assert status["prefixes"]["coverage"] == 3 and status["prefixes"]["reloads"] == 1
     finally:
         for replica in replicas:
             await replica.plane.close()

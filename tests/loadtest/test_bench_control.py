@@ -24,7 +24,10 @@ CASES = ["index build", "steering decision", "HLS master playlist, render only",
          "steering manifest JSON, query + decision + render",
          "start-up of `oca control serve`, exec to first answer",
          "resident memory (VmRSS) once ready",
-         "HTTP master playlists (wrk), origin-only pathways"]
+         "config + prefixes loaded and every box polled once, from exec",
+         "health poll round of every box (fake boxes on loopback)",
+         "resident memory after the poll rounds",
+         "HTTP master playlists (wrk)"]
 
 
 @pytest.mark.bench
@@ -40,10 +43,18 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path: Path, capsys: pyte
     for row, case in zip(rows, CASES, strict=True):
         assert row.startswith(f"| {case}")
         assert row.count(" | ") == 2
-    assert re.search(r"p50 [\d.]+ ms, p99 [\d.]+ ms, max [\d.]+ ms .* — (meets|misses) \|$", rows[1])
-    assert re.search(r"\| ≤ 30 s \| [\d.]+ s \(\d+ MiB of fleet files, files\) — (meets|misses) \|$", rows[7])
+    assert re.search(r"p50 [\d.]+ ms, p99 [\d.]+ ms, max [\d.]+ ms; CPU time p99 [\d.]+ ms .* — (meets|misses) \|$",
+                     rows[1])
+    assert re.search(r"\| ≤ 30 s \| [\d.]+ s, [\d.]+ s of CPU \(\d+ MiB of fleet files, files\) — (meets|misses) \|$",
+                     rows[7])
     assert re.search(r"\| [\d,]+ MiB \|$", rows[8])
-    assert "not asked for" in rows[9]  # --quick runs no wrk
+    assert re.search(r"\| ≤ 30 s \| [\d.]+ s, [\d.]+ s of CPU — (meets|misses) \|$", rows[9])
+    # 1,000 fake boxes polled every 2 s for --quick's 3 s: at least one round is timed
+    assert re.search(r"\| ≤ 2 s \(health.interval\) \| median [\d.]+ s, max [\d.]+ s over \d+ rounds, [\d,]+ polls "
+                     r"skipped, the process at \d+% of a core, \d+ µs of CPU a poll \([\d,]+ of 1,000 boxes keep "
+                     r"their connection \(open-file limit [\d,]+\)\) — (meets|misses) \|$", rows[10])
+    assert re.search(r"\| [\d,]+ MiB \|$", rows[11])
+    assert "not asked for" in rows[12]  # --quick runs no wrk
     report = json.loads(out.read_text())
     assert set(report) == {"machine", "p99_goal_ms", "playlists_goal", "startup_goal_s", "sizes"}
     [size] = report["sizes"]
@@ -52,6 +63,14 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path: Path, capsys: pyte
     for r in size["rows"]:
         assert set(r) == {"case", "figure", "goal", "verdict", "value", "unit"}
         assert r["value"] is None or r["value"] >= 0
+
+
+def test_sizes_by_counts() -> None:
+    sizes = bench_control.parse_args(["--boxes", "1000,20000", "--prefixes", "100000,2_000_000"]).sizes
+    assert [(s.name, s.boxes, s.announced, s.coverage) for s in sizes] == [
+        ("1k/100k", 1000, 50_000, 50_000), ("20k/2M", 20_000, 1_000_000, 1_000_000)]
+    big = bench_control.SIZES["20k"]
+    assert (big.boxes, big.announced + big.coverage) == (20_000, 2_000_000)
 
 
 def test_sizes_are_chosen_by_name() -> None:
@@ -64,7 +83,12 @@ def test_sizes_are_chosen_by_name() -> None:
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--samples", "0"], "--samples 0"),
-    (["--sizes", "5k"], "--sizes 5k: expected a comma-separated list of 1k, 10k"),
+    (["--sizes", "5k"], "--sizes 5k: expected a comma-separated list of 1k, 10k, 20k"),
+    (["--boxes", "1000,2000", "--prefixes", "5000"], "as many counts in each"),
+    (["--boxes", "1000"], "--prefixes is needed with --boxes"),
+    (["--boxes", "1001", "--prefixes", "5000"], "--boxes 1001: expected a multiple of 5"),
+    (["--boxes", "1000", "--prefixes", "5000", "--sizes", "1k"], "--sizes or --boxes/--prefixes, not both"),
+    (["--poll-seconds", "-1"], "--poll-seconds -1"),
     (["--http-seconds", "-1"], "--http-seconds -1"),
 ])
 def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
@@ -83,6 +107,18 @@ def test_announced_prefixes_stay_valid_past_65536_ipv6_ones() -> None:
     assert bench_control.announced_prefix(v4 + 65_536, v4) == "2001:db9:0::/48"
 
 
+def test_the_coverage_covers_every_announced_ipv4_prefix() -> None:
+    """Clients of announced IPv4 prefixes get a coverage country: one /16 per 256 announced /24s, past the
+    first few /16s (the world once had one /16 per 65,536 of them)."""
+    world = bench_control.build_world(1, sites=20, boxes_per_site=5, announced=5000, coverage=5000, titles=3,
+                                      clients=10)
+    index = bench_control.SteeringIndex.build(world.fleet)
+    v4 = 5000 * 4 // 5
+    for i in (0, 255, 256, v4 - 1):
+        address = bench_control.announced_prefix(i, v4).replace(".0/24", ".1")
+        assert index.announced.lookup(address) is not None and index.coverage.lookup(address) is not None, address
+
+
 def test_a_control_plane_that_does_not_start_is_a_row_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> object:
         raise bench_control.ProcessError("oca control serve exited with 2: bad config")
@@ -90,7 +126,8 @@ def test_a_control_plane_that_does_not_start_is_a_row_not_a_crash(monkeypatch: p
     monkeypatch.setattr(bench_control, "measure_process", refuse)
     world = bench_control.build_world(3, sites=20, boxes_per_site=3, announced=200, coverage=200, titles=6,
                                       clients=300)
-    rows = bench_control.measure_serving(world, shape="files", http_seconds=0, progress=lambda message: None)
+    rows = bench_control.measure_serving(world, shape="files", http_seconds=0, poll_seconds=3,
+                                         progress=lambda message: None)
     assert [r.case for r in rows] == CASES[7:]
     assert rows[0].verdict == "failed: oca control serve exited with 2: bad config"
     assert all(r.value is None for r in rows)

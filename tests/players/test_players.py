@@ -49,13 +49,14 @@ def _manifest(lab: Lab, player: str) -> str:
 
 
 def _play(lab: Lab, browser: BrowserContext, player: str,
-          requests: list[tuple[str, str | None]] | None = None, site: str = "site-a") -> tuple[Page, str]:
+          requests: list[tuple[str, str | None]] | None = None, site: str = "site-a",
+          settings: str = "default") -> tuple[Page, str]:
     with urllib.request.urlopen(f"{lab.control_url}/lab/config.json", timeout=10) as response:
         installed = json.loads(response.read())["players"]
     assert installed[player], f"the lab serves no {player} player: run `make node_modules` (npm ci)"
     sid = f"oca-test-{player}-{uuid.uuid4().hex[:12]}"
     client = (lab.client_header, lab.site_clients[site])
-    page = open_player(browser, lab.control_url, player, _manifest(lab, player), client, sid, requests)
+    page = open_player(browser, lab.control_url, player, _manifest(lab, player), client, sid, requests, settings)
     return page, sid
 
 

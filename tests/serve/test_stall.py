@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oca.serve.stall import is_stalled, own_pause
+from oca.serve.stall import is_stalled, own_pause, stall_after, workers_report
 
 TICK = 0.1
 
@@ -35,3 +35,19 @@ def test_a_worker_silent_while_the_master_ran_is_stalled() -> None:
     assert credited == heard  # the master ran on time: nothing is credited
     assert not is_stalled(100.0 + 2.0, credited, 2.0)
     assert is_stalled(tick_times[-1] + 0.05, credited, 2.0)  # 2.95 s of the master's running time
+
+
+@pytest.mark.parametrize("now, heard, ping", [
+    (100.0, [99.5], True),  # the one worker reported half a second ago
+    (100.0, [97.0, 99.9], True),  # one of two stuck (the master kills and restarts it): still serving
+    (100.0, [97.0, 97.4], False),  # every worker silent past stall_after: the box does not serve
+    (100.0, [], False),  # no serving worker at all (each dies as it starts)
+])
+def test_the_watchdog_ping_says_a_worker_reports(now: float, heard: list[float], ping: bool) -> None:
+    assert workers_report(now, heard, stall_after(0.25)) is ping
+
+
+def test_stall_after_is_ten_reports_and_at_least_two_seconds() -> None:
+    assert stall_after(0.25) == 2.5
+    assert stall_after(0.05) == 2.0
+    assert stall_after(1.0) == 10.0

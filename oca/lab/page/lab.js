@@ -133,6 +133,7 @@ function playHls(video, url, client, cmcd, buffer) {
     enableWorker: false,
     cmcd: cmcd ? {} : undefined,
     ...(buffer ? { maxBufferLength: buffer, maxMaxBufferLength: buffer } : {}),
+    ...(window.OCA_PLAYERS ? window.OCA_PLAYERS.hls : {}),  // players.js: what README recommends
     xhrSetup(xhr, requestUrl) {
       if (!controlPlaneUrl(requestUrl)) return;
       if (xhr.readyState === 0) xhr.open('GET', requestUrl, true);
@@ -170,6 +171,7 @@ function playHls(video, url, client, cmcd, buffer) {
 
 function playDash(video, url, client, cmcd) {
   const player = dashjs.MediaPlayer().create();
+  if (window.OCA_PLAYERS) player.updateSettings(window.OCA_PLAYERS.dash);  // players.js: what README recommends
   if (cmcd) player.updateSettings({ streaming: { cmcd: { enabled: true } } });
   player.addRequestInterceptor((request) => {
     if (controlPlaneUrl(request.url)) {

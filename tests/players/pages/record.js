@@ -12,6 +12,9 @@
     header: params.get("header"),  // the lab's client header, and the address it names
     client: params.get("client"),
     sid: params.get("sid"),  // the CMCD session id the player sends to boxes
+    settings: params.get("settings") || "default",  // "recommended": the lab's /lab/players.js on top
+    qualities: [],        // {t, bitrate}: video quality changes rendered (dash.js only)
+    responses: [],        // {t, url, status, cmsdStatic, cmsdDynamic}: media responses (dash.js only)
     firstPlaying: null,   // ms from page load to the first "playing" event
     samples: [],          // [t, currentTime, paused, ended, readyState, end of the buffered range], every 100 ms
     waiting: [],          // [start, end or null]: "waiting" until the next "playing"

@@ -1,0 +1,188 @@
+"""The health poller's HTTP client: `GET <admin_url>/status` of one box, over a connection kept open to it.
+
+Why not aiohttp's client, which the rest of the control plane uses: the poller asks every box every
+`health.interval`, and at 20,000 boxes aiohttp's per-request machinery (URL objects, request and response
+objects, writers) cost 140-200 µs of CPU per poll, more than one core for a 2 s interval. Here a box's
+request is bytes built once, the answer is parsed by llhttp (httptools, the data plane's parser) and each
+box keeps one idle connection between polls.
+
+Rules kept here:
+- HTTP/1.1 GET only, `Connection: keep-alive`; http:// or https:// (TLS verified with the system CAs).
+- An answer is (status, body). A body over `max_body`, an answer llhttp rejects, or a connection that ends
+  before the answer does raise ValueError or ConnectionError (the poller's "bad answer" / "cannot reach").
+- A kept connection the box closed between polls (it timed out an idle keep-alive) is retried once on a new
+  connection; a fresh connection is never retried.
+- At most `max_idle` idle connections are kept; when that many are, a connection just used is closed, not
+  an older one: the poller asks the boxes in the same order every round, and evicting the least recently
+  used made every box reconnect at every poll (each one's connection had just been evicted). Each is an
+  open file, and the process's open-file limit bounds them (default: the soft limit less a reserve, see
+  `default_max_idle`). A request cancelled half-way (the poller's timeout) closes its connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httptools
+
+MAX_BODY = 1 << 20  # a /status answer is a few hundred bytes; a box is not allowed to make us buffer more
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one box's /status is and the request bytes that ask for it."""
+
+    host: str
+    port: int
+    tls: bool
+    request: bytes
+
+    @classmethod
+    def of(cls, base_url: str, path: str, token: str | None = None) -> Target:
+        """`base_url` is a box's admin URL (`http://10.0.0.1:8081`, maybe with a path); ValueError if it is
+        not an http(s) URL with a host."""
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{base_url!r}: expected an http(s) URL with a host")
+        tls = parts.scheme == "https"
+        port = parts.port or (443 if tls else 80)
+        host_header = parts.netloc.rsplit("@", 1)[-1]
+        lines = [f"GET {parts.path.rstrip('/')}{path} HTTP/1.1", f"Host: {host_header}", "Connection: keep-alive",
+                 "Accept: application/json", "User-Agent: oca-control"]
+        if token:
+            lines.append(f"Authorization: Bearer {token}")
+        return cls(parts.hostname, port, tls, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+
+def default_max_idle(reserve: int = 2048) -> int:
+    """The process's soft open-file limit less `reserve` descriptors for everything else (API clients, the
+    store, polls in flight, pushes): a box whose connection is not kept costs a new connection per poll,
+    about twice the CPU of a kept one."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 20 if soft == resource.RLIM_INFINITY else max(0, soft - reserve)
+
+
+class _Connection(asyncio.Protocol):
+    """One connection to one box: one request at a time."""
+
+    def __init__(self, max_body: int) -> None:
+        self.max_body = max_body
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.body: list[bytes] = []
+        self.size = 0
+        self.keep_alive = False
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a stream transport: what create_connection made
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:  # a callback's error comes out as one too
+            too_big = self.size > self.max_body
+            self._fail(ValueError(f"answer larger than {self.max_body} bytes" if too_big else f"not HTTP/1.1: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._fail(ConnectionResetError("the box closed the connection before its answer ended"))
+
+    # httptools callbacks
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > self.max_body:
+            raise ValueError(f"answer larger than {self.max_body} bytes")
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.keep_alive = bool(self.parser.should_keep_alive())
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result((int(self.parser.get_status_code()), b"".join(self.body)))
+
+    # ours
+    @property
+    def open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    async def get(self, request: bytes) -> tuple[int, bytes]:
+        assert self.transport is not None and self.waiter is None
+        self.parser = httptools.HttpResponseParser(self)
+        self.body, self.size, self.keep_alive = [], 0, False
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return await self.waiter
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def _fail(self, exc: Exception) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        self.close()
+
+
+class StatusClient:
+    """GETs over kept connections, one per target (see the module rules)."""
+
+    def __init__(self, max_idle: int | None = None, max_body: int = MAX_BODY) -> None:
+        self.max_idle = default_max_idle() if max_idle is None else max_idle
+        self.max_body = max_body
+        self._idle: dict[tuple[str, int, bool], _Connection] = {}
+        self._tls: ssl.SSLContext | None = None
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    async def get(self, target: Target) -> tuple[int, bytes]:
+        key = (target.host, target.port, target.tls)
+        kept = self._idle.pop(key, None)
+        if kept is not None and kept.open:
+            try:
+                return self._done(key, kept, await self._ask(kept, target))
+            except ConnectionError:
+                pass  # closed by the box while idle: once more on a new connection
+        elif kept is not None:
+            kept.close()
+        fresh = await self._connect(target)
+        return self._done(key, fresh, await self._ask(fresh, target))
+
+    async def _ask(self, conn: _Connection, target: Target) -> tuple[int, bytes]:
+        try:
+            return await conn.get(target.request)
+        except BaseException:
+            conn.close()  # cancelled or failed half-way: the connection's state is unknown
+            raise
+
+    def _done(self, key: tuple[str, int, bool], conn: _Connection, answer: tuple[int, bytes]) -> tuple[int, bytes]:
+        if conn.keep_alive and conn.open and len(self._idle) < self.max_idle:
+            self._idle[key] = conn
+        else:
+            conn.close()
+        return answer
+
+    async def _connect(self, target: Target) -> _Connection:
+        loop = asyncio.get_running_loop()
+        tls: ssl.SSLContext | None = None
+        if target.tls:
+            if self._tls is None:
+                self._tls = ssl.create_default_context()
+            tls = self._tls
+        _, conn = await loop.create_connection(lambda: _Connection(self.max_body), target.host, target.port,
+                                               ssl=tls, server_hostname=target.host if tls else None)
+        return conn
+
+    def close(self) -> None:
+        while self._idle:
+            _, conn = self._idle.popitem()
+            conn.close()
