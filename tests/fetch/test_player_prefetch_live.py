@@ -96,6 +96,11 @@ def test_a_hint_makes_the_next_request_a_hit_within_the_token_only(box: Box, ori
     time.sleep(0.3)
     assert _metric(box, "oca_player_prefetch_started_total") == 1
     log = os.path.join(box.workdir, "access.log")
-    with open(log, encoding="utf-8") as fh:
-        first = next(e for e in map(json.loads, fh) if e["key"].endswith("seg1.m4s"))
+
+    def logged() -> list[dict[str, Any]]:  # the workers write the access log in batches
+        with open(log, encoding="utf-8") as fh:
+            return [e for e in map(json.loads, fh) if e["key"].endswith(f"{TITLE}/720p/seg1.m4s")]
+
+    assert _eventually(lambda: bool(logged()))
+    first = logged()[0]
     assert first["miss"] == "first" and first["cmcd"]["nor"] == "seg2.m4s"
