@@ -32,8 +32,10 @@ node_modules: package.json $(wildcard package-lock.json)
 system-deps:
 	@scripts/install-system-deps.sh $(SYSTEM_TOOLS)
 
+# ruff, then the import contracts in pyproject.toml (which program may import which: import-linter)
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

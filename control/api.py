@@ -23,6 +23,7 @@ from aiohttp import web
 from control.catalog import ingest_source, title_from_json, title_to_json
 from control.catalog.codec import check_countries, check_title_id
 from control.fill_api import routes as fill_routes
+from control.lab_page import lab_page_routes
 from control.metrics import METRICS, ControlMetrics
 from control.plane import ControlPlane
 from control.play import PLANE
@@ -32,7 +33,7 @@ from control.store import Invalidation
 from oca import __version__
 from oca.errors import BadRequest, NotFound, OcaError
 from oca.httpapi import json_body, operator_of, parse_count, scoped_auth
-from oca.lab.page_routes import lab_page_routes
+from oca.wire.invalidation import InvalidationBatch
 
 log = logging.getLogger("oca.control.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -232,8 +233,7 @@ async def list_invalidations(request: web.Request) -> web.Response:
     since = _int_query(request, "since", 0)
     limit = _int_query(request, "limit", 1000, 1, 10000)
     entries = await plane.invalidator.since(since, limit)
-    return web.json_response({"invalidations": [e.wire() | {"id": e.client_id} for e in entries],
-                              "last_seq": plane.invalidator.last_seq})
+    return web.json_response(InvalidationBatch(tuple(entries), plane.invalidator.last_seq).to_json())
 
 
 async def get_invalidation(request: web.Request) -> web.Response:

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from control.fleet import load_fleet
 from control.model import Fleet
 from control.store import POSTGRES_SCHEMES
-from fill.plan import Window
 from oca.config.settings import build_settings, read_yaml, resolve_path, setting
 from oca.errors import ConfigError
+from oca.wire.window import Window
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,12 @@ from typing import Any
 
 from aiohttp import web
 
-from control.fill_plan import FillSettings, TierCapacity, plan_fleet
+from control.fill_plan import TierCapacity, plan_fleet
 from control.model import Fleet, Inventory, Title
 from control.plane import ControlPlane
 from control.play import PLANE
 from oca.errors import NotFound, OcaError
+from oca.wire.fill import FillSettings, PlanReply
 
 
 class NotReady(OcaError):
@@ -91,10 +92,8 @@ async def fill_plan(request: web.Request) -> web.Response:
     settings = settings_of(plane)
     plan = await asyncio.to_thread(plan_fleet, part, list(titles.values()), popularity, tiers, holdings=holdings,
                                    available=available, settings=settings)
-    body = plan.boxes[box_id].to_json()
-    body.update({"generated_at": now, "window": plane.config.fill.window,
-                 "settings": plan.to_json()["settings"]})
-    return web.json_response(body)
+    reply = PlanReply(plan.boxes[box_id], plane.config.fill.window, now, settings)
+    return web.json_response(reply.to_json())
 
 
 async def live_titles(request: web.Request) -> web.Response:

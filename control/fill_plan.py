@@ -1,5 +1,6 @@
 """The nightly fill plan: which files each box should hold, on which tier, fetched from where. Pure: values in,
-a FillPlan out; no I/O, no clock.
+a FillPlan out; no I/O, no clock. Each box's part is the wire model's BoxPlan (oca/wire/fill.py), which the
+fill job on the box reads from `GET /v1/fill-plans/<box>`.
 
 Rules kept here (issue 6, "Fill plan"):
 - Deterministic: the same inputs give an equal plan, whatever the order of the mappings and sequences they
@@ -34,29 +35,24 @@ from typing import Any
 
 from control.model import ORIGIN_PATHWAY, Fleet, Title
 from control.steering import rendezvous_order
+from oca.wire.fill import (
+    ORIGIN,
+    PARENT,
+    PEER,
+    PLAN_VERSION,
+    BoxPlan,
+    FillSettings,
+    PlannedFile,
+    PlannedTitle,
+    Source,
+    TierUse,
+)
 
-PLAN_VERSION = 1
-PEER, PARENT, ORIGIN = "peer", "parent", "origin"
+DEFAULT_SETTINGS = FillSettings()
 _PARENT_FALLBACK = 1  # boxes of a parent site asked when none of them holds or plans the title
 
 
 # --- inputs ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FillSettings:
-    head_share: float = 0.5  # share of a site's popularity mass whose titles go on every box of the site
-    replication: int = 2  # boxes of a site that hold each title outside the head
-    headroom: float = 0.1  # share of each tier kept free of the plan (client misses land there)
-    pin: bool = True  # pin planned files until the next plan
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.head_share <= 1.0:
-            raise ValueError(f"head_share {self.head_share!r}: expected a share from 0 to 1")
-        if self.replication < 1:
-            raise ValueError(f"replication {self.replication!r}: expected at least 1")
-        if not 0.0 <= self.headroom < 1.0:
-            raise ValueError(f"headroom {self.headroom!r}: expected a share from 0 to below 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,85 +67,7 @@ class TierCapacity:
         return math.floor(self.capacity * (1.0 - headroom)) if self.up and self.capacity > 0 else 0
 
 
-# --- the plan -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    name: str  # a box id, or "origin"
-    url: str  # the box's data URL or the origin's base URL, no trailing slash
-    kind: str  # peer, parent or origin
-
-    def to_json(self) -> dict[str, str]:
-        return {"name": self.name, "url": self.url, "kind": self.kind}
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedFile:
-    key: str  # the content path (the box's cache key)
-    title: str
-    size: int
-    digest: str
-    tier: str  # the tier it is budgeted on
-    hot: bool  # ask the box to store it on its first tier
-    pin: bool
-    sources: tuple[str, ...]  # source names in order; BoxPlan.sources has their URLs and kinds
-
-
-@dataclass(frozen=True, slots=True)
-class TierUse:
-    name: str
-    capacity: int
-    budget: int
-    planned: int  # bytes of planned files on this tier (never above budget)
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedTitle:
-    id: str
-    rank: int  # 1-based rank at the site
-    score: float
-    head: bool
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class BoxPlan:
-    box: str
-    site: str
-    tiers: tuple[TierUse, ...]
-    titles: tuple[PlannedTitle, ...]  # in fetch order (rank order)
-    files: tuple[PlannedFile, ...]  # in fetch order: by title rank, then path
-    left_out: tuple[str, ...]  # head titles that did not fit this box's budget
-    sources: Mapping[str, Source]
-
-    @property
-    def bytes(self) -> int:
-        return sum(f.size for f in self.files)
-
-    def file_sources(self, planned: PlannedFile) -> list[Source]:
-        return [self.sources[name] for name in planned.sources]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": PLAN_VERSION, "box": self.box, "site": self.site, "bytes": self.bytes,
-            "tiers": [{"name": t.name, "capacity": t.capacity, "budget": t.budget, "planned": t.planned}
-                      for t in self.tiers],
-            "titles": [{"id": t.id, "rank": t.rank, "score": round(t.score, 6), "head": t.head, "size": t.size}
-                       for t in self.titles],
-            "left_out": list(self.left_out),
-            "sources": {name: self.sources[name].to_json() for name in sorted(self.sources)},
-            "files": [{"key": f.key, "title": f.title, "size": f.size, "digest": f.digest, "tier": f.tier,
-                       "hot": f.hot, "pin": f.pin, "sources": list(f.sources)} for f in self.files],
-        }
-
-    @classmethod
-    def from_json(cls, raw: object) -> BoxPlan:
-        """The plan a control plane sent; ValueError naming the first field that is wrong."""
-        try:
-            return _box_plan_from_json(raw)
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"fill plan: malformed ({exc.__class__.__name__}: {exc})") from None
+# --- the plan (the wire model's BoxPlan per box: oca/wire/fill.py) ---------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +76,7 @@ class FillPlan:
     boxes: Mapping[str, BoxPlan] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        s = self.settings
-        return {"version": PLAN_VERSION,
-                "settings": {"head_share": s.head_share, "replication": s.replication, "headroom": s.headroom,
-                             "pin": s.pin},
+        return {"version": PLAN_VERSION, "settings": self.settings.to_json(),
                 "boxes": {box: self.boxes[box].to_json() for box in sorted(self.boxes)}}
 
 
@@ -170,7 +85,7 @@ class FillPlan:
 
 def plan_fleet(fleet: Fleet, titles: Iterable[Title], popularity: Mapping[str, Mapping[str, float]],
                tiers: Mapping[str, Sequence[TierCapacity]], *, holdings: Mapping[str, Collection[str]] | None = None,
-               available: Collection[str] | None = None, settings: FillSettings = FillSettings()) -> FillPlan:
+               available: Collection[str] | None = None, settings: FillSettings = DEFAULT_SETTINGS) -> FillPlan:
     """The plan of every box of the fleet.
 
     popularity: site -> title -> decayed score. tiers: box -> its tiers fastest first (a box missing here has
@@ -359,48 +274,3 @@ def _title_sources(fleet: Fleet, box: str, site: str, chain: list[str], title_id
         ranked = rendezvous_order(title_id, [b for b in site_boxes.get(parent, ()) if b in usable])
         parents.append((tuple(ranked), tuple(b for b in ranked if b in planned)))
     return _TitleSources(tuple(peers), tuple(b for b in before if b in usable), tuple(parents))
-
-
-# --- reading a plan back (the fill runner) ---------------------------------------------------------------
-
-
-def _str(raw: Mapping[str, Any], name: str) -> str:
-    value = raw[name]
-    if not isinstance(value, str):
-        raise ValueError(f"fill plan: {name} must be a string, got {value!r}")
-    return value
-
-
-def _int(raw: Mapping[str, Any], name: str) -> int:
-    value = raw[name]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"fill plan: {name} must be a non-negative integer, got {value!r}")
-    return value
-
-
-def _box_plan_from_json(raw: object) -> BoxPlan:
-    if not isinstance(raw, Mapping):
-        raise ValueError("fill plan: expected a JSON object")
-    if raw.get("version") != PLAN_VERSION:
-        raise ValueError(f"fill plan: version {raw.get('version')!r} is not {PLAN_VERSION}")
-    sources = {}
-    for name, entry in raw["sources"].items():
-        kind = _str(entry, "kind")
-        if kind not in (PEER, PARENT, ORIGIN):
-            raise ValueError(f"fill plan: source {name!r} has kind {kind!r}")
-        sources[str(name)] = Source(str(name), _str(entry, "url"), kind)
-    files = []
-    for entry in raw["files"]:
-        names = tuple(str(n) for n in entry["sources"])
-        unknown = [n for n in names if n not in sources]
-        if unknown:
-            raise ValueError(f"fill plan: {entry.get('key')!r} names unknown sources {unknown}")
-        files.append(PlannedFile(_str(entry, "key"), _str(entry, "title"), _int(entry, "size"),
-                                 _str(entry, "digest"), _str(entry, "tier"), bool(entry["hot"]), bool(entry["pin"]),
-                                 names))
-    tiers = tuple(TierUse(_str(t, "name"), _int(t, "capacity"), _int(t, "budget"), _int(t, "planned"))
-                  for t in raw["tiers"])
-    titles = tuple(PlannedTitle(_str(t, "id"), _int(t, "rank"), float(t["score"]), bool(t["head"]),
-                                _int(t, "size")) for t in raw["titles"])
-    return BoxPlan(_str(raw, "box"), _str(raw, "site"), tiers, titles, tuple(files),
-                   tuple(str(t) for t in raw.get("left_out", ())), sources)

@@ -32,6 +32,7 @@ from control.store import SCOPES, Invalidation, StateStore
 from oca.errors import BadRequest, NotFound
 from oca.httpapi import bearer, loads
 from oca.keys import is_valid_key
+from oca.wire.invalidation import Applied, InvalidationBatch
 
 log = logging.getLogger("oca.control.invalidation")
 
@@ -131,7 +132,7 @@ class Invalidator:
         pending = sorted(b for b, v in boxes.items() if not v["applied"])
         done = [t for b, t in times.items() if boxes.get(b, {}).get("applied")]
         complete = not [b for b in pending if boxes[b]["healthy"]]
-        return {"invalidation": entry.json(), "boxes": boxes, "pending": pending,
+        return {"invalidation": entry.to_json(), "boxes": boxes, "pending": pending,
                 "pending_healthy": [b for b in pending if boxes[b]["healthy"]], "complete": complete,
                 "propagation_seconds": round(max(done) - entry.time, 3) if done and complete else None}
 
@@ -189,15 +190,12 @@ class Invalidator:
         if not entries:
             return
         headers = bearer(self.token)
-        body = {"invalidations": [e.wire() for e in entries]}
+        body = InvalidationBatch(tuple(entries)).to_json()
         async with self.session.post(f"{box.admin_url}/invalidations", json=body, headers=headers) as resp:
             if resp.status != 200:
                 raise ValueError(f"{box.id} answered {resp.status} to POST /invalidations")
             answer = await resp.json(content_type=None, loads=loads)
-        applied = answer.get("applied_seq") if isinstance(answer, dict) else None
-        if not isinstance(applied, int) or isinstance(applied, bool):
-            raise ValueError(f"{box.id}: POST /invalidations answer has no applied_seq")
-        await self._record(box.id, applied)
+        await self._record(box.id, Applied.from_json(answer, f"{box.id}'s POST /invalidations answer").applied_seq)
 
     async def _record(self, box_id: str, seq: int) -> None:
         if box_id not in self.fleet.boxes or seq <= self.applied.get(box_id, 0):

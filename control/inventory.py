@@ -5,7 +5,8 @@ Rules kept here:
   `GET /inventory/titles?since=<last>` → {"sequence", "full", "titles": {id: {"objects", "bytes"}},
   "removed": [id, ...]}; `full: true` replaces what we knew, otherwise the answer is a delta.
 - A box without that route (404) is asked for its object listing (`GET /inventory` → {"objects": [{"key"}]}),
-  read as a full listing with titles taken from keys `titles/<id>/...`.
+  read as a full listing with titles taken from keys `titles/<id>/...`. Both answers are decoded by the wire
+  model (oca/wire/inventory.py: TitleChanges, Listing); one that does not decode is a failed refresh.
 - A title is "live" on a box when the box holds at least as many of its objects as the catalog has files
   and, when the catalog's sizes are known (`title_sizes`), at least as many bytes as the title has (slices of
   a large file count as objects, so the count alone could call a title with a partly fetched file live).
@@ -24,6 +25,7 @@ import aiohttp
 from control.health import BoxStatus
 from control.model import Box, Inventory
 from oca.httpapi import bearer, loads
+from oca.wire.inventory import Listing, TitleChanges
 
 log = logging.getLogger("oca.control.inventory")
 
@@ -100,39 +102,30 @@ class InventoryTracker:
                 raise ValueError(f"/inventory/titles answered {resp.status}")
             else:
                 body = await resp.json(content_type=None, loads=loads)
-        if not isinstance(body, dict):
-            raise ValueError("/inventory is not a JSON object")
-        if isinstance(body.get("titles"), dict):
-            sequence = body.get("sequence")
-            titles = {str(t): _objects(v) for t, v in body["titles"].items()}
-            sizes = {str(t): _objects(v, "bytes") for t, v in body["titles"].items()}
-            if body.get("full") is True or state.sequence is None:
+        if isinstance(body, dict) and "titles" in body:
+            changes = TitleChanges.from_json(body, f"{box.id}'s /inventory/titles")
+            sequence: object = changes.sequence
+            titles = {t: h.objects for t, h in changes.titles.items()}
+            sizes = {t: h.bytes for t, h in changes.titles.items()}
+            if changes.full or state.sequence is None:
                 state.titles, state.bytes = titles, sizes
             else:
                 state.titles.update(titles)
                 state.bytes.update(sizes)
-            for gone in body.get("removed") or ():
-                state.titles.pop(str(gone), None)
-                state.bytes.pop(str(gone), None)
-        elif isinstance(body.get("objects"), list):
+            for gone in changes.removed:
+                state.titles.pop(gone, None)
+                state.bytes.pop(gone, None)
+        elif isinstance(body, dict) and "objects" in body:
             sequence = body.get("sequence")
             counts: dict[str, int] = {}
             held: dict[str, int] = {}
-            for obj in body["objects"]:
-                key = obj.get("key", "") if isinstance(obj, dict) else ""
-                parts = key.split("/")
+            for obj in Listing.from_json(body, f"{box.id}'s /inventory").objects:
+                parts = obj.key.split("/")
                 if len(parts) >= 3 and parts[0] == "titles":
                     counts[parts[1]] = counts.get(parts[1], 0) + 1
-                    held[parts[1]] = held.get(parts[1], 0) + _objects(obj, "size")
+                    held[parts[1]] = held.get(parts[1], 0) + obj.size
             state.titles, state.bytes = counts, held
         else:
             raise ValueError("/inventory has neither titles nor objects")
         state.sequence = sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else polled
         self._snapshot = None
-
-
-def _objects(value: object, name: str = "objects") -> int:
-    if isinstance(value, dict):
-        n = value.get(name, 0)
-        return n if isinstance(n, int) and not isinstance(n, bool) else 0
-    return 0

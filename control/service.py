@@ -34,7 +34,7 @@ from control.api import build_app
 from control.config import ControlConfig
 from control.plane import ControlPlane
 from control.preflight import Startup
-from oca.serve.sdnotify import notify, watchdog_interval
+from oca.systemd import notify, watchdog_interval
 
 log = logging.getLogger("oca.control")
 SHUTDOWN_TIMEOUT = 10.0

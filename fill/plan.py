@@ -1,5 +1,6 @@
 """The fill runner's pure part: a box's plan and its inventory in, the commands to carry out and the numbers
-to report out. No I/O, no clock (times of day come in as arguments).
+to report out. No I/O, no clock (times of day come in as arguments). The plan, the inventory and the prefetch
+items are the wire model's (oca/wire/): the fill job shares them with the control plane and the box, no code.
 
 Rules kept here:
 - A planned file is present when the box holds its key with the plan's size and digest; present files are
@@ -15,35 +16,18 @@ Rules kept here:
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from control.fill_plan import BoxPlan, PlannedFile
+from oca.wire.fill import BoxPlan, PlannedFile
+from oca.wire.inventory import InventoryObject
+from oca.wire.prefetch import PrefetchItem
 
 SLICE_MARK = "@slice"
 
 
-# --- the box's inventory ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class InventoryObject:
-    """One object of the box's `GET /inventory` listing."""
-
-    key: str
-    size: int
-    digest: str | None
-    pinned: bool
-    tier: str | None = None
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> InventoryObject:
-        digest = raw.get("digest")
-        tier = raw.get("tier")
-        return cls(str(raw["key"]), int(raw.get("size") or 0), digest if isinstance(digest, str) else None,
-                   raw.get("pinned") is True, tier if isinstance(tier, str) else None)
+# --- the box's inventory (oca.wire.inventory.InventoryObject, from its GET /inventory) ---------------------
 
 
 def matches(planned: PlannedFile, held: InventoryObject | None) -> bool:
@@ -111,10 +95,9 @@ def diff(plan: BoxPlan, inventory: Iterable[InventoryObject]) -> Diff:
     return Diff(tuple(fetch), tuple(keep), tuple(pin), tuple(unpin))
 
 
-def prefetch_items(plan: BoxPlan, files: Sequence[PlannedFile]) -> list[dict[str, Any]]:
+def prefetch_items(plan: BoxPlan, files: Sequence[PlannedFile]) -> tuple[PrefetchItem, ...]:
     """The `POST /prefetch` items of these files: key, size, digest, hot, pin and their source order."""
-    return [{"key": f.key, "size": f.size, "digest": f.digest, "hot": f.hot, "pin": f.pin,
-             "sources": [s.to_json() for s in plan.file_sources(f)]} for f in files]
+    return tuple(PrefetchItem(f.key, f.size, f.digest, f.hot, f.pin, tuple(plan.file_sources(f))) for f in files)
 
 
 # --- what is there after a run --------------------------------------------------------------------------
@@ -167,65 +150,5 @@ def summarize(plan: BoxPlan) -> dict[str, Any]:
     return {"box": plan.box, "site": plan.site, "titles": len(plan.titles),
             "head_titles": sum(1 for t in plan.titles if t.head), "files": len(plan.files), "bytes": plan.bytes,
             "by_tier": by_tier, "by_first_source": dict(sorted(by_source.items())),
-            "tiers": [{"name": t.name, "capacity": t.capacity, "budget": t.budget, "planned": t.planned}
-                      for t in plan.tiers],
+            "tiers": [t.to_json() for t in plan.tiers],
             "left_out": list(plan.left_out)}
-
-
-# --- the fill window ---------------------------------------------------------------------------------------
-
-_CLOCK = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?\Z")
-DAY = 86400
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """A daily window in the box's local time, `02:00-14:00` (may cross midnight: `22:00-06:00`)."""
-
-    start: int  # seconds after local midnight
-    end: int  # seconds after local midnight, up to 86400
-
-    @classmethod
-    def parse(cls, text: str) -> Window | None:
-        """`HH:MM[:SS]-HH:MM[:SS]`, or `always` (None: no window). ValueError naming the text otherwise."""
-        if text.strip().lower() == "always":
-            return None
-        first, sep, second = text.strip().partition("-")
-        start, end = _seconds(first) if sep else None, _seconds(second) if sep else None
-        if start is None or end is None or start == end or start >= DAY:
-            raise ValueError(f"window {text!r}: expected HH:MM-HH:MM such as 02:00-14:00, or always")
-        return cls(start, end)
-
-    def remaining(self, second_of_day: float) -> float:
-        """Seconds left in the window at this local time of day; 0 when outside it."""
-        if self.start < self.end:
-            inside = self.start <= second_of_day < self.end
-            return self.end - second_of_day if inside else 0.0
-        if second_of_day >= self.start:
-            return DAY - second_of_day + self.end
-        return self.end - second_of_day if second_of_day < self.end else 0.0
-
-    def __str__(self) -> str:
-        return f"{_clock(self.start)}-{_clock(self.end)}"
-
-
-def local_second_of_day(now: float) -> float:
-    """Seconds after local midnight at epoch time `now` (what a Window is read against)."""
-    t = time.localtime(now)
-    return t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec + (now % 1)
-
-
-def _seconds(text: str) -> int | None:
-    match = _CLOCK.match(text.strip())
-    if match is None:
-        return None
-    hours, minutes, seconds = int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
-    if minutes > 59 or seconds > 59 or hours > 24 or (hours == 24 and (minutes or seconds)):
-        return None
-    return hours * 3600 + minutes * 60 + seconds
-
-
-def _clock(seconds: int) -> str:
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours:02d}:{minutes:02d}" + (f":{secs:02d}" if secs else "")

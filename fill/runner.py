@@ -1,4 +1,5 @@
-"""The fill runner: carries out the pure diff (fill/plan.py) against the local box's admin API.
+"""The fill runner: carries out the pure diff (fill/plan.py) against the local box's admin API. It talks to
+the control plane and the box over HTTP only, in the wire model's terms (oca/wire/): plan, inventory, jobs.
 
 Rules kept here:
 - The box owns its disks; the runner only asks: `POST /cache/pin` for the unpins and pins, then one
@@ -28,23 +29,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from control.client import ControlClient, ControlError
-from control.fill_plan import BoxPlan
-from fill.plan import (
-    Coverage,
-    Diff,
-    Fetch,
-    InventoryObject,
-    SetPin,
-    Window,
-    coverage,
-    diff,
-    failure_reasons,
-    local_second_of_day,
-    prefetch_items,
-)
-from oca.admin.client import AdminClient, AdminError
+from fill.plan import Coverage, Diff, Fetch, SetPin, coverage, diff, failure_reasons, prefetch_items
 from oca.errors import FAILED, OK, UNREACHABLE, USAGE, WINDOW_CLOSED, OcaError  # the exit-code table
+from oca.wire.admin_client import AdminClient, AdminError
+from oca.wire.codec import WireError
+from oca.wire.control_client import ControlClient, ControlError
+from oca.wire.fill import BoxPlan, PlanReply
+from oca.wire.inventory import InventoryObject, Listing
+from oca.wire.prefetch import JobProgress, PrefetchRequest
+from oca.wire.window import Window, local_second_of_day
 
 CONTROL_UNREACHABLE, WINDOW_ENDED = UNREACHABLE, WINDOW_CLOSED
 PRIORITY = -10  # below an operator's prefetch jobs (priority 0 by default)
@@ -101,8 +94,19 @@ class BoxAdmin(AdminClient):
             raise BoxFailed(f"{exc} ({method} {path})") from None
 
     def inventory(self) -> list[InventoryObject]:
-        answer = self.call("GET", "/inventory?prefix=" + urllib.parse.quote("titles/"))
-        return [InventoryObject.from_json(obj) for obj in answer.get("objects", [])]
+        return list(Listing.from_json(self.call("GET", "/inventory?prefix=" + urllib.parse.quote("titles/")),
+                                      "the box's inventory").objects)
+
+    def job_progress(self, method: str, path: str, body: Any = None, *,
+                     missing_ok: bool = False) -> JobProgress | None:
+        """A prefetch job's progress as the box answers it (None for a 404 when missing_ok)."""
+        answer = self.call(method, path, body, missing_ok=missing_ok)
+        if answer is None and missing_ok:
+            return None
+        try:
+            return JobProgress.from_json(answer, "the box's prefetch job")
+        except WireError as exc:
+            raise BoxFailed(f"{exc} ({method} {path})") from None
 
 
 # --- a run --------------------------------------------------------------------------------------------------
@@ -200,13 +204,12 @@ class Runner:
                                   "the box was not touched") from None
             raise PlanRefused(f"{exc}; the box was not touched") from None
         try:
-            plan = BoxPlan.from_json(raw)
-        except ValueError as exc:
+            reply = PlanReply.from_json(raw)
+        except WireError as exc:
             raise ControlUnreachable(f"control plane sent an unusable plan: {exc}; the box was not touched") from None
-        if plan.box != self.box_id:
-            raise ControlUnreachable(f"control plane sent the plan of {plan.box!r}, not {self.box_id!r}")
-        window = raw.get("window") if isinstance(raw, dict) else None
-        return plan, window if isinstance(window, str) else None
+        if reply.plan.box != self.box_id:
+            raise ControlUnreachable(f"control plane sent the plan of {reply.plan.box!r}, not {self.box_id!r}")
+        return reply.plan, reply.window
 
     def run(self, options: Options) -> Report:
         started = self.clock()
@@ -258,11 +261,10 @@ class Runner:
     def _fetch(self, plan: BoxPlan, command: Fetch, options: Options, report: Report,
                deadline: float | None) -> bool:
         """Submit the job and poll it to its end; True when the window ended first (the job is cancelled)."""
-        body: dict[str, Any] = {"items": prefetch_items(plan, command.files), "priority": options.priority}
-        if options.rate:
-            body["rate"] = options.rate
-        job = self.admin.call("POST", "/prefetch", body)
-        job_id = int(job["id"])
+        request = PrefetchRequest(prefetch_items(plan, command.files), options.priority, options.rate)
+        job = self.admin.job_progress("POST", "/prefetch", request.to_json())
+        assert job is not None  # not missing_ok: a 404 raised
+        job_id = job.id
         report.job = job_id
         self._remember(job_id)
         self.on_event("job", {"id": job_id, "files": len(command.files), "rate": options.rate})
@@ -270,15 +272,17 @@ class Runner:
         begun = self.clock()
         window_ended = False
         while True:
-            progress = self.admin.call("GET", f"/prefetch/{job_id}")
+            progress = self.admin.job_progress("GET", f"/prefetch/{job_id}")
+            assert progress is not None
             self._take(report, progress)
-            self.on_progress(Progress(len(command.files), int(progress.get("finished", 0)),
-                                      int(progress.get("failed", 0)), int(progress.get("bytes", 0)), total,
-                                      self.clock() - begun, str(progress.get("state"))))
-            if progress.get("state") in ("done", "cancelled"):
+            self.on_progress(Progress(len(command.files), progress.finished, progress.failed, progress.bytes, total,
+                                      self.clock() - begun, progress.state))
+            if progress.ended:
                 break
             if deadline is not None and self.clock() >= deadline:
-                self._take(report, self.admin.call("DELETE", f"/prefetch/{job_id}"))
+                cancelled = self.admin.job_progress("DELETE", f"/prefetch/{job_id}")
+                assert cancelled is not None
+                self._take(report, cancelled)
                 self.on_event("window_end", {"job": job_id, "finished": report.stored})
                 window_ended = True
                 break
@@ -286,14 +290,12 @@ class Runner:
         self._forget()
         return window_ended
 
-    def _take(self, report: Report, progress: dict[str, Any]) -> None:
-        report.job_state = str(progress.get("state"))
-        report.stored = int(progress.get("stored", 0))
-        report.bytes = int(progress.get("bytes", 0))
-        by_source = progress.get("bytes_by_source")
-        report.bytes_by_source = dict(by_source) if isinstance(by_source, dict) else {}
-        failures = progress.get("failures")
-        report.failures = failure_reasons(failures) if isinstance(failures, dict) else {}
+    def _take(self, report: Report, progress: JobProgress) -> None:
+        report.job_state = progress.state
+        report.stored = progress.stored
+        report.bytes = progress.bytes
+        report.bytes_by_source = dict(progress.bytes_by_source)
+        report.failures = failure_reasons(progress.failures)
 
     def _finish(self, report: Report, plan: BoxPlan, held: list[InventoryObject], started: float,
                 window_ended: bool, dry_run: bool = False) -> Report:
@@ -348,9 +350,9 @@ class Runner:
             return
         if isinstance(state, dict) and isinstance(status, dict) and state.get("box_pid") == status.get("pid") \
                 and isinstance(state.get("job"), int):
-            answer = self.admin.call("DELETE", f"/prefetch/{state['job']}", missing_ok=True)
+            answer = self.admin.job_progress("DELETE", f"/prefetch/{state['job']}", missing_ok=True)
             if answer is not None:
-                self.on_event("orphan_cancelled", {"job": state["job"], "state": answer.get("state")})
+                self.on_event("orphan_cancelled", {"job": state["job"], "state": answer.state})
         self._forget()
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from control.client import ControlClient, ControlError
 from oca.replicas import Replicas
+from oca.wire.control_client import ControlClient, ControlError
 from tests.upstream.origin import closed_port
 
 

@@ -23,10 +23,10 @@ from control.play import PLANE
 from control.rollout.job import Rollout
 from control.rollout.service import Rollouts, Spec
 from control.rollout.view import rollout_view
-from fill.plan import local_second_of_day
 from oca.errors import BadRequest
 from oca.firmware.errors import BundleTooLarge
 from oca.httpapi import body_to_file, operator_of
+from oca.wire.window import local_second_of_day
 
 
 def routes() -> list[web.RouteDef]:

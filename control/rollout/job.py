@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control.rollout.plan import GateThresholds, Progress, RolloutPlan, Step
-from fill.plan import Window
+from oca.wire.window import Window
 
 
 @dataclass(frozen=True, slots=True)

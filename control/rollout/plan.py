@@ -32,7 +32,7 @@ from fractions import Fraction
 
 from control.model import Box, BoxHealth
 from control.steering import rendezvous_order
-from fill.plan import Window
+from oca.wire.window import Window
 
 DRAIN, UPLOAD, UPGRADE, BAKE, GATE, UNDRAIN = "drain", "upload", "upgrade", "bake", "gate", "undrain"
 REVERT = "revert"  # back to the box's previous release (rollbacks only)

@@ -53,7 +53,7 @@ from control.rollout.plan import (
     advance,
     check_gate,
 )
-from fill.plan import local_second_of_day
+from oca.wire.window import local_second_of_day
 
 log = logging.getLogger("oca.control.rollout")
 

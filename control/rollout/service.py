@@ -41,11 +41,11 @@ from control.rollout.job import Rollout, from_json, to_json
 from control.rollout.plan import FINAL, GateThresholds, Progress, make_plan
 from control.rollout.runner import RolloutRunner
 from control.store import StateStore
-from fill.plan import Window
 from oca.errors import BadRequest, Conflict, NotFound, OcaError
 from oca.firmware.bundle import read_bundle
 from oca.firmware.keys import load_trusted_keys
 from oca.firmware.verify import Manifest, check_payload, check_signature, parse_manifest
+from oca.wire.window import Window
 
 log = logging.getLogger("oca.control.rollout")
 LEASE = "rollouts"  # the lease whose holder runs roll-outs (and their bundle pruning)

@@ -29,8 +29,8 @@ from typing import Any, Protocol
 
 from control.model import Title
 from oca.errors import OcaError
+from oca.wire.invalidation import SCOPES, Invalidation
 
-SCOPES = ("key", "prefix", "title")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -39,26 +39,6 @@ class StoreError(OcaError):
 
     status = 503
     exit_code = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Invalidation:
-    seq: int
-    scope: str  # key | prefix | title
-    value: str
-    soft: bool
-    reason: str
-    operator: str
-    time: float
-    client_id: str | None = None
-
-    def wire(self) -> dict[str, Any]:
-        """The shape boxes receive (push) and pull."""
-        return {"seq": self.seq, "scope": self.scope, "value": self.value, "soft": self.soft,
-                "reason": self.reason, "operator": self.operator, "time": self.time}
-
-    def json(self) -> dict[str, Any]:
-        return {**self.wire(), "id": self.client_id}
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,18 +25,19 @@ from oca.httpapi import json_body, scoped_auth
 from oca.keys import is_valid_key
 from oca.secret_files import read_secret
 from oca.storage import ObjectInfo, Store
+from oca.wire.admin_client import read_token
+from oca.wire.inventory import InventoryObject, Listing
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def read_token(path: str | None) -> str | None:
-    """The admin bearer token from admin.token_file; ConfigError (exit 2) naming the file when unusable."""
-    return None if path is None else read_secret(path, "admin.token_file")
-
-
 def object_json(info: ObjectInfo) -> dict[str, Any]:
-    return {"key": info.key, "size": info.size, "digest": info.digest, "tier": info.tier,
-            "stored_at": info.stored_at, "hot": info.hot, "pinned": info.pinned}
+    return inventory_object(info).to_json()
+
+
+def inventory_object(info: ObjectInfo) -> InventoryObject:
+    """An object of the store as the wire model's InventoryObject (`GET /inventory`, stat, pin, import)."""
+    return InventoryObject(info.key, info.size, info.digest, info.pinned, info.tier, info.hot, info.stored_at)
 
 
 def build_app(context: AdminContext) -> web.Application:
@@ -148,7 +149,7 @@ async def inventory(request: web.Request) -> web.Response:
         return await content.titles(request)
     prefix = request.query.get("prefix", "")
     objects = await master_of(request).owner.call(Store.list, prefix)
-    return web.json_response({"objects": [object_json(o) for o in objects]})
+    return web.json_response(Listing(tuple(inventory_object(o) for o in objects)).to_json())
 
 
 async def stat_object(request: web.Request) -> web.Response:

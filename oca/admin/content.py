@@ -15,11 +15,11 @@ from aiohttp import web
 from oca.admin.common import master_of
 from oca.errors import BadRequest, NotFound
 from oca.fetch.history import MAX_EVENTS, MAX_KEYS
-from oca.fetch.invalidations import SCOPES, check_entry
-from oca.fetch.prefetch import parse_items, parse_priority, parse_rate
 from oca.httpapi import json_body, parse_count
 from oca.keys import is_valid_key
 from oca.storage import Store
+from oca.wire.invalidation import SCOPES, Applied, InvalidationBatch
+from oca.wire.prefetch import PrefetchRequest
 
 
 def _routes() -> list[web.RouteDef]:
@@ -72,7 +72,9 @@ async def why(request: web.Request) -> web.Response:
         "held": None if info is None else {"tier": info.tier, "size": info.size, "stored_at": info.stored_at,
                                            "pinned": info.pinned},
         "stale": key in fills.state.stale,
-        "sliced": None if sliced is None else {**sliced.to_json(), "slices_held": len(slices)},
+        "sliced": None if sliced is None else {"total": sliced.total, "slice_size": sliced.slice_size,
+                                               "etag": sliced.etag, "last_modified": sliced.last_modified,
+                                               "content_type": sliced.content_type, "slices_held": len(slices)},
         "filling": key in fills.fills,
         "would_miss_as": None if info is not None and key not in fills.state.stale else fills.history.classify(
             key, stale=key in fills.state.stale),
@@ -82,17 +84,14 @@ async def why(request: web.Request) -> web.Response:
 
 
 async def prefetch(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    items = parse_items(body.get("items"))
-    priority = parse_priority(body.get("priority", 0))
-    rate = parse_rate(body.get("rate", 0))
-    job = master_of(request).prefetch.submit(items, priority, rate)
-    return web.json_response(job.progress(), status=202)
+    job_request = PrefetchRequest.from_json(await json_body(request))
+    job = master_of(request).prefetch.submit(list(job_request.items), job_request.priority, job_request.rate)
+    return web.json_response(job.progress().to_json(), status=202)
 
 
 async def prefetch_list(request: web.Request) -> web.Response:
     jobs = master_of(request).prefetch.jobs.values()
-    return web.json_response({"jobs": [job.progress() for job in jobs]})
+    return web.json_response({"jobs": [job.progress().to_json() for job in jobs]})
 
 
 def _job_id(request: web.Request) -> int:
@@ -103,25 +102,20 @@ async def prefetch_progress(request: web.Request) -> web.Response:
     job = master_of(request).prefetch.jobs.get(_job_id(request))
     if job is None:
         raise NotFound(f"no prefetch job {request.match_info['job']}")
-    return web.json_response(job.progress())
+    return web.json_response(job.progress().to_json())
 
 
 async def prefetch_cancel(request: web.Request) -> web.Response:
     job = master_of(request).prefetch.cancel(_job_id(request))
     if job is None:
         raise NotFound(f"no prefetch job {request.match_info['job']}")
-    return web.json_response(job.progress())
+    return web.json_response(job.progress().to_json())
 
 
 async def invalidations(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    entries = body.get("invalidations")
-    if not isinstance(entries, list):
-        raise BadRequest("invalidations must be a list")
-    for entry in entries:
-        check_entry(entry)
-    applied = await master_of(request).invalidations.apply(list(entries))
-    return web.json_response({"applied_seq": applied})
+    batch = InvalidationBatch.from_json(await json_body(request))
+    applied = await master_of(request).invalidations.apply(batch.entries)
+    return web.json_response(Applied(applied).to_json())
 
 
 async def titles(request: web.Request) -> web.Response:
@@ -129,7 +123,7 @@ async def titles(request: web.Request) -> web.Response:
     master = master_of(request)
     objects = await master.owner.call(Store.list, "titles/")
     master.title_inventory.refresh((o.key, o.size) for o in objects)
-    return web.json_response(master.title_inventory.since(since))
+    return web.json_response(master.title_inventory.since(since).to_json())
 
 
 ROUTES = _routes()

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+
+from oca.wire.inventory import TitleChanges, TitleTotals
 
 
 def title_of(key: str) -> str | None:
@@ -51,9 +52,9 @@ class TitleInventory:
         self._titles = summary
         return self.sequence
 
-    def since(self, since: int) -> dict[str, Any]:
+    def since(self, since: int) -> TitleChanges:
         full = since < self.base
-        titles = {t: {"objects": n, "bytes": b} for t, (n, b) in sorted(self._titles.items())
+        titles = {t: TitleTotals(n, b) for t, (n, b) in sorted(self._titles.items())
                   if full or self._changed.get(t, 0) > since}
-        removed = [] if full else sorted(t for t, seq in self._removed.items() if seq > since)
-        return {"sequence": self.sequence, "full": full, "titles": titles, "removed": removed}
+        removed = () if full else tuple(sorted(t for t, seq in self._removed.items() if seq > since))
+        return TitleChanges(self.sequence, full, titles, removed)

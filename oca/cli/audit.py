@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 
 import click
 
-from control.client import ControlClient
 from oca.cli.control import control_options
 from oca.cli.format import table
 from oca.errors import ConfigError
+from oca.wire.control_client import ControlClient
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -19,13 +19,13 @@ from urllib.parse import quote
 import click
 
 from oca.admin.app import object_json
-from oca.admin.client import AdminClient
 from oca.cli.format import bytes_option, sizes, table
 from oca.cli.options import config_option, timeout_option
 from oca.config import BoxConfig, load_box_config
 from oca.errors import ClientError, Conflict, NotFound, OcaError
 from oca.keys import is_valid_key
 from oca.storage import Store
+from oca.wire.admin_client import AdminClient
 
 _IMPORT_THREADS = 4
 

@@ -14,9 +14,9 @@ import aiohttp
 import click
 
 from control.catalog import Ingested, ingest_source, title_to_json
-from control.client import ControlClient
 from oca.cli.control import control_options, control_options_with
 from oca.cli.format import bytes_option, sizes, table
+from oca.wire.control_client import ControlClient
 
 
 @click.group()

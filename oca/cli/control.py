@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 
 import click
 
-from control.client import ControlClient
 from oca.cli.check import check_option
 from oca.cli.options import DEFAULT_TIMEOUT, run_service, timeout_option
 from oca.errors import ConfigError
 from oca.secret_files import read_secret
+from oca.wire.control_client import ControlClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 

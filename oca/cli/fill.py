@@ -19,17 +19,18 @@ from typing import Any
 
 import click
 
-from control.client import ControlClient
-from control.fill_plan import BoxPlan
-from fill.plan import Window, summarize
+from fill.plan import summarize
 from fill.runner import BoxAdmin, Options, Progress, Report, Runner
-from oca.admin.client import admin_url
 from oca.cli.control import control_options
 from oca.cli.format import bytes_option, iec, sizes
 from oca.cli.options import config_option, timeout_option
 from oca.config.units import parse_rate, parse_size
 from oca.errors import USAGE, ConfigError, OcaError
 from oca.secret_files import read_secret
+from oca.wire.admin_client import admin_url
+from oca.wire.control_client import ControlClient
+from oca.wire.fill import BoxPlan
+from oca.wire.window import Window
 
 LOG_EVERY = 5.0  # seconds between progress log lines when stderr is not a terminal
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import click
 
-from control.client import ControlClient
-from oca.admin.client import AdminClient
 from oca.cli.control import control_options
 from oca.cli.options import config_option, timeout_option
 from oca.config import load_box_config
 from oca.config.units import parse_duration
+from oca.wire.admin_client import AdminClient
+from oca.wire.control_client import ControlClient
 
 
 @click.group()

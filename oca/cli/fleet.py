@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from control.client import ControlClient
 from oca.cli.control import control_options
 from oca.cli.format import bytes_option, sizes
+from oca.wire.control_client import ControlClient
 
 
 @click.group()

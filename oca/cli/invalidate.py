@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from control.client import ControlClient
 from oca.cli.control import control_options
+from oca.wire.control_client import ControlClient
 
 
 @click.command()

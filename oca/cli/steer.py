@@ -6,9 +6,9 @@ import json
 
 import click
 
-from control.client import ControlClient
 from oca.cli.control import control_options
 from oca.cli.format import table
+from oca.wire.control_client import ControlClient
 
 
 @click.group()

@@ -11,12 +11,12 @@ from typing import Any
 
 import click
 
-from oca.admin.client import AdminClient, AdminError, admin_text
 from oca.cli.control import make_client
 from oca.cli.format import bytes_option, sizes, table
 from oca.cli.options import config_option, timeout_option
 from oca.config import load_box_config
 from oca.top import BoxSample, FleetSample, Frame, box_frame, fleet_frame, frame_lines
+from oca.wire.admin_client import AdminClient, AdminError, admin_text
 
 _CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear the screen
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 MAX_BOX = 16
@@ -103,9 +103,9 @@ class HintBook:
         if key in self._running:
             self.counters.late += 1
 
-    def hits(self, keys: object) -> None:
-        """Keys workers served as hits (their stats deltas): a prefetched one was used."""
-        if not self._started or not isinstance(keys, dict):
+    def hits(self, keys: Iterable[str]) -> None:
+        """Keys workers served as hits (their reports): a prefetched one was used."""
+        if not self._started:
             return
         for key in keys:
             if self._started.pop(key, None) is not None:

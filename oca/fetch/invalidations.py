@@ -6,8 +6,8 @@ Rules kept here:
 - Entries arrive pushed (POST /invalidations on the admin port) or pulled (GET <control>/v1/invalidations
   ?since=N, at start before the admin port opens, then every control.poll_interval). A push with a gap
   (its first entry is past applied+1) makes the box pull the missing ones first.
-- An entry: {"seq": int, "scope": "key" | "prefix" | "title", "value": str, "soft": bool, ...}. A malformed
-  entry stops the batch there (BadRequest naming it): skipping it would break the order.
+- An entry is the wire model's Invalidation (oca/wire/invalidation.py: seq, scope key | prefix | title, value,
+  soft, ...). A malformed entry stops the batch there (BadRequest naming it): skipping it would break the order.
 - Every number a peer or the control plane sends is range-checked. A seq is an integer in 1..MAX_SEQ and,
   in a push, at most applied + MAX_AHEAD (the control plane pushes at most that many entries past the applied
   seq it learnt from us, which is never ahead of ours): anything else is refused whole (400), before one entry
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Sequence
 
 import aiohttp
 
@@ -27,49 +27,28 @@ from oca.config import ControlConfig
 from oca.errors import BadRequest
 from oca.fetch.manager import FillManager
 from oca.httpapi import bearer, loads
-from oca.keys import is_valid_key
 from oca.replicas import Replicas
 from oca.secret_files import read_secret
+from oca.wire.invalidation import Invalidation, InvalidationBatch
 
 log = logging.getLogger("oca.invalidations")
-SCOPES = ("key", "prefix", "title")
-MAX_SEQ = 2**63 - 1  # the control plane's log numbers entries with an SQLite INTEGER
 MAX_AHEAD = 1000  # control/invalidation.py's _PUSH_BATCH: a push holds at most that many entries past applied
 
 
-def check_entry(entry: object) -> dict[str, Any]:
-    if not isinstance(entry, dict):
-        raise BadRequest(f"an invalidation must be an object, got {entry!r:.80}")
-    seq, scope, value = entry.get("seq"), entry.get("scope"), entry.get("value")
-    if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= MAX_SEQ:
-        raise BadRequest(f"invalidation seq must be an integer from 1 to {MAX_SEQ}, got {seq!r:.80}")
-    if scope not in SCOPES:
-        raise BadRequest(f"invalidation {seq}: scope must be one of {', '.join(SCOPES)}, got {scope!r}")
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"invalidation {seq}: value must be a non-empty string")
-    if scope == "key" and not is_valid_key(value):
-        raise BadRequest(f"invalidation {seq}: not a valid content key: {value!r}")
-    if scope == "title" and ("/" in value or not is_valid_key(value)):
-        raise BadRequest(f"invalidation {seq}: not a valid title id: {value!r}")
-    if not isinstance(entry.get("soft", False), bool):
-        raise BadRequest(f"invalidation {seq}: soft must be true or false")
-    return entry
-
-
-def check_window(entries: list[dict[str, Any]], applied: int) -> None:
-    """BadRequest unless every (checked) entry's seq is at most applied + MAX_AHEAD."""
+def check_window(entries: Sequence[Invalidation], applied: int) -> None:
+    """BadRequest unless every entry's seq is at most applied + MAX_AHEAD."""
     for entry in entries:
-        if int(entry["seq"]) > applied + MAX_AHEAD:
-            raise BadRequest(f"invalidation seq {entry['seq']} is too far ahead: this box has applied {applied}, "
+        if entry.seq > applied + MAX_AHEAD:
+            raise BadRequest(f"invalidation seq {entry.seq} is too far ahead: this box has applied {applied}, "
                              f"a push may reach {applied + MAX_AHEAD} at most")
 
 
-def in_order(entries: list[dict[str, Any]], applied: int) -> tuple[list[dict[str, Any]], int | None]:
+def in_order(entries: Sequence[Invalidation], applied: int) -> tuple[list[Invalidation], int | None]:
     """The entries to apply now, in order: applied+1, applied+2, ... (older ones skipped, duplicates once);
     and the first missing seq when a gap stops the run (None when nothing after it waits)."""
-    run: list[dict[str, Any]] = []
-    for entry in sorted(entries, key=lambda e: int(e["seq"])):
-        seq = int(entry["seq"])
+    run: list[Invalidation] = []
+    for entry in sorted(entries, key=lambda e: e.seq):
+        seq = entry.seq
         if seq <= applied:
             continue
         if seq > applied + 1:
@@ -90,9 +69,8 @@ class Invalidations:
             if config.credential_file else None
         self._replicas = Replicas(config.url) if config.url else None
 
-    async def apply(self, entries: list[object]) -> int:
-        """Apply what is new among `entries` (in order); returns the last applied sequence number."""
-        checked = [check_entry(e) for e in entries]
+    async def apply(self, checked: Sequence[Invalidation]) -> int:
+        """Apply what is new among the entries (in order); returns the last applied sequence number."""
         async with self._lock:
             check_window(checked, self.applied)
             run, missing = in_order(checked, self.applied)
@@ -100,12 +78,11 @@ class Invalidations:
                 await self._pull_locked()
                 run, missing = in_order(checked, self.applied)
             for entry in run:
-                seq = int(entry["seq"])
-                count = await self.fills.purge(str(entry["scope"]), str(entry["value"]), bool(entry.get("soft")))
-                log.info("invalidation %d applied: %s %s%s, %d objects (%s)", seq, entry["scope"], entry["value"],
-                         " (soft)" if entry.get("soft") else "", count, entry.get("reason", ""))
-                self.applied = seq
-                self.fills.state.put("invalidation_seq", str(seq))
+                count = await self.fills.purge(entry.scope, entry.value, entry.soft)
+                log.info("invalidation %d applied: %s %s%s, %d objects (%s)", entry.seq, entry.scope, entry.value,
+                         " (soft)" if entry.soft else "", count, entry.reason)
+                self.applied = entry.seq
+                self.fills.state.put("invalidation_seq", str(entry.seq))
             if missing is not None:
                 log.warning("invalidation %d is missing: the ones after it wait for %s", missing,
                             "the next pull" if self.config.url else "a push that carries it (no control.url)")
@@ -144,12 +121,11 @@ class Invalidations:
             self.last_error = f"pull from {base}: no invalidations list in the answer"
             return
         self.last_error = None
-        run, _ = in_order([check_entry(e) for e in entries], self.applied)
+        run, _ = in_order(InvalidationBatch.from_json(body).entries, self.applied)  # a bad entry: BadRequest
         for entry in run:
-            seq = int(entry["seq"])
-            await self.fills.purge(str(entry["scope"]), str(entry["value"]), bool(entry.get("soft")))
-            self.applied = seq
-            self.fills.state.put("invalidation_seq", str(seq))
+            await self.fills.purge(entry.scope, entry.value, entry.soft)
+            self.applied = entry.seq
+            self.fills.state.put("invalidation_seq", str(entry.seq))
 
     async def pull_forever(self) -> None:
         while True:

@@ -1,41 +1,53 @@
-"""The fill link between the master and one worker: JSON lines over a Unix socket pair, both directions.
+"""The fill link between the master and one worker: a Unix socket pair carrying protocol messages, both ways.
 
 Rules kept here:
 - Writes never block the event loop: `send` queues into the transport; a peer that stops reading is
   cut off past a large buffer (a stuck worker is the master's supervisor's business, not this link's).
-- Each side hands every message to one callback, in order; a line that is not JSON is logged and skipped.
+- Bytes become messages only in oca.protocol (the codec of the version the two sides agreed on); each side
+  hands every message to one callback, in order; a line that is not a message is logged and skipped.
 - When the other side goes away, `on_close` is called once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Generic, TypeVar
+
+import msgspec
+
+from oca.protocol.codec import Codec, Lines, ProtocolError
 
 log = logging.getLogger("oca.fetch")
 _MAX_BUFFER = 64 << 20
 
+In = TypeVar("In")
 
-class Link(asyncio.Protocol):
-    def __init__(self, on_message: Callable[[Link, dict[str, Any]], None],
-                 on_close: Callable[[Link], None] | None = None, name: str = "") -> None:
+
+class Link(asyncio.Protocol, Generic[In]):
+    """One end of a fill link, reading messages of type `In` (decoded by `read`) and sending any message."""
+
+    def __init__(self, codec: Codec, read: Callable[[Codec, bytes], In],
+                 on_message: Callable[[Link[In], In], None],
+                 on_close: Callable[[Link[In]], None] | None = None, name: str = "") -> None:
         self.name = name
+        self.codec = codec
+        self._read = read
         self._on_message = on_message
         self._on_close = on_close
         self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
+        self._lines = Lines()
         self.closed = False
 
     @classmethod
-    async def open(cls, sock: socket.socket, on_message: Callable[[Link, dict[str, Any]], None],
-                   on_close: Callable[[Link], None] | None = None, name: str = "") -> Link:
+    async def open(cls, sock: socket.socket, codec: Codec, read: Callable[[Codec, bytes], In],
+                   on_message: Callable[[Link[In], In], None],
+                   on_close: Callable[[Link[In]], None] | None = None, name: str = "") -> Link[In]:
         loop = asyncio.get_running_loop()
         sock.setblocking(False)
-        link = cls(on_message, on_close, name)
+        link = cls(codec, read, on_message, on_close, name)
         await loop.connect_accepted_socket(lambda: link, sock)
         return link
 
@@ -43,22 +55,15 @@ class Link(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        start = 0
-        while (end := buffer.find(b"\n", start)) >= 0:
-            line = bytes(buffer[start:end])
-            start = end + 1
+        for line in self._lines.feed(data):
             try:
-                message = json.loads(line)
-            except ValueError:
-                log.error("fill link %s: unreadable message %r", self.name, line[:100])
+                message = self._read(self.codec, line)
+            except ProtocolError as exc:
+                log.error("fill link %s: %s", self.name, exc)
                 continue
-            if isinstance(message, dict):
-                self._on_message(self, message)
-        del buffer[:start]
+            self._on_message(self, message)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: msgspec.Struct) -> None:
         transport = self._transport
         if transport is None or self.closed:
             return
@@ -66,7 +71,7 @@ class Link(asyncio.Protocol):
             log.error("fill link %s: the other side reads nothing; closing the link", self.name)
             transport.abort()
             return
-        transport.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        transport.write(self.codec.encode(message))
 
     def close(self) -> None:
         if self._transport is not None:

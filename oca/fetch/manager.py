@@ -29,6 +29,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import xxhash
 
 from oca.config import FetchConfig
@@ -40,10 +41,40 @@ from oca.fetch.link import Link
 from oca.fetch.slices import slice_bounds, slice_key
 from oca.fetch.state import FetchState, SlicedObject
 from oca.fetch.upstream import Source, Upstream, UpstreamBody, UpstreamError
-from oca.serve.owner import StorageOwner
+from oca.protocol.codec import Dispatch
+from oca.protocol.messages import (
+    Absent,
+    Done,
+    Failed,
+    FillAsk,
+    FillEvent,
+    FillRequest,
+    Fresh,
+    Have,
+    KeyedEvent,
+    Moved,
+    Opened,
+    PrefetchHint,
+    Purged,
+    Sliced,
+    SliceMeta,
+    SliceRequest,
+    Stale,
+    Stored,
+)
 from oca.storage import Store
+from oca.storage.storage_owner import StorageOwner
 
 log = logging.getLogger("oca.fetch")
+WorkerLink = Link[FillAsk]  # the master's end of a worker's fill link
+
+
+class WrongDigest(UpstreamError):
+    """The bytes a source sent are not the ones the catalog names: another source may have the right ones."""
+
+
+def _meta(obj: SlicedObject) -> SliceMeta:
+    return SliceMeta(obj.total, obj.slice_size, obj.etag, obj.last_modified, obj.content_type)
 
 
 @dataclass(eq=False)
@@ -59,13 +90,14 @@ class Fill:
     size: int | None = None  # expected body bytes, when a prefetch knows them
     rate: Callable[[int, str], Coroutine[Any, Any, None]] | None = None  # bandwidth cap (prefetch): (bytes, source)
     sources: list[Source] | None = None  # this fill's source order (a fill plan's); None = the configured one
-    subscribers: set[Link] = field(default_factory=set)
-    opened: dict[str, Any] | None = None  # the "open" event, once the temp file exists
+    subscribers: set[WorkerLink] = field(default_factory=set)
+    opened: Opened | None = None  # the event, once the temp file exists (sent again to workers who join)
     have: int = 0
     source: str = ""
     done: asyncio.Future[str] | None = None  # result: "stored" / "absent" / "fail: reason"
     why: str = ""  # the first client's miss reason (oca.fetch.history), sent with "open", "fail", "absent"
     hint: str = ""  # started by a player's CMCD hint (oca.fetch.hints): the key the hint was admitted for
+    wrong_digest: bool = False  # it failed because the bytes were not the ones the catalog names
 
 
 class FillManager:
@@ -76,7 +108,7 @@ class FillManager:
         self.state = state
         self.upstream = upstream
         self.clock = clock
-        self.links: set[Link] = set()
+        self.links: set[WorkerLink] = set()
         self.fills: dict[str, Fill] = {}
         self.absent: dict[str, float] = {}  # key -> until when the origin's 404 stands
         self._slots = asyncio.Semaphore(config.max_fills)
@@ -87,6 +119,8 @@ class FillManager:
         self.bytes_by_source: dict[str, int] = {}
         self.history = hist.KeyHistory(clock)  # what happened to each recent key: `oca cache why`
         self.hints = HintBook(config.max_fills, clock)
+        self._dispatch = Dispatch[FillAsk]({FillRequest: self._on_fill, SliceRequest: self._on_slice,
+                                            PrefetchHint: self._on_hint})
 
     def reconfigure(self, config: FetchConfig, sources: list[Source]) -> None:
         """A reload: new fills use the new settings and sources; fills in flight finish with the old ones."""
@@ -97,51 +131,50 @@ class FillManager:
 
     # -- links to workers ---------------------------------------------------------------------------
 
-    def attach(self, link: Link) -> None:
+    def attach(self, link: WorkerLink) -> None:
         self.links.add(link)
-        link.send({"ev": "stale", "keys": sorted(self.state.stale)})
+        link.send(Stale(tuple(sorted(self.state.stale))))
 
-    def detach(self, link: Link) -> None:
+    def detach(self, link: WorkerLink) -> None:
         self.links.discard(link)
         for fill in self.fills.values():
             fill.subscribers.discard(link)
 
-    def on_message(self, link: Link, message: dict[str, Any]) -> None:
-        op, key = message.get("op"), message.get("k")
-        if not isinstance(key, str):
-            return
-        if op == "fill":
-            self._spawn(self._ask(link, key, message.get("start"), bool(message.get("revalidate"))))
-        elif op == "slice":
-            index = message.get("i")
-            if isinstance(index, int) and index >= 0:
-                self._spawn(self._ask_slice(link, key, index))
-        elif op == "prefetch":  # a player's CMCD next-object hint (oca.serve.hints); no answer is sent
-            session = message.get("sid")
-            self._spawn(self.hint(key, message.get("start"), session if isinstance(session, str) else ""))
+    def on_message(self, link: WorkerLink, message: FillAsk) -> None:
+        self._dispatch(message, link)
+
+    def _on_fill(self, message: FillRequest, link: WorkerLink) -> None:
+        self._spawn(self._ask(link, message.key, message.start, message.revalidate))
+
+    def _on_slice(self, message: SliceRequest, link: WorkerLink) -> None:
+        self._spawn(self._ask_slice(link, message.key, message.index))
+
+    def _on_hint(self, message: PrefetchHint, link: WorkerLink) -> None:
+        """A player's CMCD next-object hint (oca.serve.hints); no answer is sent."""
+        self._spawn(self.hint(message.key, message.start, message.session))
 
     # -- asks ---------------------------------------------------------------------------------------
 
-    async def _ask(self, link: Link, key: str, start: object, revalidate: bool) -> None:
+    async def _ask(self, link: WorkerLink, key: str, start: int, revalidate: bool) -> None:
         running = self.fills.get(key)
         if running is not None:
             self._join(running, link)
             return
         sliced = self.state.sliced.get(key)
         if sliced is not None:
-            link.send({"k": key, "ev": "sliced", "meta": sliced.to_json()})
+            link.send(Sliced(key, _meta(sliced)))
             return
         until = self.absent.get(key)
         if until is not None:
             if until > self.clock():
                 self.counters["negative_hits"] += 1
-                link.send({"k": key, "ev": "absent", "ttl": until - self.clock()})
+                link.send(Absent(key, until - self.clock()))
                 return
             del self.absent[key]
         stale = key in self.state.stale
         info = await self.owner.call(Store.get, key)
         if info is not None and not (stale and revalidate):
-            link.send({"k": key, "ev": "stored"})
+            link.send(Stored(key))
             return
         running = self.fills.get(key)  # someone may have started it while we asked storage
         if running is not None:
@@ -152,17 +185,15 @@ class FillManager:
             etag, _, _ = self.state.validators(key)
             fill.revalidate = etag or '"none"'
         elif self.config.slice_size:
-            first = start if isinstance(start, int) and start > 0 else 0
-            index = first // self.config.slice_size
+            index = start // self.config.slice_size
             fill.probe = True
             fill.byte_range = slice_bounds(index, self.config.slice_size, (index + 1) * self.config.slice_size)
         self._begin(fill, link)
 
-    async def _ask_slice(self, link: Link, key: str, index: int) -> None:
+    async def _ask_slice(self, link: WorkerLink, key: str, index: int) -> None:
         meta = self.state.sliced.get(key)
         if meta is None or index * meta.slice_size >= meta.total:
-            link.send({"k": slice_key(key, index), "ev": "fail", "status": 502,
-                       "reason": "object is no longer sliced"})
+            link.send(Failed(slice_key(key, index), 502, "object is no longer sliced"))
             return
         skey = slice_key(key, index)
         running = self.fills.get(skey)
@@ -170,7 +201,7 @@ class FillManager:
             self._join(running, link)
             return
         if await self.owner.call(Store.get, skey) is not None:
-            link.send({"k": skey, "ev": "stored"})
+            link.send(Stored(skey))
             return
         running = self.fills.get(skey)
         if running is not None:
@@ -179,16 +210,16 @@ class FillManager:
         self._begin(Fill(key, skey, byte_range=slice_bounds(index, meta.slice_size, meta.total),
                          why=self.history.miss(skey, slice_of=key)), link)
 
-    def _join(self, fill: Fill, link: Link) -> None:
+    def _join(self, fill: Fill, link: WorkerLink) -> None:
         if fill.hint:
             self.hints.joined(fill.hint)
         fill.subscribers.add(link)
         if fill.opened is not None:
             link.send(fill.opened)
             if fill.have:
-                link.send({"k": fill.store_key, "ev": "have", "n": fill.have})
+                link.send(Have(fill.store_key, fill.have))
 
-    def _begin(self, fill: Fill, link: Link | None) -> asyncio.Future[str]:
+    def _begin(self, fill: Fill, link: WorkerLink | None) -> asyncio.Future[str]:
         if link is not None:
             fill.subscribers.add(link)
         fill.done = asyncio.get_running_loop().create_future()
@@ -204,6 +235,7 @@ class FillManager:
             async with self._slots:
                 result = await self._fetch(fill)
         except UpstreamError as exc:
+            fill.wrong_digest = isinstance(exc, WrongDigest)
             result = self._failed(fill, exc.status, exc.reason)
         except OcaError as exc:
             result = self._failed(fill, 503, f"cannot store: {exc}")
@@ -229,14 +261,13 @@ class FillManager:
                 if len(self.absent) >= 100_000:  # a flood of unknown keys must not grow memory without end
                     self.absent = {k: t for k, t in self.absent.items() if t > now}
                 self.absent[fill.key] = now + ttl
-            self._tell(fill, {"ev": "absent", "ttl": ttl, "why": fill.why})
+            self._tell(fill, Absent(fill.store_key, ttl, why=fill.why))
             return "absent"
         log.warning("fill of %s failed: %s", fill.store_key, reason)
-        self._tell(fill, {"ev": "fail", "status": status, "reason": reason, "why": fill.why})
+        self._tell(fill, Failed(fill.store_key, status, reason, why=fill.why))
         return f"fail: {reason}"
 
-    def _tell(self, fill: Fill, event: dict[str, Any]) -> None:
-        event["k"] = fill.store_key
+    def _tell(self, fill: Fill, event: KeyedEvent) -> None:
         for link in fill.subscribers:
             link.send(event)
 
@@ -258,7 +289,7 @@ class FillManager:
                 self.counters["revalidated_304"] += 1
                 self.history.record(fill.key, hist.REVALIDATE, f"304 from {head.source}: kept")
                 await self.mark_fresh([fill.key])
-                self._tell(fill, {"ev": "stored"})
+                self._tell(fill, Stored(fill.store_key))
                 return "stored"
             if fill.revalidate is not None:
                 self.counters["revalidated_200"] += 1
@@ -282,7 +313,7 @@ class FillManager:
         meta = SlicedObject(fill.key, total, self.config.slice_size, head.etag, head.last_modified,
                             head.content_type)
         self.state.add_sliced(meta)
-        self._tell(fill, {"ev": "sliced", "meta": meta.to_json(), "why": fill.why})
+        self._tell(fill, Sliced(fill.store_key, _meta(meta), why=fill.why))
         fill.subscribers.clear()
         del self.fills[fill.key]
         fill.store_key = slice_key(fill.key, head.first // self.config.slice_size)
@@ -322,11 +353,9 @@ class FillManager:
             sink = await self._spill(fill, tier, exc, FillFile(-1, ""), length)
         try:
             meta = self.state.sliced.get(fill.key) if fill.store_key != fill.key else None
-            fill.opened = {"k": fill.store_key, "ev": "open", "path": sink.path, "size": length,
-                           "etag": head.etag, "lm": head.last_modified,
-                           "type": meta.content_type if meta else head.content_type, "src": head.source,
-                           "why": fill.why}
-            self._tell(fill, dict(fill.opened))
+            fill.opened = Opened(fill.store_key, sink.path, length, head.etag, head.last_modified,
+                                 meta.content_type if meta else head.content_type, head.source, fill.why)
+            self._tell(fill, fill.opened)
             hasher = xxhash.xxh3_128()
             async for chunk in body.chunks():
                 try:
@@ -339,12 +368,12 @@ class FillManager:
                 hasher.update(chunk)
                 fill.have += len(chunk)
                 self.bytes_by_source[head.source] = self.bytes_by_source.get(head.source, 0) + len(chunk)
-                self._tell(fill, {"ev": "have", "n": fill.have})
+                self._tell(fill, Have(fill.store_key, fill.have))
                 if fill.rate is not None:
                     await fill.rate(len(chunk), head.source)
             digest = hasher.hexdigest()
             if fill.digest is not None and digest != fill.digest:
-                raise UpstreamError(502, f"{head.source}: digest {digest} is not the catalog's {fill.digest}")
+                raise WrongDigest(502, f"{head.source}: digest {digest} is not the catalog's {fill.digest}")
             if sink.spilled:
                 return self._served_not_stored(fill, sink, f"tier {tier} could not take it")
             try:
@@ -367,7 +396,7 @@ class FillManager:
             how = "revalidated, replaced" if fill.revalidate is not None else "prefetch" if background else "miss"
             self.history.record(fill.store_key, hist.FILLED,
                                 f"from {head.source} ({how}), {fill.have} bytes, tier {info.tier}")
-            self._tell(fill, {"ev": "done", "n": fill.have, "path": info.path})
+            self._tell(fill, Done(fill.store_key, fill.have, info.path))
             return "stored"
         finally:
             if sink.spilled:  # workers still catching up on this fill's messages open it by its /proc path
@@ -389,14 +418,14 @@ class FillManager:
         log.warning("%s; streaming the rest to its clients from memory, not storing it", reason)
         self.counters["fills_not_stored"] += 1
         if fill.opened is not None:
-            fill.opened["path"] = spilled.path  # for workers that join from now on
-            self._tell(fill, {"ev": "moved", "path": spilled.path})
+            fill.opened = msgspec.structs.replace(fill.opened, path=spilled.path)  # for workers that join later
+            self._tell(fill, Moved(fill.store_key, spilled.path))
         return spilled
 
     def _served_not_stored(self, fill: Fill, sink: FillFile, reason: str) -> str:
         """The whole body reached the clients, but storage could not keep it: they finish, nothing is cached."""
         log.warning("fill of %s was served but not stored: %s", fill.store_key, reason)
-        self._tell(fill, {"ev": "done", "n": fill.have, "path": sink.path})
+        self._tell(fill, Done(fill.store_key, fill.have, sink.path))
         return f"fail: not stored: {reason}"
 
     # -- purge and revalidation ---------------------------------------------------------------------
@@ -417,7 +446,7 @@ class FillManager:
             for key in keys:
                 self.history.record(key, hist.STALE, f"soft purge of {scope} {value}")
             self.state.mark_stale(keys, self.clock())
-            self._broadcast({"ev": "stale", "keys": keys})
+            self._broadcast(Stale(tuple(keys)))
             return len(keys)
         for key in dropped_sliced:
             self.state.drop_sliced(key)
@@ -429,14 +458,14 @@ class FillManager:
         for key in keys:
             self.history.record(key, hist.PURGED, f"purge of {scope} {value}")
         self.state.clear_stale([k for k in keys if k in self.state.stale])
-        self._broadcast({"ev": "purged", "keys": dropped_sliced})
+        self._broadcast(Purged(tuple(dropped_sliced)))
         return len(keys)
 
     async def mark_fresh(self, keys: list[str]) -> None:
         self.state.clear_stale(keys)
-        self._broadcast({"ev": "fresh", "keys": keys})
+        self._broadcast(Fresh(tuple(keys)))
 
-    def _broadcast(self, event: dict[str, Any]) -> None:
+    def _broadcast(self, event: FillEvent) -> None:
         for link in self.links:
             link.send(event)
 
@@ -467,7 +496,7 @@ class FillManager:
                     why=self.history.classify(key))
         result = await self._begin(fill, None)
         names = [s.name for s in order]
-        if result.startswith("fail") and "digest" in result and fill.source in names:
+        if fill.wrong_digest and fill.source in names:
             rest = order[names.index(fill.source) + 1:]
             if rest:
                 log.warning("%s: wrong digest from %s; fetching it once more from %s", key, fill.source,
@@ -476,10 +505,10 @@ class FillManager:
                 result = await self._begin(retry, None)
         return result
 
-    async def hint(self, key: str, start: object, session: str) -> None:
+    async def hint(self, key: str, start: int | None, session: str) -> None:
         """A player's next-object hint: fill `key` (the slice holding byte `start` of a sliced object) in the
         background unless it is held, being fetched, known absent, or over the bounds (oca.fetch.hints)."""
-        first = start if isinstance(start, int) and not isinstance(start, bool) and start >= 0 else 0
+        first = start or 0
         meta = self.state.sliced.get(key)
         store_key = key
         if meta is not None:

@@ -7,8 +7,8 @@ Rules kept here:
 - The rate cap is a token bucket over all prefetch bytes: the config's fetch.prefetch_rate, or the job's own
   rate when lower. Clock injected so the bucket is tested without sleeping.
 - Progress is readable while the job runs: items done, present, failed (with reasons), bytes.
-- Every number a job's sender (the fill job, the control plane, an operator) gives is range-checked:
-  priority within ±MAX_PRIORITY, rate within 0..MAX_RATE bytes/s, an item's size within 0..MAX_SIZE.
+- A job's request and its progress are the wire model's (oca/wire/prefetch.py: PrefetchRequest, JobProgress),
+  which range-checks every number a sender (the fill job, the lab, an operator) gives.
 """
 
 from __future__ import annotations
@@ -17,31 +17,14 @@ import asyncio
 import heapq
 import itertools
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from oca.config.units import parse_size
-from oca.errors import BadRequest
 from oca.fetch.upstream import Source
-from oca.keys import is_valid_key
+from oca.wire.prefetch import JobProgress, PrefetchItem
 
 _PARALLEL = 4
-MAX_PRIORITY = 1_000_000
-MAX_RATE = 10**12  # bytes per second: 8 Tbit/s, far past any box's egress
-MAX_SIZE = 2**63 - 1  # an off_t: no file can be larger
 _YIELD = 0.05  # seconds a prefetch pauses per chunk while players wait for misses
-
-
-@dataclass(frozen=True, slots=True)
-class PrefetchItem:
-    key: str
-    size: int | None = None
-    digest: str | None = None
-    hot: bool = False
-    pin: bool = False
-    sources: tuple[tuple[str, str, str], ...] = ()  # (name, url, kind) in order; () = the box's configured ones
 
 
 @dataclass(eq=False)
@@ -56,86 +39,12 @@ class PrefetchJob:
     bytes: int = 0
     bytes_by_source: dict[str, int] = field(default_factory=dict)
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self) -> JobProgress:
         failed = {k: r for k, r in self.results.items() if r not in ("stored", "present")}
-        return {"id": self.id, "state": self.state, "priority": self.priority, "items": len(self.items),
-                "finished": len(self.results),
-                "stored": sum(1 for r in self.results.values() if r == "stored"),
-                "present": sum(1 for r in self.results.values() if r == "present"),
-                "failed": len(failed), "failures": dict(list(failed.items())[:100]), "bytes": self.bytes,
-                "bytes_by_source": dict(self.bytes_by_source)}
-
-
-def parse_items(raw: object) -> list[PrefetchItem]:
-    """Items from a JSON body's "items" list; BadRequest naming the first bad one."""
-    if not isinstance(raw, list) or not raw:
-        raise BadRequest("items must be a non-empty list")
-    items = []
-    for i, entry in enumerate(raw):
-        if isinstance(entry, str):
-            entry = {"key": entry}
-        if not isinstance(entry, dict):
-            raise BadRequest(f"items[{i}] must be a key or an object with a key")
-        key = entry.get("key")
-        if not isinstance(key, str) or not is_valid_key(key):
-            raise BadRequest(f"items[{i}].key is not a valid content key: {key!r}")
-        size, digest = entry.get("size"), entry.get("digest")
-        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SIZE):
-            raise BadRequest(f"items[{i}].size must be an integer from 0 to {MAX_SIZE}")
-        if digest is not None and not isinstance(digest, str):
-            raise BadRequest(f"items[{i}].digest must be a string")
-        flags = {}
-        for name in ("hot", "pin"):
-            value = entry.get(name, False)
-            if not isinstance(value, bool):
-                raise BadRequest(f"items[{i}].{name} must be true or false")
-            flags[name] = value
-        tier = entry.get("tier")
-        if tier is not None and tier not in ("hot", "cold"):
-            raise BadRequest(f"items[{i}].tier must be hot or cold")
-        items.append(PrefetchItem(key, size, digest, flags["hot"] or tier == "hot", flags["pin"],
-                                  _sources(entry.get("sources"), i)))
-    return items
-
-
-def parse_priority(raw: object) -> int:
-    """A job's priority (default 0); BadRequest unless an integer within ±MAX_PRIORITY."""
-    if not isinstance(raw, int) or isinstance(raw, bool) or not -MAX_PRIORITY <= raw <= MAX_PRIORITY:
-        raise BadRequest(f"priority must be an integer from {-MAX_PRIORITY} to {MAX_PRIORITY}, got {raw!r:.40}")
-    return raw
-
-
-def parse_rate(raw: object) -> int:
-    """A job's rate in bytes per second ("50MB" or an integer; 0 or absent = only the box's cap)."""
-    try:
-        rate = parse_size(raw) if raw else 0
-    except ValueError as exc:
-        raise BadRequest(f"rate (bytes per second): {exc}") from None
-    if rate > MAX_RATE:
-        raise BadRequest(f"rate (bytes per second) must be at most {MAX_RATE}, got {raw!r:.40}")
-    return rate
-
-
-def _sources(raw: object, i: int) -> tuple[tuple[str, str, str], ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not raw:
-        raise BadRequest(f"items[{i}].sources must be a non-empty list")
-    out = []
-    for j, source in enumerate(raw):
-        where = f"items[{i}].sources[{j}]"
-        if not isinstance(source, dict):
-            raise BadRequest(f"{where} must be an object with name, url and kind")
-        name, url, kind = source.get("name"), source.get("url"), source.get("kind", "origin")
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"{where}.name must be a non-empty string")
-        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise BadRequest(f"{where}.url must be an http(s) URL, got {url!r}")
-        if kind not in ("peer", "parent", "origin"):
-            raise BadRequest(f"{where}.kind must be peer, parent or origin, got {kind!r}")
-        out.append((name, str(url).rstrip("/"), str(kind)))
-    return tuple(out)
+        return JobProgress(self.id, self.state, self.priority, len(self.items), len(self.results),
+                           sum(1 for r in self.results.values() if r == "stored"),
+                           sum(1 for r in self.results.values() if r == "present"),
+                           len(failed), dict(list(failed.items())[:100]), self.bytes, dict(self.bytes_by_source))
 
 
 class TokenBucket:
@@ -223,7 +132,7 @@ class PrefetchQueue:
             for item in pending:
                 if job.state == "cancelled":
                     return
-                sources = [Source(name, url, kind, self._credential) for name, url, kind in item.sources] or None
+                sources = [Source(s.name, s.url, s.kind, self._credential) for s in item.sources] or None
                 try:
                     result = await self._fill_one(item.key, hot=item.hot, pin=item.pin, digest=item.digest,
                                                   size=item.size, rate=rate, sources=sources)

@@ -9,6 +9,8 @@ Rules kept here:
   "done" is opened instead. "moved" says the master's write to the tier failed and the same bytes, and the
   rest, are in another file now (memory): the descriptor is swapped, the offsets stay.
 - Waiters are callbacks, called once on the next change (open, more bytes, done, failed).
+- The master's messages are oca.protocol records, handled from a table (one method per kind); the states a
+  fill goes through are oca.protocol.messages.FillState.
 """
 
 from __future__ import annotations
@@ -17,12 +19,35 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 from oca.fetch.link import Link
 from oca.fetch.slices import slice_key
+from oca.protocol.codec import Dispatch
+from oca.protocol.messages import (
+    Absent,
+    Done,
+    Failed,
+    FillAsk,
+    FillEvent,
+    FillRequest,
+    FillState,
+    Fresh,
+    Have,
+    KeyedEvent,
+    Moved,
+    Opened,
+    PrefetchHint,
+    Purged,
+    Sliced,
+    SliceMeta,
+    SliceRequest,
+    Stale,
+    Stored,
+)
 
 log = logging.getLogger("oca.fetch")
+E = TypeVar("E", bound=KeyedEvent)
 
 
 class RemoteFill:
@@ -55,10 +80,10 @@ class RemoteFill:
         self.last_modified: str | None = None
         self.media_type: str | None = None
         self.source = ""
-        self.result = ""  # "" while running; then open-ended states: done, stored, absent, fail, sliced
+        self.result = FillState.RUNNING
         self.status = 0  # for fail/absent: the status the client gets
         self.reason = ""
-        self.sliced: dict[str, Any] | None = None
+        self.sliced: SliceMeta | None = None
         self.refs = 0
         self.why = ""  # the master's reason for the miss (oca.fetch.history), for the access log
         self._waiters: list[Callable[[], None]] = []
@@ -70,15 +95,15 @@ class RemoteFill:
 
     @property
     def failed(self) -> bool:
-        return self.result in ("fail", "absent")
+        return self.result.failed
 
     @property
     def complete(self) -> bool:
-        return self.result == "done"
+        return self.result is FillState.DONE
 
     @property
     def opened(self) -> bool:
-        return self.fd >= 0 or self.result != ""
+        return self.fd >= 0 or self.result.ended
 
     def wait(self, callback: Callable[[], None]) -> None:
         self._waiters.append(callback)
@@ -115,17 +140,28 @@ class RemoteFill:
             self.fd = -1
 
 
+_RENEW = frozenset((FillState.FAIL, FillState.ABSENT, FillState.STORED, FillState.SLICED))  # ask afresh
+_RENEW_SLICE = frozenset((FillState.FAIL, FillState.ABSENT, FillState.STORED))
+_MAX_ABSENT = 100_000  # remembered 404s: a flood of unknown keys must not grow memory without end
+
+
 class RemoteFills:
     """The worker's fills by key, fed by the master's messages on the fill link."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.link: Link | None = None
+        self.link: Link[FillEvent] | None = None
         self.fills: dict[str, RemoteFill] = {}
         self.absent: dict[str, float] = {}  # key -> monotonic time the master's 404 stands until
         self.stale: set[str] = set()
-        self.sliced: dict[str, dict[str, Any]] = {}
+        self.sliced: dict[str, SliceMeta] = {}
         self.on_changed: Callable[[list[str]], None] = lambda keys: None  # forget local cache entries
         self._clock = clock
+        keyed = self._keyed
+        self._dispatch = Dispatch[FillEvent]({
+            Stale: self._on_stale, Fresh: self._on_fresh, Purged: self._on_fresh,
+            Have: keyed(self._on_have), Opened: keyed(self._on_open), Moved: keyed(self._on_moved),
+            Done: keyed(self._on_done), Stored: keyed(self._on_stored), Sliced: keyed(self._on_sliced),
+            Absent: keyed(self._on_absent), Failed: keyed(self._on_failed)})
 
     def is_absent(self, key: str) -> bool:
         until = self.absent.get(key)
@@ -139,108 +175,117 @@ class RemoteFills:
     def acquire(self, key: str, *, start: int = 0, revalidate: bool = False) -> RemoteFill:
         """The fill of `key` (asking the master if this worker has not yet); release() it when done."""
         fill = self.fills.get(key)
-        if fill is None or fill.result in ("fail", "absent", "stored", "sliced"):
+        if fill is None or fill.result in _RENEW:
             fill = RemoteFill(key)
             self.fills[key] = fill
-            self._ask({"op": "fill", "k": key, "start": start, "revalidate": revalidate}, fill)
+            self._ask(FillRequest(key, start, revalidate), fill)
         fill.refs += 1
         return fill
 
     def acquire_slice(self, key: str, index: int) -> RemoteFill:
         skey = slice_key(key, index)
         fill = self.fills.get(skey)
-        if fill is None or fill.result in ("fail", "absent", "stored"):
+        if fill is None or fill.result in _RENEW_SLICE:
             fill = RemoteFill(skey)
             self.fills[skey] = fill
-            self._ask({"op": "slice", "k": key, "i": index}, fill)
+            self._ask(SliceRequest(key, index), fill)
         fill.refs += 1
         return fill
 
     def hint(self, key: str, start: int | None, session: str) -> None:
-        """Pass a player's next-object hint to the master (oca.fetch.hints); nothing comes back."""
-        if self.link is not None and not self.link.closed:
-            self.link.send({"op": "prefetch", "k": key, "start": start, "sid": session})
+        """Pass a player's next-object hint to the master (oca.fetch.hints); nothing comes back. Not on a link
+        whose version has no PrefetchHint (version 1): a hint is only ever an optimisation."""
+        link = self.link
+        if link is not None and not link.closed and link.codec.carries(PrefetchHint):
+            link.send(PrefetchHint(key, start, session))
 
     def release(self, fill: RemoteFill) -> None:
         fill.refs -= 1
         self._drop_if_unused(fill)
 
     def _drop_if_unused(self, fill: RemoteFill) -> None:
-        if fill.refs <= 0 and fill.result != "":
+        if fill.refs <= 0 and fill.result.ended:
             fill.close_fd()
             if self.fills.get(fill.key) is fill:
                 del self.fills[fill.key]
 
-    def _ask(self, message: dict[str, Any], fill: RemoteFill) -> None:
+    def _ask(self, message: FillAsk, fill: RemoteFill) -> None:
         if self.link is None or self.link.closed:
-            fill.result, fill.status, fill.reason = "fail", 503, "no link to the master"
+            fill.result, fill.status, fill.reason = FillState.FAIL, 503, "no link to the master"
             return
         self.link.send(message)
 
     # -- messages from the master ---------------------------------------------------------------------
 
-    def on_message(self, link: Link, message: dict[str, Any]) -> None:
-        event = message.get("ev")
-        if event == "stale":
-            keys = [k for k in message.get("keys", ()) if isinstance(k, str)]
-            self.stale.update(keys)
-            self.on_changed(keys)
-            return
-        if event in ("fresh", "purged"):
-            keys = [k for k in message.get("keys", ()) if isinstance(k, str)]
-            self.stale.difference_update(keys)
-            for key in keys:
-                self.sliced.pop(key, None)
-            self.on_changed(keys)
-            return
-        name = message.get("k")
-        fill = self.fills.get(name) if isinstance(name, str) else None
-        if fill is None:
-            return
-        why = message.get("why")
-        if isinstance(why, str) and why:
-            fill.why = why
-        if event == "have":
-            fill.have = int(message.get("n", fill.have))
-        elif event == "open":
-            fill.size = message.get("size")
-            fill.etag, fill.last_modified = message.get("etag"), message.get("lm")
-            fill.media_type, fill.source = message.get("type"), str(message.get("src", ""))
-            fill._open(str(message.get("path", "")))
-        elif event == "moved":
-            fill._reopen(str(message.get("path", "")))
-        elif event == "done":
-            fill.have = int(message.get("n", fill.have))
-            fill._open(str(message.get("path", "")))
-            fill.result = "done"
-            self.on_changed([fill.key])
-        elif event == "stored":
-            fill.result = "stored"
-            self.on_changed([fill.key])
-        elif event == "sliced":
-            meta = message.get("meta")
-            fill.result, fill.sliced = "sliced", meta if isinstance(meta, dict) else None
-            if fill.sliced is not None:
-                self.sliced[fill.key] = fill.sliced
-        elif event == "absent":
-            fill.result, fill.status, fill.reason = "absent", 404, "not found upstream"
-            ttl = message.get("ttl")
-            if isinstance(ttl, int | float) and ttl > 0:
-                now = self._clock()
-                if len(self.absent) >= 100_000:
-                    self.absent = {k: t for k, t in self.absent.items() if t > now}
-                self.absent[fill.key] = now + ttl
-        elif event == "fail":
-            fill.result, fill.status = "fail", int(message.get("status", 502))
-            fill.reason = str(message.get("reason", "upstream fetch failed"))
-        else:
-            return
-        fill._wake()
-        self._drop_if_unused(fill)
+    def on_message(self, link: Link[FillEvent], message: FillEvent) -> None:
+        self._dispatch(message)
 
-    def on_close(self, link: Link) -> None:
+    def _keyed(self, handle: Callable[[RemoteFill, E], None]) -> Callable[[E], None]:
+        """A handler of one fill's event: it runs on this worker's fill of the key (if any), then the fill's
+        waiters look at what changed."""
+        def run(message: E) -> None:
+            fill = self.fills.get(message.key)
+            if fill is not None:
+                handle(fill, message)
+                fill._wake()
+                self._drop_if_unused(fill)
+        return run
+
+    def _on_stale(self, message: Stale) -> None:
+        keys = list(message.keys)
+        self.stale.update(keys)
+        self.on_changed(keys)
+
+    def _on_fresh(self, message: Fresh | Purged) -> None:
+        keys = list(message.keys)
+        self.stale.difference_update(keys)
+        for key in keys:
+            self.sliced.pop(key, None)
+        self.on_changed(keys)
+
+    def _on_have(self, fill: RemoteFill, message: Have) -> None:
+        fill.have = message.n
+
+    def _on_open(self, fill: RemoteFill, message: Opened) -> None:
+        fill.why = message.why or fill.why
+        fill.size, fill.etag, fill.last_modified = message.size, message.etag, message.last_modified
+        fill.media_type, fill.source = message.media_type, message.source
+        fill._open(message.path)
+
+    def _on_moved(self, fill: RemoteFill, message: Moved) -> None:
+        fill._reopen(message.path)
+
+    def _on_done(self, fill: RemoteFill, message: Done) -> None:
+        fill.have = message.n
+        fill._open(message.path)
+        fill.result = FillState.DONE
+        self.on_changed([fill.key])
+
+    def _on_stored(self, fill: RemoteFill, message: Stored) -> None:
+        fill.result = FillState.STORED
+        self.on_changed([fill.key])
+
+    def _on_sliced(self, fill: RemoteFill, message: Sliced) -> None:
+        fill.result, fill.sliced = FillState.SLICED, message.meta
+        fill.why = message.why or fill.why
+        self.sliced[fill.key] = message.meta
+
+    def _on_absent(self, fill: RemoteFill, message: Absent) -> None:
+        fill.result, fill.status, fill.reason = FillState.ABSENT, 404, "not found upstream"
+        fill.why = message.why or fill.why
+        if message.ttl > 0:
+            now = self._clock()
+            if len(self.absent) >= _MAX_ABSENT:
+                self.absent = {k: t for k, t in self.absent.items() if t > now}
+            self.absent[fill.key] = now + message.ttl
+
+    def _on_failed(self, fill: RemoteFill, message: Failed) -> None:
+        fill.result, fill.status, fill.reason = FillState.FAIL, message.status, message.reason
+        fill.why = message.why or fill.why
+
+    def on_close(self, link: Link[FillEvent]) -> None:
         log.error("the fill link to the master closed: misses fail with 503 until the worker restarts")
         for fill in list(self.fills.values()):
-            if not fill.result:
-                fill.result, fill.status, fill.reason = "fail", 503, "the master went away"
+            if not fill.result.ended:
+                fill.result, fill.status, fill.reason = FillState.FAIL, 503, "the master went away"
                 fill._wake()

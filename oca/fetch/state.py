@@ -34,10 +34,6 @@ class SlicedObject:
     last_modified: str | None
     content_type: str | None
 
-    def to_json(self) -> dict[str, object]:
-        return {"total": self.total, "slice_size": self.slice_size, "etag": self.etag,
-                "last_modified": self.last_modified, "content_type": self.content_type}
-
 
 class FetchState:
     def __init__(self, state_dir: str) -> None:

@@ -30,11 +30,11 @@ from typing import Any, Protocol
 from oca.config.model import FirmwareConfig
 from oca.errors import Conflict, OcaError
 from oca.firmware.bundle import read_bundle
+from oca.firmware.counters import ReleaseCounters
 from oca.firmware.errors import FirmwareBusy, FirmwareDisabled
 from oca.firmware.keys import load_trusted_keys
 from oca.firmware.releases import Release, Releases
 from oca.firmware.verify import Manifest, verify
-from oca.serve.stats import ReleaseCounters
 
 log = logging.getLogger("oca.firmware")
 

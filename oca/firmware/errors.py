@@ -37,3 +37,10 @@ class ReleaseUnhealthy(OcaError):
     """The new release's workers did not become healthy: they were stopped, the old release keeps serving."""
 
     status = 422
+
+
+class ProtocolRefused(OcaError):
+    """The release speaks no master-worker protocol version the running master speaks (oca.protocol): it
+    was not started; the old release keeps serving."""
+
+    status = 409

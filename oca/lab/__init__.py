@@ -4,8 +4,8 @@ An origin serving sample content (`oca.lab.origin`), the control plane (`oca con
 page), boxes in two sites on their own 127.0.0.x addresses (`oca serve`, tokens required), the catalog
 ingested and every title pre-positioned on one box per site. Modules: `layout` (settings, sites, configs:
 pure), `procs` (child processes that never outlive the lab), `fill` (placement, prefetch, the table),
-`api` (the lab API the page's Stop/Start buttons call), `page_routes` (the control plane's /lab routes),
-`lab` (start and stop, in order), `page/` (the page: plain HTML and JS, hls.js from npm).
+`api` (the lab API the page's Stop/Start buttons call), `lab` (start and stop, in order), `page/` (the page:
+plain HTML and JS, hls.js from npm; the control plane serves it, control/lab_page.py).
 """
 
 from oca.lab.lab import Lab, LabBox

@@ -21,6 +21,8 @@ from typing import Any
 
 from control.steering import rendezvous_order
 from oca.lab.procs import LabError
+from oca.wire.inventory import TitleChanges
+from oca.wire.prefetch import JobProgress, PrefetchItem, PrefetchRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,36 +52,37 @@ def admin_call(admin_url: str, token: str, path: str, body: Any = None, timeout:
         return json.loads(response.read())
 
 
-def prefetch_items(title: Mapping[str, Any]) -> list[dict[str, Any]]:
+def prefetch_items(title: Mapping[str, Any]) -> list[PrefetchItem]:
     """Prefetch items for every file of a catalog record (GET /v1/catalog/<id>)."""
-    return [{"key": f["path"], "size": f["size"], "digest": f["digest"]} for f in title["files"]]
+    return [PrefetchItem(f["path"], f["size"], f["digest"]) for f in title["files"]]
 
 
-def run_fill(jobs: Mapping[str, tuple[str, list[dict[str, Any]]]], token: str, logs: Mapping[str, str],
-             timeout: float) -> dict[str, dict[str, Any]]:
+def run_fill(jobs: Mapping[str, tuple[str, list[PrefetchItem]]], token: str, logs: Mapping[str, str],
+             timeout: float) -> dict[str, JobProgress]:
     """Submit one prefetch job per box (box id -> (admin URL, items)) and wait for all of them; their
     final progress by box id. LabError on a failed item or a job not done within `timeout`."""
     submitted: dict[str, int] = {}
     for box, (admin_url, items) in jobs.items():
         if items:
             try:
-                submitted[box] = int(admin_call(admin_url, token, "/prefetch", {"items": items})["id"])
-            except OSError as exc:
+                answer = admin_call(admin_url, token, "/prefetch", PrefetchRequest(tuple(items)).to_json())
+                submitted[box] = JobProgress.from_json(answer).id
+            except (OSError, ValueError) as exc:
                 raise LabError(f"box {box}: prefetch refused: {exc}; log: {logs[box]}") from None
-    done: dict[str, dict[str, Any]] = {}
+    done: dict[str, JobProgress] = {}
     deadline = time.monotonic() + timeout
     while len(done) < len(submitted):
         for box, job in submitted.items():
             if box in done:
                 continue
             try:
-                progress = admin_call(jobs[box][0], token, f"/prefetch/{job}")
-            except OSError as exc:
+                progress = JobProgress.from_json(admin_call(jobs[box][0], token, f"/prefetch/{job}"))
+            except (OSError, ValueError) as exc:
                 raise LabError(f"box {box}: prefetch job {job} unreadable: {exc}; log: {logs[box]}") from None
-            if progress["state"] in ("done", "cancelled"):
-                if progress["failed"]:
-                    key, reason = next(iter(progress["failures"].items()))
-                    raise LabError(f"box {box}: fill failed for {progress['failed']} object(s), e.g. {key}: "
+            if progress.ended:
+                if progress.failed:
+                    key, reason = next(iter(progress.failures.items()))
+                    raise LabError(f"box {box}: fill failed for {progress.failed} object(s), e.g. {key}: "
                                    f"{reason}; log: {logs[box]}")
                 done[box] = progress
         if len(done) < len(submitted):
@@ -95,11 +98,11 @@ def holdings(admin_url: str, token: str, file_counts: Mapping[str, int],
              sizes: Mapping[str, int] | None = None) -> dict[str, TitleHolding]:
     """Title id -> what one box holds of it (titles it holds nothing of are left out). Live: every file, and
     every byte when the title's size is known (slices of a large file count as objects)."""
-    answer = admin_call(admin_url, token, "/inventory/titles?since=0", timeout=5)
+    answer = TitleChanges.from_json(admin_call(admin_url, token, "/inventory/titles?since=0", timeout=5))
     sizes = sizes or {}
     held = {}
-    for title, entry in answer.get("titles", {}).items():
-        objects, size_held = int(entry.get("objects", 0)), int(entry.get("bytes", 0))
+    for title, entry in answer.titles.items():
+        objects, size_held = entry.objects, entry.bytes
         if objects:
             live = objects >= file_counts.get(title, 1 << 62) and size_held >= sizes.get(title, 0)
             held[title] = TitleHolding(objects, size_held, live)

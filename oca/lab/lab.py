@@ -46,7 +46,6 @@ import aiohttp
 import yaml
 
 from control.catalog import ingest_source, title_to_json
-from control.client import ControlClient, ControlError
 from oca.content import MadeContent, make_content
 from oca.content.progress import ContentProgress
 from oca.firmware.keys import load_signing_key, public_pem, write_keypair
@@ -74,6 +73,7 @@ from oca.lab.postgres import ClusterError, PostgresCluster, server_bindir, serve
 from oca.lab.procs import Child, LabError, http_get
 from oca.lab.watchdog import BoxWatchdog
 from oca.tokens import generate_private_key, load_private_key, public_jwk, write_private_key
+from oca.wire.control_client import ControlClient, ControlError
 
 Say = Callable[[str], None]
 
@@ -462,9 +462,9 @@ class Lab:
                 for box, titles in self.placement.items()}
         started = time.monotonic()
         done = fill.run_fill(jobs, self.box_token, {b.id: b.log_path for b in self.boxes}, self.config.start_timeout)
-        stored = sum(p["stored"] for p in done.values())
-        present = sum(p["present"] for p in done.values())
-        total = sum(p["bytes"] for p in done.values())
+        stored = sum(p.stored for p in done.values())
+        present = sum(p.present for p in done.values())
+        total = sum(p.bytes for p in done.values())
         self.say(f"fill: {stored} object(s) ({fill.size(total)}) stored, {present} already present, "
                  f"in {time.monotonic() - started:.1f}s")
         # The control plane reads a box's /inventory/titles after a health poll shows a new

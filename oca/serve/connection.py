@@ -45,6 +45,7 @@ import httptools
 
 from oca.http.cmsd import TCP_INFO_BYTES, etp_from_tcp_info
 from oca.http.framing import check_framing
+from oca.protocol.messages import FillState
 from oca.serve.messages import FileSlice, Growing, Lazy, ObjectTruncated, Part, Request, Response, StorageFault
 
 if TYPE_CHECKING:
@@ -214,7 +215,7 @@ class Connection(asyncio.Protocol):
         method = parser.get_method()
         self._pending.append(Request(
             _METHODS.get(method) or method.decode("ascii", "replace"), self._url, self._headers,
-            parser.should_keep_alive(), self._client, _clock(),
+            parser.should_keep_alive() and not self.close_after, self._client, _clock(),  # closing: say so
         ))
         # ready for the next message on this connection (no on_message_begin: one callback fewer per request)
         self._url = b""
@@ -380,7 +381,7 @@ class Connection(asyncio.Protocol):
     def _send_growing(self, item: Growing) -> bool:
         """Send what has arrived of a growing body; False when we must stop here (wait, or aborted)."""
         body = item.body
-        if body.result == "stored" and item.fallback is not None:
+        if body.result is FillState.STORED and item.fallback is not None:
             self._out[0] = item.fallback()
             return True
         ready = body.available - item.offset

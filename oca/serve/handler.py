@@ -22,7 +22,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from oca import __version__
 from oca.config import HttpConfig
@@ -44,6 +44,7 @@ from oca.http.ranges import (
     unsatisfied_range,
 )
 from oca.keys import key_from_target
+from oca.protocol.messages import FillState, SliceMeta
 from oca.serve.accesslog import fast_fields
 from oca.serve.dates import DateCache
 from oca.serve.gate import Gate
@@ -67,6 +68,10 @@ _SPECIAL = _CONDITIONAL | _CMCD_HEADERS | {"range", "if-range"}
 
 _MISS = b"Cache-Status: oca; fwd=uri-miss\r\n"
 _MISS_404 = b"Cache-Status: oca; fwd=uri-miss; fwd-status=404\r\n"
+
+
+# a fill that ended without its bytes for this request to follow: answer from the state it ended in
+_NOT_FOLLOWED = frozenset((FillState.ABSENT, FillState.FAIL, FillState.STORED, FillState.SLICED))
 
 
 def _range_start(value: str | None) -> int:
@@ -344,11 +349,11 @@ class ContentHandler:
         result = fill.result
         if fill.why:  # the master's reason for the miss (oca.fetch.history)
             log["miss"] = fill.why
-        if result in ("absent", "fail", "stored", "sliced"):
+        if result in _NOT_FOLLOWED:
             fills.release(fill)
-            if result == "sliced" and fill.sliced is not None:
+            if result is FillState.SLICED and fill.sliced is not None:
                 resp = self._sliced(req, key, fill.sliced, log)
-            elif result == "stored":
+            elif result is FillState.STORED:
                 self._objects.forget(key)
                 entry = self._objects.get(key)
                 if entry is None:
@@ -394,14 +399,14 @@ class ContentHandler:
         return (f"Content-Type: {media_type(key)}\r\nCache-Control: {cache_control}\r\n"
                 "Accept-Ranges: bytes\r\n").encode("latin-1") + (static_field(key) if self._http.cmsd else b"")
 
-    def _sliced(self, req: Request, key: str, meta: dict[str, Any], log: dict[str, object]) -> Response:
+    def _sliced(self, req: Request, key: str, meta: SliceMeta, log: dict[str, object]) -> Response:
         """An object stored in slices: each covering slice is sent from storage, or from its fill."""
         fills = self.fills
         assert fills is not None
-        total, slice_size = int(meta["total"]), int(meta["slice_size"])
-        raw_etag = meta.get("etag")
-        etag = raw_etag if isinstance(raw_etag, str) and not raw_etag.startswith("W/") else None  # strong only
-        modified = parse_http_date(str(meta.get("last_modified") or "")) or int(time.time())
+        total, slice_size = meta.total, meta.slice_size
+        raw_etag = meta.etag
+        etag = raw_etag if raw_etag is not None and not raw_etag.startswith("W/") else None  # strong only
+        modified = parse_http_date(meta.last_modified or "") or int(time.time())
         headers = req.headers
         if etag is not None and not headers.keys().isdisjoint(_CONDITIONAL):
             verdict = evaluate_preconditions(req.method, headers, etag, modified)

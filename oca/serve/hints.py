@@ -131,7 +131,7 @@ class HintSender:
         sliced = self._fills.sliced.get(key)
         held = key
         if sliced is not None and start is not None:
-            held = slice_key(key, start // int(sliced["slice_size"]))
+            held = slice_key(key, start // sliced.slice_size)
         entry = self._objects.get(held)
         if (entry is not None and not entry.stale) or held in self._fills.fills:
             return

@@ -14,9 +14,16 @@ Rules kept here:
   `-P` so no working directory shadows it); the master keeps running its own, installed code, as nginx's
   binary upgrade but with the master staying. `switch_release` starts a generation from a new release on
   the same sockets and retires the old one only once the new one passed its health gate; otherwise the new
-  workers are stopped and the old ones, never stopped, keep serving. The master-worker protocol (argv, the
-  config line, reports, the fill link) is therefore a contract between releases. A release reverted to
-  (the previous one) is switched to the same way.
+  workers are stopped and the old ones, never stopped, keep serving. A release reverted to (the previous
+  one) is switched to the same way.
+- The master-worker protocol (argv; on the control socket the handshake, then the worker's Ready and
+  Reports; the fill link) is therefore a contract between releases: typed, versioned records with one
+  codec, oca.protocol (docs/protocol.md). A worker's first message says which versions it speaks; the
+  master answers with the highest one both speak and the config (Welcome), or refuses it (the worker exits,
+  and counts as a failed start). A release of protocol V speaks V and V-1, so the master talks to releases
+  one protocol version away and no further: `switch_release` reads the release's version from its slot
+  (oca.protocol.releases) and refuses one it cannot talk to before starting anything, the old release
+  serving on. Releases from before the handshake (version 1) get the bare config line at spawn.
 - The current release's counters (firmware `release_stats`, for the control plane's roll-out gate) take only
   the reports and deaths of workers running that release; the hit path counts nothing more.
 """
@@ -27,7 +34,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import os
 import signal
@@ -39,7 +45,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from oca import __version__
+from oca import __version__, systemd
 from oca.admin.app import start_admin
 from oca.admin.common import AdminContext
 from oca.admin.inventory import TitleInventory
@@ -53,17 +59,21 @@ from oca.fetch.state import FetchState
 from oca.fetch.upstream import Upstream, sources_from_config
 from oca.firmware import health
 from oca.firmware.box import BoxFirmware
-from oca.firmware.errors import ReleaseUnhealthy
+from oca.firmware.errors import ProtocolRefused, ReleaseUnhealthy
 from oca.firmware.releases import Release
 from oca.http.cmsd import in_duress
+from oca.protocol import codec as protocol
+from oca.protocol.codec import Codec, Dispatch, Lines, ProtocolError
+from oca.protocol.messages import Duress, FillAsk, Hello, Ready, Refused, Report, WorkerMessage
+from oca.protocol.releases import check_release
+from oca.protocol.version import LEGACY
 from oca.secret_files import read_secret
-from oca.serve import sdnotify
 from oca.serve.listeners import bind_listeners
-from oca.serve.owner import StorageOwner
 from oca.serve.preflight import load_checked_box
 from oca.serve.stall import is_stalled, own_pause, stall_after, workers_report
-from oca.serve.stats import FleetStats
+from oca.serve.stats import FleetStats, release_delta
 from oca.storage import Store
+from oca.storage.storage_owner import StorageOwner
 
 log = logging.getLogger("oca.master")
 _TICK = 0.1  # seconds between supervision rounds
@@ -89,7 +99,9 @@ class WorkerProcess:
     control: socket.socket
     started: float
     ready: asyncio.Future[None]
-    buffer: bytearray = field(default_factory=bytearray)
+    fill_socket: socket.socket | None  # the master's end of the fill link, until the handshake attaches it
+    lines: Lines = field(default_factory=Lines)
+    codec: Codec | None = None  # the protocol version agreed on; None until its Hello
     serving: bool = False  # it said it is ready
     heard: float = 0.0  # time.monotonic() of its last report
     retiring: bool = False
@@ -123,6 +135,8 @@ class Master:
         self._egress_sample = (time.monotonic(), 0)
         self._duress = False  # what the workers were last told (CMSD `du`/`mb`, oca.http.cmsd)
         self.firmware = BoxFirmware(config.firmware, config.storage.state_dir, __version__)
+        self._worker_messages = Dispatch[WorkerMessage]({Ready: self._on_ready, Report: self._take_report,
+                                                         Hello: self._on_second_hello})
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -166,15 +180,15 @@ class Master:
             admin_host, admin_port = self.config.admin.listen
             log.info("oca %s serving http://%s:%d/ with %d workers; admin http://%s:%d/",
                      __version__, host, port, len(self.listeners), admin_host, admin_port)
-            sdnotify.notify(f"READY=1\nSTATUS=serving with {len(self.listeners)} workers\nMAINPID={os.getpid()}")
+            systemd.notify(f"READY=1\nSTATUS=serving with {len(self.listeners)} workers\nMAINPID={os.getpid()}")
             tasks.append(loop.create_task(self._housekeeping()))
             if self.config.control.url:
                 tasks.append(loop.create_task(self.invalidations.pull_forever()))
-            interval = sdnotify.watchdog_interval()
+            interval = systemd.watchdog_interval()
             if interval:
                 tasks.append(loop.create_task(self._watchdog(interval)))
             await self._stopped
-            sdnotify.notify("STOPPING=1")
+            systemd.notify("STOPPING=1")
             for task in tasks:
                 task.cancel()
             await self._stop_workers(self.workers)
@@ -200,7 +214,7 @@ class Master:
                 await self._reload()
 
     async def _reload(self) -> None:
-        sdnotify.notify("RELOADING=1")
+        systemd.notify("RELOADING=1")
         try:
             # the start-up checks, as `oca check-config --reload` runs them; the JWKS is re-read: a key
             # rotation is a reload
@@ -215,7 +229,7 @@ class Master:
                     *new_server.listen, new_server.worker_count(), new_server.backlog))
         except OcaError as exc:
             log.error("reload rejected, still running the old config: %s", "; ".join(str(exc).splitlines()))
-            sdnotify.notify("READY=1")
+            systemd.notify("READY=1")
             return
         self.config = fresh
         if self.fills is not None:
@@ -226,7 +240,7 @@ class Master:
         for sock in old_listeners:
             sock.close()
         log.info("reloaded %s: generation %d serving", self.config_path, self.generation)
-        sdnotify.notify("READY=1")
+        systemd.notify("READY=1")
 
     def _reloadable(self, fresh: BoxConfig) -> BoxConfig:
         """The new config with the sections a reload cannot change (storage, admin) kept as they are."""
@@ -242,6 +256,11 @@ class Master:
     async def _start_generation(self, release: Release | None = None) -> None:
         self.generation += 1
         release = release or self.firmware.releases.current
+        try:
+            check_release(release.path, release.version)
+        except ProtocolError as exc:  # nothing started: at boot, _boot_fallback tries the previous release
+            log.error("not starting release %s: %s", release.version, exc)
+            return
         fresh = [self._spawn(slot, release) for slot in range(len(self.listeners))]
         try:
             await asyncio.wait_for(asyncio.gather(*(w.ready for w in fresh)), timeout=30)
@@ -272,6 +291,10 @@ class Master:
                 raise OcaError("the box is stopping: no release switch")
             old = [w for w in self.workers if not w.retiring]
             previous = self.firmware.releases.current
+            try:  # before anything starts: a release this master cannot talk to never stops the old one
+                check_release(release.path, release.version)
+            except ProtocolError as exc:
+                raise ProtocolRefused(f"{exc}; release {previous.version} keeps serving") from None
             host, port = self.listeners[0].getsockname()[:2]
             probe = functools.partial(health.probe_healthz, host, port)
             self.generation += 1
@@ -322,22 +345,29 @@ class Master:
                                    stdin=subprocess.DEVNULL, env=env)
         theirs.close()
         fill_theirs.close()
-        self._background(self._attach_fill_link(fill_ours, process.pid))
-        # the worker serves exactly the config the master validated, never a file changed since
-        ours.sendall(json.dumps(box_config_to_raw(self.config)).encode() + b"\n")
-        ours.setblocking(False)
         worker = WorkerProcess(slot, self.generation, process, ours, time.monotonic(), loop.create_future(),
-                               release=release)
+                               fill_ours, release=release)
+        if release is not None and release.path is not None and check_release(release.path,
+                                                                               release.version) == LEGACY:
+            # a release from before the handshake reads the config as its first line and sends no Hello
+            worker.codec = Codec(LEGACY)
+            ours.sendall(worker.codec.encode_config(box_config_to_raw(self.config)))
+            self._background(self._attach_fill_link(worker, worker.codec))
+        ours.setblocking(False)
         loop.add_reader(ours.fileno(), self._on_worker_message, worker)
         self.workers.append(worker)
         return worker
 
-    async def _attach_fill_link(self, sock: socket.socket, pid: int) -> None:
+    async def _attach_fill_link(self, worker: WorkerProcess, codec: Codec) -> None:
+        sock, worker.fill_socket = worker.fill_socket, None
         fills = self.fills
+        if sock is None:
+            return
         if fills is None:
             sock.close()
             return
-        link = await Link.open(sock, fills.on_message, fills.detach, name=f"worker {pid}")
+        link: Link[FillAsk] = await Link.open(sock, codec, Codec.ask, fills.on_message, fills.detach,
+                                              name=f"worker {worker.process.pid}")
         fills.attach(link)
 
     def _on_worker_message(self, worker: WorkerProcess) -> None:
@@ -350,37 +380,63 @@ class Master:
         if not data:
             asyncio.get_running_loop().remove_reader(worker.control.fileno())
             return
-        worker.buffer += data
-        while (end := worker.buffer.find(b"\n")) >= 0:
-            line = bytes(worker.buffer[:end])
-            del worker.buffer[: end + 1]
-            try:
-                message = json.loads(line)
-            except ValueError:
-                log.error("worker %d sent an unreadable report", worker.process.pid)
+        for line in worker.lines.feed(data):
+            if worker.codec is None:
+                self._greet(worker, line)
                 continue
-            self._take_report(worker, message)
+            try:
+                message = worker.codec.worker_message(line)
+            except ProtocolError as exc:
+                log.error("worker %d: %s", worker.process.pid, exc)
+                continue
+            self._worker_messages(message, worker)
 
-    def _take_report(self, worker: WorkerProcess, message: dict[str, Any]) -> None:
-        worker.heard = time.monotonic()
-        if message.get("ready"):
-            worker.serving = True
-            if not worker.ready.done():
-                worker.ready.set_result(None)
-            if self._duress:
-                self._tell(worker, {"duress": True})
+    def _greet(self, worker: WorkerProcess, line: bytes) -> None:
+        """A worker's first line, its Hello: answer with the version to speak and the config it serves (the
+        one the master validated, never a file changed since), or refuse it (it exits: a failed start)."""
+        try:
+            answer = protocol.answer(protocol.read_hello(line), box_config_to_raw(self.config))
+        except ProtocolError as exc:
+            answer = Refused(f"its first message is not a protocol handshake ({exc})", protocol.SPEAKS)
+        try:
+            worker.control.settimeout(5)  # the worker waits for this line; it is the only one it reads
+            worker.control.sendall(protocol.encode_answer(answer))
+        except OSError as exc:
+            log.error("worker %d: cannot answer its handshake: %s", worker.process.pid, exc)
             return
-        self.stats.add(worker.process.pid, message)
+        finally:
+            worker.control.setblocking(False)
+        if isinstance(answer, Refused):
+            log.error("worker %d (release %s) refused: %s", worker.process.pid,
+                      worker.release.version if worker.release else __version__, answer.reason)
+            return
+        worker.codec = Codec(answer.version)
+        self._background(self._attach_fill_link(worker, worker.codec))
+
+    def _on_second_hello(self, message: Hello, worker: WorkerProcess) -> None:
+        log.error("worker %d said Hello again after its handshake: ignored", worker.process.pid)
+
+    def _on_ready(self, message: Ready, worker: WorkerProcess) -> None:
+        worker.heard = time.monotonic()
+        worker.serving = True
+        if not worker.ready.done():
+            worker.ready.set_result(None)
+        if self._duress:
+            self._tell(worker, Duress(True))
+
+    def _take_report(self, report: Report, worker: WorkerProcess) -> None:
+        worker.heard = time.monotonic()
+        self.stats.add(worker.process.pid, report)
         if worker.release == self.firmware.releases.current:  # not a retiring or candidate release's answers
-            self.firmware.counters.add(message)
-        for key, n in message.get("hits", {}).items():
-            self._pending_hits[key] = self._pending_hits.get(key, 0) + int(n)
+            self.firmware.counters.add(*release_delta(report))
+        for key, n in report.hits.items():
+            self._pending_hits[key] = self._pending_hits.get(key, 0) + n
         if self.fills is not None:
-            self.fills.hints.hits(message.get("hits"))  # was a player-hinted prefetch used?
-        for tier, error in message.get("io_errors", ()):
-            self._background(self._report_io_error(str(tier), str(error)))
-        for key, error in message.get("damaged", ()):
-            self._background(self._drop_damaged(str(key), str(error)))
+            self.fills.hints.hits(report.hits)  # was a player-hinted prefetch used?
+        for tier, error in report.io_errors:
+            self._background(self._report_io_error(tier, error))
+        for key, error in report.damaged:
+            self._background(self._drop_damaged(key, error))
 
     async def _report_io_error(self, tier: str, error: str) -> None:
         try:
@@ -426,6 +482,9 @@ class Master:
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(worker.control.fileno())
         worker.control.close()
+        if worker.fill_socket is not None:  # it never finished its handshake
+            worker.fill_socket.close()
+            worker.fill_socket = None
         self.stats.worker_gone(worker.process.pid)
 
     async def _supervise(self) -> None:
@@ -535,11 +594,15 @@ class Master:
                      self.draining, self.egress_bps)
             for worker in self.workers:
                 if worker.serving:
-                    self._tell(worker, {"duress": duress})
+                    self._tell(worker, Duress(duress))
 
-    def _tell(self, worker: WorkerProcess, message: dict[str, Any]) -> None:
+    def _tell(self, worker: WorkerProcess, message: Duress) -> None:
+        # a version-1 worker reads nothing after its config line; one not yet past its handshake gets it
+        # when it is ready (_on_ready)
+        if worker.codec is None or worker.codec.version == LEGACY:
+            return
         with contextlib.suppress(OSError):  # a worker that is gone is reaped by _supervise
-            worker.control.send(json.dumps(message).encode() + b"\n")
+            worker.control.send(worker.codec.encode(message))
 
     async def _flush_hits(self) -> None:
         if not self._pending_hits:
@@ -555,5 +618,5 @@ class Master:
         while True:
             heard = [w.heard for w in self.workers if w.serving and not w.retiring and w.process.poll() is None]
             if workers_report(time.monotonic(), heard, stall_after(self.config.storage.access_flush_interval)):
-                sdnotify.notify("WATCHDOG=1")
+                systemd.notify("WATCHDOG=1")
             await asyncio.sleep(interval)

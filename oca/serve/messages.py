@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from oca.protocol.messages import FillState
+
 
 class ObjectTruncated(Exception):
     """An object's file holds fewer bytes than the index says: the object is damaged, not the tier."""
@@ -49,7 +51,7 @@ class GrowingBody(Protocol):
     """A file being filled from upstream while clients are sent what has arrived (oca.fetch.remote.RemoteFill)."""
 
     fd: int
-    result: str  # "" while running; "done" complete; "fail"/"absent" failed; "stored" in storage instead
+    result: FillState  # RUNNING (""), then DONE complete; FAIL/ABSENT failed; STORED in storage instead
     reason: str
 
     @property

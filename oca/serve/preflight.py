@@ -96,8 +96,8 @@ def _check_dirs(config: BoxConfig, problems: Problems) -> None:
 
 
 def _check_owner(config: BoxConfig, problems: Problems) -> None:
-    """No other process owns the storage (oca.storage.owner's lock; tested, never taken, nothing written)."""
-    from oca.storage.owner import LOCK_NAME
+    """No other process owns the storage (oca.storage.lock; tested, never taken, nothing written)."""
+    from oca.storage.lock import LOCK_NAME
 
     lock = os.path.join(config.storage.state_dir, LOCK_NAME)
     try:

@@ -141,7 +141,10 @@ class Server:
         if self._aio_server is not None:
             self._aio_server.close()
         for conn in list(self.connections):
-            if conn.idle:
+            # a used keep-alive connection with nothing in flight is closed now (its client sends the next
+            # request again on a new one: RFC 9112 §9.3.1); one that has not yet sent its first request would
+            # lose it (nothing tells its client to retry), so it is answered once, then closed
+            if conn.idle and conn.requests_done:
                 conn.close()
             else:
                 conn.close_after = True

@@ -19,6 +19,8 @@ import bisect
 from collections import Counter
 from typing import Any
 
+from oca.protocol.messages import PlayerReport, Report
+
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # CMCD-derived histograms, in base units (seconds, bits per second)
 BUFFER_BUCKETS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0)
@@ -91,27 +93,24 @@ class WorkerStats:
             self.player = PlayerStats()
         self.player.observe(cmcd, now)
 
-    def take(self, connections: int) -> dict[str, Any]:
-        """The deltas since the last take(), as JSON-ready data, plus the open connections (a gauge);
+    def take(self, connections: int) -> Report:
+        """The deltas since the last take() as the worker's report, plus the open connections (a gauge);
         the counters start again from zero."""
-        delta = {
-            "requests": [[s, c, n] for (s, c), n in self.requests.items()],
-            "bytes": [[t or "none", c, n] for (t, c), n in self.bytes_sent.items()],
-            "duration_buckets": self.duration_buckets,
-            "duration_sum": self.duration_sum,
-            "hits": self.hits,
-            "io_errors": self.io_errors,
-            "damaged": self.damaged,
-            "connections": connections,
-        }
-        if self.misses:
-            delta["misses"] = self.misses
-        if self.hints_refused:
-            delta["hints_refused"] = self.hints_refused
-        if self.player is not None and self.player.requests:
-            delta["player"] = self.player.take()
+        report = Report(
+            requests=[(s, c, n) for (s, c), n in self.requests.items()],
+            bytes_sent=[(t or "none", c, n) for (t, c), n in self.bytes_sent.items()],
+            duration_buckets=self.duration_buckets,
+            duration_sum=self.duration_sum,
+            hits=self.hits,
+            io_errors=self.io_errors,
+            damaged=self.damaged,
+            connections=connections,
+            player=self.player.take() if self.player is not None and self.player.requests else None,
+            misses=self.misses,
+            hints_refused=self.hints_refused,
+        )
         self._start_over()
-        return delta
+        return report
 
 
 def _number(value: object) -> float | None:
@@ -180,13 +179,12 @@ class PlayerStats:
                 seen[slot] = now
             seen[2] = now
 
-    def take(self) -> dict[str, Any]:
-        delta = {"requests": self.requests, "startup": self.startup, "rebuffers": self.rebuffers,
-                 "rebuffer_seconds": self.rebuffer_seconds, "media_seconds": self.media_seconds,
-                 "buffer": self.buffer, "buffer_sum": self.buffer_sum, "bitrate": self.bitrate,
-                 "bitrate_sum": self.bitrate_sum, "sessions": self.sessions}
+    def take(self) -> PlayerReport:
+        report = PlayerReport(self.requests, self.startup, self.rebuffers, self.rebuffer_seconds, self.media_seconds,
+                              self.buffer, self.buffer_sum, self.bitrate, self.bitrate_sum,
+                              {sid: (su, plain, last or 0.0) for sid, (su, plain, last) in self.sessions.items()})
         self._start_over()
-        return delta
+        return report
 
 
 class PlayerTotals:
@@ -208,21 +206,21 @@ class PlayerTotals:
         self._last_seen: dict[str, float] = {}  # sid -> last request time, within SESSION_WINDOW
         self._starting: dict[str, float] = {}  # sid -> its first su request, until its first request without su
 
-    def add(self, delta: dict[str, Any]) -> None:
-        for name in ("requests", "startup", "rebuffers"):
-            totals: Counter[str] = getattr(self, name)
-            for kind, n in delta.get(name, {}).items():
-                totals[str(kind)] += int(n)
-        for kind, seconds in delta.get("media_seconds", {}).items():
-            self.media_seconds[str(kind)] = self.media_seconds.get(str(kind), 0.0) + float(seconds)
-        self.rebuffer_seconds += float(delta.get("rebuffer_seconds", 0.0))
-        for name in ("buffer", "bitrate"):
-            buckets: list[int] = getattr(self, name)
-            for i, n in enumerate(delta.get(name, ())[: len(buckets)]):
-                buckets[i] += int(n)
-            setattr(self, f"{name}_sum", getattr(self, f"{name}_sum") + float(delta.get(f"{name}_sum", 0.0)))
-        for sid, (first_su, first_plain, last) in delta.get("sessions", {}).items():
-            self._session(str(sid), first_su, first_plain, float(last))
+    def add(self, delta: PlayerReport) -> None:
+        self.requests.update(delta.requests)
+        self.startup.update(delta.startup)
+        self.rebuffers.update(delta.rebuffers)
+        for kind, seconds in delta.media_seconds.items():
+            self.media_seconds[kind] = self.media_seconds.get(kind, 0.0) + seconds
+        self.rebuffer_seconds += delta.rebuffer_seconds
+        for i, n in enumerate(delta.buffer[: len(self.buffer)]):
+            self.buffer[i] += n
+        self.buffer_sum += delta.buffer_sum
+        for i, n in enumerate(delta.bitrate[: len(self.bitrate)]):
+            self.bitrate[i] += n
+        self.bitrate_sum += delta.bitrate_sum
+        for sid, (first_su, first_plain, last) in delta.sessions.items():
+            self._session(sid, first_su, first_plain, last)
 
     def _session(self, sid: str, first_su: float | None, first_plain: float | None, last: float) -> None:
         known = sid in self._last_seen
@@ -272,21 +270,19 @@ class FleetStats:
         self.misses: Counter[str] = Counter()  # miss reason -> misses (oca.fetch.history)
         self.hints_refused = 0
 
-    def add(self, pid: int, delta: dict[str, Any]) -> None:
-        for status, cache, n in delta.get("requests", ()):
-            self.requests[(int(status), str(cache))] += int(n)
-        for tier, cache, n in delta.get("bytes", ()):
-            self.bytes_sent[(str(tier), str(cache))] += int(n)
-        for i, n in enumerate(delta.get("duration_buckets", ())[: len(self.duration_buckets)]):
-            self.duration_buckets[i] += int(n)
-        self.duration_sum += float(delta.get("duration_sum", 0.0))
-        self.connections[pid] = int(delta.get("connections", 0))
-        for reason, n in delta.get("misses", {}).items():
-            self.misses[str(reason)] += int(n)
-        self.hints_refused += int(delta.get("hints_refused", 0))
-        player = delta.get("player")
-        if player:
-            self.player.add(player)
+    def add(self, pid: int, delta: Report) -> None:
+        for status, cache, n in delta.requests:
+            self.requests[(status, cache)] += n
+        for tier, cache, n in delta.bytes_sent:
+            self.bytes_sent[(tier, cache)] += n
+        for i, n in enumerate(delta.duration_buckets[: len(self.duration_buckets)]):
+            self.duration_buckets[i] += n
+        self.duration_sum += delta.duration_sum
+        self.connections[pid] = delta.connections
+        self.misses.update(delta.misses)
+        self.hints_refused += delta.hints_refused
+        if delta.player is not None:
+            self.player.add(delta.player)
 
     def worker_gone(self, pid: int) -> None:
         self.connections.pop(pid, None)
@@ -315,30 +311,12 @@ class FleetStats:
         }
 
 
-class ReleaseCounters:
-    """What the current release did since it began serving, for the control plane's roll-out gate: responses
-    its workers reported (and those with status >= 500), and its workers that died and were restarted.
-
-    The master feeds it only the reports of workers running the current release, so the last answers of a
-    retiring release never count against the new one (nor does a release's own gate, before it is current).
-    """
-
-    __slots__ = ("errors", "requests", "restarts", "since", "version")
-
-    def __init__(self, version: str, since: float) -> None:
-        self.version = version
-        self.since = since  # epoch seconds
-        self.requests = 0
-        self.errors = 0
-        self.restarts = 0
-
-    def add(self, delta: dict[str, Any]) -> None:
-        """One worker report (WorkerStats.take)."""
-        for status, cache, n in delta.get("requests", ()):
-            self.requests += int(n)
-            if int(status) >= 500 and cache != PEER_MISS:  # a peer asked for what this box lacks: no fault
-                self.errors += int(n)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "since": round(self.since, 3), "requests": self.requests,
-                "errors": self.errors, "restarts": self.restarts}
+def release_delta(delta: Report) -> tuple[int, int]:
+    """A worker report's (responses, errors) for the running release's counters (oca/firmware/counters.py):
+    errors are responses with status >= 500, except a peer's only-if-cached ask for what this box lacks."""
+    requests = errors = 0
+    for status, cache, n in delta.requests:
+        requests += n
+        if status >= 500 and cache != PEER_MISS:  # a peer asked for what this box lacks: no fault
+            errors += n
+    return requests, errors

@@ -2,6 +2,9 @@
 
 Started by the master as `python -m oca.serve.worker`, with the listening socket and a control socket
 inherited as file descriptors. Rules kept here:
+- Its first words on the control socket are the protocol handshake (oca.protocol): the versions it speaks;
+  the master answers with the version to use and the config to serve, or refuses it, and the worker then
+  exits with the master's reason (a release the running master cannot talk to never serves).
 - Hits are served entirely inside this process (StoreView + sendfile); nothing crosses to the master
   on the hit path. Accesses, counters and I/O errors go to the master in one message per flush interval.
 - SIGTERM drains (in-flight responses finish, idle connections close) within shutdown_timeout, then exits.
@@ -13,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import logging
 import os
 import signal
@@ -24,6 +26,9 @@ from oca.config import BoxConfig, box_config_from_raw
 from oca.fetch.link import Link
 from oca.fetch.remote import RemoteFills
 from oca.http.cmsd import Signals
+from oca.protocol import codec as protocol
+from oca.protocol.codec import Codec, Lines, ProtocolError
+from oca.protocol.messages import Ready
 from oca.secret_files import read_secret
 from oca.serve.accesslog import AccessLog
 from oca.serve.gate import Gate
@@ -46,8 +51,10 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
 
 class Worker:
     def __init__(self, config: BoxConfig, listener: socket.socket, control: socket.socket | None,
-                 loop: asyncio.AbstractEventLoop, fill_socket: socket.socket | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop, fill_socket: socket.socket | None = None,
+                 codec: Codec | None = None) -> None:
         self.config = config
+        self.codec = codec or Codec(protocol.SPEAKS[0])  # the version the master chose (handshake)
         self.loop = loop
         self.control = control
         self.stats = WorkerStats()
@@ -66,7 +73,7 @@ class Worker:
                              AccessLog(config.log.access_log))
         if config.http.cmsd:
             self.server.cmsd = Signals(config.box.id, config.http.duress_max_bitrate)
-        self._control_buffer = bytearray()
+        self._control_lines = Lines()
         self._stopping: asyncio.Future[None] = loop.create_future()
 
     # StorageFaults: passed on to the master with the next report
@@ -80,8 +87,8 @@ class Worker:
 
     async def run(self) -> None:
         if self.fills is not None and self.fill_socket is not None:
-            self.fills.link = await Link.open(self.fill_socket, self.fills.on_message, self.fills.on_close,
-                                              name=f"worker {os.getpid()}")
+            self.fills.link = await Link.open(self.fill_socket, self.codec, Codec.event, self.fills.on_message,
+                                              self.fills.on_close, name=f"worker {os.getpid()}")
         await self.server.start()
         # What exists now lives as long as the worker: keep it out of every collection. The hit path makes
         # short-lived, acyclic objects only, so the collector's automatic passes (triggered by allocation
@@ -94,7 +101,7 @@ class Worker:
         if self.control is not None:
             self.control.setblocking(False)
             self.loop.add_reader(self.control.fileno(), self._on_control)
-            await self.loop.sock_sendall(self.control, b'{"ready":true}\n')
+            await self.loop.sock_sendall(self.control, self.codec.encode(Ready()))
         reporter = self.loop.create_task(self._report_forever())
         await self._stopping
         await self.server.drain(self.config.server.shutdown_timeout)
@@ -118,18 +125,16 @@ class Worker:
             self.loop.remove_reader(self.control.fileno())
             self.stop()
             return
-        # the master's messages: JSON lines; {"duress": bool} says whether the box is in duress (CMSD).
-        # Anything else is for a later release, ignored.
-        self._control_buffer += data
-        while (end := self._control_buffer.find(b"\n")) >= 0:
-            line = bytes(self._control_buffer[:end])
-            del self._control_buffer[: end + 1]
+        # the master's messages after the handshake (oca.protocol: Duress says whether the box is in
+        # duress, for CMSD); a line this release cannot read is logged and skipped
+        for line in self._control_lines.feed(data):
             try:
-                message = json.loads(line)
-            except ValueError:
+                message = self.codec.control_message(line)
+            except ProtocolError as exc:
+                log.error("worker %d: %s", os.getpid(), exc)
                 continue
-            if isinstance(message, dict) and isinstance(message.get("duress"), bool) and self.server.cmsd:
-                self.server.cmsd.set_duress(message["duress"])
+            if self.server.cmsd is not None:
+                self.server.cmsd.set_duress(message.on)
 
     async def _report_forever(self) -> None:
         interval = self.config.storage.access_flush_interval
@@ -141,27 +146,34 @@ class Worker:
         hints = self.handler.hints
         if hints is not None:
             self.stats.hints_refused, hints.refused = self.stats.hints_refused + hints.refused, 0
-        delta = self.stats.take(len(self.server.connections))
+        report = self.stats.take(len(self.server.connections))
         if self.control is None:
             return
-        line = json.dumps(delta, separators=(",", ":")).encode() + b"\n"
+        line = self.codec.encode(report)
         try:
             await self.loop.sock_sendall(self.control, line)
         except OSError:
             self.stop()
 
 
-def _receive_config(control: socket.socket, source: str) -> BoxConfig:
-    """The master's validated config: the first line on the control socket (see Master._spawn)."""
+def handshake(control: socket.socket, source: str) -> tuple[Codec, BoxConfig]:
+    """Say which protocol versions we speak; the master's answer is the version to use and its validated
+    config (see Master._spawn). A refusal ends the worker, with the master's reason."""
     control.settimeout(30)
+    control.sendall(protocol.hello())
     line = bytearray()
     while not line.endswith(b"\n"):
         chunk = control.recv(65536)
         if not chunk:
-            raise SystemExit("oca worker: the master closed the control socket before sending the config")
+            raise SystemExit("oca worker: the master closed the control socket before answering the handshake")
         line += chunk
     control.settimeout(None)
-    return box_config_from_raw(json.loads(line), source)
+    try:
+        welcome = protocol.read_answer(bytes(line))
+    except ProtocolError as exc:
+        log.error("not serving: %s", exc)
+        raise SystemExit(2) from None
+    return Codec(welcome.version), box_config_from_raw(welcome.config, source)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s oca worker[{os.getpid()}] %(levelname)s %(message)s")
     listener = socket.socket(fileno=args.listen_fd)
     control = socket.socket(fileno=args.control_fd)
-    config = _receive_config(control, args.config)
+    codec, config = handshake(control, args.config)
     loop = new_event_loop(args.loop)
     asyncio.set_event_loop(loop)
     try:
         fill_socket = socket.socket(fileno=args.fill_fd) if args.fill_fd >= 0 else None
-        worker = Worker(config, listener, control, loop, fill_socket)
+        worker = Worker(config, listener, control, loop, fill_socket, codec)
         loop.run_until_complete(worker.run())
     finally:
         loop.close()

@@ -2,8 +2,9 @@
 
 Modules, one job each: model (ObjectInfo, TierState), layout (file names), files (durable copies),
 policy (eviction, promotion, placement: pure), index (SQLite), catalog (what is where, in memory),
-health (tier faults), generation (change counter), owner (the state_dir lock), engine (keeping files,
-index and memory in step), store (the owner's API), view (the workers' read-only API).
+health (tier faults), generation (change counter), lock (who owns a state_dir), engine (keeping files,
+index and memory in step), store (the owner's API), storage_owner (StorageOwner: the master's threads that
+alone call the Store), view (the workers' read-only API).
 """
 
 from oca.storage.model import ObjectInfo, TierState

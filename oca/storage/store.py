@@ -1,7 +1,7 @@
 """Store: the single owner of the tiers and the index; every write, move and eviction happens here.
 
 Rules kept here:
-- One owner per state_dir (owner.py). One lock guards the catalog, the index and the engine; get/list/
+- One owner per state_dir (lock.py). One lock guards the catalog, the index and the engine; get/list/
   status only read memory.
 - New objects land on the last tier, or the first if `hot`; a tier that is not UP is skipped in that
   order, and a put whose tier fails under it (EIO, directory gone) moves on to the next. A full disk
@@ -26,7 +26,7 @@ from types import TracebackType
 
 from oca.config.model import StorageConfig
 from oca.errors import BadRequest, InsufficientStorage, NotFound, StorageError
-from oca.storage import files, health, owner
+from oca.storage import files, health, lock
 from oca.storage.catalog import Catalog, CatalogEntry, Tier
 from oca.storage.engine import STICKY, Engine
 from oca.storage.generation import GENERATION_NAME, Generation
@@ -62,13 +62,13 @@ class Store:
         """Take ownership of `config.state_dir`, prepare the tiers and load (or rebuild) the index.
 
         `policy` makes one eviction policy per tier (LRU unless told otherwise)."""
-        owner.validate(config)
+        lock.validate(config)
         state_dir = os.path.abspath(config.state_dir)
         try:
             os.makedirs(state_dir, exist_ok=True)
         except OSError as e:
             raise StorageError(f"cannot create state_dir {state_dir}: {health.describe(e)}") from e
-        lock_fd = owner.take_lock(state_dir)
+        lock_fd = lock.take_lock(state_dir)
         generation = index = None
         try:
             catalog = Catalog(config.tiers, policy)

@@ -21,9 +21,9 @@ from typing import Any
 import click
 import pytest
 
-from control.fill_plan import BoxPlan, PlannedFile, Source
 from oca.cli import cli
 from oca.errors import OK, UNREACHABLE, USAGE
+from oca.wire.fill import BoxPlan, FillSettings, PlannedFile, PlanReply, Source
 from tests.conftest import OCA, free_port, write_box_config
 from tests.control.fixtures import write_package
 
@@ -92,7 +92,7 @@ ANSWERS: list[tuple[str, str, Any]] = [
     ("GET", "/v1/catalog", {"titles": [{"id": "42", "renditions": 4, "files": 22, "size": 3_250_586, "hls": True,
                                         "dash": True, "countries": []}]}),
     ("POST", "/v1/catalog/", {"id": "42"}),
-    ("GET", "/v1/fill-plans/", {**PLAN.to_json(), "window": None}),
+    ("GET", "/v1/fill-plans/", PlanReply(PLAN, None, 0.0, FillSettings()).to_json()),
     ("GET", "/v1/rollouts/", ROLL),
     ("GET", "/v1/rollouts", {"rollouts": [ROLL]}),
     ("POST", "/v1/rollouts/r1/abort", ROLL),

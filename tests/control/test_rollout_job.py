@@ -12,7 +12,7 @@ from control.model import Box
 from control.rollout.job import Rollout, from_json, to_json
 from control.rollout.plan import GATE, Progress, StepDone, StepFailed, advance, make_plan
 from control.rollout.view import box_states, rollout_view
-from fill.plan import Window
+from oca.wire.window import Window
 
 
 def rollout(progress: Progress | None = None, window: Window | None = None) -> Rollout:

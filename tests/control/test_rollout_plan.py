@@ -41,7 +41,7 @@ from control.rollout.plan import (
     wave_sizes,
     window_allows,
 )
-from fill.plan import Window
+from oca.wire.window import Window
 
 V = "2.0.0"
 

@@ -69,8 +69,9 @@ async def test_eio_mid_fill_fails_the_tier_and_the_waiting_worker_still_gets_eve
     from oca.fetch.remote import RemoteFills
     from oca.fetch.state import FetchState
     from oca.fetch.upstream import Upstream, sources_from_config
-    from oca.serve.owner import StorageOwner
+    from oca.protocol.codec import SPEAKS, Codec
     from oca.storage import Store
+    from oca.storage.storage_owner import StorageOwner
     from tests.conftest import write_box_config
 
     key = "titles/3/720p/seg_00007.m4s"
@@ -90,9 +91,10 @@ async def test_eio_mid_fill_fails_the_tier_and_the_waiting_worker_still_gets_eve
     manager = FillManager(config.fetch, owner, FetchState(config.storage.state_dir),
                           Upstream(config.fetch, sources_from_config(config.fetch)))
     master_end, worker_end = socket.socketpair()
-    manager.attach(await Link.open(master_end, manager.on_message, manager.detach))
+    codec = Codec(SPEAKS[0])
+    manager.attach(await Link.open(master_end, codec, Codec.ask, manager.on_message, manager.detach))
     fills = RemoteFills()
-    fills.link = await Link.open(worker_end, fills.on_message)
+    fills.link = await Link.open(worker_end, codec, Codec.event, fills.on_message)
     try:
         fill = fills.acquire(key)
         for _ in range(1000):

@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 from oca.admin.inventory import TitleInventory, title_of
 from oca.errors import BadRequest
 from oca.fetch.invalidations import MAX_AHEAD, check_window, in_order
-from oca.fetch.prefetch import TokenBucket, parse_items
+from oca.fetch.prefetch import TokenBucket
 from oca.fetch.slices import covering, is_slice_key, parse_content_range, slice_bounds, slice_count, slice_key
 from oca.serve.handler import _range_start
+from oca.wire.invalidation import Invalidation
+from oca.wire.prefetch import PrefetchRequest
 from tests.clock import FakeClock
 
 S = 4 << 20
@@ -83,25 +85,26 @@ def test_token_bucket_paces_to_its_rate() -> None:
 
 
 def test_prefetch_items_are_checked() -> None:
-    items = parse_items(["titles/1/a", {"key": "titles/1/b", "size": 3, "tier": "hot", "pin": True}])
+    items = PrefetchRequest.from_json({"items": ["titles/1/a", {"key": "titles/1/b", "size": 3, "tier": "hot",
+                                                               "pin": True}]}).items
     assert items[1].hot and items[1].pin and items[1].size == 3
     for bad in ([], [{"key": 3}], [{"key": "titles/1/a", "size": -1}], [{"key": "titles/1/a", "pin": "y"}],
                 [{"key": "titles/1/a", "tier": "warm"}], "titles/1/a"):
         with pytest.raises(BadRequest):
-            parse_items(bad)
+            PrefetchRequest.from_json({"items": bad})
 
 
 def test_title_inventory_reports_changes_since_a_sequence() -> None:
     inventory = TitleInventory(base=1000)
     seq = inventory.refresh([("titles/1/a", 10), ("titles/1/b", 5), ("titles/2/a", 1), ("other/x", 9)])
-    assert inventory.since(0) == {"sequence": seq, "full": True, "removed": [],
+    assert inventory.since(0).to_json() == {"sequence": seq, "full": True, "removed": [],
                                   "titles": {"1": {"objects": 2, "bytes": 15}, "2": {"objects": 1, "bytes": 1}}}
     assert inventory.refresh([("titles/1/a", 10), ("titles/1/b", 5), ("titles/2/a", 1)]) == seq
     after = inventory.refresh([("titles/1/a", 10), ("titles/3/x@slice000001", 4)])
-    delta = inventory.since(seq)
+    delta = inventory.since(seq).to_json()
     assert delta["titles"] == {"1": {"objects": 1, "bytes": 10}, "3": {"objects": 1, "bytes": 4}}
     assert delta["removed"] == ["2"] and delta["sequence"] == after and not delta["full"]
-    assert inventory.since(after)["titles"] == {}
+    assert inventory.since(after).titles == {}
 
 
 def test_title_of() -> None:
@@ -109,8 +112,8 @@ def test_title_of() -> None:
     assert title_of("titles/x") is None and title_of("public/a") is None
 
 
-def _seqs(*seqs: int) -> list[dict[str, object]]:
-    return [{"seq": s, "scope": "key", "value": f"titles/1/{s}"} for s in seqs]
+def _seqs(*seqs: int) -> list[Invalidation]:
+    return [Invalidation(s, "key", f"titles/1/{s}") for s in seqs]
 
 
 @pytest.mark.parametrize("applied, pushed, run, missing", [
@@ -125,7 +128,7 @@ def _seqs(*seqs: int) -> list[dict[str, object]]:
 def test_only_the_run_after_the_applied_seq_is_applied(applied: int, pushed: tuple[int, ...],
                                                       run: tuple[int, ...], missing: int | None) -> None:
     got, gap = in_order(_seqs(*pushed), applied)
-    assert tuple(e["seq"] for e in got) == run and gap == missing
+    assert tuple(e.seq for e in got) == run and gap == missing
 
 
 def test_a_seq_past_the_window_is_refused() -> None:

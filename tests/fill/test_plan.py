@@ -6,7 +6,9 @@ import pytest
 
 from control.fill_plan import BoxPlan, FillSettings, PlannedFile, Source, TierCapacity, plan_fleet
 from control.model import Box, CatalogFile, Fleet, Site, Title
-from fill.plan import Fetch, InventoryObject, SetPin, Window, coverage, diff, failure_reasons, prefetch_items, summarize
+from fill.plan import Fetch, SetPin, coverage, diff, failure_reasons, prefetch_items, summarize
+from oca.wire.inventory import InventoryObject
+from oca.wire.window import Window
 
 ORIGIN = Source("origin", "http://origin.test", "origin")
 PEER = Source("b2", "http://b2.test:8080", "peer")
@@ -61,9 +63,10 @@ def test_coverage_and_failure_reasons() -> None:
 
 def test_prefetch_items_carry_the_source_order() -> None:
     items = prefetch_items(PLAN, PLAN.files[:1])
-    assert items == [{"key": "titles/1/a", "size": 10, "digest": "dtitles/1/a", "hot": False, "pin": True,
-                      "sources": [{"name": "b2", "url": "http://b2.test:8080", "kind": "peer"},
-                                  {"name": "origin", "url": "http://origin.test", "kind": "origin"}]}]
+    assert [item.to_json() for item in items] == [
+        {"key": "titles/1/a", "size": 10, "digest": "dtitles/1/a", "hot": False, "pin": True,
+         "sources": [{"name": "b2", "url": "http://b2.test:8080", "kind": "peer"},
+                     {"name": "origin", "url": "http://origin.test", "kind": "origin"}]}]
 
 
 def test_summary_by_tier_and_first_source() -> None:

@@ -7,8 +7,6 @@ from typing import Any
 
 import pytest
 
-from control.client import ControlClient, ControlError
-from control.fill_plan import BoxPlan, PlannedFile, Source
 from fill.runner import (
     CONTROL_UNREACHABLE,
     FAILED,
@@ -20,6 +18,8 @@ from fill.runner import (
     PlanRefused,
     Runner,
 )
+from oca.wire.control_client import ControlClient, ControlError
+from oca.wire.fill import BoxPlan, FillSettings, PlannedFile, PlanReply, Source
 from tests.clock import FakeClock
 
 FILES = tuple(PlannedFile(f"titles/1/f{i}", "1", 100, f"d{i}", "hdd", False, True, ("origin",)) for i in range(3))
@@ -29,7 +29,7 @@ PLAN = BoxPlan("b1", "s", (), (), FILES, (), {"origin": Source("origin", "http:/
 class FakeControl(ControlClient):
     def __init__(self, answer: Any = None, error: ControlError | None = None, window: str | None = None) -> None:
         super().__init__("http://control.test", "t")
-        self.answer = answer if answer is not None else {**PLAN.to_json(), "window": window}
+        self.answer = answer if answer is not None else PlanReply(PLAN, window, 1000.0, FillSettings()).to_json()
         self.error = error
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None,
@@ -62,9 +62,10 @@ class FakeBox(BoxAdmin):
             self.held[body["key"]]["pinned"] = body["pinned"]
             return {}
         if method == "POST" and path == "/prefetch":
-            self.job = {"id": 7, "state": "running", "items": body["items"], "finished": 0, "stored": 0,
-                        "failed": 0, "failures": {}, "bytes": 0, "bytes_by_source": {}}
-            return self.job
+            self.job = {"id": 7, "state": "running", "priority": body["priority"], "items": body["items"],
+                        "finished": 0, "stored": 0, "present": 0, "failed": 0, "failures": {}, "bytes": 0,
+                        "bytes_by_source": {}}
+            return {**self.job, "items": len(body["items"])}
         if method == "GET" and path == "/prefetch/7":
             assert self.job is not None
             self.polls += 1
@@ -79,11 +80,11 @@ class FakeBox(BoxAdmin):
                     self.job["bytes_by_source"]["origin"] = self.job["bytes"]
                 self.job.update(state="done", finished=len(self.job["items"]),
                                 stored=len(self.job["items"]) - len(self.fail), failed=len(self.fail))
-            return dict(self.job)
+            return {**self.job, "items": len(self.job["items"])}
         if method == "DELETE" and path == "/prefetch/7":
             assert self.job is not None
             self.job["state"] = "cancelled"
-            return dict(self.job)
+            return {**self.job, "items": len(self.job["items"])}
         raise AssertionError(f"unexpected {method} {path}")
 
     def writes(self) -> list[tuple[str, str]]:

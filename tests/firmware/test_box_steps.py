@@ -13,8 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from oca import __version__
+from oca.firmware.counters import ReleaseCounters
 from oca.firmware.releases import Release, Releases
-from oca.serve.stats import ReleaseCounters
+from oca.protocol.messages import Report
+from oca.serve.stats import release_delta
 from tests.conftest import Box
 from tests.firmware.conftest import NEXT, SEGMENT, admin_post, firmware_box, sick_healthz
 from tests.upstream.origin import closed_port
@@ -203,10 +205,16 @@ def test_a_staged_slot_survives_prune_until_replaced_or_dropped(tmp_path: Any) -
 
 def test_release_counters_add_up_worker_reports() -> None:
     counters = ReleaseCounters("1.0", 1000.0)
-    counters.add({"requests": [[200, "hit", 5], [206, "hit", 2], [502, "miss", 3], [404, "miss", 1]]})
-    counters.add({"requests": [[503, "none", 1]]})
-    counters.add({"bytes": []})
+    counters.add(*release_delta(Report(requests=[(200, "hit", 5), (206, "hit", 2), (502, "miss", 3),
+                                                 (404, "miss", 1)])))
+    counters.add(*release_delta(Report(requests=[(503, "none", 1)])))
+    counters.add(*release_delta(Report(bytes_sent=[])))
     assert counters.to_json() == {"version": "1.0", "since": 1000.0, "requests": 12, "errors": 4, "restarts": 0}
+
+
+def test_a_peer_asking_for_what_the_box_lacks_is_no_error_of_the_release() -> None:
+    # a 504 answered to a peer's only-if-cached request (cache result peer-miss) is counted, not as an error
+    assert release_delta(Report(requests=[(504, "peer-miss", 7), (504, "miss", 2)])) == (9, 2)
 
 
 def _crash_when_told(text: str) -> str:

@@ -9,9 +9,9 @@ from aiohttp import web
 from yarl import URL
 
 from control.config import LabPageConfig
+from control.lab_page import lab_page_routes
 from oca.lab.layout import page_dir
 from oca.lab.origin import build_app
-from oca.lab.page_routes import lab_page_routes
 
 
 async def test_the_origin_serves_ranges_and_validators(aiohttp_client: Any, tmp_path: Any) -> None:

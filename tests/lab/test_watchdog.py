@@ -1,6 +1,6 @@
 """oca.lab.watchdog: a box that stops pinging its notify socket is reported once, and only once it was heard.
 
-The pinging "box" here is this test, speaking sd_notify(3) through oca.serve.sdnotify with the environment
+The pinging "box" here is this test, speaking sd_notify(3) through oca.systemd with the environment
 the watchdog hands out, as a box's master does.
 """
 

@@ -22,8 +22,8 @@ def test_plain_requests_leave_no_player_data_in_the_delta() -> None:
     worker = WorkerStats()
     worker.observe(200, "hit", "memory", 100, 0.001, "titles/1/a.m4s")
     delta = worker.take(3)
-    assert "player" not in delta
-    assert delta["bytes"] == [["memory", "hit", 100]]
+    assert delta.player is None
+    assert delta.bytes_sent == [("memory", "hit", 100)]
 
 
 def test_bytes_are_kept_by_tier_and_cache_result() -> None:

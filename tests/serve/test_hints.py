@@ -9,6 +9,9 @@ import pytest
 from oca.errors import BadRequest
 from oca.fetch.remote import RemoteFills
 from oca.keys import key_from_target
+from oca.protocol.codec import Codec
+from oca.protocol.messages import PrefetchHint
+from oca.protocol.version import LEGACY, VERSION
 from oca.serve.hints import Hint, HintSender, next_objects
 from tests.clock import FakeClock
 
@@ -41,12 +44,16 @@ def test_next_objects(cmcd: dict[str, object], expected: list[Hint]) -> None:
 
 
 class FakeLink:
+    """A fill link's sending end, in the version agreed on (its codec); what was sent, as records."""
+
     closed = False
 
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
+    def __init__(self, version: int = VERSION) -> None:
+        self.codec = Codec(version)
+        self.sent: list[PrefetchHint] = []
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: PrefetchHint) -> None:
+        self.codec.encode(message)  # a kind the version does not carry raises here
         self.sent.append(message)
 
 
@@ -74,9 +81,9 @@ def parse(target: bytes) -> tuple[str, str, str | None, bytes]:
     return key, query, token.decode() if token is not None else None, target
 
 
-def sender(held: set[str] | None = None) -> tuple[HintSender, FakeLink, FakeClock]:
+def sender(held: set[str] | None = None, version: int = VERSION) -> tuple[HintSender, FakeLink, FakeClock]:
     fills = RemoteFills()
-    link = FakeLink()
+    link = FakeLink(version)
     fills.link = link  # type: ignore[assignment]
     clock = FakeClock()
     return HintSender(fills, FakeObjects(held or set()), parse, clock), link, clock  # type: ignore[arg-type]
@@ -92,7 +99,7 @@ def test_a_hint_is_passed_on_once_unless_held() -> None:
     send(hints, {"nor": "seg_5.m4s", "sid": "s"})
     send(hints, {"nor": "seg_5.m4s", "sid": "s"})  # again within RECENT: not passed on twice
     send(hints, {"nor": "seg_6.m4s"})  # held by this worker
-    assert link.sent == [{"op": "prefetch", "k": "titles/1/720p/seg_5.m4s", "start": None, "sid": "s"}]
+    assert link.sent == [PrefetchHint("titles/1/720p/seg_5.m4s", None, "s")]
     clock.advance(10)
     send(hints, {"nor": "seg_5.m4s"})
     assert len(link.sent) == 2
@@ -116,15 +123,23 @@ def test_hls_js_audio_hints_naming_a_video_rendition_are_rebased() -> None:
     send(hints, {"ot": "a", "nor": "..%2F360p%2Fseg_2.m4s"}, "/t/JWT/titles/1/audio/seg_1.m4s")
     # a video request whose hint names another video rendition (a player's level switch) is left alone
     send(hints, {"ot": "v", "nor": "..%2F1080p%2Fseg_3.m4s"}, "/t/JWT/titles/1/360p/seg_2.m4s")
-    assert [m["k"] for m in link.sent] == ["titles/1/360p/seg_2.m4s", "titles/1/audio/seg_2.m4s",
+    assert [m.key for m in link.sent] == ["titles/1/360p/seg_2.m4s", "titles/1/audio/seg_2.m4s",
                                            "titles/1/1080p/seg_3.m4s"]
     assert hints.rebased == 1
     # another session has not shown what 360p holds: its audio hint goes as named
     send(hints, {"ot": "a", "nor": "..%2F360p%2Fseg_9.m4s"}, "/t/JWT/titles/1/audio/seg_8.m4s", session="t")
-    assert link.sent[-1]["k"] == "titles/1/360p/seg_9.m4s"
+    assert link.sent[-1].key == "titles/1/360p/seg_9.m4s"
 
 
 def test_a_long_session_id_is_cut() -> None:
     hints, link, _ = sender()
     send(hints, {"nor": "seg_5.m4s"}, session="s" * 4000)
-    assert link.sent[0]["sid"] == "s" * 64
+    assert link.sent[0].session == "s" * 64
+
+
+def test_no_hint_goes_on_a_version_1_link() -> None:
+    """A master of protocol version 1 has no PrefetchHint: a worker that agreed on version 1 never sends one
+    (hints are only an optimisation; the request goes on as if it carried none)."""
+    hints, link, _ = sender(version=LEGACY)
+    send(hints, {"nor": "seg_5.m4s", "sid": "s"})
+    assert link.sent == []

@@ -1,4 +1,5 @@
-"""A small blocking client of the control plane's operator API, for the CLI (stdlib only, no event loop).
+"""A small blocking client of the control plane's API, for the operator CLI, the lab and the fill job (stdlib
+only, no event loop).
 
 Rules kept here: errors come back as ControlError carrying the HTTP status and the server's own message
 (`control plane answered 404: unknown box 'x'`), or 503 when the control plane cannot be reached; the

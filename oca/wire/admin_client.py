@@ -1,4 +1,5 @@
-"""A small blocking client of a box's admin API, for the operator CLI (stdlib only, no event loop)."""
+"""A small blocking client of a box's admin API, for the operator CLI and the fill job (stdlib only, no event
+loop). Errors come back as AdminError carrying the HTTP status and the box's own message."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ import urllib.error
 import urllib.request
 from typing import Any, BinaryIO, Self
 
-from oca.admin.app import read_token
 from oca.config import BoxConfig
 from oca.errors import ClientError
 from oca.jsonclient import exchange
+from oca.secret_files import read_secret
+
+
+def read_token(path: str | None) -> str | None:
+    """The admin bearer token from admin.token_file; ConfigError (exit 2) naming the file when unusable."""
+    return None if path is None else read_secret(path, "admin.token_file")
 
 
 class AdminError(ClientError):

@@ -1,5 +1,6 @@
-"""The control plane's /lab routes: the lab page, its config and the players from npm. Served only when the
-control plane's config has `lab:` (control.config.LabPageConfig), which `oca lab up` writes.
+"""The control plane's /lab routes: the lab page (its files are in oca/lab/page/), its config and the players
+from npm. Served only when the control plane's config has `lab:` (control.config.LabPageConfig), which
+`oca lab up` writes.
 
 Rules kept here:
 - `GET /lab` is the page; `GET /lab/<name>` one of its files (a plain name: no directory, no leading dot);

@@ -1,7 +1,8 @@
 """systemd's notify protocol (sd_notify(3)): READY, STOPPING, RELOADING, WATCHDOG, STATUS.
 
 Written out here because it is one datagram to the socket systemd names in NOTIFY_SOCKET; without that
-variable (not under systemd) every call is a no-op.
+variable (not under systemd) every call is a no-op. Both daemons use it (the box's master, `oca serve`, and
+the control plane, `oca control serve`), so it sits at the bottom of the tree and imports nothing of theirs.
 """
 
 from __future__ import annotations

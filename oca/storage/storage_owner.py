@@ -1,4 +1,6 @@
-"""The storage owner inside the master: a few threads that alone touch the Store.
+"""StorageOwner: the storage owner inside the box's master, a few threads that alone touch the Store.
+
+(Not the state_dir lock: that is oca/storage/lock.py.)
 
 The Store (SQLite index, file copies, fsyncs) blocks, so the master's event loop never calls it directly:
 every call goes through `call`, which runs it on this small pool. The Store serialises its own index and

@@ -1,0 +1,188 @@
+"""The wire model (oca/wire/): every model survives a JSON round trip, and a body that is not one of them is a
+WireError (a 400, naming the field) rather than a KeyError, a TypeError or a wrong value taken on trust."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from oca.errors import BadRequest
+from oca.wire.codec import WireError
+from oca.wire.fill import (
+    PLAN_VERSION,
+    SOURCE_KINDS,
+    BoxPlan,
+    FillSettings,
+    PlannedFile,
+    PlannedTitle,
+    PlanReply,
+    Source,
+    TierUse,
+)
+from oca.wire.invalidation import MAX_SEQ, Applied, Invalidation, InvalidationBatch
+from oca.wire.inventory import InventoryObject, Listing, TitleChanges, TitleTotals
+from oca.wire.prefetch import MAX_PRIORITY, MAX_RATE, JobProgress, PrefetchItem, PrefetchRequest
+from oca.wire.window import Window
+
+names = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1, max_size=12)
+counts = st.integers(min_value=0, max_value=2**53)
+keys = st.from_regex(r"titles/[a-z0-9]{1,6}/[a-z0-9]{1,6}\.(ts|m4s|m3u8)", fullmatch=True)
+urls = st.from_regex(r"https?://[a-z]{1,8}\.test(:[1-9][0-9]{0,3})?", fullmatch=True)
+scores = st.floats(min_value=0, max_value=1e9, allow_nan=False).map(lambda x: round(x, 6))
+
+
+def sources() -> st.SearchStrategy[Source]:
+    return st.builds(Source, names, urls, st.sampled_from(SOURCE_KINDS))
+
+
+@st.composite
+def box_plans(draw: st.DrawFn) -> BoxPlan:
+    known = draw(st.lists(sources(), min_size=1, max_size=4, unique_by=lambda s: s.name))
+    by_name = {s.name: s for s in known}
+    files = draw(st.lists(st.builds(PlannedFile, keys, names, counts, names, names, st.booleans(), st.booleans(),
+                                    st.lists(st.sampled_from(sorted(by_name)), max_size=3).map(tuple)), max_size=5))
+    tiers = draw(st.lists(st.builds(TierUse, names, counts, counts, counts), max_size=3))
+    titles = draw(st.lists(st.builds(PlannedTitle, names, counts, scores, st.booleans(), counts), max_size=4))
+    return BoxPlan(draw(names), draw(names), tuple(tiers), tuple(titles), tuple(files),
+                   tuple(draw(st.lists(names, max_size=3))), by_name)
+
+
+settings_values = st.builds(FillSettings, st.floats(0, 1), st.integers(1, 9), st.floats(0, 0.99), st.booleans())
+windows = st.one_of(st.none(), st.sampled_from(["02:00-14:00", "22:00-06:00", "always"]))
+items = st.builds(PrefetchItem, keys, st.one_of(st.none(), counts), st.one_of(st.none(), names), st.booleans(),
+                  st.booleans(), st.lists(sources(), max_size=3).map(tuple))
+objects = st.builds(InventoryObject, keys, counts, st.one_of(st.none(), names), st.booleans(),
+                    st.one_of(st.none(), names), st.booleans(),
+                    st.one_of(st.none(), st.floats(0, 2e9, allow_nan=False)))
+
+
+def through_json(value: Any) -> Any:
+    """What the other end reads: the JSON text, parsed."""
+    return json.loads(json.dumps(value.to_json()))
+
+
+@given(box_plans())
+def test_a_box_plan_round_trips(plan: BoxPlan) -> None:
+    assert BoxPlan.from_json(through_json(plan)) == plan
+
+
+@given(box_plans(), windows, st.floats(0, 2e9, allow_nan=False), settings_values)
+def test_a_plan_reply_round_trips(plan: BoxPlan, window: str | None, at: float, settings: FillSettings) -> None:
+    reply = PlanReply(plan, window, at, settings)
+    assert PlanReply.from_json(through_json(reply)) == reply
+
+
+@given(st.lists(items, min_size=1, max_size=4), st.integers(-MAX_PRIORITY, MAX_PRIORITY), st.integers(0, MAX_RATE))
+def test_a_prefetch_request_round_trips(entries: list[PrefetchItem], priority: int, rate: int) -> None:
+    request = PrefetchRequest(tuple(entries), priority, rate)
+    assert PrefetchRequest.from_json(through_json(request)) == request
+
+
+@given(st.builds(JobProgress, counts, st.sampled_from(["queued", "running", "done", "cancelled"]),
+                 st.integers(-MAX_PRIORITY, MAX_PRIORITY), counts, counts, counts, counts, counts,
+                 st.dictionaries(keys, names, max_size=3), counts, st.dictionaries(names, counts, max_size=3)))
+def test_job_progress_round_trips(progress: JobProgress) -> None:
+    assert JobProgress.from_json(through_json(progress)) == progress
+
+
+@given(st.lists(objects, max_size=4))
+def test_an_inventory_listing_round_trips(listed: list[InventoryObject]) -> None:
+    listing = Listing(tuple(listed))
+    assert Listing.from_json(through_json(listing)) == listing
+
+
+@given(counts, st.booleans(), st.dictionaries(names, st.builds(TitleTotals, counts, counts), max_size=4),
+       st.lists(names, max_size=3))
+def test_title_changes_round_trip(sequence: int, full: bool, titles: dict[str, TitleTotals],
+                                  removed: list[str]) -> None:
+    changes = TitleChanges(sequence, full, titles, tuple(removed))
+    assert TitleChanges.from_json(through_json(changes)) == changes
+
+
+@pytest.mark.parametrize("text", ["02:00-14:00", "22:00-06:00", "00:00:30-24:00"])
+def test_a_window_reads_back_from_its_text(text: str) -> None:
+    window = Window.parse(text)
+    assert window is not None and Window.parse(str(window)) == window
+
+
+PLAN = BoxPlan("b1", "s", (TierUse("ssd", 10, 9, 5),), (PlannedTitle("1", 1, 0.5, True, 5),),
+               (PlannedFile("titles/1/a.ts", "1", 5, "d", "ssd", True, True, ("origin",)),), (),
+               {"origin": Source("origin", "http://o.test", "origin")})
+
+
+def plan_with(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    body = PLAN.to_json()
+    change(body)
+    return body
+
+
+@pytest.mark.parametrize(("body", "named"), [
+    ([], "expected a JSON object"),
+    (plan_with(lambda b: b.update(version=PLAN_VERSION + 1)), "version 2 is not 1"),
+    (plan_with(lambda b: b.pop("box")), "fill plan box must be a non-empty string, got None"),
+    (plan_with(lambda b: b["files"][0].update(size=-1)), "fill plan files[0].size must be a non-negative integer"),
+    (plan_with(lambda b: b["files"][0].update(size=True)), "files[0].size must be a non-negative integer, got True"),
+    (plan_with(lambda b: b["files"][0].update(sources=["nowhere"])), "names unknown sources ['nowhere']"),
+    (plan_with(lambda b: b["sources"]["origin"].update(kind="cousin")), "sources['origin'].kind must be peer"),
+    (plan_with(lambda b: b["titles"][0].update(score="high")), "titles[0].score must be a number"),
+    (plan_with(lambda b: b.update(tiers={})), "fill plan tiers must be a list"),
+])
+def test_a_bad_plan_is_a_wire_error_naming_the_field(body: Any, named: str) -> None:
+    with pytest.raises(WireError) as caught:
+        BoxPlan.from_json(body)
+    assert named in str(caught.value)
+
+
+@pytest.mark.parametrize(("body", "named"), [
+    ({"items": []}, "items must be a non-empty list"),
+    ({"items": [{"key": "../etc/passwd"}]}, "items[0].key must be a valid content key"),
+    ({"items": ["titles/1/a", {"key": "titles/1/b", "size": 2**63}]}, "items[1].size must be a non-negative"),
+    ({"items": ["titles/1/a"], "priority": MAX_PRIORITY + 1}, "priority must be an integer from"),
+    ({"items": ["titles/1/a"], "rate": "fast"}, "rate (bytes per second)"),
+    ({"items": [{"key": "titles/1/a", "sources": [{"name": "x", "url": "ftp://x"}]}]},
+     "items[0].sources[0].url must be an http(s) URL"),
+])
+def test_a_bad_prefetch_request_is_a_400_naming_the_field(body: Any, named: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        PrefetchRequest.from_json(body)
+    assert caught.value.status == 400 and named in str(caught.value)
+
+
+def test_a_wire_error_is_a_value_error_too() -> None:
+    # clients that read an answer catch bad data as ValueError; servers answer its status (400)
+    with pytest.raises(ValueError):
+        JobProgress.from_json({"id": 1, "state": "exploded"})
+    assert WireError("x").status == 400
+
+
+invalidations = st.builds(Invalidation, st.integers(1, MAX_SEQ), st.just("key"), keys, st.booleans(), names, names,
+                          st.floats(0, 2e9, allow_nan=False), st.one_of(st.none(), names))
+
+
+@given(st.lists(invalidations, max_size=4), st.one_of(st.none(), st.integers(0, MAX_SEQ)))
+def test_an_invalidation_batch_round_trips(entries: list[Invalidation], last_seq: int | None) -> None:
+    batch = InvalidationBatch(tuple(entries), last_seq)
+    assert InvalidationBatch.from_json(through_json(batch)) == batch
+
+
+@given(st.integers(0, MAX_SEQ))
+def test_a_push_answer_round_trips(seq: int) -> None:
+    assert Applied.from_json(through_json(Applied(seq))) == Applied(seq)
+
+
+@pytest.mark.parametrize(("entry", "named"), [
+    ({"seq": 0, "scope": "key", "value": "titles/1/a"}, "seq must be an integer from 1"),
+    ({"seq": True, "scope": "key", "value": "titles/1/a"}, "seq must be an integer from 1"),
+    ({"seq": 3, "scope": "site", "value": "x"}, "invalidation 3 scope must be one of key, prefix, title"),
+    ({"seq": 3, "scope": "title", "value": "1/2"}, "invalidation 3: not a valid title id"),
+    ({"seq": 3, "scope": "key", "value": "titles/1/a", "soft": "yes"}, "invalidation 3 soft must be true or false"),
+])
+def test_a_bad_invalidation_is_refused_naming_its_seq(entry: dict[str, Any], named: str) -> None:
+    with pytest.raises(WireError) as caught:
+        InvalidationBatch.from_json({"invalidations": [{"seq": 1, "scope": "key", "value": "titles/1/a"}, entry]})
+    assert named in str(caught.value)
