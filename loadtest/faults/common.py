@@ -244,6 +244,11 @@ class Ctx:
             fetch.update(overrides.pop("fetch", {}))
             overrides["fetch"] = fetch
         overrides.setdefault("server", {}).setdefault("workers", 1)
+        # the scenarios name the tier they break: cold objects on the HDD, hot ones on the SSD, so the SSD
+        # takes returning (and hot) objects only rather than every new one
+        overrides.setdefault("storage", {}).setdefault("tiers", [
+            {"name": "ssd", "path": os.path.join(workdir, "ssd"), "capacity": "64MiB", "admission": "returning"},
+            {"name": "hdd", "path": os.path.join(workdir, "hdd"), "capacity": "256MiB"}])
         config_path = write_box_config(workdir, **overrides)
         if objects:
             content = os.path.join(workdir, "content")

@@ -214,8 +214,8 @@ def tier_read_only(ctx: Ctx, f: Findings) -> None:
 
 
 def _full_tier_box(ctx: Ctx, origin_objects: dict[str, bytes], size: str = "8m") -> tuple[Box, str]:
-    """A box whose last tier (hdd, where new objects land) is a real tmpfs of `size` while its config promises
-    256 MiB: the disk fills before the box's own accounting says so."""
+    """A box whose last tier (hdd, where cold objects land: see Ctx.box_config) is a real tmpfs of `size` while
+    its config promises 256 MiB: the disk fills before the box's own accounting says so."""
     origin = ctx.origin()
     for key, data in origin_objects.items():
         origin.add(key, data=data)

@@ -48,6 +48,9 @@ class TierConfig:
     name: str = setting("")
     path: str = setting("", unit="path")
     capacity: int = setting(0, unit="size", min=1)
+    # all: new objects may land here; returning: only objects the policy remembers (read again after they
+    # left the cache, or hot) -- so a fast tier takes only what earned it
+    admission: str = setting("all", choices=("all", "returning"))
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class MemoryCacheConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     state_dir: str = setting("/var/lib/oca", unit="path")
+    policy: str = setting("s3fifo", choices=("s3fifo", "lru"))  # eviction order; see oca/storage/s3fifo.py
     tiers: tuple[TierConfig, ...] = setting(factory=tuple)
     promotion: PromotionConfig = setting(factory=PromotionConfig)
     memory_cache: MemoryCacheConfig = setting(factory=MemoryCacheConfig)

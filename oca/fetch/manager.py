@@ -534,6 +534,23 @@ class FillManager:
         self.history.record(store_key, hist.PREFETCH, f"player hint (session {session[:40]})")
         self._begin(fill, None)
 
+    def explain(self, key: str, held: bool) -> dict[str, Any]:
+        """What the master knows of `key` for `oca cache why` (`held`: storage has it): stale, sliced, being
+        filled, the reason a request would miss as now (None when it would hit), and its recent history."""
+        stale = key in self.state.stale
+        sliced = self.state.sliced.get(key)
+        return {
+            "stale": stale,
+            "sliced": None if sliced is None else {"total": sliced.total, "slice_size": sliced.slice_size,
+                                                   "etag": sliced.etag, "last_modified": sliced.last_modified,
+                                                   "content_type": sliced.content_type},
+            "filling": key in self.fills,
+            "would_miss_as": None if held and not stale else self.history.classify(key, stale=stale),
+            "events": [{"at": round(e.at, 3), "event": e.kind, "detail": e.detail} for e in self.history.events(key)],
+            "remembered": f"the last {hist.MAX_EVENTS} events of each of the last {hist.MAX_KEYS} keys, since the "
+                          "box started",
+        }
+
     def eviction_watcher(self) -> Callable[[str, str], None]:
         """For Store.watch_evictions: capacity evictions, handed from the storage thread to the history."""
         loop = asyncio.get_running_loop()

@@ -46,6 +46,7 @@ class CatalogEntry:
 class Tier:
     def __init__(self, number: int, config: TierConfig, policy: EvictionPolicy) -> None:
         self.number, self.name, self.capacity, self.policy = number, config.name, config.capacity, policy
+        self.admission = config.admission
         self.layout = TierLayout(config.path)
         self.used = 0
         self.objects = 0

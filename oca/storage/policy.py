@@ -5,8 +5,9 @@ Rules kept here:
 - A policy only orders the keys of one tier. It never decides about pinning (the caller's `is_pinned`
   does) and never drops a key on its own; the store tells it about every add, hit and removal.
 - `plan_placement` returns moves that, run in order, never take any tier over its capacity, never move a
-  pinned object or the object being placed, and send an evicted object to the next tier below that takes
-  new objects (deleting it only when none can). It raises InsufficientStorage instead of a partial plan.
+  pinned object or the object being placed, and send an evicted object that its policy finds worth keeping
+  to the next tier below that takes new objects (deleting it when none can; one not worth keeping only
+  moves into free room). It raises InsufficientStorage instead of a partial plan.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from oca.errors import InsufficientStorage, StorageError
+from oca.storage.s3fifo import GHOST_RATIO, Ghost, S3FIFOPolicy, small_shares
 
 
 class EvictionPolicy(Protocol):
@@ -33,7 +35,17 @@ class EvictionPolicy(Protocol):
 
     def victims(self, need_bytes: int, is_pinned: Callable[[str], bool]) -> list[str]:
         """Keys to evict first, in eviction order, skipping pinned ones: the shortest such run whose sizes
-        add up to at least `need_bytes`, or every unpinned key if they do not. Does not change the policy."""
+        add up to at least `need_bytes`, or every unpinned key if they do not. Keeps every key: it may only
+        do the reordering its eviction would do anyway (a CLOCK hand's pass), so asking twice in a row gives
+        the same answer."""
+        ...
+
+    def worth_keeping(self, key: str) -> bool:
+        """Whether a victim should move down to a slower tier rather than leave the cache."""
+        ...
+
+    def admits(self, key: str) -> bool:
+        """Whether a new object earned a place (a tier with `admission: returning` asks this)."""
         ...
 
     def __len__(self) -> int: ...
@@ -70,6 +82,12 @@ class LRUPolicy:
                 break
         return chosen
 
+    def worth_keeping(self, key: str) -> bool:
+        return True
+
+    def admits(self, key: str) -> bool:
+        return False  # LRU remembers nothing about keys it no longer holds: `returning` tiers take hot ones only
+
     def __len__(self) -> int:
         return len(self._sizes)
 
@@ -85,7 +103,7 @@ class PromotionCounter:
         if hits < 1 or window <= 0:
             raise ValueError(f"promotion needs hits >= 1 and window > 0, got {hits} and {window}")
         self.hits, self.window, self._clock = hits, window, clock
-        self._reports: dict[str, deque[tuple[float, int]]] = {}
+        self._reports: OrderedDict[str, deque[tuple[float, int]]] = OrderedDict()
         self._totals: dict[str, int] = {}
 
     def hit(self, key: str, count: int = 1) -> bool:
@@ -93,7 +111,11 @@ class PromotionCounter:
         if count <= 0:
             return False
         now = self._clock()
-        reports = self._reports.setdefault(key, deque())
+        reports = self._reports.get(key)
+        if reports is None:
+            reports = self._reports[key] = deque()
+        else:
+            self._reports.move_to_end(key)  # keys stay in order of their latest report: prune stops early
         reports.append((now, count))
         total = self._totals.get(key, 0) + count
         while reports and now - reports[0][0] > self.window:
@@ -108,10 +130,14 @@ class PromotionCounter:
     def prune(self) -> int:
         """Drop keys whose latest hit is older than the window; returns how many were dropped."""
         now = self._clock()
-        stale = [k for k, r in self._reports.items() if now - r[-1][0] > self.window]
-        for key in stale:
+        dropped = 0
+        while self._reports:  # oldest latest-report first: walks only the stale keys, never every key
+            key, reports = next(iter(self._reports.items()))
+            if now - reports[-1][0] <= self.window:
+                break
             self.forget(key)
-        return len(stale)
+            dropped += 1
+        return dropped
 
     def __len__(self) -> int:
         return len(self._reports)
@@ -183,9 +209,17 @@ class _Plan:
         return True
 
     def _evict(self, key: str, i: int, size: int) -> Move:
+        # an object its policy does not find worth keeping still moves down into free room: a byte left
+        # empty on a slower tier is a byte of cache wasted (it never pushes anything out there)
+        keep = self.tiers[i].policy.worth_keeping(key)
         for j in range(i + 1, len(self.tiers)):
             lower = self.tiers[j]
             if not lower.accepts or lower.capacity < size:
+                continue
+            if not keep:
+                if lower.capacity - self.used[j] >= size:
+                    self.used[j] += size
+                    return Demote(key, i, j)
                 continue
             if self.make_room(j, size):
                 self.used[j] += size
@@ -218,3 +252,18 @@ def plan_placement(tiers: Sequence[TierSpace], size: int, target: int, *,
             f"{tier.capacity} bytes is pinned")
     plan.moves.append(Place(target, size))
     return plan.moves
+
+
+POLICY_NAMES = ("s3fifo", "lru")  # storage.policy; the first is the default
+
+
+def policy_factory(name: str, capacities: Sequence[int] = ()) -> Callable[[], EvictionPolicy]:
+    """Makes one policy per tier, called once per tier in tier order (fastest first); the tiers of one box
+    share what the policy remembers across tiers. `capacities`: the tiers' bytes, fastest first."""
+    if name == "lru":
+        return LRUPolicy
+    if name == "s3fifo":
+        ghost = Ghost(int(GHOST_RATIO * sum(capacities)))
+        shares = iter(small_shares(capacities))
+        return lambda: S3FIFOPolicy(ghost, small_bytes=next(shares, None))
+    raise ValueError(f"no eviction policy named {name!r} (have {', '.join(POLICY_NAMES)})")

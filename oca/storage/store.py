@@ -3,8 +3,11 @@
 Rules kept here:
 - One owner per state_dir (lock.py). One lock guards the catalog, the index and the engine; get/list/
   status only read memory.
-- New objects land on the last tier, or the first if `hot`; a tier that is not UP is skipped in that
-  order, and a put whose tier fails under it (EIO, directory gone) moves on to the next. A full disk
+- New objects land on the fastest tier that admits them (`admission: returning` lets in only what the
+  policy remembers, or `hot` objects; such a tier is the fallback when no tier that admits can make room);
+  an evicted object moves down while its policy finds it worth keeping (an exclusive hierarchy: one cache
+  across the tiers). A tier that is not UP is skipped, and a put whose tier fails under it (EIO, directory
+  gone) moves on to the next. A full disk
   (ENOSPC) fails that put with StorageError and marks the tier FULL; nothing stored is lost.
 - The sum of object sizes on a tier never exceeds its capacity: bytes count only when an object is
   committed, and every commit is preceded by the evictions `plan_placement` returned for it.
@@ -33,7 +36,7 @@ from oca.storage.generation import GENERATION_NAME, Generation
 from oca.storage.index import Index, IndexCorrupt, index_path, scan_tiers
 from oca.storage.layout import key_hash, unlink_quiet
 from oca.storage.model import ObjectInfo, TierState
-from oca.storage.policy import EvictionPolicy, LRUPolicy, PromotionCounter
+from oca.storage.policy import EvictionPolicy, PromotionCounter, policy_factory
 
 log = logging.getLogger("oca.storage")
 
@@ -58,10 +61,10 @@ class Store:
 
     @classmethod
     def open(cls, config: StorageConfig, clock: Callable[[], float] = time.time, *,
-             policy: Callable[[], EvictionPolicy] = LRUPolicy) -> Store:
+             policy: Callable[[], EvictionPolicy] | None = None) -> Store:
         """Take ownership of `config.state_dir`, prepare the tiers and load (or rebuild) the index.
 
-        `policy` makes one eviction policy per tier (LRU unless told otherwise)."""
+        `policy` makes one eviction policy per tier (`config.policy` unless told otherwise)."""
         lock.validate(config)
         state_dir = os.path.abspath(config.state_dir)
         try:
@@ -71,7 +74,8 @@ class Store:
         lock_fd = lock.take_lock(state_dir)
         generation = index = None
         try:
-            catalog = Catalog(config.tiers, policy)
+            tiers = config.tiers
+            catalog = Catalog(tiers, policy or policy_factory(config.policy, [t.capacity for t in tiers]))
             suspect = _prepare_tiers(catalog)
             generation = Generation(os.path.join(state_dir, GENERATION_NAME), writable=True)
             index = _open_index(index_path(state_dir), catalog)
@@ -350,12 +354,14 @@ class Store:
     # ---------------------------------------------------------------- placing objects
 
     def _choose_tier(self, key: str, size: int, hot: bool, tried: set[int]) -> Tier:
-        """The first tier in preference order that takes new objects and can make room for `size` bytes."""
-        order = self._cat.tiers if hot else self._cat.tiers[::-1]
-        candidates = [t for t in order if t.number not in tried and t.state.accepts]
+        """The fastest tier that takes new objects, admits this one and can make room for `size` bytes."""
+        candidates = [t for t in self._cat.tiers if t.number not in tried and t.state.accepts]
         if not candidates:
             states = ", ".join(f"{t.name} {t.state.value}" for t in self._cat.tiers)
             raise StorageError(f"no tier takes new objects ({states})")
+        admitted = [t for t in candidates if hot or t.admission == "all" or t.policy.admits(key)]
+        # a tier that does not admit the object is the fallback when none that does can make room
+        candidates = admitted + [t for t in candidates if t not in admitted]
         refusal: InsufficientStorage | None = None
         for tier in candidates:
             try:

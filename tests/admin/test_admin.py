@@ -42,7 +42,8 @@ def test_status_reports_version_tiers_and_traffic(box_factory: Any) -> None:
     assert status["requests"] >= 11 and status["bytes_out"] >= sum(map(len, OBJECTS.values()))
     assert 0 < status["hit_ratio"] < 1
     tiers = {t["name"]: t for t in status["tiers"]}
-    assert tiers["hdd"]["objects"] == 10 and tiers["hdd"]["used"] == sum(map(len, OBJECTS.values()))
+    # new objects land on the fastest tier (one cache across the tiers)
+    assert tiers["ssd"]["objects"] == 10 and tiers["ssd"]["used"] == sum(map(len, OBJECTS.values()))
     assert tiers["ssd"]["capacity"] == 64 * 1024 * 1024 and tiers["ssd"]["state"] == "up"
 
 
@@ -68,8 +69,12 @@ def test_metrics_add_up_across_worker_processes(box_factory: Any) -> None:
         assert re.search(rf"^{name}", text, re.M), name
 
 
-def test_hits_promote_an_object_to_the_faster_tier(box_factory: Any) -> None:
-    box = box_factory(OBJECTS, storage={"promotion": {"hits": 3, "window": "1m"}})
+def test_hits_promote_an_object_to_the_faster_tier(box_factory: Any, tmp_path: Any) -> None:
+    workdir = tmp_path / "box0"  # an SSD that takes returning objects only: the import lands on the HDD
+    tiers = [{"name": "ssd", "path": str(workdir / "ssd"), "capacity": "64MiB", "admission": "returning"},
+             {"name": "hdd", "path": str(workdir / "hdd"), "capacity": "256MiB"}]
+    box = box_factory(OBJECTS, storage={"promotion": {"hits": 3, "window": "1m"}, "tiers": tiers})
+    assert box.admin("/cache/objects/titles/3/720p/seg_1.m4s")["tier"] == "hdd"
     key = "titles/3/720p/seg_1.m4s"
     for _ in range(4):
         box.get("/" + key)
@@ -89,7 +94,7 @@ def test_cli_ls_stat_and_evict_go_through_the_running_box(box_factory: Any) -> N
     listed = json.loads(_oca(box, "cache", "ls", "--json").stdout)["objects"]
     assert sorted(o["key"] for o in listed) == sorted(OBJECTS)
     stat = json.loads(_oca(box, "cache", "stat", "titles/3/720p/seg_2.m4s").stdout)
-    assert stat["size"] == 1002 and stat["tier"] == "hdd"
+    assert stat["size"] == 1002 and stat["tier"] == "ssd"
     result = _oca(box, "cache", "evict", "titles/3/720p/seg_2.m4s")
     assert result.returncode == 0, result.stderr
     assert box.get("/titles/3/720p/seg_2.m4s")[0] == 404

@@ -47,6 +47,7 @@ def test_shipped_config_loads_with_every_section() -> None:
     config = load_box_config(os.path.join(ROOT, "configs", "oca.yaml"))
     assert [t.name for t in config.storage.tiers] == ["ssd", "hdd"]
     assert config.storage.tiers[0].capacity == 500 * 1024**3
+    assert config.storage.policy == "s3fifo" and {t.admission for t in config.storage.tiers} == {"all"}
     assert config.server.listen == ("127.0.0.1", 8080)
 
 
@@ -66,6 +67,9 @@ def test_shipped_config_loads_with_every_section() -> None:
     ("storage:\n  tiers: []\n", "storage.tiers", "at least one tier"),
     ("storage:\n  tiers: {}\n", "storage.tiers", "expected a list"),
     ("log:\n  level: loud\n" + GOOD_TIERS, "log.level", "one of"),
+    ("storage:\n  policy: mru\n  tiers:\n    - {name: ssd, path: s, capacity: 1GiB}\n", "storage.policy", "one of"),
+    ("storage:\n  tiers:\n    - {name: ssd, path: s, capacity: 1GiB, admission: some}\n",
+     "storage.tiers[0].admission", "one of"),
     ("- just\n- a list\n", "", "mapping"),
     ("tokens:\n  required: true\n" + GOOD_TIERS.split("tokens:")[0], "tokens.jwks_file", "JWKS"),
     ("fetch:\n  sources:\n    - {name: o, url: ftp://x}\n" + GOOD_TIERS, "fetch.sources[0].url", "http://"),

@@ -38,7 +38,9 @@ def test_enospc_mid_fill_streams_the_whole_object_charges_the_tier_and_stores_no
     box = box_factory(
         fetch={"sources": [origin_source(origin)], "connect_timeout": "1s", "first_byte_timeout": "1s",
                "between_bytes_timeout": "2s", "slice_size": "4MiB"},
-        storage={"tiers": [{"name": "ssd", "path": str(tmp_path / "ssd"), "capacity": "64MiB"},
+        # the SSD takes returning objects only, so this first miss lands on the (full) HDD
+        storage={"tiers": [{"name": "ssd", "path": str(tmp_path / "ssd"), "capacity": "64MiB",
+                            "admission": "returning"},
                            {"name": "hdd", "path": str(small_disk), "capacity": "256MiB"}]})
     head, body, cut = raw_get(box.port, f"/{key}")
     assert head.startswith(b"HTTP/1.1 200") and not cut and body == data

@@ -14,8 +14,8 @@ from unittest import mock
 
 import pytest
 
+from oca import systemd
 from oca.lab.watchdog import BoxWatchdog, overdue
-from oca.serve import sdnotify
 
 
 @pytest.mark.parametrize("now, last, timeout, late", [
@@ -43,7 +43,7 @@ def watchdog() -> Iterator[tuple[BoxWatchdog, list[str], threading.Event]]:
 
 def _ping(env: dict[str, str], message: str = "WATCHDOG=1") -> None:
     with mock.patch.dict(os.environ, env):
-        assert sdnotify.notify(message)
+        assert systemd.notify(message)
 
 
 def test_a_box_that_stops_pinging_is_killed_once(watchdog: tuple[BoxWatchdog, list[str], threading.Event]) -> None:
@@ -52,7 +52,7 @@ def test_a_box_that_stops_pinging_is_killed_once(watchdog: tuple[BoxWatchdog, li
     quiet = dog.register("a2")  # never says anything: not watched (its start-up timeout is the lab's)
     assert env["WATCHDOG_USEC"] == "500000" and env["NOTIFY_SOCKET"].startswith("@")
     with mock.patch.dict(os.environ, env):
-        assert sdnotify.watchdog_interval() == 0.25  # the master pings at half the timeout
+        assert systemd.watchdog_interval() == 0.25  # the master pings at half the timeout
     dog.start()
     _ping(env, "READY=1")
     for _ in range(8):  # 1.2 s of pings every 150 ms: alive

@@ -97,8 +97,11 @@ def test_lost_or_corrupt_index_is_rebuilt_by_scanning(box_factory: Any) -> None:
             assert again.stop() == 0
 
 
-def test_a_tier_removed_at_run_time_fails_and_the_box_serves_from_the_rest(box_factory: Any) -> None:
-    box = box_factory({"titles/1/720p/a.m4s": b"a" * 5000})
+def test_a_tier_removed_at_run_time_fails_and_the_box_serves_from_the_rest(box_factory: Any, tmp_path: Any) -> None:
+    workdir = tmp_path / "box0"  # the SSD takes hot objects only, so the cold import lands on the HDD
+    tiers = [{"name": "ssd", "path": str(workdir / "ssd"), "capacity": "64MiB", "admission": "returning"},
+             {"name": "hdd", "path": str(workdir / "hdd"), "capacity": "256MiB"}]
+    box = box_factory({"titles/1/720p/a.m4s": b"a" * 5000}, storage={"tiers": tiers})
     hot_dir = os.path.join(box.workdir, "hot")
     write_objects(hot_dir, {"titles/1/720p/b.m4s": b"b" * 5000})
     result = subprocess.run([OCA, "cache", "import", "--hot", "--config", box.config_path, hot_dir],
@@ -179,7 +182,7 @@ def test_a_truncated_object_is_cut_off_then_dropped_and_its_tier_stays_up(box_fa
     big, small = os.urandom(4 * 1024 * 1024), os.urandom(50_000)
     box = box_factory({"titles/1/1080p/big.mp4": big, "titles/1/720p/small.m4s": small})
     for key, size in (("titles/1/1080p/big.mp4", len(big)), ("titles/1/720p/small.m4s", len(small))):
-        with open(_object_file(box, "hdd", key), "r+b") as fh:
+        with open(_object_file(box, "ssd", key), "r+b") as fh:  # new objects land on the fastest tier
             fh.truncate(size // 2)
         conn = http.client.HTTPConnection("127.0.0.1", box.port, timeout=10)
         conn.request("GET", "/" + key)

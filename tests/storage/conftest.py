@@ -24,10 +24,15 @@ def digest_of(data: bytes) -> str:
 
 
 def storage_config(root: Path, *, ssd: int = 10_000, hdd: int = 20_000, hits: int = 3,
-                   window: float = 60.0, flush: float = 1.0) -> StorageConfig:
+                   window: float = 60.0, flush: float = 1.0, policy: str = "lru",
+                   ssd_admission: str = "returning") -> StorageConfig:
+    """Unless told otherwise: LRU, and an SSD that takes only hot objects (LRU admits no returning ones), so a
+    cold put lands on the HDD -- the mechanics (faults, crashes, moves) are tested with a known placement;
+    the default policy and placement are tested in test_store_policy.py."""
     return StorageConfig(
         state_dir=str(root / "state"),
-        tiers=(TierConfig("ssd", str(root / "ssd"), ssd), TierConfig("hdd", str(root / "hdd"), hdd)),
+        policy=policy,
+        tiers=(TierConfig("ssd", str(root / "ssd"), ssd, ssd_admission), TierConfig("hdd", str(root / "hdd"), hdd)),
         promotion=PromotionConfig(hits=hits, window=window),
         access_flush_interval=flush,
     )

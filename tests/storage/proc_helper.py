@@ -22,8 +22,8 @@ from oca.storage import Store, engine, index, layout
 
 def config_from(text: str) -> StorageConfig:
     raw = json.loads(text)
-    return StorageConfig(state_dir=raw["state_dir"],
-                         tiers=tuple(TierConfig(n, p, c) for n, p, c in raw["tiers"]))
+    return StorageConfig(state_dir=raw["state_dir"], policy=raw["policy"],
+                         tiers=tuple(TierConfig(n, p, c, a) for n, p, c, a in raw["tiers"]))
 
 
 def scratch(config: StorageConfig) -> str:

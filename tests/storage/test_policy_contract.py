@@ -10,9 +10,10 @@ from collections.abc import Callable
 
 import pytest
 
-from oca.storage.policy import EvictionPolicy, LRUPolicy
+from oca.storage.policy import EvictionPolicy, LRUPolicy, policy_factory
+from oca.storage.s3fifo import Ghost, S3FIFOPolicy
 
-POLICIES: list[Callable[[], EvictionPolicy]] = [LRUPolicy]
+POLICIES: list[Callable[[], EvictionPolicy]] = [LRUPolicy, S3FIFOPolicy, policy_factory("s3fifo", [1000, 9000])]
 
 
 def nothing_pinned(key: str) -> bool:
@@ -142,3 +143,40 @@ class TestLRUOrder:
     def test_skips_pinned_keeping_order(self) -> None:
         lru = filled(LRUPolicy(), {"a": 1, "b": 1, "c": 1, "d": 1})
         assert lru.victims(2, {"a", "c"}.__contains__) == ["b", "d"]
+
+
+class TestS3FIFO:
+    def test_one_time_keys_leave_first_and_are_not_worth_keeping(self) -> None:
+        p = filled(S3FIFOPolicy(), {f"k{i}": 1 for i in range(10)})
+        p.touch("k0")
+        victims = p.victims(2, nothing_pinned)
+        assert victims == ["k1", "k2"]  # k0 was read while in the small queue: it moved to main
+        assert not p.worth_keeping("k1") and p.worth_keeping("k0")
+
+    def test_a_returning_key_goes_to_main_and_is_admitted(self) -> None:
+        ghost = Ghost(100)
+        p = filled(S3FIFOPolicy(ghost), {"a": 1, "b": 1})
+        assert not p.admits("a")
+        p.remove("a")
+        assert p.admits("a")
+        p.add("a", 1)
+        assert p.worth_keeping("a") and not p.admits("a")
+
+    def test_a_key_moved_between_tiers_keeps_its_place_in_main(self) -> None:
+        ghost = Ghost(100)
+        ssd, hdd = S3FIFOPolicy(ghost), S3FIFOPolicy(ghost)
+        ssd.add("k", 5)
+        ssd.remove("k")  # a demotion: off one tier...
+        hdd.add("k", 5)  # ...onto the next
+        assert hdd.worth_keeping("k")
+
+    def test_main_reinserts_read_objects_until_their_frequency_is_spent(self) -> None:
+        ghost = Ghost(1000)
+        p = S3FIFOPolicy(ghost)
+        for k in ("a", "b", "c"):
+            p.add(k, 1)
+            p.remove(k)
+            p.add(k, 1)  # returning: straight to main
+        for _ in range(3):
+            p.touch("a")
+        assert p.victims(2, nothing_pinned) == ["b", "c"]

@@ -22,8 +22,8 @@ HELPER = str(Path(__file__).with_name("proc_helper.py"))
 
 
 def config_json(config: StorageConfig) -> str:
-    return json.dumps({"state_dir": config.state_dir,
-                       "tiers": [[t.name, t.path, t.capacity] for t in config.tiers]})
+    return json.dumps({"state_dir": config.state_dir, "policy": config.policy,
+                       "tiers": [[t.name, t.path, t.capacity, t.admission] for t in config.tiers]})
 
 
 def check_everything_present_is_whole(config: StorageConfig, root: Path) -> dict[str, str]:

@@ -1,0 +1,124 @@
+"""`python -m loadtest.cachesim`: byte and object hit ratio of the box's own storage code and of reference
+policies, on a synthetic video-CDN trace or a trace file. A measurement, never a pass/fail test.
+
+Rules it keeps:
+- `oca` is the box's default configuration (configs/oca.yaml's storage section, or --config) replayed through
+  the real Store (loadtest.cachesim.replay); lru, s3fifo, sieve and belady are loadtest.cachesim.reference.
+- Sizes are fractions of the trace's unique bytes; ratios count every request of the trace.
+- --json FILE writes a list of rows {policy, size, fill, byte_hit_ratio, object_hit_ratio}; --plot FILE.png
+  draws byte hit ratio against size (matplotlib). Only this module prints or exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from loadtest.cachesim import reference, trace
+from loadtest.cachesim.replay import replay
+from oca.config.loader import load_box_config
+from oca.errors import ConfigError
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "oca.yaml")
+POLICIES = ("oca", "lru", "s3fifo", "sieve", "belady")
+
+
+def fraction(text: str) -> float:
+    value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"a size is a fraction in (0, 1] or a percentage, got {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.cachesim", description=__doc__.split("\n")[0])
+    parser.add_argument("--alpha", type=float, default=0.8, help="Zipf exponent of title popularity")
+    parser.add_argument("--requests", type=int, default=2_000_000)
+    parser.add_argument("--titles", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--sizes", default="2%,5%,10%", help="cache sizes, fractions of the unique bytes")
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--trace", help="replay this CSV trace (time,key,size) instead of generating one")
+    parser.add_argument("--write-trace", metavar="CSV", help="write the generated trace here and stop")
+    parser.add_argument("--from-access-log", metavar="LOG", help="convert a box's JSON access log to --write-trace")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="the box config whose storage section is `oca`")
+    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--plot", metavar="FILE.png")
+    args = parser.parse_args(argv)
+    try:
+        sizes = [fraction(s) for s in args.sizes.split(",")]
+    except argparse.ArgumentTypeError as e:
+        parser.error(str(e))
+    policies = args.policies.split(",")
+    unknown = set(policies) - set(POLICIES)
+    if unknown:
+        parser.error(f"unknown policies {sorted(unknown)}; have {', '.join(POLICIES)}")
+    try:
+        storage = load_box_config(args.config).storage
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    spec = trace.TraceSpec(requests=args.requests, titles=args.titles, alpha=args.alpha, seed=args.seed)
+    if args.write_trace:
+        if args.from_access_log:
+            with open(args.from_access_log) as f:
+                n = trace.write_csv(args.write_trace, trace.from_access_log(f))
+        else:
+            n = trace.write_csv(args.write_trace, trace.generate(spec))
+        print(f"wrote {n} requests to {args.write_trace}")
+        return 0
+    try:
+        loaded = reference.Trace.load(trace.read_csv(args.trace) if args.trace else trace.generate(spec))
+    except (OSError, trace.TraceError) as e:
+        print(e, file=sys.stderr)
+        return 2
+    unique = loaded.unique_bytes()
+    total = sum(loaded.sizes[n] for n in loaded.ids)
+    print(f"trace: {len(loaded)} requests, {len(loaded.keys)} objects, {unique / 1e9:.1f} GB unique, "
+          f"{total / 1e9:.1f} GB requested" + ("" if args.trace else f" (alpha {args.alpha}, seed {args.seed})"))
+    rows: list[dict[str, Any]] = []
+    print(f"{'policy':8} {'size':>6} {'byte hit':>9} {'obj hit':>8} {'cpu s':>7}")
+    for size in sizes:
+        for policy in policies:
+            started = time.process_time()
+            if policy == "oca":
+                (hit_bytes, hits), _ = replay(loaded, storage, int(size * unique))
+            else:
+                hit_bytes, hits = reference.POLICIES[policy](loaded, int(size * unique), 0)
+            row = {"policy": policy, "size": size, "fill": False, "byte_hit_ratio": hit_bytes / total,
+                   "object_hit_ratio": hits / len(loaded)}
+            rows.append(row)
+            print(f"{policy:8} {size:6.1%} {row['byte_hit_ratio']:9.1%} {row['object_hit_ratio']:8.1%} "
+                  f"{time.process_time() - started:7.1f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    if args.plot:
+        plot(rows, args.plot, args.alpha)
+    return 0
+
+
+def plot(rows: list[dict[str, Any]], path: str, alpha: float) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for policy in dict.fromkeys(r["policy"] for r in rows):
+        mine = [r for r in rows if r["policy"] == policy]
+        ax.plot([r["size"] * 100 for r in mine], [r["byte_hit_ratio"] * 100 for r in mine], marker="o",
+                label=policy)
+    ax.set_xlabel("cache size, % of unique bytes")
+    ax.set_ylabel("byte hit ratio, %")
+    ax.set_title(f"video-CDN trace, Zipf {alpha}")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The default policy and placement through the real Store (disk and index in memory, as the replay tool runs
+it): new objects land on the fastest tier, a tier never holds more than its capacity, pinned objects never
+leave, and a scan of one-time keys does not push out what is being read."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loadtest.cachesim.replay import FAKE_FILE, TraceClock, memory_store
+from oca.config.model import StorageConfig, TierConfig
+from oca.errors import InsufficientStorage
+from oca.storage import Store
+
+HOT_HITS = 3  # N: an object read more than N times since a scan began survives the scan
+
+
+def config(ssd: int = 1_000, hdd: int = 9_000, policy: str = "s3fifo") -> StorageConfig:
+    return StorageConfig(state_dir="/nonexistent", policy=policy,
+                         tiers=(TierConfig("ssd", "/nonexistent/ssd", ssd), TierConfig("hdd", "/nonexistent/hdd", hdd)))
+
+
+def put(store: Store, key: str, size: int, pin: bool = False) -> bool:
+    if store.get(key) is not None:
+        return True
+    try:
+        tier, _ = store.fill_target(key, size, hot=pin)
+        store.adopt(FAKE_FILE, key, tier=tier, size=size, digest="", pin=pin)
+    except InsufficientStorage:
+        return False
+    return True
+
+
+def request(store: Store, key: str, size: int) -> None:
+    if store.get(key) is not None:
+        store.record_hits({key: 1})
+    else:
+        put(store, key, size)
+
+
+def test_new_objects_land_on_the_fastest_tier_read_ones_stay_one_timers_move_into_free_room() -> None:
+    store = memory_store(config(ssd=300, hdd=1000), TraceClock())
+    put(store, "a", 100)
+    assert store.get("a").tier == "ssd"  # type: ignore[union-attr]
+    store.record_hits({"a": 1})
+    for i in range(5):
+        put(store, f"new{i}", 100)
+    assert store.get("a").tier == "ssd"  # type: ignore[union-attr]  # read: in main, one-timers go first
+    assert store.get("new0").tier == "hdd"  # type: ignore[union-attr]  # never read, but the HDD had room
+
+
+def test_a_returning_only_ssd_takes_what_left_the_cache_and_came_back() -> None:
+    base = config(ssd=300, hdd=300)
+    ssd = dataclasses.replace(base.tiers[0], admission="returning")
+    store = memory_store(dataclasses.replace(base, tiers=(ssd, base.tiers[1])), TraceClock())
+    put(store, "a", 100)
+    assert store.get("a").tier == "hdd"  # type: ignore[union-attr]
+    for i in range(4):
+        put(store, f"x{i}", 100)
+    assert store.get("a") is None
+    put(store, "a", 100)
+    assert store.get("a").tier == "ssd"  # type: ignore[union-attr]
+
+
+ops = st.lists(st.tuples(st.sampled_from(["req", "req", "req", "pin", "unpin"]), st.integers(0, 60),
+                         st.integers(1, 400)), max_size=300)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops, st.sampled_from(["s3fifo", "lru"]))
+def test_tiers_never_exceed_capacity_and_pinned_objects_never_leave(steps: list[tuple[str, int, int]],
+                                                                    policy: str) -> None:
+    store = memory_store(config(policy=policy), TraceClock())
+    sizes: dict[str, int] = {}
+    pinned: set[str] = set()
+    for op, n, size in steps:
+        key = f"k{n}"
+        size = sizes.setdefault(key, size)
+        if op == "req":
+            request(store, key, size)
+        elif op == "pin" and put(store, key, size, pin=True):
+            store.set_pinned(key, True)
+            pinned.add(key)
+        elif op == "unpin" and key in pinned:
+            store.set_pinned(key, False)
+            pinned.discard(key)
+        for tier in store.status()["tiers"]:  # type: ignore[attr-defined]
+            assert tier["used"] <= tier["capacity"]
+        assert all(store.get(k) is not None for k in pinned)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 12), st.integers(1, 200), st.integers(1, 40), st.randoms(use_true_random=False))
+def test_a_scan_of_one_time_keys_does_not_evict_what_is_read(hot: int, scan: int, every: int, rnd: object) -> None:
+    """Hot objects read more than N times since the scan began (spread over it) are all still cached after a
+    scan of one-time keys many times the cache's size."""
+    import random
+    assert isinstance(rnd, random.Random)
+    store = memory_store(config(), TraceClock())
+    for i in range(hot):
+        request(store, f"hot{i}", 50)
+    reads = 0
+    for s in range(scan * 10):  # up to 2,000 one-time keys of 10..100 bytes: 20x the cache
+        request(store, f"scan{s}", rnd.randrange(10, 100))
+        if s % every == 0:
+            for i in range(hot):
+                request(store, f"hot{i}", 50)
+            reads += 1
+    if reads > HOT_HITS:
+        assert all(store.get(f"hot{i}") is not None for i in range(hot))
