@@ -73,11 +73,13 @@ class EgressView(Protocol):
 
 
 class FillsView(Protocol):
-    """The box's fills from upstream (oca.fetch.manager): their counters, and purges."""
+    """The box's fills from upstream (oca.fetch.manager): their counters, purges, and one key's history."""
 
     def status(self) -> dict[str, Any]: ...
 
     async def purge(self, scope: str, value: str, soft: bool) -> int: ...
+
+    def explain(self, key: str, held: bool) -> dict[str, Any]: ...  # `oca cache why` (oca.fetch.history)
 
 
 class PrefetchJobs(Protocol):

@@ -30,6 +30,7 @@ def _routes() -> list[web.RouteDef]:
         web.delete("/prefetch/{job}", prefetch_cancel),
         web.post("/invalidations", invalidations),
         web.get("/inventory/titles", titles),
+        web.get("/cache/why/{key:.+}", why),
     ]
 
 
@@ -50,6 +51,21 @@ async def purge(request: web.Request) -> web.Response:
         raise BadRequest(f"soft must be true or false, got {soft!r}")
     count = await context_of(request).fills.purge(str(scope), value, soft)
     return web.json_response({"scope": scope, "value": value, "soft": soft, "objects": count})
+
+
+async def why(request: web.Request) -> web.Response:
+    """The history of one key (`oca cache why`): held now or not, and what happened to it (oca.fetch.history)."""
+    key = request.match_info["key"]
+    if not is_valid_key(key):
+        raise BadRequest(f"not a valid content key: {key!r}")
+    context = context_of(request)
+    info = await context.store.call(Store.get, key)
+    story = context.fills.explain(key, info is not None)
+    if story["sliced"] is not None:
+        story["sliced"]["slices_held"] = len(await context.store.call(Store.list, f"{key}@slice"))
+    held = None if info is None else {"tier": info.tier, "size": info.size, "stored_at": info.stored_at,
+                                      "pinned": info.pinned}
+    return web.json_response({"key": key, "held": held, **story})
 
 
 async def prefetch(request: web.Request) -> web.Response:

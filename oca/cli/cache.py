@@ -1,4 +1,4 @@
-"""`oca cache import|ls|stat|evict`: operate on a box's cache.
+"""`oca cache import|ls|stat|evict|why`: operate on a box's cache.
 
 When the box is running it owns the storage, so these commands go through its admin API; when it is
 not, they open the storage directly (the owner lock tells which).
@@ -220,6 +220,51 @@ def stat(config_path: str, key: str, as_json: bool, timeout: float) -> None:
     """Show one object's size, digest, tier and flags as JSON."""
     with _target(config_path, timeout) as target:
         click.echo(json.dumps(target.stat(key), indent=2))
+
+
+@cache.command("why")
+@config_option
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@timeout_option()
+def why(config_path: str, key: str, as_json: bool, timeout: float) -> None:
+    """The history of KEY on the running box: held or not, filled when and from where, evicted or purged
+    when and why, and what its next miss would be counted as."""
+    if not is_valid_key(key):
+        raise click.BadParameter(f"not a valid content key: {key!r}", param_hint="KEY")
+    admin = AdminClient.for_box(load_box_config(config_path), timeout)
+    report: dict[str, Any] = admin.request("GET", "/cache/why/" + _quote(key))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for line in why_lines(report):
+        click.echo(line)
+
+
+def why_lines(report: dict[str, Any]) -> list[str]:
+    """`oca cache why` as text: the state now, then the events, oldest first."""
+    held = report.get("held")
+    if held:
+        now = f"held on tier {held['tier']}, {held['size']} bytes{', pinned' if held.get('pinned') else ''}"
+        if report.get("stale"):
+            now += "; stale (soft-purged): its next request revalidates it"
+    elif report.get("sliced"):
+        sliced = report["sliced"]
+        now = f"stored in slices: {sliced['slices_held']} held of {sliced['total']} bytes"
+    else:
+        now = "not held" + (", being filled now" if report.get("filling") else "")
+    lines = [f"{report['key']}: {now}"]
+    if report.get("would_miss_as"):
+        lines.append(f"a request now would be a miss: {report['would_miss_as']}")
+    events = report.get("events", [])
+    for event in events:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event["at"]))
+        ago = max(0.0, time.time() - event["at"])
+        lines.append(f"  {stamp}Z ({ago:.0f}s ago)  {event['event']:<12} {event['detail']}")
+    if not events:
+        lines.append("  no events remembered for this key")
+    lines.append(f"(remembered: {report.get('remembered', '')})")
+    return lines
 
 
 @cache.command("evict")

@@ -42,6 +42,7 @@ from oca.protocol.messages import (
     KeyedEvent,
     Moved,
     Opened,
+    PrefetchHint,
     Purged,
     Sliced,
     SliceMeta,
@@ -74,6 +75,7 @@ class RemoteFill:
         "sliced",
         "source",
         "status",
+        "why",
     )
 
     def __init__(self, key: str) -> None:
@@ -90,6 +92,7 @@ class RemoteFill:
         self.reason = ""
         self.sliced: SliceMeta | None = None
         self.refs = 0
+        self.why = ""  # the master's reason for the miss (oca.fetch.history), for the access log
         self._waiters: list[Callable[[], None]] = []
 
     # BodySource, as the connection sees it
@@ -196,6 +199,13 @@ class RemoteFills:
         fill.refs += 1
         return fill
 
+    def hint(self, key: str, start: int | None, session: str) -> None:
+        """Pass a player's next-object hint to the master (oca.fetch.hints); nothing comes back. Not on a link
+        whose version has no PrefetchHint (version 1): a hint is only ever an optimisation."""
+        link = self.link
+        if link is not None and not link.closed and link.codec.carries(PrefetchHint):
+            link.send(PrefetchHint(key, start, session))
+
     def release(self, fill: RemoteFill) -> None:
         fill.refs -= 1
         self._drop_if_unused(fill)
@@ -244,6 +254,7 @@ class RemoteFills:
         fill.have = message.n
 
     def _on_open(self, fill: RemoteFill, message: Opened) -> None:
+        fill.why = message.why or fill.why
         fill.size, fill.etag, fill.last_modified = message.size, message.etag, message.last_modified
         fill.media_type, fill.source = message.media_type, message.source
         fill._open(message.path)
@@ -263,15 +274,18 @@ class RemoteFills:
 
     def _on_sliced(self, fill: RemoteFill, message: Sliced) -> None:
         fill.result, fill.sliced = FillState.SLICED, message.meta
+        fill.why = message.why or fill.why
         self.sliced[fill.key] = message.meta
 
     def _on_absent(self, fill: RemoteFill, message: Absent) -> None:
         fill.result, fill.status, fill.reason = FillState.ABSENT, 404, "not found upstream"
+        fill.why = message.why or fill.why
         if message.ttl > 0:
             self.absent[fill.key] = self._clock() + message.ttl
 
     def _on_failed(self, fill: RemoteFill, message: Failed) -> None:
         fill.result, fill.status, fill.reason = FillState.FAIL, message.status, message.reason
+        fill.why = message.why or fill.why
 
     def on_close(self, link: Link[FillEvent]) -> None:
         log.error("the fill link to the master closed: misses fail with 503 until the worker restarts")

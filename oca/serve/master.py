@@ -68,6 +68,7 @@ from oca.serve.reports import WorkerReports
 from oca.serve.stall import stall_after
 from oca.serve.stats import FleetStats
 from oca.serve.supervisor import Supervisor
+from oca.storage import Store
 from oca.storage.storage_owner import StorageOwner
 
 log = logging.getLogger("oca.master")
@@ -187,6 +188,7 @@ class Master:
         # the start-up checks (oca.serve.preflight: files, directories, ports) ran in `oca serve` already
         await self.owner.open()
         parts = self._parts = self._wire(stopped)
+        await self.owner.call(Store.watch_evictions, parts.fills.eviction_watcher())  # `oca cache why` (issue 18)
         if self.config.control.url:  # catch up before the admin port says we are here
             try:
                 await asyncio.wait_for(parts.invalidations.pull(), timeout=10)

@@ -129,6 +129,8 @@ class WorkerReports:
             self.firmware.counters.add(*release_delta(report))
         for key, n in report.hits.items():
             self._pending_hits[key] = self._pending_hits.get(key, 0) + n
+        if self.fills is not None:
+            self.fills.hints.hits(report.hits)  # was a player-hinted prefetch used? (oca.fetch.hints)
         for tier, error in report.io_errors:
             self._background(self._report_io_error(tier, error))
         for key, error in report.damaged:

@@ -102,6 +102,8 @@ class Server:
                error: BaseException | None) -> None:
         seconds = time.perf_counter() - req.started if req is not None else 0.0
         self.stats.observe(resp.status, resp.cache, resp.tier, body_sent, seconds, resp.key)
+        if resp.cache == "miss":
+            self.stats.observe_miss(resp.log.get("miss") if resp.log else None)
         if resp.log is not None and "cmcd" in resp.log:  # plain hits carry no log: they never get here
             self.stats.observe_player(resp.log["cmcd"], time.time())
         if error is not None:

@@ -143,6 +143,9 @@ class Worker:
             await self._report_once()
 
     async def _report_once(self) -> None:
+        hints = self.handler.hints
+        if hints is not None:
+            self.stats.hints_refused, hints.refused = self.stats.hints_refused + hints.refused, 0
         report = self.stats.take(len(self.server.connections))
         if self.control is None:
             return

@@ -45,6 +45,8 @@ class Engine:
         self.accessed: dict[str, float] = {}  # last access times not yet written to the index
         self.promotions = 0
         self.demotions = 0
+        # told (key, why) of each object removed to make room; runs on a storage thread under the Store's lock
+        self.on_evicted: Callable[[str, str], None] | None = None
 
     # ---------------------------------------------------------------- writing objects
 
@@ -152,6 +154,8 @@ class Engine:
             assert isinstance(move, Delete | Demote)
             if self.cat.current(entry):
                 self.drop([entry])
+                if self.on_evicted is not None:
+                    self.on_evicted(entry.key, f"capacity: tier {self.cat.tiers[entry.tier].name} full")
 
     def move(self, entry: CatalogEntry, dst: Tier) -> bool:
         """Copy an object to another tier, verified, then drop the old copy. False if it did not move."""

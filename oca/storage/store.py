@@ -350,6 +350,12 @@ class Store:
             self._engine.drop(doomed)
             return len(doomed)
 
+    def watch_evictions(self, callback: Callable[[str, str], None] | None) -> None:
+        """Call `callback(key, why)` for each object removed to make room (capacity evictions, not purges);
+        it runs on a storage thread holding the Store's lock: hand over, don't work (oca.fetch.history)."""
+        with self._lock:
+            self._engine.on_evicted = callback
+
     def set_pinned(self, key: str, pinned: bool) -> ObjectInfo:
         """Pin (never evict, demote or promote) or unpin an object; recorded in its sidecar too."""
         with self._lock:

@@ -69,6 +69,10 @@ class FakeFills:
         self.purged.append((scope, value, soft))
         return 2
 
+    def explain(self, key: str, held: bool) -> dict[str, Any]:
+        return {"stale": False, "sliced": None, "filling": False, "would_miss_as": None if held else "first",
+                "events": [], "remembered": ""}
+
 
 class FakePrefetch:
     jobs: dict[int, Any] = {}
