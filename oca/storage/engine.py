@@ -316,8 +316,9 @@ class Engine:
     # ---------------------------------------------------------------- access times
 
     def touch(self, entry: CatalogEntry, now: float) -> None:
-        self.cat.tiers[entry.tier].policy.touch(entry.key)
-        entry.last_access = self.accessed[entry.key] = now
+        key = entry.key
+        self.cat.tiers[entry.tier].policy.touch(key)
+        entry.last_access = self.accessed[key] = now
 
     def flush_access(self) -> None:
         """Write the batched last access times in one transaction (kept for the next try on failure)."""

@@ -263,17 +263,17 @@ class Store:
                 raise NotFound(f"no stored object {key!r}")
             if entry.pinned != pinned:
                 tier = self._cat.tiers[entry.tier]
-                entry.pinned = pinned
+                self._cat.set_pinned(entry, pinned)
                 try:
                     self._engine.write_sidecar(tier, entry)
                     with self._index.transaction():
                         self._index.set_pinned(key, pinned)
                 except OSError as e:
-                    entry.pinned = not pinned
+                    self._cat.set_pinned(entry, not pinned)
                     self._engine.charge(tier, e)
                     raise StorageError(f"cannot pin {key!r} on tier {tier.name}: {health.describe(e)}") from e
                 except StorageError:
-                    entry.pinned = not pinned
+                    self._cat.set_pinned(entry, not pinned)
                     raise
             return self._cat.info(entry)
 
@@ -282,15 +282,17 @@ class Store:
         with self._lock:
             self._check_open()
             now = self._clock()
-            earned: builtins.list[CatalogEntry] = []
+            earned: builtins.list[CatalogEntry] | None = None
+            entries, touch, counter = self._cat.entries, self._engine.touch, self._engine.counter
             for key, count in hits.items():
-                entry = self._cat.entries.get(key)
+                entry = entries.get(key)
                 if entry is None or count <= 0:
                     continue
-                self._engine.touch(entry, now)
-                if entry.tier > 0 and not entry.pinned and self._engine.counter.hit(key, count):
+                touch(entry, now)
+                if entry.tier > 0 and not entry.pinned and counter.hit(key, count, now):
+                    earned = earned or []
                     earned.append(entry)
-            for entry in earned:
+            for entry in earned or ():
                 if self._cat.current(entry):
                     self._promote(entry)
             if now - self._last_flush >= self.config.access_flush_interval:
@@ -356,15 +358,14 @@ class Store:
         admitted = [t for t in candidates if hot or t.admission == "all" or t.policy.admits(key)]
         # a tier that does not admit the object is the fallback when none that does can make room
         candidates = admitted + [t for t in candidates if t not in admitted]
-        refusal: InsufficientStorage | None = None
+        first: InsufficientStorage | None = None
         for tier in candidates:
-            try:
-                self._cat.plan(tier, size, key, replacing=True)
+            refusal = self._cat.refusal(tier, size, key)  # no plan: _commit_put plans once, when it commits
+            if refusal is None:
                 return tier
-            except InsufficientStorage as e:
-                refusal = refusal or e
-        assert refusal is not None
-        raise refusal
+            first = first or refusal
+        assert first is not None
+        raise first
 
     def _commit_put(self, tier: Tier, staged: files.Staged, key: str, hot: bool, pin: bool) -> ObjectInfo:
         if not tier.state.accepts:
