@@ -223,6 +223,7 @@ class Store:
         place without a copy. If that tier cannot take it any more, the file is copied to another tier.
         The temp file is gone afterwards, whatever happens."""
         _check_key(key)
+        renamed = False
         try:
             with self._lock:
                 self._check_open()
@@ -230,12 +231,15 @@ class Store:
                 if found is None:
                     raise StorageError(f"no tier named {tier!r}")
                 try:
-                    return self._commit_put(found, files.Staged(path, size, digest), key, hot, pin)
+                    info = self._commit_put(found, files.Staged(path, size, digest), key, hot, pin)
+                    renamed = True  # into place: no unlink (a syscall per fill) needed
+                    return info
                 except _Retry:
                     pass
             return self.put_file(path, key, hot=hot, pin=pin, digest=digest)
         finally:
-            unlink_quiet(path)
+            if not renamed:
+                unlink_quiet(path)
 
     def evict(self, key: str) -> bool:
         """Remove the object stored as `key` (on any tier, even a FAILED one); False if there is none."""
