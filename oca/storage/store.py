@@ -287,13 +287,17 @@ class Store:
             self._check_open()
             now = self._clock()
             earned: builtins.list[CatalogEntry] | None = None
-            entries, touch, counter = self._cat.entries, self._engine.touch, self._engine.counter
+            # Engine.touch inlined, and the lookups hoisted: this loop runs once per hit the box serves
+            entries, tiers, accessed = self._cat.entries, self._cat.tiers, self._engine.accessed
+            counted = self._engine.counter.hit
             for key, count in hits.items():
                 entry = entries.get(key)
                 if entry is None or count <= 0:
                     continue
-                touch(entry, now)
-                if entry.tier > 0 and not entry.pinned and counter.hit(key, count, now):
+                tier = entry.tier
+                tiers[tier].policy.touch(key)
+                entry.last_access = accessed[key] = now
+                if tier and not entry.pinned and counted(key, count, now):
                     earned = earned or []
                     earned.append(entry)
             for entry in earned or ():
@@ -354,17 +358,28 @@ class Store:
     # ---------------------------------------------------------------- placing objects
 
     def _choose_tier(self, key: str, size: int, hot: bool, tried: set[int]) -> Tier:
-        """The fastest tier that takes new objects, admits this one and can make room for `size` bytes."""
-        candidates = [t for t in self._cat.tiers if t.number not in tried and t.state.accepts]
-        if not candidates:
+        """The fastest tier that takes new objects, admits this one and can make room for `size` bytes.
+
+        A tier that does not admit the object is the fallback when none that does can make room. Nothing is
+        planned here (`refusal` answers from byte counts): `_commit_put` plans once, when it commits."""
+        refuse = self._cat.refusal
+        first: InsufficientStorage | None = None
+        fallback: builtins.list[Tier] = []
+        for tier in self._cat.tiers:  # one pass, no lists: every miss comes here
+            if tier.number in tried or not tier.state.accepts:
+                continue
+            if hot or tier.admission == "all" or tier.policy.admits(key):
+                refusal = refuse(tier, size, key)
+                if refusal is None:
+                    return tier
+                first = first or refusal
+            else:
+                fallback.append(tier)
+        if first is None and not fallback:
             states = ", ".join(f"{t.name} {t.state.value}" for t in self._cat.tiers)
             raise StorageError(f"no tier takes new objects ({states})")
-        admitted = [t for t in candidates if hot or t.admission == "all" or t.policy.admits(key)]
-        # a tier that does not admit the object is the fallback when none that does can make room
-        candidates = admitted + [t for t in candidates if t not in admitted]
-        first: InsufficientStorage | None = None
-        for tier in candidates:
-            refusal = self._cat.refusal(tier, size, key)  # no plan: _commit_put plans once, when it commits
+        for tier in fallback:
+            refusal = refuse(tier, size, key)
             if refusal is None:
                 return tier
             first = first or refusal
