@@ -162,10 +162,11 @@ class Engine:
         for entry in entries:
             self.forget(entry)
         self.gen.bump()
-        for tier in self.cat.tiers:
-            hashes = [e.hash for e in entries if e.tier == tier.number]
-            if hashes:
-                self.remove_files(tier, hashes)
+        by_tier: dict[int, list[str]] = {}
+        for entry in entries:
+            by_tier.setdefault(entry.tier, []).append(entry.hash)
+        for number, hashes in sorted(by_tier.items()):
+            self.remove_files(self.cat.tiers[number], hashes)
 
     def forget(self, entry: CatalogEntry) -> None:
         if self.cat.detach(entry):

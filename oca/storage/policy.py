@@ -96,16 +96,15 @@ class PromotionCounter:
     """Says when a key has had `hits` hits within `window` seconds of the first of them.
 
     A key's window opens at its first hit and closes `window` seconds later; a hit after that opens a new one.
-    So per key it keeps one start time and one count (two dict entries, nothing allocated per hit), at the
-    price of missing a run of hits that straddles two windows (a sliding window would keep every report).
+    So per key it keeps one (start, count) pair in one dict: one lookup per hit, at the price of missing a
+    run of hits that straddles two windows (a sliding window would keep every report: a queue per key).
     """
 
     def __init__(self, hits: int, window: float, clock: Callable[[], float]) -> None:
         if hits < 1 or window <= 0:
             raise ValueError(f"promotion needs hits >= 1 and window > 0, got {hits} and {window}")
         self.hits, self.window, self._clock = hits, window, clock
-        self._since: dict[str, float] = {}  # key -> its window's start; oldest start first (prune stops early)
-        self._counts: dict[str, int] = {}
+        self._windows: dict[str, tuple[float, int]] = {}  # key -> (start, hits since); oldest start first
 
     def hit(self, key: str, count: int = 1, now: float | None = None) -> bool:
         """Record `count` hits at `now` (the clock's time if not given); True if the key has now earned
@@ -114,35 +113,35 @@ class PromotionCounter:
             return False
         if now is None:
             now = self._clock()
-        since = self._since.get(key)
-        if since is not None and now - since <= self.window:
-            total = self._counts[key] + count
+        windows = self._windows
+        open_ = windows.get(key)
+        if open_ is not None and now - open_[0] <= self.window:
+            total = open_[1] + count
+            windows[key] = (open_[0], total)
         else:
-            if since is not None:
-                del self._since[key]  # re-inserted at the end: starts stay in order
-            self._since[key] = now
+            if open_ is not None:
+                del windows[key]  # re-inserted at the end: starts stay in order, so prune stops early
             total = count
-        self._counts[key] = total
+            windows[key] = (now, total)
         return total >= self.hits
 
     def forget(self, key: str) -> None:
-        if self._since.pop(key, None) is not None:
-            del self._counts[key]
+        self._windows.pop(key, None)
 
     def prune(self) -> int:
         """Drop keys whose window has closed (their next hit opens a new one anyway); returns how many."""
         now = self._clock()
         stale = []
-        for key, since in self._since.items():  # oldest start first: walks only the stale keys
+        for key, (since, _) in self._windows.items():  # oldest start first: walks only the stale keys
             if now - since <= self.window:
                 break
             stale.append(key)
         for key in stale:
-            self.forget(key)
+            del self._windows[key]
         return len(stale)
 
     def __len__(self) -> int:
-        return len(self._since)
+        return len(self._windows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,10 +200,10 @@ class _Plan:
             return k == self.key or k in taken or self.is_pinned(k)
 
         victims = tier.policy.victims(short, blocked)
-        if sum(self.size_of(v) for v in victims) < short:
+        sizes = [self.size_of(v) for v in victims]
+        if sum(sizes) < short:
             return False
-        for victim in victims:
-            size = self.size_of(victim)
+        for victim, size in zip(victims, sizes, strict=True):
             taken.add(victim)
             self.used[i] -= size
             self.moves.append(self._evict(victim, i, size))

@@ -10,9 +10,10 @@ Rules kept here:
   gone) moves on to the next. A full disk
   (ENOSPC) fails that put with StorageError and marks the tier FULL; nothing stored is lost.
 - The sum of object sizes on a tier never exceeds its capacity: bytes count only when an object is
-  committed, and every commit is preceded by the evictions `plan_placement` returned for it.
-- Promotion: `config.promotion.hits` hits within `config.promotion.window` move an unpinned object up one
-  tier. Pinned objects are never evicted, demoted or promoted; they stay where the fill plan put them.
+  committed, and every commit is preceded by the evictions `plan_placement` returned for it. Choosing a
+  tier plans nothing (the catalog's byte counts say whether a tier can make room), so a put plans once.
+- Promotion: `config.promotion.hits` hits within `config.promotion.window` of the first of them move an
+  unpinned object up one tier. Pinned objects are never evicted, demoted or promoted; they stay where the fill plan put them.
 - Blocking: put_file copies without holding the lock; promotions and demotions copy while holding it.
   Call put_file, record_hits, evict*, set_pinned and check_tiers from an executor, not an event loop.
 """
