@@ -13,7 +13,8 @@ Rules kept here:
   committed, and every commit is preceded by the evictions `plan_placement` returned for it. Choosing a
   tier plans nothing (the catalog's byte counts say whether a tier can make room), so a put plans once.
 - Promotion: `config.promotion.hits` hits within `config.promotion.window` of the first of them move an
-  unpinned object up one tier. Pinned objects are never evicted, demoted or promoted; they stay where the fill plan put them.
+  unpinned object up one tier. Pinned objects are never evicted, demoted or promoted; they stay where the
+  fill plan put them.
 - Blocking: put_file copies without holding the lock; promotions and demotions copy while holding it.
   Call put_file, record_hits, evict*, set_pinned and check_tiers from an executor, not an event loop.
 """
