@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from oca.admin.common import master_of
+from oca.admin.common import context_of
 from oca.errors import BadRequest, NotFound
 from oca.httpapi import json_body, parse_count
 from oca.keys import is_valid_key
@@ -48,20 +48,18 @@ async def purge(request: web.Request) -> web.Response:
         raise BadRequest(f"not a valid title id: {value!r}")
     if not isinstance(soft, bool):
         raise BadRequest(f"soft must be true or false, got {soft!r}")
-    fills = master_of(request).fills
-    assert fills is not None
-    count = await fills.purge(str(scope), value, soft)
+    count = await context_of(request).fills.purge(str(scope), value, soft)
     return web.json_response({"scope": scope, "value": value, "soft": soft, "objects": count})
 
 
 async def prefetch(request: web.Request) -> web.Response:
     job_request = PrefetchRequest.from_json(await json_body(request))
-    job = master_of(request).prefetch.submit(list(job_request.items), job_request.priority, job_request.rate)
+    job = context_of(request).prefetch.submit(list(job_request.items), job_request.priority, job_request.rate)
     return web.json_response(job.progress().to_json(), status=202)
 
 
 async def prefetch_list(request: web.Request) -> web.Response:
-    jobs = master_of(request).prefetch.jobs.values()
+    jobs = context_of(request).prefetch.jobs.values()
     return web.json_response({"jobs": [job.progress().to_json() for job in jobs]})
 
 
@@ -70,14 +68,14 @@ def _job_id(request: web.Request) -> int:
 
 
 async def prefetch_progress(request: web.Request) -> web.Response:
-    job = master_of(request).prefetch.jobs.get(_job_id(request))
+    job = context_of(request).prefetch.jobs.get(_job_id(request))
     if job is None:
         raise NotFound(f"no prefetch job {request.match_info['job']}")
     return web.json_response(job.progress().to_json())
 
 
 async def prefetch_cancel(request: web.Request) -> web.Response:
-    job = master_of(request).prefetch.cancel(_job_id(request))
+    job = context_of(request).prefetch.cancel(_job_id(request))
     if job is None:
         raise NotFound(f"no prefetch job {request.match_info['job']}")
     return web.json_response(job.progress().to_json())
@@ -85,16 +83,16 @@ async def prefetch_cancel(request: web.Request) -> web.Response:
 
 async def invalidations(request: web.Request) -> web.Response:
     batch = InvalidationBatch.from_json(await json_body(request))
-    applied = await master_of(request).invalidations.apply(batch.entries)
+    applied = await context_of(request).invalidations.apply(batch.entries)
     return web.json_response(Applied(applied).to_json())
 
 
 async def titles(request: web.Request) -> web.Response:
     since = parse_count(request.query.get("since", "0"), "since (a sequence number)")
-    master = master_of(request)
-    objects = await master.owner.call(Store.list, "titles/")
-    master.title_inventory.refresh((o.key, o.size) for o in objects)
-    return web.json_response(master.title_inventory.since(since).to_json())
+    box = context_of(request)
+    objects = await box.store.call(Store.list, "titles/")
+    box.inventory.refresh((o.key, o.size) for o in objects)
+    return web.json_response(box.inventory.since(since).to_json())
 
 
 ROUTES = _routes()

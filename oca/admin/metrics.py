@@ -223,7 +223,7 @@ def render_metrics(stats: FleetStats, store_status: dict[str, Any], workers: int
                    fetch: dict[str, Any] | None = None, prefetch: Iterable[PrefetchJob] = (),
                    now: float | None = None, releases: Sequence[tuple[int, str]] = ()) -> bytes:
     """`now` (epoch seconds, default the wall clock) decides which CMCD sessions still count as concurrent;
-    `releases`: (generation, version) of each serving worker generation (Master.serving_releases)."""
+    `releases`: (generation, version) of each serving worker generation (WorkersView.serving_releases)."""
     registry = CollectorRegistry(auto_describe=False)
     ProcessCollector(registry=registry)  # process_*: the master's (it serves the admin port), not a worker's
     registry.register(_Snapshot(stats, store_status, workers, draining, fetch, prefetch,

@@ -155,7 +155,7 @@ class Worker:
 
 def handshake(control: socket.socket, source: str) -> tuple[Codec, BoxConfig]:
     """Say which protocol versions we speak; the master's answer is the version to use and its validated
-    config (see Master._spawn). A refusal ends the worker, with the master's reason."""
+    config (see WorkerReports._greet). A refusal ends the worker, with the master's reason."""
     control.settimeout(30)
     control.sendall(protocol.hello())
     line = bytearray()
