@@ -208,10 +208,11 @@ class Engine:
         for entry in entries:
             self.forget(entry)
         self.gen.bump()
-        for tier in self.cat.tiers:
-            hashes = [e.hash for e in entries if e.tier == tier.number]
-            if hashes:
-                self.remove_files(tier, hashes)
+        by_tier: dict[int, list[str]] = {}
+        for entry in entries:
+            by_tier.setdefault(entry.tier, []).append(entry.hash)
+        for number, hashes in sorted(by_tier.items()):
+            self.remove_files(self.cat.tiers[number], hashes)
 
     def forget(self, entry: CatalogEntry) -> None:
         if self.cat.detach(entry):
@@ -362,8 +363,9 @@ class Engine:
     # ---------------------------------------------------------------- access times
 
     def touch(self, entry: CatalogEntry, now: float) -> None:
-        self.cat.tiers[entry.tier].policy.touch(entry.key)
-        entry.last_access = self.accessed[entry.key] = now
+        key = entry.key
+        self.cat.tiers[entry.tier].policy.touch(key)
+        entry.last_access = self.accessed[key] = now
 
     def flush_access(self) -> None:
         """Write the batched last access times in one transaction (kept for the next try on failure)."""

@@ -11,9 +11,11 @@ Rules kept here:
   gone) moves on to the next. A full disk
   (ENOSPC) fails that put with StorageError and marks the tier FULL; nothing stored is lost.
 - The sum of object sizes on a tier never exceeds its capacity: bytes count only when an object is
-  committed, and every commit is preceded by the evictions `plan_placement` returned for it.
-- Promotion: `config.promotion.hits` hits within `config.promotion.window` move an unpinned object up one
-  tier. Pinned objects are never evicted, demoted or promoted; they stay where the fill plan put them.
+  committed, and every commit is preceded by the evictions `plan_placement` returned for it. Choosing a
+  tier plans nothing (the catalog's byte counts say whether a tier can make room), so a put plans once.
+- Promotion: `config.promotion.hits` hits within `config.promotion.window` of the first of them move an
+  unpinned object up one tier. Pinned objects are never evicted, demoted or promoted; they stay where the
+  fill plan put them.
 - Blocking: put_file copies without holding the lock; promotions and demotions copy while holding it.
   Call put_file, record_hits, evict*, set_pinned and check_tiers from an executor, not an event loop.
 """
@@ -319,6 +321,7 @@ class Store:
         place without a copy. If that tier cannot take it any more, the file is copied to another tier.
         The temp file is gone afterwards, whatever happens."""
         _check_key(key)
+        renamed = False
         try:
             with self._lock:
                 self._check_open()
@@ -326,12 +329,15 @@ class Store:
                 if found is None:
                     raise StorageError(f"no tier named {tier!r}")
                 try:
-                    return self._commit_put(found, files.Staged(path, size, digest), key, hot, pin)
+                    info = self._commit_put(found, files.Staged(path, size, digest), key, hot, pin)
+                    renamed = True  # into place: no unlink (a syscall per fill) needed
+                    return info
                 except _Retry:
                     pass
             return self.put_file(path, key, hot=hot, pin=pin, digest=digest)
         finally:
-            unlink_quiet(path)
+            if not renamed:
+                unlink_quiet(path)
 
     def evict(self, key: str) -> bool:
         """Remove the object stored as `key` (on any tier, even a FAILED one); False if there is none."""
@@ -365,17 +371,17 @@ class Store:
                 raise NotFound(f"no stored object {key!r}")
             if entry.pinned != pinned:
                 tier = self._cat.tiers[entry.tier]
-                entry.pinned = pinned
+                self._cat.set_pinned(entry, pinned)
                 try:
                     self._engine.write_sidecar(tier, entry)
                     with self._index.transaction():
                         self._index.set_pinned(key, pinned)
                 except OSError as e:
-                    entry.pinned = not pinned
+                    self._cat.set_pinned(entry, not pinned)
                     self._engine.charge(tier, e)
                     raise StorageError(f"cannot pin {key!r} on tier {tier.name}: {health.describe(e)}") from e
                 except StorageError:
-                    entry.pinned = not pinned
+                    self._cat.set_pinned(entry, not pinned)
                     raise
             return self._cat.info(entry)
 
@@ -384,15 +390,21 @@ class Store:
         with self._lock:
             self._check_open()
             now = self._clock()
-            earned: builtins.list[CatalogEntry] = []
+            earned: builtins.list[CatalogEntry] | None = None
+            # Engine.touch inlined, and the lookups hoisted: this loop runs once per hit the box serves
+            entries, tiers, accessed = self._cat.entries, self._cat.tiers, self._engine.accessed
+            counted = self._engine.counter.hit
             for key, count in hits.items():
-                entry = self._cat.entries.get(key)
+                entry = entries.get(key)
                 if entry is None or count <= 0:
                     continue
-                self._engine.touch(entry, now)
-                if entry.tier > 0 and not entry.pinned and self._engine.counter.hit(key, count):
+                tier = entry.tier
+                tiers[tier].policy.touch(key)
+                entry.last_access = accessed[key] = now
+                if tier and not entry.pinned and counted(key, count, now):
+                    earned = earned or []
                     earned.append(entry)
-            for entry in earned:
+            for entry in earned or ():
                 if self._cat.current(entry):
                     self._promote(entry)
             if now - self._last_flush >= self.config.access_flush_interval:
@@ -451,24 +463,33 @@ class Store:
 
     def _choose_tier(self, key: str | None, size: int, hot: bool, tried: set[int]) -> Tier:
         """The fastest tier that takes new objects, admits this one and can make room for `size` bytes.
-        With no `key` (a batch of new objects), only tiers that admit everything count as admitting."""
-        candidates = [t for t in self._cat.tiers if t.number not in tried and t.state.accepts]
-        if not candidates:
+
+        A tier that does not admit the object is the fallback when none that does can make room. With no `key`
+        (a batch of new objects), only tiers that admit everything count as admitting. Nothing is
+        planned here (`refusal` answers from byte counts): `_commit_put` plans once, when it commits."""
+        refuse = self._cat.refusal
+        first: InsufficientStorage | None = None
+        fallback: builtins.list[Tier] = []
+        for tier in self._cat.tiers:  # one pass, no lists: every miss comes here
+            if tier.number in tried or not tier.state.accepts:
+                continue
+            if hot or tier.admission == "all" or (key is not None and tier.policy.admits(key)):
+                refusal = refuse(tier, size, key)
+                if refusal is None:
+                    return tier
+                first = first or refusal
+            else:
+                fallback.append(tier)
+        if first is None and not fallback:
             states = ", ".join(f"{t.name} {t.state.value}" for t in self._cat.tiers)
             raise StorageError(f"no tier takes new objects ({states})")
-        admitted = [t for t in candidates
-                    if hot or t.admission == "all" or (key is not None and t.policy.admits(key))]
-        # a tier that does not admit the object is the fallback when none that does can make room
-        candidates = admitted + [t for t in candidates if t not in admitted]
-        refusal: InsufficientStorage | None = None
-        for tier in candidates:
-            try:
-                self._cat.plan(tier, size, key, replacing=True)
+        for tier in fallback:
+            refusal = refuse(tier, size, key)
+            if refusal is None:
                 return tier
-            except InsufficientStorage as e:
-                refusal = refusal or e
-        assert refusal is not None
-        raise refusal
+            first = first or refusal
+        assert first is not None
+        raise first
 
     def _commit_put(self, tier: Tier, staged: files.Staged, key: str, hot: bool, pin: bool) -> ObjectInfo:
         if not tier.state.accepts:
