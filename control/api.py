@@ -174,7 +174,7 @@ async def fleet(request: web.Request) -> web.Response:
             "load": round(h.load, 4), "egress_capacity": box.egress_capacity, "version": h.version,
             "failed_tiers": list(h.failed_tiers), "error": h.error, "last_healthy_poll": h.last_healthy_poll,
             "last_poll": plane.poller.last_poll(box.id),
-            "tiers": [{k: t.get(k) for k in ("name", "state", "capacity", "used")} for t in status.tiers]
+            "tiers": [{"name": t.name, "state": t.state, "capacity": t.capacity, "used": t.used} for t in status.tiers]
             if status else [],
             "connections": status.connections if status else None,
             "egress_bps": status.egress_bps if status else None, "bytes_out": status.bytes_out if status else None,

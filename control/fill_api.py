@@ -14,8 +14,7 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
 
 from aiohttp import web
 
@@ -25,6 +24,7 @@ from control.plane import ControlPlane
 from control.play import PLANE
 from oca.errors import NotFound, OcaError
 from oca.wire.fill import FillSettings, PlanReply
+from oca.wire.status import TierReport
 
 
 class NotReady(OcaError):
@@ -41,14 +41,9 @@ def settings_of(plane: ControlPlane) -> FillSettings:
                         pin=fill.pin)
 
 
-def tier_capacities(tiers: Any) -> list[TierCapacity]:
+def tier_capacities(tiers: Iterable[TierReport]) -> list[TierCapacity]:
     """A box's /status tiers (fastest first) as TierCapacity; entries without a usable capacity are skipped."""
-    out = []
-    for tier in tiers or ():
-        capacity = tier.get("capacity")
-        if isinstance(capacity, int) and not isinstance(capacity, bool) and capacity > 0:
-            out.append(TierCapacity(str(tier.get("name", "?")), capacity, tier.get("state") != "failed"))
-    return out
+    return [TierCapacity(t.label, t.capacity, not t.failed) for t in tiers if t.capacity is not None and t.capacity > 0]
 
 
 def held_files(titles: Mapping[str, Title], inventory: Inventory) -> dict[str, frozenset[str]]:

@@ -37,11 +37,11 @@ import time
 import types
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from control.model import Box, BoxHealth, Fleet
 from control.status_client import StatusClient, Target, default_max_idle
 from oca.httpapi import loads
+from oca.wire.status import BoxReport, TierReport
 
 log = logging.getLogger("oca.control.health")
 
@@ -57,7 +57,7 @@ class BoxStatus:
 
     version: str | None
     draining: bool
-    tiers: tuple[Mapping[str, Any], ...]
+    tiers: tuple[TierReport, ...]
     egress_bps: float | None
     bytes_out: int | None
     connections: int | None
@@ -69,7 +69,7 @@ class BoxStatus:
 
     @property
     def failed_tiers(self) -> tuple[str, ...]:
-        return tuple(str(t.get("name", "?")) for t in self.tiers if t.get("state") == "failed")
+        return tuple(t.label for t in self.tiers if t.failed)
 
 
 @dataclass
@@ -333,25 +333,10 @@ class HealthPoller:
 
 
 def parse_status(box: Box, raw: object, now: float) -> BoxStatus:
-    """A BoxStatus from a /status body; ValueError naming what is wrong when it is junk."""
-    if not isinstance(raw, dict):
-        raise ValueError("/status is not a JSON object")
-    if raw.get("box") != box.id:
-        raise ValueError(f"/status is of box {str(raw.get('box'))[:64]!r}, expected {box.id!r}")
-    tiers = raw.get("tiers", [])
-    if not isinstance(tiers, list) or not all(isinstance(t, dict) for t in tiers):
-        raise ValueError("/status tiers is not a list of objects")
+    """A BoxStatus from a /status body; ValueError (a WireError) naming what is wrong when it is junk."""
+    report = BoxReport.from_json(raw, box.id)
     return BoxStatus(
-        version=_opt(raw.get("version"), str), draining=raw.get("draining") is True, tiers=tuple(tiers),
-        egress_bps=_opt_number(raw.get("egress_bps")), bytes_out=_opt(raw.get("bytes_out"), int),
-        connections=_opt(raw.get("connections"), int), inventory_sequence=_opt(raw.get("inventory_sequence"), int),
-        invalidation_seq=_opt(raw.get("invalidation_seq"), int), polled_at=now,
-        hit_bytes=_opt(raw.get("hit_bytes"), int), miss_bytes=_opt(raw.get("miss_bytes"), int))
-
-
-def _opt(value: object, kind: type[Any]) -> Any:
-    return value if isinstance(value, kind) and not isinstance(value, bool) else None
-
-
-def _opt_number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        version=report.version, draining=report.draining, tiers=report.tiers, egress_bps=report.egress_bps,
+        bytes_out=report.bytes_out, connections=report.connections, inventory_sequence=report.inventory_sequence,
+        invalidation_seq=report.invalidation_seq, polled_at=now, hit_bytes=report.hit_bytes,
+        miss_bytes=report.miss_bytes)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +28,7 @@ from oca.secret_files import read_secret
 from oca.storage import ObjectInfo, Store
 from oca.wire.admin_client import read_token
 from oca.wire.inventory import InventoryObject, Listing
+from oca.wire.status import BoxReport, TierReport
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -110,29 +111,38 @@ async def status(request: web.Request) -> web.Response:
     box = context_of(request)
     store = box.store.peek(Store.status)  # counters, without the store lock
     identity = box.box.identity
+    firmware = box.firmware.status()
+    stats = box.stats.summary()
+    # what the control plane reads on every health poll, in the wire model's terms (oca.wire.status)
+    report = BoxReport(
+        identity.id, version=firmware.get("version"), draining=box.drain.draining,
+        egress_bps=box.egress.egress_bps, bytes_out=stats["bytes_out"], connections=stats["connections"],
+        inventory_sequence=box.inventory.sequence, invalidation_seq=box.invalidations.applied,
+        hit_bytes=stats["hit_bytes"], miss_bytes=stats["miss_bytes"],
+        tiers=_tier_reports(store.get("tiers")))
     body: dict[str, Any] = {
-        # version (the release the workers run), previous_version, staged, releases, firmware, release_stats
-        **box.firmware.status(),
-        "box": identity.id,
+        # previous_version, staged, releases, firmware, release_stats (and version, in the report)
+        **firmware,
         "site": identity.site,
         "pid": os.getpid(),
         "uptime": round(time.time() - box.box.started, 3),
-        "draining": box.drain.draining,
         "workers": box.workers.serving_workers(),
-        **box.stats.summary(),
+        **stats,  # requests, bytes_by_tier, hit_ratio (and the report's counters)
         "objects": store.get("objects"),
-        "inventory_sequence": box.inventory.sequence,
         "storage_generation": store.get("generation"),
-        "egress_bps": box.egress.egress_bps,
-        "invalidation_seq": box.invalidations.applied,
         "invalidation_error": box.invalidations.last_error,
         "fetch": box.fills.status(),
-        "tiers": store.get("tiers"),
         "promotions": store.get("promotions"),
         "demotions": store.get("demotions"),
         "evictions": store.get("evictions"),
+        **report.to_json(),
     }
     return web.json_response(body)
+
+
+def _tier_reports(tiers: object) -> tuple[TierReport, ...]:
+    """The store's tiers (Store.status: name, path, capacity, used, objects, state, error) as the report's."""
+    return tuple(TierReport.from_json(t) for t in tiers if isinstance(t, Mapping)) if isinstance(tiers, list) else ()
 
 
 async def metrics(request: web.Request) -> web.Response:

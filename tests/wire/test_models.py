@@ -27,6 +27,7 @@ from oca.wire.fill import (
 from oca.wire.invalidation import MAX_SEQ, Applied, Invalidation, InvalidationBatch
 from oca.wire.inventory import InventoryObject, Listing, TitleChanges, TitleTotals
 from oca.wire.prefetch import MAX_PRIORITY, MAX_RATE, JobProgress, PrefetchItem, PrefetchRequest
+from oca.wire.status import BoxReport, TierReport
 from oca.wire.window import Window
 
 names = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1, max_size=12)
@@ -186,3 +187,46 @@ def test_a_bad_invalidation_is_refused_naming_its_seq(entry: dict[str, Any], nam
     with pytest.raises(WireError) as caught:
         InvalidationBatch.from_json({"invalidations": [{"seq": 1, "scope": "key", "value": "titles/1/a"}, entry]})
     assert named in str(caught.value)
+
+
+optional_counts = st.one_of(st.none(), counts)
+tier_reports = st.builds(TierReport, st.one_of(st.none(), names), optional_counts, optional_counts, optional_counts,
+                         st.one_of(st.none(), st.sampled_from(["up", "full", "failed"])), st.one_of(st.none(), names))
+box_reports = st.builds(BoxReport, names, st.one_of(st.none(), names), st.booleans(),
+                        st.one_of(st.none(), st.floats(0, 1e12, allow_nan=False)), optional_counts, optional_counts,
+                        optional_counts, optional_counts, optional_counts, optional_counts,
+                        st.lists(tier_reports, max_size=3).map(tuple))
+
+
+@given(box_reports)
+def test_a_box_report_round_trips(report: BoxReport) -> None:
+    assert BoxReport.from_json(through_json(report), report.box) == report
+
+
+def test_a_box_report_of_another_release_reads_what_it_can() -> None:
+    # an older box leaves fields out, a newer one adds some or changes a counter's shape: None, never an error
+    raw = {"box": "b1", "version": 7, "draining": "yes", "egress_bps": 12, "bytes_out": True, "connections": "3",
+           "hit_bytes": 5, "added_later": {"x": 1},
+           "tiers": [{"name": "ssd", "capacity": 10, "used": 2.5, "state": "up", "disk": "nvme0"}, {}]}
+    report = BoxReport.from_json(raw, "b1")
+    assert report == BoxReport("b1", egress_bps=12.0, hit_bytes=5,
+                               tiers=(TierReport("ssd", capacity=10, state="up"), TierReport(None)))
+    assert BoxReport.from_json({"box": "b1"}) == BoxReport("b1")
+    assert BoxReport.from_json(raw | {"tiers": [{"name": "ssd", "state": "failed"}, {"state": "failed"}]}
+                               ).failed_tiers == ("ssd", "?")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ([1], "/status is not a JSON object"),
+    ({"box": "b2"}, "/status is of box 'b2', expected 'b1'"),
+    ({}, "/status is of box 'None', expected 'b1'"),
+    ({"box": "b1", "tiers": {"ssd": {}}}, "/status tiers is not a list of objects"),
+    ({"box": "b1", "tiers": ["ssd"]}, "/status tiers is not a list of objects"),
+    ({"box": "b1", "tiers": None}, "/status tiers is not a list of objects"),
+])
+def test_a_junk_box_report_is_a_wire_error(body: Any, message: str) -> None:
+    with pytest.raises(WireError) as caught:
+        BoxReport.from_json(body, "b1")
+    assert str(caught.value) == message
+    with pytest.raises(WireError, match="expected a box id"):
+        BoxReport.from_json({"box": 5})
