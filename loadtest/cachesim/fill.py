@@ -1,0 +1,117 @@
+"""The nightly fill mode of the cache replay: day 1's requests -> popularity and watch model -> the real
+planner (control/fill_plan.py) -> the plan placed on the replayed box before day 2 -> day 2 measured.
+
+Rules kept here:
+- The box replays day 1 reactively (it is warm, as a box is), then the plan is applied the way the fill job
+  applies it: the previous day's pins do not exist, every planned file is stored with the plan's hot and pin
+  flags (store.fill_target then store.adopt, the box's own calls) in plan order; then day 2 is replayed and
+  only day 2's requests are counted.
+- The planner sees only what the control plane would: day 1's requests per file (popularity per title, and
+  the watch model from them), a catalog and the box's tiers; never day 2's requests. The catalog is the files
+  day 1 requested: a synthetic title's full catalog is thousands of segments in four renditions, and the
+  planner only places files of titles watched on day 1, whose unrequested files are their unwatched tails.
+- One site, one box, one country: the comparison is about what to hold, not where.
+- `static_fill` (the clairvoyant reference) pins the keys with the most day-2 requests (hits per byte held)
+  that fit, and nothing else: it needs day 2's own counts, so no planner can reach it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from control.fill_plan import TierCapacity, WatchModel, learn_watch, plan_fleet
+from control.model import Box, CatalogFile, CoverageArea, Fleet, Rendition, Site, Title
+from loadtest.cachesim.reference import Result, Trace
+from oca.errors import InsufficientStorage
+from oca.storage.store import Store
+from oca.wire.fill import BoxPlan, FillSettings
+
+BOX, SITE = "box1", "site1"
+FLEET = Fleet({SITE: Site(SITE, 0.0, 0.0, "ZZ")},
+              {BOX: Box(BOX, SITE, "http://127.0.0.1:1", "http://127.0.0.1:2", 10**9)},
+              (CoverageArea("0.0.0.0/0", 0.0, 0.0, "ZZ"),), "http://127.0.0.1:3")
+
+
+def title_of(key: str) -> str:
+    """The title id of a content path titles/<title>/...; "" for anything else."""
+    parts = key.split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == "titles" else ""
+
+
+def catalog(files: Iterable[tuple[str, int]]) -> list[Title]:
+    """Titles as the control plane's catalog would hold them, from (content path, size) pairs."""
+    by_title: dict[str, dict[str, int]] = {}
+    for key, size in files:
+        if title_of(key):
+            by_title.setdefault(title_of(key), {})[key] = size
+    titles = []
+    for title_id, sizes in sorted(by_title.items()):
+        renditions = sorted({key.split("/")[2] for key in sizes if key.count("/") >= 3})
+        titles.append(Title(title_id, tuple(Rendition(r, "video", 0) for r in renditions),
+                            tuple(CatalogFile(key, size, "") for key, size in sorted(sizes.items()))))
+    return titles
+
+
+def day_counts(trace: Trace, lo: int, hi: int) -> dict[str, int]:
+    """Content path -> requests among trace requests [lo, hi)."""
+    counts: dict[int, int] = {}
+    for i in range(lo, hi):
+        n = trace.ids[i]
+        counts[n] = counts.get(n, 0) + 1
+    return {trace.keys[n]: c for n, c in counts.items()}
+
+
+def popularity(counts: Mapping[str, int]) -> dict[str, float]:
+    """Title -> its requests that day (the site's popularity the planner ranks by)."""
+    out: dict[str, float] = {}
+    for key, n in counts.items():
+        if title_of(key):
+            out[title_of(key)] = out.get(title_of(key), 0.0) + n
+    return out
+
+
+def plan(titles: Sequence[Title], counts: Mapping[str, int], tiers: Sequence[TierCapacity],
+         settings: FillSettings, per_file: bool = True) -> tuple[BoxPlan, WatchModel | None]:
+    """The real planner's plan for the replayed box from day 1's counts (per_file: with the watch model)."""
+    watch = learn_watch(titles, counts) if per_file else None
+    fill_plan = plan_fleet(FLEET, titles, {SITE: popularity(counts)}, {BOX: tiers}, settings=settings,
+                           watch=watch)
+    return fill_plan.boxes[BOX], watch
+
+
+def place(store: Store, box_plan: BoxPlan, path: str) -> int:
+    """Hand the box the plan's per-file scores, then store every planned file the way the fill job would;
+    returns the bytes placed."""
+    store.set_fill_scores({f.key: f.score for f in box_plan.files if f.score is not None})
+    placed = 0
+    for f in box_plan.files:
+        if store.get(f.key) is not None:  # present: kept, pinned if the plan pins it (fill/plan.py's rule)
+            if f.pin:
+                store.set_pinned(f.key, True)
+            placed += f.size
+            continue
+        try:
+            tier, _ = store.fill_target(f.key, f.size, hot=f.hot)
+            store.adopt(path, f.key, tier=tier, size=f.size, digest="", hot=f.hot, pin=f.pin)
+        except InsufficientStorage:
+            continue  # no room that is not pinned: the fill job reports it and moves on
+        placed += f.size
+    return placed
+
+
+def static_fill(trace: Trace, capacity: int, start: int) -> Result:
+    """Clairvoyant static fill: the keys with the most requests from `start` on, as many as fit, held all
+    along (ties by key number, so it is deterministic)."""
+    counts: dict[int, int] = {}
+    for i in range(start, len(trace.ids)):
+        n = trace.ids[i]
+        counts[n] = counts.get(n, 0) + 1
+    used = hit_bytes = hits = 0
+    for n in sorted(counts, key=lambda n: (-counts[n], n)):
+        size = trace.sizes[n]
+        if used + size > capacity:
+            continue
+        used += size
+        hit_bytes += counts[n] * size
+        hits += counts[n]
+    return hit_bytes, hits
