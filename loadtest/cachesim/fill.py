@@ -18,15 +18,20 @@ Rules kept here:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from control.fill_plan import TierCapacity, WatchModel, learn_watch, plan_fleet
 from control.model import Box, CatalogFile, CoverageArea, Fleet, Rendition, Site, Title
-from loadtest.cachesim.reference import Result, Trace
+from loadtest.cachesim.reference import POLICIES, Result, Trace
+from loadtest.cachesim.replay import FAKE_FILE, replay, scaled
+from loadtest.cachesim.trace import DAY
+from oca.config.model import StorageConfig
 from oca.errors import InsufficientStorage
 from oca.storage.store import Store
 from oca.wire.fill import BoxPlan, FillSettings
 
 BOX, SITE = "box1", "site1"
+DEFAULT_SETTINGS = FillSettings()
 FLEET = Fleet({SITE: Site(SITE, 0.0, 0.0, "ZZ")},
               {BOX: Box(BOX, SITE, "http://127.0.0.1:1", "http://127.0.0.1:2", 10**9)},
               (CoverageArea("0.0.0.0/0", 0.0, 0.0, "ZZ"),), "http://127.0.0.1:3")
@@ -115,3 +120,32 @@ def static_fill(trace: Trace, capacity: int, start: int) -> Result:
         hit_bytes += counts[n] * size
         hits += counts[n]
     return hit_bytes, hits
+
+
+def measure_day2(trace: Trace, storage: StorageConfig, fraction: float, policies: Sequence[str],
+                 settings: FillSettings = DEFAULT_SETTINGS) -> list[dict[str, Any]]:
+    """Rows {policy, size, fill, byte_hit_ratio, object_hit_ratio} on day 2 of a two-day trace at `fraction`
+    of day 2's unique bytes: `policies` without the fill (each warmed by day 1), then `oca` with the nightly
+    fill and the clairvoyant `static` fill."""
+    start = trace.first_at(DAY)
+    capacity = int(fraction * trace.unique_bytes(start))
+    total = sum(trace.sizes[trace.ids[i]] for i in range(start, len(trace)))
+    requests = len(trace) - start
+    rows = []
+
+    def row(policy: str, fill: bool, result: Result) -> None:
+        rows.append({"policy": policy, "size": fraction, "fill": fill, "byte_hit_ratio": result[0] / total,
+                     "object_hit_ratio": result[1] / requests})
+
+    for policy in policies:
+        if policy == "oca":
+            row(policy, False, replay(trace, storage, capacity, start)[0])
+        else:
+            row(policy, False, POLICIES[policy](trace, capacity, start))
+    counts = day_counts(trace, 0, start)
+    sizes = {trace.keys[n]: trace.sizes[n] for n in range(len(trace.keys))}
+    tiers = [TierCapacity(t.name, t.capacity) for t in scaled(storage, capacity).tiers]
+    box_plan, _ = plan(catalog((key, sizes[key]) for key in counts), counts, tiers, settings)
+    row("oca", True, replay(trace, storage, capacity, start, lambda store: place(store, box_plan, FAKE_FILE))[0])
+    row("static", True, static_fill(trace, capacity, start))
+    return rows

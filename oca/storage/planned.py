@@ -66,17 +66,19 @@ class PlannedPolicy:
         return key in self._scores or self.inner.admits(key)
 
     def replan(self, scores: Mapping[str, float], held: Mapping[str, int]) -> None:
-        """The next plan's scores; `held` is every key on this tier with its size."""
+        """The next plan's scores; `held` is every key on this tier with its size (a policy wrapped while the
+        tier already holds keys learns their sizes here)."""
         self._scores = scores
+        for key, size in held.items():
+            if key not in self._planned:
+                self._sizes[key] = size
         for key in [k for k in self._planned if k not in scores]:
             size = self._planned.pop(key)
             self._sizes[key] = size
             self.inner.add(key, size)
-        for key, size in held.items():
-            if key in scores and key not in self._planned:
-                if self._sizes.pop(key, None) is not None:
-                    self.inner.remove(key)
-                self._planned[key] = size
+        for key in [k for k in self._sizes if k in scores]:
+            self._planned[key] = self._sizes.pop(key)
+            self.inner.remove(key)
 
     def __len__(self) -> int:
         return len(self._planned) + len(self.inner)

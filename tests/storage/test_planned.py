@@ -107,3 +107,13 @@ def test_the_store_keeps_planned_files_while_unplanned_ones_can_go(tmp_path: Pat
             store.put_file(src(size=100, seed=f"m{i}"), f"m{i}")
             clock.advance(1)
         assert not {"p0", "p1"} & {info.key for info in store.list()}
+
+
+def test_wrapping_a_policy_that_already_holds_keys_learns_their_sizes() -> None:
+    inner = LRUPolicy()
+    for key in ("a", "b", "c"):
+        inner.add(key, 10)
+    policy = PlannedPolicy(inner)
+    policy.replan({"a": 1.0}, {"a": 10, "b": 10, "c": 10})
+    assert policy.victims(20, nothing_pinned) == ["b", "c"]
+    assert policy.victims(25, nothing_pinned) == ["b", "c", "a"]
