@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(loaded.sizes[n] for n in loaded.ids)
     print(f"trace: {len(loaded)} requests, {len(loaded.keys)} objects, {unique / 1e9:.1f} GB unique, "
           f"{total / 1e9:.1f} GB requested" + ("" if args.trace else f" (alpha {args.alpha}, seed {args.seed})"))
-    rows = fill_table(loaded, storage, sizes, policies) if args.fill else table(loaded, storage, sizes, policies)
+    seed = None if args.trace else args.seed
+    rows = (fill_table(loaded, storage, sizes, policies, seed) if args.fill
+            else table(loaded, storage, sizes, policies))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
@@ -118,8 +120,8 @@ def table(loaded: reference.Trace, storage: StorageConfig, sizes: list[float], p
     return rows
 
 
-def fill_table(loaded: reference.Trace, storage: StorageConfig, sizes: list[float], policies: list[str]
-               ) -> list[dict[str, Any]]:
+def fill_table(loaded: reference.Trace, storage: StorageConfig, sizes: list[float], policies: list[str],
+               seed: int | None) -> list[dict[str, Any]]:
     if loaded.first_at(trace.DAY) >= len(loaded):
         print("--fill: the trace has no day 2 (no request at or after 86400 s)", file=sys.stderr)
         return []
@@ -127,7 +129,7 @@ def fill_table(loaded: reference.Trace, storage: StorageConfig, sizes: list[floa
     print("day 2 only; size = fraction of day 2's unique bytes")
     print(f"{'policy':8} {'fill':>5} {'size':>6} {'byte hit':>9} {'obj hit':>8}")
     for size in sizes:
-        measured = fill.measure_day2(loaded, storage, size, policies)
+        measured = fill.measure_day2(loaded, storage, size, policies, seed=seed)
         for row in measured:
             print(f"{row['policy']:8} {'yes' if row['fill'] else 'no':>5} {size:6.1%} {row['byte_hit_ratio']:9.1%} "
                   f"{row['object_hit_ratio']:8.1%}")

@@ -7,9 +7,11 @@ Rules kept here:
   flags (store.fill_target then store.adopt, the box's own calls) in plan order; then day 2 is replayed and
   only day 2's requests are counted.
 - The planner sees only what the control plane would: day 1's requests per file (popularity per title, and
-  the watch model from them), a catalog and the box's tiers; never day 2's requests. The catalog is the files
-  day 1 requested: a synthetic title's full catalog is thousands of segments in four renditions, and the
-  planner only places files of titles watched on day 1, whose unrequested files are their unwatched tails.
+  the watch model from them), a catalog and the box's tiers; never day 2's requests. The catalog lists every
+  file of the titles day 1 watched (a generated trace's titles are known from its seed; the planner places
+  nothing of an unwatched title). It must be whole: a catalog of only the requested files would make every
+  title look as long as its furthest viewer got, and the watch-depth curve would see no one quit. For a trace
+  file, only the requested files are known, and the curve is biased so.
 - One site, one box, one country: the comparison is about what to hold, not where.
 - `static_fill` (the clairvoyant reference) pins the keys with the most day-2 requests (hits per byte held)
   that fit, and nothing else: it needs day 2's own counts, so no planner can reach it.
@@ -24,7 +26,7 @@ from control.fill_plan import TierCapacity, WatchModel, learn_watch, plan_fleet
 from control.model import Box, CatalogFile, CoverageArea, Fleet, Rendition, Site, Title
 from loadtest.cachesim.reference import POLICIES, Result, Trace
 from loadtest.cachesim.replay import FAKE_FILE, replay, scaled
-from loadtest.cachesim.trace import DAY
+from loadtest.cachesim.trace import DAY, title_files, title_number
 from oca.config.model import StorageConfig
 from oca.errors import InsufficientStorage
 from oca.storage.store import Store
@@ -123,10 +125,11 @@ def static_fill(trace: Trace, capacity: int, start: int) -> Result:
 
 
 def measure_day2(trace: Trace, storage: StorageConfig, fraction: float, policies: Sequence[str],
-                 settings: FillSettings = DEFAULT_SETTINGS) -> list[dict[str, Any]]:
+                 settings: FillSettings = DEFAULT_SETTINGS, seed: int | None = None) -> list[dict[str, Any]]:
     """Rows {policy, size, fill, byte_hit_ratio, object_hit_ratio} on day 2 of a two-day trace at `fraction`
     of day 2's unique bytes: `policies` without the fill (each warmed by day 1), then `oca` with the nightly
-    fill and the clairvoyant `static` fill."""
+    fill and the clairvoyant `static` fill. `seed`: the trace is the generator's with this seed, so the
+    catalog lists every file of the titles day 1 watched (else only the files day 1 requested)."""
     start = trace.first_at(DAY)
     capacity = int(fraction * trace.unique_bytes(start))
     total = sum(trace.sizes[trace.ids[i]] for i in range(start, len(trace)))
@@ -145,7 +148,12 @@ def measure_day2(trace: Trace, storage: StorageConfig, fraction: float, policies
     counts = day_counts(trace, 0, start)
     sizes = {trace.keys[n]: trace.sizes[n] for n in range(len(trace.keys))}
     tiers = [TierCapacity(t.name, t.capacity) for t in scaled(storage, capacity).tiers]
-    box_plan, _ = plan(catalog((key, sizes[key]) for key in counts), counts, tiers, settings)
+    if seed is None:
+        titles = catalog((key, sizes[key]) for key in counts)
+    else:
+        numbers = sorted({n for n in map(title_number, counts) if n is not None})
+        titles = catalog(f for n in numbers for f in title_files(seed, n))
+    box_plan, _ = plan(titles, counts, tiers, settings)
     row("oca", True, replay(trace, storage, capacity, start, lambda store: place(store, box_plan, FAKE_FILE))[0])
     row("static", True, static_fill(trace, capacity, start))
     return rows
