@@ -250,7 +250,7 @@ async def explain(request: web.Request) -> web.Response:
         raise BadRequest("ip is required")
     title = await plane.catalog.require(check_title_id(title_id))
     try:
-        decision = plane.decide(title, ip)
+        decision = plane.decide(title, ip, new_session=True)  # what a session starting now is given
     except ValueError as exc:
         raise BadRequest(f"ip: {exc}") from None
     return web.json_response({"title": title.id, "ip": ip, **decision.as_json()})

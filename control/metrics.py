@@ -131,8 +131,13 @@ class _State:
                                    "that the box has not applied yet.", labels=["box", "site"])
         version = GaugeMetricFamily("oca_control_box_version", "1 for the release each box last reported (a "
                                     "roll-out's progress, box by box).", labels=["box", "site", "version"])
+        slow = GaugeMetricFamily("oca_control_box_slow", "1 while players find the box slow (their steering "
+                                 "reloads' throughput, control.signals): ranked last for new sessions.",
+                                 labels=["box", "site"])
+        slow_now = plane.signals.slow  # as last judged: a scrape never judges (nor moves a session)
         for box in plane.config.fleet.boxes.values():
             labels = [box.id, box.site]
+            slow.add_metric(labels, int(box.id in slow_now))
             h = health.get(box.id)
             if h is not None and h.version:
                 version.add_metric([*labels, h.version], 1)
@@ -140,7 +145,7 @@ class _State:
             draining.add_metric(labels, int(bool(h and h.draining)))
             load.add_metric(labels, h.load if h else 0.0)
             behind.add_metric(labels, max(0, invalidator.last_seq - invalidator.applied.get(box.id, 0)))
-        yield from (up, draining, load, behind, version)
+        yield from (up, draining, load, behind, version, slow)
         rollout = plane.rollouts.running()
         steps = GaugeMetricFamily("oca_control_rollout_steps", "Steps of the firmware roll-out under way: done and "
                                   "total (absent when none runs).", labels=["rollout", "version", "of"])

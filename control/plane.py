@@ -32,6 +32,7 @@ from control.config import ControlConfig
 from control.health import HealthPoller
 from control.invalidation import Invalidator
 from control.inventory import InventoryTracker
+from control.manifests.query import SteeringQuery
 from control.model import ORIGIN_PATHWAY, BoxHealth, Title
 from control.popularity import Popularity
 from control.prefix_data import PrefixState, reload_index
@@ -40,6 +41,7 @@ from control.replication import StateFollower
 from control.rollout.boxes import BoxFirmwareClient
 from control.rollout.service import Rollouts
 from control.sessions import SessionTable
+from control.signals import PlayerSignals
 from control.steering import Decision, Pathway, SteeringIndex, steer
 from control.store import StateStore, open_store
 from control.titles import LiveCatalog
@@ -89,6 +91,7 @@ class ControlPlane:
     others: dict[str, Popularity] = field(default_factory=dict)  # other replicas' counters, at their last snapshot
     prefixes: PrefixState = field(init=False)  # the prefix files the index was built from (control.prefix_data)
     _reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
+    signals: PlayerSignals = field(default_factory=PlayerSignals)  # players' throughput per box (this replica's)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _closed: bool = False
 
@@ -265,11 +268,25 @@ class ControlPlane:
     def health(self) -> dict[str, BoxHealth]:
         return self.poller.health()
 
-    def decide(self, title: Title, client_ip: str, avoid: dict[str, float] | None = None) -> Decision:
-        """ValueError on a malformed client address (the API answers 400)."""
-        return steer(self.index, self.poller.health_view(), self.inventory.snapshot(), title, client_ip,
-                     now=self.clock(), avoid=avoid, overload_threshold=self.config.steering.overload_threshold,
-                     max_pathways=self.config.steering.max_pathways)
+    def decide(self, title: Title, client_ip: str, avoid: dict[str, float] | None = None, *,
+               new_session: bool = False) -> Decision:
+        """ValueError on a malformed client address (the API answers 400). A new session also ranks the
+        boxes players find slow last (control.signals); a steering reload does not, so no session is moved."""
+        health = self.poller.health_view()
+        now = self.clock()
+        slow = None
+        if new_session:
+            loads = {box: h.load for box, h in health.items()}
+            slow = {box: s.reason() for box, s in self.signals.current(self.index.box_site, loads, now).items()}
+        return steer(self.index, health, self.inventory.snapshot(), title, client_ip,
+                     now=now, avoid=avoid, overload_threshold=self.config.steering.overload_threshold,
+                     max_pathways=self.config.steering.max_pathways, slow=slow)
+
+    def player_report(self, report: SteeringQuery, now: float) -> None:
+        """A steering reload's throughputs, per box reported (the origin and unknown ids are not boxes)."""
+        for pathway, bits_per_second in zip(report.pathways, report.throughputs, strict=False):
+            if pathway in self.index.box_site:
+                self.signals.report(pathway, bits_per_second, now)
 
     def token(self, title_id: str, client_ip: str) -> str | None:
         return self.signer.token(title_id, client_ip, self.clock()) if self.signer else None

@@ -64,7 +64,7 @@ async def _start(request: web.Request) -> tuple[ControlPlane, Title, Decision, s
     title = await plane.catalog.require(check_title_id(request.match_info["title"]))
     ip = client_ip(request)
     try:
-        decision = plane.decide(title, ip)
+        decision = plane.decide(title, ip, new_session=True)
     except ValueError as exc:
         raise BadRequest(f"client address: {exc}") from None
     metrics = request.app.get(METRICS)
@@ -112,6 +112,7 @@ async def steering(request: web.Request) -> web.Response:
     report = parse_steering_query(request.query)
     title = await _title(plane, title_id)
     now = plane.clock()
+    plane.player_report(report, now)  # passive signals: what players measure of each box (control.signals)
     before = memory.priority
     priority = memory.reload(report, now, plane.health(), lambda avoid: _rank(plane, title, ip, avoid))
     metrics = request.app.get(METRICS)

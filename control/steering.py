@@ -22,6 +22,9 @@ Rules kept here (issue 4, "Steering"):
   Such a box stays eligible but is ranked after every other eligible box of every tier (before the origin)
   until its `last_healthy_poll` is later than that time: dash.js returns to a box at every steering reload
   that lists it first, so a dead box must not come back first before a fresh poll has seen it healthy.
+- Slow (issue 18, control.signals): `slow` maps box id -> why players find it slow. Such a box stays
+  eligible but is ranked after every other eligible box (with the avoided ones, before the origin). The
+  play API passes it for new sessions only, so a session is never moved by it.
 - At most `max_pathways` boxes are offered, then the origin (ORIGIN_PATHWAY, fleet.origin_url).
 - A malformed client address raises ValueError (the API answers 400). Nothing else here raises.
 """
@@ -266,7 +269,8 @@ def _parent_tiers(index: SteeringIndex, sites: Sequence[str]) -> list[tuple[str,
 
 def steer(index: SteeringIndex, health: Mapping[str, BoxHealth], inventory: Inventory, title: Title,
           client_ip: str, *, now: float, avoid: Mapping[str, float] | None = None,
-          overload_threshold: float = 0.9, max_pathways: int = DEFAULT_MAX_PATHWAYS) -> Decision:
+          overload_threshold: float = 0.9, max_pathways: int = DEFAULT_MAX_PATHWAYS,
+          slow: Mapping[str, str] | None = None) -> Decision:
     """Rank the pathways for one session of `title` from `client_ip` (see the module rules)."""
     where = locate(index, client_ip)
     if not title.licensed_in(where.country):
@@ -274,8 +278,9 @@ def steer(index: SteeringIndex, health: Mapping[str, BoxHealth], inventory: Inve
         return Decision(UNAVAILABLE_FOR_LEGAL_REASONS, (), where.site, where.country, where.matched_by,
                         where.prefix, (), note)
     avoid = avoid or {}
+    slow = slow or {}
     chosen: list[str] = []
-    late: list[str] = []  # eligible but avoided: after every other eligible box
+    late: list[str] = []  # eligible but avoided or slow: after every other eligible box
     reasons: dict[str, tuple[str, str, str]] = {}  # box -> (tier, reason if chosen, reason if not offered)
     order: list[str] = []
     for tier, boxes in where.tiers:
@@ -295,6 +300,10 @@ def steer(index: SteeringIndex, health: Mapping[str, BoxHealth], inventory: Inve
                 ago = f"{now - left:.1f}s ago" if now >= left else f"at {left:.3f}"
                 why = f"player left it {ago}, no healthy poll since"
                 reasons[box] = (tier, f"avoided, ranked after the others: {why}; {holding}", f"avoided: {why}")
+                late.append(box)
+            elif box in slow:
+                why = slow[box]
+                reasons[box] = (tier, f"ranked after the others: {why}; {holding}", f"slow: {why}")
                 late.append(box)
             else:
                 reasons[box] = (tier, holding, f"not offered: max_pathways={max_pathways} reached; {holding}")

@@ -15,7 +15,8 @@ Rules kept here:
   followed our steering from a2 to a1 sends "a2,a1"; dash.js 4 sorted them by throughput. Neither order says
   which pathway is in use, so nothing here reads list order.
   `_DASH_throughput` gives each listed pathway's measured throughput (bits per second) in the same order,
-  an empty entry for one not measured (dash.js 5.x); older players leave unmeasured ones out at the end.
+  an empty entry for one not measured (dash.js 5.x); older players leave unmeasured ones out at the end,
+  which is how they are kept here (so a list with nothing measured, `,`, is no throughput at all).
   A list entry that is not a valid pathway id is dropped; a throughput list with any unreadable non-empty
   entry is dropped whole (its positions would no longer line up).
 - `current` is the pathway in use when the player says which one that is: HLS only (None for DASH).
@@ -65,7 +66,7 @@ def parse_steering_query(query: Mapping[str, str]) -> SteeringQuery:
     """The player's report from the steering request's query parameters (already URL-decoded or not)."""
     hls = _pathway_list(query.get("_HLS_pathway"), single=True)
     if hls:
-        return SteeringQuery("hls", hls, _throughputs(query.get("_HLS_throughput"))[:1])
+        return SteeringQuery("hls", hls, _throughputs(query.get("_HLS_throughput"), single=True))
     dash = _pathway_list(query.get("_DASH_pathway"), single=False)
     if dash:
         return SteeringQuery("dash", dash, _throughputs(query.get("_DASH_throughput"))[:len(dash)])
@@ -105,10 +106,15 @@ def _pathway_list(raw: object, *, single: bool) -> tuple[str, ...]:
     return tuple(out)[:MAX_PATHWAYS]
 
 
-def _throughputs(raw: object) -> tuple[int | None, ...]:
+def _throughputs(raw: object, *, single: bool = False) -> tuple[int | None, ...]:
+    """Bits per second by position; () when unreadable. Unmeasured entries at the end are left out, as older
+    players do: a list that measured nothing (`,`) is no throughput, never a tuple of Nones."""
     text = _clean(raw)
     if text is None:
         return ()
+    if single:  # _HLS_throughput is one number (rfc8216bis §7.2): a list there is an unreadable value
+        value = _bits_per_second(text)
+        return () if value is None else (value,)
     values: list[int | None] = []
     for item in text.split(","):
         item = item.strip()
@@ -116,6 +122,8 @@ def _throughputs(raw: object) -> tuple[int | None, ...]:
         if item and value is None:
             return ()
         values.append(value)
+    while values and values[-1] is None:
+        values.pop()
     return tuple(values[:MAX_PATHWAYS])
 
 

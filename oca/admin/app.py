@@ -5,7 +5,8 @@ Rules kept here:
   read-only token (admin.read_token_file) is taken on GET routes (status, metrics, inventory, ...) and is
   a 403 on every route that writes (oca.httpapi.scoped_auth).
 - Errors are JSON {"error": "..."} with the status the OcaError carries; bad JSON or fields are 400.
-- Store calls go through the master's StorageOwner (its threads), never straight to the Store.
+- Store calls go through the storage owner (its threads), never straight to the Store.
+- Routes use only the narrow interfaces of AdminContext (oca.admin.common), never the master.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from oca.admin import content, firmware
-from oca.admin.common import CONTEXT, AdminContext, master_of
+from oca.admin.common import CONTEXT, AdminContext, context_of
 from oca.admin.metrics import render_metrics
 from oca.errors import BadRequest, NotFound, OcaError
 from oca.httpapi import json_body, scoped_auth
@@ -41,7 +42,7 @@ def inventory_object(info: ObjectInfo) -> InventoryObject:
 
 
 def build_app(context: AdminContext) -> web.Application:
-    admin = context.master.config.admin
+    admin = context.admin
     token = read_token(admin.token_file)
     # the read-only token (status, metrics, inventory: every GET); no full token, no scopes (all open)
     read = read_secret(admin.read_token_file, "admin.read_token_file") if admin.read_token_file and token else None
@@ -72,6 +73,7 @@ def admin_routes() -> list[web.RouteDef]:
         web.delete("/cache/objects/{key:.+}", evict_object),
         web.post("/cache/evict", evict_prefix),
         web.post("/cache/import", import_object),
+        web.post("/cache/import-batch", import_batch),
         web.post("/cache/pin", pin_object),
         web.post("/drain", drain),
         web.post("/undrain", undrain),
@@ -105,25 +107,26 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    master = master_of(request)
-    store = await master.owner.call(Store.status)
+    box = context_of(request)
+    store = box.store.peek(Store.status)  # counters, without the store lock
+    identity = box.box.identity
     body: dict[str, Any] = {
         # version (the release the workers run), previous_version, staged, releases, firmware, release_stats
-        **master.firmware.status(),
-        "box": master.config.box.id,
-        "site": master.config.box.site,
+        **box.firmware.status(),
+        "box": identity.id,
+        "site": identity.site,
         "pid": os.getpid(),
-        "uptime": round(time.time() - master.started, 3),
-        "draining": master.draining,
-        "workers": master.serving_workers(),
-        **master.stats.summary(),
+        "uptime": round(time.time() - box.box.started, 3),
+        "draining": box.drain.draining,
+        "workers": box.workers.serving_workers(),
+        **box.stats.summary(),
         "objects": store.get("objects"),
-        "inventory_sequence": master.title_inventory.sequence,
+        "inventory_sequence": box.inventory.sequence,
         "storage_generation": store.get("generation"),
-        "egress_bps": master.egress_bps,
-        "invalidation_seq": master.invalidations.applied,
-        "invalidation_error": master.invalidations.last_error,
-        "fetch": master.fills.status() if master.fills is not None else None,
+        "egress_bps": box.egress.egress_bps,
+        "invalidation_seq": box.invalidations.applied,
+        "invalidation_error": box.invalidations.last_error,
+        "fetch": box.fills.status(),
         "tiers": store.get("tiers"),
         "promotions": store.get("promotions"),
         "demotions": store.get("demotions"),
@@ -133,14 +136,10 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    master = master_of(request)
-    store = await master.owner.call(Store.status)
-    workers = master.serving_workers()
-    prefetch = getattr(master, "prefetch", None)  # set once storage is open
-    text = render_metrics(master.stats, store, workers, master.draining,
-                          master.fills.status() if master.fills is not None else None,
-                          list(prefetch.jobs.values()) if prefetch is not None else (),
-                          releases=master.serving_releases())
+    box = context_of(request)
+    store = box.store.peek(Store.status)  # counters, without the store lock
+    text = render_metrics(box.stats, store, box.workers.serving_workers(), box.drain.draining, box.fills.status(),
+                          list(box.prefetch.jobs.values()), releases=box.workers.serving_releases())
     return web.Response(body=text, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
@@ -148,13 +147,13 @@ async def inventory(request: web.Request) -> web.Response:
     if request.query.get("by") == "title":
         return await content.titles(request)
     prefix = request.query.get("prefix", "")
-    objects = await master_of(request).owner.call(Store.list, prefix)
+    objects = await context_of(request).store.call(Store.list, prefix)
     return web.json_response(Listing(tuple(inventory_object(o) for o in objects)).to_json())
 
 
 async def stat_object(request: web.Request) -> web.Response:
     key = _key(request.match_info["key"])
-    info = await master_of(request).owner.call(Store.get, key)
+    info = await context_of(request).store.call(Store.get, key)
     if info is None:
         raise NotFound(f"{key} is not in the cache")
     return web.json_response(object_json(info))
@@ -162,7 +161,7 @@ async def stat_object(request: web.Request) -> web.Response:
 
 async def evict_object(request: web.Request) -> web.Response:
     key = _key(request.match_info["key"])
-    if not await master_of(request).owner.call(Store.evict, key):
+    if not await context_of(request).store.call(Store.evict, key):
         raise NotFound(f"{key} is not in the cache")
     return web.json_response({"evicted": 1})
 
@@ -172,7 +171,7 @@ async def evict_prefix(request: web.Request) -> web.Response:
     prefix = body.get("prefix")
     if not isinstance(prefix, str) or not prefix:
         raise BadRequest("prefix must be a non-empty string")
-    count = await master_of(request).owner.call(Store.evict_prefix, prefix)
+    count = await context_of(request).store.call(Store.evict_prefix, prefix)
     return web.json_response({"evicted": count})
 
 
@@ -187,23 +186,50 @@ async def import_object(request: web.Request) -> web.Response:
     digest = body.get("digest")
     if digest is not None and not isinstance(digest, str):
         raise BadRequest("digest must be a string")
-    info = await master_of(request).owner.call(Store.put_file, src, key, hot=_flag(body, "hot"),
+    info = await context_of(request).store.call(Store.put_file, src, key, hot=_flag(body, "hot"),
                                              pin=_flag(body, "pin"), digest=digest)
     return web.json_response(object_json(info), status=201)
+
+
+MAX_IMPORT_BATCH = 1024  # files per /cache/import-batch request
+
+
+async def import_batch(request: web.Request) -> web.Response:
+    """Store many files already on this machine with one index commit (Store.put_files): the operator CLI's
+    `cache import` against a running box. Body {"items": [{"src", "key"}...], "hot", "pin"}; answers each
+    item's object or error, in order."""
+    body = await json_body(request)
+    items = body.get("items")
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_IMPORT_BATCH:
+        raise BadRequest(f"items must be a list of 1 to {MAX_IMPORT_BATCH} objects")
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise BadRequest("each item must be an object with src and key")
+        src, key = item.get("src"), _key(item.get("key"))
+        if not isinstance(src, str) or not os.path.isabs(src):
+            raise BadRequest(f"src must be an absolute path, got {src!r}")
+        pairs.append((src, key))
+    results = await context_of(request).store.call(Store.put_files, pairs, hot=_flag(body, "hot"),
+                                                 pin=_flag(body, "pin"))
+    return web.json_response({"results": [
+        {"error": str(r), "status": r.status} if isinstance(r, OcaError) else object_json(r) for r in results]})
 
 
 async def pin_object(request: web.Request) -> web.Response:
     body = await json_body(request)
     key = _key(body.get("key"))
-    info = await master_of(request).owner.call(Store.set_pinned, key, _flag(body, "pinned"))
+    info = await context_of(request).store.call(Store.set_pinned, key, _flag(body, "pinned"))
     return web.json_response(object_json(info))
 
 
 async def drain(request: web.Request) -> web.Response:
-    master_of(request).draining = True
-    return web.json_response({"draining": True})
+    control = context_of(request).drain
+    control.drain()
+    return web.json_response({"draining": control.draining})
 
 
 async def undrain(request: web.Request) -> web.Response:
-    master_of(request).draining = False
-    return web.json_response({"draining": False})
+    control = context_of(request).drain
+    control.undrain()
+    return web.json_response({"draining": control.draining})

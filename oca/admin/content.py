@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from oca.admin.common import master_of
+from oca.admin.common import context_of
 from oca.errors import BadRequest, NotFound
 from oca.httpapi import json_body, parse_count
 from oca.keys import is_valid_key
@@ -30,6 +30,7 @@ def _routes() -> list[web.RouteDef]:
         web.delete("/prefetch/{job}", prefetch_cancel),
         web.post("/invalidations", invalidations),
         web.get("/inventory/titles", titles),
+        web.get("/cache/why/{key:.+}", why),
     ]
 
 
@@ -48,20 +49,33 @@ async def purge(request: web.Request) -> web.Response:
         raise BadRequest(f"not a valid title id: {value!r}")
     if not isinstance(soft, bool):
         raise BadRequest(f"soft must be true or false, got {soft!r}")
-    fills = master_of(request).fills
-    assert fills is not None
-    count = await fills.purge(str(scope), value, soft)
+    count = await context_of(request).fills.purge(str(scope), value, soft)
     return web.json_response({"scope": scope, "value": value, "soft": soft, "objects": count})
+
+
+async def why(request: web.Request) -> web.Response:
+    """The history of one key (`oca cache why`): held now or not, and what happened to it (oca.fetch.history)."""
+    key = request.match_info["key"]
+    if not is_valid_key(key):
+        raise BadRequest(f"not a valid content key: {key!r}")
+    context = context_of(request)
+    info = await context.store.call(Store.get, key)
+    story = context.fills.explain(key, info is not None)
+    if story["sliced"] is not None:
+        story["sliced"]["slices_held"] = len(await context.store.call(Store.list, f"{key}@slice"))
+    held = None if info is None else {"tier": info.tier, "size": info.size, "stored_at": info.stored_at,
+                                      "pinned": info.pinned}
+    return web.json_response({"key": key, "held": held, **story})
 
 
 async def prefetch(request: web.Request) -> web.Response:
     job_request = PrefetchRequest.from_json(await json_body(request))
-    job = master_of(request).prefetch.submit(list(job_request.items), job_request.priority, job_request.rate)
+    job = context_of(request).prefetch.submit(list(job_request.items), job_request.priority, job_request.rate)
     return web.json_response(job.progress().to_json(), status=202)
 
 
 async def prefetch_list(request: web.Request) -> web.Response:
-    jobs = master_of(request).prefetch.jobs.values()
+    jobs = context_of(request).prefetch.jobs.values()
     return web.json_response({"jobs": [job.progress().to_json() for job in jobs]})
 
 
@@ -70,14 +84,14 @@ def _job_id(request: web.Request) -> int:
 
 
 async def prefetch_progress(request: web.Request) -> web.Response:
-    job = master_of(request).prefetch.jobs.get(_job_id(request))
+    job = context_of(request).prefetch.jobs.get(_job_id(request))
     if job is None:
         raise NotFound(f"no prefetch job {request.match_info['job']}")
     return web.json_response(job.progress().to_json())
 
 
 async def prefetch_cancel(request: web.Request) -> web.Response:
-    job = master_of(request).prefetch.cancel(_job_id(request))
+    job = context_of(request).prefetch.cancel(_job_id(request))
     if job is None:
         raise NotFound(f"no prefetch job {request.match_info['job']}")
     return web.json_response(job.progress().to_json())
@@ -85,16 +99,15 @@ async def prefetch_cancel(request: web.Request) -> web.Response:
 
 async def invalidations(request: web.Request) -> web.Response:
     batch = InvalidationBatch.from_json(await json_body(request))
-    applied = await master_of(request).invalidations.apply(batch.entries)
+    applied = await context_of(request).invalidations.apply(batch.entries)
     return web.json_response(Applied(applied).to_json())
 
 
 async def titles(request: web.Request) -> web.Response:
     since = parse_count(request.query.get("since", "0"), "since (a sequence number)")
-    master = master_of(request)
-    objects = await master.owner.call(Store.list, "titles/")
-    master.title_inventory.refresh((o.key, o.size) for o in objects)
-    return web.json_response(master.title_inventory.since(since).to_json())
+    box = context_of(request)
+    box.inventory.apply(box.store.peek(Store.title_changes))
+    return web.json_response(box.inventory.since(since).to_json())
 
 
 ROUTES = _routes()

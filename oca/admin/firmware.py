@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from oca.admin.common import master_of
+from oca.admin.common import context_of
 from oca.errors import BadRequest
 from oca.firmware.box import BoxFirmware
 from oca.firmware.errors import BundleTooLarge
@@ -40,12 +40,12 @@ async def _upload(request: web.Request, firmware: BoxFirmware,
 
 
 async def install(request: web.Request) -> web.Response:
-    master = master_of(request)
-    return await _upload(request, master.firmware, lambda path: master.firmware.install(path, master))
+    box = context_of(request)
+    return await _upload(request, box.firmware, lambda path: box.firmware.install(path, box.switcher))
 
 
 async def stage(request: web.Request) -> web.Response:
-    firmware = master_of(request).firmware
+    firmware = context_of(request).firmware
     return await _upload(request, firmware, firmware.stage)
 
 
@@ -57,17 +57,17 @@ async def _version(request: web.Request) -> str:
 
 
 async def activate(request: web.Request) -> web.Response:
-    master = master_of(request)
-    return web.json_response(await master.firmware.activate(await _version(request), master))
+    box = context_of(request)
+    return web.json_response(await box.firmware.activate(await _version(request), box.switcher))
 
 
 async def revert(request: web.Request) -> web.Response:
-    master = master_of(request)
-    return web.json_response(await master.firmware.revert(await _version(request), master))
+    box = context_of(request)
+    return web.json_response(await box.firmware.revert(await _version(request), box.switcher))
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(master_of(request).firmware.status())
+    return web.json_response(context_of(request).firmware.status())
 
 
 ROUTES = [web.post("/firmware", install), web.get("/firmware", status), web.post("/firmware/stage", stage),

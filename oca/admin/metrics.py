@@ -24,6 +24,7 @@ from prometheus_client.core import (
 )
 
 from oca import __version__
+from oca.fetch.history import REASONS
 from oca.serve.stats import (
     BITRATE_BUCKETS,
     BUFFER_BUCKETS,
@@ -128,6 +129,7 @@ class _Snapshot:
         yield evictions
         yield from self._fetch_metrics()
         yield from self._prefetch_metrics()
+        yield from self._miss_metrics()
         yield from _player_metrics(stats.player, self.now)
 
     def _fetch_metrics(self) -> Iterator[Metric]:
@@ -153,6 +155,29 @@ class _Snapshot:
         yield GaugeMetricFamily("oca_fills_in_flight", "Upstream fills running now.", value=fetch.get("in_flight", 0))
         yield GaugeMetricFamily("oca_stale_objects", "Soft-purged objects not yet revalidated.",
                                 value=fetch.get("stale", 0))
+
+    def _miss_metrics(self) -> Iterator[Metric]:
+        """Why misses were misses (oca.fetch.history), and player-aware prefetch (oca.fetch.hints)."""
+        misses = CounterMetricFamily("oca_misses", "Client requests answered as misses, by reason: first, popular "
+                                     "(first, its title in demand here but not pre-positioned), evicted, "
+                                     "invalidated, revalidated, slice, absent, no_source.", labels=["reason"])
+        counted = self.stats.misses
+        for reason in (*REASONS, *sorted(set(counted) - set(REASONS))):
+            misses.add_metric([reason], counted.get(reason, 0))
+        yield misses
+        hints = self.fetch.get("player_prefetch", {})
+        yield CounterMetricFamily("oca_player_prefetch_started", "Fills started from a player's CMCD next-object "
+                                  "hint (nor/nrr).", value=hints.get("started", 0))
+        yield CounterMetricFamily("oca_player_prefetch_used", "Hinted objects a client then got as a hit.",
+                                  value=hints.get("used", 0))
+        yield CounterMetricFamily("oca_player_prefetch_late", "Hinted objects a client asked for while their fill "
+                                  "was still running (it joined the fill).", value=hints.get("late", 0))
+        dropped = CounterMetricFamily("oca_player_prefetch_dropped", "Player hints not fetched or not used, by "
+                                      "reason: box, session (bounds), token (outside the request's token), "
+                                      "failed, unused.", labels=["reason"])
+        for reason, n in sorted({**hints.get("dropped", {}), "token": self.stats.hints_refused}.items()):
+            dropped.add_metric([reason], n)
+        yield dropped
 
     def _prefetch_metrics(self) -> Iterator[Metric]:
         """Fill progress: the prefetch jobs the master holds (the nightly fill's among them)."""
@@ -223,7 +248,7 @@ def render_metrics(stats: FleetStats, store_status: dict[str, Any], workers: int
                    fetch: dict[str, Any] | None = None, prefetch: Iterable[PrefetchJob] = (),
                    now: float | None = None, releases: Sequence[tuple[int, str]] = ()) -> bytes:
     """`now` (epoch seconds, default the wall clock) decides which CMCD sessions still count as concurrent;
-    `releases`: (generation, version) of each serving worker generation (Master.serving_releases)."""
+    `releases`: (generation, version) of each serving worker generation (WorkersView.serving_releases)."""
     registry = CollectorRegistry(auto_describe=False)
     ProcessCollector(registry=registry)  # process_*: the master's (it serves the admin port), not a worker's
     registry.register(_Snapshot(stats, store_status, workers, draining, fetch, prefetch,

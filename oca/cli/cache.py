@@ -1,4 +1,4 @@
-"""`oca cache import|ls|stat|evict`: operate on a box's cache.
+"""`oca cache import|ls|stat|evict|why`: operate on a box's cache.
 
 When the box is running it owns the storage, so these commands go through its admin API; when it is
 not, they open the storage directly (the owner lock tells which).
@@ -12,22 +12,24 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
 import click
 
 from oca.admin.app import object_json
+from oca.bounded import run_bounded
 from oca.cli.format import bytes_option, sizes, table
 from oca.cli.options import config_option, timeout_option
 from oca.config import BoxConfig, load_box_config
-from oca.errors import ClientError, Conflict, NotFound, OcaError
+from oca.errors import Conflict, NotFound, OcaError
 from oca.keys import is_valid_key
 from oca.storage import Store
 from oca.wire.admin_client import AdminClient
 
 _IMPORT_THREADS = 4
+_IMPORT_BATCH = 256  # files per index commit when the store is opened here
 
 
 class _Target:
@@ -45,13 +47,19 @@ class _Target:
         if self.store is not None:
             self.store.close()
 
-    def put(self, src: str, key: str, hot: bool, pin: bool) -> dict[str, Any]:
+    def put_many(self, items: list[tuple[str, str, int]], hot: bool, pin: bool) -> list[dict[str, Any] | OcaError]:
+        """Store many (path, key, size) in one batch (one index commit): the store opened here, or a running
+        box's admin API (/cache/import-batch, one request per batch)."""
         if self.store is not None:
-            return object_json(self.store.put_file(src, key, hot=hot, pin=pin))
+            return [r if isinstance(r, OcaError) else object_json(r)
+                    for r in self.store.put_files([(path, key) for path, key, _ in items], hot=hot, pin=pin)]
         assert self.admin is not None
-        body = {"src": os.path.abspath(src), "key": key, "hot": hot, "pin": pin}
-        result: dict[str, Any] = self.admin.request("POST", "/cache/import", body)
-        return result
+        body = {"items": [{"src": os.path.abspath(path), "key": key} for path, key, _ in items],
+                "hot": hot, "pin": pin}
+        answer = self.admin.request("POST", "/cache/import-batch", body).get("results")
+        if not isinstance(answer, list) or len(answer) != len(items) or not all(isinstance(r, dict) for r in answer):
+            raise OcaError(f"the box answered /cache/import-batch without one result per file ({len(items)})")
+        return [OcaError(str(r["error"])) if "error" in r else r for r in answer]
 
     def list(self, prefix: str) -> list[dict[str, Any]]:
         if self.store is not None:
@@ -114,42 +122,42 @@ def cache() -> None:
 def import_(config_path: str, directory: str, hot: bool, pin: bool, as_json: bool, raw_bytes: bool,
             timeout: float) -> None:
     """Load every file under DIRECTORY; each key is the file's path relative to DIRECTORY."""
-    files = sorted(_walk(directory))
-    total = sum(size for _, _, size in files)
-    done = failed = skipped = 0
-    done_bytes = 0
-    started = time.monotonic()
-    interactive = sys.stderr.isatty()
-    valid = []
-    for path, key, size in files:
+    total = skipped = 0
+    for path, key, size in _walk(directory):  # a first pass for the progress bar: counts only, no list
         if is_valid_key(key):
-            valid.append((path, key, size))
+            total += size
         else:
             skipped += 1
             click.echo(f"oca: skipped {path}: {key!r} is not a valid content key", err=True)
+    done = failed = 0
+    done_bytes = 0
+    started = time.monotonic()
+    interactive = sys.stderr.isatty()
+    valid = ((path, key, size) for path, key, size in _walk(directory) if is_valid_key(key))
+
+    def put(batch: list[tuple[str, str, int]]) -> list[dict[str, Any] | OcaError]:
+        return target.put_many(batch, hot, pin)
+
     with _target(config_path, timeout) as target, click.progressbar(
         length=total, label="importing", file=sys.stderr, show_eta=True, show_percent=True,
         hidden=not interactive,
     ) as bar, ThreadPoolExecutor(max_workers=_IMPORT_THREADS) as pool:
-        bar.update(total - sum(size for _, _, size in valid))
-        # a few at a time: copies and fsyncs overlap (the store serialises only its index updates)
-        futures = {pool.submit(target.put, path, key, hot, pin): (key, size) for path, key, size in valid}
-        for future in as_completed(futures):
-            key, size = futures[future]
+        # batches of files, a few at a time: copies and fsyncs overlap and the index is written once per
+        # batch; files are walked as they are imported, so memory stays flat however many there are
+        for batch, future in run_bounded(pool, put, _batches(valid, _IMPORT_BATCH), 2 * _IMPORT_THREADS):
             try:
-                future.result()
-                done += 1
-                done_bytes += size
-            except ClientError as exc:
-                if exc.unreachable or exc.status in (401, 403):  # the box's fault, not this file's: stop
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
-                failed += 1
-                click.echo(f"oca: failed {key}: {exc}", err=True)
-            except OcaError as exc:
-                failed += 1
-                click.echo(f"oca: failed {key}: {exc}", err=True)
-            bar.update(size)
+                results = future.result()
+            except OcaError:  # the box is unreachable, refuses the token or the batch: stop
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            for (_, key, size), result in zip(batch, results, strict=True):
+                if isinstance(result, OcaError):
+                    failed += 1
+                    click.echo(f"oca: failed {key}: {result}", err=True)
+                else:
+                    done += 1
+                    done_bytes += size
+                bar.update(size)
     seconds = time.monotonic() - started
     if as_json:
         click.echo(json.dumps({"imported": done, "bytes": done_bytes, "failed": failed, "skipped": skipped,
@@ -161,10 +169,21 @@ def import_(config_path: str, directory: str, hot: bool, pin: bool, as_json: boo
         sys.exit(1)
 
 
+def _batches(items: Iterator[tuple[str, str, int]], size: int) -> Iterator[list[tuple[str, str, int]]]:
+    batch: list[tuple[str, str, int]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _walk(directory: str) -> Iterator[tuple[str, str, int]]:
     for root, dirs, names in os.walk(directory):
         dirs.sort()
-        for name in names:
+        for name in sorted(names):
             path = os.path.join(root, name)
             if os.path.isfile(path) and not os.path.islink(path):
                 key = os.path.relpath(path, directory).replace(os.sep, "/")
@@ -201,6 +220,51 @@ def stat(config_path: str, key: str, as_json: bool, timeout: float) -> None:
     """Show one object's size, digest, tier and flags as JSON."""
     with _target(config_path, timeout) as target:
         click.echo(json.dumps(target.stat(key), indent=2))
+
+
+@cache.command("why")
+@config_option
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@timeout_option()
+def why(config_path: str, key: str, as_json: bool, timeout: float) -> None:
+    """The history of KEY on the running box: held or not, filled when and from where, evicted or purged
+    when and why, and what its next miss would be counted as."""
+    if not is_valid_key(key):
+        raise click.BadParameter(f"not a valid content key: {key!r}", param_hint="KEY")
+    admin = AdminClient.for_box(load_box_config(config_path), timeout)
+    report: dict[str, Any] = admin.request("GET", "/cache/why/" + _quote(key))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for line in why_lines(report):
+        click.echo(line)
+
+
+def why_lines(report: dict[str, Any]) -> list[str]:
+    """`oca cache why` as text: the state now, then the events, oldest first."""
+    held = report.get("held")
+    if held:
+        now = f"held on tier {held['tier']}, {held['size']} bytes{', pinned' if held.get('pinned') else ''}"
+        if report.get("stale"):
+            now += "; stale (soft-purged): its next request revalidates it"
+    elif report.get("sliced"):
+        sliced = report["sliced"]
+        now = f"stored in slices: {sliced['slices_held']} held of {sliced['total']} bytes"
+    else:
+        now = "not held" + (", being filled now" if report.get("filling") else "")
+    lines = [f"{report['key']}: {now}"]
+    if report.get("would_miss_as"):
+        lines.append(f"a request now would be a miss: {report['would_miss_as']}")
+    events = report.get("events", [])
+    for event in events:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event["at"]))
+        ago = max(0.0, time.time() - event["at"])
+        lines.append(f"  {stamp}Z ({ago:.0f}s ago)  {event['event']:<12} {event['detail']}")
+    if not events:
+        lines.append("  no events remembered for this key")
+    lines.append(f"(remembered: {report.get('remembered', '')})")
+    return lines
 
 
 @cache.command("evict")

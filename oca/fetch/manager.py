@@ -34,7 +34,9 @@ import xxhash
 
 from oca.config import FetchConfig
 from oca.errors import OcaError, StorageError
+from oca.fetch import history as hist
 from oca.fetch.fillfile import SPILL_GRACE, SPILL_LIMIT, FillFile
+from oca.fetch.hints import HintBook
 from oca.fetch.link import Link
 from oca.fetch.slices import slice_bounds, slice_key
 from oca.fetch.state import FetchState, SlicedObject
@@ -52,6 +54,7 @@ from oca.protocol.messages import (
     KeyedEvent,
     Moved,
     Opened,
+    PrefetchHint,
     Purged,
     Sliced,
     SliceMeta,
@@ -92,6 +95,8 @@ class Fill:
     have: int = 0
     source: str = ""
     done: asyncio.Future[str] | None = None  # result: "stored" / "absent" / "fail: reason"
+    why: str = ""  # the first client's miss reason (oca.fetch.history), sent with "open", "fail", "absent"
+    hint: str = ""  # started by a player's CMCD hint (oca.fetch.hints): the key the hint was admitted for
     wrong_digest: bool = False  # it failed because the bytes were not the ones the catalog names
 
 
@@ -112,7 +117,10 @@ class FillManager:
                                          "revalidated_200": 0, "negative_hits": 0, "slices_dropped": 0,
                                          "fills_not_stored": 0}
         self.bytes_by_source: dict[str, int] = {}
-        self._dispatch = Dispatch[FillAsk]({FillRequest: self._on_fill, SliceRequest: self._on_slice})
+        self.history = hist.KeyHistory(clock)  # what happened to each recent key: `oca cache why`
+        self.hints = HintBook(config.max_fills, clock)
+        self._dispatch = Dispatch[FillAsk]({FillRequest: self._on_fill, SliceRequest: self._on_slice,
+                                            PrefetchHint: self._on_hint})
 
     def reconfigure(self, config: FetchConfig, sources: list[Source]) -> None:
         """A reload: new fills use the new settings and sources; fills in flight finish with the old ones."""
@@ -141,6 +149,10 @@ class FillManager:
     def _on_slice(self, message: SliceRequest, link: WorkerLink) -> None:
         self._spawn(self._ask_slice(link, message.key, message.index))
 
+    def _on_hint(self, message: PrefetchHint, link: WorkerLink) -> None:
+        """A player's CMCD next-object hint (oca.serve.hints); no answer is sent."""
+        self._spawn(self.hint(message.key, message.start, message.session))
+
     # -- asks ---------------------------------------------------------------------------------------
 
     async def _ask(self, link: WorkerLink, key: str, start: int, revalidate: bool) -> None:
@@ -168,7 +180,7 @@ class FillManager:
         if running is not None:
             self._join(running, link)
             return
-        fill = Fill(key, key)
+        fill = Fill(key, key, why=self.history.miss(key, stale=info is not None and stale))
         if info is not None and stale:
             etag, _, _ = self.state.validators(key)
             fill.revalidate = etag or '"none"'
@@ -195,9 +207,12 @@ class FillManager:
         if running is not None:
             self._join(running, link)
             return
-        self._begin(Fill(key, skey, byte_range=slice_bounds(index, meta.slice_size, meta.total)), link)
+        self._begin(Fill(key, skey, byte_range=slice_bounds(index, meta.slice_size, meta.total),
+                         why=self.history.miss(skey, slice_of=key)), link)
 
     def _join(self, fill: Fill, link: WorkerLink) -> None:
+        if fill.hint:
+            self.hints.joined(fill.hint)
         fill.subscribers.add(link)
         if fill.opened is not None:
             link.send(fill.opened)
@@ -232,6 +247,10 @@ class FillManager:
                 del self.fills[fill.store_key]
             if fill.done is not None and not fill.done.done():
                 fill.done.set_result(result)
+            if fill.hint:
+                self.hints.ended(fill.hint, result == "stored")
+            if result.startswith("fail"):
+                self.history.record(fill.store_key, hist.FAILED, result[6:])
 
     def _failed(self, fill: Fill, status: int, reason: str) -> str:
         self.counters["fill_failures"] += 1
@@ -242,10 +261,10 @@ class FillManager:
                 if len(self.absent) >= 100_000:  # a flood of unknown keys must not grow memory without end
                     self.absent = {k: t for k, t in self.absent.items() if t > now}
                 self.absent[fill.key] = now + ttl
-            self._tell(fill, Absent(fill.store_key, ttl))
+            self._tell(fill, Absent(fill.store_key, ttl, why=fill.why))
             return "absent"
         log.warning("fill of %s failed: %s", fill.store_key, reason)
-        self._tell(fill, Failed(fill.store_key, status, reason))
+        self._tell(fill, Failed(fill.store_key, status, reason, why=fill.why))
         return f"fail: {reason}"
 
     def _tell(self, fill: Fill, event: KeyedEvent) -> None:
@@ -268,6 +287,7 @@ class FillManager:
             fill.source = head.source
             if head.status == 304:
                 self.counters["revalidated_304"] += 1
+                self.history.record(fill.key, hist.REVALIDATE, f"304 from {head.source}: kept")
                 await self.mark_fresh([fill.key])
                 self._tell(fill, Stored(fill.store_key))
                 return "stored"
@@ -293,7 +313,7 @@ class FillManager:
         meta = SlicedObject(fill.key, total, self.config.slice_size, head.etag, head.last_modified,
                             head.content_type)
         self.state.add_sliced(meta)
-        self._tell(fill, Sliced(fill.store_key, _meta(meta)))
+        self._tell(fill, Sliced(fill.store_key, _meta(meta), why=fill.why))
         fill.subscribers.clear()
         del self.fills[fill.key]
         fill.store_key = slice_key(fill.key, head.first // self.config.slice_size)
@@ -318,6 +338,7 @@ class FillManager:
         infos = await self.owner.call(Store.list, f"{key}@slice")
         for info in infos:
             if info.key != keep:
+                self.history.record(info.key, hist.PURGED, "the object changed upstream (ETag)")
                 await self.owner.call(Store.evict, info.key)
 
     async def _stream(self, fill: Fill, body: UpstreamBody) -> str:
@@ -333,7 +354,7 @@ class FillManager:
         try:
             meta = self.state.sliced.get(fill.key) if fill.store_key != fill.key else None
             fill.opened = Opened(fill.store_key, sink.path, length, head.etag, head.last_modified,
-                                 meta.content_type if meta else head.content_type, head.source)
+                                 meta.content_type if meta else head.content_type, head.source, fill.why)
             self._tell(fill, fill.opened)
             hasher = xxhash.xxh3_128()
             async for chunk in body.chunks():
@@ -371,6 +392,10 @@ class FillManager:
                 if fill.key in self.state.stale:
                     await self.mark_fresh([fill.key])
             self.counters["fills"] += 1
+            background = fill.rate is not None or fill.hint
+            how = "revalidated, replaced" if fill.revalidate is not None else "prefetch" if background else "miss"
+            self.history.record(fill.store_key, hist.FILLED,
+                                f"from {head.source} ({how}), {fill.have} bytes, tier {info.tier}")
             self._tell(fill, Done(fill.store_key, fill.have, info.path))
             return "stored"
         finally:
@@ -418,6 +443,8 @@ class FillManager:
         for key in [k for k in self.absent if k == value or (scope != "key" and k.startswith(prefix))]:
             del self.absent[key]
         if soft and not dropped_sliced:
+            for key in keys:
+                self.history.record(key, hist.STALE, f"soft purge of {scope} {value}")
             self.state.mark_stale(keys, self.clock())
             self._broadcast(Stale(tuple(keys)))
             return len(keys)
@@ -428,6 +455,8 @@ class FillManager:
                 await self.owner.call(Store.evict, key)
         else:
             await self.owner.call(Store.evict_prefix, prefix)
+        for key in keys:
+            self.history.record(key, hist.PURGED, f"purge of {scope} {value}")
         self.state.clear_stale([k for k in keys if k in self.state.stale])
         self._broadcast(Purged(tuple(dropped_sliced)))
         return len(keys)
@@ -462,7 +491,9 @@ class FillManager:
         if running is not None and running.done is not None:
             return await asyncio.shield(running.done)
         order = self.upstream.sources if sources is None else sources
-        fill = Fill(key, key, hot=hot, pin=pin, digest=digest, size=size, rate=rate, sources=order)
+        # why=: a client that joins this fill is told why the object was not there
+        fill = Fill(key, key, hot=hot, pin=pin, digest=digest, size=size, rate=rate, sources=order,
+                    why=self.history.classify(key))
         result = await self._begin(fill, None)
         names = [s.name for s in order]
         if fill.wrong_digest and fill.source in names:
@@ -473,6 +504,62 @@ class FillManager:
                 retry = Fill(key, key, hot=hot, pin=pin, digest=digest, size=size, rate=rate, sources=rest)
                 result = await self._begin(retry, None)
         return result
+
+    async def hint(self, key: str, start: int | None, session: str) -> None:
+        """A player's next-object hint: fill `key` (the slice holding byte `start` of a sliced object) in the
+        background unless it is held, being fetched, known absent, or over the bounds (oca.fetch.hints)."""
+        first = start or 0
+        meta = self.state.sliced.get(key)
+        store_key = key
+        if meta is not None:
+            if first >= meta.total:
+                return
+            store_key = slice_key(key, first // meta.slice_size)
+        until = self.absent.get(key)
+        if store_key in self.fills or (until is not None and until > self.clock()):
+            return
+        if await self.owner.call(Store.get, store_key) is not None:  # held (stale ones are the client's to revalidate)
+            return
+        if store_key in self.fills or not self.hints.admit(store_key, session):
+            return
+        why = self.history.classify(store_key, slice_of=key if meta else None)
+        fill = Fill(key, store_key, hint=store_key, why=why)
+        size = self.config.slice_size
+        if meta is not None:
+            index = first // meta.slice_size
+            fill.byte_range = slice_bounds(index, meta.slice_size, meta.total)
+        elif size:  # as a client's first fetch: a small object comes whole, a large one becomes sliced
+            index = first // size
+            fill.probe, fill.byte_range = True, slice_bounds(index, size, (index + 1) * size)
+        self.history.record(store_key, hist.PREFETCH, f"player hint (session {session[:40]})")
+        self._begin(fill, None)
+
+    def explain(self, key: str, held: bool) -> dict[str, Any]:
+        """What the master knows of `key` for `oca cache why` (`held`: storage has it): stale, sliced, being
+        filled, the reason a request would miss as now (None when it would hit), and its recent history."""
+        stale = key in self.state.stale
+        sliced = self.state.sliced.get(key)
+        return {
+            "stale": stale,
+            "sliced": None if sliced is None else {"total": sliced.total, "slice_size": sliced.slice_size,
+                                                   "etag": sliced.etag, "last_modified": sliced.last_modified,
+                                                   "content_type": sliced.content_type},
+            "filling": key in self.fills,
+            "would_miss_as": None if held and not stale else self.history.classify(key, stale=stale),
+            "events": [{"at": round(e.at, 3), "event": e.kind, "detail": e.detail} for e in self.history.events(key)],
+            "remembered": f"the last {hist.MAX_EVENTS} events of each of the last {hist.MAX_KEYS} keys, since the "
+                          "box started",
+        }
+
+    def eviction_watcher(self) -> Callable[[str, str], None]:
+        """For Store.watch_evictions: capacity evictions, handed from the storage thread to the history."""
+        loop = asyncio.get_running_loop()
+        record = self.history.record
+
+        def evicted(key: str, why: str) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed while storage was still working
+                loop.call_soon_threadsafe(record, key, hist.EVICT, why)
+        return evicted
 
     def client_fills(self) -> int:
         """Fills players are waiting for right now (prefetches yield to them)."""
@@ -494,4 +581,5 @@ class FillManager:
 
     def status(self) -> dict[str, Any]:
         return {"in_flight": len(self.fills), "stale": len(self.state.stale), "sliced_objects": len(self.state.sliced),
-                **self.counters, "bytes_by_source": dict(self.bytes_by_source)}
+                **self.counters, "bytes_by_source": dict(self.bytes_by_source),
+                "player_prefetch": self.hints.counters.as_json()}

@@ -9,6 +9,10 @@ Rules kept here:
   "done" is opened instead. "moved" says the master's write to the tier failed and the same bytes, and the
   rest, are in another file now (memory): the descriptor is swapped, the offsets stay.
 - Waiters are callbacks, called once on the next change (open, more bytes, done, failed).
+- The per-key tables that outlive a fill are bounded: at most MAX_ABSENT negative answers and MAX_SLICED
+  sliced objects' metadata, least recently stored out first (forgetting one costs a question to the
+  master, never a wrong answer). `stale` is not bounded here: it mirrors the master's soft purges, which a
+  worker must not forget.
 - The master's messages are oca.protocol records, handled from a table (one method per kind); the states a
   fill goes through are oca.protocol.messages.FillState.
 """
@@ -21,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from oca.bounded import LimitedDict
 from oca.fetch.link import Link
 from oca.fetch.slices import slice_key
 from oca.protocol.codec import Dispatch
@@ -37,6 +42,7 @@ from oca.protocol.messages import (
     KeyedEvent,
     Moved,
     Opened,
+    PrefetchHint,
     Purged,
     Sliced,
     SliceMeta,
@@ -46,6 +52,8 @@ from oca.protocol.messages import (
 )
 
 log = logging.getLogger("oca.fetch")
+MAX_ABSENT = 100_000  # keys whose "not found upstream" a worker remembers
+MAX_SLICED = 10_000  # sliced objects whose slice layout a worker remembers
 E = TypeVar("E", bound=KeyedEvent)
 
 
@@ -67,6 +75,7 @@ class RemoteFill:
         "sliced",
         "source",
         "status",
+        "why",
     )
 
     def __init__(self, key: str) -> None:
@@ -83,6 +92,7 @@ class RemoteFill:
         self.reason = ""
         self.sliced: SliceMeta | None = None
         self.refs = 0
+        self.why = ""  # the master's reason for the miss (oca.fetch.history), for the access log
         self._waiters: list[Callable[[], None]] = []
 
     # BodySource, as the connection sees it
@@ -139,7 +149,6 @@ class RemoteFill:
 
 _RENEW = frozenset((FillState.FAIL, FillState.ABSENT, FillState.STORED, FillState.SLICED))  # ask afresh
 _RENEW_SLICE = frozenset((FillState.FAIL, FillState.ABSENT, FillState.STORED))
-_MAX_ABSENT = 100_000  # remembered 404s: a flood of unknown keys must not grow memory without end
 
 
 class RemoteFills:
@@ -148,9 +157,10 @@ class RemoteFills:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.link: Link[FillEvent] | None = None
         self.fills: dict[str, RemoteFill] = {}
-        self.absent: dict[str, float] = {}  # key -> monotonic time the master's 404 stands until
+        # key -> monotonic time the master's 404 stands until
+        self.absent: LimitedDict[str, float] = LimitedDict(MAX_ABSENT)
         self.stale: set[str] = set()
-        self.sliced: dict[str, SliceMeta] = {}
+        self.sliced: LimitedDict[str, SliceMeta] = LimitedDict(MAX_SLICED)
         self.on_changed: Callable[[list[str]], None] = lambda keys: None  # forget local cache entries
         self._clock = clock
         keyed = self._keyed
@@ -188,6 +198,13 @@ class RemoteFills:
             self._ask(SliceRequest(key, index), fill)
         fill.refs += 1
         return fill
+
+    def hint(self, key: str, start: int | None, session: str) -> None:
+        """Pass a player's next-object hint to the master (oca.fetch.hints); nothing comes back. Not on a link
+        whose version has no PrefetchHint (version 1): a hint is only ever an optimisation."""
+        link = self.link
+        if link is not None and not link.closed and link.codec.carries(PrefetchHint):
+            link.send(PrefetchHint(key, start, session))
 
     def release(self, fill: RemoteFill) -> None:
         fill.refs -= 1
@@ -237,6 +254,7 @@ class RemoteFills:
         fill.have = message.n
 
     def _on_open(self, fill: RemoteFill, message: Opened) -> None:
+        fill.why = message.why or fill.why
         fill.size, fill.etag, fill.last_modified = message.size, message.etag, message.last_modified
         fill.media_type, fill.source = message.media_type, message.source
         fill._open(message.path)
@@ -256,18 +274,18 @@ class RemoteFills:
 
     def _on_sliced(self, fill: RemoteFill, message: Sliced) -> None:
         fill.result, fill.sliced = FillState.SLICED, message.meta
+        fill.why = message.why or fill.why
         self.sliced[fill.key] = message.meta
 
     def _on_absent(self, fill: RemoteFill, message: Absent) -> None:
         fill.result, fill.status, fill.reason = FillState.ABSENT, 404, "not found upstream"
+        fill.why = message.why or fill.why
         if message.ttl > 0:
-            now = self._clock()
-            if len(self.absent) >= _MAX_ABSENT:
-                self.absent = {k: t for k, t in self.absent.items() if t > now}
-            self.absent[fill.key] = now + message.ttl
+            self.absent[fill.key] = self._clock() + message.ttl
 
     def _on_failed(self, fill: RemoteFill, message: Failed) -> None:
         fill.result, fill.status, fill.reason = FillState.FAIL, message.status, message.reason
+        fill.why = message.why or fill.why
 
     def on_close(self, link: Link[FillEvent]) -> None:
         log.error("the fill link to the master closed: misses fail with 503 until the worker restarts")

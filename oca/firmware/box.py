@@ -11,7 +11,7 @@ Rules kept here:
 - The trusted keys are read at each upload (rotating them needs no restart); no
   `firmware.trusted_keys_file` means no firmware is accepted at all (403).
 - Reading, hashing and unpacking run in a thread (a bundle is up to max_bundle_size); the switch itself
-  is the master's (`switch_release`): the box is unchanged unless the new release passed its gate.
+  is the release switcher's (oca.serve.release_switch): the box is unchanged unless the new release passed its gate.
 - Uploads land in `<releases_dir>/.incoming/`, emptied before and after each upload.
 - The current release's counters (`release_stats`) start from zero at each switch (the master feeds them).
 """

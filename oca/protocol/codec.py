@@ -7,8 +7,9 @@ Rules kept here:
   releases learn which version to use, so it cannot depend on one.
 - Version 1 (releases before the handshake) differs only on the control socket: the master sent the bare
   config as its first line, and the worker sent `{"ready": true}` and untagged reports. Its fill link is
-  the one versions 2 and later use. A version that changes a message adds its old shape here, decoded into
-  the current record, so the master keeps reading the release before it.
+  the one versions 2 and later use, less the kinds added since (`SINCE`: a worker's `PrefetchHint`), which a
+  codec of version 1 neither encodes nor decodes. A version that changes a message adds its old shape here,
+  decoded into the current record, so the master keeps reading the release before it.
 - Decoding never raises anything but ProtocolError; a caller logs it and skips the line.
 """
 
@@ -26,6 +27,7 @@ from oca.protocol.messages import (
     FillEvent,
     Hello,
     MasterMessage,
+    PrefetchHint,
     Ready,
     Refused,
     Report,
@@ -45,6 +47,10 @@ _events = msgspec.json.Decoder(FillEvent)
 _hello = msgspec.json.Decoder(Hello)
 _legacy_report = msgspec.json.Decoder(Report)  # untagged: version 1's reports carry no "t"
 _config = msgspec.json.Decoder(dict[str, Any])
+
+# message kinds that a version before this one does not have: kind -> the first version that carries it
+# (the handshake's kinds and the control socket's Duress, which version 1 never reads, are not listed)
+SINCE: dict[type[msgspec.Struct], int] = {PrefetchHint: 2}
 
 
 class ProtocolError(OcaError):
@@ -68,7 +74,14 @@ class Codec:
             raise ProtocolError(f"protocol version {version} is not one this release speaks {list(SPEAKS)}")
         self.version = version
 
+    def carries(self, kind: type[msgspec.Struct]) -> bool:
+        """Whether a message of this kind exists in this codec's version (a sender checks before it sends
+        one that is optional, such as a PrefetchHint)."""
+        return SINCE.get(kind, LEGACY) <= self.version
+
     def encode(self, message: msgspec.Struct) -> bytes:
+        if not self.carries(type(message)):
+            raise ProtocolError(f"{type(message).__name__} is not a message of protocol version {self.version}")
         return _encoder.encode(message) + b"\n"
 
     def encode_config(self, config: dict[str, Any]) -> bytes:
@@ -87,7 +100,11 @@ class Codec:
         return _decode(_control_messages, line, "control message")  # type: ignore[no-any-return]
 
     def ask(self, line: bytes) -> FillAsk:
-        return _decode(_asks, line, "fill request")  # type: ignore[no-any-return]
+        message: FillAsk = _decode(_asks, line, "fill request")
+        if not self.carries(type(message)):
+            raise ProtocolError(f"unreadable fill request: {type(message).__name__} is not a message of protocol "
+                                f"version {self.version}: {line[:100]!r}")
+        return message
 
     def event(self, line: bytes) -> FillEvent:
         return _decode(_events, line, "fill event")  # type: ignore[no-any-return]

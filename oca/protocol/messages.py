@@ -5,9 +5,10 @@ Three channels carry them (oca.protocol.codec turns them into bytes and back):
   serves, then one `Report` per flush interval (counters, hits, I/O errors and damaged objects, batched so
   the hit path never talks to the master);
 - the control socket, master -> worker: `Welcome` (the version chosen and the validated config) or `Refused`;
-- the fill link, both ways: a worker asks (`FillRequest`, `SliceRequest`); the master answers with the
-  fill's events (`Opened`, `Have`, `Moved`, `Done`, `Stored`, `Sliced`, `Absent`, `Failed`) and broadcasts
-  soft-purge marks (`Stale`, `Fresh`, `Purged`).
+- the fill link, both ways: a worker asks (`FillRequest`, `SliceRequest`) and passes on players' next-object
+  hints (`PrefetchHint`, never answered); the master answers with the fill's events (`Opened`, `Have`,
+  `Moved`, `Done`, `Stored`, `Sliced`, `Absent`, `Failed`) and broadcasts soft-purge marks (`Stale`, `Fresh`,
+  `Purged`).
 
 Rules kept here:
 - Wire names are short and, for every message a release before the handshake already sent, the same as
@@ -103,6 +104,8 @@ class Report(msgspec.Struct, frozen=True, tag_field="t", tag="report"):
     damaged: list[tuple[str, str]] = []  # (key, error)
     connections: int = 0  # open connections now (a gauge)
     player: PlayerReport | None = None  # None: no request carried CMCD
+    misses: dict[str, int] = {}  # miss reason (oca.fetch.history.REASONS, or "unknown") -> misses
+    hints_refused: int = 0  # CMCD next-object hints the request's token did not cover (oca.serve.hints)
 
 
 class Duress(msgspec.Struct, frozen=True, tag_field="t", tag="duress"):
@@ -136,7 +139,17 @@ class SliceRequest(msgspec.Struct, frozen=True, tag_field="op", tag="slice"):
     index: Annotated[int, msgspec.Meta(ge=0)] = msgspec.field(name="i")
 
 
-FillAsk = FillRequest | SliceRequest
+class PrefetchHint(msgspec.Struct, frozen=True, tag_field="op", tag="prefetch"):
+    """A player's CMCD next-object hint (`nor`/`nrr`, oca.serve.hints): fill `key` in the background if it is
+    not held (the slice holding byte `start` of a sliced object). No answer is sent. Version 2 and later:
+    a worker never sends it on a version-1 link (the master of that version would not know it)."""
+
+    key: str = msgspec.field(name="k")
+    start: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    session: str = msgspec.field(default="", name="sid")  # CMCD sid (or the client's address)
+
+
+FillAsk = FillRequest | SliceRequest | PrefetchHint
 
 
 # -- the fill link: master -> worker --------------------------------------------------------------------
@@ -180,6 +193,7 @@ class Opened(msgspec.Struct, frozen=True, tag_field="ev", tag="open"):
     last_modified: str | None = msgspec.field(default=None, name="lm")
     media_type: str | None = msgspec.field(default=None, name="type")
     source: str = msgspec.field(default="", name="src")
+    why: str = ""  # the reason the first client missed (oca.fetch.history), for the access log
 
 
 class Have(msgspec.Struct, frozen=True, tag_field="ev", tag="have"):
@@ -215,6 +229,7 @@ class Sliced(msgspec.Struct, frozen=True, tag_field="ev", tag="sliced"):
 
     key: str = msgspec.field(name="k")
     meta: SliceMeta
+    why: str = ""  # as Opened.why
 
 
 class Absent(msgspec.Struct, frozen=True, tag_field="ev", tag="absent"):
@@ -222,6 +237,7 @@ class Absent(msgspec.Struct, frozen=True, tag_field="ev", tag="absent"):
 
     key: str = msgspec.field(name="k")
     ttl: float = 0.0
+    why: str = ""  # as Opened.why
 
 
 class Failed(msgspec.Struct, frozen=True, tag_field="ev", tag="fail"):
@@ -230,6 +246,7 @@ class Failed(msgspec.Struct, frozen=True, tag_field="ev", tag="fail"):
     key: str = msgspec.field(name="k")
     status: int = 502
     reason: str = "upstream fetch failed"
+    why: str = ""  # as Opened.why
 
 
 FillEvent = Stale | Fresh | Purged | Opened | Have | Moved | Done | Stored | Sliced | Absent | Failed
@@ -237,5 +254,5 @@ KeyedEvent = Opened | Have | Moved | Done | Stored | Sliced | Absent | Failed  #
 
 # every kind, for the tests that go through all of them
 ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
-    Hello, Welcome, Refused, Ready, Duress, Report, FillRequest, SliceRequest,
+    Hello, Welcome, Refused, Ready, Duress, Report, FillRequest, SliceRequest, PrefetchHint,
     Stale, Fresh, Purged, Opened, Have, Moved, Done, Stored, Sliced, Absent, Failed)

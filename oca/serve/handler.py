@@ -27,6 +27,7 @@ from typing import NamedTuple, Protocol
 from oca import __version__
 from oca.config import HttpConfig
 from oca.errors import BadRequest
+from oca.fetch.history import ABSENT, NO_SOURCE, SLICE
 from oca.fetch.remote import RemoteFill, RemoteFills
 from oca.fetch.slices import covering, is_slice_key, slice_key
 from oca.http.cmcd import parse_cmcd
@@ -47,6 +48,7 @@ from oca.protocol.messages import FillState, SliceMeta
 from oca.serve.accesslog import fast_fields
 from oca.serve.dates import DateCache
 from oca.serve.gate import Gate
+from oca.serve.hints import HintSender
 from oca.serve.messages import FileSlice, Growing, Lazy, ObjectTruncated, Part, Request, Response, StorageFault
 from oca.serve.objects import CachedObject, ObjectCache
 from oca.serve.stats import PEER_MISS
@@ -113,6 +115,8 @@ class ContentHandler:
         # request-target -> (key, query, token, target without the token): players repeat targets
         self._keys: dict[bytes, tuple[str, str, str | None, bytes]] = {}
         self._granted: dict[bytes, float] = {}  # token-carrying targets let through -> until when (epoch s)
+        # CMCD nor/nrr -> the master prefetches the next object (issue 18); only where misses are fetched
+        self.hints = HintSender(fills, objects, self._parse_target) if fills is not None and self.fetching else None
         expose = "Content-Range, Content-Length, ETag, Cache-Status, Date, CMSD-Static, CMSD-Dynamic"
         self._common = (
             f"Server: oca/{__version__}\r\n"
@@ -171,7 +175,9 @@ class ContentHandler:
             return self._fast_hit(req, entry)
         log: dict[str, object] = {}
         if "CMCD=" in query or not req.headers.keys().isdisjoint(_CMCD_HEADERS):
-            log["cmcd"] = parse_cmcd(query, req.headers)
+            cmcd = log["cmcd"] = parse_cmcd(query, req.headers)
+            if self.hints is not None and ("nor" in cmcd or "nrr" in cmcd):
+                self.hints.send(cmcd, target, key, token, req.client, gate, str(cmcd.get("sid") or req.client))
         if entry is None or entry.stale:
             resp = self._miss(req, key, log, entry)
             resp.key, resp.log = key, log or None
@@ -308,6 +314,7 @@ class ContentHandler:
         if fills is None or not self.fetching or is_slice_key(key):
             if stale is not None:  # soft-purged but nowhere to revalidate it: the stored copy is all there is
                 return self._serve_entry(req, stale, log)
+            log["miss"] = NO_SOURCE
             return self.error(req, 404, "not in cache", cache_status=_MISS, cache="miss")
         if "only-if-cached" in req.headers.get("cache-control", ""):  # a peer box asking: RFC 9111 §5.2.1.7
             if stale is not None:
@@ -315,9 +322,11 @@ class ContentHandler:
             # its own cache value: a peer's probe is neither a client's miss (hit ratio) nor a release's error
             return self.error(req, 504, "not in cache (only-if-cached)", cache_status=_MISS, cache=PEER_MISS)
         if fills.is_absent(key):  # the origin said 404 a moment ago (negative_ttl)
+            log["miss"] = ABSENT
             return self.error(req, 404, "not found upstream", cache_status=_MISS_404, cache="miss")
         sliced = fills.sliced.get(key)
         if sliced is not None:
+            fills.sliced.touch(key)  # the table is bounded: the layouts in use stay
             return self._sliced(req, key, sliced, log)
         fill = fills.acquire(key, start=_range_start(req.headers.get("range")), revalidate=stale is not None)
         resp = Response(499, b"", cache="miss")
@@ -339,6 +348,8 @@ class ContentHandler:
         fills = self.fills
         assert fills is not None
         result = fill.result
+        if fill.why:  # the master's reason for the miss (oca.fetch.history)
+            log["miss"] = fill.why
         if result in _NOT_FOLLOWED:
             fills.release(fill)
             if result is FillState.SLICED and fill.sliced is not None:
@@ -434,6 +445,7 @@ class ContentHandler:
                     extra = b"Cache-Status: oca; fwd=uri-miss; fwd-status=%d; detail=slices\r\n" % fill.status
                     resp = self.error(req, fill.status or 502, fill.reason, cache_status=extra, cache="miss")
                     resp.key = key
+                    resp.log = {**log, "miss": fill.why or SLICE, **(resp.log or {})}
                     done(resp)
                 elif fill.fd >= 0 or fill.result:
                     done(self._sliced_answer(req, key, log, head_fields, fill))
@@ -463,6 +475,8 @@ class ContentHandler:
             all_stored = all_stored and stored is not None
             parts.append(Lazy(self._slice_part(resp, key, index, offset, length)))
         resp.cache = "hit" if all_stored else "miss"
+        if not all_stored:
+            log.setdefault("miss", SLICE)
         cache_status = b"Cache-Status: oca; hit; detail=slices\r\n" if all_stored else \
             b"Cache-Status: oca; fwd=partial; stored; detail=slices\r\n"
         validators = f"ETag: {etag}\r\n".encode("latin-1") if etag else b""

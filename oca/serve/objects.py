@@ -7,6 +7,8 @@ Rules kept here:
   that is no longer at the entry's path makes the handler forget that one key and look it up again.
 - Only objects no larger than memory_cache.max_object_size are held in memory, within
   memory_cache.capacity bytes per worker; bigger ones are always sent from disk with sendfile.
+- At most memory_cache.max_entries entries are kept; a new one pushes out the least recently used (and its
+  body), so a worker's memory does not grow with the number of objects stored or requested.
 """
 
 from __future__ import annotations
@@ -41,14 +43,16 @@ class CachedObject:
 
 
 class ObjectCache:
-    """Key -> CachedObject, invalidated wholesale when the store's generation moves."""
+    """Key -> CachedObject (at most `memory.max_entries`, least recently used out first), invalidated
+    wholesale when the store's generation moves."""
 
     def __init__(self, view: StoreView, http: HttpConfig, memory: MemoryCacheConfig) -> None:
         self._view = view
         self._http = http
         self._max_body = memory.max_object_size
         self._capacity = memory.capacity
-        self._entries: dict[str, CachedObject] = {}
+        self._max_entries = memory.max_entries
+        self._entries: OrderedDict[str, CachedObject] = OrderedDict()  # least recently used first
         self._bodies: OrderedDict[str, int] = OrderedDict()  # keys whose body is in memory, oldest first
         self._body_bytes = 0
         self.stale: set[str] = set()  # soft-purged keys (the fill link keeps this set current)
@@ -56,15 +60,22 @@ class ObjectCache:
     def get(self, key: str) -> CachedObject | None:
         if self._view.changed():
             self.clear()
-        entry = self._entries.get(key)
+        entries = self._entries
+        entry = entries.get(key)
         if entry is not None:
+            entries.move_to_end(key)
             return entry
         info = self._view.lookup(key)
         if info is None:
             return None
         entry = self._make_entry(info)
-        self._entries[key] = entry
+        if len(entries) >= self._max_entries:
+            self.forget(next(iter(entries)))
+        entries[key] = entry
         return entry
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def forget(self, key: str) -> None:
         """Drop one key (its file vanished under us); the next get() asks the view again."""

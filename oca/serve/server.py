@@ -2,8 +2,10 @@
 
 Rules kept here:
 - Accepted sockets get TCP_NODELAY (small responses must not wait for Nagle).
-- Past max_connections (or while draining) a new connection gets a canned 503 with Retry-After: 1 and is
-  closed at once, its request unread (the client may retry, here or at another box).
+- Past max_connections a new connection gets a canned 503 with Retry-After: 1 and is closed at once, its
+  request unread (the client may retry, here or at another box). One accepted while draining (the kernel
+  handed it over as the listener closed) is served once and closed, like every fresh connection drain()
+  finds: a 503 would fail a request that a serving box can answer.
 - Timeouts are checked by one sweep per second, not a timer per connection: a request head must arrive
   within header_timeout (408), an idle keep-alive connection closes after keepalive_timeout, a reader
   that takes nothing for send_timeout is cut off.
@@ -60,10 +62,12 @@ class Server:
 
     def admit(self, conn: Connection) -> bool:
         """Count a new connection in; False (the connection answers a canned 503 and closes) past
-        max_connections or while draining."""
-        if self._draining or len(self.connections) >= self.config.max_connections:
+        max_connections. While draining it is counted in to be answered once, then closed."""
+        if len(self.connections) >= self.config.max_connections:
             return False
         self.connections.add(conn)
+        if self._draining:
+            conn.close_after = True
         return True
 
     def forget(self, conn: Connection) -> None:
@@ -98,6 +102,8 @@ class Server:
                error: BaseException | None) -> None:
         seconds = time.perf_counter() - req.started if req is not None else 0.0
         self.stats.observe(resp.status, resp.cache, resp.tier, body_sent, seconds, resp.key)
+        if resp.cache == "miss":
+            self.stats.observe_miss(resp.log.get("miss") if resp.log else None)
         if resp.log is not None and "cmcd" in resp.log:  # plain hits carry no log: they never get here
             self.stats.observe_player(resp.log["cmcd"], time.time())
         if error is not None:

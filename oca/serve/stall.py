@@ -2,7 +2,9 @@
 
 Rules kept here:
 - A worker reports every flush interval; one the master has not heard from for `stall_after` seconds of
-  the master's own running time is stuck (the master kills it, and so restarts it).
+  the master's own running time is stuck (the master kills it, and so restarts it). `stall_after` is ten
+  report intervals and never under 2 s: a worker's loop busy for a moment with a large response or a
+  slow disk is not stuck.
 - The master measures its own pauses with the monotonic clock, between its supervision ticks: a tick due
   `tick` seconds after the previous one that comes later than that did not run in between (the box was
   stopped with SIGSTOP, the machine suspended, the master's loop blocked). CLOCK_MONOTONIC runs on while a
@@ -19,11 +21,14 @@ Rules kept here:
 
 from __future__ import annotations
 
+REPORTS_MISSED = 10  # report intervals of silence before a worker is stuck
+SHORTEST = 2.0  # seconds: the shortest silence that makes a worker stuck
 
-def stall_after(flush_interval: float) -> float:
-    """Seconds of silence after which a worker that reports every `flush_interval` is stuck: ten reports
-    missed, and never under 2 s (a busy loop may be late by a report or two)."""
-    return max(2.0, 10 * flush_interval)
+
+def stall_after(report_interval: float) -> float:
+    """Seconds of silence (of the master's running time) after which a worker that reports every
+    `report_interval` seconds is stuck."""
+    return max(SHORTEST, REPORTS_MISSED * report_interval)
 
 
 def own_pause(previous_tick: float, now: float, tick: float) -> float:

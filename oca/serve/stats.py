@@ -32,12 +32,16 @@ PEER_MISS = "peer-miss"  # the cache result of a peer's only-if-cached request f
 SESSION_WINDOW = 30.0  # seconds: a session with no CMCD request for this long no longer counts as concurrent
 # bounds on the sessions remembered (per worker per flush; in the master): a flood of made-up sids costs no more
 MAX_FLUSH_SESSIONS = 10_000
+# keys whose hits a worker counts per flush: beyond it (a scan of the whole store within one flush interval)
+# hits on further keys are not reported; the store's recency and promotion lose a little, the worker's memory
+# stays bounded
+MAX_FLUSH_HITS = 65_536
 MAX_SESSIONS = 200_000
 
 
 class WorkerStats:
-    __slots__ = ("bytes_sent", "damaged", "duration_buckets", "duration_sum", "hits", "io_errors", "player",
-                 "requests")
+    __slots__ = ("bytes_sent", "damaged", "duration_buckets", "duration_sum", "hints_refused", "hits", "io_errors",
+                 "misses", "player", "requests")
 
     requests: dict[tuple[int, str], int]  # (status, cache result) -> requests
     bytes_sent: dict[tuple[str, str], int]  # (tier, cache result) -> body bytes
@@ -46,6 +50,8 @@ class WorkerStats:
     hits: dict[str, int]  # key -> hits, for the store's LRU and promotion
     io_errors: list[tuple[str, str]]  # (tier, error)
     damaged: list[tuple[str, str]]  # (key, error)
+    misses: dict[str, int]  # miss reason (oca.fetch.history.REASONS, or "unknown") -> misses
+    hints_refused: int  # CMCD next-object hints the request's token did not cover (oca.serve.hints)
     player: PlayerStats | None  # CMCD-derived; None until a request carried CMCD
 
     def __init__(self) -> None:
@@ -60,6 +66,8 @@ class WorkerStats:
         self.hits = {}
         self.io_errors = []
         self.damaged = []
+        self.misses = {}
+        self.hints_refused = 0
 
     def observe(self, status: int, cache: str, tier: str, body_bytes: int, seconds: float, key: str) -> None:
         # plain dicts and dict.get: this runs once per request
@@ -74,7 +82,16 @@ class WorkerStats:
         self.duration_sum += seconds
         if cache == "hit":
             hits = self.hits
-            hits[key] = hits.get(key, 0) + 1
+            count = hits.get(key)
+            if count is not None:
+                hits[key] = count + 1
+            elif len(hits) < MAX_FLUSH_HITS:
+                hits[key] = 1
+
+    def observe_miss(self, reason: object) -> None:
+        """One answer whose cache result is "miss", with the access log's reason for it."""
+        label = reason if isinstance(reason, str) and reason else "unknown"
+        self.misses[label] = self.misses.get(label, 0) + 1
 
     def observe_player(self, cmcd: object, now: float) -> None:
         """One request that carried CMCD (oca.http.cmcd.parse_cmcd's dict); never called for plain requests."""
@@ -97,6 +114,8 @@ class WorkerStats:
             damaged=self.damaged,
             connections=connections,
             player=self.player.take() if self.player is not None and self.player.requests else None,
+            misses=self.misses,
+            hints_refused=self.hints_refused,
         )
         self._start_over()
         return report
@@ -256,6 +275,8 @@ class FleetStats:
         self.duration_sum = 0.0
         self.connections: dict[int, int] = {}  # worker pid -> open connections
         self.player = PlayerTotals()
+        self.misses: Counter[str] = Counter()  # miss reason -> misses (oca.fetch.history)
+        self.hints_refused = 0
 
     def add(self, pid: int, delta: Report) -> None:
         for status, cache, n in delta.requests:
@@ -266,6 +287,8 @@ class FleetStats:
             self.duration_buckets[i] += n
         self.duration_sum += delta.duration_sum
         self.connections[pid] = delta.connections
+        self.misses.update(delta.misses)
+        self.hints_refused += delta.hints_refused
         if delta.player is not None:
             self.player.add(delta.player)
 

@@ -143,6 +143,9 @@ class Worker:
             await self._report_once()
 
     async def _report_once(self) -> None:
+        hints = self.handler.hints
+        if hints is not None:
+            self.stats.hints_refused, hints.refused = self.stats.hints_refused + hints.refused, 0
         report = self.stats.take(len(self.server.connections))
         if self.control is None:
             return
@@ -155,7 +158,7 @@ class Worker:
 
 def handshake(control: socket.socket, source: str) -> tuple[Codec, BoxConfig]:
     """Say which protocol versions we speak; the master's answer is the version to use and its validated
-    config (see Master._spawn). A refusal ends the worker, with the master's reason."""
+    config (see WorkerReports._greet). A refusal ends the worker, with the master's reason."""
     control.settimeout(30)
     control.sendall(protocol.hello())
     line = bytearray()

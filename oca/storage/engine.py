@@ -45,15 +45,19 @@ class Engine:
         self.accessed: dict[str, float] = {}  # last access times not yet written to the index
         self.promotions = 0
         self.demotions = 0
+        # told (key, why) of each object removed to make room; runs on a storage thread under the Store's lock
+        self.on_evicted: Callable[[str, str], None] | None = None
 
     # ---------------------------------------------------------------- writing objects
 
-    def prepare(self, tier: Tier, entry: CatalogEntry) -> str:
+    def prepare(self, tier: Tier, entry: CatalogEntry, sync: bool = True) -> str:
         """Do the part of an install that allocates space, before anything changes: create the fan-out
-        directories and stage the sidecar. Returns the staged sidecar's path; raises OSError."""
+        directories and stage the sidecar, each fsynced unless `sync` is False (a batch syncs the tier once
+        instead). Returns the staged sidecar's path; raises OSError."""
         for parent in tier.layout.ensure_fanout(entry.hash):
-            files.fsync_dir(parent)
-        return files.stage_bytes(entry.sidecar().to_bytes(), tier.layout.tmp_dir)
+            if sync:
+                files.fsync_dir(parent)
+        return files.stage_bytes(entry.sidecar().to_bytes(), tier.layout.tmp_dir, sync)
 
     def install(self, tier: Tier, staged_path: str, meta_tmp: str, entry: CatalogEntry) -> None:
         """Rename a verified temp file and its staged sidecar into place on `tier`, journalled; index the
@@ -84,6 +88,46 @@ class Engine:
             raise
         self.cat.attach(entry)
 
+    def install_many(self, tier: Tier, staged: Sequence[tuple[str, str, CatalogEntry]]) -> None:
+        """`install` for many new objects (paths of the verified temp file and staged sidecar, and the entry;
+        no key already stored): one journal transaction, the renames, one fsync per fan-out directory, one
+        index transaction. The index's fsyncs are paid once per batch instead of twice per object, and the
+        renames are made durable with one syncfs of the tier. The staged files must be durable already
+        (fsynced, or one files.sync_filesystem after staging). Raises like `install`; on any error no object
+        of the batch is stored."""
+        layout = tier.layout
+        with self.index.transaction():
+            for _, _, entry in staged:
+                self.index.add_pending(tier.name, entry.hash, entry.key, WRITE)
+        placed: list[CatalogEntry] = []
+        try:
+            for staged_path, meta_tmp, entry in staged:
+                os.replace(staged_path, layout.object_path(entry.hash))
+                placed.append(entry)
+                os.replace(meta_tmp, layout.meta_path(entry.hash))
+            files.sync_filesystem(layout.objects_dir)
+        except OSError:
+            with contextlib.suppress(OSError, StorageError):
+                for entry in placed:
+                    layout.remove(entry.hash)
+                with self.index.transaction():
+                    for _, _, entry in staged:
+                        self.index.clear_pending(tier.name, entry.hash)
+            raise
+        try:
+            with self.index.transaction():
+                for _, _, entry in staged:
+                    entry.tier = tier.number
+                    self.index.put(self.cat.row(entry))
+                    self.index.clear_pending(tier.name, entry.hash)
+        except StorageError:
+            with contextlib.suppress(OSError):
+                for entry in placed:
+                    layout.remove(entry.hash)
+            raise
+        for _, _, entry in staged:
+            self.cat.attach(entry)
+
     def write_sidecar(self, tier: Tier, entry: CatalogEntry) -> None:
         layout = tier.layout
         meta_tmp = files.stage_bytes(entry.sidecar().to_bytes(), layout.tmp_dir)
@@ -110,6 +154,8 @@ class Engine:
             assert isinstance(move, Delete | Demote)
             if self.cat.current(entry):
                 self.drop([entry])
+                if self.on_evicted is not None:
+                    self.on_evicted(entry.key, f"capacity: tier {self.cat.tiers[entry.tier].name} full")
 
     def move(self, entry: CatalogEntry, dst: Tier) -> bool:
         """Copy an object to another tier, verified, then drop the old copy. False if it did not move."""
@@ -162,10 +208,11 @@ class Engine:
         for entry in entries:
             self.forget(entry)
         self.gen.bump()
-        for tier in self.cat.tiers:
-            hashes = [e.hash for e in entries if e.tier == tier.number]
-            if hashes:
-                self.remove_files(tier, hashes)
+        by_tier: dict[int, list[str]] = {}
+        for entry in entries:
+            by_tier.setdefault(entry.tier, []).append(entry.hash)
+        for number, hashes in sorted(by_tier.items()):
+            self.remove_files(self.cat.tiers[number], hashes)
 
     def forget(self, entry: CatalogEntry) -> None:
         if self.cat.detach(entry):
@@ -316,8 +363,9 @@ class Engine:
     # ---------------------------------------------------------------- access times
 
     def touch(self, entry: CatalogEntry, now: float) -> None:
-        self.cat.tiers[entry.tier].policy.touch(entry.key)
-        entry.last_access = self.accessed[entry.key] = now
+        key = entry.key
+        self.cat.tiers[entry.tier].policy.touch(key)
+        entry.last_access = self.accessed[key] = now
 
     def flush_access(self) -> None:
         """Write the batched last access times in one transaction (kept for the next try on failure)."""

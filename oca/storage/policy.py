@@ -12,7 +12,7 @@ Rules kept here:
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -93,54 +93,55 @@ class LRUPolicy:
 
 
 class PromotionCounter:
-    """Says when a key has had `hits` hits within the last `window` seconds.
+    """Says when a key has had `hits` hits within `window` seconds of the first of them.
 
-    Keeps, per key, the (time, count) of each report inside the window, so memory grows with the number
-    of reports in a window, not with the hit count.
+    A key's window opens at its first hit and closes `window` seconds later; a hit after that opens a new one.
+    So per key it keeps one (start, count) pair in one dict: one lookup per hit, at the price of missing a
+    run of hits that straddles two windows (a sliding window would keep every report: a queue per key).
     """
 
     def __init__(self, hits: int, window: float, clock: Callable[[], float]) -> None:
         if hits < 1 or window <= 0:
             raise ValueError(f"promotion needs hits >= 1 and window > 0, got {hits} and {window}")
         self.hits, self.window, self._clock = hits, window, clock
-        self._reports: OrderedDict[str, deque[tuple[float, int]]] = OrderedDict()
-        self._totals: dict[str, int] = {}
+        self._windows: dict[str, tuple[float, int]] = {}  # key -> (start, hits since); oldest start first
 
-    def hit(self, key: str, count: int = 1) -> bool:
-        """Record `count` hits now; True if the key has now earned promotion."""
+    def hit(self, key: str, count: int = 1, now: float | None = None) -> bool:
+        """Record `count` hits at `now` (the clock's time if not given); True if the key has now earned
+        promotion."""
         if count <= 0:
             return False
-        now = self._clock()
-        reports = self._reports.get(key)
-        if reports is None:
-            reports = self._reports[key] = deque()
+        if now is None:
+            now = self._clock()
+        windows = self._windows
+        open_ = windows.get(key)
+        if open_ is not None and now - open_[0] <= self.window:
+            total = open_[1] + count
+            windows[key] = (open_[0], total)
         else:
-            self._reports.move_to_end(key)  # keys stay in order of their latest report: prune stops early
-        reports.append((now, count))
-        total = self._totals.get(key, 0) + count
-        while reports and now - reports[0][0] > self.window:
-            total -= reports.popleft()[1]
-        self._totals[key] = total
+            if open_ is not None:
+                del windows[key]  # re-inserted at the end: starts stay in order, so prune stops early
+            total = count
+            windows[key] = (now, total)
         return total >= self.hits
 
     def forget(self, key: str) -> None:
-        self._reports.pop(key, None)
-        self._totals.pop(key, None)
+        self._windows.pop(key, None)
 
     def prune(self) -> int:
-        """Drop keys whose latest hit is older than the window; returns how many were dropped."""
+        """Drop keys whose window has closed (their next hit opens a new one anyway); returns how many."""
         now = self._clock()
-        dropped = 0
-        while self._reports:  # oldest latest-report first: walks only the stale keys, never every key
-            key, reports = next(iter(self._reports.items()))
-            if now - reports[-1][0] <= self.window:
+        stale = []
+        for key, (since, _) in self._windows.items():  # oldest start first: walks only the stale keys
+            if now - since <= self.window:
                 break
-            self.forget(key)
-            dropped += 1
-        return dropped
+            stale.append(key)
+        for key in stale:
+            del self._windows[key]
+        return len(stale)
 
     def __len__(self) -> int:
-        return len(self._reports)
+        return len(self._windows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,10 +200,10 @@ class _Plan:
             return k == self.key or k in taken or self.is_pinned(k)
 
         victims = tier.policy.victims(short, blocked)
-        if sum(self.size_of(v) for v in victims) < short:
+        sizes = [self.size_of(v) for v in victims]
+        if sum(sizes) < short:
             return False
-        for victim in victims:
-            size = self.size_of(victim)
+        for victim, size in zip(victims, sizes, strict=True):
             taken.add(victim)
             self.used[i] -= size
             self.moves.append(self._evict(victim, i, size))

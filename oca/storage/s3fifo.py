@@ -14,8 +14,9 @@ Rules kept here:
   small queue and main gives up one object only when the small queue has dipped under its share.
 - `victims` never removes a key: it does the moves an eviction would do anyway (small -> main, a main
   object's frequency decrement and reinsertion) and leaves the chosen victims at the heads, so a second call
-  with nothing read in between gives the same answer unless the first one moved objects to main
-  (plan_placement asks once to choose a tier and again to commit, and checks the second plan too).
+  with nothing read in between gives the same answer unless the first one moved objects to main. When the
+  head it would evict frees enough as it stands (a full cache taking one object), it answers without
+  moving anything.
 - Per object: one entry in one queue (key -> size) and one in the frequency map (key -> small int); keys are
   the catalog's own strings. No per-object Python objects.
 """
@@ -138,10 +139,18 @@ class S3FIFOPolicy:
         if need_bytes <= 0:
             return chosen
         small, main, freq = self._small, self._main, self._freq
+        share = self._ratio * self._bytes if self._small_share is None else self._small_share
+        # the common case of a full cache taking one object: the head to evict is evictable as it stands and
+        # frees enough, so nothing moves (peeking at an OrderedDict's head costs no pop and reinsertion)
+        queue = small if small and (not main or self._small_bytes > share) else main
+        if queue:
+            key = next(iter(queue))
+            size = queue[key]
+            if size >= need_bytes and freq[key] == 0 and not is_pinned(key):
+                return [key]
         held_small: list[tuple[str, int]] = []  # chosen, popped off the heads; put back at the end
         held_main: list[tuple[str, int]] = []
         small_left = self._small_bytes
-        share = self._ratio * self._bytes if self._small_share is None else self._small_share
         freed = stalls = 0
         main_stuck = False
         while freed < need_bytes:

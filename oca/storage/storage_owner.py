@@ -5,7 +5,8 @@
 The Store (SQLite index, file copies, fsyncs) blocks, so the master's event loop never calls it directly:
 every call goes through `call`, which runs it on this small pool. The Store serialises its own index and
 memory changes with one lock and copies files outside it, so a long import does not hold up /status,
-hit reports or a purge.
+hit reports or a purge. Its counters (Store.status, Store.title_changes) are read with `peek`, on the
+event loop itself, so /status never queues behind busy storage threads.
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ class StorageOwner:
         if store is None:
             raise RuntimeError("storage is not open")
         return await self._run(fn, store, *args, **kwargs)
+
+    def peek(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run fn(store, *args, **kwargs) here, on the caller's thread: only for the Store's lock-free,
+        O(1)-or-O(changes) reads (Store.status, Store.title_changes), so /status answers from memory even
+        while every storage thread waits on a long import or eviction."""
+        store = self._store
+        if store is None:
+            raise RuntimeError("storage is not open")
+        return fn(store, *args, **kwargs)
 
     async def close(self) -> None:
         if self._store is not None:

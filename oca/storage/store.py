@@ -1,8 +1,9 @@
 """Store: the single owner of the tiers and the index; every write, move and eviction happens here.
 
 Rules kept here:
-- One owner per state_dir (lock.py). One lock guards the catalog, the index and the engine; get/list/
-  status only read memory.
+- One owner per state_dir (lock.py). One lock guards the catalog, the index and the engine; get/list
+  only read memory. status and title_changes read counters kept as objects come and go, without the lock,
+  so health answers never wait behind a commit (nothing periodic walks every object).
 - New objects land on the fastest tier that admits them (`admission: returning` lets in only what the
   policy remembers, or `hot` objects; such a tier is the fallback when no tier that admits can make room);
   an evicted object moves down while its policy finds it worth keeping (an exclusive hierarchy: one cache
@@ -10,9 +11,11 @@ Rules kept here:
   gone) moves on to the next. A full disk
   (ENOSPC) fails that put with StorageError and marks the tier FULL; nothing stored is lost.
 - The sum of object sizes on a tier never exceeds its capacity: bytes count only when an object is
-  committed, and every commit is preceded by the evictions `plan_placement` returned for it.
-- Promotion: `config.promotion.hits` hits within `config.promotion.window` move an unpinned object up one
-  tier. Pinned objects are never evicted, demoted or promoted; they stay where the fill plan put them.
+  committed, and every commit is preceded by the evictions `plan_placement` returned for it. Choosing a
+  tier plans nothing (the catalog's byte counts say whether a tier can make room), so a put plans once.
+- Promotion: `config.promotion.hits` hits within `config.promotion.window` of the first of them move an
+  unpinned object up one tier. Pinned objects are never evicted, demoted or promoted; they stay where the
+  fill plan put them.
 - Blocking: put_file copies without holding the lock; promotions and demotions copy while holding it.
   Call put_file, record_hits, evict*, set_pinned and check_tiers from an executor, not an event loop.
 """
@@ -24,11 +27,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 from oca.config.model import StorageConfig
-from oca.errors import BadRequest, InsufficientStorage, NotFound, StorageError
+from oca.errors import BadRequest, InsufficientStorage, NotFound, OcaError, StorageError
 from oca.storage import files, health, lock
 from oca.storage.catalog import Catalog, CatalogEntry, Tier
 from oca.storage.engine import STICKY, Engine
@@ -38,6 +41,7 @@ from oca.storage.layout import key_hash, unlink_quiet
 from oca.storage.model import ObjectInfo, TierState
 from oca.storage.planned import PlannedPolicy
 from oca.storage.policy import EvictionPolicy, PromotionCounter, policy_factory
+from oca.storage.titles import TitleFeed
 
 log = logging.getLogger("oca.storage")
 
@@ -159,17 +163,25 @@ class Store:
             return [self._cat.info(e) for e in found]
 
     def status(self) -> dict[str, object]:
-        with self._lock:
-            tiers = self._cat.tiers
-            return {
-                "objects": len(self._cat.entries),
-                "generation": self._gen.value,
-                "tiers": [{"name": t.name, "path": t.layout.root, "capacity": t.capacity, "used": t.used,
-                           "objects": t.objects, "state": t.state.value, "error": t.error} for t in tiers],
-                "promotions": self._engine.promotions,
-                "demotions": self._engine.demotions,
-                "evictions": {t.name: t.evictions for t in tiers},
-            }
+        """Counters only, read without the lock: each is kept up to date as objects come and go, and each
+        read is atomic, so /status and /healthz never wait behind an index commit or an eviction (at worst
+        two fields are a moment apart). Safe to call from any thread, the event loop's included."""
+        tiers = self._cat.tiers
+        return {
+            "objects": len(self._cat.entries),
+            "generation": self._gen.value,
+            "tiers": [{"name": t.name, "path": t.layout.root, "capacity": t.capacity, "used": t.used,
+                       "objects": t.objects, "state": t.state.value, "error": t.error} for t in tiers],
+            "promotions": self._engine.promotions,
+            "demotions": self._engine.demotions,
+            "evictions": {t.name: t.evictions for t in tiers},
+        }
+
+    def title_changes(self) -> TitleFeed:
+        """The titles whose servable objects or bytes changed since the last call (every title on the first
+        call, or after a tier started or stopped serving). O(changes), without the store's lock: safe to
+        call from any thread, the event loop's included."""
+        return self._cat.titles.take([t.state.serves for t in self._cat.tiers])
 
     # ---------------------------------------------------------------- writing
 
@@ -209,6 +221,92 @@ class Store:
             finally:
                 unlink_quiet(staged.path)
 
+    def put_files(self, items: Sequence[tuple[str, str]], *, hot: bool = False,
+                  pin: bool = False) -> builtins.list[ObjectInfo | OcaError]:
+        """Copy many (src, key) in, as put_file does each, with the index written once for the batch: the
+        copies and the sidecars are made without the lock and flushed with one syncfs of the tier, then one
+        lock hold makes room for the whole batch and commits it (Engine.install_many). Returns, per item in
+        order, its ObjectInfo or the error that refused it. A key already stored, a key twice in the batch, a
+        batch no tier can make room for at once, or a tier failing under the batch: those items go through
+        put_file one by one, so every outcome is the one put_file would give."""
+        results: builtins.list[ObjectInfo | OcaError | None] = [None] * len(items)
+        sizes: dict[int, int] = {}
+        for i, (src, key) in enumerate(items):
+            try:
+                _check_key(key)
+                sizes[i] = os.stat(src).st_size
+            except OcaError as e:
+                results[i] = e
+            except OSError as e:
+                results[i] = StorageError(f"cannot read {src}: {health.describe(e)}")
+        one_by_one: builtins.list[int] = []
+        try:
+            self._put_batch(items, sizes, hot, pin, results, one_by_one)
+        finally:
+            for i in one_by_one:
+                src, key = items[i]
+                try:
+                    results[i] = self.put_file(src, key, hot=hot, pin=pin)
+                except OcaError as e:
+                    results[i] = e
+        return [r if r is not None else StorageError("not stored") for r in results]
+
+    def _put_batch(self, items: Sequence[tuple[str, str]], sizes: dict[int, int], hot: bool, pin: bool,
+                   results: builtins.list[ObjectInfo | OcaError | None], one_by_one: builtins.list[int]) -> None:
+        """put_files' fast path: fills `results` for what it stores or refuses, `one_by_one` with the rest."""
+        with self._lock:
+            self._check_open()
+            seen: set[str] = set()
+            batch: builtins.list[int] = []
+            for i in sizes:
+                key = items[i][1]
+                (one_by_one if key in seen or key in self._cat.entries else batch).append(i)
+                seen.add(key)
+            try:
+                tier = self._choose_tier(None, sum(sizes[i] for i in batch), hot, set())
+            except OcaError:
+                one_by_one.extend(batch)
+                return
+        staged: builtins.list[tuple[int, files.Staged, str, CatalogEntry]] = []
+        try:
+            for i in batch:
+                src, key = items[i]
+                try:
+                    copy = files.stage_copy(src, tier.layout.tmp_dir, expect_size=sizes[i], sync=False)
+                except files.SourceError as e:
+                    results[i] = StorageError(str(e))
+                    continue
+                except files.VerifyError as e:
+                    results[i] = StorageError(f"put {key!r}: {e}")
+                    continue
+                now = self._clock()
+                entry = CatalogEntry(key, key_hash(key), tier.number, copy.size, copy.digest, now, now, hot, pin)
+                try:
+                    meta_tmp = self._engine.prepare(tier, entry, sync=False)  # fan-out directories, sidecar
+                except OSError:
+                    unlink_quiet(copy.path)
+                    raise
+                staged.append((i, copy, meta_tmp, entry))
+            files.sync_filesystem(tier.layout.tmp_dir)  # every copy and sidecar durable, with one flush
+            with self._lock:
+                self._check_open()
+                fresh = [s for s in staged if s[3].key not in self._cat.entries]  # stored meanwhile: one by one
+                one_by_one.extend(s[0] for s in staged if s[3].key in self._cat.entries)
+                if not tier.state.accepts:
+                    raise _Retry
+                self._engine.run(self._cat.plan(tier, sum(s[1].size for s in fresh)))
+                self._engine.install_many(tier, [(s[1].path, s[2], s[3]) for s in fresh])
+                for i, _, _, entry in fresh:
+                    results[i] = self._cat.info(entry)
+        except (OSError, _Retry, InsufficientStorage, StorageError) as e:
+            # the tier failed or filled under the batch, or the index refused it: put_file decides each item
+            log.warning("batch of %d objects not stored at once (%s): storing them one by one", len(staged), e)
+            one_by_one.extend(i for i in batch if results[i] is None and i not in one_by_one)
+        finally:
+            for _, copy, meta_tmp, _ in staged:
+                unlink_quiet(copy.path)
+                unlink_quiet(meta_tmp)
+
     def fill_target(self, key: str, size: int, hot: bool = False) -> tuple[str, str]:
         """(tier name, its temp directory): where an upstream fill of `key` (`size` bytes, 0 if unknown)
         should write its temp file, so that `adopt` can rename it into place on the same filesystem."""
@@ -224,6 +322,7 @@ class Store:
         place without a copy. If that tier cannot take it any more, the file is copied to another tier.
         The temp file is gone afterwards, whatever happens."""
         _check_key(key)
+        renamed = False
         try:
             with self._lock:
                 self._check_open()
@@ -231,12 +330,15 @@ class Store:
                 if found is None:
                     raise StorageError(f"no tier named {tier!r}")
                 try:
-                    return self._commit_put(found, files.Staged(path, size, digest), key, hot, pin)
+                    info = self._commit_put(found, files.Staged(path, size, digest), key, hot, pin)
+                    renamed = True  # into place: no unlink (a syscall per fill) needed
+                    return info
                 except _Retry:
                     pass
             return self.put_file(path, key, hot=hot, pin=pin, digest=digest)
         finally:
-            unlink_quiet(path)
+            if not renamed:
+                unlink_quiet(path)
 
     def evict(self, key: str) -> bool:
         """Remove the object stored as `key` (on any tier, even a FAILED one); False if there is none."""
@@ -255,6 +357,12 @@ class Store:
             self._engine.drop(doomed)
             return len(doomed)
 
+    def watch_evictions(self, callback: Callable[[str, str], None] | None) -> None:
+        """Call `callback(key, why)` for each object removed to make room (capacity evictions, not purges);
+        it runs on a storage thread holding the Store's lock: hand over, don't work (oca.fetch.history)."""
+        with self._lock:
+            self._engine.on_evicted = callback
+
     def set_pinned(self, key: str, pinned: bool) -> ObjectInfo:
         """Pin (never evict, demote or promote) or unpin an object; recorded in its sidecar too."""
         with self._lock:
@@ -264,17 +372,17 @@ class Store:
                 raise NotFound(f"no stored object {key!r}")
             if entry.pinned != pinned:
                 tier = self._cat.tiers[entry.tier]
-                entry.pinned = pinned
+                self._cat.set_pinned(entry, pinned)
                 try:
                     self._engine.write_sidecar(tier, entry)
                     with self._index.transaction():
                         self._index.set_pinned(key, pinned)
                 except OSError as e:
-                    entry.pinned = not pinned
+                    self._cat.set_pinned(entry, not pinned)
                     self._engine.charge(tier, e)
                     raise StorageError(f"cannot pin {key!r} on tier {tier.name}: {health.describe(e)}") from e
                 except StorageError:
-                    entry.pinned = not pinned
+                    self._cat.set_pinned(entry, not pinned)
                     raise
             return self._cat.info(entry)
 
@@ -299,15 +407,21 @@ class Store:
         with self._lock:
             self._check_open()
             now = self._clock()
-            earned: builtins.list[CatalogEntry] = []
+            earned: builtins.list[CatalogEntry] | None = None
+            # Engine.touch inlined, and the lookups hoisted: this loop runs once per hit the box serves
+            entries, tiers, accessed = self._cat.entries, self._cat.tiers, self._engine.accessed
+            counted = self._engine.counter.hit
             for key, count in hits.items():
-                entry = self._cat.entries.get(key)
+                entry = entries.get(key)
                 if entry is None or count <= 0:
                     continue
-                self._engine.touch(entry, now)
-                if entry.tier > 0 and not entry.pinned and self._engine.counter.hit(key, count):
+                tier = entry.tier
+                tiers[tier].policy.touch(key)
+                entry.last_access = accessed[key] = now
+                if tier and not entry.pinned and counted(key, count, now):
+                    earned = earned or []
                     earned.append(entry)
-            for entry in earned:
+            for entry in earned or ():
                 if self._cat.current(entry):
                     self._promote(entry)
             if now - self._last_flush >= self.config.access_flush_interval:
@@ -364,24 +478,35 @@ class Store:
 
     # ---------------------------------------------------------------- placing objects
 
-    def _choose_tier(self, key: str, size: int, hot: bool, tried: set[int]) -> Tier:
-        """The fastest tier that takes new objects, admits this one and can make room for `size` bytes."""
-        candidates = [t for t in self._cat.tiers if t.number not in tried and t.state.accepts]
-        if not candidates:
+    def _choose_tier(self, key: str | None, size: int, hot: bool, tried: set[int]) -> Tier:
+        """The fastest tier that takes new objects, admits this one and can make room for `size` bytes.
+
+        A tier that does not admit the object is the fallback when none that does can make room. With no `key`
+        (a batch of new objects), only tiers that admit everything count as admitting. Nothing is
+        planned here (`refusal` answers from byte counts): `_commit_put` plans once, when it commits."""
+        refuse = self._cat.refusal
+        first: InsufficientStorage | None = None
+        fallback: builtins.list[Tier] = []
+        for tier in self._cat.tiers:  # one pass, no lists: every miss comes here
+            if tier.number in tried or not tier.state.accepts:
+                continue
+            if hot or tier.admission == "all" or (key is not None and tier.policy.admits(key)):
+                refusal = refuse(tier, size, key)
+                if refusal is None:
+                    return tier
+                first = first or refusal
+            else:
+                fallback.append(tier)
+        if first is None and not fallback:
             states = ", ".join(f"{t.name} {t.state.value}" for t in self._cat.tiers)
             raise StorageError(f"no tier takes new objects ({states})")
-        admitted = [t for t in candidates if hot or t.admission == "all" or t.policy.admits(key)]
-        # a tier that does not admit the object is the fallback when none that does can make room
-        candidates = admitted + [t for t in candidates if t not in admitted]
-        refusal: InsufficientStorage | None = None
-        for tier in candidates:
-            try:
-                self._cat.plan(tier, size, key, replacing=True)
+        for tier in fallback:
+            refusal = refuse(tier, size, key)
+            if refusal is None:
                 return tier
-            except InsufficientStorage as e:
-                refusal = refusal or e
-        assert refusal is not None
-        raise refusal
+            first = first or refusal
+        assert first is not None
+        raise first
 
     def _commit_put(self, tier: Tier, staged: files.Staged, key: str, hot: bool, pin: bool) -> ObjectInfo:
         if not tier.state.accepts:

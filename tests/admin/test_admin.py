@@ -149,3 +149,46 @@ def test_an_unusable_admin_token_file_stops_the_box_with_one_line(tmp_path: Any,
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "admin.token_file" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_cache_import_into_a_running_box_goes_in_batches_and_reports_each_file(box_factory: Any,
+                                                                              tmp_path: Any) -> None:
+    box = box_factory(OBJECTS)
+    content = tmp_path / "more"
+    for i in range(300):  # more than one batch
+        path = content / "titles" / "8" / f"seg_{i}.m4s"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes([i % 256]) * (100 + i))
+    result = _oca(box, "cache", "import", "--json", str(content))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["imported"] == 300
+    assert len(box.admin("/inventory?prefix=titles/8/")["objects"]) == 300
+    assert box.get("/titles/8/seg_299.m4s")[2] == bytes([299 % 256]) * 399
+    assert box.admin("/status")["objects"] == 310
+
+
+@pytest.mark.parametrize("body, problem", [
+    (b'{"items": []}', "items must be a list of 1 to"),
+    (b'{"items": [{"src": "relative", "key": "titles/1/a.m4s"}]}', "absolute path"),
+    (b'{"items": [{"src": "/etc/hostname", "key": "../x"}]}', "not a valid content key"),
+    (b'{"items": ["titles/1/a.m4s"]}', "each item must be an object"),
+])
+def test_bad_import_batches_are_400_with_a_reason(box_factory: Any, body: bytes, problem: str) -> None:
+    box = box_factory(OBJECTS)
+    req = urllib.request.Request(f"http://127.0.0.1:{box.admin_port}/cache/import-batch", data=body,
+                                 method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    assert info.value.code == 400
+    assert problem in json.loads(info.value.read())["error"]
+
+
+def test_a_missing_file_in_an_import_batch_fails_alone(box_factory: Any, tmp_path: Any) -> None:
+    box = box_factory(OBJECTS)
+    good = tmp_path / "good.m4s"
+    good.write_bytes(b"g" * 500)
+    body = {"items": [{"src": "/nonexistent/file", "key": "titles/7/a.m4s"},
+                      {"src": str(good), "key": "titles/7/b.m4s"}]}
+    results = box.admin("/cache/import-batch", "POST", body)["results"]
+    assert results[0]["status"] == 503 and "cannot read" in results[0]["error"]
+    assert results[1]["key"] == "titles/7/b.m4s" and results[1]["size"] == 500

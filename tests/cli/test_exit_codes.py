@@ -53,6 +53,7 @@ CLIENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "cache ls": ("box", ()),
     "cache stat": ("box", ("titles/1/f0",)),
     "cache evict": ("box", ("titles/1/f0",)),
+    "cache why": ("box", ("titles/1/f0",)),
     "top": ("box", ("--once", "--interval", "0.1")),
     "audit": ("control", ("--action", "drain", "--since", "1h")),
 }
@@ -105,9 +106,12 @@ ANSWERS: list[tuple[str, str, Any]] = [
                           "firmware": {"state": "idle"}}),
     ("POST", "/firmware", {"version": "0.2.0", "previous_version": "0.1.0", "releases": ["0.2.0", "0.1.0"],
                            "firmware": {"state": "ok"}}),
+    ("POST", "/cache/import-batch", {"results": [OBJECT]}),  # the content dir holds one file
     ("POST", "/cache/import", OBJECT),
     ("GET", "/cache/objects/", OBJECT),
     ("DELETE", "/cache/objects/", {"evicted": 1}),
+    ("GET", "/cache/why/", {"key": "titles/1/f0", "held": None, "stale": False, "sliced": None, "filling": False,
+                            "would_miss_as": "first", "events": [], "remembered": "bounded"}),
 ]
 
 

@@ -17,6 +17,7 @@ from control.api import build_app
 from control.catalog import ingest_source, title_to_json
 from control.config import load_control_config
 from control.plane import ControlPlane
+from control.signals import PlayerSignals, SlowRule
 from oca.tokens import generate_private_key, write_private_key
 from tests.control.fixtures import (
     FakeBox,
@@ -317,3 +318,31 @@ async def test_client_address_from_the_load_balancer_header(lab: Lab) -> None:
     assert (await lab.client.get("/v1/play/42/master.m3u8", headers=spoofed)).status == 451
     appended = {"X-Forwarded-For": "10.1.2.3, 127.0.0.5"}  # the balancer appended what it saw
     assert (await lab.client.get("/v1/play/42/master.m3u8", headers=appended)).status == 200
+
+
+async def test_a_box_players_find_slow_is_ranked_last_for_new_sessions_only(lab: Lab) -> None:
+    """Issue 18, passive signals: steering reloads carry the throughput players measured on their pathway."""
+    lab.plane.signals = PlayerSignals(SlowRule(every=0.0))
+    uri, pathways, slow = _hls_pathways(await (await lab.client.get("/v1/play/42/master.m3u8")).text())
+    session = "/v1/steer/" + uri.rsplit("/", 1)[1]
+    others = [p for p in pathways[:-1] if p != slow]
+    second = (await (await lab.client.get("/v1/play/42/manifest.mpd")).text()).split("/v1/steer/", 1)[1]
+    second = "/v1/steer/" + second.split("<", 1)[0].strip()
+    for _ in range(SlowRule().min_reports):
+        await _json(await lab.client.get(session, params={"_HLS_pathway": slow, "_HLS_throughput": "900000"}))
+        # another session, a DASH one, fetching from the other boxes, sees ten times more on each
+        await _json(await lab.client.get(second, params={"_DASH_pathway": '"' + ",".join(others) + '"',
+                                                         "_DASH_throughput": ",".join(["9000000"] * len(others))}))
+    _, fresh, _ = _hls_pathways(await (await lab.client.get("/v1/play/42/master.m3u8")).text())
+    assert fresh[-2:] == [slow, "origin"], fresh  # every box still healthy: only the players' word moved it
+    assert all(h.healthy for h in lab.plane.health().values())
+    explain = await _json(await lab.client.get("/v1/steering/explain", params={"ip": "127.0.0.1", "title": "42"},
+                                               headers=OPERATOR))
+    reason = next(c["reason"] for c in explain["candidates"] if c["box"] == slow)
+    assert "players report slow throughput (10% of its peers')" in reason, reason
+    metrics = await (await lab.client.get("/metrics", headers=OPERATOR)).text()
+    flags = dict(re.findall(r'^oca_control_box_slow\{box="(\w+)",site="\w+"\} (\S+)$', metrics, re.M))
+    assert flags == {slow: "1.0", **{box: "0.0" for box in others}}, flags
+    # the session already on it is not moved by it
+    kept = await _json(await lab.client.get(session, params={"_HLS_pathway": slow, "_HLS_throughput": "900000"}))
+    assert kept["PATHWAY-PRIORITY"][0] == slow

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from control.manifests import SteeringQuery, parse_steering_query, reports_leaving, steering_manifest
@@ -63,7 +63,13 @@ def test_bad_manifest_arguments_raise_value_error(priority: list[str], ttl: Any,
     ({"_DASH_pathway": '"a,b"', "_DASH_throughput": "1,x"}, "dash", ("a", "b"), ()),  # misaligned: dropped
     # dash.js 5 leaves an empty entry for a pathway it has not measured, so positions line up
     ({"_DASH_pathway": '"a,b,c"', "_DASH_throughput": ",10,15"}, "dash", ("a", "b", "c"), (None, 10, 15)),
-    ({"_DASH_pathway": '"a,b"', "_DASH_throughput": "5000,"}, "dash", ("a", "b"), (5000, None)),
+    ({"_DASH_pathway": '"a,b"', "_DASH_throughput": "5000,"}, "dash", ("a", "b"), (5000,)),  # as older players
+    # nothing measured: no throughput, not a tuple of Nones (found by the property below)
+    ({"_DASH_pathway": '"a"', "_DASH_throughput": ","}, "dash", ("a",), ()),
+    ({"_DASH_pathway": '"a,b,c"', "_DASH_throughput": ",,"}, "dash", ("a", "b", "c"), ()),
+    # _HLS_throughput is one number: a list there is unreadable, not its first entry
+    ({"_HLS_pathway": "a", "_HLS_throughput": ","}, "hls", ("a",), ()),
+    ({"_HLS_pathway": "a", "_HLS_throughput": "5,6"}, "hls", ("a",), ()),
     ({"_DASH_pathway": '"a"', "_DASH_throughput": "1,2,3"}, "dash", ("a",), (1,)),
     ({"_DASH_pathway": '""'}, None, (), ()),
     ({"_HLS_pathway": "a", "_DASH_pathway": '"b"'}, "hls", ("a",), ()),
@@ -113,6 +119,8 @@ VALUES = st.one_of(st.text(max_size=80), st.text(alphabet='ab-_.,"% 0123456789e+
 
 
 @given(st.dictionaries(KEYS, VALUES))
+@example({"_DASH_pathway": "a", "_DASH_throughput": ","})  # parsed to (None,) once
+@example({"_HLS_pathway": "a", "_HLS_throughput": ","})
 def test_garbage_never_raises_and_what_comes_out_is_valid(query: dict[str, str]) -> None:
     result = parse_steering_query(query)
     assert result.protocol in (None, "hls", "dash")
@@ -120,6 +128,8 @@ def test_garbage_never_raises_and_what_comes_out_is_valid(query: dict[str, str])
     assert all(PATHWAY_ID_RE.fullmatch(p) and p != "." for p in result.pathways)
     assert len(set(result.pathways)) == len(result.pathways)
     assert len(result.throughputs) <= len(result.pathways)
-    assert all(isinstance(t, int) and 0 <= t <= MAX_THROUGHPUT for t in result.throughputs)
+    # None is an unmeasured pathway (dash.js 5), and only ever before a measured one
+    assert all(t is None or (isinstance(t, int) and 0 <= t <= MAX_THROUGHPUT) for t in result.throughputs)
+    assert not result.throughputs or result.throughputs[-1] is not None
     if result.protocol == "hls":
         assert len(result.pathways) == 1

@@ -277,6 +277,22 @@ def test_an_avoided_box_is_dropped_before_the_others_when_pathways_are_capped() 
     assert {c.box_id: c.reason for c in decision.candidates}[first].startswith("avoided: player left it")
 
 
+# --- slow (players' throughput, control.signals) ---------------------------------------------------------
+
+
+def test_a_slow_box_stays_eligible_but_is_ranked_after_the_others() -> None:
+    first = decide("198.51.100.7").pathway_ids[0]
+    why = "players report slow throughput (12% of its peers')"
+    decision = decide("198.51.100.7", slow={first: why}, max_pathways=10)
+    assert decision.pathway_ids[-2:] == (first, ORIGIN_PATHWAY)
+    assert {c.box_id: c.reason for c in decision.candidates}[first].startswith(
+        f"chosen #{len(decision.pathways) - 1}: ranked after the others: {why}")
+    capped = decide("198.51.100.7", slow={first: why}, max_pathways=1)
+    assert first not in capped.pathway_ids
+    assert {c.box_id: c.reason for c in capped.candidates}[first] == f"slow: {why}"
+    assert decide("198.51.100.7", slow={}).pathway_ids == decide("198.51.100.7").pathway_ids
+
+
 # --- the explain view -------------------------------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ from oca.protocol.messages import (
     Fresh,
     Have,
     Opened,
+    PrefetchHint,
     Sliced,
     SliceMeta,
     SliceRequest,
@@ -193,8 +194,9 @@ async def test_a_miss_is_opened_streamed_and_done(tmp_path: Path) -> None:
     link.take()
     out = await play.ask(link, FillRequest(KEY))
     stored = play.storage.objects[KEY]
-    assert out == [Opened(KEY, ANY, 10, ETAG, LM, TYPE, "origin"), Have(KEY, 4), Have(KEY, 8), Have(KEY, 10),
-                   Done(KEY, 10, stored.path)]
+    # `why`: the client's miss is its first (oca.fetch.history), for its access log
+    assert out == [Opened(KEY, ANY, 10, ETAG, LM, TYPE, "origin", "first"), Have(KEY, 4), Have(KEY, 8),
+                   Have(KEY, 10), Done(KEY, 10, stored.path)]
     assert Path(stored.path).read_bytes() == b"0123456789"
     assert play.upstream.asked == [(KEY, None, None)]
     assert await play.ask(link, FillRequest(KEY)) == [Stored(KEY)]  # from storage now: upstream not asked again
@@ -209,7 +211,8 @@ async def test_two_workers_asking_at_once_share_one_upstream_fetch(tmp_path: Pat
     play.manager.on_message(cast(Link[FillAsk], two), FillRequest(KEY))
     await play.settle()
     path = play.storage.objects[KEY].path
-    expected = [Opened(KEY, ANY, 6, ETAG, LM, TYPE, "origin"), Have(KEY, 4), Have(KEY, 6), Done(KEY, 6, path)]
+    expected = [Opened(KEY, ANY, 6, ETAG, LM, TYPE, "origin", "first"), Have(KEY, 4), Have(KEY, 6),
+                Done(KEY, 6, path)]
     assert one.take() == expected and two.take() == expected
     assert play.upstream.asked == [(KEY, None, None)]
 
@@ -218,12 +221,12 @@ async def test_a_404_is_absent_and_remembered_for_negative_ttl(tmp_path: Path) -
     play = MasterPlay(tmp_path, {}, slice_size=0, negative_ttl=30.0)
     link = play.link()
     link.take()
-    assert await play.ask(link, FillRequest(KEY)) == [Absent(KEY, 30.0)]
+    assert await play.ask(link, FillRequest(KEY)) == [Absent(KEY, 30.0, "first")]
     play.clock.now += 10
     assert await play.ask(link, FillRequest(KEY)) == [Absent(KEY, 20.0)]  # not asked upstream again
     assert len(play.upstream.asked) == 1 and play.manager.counters["negative_hits"] == 1
     play.clock.now += 21
-    assert await play.ask(link, FillRequest(KEY)) == [Absent(KEY, 30.0)]
+    assert await play.ask(link, FillRequest(KEY)) == [Absent(KEY, 30.0, "first")]  # never held: still first
     assert len(play.upstream.asked) == 2
 
 
@@ -232,7 +235,7 @@ async def test_an_upstream_failure_is_failed_with_its_status(tmp_path: Path) -> 
     play.upstream.broken[KEY] = UpstreamError(504, "origin: no first byte in 5s")
     link = play.link()
     link.take()
-    assert await play.ask(link, FillRequest(KEY)) == [Failed(KEY, 504, "origin: no first byte in 5s")]
+    assert await play.ask(link, FillRequest(KEY)) == [Failed(KEY, 504, "origin: no first byte in 5s", "first")]
     assert KEY not in play.storage.objects and play.manager.counters["fill_failures"] == 1
 
 
@@ -243,13 +246,13 @@ async def test_a_large_object_becomes_sliced_and_its_slices_fill_one_by_one(tmp_
     link.take()
     meta = SliceMeta(10, 4, ETAG, LM, TYPE)
     # the probe asks for the slice the client's range starts in, and goes on filling it for nobody
-    assert await play.ask(link, FillRequest(KEY, start=5)) == [Sliced(KEY, meta)]
+    assert await play.ask(link, FillRequest(KEY, start=5)) == [Sliced(KEY, meta, "first")]
     assert play.upstream.asked == [(KEY, (4, 7), None)]
     assert play.storage.objects[slice_key(KEY, 1)].size == 4
     assert await play.ask(link, SliceRequest(KEY, 1)) == [Stored(slice_key(KEY, 1))]
     last = slice_key(KEY, 2)
     out = await play.ask(link, SliceRequest(KEY, 2))
-    assert out == [Opened(last, ANY, 2, ETAG, LM, TYPE, "origin"), Have(last, 2),
+    assert out == [Opened(last, ANY, 2, ETAG, LM, TYPE, "origin", "slice"), Have(last, 2),
                    Done(last, 2, play.storage.objects[last].path)]
     assert play.upstream.asked[-1] == (KEY, (8, 9), None)
     assert await play.ask(link, SliceRequest(KEY, 3)) == [Failed(slice_key(KEY, 3), 502,
@@ -289,6 +292,19 @@ async def test_a_wrong_digest_is_fetched_again_from_the_next_source_only(tmp_pat
     result = await play.manager.prefetch_one(KEY, hot=False, pin=False, digest=right, size=None, rate=None,
                                              sources=[peer, origin])
     assert result == "stored" and len(play.upstream.asked) == 4
+
+
+async def test_a_prefetch_hint_fills_in_the_background_and_is_never_answered(tmp_path: Path) -> None:
+    """A player's CMCD next-object hint (PrefetchHint) through the master's dispatch table: the key is filled
+    for nobody, the worker is sent nothing, and the client's request that follows is a hit from storage."""
+    play = MasterPlay(tmp_path, {KEY: b"0123456789"}, slice_size=0)
+    link = play.link()
+    link.take()
+    assert await play.ask(link, PrefetchHint(KEY, None, "s1")) == []
+    assert KEY in play.storage.objects and play.manager.hints.counters.started == 1
+    assert await play.ask(link, PrefetchHint(KEY, None, "s1")) == []  # held now: starts nothing
+    assert len(play.upstream.asked) == 1 and play.manager.hints.counters.started == 1
+    assert await play.ask(link, FillRequest(KEY)) == [Stored(KEY)]
 
 
 # -- the worker's side -------------------------------------------------------------------------------------
@@ -404,3 +420,16 @@ def test_without_a_link_or_after_it_closed_fills_fail_503() -> None:
     fills.on_close(cast(Link[FillEvent], link))
     assert (running.result, running.status, running.reason, woken) == (FillState.FAIL, 503,
                                                                        "the master went away", [True])
+
+
+@pytest.mark.parametrize("event", [
+    Opened(KEY, "/nonexistent", 10, why="evicted"),
+    Sliced(KEY, SliceMeta(10, 4), "evicted"),
+    Absent(KEY, 0.0, "evicted"),
+    Failed(KEY, 504, "origin: timeout", "evicted"),
+])
+def test_the_masters_reason_for_a_miss_is_kept_for_the_access_log(event: FillEvent) -> None:
+    fills, _, _, _ = _worker()
+    fill = fills.acquire(KEY)
+    _event(fills, event)
+    assert fill.why == "evicted"

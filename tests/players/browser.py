@@ -59,11 +59,13 @@ def _fulfil(route: Route) -> None:
 
 
 def open_player(context: BrowserContext, control_url: str, player: str, src: str, client: tuple[str, str],
-                sid: str, requests: list[tuple[str, str | None]] | None = None, settings: str = "default") -> Page:
+                sid: str, requests: list[tuple[str, str | None]] | None = None, settings: str = "default",
+                cmcd_keys: list[str] | None = None) -> Page:
     """Load pages/<player>.html at the control plane's origin, playing `src` as a lab client (`client`: the
     header and the address it names), with `sid` as the CMCD session id it sends to boxes. `requests`
     collects (URL, the client header or None) of every request the page makes, as the browser sent it.
-    `settings`: "default" (the player's own) or "recommended" (the lab's /lab/players.js, as README says)."""
+    `settings`: "default" (the player's own) or "recommended" (the lab's /lab/players.js, as README says).
+    `cmcd_keys`: the CMCD keys hls.js sends (its includeKeys), when not its default set."""
     context.route(f"{control_url}{PREFIX}**", _fulfil)
     # A page playwright hands over has no address of its own, so Chromium's Local Network Access counts
     # it as public and refuses its requests to loopback boxes; served over loopback it would need nothing.
@@ -71,8 +73,10 @@ def open_player(context: BrowserContext, control_url: str, player: str, src: str
     page = context.new_page()
     if requests is not None:
         page.on("request", lambda r: requests.append((r.url, r.headers.get(client[0].lower()))))
-    query = urllib.parse.urlencode({"src": src, "header": client[0], "client": client[1], "sid": sid,
-                                    "settings": settings})
+    params = {"src": src, "header": client[0], "client": client[1], "sid": sid, "settings": settings}
+    if cmcd_keys is not None:
+        params["cmcdKeys"] = ",".join(cmcd_keys)
+    query = urllib.parse.urlencode(params)
     page.goto(f"{control_url}{PREFIX}{player}.html?{query}")
     return page
 

@@ -24,6 +24,7 @@ from oca.protocol.messages import (
     Moved,
     Opened,
     PlayerReport,
+    PrefetchHint,
     Purged,
     Ready,
     Refused,
@@ -49,21 +50,28 @@ SAMPLES: list[msgspec.Struct] = [
     Duress(False),
     Report(),
     Report([(200, "hit", 5), (404, "miss", 1)], [("ssd", "hit", 1000)], [1, 2, 0], 0.75, {"titles/1/a.m4s": 2},
-           [("hdd", "Input/output error")], [("titles/1/b.m4s", "short file")], 7, PLAYER),
+           [("hdd", "Input/output error")], [("titles/1/b.m4s", "short file")], 7, PLAYER,
+           {"first": 3, "evicted": 1, "unknown": 2}, 4),
     FillRequest("titles/1/720p/seg_00001.m4s", 2_000_000, True),
     SliceRequest("titles/1/big.mp4", 3),
+    PrefetchHint("titles/1/720p/seg_00002.m4s", None, "6e2fb550-c457-11e9-bb97-0800200c9a66"),
+    PrefetchHint("titles/1/big.mp4", 4_194_304),
     Stale(("titles/1/a.m4s", "titles/1/b.m4s")),
     Fresh(("titles/1/a.m4s",)),
     Purged(()),
     Opened("titles/1/a.m4s", "/ssd/.tmp/fill-1", 1000, '"abc"', "Mon, 01 Jan 2024 00:00:00 GMT", "video/mp4", "origin"),
     Opened("titles/1/a.m4s@slice3", "/proc/123/fd/9"),
+    Opened("titles/1/b.m4s", "/ssd/.tmp/fill-2", 10, None, None, None, "peer:b1", "evicted"),
     Have("titles/1/a.m4s", 65536),
     Moved("titles/1/a.m4s", "/proc/123/fd/12"),
     Done("titles/1/a.m4s", 1000, "/ssd/ab/cd/abcd"),
     Stored("titles/1/a.m4s"),
     Sliced("titles/1/big.mp4", SliceMeta(10_000_000, 4_194_304, '"e"', None, "video/mp4")),
+    Sliced("titles/1/big.mp4", SliceMeta(10_000_000, 4_194_304), "first"),
     Absent("titles/9/none.m4s", 30.0),
+    Absent("titles/9/none.m4s", 30.0, "first"),
     Failed("titles/1/a.m4s", 504, "origin: first byte timeout"),
+    Failed("titles/1/a.m4s", 504, "origin: first byte timeout", "invalidated"),
 ]
 
 
@@ -76,7 +84,7 @@ def _decode(codec: Codec, message: msgspec.Struct, line: bytes) -> msgspec.Struc
         return codec.worker_message(line)
     if isinstance(message, Duress):
         return codec.control_message(line)
-    if isinstance(message, FillRequest | SliceRequest):
+    if isinstance(message, FillRequest | SliceRequest | PrefetchHint):
         return codec.ask(line)
     return codec.event(line)
 
@@ -85,9 +93,10 @@ def test_the_samples_cover_every_message_kind() -> None:
     assert {type(m) for m in SAMPLES} == set(ALL_MESSAGES)
 
 
-# version 1 workers sent their own shapes of Ready and Report (test_version_1_lines_decode)
+# version 1 workers sent their own shapes of Ready and Report (test_version_1_lines_decode); version 1 has no
+# Duress (its workers read nothing after the config) and no PrefetchHint (test_version_1_carries_no_prefetch_hint)
 ROUND_TRIPS = [pytest.param(m, v, id=f"{type(m).__name__}-v{v}") for m in SAMPLES for v in SPEAKS
-               if not (v == LEGACY and isinstance(m, Ready | Report | Duress))]
+               if not (v == LEGACY and isinstance(m, Ready | Report | Duress | PrefetchHint))]
 
 
 @pytest.mark.parametrize(("message", "version"), ROUND_TRIPS)
@@ -125,19 +134,42 @@ def test_version_1_lines_decode(line: bytes, message: msgspec.Struct) -> None:
 
 
 def test_version_1_workers_read_the_events_the_master_sends() -> None:
-    """A version-1 worker read events as dicts by these names: the encoding keeps them."""
+    """A version-1 worker read events as dicts by these names (with dict.get, so a key it does not know, such
+    as version 2's `why`, is passed over): the encoding keeps them."""
     as_read = msgspec.json.decode(Codec(LEGACY).encode(Opened("k", "/p", 5, None, "lm", "video/mp4", "peer")))
     assert as_read == {"ev": "open", "k": "k", "path": "/p", "size": 5, "etag": None, "lm": "lm",
-                       "type": "video/mp4", "src": "peer"}
+                       "type": "video/mp4", "src": "peer", "why": ""}
     sliced = msgspec.json.decode(Codec(LEGACY).encode(Sliced("k", SliceMeta(10, 4))))
     assert sliced == {"ev": "sliced", "k": "k", "meta": {"total": 10, "slice_size": 4, "etag": None,
-                                                         "last_modified": None, "content_type": None}}
+                                                         "last_modified": None, "content_type": None}, "why": ""}
+    absent = msgspec.json.decode(Codec(LEGACY).encode(Absent("k", 5.0, "first")))
+    assert absent == {"ev": "absent", "k": "k", "ttl": 5.0, "why": "first"}
+    failed = msgspec.json.decode(Codec(LEGACY).encode(Failed("k", 504, "timeout")))
+    assert failed == {"ev": "fail", "k": "k", "status": 504, "reason": "timeout", "why": ""}
     assert Codec(LEGACY).encode_config({"a": 1}) == b'{"a":1}\n'
+
+
+def test_version_2_events_without_why_decode() -> None:
+    """`why` was added to version 2 before any release sent it: an event without it reads as no reason."""
+    codec = Codec(VERSION)
+    assert codec.event(b'{"ev":"fail","k":"k","status":502,"reason":"r"}') == Failed("k", 502, "r", "")
+    assert codec.worker_message(b'{"t":"report","connections":1}') == Report(connections=1)
+
+
+def test_version_1_carries_no_prefetch_hint() -> None:
+    """A master of version 1 has no PrefetchHint: a codec of that version neither writes nor reads one, and
+    says so (the worker checks `carries` first and sends nothing, oca.fetch.remote.RemoteFills.hint)."""
+    legacy = Codec(LEGACY)
+    assert not legacy.carries(PrefetchHint) and legacy.carries(FillRequest) and Codec(VERSION).carries(PrefetchHint)
+    with pytest.raises(ProtocolError, match="PrefetchHint is not a message of protocol version 1"):
+        legacy.encode(PrefetchHint("k"))
+    with pytest.raises(ProtocolError, match="PrefetchHint is not a message of protocol version 1"):
+        legacy.ask(Codec(VERSION).encode(PrefetchHint("k"))[:-1])
 
 
 @pytest.mark.parametrize("line", [
     b"not json", b'{"ev":"have","k":"a"}', b'{"ev":"have","k":3,"n":1}', b'{"ev":"nope","k":"a"}', b"[]",
-    b'{"op":"slice","k":"a","i":-1}',
+    b'{"op":"slice","k":"a","i":-1}', b'{"op":"prefetch","k":"a","start":-1}', b'{"op":"prefetch","start":0}',
 ])
 def test_a_line_that_is_not_a_message_is_a_protocol_error(line: bytes) -> None:
     codec = Codec(VERSION)

@@ -44,3 +44,22 @@ def test_a_fresh_connection_is_answered_before_a_drain_closes_it(inprocess_facto
     drained.result(10)
     used.close()
     fresh.close()
+
+
+def test_a_connection_accepted_as_the_drain_begins_is_answered_not_refused(
+        inprocess_factory: Callable[..., Any]) -> None:
+    """The kernel may hand a worker a connection in the moment its drain begins (the listener is closed after
+    the flag is set; uvloop accepts in batches): its request is answered once with Connection: close, never
+    the canned 503 of a full box (the one failed request of a refused release's switch under load)."""
+    box = inprocess_factory({SEGMENT: b"x" * 1000}, tokens={"required": False})
+
+    async def begin_draining() -> None:  # the drain's flag, before its listener is closed
+        box.server._draining = True
+
+    asyncio.run_coroutine_threadsafe(begin_draining(), box.loop).result(10)
+    late = socket.create_connection(("127.0.0.1", box.port), timeout=10)
+    late.sendall(f"GET /{SEGMENT} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    answer = _read_all(late)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"x" * 1000), answer[:200]
+    assert b"\r\nconnection: close\r\n" in answer.lower()
+    late.close()

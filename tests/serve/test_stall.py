@@ -37,6 +37,30 @@ def test_a_worker_silent_while_the_master_ran_is_stalled() -> None:
     assert is_stalled(tick_times[-1] + 0.05, credited, 2.0)  # 2.95 s of the master's running time
 
 
+@pytest.mark.parametrize("report_interval, threshold", [
+    (1.0, 10.0),  # the default flush interval: ten silent reports
+    (0.5, 5.0),
+    (0.2, 2.0),  # never under 2 s, however often workers report
+    (0.05, 2.0),
+    (3.0, 30.0),
+])
+def test_a_worker_is_stuck_after_ten_missed_reports_and_at_least_two_seconds(report_interval: float,
+                                                                             threshold: float) -> None:
+    assert stall_after(report_interval) == pytest.approx(threshold)
+
+
+@pytest.mark.parametrize("heard, now, stall_after_s, stalled", [
+    (100.0, 100.0, 2.0, False),  # just heard
+    (100.0, 102.0, 2.0, False),  # exactly the threshold: not yet
+    (100.0, 102.01, 2.0, True),
+    (100.0, 109.0, 10.0, False),
+    (100.0, 125.0, 10.0, True),
+    (130.0, 125.0, 10.0, False),  # heard moved past now by a credited pause
+])
+def test_stall_detection(heard: float, now: float, stall_after_s: float, stalled: bool) -> None:
+    assert is_stalled(now, heard, stall_after_s) is stalled
+
+
 @pytest.mark.parametrize("now, heard, ping", [
     (100.0, [99.5], True),  # the one worker reported half a second ago
     (100.0, [97.0, 99.9], True),  # one of two stuck (the master kills and restarts it): still serving

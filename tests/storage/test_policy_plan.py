@@ -198,6 +198,29 @@ class TestPromotionCounter:
         assert counter.prune() == 1
         assert len(counter) == 1
 
+    def test_a_window_opens_at_a_keys_first_hit_and_a_hit_after_it_closes_opens_the_next(self) -> None:
+        counter, clock = self.make(hits=3, window=10.0)
+        for t in (0.0, 9.0):
+            clock.now = t
+            assert not counter.hit("k")
+        clock.now = 11.0  # the window of 0.0 closed: 11.0 opens the next one, and 9.0 is not in it
+        assert not counter.hit("k")
+        clock.now = 19.0  # 9.0, 11.0 and 19.0 are within 10 s (a sliding window would promote), but
+        assert not counter.hit("k")  # only two hits are in the window that opened at 11.0
+        clock.now = 21.0
+        assert counter.hit("k")
+
+    def test_prune_keeps_a_key_whose_window_reopened(self) -> None:
+        counter, clock = self.make(hits=5, window=10.0)
+        counter.hit("a")
+        clock.now = 1.0
+        counter.hit("b")
+        clock.now = 12.0
+        counter.hit("a")  # a new window for a, after b's
+        clock.now = 13.0
+        assert counter.prune() == 1  # b only
+        assert len(counter) == 1 and not counter.hit("a", 3) and counter.hit("a")
+
     def test_rejects_nonsense_settings(self) -> None:
         with pytest.raises(ValueError, match="hits >= 1"):
             PromotionCounter(0, 1.0, lambda: 0.0)

@@ -250,7 +250,7 @@ def test_enospc_writing_the_sidecar_keeps_the_old_copy(store: Store, src: Src, t
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     old = store.put_file(src(size=100, seed=1), "k")
 
-    def no_room(data: bytes, tmp_dir: str) -> str:
+    def no_room(data: bytes, tmp_dir: str, sync: bool = True) -> str:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(files, "stage_bytes", no_room)

@@ -110,3 +110,41 @@ def test_a_scan_of_one_time_keys_does_not_evict_what_is_read(hot: int, scan: int
             reads += 1
     if reads > HOT_HITS:
         assert all(store.get(f"hot{i}") is not None for i in range(hot))
+
+
+place_ops = st.lists(st.tuples(st.sampled_from(["req", "req", "pin", "unpin", "evict"]), st.integers(0, 40),
+                               st.integers(1, 600)), max_size=200)
+
+
+@settings(max_examples=60, deadline=None)
+@given(place_ops, st.integers(0, 40), st.integers(1, 1_200))
+def test_choosing_a_tier_without_a_plan_agrees_with_the_plan(steps: list[tuple[str, int, int]], probe: int,
+                                                             probe_size: int) -> None:
+    """A put picks its tier from byte counts (Catalog.refusal) and plans only when it commits: after any mix of
+    puts, pins, unpins and evictions, each tier's pinned bytes match its pinned objects, and the refusal says
+    None exactly when the plan would succeed, for a new key and for one being replaced."""
+    store = memory_store(config(ssd=1_000, hdd=1_500), TraceClock())
+    cat = store._cat  # the catalog itself: what the store decides from
+    sizes: dict[str, int] = {}
+    for op, n, size in steps:
+        key = f"k{n}"
+        size = sizes.setdefault(key, size)
+        if op == "req":
+            request(store, key, size)
+        elif op == "pin" and put(store, key, size, pin=True):
+            store.set_pinned(key, True)
+        elif op == "unpin" and store.get(key) is not None:
+            store.set_pinned(key, False)
+        elif op == "evict":
+            store.evict(key)
+        for tier in cat.tiers:
+            assert tier.pinned == sum(e.size for e in cat.on(tier) if e.pinned)
+    for key in (f"k{probe}", "new"):
+        for tier in cat.tiers:
+            refusal = cat.refusal(tier, probe_size, key)
+            try:
+                cat.plan(tier, probe_size, key, replacing=True)
+                planned = True
+            except InsufficientStorage:
+                planned = False
+            assert (refusal is None) == planned, (key, tier.name, refusal)

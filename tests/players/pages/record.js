@@ -33,6 +33,10 @@
       if (!rec.header || new URL(url, location.href).origin !== location.origin) return null;
       return [rec.header, rec.client];
     },
+    cmcdKeys() {
+      const keys = params.get("cmcdKeys");
+      return keys ? { includeKeys: keys.split(",") } : {};
+    },
     steering(url, priority) { rec.steering.push({ t: now(), url, priority }); },
     fragment(url, kind, start) { rec.fragments.push({ t: now(), start: start ?? now(), url, kind }); },
     error(fatal, detail) { rec.errors.push({ t: now(), fatal, detail: String(detail).slice(0, 500) }); },

@@ -1,0 +1,212 @@
+"""How a box grows with the objects it holds: import rate, memory, start-up, rebuild, /status under import, hits.
+
+`python -m loadtest.bench_store --objects 100000,1000000 [--size 4KiB] [--live-import 100000] [--hits 20]
+[--json FILE]`: for each N, in a fresh directory,
+1. writes N source files of `--size` bytes and imports them with the real import (`oca cache import`, the
+   store opened by the command: batches, one index commit and one syncfs each); reports objects/s and the
+   command's peak RSS;
+2. starts a box (`oca serve`, 2 workers) on the store and times start to the first hit (200);
+3. for `--hits` seconds GETs random keys over all N on one keep-alive connection: hit p50/p99, then master
+   and worker RSS;
+4. imports `--live-import` more objects through the running box (the admin API, as a fill or an operator
+   does) while polling `/status` every 100 ms with the control plane's 1 s timeout: /status p50/p99/max and
+   misses;
+5. stops the box, deletes the index and reopens the store (a rebuild from the tiers' sidecars): objects/s.
+A measurement, never a pass/fail test. Everything listens on 127.0.0.1; every process is killed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from loadtest.boxes import OCA, kill_box, start_box, write_box_config
+from oca.config.units import parse_size
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def key_of(i: int) -> str:
+    return f"titles/{i // 500}/720p/seg_{i % 500:05d}.m4s"
+
+
+def write_sources(root: str, first: int, count: int, size: int) -> None:
+    rng = random.Random(first)
+    block = rng.randbytes(size)
+    for i in range(first, first + count):
+        path = os.path.join(root, key_of(i))
+        if i % 500 == 0 or i == first:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(i.to_bytes(8, "big") + block[8:])  # distinct contents, no random bytes per file
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str) -> dict[str, Any]:
+    capacity = f"{(n + live) * size * 2 // (1 << 30) + 1}GiB"  # room for every object: nothing evicted
+    config_path = write_box_config(workdir, storage={
+        "tiers": [{"name": "hdd", "path": os.path.join(workdir, "hdd"), "capacity": capacity}],
+        "health_check_interval": "5s", "access_flush_interval": "1s"})
+    src = os.path.join(workdir, "src")
+    started = time.monotonic()
+    write_sources(src, 0, n, size)
+    print(f"  N={n}: sources written in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.monotonic()
+    subprocess.run([OCA, "cache", "import", "--config", config_path, src], check=True, capture_output=True)
+    import_s = time.monotonic() - started
+    import_rss = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    shutil.rmtree(src)
+    row: dict[str, Any] = {"objects": n, "size": size, "import_per_s": round(n / import_s),
+                           "import_rss_mb": round(import_rss)}
+
+    started = time.monotonic()
+    box = start_box(config_path, workdir, wait=False, session=True, timeout=600)
+    try:
+        while True:
+            try:
+                if box.get("/" + key_of(0))[0] == 200:
+                    break
+            except OSError:
+                pass
+            if box.process.poll() is not None or time.monotonic() - started > 600:
+                raise RuntimeError(f"box did not serve:\n{box.log()}")
+            time.sleep(0.02)
+        row["start_to_first_hit_s"] = round(time.monotonic() - started, 2)
+
+        latencies: list[float] = []
+        conn = http.client.HTTPConnection("127.0.0.1", box.port, timeout=10)
+        rng = random.Random(7)
+        deadline = time.monotonic() + hit_seconds
+        while time.monotonic() < deadline:
+            t = time.perf_counter()
+            conn.request("GET", "/" + key_of(rng.randrange(n)))
+            resp = conn.getresponse()
+            resp.read()
+            latencies.append(time.perf_counter() - t)
+            if resp.status != 200:
+                raise RuntimeError(f"hit answered {resp.status}")
+        conn.close()
+        row["hits"] = len(latencies)
+        row["hit_p50_ms"] = round(percentile(latencies, 0.5) * 1000, 2)
+        row["hit_p99_ms"] = round(percentile(latencies, 0.99) * 1000, 2)
+        row["master_rss_mb"] = round(rss_mb(box.process.pid))
+        row["worker_rss_mb"] = [round(rss_mb(pid)) for pid in box.worker_pids()]
+
+        live_src = os.path.join(workdir, "live")
+        write_sources(live_src, n, live, size)
+        polls: list[float] = []
+        missed = 0
+        done = threading.Event()
+
+        def poll() -> None:
+            nonlocal missed
+            while not done.is_set():
+                t = time.perf_counter()
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", box.admin_port, timeout=1.0)
+                    c.request("GET", "/status")
+                    c.getresponse().read()
+                    c.close()
+                    polls.append(time.perf_counter() - t)
+                except OSError:
+                    missed += 1
+                time.sleep(0.1)
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        started = time.monotonic()
+        try:
+            subprocess.run([OCA, "cache", "import", "--config", config_path, live_src], check=True,
+                           capture_output=True)
+        finally:
+            done.set()
+            poller.join()
+        row["live_import_objects"] = live
+        row["live_import_per_s"] = round(live / (time.monotonic() - started))
+        row["status_polls"] = len(polls) + missed
+        row["status_p50_ms"] = round(statistics.median(polls) * 1000, 1) if polls else None
+        row["status_p99_ms"] = round(percentile(polls, 0.99) * 1000, 1)
+        row["status_max_ms"] = round(max(polls) * 1000, 1) if polls else None
+        row["status_missed_1s"] = missed
+        shutil.rmtree(live_src)
+    finally:
+        kill_box(box)
+
+    os.unlink(os.path.join(workdir, "state", "index.sqlite"))
+    for extra in ("index.sqlite-wal", "index.sqlite-shm"):
+        if os.path.exists(os.path.join(workdir, "state", extra)):
+            os.unlink(os.path.join(workdir, "state", extra))
+    code = ("import sys, time; from oca.config import load_box_config; from oca.storage import Store; "
+            "c = load_box_config(sys.argv[1]); t = time.monotonic(); s = Store.open(c.storage); "
+            "print(s.status()['objects'], time.monotonic() - t); s.close()")
+    out = subprocess.run([sys.executable, "-c", code, config_path], check=True, capture_output=True, text=True)
+    objects, seconds = out.stdout.split()
+    row["rebuild_per_s"] = round(int(objects) / float(seconds))
+    return row
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for row in rows:
+        lines.append(f"\nN = {row['objects']:,} objects of {row['size']:,} bytes")
+        lines.append("| figure | value |")
+        lines.append("|---|---|")
+        for name, value in row.items():
+            if name not in ("objects", "size"):
+                lines.append(f"| {name} | {value} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench_store", description=__doc__.split("\n")[0])
+    parser.add_argument("--objects", default="100000", help="comma-separated object counts")
+    parser.add_argument("--size", default="4KiB", help="bytes per object")
+    parser.add_argument("--live-import", type=int, default=100_000, help="objects imported while /status is polled")
+    parser.add_argument("--hits", type=float, default=20.0, help="seconds of random hits")
+    parser.add_argument("--json", help="also write the rows as JSON to this file")
+    parser.add_argument("--dir", help="work here (default: a temporary directory, removed afterwards)")
+    args = parser.parse_args(argv)
+    counts = [int(c) for c in args.objects.split(",") if c.strip()]
+    size = parse_size(args.size)
+    rows = []
+    print(f"load average at start: {os.getloadavg()}", file=sys.stderr)
+    for n in counts:
+        workdir = tempfile.mkdtemp(prefix=f"bench-store-{n}-", dir=args.dir)
+        try:
+            rows.append(run_one(n, size, args.live_import, args.hits, workdir))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    print(f"load average at end: {os.getloadavg()}", file=sys.stderr)
+    print(render(rows))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(rows, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Player-aware prefetch in the master: a player's CMCD `nor`/`nrr` hint becomes a background fill.
+
+A worker that sees a request carrying CMCD `nor` (next object request) or `nrr` (next range request) checks
+what it can on its own (the token's scope covers the next object, the object is not held) and passes the
+hint on (oca.serve.hints). Here the master decides whether to fetch, within two bounds:
+
+- Per box: at most MAX_BOX hint fills in flight. A hint is a guess about a request a second or two away;
+  client misses come first, so hints may take at most a quarter of `fetch.max_fills` (and never more
+  than MAX_BOX) of the box's upstream fetches.
+- Per session (CMCD `sid`, else the client address): at most MAX_SESSION in flight. hls.js and dash.js load
+  one fragment at a time per stream (video, audio, subtitles), and each request names one next object; a
+  session with more hints in flight than streams is seeking or switching faster than the box can fetch,
+  and its newer hints are dropped rather than queued (a queued guess is stale by the time it runs).
+
+Counters: `started` (a fill began), `used` (a client then got that key as a hit), `late` (a client asked
+while the hint's fill was still running: it joined the fill, a shorter miss), `dropped` by reason:
+box (box bound), session (session bound), failed (the fill failed), unused (no client asked for it within
+UNUSED_AFTER seconds). A hint for a key that is held or already being fetched starts nothing and is
+counted nowhere. Memory: at most MAX_TRACKED started keys and MAX_SESSIONS sessions are remembered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+MAX_BOX = 16
+MAX_SESSION = 3
+MAX_SESSIONS = 10_000
+MAX_TRACKED = 10_000
+UNUSED_AFTER = 120.0  # seconds: a prefetched object nobody asked for in this long counts as unused
+
+
+@dataclass
+class HintCounters:
+    started: int = 0
+    used: int = 0
+    late: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: {"box": 0, "session": 0, "failed": 0, "unused": 0})
+
+    def as_json(self) -> dict[str, object]:
+        return {"started": self.started, "used": self.used, "late": self.late, "dropped": dict(self.dropped)}
+
+
+class HintBook:
+    """The bookkeeping of hint fills: admission within the bounds, and what became of each. Pure: no I/O;
+    the FillManager starts the fills and reports their ends."""
+
+    def __init__(self, max_fills: int, clock: Callable[[], float] = time.time) -> None:
+        self.box_limit = max(1, min(MAX_BOX, max_fills // 4))
+        self.counters = HintCounters()
+        self._clock = clock
+        self._running: dict[str, str] = {}  # key -> session, for hint fills in flight
+        self._sessions: OrderedDict[str, int] = OrderedDict()  # session -> hint fills in flight
+        self._started: OrderedDict[str, float] = OrderedDict()  # key -> when its hint fill began
+
+    def admit(self, key: str, session: str) -> bool:
+        """Whether a hint for `key` (not held, not being fetched) may start a fill now; counts a refusal."""
+        if len(self._running) >= self.box_limit:
+            self.counters.dropped["box"] += 1
+            return False
+        if self._sessions.get(session, 0) >= MAX_SESSION:
+            self.counters.dropped["session"] += 1
+            return False
+        self._running[key] = session
+        self._sessions[session] = self._sessions.get(session, 0) + 1
+        self._sessions.move_to_end(session)
+        while len(self._sessions) > MAX_SESSIONS:
+            oldest, running = next(iter(self._sessions.items()))
+            if running > 0:
+                break  # a session with fills in flight is never forgotten (at most box_limit of them)
+            del self._sessions[oldest]
+        self.counters.started += 1
+        return True
+
+    def running(self, key: str) -> bool:
+        return key in self._running
+
+    def ended(self, key: str, stored: bool) -> None:
+        """The hint fill of `key` ended; stored or not."""
+        session = self._running.pop(key, None)
+        if session is None:
+            return
+        left = self._sessions.get(session, 1) - 1
+        if left > 0:
+            self._sessions[session] = left
+        else:
+            self._sessions.pop(session, None)
+        if not stored:
+            self.counters.dropped["failed"] += 1
+            return
+        self._expire()
+        self._started[key] = self._clock()
+        self._started.move_to_end(key)
+        if len(self._started) > MAX_TRACKED:
+            self._started.popitem(last=False)
+            self.counters.dropped["unused"] += 1
+
+    def joined(self, key: str) -> None:
+        """A client asked for `key` while its hint fill was running."""
+        if key in self._running:
+            self.counters.late += 1
+
+    def hits(self, keys: Iterable[str]) -> None:
+        """Keys workers served as hits (their reports): a prefetched one was used."""
+        if not self._started:
+            return
+        for key in keys:
+            if self._started.pop(key, None) is not None:
+                self.counters.used += 1
+        self._expire()
+
+    def _expire(self) -> None:
+        horizon = self._clock() - UNUSED_AFTER
+        started = self._started
+        while started:
+            key, at = next(iter(started.items()))
+            if at >= horizon:
+                break
+            del started[key]
+            self.counters.dropped["unused"] += 1

@@ -1,0 +1,48 @@
+"""oca.fetch.hints.HintBook: the bounds and counters of player-hinted prefetches (pure; clock injected)."""
+
+from __future__ import annotations
+
+from oca.fetch.hints import MAX_SESSION, UNUSED_AFTER, HintBook
+from tests.clock import FakeClock
+
+
+def test_the_box_bound_is_a_quarter_of_the_fill_slots_at_most_16() -> None:
+    assert HintBook(8).box_limit == 2
+    assert HintBook(1000).box_limit == 16
+    assert HintBook(1).box_limit == 1
+    book = HintBook(8)
+    assert book.admit("a", "s1") and book.admit("b", "s2")
+    assert not book.admit("c", "s3")
+    assert book.counters.dropped["box"] == 1
+    book.ended("a", stored=True)
+    assert book.admit("c", "s3")
+
+
+def test_a_session_has_at_most_max_session_in_flight() -> None:
+    book = HintBook(1000)
+    assert all(book.admit(f"k{i}", "s") for i in range(MAX_SESSION))
+    assert not book.admit("more", "s")
+    assert book.admit("other", "t")  # another session is not held back
+    assert book.counters.dropped["session"] == 1
+    book.ended("k0", stored=False)
+    assert book.counters.dropped["failed"] == 1
+    assert book.admit("more", "s")
+    assert book.counters.started == MAX_SESSION + 2
+
+
+def test_used_late_and_unused() -> None:
+    clock = FakeClock()
+    book = HintBook(100, clock)
+    for key in ("a", "b", "c"):
+        book.admit(key, "s")
+    book.joined("c")  # the client came while it was still being fetched
+    for key in ("a", "b", "c"):
+        book.ended(key, stored=True)
+    book.hits({"a": 1, "unrelated": 2})
+    book.hits({"a": 1})  # counted once
+    assert (book.counters.used, book.counters.late) == (1, 1)
+    clock.advance(UNUSED_AFTER + 1)
+    book.hits({"x": 1})
+    assert book.counters.dropped["unused"] == 2  # b and c: nobody got them as hits in time
+    assert book.counters.as_json() == {"started": 3, "used": 1, "late": 1,
+                                       "dropped": {"box": 0, "session": 0, "failed": 0, "unused": 2}}
