@@ -24,6 +24,14 @@ Rules kept here (issue 6, "Fill plan"):
   that hold or are planned to hold the title (else the parent's first box in rendezvous order, which pulls
   the file through once for all its children), then the origin. Boxes not in `available` are never sources.
 - Every planned file is pinned (pre-positioned objects stay until the next plan) unless `pin` is off.
+- Per-file prediction (issue 19, "fill-aware"), when a WatchModel is given: each file's score is its title's
+  popularity times the share of the title's requests that file is expected to get (its rendition's share of
+  requests times the watch-depth curve at its position, normalised over the rendition's positions). Files,
+  not titles, are then placed in score order (ties by key), each on the same boxes its title would go to
+  (head: every box of the site, hot; else the title's first `replication` boxes in rendezvous order with room
+  for the file), and each planned file carries its score. A title is then usually partly placed: the
+  minutes viewers watch most of many titles beat every minute of a few (most viewers never reach the end).
+  Without a WatchModel, titles are placed whole as above and files carry no score.
 """
 
 from __future__ import annotations
@@ -31,9 +39,10 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from control.model import ORIGIN_PATHWAY, Fleet, Title
+from control.model import ORIGIN_PATHWAY, CatalogFile, Fleet, Title
 from control.steering import rendezvous_order
 from oca.wire.fill import (
     ORIGIN,
@@ -67,6 +76,83 @@ class TierCapacity:
         return math.floor(self.capacity * (1.0 - headroom)) if self.up and self.capacity > 0 else 0
 
 
+# --- per-file prediction ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WatchModel:
+    """How a title's requests spread over its files, learned from a day's requests (learn_watch).
+
+    depth[p]: of the sessions of a rendition that has a file at position p (its files in path order), the
+    share of requests at p relative to position 0 (depth[0] = 1; viewers quit, so it falls). renditions:
+    rendition id -> its share of all requests."""
+
+    depth: tuple[float, ...]
+    renditions: Mapping[str, float]
+
+    def at(self, position: int) -> float:
+        if not self.depth:
+            return 1.0
+        return self.depth[min(position, len(self.depth) - 1)]
+
+
+def _rendition_files(title: Title) -> dict[str, list[tuple[str, int]]]:
+    """Rendition id -> its files' (path, size) in path order (the position of a segment); keys are
+    titles/<title>/<rendition>/<file>, so the rendition is the third path part ("" when there is none)."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for f in sorted(title.files, key=lambda f: f.path):
+        parts = f.path.split("/")
+        out.setdefault(parts[2] if len(parts) > 3 else "", []).append((f.path, f.size))
+    return out
+
+
+def learn_watch(titles: Iterable[Title], requests: Mapping[str, int]) -> WatchModel:
+    """The watch model of a day: `requests` is content path -> requests that day (unknown paths ignored).
+
+    depth[p] = sum of requests at position p / sum of requests at position 0, both over the renditions that
+    have a position p (so short titles do not pull the tail of the curve down)."""
+    at: dict[int, int] = {}  # position -> requests there
+    first_by_length: dict[int, int] = {}  # rendition length -> requests at its position 0
+    per_rendition: dict[str, int] = {}
+    total = 0
+    for title in sorted(titles, key=lambda t: t.id):
+        for rendition, files in sorted(_rendition_files(title).items()):
+            counts = [max(0, int(requests.get(path, 0))) for path, _ in files]
+            for p, n in enumerate(counts):
+                if n:
+                    at[p] = at.get(p, 0) + n
+            first_by_length[len(files)] = first_by_length.get(len(files), 0) + counts[0]
+            per_rendition[rendition] = per_rendition.get(rendition, 0) + sum(counts)
+            total += sum(counts)
+    longest = max(first_by_length, default=0)
+    depth = []
+    base = sum(first_by_length.values())  # requests at position 0 of the renditions with a position p
+    for p in range(longest):
+        base -= first_by_length.get(p, 0)  # renditions of length p have no position p
+        depth.append(at.get(p, 0) / base if base > 0 else 0.0)
+    if depth and depth[0] > 0:
+        depth = [d / depth[0] for d in depth]
+    shares = {r: n / total for r, n in sorted(per_rendition.items())} if total else {}
+    return WatchModel(tuple(depth), shares)
+
+
+def file_scores(title: Title, popularity: float, watch: WatchModel) -> dict[str, float]:
+    """Content path -> expected requests: popularity x rendition share x depth at the file's position,
+    normalised over the rendition's positions (a title's scores add up to its popularity times the share of
+    its renditions). A rendition the model never saw gets an equal share of what the seen ones leave."""
+    renditions = _rendition_files(title)
+    unseen = [r for r in renditions if r not in watch.renditions]
+    left = max(0.0, 1.0 - sum(watch.renditions.values()))
+    scores = {}
+    for rendition, files in sorted(renditions.items()):
+        share = watch.renditions.get(rendition, left / len(unseen) if unseen else 0.0)
+        weights = [watch.at(p) for p in range(len(files))]
+        norm = sum(weights)
+        for (path, _), w in zip(files, weights, strict=True):
+            scores[path] = popularity * share * w / norm if norm > 0 else 0.0
+    return scores
+
+
 # --- the plan (the wire model's BoxPlan per box: oca/wire/fill.py) ---------------------------------------
 
 
@@ -85,12 +171,14 @@ class FillPlan:
 
 def plan_fleet(fleet: Fleet, titles: Iterable[Title], popularity: Mapping[str, Mapping[str, float]],
                tiers: Mapping[str, Sequence[TierCapacity]], *, holdings: Mapping[str, Collection[str]] | None = None,
-               available: Collection[str] | None = None, settings: FillSettings = DEFAULT_SETTINGS) -> FillPlan:
+               available: Collection[str] | None = None, settings: FillSettings = DEFAULT_SETTINGS,
+               watch: WatchModel | None = None) -> FillPlan:
     """The plan of every box of the fleet.
 
     popularity: site -> title -> decayed score. tiers: box -> its tiers fastest first (a box missing here has
     no budget and gets an empty plan). holdings: box -> content paths it is known to hold. available: boxes
-    that may be asked for files (healthy ones); None = every box.
+    that may be asked for files (healthy ones); None = every box. watch: place files by predicted requests
+    (learn_watch) instead of whole titles.
     """
     catalog = sorted({t.id: t for t in titles}.values(), key=lambda t: t.id)
     holdings = holdings or {}
@@ -102,8 +190,9 @@ def plan_fleet(fleet: Fleet, titles: Iterable[Title], popularity: Mapping[str, M
     totals = _fleet_scores(popularity)
     placements: dict[str, _Placement] = {}
     for site_id in sorted(site_boxes):
-        placements.update(_place_site(fleet, site_id, site_boxes[site_id], catalog,
-                                      popularity.get(site_id, {}), totals, tiers, settings))
+        place = _place_site if watch is None else partial(_place_site_files, watch=watch)
+        placements.update(place(fleet, site_id, site_boxes[site_id], catalog, popularity.get(site_id, {}),
+                                totals, tiers, settings))
     holders: dict[str, list[str]] = {}  # title -> boxes planned to hold it
     for box in sorted(placements):
         for title_id in placements[box].titles:
@@ -122,8 +211,9 @@ class _Placement:
     budgets: list[int]
     used: list[int]
     titles: dict[str, PlannedTitle] = field(default_factory=dict)  # in placement (rank) order
-    files: list[tuple[str, str, int, str, int, bool]] = field(default_factory=list)  # key, title, size, digest,
-    left_out: list[str] = field(default_factory=list)                                 # tier index, hot
+    # key, title, size, digest, tier index, hot, score (None when titles are placed whole)
+    files: list[tuple[str, str, int, str, int, bool, float | None]] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
 
     def fit(self, title: Title, hot: bool) -> list[tuple[int, bool]] | None:
         """Tier index and hot flag per file (in path order), or None when the title does not fit."""
@@ -146,7 +236,25 @@ class _Placement:
         self.titles[title.id] = PlannedTitle(title.id, rank, score, head, title.size)
         for f, (index, hot) in zip(sorted(title.files, key=lambda f: f.path), chosen, strict=True):
             self.used[index] += f.size
-            self.files.append((f.path, title.id, f.size, f.digest, index, hot))
+            self.files.append((f.path, title.id, f.size, f.digest, index, hot, None))
+
+    def fit_file(self, size: int, hot: bool) -> tuple[int, bool] | None:
+        """Tier index and hot flag of one file, or None when it does not fit (hot: first tier, else last)."""
+        if not self.tiers:
+            return None
+        first, last = 0, len(self.tiers) - 1
+        for index in ((first, last) if hot else (last,)):
+            if size <= self.budgets[index] - self.used[index]:
+                return index, hot and index == first
+        return None
+
+    def take_file(self, title: Title, rank: int, score: float, head: bool, f: CatalogFile, file_score: float,
+                  chosen: tuple[int, bool]) -> None:
+        if title.id not in self.titles:
+            self.titles[title.id] = PlannedTitle(title.id, rank, score, head, title.size)
+        index, hot = chosen
+        self.used[index] += f.size
+        self.files.append((f.path, title.id, f.size, f.digest, index, hot, file_score))
 
 
 def _fleet_scores(popularity: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -210,6 +318,43 @@ def _place_site(fleet: Fleet, site_id: str, boxes: list[str], catalog: Sequence[
     return placements
 
 
+def _place_site_files(fleet: Fleet, site_id: str, boxes: list[str], catalog: Sequence[Title],
+                      scores: Mapping[str, float], totals: Mapping[str, float],
+                      tiers: Mapping[str, Sequence[TierCapacity]], settings: FillSettings, *,
+                      watch: WatchModel) -> dict[str, _Placement]:
+    """_place_site, file by file in predicted-requests order (the module's "per-file prediction" rule)."""
+    site = fleet.sites[site_id]
+    placements = {}
+    for box in boxes:
+        box_tiers = list(tiers.get(box, ()))
+        placements[box] = _Placement(box_tiers, [t.budget(settings.headroom) for t in box_tiers], [0] * len(box_tiers))
+    ranked = rank_titles(catalog, scores, totals, site.country)
+    heads = head_count([score for _, score in ranked], settings.head_share)
+    replicas = min(settings.replication, len(boxes))
+    candidates = []  # (-file score, key, title rank): the order files are placed in
+    by_rank: dict[int, tuple[Title, float, dict[str, CatalogFile]]] = {}
+    for rank, (title, score) in enumerate(ranked, start=1):
+        if score <= 0:
+            continue  # nobody watched it: no prediction to place it by
+        by_rank[rank] = (title, score, {f.path: f for f in title.files})
+        candidates += [(-s, path, rank) for path, s in file_scores(title, score, watch).items() if s > 0]
+    candidates.sort()
+    order = {rank: rendezvous_order(by_rank[rank][0].id, boxes) for rank in by_rank}
+    for negative, path, rank in candidates:
+        title, score, files = by_rank[rank]
+        head = rank <= heads
+        placed = 0
+        for box in order[rank]:
+            if not head and placed >= replicas:
+                break
+            chosen = placements[box].fit_file(files[path].size, head)
+            if chosen is None:
+                continue
+            placements[box].take_file(title, rank, score, head, files[path], -negative, chosen)
+            placed += 1
+    return placements
+
+
 def _box_plan(fleet: Fleet, box: str, placement: _Placement, holders: Mapping[str, list[str]],
               held: Mapping[str, frozenset[str]], usable: frozenset[str], site_boxes: Mapping[str, list[str]],
               origin: Source, settings: FillSettings) -> BoxPlan:
@@ -218,7 +363,7 @@ def _box_plan(fleet: Fleet, box: str, placement: _Placement, holders: Mapping[st
     sources: dict[str, Source] = {origin.name: origin}
     per_title: dict[str, _TitleSources] = {}
     files = []
-    for key, title_id, size, digest, index, hot in placement.files:
+    for key, title_id, size, digest, index, hot, score in placement.files:
         candidates = per_title.get(title_id)
         if candidates is None:
             candidates = per_title[title_id] = _title_sources(fleet, box, site, chain, title_id, holders, usable,
@@ -227,7 +372,7 @@ def _box_plan(fleet: Fleet, box: str, placement: _Placement, holders: Mapping[st
         for name, kind in order:
             sources.setdefault(name, Source(name, fleet.boxes[name].data_url.rstrip("/"), kind))
         files.append(PlannedFile(key, title_id, size, digest, placement.tiers[index].name, hot, settings.pin,
-                                 (*(name for name, _ in order), origin.name)))
+                                 (*(name for name, _ in order), origin.name), score))
     tier_use = tuple(TierUse(tier.name, tier.capacity, placement.budgets[i], placement.used[i])
                      for i, tier in enumerate(placement.tiers))
     return BoxPlan(box, site, tier_use, tuple(placement.titles.values()), tuple(files), tuple(placement.left_out),

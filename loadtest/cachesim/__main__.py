@@ -7,6 +7,9 @@ Rules it keeps:
 - Sizes are fractions of the trace's unique bytes; ratios count every request of the trace.
 - --json FILE writes a list of rows {policy, size, fill, byte_hit_ratio, object_hit_ratio}; --plot FILE.png
   draws byte hit ratio against size (matplotlib). Only this module prints or exits.
+- --fill: a two-day trace; day 1's requests -> control/fill_plan.py -> placed before day 2 (loadtest.cachesim
+  .fill); sizes are fractions of day 2's unique bytes and ratios count day 2's requests only. Rows: the
+  policies without the fill, `oca` with it and `static` (the clairvoyant static fill), both `fill: true`.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ import sys
 import time
 from typing import Any
 
-from loadtest.cachesim import reference, trace
+from loadtest.cachesim import fill, reference, trace
 from loadtest.cachesim.replay import replay
 from oca.config.loader import load_box_config
+from oca.config.model import StorageConfig
 from oca.errors import ConfigError
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "oca.yaml")
 POLICIES = ("oca", "lru", "s3fifo", "sieve", "belady")
+FILL_POLICIES = "oca,s3fifo,belady"
 
 
 def fraction(text: str) -> float:
@@ -41,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--titles", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sizes", default="2%,5%,10%", help="cache sizes, fractions of the unique bytes")
-    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--policies", help=f"default: {','.join(POLICIES)}; with --fill: oca,s3fifo,belady")
+    parser.add_argument("--fill", action="store_true",
+                        help="two days; the nightly fill planned from day 1 is placed before day 2, measured alone")
     parser.add_argument("--trace", help="replay this CSV trace (time,key,size) instead of generating one")
     parser.add_argument("--write-trace", metavar="CSV", help="write the generated trace here and stop")
     parser.add_argument("--from-access-log", metavar="LOG", help="convert a box's JSON access log to --write-trace")
@@ -53,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [fraction(s) for s in args.sizes.split(",")]
     except argparse.ArgumentTypeError as e:
         parser.error(str(e))
-    policies = args.policies.split(",")
+    policies = (args.policies or (FILL_POLICIES if args.fill else ",".join(POLICIES))).split(",")
     unknown = set(policies) - set(POLICIES)
     if unknown:
         parser.error(f"unknown policies {sorted(unknown)}; have {', '.join(POLICIES)}")
@@ -62,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
-    spec = trace.TraceSpec(requests=args.requests, titles=args.titles, alpha=args.alpha, seed=args.seed)
+    spec = trace.TraceSpec(requests=args.requests, titles=args.titles, alpha=args.alpha, seed=args.seed,
+                           days=2 if args.fill else 1)
     if args.write_trace:
         if args.from_access_log:
             with open(args.from_access_log) as f:
@@ -80,6 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(loaded.sizes[n] for n in loaded.ids)
     print(f"trace: {len(loaded)} requests, {len(loaded.keys)} objects, {unique / 1e9:.1f} GB unique, "
           f"{total / 1e9:.1f} GB requested" + ("" if args.trace else f" (alpha {args.alpha}, seed {args.seed})"))
+    seed = None if args.trace else args.seed
+    rows = (fill_table(loaded, storage, sizes, policies, seed) if args.fill
+            else table(loaded, storage, sizes, policies))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    if args.plot:
+        plot(rows, args.plot, args.alpha)
+    return 0
+
+
+def table(loaded: reference.Trace, storage: StorageConfig, sizes: list[float], policies: list[str]
+          ) -> list[dict[str, Any]]:
+    unique = loaded.unique_bytes()
+    total = sum(loaded.sizes[n] for n in loaded.ids)
     rows: list[dict[str, Any]] = []
     print(f"{'policy':8} {'size':>6} {'byte hit':>9} {'obj hit':>8} {'cpu s':>7}")
     for size in sizes:
@@ -94,12 +117,29 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"{policy:8} {size:6.1%} {row['byte_hit_ratio']:9.1%} {row['object_hit_ratio']:8.1%} "
                   f"{time.process_time() - started:7.1f}", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    if args.plot:
-        plot(rows, args.plot, args.alpha)
-    return 0
+    return rows
+
+
+def fill_table(loaded: reference.Trace, storage: StorageConfig, sizes: list[float], policies: list[str],
+               seed: int | None) -> list[dict[str, Any]]:
+    if loaded.first_at(trace.DAY) >= len(loaded):
+        print("--fill: the trace has no day 2 (no request at or after 86400 s)", file=sys.stderr)
+        return []
+    rows: list[dict[str, Any]] = []
+    print("day 2 only; size = fraction of day 2's unique bytes")
+    print(f"{'policy':8} {'fill':>5} {'size':>6} {'byte hit':>9} {'obj hit':>8}")
+    for size in sizes:
+        measured = fill.measure_day2(loaded, storage, size, policies, seed=seed)
+        for row in measured:
+            print(f"{row['policy']:8} {'yes' if row['fill'] else 'no':>5} {size:6.1%} {row['byte_hit_ratio']:9.1%} "
+                  f"{row['object_hit_ratio']:8.1%}")
+        ratio = {(r["policy"], r["fill"]): r["byte_hit_ratio"] for r in measured}
+        with_fill = ratio[("oca", True)]
+        for name in ("s3fifo", "belady"):
+            if ratio.get((name, False)):
+                print(f"oca with fill / {name} without: {with_fill / ratio[(name, False)]:.2f}x")
+        rows += measured
+    return rows
 
 
 def plot(rows: list[dict[str, Any]], path: str, alpha: float) -> None:

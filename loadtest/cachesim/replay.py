@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from loadtest.cachesim.reference import Result, Trace
 from oca.config.model import StorageConfig
@@ -144,14 +144,24 @@ def memory_store(config: StorageConfig, clock: TraceClock) -> Store:
     return Store(config, clock, catalog, engine, -1)
 
 
-def replay(trace: Trace, config: StorageConfig, total: int, start: int = 0) -> tuple[Result, Store]:
-    """Replay `trace` through a memory store of `total` bytes; hits counted from request `start` on."""
+def replay(trace: Trace, config: StorageConfig, total: int, start: int = 0,
+           before_start: Callable[[Store], object] | None = None) -> tuple[Result, Store]:
+    """Replay `trace` through a memory store of `total` bytes; hits counted from request `start` on.
+    `before_start` is called with the store just before request `start` is replayed (the nightly fill)."""
     clock = TraceClock()
     store = memory_store(scaled(config, total), clock)
+    if before_start is None:
+        return _run(trace, store, clock, 0, len(trace), start), store
+    _run(trace, store, clock, 0, start, start)
+    before_start(store)
+    return _run(trace, store, clock, start, len(trace), start), store
+
+
+def _run(trace: Trace, store: Store, clock: TraceClock, lo: int, hi: int, start: int) -> Result:
     ids, times, keys, sizes = trace.ids, trace.times, trace.keys, trace.sizes
     hit_bytes = hits = 0
     get, record, target, adopt = store.get, store.record_hits, store.fill_target, store.adopt
-    for i in range(len(ids)):
+    for i in range(lo, hi):
         n = ids[i]
         key = keys[n]
         clock.now = times[i]
@@ -167,5 +177,5 @@ def replay(trace: Trace, config: StorageConfig, total: int, start: int = 0) -> t
             adopt(FAKE_FILE, key, tier=tier, size=size, digest="")
         except InsufficientStorage:
             pass  # larger than any tier, or no room that is not pinned: served, not cached
-    return (hit_bytes, hits), store
+    return hit_bytes, hits
 

@@ -153,6 +153,22 @@ def _step(active: list[tuple[float, int, int, int, int, int]], shapes: dict[int,
         heapq.heappop(active)
 
 
+def title_files(seed: int, number: int) -> Iterator[tuple[str, int]]:
+    """Every file of a title (all renditions, all segments) as (key, size): what a catalog lists for it."""
+    t = title(seed, number)
+    for rendition in range(len(RENDITIONS_KBPS)):
+        for segment in range(t.segments):
+            yield segment_key(number, rendition, segment), segment_size(t, rendition, segment)
+
+
+def title_number(key: str) -> int | None:
+    """The title number in a generated key (titles/t00042/...), None for any other key."""
+    parts = key.split("/")
+    if len(parts) > 1 and parts[0] == "titles" and parts[1][:1] == "t" and parts[1][1:].isdigit():
+        return int(parts[1][1:])
+    return None
+
+
 # ---------------------------------------------------------------- files
 
 

@@ -174,7 +174,7 @@ class Master:
             systemd.notify("STOPPING=1")
             for task in parts.tasks:
                 task.cancel()
-            await supervisor._stop_workers(supervisor.workers)
+            await supervisor.stop_workers(supervisor.workers)
             await parts.reports.flush_hits()
             if self._admin is not None:
                 await self._admin.cleanup()
@@ -202,7 +202,7 @@ class Master:
             raise OcaError(f"cannot listen on {admin[0]}:{admin[1]} (admin port): {exc.strerror or exc}") from None
         # supervised from the start: a worker may die while starting
         parts.tasks.append(asyncio.get_running_loop().create_task(parts.supervisor.supervise()))
-        await parts.supervisor._start_generation()
+        await parts.supervisor.start_generation()
         return parts
 
     def _wire(self, stopped: asyncio.Future[None]) -> _Parts:
@@ -272,8 +272,8 @@ class Master:
         self.config = supervisor.config = plan.config
         parts.fills.reconfigure(plan.config.fetch, upstream_sources)
         old = supervisor.current()
-        await supervisor._start_generation()
-        await supervisor._stop_workers(old)
+        await supervisor.start_generation()
+        await supervisor.stop_workers(old)
         for sock in old_listeners:
             sock.close()
         log.info("reloaded %s: generation %d serving", self.config_path, supervisor.generation)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import socket
 
 from oca.errors import OcaError
 from oca.firmware import health
@@ -42,35 +41,6 @@ class ReleaseSwitcher:
         self._generation_lock = generation_lock
         self._stopped: asyncio.Future[None] | None = stopped
 
-    # The supervisor's workers, sockets and steps, under the names switch_release uses: its body is the one
-    # the master had, kept as it was so that changes to the master-worker protocol (a version check before
-    # new workers start) apply to it unchanged.
-
-    @property
-    def workers(self) -> list[WorkerProcess]:
-        return self._supervisor.workers
-
-    @property
-    def listeners(self) -> list[socket.socket]:
-        return self._supervisor.listeners
-
-    @property
-    def generation(self) -> int:
-        return self._supervisor.generation
-
-    @generation.setter
-    def generation(self, value: int) -> None:
-        self._supervisor.generation = value
-
-    def _spawn(self, slot: int, release: Release | None) -> WorkerProcess:
-        return self._supervisor._spawn(slot, release)
-
-    async def _start_generation(self, release: Release | None = None) -> None:
-        await self._supervisor._start_generation(release)
-
-    async def _stop_workers(self, workers: list[WorkerProcess]) -> None:
-        await self._supervisor._stop_workers(workers)
-
     # -- switching ----------------------------------------------------------------------------------
 
     async def switch_release(self, release: Release, health_timeout: float) -> None:
@@ -79,37 +49,38 @@ class ReleaseSwitcher:
         async with self._generation_lock:
             if self._stopped is None or self._stopped.done():
                 raise OcaError("the box is stopping: no release switch")
-            old = [w for w in self.workers if not w.retiring]
+            supervisor = self._supervisor
+            old = [w for w in supervisor.workers if not w.retiring]
             previous = self.firmware.releases.current
             try:  # before anything starts: a release this master cannot talk to never stops the old one
                 check_release(release.path, release.version)
             except ProtocolError as exc:
                 raise ProtocolRefused(f"{exc}; release {previous.version} keeps serving") from None
-            host, port = self.listeners[0].getsockname()[:2]
+            host, port = supervisor.listeners[0].getsockname()[:2]
             probe = functools.partial(health.probe_healthz, host, port)
-            self.generation += 1
-            fresh = [self._spawn(slot, release) for slot in range(len(self.listeners))]
+            supervisor.generation += 1
+            fresh = [supervisor.spawn(slot, release) for slot in range(len(supervisor.listeners))]
             try:
                 await health.gate(fresh, probe, release.version, health_timeout)
             except (ReleaseUnhealthy, asyncio.CancelledError):  # cancelled: the box is stopping
                 await self._fall_back(fresh, old, previous)
                 raise
-            await self._stop_workers(old)
+            await supervisor.stop_workers(old)
             try:
-                await health.confirm(probe, release.version, 2 * len(self.listeners))
+                await health.confirm(probe, release.version, 2 * len(supervisor.listeners))
             except ReleaseUnhealthy:  # healthy beside the old workers, not alone: the previous release again
-                await self._start_generation(previous)
-                await self._stop_workers(fresh)
+                await supervisor.start_generation(previous)
+                await supervisor.stop_workers(fresh)
                 raise
             self.firmware.commit(release)
-            log.info("release %s serving (generation %d); previous %s", release.version, self.generation,
+            log.info("release %s serving (generation %d); previous %s", release.version, supervisor.generation,
                      previous.version)
 
     async def _fall_back(self, fresh: list[WorkerProcess], old: list[WorkerProcess], previous: Release) -> None:
         """Stop a failed generation; the old workers are current again (a slot that lost its one meanwhile
         gets a new worker of the previous release)."""
         self._supervisor.make_current(old)
-        await self._supervisor._stop_workers(fresh)
+        await self._supervisor.stop_workers(fresh)
         self._supervisor.fill_slots(previous)
 
     async def boot_fallback(self) -> None:

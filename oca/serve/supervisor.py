@@ -105,9 +105,9 @@ class Supervisor:
         """A new worker of `release` for each slot left without a live, current one."""
         for slot in range(len(self.listeners)):
             if not any(w.slot == slot and not w.retiring and w.process.poll() is None for w in self.workers):
-                self._spawn(slot, release)
+                self.spawn(slot, release)
 
-    async def _start_generation(self, release: Release | None = None) -> None:
+    async def start_generation(self, release: Release | None = None) -> None:
         self.generation += 1
         release = release or self.firmware.releases.current
         try:
@@ -115,13 +115,13 @@ class Supervisor:
         except ProtocolError as exc:  # nothing started: at boot, _boot_fallback tries the previous release
             log.error("not starting release %s: %s", release.version, exc)
             return
-        fresh = [self._spawn(slot, release) for slot in range(len(self.listeners))]
+        fresh = [self.spawn(slot, release) for slot in range(len(self.listeners))]
         try:
             await asyncio.wait_for(asyncio.gather(*(w.ready for w in fresh)), timeout=30)
         except TimeoutError:
             log.error("workers of generation %d did not report ready within 30s", self.generation)
 
-    def _spawn(self, slot: int, release: Release | None) -> WorkerProcess:
+    def spawn(self, slot: int, release: Release | None) -> WorkerProcess:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fill_ours, fill_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -153,7 +153,7 @@ class Supervisor:
         self.workers.append(worker)
         return worker
 
-    async def _stop_workers(self, workers: list[WorkerProcess]) -> None:
+    async def stop_workers(self, workers: list[WorkerProcess]) -> None:
         for worker in workers:
             worker.retiring = True
             if worker.process.poll() is None:
@@ -237,4 +237,4 @@ class Supervisor:
 
     def _respawn(self, slot: int, generation: int, release: Release | None) -> None:
         if generation == self.generation and not self._stopped.done():
-            self._spawn(slot, release)
+            self.spawn(slot, release)

@@ -39,6 +39,7 @@ from oca.storage.generation import GENERATION_NAME, Generation
 from oca.storage.index import Index, IndexCorrupt, index_path, scan_tiers
 from oca.storage.layout import key_hash, unlink_quiet
 from oca.storage.model import ObjectInfo, TierState
+from oca.storage.planned import PlannedPolicy
 from oca.storage.policy import EvictionPolicy, PromotionCounter, policy_factory
 from oca.storage.titles import TitleFeed
 
@@ -384,6 +385,22 @@ class Store:
                     self._cat.set_pinned(entry, not pinned)
                     raise
             return self._cat.info(entry)
+
+    def set_fill_scores(self, scores: Mapping[str, float]) -> None:
+        """The fill plan's per-file predictions (oca/storage/planned.py): planned keys outrank the rest on
+        every tier, lowest score evicted first, until the next call replaces them ({} ends the plan)."""
+        with self._lock:
+            self._check_open()
+            planned = dict(scores)
+            held: list[dict[str, int]] = [{} for _ in self._cat.tiers]
+            for entry in self._cat.entries.values():
+                held[entry.tier][entry.key] = entry.size
+            for tier in self._cat.tiers:
+                if not isinstance(tier.policy, PlannedPolicy):
+                    if not planned:
+                        continue
+                    tier.policy = PlannedPolicy(tier.policy)
+                tier.policy.replan(planned, held[tier.number])
 
     def record_hits(self, hits: Mapping[str, int]) -> None:
         """Note reads reported by workers: LRU order, last access (saved in batches), promotion."""

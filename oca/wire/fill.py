@@ -7,6 +7,9 @@ Rules kept here:
 - Every file names its sources (in fetch order) by name; the plan's `sources` holds each name's URL and kind
   (peer, parent or origin), and a file naming a source the plan lacks is refused.
 - `bytes` in a plan's JSON is derived (the sum of its files' sizes) for people and scripts; readers ignore it.
+- A planned file may carry `score`: the planner's prediction of its requests until the next plan (issue 19,
+  "fill-aware"). It is optional both ways: a plan without scores (an older planner, or whole-title placement)
+  decodes to None and means what it always meant; an older reader ignores the key.
 """
 
 from __future__ import annotations
@@ -84,16 +87,23 @@ class PlannedFile:
     hot: bool  # ask the box to store it on its first tier
     pin: bool
     sources: tuple[str, ...]  # source names in order; BoxPlan.sources has their URLs and kinds
+    score: float | None = None  # expected requests until the next plan; None: no per-file prediction
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "title": self.title, "size": self.size, "digest": self.digest, "tier": self.tier,
-                "hot": self.hot, "pin": self.pin, "sources": list(self.sources)}
+        out = {"key": self.key, "title": self.title, "size": self.size, "digest": self.digest, "tier": self.tier,
+               "hot": self.hot, "pin": self.pin, "sources": list(self.sources)}
+        if self.score is not None:
+            out["score"] = round(self.score, 6)
+        return out
 
     @classmethod
     def from_json(cls, raw: object, what: str = "planned file") -> PlannedFile:
         f = Fields(raw, what)
+        score = f.number("score") if f.has("score") else None
+        if score is not None and score < 0:
+            raise f.fail("score", "a non-negative number")
         return cls(f.text("key", empty=False), f.text("title"), f.count("size"), f.text("digest"), f.text("tier"),
-                   f.flag("hot"), f.flag("pin"), f.texts("sources"))
+                   f.flag("hot"), f.flag("pin"), f.texts("sources"), score)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.cachesim import reference, trace
+from control.fill_plan import TierCapacity
+from loadtest.cachesim import fill, reference, trace
 from loadtest.cachesim.__main__ import main
-from loadtest.cachesim.replay import replay
+from loadtest.cachesim.replay import FAKE_FILE, replay, scaled
 from oca.config.model import StorageConfig, TierConfig
+from oca.storage.store import Store
+from oca.wire.fill import FillSettings
 
 SMALL = trace.TraceSpec(requests=20_000, titles=200, seed=3)
 
@@ -81,3 +84,54 @@ def test_a_bad_config_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capt
     assert main(["--requests", "100", "--config", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "storage.policy" in err and str(bad) in err
+
+
+TWO_DAYS = trace.TraceSpec(requests=20_000, titles=10, days=2, seed=3)  # dense: day 2 rewatches day 1
+
+
+def test_the_fill_mode_is_deterministic_and_reports_day_2_with_and_without_the_fill(tmp_path: Path) -> None:
+    argv = ["--fill", "--requests", "20000", "--titles", "10", "--seed", "3", "--sizes", "5%"]
+    main([*argv, "--json", str(tmp_path / "a.json")])
+    main([*argv, "--json", str(tmp_path / "b.json")])
+    rows = json.loads((tmp_path / "a.json").read_text())
+    assert rows == json.loads((tmp_path / "b.json").read_text())
+    assert [(r["policy"], r["fill"], r["size"]) for r in rows] == [
+        ("oca", False, 0.05), ("s3fifo", False, 0.05), ("belady", False, 0.05), ("oca", True, 0.05),
+        ("static", True, 0.05)]
+    ratio = {(r["policy"], r["fill"]): r["byte_hit_ratio"] for r in rows}
+    assert all(0 <= r["byte_hit_ratio"] <= 1 and 0 <= r["object_hit_ratio"] <= 1 for r in rows)
+    assert ratio[("oca", True)] != ratio[("oca", False)]  # the plan placed before day 2 changed day 2
+    assert ratio[("static", True)] > ratio[("s3fifo", False)]
+
+
+def test_the_plan_from_day_1_is_placed_pinned_and_scored_before_day_2() -> None:
+    loaded = reference.Trace.load(trace.generate(TWO_DAYS))
+    start = loaded.first_at(trace.DAY)
+    counts = fill.day_counts(loaded, 0, start)
+    assert sum(counts.values()) == start < len(loaded)  # day 1's requests, and there is a day 2
+    sizes = {loaded.keys[n]: loaded.sizes[n] for n in range(len(loaded.keys))}
+    config = StorageConfig(state_dir="/nonexistent", tiers=(TierConfig("ssd", "/nonexistent/s", 1),
+                                                            TierConfig("hdd", "/nonexistent/h", 9)))
+    capacity = loaded.unique_bytes(start) // 20
+    tiers = [TierCapacity(t.name, t.capacity) for t in scaled(config, capacity).tiers]
+    box_plan, watch = fill.plan(fill.catalog((k, sizes[k]) for k in counts), counts, tiers, FillSettings())
+    assert watch is not None and watch.depth[0] == 1.0 and box_plan.files
+    scores = [f.score for f in box_plan.files]
+    assert all(s is not None and s > 0 for s in scores)
+    seen: list[str] = []
+
+    def check(store: Store) -> None:
+        placed = fill.place(store, box_plan, FAKE_FILE)
+        assert placed == box_plan.bytes <= 0.9 * capacity + 1
+        infos = [store.get(f.key) for f in box_plan.files]
+        assert all(i is not None and i.pinned for i in infos)
+        seen.append("placed")
+
+    replay(loaded, config, capacity, start, check)
+    assert seen == ["placed"]
+
+
+def test_the_clairvoyant_static_fill_holds_the_most_requested_keys_that_fit() -> None:
+    loaded = reference.Trace.load([(0.0, "a", 10), (1.0, "b", 5), (2.0, "a", 10), (3.0, "c", 5), (4.0, "b", 5)])
+    assert fill.static_fill(loaded, 15, 0) == (2 * 10 + 2 * 5, 4)  # a and b (twice each) fill 15 bytes
+    assert fill.static_fill(loaded, 15, 2) == (10 + 5, 2)  # from request 2: once each; a and b (by key order)

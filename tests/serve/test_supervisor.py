@@ -72,7 +72,7 @@ def _worker(supervisor: Supervisor, slot: int, started: float = 0.0, **kwargs: A
 async def test_stopping_every_worker_reaps_every_one(tmp_path: pathlib.Path) -> None:
     supervisor = _supervisor(tmp_path)
     workers = [_worker(supervisor, slot) for slot in range(5)]
-    await supervisor._stop_workers(supervisor.workers)  # the master's stop passes its own list
+    await supervisor.stop_workers(supervisor.workers)  # the master's stop passes its own list
     assert supervisor.workers == []
     assert all(w.control.fileno() == -1 and w.retiring for w in workers)
     assert all(w.process.signals == [signal.SIGTERM] for w in workers)  # type: ignore[attr-defined]

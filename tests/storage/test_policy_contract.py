@@ -10,10 +10,14 @@ from collections.abc import Callable
 
 import pytest
 
+from oca.storage.planned import PlannedPolicy
 from oca.storage.policy import EvictionPolicy, LRUPolicy, policy_factory
 from oca.storage.s3fifo import Ghost, S3FIFOPolicy
 
-POLICIES: list[Callable[[], EvictionPolicy]] = [LRUPolicy, S3FIFOPolicy, policy_factory("s3fifo", [1000, 9000])]
+POLICIES: list[Callable[[], EvictionPolicy]] = [
+    LRUPolicy, S3FIFOPolicy, policy_factory("s3fifo", [1000, 9000]),
+    # fill-aware: the wrapper with no plan, and with a plan naming some of the keys these tests use
+    lambda: PlannedPolicy(S3FIFOPolicy()), lambda: PlannedPolicy(LRUPolicy(), {"a": 1.0, "k1": 2.0, "k3": 0.5})]
 
 
 def nothing_pinned(key: str) -> bool:

@@ -3,6 +3,7 @@ WireError (a 400, naming the field) rather than a KeyError, a TypeError or a wro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -132,6 +133,8 @@ def plan_with(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     (plan_with(lambda b: b["sources"]["origin"].update(kind="cousin")), "sources['origin'].kind must be peer"),
     (plan_with(lambda b: b["titles"][0].update(score="high")), "titles[0].score must be a number"),
     (plan_with(lambda b: b.update(tiers={})), "fill plan tiers must be a list"),
+    (plan_with(lambda b: b["files"][0].update(score="high")), "files[0].score must be a number"),
+    (plan_with(lambda b: b["files"][0].update(score=-1)), "files[0].score must be a non-negative number"),
 ])
 def test_a_bad_plan_is_a_wire_error_naming_the_field(body: Any, named: str) -> None:
     with pytest.raises(WireError) as caught:
@@ -187,6 +190,15 @@ def test_a_bad_invalidation_is_refused_naming_its_seq(entry: dict[str, Any], nam
     with pytest.raises(WireError) as caught:
         InvalidationBatch.from_json({"invalidations": [{"seq": 1, "scope": "key", "value": "titles/1/a"}, entry]})
     assert named in str(caught.value)
+
+
+def test_a_planned_file_score_round_trips_and_an_absent_one_means_no_prediction() -> None:
+    scored = dataclasses.replace(PLAN, files=(dataclasses.replace(PLAN.files[0], score=2.5),))
+    assert BoxPlan.from_json(through_json(scored)) == scored
+    assert scored.to_json()["files"][0]["score"] == 2.5
+    body = PLAN.to_json()
+    assert "score" not in body["files"][0]  # a plan without scores reads as it did before (older readers too)
+    assert BoxPlan.from_json(through_json(PLAN)).files[0].score is None
 
 
 optional_counts = st.one_of(st.none(), counts)

@@ -1,0 +1,74 @@
+"""The fill plan's per-file prediction (issue 19, "fill-aware"): the watch model learned from a day's
+requests, each file's expected requests, and placement file by file in score order with the score carried."""
+
+from __future__ import annotations
+
+import pytest
+
+from control.fill_plan import TierCapacity, WatchModel, file_scores, learn_watch, plan_fleet
+from control.model import Box, CatalogFile, Fleet, Site, Title
+from oca.wire.fill import FillSettings
+
+# t1: rendition r1 has 3 segments, r2 has 2; t2: one rendition of 1 segment
+T1 = Title("t1", (), tuple(CatalogFile(f"titles/t1/{r}/s{i}", 10, f"d{r}{i}")
+                           for r, n in (("r1", 3), ("r2", 2)) for i in range(n)))
+T2 = Title("t2", (), (CatalogFile("titles/t2/r1/s0", 10, "x"),))
+DAY = {"titles/t1/r1/s0": 10, "titles/t1/r1/s1": 5, "titles/t1/r1/s2": 2,
+       "titles/t1/r2/s0": 10, "titles/t1/r2/s1": 5, "titles/other": 99}
+
+
+def test_the_watch_model_is_depth_by_position_over_renditions_that_reach_it_and_rendition_shares() -> None:
+    model = learn_watch([T1], DAY)
+    # position 0: 20 of 20; position 1: 10 of 20 starts; position 2: only r1 reaches it: 2 of r1's 10 starts
+    assert model.depth == pytest.approx((1.0, 0.5, 0.2))
+    assert model.renditions == pytest.approx({"r1": 17 / 32, "r2": 15 / 32})
+    assert model.at(7) == pytest.approx(0.2)  # past the curve: its last value
+
+
+def test_a_title_shorter_than_others_does_not_pull_the_tail_down() -> None:
+    model = learn_watch([T1, T2], {**DAY, "titles/t2/r1/s0": 40})
+    assert model.depth == pytest.approx((1.0, 10 / 20, 2 / 10))  # t2 (one position) counts at position 0 only
+
+
+def test_file_scores_spread_the_titles_popularity_by_rendition_share_and_depth() -> None:
+    model = learn_watch([T1], DAY)
+    # the learned model gives back the day's counts exactly for the title it learned from
+    assert file_scores(T1, 32.0, model) == pytest.approx(
+        {"titles/t1/r1/s0": 10, "titles/t1/r1/s1": 5, "titles/t1/r1/s2": 2, "titles/t1/r2/s0": 10,
+         "titles/t1/r2/s1": 5})
+    # a rendition the model never saw shares what the seen ones leave: half here, everything for an empty model
+    assert file_scores(T2, 8.0, WatchModel((1.0, 0.5), {"r9": 0.5})) == {"titles/t2/r1/s0": 4.0}
+    assert file_scores(T2, 8.0, WatchModel((), {})) == {"titles/t2/r1/s0": 8.0}
+
+
+FLEET = Fleet({"s": Site("s", 0.0, 0.0, "NL")}, {"b": Box("b", "s", "http://b.test", "http://b.test:1", 10**9)},
+              (), "http://origin.test")
+
+
+def test_files_are_placed_by_score_each_carrying_it_and_titles_are_partly_placed() -> None:
+    model = learn_watch([T1], DAY)
+    titles = [T1, T2]
+    popularity = {"s": {"t1": 32.0, "t2": 6.0}}
+    # head_share 0: nothing hot; 50 bytes budget on the last tier = 5 files of 10 bytes
+    plan = plan_fleet(FLEET, titles, popularity, {"b": [TierCapacity("hdd", 50)]},
+                      settings=FillSettings(head_share=0.0, headroom=0.0), watch=model).boxes["b"]
+    assert [f.key for f in plan.files] == ["titles/t1/r1/s0", "titles/t1/r2/s0", "titles/t1/r1/s1",
+                                           "titles/t1/r2/s1", "titles/t2/r1/s0"]
+    # t2 is all in r1: r1's share of its popularity
+    assert [f.score for f in plan.files] == pytest.approx([10.0, 10.0, 5.0, 5.0, 6 * 17 / 32])
+    # t1's last segment (2 expected requests) lost to t2's first (3.19): the minutes watched most win
+    assert [t.id for t in plan.titles] == ["t1", "t2"] and all(f.pin and f.tier == "hdd" for f in plan.files)
+    # without a model the same budget holds titles whole: t1 (5 files) and nothing of t2
+    whole = plan_fleet(FLEET, titles, popularity, {"b": [TierCapacity("hdd", 50)]},
+                       settings=FillSettings(head_share=0.0, headroom=0.0)).boxes["b"]
+    assert [f.key for f in whole.files] == sorted(f.path for f in T1.files)
+    assert all(f.score is None for f in whole.files)
+
+
+def test_head_files_go_hot_on_the_first_tier_while_it_has_room_and_unwatched_titles_are_not_placed() -> None:
+    model = learn_watch([T1], DAY)
+    plan = plan_fleet(FLEET, [T1, T2], {"s": {"t1": 32.0}}, {"b": [TierCapacity("ssd", 20), TierCapacity("hdd", 100)]},
+                      settings=FillSettings(head_share=0.5, headroom=0.0), watch=model).boxes["b"]
+    assert [(f.key, f.tier, f.hot) for f in plan.files] == [
+        ("titles/t1/r1/s0", "ssd", True), ("titles/t1/r2/s0", "ssd", True), ("titles/t1/r1/s1", "hdd", False),
+        ("titles/t1/r2/s1", "hdd", False), ("titles/t1/r1/s2", "hdd", False)]

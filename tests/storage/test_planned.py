@@ -1,0 +1,119 @@
+"""Fill-aware eviction (oca/storage/planned.py): planned files outrank unplanned ones, lowest score goes
+first among them, pins hold, and a new plan moves keys between the planned set and the tier's own policy."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from oca.storage import Store
+from oca.storage.planned import PlannedPolicy
+from oca.storage.policy import LRUPolicy
+from oca.storage.s3fifo import S3FIFOPolicy
+from tests.clock import FakeClock
+from tests.storage.conftest import storage_config
+
+
+def nothing_pinned(key: str) -> bool:
+    return False
+
+
+def wrapped(scores: dict[str, float], keys: list[str], size: int = 10) -> PlannedPolicy:
+    policy = PlannedPolicy(LRUPolicy(), scores)
+    for key in keys:
+        policy.add(key, size)
+    return policy
+
+
+@pytest.mark.parametrize(("scores", "need", "pinned", "expected"), [
+    ({}, 20, (), ["p1", "u1"]),  # no plan: the tier's own order (LRU)
+    ({"p1": 5.0, "p2": 1.0}, 20, (), ["u1", "u2"]),  # unplanned first, however recent
+    ({"p1": 5.0, "p2": 1.0}, 30, (), ["u1", "u2", "p2"]),  # then the lowest score
+    ({"p1": 5.0, "p2": 1.0}, 50, (), ["u1", "u2", "p2", "p1"]),
+    ({"p1": 5.0, "p2": 1.0}, 50, ("p2",), ["u1", "u2", "p1"]),  # a pinned planned file never goes
+    ({"p1": 1.0, "p2": 1.0}, 20, ("u1",), ["u2", "p1"]),  # equal scores: by key
+])
+def test_victims_are_unplanned_first_then_planned_by_score(scores: dict[str, float], need: int,
+                                                            pinned: tuple[str, ...], expected: list[str]) -> None:
+    policy = wrapped(scores, ["p1", "u1", "p2", "u2"])
+    assert policy.victims(need, lambda k: k in pinned) == expected
+    assert policy.victims(need, lambda k: k in pinned) == expected  # asking twice changes nothing
+
+
+def test_a_planned_key_is_kept_and_admitted_and_reads_do_not_reorder_it() -> None:
+    policy = wrapped({"p": 1.0}, ["p", "u"])
+    policy.touch("p")
+    assert policy.worth_keeping("p") and policy.admits("p") and not policy.admits("never-seen")
+    assert policy.victims(10, nothing_pinned) == ["u"]
+
+
+def test_replan_moves_keys_between_the_plan_and_the_tiers_own_policy() -> None:
+    policy = wrapped({"a": 1.0}, ["a", "b", "c"])
+    policy.replan({"b": 3.0}, {"a": 10, "b": 10, "c": 10})
+    # a is unplanned now (newest in LRU order), b is planned: c, then a, then b
+    assert policy.victims(30, nothing_pinned) == ["c", "a", "b"]
+    policy.replan({}, {"a": 10, "b": 10, "c": 10})
+    assert policy.victims(30, nothing_pinned) == ["c", "a", "b"] and len(policy) == 3
+
+
+@given(st.lists(st.tuples(st.sampled_from("apr"), st.integers(0, 11), st.integers(1, 30)), max_size=60),
+       st.integers(1, 200), st.integers(0, 2**32))
+def test_property_no_pinned_victim_and_a_planned_one_only_after_every_unplanned_one(
+        ops: list[tuple[str, int, int]], need: int, seed: int) -> None:
+    rng = random.Random(seed)
+    scores = {f"k{i}": float(rng.randrange(5)) for i in range(12) if rng.random() < 0.5}
+    pinned = {f"k{i}" for i in range(12) if rng.random() < 0.2}
+    policy = PlannedPolicy(S3FIFOPolicy(), scores)
+    held: dict[str, int] = {}
+    for op, i, size in ops:
+        key = f"k{i}"
+        if op == "a":
+            policy.add(key, size)
+            held[key] = size
+        elif op == "r":
+            policy.remove(key)
+            held.pop(key, None)
+        else:
+            policy.touch(key)
+    chosen = policy.victims(need, pinned.__contains__)
+    assert not set(chosen) & pinned and len(set(chosen)) == len(chosen) and set(chosen) <= set(held)
+    planned = [k for k in chosen if k in scores]
+    if planned:  # the unplanned unpinned keys were all given up before any planned one
+        assert {k for k in held if k not in scores and k not in pinned} <= set(chosen)
+        assert [scores[k] for k in planned] == sorted(scores[k] for k in planned)
+    freed = sum(held[k] for k in chosen)
+    assert freed >= need or set(chosen) == {k for k in held if k not in pinned}
+
+
+def test_the_store_keeps_planned_files_while_unplanned_ones_can_go(tmp_path: Path, src: Callable[..., str]) -> None:
+    clock = FakeClock()
+    with Store.open(storage_config(tmp_path, ssd=300, hdd=500, ssd_admission="all"), clock) as store:
+        store.set_fill_scores({"p0": 1.0, "p1": 9.0})
+        for key in ("p0", "p1", "u0", "u1", "u2", "u3", "u4", "u5"):  # 8 x 100 bytes in 800
+            store.put_file(src(size=100, seed=key), key)
+            clock.advance(1)
+        for i in range(10):  # far more than the unplanned room: unplanned objects make it among themselves
+            store.put_file(src(size=100, seed=i), f"n{i}")
+            clock.advance(1)
+        keys = {info.key for info in store.list()}
+        assert {"p0", "p1"} <= keys and not {"u0", "u1", "u2", "u3", "u4", "u5"} & keys
+        store.set_fill_scores({})  # the next plan names nothing: they compete like any other object (LRU)
+        for i in range(8):
+            store.put_file(src(size=100, seed=f"m{i}"), f"m{i}")
+            clock.advance(1)
+        assert not {"p0", "p1"} & {info.key for info in store.list()}
+
+
+def test_wrapping_a_policy_that_already_holds_keys_learns_their_sizes() -> None:
+    inner = LRUPolicy()
+    for key in ("a", "b", "c"):
+        inner.add(key, 10)
+    policy = PlannedPolicy(inner)
+    policy.replan({"a": 1.0}, {"a": 10, "b": 10, "c": 10})
+    assert policy.victims(20, nothing_pinned) == ["b", "c"]
+    assert policy.victims(25, nothing_pinned) == ["b", "c", "a"]
