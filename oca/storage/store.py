@@ -522,6 +522,7 @@ class Store:
                 self._engine.drop([old])
             self._engine.run(moves)
             self._engine.install(tier, staged.path, meta_tmp, entry)
+            meta_tmp = ""  # renamed into place: nothing left to remove (no unlink per fill that would fail)
         except OSError as e:
             self._write_failed(tier, e, staged.size, key)
             raise _Retry from e
