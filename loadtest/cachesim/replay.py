@@ -22,7 +22,7 @@ from oca.errors import InsufficientStorage
 from oca.storage.catalog import Catalog, CatalogEntry, Tier
 from oca.storage.engine import Engine
 from oca.storage.generation import Generation
-from oca.storage.index import Index, Pending, Row
+from oca.storage.index import Index, Pending, Row, RowValues
 from oca.storage.model import TierState
 from oca.storage.policy import PromotionCounter, policy_factory
 from oca.storage.store import Store
@@ -43,8 +43,8 @@ class MemoryIndex(Index):
     def transaction(self) -> Iterator[None]:
         yield
 
-    def rows(self) -> list[Row]:
-        return []
+    def rows(self) -> Iterator[RowValues]:
+        return iter(())
 
     def put(self, row: Row) -> None:
         pass

@@ -1,36 +1,44 @@
-"""What the owner holds in memory: an entry per stored object, and per tier its state, policy and bytes.
+"""What the owner holds in memory: a packed record per stored object, and per tier its state, policy and bytes.
 
 Rules kept here:
-- No I/O. `attach` and `detach` are the only ways an entry enters or leaves, and they keep each tier's
-  byte count, object count and eviction policy in step with the entries.
-- Entries mirror the index rows (the index is written first; see store.py). Only `last_access` may run
+- No I/O. `attach` and `detach` are the only ways an object enters or leaves, and they keep each tier's
+  byte count, object count and eviction policy in step with the records.
+- Records mirror the index rows (the index is written first; see store.py). Only the last access may run
   ahead of the index, which is written in batches.
-- An entry on a FAILED tier is kept (the tier may come back) but is not servable.
-- `titles` counts objects and bytes per title as entries come and go (see titles.py), so what a title
-  holds is known without listing the entries.
-- Each tier counts its pinned bytes (`set_pinned` is the only way a stored entry's pin changes), so whether a
-  tier can make room for an object is known without planning the evictions (`can_place`): a put plans once,
+- An object on a FAILED tier is kept (the tier may come back) but is not servable.
+- `titles` counts objects and bytes per title as objects come and go (see titles.py), so what a title
+  holds is known without listing them.
+- Each tier counts its pinned bytes (`set_pinned` is the only way a stored object's pin changes), so whether a
+  tier can make room for an object is known without planning the evictions (`refusal`): a put plans once,
   when it commits.
+- Memory per object is what a box of 10^7 objects can afford (see Entries): one dict slot from the key to a
+  record number, and the record packed in arrays (no Python object per field). A CatalogEntry is a copy made
+  on demand; `current` tells whether the object it was made from is still the one stored (each attach gets a
+  new serial), so an entry held across a lock release is never mistaken for its replacement.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from oca.config.model import TierConfig
 from oca.errors import InsufficientStorage
 from oca.storage.index import Row
-from oca.storage.layout import Sidecar, TierLayout
+from oca.storage.layout import Sidecar, TierLayout, key_hash
 from oca.storage.model import ObjectInfo, TierState
 from oca.storage.policy import EvictionPolicy, Move, TierSpace, plan_placement
 from oca.storage.titles import TitleCounts
 
+HOT, PINNED = 1, 2  # Entries.flags bits
+_DIGEST_BYTES = 16  # an xxh3_128 hex digest packed as bytes
+
 
 @dataclass(slots=True)
 class CatalogEntry:
-    """The owner's in-memory record of one stored object: its index row, with the tier by number and the key's
-    file-name hash."""
+    """One stored object as the owner knows it: its index row, with the tier by number and the key's file-name
+    hash. A copy: changing it changes nothing stored (Catalog's methods do). `serial` is set by attach."""
 
     key: str
     hash: str
@@ -41,13 +49,121 @@ class CatalogEntry:
     last_access: float
     hot: bool
     pinned: bool
+    serial: int = 0
 
     def sidecar(self) -> Sidecar:
         return Sidecar(self.key, self.size, self.digest, self.stored_at, self.hot, self.pinned)
 
     def moved_to(self, tier: int) -> CatalogEntry:
         return CatalogEntry(self.key, self.hash, tier, self.size, self.digest, self.stored_at, self.last_access,
-                     self.hot, self.pinned)
+                            self.hot, self.pinned)
+
+
+class Entries:
+    """key -> CatalogEntry, read like a dict, held as one record per object in packed arrays.
+
+    Per object: the key's string (shared with the eviction policy), its dict slot and record number, and
+    1 + 1 + 8 + 8 + 8 + 4 + 16 = 46 bytes of arrays (tier, flags, size, stored_at, last access, serial,
+    digest); the file-name hash is recomputed when an entry is made (xxh3 of a short key costs well under a
+    microsecond). A freed record is reused by the next object."""
+
+    def __init__(self) -> None:
+        self.slots: dict[str, int] = {}
+        self.tier = bytearray()
+        self.flags = bytearray()
+        self.size = array("q")
+        self.stored_at = array("d")
+        self.access = array("d")
+        self.serial = array("I")
+        self._digest = bytearray()
+        self._odd_digest: dict[int, str] = {}  # a digest that is not 32 lowercase hex digits, as given
+        self._free: list[int] = []
+        self._serials = 0
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.slots
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.slots)
+
+    def get(self, key: str) -> CatalogEntry | None:
+        slot = self.slots.get(key)
+        return None if slot is None else self.entry(key, slot)
+
+    def __getitem__(self, key: str) -> CatalogEntry:
+        return self.entry(key, self.slots[key])
+
+    def items(self) -> Iterator[tuple[str, CatalogEntry]]:
+        for key, slot in list(self.slots.items()):
+            yield key, self.entry(key, slot)
+
+    def values(self) -> Iterator[CatalogEntry]:
+        for key, slot in list(self.slots.items()):
+            yield self.entry(key, slot)
+
+    def entry(self, key: str, slot: int) -> CatalogEntry:
+        flags = self.flags[slot]
+        return CatalogEntry(key, key_hash(key), self.tier[slot], self.size[slot], self.digest(slot),
+                            self.stored_at[slot], self.access[slot], bool(flags & HOT), bool(flags & PINNED),
+                            self.serial[slot])
+
+    def digest(self, slot: int) -> str:
+        odd = self._odd_digest.get(slot) if self._odd_digest else None
+        if odd is not None:
+            return odd
+        return self._digest[slot * _DIGEST_BYTES:(slot + 1) * _DIGEST_BYTES].hex()
+
+    def add(self, entry: CatalogEntry) -> None:
+        """Store a record for `entry` (its key not held yet) and set its serial."""
+        self._serials = (self._serials + 1) & 0xFFFFFFFF
+        entry.serial = self._serials
+        packed = _pack_digest(entry.digest)
+        flags = (HOT if entry.hot else 0) | (PINNED if entry.pinned else 0)
+        if self._free:
+            slot = self._free.pop()
+            self.tier[slot], self.flags[slot], self.size[slot] = entry.tier, flags, entry.size
+            self.stored_at[slot], self.access[slot] = entry.stored_at, entry.last_access
+            self.serial[slot] = entry.serial
+            if packed is not None:
+                self._digest[slot * _DIGEST_BYTES:(slot + 1) * _DIGEST_BYTES] = packed
+        else:
+            slot = len(self.tier)
+            self.tier.append(entry.tier)
+            self.flags.append(flags)
+            self.size.append(entry.size)
+            self.stored_at.append(entry.stored_at)
+            self.access.append(entry.last_access)
+            self.serial.append(entry.serial)
+            self._digest += packed if packed is not None else bytes(_DIGEST_BYTES)
+        if packed is None:
+            self._odd_digest[slot] = entry.digest
+        self.slots[entry.key] = slot
+
+    def remove(self, key: str) -> None:
+        slot = self.slots.pop(key)
+        self._odd_digest.pop(slot, None)
+        self._free.append(slot)
+
+    def current(self, entry: CatalogEntry) -> bool:
+        slot = self.slots.get(entry.key)
+        return slot is not None and self.serial[slot] == entry.serial
+
+    def set_flag(self, slot: int, flag: int, on: bool) -> None:
+        self.flags[slot] = self.flags[slot] | flag if on else self.flags[slot] & ~flag
+
+
+def _pack_digest(digest: str) -> bytes | None:
+    """The 16 bytes of a 32-digit lowercase hex digest, or None for any other text (kept as given)."""
+    if len(digest) != 2 * _DIGEST_BYTES:
+        return None
+    try:
+        packed = bytes.fromhex(digest)
+    except ValueError:
+        return None
+    return packed if packed.hex() == digest else None
 
 
 class Tier:
@@ -69,17 +185,17 @@ class Catalog:
     def __init__(self, tiers: Sequence[TierConfig], policy: Callable[[], EvictionPolicy]) -> None:
         self.tiers = [Tier(i, t, policy()) for i, t in enumerate(tiers)]
         self.by_name = {t.name: t for t in self.tiers}
-        self.entries: dict[str, CatalogEntry] = {}
+        self.entries = Entries()
         self.titles = TitleCounts(len(self.tiers))
-        entries = self.entries
+        slots, sizes, flags = self.entries.slots, self.entries.size, self.entries.flags
         # made once: a plan asks these for every victim
-        self._size_of: Callable[[str], int] = lambda k: entries[k].size
-        self._is_pinned: Callable[[str], bool] = lambda k: entries[k].pinned
+        self._size_of: Callable[[str], int] = lambda k: sizes[slots[k]]
+        self._is_pinned: Callable[[str], bool] = lambda k: bool(flags[slots[k]] & PINNED)
 
     def attach(self, entry: CatalogEntry) -> None:
         assert entry.key not in self.entries, entry.key
         tier = self.tiers[entry.tier]
-        self.entries[entry.key] = entry
+        self.entries.add(entry)
         tier.policy.add(entry.key, entry.size)
         tier.used += entry.size
         tier.objects += 1
@@ -88,11 +204,11 @@ class Catalog:
             tier.pinned += entry.size
 
     def detach(self, entry: CatalogEntry) -> bool:
-        """Remove the entry if it is the current one for its key; False if it was not."""
-        if self.entries.get(entry.key) is not entry:
+        """Remove the object if `entry` is the current one for its key; False if it was not."""
+        if not self.entries.current(entry):
             return False
         tier = self.tiers[entry.tier]
-        del self.entries[entry.key]
+        self.entries.remove(entry.key)
         tier.policy.remove(entry.key)
         tier.used -= entry.size
         tier.objects -= 1
@@ -104,16 +220,28 @@ class Catalog:
     def set_pinned(self, entry: CatalogEntry, pinned: bool) -> None:
         if entry.pinned != pinned and self.current(entry):
             self.tiers[entry.tier].pinned += entry.size if pinned else -entry.size
+            self.entries.set_flag(self.entries.slots[entry.key], PINNED, pinned)
         entry.pinned = pinned
 
+    def set_accessed(self, entry: CatalogEntry, when: float) -> None:
+        if self.current(entry):
+            self.entries.access[self.entries.slots[entry.key]] = when
+        entry.last_access = when
+
     def current(self, entry: CatalogEntry) -> bool:
-        return self.entries.get(entry.key) is entry
+        return self.entries.current(entry)
 
     def servable(self, entry: CatalogEntry) -> bool:
         return self.tiers[entry.tier].state.serves
 
     def on(self, tier: Tier) -> list[CatalogEntry]:
-        return [e for e in self.entries.values() if e.tier == tier.number]
+        number, tiers, entries = tier.number, self.entries.tier, self.entries
+        return [entries.entry(k, s) for k, s in list(entries.slots.items()) if tiers[s] == number]
+
+    def matching(self, prefix: str) -> list[CatalogEntry]:
+        """Every object whose key starts with `prefix` (entries made only for those)."""
+        entries = self.entries
+        return [entries.entry(k, s) for k, s in list(entries.slots.items()) if k.startswith(prefix)]
 
     def info(self, entry: CatalogEntry) -> ObjectInfo:
         tier = self.tiers[entry.tier]

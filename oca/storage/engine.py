@@ -363,9 +363,9 @@ class Engine:
     # ---------------------------------------------------------------- access times
 
     def touch(self, entry: CatalogEntry, now: float) -> None:
-        key = entry.key
-        self.cat.tiers[entry.tier].policy.touch(key)
-        entry.last_access = self.accessed[key] = now
+        self.cat.tiers[entry.tier].policy.touch(entry.key)
+        self.cat.set_accessed(entry, now)
+        self.accessed[entry.key] = now
 
     def flush_access(self) -> None:
         """Write the batched last access times in one transaction (kept for the next try on failure)."""

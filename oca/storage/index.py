@@ -51,6 +51,9 @@ class IndexCorrupt(Exception):
     """The index file cannot be trusted and must be rebuilt."""
 
 
+RowValues = tuple[str, str, int, str, float, float, int, int]  # a Row's fields as stored (hot, pinned: 0/1)
+
+
 @dataclass(slots=True)
 class Row:
     key: str
@@ -62,7 +65,7 @@ class Row:
     hot: bool
     pinned: bool
 
-    def values(self) -> tuple[str, str, int, str, float, float, int, int]:
+    def values(self) -> RowValues:
         return (self.key, self.tier, self.size, self.digest, self.stored_at, self.last_access,
                 int(self.hot), int(self.pinned))
 
@@ -162,10 +165,11 @@ class Index:
                 raise StorageError(f"index {self.path}: {e}") from e
             raise
 
-    def rows(self) -> list[Row]:
-        """Every object, least recently accessed first."""
-        cur = self._conn.execute(f"SELECT {_COLUMNS} FROM objects ORDER BY last_access, key")
-        return [_row(r) for r in cur]
+    def rows(self) -> Iterator[RowValues]:
+        """Every object's values (Row's fields, in order), least recently accessed first, streamed from the
+        cursor: loading 10^7 objects never holds them all as rows. Nothing else may use the index until the
+        iteration ends."""
+        yield from self._conn.execute(f"SELECT {_COLUMNS} FROM objects ORDER BY last_access, key")
 
     def put(self, row: Row) -> None:
         self._conn.execute(f"INSERT OR REPLACE INTO objects ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",

@@ -33,7 +33,7 @@ from types import TracebackType
 from oca.config.model import StorageConfig
 from oca.errors import BadRequest, InsufficientStorage, NotFound, OcaError, StorageError
 from oca.storage import files, health, lock
-from oca.storage.catalog import Catalog, CatalogEntry, Tier
+from oca.storage.catalog import PINNED, Catalog, CatalogEntry, Tier
 from oca.storage.engine import STICKY, Engine
 from oca.storage.generation import GENERATION_NAME, Generation
 from oca.storage.index import Index, IndexCorrupt, index_path, scan_tiers
@@ -104,9 +104,11 @@ class Store:
         if dropped:
             log.warning("forgot %d objects on tiers no longer configured", dropped)
         suspect |= {name for name, state in index.tier_states().items() if state is TierState.FAILED}
-        for row in index.rows():
-            cat.attach(CatalogEntry(row.key, key_hash(row.key), cat.by_name[row.tier].number, row.size, row.digest,
-                             row.stored_at, row.last_access, row.hot, row.pinned))
+        numbers = {t.name: t.number for t in cat.tiers}
+        attach = cat.attach
+        for key, on, size, digest, stored_at, last_access, hot, pinned in index.rows():
+            # the file-name hash is not kept (Entries recomputes it), so none is computed per row here
+            attach(CatalogEntry(key, "", numbers[on], size, digest, stored_at, last_access, bool(hot), bool(pinned)))
         self._engine.settle(index.pending())
         for name in suspect:  # the tier was FAILED or its directory was recreated: check its files
             if cat.by_name[name].state is not TierState.FAILED:
@@ -158,8 +160,7 @@ class Store:
     def list(self, prefix: str = "") -> builtins.list[ObjectInfo]:
         """Every servable object whose key starts with `prefix`, sorted by key."""
         with self._lock:
-            found = sorted((e for k, e in self._cat.entries.items()
-                            if k.startswith(prefix) and self._cat.servable(e)), key=lambda e: e.key)
+            found = sorted((e for e in self._cat.matching(prefix) if self._cat.servable(e)), key=lambda e: e.key)
             return [self._cat.info(e) for e in found]
 
     def status(self) -> dict[str, object]:
@@ -353,7 +354,7 @@ class Store:
         """Remove every object whose key starts with `prefix`; returns how many."""
         with self._lock:
             self._check_open()
-            doomed = [e for k, e in self._cat.entries.items() if k.startswith(prefix)]
+            doomed = self._cat.matching(prefix)
             self._engine.drop(doomed)
             return len(doomed)
 
@@ -393,8 +394,9 @@ class Store:
             self._check_open()
             planned = dict(scores)
             held: list[dict[str, int]] = [{} for _ in self._cat.tiers]
-            for entry in self._cat.entries.values():
-                held[entry.tier][entry.key] = entry.size
+            entries = self._cat.entries
+            for key, slot in entries.slots.items():
+                held[entries.tier[slot]][key] = entries.size[slot]
             for tier in self._cat.tiers:
                 if not isinstance(tier.policy, PlannedPolicy):
                     if not planned:
@@ -410,17 +412,18 @@ class Store:
             earned: builtins.list[CatalogEntry] | None = None
             # Engine.touch inlined, and the lookups hoisted: this loop runs once per hit the box serves
             entries, tiers, accessed = self._cat.entries, self._cat.tiers, self._engine.accessed
+            slots, on_tier, flags, access = entries.slots, entries.tier, entries.flags, entries.access
             counted = self._engine.counter.hit
             for key, count in hits.items():
-                entry = entries.get(key)
-                if entry is None or count <= 0:
+                slot = slots.get(key)
+                if slot is None or count <= 0:
                     continue
-                tier = entry.tier
+                tier = on_tier[slot]
                 tiers[tier].policy.touch(key)
-                entry.last_access = accessed[key] = now
-                if tier and not entry.pinned and counted(key, count, now):
+                access[slot] = accessed[key] = now
+                if tier and not flags[slot] & PINNED and counted(key, count, now):
                     earned = earned or []
-                    earned.append(entry)
+                    earned.append(entries.entry(key, slot))
             for entry in earned or ():
                 if self._cat.current(entry):
                     self._promote(entry)
