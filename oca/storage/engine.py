@@ -288,6 +288,8 @@ class Engine:
         if changed:
             log.warning("tier %s is now %s%s", tier.name, state.value, f": {error}" if error else "")
         tier.state, tier.error = state, error
+        if state is not TierState.UP:
+            tier.layout.forget_directories()  # a failed or full disk may come back without them
         try:
             with self.index.transaction():
                 self.index.set_tier_state(tier.name, state, error)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import ctypes
 import functools
 import io
+import itertools
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -82,7 +82,7 @@ def stage_copy(src: str, tmp_dir: str, *, expect_size: int | None = None,
 
 def _copy_hashing(src_file: io.FileIO, src: str, fd: int) -> tuple[int, str]:
     hasher = xxhash.xxh3_128()
-    buf = bytearray(CHUNK)
+    buf = bytearray(_buffer_size(src_file))
     view = memoryview(buf)
     size = 0
     while True:
@@ -97,6 +97,16 @@ def _copy_hashing(src_file: io.FileIO, src: str, fd: int) -> tuple[int, str]:
         write_chunk(fd, chunk)
         size += n
     return size, hasher.hexdigest()
+
+
+def _buffer_size(f: io.FileIO) -> int:
+    """A read buffer for `f`: CHUNK, or the file's size and one byte more when smaller (one read fills it, the
+    next sees the end), since zeroing a 1 MiB buffer per segment of a few KiB costs more than reading it."""
+    try:
+        size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return CHUNK
+    return max(1, min(CHUNK, size + 1))
 
 
 def _mismatch(size: int, digest: str, expect_size: int | None, expect_digest: str | None) -> str:
@@ -117,7 +127,7 @@ def stage_bytes(data: bytes, tmp_dir: str, sync: bool = True) -> str:
 def _write_temp(tmp_dir: str, prefix: str, write: Callable[[int], T], sync: bool = True) -> tuple[str, T]:
     """A new temp file in `tmp_dir` filled by `write(fd)`, given its mode and fsynced (if `sync`); removed on
     any failure."""
-    fd, path = tempfile.mkstemp(dir=tmp_dir, prefix=prefix)
+    fd, path = _make_temp(tmp_dir, prefix)
     try:
         result = write(fd)
         os.fchmod(fd, FILE_MODE)
@@ -131,12 +141,28 @@ def _write_temp(tmp_dir: str, prefix: str, write: Callable[[int], T], sync: bool
     return path, result
 
 
+_TEMP_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_temp_names = itertools.count()
+
+
+def _make_temp(tmp_dir: str, prefix: str) -> tuple[int, str]:
+    """A new file in `tmp_dir`, created exclusively (as tempfile.mkstemp does) but named by process and counter
+    instead of random letters: tmp/ is this store's alone and emptied at open, so a name is taken only by a
+    leftover of an earlier process with the same pid, and then the next number is tried."""
+    while True:
+        path = f"{tmp_dir}/{prefix}{os.getpid()}-{next(_temp_names)}"
+        try:
+            return os.open(path, _TEMP_FLAGS, 0o600), path
+        except FileExistsError:
+            continue
+
+
 def hash_file(path: str) -> tuple[int, str]:
     """Size and xxh3_128 hex digest of the file at `path`."""
     hasher = xxhash.xxh3_128()
     size = 0
     with open(path, "rb", buffering=0) as f:
-        buf = bytearray(CHUNK)
+        buf = bytearray(_buffer_size(f))
         view = memoryview(buf)
         while n := f.readinto(buf):
             hasher.update(view[:n])

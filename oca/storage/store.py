@@ -269,6 +269,7 @@ class Store:
                 one_by_one.extend(batch)
                 return
         staged: builtins.list[tuple[int, files.Staged, str, CatalogEntry]] = []
+        installed: set[int] = set()  # renamed into place: no unlink (two failing syscalls per object) needed
         try:
             for i in batch:
                 src, key = items[i]
@@ -299,14 +300,16 @@ class Store:
                 self._engine.install_many(tier, [(s[1].path, s[2], s[3]) for s in fresh])
                 for i, _, _, entry in fresh:
                     results[i] = self._cat.info(entry)
+                    installed.add(i)
         except (OSError, _Retry, InsufficientStorage, StorageError) as e:
             # the tier failed or filled under the batch, or the index refused it: put_file decides each item
             log.warning("batch of %d objects not stored at once (%s): storing them one by one", len(staged), e)
             one_by_one.extend(i for i in batch if results[i] is None and i not in one_by_one)
         finally:
-            for _, copy, meta_tmp, _ in staged:
-                unlink_quiet(copy.path)
-                unlink_quiet(meta_tmp)
+            for i, copy, meta_tmp, _ in staged:
+                if i not in installed:
+                    unlink_quiet(copy.path)
+                    unlink_quiet(meta_tmp)
 
     def fill_target(self, key: str, size: int, hot: bool = False) -> tuple[str, str]:
         """(tier name, its temp directory): where an upstream fill of `key` (`size` bytes, 0 if unknown)
