@@ -30,7 +30,8 @@ class StorageOwner:
         self._store: Store | None = None
 
     async def open(self) -> None:
-        self._store = await self._run(Store.open, self._config)
+        # background: the workers serve hits from the index while memory loads (10^7 objects take minutes)
+        self._store = await self._run(functools.partial(Store.open, self._config, background=True))
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run fn(store, *args, **kwargs) on a storage thread."""

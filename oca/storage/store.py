@@ -50,6 +50,13 @@ class _Retry(Exception):
     """The chosen tier failed under a put: try the next one."""
 
 
+_LOAD_CHECK_EVERY = 65_536  # rows loaded between two looks at whether close() is waiting
+
+
+class _LoadStopped(Exception):
+    """close() was called during a background load."""
+
+
 class Store:
     """The owner of one box's storage. Thread-safe; one per state_dir. Open with `Store.open`."""
 
@@ -61,15 +68,23 @@ class Store:
         self._lock = threading.RLock()
         self._last_flush = clock()
         self._closed = False
+        self._loading = False  # a background load holds the lock until it is done (see open)
+        self._stop_loading = False  # close() asks a background load to give up
+        self._load_error = ""
 
     # ---------------------------------------------------------------- opening and closing
 
     @classmethod
     def open(cls, config: StorageConfig, clock: Callable[[], float] = time.time, *,
-             policy: Callable[[], EvictionPolicy] | None = None) -> Store:
+             policy: Callable[[], EvictionPolicy] | None = None, background: bool = False) -> Store:
         """Take ownership of `config.state_dir`, prepare the tiers and load (or rebuild) the index.
 
-        `policy` makes one eviction policy per tier (`config.policy` unless told otherwise)."""
+        `policy` makes one eviction policy per tier (`config.policy` unless told otherwise). With `background`,
+        return as soon as the index is open (rebuilt if it had to be) and load memory from it on a thread of
+        its own, holding the store's lock until done: the index is servable at every commit (see engine.py),
+        so workers serve hits from it at once, while every call that needs the whole catalog (a put, an
+        eviction, a hit report) waits for the load. `status` answers meanwhile, with `loading` true and the
+        counts still growing. A load that fails leaves the store refusing writes (StorageError)."""
         lock.validate(config)
         state_dir = os.path.abspath(config.state_dir)
         try:
@@ -86,7 +101,10 @@ class Store:
             index = _open_index(index_path(state_dir), catalog)
             counter = PromotionCounter(config.promotion.hits, config.promotion.window, clock)
             store = cls(config, clock, catalog, Engine(catalog, index, generation, counter, clock), lock_fd)
-            store._load(suspect)
+            if background:
+                store._load_in_background(suspect)
+            else:
+                store._load(suspect)
         except BaseException:
             if index is not None:
                 index.close()
@@ -95,6 +113,27 @@ class Store:
             os.close(lock_fd)
             raise
         return store
+
+    def _load_in_background(self, suspect: set[str]) -> None:
+        """Start `_load` on its own thread and return once that thread holds the lock."""
+        holding = threading.Event()
+
+        def load() -> None:
+            with self._lock:
+                self._loading = True
+                holding.set()
+                try:
+                    self._load(suspect)
+                except _LoadStopped:
+                    pass
+                except Exception as e:  # no caller to raise to: every later write reports it (_check_open)
+                    self._load_error = str(e) or type(e).__name__
+                    log.error("storage not loaded from the index: %s", self._load_error)
+                finally:
+                    self._loading = False
+
+        threading.Thread(target=load, name="oca-storage-load", daemon=True).start()
+        holding.wait()
 
     def _load(self, suspect: set[str]) -> None:
         """Fill memory from the index, settle the journal, check the tiers, enforce capacities."""
@@ -106,9 +145,11 @@ class Store:
         suspect |= {name for name, state in index.tier_states().items() if state is TierState.FAILED}
         numbers = {t.name: t.number for t in cat.tiers}
         attach = cat.attach
-        for key, on, size, digest, stored_at, last_access, hot, pinned in index.rows():
+        for n, (key, on, size, digest, stored_at, last_access, hot, pinned) in enumerate(index.rows()):
             # the file-name hash is not kept (Entries recomputes it), so none is computed per row here
             attach(CatalogEntry(key, "", numbers[on], size, digest, stored_at, last_access, bool(hot), bool(pinned)))
+            if n % _LOAD_CHECK_EVERY == 0 and self._stop_loading:
+                raise _LoadStopped
         self._engine.settle(index.pending())
         for name in suspect:  # the tier was FAILED or its directory was recreated: check its files
             if cat.by_name[name].state is not TierState.FAILED:
@@ -122,7 +163,8 @@ class Store:
         self._gen.bump()
 
     def close(self) -> None:
-        """Save last access times and give up ownership. Idempotent."""
+        """Save last access times and give up ownership (a background load gives up first). Idempotent."""
+        self._stop_loading = True
         with self._lock:
             if self._closed:
                 return
@@ -169,6 +211,7 @@ class Store:
         two fields are a moment apart). Safe to call from any thread, the event loop's included."""
         tiers = self._cat.tiers
         return {
+            "loading": self._loading,
             "objects": len(self._cat.entries),
             "generation": self._gen.value,
             "tiers": [{"name": t.name, "path": t.layout.root, "capacity": t.capacity, "used": t.used,
@@ -363,9 +406,9 @@ class Store:
 
     def watch_evictions(self, callback: Callable[[str, str], None] | None) -> None:
         """Call `callback(key, why)` for each object removed to make room (capacity evictions, not purges);
-        it runs on a storage thread holding the Store's lock: hand over, don't work (oca.fetch.history)."""
-        with self._lock:
-            self._engine.on_evicted = callback
+        it runs on a storage thread holding the Store's lock: hand over, don't work (oca.fetch.history).
+        Without the lock (one attribute store is atomic), so start-up does not wait for a background load."""
+        self._engine.on_evicted = callback
 
     def set_pinned(self, key: str, pinned: bool) -> ObjectInfo:
         """Pin (never evict, demote or promote) or unpin an object; recorded in its sidecar too."""
@@ -562,6 +605,8 @@ class Store:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError(f"the store at {self._state_dir} is closed")
+        if self._load_error:
+            raise StorageError(f"the store at {self._state_dir} was not loaded: {self._load_error}")
 
 
 def _prepare_tiers(catalog: Catalog) -> set[str]:
