@@ -17,12 +17,15 @@ Rules kept here:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from oca.bounded import run_bounded
 from oca.errors import StorageError
 from oca.storage.files import fsync_dir
 from oca.storage.layout import ScanEntry, TierLayout, key_hash, remove_any
@@ -119,8 +122,9 @@ class Index:
         return cls(path, conn)
 
     @classmethod
-    def create(cls, path: str, rows: Iterable[Row]) -> Index:
-        """Write a new index holding `rows` beside `path`, then rename it over whatever was there."""
+    def create(cls, path: str, rows: Iterable[Row], on_duplicate: Callable[[Row], None] | None = None) -> Index:
+        """Write a new index holding `rows` beside `path`, then rename it over whatever was there. Of rows with
+        the same key the first is kept; `on_duplicate` is told of each later one (a rebuild deletes its files)."""
         fresh = path + ".new"
         for stale in (fresh, fresh + "-journal", path, path + "-wal", path + "-shm"):
             with contextlib.suppress(FileNotFoundError):
@@ -134,8 +138,11 @@ class Index:
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("BEGIN")
-            conn.executemany(f"INSERT OR REPLACE INTO objects ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
-                             (r.values() for r in rows))
+            insert = f"INSERT OR IGNORE INTO objects ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"
+            execute = conn.execute
+            for row in rows:
+                if execute(insert, row.values()).rowcount == 0 and on_duplicate is not None:
+                    on_duplicate(row)
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             raise StorageError(f"cannot write index {fresh}: {e}") from e
@@ -243,28 +250,38 @@ class IndexReader:
         self._conn.close()
 
 
-def scan_tiers(tiers: Sequence[tuple[str, TierLayout]]) -> tuple[list[Row], dict[str, str]]:
-    """Rows for every valid object found on the tiers, deleting junk on the way.
+SCAN_THREADS = 8  # sidecar reads in flight during a rebuild: each waits on the disk (an HDD seeks per file)
 
-    Returns the rows (last access = stored_at) and, per tier that could not be scanned, the error (its
-    files are left alone).
-    """
-    rows: dict[str, Row] = {}
-    errors: dict[str, str] = {}
-    for name, layout in tiers:
-        try:
-            for item in layout.scan():
-                if isinstance(item, str):
-                    remove_any(item)
-                    continue
-                row = _valid_row(name, layout, item)
-                if row is None or row.key in rows:
-                    layout.remove(item.hash)
-                else:
-                    rows[row.key] = row
-        except OSError as e:
-            errors[name] = f"scan failed: {e.strerror or e} ({getattr(e, 'filename', '') or layout.root})"
-    return list(rows.values()), errors
+
+def scan_tiers(tiers: Sequence[tuple[str, TierLayout]], errors: dict[str, str]) -> Iterator[Row]:
+    """Rows (last access = stored_at) for every valid object found on the tiers, fastest tier first, deleting
+    junk on the way. Streamed: parts of a tier (`TierLayout.scan_top`) are read by SCAN_THREADS threads, a
+    few parts ahead of the consumer, so a rebuild of 10^7 objects never holds them all. A key found on two
+    tiers is yielded twice, the faster copy first (Index.create keeps that one). Per tier that could not be
+    scanned, `errors` gets the error once the iteration is over (its files are left alone)."""
+    with ThreadPoolExecutor(max_workers=SCAN_THREADS, thread_name_prefix="oca-scan") as pool:
+        for name, layout in tiers:
+            try:
+                tops = layout.scan_tops()
+                for _, done in run_bounded(pool, functools.partial(_scan_part, name, layout), tops, 2 * SCAN_THREADS):
+                    yield from done.result()
+            except OSError as e:
+                errors[name] = f"scan failed: {e.strerror or e} ({getattr(e, 'filename', '') or layout.root})"
+
+
+def _scan_part(name: str, layout: TierLayout, d1: str) -> list[Row]:
+    """The valid rows under objects/<d1>, with the junk there deleted. Raises OSError."""
+    rows = []
+    for item in layout.scan_top(d1):
+        if isinstance(item, str):
+            remove_any(item)
+            continue
+        row = _valid_row(name, layout, item)
+        if row is None:
+            layout.remove(item.hash)
+        else:
+            rows.append(row)
+    return rows
 
 
 def _valid_row(tier: str, layout: TierLayout, item: ScanEntry) -> Row | None:

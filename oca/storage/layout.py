@@ -142,11 +142,20 @@ class TierLayout:
     def scan(self) -> Iterator[ScanEntry | str]:
         """Everything under objects/: a ScanEntry per hash, and the path of each file that is neither an
         object nor a sidecar name (to delete). Raises OSError if the tier cannot be read."""
-        for d1 in _listdir(self.objects_dir):
-            p1 = os.path.join(self.objects_dir, d1)
-            if not (len(d1) == 2 and os.path.isdir(p1)):
-                yield p1
-                continue
+        for d1 in self.scan_tops():
+            yield from self.scan_top(d1)
+
+    def scan_tops(self) -> list[str]:
+        """The names under objects/, each to be scanned with `scan_top` (a part of the tier on its own, so
+        a rebuild can read several at once). Raises OSError if the tier cannot be read."""
+        return _listdir(self.objects_dir)
+
+    def scan_top(self, d1: str) -> Iterator[ScanEntry | str]:
+        """`scan` of one name under objects/ (itself junk unless a fan-out directory)."""
+        p1 = os.path.join(self.objects_dir, d1)
+        if not (len(d1) == 2 and os.path.isdir(p1)):
+            yield p1
+        else:
             for d2 in _listdir(p1):
                 p2 = os.path.join(p1, d2)
                 if not (len(d2) == 2 and os.path.isdir(p2)):

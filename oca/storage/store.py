@@ -36,7 +36,7 @@ from oca.storage import files, health, lock
 from oca.storage.catalog import PINNED, Catalog, CatalogEntry, Tier
 from oca.storage.engine import STICKY, Engine
 from oca.storage.generation import GENERATION_NAME, Generation
-from oca.storage.index import Index, IndexCorrupt, index_path, scan_tiers
+from oca.storage.index import Index, IndexCorrupt, Row, index_path, scan_tiers
 from oca.storage.layout import key_hash, unlink_quiet
 from oca.storage.model import ObjectInfo, TierState
 from oca.storage.planned import PlannedPolicy
@@ -634,14 +634,19 @@ def _open_index(path: str, catalog: Catalog) -> Index:
         else:
             log.info("no storage index at %s yet: building one by scanning the tiers", path)
     usable = [(t.name, t.layout) for t in catalog.tiers if t.state is not TierState.FAILED]
-    rows, errors = scan_tiers(usable)
+    errors: dict[str, str] = {}
+
+    def slower_copy(row: Row) -> None:  # the key is on a faster tier too: that copy is kept
+        catalog.by_name[row.tier].layout.remove(key_hash(row.key))
+
+    try:
+        index = Index.create(path, scan_tiers(usable, errors), slower_copy)
+    except (OSError, IndexCorrupt) as e:
+        raise StorageError(f"cannot rebuild the index at {path}: {e}") from e
     for name, error in errors.items():
         tier = catalog.by_name[name]
         tier.state, tier.error = TierState.FAILED, error
-    try:
-        return Index.create(path, rows)
-    except (OSError, IndexCorrupt) as e:
-        raise StorageError(f"cannot rebuild the index at {path}: {e}") from e
+    return index
 
 
 def _check_key(key: str) -> None:

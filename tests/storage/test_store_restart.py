@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -154,3 +155,22 @@ def test_a_replaced_object_keeps_its_new_content_after_rebuild(config: StorageCo
     with reopen(config, clock) as store:
         info = store.get("k")
         assert info is not None and info.digest == digest_of(new)
+
+
+def test_rebuild_keeps_the_faster_copy_of_a_key_found_on_two_tiers(config: StorageConfig, clock: FakeClock,
+                                                                   src: Src, tmp_path: Path) -> None:
+    with Store.open(config, clock) as store:
+        slow = store.put_file(src(size=100, seed=1), "dup")
+        assert slow.tier == "hdd"
+        others = [store.put_file(src(size=50, seed=i), f"titles/{i}/s") for i in range(2, 40)]  # many parts
+    fast = slow.path.replace(str(tmp_path / "hdd"), str(tmp_path / "ssd"))
+    os.makedirs(os.path.dirname(fast))
+    shutil.copy(slow.path, fast)
+    shutil.copy(slow.path + ".meta", fast + ".meta")
+    os.unlink(os.path.join(config.state_dir, "index.sqlite"))
+    with reopen(config, clock) as store:
+        found = store.get("dup")
+        assert found is not None and found.tier == "ssd" and found.path == fast
+        assert not os.path.exists(slow.path) and not os.path.exists(slow.path + ".meta")
+        assert sorted(i.key for i in store.list()) == sorted(["dup", *(o.key for o in others)])
+        assert_consistent(store)
