@@ -36,7 +36,7 @@ class MemoryIndex(Index):
     def __init__(self) -> None:  # no SQLite connection
         self.path = ":memory:"
 
-    def close(self) -> None:
+    def close(self, clean: bool = False) -> None:
         pass
 
     @contextlib.contextmanager

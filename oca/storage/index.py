@@ -8,6 +8,11 @@ Rules kept here:
 - `pending` journals file work: a row (tier, hash, key, intent) is committed before files at that place
   change and deleted after. At open, each one is settled from what is on disk (see Store), so a crash
   between the file work and the index update leaves neither a servable stale row nor a lost purge.
+- `PRAGMA quick_check` reads the whole file (10 s at 10^7 objects), so it is skipped when the index is exactly
+  as the last clean close left it: `close(clean=True)` checkpoints the WAL and writes `index.sqlite.clean`, the
+  inode, size and mtime of the index and its WAL; `open` trusts the file only if they still match (any commit,
+  truncation or rewrite since changes them) and removes the mark before anything is written. After a crash, or
+  anything else, the check runs.
 - An index that is missing, unreadable, fails `PRAGMA quick_check` or has another schema is rebuilt by
   scanning the tiers' sidecars. Junk is deleted on the way: objects without a valid sidecar (or whose
   size differs from it), sidecars without objects, stray names; a key found on two tiers keeps the faster
@@ -33,6 +38,7 @@ from oca.storage.model import TierState
 
 SCHEMA_VERSION = 1
 INDEX_NAME = "index.sqlite"
+CLEAN_SUFFIX = ".clean"  # beside the index after a clean close (see the rules above)
 
 _SCHEMA = """
 CREATE TABLE objects (
@@ -103,10 +109,11 @@ class Index:
         """Open an existing index; raises IndexCorrupt if it is missing or cannot be trusted."""
         if not os.path.isfile(path):
             raise IndexCorrupt(f"{path} is missing")
+        clean = _take_clean_mark(path)
         conn = None
         try:
             conn = _connect(path)
-            check = [r[0] for r in conn.execute("PRAGMA quick_check")]
+            check = ["ok"] if clean else [r[0] for r in conn.execute("PRAGMA quick_check")]
             if check != ["ok"]:
                 raise IndexCorrupt(f"{path} failed quick_check: {'; '.join(map(str, check[:3]))}")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -126,7 +133,7 @@ class Index:
         """Write a new index holding `rows` beside `path`, then rename it over whatever was there. Of rows with
         the same key the first is kept; `on_duplicate` is told of each later one (a rebuild deletes its files)."""
         fresh = path + ".new"
-        for stale in (fresh, fresh + "-journal", path, path + "-wal", path + "-shm"):
+        for stale in (fresh, fresh + "-journal", path, path + "-wal", path + "-shm", path + CLEAN_SUFFIX):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)
         try:
@@ -152,8 +159,17 @@ class Index:
         fsync_dir(os.path.dirname(path))
         return cls.open(path)
 
-    def close(self) -> None:
+    def close(self, clean: bool = False) -> None:
+        """Close; with `clean` (the owner giving up the index on purpose), leave the mark that lets the next
+        open skip quick_check. A mark that cannot be written is only a slower next open."""
+        if clean:
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                clean = False
         self._conn.close()
+        if clean:
+            _leave_clean_mark(self.path)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -297,6 +313,49 @@ def _valid_row(tier: str, layout: TierLayout, item: ScanEntry) -> Row | None:
     if size != meta.size:
         return None
     return Row(meta.key, tier, meta.size, meta.digest, meta.stored_at, meta.stored_at, meta.hot, meta.pinned)
+
+
+def _signature(path: str) -> str:
+    """Inode, size and mtime of the index and of its WAL (or '-' where missing)."""
+    parts = []
+    for name in (path, path + "-wal"):
+        try:
+            st = os.stat(name)
+        except FileNotFoundError:
+            parts.append("-")
+        else:
+            parts.append(f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+    return " ".join(parts)
+
+
+def _leave_clean_mark(path: str) -> None:
+    mark = path + CLEAN_SUFFIX
+    try:
+        with open(mark + ".tmp", "w", encoding="ascii") as f:
+            f.write(_signature(path))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(mark + ".tmp", mark)
+        fsync_dir(os.path.dirname(path))
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(mark + ".tmp")
+
+
+def _take_clean_mark(path: str) -> bool:
+    """Whether the index is as a clean close left it; the mark is gone afterwards either way."""
+    mark = path + CLEAN_SUFFIX
+    try:
+        with open(mark, encoding="ascii") as f:
+            recorded = f.read()
+    except (OSError, UnicodeDecodeError):
+        return False
+    try:
+        os.unlink(mark)
+        fsync_dir(os.path.dirname(path))
+    except OSError:
+        return False
+    return recorded == _signature(path)
 
 
 def _connect(path: str) -> sqlite3.Connection:

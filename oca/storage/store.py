@@ -173,7 +173,7 @@ class Store:
                 self._engine.flush_access()
             except StorageError as e:
                 log.warning("last access times not saved: %s", e)
-            self._index.close()
+            self._index.close(clean=True)
             self._gen.close()
             os.close(self._lock_fd)
 

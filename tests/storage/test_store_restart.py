@@ -13,6 +13,7 @@ import pytest
 
 from oca.config.model import StorageConfig
 from oca.storage import Store
+from oca.storage import index as index_module
 from tests.clock import FakeClock
 
 from .conftest import assert_consistent, blob, digest_of, storage_config, tier_files
@@ -174,3 +175,64 @@ def test_rebuild_keeps_the_faster_copy_of_a_key_found_on_two_tiers(config: Stora
         assert not os.path.exists(slow.path) and not os.path.exists(slow.path + ".meta")
         assert sorted(i.key for i in store.list()) == sorted(["dup", *(o.key for o in others)])
         assert_consistent(store)
+
+
+def _quick_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record each PRAGMA quick_check the index runs (the connection class is wrapped, not the check)."""
+    ran: list[str] = []
+    real = index_module._connect
+
+    class Spy(sqlite3.Connection):
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:  # type: ignore[override]
+            if "quick_check" in sql:
+                ran.append(sql)
+            return super().execute(sql, *args)  # type: ignore[arg-type]
+
+    def connect(path: str) -> sqlite3.Connection:
+        real(path).close()  # the real settings, on a connection of the spying class
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=Spy)
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    monkeypatch.setattr(index_module, "_connect", connect)
+    return ran
+
+
+def test_an_index_closed_cleanly_opens_without_quick_check(config: StorageConfig, clock: FakeClock, src: Src,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store.open(config, clock) as store:
+        fill(store, src, count=5)
+        before = store.list()
+    mark = Path(config.state_dir) / ("index.sqlite" + index_module.CLEAN_SUFFIX)
+    assert mark.exists()
+    ran = _quick_checks(monkeypatch)
+    with Store.open(config, clock) as store:
+        assert not mark.exists(), "the mark goes before anything is written"
+        assert ran == [] and store.list() == before
+
+
+def test_an_index_changed_after_its_clean_close_is_checked(config: StorageConfig, clock: FakeClock, src: Src,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store.open(config, clock) as store:
+        fill(store, src, count=5)
+    with sqlite3.connect(Path(config.state_dir) / "index.sqlite") as db:  # anything but the owner's close
+        db.execute("UPDATE objects SET pinned = pinned")
+    ran = _quick_checks(monkeypatch)
+    Store.open(config, clock).close()
+    assert ran == ["PRAGMA quick_check"]
+
+
+def test_an_owner_that_died_leaves_no_clean_mark(config: StorageConfig, clock: FakeClock, src: Src,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store.open(config, clock) as store:
+        fill(store, src, count=2)
+    store = Store.open(config, clock)  # opened (mark taken) and never closed: as if killed
+    store.put_file(src(size=10, seed=99), "after")
+    mark = Path(config.state_dir) / ("index.sqlite" + index_module.CLEAN_SUFFIX)
+    assert not mark.exists()
+    store._index.close()  # let the next owner in without a clean close
+    store._gen.close()
+    os.close(store._lock_fd)
+    ran = _quick_checks(monkeypatch)
+    Store.open(config, clock).close()
+    assert ran == ["PRAGMA quick_check"]
