@@ -183,7 +183,7 @@ def _quick_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     real = index_module._connect
 
     class Spy(sqlite3.Connection):
-        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:  # type: ignore[override]
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
             if "quick_check" in sql:
                 ran.append(sql)
             return super().execute(sql, *args)  # type: ignore[arg-type]
