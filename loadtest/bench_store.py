@@ -5,14 +5,17 @@
 1. writes N source files of `--size` bytes and imports them with the real import (`oca cache import`, the
    store opened by the command: batches, one index commit and one syncfs each); reports objects/s and the
    command's peak RSS;
-2. starts a box (`oca serve`, 2 workers) on the store and times start to the first hit (200);
+2. starts a box (`oca serve`, 2 workers) on the store and times start to the first hit (200; served from the
+   index while the master loads its catalog in the background) and start to loaded (`/status` counts N);
 3. for `--hits` seconds GETs random keys over all N on one keep-alive connection: hit p50/p99, then master
    and worker RSS;
 4. imports `--live-import` more objects through the running box (the admin API, as a fill or an operator
    does) while polling `/status` every 100 ms with the control plane's 1 s timeout: /status p50/p99/max and
    misses;
 5. stops the box, deletes the index and reopens the store (a rebuild from the tiers' sidecars): objects/s.
-A measurement, never a pass/fail test. Everything listens on 127.0.0.1; every process is killed at the end.
+An N whose files do not fit the work directory's filesystem (three inodes and twice the bytes per object at
+the peak) is skipped with the reason. A measurement, never a pass/fail test. Everything listens on 127.0.0.1;
+every process is killed at the end.
 """
 
 from __future__ import annotations
