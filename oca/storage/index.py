@@ -159,6 +159,11 @@ class Index:
         fsync_dir(os.path.dirname(path))
         return cls.open(path)
 
+    def interrupt(self) -> None:
+        """Abort the statement running on another thread (it raises sqlite3.OperationalError). Safe from
+        any thread."""
+        self._conn.interrupt()
+
     def close(self, clean: bool = False) -> None:
         """Close; with `clean` (the owner giving up the index on purpose), leave the mark that lets the next
         open skip quick_check. A mark that cannot be written is only a slower next open."""

@@ -127,6 +127,8 @@ class Store:
                 except _LoadStopped:
                     pass
                 except Exception as e:  # no caller to raise to: every later write reports it (_check_open)
+                    if self._stop_loading:  # close() interrupted the index read
+                        return
                     self._load_error = str(e) or type(e).__name__
                     log.error("storage not loaded from the index: %s", self._load_error)
                 finally:
@@ -165,6 +167,8 @@ class Store:
     def close(self) -> None:
         """Save last access times and give up ownership (a background load gives up first). Idempotent."""
         self._stop_loading = True
+        if self._loading:
+            self._index.interrupt()  # the first row of 10^7 waits for SQLite's sort by last access: ~20 s
         with self._lock:
             if self._closed:
                 return

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from oca.config.model import StorageConfig, TierConfig
 from oca.errors import StorageError
 from oca.storage import Store, StoreView, store
+from oca.storage.index import Index
 from oca.storage.policy import LRUPolicy
 from tests.clock import FakeClock
 
@@ -107,3 +110,24 @@ def test_a_background_load_that_fails_makes_every_write_fail(tmp_path: Path, clo
         assert s.status()["loading"] is False
     finally:
         s.close()
+
+
+def test_interrupt_aborts_a_long_index_read_on_another_thread(tmp_path: Path) -> None:
+    """What close() does to a background load stuck in SQLite's sort of 10^7 rows by last access."""
+    index = Index.create(str(tmp_path / "index.sqlite"), [])
+    errors: list[Exception] = []
+
+    def long_read() -> None:
+        try:
+            index._conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+                                "SELECT count(*) FROM n").fetchall()
+        except sqlite3.OperationalError as e:
+            errors.append(e)
+
+    reader = threading.Thread(target=long_read)
+    reader.start()
+    time.sleep(0.2)
+    index.interrupt()
+    reader.join(10)
+    assert not reader.is_alive() and len(errors) == 1 and "interrupt" in str(errors[0])
+    index.close()
