@@ -3,7 +3,10 @@
 Rules kept here (RFC 9110 unless noted):
 - Only GET, HEAD and OPTIONS; anything else is 405 with Allow (§15.5.6).
 - The cache key is the normalised path alone; the query (CMCD=...) never reaches it. Bad paths are 400.
-- Preconditions are evaluated before Range (§13.2.2); If-Range gates Range (§13.1.5).
+- Preconditions are evaluated before Range (§13.2.2); If-Range gates Range (§13.1.5). One body plan
+  (oca.http.body_plan) decides status, range headers and byte spans for a hit, a growing fill and a sliced
+  object alike; each path only turns the spans into its parts. Before an object is stored (a growing fill, a
+  sliced object) its validators are upstream's.
 - HEAD answers exactly the headers GET would, without a body (§9.3.2).
 - Bodies of small objects come from the worker's memory cache; everything else is a FileSlice that the
   connection sends with os.sendfile.
