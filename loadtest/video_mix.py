@@ -79,9 +79,6 @@ class VideoMix:
     entries: tuple[MixEntry, ...]
     model: SessionModel
 
-    def keys(self) -> list[str]:
-        return [entry.key for entry in self.entries]
-
     @property
     def requests_per_session(self) -> Fraction:
         return sum((entry.weight for entry in self.entries), Fraction(0))
@@ -218,7 +215,7 @@ def render_summary(mix: VideoMix) -> str:
 
 
 def _size_range(low: int, high: int) -> str:
-    return _size(low) if low == high else f"{_size(low)} – {_size(high)}"
+    return _size(low) if low == high else f"{_size(low)} to {_size(high)}"
 
 
 def _size(n: int) -> str:

@@ -113,7 +113,7 @@ def test_bad_rung_weights_and_missing_files_are_named() -> None:
         build_mix("titles/7", "master.m3u8", PLAYLISTS, SIZES, SessionModel(rung_weights=(1, 1, 1)))
     sizes = dict(SIZES)
     del sizes["1080p/seg_00003.m4s"]
-    with pytest.raises(ValueError, match="1080p/seg_00003.m4s"):
+    with pytest.raises(ValueError, match=r"1080p/seg_00003\.m4s"):
         build_mix("titles/7", "master.m3u8", PLAYLISTS, sizes)
 
 
