@@ -319,7 +319,12 @@ def make_video_title(oca: str, media: str) -> tuple[str, str]:
     if done.returncode != 0:
         raise BenchError(f"`{' '.join(argv)}` exited with {done.returncode}:\n{(done.stderr or done.stdout).strip()}")
     with open(os.path.join(media, "catalog.json"), encoding="utf-8") as fh:
-        title = json.load(fh)["titles"][0]
+        return video_title(json.load(fh), media)
+
+
+def video_title(catalog: dict[str, Any], media: str) -> tuple[str, str]:
+    """(titles/<id>, its HLS multivariant playlist's path inside it) of the catalog's first title."""
+    title = catalog["titles"][0]
     if title.get("synthetic"):
         # without ffmpeg the title's segments are filler of made-up sizes: the mix would not be a real one
         raise BenchError(f"{media}/{title['path']} is synthetic (no ffmpeg?): the video mix needs an encoded "

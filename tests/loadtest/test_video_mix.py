@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import collections
+import json
 import os
 from fractions import Fraction
 
 import pytest
 
+from loadtest.bench import BenchError, place_video_mix, video_title
 from loadtest.video_mix import (
     AUDIO,
     INIT,
@@ -19,6 +21,7 @@ from loadtest.video_mix import (
     load_title,
     render_summary,
 )
+from oca.content.make import make_content
 
 MASTER_TEXT = """\
 #EXTM3U
@@ -126,3 +129,23 @@ def test_load_title_reads_the_playlists_and_the_size_of_every_file_they_name(tmp
     playlists, sizes = load_title(root)
     assert playlists == PLAYLISTS
     assert sizes == {p: len(PLAYLISTS[p].encode()) if p in PLAYLISTS else s for p, s in SIZES.items()}
+
+
+def test_the_mix_of_a_title_from_oca_content_make_covers_every_rendition(tmp_path: object) -> None:
+    # the synthetic title has the layout and playlists of an encoded one (only the segment bytes differ):
+    # this pins the mix to what `oca content make` really writes
+    media = str(tmp_path)
+    make_content(media, 1, 6, synthetic=True)
+    with open(os.path.join(media, "catalog.json"), encoding="utf-8") as fh:
+        catalog = json.load(fh)
+    with pytest.raises(BenchError, match="synthetic"):
+        video_title(catalog, media)
+    catalog["titles"][0]["synthetic"] = False
+    title, master = video_title(catalog, media)
+    assert (title, master) == ("titles/1001", "master.m3u8")
+    mix = place_video_mix(media, title, master, os.path.join(media, "copy"))
+    kinds = {line.kind: line for line in mix.summary()}
+    assert set(kinds) == {MASTER, PLAYLIST, INIT, AUDIO, *(f"{VIDEO} {r}" for r in ("360p", "720p", "1080p"))}
+    assert (kinds[PLAYLIST].objects, kinds[INIT].objects, kinds[AUDIO].objects) == (4, 4, 3)
+    for entry in mix.entries:
+        assert os.path.getsize(os.path.join(media, "copy", entry.key)) == entry.size
