@@ -35,7 +35,7 @@ from oca.http.ranges import (
 )
 
 # the request headers that make a request conditional (§13.1); If-Range only qualifies Range
-_CONDITIONAL = frozenset(("if-match", "if-none-match", "if-modified-since", "if-unmodified-since"))
+CONDITIONAL = frozenset(("if-match", "if-none-match", "if-modified-since", "if-unmodified-since"))
 
 Span = bytes | ByteRange
 
@@ -76,7 +76,7 @@ def plan_body(method: str, headers: Mapping[str, str], rep: Representation, *, m
     """The answer to `method` (GET or HEAD) with these request `headers` (lower-case names) for `rep`.
     `boundary` separates multipart parts (RFC 2046 §5.1.1: 1-70 characters that never occur in the body;
     a long random token, RFC 9110 §14.6)."""
-    if not headers.keys().isdisjoint(_CONDITIONAL):
+    if not headers.keys().isdisjoint(CONDITIONAL):
         verdict = evaluate_preconditions(method, headers, rep.etag, rep.last_modified)
         if verdict is Precondition.NOT_MODIFIED:
             return _NOT_MODIFIED

@@ -33,7 +33,7 @@ from oca.errors import BadRequest
 from oca.fetch.history import ABSENT, NO_SOURCE, SLICE
 from oca.fetch.remote import RemoteFill, RemoteFills
 from oca.fetch.slices import covering, is_slice_key, slice_key
-from oca.http.body_plan import BodyPlan, Representation, Span, plan_body
+from oca.http.body_plan import CONDITIONAL, BodyPlan, Representation, Span, plan_body
 from oca.http.cmcd import parse_cmcd
 from oca.http.cmsd import static_field
 from oca.http.conditionals import http_date, is_entity_tag, parse_http_date
@@ -56,11 +56,10 @@ REASONS = {
     431: "Request Header Fields Too Large", 499: "Client Closed Request", 500: "Internal Server Error",
     501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
-_CONDITIONAL = frozenset(("if-match", "if-none-match", "if-modified-since", "if-unmodified-since"))
 _CMCD_HEADERS = frozenset(("cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session"))
 _KEY_CACHE_SIZE = 65536
 # Headers that take a request off the fast path (a plain GET of an object held in memory)
-_SPECIAL = _CONDITIONAL | _CMCD_HEADERS | {"range", "if-range"}
+_SPECIAL = CONDITIONAL | _CMCD_HEADERS | {"range", "if-range"}
 
 _MISS = b"Cache-Status: oca; fwd=uri-miss\r\n"
 _MISS_404 = b"Cache-Status: oca; fwd=uri-miss; fwd-status=404\r\n"
