@@ -226,9 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         try:
             rows.append(run_one(n, size, args.live_import, args.hits, workdir))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # before the removal: minutes at 10^6
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        print(json.dumps(rows[-1]), file=sys.stderr)
     print(f"load average at end: {os.getloadavg()}", file=sys.stderr)
     print(render(rows))
     if args.json:
