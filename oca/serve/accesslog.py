@@ -1,9 +1,10 @@
 """The access log: one JSON object per line, per request, written whole lines at a time.
 
 Rules kept here:
-- The hit path only appends a tuple (`add`, or `add_fast` for a plain hit from memory, whose fields but
-  time, client and duration never change and come preformatted from `fast_fields`); lines are formatted
-  in batches when the log flushes (every 512 records and on each one-second sweep).
+- The hit path only appends a tuple (`add`); plain hits from memory, whose fields but time, client and
+  duration never change and come preformatted from `fast_fields`, arrive as one list per loop iteration
+  (`add_hits`, all stamped with one time). Lines are formatted in batches when the log flushes (every 512
+  lines and on each one-second sweep).
 - Several workers append to one file: each flush is a single write() of complete lines on an O_APPEND
   descriptor, so lines from different workers never interleave.
 - A full or failing log disk never stops the box from serving.
@@ -30,7 +31,7 @@ _LINE = '{"ts":%.3f,"client":"%s","method":%s,"target":%s,"key":"%s","status":%d
 _FAST_LINE = '{"ts":%.3f,"client":"%s",%s"ms":%.3f,"cache":"hit","tier":"memory"}\n'
 
 Record = tuple[float, str, str, bytes, str, int, int, float, str, str, "dict[str, Any] | None"]
-FastRecord = tuple[float, str, str, float]  # ts, client, fast_fields(...), seconds
+Hit = tuple[str, int, float, str, str]  # a plain hit from memory: key, body bytes, seconds, client, fast_fields(...)
 
 
 def fast_fields(method: str, target: bytes, key: str, status: int, sent: int) -> str:
@@ -48,28 +49,31 @@ class AccessLog:
             self._fd = 1
         else:
             self._fd = os.open(destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        self._records: list[Record | FastRecord] = []
+        self._records: list[Record | tuple[float, list[Hit]]] = []
+        self._lines = 0  # lines the records hold
         self.disabled = self._fd is None  # read once per request: a plain attribute
 
     def add(self, record: Record) -> None:
         """(ts, client, method, target, key, status, bytes, seconds, cache, tier, extras or None)"""
-        records = self._records
-        records.append(record)
-        if len(records) >= _FLUSH_AT:
+        self._records.append(record)
+        self._lines += 1
+        if self._lines >= _FLUSH_AT:
             self.flush()
 
-    def add_fast(self, record: FastRecord) -> None:
-        records = self._records
-        records.append(record)
-        if len(records) >= _FLUSH_AT:
+    def add_hits(self, ts: float, hits: list[Hit]) -> None:
+        """Plain hits from memory that ended at `ts` (one loop iteration's)."""
+        self._records.append((ts, hits))
+        self._lines += len(hits)
+        if self._lines >= _FLUSH_AT:
             self.flush()
 
     def flush(self) -> None:
         if self._fd is None or not self._records:
             return
-        records, self._records = self._records, []
+        records, self._records, self._lines = self._records, [], 0
         text = "".join([
-            _FAST_LINE % (r[0], r[1], r[2], r[3] * 1000) if len(r) == 4 else _format(r)
+            "".join([_FAST_LINE % (r[0], client, fields, seconds * 1000) for _, _, seconds, client, fields in r[1]])
+            if len(r) == 2 else _format(r)
             for r in records
         ])
         data = text.encode("utf-8", "replace")
