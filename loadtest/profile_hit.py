@@ -5,9 +5,13 @@ wrk (random objects, every request carrying its title's token) and measures, for
 - its CPU time per request (user and system, from /proc/<pid>/stat over the measured seconds, divided by
   the requests wrk counted: the box has no other traffic);
 - with `--py-spy`, where the user time goes: py-spy samples the worker (native frames included, so the
-  parser and the event loop show up as themselves), each sample is put in one bucket by the innermost
-  frame that names a bucket (BUCKETS below), and the bucket's share of the samples times the user time
-  per request is its cost in µs.
+  parser and the event loop show up as themselves), each sample outside a system call is put in one
+  bucket by the innermost frame that names a bucket (BUCKETS below), and the bucket's share of those
+  samples times the user time per request is its cost in µs; the system time is the kernel's row.
+- with `--nginx`, nginx's workers measured the same way over the same objects (plain paths);
+- with `--in-process N`, instead: the worker's own code fed N hits in this process through a transport
+  that sends nothing (no kernel, no event loop), in CPU time: the figure to compare two versions of the
+  code on a machine that is busy with other work.
 
 A measurement, never a pass/fail test; only `main` prints or exits. Every run is bounded in time and the
 box is stopped in `finally` (loadtest.harness: also on SIGTERM).
@@ -28,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import uvloop
 
@@ -56,17 +60,21 @@ BUCKETS: dict[str, tuple[str, ...]] = {
     "gate (token check)": ("check (oca/serve/gate.py", "verify (oca/tokens"),
     "head (status line, Date, CMSD-Dynamic)": ("_head (", "_with_cmsd (", "now (oca/serve/dates.py",
                                                "head_end (", "etp_from_tcp_info ("),
-    "stats (counters)": ("observe (oca/serve/stats.py",),
+    "stats (counters)": ("observe (oca/serve/stats.py", "observe_hits ("),
     "access log (record, batched flush)": ("add_fast (", "add (oca/serve/accesslog", "flush (oca/serve/accesslog",
                                            "_format (oca/serve/accesslog"),
-    "record (duration, dispatch to stats and log)": ("record (oca/serve/server.py",),
+    "record (duration, batching for stats and log)": ("record (oca/serve/server.py", "record_hits ("),
     "handler (key, lookup, response)": ("handle (oca/serve/handler.py", "_fast_hit (", "_parse_target (",
                                         "get (oca/serve/objects.py", "cached_body (", "changed (oca/storage",
                                         "read (oca/storage/generation"),
-    "write (transport, send syscall)": ("_start (oca/serve/connection.py", "write (", "writelines ("),
+    "write (transport)": ("_start (oca/serve/connection.py", "write (", "writelines ("),
     "connection bookkeeping": ("data_received (", "_next (", "_finish (", "_discard ("),
 }
-LOOP = "event loop, syscalls, other"
+LOOP = "event loop, other"
+KERNEL = "kernel (system calls)"
+# libc's system-call wrappers: a sample that stops in one is in the kernel (or waiting there)
+_SYSCALLS = ("epoll_wait (", "epoll_pwait (", "read (", "readv (", "write (", "writev (", "recv (", "recvfrom (",
+             "send (", "sendto (", "sendfile (", "sendfile64 (")
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,10 @@ def cpu_times(pid: int) -> CpuTimes:
 
 def bucket_of(stack: str) -> str:
     """The bucket of one py-spy raw stack (`frame;frame;...`, outermost first)."""
-    for frame in reversed(stack.split(";")):
+    frames = stack.split(";")
+    if frames[-1].startswith(_SYSCALLS) and "libc" in frames[-1]:
+        return KERNEL
+    for frame in reversed(frames):
         for bucket, names in BUCKETS.items():
             if any(name in frame for name in names):
                 return bucket
@@ -115,11 +126,15 @@ def per_request(result: WrkResult, cpu: CpuTimes) -> str:
 
 
 def render_samples(result: WrkResult, cpu: CpuTimes, samples: Counter[str]) -> str:
-    per_request = (cpu.user + cpu.system) * 1e6 / max(1, result.requests)
-    total = sum(samples.values())
-    lines = ["| where | share of samples | µs per request |", "|---|---:|---:|"]
+    """The user time per request split by the samples outside system calls; the system time is the kernel's.
+    (py-spy samples wall time: a sample in a system call may be waiting, so those samples size nothing.)"""
+    user = cpu.user * 1e6 / max(1, result.requests)
+    in_user = sum(n for bucket, n in samples.items() if bucket != KERNEL) or 1
+    lines = ["| where | samples (outside system calls) | µs per request |", "|---|---:|---:|"]
     for bucket, count in samples.most_common():
-        lines.append(f"| {bucket} | {count / total:.1%} | {count / total * per_request:.2f} |")
+        if bucket != KERNEL:
+            lines.append(f"| {bucket} | {count / in_user:.1%} | {count / in_user * user:.2f} |")
+    lines.append(f"| {KERNEL} | {samples[KERNEL]} samples | {cpu.system * 1e6 / max(1, result.requests):.2f} |")
     return "\n".join(lines)
 
 
@@ -216,31 +231,10 @@ class NullTransport(asyncio.Transport):
         pass
 
 
-class LoopTurns:
-    """The event loop as the data plane uses it, with the callbacks scheduled by call_soon run when `run`
-    says (the end of an iteration) rather than by a loop running around the measurement."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._ready: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
-        self.time = loop.time
-
-    def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
-        self._ready.append((callback, args))
-
-    def run(self) -> None:
-        ready, self._ready = self._ready, []
-        for callback, args in ready:
-            callback(*args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loop, name)
-
-
-def in_process(requests: int, per_iteration: int, workdir: str, progress: Callable[[str], None]) -> str:
+def in_process(requests: int, workdir: str, progress: Callable[[str], None]) -> str:
     """µs per 8 KiB hit spent in the worker's Python alone: the real Worker (tokens required, access log
-    on) fed wrk's request bytes on one connection with a transport that sends nothing, `per_iteration`
-    requests per turn of the event loop; the best of 10 rounds, in CPU time."""
+    on) fed wrk's request bytes on one connection with a transport that sends nothing; the best of 10
+    rounds, in CPU time."""
     from oca.config import load_box_config
     from oca.serve.connection import Connection
     from oca.serve.worker import Worker
@@ -263,8 +257,6 @@ def in_process(requests: int, per_iteration: int, workdir: str, progress: Callab
     listener, peer = socket.socketpair()
     try:
         worker = Worker(config, listener, None, loop)
-        turns = LoopTurns(loop)
-        worker.server.loop = cast(asyncio.AbstractEventLoop, turns)
         conn = Connection(worker.server)
         transport = NullTransport(peer)
         conn.connection_made(transport)
@@ -276,14 +268,12 @@ def in_process(requests: int, per_iteration: int, workdir: str, progress: Callab
         best = float("inf")
         rounds = 10
         batch = wire * max(1, requests // len(wire) // rounds)
-        chunks = [batch[i:i + per_iteration] for i in range(0, len(batch), per_iteration)]
         for _ in range(rounds):
             started = time.thread_time()  # CPU time: other processes on the machine do not count
-            for chunk in chunks:
-                for data in chunk:
-                    conn.data_received(data)
-                turns.run()  # the end of a loop iteration: what was scheduled with call_soon runs
+            for data in batch:
+                conn.data_received(data)
             best = min(best, (time.thread_time() - started) / len(batch))
+        worker.server.record_hits()
         worker.server.access_log.flush()
         gc.enable()
         progress(f"{len(batch):,} requests x {rounds}, {transport.written:,} bytes written")
@@ -291,8 +281,7 @@ def in_process(requests: int, per_iteration: int, workdir: str, progress: Callab
         loop.close()
         listener.close()
         peer.close()
-    return (f"in process (no kernel; {per_iteration} request(s) per loop iteration): {best * 1e6:.2f} µs of "
-            f"Python per 8 KiB hit")
+    return f"in process (no kernel, no event loop): {best * 1e6:.2f} µs of Python per 8 KiB hit"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -306,8 +295,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep-raw", metavar="FILE", help="copy py-spy's collapsed stacks to FILE")
     parser.add_argument("--in-process", type=int, metavar="N",
                         help="instead: N hits fed to the worker's code in this process (no wrk, no kernel)")
-    parser.add_argument("--per-iteration", type=int, default=8, metavar="K",
-                        help="with --in-process: requests answered per event-loop iteration (default 8)")
     parser.add_argument("--oca", default=os.path.join(os.path.dirname(sys.executable), "oca"))
     args = parser.parse_args(argv)
     if args.seconds < 1 or args.seconds > 120 or args.connections < 1 or args.workers < 1:
@@ -319,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.in_process:
         with harness.harness_run("profile_hit", False) as work:
-            print(in_process(args.in_process, args.per_iteration, work.workdir, work.progress))
+            print(in_process(args.in_process, work.workdir, work.progress))
         return 0
     fallbacks = {"wrk": "/usr/bin/wrk", "nginx": "/usr/sbin/nginx"}
     if args.py_spy:

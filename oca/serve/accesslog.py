@@ -2,9 +2,9 @@
 
 Rules kept here:
 - The hit path only appends a tuple (`add`); plain hits from memory, whose fields but time, client and
-  duration never change and come preformatted from `fast_fields`, arrive as one list per loop iteration
-  (`add_hits`, all stamped with one time). Lines are formatted in batches when the log flushes (every 512
-  lines and on each one-second sweep).
+  duration never change and come preformatted from `fast_fields`, arrive in lists (`add_hits`: the server
+  batches them). Lines are formatted in batches when the log flushes (every 512 lines and on each
+  one-second sweep).
 - Several workers append to one file: each flush is a single write() of complete lines on an O_APPEND
   descriptor, so lines from different workers never interleave.
 - A full or failing log disk never stops the box from serving.
@@ -31,7 +31,8 @@ _LINE = '{"ts":%.3f,"client":"%s","method":%s,"target":%s,"key":"%s","status":%d
 _FAST_LINE = '{"ts":%.3f,"client":"%s",%s"ms":%.3f,"cache":"hit","tier":"memory"}\n'
 
 Record = tuple[float, str, str, bytes, str, int, int, float, str, str, "dict[str, Any] | None"]
-Hit = tuple[str, int, float, str, str]  # a plain hit from memory: key, body bytes, seconds, client, fast_fields(...)
+# a plain hit from memory: key, body bytes, seconds, client, fast_fields(...), when it ended (perf_counter)
+Hit = tuple[str, int, float, str, str, float]
 
 
 def fast_fields(method: str, target: bytes, key: str, status: int, sent: int) -> str:
@@ -60,9 +61,9 @@ class AccessLog:
         if self._lines >= _FLUSH_AT:
             self.flush()
 
-    def add_hits(self, ts: float, hits: list[Hit]) -> None:
-        """Plain hits from memory that ended at `ts` (one loop iteration's)."""
-        self._records.append((ts, hits))
+    def add_hits(self, epoch: float, hits: list[Hit]) -> None:
+        """Plain hits from memory; `epoch` turns their end times (perf_counter) into epoch seconds."""
+        self._records.append((epoch, hits))
         self._lines += len(hits)
         if self._lines >= _FLUSH_AT:
             self.flush()
@@ -72,7 +73,8 @@ class AccessLog:
             return
         records, self._records, self._lines = self._records, [], 0
         text = "".join([
-            "".join([_FAST_LINE % (r[0], client, fields, seconds * 1000) for _, _, seconds, client, fields in r[1]])
+            "".join([_FAST_LINE % (r[0] + ended, client, fields, seconds * 1000)
+                     for _, _, seconds, client, fields, ended in r[1]])
             if len(r) == 2 else _format(r)
             for r in records
         ])

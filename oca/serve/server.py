@@ -11,8 +11,9 @@ Rules kept here:
   that takes nothing for send_timeout is cut off.
 - The sweep also runs the garbage collector (workers turn its automatic passes off).
 - Every response is recorded (stats and access log) once it ends. Plain hits from memory, the bulk of the
-  traffic, are recorded together at the end of the loop iteration that answered them (one callback, one
-  clock read for their log lines' time), and always before a drain ends.
+  traffic, are kept as one tuple each and recorded HIT_BATCH at a time, and whatever is left by each sweep,
+  each report to the master (the worker calls record_hits) and the end of a drain: counters stay exact
+  and no later than the report; the log lines carry each response's own end time.
 - drain(): stop accepting, close idle connections, let in-flight responses finish, bounded in time.
 """
 
@@ -34,6 +35,7 @@ from oca.serve.messages import ObjectTruncated, Request, Response, StorageFault
 from oca.serve.stats import WorkerStats
 
 log = logging.getLogger("oca.serve")
+HIT_BATCH = 64  # plain hits from memory recorded together (record_hits)
 _NOT_TIERS = frozenset(("", "memory", "upstream", "slices"))  # Response.tier values that name no tier
 
 
@@ -54,7 +56,7 @@ class Server:
         self._draining = False
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweeps = 0
-        self._hits: list[Hit] = []  # plain hits from memory answered in this loop iteration (record)
+        self._hits: list[Hit] = []  # plain hits from memory not yet recorded (record, record_hits)
 
     async def start(self) -> None:
         self._listener.setblocking(False)
@@ -105,12 +107,13 @@ class Server:
 
     def record(self, req: Request | None, resp: Response, body_sent: int, aborted: bool,
                error: BaseException | None) -> None:
-        seconds = time.perf_counter() - req.started if req is not None else 0.0
+        ended = time.perf_counter()
+        seconds = ended - req.started if req is not None else 0.0
         if resp.log_fields and not aborted and req is not None:  # a plain hit from memory, sent whole
             hits = self._hits
-            if not hits:
-                self.loop.call_soon(self.record_hits)
-            hits.append((resp.key, body_sent, seconds, req.client, resp.log_fields))
+            hits.append((resp.key, body_sent, seconds, req.client, resp.log_fields, ended))
+            if len(hits) >= HIT_BATCH:
+                self.record_hits()
             return
         self.stats.observe(resp.status, resp.cache, resp.tier, body_sent, seconds, resp.key)
         if resp.cache == "miss":
@@ -147,7 +150,8 @@ class Server:
         if hits:
             self.stats.observe_hits(hits)
             if not self.access_log.disabled:
-                self.access_log.add_hits(time.time(), hits)
+                # their end times are perf_counter readings: the log's are epoch seconds
+                self.access_log.add_hits(time.time() - time.perf_counter(), hits)
 
     def log_exception(self, exc: BaseException) -> None:
         log.error("request handler failed", exc_info=exc)

@@ -98,7 +98,7 @@ class WorkerStats:
         requests[_HIT_200] = requests.get(_HIT_200, 0) + count
         total = 0
         seconds_sum = 0.0
-        for key, body_bytes, seconds, _, _ in hits:
+        for key, body_bytes, seconds, _, _, _ in hits:
             total += body_bytes
             seconds_sum += seconds
             buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
