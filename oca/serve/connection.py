@@ -24,7 +24,10 @@ one into the memory cache) and hands the descriptor over in a FileSlice; a miss'
 - A head that announces content (Content-Length above 0, any Transfer-Encoding) is refused with 400 and
   the connection closed before any body byte is parsed (oca.http.framing: request smuggling); so is an
   HTTP/1.1 head without Host, or any head with two Host lines (RFC 9112 §3.2).
-- Every response ends with one access-log record and one stats update, aborted or not.
+- Every response ends with one access-log record and one stats update, aborted or not (Server.record:
+  plain hits from memory are recorded in batches).
+- A head that is one Host line this connection already sent is not checked again: check_framing's answer
+  for it cannot change (any other header, or another Host, and it is checked).
 - Every head carries the box's CMSD-Dynamic line (oca.http.cmsd), built per connection: the throughput
   estimate is read from the socket's TCP_INFO at most once a second of the connection's activity, and again
   when the box's duress changes; between those the same bytes are reused.
@@ -483,7 +486,7 @@ class Connection(asyncio.Protocol):
             return
         if resp.close or (self.close_after and not self._pending):
             self.close()
-        else:
+        elif self._pending:  # a pipelined request waits (with none, _next would find nothing to do)
             self._next()
 
     # -- closing ----------------------------------------------------------------------------------

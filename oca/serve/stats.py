@@ -5,7 +5,8 @@ master adds the deltas up, so totals are exact across workers (at most one flush
 
 Rules kept here:
 - The per-request counters are exact `dict`s, not Counter: CPython 3.11 specialises item access for exact
-  dicts only, and `observe` runs once per request.
+  dicts only, and `observe` runs once per request; plain hits from memory come in batches
+  (`observe_hits`, oca.serve.server), counted exactly as `observe` would count each.
 - Player experience (CTA-5004 CMCD) is counted only for requests that carry CMCD (`observe_player`); a
   plain hit never reaches that code. Sessions (`sid`) are joined in the master, across workers: the
   sessions seen in the last SESSION_WINDOW seconds, and an estimated startup time per new session (from
