@@ -103,12 +103,15 @@ def bucket_of(stack: str) -> str:
     return LOOP
 
 
-def read_raw(path: str) -> Counter[str]:
-    """Samples per bucket from py-spy's raw (collapsed stacks) output: `stack count` per line."""
+def read_raw(path: str, within: tuple[str, ...] = ()) -> Counter[str]:
+    """Samples per bucket from py-spy's raw (collapsed stacks) output: `stack count` per line; with `within`,
+    only the stacks that pass through a frame naming one of those."""
     counts: Counter[str] = Counter()
     with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
             stack, _, count = line.rstrip("\n").rpartition(" ")
+            if within and not any(name in stack for name in within):
+                continue
             if stack and count.isdigit():
                 counts[bucket_of(stack)] += int(count)
     return counts
@@ -290,7 +293,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--workers", type=int, default=1, help="box workers (default 1: one process to read)")
     parser.add_argument("--nginx", action="store_true", help="then nginx over the same objects, measured alike")
-    parser.add_argument("--py-spy", action="store_true", help="sample the worker with py-spy: the µs per bucket")
+    parser.add_argument("--py-spy", action="store_true",
+                        help="sample the worker (or, with --in-process, this run) with py-spy: the µs per bucket")
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second (default 500)")
     parser.add_argument("--keep-raw", metavar="FILE", help="copy py-spy's collapsed stacks to FILE")
     parser.add_argument("--in-process", type=int, metavar="N",
@@ -302,11 +306,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def in_process_sampled(args: argparse.Namespace, py_spy: str, workdir: str) -> str:
+    """`--in-process N` run again under py-spy: its figure, split by the buckets of the samples taken in
+    the request path (data_received, and the batched records)."""
+    raw = os.path.join(workdir, "in-process.txt")
+    argv = [py_spy, "record", "--native", "-r", str(args.rate), "-f", "raw", "-o", raw, "--",
+            sys.executable, "-m", "loadtest.profile_hit", "--in-process", str(args.in_process)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, check=False)
+    figure = next((line for line in done.stdout.splitlines() if line.startswith("in process")), None)
+    if done.returncode != 0 or figure is None or not os.path.exists(raw):
+        raise BenchError(f"{' '.join(argv)} exited with {done.returncode}: {done.stderr.strip()[-500:]}")
+    micros = float(figure.split(": ")[1].split(" ")[0])
+    samples = read_raw(raw, within=("data_received (", "record_hits ("))
+    total = sum(samples.values()) or 1
+    lines = [figure, "", "| where | share of samples | µs per hit |", "|---|---:|---:|"]
+    lines += [f"| {bucket} | {n / total:.1%} | {n / total * micros:.2f} |" for bucket, n in samples.most_common()]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.in_process:
         with harness.harness_run("profile_hit", False) as work:
-            print(in_process(args.in_process, work.workdir, work.progress))
+            if not args.py_spy:
+                print(in_process(args.in_process, work.workdir, work.progress))
+                return 0
+            py_spy = harness.find_tools("profile_hit", sys.executable,
+                                        {"py-spy": os.path.join(os.path.dirname(sys.executable), "py-spy")})
+            if isinstance(py_spy, str):
+                print(py_spy, file=sys.stderr)
+                return 2
+            try:
+                print(in_process_sampled(args, py_spy["py-spy"], work.workdir))
+            except BenchError as exc:
+                print(f"profile_hit: {exc}", file=sys.stderr)
+                return 1
         return 0
     fallbacks = {"wrk": "/usr/bin/wrk", "nginx": "/usr/sbin/nginx"}
     if args.py_spy:
