@@ -113,7 +113,8 @@ class _Connection(asyncio.Protocol):
 
     async def get(self, request: bytes) -> tuple[int, bytes]:
         assert self.transport is not None and self.waiter is None
-        self.parser = httptools.HttpResponseParser(self)
+        # one parser per connection: llhttp starts the next message after a complete one (a new parser per
+        # poll cost 1.4 µs and a collector-tracked object: its set-up looks up every callback by name)
         self.body, self.size, self.keep_alive = [], 0, False
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(request)
