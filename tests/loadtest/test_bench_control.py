@@ -131,3 +131,8 @@ def test_a_control_plane_that_does_not_start_is_a_row_not_a_crash(monkeypatch: p
     assert [r.case for r in rows] == CASES[7:]
     assert rows[0].verdict == "failed: oca control serve exited with 2: bad config"
     assert all(r.value is None for r in rows)
+
+
+def test_the_poll_round_says_where_the_fake_boxes_run() -> None:
+    world = bench_control.build_world(1, sites=20, boxes_per_site=5, announced=100, coverage=100, titles=3, clients=10)
+    assert bench_control.fake_boxes_where(world).startswith("the fake boxes in 1 processes of their own, at most 8,000")
