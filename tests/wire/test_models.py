@@ -248,9 +248,10 @@ def test_a_junk_box_report_is_a_wire_error(body: Any, message: str) -> None:
 # report does not read (the operator part of /status), nested.
 _json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
                           st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8))
-_json_values = st.recursive(_json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                                   st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-                            max_leaves=8)
+_json_values = st.recursive(
+    _json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=8)
 _report_fields = st.sampled_from(["version", "draining", "egress_bps", "bytes_out", "connections",
                                   "inventory_sequence", "invalidation_seq", "hit_bytes", "miss_bytes", "uptime"])
 _tier_bodies = st.dictionaries(st.sampled_from(["name", "capacity", "used", "objects", "state", "error", "path"]),
