@@ -439,8 +439,8 @@ def fake_boxes_where(world: World) -> str:
     """Where the fake boxes run, beside the figures that depend on it: their CPU and open files are not the
     control process's, but they share the machine's cores with it."""
     processes = -(-len(world.fleet.boxes) // fake_boxes.PER_PROCESS)
-    return (f"the fake boxes in {processes} processes of their own, at most {fake_boxes.PER_PROCESS:,} each, "
-            f"on the same {len(os.sched_getaffinity(0))} cores")
+    return (f"the fake boxes in {processes} process{'es' if processes > 1 else ''} of their own, at most "
+            f"{fake_boxes.PER_PROCESS:,} boxes each, on the same {len(os.sched_getaffinity(0))} cores")
 
 
 def machine_line(args: argparse.Namespace) -> str:
