@@ -15,12 +15,13 @@ Rules kept here:
 - At most `max_idle` connections are kept (idle, or in use by the poll of their box); when that many are,
   a connection just used is closed, not an older one: the poller asks the boxes in the same order every
   round, and evicting the least recently used made every box reconnect at every poll (each one's
-  connection had just been evicted). Each is an
-  open file, and the process's open-file limit bounds them (default: the soft limit less a reserve, see
-  `default_max_idle`). A request cancelled half-way (the poller's timeout) closes its connection.
+  connection had just been evicted). Each is an open file, and the process's open-file limit bounds them
+  (default: the soft limit less a reserve, see `default_max_idle`). A request cancelled half-way (the
+  poller's timeout) closes its connection.
 - A kept connection stays in the table while it is used (a second GET to the same box meanwhile opens a
   connection of its own, closed after its answer): taking each out and putting it back at every poll made
-  the table's deleted slots pile up and be swept over, a table of 20,000 at a time.
+  the dict rebuild itself over and over (a re-inserted key takes a new entry until the next resize), 20,000
+  entries at a time.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ Rules kept here:
 - Integers are never booleans (JSON's `true` is not 1); `egress_bps` takes any number.
 - `BoxReport.decode(body)` reads the bytes of a /status answer: a body whose fields all have the types
   below is decoded by msgspec straight into the model (the control plane decodes one per box every
-  `health.interval`: json.loads plus the field checks were most of a poll's Python time, and msgspec
-  skips the operator fields it does not need without building them); any other body (a field of another
-  shape, not JSON for msgspec) is read the lenient way above, so both give the same report.
+  `health.interval`: json.loads plus the field checks cost 16 µs of CPU for a 1.6 KB body, msgspec 3 µs,
+  skipping the operator fields without building them); any other body (a field of another shape, not
+  JSON to msgspec) is read the lenient way above, so both give the same report.
 - The models are msgspec Structs kept out of the garbage collector (`gc=False`: they hold only strings,
   numbers and tiers, so they can make no reference cycle): 20,000 boxes' reports replaced every round
   were collector work for nothing.
