@@ -13,8 +13,9 @@ Rules kept here:
 - `BoxReport.decode(body)` reads the bytes of a /status answer: a body whose fields all have the types
   below is decoded by msgspec straight into the model (the control plane decodes one per box every
   `health.interval`: a poll's parse and decode of a 1.6 KB body cost 16 µs of CPU with json.loads and
-  the field checks, 3 µs with msgspec, which skips the operator fields without building them); any other body (a field of another shape, not
-  JSON to msgspec) is read the lenient way above, so both give the same report.
+  the field checks, 3 µs with msgspec, which skips the operator fields without building them); any
+  other body (a field of another shape, not JSON to msgspec) is read the lenient way above, so both give
+  the same report.
 - The models are msgspec Structs kept out of the garbage collector (`gc=False`: they hold only strings,
   numbers and tiers, so they can make no reference cycle): 20,000 boxes' reports replaced every round
   were collector work for nothing.
