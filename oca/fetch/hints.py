@@ -12,8 +12,14 @@ hint on (oca.serve.hints). Here the master decides whether to fetch, within two 
   session with more hints in flight than streams is seeking or switching faster than the box can fetch,
   and its newer hints are dropped rather than queued (a queued guess is stale by the time it runs).
 
-Counters: `started` (a fill began), `used` (a client then got that key as a hit), `late` (a client asked
-while the hint's fill was still running: it joined the fill, a shorter miss), `dropped` by reason:
+- A guess (the worker's lookahead: the object after a hinted one, oca.serve.hints) is admitted only with a
+  slot to spare, in the session and in the box: it never takes the place of a player's own hint, which
+  names what the player will certainly ask for next.
+
+Counters: `started` (a fill began; `guessed` of them were lookaheads), `used` (a client then got that key
+as a hit), `late` (a client asked while the hint's fill was still running: it joined the fill, a shorter
+miss, and still a miss in the access log; `late_most` of them joined once at least half of the bytes had
+arrived, so the client waited for less than half of a fill), `dropped` by reason:
 box (box bound), session (session bound), failed (the fill failed), unused (no client asked for it within
 UNUSED_AFTER seconds). A hint for a key that is held or already being fetched starts nothing and is
 counted nowhere. Memory: at most MAX_TRACKED started keys and MAX_SESSIONS sessions are remembered.
@@ -36,12 +42,15 @@ UNUSED_AFTER = 120.0  # seconds: a prefetched object nobody asked for in this lo
 @dataclass
 class HintCounters:
     started: int = 0
+    guessed: int = 0
     used: int = 0
     late: int = 0
+    late_most: int = 0
     dropped: dict[str, int] = field(default_factory=lambda: {"box": 0, "session": 0, "failed": 0, "unused": 0})
 
     def as_json(self) -> dict[str, object]:
-        return {"started": self.started, "used": self.used, "late": self.late, "dropped": dict(self.dropped)}
+        return {"started": self.started, "guessed": self.guessed, "used": self.used, "late": self.late,
+                "late_most": self.late_most, "dropped": dict(self.dropped)}
 
 
 class HintBook:
@@ -56,12 +65,14 @@ class HintBook:
         self._sessions: OrderedDict[str, int] = OrderedDict()  # session -> hint fills in flight
         self._started: OrderedDict[str, float] = OrderedDict()  # key -> when its hint fill began
 
-    def admit(self, key: str, session: str) -> bool:
-        """Whether a hint for `key` (not held, not being fetched) may start a fill now; counts a refusal."""
-        if len(self._running) >= self.box_limit:
+    def admit(self, key: str, session: str, guess: bool = False) -> bool:
+        """Whether a hint for `key` (not held, not being fetched) may start a fill now; counts a refusal.
+        A guess needs a slot to spare (module rules)."""
+        spare = 1 if guess else 0
+        if len(self._running) + spare >= self.box_limit:
             self.counters.dropped["box"] += 1
             return False
-        if self._sessions.get(session, 0) >= MAX_SESSION:
+        if self._sessions.get(session, 0) + spare >= MAX_SESSION:
             self.counters.dropped["session"] += 1
             return False
         self._running[key] = session
@@ -73,6 +84,7 @@ class HintBook:
                 break  # a session with fills in flight is never forgotten (at most box_limit of them)
             del self._sessions[oldest]
         self.counters.started += 1
+        self.counters.guessed += guess
         return True
 
     def running(self, key: str) -> bool:
@@ -98,10 +110,12 @@ class HintBook:
             self._started.popitem(last=False)
             self.counters.dropped["unused"] += 1
 
-    def joined(self, key: str) -> None:
-        """A client asked for `key` while its hint fill was running."""
+    def joined(self, key: str, have: int, length: int | None) -> None:
+        """A client asked for `key` while its hint fill was running, `have` of its `length` bytes in."""
         if key in self._running:
             self.counters.late += 1
+            if length and have * 2 >= length:
+                self.counters.late_most += 1
 
     def hits(self, keys: Iterable[str]) -> None:
         """Keys workers served as hits (their reports): a prefetched one was used."""
