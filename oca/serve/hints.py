@@ -26,7 +26,9 @@ Rules kept here:
   The master admits a guess only with a session slot to spare, so it never takes a player's own hint's
   place (oca.fetch.hints). Not for a range hint (a byte range of one file is not a numbered sequence).
 - At most MAX_HINTS next objects per request; a key hinted in the last RECENT seconds by this worker, held
-  by it, or being filled for it is not passed on again (the master checks the rest, oca.fetch.hints).
+  by it, or being filled for it is not passed on again (the master checks the rest, oca.fetch.hints). A
+  key only guessed is still passed on when a player's hint names it: the master may have dropped the guess
+  (no slot to spare), and starts nothing for a key it is already filling.
 """
 
 from __future__ import annotations
@@ -180,8 +182,11 @@ class HintSender:
         now = self._clock()
         recent = self._recent
         memo = f"{held}\x00{start}"
-        if recent.get(memo, 0.0) > now:
+        guessed = f"{memo}\x00guess"  # a guess the master may have dropped must not hold back the hint itself
+        if recent.get(memo, 0.0) > now or (guess and recent.get(guessed, 0.0) > now):
             return
+        if guess:
+            memo = guessed
         if len(recent) >= MAX_RECENT:
             self._recent = recent = {k: t for k, t in recent.items() if t > now}
             if len(recent) >= MAX_RECENT:

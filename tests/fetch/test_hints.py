@@ -35,14 +35,30 @@ def test_used_late_and_unused() -> None:
     book = HintBook(100, clock)
     for key in ("a", "b", "c"):
         book.admit(key, "s")
-    book.joined("c")  # the client came while it was still being fetched
+    book.joined("c", 100, 1000)  # the client came while it was still being fetched, a tenth of it in
+    book.joined("b", 600, 1000)  # and another once most of it was in
+    book.joined("unrelated", 1000, 1000)  # not a hint fill: not counted
     for key in ("a", "b", "c"):
         book.ended(key, stored=True)
     book.hits({"a": 1, "unrelated": 2})
     book.hits({"a": 1})  # counted once
-    assert (book.counters.used, book.counters.late) == (1, 1)
+    assert (book.counters.used, book.counters.late, book.counters.late_most) == (1, 2, 1)
     clock.advance(UNUSED_AFTER + 1)
     book.hits({"x": 1})
     assert book.counters.dropped["unused"] == 2  # b and c: nobody got them as hits in time
-    assert book.counters.as_json() == {"started": 3, "used": 1, "late": 1,
+    assert book.counters.as_json() == {"started": 3, "guessed": 0, "used": 1, "late": 2, "late_most": 1,
                                        "dropped": {"box": 0, "session": 0, "failed": 0, "unused": 2}}
+
+
+def test_a_guess_needs_a_slot_to_spare_in_its_session_and_in_the_box() -> None:
+    """The lookahead never takes the place of a player's own hint, which names what it will ask for next."""
+    book = HintBook(1000)
+    assert book.admit("360p/2", "s") and book.admit("360p/3", "s", guess=True)  # one hint and its guess
+    assert not book.admit("audio/3", "s", guess=True)  # the last slot is kept for a hint
+    assert book.admit("audio/2", "s")  # which the player's own hint may take
+    assert book.counters.dropped["session"] == 1 and (book.counters.started, book.counters.guessed) == (3, 1)
+    box = HintBook(8)  # a box bound of 2
+    assert box.admit("a", "s1")
+    assert not box.admit("b", "s2", guess=True)
+    assert box.admit("b", "s2")
+    assert box.counters.dropped["box"] == 1
