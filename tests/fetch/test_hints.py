@@ -62,3 +62,24 @@ def test_a_guess_needs_a_slot_to_spare_in_its_session_and_in_the_box() -> None:
     assert not box.admit("b", "s2", guess=True)
     assert box.admit("b", "s2")
     assert box.counters.dropped["box"] == 1
+
+
+def test_a_guess_waits_for_its_sessions_hint_fill_in_its_directory_and_takes_its_slot() -> None:
+    """At a switch up the player asks for the hinted segment a few tens of ms after the hint: the lookahead must
+    not share the upstream with it. It starts when that fill is stored, in the slot it leaves."""
+    book = HintBook(1000)
+    assert book.admit("t/1080p/seg_3", "s")  # the hint of the switch's first request
+    assert book.admit("t/audio/seg_3", "s") and book.admit("t/audio/seg_4", "s")
+    assert book.park("t/1080p/seg_4", "s")  # its guess waits
+    assert not book.park("t/1080p/seg_4", "other")  # another session's guess has nothing of its own to wait for
+    assert not book.park("t/720p/seg_4", "s")  # nor one in another directory
+    assert book.park("t/1080p/seg_5", "s")  # a newer guess replaces the waiting one
+    assert book.ended("t/1080p/seg_3", stored=True) == ("t/1080p/seg_5", "s")
+    # the session is at 2 of 3: a guess that waited takes the freed slot, one that did not needs a spare
+    assert not book.admit("t/720p/seg_9", "s", guess=True)
+    assert book.admit("t/1080p/seg_5", "s", guess=True, waited=True)
+    assert book.counters.guessed == 1
+    assert book.ended("t/1080p/seg_5", stored=True) is None  # nothing waited for it
+    assert book.park("t/audio/seg_5", "s")
+    assert book.ended("t/audio/seg_3", stored=False) is None  # a failed fill: its successor would fail too
+    assert book.ended("t/audio/seg_4", stored=True) is None  # the guess had waited for seg_3 only

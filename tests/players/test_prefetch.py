@@ -110,6 +110,9 @@ def _session(lab: Lab, browser: BrowserContext, keys: list[str] | None) -> dict[
             "missed": [e["key"].split("/", 2)[-1] for e in misses],
             "why": [f"{e['key'].split('/', 2)[-1]} asked at {float(e['ts']) - float(e['ms']) / 1000:.3f} for "
                     f"{e['ms']:.0f} ms: {_why(lab, e['box'], e['key'])}" for e in misses],
+            "metrics": ", ".join(line.replace(" oca_player_prefetch_", ": ").replace("_total", "").replace(".0", "")
+                                for line in _prefetch_metrics(lab).splitlines()
+                                if "oca_player_prefetch_" in line and not line.endswith(" 0.0")),
             "summary": rec.summary() + "\n" + "\n".join(
                 f"  {e['key'].rsplit('/', 2)[-2:]} {e['cache']} {e.get('miss')} {e['ms']:.0f}ms "
                 f"nor={e['cmcd'].get('nor')}" for e in entries) + "\n" + _prefetch_metrics(lab)}
@@ -126,6 +129,7 @@ def test_hls_js_hints_make_a_cold_title_hit_at_its_box(lab: Lab, browser: Browse
         if run is on:
             print(f"  misses after the first two: {', '.join(run['missed']) or '-'}")
             print("".join(f"    {line}\n" for line in run["why"]), end="")
+            print(f"  the boxes' player prefetch counters: {run['metrics']}")
         for key in ("miss_share", "startup_ms", "segment_ms"):
             record_property(f"{name.split(' (')[0].replace(' ', '_')}_{key}", round(run[key], 3))
     # without hints a cold title misses on every segment: what the hints are measured against
