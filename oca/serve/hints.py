@@ -23,8 +23,11 @@ Rules kept here:
   box's guess. Why: a player that asks for segments back to back (start-up, the buffer refilling after a
   switch up) asks for the hinted one some tens of ms after the hint, while a fill under load takes longer
   than that to be stored (upstream, fsync, adopt): one object ahead gives the fill a whole request's lead.
-  The master admits a guess only with a session slot to spare, so it never takes a player's own hint's
-  place (oca.fetch.hints). Not for a range hint (a byte range of one file is not a numbered sequence).
+  The master starts a guess once the session's hint fill in its directory is stored, in the slot that
+  fill leaves, or else only with a slot to spare (oca.fetch.hints): it never shares the upstream with, nor
+  takes the place of, a player's own hint. A switch needs no rule of its own: the first request in the new
+  rendition names its next segment, so the two after it are fetched at once. Not for a range hint (a byte
+  range of one file is not a numbered sequence).
 - At most MAX_HINTS next objects per request; a key hinted in the last RECENT seconds by this worker, held
   by it, or being filled for it is not passed on again (the master checks the rest, oca.fetch.hints). A
   key only guessed is still passed on when a player's hint names it: the master may have dropped the guess
