@@ -139,7 +139,7 @@ class HintSender:
         self._types: dict[tuple[str, str], str] = {}  # (session, directory) -> the media type it served it
         self.refused = 0  # hints dropped here because the request's token does not cover the next object
         self.rebased = 0  # hints for another stream taken as this stream's next object (module rules)
-        self.guessed = 0  # lookaheads: the object after a hinted one in a stream read in order (module rules)
+        self.guessed = 0  # lookaheads sent: the object after a hinted one in a stream read in order (module rules)
 
     def send(self, cmcd: Mapping[str, object], target: bytes, current: str, token: str | None, client: str,
              gate: Gate | None, session: str) -> None:
@@ -171,23 +171,23 @@ class HintSender:
             self._pass_on(key, hint.start, session)
             after = lookahead(current, key) if hint.start is None else None
             if after is not None and (gate is None or gate.check(token, after, client, None)[0] is None):
-                self.guessed += 1
-                self._pass_on(after, None, session, guess=True)
+                self.guessed += self._pass_on(after, None, session, guess=True)
 
-    def _pass_on(self, key: str, start: int | None, session: str, guess: bool = False) -> None:
+    def _pass_on(self, key: str, start: int | None, session: str, guess: bool = False) -> bool:
+        """Send the hint unless it is held, being filled for this worker, or sent a moment ago; whether sent."""
         sliced = self._fills.sliced.get(key)
         held = key
         if sliced is not None and start is not None:
             held = slice_key(key, start // sliced.slice_size)
         entry = self._objects.get(held)
         if (entry is not None and not entry.stale) or held in self._fills.fills:
-            return
+            return False
         now = self._clock()
         recent = self._recent
         memo = f"{held}\x00{start}"
         guessed = f"{memo}\x00guess"  # a guess the master may have dropped must not hold back the hint itself
         if recent.get(memo, 0.0) > now or (guess and recent.get(guessed, 0.0) > now):
-            return
+            return False
         if guess:
             memo = guessed
         if len(recent) >= MAX_RECENT:
@@ -196,3 +196,4 @@ class HintSender:
                 recent.clear()
         recent[memo] = now + RECENT
         self._fills.hint(key, start, session, guess)
+        return True

@@ -100,6 +100,7 @@ def test_a_hint_is_passed_on_once_unless_held() -> None:
     send(hints, {"nor": "seg_5.m4s", "sid": "s"})  # again within RECENT: not passed on twice
     send(hints, {"nor": "seg_6.m4s"})  # held by this worker
     assert link.sent == [PrefetchHint("titles/1/720p/seg_5.m4s", None, "s")]  # its lookahead seg_6 is held
+    assert hints.guessed == 0
     clock.advance(10)
     send(hints, {"nor": "seg_5.m4s"})
     assert len(link.sent) == 2
