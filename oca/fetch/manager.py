@@ -74,7 +74,10 @@ from oca.storage.storage_owner import StorageOwner
 
 log = logging.getLogger("oca.fetch")
 WorkerLink = Link[FillAsk]  # the master's end of a worker's fill link
-MAX_WRITE_LAG = 64 << 20  # bytes a fill may hold for its tier write before the upstream reads wait for the disk
+# bytes a fill may hold for its tier write before its upstream reads wait for the disk: a memory-fed fill's
+# clients do not wait for the disk below this (its feed bounds it too); a disk-fed fill's wait anyway
+MAX_WRITE_LAG = 64 << 20
+MAX_DISK_FEED_LAG = 4 << 20
 _WRITERS = 4  # threads that write, hash and fsync fills' tier files
 
 
@@ -113,6 +116,7 @@ class Fill:
     why: str = ""  # the first client's miss reason (oca.fetch.history), sent with "open", "fail", "absent"
     hint: str = ""  # started by a player's CMCD hint (oca.fetch.hints): the key the hint was admitted for
     wrong_digest: bool = False  # it failed because the bytes were not the ones the catalog names
+    held: asyncio.Future[bool] | None = None  # storage's answer to "is it stored?", asked beside the fetch
     announcing: bool = False  # a "have" is due at the end of this loop iteration
     ended: bool = False  # its last event was told: no "have" after it
     unstored: bool = False  # served, but storage could not keep it: its feed is the clients' only copy
@@ -195,23 +199,39 @@ class FillManager:
                 return
             del self.absent[key]
         stale = key in self.state.stale
+        if not stale:  # storage is asked beside the upstream request (_fetch): its lock may be held by an install
+            fill = Fill(key, key, why=self.history.miss(key), held=self._held(key))
+            self._probe(fill, start)
+            self._begin(fill, link)
+            return
         info = await self.owner.call(Store.get, key)
-        if info is not None and not (stale and revalidate):
+        if info is not None and not revalidate:
             link.send(Stored(key))
             return
         running = self.fills.get(key)  # someone may have started it while we asked storage
         if running is not None:
             self._join(running, link)
             return
-        fill = Fill(key, key, why=self.history.miss(key, stale=info is not None and stale))
-        if info is not None and stale:
+        fill = Fill(key, key, why=self.history.miss(key, stale=info is not None))
+        if info is not None:
             etag, _, _ = self.state.validators(key)
             fill.revalidate = etag or '"none"'
-        elif self.config.slice_size:
+        else:
+            self._probe(fill, start)
+        self._begin(fill, link)
+
+    def _probe(self, fill: Fill, start: int) -> None:
+        """A first fetch asks for the slice holding `start` when slicing is on (a small object comes whole)."""
+        if self.config.slice_size:
             index = start // self.config.slice_size
             fill.probe = True
             fill.byte_range = slice_bounds(index, self.config.slice_size, (index + 1) * self.config.slice_size)
-        self._begin(fill, link)
+
+    def _held(self, key: str) -> asyncio.Future[bool]:
+        """Whether storage holds `key`, asked now on a storage thread (the answer is awaited later)."""
+        async def held() -> bool:
+            return await self.owner.call(Store.get, key) is not None
+        return asyncio.ensure_future(held())
 
     async def _ask_slice(self, link: WorkerLink, key: str, index: int) -> None:
         meta = self.state.sliced.get(key)
@@ -223,15 +243,8 @@ class FillManager:
         if running is not None:
             self._join(running, link)
             return
-        if await self.owner.call(Store.get, skey) is not None:
-            link.send(Stored(skey))
-            return
-        running = self.fills.get(skey)
-        if running is not None:
-            self._join(running, link)
-            return
         self._begin(Fill(key, skey, byte_range=slice_bounds(index, meta.slice_size, meta.total),
-                         why=self.history.miss(skey, slice_of=key)), link)
+                         why=self.history.miss(skey, slice_of=key), held=self._held(skey)), link)
 
     def _join(self, fill: Fill, link: WorkerLink) -> None:
         if fill.hint:
@@ -266,6 +279,10 @@ class FillManager:
             log.exception("fill of %s failed", fill.store_key)
             result = self._failed(fill, 502, f"internal error: {exc}")
         finally:
+            if fill.held is not None:  # not awaited when the fill failed first: its answer is no longer needed
+                fill.held.cancel()
+                if not fill.held.cancelled():
+                    fill.held.exception()  # retrieved: a storage error here was the fill's to report, if any
             if self.fills.get(fill.store_key) is fill:
                 del self.fills[fill.store_key]
             if fill.done is not None and not fill.done.done():
@@ -299,14 +316,24 @@ class FillManager:
     async def _fetch(self, fill: Fill) -> str:
         background = fill.rate is not None
         try:
-            body = await self.upstream.open(fill.key, byte_range=fill.byte_range, if_none_match=fill.revalidate,
-                                            sources=fill.sources, background=background)
-        except UpstreamError as exc:
-            if exc.status != 416 or not fill.probe or fill.byte_range is None or fill.byte_range[0] == 0:
-                raise
-            # the client's range starts past a small object's end: fetch it from its start (the client gets 416)
-            fill.byte_range = (0, self.config.slice_size - 1)
-            body = await self.upstream.open(fill.key, byte_range=fill.byte_range, sources=fill.sources)
+            try:
+                body = await self.upstream.open(fill.key, byte_range=fill.byte_range,
+                                                if_none_match=fill.revalidate, sources=fill.sources,
+                                                background=background)
+            except UpstreamError as exc:
+                if exc.status != 416 or not fill.probe or fill.byte_range is None or fill.byte_range[0] == 0:
+                    raise
+                # the client's range starts past a small object's end: fetch it from its start (the client
+                # gets 416)
+                fill.byte_range = (0, self.config.slice_size - 1)
+                body = await self.upstream.open(fill.key, byte_range=fill.byte_range, sources=fill.sources)
+        except UpstreamError:
+            if await self._stored_meanwhile(fill):
+                return "stored"
+            raise
+        if await self._stored_meanwhile(fill):
+            body.close()
+            return "stored"
         try:
             head = body.head
             fill.source = head.source
@@ -330,6 +357,14 @@ class FillManager:
             return await self._stream(fill, body)
         finally:
             body.close()
+
+    async def _stored_meanwhile(self, fill: Fill) -> bool:
+        """Storage had the key after all (stored since the worker looked): its askers are told "stored"."""
+        if fill.held is None or not await fill.held:
+            return False
+        fill.ended = True
+        self._tell(fill, Stored(fill.store_key))
+        return True
 
     def _become_slice(self, fill: Fill, total: int, body: UpstreamBody) -> bool:
         """The probe found a large object: record it as sliced, tell the askers, and carry on as the fill
@@ -376,6 +411,7 @@ class FillManager:
         feed = self._memory_feed(length)
         writer = TierWriter(self._pool, None if feed is not None else lambda n: self._have(fill, n))
         target = asyncio.ensure_future(self._tier_file(fill, length, writer))
+        max_lag = MAX_WRITE_LAG if feed is not None else MAX_DISK_FEED_LAG
         try:
             if feed is None:  # the clients are fed from the tier's temp file: it must exist first
                 tier = await target
@@ -398,7 +434,7 @@ class FillManager:
                 if feed is None and writer.error is not None:
                     raise await self._write_failed(fill, await target, writer, length)
                 self.bytes_by_source[head.source] = self.bytes_by_source.get(head.source, 0) + len(chunk)
-                if writer.lag > MAX_WRITE_LAG:  # the disk is far behind: bound what waits in memory
+                if writer.lag > max_lag:  # the disk is behind: bound what waits in memory
                     await writer.caught_up()
                 if fill.rate is not None:
                     await fill.rate(len(chunk), head.source)
