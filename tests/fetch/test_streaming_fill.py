@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import xxhash
@@ -36,10 +37,12 @@ from oca.fetch.state import FetchState
 from oca.fetch.tierwriter import TierWriter
 from oca.fetch.upstream import Upstream, sources_from_config
 from oca.protocol.codec import SPEAKS, Codec
-from oca.protocol.messages import FillState, Have
+from oca.protocol.messages import Done, FillAsk, FillRequest, FillState, Have, Stored
 from oca.storage import Store
 from oca.storage.storage_owner import StorageOwner
 from tests.conftest import write_box_config
+from tests.fetch.test_playbooks import KEY as PLAY_KEY
+from tests.fetch.test_playbooks import FakeStorage, MasterPlay
 from tests.fetch.test_pull_through import MIB, origin_source
 from tests.upstream.origin import Fault, Origin
 
@@ -289,3 +292,60 @@ async def test_an_upstream_that_ends_early_is_never_stored_and_the_worker_sees_t
             fills.release(fill)
     assert not [n for n in os.listdir(tmp_path) if n.startswith("oca-feed-")]
 
+
+
+class SlowStorage(FakeStorage):
+    """Storage whose lock an install holds: every `get` answers after `delay` seconds."""
+
+    delay = 0.3
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if fn.__name__ == "get":
+            await asyncio.sleep(self.delay)
+        return await super().call(fn, *args, **kwargs)
+
+
+def _slow_play(tmp_path: Path, objects: dict[str, bytes]) -> MasterPlay:
+    play = MasterPlay(tmp_path, objects, slice_size=0)
+    play.storage = SlowStorage(tmp_path / "slow")
+    play.manager.owner = cast(StorageOwner, play.storage)
+    return play
+
+
+async def test_a_miss_does_not_wait_for_a_busy_storage_to_start_streaming(tmp_path: Path) -> None:
+    """Storage takes 0.3 s to say it does not hold the key: the fill is opened and streamed meanwhile, and
+    its first "have" leaves before storage has answered."""
+    (tmp_path / "slow").mkdir()
+    play = _slow_play(tmp_path, {PLAY_KEY: b"0123456789"})
+    link = play.link()
+    link.take()
+    started = time.monotonic()
+    play.manager.on_message(cast(Link[FillAsk], link), FillRequest(PLAY_KEY))
+    await _until(lambda: any(isinstance(m, Have) for m in link.sent), 5)
+    assert time.monotonic() - started < SlowStorage.delay
+    await play.settle()
+    assert isinstance(link.sent[-1], Done) and PLAY_KEY in play.storage.objects
+    assert play.upstream.asked == [(PLAY_KEY, None, None)]
+
+
+async def test_a_key_that_busy_storage_turns_out_to_hold_is_fetched_once_and_its_copy_replaced(
+        tmp_path: Path) -> None:
+    (tmp_path / "slow").mkdir()
+    play = _slow_play(tmp_path, {PLAY_KEY: b"0123456789"})
+    play.storage.put(PLAY_KEY, b"0123456789")
+    link = play.link()
+    link.take()
+    out = await play.ask(link, FillRequest(PLAY_KEY))
+    assert out[-1] == Done(PLAY_KEY, 10, play.storage.objects[PLAY_KEY].path)
+    assert play.upstream.asked == [(PLAY_KEY, None, None)]
+    assert Path(play.storage.objects[PLAY_KEY].path).read_bytes() == b"0123456789"
+
+
+async def test_a_key_that_storage_holds_costs_no_upstream_request_when_storage_answers_in_time(
+        tmp_path: Path) -> None:
+    play = MasterPlay(tmp_path, {PLAY_KEY: b"0123456789"}, slice_size=0)
+    play.storage.put(PLAY_KEY, b"0123456789")
+    link = play.link()
+    link.take()
+    assert await play.ask(link, FillRequest(PLAY_KEY)) == [Stored(PLAY_KEY)]
+    assert play.upstream.asked == []
