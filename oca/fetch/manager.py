@@ -466,7 +466,8 @@ class FillManager:
     async def _settle(self, fill: Fill, target: asyncio.Future[str], writer: TierWriter, feed: FillFile | None,
                       length: int | None) -> None:
         """A fill's files after it ended: the temp file removed unless storage took it; the memory feed
-        unlinked, or kept FEED_GRACE seconds when it is the clients' only copy."""
+        unlinked, or kept FEED_GRACE seconds when it is the clients' only copy or an anonymous memory file
+        (which counts against the memory budget until it is closed)."""
         if not target.done():
             target.cancel()
         with contextlib.suppress(BaseException):
@@ -475,13 +476,23 @@ class FillManager:
             with contextlib.suppress(BaseException):
                 await writer.caught_up()  # a thread may still be writing to it
             writer.sink.discard()
-        if feed is not None:
-            self._feed_bytes -= length or 0
-            if fill.unstored or not feed.named:
-                feed.close()
-                asyncio.get_running_loop().call_later(FEED_GRACE, feed.discard)
-            else:
-                feed.discard()
+        if feed is None:
+            return
+        held = length or 0
+        if not feed.named:  # its path names our descriptor: not to be reused while a worker may open it
+            asyncio.get_running_loop().call_later(FEED_GRACE, self._release_feed, feed, held)
+            return
+        self._feed_bytes -= held
+        if fill.unstored:  # the clients' only copy: its name stays for workers catching up
+            feed.close()
+            asyncio.get_running_loop().call_later(FEED_GRACE, feed.discard)
+        else:
+            feed.discard()
+
+    def _release_feed(self, feed: FillFile, held: int) -> None:
+        """An anonymous memory feed's grace is over: closed, and its bytes leave the memory budget."""
+        feed.close()
+        self._feed_bytes -= held
 
     async def _write_failed(self, fill: Fill, tier: str, writer: TierWriter, length: int | None) -> StorageError:
         """The tier file that feeds the clients cannot be written: charge the tier; the fill fails."""
