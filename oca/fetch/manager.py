@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -81,7 +83,10 @@ MAX_DISK_FEED_LAG = 4 << 20
 # how long a miss waits for storage to say whether it holds the key before asking upstream beside it: it
 # answers in well under a millisecond, unless an install holds its lock (10-80 ms of fsyncs were measured)
 STORAGE_PATIENCE = 0.002
-_WRITERS = 4  # threads that write, hash and fsync fills' tier files
+_WRITERS = 2  # threads that write, hash and fsync fills' tier files
+# their nice value above the event loop's: when the CPU is short, the clients' bytes go first and the disk
+# falls behind (up to MAX_WRITE_LAG a fill), never the other way round
+_WRITER_NICENESS = 10
 
 
 class WrongDigest(UpstreamError):
@@ -92,6 +97,13 @@ def _describe(error: BaseException | None) -> str:
     if isinstance(error, OSError):
         return str(error.strerror or error)
     return str(error)
+
+
+def _lower_priority() -> None:
+    """Run on each writer thread as it starts: Linux keeps a nice value per thread (setpriority on its id)."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                       os.getpriority(os.PRIO_PROCESS, 0) + _WRITER_NICENESS)
 
 
 def _forget(answer: asyncio.Future[Any]) -> None:
@@ -139,7 +151,7 @@ class FillManager:
         if self.feed_dir is not None:
             remove_orphan_feeds(self.feed_dir)
         self._feed_bytes = 0  # held by memory feeds now
-        self._pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="oca-fill")
+        self._pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="oca-fill", initializer=_lower_priority)
         self.owner = owner
         self.state = state
         self.upstream = upstream

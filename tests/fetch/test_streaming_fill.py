@@ -353,3 +353,13 @@ async def test_a_key_that_storage_holds_costs_no_upstream_request_when_storage_a
     link.take()
     assert await play.ask(link, FillRequest(PLAY_KEY)) == [Stored(PLAY_KEY)]
     assert play.upstream.asked == []
+
+
+async def test_the_tier_writers_run_below_the_event_loop_s_priority(tmp_path: Path, origin: Origin) -> None:
+    """When the CPU is short the clients' bytes go first: the writer threads' nice value is the loop's + 10."""
+    async with rig(tmp_path, origin, None) as r:
+        loop_nice = os.getpriority(os.PRIO_PROCESS, 0)
+        writer_nice = await asyncio.get_running_loop().run_in_executor(
+            r.manager._pool, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        assert writer_nice == min(loop_nice + 10, 19)
+        assert os.getpriority(os.PRIO_PROCESS, 0) == loop_nice  # the loop's own is untouched
