@@ -4,14 +4,18 @@ Rules kept here:
 - Fills are keyed by the storage key (an object, or one slice of a sliced object). A worker that asks for a
   key with a fill in flight joins it; a key already stored is answered "stored"; a key the origin said does
   not exist is answered "absent" for negative_ttl.
-- Bytes go to a temp file in the tier the object will live on, hashed as they arrive; each chunk written
-  is announced to the subscribed workers ("have"), which send it to their clients from the same file
-  (read-while-write, zero-copy). At the end: fsync, verify (length; digest when the prefetch knows it),
-  adopt into storage by rename (the workers' open descriptors stay valid), "done". An upstream failure: the
-  temp file is removed, "fail" tells the workers to cut their clients short; nothing is cached.
-- A failed cache write never fails a client who could be served from upstream: the error is charged to the
-  tier (FULL or FAILED, Store.report_write_error), the fill goes on in memory ("moved", oca.fetch.fillfile)
-  and its clients get the whole body; the object is simply not stored.
+- The clients are fed as the bytes arrive: each chunk goes to the fill's feed (a memory file when the fill
+  fits, oca.fetch.fillfile) and is announced to the subscribed workers ("have", at most once per loop
+  iteration per fill, with the latest count), which send it to their clients from that file (read-while-
+  write, zero-copy). The tier's temp file is written and hashed beside them (oca.fetch.tierwriter); a fill
+  too large for memory is fed from that temp file, each chunk announced once written. At the end: one fsync,
+  verify (length; digest when the prefetch knows it), adopt into storage by rename, "done" (the workers'
+  open descriptors stay valid). An upstream failure: the temp file is removed, "fail" tells the workers to
+  cut their clients short; nothing is cached.
+- A failed cache write never fails a client fed from memory: the error is charged to the tier (FULL or
+  FAILED, Store.report_write_error), its clients get the whole body; the object is simply not stored.
+- A miss waits at most STORAGE_PATIENCE for storage to say whether it holds the key (a worker's view may lag
+  an install); past that the fill starts (an install's fsyncs hold storage's lock).
 - The first fetch of an object asks upstream for the first slice's range when slicing is on: a small
   object comes back whole (200, or a 206 covering all of it); a larger one is sliced from then on.
   A slice fetched with an ETag other than the object's means it changed upstream: all its slices go.
