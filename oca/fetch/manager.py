@@ -431,7 +431,8 @@ class FillManager:
         length = head.length
         if fill.size is not None and length is not None and fill.size != length:
             raise UpstreamError(502, f"{head.source}: sends {length} bytes, the catalog says {fill.size}")
-        feed = self._memory_feed(length)
+        # a fill nobody waits for (a prefetch, a player's hint) has no one to feed: memory would only cost a copy
+        feed = self._memory_feed(length) if fill.subscribers else None
         writer = TierWriter(self._pool, None if feed is not None else lambda n: self._have(fill, n))
         target = asyncio.ensure_future(self._tier_file(fill, length, writer))
         max_lag = MAX_WRITE_LAG if feed is not None else MAX_DISK_FEED_LAG

@@ -363,3 +363,23 @@ async def test_the_tier_writers_run_below_the_event_loop_s_priority(tmp_path: Pa
             r.manager._pool, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         assert writer_nice == min(loop_nice + 10, 19)
         assert os.getpriority(os.PRIO_PROCESS, 0) == loop_nice  # the loop's own is untouched
+
+
+async def test_only_a_fill_with_clients_waiting_is_fed_from_memory(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prefetch (no client) writes its tier file only; a client's miss gets a memory feed."""
+    play = MasterPlay(tmp_path, {PLAY_KEY: b"0123456789", "titles/1/720p/seg_00002.m4s": b"abc"}, slice_size=0)
+    lengths: list[int | None] = []
+    real = play.manager._memory_feed
+
+    def counted(length: int | None) -> FillFile | None:
+        lengths.append(length)
+        return real(length)
+
+    monkeypatch.setattr(play.manager, "_memory_feed", counted)
+    result = await play.manager.prefetch_one(PLAY_KEY, hot=False, pin=False, digest=None, size=None, rate=None)
+    assert result == "stored" and lengths == []
+    link = play.link()
+    link.take()
+    out = await play.ask(link, FillRequest("titles/1/720p/seg_00002.m4s"))
+    assert lengths == [3] and isinstance(out[-1], Done)
