@@ -145,6 +145,7 @@ class Fill:
     announcing: bool = False  # a "have" is due at the end of this loop iteration
     ended: bool = False  # its last event was told: no "have" after it
     unstored: bool = False  # served, but storage could not keep it: its feed is the clients' only copy
+    purged: bool = False  # purged while in flight: its clients get their bytes, storage does not
 
 
 class FillManager:
@@ -564,6 +565,10 @@ class FillManager:
     async def _install(self, fill: Fill, head: UpstreamHead, sink: FillFile, tier: str, digest: str,
                        path: str) -> str:
         """Adopt the durable, checked temp file into storage and tell the workers "done"."""
+        if fill.purged:
+            fill.ended = fill.unstored = True
+            self._tell(fill, Done(fill.store_key, fill.have, path))
+            return "purged"  # not a failure: its history says purged (the next miss is "invalidated")
         try:
             sink.close()
             sink.kept = True  # adopt removes the temp file, whatever happens
@@ -597,6 +602,13 @@ class FillManager:
     async def purge(self, scope: str, value: str, soft: bool) -> int:
         """Remove (hard) or mark stale (soft) the objects of a key, prefix or title; returns how many."""
         prefix = f"titles/{value}/" if scope == "title" else value
+        # fills in flight for what is purged finish for the clients they have but are not installed (their
+        # bytes may predate the purge): a fill's install follows its clients' last byte by its tier write, so
+        # a client that got an object and then purged it must not see it come back
+        for fill in [f for f in self.fills.values() if f.key == value or (scope != "key" and f.key.startswith(prefix))]:
+            fill.purged = True
+            del self.fills[fill.store_key]  # a new ask starts a new fill
+            self.history.record(fill.store_key, hist.PURGED, f"purge of {scope} {value} while it was filling")
         if scope == "key":
             infos = [i for i in [await self.owner.call(Store.get, value)] if i is not None]
             infos += await self.owner.call(Store.list, f"{value}@slice")

@@ -383,3 +383,33 @@ async def test_only_a_fill_with_clients_waiting_is_fed_from_memory(tmp_path: Pat
     link.take()
     out = await play.ask(link, FillRequest("titles/1/720p/seg_00002.m4s"))
     assert lengths == [3] and isinstance(out[-1], Done)
+
+
+async def test_a_purge_while_the_tier_is_still_written_keeps_the_object_out_of_storage(
+        tmp_path: Path, origin: Origin, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client has every byte while the (slow) disk still writes; it purges the key: the fill is not
+    installed, and the next miss of the key is "invalidated"."""
+    key = "titles/16/1080p/seg_00003.m4s"
+    data = os.urandom(MIB)
+    origin.add(key, data=data)
+    real_write = FillFile.write
+
+    def slow_disk(self: FillFile, chunk: bytes) -> None:
+        if not self.memory:
+            time.sleep(0.2)
+        real_write(self, chunk)
+
+    monkeypatch.setattr(FillFile, "write", slow_disk)
+    async with rig(tmp_path, origin, None) as r:
+        fill = r.fills.acquire(key)
+        try:
+            await _until(lambda: fill.have == len(data))
+            assert not fill.result  # the tier file is still being written
+            await r.manager.purge("key", key, soft=False)
+            await _until(lambda: fill.result)
+            assert fill.result is FillState.DONE  # the client finishes its body
+            await _until(lambda: not r.manager._tasks)
+            assert await r.owner.call(Store.get, key) is None
+            assert r.manager.history.classify(key) == "invalidated"
+        finally:
+            r.fills.release(fill)
