@@ -71,6 +71,7 @@ class FakeBody:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         for i in range(0, len(self._data), self._chunk):
+            await asyncio.sleep(0)  # each chunk comes in its own loop iteration, as from a socket
             yield self._data[i:i + self._chunk]
 
     def close(self) -> None:
