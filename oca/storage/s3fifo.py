@@ -7,11 +7,12 @@ Rules kept here:
   the head; one never read leaves the cache (`worth_keeping` is False) and its key goes to the ghost.
 - The ghost is shared by every tier of one box: keys that left recently, up to 1.3x the cache's bytes (keys
   only, so it can remember a return that comes after more than one cache's worth of misses: libCacheSim's
-  0.9 measured lower on the replay, see README). A key arriving while it is in the ghost (read again after an eviction, or moved from another tier: a
-  demotion or a promotion) goes straight to main. So a main victim of the SSD moves down to the HDD's main
-  (exclusive hierarchy), and only small-queue one-timers are dropped. A move keeps the frequency the object
-  earned (`Ghost.leaving`; resetting it measured 0.4 points lower at Zipf 1.0, 2%, where promotions are many);
-  a key read again after it left starts at 0, as in the paper.
+  0.9 measured lower on the replay, see README). A key arriving while it is in the ghost (read again after
+  an eviction, or moved from another tier: a demotion or a promotion) goes straight to main.
+  So a main victim of the SSD moves down to the HDD's main (exclusive hierarchy), and only small-queue
+  one-timers are dropped. A move keeps the frequency the object earned (`Ghost.leaving`; resetting it
+  measured 0.4 points lower at Zipf 1.0, 2%, where promotions are many); a key read again after it left
+  starts at 0, as in the paper.
 - Scan resistance: the small queue is evicted first whenever it holds more than its share (the paper's rule;
   counting the arriving object too measured 0.2 points worse), so a run of one-time keys cycles through the
   small queue and main gives up one object only when the small queue has dipped under its share.
