@@ -184,3 +184,32 @@ class TestS3FIFO:
         for _ in range(3):
             p.touch("a")
         assert p.victims(2, nothing_pinned) == ["b", "c"]
+
+    def test_a_key_moved_between_tiers_keeps_its_frequency(self) -> None:
+        ghost = Ghost(1000)
+        ssd, hdd = S3FIFOPolicy(ghost), S3FIFOPolicy(ghost)
+        ssd.add("hot", 1)
+        ssd.touch("hot")
+        ssd.touch("hot")
+        ssd.remove("hot")  # a promotion or demotion: off one tier and at once onto the other
+        hdd.add("hot", 1)  # first in the HDD's main
+        for k in ("a", "b"):  # then two objects never read
+            hdd.add(k, 1)
+            hdd.remove(k)
+            hdd.add(k, 1)
+        # read twice before the move: its main hand spares it, so the unread ones go first
+        assert hdd.victims(2, nothing_pinned) == ["a", "b"]
+
+    def test_a_key_that_comes_back_after_other_arrivals_starts_over(self) -> None:
+        ghost = Ghost(1000)
+        p = S3FIFOPolicy(ghost)
+        for k in ("a", "b"):
+            p.add(k, 1)
+            p.remove(k)
+            p.add(k, 1)
+        p.add("c", 1)
+        p.touch("c")
+        p.remove("c")  # evicted...
+        p.add("x", 1)  # ...then something else arrives before it is read again
+        p.add("c", 1)  # returning from the ghost: main, but with nothing earned
+        assert p.victims(3, lambda k: k == "x") == ["a", "b", "c"]
