@@ -392,14 +392,17 @@ class Store:
         with self._lock:
             self._check_open()
             planned = dict(scores)
-            held: list[dict[str, int]] = [{} for _ in self._cat.tiers]
-            for entry in self._cat.entries.values():
-                held[entry.tier][entry.key] = entry.size
+            entries = self._cat.entries
+            held: list[list[str]] = [[] for _ in self._cat.tiers]
+            for key in planned:  # only planned keys can move between a tier's policy and its plan
+                entry = entries.get(key)
+                if entry is not None:
+                    held[entry.tier].append(key)
             for tier in self._cat.tiers:
                 if not isinstance(tier.policy, PlannedPolicy):
                     if not planned:
                         continue
-                    tier.policy = PlannedPolicy(tier.policy)
+                    tier.policy = PlannedPolicy(tier.policy, self._size_of)
                 tier.policy.replan(planned, held[tier.number])
 
     def record_hits(self, hits: Mapping[str, int]) -> None:
@@ -552,6 +555,10 @@ class Store:
         self._engine.run(moves)
         if self._cat.current(entry) and self._engine.move(entry, upper):
             self._engine.promotions += 1
+
+    def _size_of(self, key: str) -> int:
+        """Bytes of a key the catalog holds: what a fill-aware policy counts its victims by (planned.py)."""
+        return self._cat.entries[key].size
 
     def _check_open(self) -> None:
         if self._closed:
