@@ -98,7 +98,7 @@ def place(store: Store, box_plan: BoxPlan, path: str) -> int:
             placed += f.size
             continue
         try:
-            tier, _ = store.fill_target(f.key, f.size, hot=f.hot)
+            tier, _ = store.fill_target(f.key, f.size, hot=f.hot, cold=True)  # as the box's prefetch asks
             store.adopt(path, f.key, tier=tier, size=f.size, digest="", hot=f.hot, pin=f.pin)
         except InsufficientStorage:
             continue  # no room that is not pinned: the fill job reports it and moves on

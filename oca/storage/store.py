@@ -307,12 +307,20 @@ class Store:
                 unlink_quiet(copy.path)
                 unlink_quiet(meta_tmp)
 
-    def fill_target(self, key: str, size: int, hot: bool = False) -> tuple[str, str]:
+    def fill_target(self, key: str, size: int, hot: bool = False, cold: bool = False) -> tuple[str, str]:
         """(tier name, its temp directory): where an upstream fill of `key` (`size` bytes, 0 if unknown)
-        should write its temp file, so that `adopt` can rename it into place on the same filesystem."""
+        should write its temp file, so that `adopt` can rename it into place on the same filesystem.
+
+        `cold`: a pre-positioned file that is not hot (a fill plan's) goes to the slowest tier that can take
+        it. The fast tier is for demand: S3-FIFO's small queue lives there, and a night's pinned plan landing
+        on it left new objects no room to prove themselves (a replayed day 2 lost 0.6 of 3.3 points)."""
         _check_key(key)
         with self._lock:
             self._check_open()
+            if cold and not hot:
+                for tier in reversed(self._cat.tiers):
+                    if tier.state.accepts and self._cat.refusal(tier, size, key) is None:
+                        return tier.name, tier.layout.tmp_dir
             tier = self._choose_tier(key, size, hot, set())
             return tier.name, tier.layout.tmp_dir
 
