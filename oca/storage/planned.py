@@ -71,6 +71,10 @@ class PlannedPolicy:
     def admits(self, key: str) -> bool:
         return key in self._scores or self.inner.admits(key)
 
+    def score(self, key: str) -> float | None:
+        """The plan's score of `key` (None when the plan in force does not name it)."""
+        return self._scores.get(key)
+
     def replan(self, scores: Mapping[str, float], held: Collection[str]) -> None:
         """The next plan's scores; `held` is every key on this tier (a policy wrapped while the tier already
         holds keys learns which of them the plan names here)."""

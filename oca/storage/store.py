@@ -413,6 +413,13 @@ class Store:
                     tier.policy = PlannedPolicy(tier.policy, self._size_of)
                 tier.policy.replan(planned, held[tier.number])
 
+    def fill_score(self, key: str) -> float | None:
+        """The fill plan's score of a stored key (`oca cache why`); None when no plan in force names it."""
+        with self._lock:
+            entry = self._cat.entries.get(key)
+            policy = self._cat.tiers[entry.tier].policy if entry is not None else None
+            return policy.score(key) if isinstance(policy, PlannedPolicy) else None
+
     def record_hits(self, hits: Mapping[str, int]) -> None:
         """Note reads reported by workers: LRU order, last access (saved in batches), promotion."""
         with self._lock:
