@@ -118,3 +118,19 @@ def test_wrapping_a_policy_that_already_holds_keys_counts_them_by_the_stores_siz
     policy.replan({"a": 1.0}, ["a", "b", "c"])
     assert policy.victims(20, nothing_pinned) == ["b", "c"]
     assert policy.victims(25, nothing_pinned) == ["b", "c", "a"]
+
+
+def test_a_cold_fill_lands_on_the_slowest_tier_with_room_a_hot_one_on_the_fastest(tmp_path: Path,
+                                                                                  src: Callable[..., str]) -> None:
+    with Store.open(storage_config(tmp_path, ssd=300, hdd=300, ssd_admission="all", policy="s3fifo"),
+                    FakeClock()) as store:
+        assert store.fill_target("titles/1/a", 100)[0] == "ssd"  # a client's miss: the fastest tier
+        assert store.fill_target("titles/1/a", 100, cold=True)[0] == "hdd"  # a prefetch: the slowest
+        assert store.fill_target("titles/1/a", 100, hot=True, cold=True)[0] == "ssd"  # hot wins
+        for i in range(3):  # pre-position three pinned files the way a prefetch does
+            key = f"titles/2/p{i}"
+            tier, _ = store.fill_target(key, 100, cold=True)
+            store.adopt(src(size=100, seed=i), key, tier=tier, size=100, digest="", pin=True)
+        assert {info.tier for info in store.list()} == {"hdd"}
+        # the slowest tier is all pinned: a cold fill takes the fastest tier with room, as any fill would
+        assert store.fill_target("titles/4/x", 100, cold=True)[0] == "ssd"
