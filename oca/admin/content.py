@@ -13,9 +13,9 @@ Rules kept here:
 
 from __future__ import annotations
 
-from aiohttp import web
-
 import asyncio
+
+from aiohttp import web
 
 from oca.admin.common import context_of
 from oca.errors import BadRequest, NotFound, OcaError
