@@ -1,9 +1,12 @@
 """`python -m loadtest.bench`: oca and nginx side by side on loopback, same objects, same wrk load.
 
-It prints one Markdown table of ratios (oca/nginx); it is a measurement, never a pass/fail test, so
-nothing here asserts a timing.
+It prints one Markdown table: per case both servers' medians and p99s, oca/nginx for throughput and for
+p99. It is a measurement, never a pass/fail test, so nothing here asserts a timing.
 
 Rules it keeps:
+- Cases are object sets of one size (random bytes) and the video mix: a title made by `oca content make`
+  (ffmpeg), requested as player sessions request it (loadtest.video_mix), its summary printed before the
+  results so a reader can judge it.
 - Both servers serve the same bytes from the same work dir: the objects are written once, nginx serves
   the directory, oca imports it (`oca cache import`, box not running) before it starts. Both run with
   the same worker count, both log every request, both bind 127.0.0.1 only. A sanity check fetches a
@@ -24,6 +27,8 @@ import hashlib
 import json
 import os
 import platform
+import posixpath
+import shutil
 import signal
 import socket
 import statistics
@@ -41,6 +46,7 @@ import yaml
 
 from loadtest import harness
 from loadtest.nginx import Nginx, NginxError, NginxSettings, default_user, nginx_version
+from loadtest.video_mix import VideoMix, build_mix, load_title, mix_line, render_summary
 from loadtest.wrk import WrkError, WrkErrors, WrkResult, run_wrk
 from oca.tokens import generate_private_key, mint, public_jwk, title_scope, token_path
 
@@ -76,29 +82,44 @@ class ObjectSet:
                 for i in range(self.count)]
 
 
+# Sizes a video session asks for: playlists and audio segments are small (8 KiB stands for them), low-rung
+# video segments 100-500 KiB (64 KiB, 512 KiB), high-rung ones megabytes (2 MiB). Title ranges are disjoint.
 OBJECT_SETS = {
     "2MiB": ObjectSet("2MiB", 2 << 20, 64, first_title=1, per_title=8),
+    "512KiB": ObjectSet("512KiB", 512 << 10, 200, first_title=301, per_title=50),
+    "64KiB": ObjectSet("64KiB", 64 << 10, 1000, first_title=201, per_title=100),
     "8KiB": ObjectSet("8KiB", 8 << 10, 2000, first_title=101, per_title=100),
 }
-DEFAULT_CASES = "2MiB@64,2MiB@256,8KiB@64,8KiB@256"
+VIDEO = "video"  # the video mix: a real title from `oca content make`, requested as player sessions do
+VIDEO_TITLE_SECONDS = 30
+DEFAULT_CASES = ("2MiB@64,2MiB@256,512KiB@64,512KiB@256,64KiB@64,64KiB@256,8KiB@64,8KiB@256,"
+                 f"{VIDEO}@64,{VIDEO}@256")
 
 
 @dataclass(frozen=True)
 class Case:
     name: str
-    objects: ObjectSet
+    objects: ObjectSet | None  # None: the video mix
     connections: int
+
+    @property
+    def set_name(self) -> str:
+        return VIDEO if self.objects is None else self.objects.name
+
+    @property
+    def metric(self) -> str:
+        return "req/s" if self.objects is None else self.objects.metric
 
 
 def parse_cases(text: str) -> list[Case]:
-    """`2MiB@64,8KiB@256` -> cases; a bad name says what exists."""
+    """`2MiB@64,8KiB@256,video@64` -> cases; a bad name says what exists."""
     cases = []
     for item in (part.strip() for part in text.split(",")):
         set_name, sep, conns = item.partition("@")
-        if not sep or set_name not in OBJECT_SETS or not conns.isdigit() or int(conns) < 1:
+        if not sep or set_name not in (*OBJECT_SETS, VIDEO) or not conns.isdigit() or int(conns) < 1:
             raise ValueError(f"case {item!r}: expected SET@CONNECTIONS with SET in "
-                             f"{', '.join(OBJECT_SETS)} (e.g. 2MiB@64)")
-        cases.append(Case(item, OBJECT_SETS[set_name], int(conns)))
+                             f"{', '.join((*OBJECT_SETS, VIDEO))} (e.g. 2MiB@64)")
+        cases.append(Case(item, OBJECT_SETS.get(set_name), int(conns)))
     return cases
 
 
@@ -110,6 +131,7 @@ class Plan:
     warmup: int
     workers: int
     tokens: bool = True  # oca requires tokens and every request carries one (the production set-up)
+    media: str | None = None  # where `oca content make` writes (and reuses) the video title; None: the work dir
 
 
 @dataclass
@@ -120,7 +142,7 @@ class Row:
     runs: dict[str, list[WrkResult]] = field(default_factory=lambda: {s: [] for s in SERVERS})
 
     def value(self, result: WrkResult) -> float:
-        return result.mib_per_sec if self.case.objects.metric == "MiB/s" else result.requests_per_sec
+        return result.mib_per_sec if self.case.metric == "MiB/s" else result.requests_per_sec
 
     def median(self, server: str) -> float:
         return statistics.median(self.value(r) for r in self.runs[server])
@@ -139,13 +161,19 @@ class Row:
         nginx = self.median("nginx")
         return self.median("oca") / nginx if nginx > 0 else None
 
+    def p99_ratio(self) -> float | None:
+        """oca's p99 over nginx's (lower is better, unlike `ratio`)."""
+        oca, nginx = self.p99("oca"), self.p99("nginx")
+        return oca / nginx if oca is not None and nginx else None
+
     def as_json(self) -> dict[str, Any]:
         return {
-            "case": self.case.name, "metric": self.case.objects.metric,
-            "connections": self.case.connections, "object_size": self.case.objects.size,
+            "case": self.case.name, "metric": self.case.metric, "connections": self.case.connections,
+            "object_size": None if self.case.objects is None else self.case.objects.size,
             "oca": round(self.median("oca"), 2), "nginx": round(self.median("nginx"), 2),
             "ratio": _round(self.ratio(), 4),
             "oca_p99_ms": _round(self.p99("oca"), 3), "nginx_p99_ms": _round(self.p99("nginx"), 3),
+            "p99_ratio": _round(self.p99_ratio(), 4),
             "errors": sum(self.errors(s).total for s in SERVERS),
             **{f"{s}_errors": vars(self.errors(s)) for s in SERVERS},
             **{f"{s}_runs": [round(self.value(r), 2) for r in self.runs[s]] for s in SERVERS},
@@ -160,15 +188,20 @@ def _round(value: float | None, digits: int) -> float | None:
 
 
 def render_table(rows: Sequence[Row]) -> str:
-    lines = ["| case | metric | oca | nginx | ratio (oca/nginx) | oca p99 | nginx p99 | errors |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+    """A Markdown table, ready to quote: medians, throughput ratio, p99s and their ratio per case."""
+    lines = ["| case | metric | oca | nginx | ratio (oca/nginx) | oca p99 | nginx p99 | p99 ratio (oca/nginx) "
+             "| errors |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
-        ratio = row.ratio()
         lines.append(" | ".join([
-            f"| {row.case.name}", row.case.objects.metric, _number(row.median("oca")),
-            _number(row.median("nginx")), "n/a" if ratio is None else f"{ratio:.2f}",
-            _ms(row.p99("oca")), _ms(row.p99("nginx")), _errors_cell(row)]) + " |")
+            f"| {row.case.name}", row.case.metric, _number(row.median("oca")), _number(row.median("nginx")),
+            _ratio(row.ratio()), _ms(row.p99("oca")), _ms(row.p99("nginx")), _ratio(row.p99_ratio()),
+            _errors_cell(row)]) + " |")
     return "\n".join(lines)
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _number(value: float) -> str:
@@ -256,19 +289,64 @@ def free_ports(count: int) -> list[int]:
 def verify_same_objects(urls: dict[str, str], root: str, sets: Sequence[ObjectSet],
                         signer: Signer | None = None) -> None:
     """The first and last object of each set comes back byte-identical from every server."""
-    for objects in sets:
-        keys = objects.keys()
-        for key in {keys[0], keys[-1]}:
-            with open(os.path.join(root, key), "rb") as fh:
-                want = hashlib.sha256(fh.read()).hexdigest()
-            for server, url in urls.items():
-                path = signer.path(key) if signer is not None and server == "oca" else f"/{key}"
-                status, body = http_get(f"{url}{path}")
-                got = hashlib.sha256(body).hexdigest()
-                if status != 200 or got != want:
-                    raise BenchError(f"{server}: GET /{key} answered {status} with {len(body)} bytes "
-                                     f"(sha256 {got[:12]}), expected 200 with {objects.size} bytes "
-                                     f"(sha256 {want[:12]})")
+    verify_keys(urls, root, [key for objects in sets for key in {objects.keys()[0], objects.keys()[-1]}], signer)
+
+
+def verify_keys(urls: dict[str, str], root: str, keys: Sequence[str], signer: Signer | None = None) -> None:
+    """Each key comes back from every server byte-identical with its file under root."""
+    for key in keys:
+        with open(os.path.join(root, key), "rb") as fh:
+            data = fh.read()
+        want = hashlib.sha256(data).hexdigest()
+        for server, url in urls.items():
+            path = signer.path(key) if signer is not None and server == "oca" else f"/{key}"
+            status, body = http_get(f"{url}{path}")
+            got = hashlib.sha256(body).hexdigest()
+            if status != 200 or got != want:
+                raise BenchError(f"{server}: GET /{key} answered {status} with {len(body)} bytes "
+                                 f"(sha256 {got[:12]}), expected 200 with {len(data)} bytes "
+                                 f"(sha256 {want[:12]})")
+
+
+# --- the video title ---------------------------------------------------------------------------------
+
+
+def make_video_title(oca: str, media: str) -> tuple[str, str]:
+    """`oca content make` one real title into `media` (reused if already made there); returns its key prefix
+    (titles/<id>) and its multivariant playlist's path inside it."""
+    argv = [oca, "content", "make", "--titles", "1", "--duration", str(VIDEO_TITLE_SECONDS), media]
+    done = _run(argv, timeout=900)
+    if done.returncode != 0:
+        raise BenchError(f"`{' '.join(argv)}` exited with {done.returncode}:\n{(done.stderr or done.stdout).strip()}")
+    with open(os.path.join(media, "catalog.json"), encoding="utf-8") as fh:
+        return video_title(json.load(fh), media)
+
+
+def video_title(catalog: dict[str, Any], media: str) -> tuple[str, str]:
+    """(titles/<id>, its HLS multivariant playlist's path inside it) of the catalog's first title."""
+    title = catalog["titles"][0]
+    if title.get("synthetic"):
+        # without ffmpeg the title's segments are filler of made-up sizes: the mix would not be a real one
+        raise BenchError(f"{media}/{title['path']} is synthetic (no ffmpeg?): the video mix needs an encoded "
+                         f"title; install ffmpeg or pass --cases without {VIDEO}")
+    return str(title["path"]), posixpath.relpath(str(title["hls"]), str(title["path"]))
+
+
+def place_video_mix(media: str, title: str, master: str, root: str) -> VideoMix:
+    """The mix of the title, with every file it requests copied under root (served and imported like the
+    other objects; `oca cache import` does not follow symlinks)."""
+    playlists, sizes = load_title(os.path.join(media, title), master)
+    mix = build_mix(title, master, playlists, sizes)
+    for key in (entry.key for entry in mix.entries):
+        os.makedirs(os.path.dirname(os.path.join(root, key)), exist_ok=True)
+        shutil.copyfile(os.path.join(media, key), os.path.join(root, key))
+    return mix
+
+
+def write_paths(path: str, keys: Sequence[str]) -> str:
+    with open(path, "w", encoding="ascii") as fh:
+        fh.writelines(f"/{key}\n" for key in keys)
+    return path
 
 
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -405,7 +483,7 @@ def run_cases(plan: Plan, urls: dict[str, str], paths_files: dict[str, dict[str,
         row = Row(case)
         for round_no in range(1, plan.rounds + 1):
             for server in SERVERS:
-                paths = paths_files[server][case.objects.name]
+                paths = paths_files[server][case.set_name]
                 if plan.warmup > 0:
                     run_wrk(wrk, urls[server], paths, connections=case.connections, seconds=plan.warmup,
                             threads=WRK_THREADS)
@@ -413,23 +491,35 @@ def run_cases(plan: Plan, urls: dict[str, str], paths_files: dict[str, dict[str,
                                  seconds=plan.duration, threads=WRK_THREADS)
                 row.runs[server].append(result)
                 progress(f"{case.name} round {round_no}/{plan.rounds} {server}: "
-                         f"{_number(row.value(result))} {case.objects.metric}, p99 {_ms(result.p99_ms)}, "
+                         f"{_number(row.value(result))} {case.metric}, p99 {_ms(result.p99_ms)}, "
                          f"errors {result.errors.describe()}")
         rows.append(row)
     return rows
 
 
-def bench(plan: Plan, tools: dict[str, str], workdir: str, progress: Progress) -> list[Row]:
-    sets = list({case.objects.name: case.objects for case in plan.cases}.values())
+def bench(plan: Plan, tools: dict[str, str], workdir: str, progress: Progress) -> tuple[list[Row], VideoMix | None]:
+    sets = list({c.objects.name: c.objects for c in plan.cases if c.objects is not None}.values())
     root = os.path.join(workdir, "objects")
     started = time.monotonic()
     plain_paths = write_objects(root, sets)
-    signer = Signer(workdir) if plan.tokens else None
-    paths_files = {"nginx": plain_paths, "oca": {name: tokenised_paths(f, signer) if signer else f
-                                                 for name, f in plain_paths.items()}}
     total = sum(s.size * s.count for s in sets)
     progress(f"wrote {sum(s.count for s in sets)} objects ({total >> 20} MiB) in "
              f"{time.monotonic() - started:.1f}s under {root}")
+    mix = None
+    samples = [key for objects in sets for key in {objects.keys()[0], objects.keys()[-1]}]
+    if any(case.objects is None for case in plan.cases):
+        media = plan.media or os.path.join(workdir, "media")
+        started = time.monotonic()
+        title, master = make_video_title(tools["oca"], media)
+        mix = place_video_mix(media, title, master, root)
+        plain_paths[VIDEO] = write_paths(os.path.join(workdir, "paths-video.txt"), mix.request_lines())
+        total += sum(entry.size for entry in mix.entries)
+        samples += [f"{title}/{master}", max(mix.entries, key=lambda e: e.size).key]
+        progress(f"video title {title} from `oca content make` in {media} ({time.monotonic() - started:.1f}s): "
+                 f"{len(mix.entries)} objects in the mix")
+    signer = Signer(workdir) if plan.tokens else None
+    paths_files = {"nginx": plain_paths, "oca": {name: tokenised_paths(f, signer) if signer else f
+                                                 for name, f in plain_paths.items()}}
     nginx_port, oca_port, admin_port = free_ports(3)
     oca = OcaBox(tools["oca"], workdir, oca_port, admin_port, plan.workers, capacity=2 * total + (64 << 20))
     oca.write_config(os.path.join(workdir, "oca-access.log"), signer.jwks if signer else None)
@@ -437,18 +527,18 @@ def bench(plan: Plan, tools: dict[str, str], workdir: str, progress: Progress) -
     nginx = Nginx(tools["nginx"], NginxSettings(workdir, root, nginx_port, plan.workers, default_user()))
     with contextlib.ExitStack() as stack:
         stack.enter_context(nginx)
-        nginx.start("/" + sets[0].keys()[0])
+        nginx.start("/" + samples[0])
         stack.enter_context(oca)
         started = time.monotonic()
         oca.start()
         progress(f"nginx on {nginx.url}, oca on {oca.url} ({plan.workers} workers each; "
                  f"oca ready in {time.monotonic() - started:.1f}s)")
         urls = {"oca": oca.url, "nginx": nginx.url}
-        verify_same_objects(urls, root, sets, signer)
+        verify_keys(urls, root, samples, signer)
         rows = run_cases(plan, urls, paths_files, tools["wrk"], progress)
     if oca.leftovers:
         progress("warning: oca serve did not exit cleanly on SIGTERM within 15s (processes were killed)")
-    return rows
+    return rows, mix
 
 
 # --- command line ------------------------------------------------------------------------------------
@@ -461,7 +551,8 @@ def find_tools(oca: str) -> dict[str, str] | str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=DESCRIPTION)
-    parser.add_argument("--quick", action="store_true", help="1 round of 3s per server and case (< 60s in all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 round of 3s per server and case (about 2.5 min with every case)")
     parser.add_argument("--duration", type=int, help="seconds per measured run (default 7; quick 3)")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of uncounted wrk before each run")
     parser.add_argument("--rounds", type=int, help="runs per server and case (default 3; quick 1)")
@@ -471,6 +562,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
     parser.add_argument("--no-tokens", action="store_true",
                         help="oca without tokens (default: tokens required, every request carries its title's token)")
+    parser.add_argument("--media", metavar="DIR",
+                        help=f"where `oca content make` writes the {VIDEO} case's title, reused by later runs "
+                             "(default: made afresh in the work dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (configs, logs, objects)")
     parser.add_argument("--oca", default=os.path.join(os.path.dirname(sys.executable), "oca"),
                         help="the oca executable (default: next to this python)")
@@ -493,10 +587,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(tools, file=sys.stderr)
         return 2
     plan = Plan(args.case_list, args.rounds or (1 if args.quick else 3),
-                args.duration or (3 if args.quick else 7), args.warmup, args.workers, not args.no_tokens)
+                args.duration or (3 if args.quick else 7), args.warmup, args.workers, not args.no_tokens,
+                os.path.abspath(args.media) if args.media else None)
     with harness.harness_run("bench", args.keep) as work:
         try:
-            rows = bench(plan, tools, work.workdir, work.progress)
+            rows, mix = bench(plan, tools, work.workdir, work.progress)
         except (BenchError, NginxError, WrkError) as exc:
             print(f"bench: {exc}", file=sys.stderr)
             return 1
@@ -508,6 +603,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
     print(machine_line(tools["nginx"], plan))
     print()
+    if mix is not None:
+        print(mix_line(mix))
+        print()
+        print(render_summary(mix))
+        print()
     print(render_table(rows))
     if args.json:
         harness.write_json(args.json, [row.as_json() for row in rows])
