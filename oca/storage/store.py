@@ -313,7 +313,7 @@ class Store:
 
         `cold`: a pre-positioned file that is not hot (a fill plan's) goes to the slowest tier that can take
         it. The fast tier is for demand: S3-FIFO's small queue lives there, and a night's pinned plan landing
-        on it left new objects no room to prove themselves (a replayed day 2 lost 0.6 of 3.3 points)."""
+        on it leaves new objects no room to prove themselves (loadtest.cachesim --fill)."""
         _check_key(key)
         with self._lock:
             self._check_open()
