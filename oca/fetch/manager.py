@@ -152,7 +152,7 @@ class FillManager:
 
     def _on_hint(self, message: PrefetchHint, link: WorkerLink) -> None:
         """A player's CMCD next-object hint (oca.serve.hints); no answer is sent."""
-        self._spawn(self.hint(message.key, message.start, message.session))
+        self._spawn(self.hint(message.key, message.start, message.session, message.guess))
 
     # -- asks ---------------------------------------------------------------------------------------
 
@@ -213,7 +213,7 @@ class FillManager:
 
     def _join(self, fill: Fill, link: WorkerLink) -> None:
         if fill.hint:
-            self.hints.joined(fill.hint)
+            self.hints.joined(fill.hint, fill.have, fill.opened.size if fill.opened is not None else None)
         fill.subscribers.add(link)
         if fill.opened is not None:
             link.send(fill.opened)
@@ -249,7 +249,9 @@ class FillManager:
             if fill.done is not None and not fill.done.done():
                 fill.done.set_result(result)
             if fill.hint:
-                self.hints.ended(fill.hint, result == "stored")
+                follow = self.hints.ended(fill.hint, result == "stored")
+                if follow is not None:  # a lookahead waited for this fill: it takes its slot (oca.fetch.hints)
+                    self._spawn(self.hint(follow[0], None, follow[1], guess=True, waited=True))
             if result.startswith("fail"):
                 self.history.record(fill.store_key, hist.FAILED, result[6:])
 
@@ -507,9 +509,11 @@ class FillManager:
                 result = await self._begin(retry, None)
         return result
 
-    async def hint(self, key: str, start: int | None, session: str) -> None:
+    async def hint(self, key: str, start: int | None, session: str, guess: bool = False, waited: bool = False) -> None:
         """A player's next-object hint: fill `key` (the slice holding byte `start` of a sliced object) in the
-        background unless it is held, being fetched, known absent, or over the bounds (oca.fetch.hints)."""
+        background unless it is held, being fetched, known absent, or over the bounds (oca.fetch.hints;
+        `guess`: the worker's lookahead, which waits for the session's hint fill in its directory, or needs a
+        slot to spare; `waited`: it did wait, and takes that fill's slot)."""
         first = start or 0
         meta = self.state.sliced.get(key)
         store_key = key
@@ -522,7 +526,9 @@ class FillManager:
             return
         if await self.owner.call(Store.get, store_key) is not None:  # held (stale ones are the client's to revalidate)
             return
-        if store_key in self.fills or not self.hints.admit(store_key, session):
+        if guess and not waited and self.hints.park(key, session):
+            return
+        if store_key in self.fills or not self.hints.admit(store_key, session, guess, waited):
             return
         why = self.history.classify(store_key, slice_of=key if meta else None)
         fill = Fill(key, store_key, hint=store_key, why=why)
@@ -533,7 +539,8 @@ class FillManager:
         elif size:  # as a client's first fetch: a small object comes whole, a large one becomes sliced
             index = first // size
             fill.probe, fill.byte_range = True, slice_bounds(index, size, (index + 1) * size)
-        self.history.record(store_key, hist.PREFETCH, f"player hint (session {session[:40]})")
+        what = "lookahead after a player hint" if guess else "player hint"
+        self.history.record(store_key, hist.PREFETCH, f"{what} (session {session[:40]})")
         self._begin(fill, None)
 
     def explain(self, key: str, held: bool) -> dict[str, Any]:

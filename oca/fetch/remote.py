@@ -199,12 +199,12 @@ class RemoteFills:
         fill.refs += 1
         return fill
 
-    def hint(self, key: str, start: int | None, session: str) -> None:
+    def hint(self, key: str, start: int | None, session: str, guess: bool = False) -> None:
         """Pass a player's next-object hint to the master (oca.fetch.hints); nothing comes back. Not on a link
         whose version has no PrefetchHint (version 1): a hint is only ever an optimisation."""
         link = self.link
         if link is not None and not link.closed and link.codec.carries(PrefetchHint):
-            link.send(PrefetchHint(key, start, session))
+            link.send(PrefetchHint(key, start, session, guess))
 
     def release(self, fill: RemoteFill) -> None:
         fill.refs -= 1

@@ -7,7 +7,9 @@ Rules kept here:
 - Client input never raises: an unparsable entity-tag list matches nothing, an invalid date makes
   its header ignored (§13.1.3, §13.1.4) and an unusable If-Range means "send the whole object".
 - Header names in `headers` are lower case; `etag` is our entity-tag as sent, e.g. `"3f2a"`;
-  `last_modified` is in whole seconds since the epoch, as Last-Modified carries it.
+  `last_modified` is in whole seconds since the epoch, as Last-Modified carries it. Either may be None
+  (an object fetched from an origin that sent none): no entity-tag then matches ours, only "*" does, and a
+  date condition cannot be evaluated, so it is ignored (§13.1.3, §13.1.4).
 """
 
 from __future__ import annotations
@@ -47,10 +49,10 @@ class Precondition(enum.Enum):
 
 
 def evaluate_preconditions(
-    method: str, headers: Mapping[str, str], etag: str, last_modified: int
+    method: str, headers: Mapping[str, str], etag: str | None, last_modified: int | None
 ) -> Precondition:
     """The outcome of the request's preconditions against our current representation (§13.2.2)."""
-    ours = _own_tag(etag)
+    ours = None if etag is None else _own_tag(etag)
     if_match = headers.get("if-match")
     if if_match is not None:
         # §13.2.2 step 1; §13.1.1: "*" is true because a current representation exists.
@@ -59,7 +61,7 @@ def evaluate_preconditions(
     else:
         # §13.2.2 step 2; §13.1.4: ignored when not a valid HTTP-date.
         since = _header_date(headers.get("if-unmodified-since"))
-        if since is not None and last_modified > since:
+        if since is not None and last_modified is not None and last_modified > since:
             return Precondition.FAILED
     if_none_match = headers.get("if-none-match")
     if if_none_match is not None:
@@ -69,12 +71,12 @@ def evaluate_preconditions(
     elif method in _SAFE_METHODS:
         # §13.2.2 step 4; §13.1.3: only for GET/HEAD and only without If-None-Match.
         since = _header_date(headers.get("if-modified-since"))
-        if since is not None and last_modified <= since:
+        if since is not None and last_modified is not None and last_modified <= since:
             return Precondition.NOT_MODIFIED
     return Precondition.PROCEED
 
 
-def if_range_allows_partial(if_range: str | None, etag: str, last_modified: int) -> bool:
+def if_range_allows_partial(if_range: str | None, etag: str | None, last_modified: int | None) -> bool:
     """True when Range may be honoured under this If-Range (§13.1.5); absent header: True."""
     if if_range is None:
         return True
@@ -82,9 +84,15 @@ def if_range_allows_partial(if_range: str | None, etag: str, last_modified: int)
     if value.startswith(("W/", '"')):
         # §13.1.5: an entity-tag must be a strong match; a weak tag never is (§8.8.3.2).
         tag = _ENTITY_TAG.fullmatch(value)
-        return tag is not None and _match(_tag(tag), _own_tag(etag), strong=True)
+        return tag is not None and etag is not None and _match(_tag(tag), _own_tag(etag), strong=True)
     # §13.1.5: an HTTP-date must exactly match Last-Modified; anything else is false.
-    return parse_http_date(value) == last_modified
+    return last_modified is not None and parse_http_date(value) == last_modified
+
+
+def is_entity_tag(value: str) -> bool:
+    """Whether `value` is one RFC 9110 entity-tag (§8.8.3), weak or strong: what an upstream ETag must be
+    before it is compared or passed on."""
+    return _ENTITY_TAG.fullmatch(value) is not None
 
 
 def http_date(epoch_seconds: float) -> str:
@@ -149,13 +157,14 @@ def _match(a: _Tag, b: _Tag, *, strong: bool) -> bool:
     return a[1] == b[1] and not (strong and (a[0] or b[0]))
 
 
-def _any_match(field: str, ours: _Tag, *, strong: bool) -> bool:
-    """Whether `"*" / #entity-tag` (§13.1.1, §13.1.2) matches our tag; garbage matches nothing."""
+def _any_match(field: str, ours: _Tag | None, *, strong: bool) -> bool:
+    """Whether `"*" / #entity-tag` (§13.1.1, §13.1.2) matches our tag (None: we have none, so only "*"
+    matches: a current representation exists); garbage matches nothing."""
     value = field.strip(_OWS)
     if value == "*":
         return True
     tags = _tag_list(value)
-    return tags is not None and any(_match(tag, ours, strong=strong) for tag in tags)
+    return tags is not None and ours is not None and any(_match(tag, ours, strong=strong) for tag in tags)
 
 
 def _tag_list(value: str) -> list[_Tag] | None:

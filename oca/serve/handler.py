@@ -3,7 +3,10 @@
 Rules kept here (RFC 9110 unless noted):
 - Only GET, HEAD and OPTIONS; anything else is 405 with Allow (§15.5.6).
 - The cache key is the normalised path alone; the query (CMCD=...) never reaches it. Bad paths are 400.
-- Preconditions are evaluated before Range (§13.2.2); If-Range gates Range (§13.1.5).
+- Preconditions are evaluated before Range (§13.2.2); If-Range gates Range (§13.1.5). One body plan
+  (oca.http.body_plan) decides status, range headers and byte spans for a hit, a growing fill and a sliced
+  object alike; each path only turns the spans into its parts. Before an object is stored (a growing fill, a
+  sliced object) its validators are upstream's.
 - HEAD answers exactly the headers GET would, without a body (§9.3.2).
 - Bodies of small objects come from the worker's memory cache; everything else is a FileSlice that the
   connection sends with os.sendfile.
@@ -22,7 +25,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from oca import __version__
 from oca.config import HttpConfig
@@ -30,19 +33,12 @@ from oca.errors import BadRequest
 from oca.fetch.history import ABSENT, NO_SOURCE, SLICE
 from oca.fetch.remote import RemoteFill, RemoteFills
 from oca.fetch.slices import covering, is_slice_key, slice_key
+from oca.http.body_plan import CONDITIONAL, BodyPlan, Representation, Span, plan_body
 from oca.http.cmcd import parse_cmcd
 from oca.http.cmsd import static_field
-from oca.http.conditionals import Precondition, evaluate_preconditions, if_range_allows_partial, parse_http_date
+from oca.http.conditionals import http_date, is_entity_tag, parse_http_date
 from oca.http.media import is_playlist, media_type
-from oca.http.ranges import (
-    ByteRange,
-    RangeKind,
-    content_range,
-    evaluate_range,
-    multipart_plan,
-    plan_length,
-    unsatisfied_range,
-)
+from oca.http.ranges import ByteRange
 from oca.keys import key_from_target
 from oca.protocol.messages import FillState, SliceMeta
 from oca.serve.accesslog import fast_fields
@@ -60,11 +56,10 @@ REASONS = {
     431: "Request Header Fields Too Large", 499: "Client Closed Request", 500: "Internal Server Error",
     501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
-_CONDITIONAL = frozenset(("if-match", "if-none-match", "if-modified-since", "if-unmodified-since"))
 _CMCD_HEADERS = frozenset(("cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session"))
 _KEY_CACHE_SIZE = 65536
 # Headers that take a request off the fast path (a plain GET of an object held in memory)
-_SPECIAL = _CONDITIONAL | _CMCD_HEADERS | {"range", "if-range"}
+_SPECIAL = CONDITIONAL | _CMCD_HEADERS | {"range", "if-range"}
 
 _MISS = b"Cache-Status: oca; fwd=uri-miss\r\n"
 _MISS_404 = b"Cache-Status: oca; fwd=uri-miss; fwd-status=404\r\n"
@@ -80,16 +75,6 @@ def _range_start(value: str | None) -> int:
         return 0
     first = value[6:].split(",", 1)[0].strip().split("-", 1)[0]
     return int(first) if first.isdigit() and len(first) < 20 else 0
-
-
-class _SlicedHead(NamedTuple):
-    """What a sliced object's answer was decided to be, before its parts are planned."""
-
-    status: int
-    extra: bytes  # Content-Range, for a 206
-    etag: str | None
-    wanted: ByteRange
-    slice_size: int
 
 
 class StorageFaults(Protocol):
@@ -112,8 +97,8 @@ class ContentHandler:
         self._dates = DateCache()
         self._boundary = secrets.token_hex(16)
         self.draining = False
-        # request-target -> (key, query, token, target without the token): players repeat targets
-        self._keys: dict[bytes, tuple[str, str, str | None, bytes]] = {}
+        # request-target -> (key, query, token, target without the token, that is `/<key>`): players repeat targets
+        self._keys: dict[bytes, tuple[str, str, str | None, bytes, bool]] = {}
         self._granted: dict[bytes, float] = {}  # token-carrying targets let through -> until when (epoch s)
         # CMCD nor/nrr -> the master prefetches the next object (issue 18); only where misses are fetched
         self.hints = HintSender(fills, objects, self._parse_target) if fills is not None and self.fetching else None
@@ -144,13 +129,14 @@ class ContentHandler:
         parsed = self._keys.get(target)
         if parsed is None:
             try:
-                parsed = self._parse_target(target)
+                key, query, token, plain = self._parse_target(target)
             except BadRequest as exc:
                 return self.error(req, 400, str(exc))
             if len(self._keys) >= _KEY_CACHE_SIZE:
                 self._keys.clear()
-            self._keys[target] = parsed
-        key, query, token, plain = parsed
+            # the plain spelling (/<key>, no query): a plain hit's access-log fields never change (_fast_hit)
+            parsed = self._keys[target] = (key, query, token, plain, plain[1:] == key.encode())
+        key, query, token, plain, canonical = parsed
         if token is not None:
             req.target = plain  # what the access log shows: the path without the credential
         if method == "OPTIONS":
@@ -172,7 +158,7 @@ class ContentHandler:
         entry = self._objects.get(key)
         if (entry is not None and entry.body is not None and method == "GET" and "CMCD=" not in query
                 and not entry.stale and req.headers.keys().isdisjoint(_SPECIAL)):
-            return self._fast_hit(req, entry)
+            return self._fast_hit(req, entry, canonical)
         log: dict[str, object] = {}
         if "CMCD=" in query or not req.headers.keys().isdisjoint(_CMCD_HEADERS):
             cmcd = log["cmcd"] = parse_cmcd(query, req.headers)
@@ -198,87 +184,62 @@ class ContentHandler:
 
     # -- hits ---------------------------------------------------------------------------------
 
-    def _fast_hit(self, req: Request, entry: CachedObject) -> Response:
-        """A plain GET of an object in memory: the most common request, with the head reused within a second."""
+    def _fast_hit(self, req: Request, entry: CachedObject, canonical: bool) -> Response:
+        """A plain GET of an object in memory: the most common request, with the head reused within a second.
+        `canonical`: the request-target (without its token) is `/<key>`, so the log fields are the object's."""
         body = self._objects.cached_body(entry)
         assert body is not None
+        keep_alive = req.keep_alive
         date = self._dates.now()
-        if req.keep_alive and entry.head_date is date:
+        if keep_alive and entry.head_date is date:
             head = entry.head
         else:
-            head = self._head(200, entry.fixed_headers + entry.hit_status, len(body), req.keep_alive)
-            if req.keep_alive:
+            head = self._head(200, entry.fixed_headers + entry.hit_status, len(body), keep_alive)
+            if keep_alive:
                 entry.head, entry.head_date = head, date
-        resp = Response(200, head, [body], len(body), not req.keep_alive, entry.info.key, "memory", "hit")
-        if req.target[1:] == entry.info.key.encode():  # the plain spelling: its log fields never change
-            if not entry.log_fields:
-                entry.log_fields = fast_fields("GET", req.target, entry.info.key, 200, len(body))
-            resp.log_fields = entry.log_fields
+        key = entry.info.key
+        resp = Response(200, head, [body], len(body), not keep_alive, key, "memory", "hit")
+        if canonical:
+            fields = entry.log_fields
+            if not fields:
+                fields = entry.log_fields = fast_fields("GET", req.target, key, 200, len(body))
+            resp.log_fields = fields
         return resp
 
     def _serve_entry(self, req: Request, entry: CachedObject, log: dict[str, object]) -> Response:
-        headers = req.headers
-        info = entry.info
-        if not headers.keys().isdisjoint(_CONDITIONAL):
-            verdict = evaluate_preconditions(req.method, headers, entry.etag, entry.last_modified)
-            if verdict is Precondition.NOT_MODIFIED:
-                # §15.4.5: a 304 carries the validators and Cache-Control a 200 would have, and no
-                # Content-Length describing a body it does not send
-                head = self._head(304, entry.fixed_headers, None, req.keep_alive)
-                return Response(304, head, close=not req.keep_alive, cache="hit")
-            if verdict is Precondition.FAILED:
-                return self.error(req, 412, "precondition failed")
-        length = info.size
-        ranges: tuple[ByteRange, ...] = ()
-        range_header = headers.get("range")
-        if range_header is not None and if_range_allows_partial(headers.get("if-range"), entry.etag,
-                                                                 entry.last_modified):
-            log["range"] = range_header[:200]
-            decision = evaluate_range(range_header, length, self._http.max_ranges)
-            if decision.kind is RangeKind.UNSATISFIABLE:
-                extra = f"Content-Range: {unsatisfied_range(length)}\r\n".encode("latin-1")
-                return self.error(req, 416, "range not satisfiable", extra=extra, cache="hit")
-            if decision.kind is RangeKind.PARTIAL:
-                ranges = decision.ranges
-        return self._send_object(req, entry, ranges)
+        rep = Representation(entry.info.size, entry.content_type, entry.etag, entry.last_modified)
+        plan = self._plan(req, rep, log)
+        if plan.status >= 300:
+            # §15.4.5: a 304 carries the validators and Cache-Control a 200 would have (the fixed headers)
+            return self._unsent(req, plan, entry.fixed_headers, "hit")
+        return self._send_object(req, entry, plan, log)
 
-    def _send_object(self, req: Request, entry: CachedObject, ranges: tuple[ByteRange, ...]) -> Response:
+    def _send_object(self, req: Request, entry: CachedObject, plan: BodyPlan, log: dict[str, object]) -> Response:
         info = entry.info
-        length = info.size
         fixed = entry.fixed_headers
-        # the body as parts: literal bytes, and ranges of the object to copy
-        plan: list[bytes | ByteRange] = [ByteRange(0, length - 1)] if length else []
-        if len(ranges) == 1:
-            status = 206
-            extra = f"Content-Range: {content_range(ranges[0], length)}\r\n"
-            plan = [ranges[0]]
-        elif ranges:
-            status = 206
-            plan = multipart_plan(ranges, length, entry.content_type, self._boundary)
-            extra = f"Content-Type: multipart/byteranges; boundary={self._boundary}\r\n"
+        if plan.multipart:
             fixed = fixed[fixed.index(b"\r\n") + 2:]  # the multipart type replaces the object's own (§14.6)
-        else:
-            status, extra = 200, ""
-        body_length = plan_length(plan)
-        head = self._head(status, fixed + extra.encode("latin-1") + entry.hit_status, body_length, req.keep_alive)
-        resp = Response(status, head, close=not req.keep_alive, cache="hit", tier=info.tier)
+        body_length = plan.length or 0
+        head = self._head(plan.status, fixed + plan.headers + entry.hit_status, body_length, req.keep_alive)
+        resp = Response(plan.status, head, close=not req.keep_alive, cache="hit", tier=info.tier)
         if req.method == "HEAD" or body_length == 0:
             return resp
         resp.body_length = body_length
         body = self._objects.cached_body(entry)
         if body is not None:  # the common case for small objects: no syscall but the send
             resp.tier = "memory"
-            resp.parts = _from_memory(body, plan)
+            resp.parts = _from_memory(body, plan.spans)
             return resp
         try:
             fd = os.open(info.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            # removed or moved since our entry was made: ask the view again, once
+            # removed or moved since our entry was made: ask the view again, once, and decide afresh (what
+            # is there now may be another object, with other validators and another length)
             self._objects.forget(info.key)
             fresh = self._objects.get(info.key)
             if fresh is None or fresh.info.path == info.path:
                 return self.error(req, 404, "not in cache", cache="miss")
-            return self._send_object(req, fresh, ranges)
+            return self._serve_entry(req, fresh, log)
         except OSError as exc:
             return self._io_failure(req, info.tier, info.key, exc)
         try:
@@ -294,11 +255,28 @@ class ContentHandler:
         if body is not None:
             os.close(fd)
             resp.tier = "memory"
-            resp.parts = _from_memory(body, plan)
+            resp.parts = _from_memory(body, plan.spans)
             return resp
         resp.owned_fds = (fd,)
-        resp.parts = [p if isinstance(p, bytes) else FileSlice(fd, p.start, p.length) for p in plan]
+        resp.parts = [s if isinstance(s, bytes) else FileSlice(fd, s.start, s.length) for s in plan.spans]
         return resp
+
+    def _plan(self, req: Request, rep: Representation, log: dict[str, object]) -> BodyPlan:
+        """The body plan of this request for `rep` (oca.http.body_plan): the one decision of every body path."""
+        plan = plan_body(req.method, req.headers, rep, max_ranges=self._http.max_ranges, boundary=self._boundary)
+        if plan.ranged:
+            log["range"] = req.headers["range"][:200]
+        return plan
+
+    def _unsent(self, req: Request, plan: BodyPlan, not_modified: bytes, cache: str) -> Response:
+        """The answer of a plan that sends no representation: 304 (with the `not_modified` headers: validators
+        and Cache-Control), 412, or 416 (no-store, like every error)."""
+        if plan.status == 304:
+            return Response(304, self._head(304, not_modified, None, req.keep_alive), close=not req.keep_alive,
+                            cache=cache)
+        if plan.status == 412:
+            return self.error(req, 412, "precondition failed", cache=cache)
+        return self.error(req, 416, "range not satisfiable", extra=plan.headers, cache=cache)
 
     def _io_failure(self, req: Request, tier: str, key: str, exc: OSError) -> Response:
         reason = errno.errorcode.get(exc.errno or 0, str(exc))
@@ -369,73 +347,54 @@ class ContentHandler:
             resp.log = log or None
             return resp
         log["source"] = fill.source
-        size = fill.size or 0
-        body: list[ByteRange | bytes] = [ByteRange(0, size - 1)] if size else []
-        status, extra = 200, b""
-        range_header = req.headers.get("range")
-        if range_header is not None and "if-range" not in req.headers:
-            log["range"] = range_header[:200]
-            decision = evaluate_range(range_header, size, self._http.max_ranges)
-            if decision.kind is RangeKind.UNSATISFIABLE:
-                fills.release(fill)
-                extra = f"Content-Range: {unsatisfied_range(size)}\r\n".encode("latin-1")
-                return self.error(req, 416, "range not satisfiable", extra=extra, cache="miss")
-            if decision.kind is RangeKind.PARTIAL and len(decision.ranges) == 1:
-                status, body = 206, [decision.ranges[0]]
-                extra = f"Content-Range: {content_range(decision.ranges[0], size)}\r\n".encode("latin-1")
-        headers = (self._miss_headers(key) + extra
-                   + b"Cache-Status: oca; fwd=uri-miss; fwd-status=200; stored\r\nX-OCA-Source: "
-                   + fill.source.encode("latin-1", "replace") + b"\r\n")
-        length = plan_length(body)
-        resp = Response(status, self._head(status, headers, length, req.keep_alive), close=not req.keep_alive,
-                        key=key, tier="upstream", cache="miss", log=log or None)
-        resp.cleanup.append(lambda: fills.release(fill))
-        if req.method != "HEAD" and length:
-            resp.body_length = length
-            resp.parts = [Growing(fill, p.start, p.length) if isinstance(p, ByteRange) else p for p in body]
+        # a close-delimited upstream told no length: the fill is followed only once it ended, and holds it all
+        size = fill.size if fill.size is not None else fill.have
+        # the validators are upstream's (the stored object's own ETag, its digest, exists only once it is stored)
+        rep = Representation(size, media_type(key), _strong_etag(fill.etag), _date(fill.last_modified))
+        plan = self._plan(req, rep, log)
+        validators = _validators(rep)
+        if plan.status >= 300:
+            fills.release(fill)
+            resp = self._unsent(req, plan, validators + self._miss_headers(key), "miss")
+        else:
+            headers = (self._miss_headers(key, typed=not plan.multipart) + validators + plan.headers
+                       + b"Cache-Status: oca; fwd=uri-miss; fwd-status=200; stored\r\nX-OCA-Source: "
+                       + fill.source.encode("latin-1", "replace") + b"\r\n")
+            length = plan.length or 0
+            resp = Response(plan.status, self._head(plan.status, headers, length, req.keep_alive),
+                            close=not req.keep_alive, tier="upstream", cache="miss")
+            resp.cleanup.append(lambda: fills.release(fill))
+            if req.method != "HEAD" and length:
+                resp.body_length = length
+                resp.parts = [s if isinstance(s, bytes) else Growing(fill, s.start, s.length) for s in plan.spans]
+        resp.key = key
+        resp.log = log or None
         return resp
 
-    def _miss_headers(self, key: str) -> bytes:
+    def _miss_headers(self, key: str, *, typed: bool = True) -> bytes:
+        """The fixed headers of an object answered from upstream bytes; without Content-Type when not `typed`
+        (a multipart/byteranges answer has its own, §14.6)."""
         cache_control = self._http.playlist_cache_control if is_playlist(key) else self._http.segment_cache_control
-        return (f"Content-Type: {media_type(key)}\r\nCache-Control: {cache_control}\r\n"
-                "Accept-Ranges: bytes\r\n").encode("latin-1") + (static_field(key) if self._http.cmsd else b"")
+        return ((f"Content-Type: {media_type(key)}\r\n" if typed else "")
+                + f"Cache-Control: {cache_control}\r\nAccept-Ranges: bytes\r\n").encode("latin-1") + (
+                    static_field(key) if self._http.cmsd else b"")
 
     def _sliced(self, req: Request, key: str, meta: SliceMeta, log: dict[str, object]) -> Response:
         """An object stored in slices: each covering slice is sent from storage, or from its fill."""
         fills = self.fills
         assert fills is not None
-        total, slice_size = meta.total, meta.slice_size
-        raw_etag = meta.etag
-        etag = raw_etag if raw_etag is not None and not raw_etag.startswith("W/") else None  # strong only
-        modified = parse_http_date(meta.last_modified or "") or int(time.time())
-        headers = req.headers
-        if etag is not None and not headers.keys().isdisjoint(_CONDITIONAL):
-            verdict = evaluate_preconditions(req.method, headers, etag, modified)
-            if verdict is Precondition.NOT_MODIFIED:
-                head = self._head(304, f"ETag: {etag}\r\n".encode("latin-1") + self._miss_headers(key), None,
-                                  req.keep_alive)
-                return Response(304, head, close=not req.keep_alive, key=key, cache="hit")
-            if verdict is Precondition.FAILED:
-                return self.error(req, 412, "precondition failed")
-        wanted = ByteRange(0, total - 1)
-        status, extra = 200, b""
-        range_header = headers.get("range")
-        if range_header is not None and if_range_allows_partial(headers.get("if-range"), etag or "", modified):
-            log["range"] = range_header[:200]
-            decision = evaluate_range(range_header, total, self._http.max_ranges)
-            if decision.kind is RangeKind.UNSATISFIABLE:
-                extra = f"Content-Range: {unsatisfied_range(total)}\r\n".encode("latin-1")
-                return self.error(req, 416, "range not satisfiable", extra=extra)
-            if decision.kind is RangeKind.PARTIAL and len(decision.ranges) == 1:
-                wanted, status = decision.ranges[0], 206
-                extra = f"Content-Range: {content_range(wanted, total)}\r\n".encode("latin-1")
-        head_fields = _SlicedHead(status, extra, etag, wanted, slice_size)
-        first_index = wanted.start // slice_size
-        if req.method == "HEAD" or not wanted.length or self._objects.get(slice_key(key, first_index)) is not None:
-            return self._sliced_answer(req, key, log, head_fields, None)
+        # strong only: the slices are separate upstream fetches, stitched together only when their ETags match
+        rep = Representation(meta.total, media_type(key), _strong_etag(meta.etag), _date(meta.last_modified))
+        plan = self._plan(req, rep, log)
+        if plan.status >= 300:
+            return self._unsent(req, plan, _validators(rep) + self._miss_headers(key), "hit")
+        first = next((s for s in plan.spans if isinstance(s, ByteRange)), None)
+        if (req.method == "HEAD" or first is None
+                or self._objects.get(slice_key(key, first.start // meta.slice_size)) is not None):
+            return self._sliced_answer(req, key, log, rep, plan, meta.slice_size, None)
         # The first slice sent is not stored: no head before its fill has bytes, so a source that fails is
         # answered 502/504 (and `no-store`), never a 200 whose body cannot follow.
-        fill = fills.acquire_slice(key, first_index)
+        fill = fills.acquire_slice(key, first.start // meta.slice_size)
         placeholder = Response(499, b"", cache="miss")
 
         def defer(done: Callable[[Response], None]) -> None:
@@ -448,7 +407,7 @@ class ContentHandler:
                     resp.log = {**log, "miss": fill.why or SLICE, **(resp.log or {})}
                     done(resp)
                 elif fill.fd >= 0 or fill.result:
-                    done(self._sliced_answer(req, key, log, head_fields, fill))
+                    done(self._sliced_answer(req, key, log, rep, plan, meta.slice_size, fill))
                 else:
                     fill.wait(ready)
             ready()
@@ -456,42 +415,52 @@ class ContentHandler:
         placeholder.defer = defer
         return placeholder
 
-    def _sliced_answer(self, req: Request, key: str, log: dict[str, object],
-                       head_fields: _SlicedHead, first: RemoteFill | None) -> Response:
-        """The answer of a sliced object: each covering slice from storage or from its fill; `first` is the
-        first slice's fill when it was waited for (it is this response's to release)."""
-        status, extra, etag, wanted, slice_size = head_fields
+    def _sliced_answer(self, req: Request, key: str, log: dict[str, object], rep: Representation, plan: BodyPlan,
+                       slice_size: int, first: RemoteFill | None) -> Response:
+        """The answer of a sliced object: each span of the plan cut along the slices that hold it, each piece
+        from storage or from its slice's fill; `first` is the fill of the first slice sent, when it was waited
+        for (it is this response's to release)."""
+        fills = self.fills
+        assert fills is not None
+        resp = Response(plan.status, b"", close=not req.keep_alive, key=key, tier="slices", cache="hit",
+                        log=log or None)
+        first_index = -1
+        if first is not None:
+            first_index = next(s.start for s in plan.spans if isinstance(s, ByteRange)) // slice_size
+            resp.cleanup.append(lambda: fills.release(first))
         parts: list[Part] = []
-        resp = Response(status, b"", close=not req.keep_alive, key=key, tier="slices", cache="hit", log=log or None)
         all_stored = first is None
-        for index in covering(wanted.start, wanted.end, slice_size):
-            begin = max(wanted.start, index * slice_size)
-            last = min(wanted.end, (index + 1) * slice_size - 1)
-            offset, length = begin - index * slice_size, last - begin + 1
-            if first is not None and index == wanted.start // slice_size:
-                parts.append(Lazy(self._slice_part(resp, key, index, offset, length, first)))
+        for span in plan.spans:
+            if isinstance(span, bytes):  # multipart delimiters and part headers
+                parts.append(span)
                 continue
-            stored = self._objects.get(slice_key(key, index))
-            all_stored = all_stored and stored is not None
-            parts.append(Lazy(self._slice_part(resp, key, index, offset, length)))
+            for index in covering(span.start, span.end, slice_size):
+                begin = max(span.start, index * slice_size)
+                last = min(span.end, (index + 1) * slice_size - 1)
+                offset, length = begin - index * slice_size, last - begin + 1
+                if index == first_index:
+                    parts.append(Lazy(self._slice_part(resp, key, index, offset, length, first)))
+                    continue
+                all_stored = all_stored and self._objects.get(slice_key(key, index)) is not None
+                parts.append(Lazy(self._slice_part(resp, key, index, offset, length)))
         resp.cache = "hit" if all_stored else "miss"
         if not all_stored:
             log.setdefault("miss", SLICE)
         cache_status = b"Cache-Status: oca; hit; detail=slices\r\n" if all_stored else \
             b"Cache-Status: oca; fwd=partial; stored; detail=slices\r\n"
-        validators = f"ETag: {etag}\r\n".encode("latin-1") if etag else b""
-        resp.head = self._head(status, self._miss_headers(key) + validators + extra + cache_status,
-                               wanted.length, req.keep_alive)
-        if req.method != "HEAD":
-            resp.parts, resp.body_length = parts, wanted.length
+        length = plan.length or 0
+        resp.head = self._head(plan.status, self._miss_headers(key, typed=not plan.multipart) + _validators(rep)
+                               + plan.headers + cache_status, length, req.keep_alive)
+        if req.method != "HEAD" and length:
+            resp.parts, resp.body_length = parts, length
         return resp
 
     def _slice_part(self, resp: Response, key: str, index: int, offset: int, length: int,
                     acquired: RemoteFill | None = None) -> Callable[[], bytes | FileSlice | Growing]:
+        """Where `length` bytes from `offset` of slice `index` come from, decided when the connection reaches
+        them: `acquired` (a fill the response already holds), storage, or the slice's fill."""
         fills = self.fills
         assert fills is not None
-        if acquired is not None:  # released with the response, whether or not the connection gets this far
-            resp.cleanup.append(lambda: fills.release(acquired))
 
         def from_storage() -> bytes | FileSlice | Growing:
             self._objects.forget(slice_key(key, index))
@@ -550,8 +519,25 @@ class ContentHandler:
                         close=not keep, cache=cache, log={"error": reason})
 
 
-def _from_memory(body: bytes, plan: list[bytes | ByteRange]) -> list[Part]:
-    """The body parts of a plan, cut from an object held in memory (one bytes object: one send)."""
-    if len(plan) == 1 and isinstance(plan[0], ByteRange) and plan[0].length == len(body):
+def _from_memory(body: bytes, spans: tuple[Span, ...]) -> list[Part]:
+    """The body parts of a plan's spans, cut from an object held in memory (one bytes object: one send)."""
+    if len(spans) == 1 and isinstance(spans[0], ByteRange) and spans[0].length == len(body):
         return [body]
-    return [b"".join(p if isinstance(p, bytes) else body[p.start:p.end + 1] for p in plan)]
+    return [b"".join(s if isinstance(s, bytes) else body[s.start:s.end + 1] for s in spans)]
+
+
+def _strong_etag(value: str | None) -> str | None:
+    """An upstream ETag we can compare and pass on: a strong entity-tag (§8.8.3), else none at all."""
+    return value if value is not None and not value.startswith("W/") and is_entity_tag(value) else None
+
+
+def _date(value: str | None) -> int | None:
+    """An upstream Last-Modified in seconds since the epoch; None if absent or not an HTTP-date (§5.6.7)."""
+    return None if value is None else parse_http_date(value)
+
+
+def _validators(rep: Representation) -> bytes:
+    """ETag and Last-Modified lines for a representation filled from upstream: what clients validate with."""
+    etag = b"ETag: %s\r\n" % rep.etag.encode("latin-1") if rep.etag is not None else b""
+    modified = rep.last_modified
+    return etag + (b"Last-Modified: %s\r\n" % http_date(modified).encode("ascii") if modified is not None else b"")

@@ -346,7 +346,8 @@ def test_a_sliced_object_with_no_slice_stored_and_the_origin_down_is_a_502_befor
     box.admin("/purge", "POST", {"scope": "key", "value": f"{big}@slice000000"})  # the meta stays, no slice
     assert wait_for_objects(box, big, 0) == []
     origin.stop()
-    for headers in ({}, {"Range": f"bytes={5 * MIB}-{5 * MIB + 9}"}):
+    # the first slice sent is the one holding the first range, in the client's order, multipart too
+    for headers in ({}, {"Range": f"bytes={5 * MIB}-{5 * MIB + 9}"}, {"Range": f"bytes={5 * MIB}-{5 * MIB + 9},0-9"}):
         head, _body, _ = raw_get(box.port, f"/{big}", "".join(f"{k}: {v}\r\n" for k, v in headers.items()))
         status = int(head.split(b" ")[1])
         assert status in (502, 504), (headers, head)
@@ -369,3 +370,45 @@ def test_sigterm_after_a_reload_closes_every_upstream_session(box_factory: Calla
     assert box.stop(signal.SIGTERM) == 0
     log = box.log()
     assert "Unclosed" not in log and "Traceback" not in log, log
+
+
+@pytest.mark.parametrize("fault", [Fault(no_content_length=True), Fault(chunked=True, dribble=(300, 0.01))],
+                         ids=["close-delimited", "chunked"])
+def test_a_miss_from_an_upstream_that_sends_no_length_is_answered_whole(
+        box_factory: Callable[..., Box], origin: Origin, fault: Fault) -> None:
+    """The fill is followed only once it has ended (no length to promise): its length is what arrived, ranges
+    are cut from it and its validators are upstream's."""
+    data = os.urandom(3000)
+    origin.add(KEY, data, fault=fault)
+    box = fetching_box(box_factory, [origin_source(origin)], slice_size=0)
+    status, headers, body = box.get(f"/{KEY}", {"Range": "bytes=-10"})
+    assert (status, body, headers["content-range"]) == (206, data[-10:], "bytes 2990-2999/3000")
+    assert headers["etag"] == origin.etag(KEY) and "fwd=uri-miss" in headers["cache-status"]
+
+
+def test_a_multipart_answer_streams_from_the_growing_fill(box_factory: Callable[..., Box], origin: Origin) -> None:
+    """Several ranges of a miss are cut from the fill file as it grows: the head and the first part go out
+    while the origin still holds the rest back, the second part once its bytes arrive."""
+    data = os.urandom(1000)
+    origin.add(KEY, data, fault=Fault(stall_at=(500, 3.0)))
+    box = fetching_box(box_factory, [origin_source(origin)], between_bytes_timeout="10s")
+    with socket.create_connection(("127.0.0.1", box.port), timeout=20) as sock:
+        asked = time.monotonic()
+        sock.sendall(f"GET /{KEY} HTTP/1.1\r\nHost: t\r\nRange: bytes=0-9,900-999\r\n\r\n".encode())
+        received = b""
+        while data[:10] not in received:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+        first_part_at = time.monotonic() - asked
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = int(header(head, "content-length") or 0)
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            assert chunk, body
+            body += chunk
+    assert head.startswith(b"HTTP/1.1 206") and "fwd=uri-miss" in (header(head, "cache-status") or "")
+    assert (header(head, "content-type") or "").startswith("multipart/byteranges; boundary=")
+    assert first_part_at < 2.0, first_part_at  # the origin sends byte 500 on only after 3 s
+    assert b"Content-Range: bytes 900-999/1000\r\n\r\n" + data[900:] + b"\r\n--" in body
+    assert len(body) == length

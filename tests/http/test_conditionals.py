@@ -14,6 +14,7 @@ from oca.http.conditionals import (
     evaluate_preconditions,
     http_date,
     if_range_allows_partial,
+    is_entity_tag,
     parse_http_date,
 )
 
@@ -203,3 +204,26 @@ def test_never_raise_on_client_input(method: str, headers: dict[str, str], if_ra
     if method not in ("GET", "HEAD"):
         assert result is not Precondition.NOT_MODIFIED
     assert isinstance(if_range_allows_partial(if_range, ETAG, LM), bool)
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"if-match": ETAG}, FAILED),  # §13.1.1: no entity-tag of ours to match
+    ({"if-match": "*"}, PROCEED),  # ... but a current representation exists
+    ({"if-none-match": ETAG}, PROCEED),
+    ({"if-none-match": "*"}, NOT_MODIFIED),
+    ({"if-modified-since": LM_DATE}, PROCEED),  # no modification date: the condition cannot be evaluated
+    ({"if-unmodified-since": BEFORE}, PROCEED),
+])
+def test_a_representation_without_validators(headers: dict[str, str], expected: Precondition) -> None:
+    assert evaluate_preconditions("GET", headers, None, None) is expected
+    assert if_range_allows_partial(ETAG, None, None) is False
+    assert if_range_allows_partial(LM_DATE, None, None) is False
+    assert if_range_allows_partial(ETAG, ETAG, None) is True
+    assert if_range_allows_partial(LM_DATE, None, LM) is True
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (ETAG, True), ('W/"3f2a"', True), ('""', True), ("3f2a", False), ('"a" "b"', False), ('"a\r\nX: 1"', False),
+])
+def test_is_entity_tag(value: str, expected: bool) -> None:
+    assert is_entity_tag(value) is expected
