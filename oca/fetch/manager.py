@@ -130,6 +130,7 @@ class Fill:
     revalidate: str | None = None  # If-None-Match for a stale object
     hot: bool = False
     pin: bool = False
+    cold: bool = False  # a prefetch: not hot, it goes to the slowest tier with room (Store.fill_target)
     digest: str | None = None  # expected, when a prefetch knows it
     size: int | None = None  # expected body bytes, when a prefetch knows them
     rate: Callable[[int, str], Coroutine[Any, Any, None]] | None = None  # bandwidth cap (prefetch): (bytes, source)
@@ -540,7 +541,8 @@ class FillManager:
         """Choose the tier and open its temp file for `writer`; the tier's name. A file that cannot be made is
         the writer's error (the caller charges the tier); a tier that cannot be chosen, the writer's too."""
         try:
-            tier, tmp_dir = await self.owner.call(Store.fill_target, fill.store_key, length or 0, fill.hot)
+            tier, tmp_dir = await self.owner.call(Store.fill_target, fill.store_key, length or 0, fill.hot,
+                                                 fill.cold)
         except BaseException as exc:
             writer.fail(exc)
             raise
@@ -670,7 +672,7 @@ class FillManager:
             return await asyncio.shield(running.done)
         order = self.upstream.sources if sources is None else sources
         # why=: a client that joins this fill is told why the object was not there
-        fill = Fill(key, key, hot=hot, pin=pin, digest=digest, size=size, rate=rate, sources=order,
+        fill = Fill(key, key, hot=hot, pin=pin, cold=True, digest=digest, size=size, rate=rate, sources=order,
                     why=self.history.classify(key))
         result = await self._begin(fill, None)
         names = [s.name for s in order]
@@ -679,7 +681,8 @@ class FillManager:
             if rest:
                 log.warning("%s: wrong digest from %s; fetching it once more from %s", key, fill.source,
                             ", ".join(s.name for s in rest))
-                retry = Fill(key, key, hot=hot, pin=pin, digest=digest, size=size, rate=rate, sources=rest)
+                retry = Fill(key, key, hot=hot, pin=pin, cold=True, digest=digest, size=size, rate=rate,
+                             sources=rest)
                 result = await self._begin(retry, None)
         return result
 

@@ -135,7 +135,7 @@ class FakeStorage:
     def get(self, key: str) -> ObjectInfo | None:
         return self.objects.get(key)
 
-    def fill_target(self, key: str, size: int, hot: bool = False) -> tuple[str, str]:
+    def fill_target(self, key: str, size: int, hot: bool = False, cold: bool = False) -> tuple[str, str]:
         return "ssd", str(self.tmp)
 
     def adopt(self, path: str, key: str, *, tier: str, size: int, digest: str, hot: bool = False,

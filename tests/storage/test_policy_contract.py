@@ -17,7 +17,20 @@ from oca.storage.s3fifo import Ghost, S3FIFOPolicy
 POLICIES: list[Callable[[], EvictionPolicy]] = [
     LRUPolicy, S3FIFOPolicy, policy_factory("s3fifo", [1000, 9000]),
     # fill-aware: the wrapper with no plan, and with a plan naming some of the keys these tests use
-    lambda: PlannedPolicy(S3FIFOPolicy()), lambda: PlannedPolicy(LRUPolicy(), {"a": 1.0, "k1": 2.0, "k3": 0.5})]
+    lambda: Sized(S3FIFOPolicy()), lambda: Sized(LRUPolicy(), {"a": 1.0, "k1": 2.0, "k3": 0.5})]
+
+
+class Sized(PlannedPolicy):
+    """The fill-aware wrapper with the sizes a store's catalog would give it (the store records an object's size
+    before its policy hears of it)."""
+
+    def __init__(self, inner: EvictionPolicy, scores: dict[str, float] | None = None) -> None:
+        self.sizes: dict[str, int] = {}
+        super().__init__(inner, self.sizes.__getitem__, scores)
+
+    def add(self, key: str, size: int) -> None:
+        self.sizes[key] = size
+        super().add(key, size)
 
 
 def nothing_pinned(key: str) -> bool:
