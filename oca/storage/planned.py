@@ -31,10 +31,14 @@ class PlannedPolicy:
         self._size_of = size_of  # bytes of a key this tier holds (the store's catalog)
         self._scores: Mapping[str, float] = scores or {}
         self._planned: set[str] = set()  # planned keys on this tier, never in the inner policy
+        # the planned keys lowest score first, made again only after the set changed: a tier whose own policy
+        # cannot free enough asks on every miss, and sorting a night's plan each time cost more than the miss
+        self._order: list[str] | None = None
 
     def add(self, key: str, size: int) -> None:
         if key in self._scores:
             self._planned.add(key)
+            self._order = None
             return
         self.inner.add(key, size)
 
@@ -45,6 +49,7 @@ class PlannedPolicy:
     def remove(self, key: str) -> None:
         if key in self._planned:
             self._planned.discard(key)
+            self._order = None
         else:
             self.inner.remove(key)
 
@@ -56,8 +61,11 @@ class PlannedPolicy:
         freed = sum(size_of(k) for k in chosen)
         if freed >= need_bytes:
             return chosen
-        scores = self._scores
-        for key in sorted(self._planned, key=lambda k: (scores.get(k, 0.0), k)):
+        order = self._order
+        if order is None:
+            scores = self._scores
+            order = self._order = sorted(self._planned, key=lambda k: (scores.get(k, 0.0), k))
+        for key in order:
             if freed >= need_bytes:
                 break
             if not is_pinned(key):
@@ -79,6 +87,7 @@ class PlannedPolicy:
         """The next plan's scores; `held` is every key on this tier (a policy wrapped while the tier already
         holds keys learns which of them the plan names here)."""
         self._scores = scores
+        self._order = None
         for key in [k for k in self._planned if k not in scores]:
             self._planned.discard(key)
             self.inner.add(key, self._size_of(key))

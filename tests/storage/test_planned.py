@@ -134,3 +134,15 @@ def test_a_cold_fill_lands_on_the_slowest_tier_with_room_a_hot_one_on_the_fastes
         assert {info.tier for info in store.list()} == {"hdd"}
         # the slowest tier is all pinned: a cold fill takes the fastest tier with room, as any fill would
         assert store.fill_target("titles/4/x", 100, cold=True)[0] == "ssd"
+
+
+def test_the_planned_order_follows_adds_removes_and_replans_between_evictions() -> None:
+    # the order of planned keys is kept between misses (not sorted on each): every change must renew it
+    policy = wrapped({"p1": 5.0, "p2": 1.0, "p3": 3.0}, ["p1", "p2"])
+    assert policy.victims(10, nothing_pinned) == ["p2"]
+    policy.add("p3", 10)
+    assert policy.victims(20, nothing_pinned) == ["p2", "p3"]
+    policy.remove("p2")
+    assert policy.victims(10, nothing_pinned) == ["p3"]
+    policy.replan({"p1": 0.5, "p3": 3.0}, ["p1", "p3"])
+    assert policy.victims(10, nothing_pinned) == ["p1"]
