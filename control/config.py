@@ -81,6 +81,7 @@ class AuthConfig:
 class InvalidationConfig:
     push_timeout: float = setting(2.0, unit="duration", min=0.01, max=600)
     retry_interval: float = setting(1.0, unit="duration", min=0.01, max=3600)
+    push_concurrency: int = setting(256, min=1, max=2048)  # pushes in flight at once (control/invalidation.py)
 
 
 @dataclass(frozen=True)

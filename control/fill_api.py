@@ -8,6 +8,9 @@ Rules kept here:
 - A box the control plane has no /status from yet has no known budget: 503 naming the box, so its runner
   retries on its next run instead of filling blind. An unknown box is 404.
 - Planning is CPU work: it runs in a worker thread, off the event loop that answers players.
+- Titles are placed whole and every file carries a score (issue 19, "fill-aware"): the title's popularity
+  spread over its files by control/fill_plan.py's PRIOR_WATCH (the control plane counts session starts per
+  title, not requests per file, so the watch curve is a prior). The fill job sends the scores to the box.
 - `GET /v1/fleet/titles` (operator): per title, each box's objects and bytes and whether the title is live.
 """
 
@@ -18,7 +21,7 @@ from collections.abc import Iterable, Mapping
 
 from aiohttp import web
 
-from control.fill_plan import TierCapacity, plan_fleet
+from control.fill_plan import PRIOR_WATCH, TierCapacity, plan_fleet
 from control.model import Fleet, Inventory, Title
 from control.plane import ControlPlane
 from control.play import PLANE
@@ -86,7 +89,7 @@ async def fill_plan(request: web.Request) -> web.Response:
     available = [b for b, h in plane.health().items() if h.healthy and b in boxes]
     settings = settings_of(plane)
     plan = await asyncio.to_thread(plan_fleet, part, list(titles.values()), popularity, tiers, holdings=holdings,
-                                   available=available, settings=settings)
+                                   available=available, settings=settings, score_with=PRIOR_WATCH)
     reply = PlanReply(plan.boxes[box_id], plane.config.fill.window, now, settings)
     return web.json_response(reply.to_json())
 

@@ -32,6 +32,10 @@ Rules kept here (issue 6, "Fill plan"):
   for the file), and each planned file carries its score. A title is then usually partly placed: the
   minutes viewers watch most of many titles beat every minute of a few (most viewers never reach the end).
   Without a WatchModel, titles are placed whole as above and files carry no score.
+- `score_with` (a WatchModel, e.g. PRIOR_WATCH): titles are placed whole as above (so a title can be live on
+  a box and steering can prefer it) and every planned file still carries file_scores' prediction, which the
+  box's eviction uses (oca/storage/planned.py). The control plane's API plans so: it knows each title's
+  popularity from session starts but not yet per-file requests, so its watch curve is the prior below.
 """
 
 from __future__ import annotations
@@ -94,6 +98,16 @@ class WatchModel:
         if not self.depth:
             return 1.0
         return self.depth[min(position, len(self.depth) - 1)]
+
+
+def prior_watch(half_life: int = 300, positions: int = 3000) -> WatchModel:
+    """A watch curve before any per-file requests are known: viewers leave at a constant rate, half of them
+    gone by position `half_life` (300: 20 minutes of 4 s segments), renditions shared equally. Only the shape
+    matters for eviction order within and across titles (scores scale with the title's popularity)."""
+    return WatchModel(tuple(0.5 ** (p / half_life) for p in range(positions)), {})
+
+
+PRIOR_WATCH = prior_watch()
 
 
 def _rendition_files(title: Title) -> dict[str, list[tuple[str, int]]]:
@@ -172,13 +186,13 @@ class FillPlan:
 def plan_fleet(fleet: Fleet, titles: Iterable[Title], popularity: Mapping[str, Mapping[str, float]],
                tiers: Mapping[str, Sequence[TierCapacity]], *, holdings: Mapping[str, Collection[str]] | None = None,
                available: Collection[str] | None = None, settings: FillSettings = DEFAULT_SETTINGS,
-               watch: WatchModel | None = None) -> FillPlan:
+               watch: WatchModel | None = None, score_with: WatchModel | None = None) -> FillPlan:
     """The plan of every box of the fleet.
 
     popularity: site -> title -> decayed score. tiers: box -> its tiers fastest first (a box missing here has
     no budget and gets an empty plan). holdings: box -> content paths it is known to hold. available: boxes
     that may be asked for files (healthy ones); None = every box. watch: place files by predicted requests
-    (learn_watch) instead of whole titles.
+    (learn_watch) instead of whole titles. score_with: place whole titles, each file scored by this model.
     """
     catalog = sorted({t.id: t for t in titles}.values(), key=lambda t: t.id)
     holdings = holdings or {}
@@ -190,7 +204,8 @@ def plan_fleet(fleet: Fleet, titles: Iterable[Title], popularity: Mapping[str, M
     totals = _fleet_scores(popularity)
     placements: dict[str, _Placement] = {}
     for site_id in sorted(site_boxes):
-        place = _place_site if watch is None else partial(_place_site_files, watch=watch)
+        place = (partial(_place_site, score_with=score_with) if watch is None
+                 else partial(_place_site_files, watch=watch))
         placements.update(place(fleet, site_id, site_boxes[site_id], catalog, popularity.get(site_id, {}),
                                 totals, tiers, settings))
     holders: dict[str, list[str]] = {}  # title -> boxes planned to hold it
@@ -232,11 +247,13 @@ class _Placement:
                 return None
         return chosen
 
-    def take(self, title: Title, rank: int, score: float, head: bool, chosen: list[tuple[int, bool]]) -> None:
+    def take(self, title: Title, rank: int, score: float, head: bool, chosen: list[tuple[int, bool]],
+             file_score: Mapping[str, float] | None = None) -> None:
         self.titles[title.id] = PlannedTitle(title.id, rank, score, head, title.size)
         for f, (index, hot) in zip(sorted(title.files, key=lambda f: f.path), chosen, strict=True):
             self.used[index] += f.size
-            self.files.append((f.path, title.id, f.size, f.digest, index, hot, None))
+            self.files.append((f.path, title.id, f.size, f.digest, index, hot,
+                               None if file_score is None else file_score.get(f.path, 0.0)))
 
     def fit_file(self, size: int, hot: bool) -> tuple[int, bool] | None:
         """Tier index and hot flag of one file, or None when it does not fit (hot: first tier, else last)."""
@@ -291,7 +308,8 @@ def head_count(scores: Sequence[float], share: float) -> int:
 
 def _place_site(fleet: Fleet, site_id: str, boxes: list[str], catalog: Sequence[Title],
                 scores: Mapping[str, float], totals: Mapping[str, float],
-                tiers: Mapping[str, Sequence[TierCapacity]], settings: FillSettings) -> dict[str, _Placement]:
+                tiers: Mapping[str, Sequence[TierCapacity]], settings: FillSettings, *,
+                score_with: WatchModel | None = None) -> dict[str, _Placement]:
     site = fleet.sites[site_id]
     placements = {}
     for box in boxes:
@@ -304,6 +322,7 @@ def _place_site(fleet: Fleet, site_id: str, boxes: list[str], catalog: Sequence[
     for rank, (title, score) in enumerate(ranked, start=1):
         head = rank <= heads
         placed = 0
+        per_file = None if score_with is None else file_scores(title, score, score_with)
         for box in rendezvous_order(title.id, boxes):
             if not head and placed >= replicas:
                 break
@@ -313,7 +332,7 @@ def _place_site(fleet: Fleet, site_id: str, boxes: list[str], catalog: Sequence[
                 if head:
                     placement.left_out.append(title.id)
                 continue
-            placement.take(title, rank, score, head, chosen)
+            placement.take(title, rank, score, head, chosen, per_file)
             placed += 1
     return placements
 

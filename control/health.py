@@ -31,16 +31,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import logging
 import time
 import types
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+import msgspec
+
 from control.model import Box, BoxHealth, Fleet
 from control.status_client import StatusClient, Target, default_max_idle
-from oca.httpapi import loads
 from oca.wire.status import BoxReport, TierReport
 
 log = logging.getLogger("oca.control.health")
@@ -51,9 +51,9 @@ TICK = 0.005  # the scheduler wakes at most this often: boxes whose turn falls w
 StatusListener = Callable[[Box, "BoxStatus"], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
-class BoxStatus:
-    """The facts of one good poll of a box's /status."""
+class BoxStatus(msgspec.Struct, frozen=True, gc=False):
+    """The facts of one good poll of a box's /status (a Struct out of the collector's sight, as the report
+    it comes from: see oca.wire.status)."""
 
     version: str | None
     draining: bool
@@ -150,7 +150,7 @@ class HealthPoller:
         an undrained box counts as serving again at once (a roll-out drains the next box right after)."""
         state = self._states[box_id]
         if state.status is not None:
-            state.status = dataclasses.replace(state.status, draining=draining)
+            state.status = msgspec.structs.replace(state.status, draining=draining)
         self._publish(box_id)
 
     def set_drained(self, drained: frozenset[str]) -> None:
@@ -281,11 +281,7 @@ class HealthPoller:
         code, body = await self.client.get(self._targets[box.id])
         if code != 200:
             raise ValueError(f"/status answered {code}")
-        try:
-            raw = loads(body)
-        except ValueError:
-            raise ValueError("/status is not JSON") from None
-        return parse_status(box, raw, self.clock())
+        return status_of(BoxReport.decode(body, box.id), self.clock())
 
     def _problem(self, box: Box, status: BoxStatus) -> str | None:
         if status.tiers and len(status.failed_tiers) == len(status.tiers):
@@ -332,9 +328,8 @@ class HealthPoller:
             last_healthy_poll=state.last_healthy_poll, error=state.error)
 
 
-def parse_status(box: Box, raw: object, now: float) -> BoxStatus:
-    """A BoxStatus from a /status body; ValueError (a WireError) naming what is wrong when it is junk."""
-    report = BoxReport.from_json(raw, box.id)
+def status_of(report: BoxReport, now: float) -> BoxStatus:
+    """The BoxStatus of a box's report, polled at `now`."""
     return BoxStatus(
         version=report.version, draining=report.draining, tiers=report.tiers, egress_bps=report.egress_bps,
         bytes_out=report.bytes_out, connections=report.connections, inventory_sequence=report.inventory_sequence,

@@ -11,6 +11,10 @@ Rules kept here:
   box's applied sequence forward (in memory and in the store); it never moves back.
 - `wait(seq)` returns when every healthy box has applied `seq` or at the timeout, with the boxes still pending.
 - Push failures are logged and retried; they never fail the operator's request.
+- At most `push_concurrency` pushes talk to boxes at once (`invalidation.push_concurrency`): an append
+  pushes to every healthy box, and one connection per box all at once was 20,000 sockets at 20,000 boxes,
+  past the open-file reserve the health poller leaves (control/status_client.py). A push waiting for its
+  turn is not timed yet: `push_timeout` bounds its exchange with the box only.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class Invalidator:
     push_timeout: float = 2.0
     retry_interval: float = 1.0
     token: str | None = None
+    push_concurrency: int = 256
     last_seq: int = 0
     applied: dict[str, int] = field(default_factory=dict)
     # called with (box id, seconds from append to applied) once per box for the invalidations this replica took
@@ -75,6 +80,10 @@ class Invalidator:
     _pushing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _again: set[str] = field(default_factory=set)
     _task: asyncio.Task[None] | None = None
+    _slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.push_concurrency)
 
     async def load(self) -> None:
         self.last_seq = await self.blocking(self.store.last_invalidation_seq)
@@ -178,7 +187,8 @@ class Invalidator:
         while True:
             self._again.discard(box.id)
             try:
-                await asyncio.wait_for(self._push_once(box), self.push_timeout)
+                async with self._slots:
+                    await asyncio.wait_for(self._push_once(box), self.push_timeout)
             except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
                 log.debug("push of invalidations to %s failed: %s", box.id, exc)
                 return

@@ -127,8 +127,9 @@ class ControlPlane:
                               concurrency=config.health.concurrency)
         inventory = InventoryTracker(http, catalog.file_counts, config.health.inventory_timeout, box_token,
                                      title_sizes=lambda: {t.id: t.size for t in catalog.titles()})
-        invalidator = Invalidator(store, config.fleet, http, poller.health, clock, blocking,
-                                  config.invalidation.push_timeout, config.invalidation.retry_interval, box_token)
+        invalidator = Invalidator(store, config.fleet, http, poller.health_view, clock, blocking,
+                                  config.invalidation.push_timeout, config.invalidation.retry_interval, box_token,
+                                  config.invalidation.push_concurrency)
         poller.required_seq = lambda: invalidator.last_seq
         poller.listeners += [invalidator.on_status, inventory.on_status]
         catalog.on_change(inventory.catalog_changed)

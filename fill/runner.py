@@ -2,8 +2,11 @@
 the control plane and the box over HTTP only, in the wire model's terms (oca/wire/): plan, inventory, jobs.
 
 Rules kept here:
-- The box owns its disks; the runner only asks: `POST /cache/pin` for the unpins and pins, then one
-  `POST /prefetch` job with the missing files in plan order, each with its source order, under the rate.
+- The box owns its disks; the runner only asks: `PUT /cache/fill-scores` with the plan's per-file scores
+  (every planned file's, held or not; `{}` from a plan without scores, which ends the previous plan's), then
+  `POST /cache/pin` for the unpins and pins, then one `POST /prefetch` job with the missing files in plan
+  order, each with its source order, under the rate. A box too old to know the scores route (404) is
+  filled all the same.
 - The control plane is asked first and the box only after a usable plan came back: when the control plane
   cannot be reached (or answers 5xx, or junk) nothing on the box is touched (exit 3).
 - The job is polled until done; at the end of the window it is cancelled (`DELETE /prefetch/<id>`, exit 4).
@@ -34,7 +37,7 @@ from oca.errors import FAILED, OK, UNREACHABLE, USAGE, WINDOW_CLOSED, OcaError  
 from oca.wire.admin_client import AdminClient, AdminError
 from oca.wire.codec import WireError
 from oca.wire.control_client import ControlClient, ControlError
-from oca.wire.fill import BoxPlan, PlanReply
+from oca.wire.fill import BoxPlan, FillScores, PlanReply
 from oca.wire.inventory import InventoryObject, Listing
 from oca.wire.prefetch import JobProgress, PrefetchRequest
 from oca.wire.window import Window, local_second_of_day
@@ -157,6 +160,7 @@ class Report:
     fetch_bytes: int = 0
     pinned: int = 0
     unpinned: int = 0
+    scored: int = 0  # planned files whose score the box took (0: the plan has none, or the box is too old)
     job: int | None = None
     job_state: str | None = None
     stored: int = 0
@@ -239,6 +243,9 @@ class Runner:
             report.message = f"outside the fill window {window}: nothing done"
             return self._finish(report, plan, held, started, window_ended=True)
         self._cancel_orphan(status)
+        scores = FillScores.of(plan)
+        if self.admin.call("PUT", "/cache/fill-scores", scores.to_json(), missing_ok=True) is not None:
+            report.scored = len(scores.scores)
         window_ended = False
         for command in changes.commands():
             if isinstance(command, SetPin):

@@ -41,6 +41,7 @@ from typing import Any
 from control.manifests import DashTemplate, HlsTemplate, PathwayBase, parse_steering_query, steering_manifest
 from control.model import Box, BoxHealth, CatalogFile, CoverageArea, Fleet, Inventory, Rendition, Site, Title
 from control.steering import SteeringIndex, steer
+from loadtest import fake_boxes
 from loadtest.control_process import FORMATS, ProcessError, measure_process, round_summary
 from loadtest.harness import Figure, cpu_name
 
@@ -418,7 +419,7 @@ def measure_serving(world: World, *, shape: str, http_seconds: float, poll_secon
             Figure(POLLED_CASE, f"{polling.all_polled_s:.1f} s, {polling.all_polled_cpu_s:.1f} s of CPU",
                    f"≤ {STARTUP_GOAL_S:g} s",
                    _verdict(polling.all_polled_s <= STARTUP_GOAL_S), polling.all_polled_s, "s"),
-            Figure(ROUND_CASE, f"{round_summary(polling)} ({polling.kept_connections})",
+            Figure(ROUND_CASE, f"{round_summary(polling)} ({polling.kept_connections}; {fake_boxes_where(world)})",
                    f"≤ {polling.interval:g} s (health.interval)",
                    _verdict(worst is not None and worst <= polling.interval), worst, "s"),
             Figure(POLL_RSS_CASE, f"{polling.rss_bytes / 2**20:,.0f} MiB", "-", "-", polling.rss_bytes / 2**20,
@@ -432,6 +433,14 @@ def measure_serving(world: World, *, shape: str, http_seconds: float, poll_secon
         rows.append(Figure(HTTP_CASE, f"{w.requests_per_sec:,.0f} /s, p99 {w.p99_ms or 0:.1f} ms, {failed:,} failed "
                            f"({got.http_note})", "-", "-", w.requests_per_sec, "1/s"))
     return rows
+
+
+def fake_boxes_where(world: World) -> str:
+    """Where the fake boxes run, beside the figures that depend on it: their CPU and open files are not the
+    control process's, but they share the machine's cores with it."""
+    processes = -(-len(world.fleet.boxes) // fake_boxes.PER_PROCESS)
+    return (f"the fake boxes in {processes} process{'es' if processes > 1 else ''} of their own, at most "
+            f"{fake_boxes.PER_PROCESS:,} boxes each, on the same {len(os.sched_getaffinity(0))} cores")
 
 
 def machine_line(args: argparse.Namespace) -> str:

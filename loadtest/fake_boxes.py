@@ -4,7 +4,11 @@
 Box i (the i-th line of `--ids`) listens on its own loopback address, `address(i)` (127.100.0.0 upward: the
 whole of 127.0.0.0/8 is local on Linux), on the one `--port`, so the control plane sees as many hosts as a
 real fleet and keeps a connection to each. Every box answers:
-- `GET /status` with a /status body shaped like a real box's (its id, two tiers, egress, sequences);
+- `GET /status` with a /status body shaped like a real box's: the health report the control plane reads
+  (its id, two tiers, egress, sequences) inside the operator fields a box adds around it (firmware,
+  workers, per-tier bytes, fetch counters: about 1.6 KB, as oca/admin answers). The body does not change
+  between polls; the poller decodes every answer whole (it has no unchanged-answer shortcut), so a constant
+  body costs it what a changing one would;
 - `GET /inventory/titles?...` with an empty full inventory (sequence 1), what the control plane asks after
   the first poll;
 - anything else with 404.
@@ -46,13 +50,28 @@ def address(i: int) -> str:
 
 
 def status_body(box_id: str) -> bytes:
+    release_stats = {"version": "0.1.0", "since": 1_750_000_000.0, "requests": 81_234_567, "errors": 12,
+                     "restarts": 0}
     return json.dumps({
+        # what oca/admin adds for operators (firmware, process, counters), read past by the poller
+        "previous_version": "0.0.9", "staged": None, "releases": ["0.0.8", "0.0.9", "0.1.0"],
+        "firmware": {"state": "running", "version": "0.1.0", "activated": 1_750_000_000.0},
+        "release_stats": release_stats, "site": box_id.rsplit("-", 1)[0], "pid": 4242, "uptime": 86_400.5,
+        "workers": [{"pid": 4300 + i, "generation": 3, "started": 1_750_000_000.0 + i} for i in range(8)],
+        "requests": 81_234_567, "bytes_by_tier": {"memory": 50_000_000_000, "ssd": 60_000_000_000,
+                                                  "hdd": 13_456_789_012},
+        "hit_ratio": 0.9731, "objects": 2_345_678, "storage_generation": 17, "invalidation_error": None,
+        "fetch": {"in_flight": 3, "coalesced": 1_234, "fetched": 56_789, "bytes": 123_456_789, "errors": 2},
+        "promotions": 12_345, "demotions": 2_345, "evictions": 34_567,
+        # the health report (oca.wire.status.BoxReport)
         "box": box_id, "version": "0.1.0", "draining": False,
-        "tiers": [{"name": "ssd", "capacity": 2_000_000_000_000, "used": 1_200_000_000_000, "state": "ok"},
-                  {"name": "hdd", "capacity": 36_000_000_000_000, "used": 30_000_000_000_000, "state": "ok"}],
         "egress_bps": 2_500_000_000, "bytes_out": 123_456_789_012, "connections": 4_000,
         "inventory_sequence": 1, "invalidation_seq": 0, "hit_bytes": 100_000_000_000,
         "miss_bytes": 23_456_789_012,
+        "tiers": [{"name": "ssd", "capacity": 2_000_000_000_000, "used": 1_200_000_000_000, "objects": 400_000,
+                   "state": "up", "error": None},
+                  {"name": "hdd", "capacity": 36_000_000_000_000, "used": 30_000_000_000_000, "objects": 1_945_678,
+                   "state": "up", "error": None}],
     }).encode()
 
 

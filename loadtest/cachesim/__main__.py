@@ -9,12 +9,15 @@ Rules it keeps:
   draws byte hit ratio against size (matplotlib). Only this module prints or exits.
 - --fill: a two-day trace; day 1's requests -> control/fill_plan.py -> placed before day 2 (loadtest.cachesim
   .fill); sizes are fractions of day 2's unique bytes and ratios count day 2's requests only. Rows: the
-  policies without the fill, `oca` with it and `static` (the clairvoyant static fill), both `fill: true`.
+  policies without the fill, `oca` with it, `static` (the clairvoyant static fill) and, on a generated
+  trace, `model` (the static fill by the generator's own expected requests: the ceiling of prediction),
+  all three `fill: true`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -26,6 +29,7 @@ from loadtest.cachesim.replay import replay
 from oca.config.loader import load_box_config
 from oca.config.model import StorageConfig
 from oca.errors import ConfigError
+from oca.wire.fill import FillSettings
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "oca.yaml")
 POLICIES = ("oca", "lru", "s3fifo", "sieve", "belady")
@@ -49,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policies", help=f"default: {','.join(POLICIES)}; with --fill: oca,s3fifo,belady")
     parser.add_argument("--fill", action="store_true",
                         help="two days; the nightly fill planned from day 1 is placed before day 2, measured alone")
+    parser.add_argument("--head-share", type=float, default=fill.DEFAULT_SETTINGS.head_share,
+                        help="with --fill: the planner's fill.head_share (head titles are placed hot, on the SSD)")
     parser.add_argument("--trace", help="replay this CSV trace (time,key,size) instead of generating one")
     parser.add_argument("--write-trace", metavar="CSV", help="write the generated trace here and stop")
     parser.add_argument("--from-access-log", metavar="LOG", help="convert a box's JSON access log to --write-trace")
@@ -88,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(loaded.sizes[n] for n in loaded.ids)
     print(f"trace: {len(loaded)} requests, {len(loaded.keys)} objects, {unique / 1e9:.1f} GB unique, "
           f"{total / 1e9:.1f} GB requested" + ("" if args.trace else f" (alpha {args.alpha}, seed {args.seed})"))
-    seed = None if args.trace else args.seed
-    rows = (fill_table(loaded, storage, sizes, policies, seed) if args.fill
+    generated = None if args.trace else spec
+    try:
+        settings = dataclasses.replace(fill.DEFAULT_SETTINGS, head_share=args.head_share)
+    except ValueError as e:
+        parser.error(f"--head-share: {e}")
+    rows = (fill_table(loaded, storage, sizes, policies, generated, settings) if args.fill
             else table(loaded, storage, sizes, policies))
     if args.json:
         with open(args.json, "w") as f:
@@ -121,7 +131,7 @@ def table(loaded: reference.Trace, storage: StorageConfig, sizes: list[float], p
 
 
 def fill_table(loaded: reference.Trace, storage: StorageConfig, sizes: list[float], policies: list[str],
-               seed: int | None) -> list[dict[str, Any]]:
+               spec: trace.TraceSpec | None, settings: FillSettings = fill.DEFAULT_SETTINGS) -> list[dict[str, Any]]:
     if loaded.first_at(trace.DAY) >= len(loaded):
         print("--fill: the trace has no day 2 (no request at or after 86400 s)", file=sys.stderr)
         return []
@@ -129,7 +139,7 @@ def fill_table(loaded: reference.Trace, storage: StorageConfig, sizes: list[floa
     print("day 2 only; size = fraction of day 2's unique bytes")
     print(f"{'policy':8} {'fill':>5} {'size':>6} {'byte hit':>9} {'obj hit':>8}")
     for size in sizes:
-        measured = fill.measure_day2(loaded, storage, size, policies, seed=seed)
+        measured = fill.measure_day2(loaded, storage, size, policies, settings, spec)
         for row in measured:
             print(f"{row['policy']:8} {'yes' if row['fill'] else 'no':>5} {size:6.1%} {row['byte_hit_ratio']:9.1%} "
                   f"{row['object_hit_ratio']:8.1%}")

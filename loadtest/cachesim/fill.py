@@ -15,10 +15,16 @@ Rules kept here:
 - One site, one box, one country: the comparison is about what to hold, not where.
 - `static_fill` (the clairvoyant reference) pins the keys with the most day-2 requests (hits per byte held)
   that fit, and nothing else: it needs day 2's own counts, so no planner can reach it.
+- `model_fill` (generated traces only) is the ceiling of prediction: the same static fill, ranked by each
+  key's expected day-2 requests under the generator's own model (the true day-2 popularity of every title
+  that existed on day 1, times the share of sessions that read the key, from the generator's own session
+  draw). It knows how the dice are loaded, not how they fell; no planner learning from day 1 does better
+  on average with a static fill.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -26,7 +32,18 @@ from control.fill_plan import TierCapacity, WatchModel, learn_watch, plan_fleet
 from control.model import Box, CatalogFile, CoverageArea, Fleet, Rendition, Site, Title
 from loadtest.cachesim.reference import POLICIES, Result, Trace
 from loadtest.cachesim.replay import FAKE_FILE, replay, scaled
-from loadtest.cachesim.trace import DAY, title_files, title_number
+from loadtest.cachesim.trace import (  # the generator's own Zipf and session draw: model_fill's model
+    DAY,
+    RENDITIONS_KBPS,
+    TraceSpec,
+    _session,
+    _Zipf,
+    rankings,
+    segment_key,
+    title,
+    title_files,
+    title_number,
+)
 from oca.config.model import StorageConfig
 from oca.errors import InsufficientStorage
 from oca.storage.store import Store
@@ -98,7 +115,7 @@ def place(store: Store, box_plan: BoxPlan, path: str) -> int:
             placed += f.size
             continue
         try:
-            tier, _ = store.fill_target(f.key, f.size, hot=f.hot)
+            tier, _ = store.fill_target(f.key, f.size, hot=f.hot, cold=True)  # as the box's prefetch asks
             store.adopt(path, f.key, tier=tier, size=f.size, digest="", hot=f.hot, pin=f.pin)
         except InsufficientStorage:
             continue  # no room that is not pinned: the fill job reports it and moves on
@@ -124,12 +141,61 @@ def static_fill(trace: Trace, capacity: int, start: int) -> Result:
     return hit_bytes, hits
 
 
+def expected_day2(spec: TraceSpec, sessions: int = 400) -> dict[str, float]:
+    """Key -> its expected share of day 2's sessions under the generator's model, for every title on offer on
+    day 1 (see model_fill): the title's day-2 Zipf probability times the share of `sessions` draws of the
+    generator's own session model (trace._session) that read the key."""
+    zipf = _Zipf(spec.titles, spec.alpha)
+    day1, day2 = rankings(spec)[:2]
+    known = set(day1)
+    out: dict[str, float] = {}
+    rng = random.Random(spec.seed * 17 + 5)
+    previous = 0.0
+    for rank, number in enumerate(day2):
+        probability, previous = zipf.cdf[rank] - previous, zipf.cdf[rank]
+        if number not in known:
+            continue  # a new release: nothing on day 1 could name it
+        shape = title(spec.seed, number)
+        reads = [[0] * (shape.segments + 1) for _ in RENDITIONS_KBPS]  # difference arrays per rendition
+        for _ in range(sessions):
+            rendition, first, count = _session(rng, shape)
+            reads[rendition][first] += 1
+            reads[rendition][first + count] -= 1
+        for rendition, diffs in enumerate(reads):
+            running = 0
+            for segment in range(shape.segments):
+                running += diffs[segment]
+                if running:
+                    out[segment_key(number, rendition, segment)] = probability * running / sessions
+    return out
+
+
+def model_fill(trace: Trace, capacity: int, start: int, expected: Mapping[str, float]) -> Result:
+    """The static fill ranked by `expected` (expected_day2) instead of day 2's own counts; measured on them."""
+    counts: dict[int, int] = {}
+    for i in range(start, len(trace.ids)):
+        counts[trace.ids[i]] = counts.get(trace.ids[i], 0) + 1
+    number = {key: n for n, key in enumerate(trace.keys)}
+    used = hit_bytes = hits = 0
+    for key in sorted(expected, key=lambda k: (-expected[k], k)):
+        n = number.get(key)
+        if n is None:
+            continue  # never requested in the trace: its size is unknown here, and it would earn nothing
+        if used + trace.sizes[n] > capacity:
+            continue
+        used += trace.sizes[n]
+        hit_bytes += counts.get(n, 0) * trace.sizes[n]
+        hits += counts.get(n, 0)
+    return hit_bytes, hits
+
+
 def measure_day2(trace: Trace, storage: StorageConfig, fraction: float, policies: Sequence[str],
-                 settings: FillSettings = DEFAULT_SETTINGS, seed: int | None = None) -> list[dict[str, Any]]:
+                 settings: FillSettings = DEFAULT_SETTINGS, spec: TraceSpec | None = None) -> list[dict[str, Any]]:
     """Rows {policy, size, fill, byte_hit_ratio, object_hit_ratio} on day 2 of a two-day trace at `fraction`
     of day 2's unique bytes: `policies` without the fill (each warmed by day 1), then `oca` with the nightly
-    fill and the clairvoyant `static` fill. `seed`: the trace is the generator's with this seed, so the
-    catalog lists every file of the titles day 1 watched (else only the files day 1 requested)."""
+    fill, the clairvoyant `static` fill and, for a generated trace, the `model` fill. `spec`: the trace is the
+    generator's, so the catalog lists every file of the titles day 1 watched (else only the files day 1
+    requested)."""
     start = trace.first_at(DAY)
     capacity = int(fraction * trace.unique_bytes(start))
     total = sum(trace.sizes[trace.ids[i]] for i in range(start, len(trace)))
@@ -148,12 +214,14 @@ def measure_day2(trace: Trace, storage: StorageConfig, fraction: float, policies
     counts = day_counts(trace, 0, start)
     sizes = {trace.keys[n]: trace.sizes[n] for n in range(len(trace.keys))}
     tiers = [TierCapacity(t.name, t.capacity) for t in scaled(storage, capacity).tiers]
-    if seed is None:
+    if spec is None:
         titles = catalog((key, sizes[key]) for key in counts)
     else:
         numbers = sorted({n for n in map(title_number, counts) if n is not None})
-        titles = catalog(f for n in numbers for f in title_files(seed, n))
+        titles = catalog(f for n in numbers for f in title_files(spec.seed, n))
     box_plan, _ = plan(titles, counts, tiers, settings)
     row("oca", True, replay(trace, storage, capacity, start, lambda store: place(store, box_plan, FAKE_FILE))[0])
     row("static", True, static_fill(trace, capacity, start))
+    if spec is not None:
+        row("model", True, model_fill(trace, int(capacity * (1 - settings.headroom)), start, expected_day2(spec)))
     return rows

@@ -6,17 +6,23 @@ Rules kept here:
 - Purge scopes: key, prefix or title; `soft` marks objects stale (revalidated upstream with If-None-Match
   on their next request), otherwise they are deleted.
 - Prefetch answers 202 with a job id at once; `GET /prefetch/<id>` shows its progress.
+- Fill scores (`PUT /cache/fill-scores`, the fill job's FillScores) replace the previous plan's on every tier
+  (Store.set_fill_scores). A plan names every file of a box, so this body may be far past the admin API's
+  1 MiB: it is read here up to MAX_SCORES_BODY (413 past it) and decoded off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from oca.admin.common import context_of
-from oca.errors import BadRequest, NotFound
-from oca.httpapi import json_body, parse_count
+from oca.errors import BadRequest, NotFound, OcaError
+from oca.httpapi import json_body, loads, parse_count
 from oca.keys import is_valid_key
 from oca.storage import Store
+from oca.wire.fill import FillScores
 from oca.wire.invalidation import SCOPES, Applied, InvalidationBatch
 from oca.wire.prefetch import PrefetchRequest
 
@@ -31,7 +37,15 @@ def _routes() -> list[web.RouteDef]:
         web.post("/invalidations", invalidations),
         web.get("/inventory/titles", titles),
         web.get("/cache/why/{key:.+}", why),
+        web.put("/cache/fill-scores", fill_scores),
     ]
+
+
+MAX_SCORES_BODY = 256 << 20  # ~3 million scored files: past any box's plan
+
+
+class ScoresTooLarge(OcaError):
+    status = 413
 
 
 
@@ -64,7 +78,8 @@ async def why(request: web.Request) -> web.Response:
     if story["sliced"] is not None:
         story["sliced"]["slices_held"] = len(await context.store.call(Store.list, f"{key}@slice"))
     held = None if info is None else {"tier": info.tier, "size": info.size, "stored_at": info.stored_at,
-                                      "pinned": info.pinned}
+                                      "pinned": info.pinned,
+                                      "fill_score": await context.store.call(Store.fill_score, key)}
     return web.json_response({"key": key, "held": held, **story})
 
 
@@ -95,6 +110,28 @@ async def prefetch_cancel(request: web.Request) -> web.Response:
     if job is None:
         raise NotFound(f"no prefetch job {request.match_info['job']}")
     return web.json_response(job.progress().to_json())
+
+
+async def fill_scores(request: web.Request) -> web.Response:
+    too_big = ScoresTooLarge(f"fill scores larger than {MAX_SCORES_BODY} bytes")
+    if request.content_length is not None and request.content_length > MAX_SCORES_BODY:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 20):
+        body += chunk
+        if len(body) > MAX_SCORES_BODY:
+            raise too_big
+    scores = await asyncio.to_thread(_decode_scores, bytes(body))
+    await context_of(request).store.call(Store.set_fill_scores, scores.scores)
+    return web.json_response({"files": len(scores.scores)})
+
+
+def _decode_scores(body: bytes) -> FillScores:
+    try:
+        raw = loads(body)
+    except ValueError:
+        raise BadRequest("request body is not valid JSON") from None
+    return FillScores.from_json(raw)
 
 
 async def invalidations(request: web.Request) -> web.Response:

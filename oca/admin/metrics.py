@@ -172,6 +172,11 @@ class _Snapshot:
                                   value=hints.get("used", 0))
         yield CounterMetricFamily("oca_player_prefetch_late", "Hinted objects a client asked for while their fill "
                                   "was still running (it joined the fill).", value=hints.get("late", 0))
+        yield CounterMetricFamily("oca_player_prefetch_late_most", "Of the late ones, those that joined once at "
+                                  "least half of the bytes had arrived.", value=hints.get("late_most", 0))
+        yield CounterMetricFamily("oca_player_prefetch_guessed", "Of the started ones, the box's lookaheads: the "
+                                  "object after a hinted one in a stream read in order.",
+                                  value=hints.get("guessed", 0))
         dropped = CounterMetricFamily("oca_player_prefetch_dropped", "Player hints not fetched or not used, by "
                                       "reason: box, session (bounds), token (outside the request's token), "
                                       "failed, unused.", labels=["reason"])

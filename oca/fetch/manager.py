@@ -4,14 +4,18 @@ Rules kept here:
 - Fills are keyed by the storage key (an object, or one slice of a sliced object). A worker that asks for a
   key with a fill in flight joins it; a key already stored is answered "stored"; a key the origin said does
   not exist is answered "absent" for negative_ttl.
-- Bytes go to a temp file in the tier the object will live on, hashed as they arrive; each chunk written
-  is announced to the subscribed workers ("have"), which send it to their clients from the same file
-  (read-while-write, zero-copy). At the end: fsync, verify (length; digest when the prefetch knows it),
-  adopt into storage by rename (the workers' open descriptors stay valid), "done". An upstream failure: the
-  temp file is removed, "fail" tells the workers to cut their clients short; nothing is cached.
-- A failed cache write never fails a client who could be served from upstream: the error is charged to the
-  tier (FULL or FAILED, Store.report_write_error), the fill goes on in memory ("moved", oca.fetch.fillfile)
-  and its clients get the whole body; the object is simply not stored.
+- The clients are fed as the bytes arrive: each chunk goes to the fill's feed (a memory file when the fill
+  fits, oca.fetch.fillfile) and is announced to the subscribed workers ("have", at most once per loop
+  iteration per fill, with the latest count), which send it to their clients from that file (read-while-
+  write, zero-copy). The tier's temp file is written and hashed beside them (oca.fetch.tierwriter); a fill
+  too large for memory is fed from that temp file, each chunk announced once written. At the end: one fsync,
+  verify (length; digest when the prefetch knows it), adopt into storage by rename, "done" (the workers'
+  open descriptors stay valid). An upstream failure: the temp file is removed, "fail" tells the workers to
+  cut their clients short; nothing is cached.
+- A failed cache write never fails a client fed from memory: the error is charged to the tier (FULL or
+  FAILED, Store.report_write_error), its clients get the whole body; the object is simply not stored.
+- A miss waits at most STORAGE_PATIENCE for storage to say whether it holds the key (a worker's view may lag
+  an install); past that the fill starts (an install's fsyncs hold storage's lock).
 - The first fetch of an object asks upstream for the first slice's range when slicing is on: a small
   object comes back whole (200, or a 206 covering all of it); a larger one is sliced from then on.
   A slice fetched with an ETag other than the object's means it changed upstream: all its slices go.
@@ -24,23 +28,33 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-
-import msgspec
-import xxhash
 
 from oca.config import FetchConfig
 from oca.errors import OcaError, StorageError
 from oca.fetch import history as hist
-from oca.fetch.fillfile import SPILL_GRACE, SPILL_LIMIT, FillFile
+from oca.fetch.fillfile import (
+    FEED_GRACE,
+    MEMORY_FEED_BUDGET,
+    MEMORY_FEED_DIR,
+    MEMORY_FEED_RESERVE,
+    FillFile,
+    free_bytes,
+    memory_feed,
+    remove_orphan_feeds,
+    usable_feed_dir,
+)
 from oca.fetch.hints import HintBook
 from oca.fetch.link import Link
 from oca.fetch.slices import slice_bounds, slice_key
 from oca.fetch.state import FetchState, SlicedObject
-from oca.fetch.upstream import Source, Upstream, UpstreamBody, UpstreamError
+from oca.fetch.tierwriter import TierWriter
+from oca.fetch.upstream import Source, Upstream, UpstreamBody, UpstreamError, UpstreamHead
 from oca.protocol.codec import Dispatch
 from oca.protocol.messages import (
     Absent,
@@ -52,7 +66,6 @@ from oca.protocol.messages import (
     Fresh,
     Have,
     KeyedEvent,
-    Moved,
     Opened,
     PrefetchHint,
     Purged,
@@ -67,10 +80,41 @@ from oca.storage.storage_owner import StorageOwner
 
 log = logging.getLogger("oca.fetch")
 WorkerLink = Link[FillAsk]  # the master's end of a worker's fill link
+# bytes a fill may hold for its tier write before its upstream reads wait for the disk: a memory-fed fill's
+# clients do not wait for the disk below this (its feed bounds it too); a disk-fed fill's wait anyway
+MAX_WRITE_LAG = 64 << 20
+MAX_DISK_FEED_LAG = 4 << 20
+# how long a miss waits for storage to say whether it holds the key before asking upstream beside it: it
+# answers in well under a millisecond, unless an install holds its lock (10-80 ms of fsyncs were measured)
+STORAGE_PATIENCE = 0.002
+_WRITERS = 2  # threads that write, hash and fsync fills' tier files
+# their nice value above the event loop's: when the CPU is short, the clients' bytes go first and the disk
+# falls behind (up to MAX_WRITE_LAG a fill), never the other way round
+_WRITER_NICENESS = 10
 
 
 class WrongDigest(UpstreamError):
     """The bytes a source sent are not the ones the catalog names: another source may have the right ones."""
+
+
+def _describe(error: BaseException | None) -> str:
+    if isinstance(error, OSError):
+        return str(error.strerror or error)
+    return str(error)
+
+
+def _lower_priority() -> None:
+    """Run on each writer thread as it starts: Linux keeps a nice value per thread (setpriority on its id)."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                       os.getpriority(os.PRIO_PROCESS, 0) + _WRITER_NICENESS)
+
+
+def _forget(answer: asyncio.Future[Any]) -> None:
+    """A storage answer no one waits for any more: its error, if any, is retrieved and dropped (whatever asks
+    storage next meets it)."""
+    if not answer.cancelled():
+        answer.exception()
 
 
 def _meta(obj: SlicedObject) -> SliceMeta:
@@ -86,6 +130,7 @@ class Fill:
     revalidate: str | None = None  # If-None-Match for a stale object
     hot: bool = False
     pin: bool = False
+    cold: bool = False  # a prefetch: not hot, it goes to the slowest tier with room (Store.fill_target)
     digest: str | None = None  # expected, when a prefetch knows it
     size: int | None = None  # expected body bytes, when a prefetch knows them
     rate: Callable[[int, str], Coroutine[Any, Any, None]] | None = None  # bandwidth cap (prefetch): (bytes, source)
@@ -98,12 +143,21 @@ class Fill:
     why: str = ""  # the first client's miss reason (oca.fetch.history), sent with "open", "fail", "absent"
     hint: str = ""  # started by a player's CMCD hint (oca.fetch.hints): the key the hint was admitted for
     wrong_digest: bool = False  # it failed because the bytes were not the ones the catalog names
+    announcing: bool = False  # a "have" is due at the end of this loop iteration
+    ended: bool = False  # its last event was told: no "have" after it
+    unstored: bool = False  # served, but storage could not keep it: its feed is the clients' only copy
+    purged: bool = False  # purged while in flight: its clients get their bytes, storage does not
 
 
 class FillManager:
     def __init__(self, config: FetchConfig, owner: StorageOwner, state: FetchState, upstream: Upstream,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, feed_dir: str | None = MEMORY_FEED_DIR) -> None:
         self.config = config
+        self.feed_dir = usable_feed_dir(feed_dir)  # where memory feeds go; None: anonymous memory files
+        if self.feed_dir is not None:
+            remove_orphan_feeds(self.feed_dir)
+        self._feed_bytes = 0  # held by memory feeds now
+        self._pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="oca-fill", initializer=_lower_priority)
         self.owner = owner
         self.state = state
         self.upstream = upstream
@@ -151,7 +205,7 @@ class FillManager:
 
     def _on_hint(self, message: PrefetchHint, link: WorkerLink) -> None:
         """A player's CMCD next-object hint (oca.serve.hints); no answer is sent."""
-        self._spawn(self.hint(message.key, message.start, message.session))
+        self._spawn(self.hint(message.key, message.start, message.session, message.guess))
 
     # -- asks ---------------------------------------------------------------------------------------
 
@@ -172,23 +226,52 @@ class FillManager:
                 return
             del self.absent[key]
         stale = key in self.state.stale
+        if not stale:
+            if await self._held(key):
+                link.send(Stored(key))
+                return
+            running = self.fills.get(key)  # someone may have started it while we asked storage
+            if running is not None:
+                self._join(running, link)
+                return
+            fill = Fill(key, key, why=self.history.miss(key))
+            self._probe(fill, start)
+            self._begin(fill, link)
+            return
         info = await self.owner.call(Store.get, key)
-        if info is not None and not (stale and revalidate):
+        if info is not None and not revalidate:
             link.send(Stored(key))
             return
         running = self.fills.get(key)  # someone may have started it while we asked storage
         if running is not None:
             self._join(running, link)
             return
-        fill = Fill(key, key, why=self.history.miss(key, stale=info is not None and stale))
-        if info is not None and stale:
+        fill = Fill(key, key, why=self.history.miss(key, stale=info is not None))
+        if info is not None:
             etag, _, _ = self.state.validators(key)
             fill.revalidate = etag or '"none"'
-        elif self.config.slice_size:
+        else:
+            self._probe(fill, start)
+        self._begin(fill, link)
+
+    def _probe(self, fill: Fill, start: int) -> None:
+        """A first fetch asks for the slice holding `start` when slicing is on (a small object comes whole)."""
+        if self.config.slice_size:
             index = start // self.config.slice_size
             fill.probe = True
             fill.byte_range = slice_bounds(index, self.config.slice_size, (index + 1) * self.config.slice_size)
-        self._begin(fill, link)
+
+    async def _held(self, key: str) -> bool:
+        """Whether storage holds `key` (a worker's view of it may lag behind an install), if storage says so
+        within STORAGE_PATIENCE; past that, False: an install holding the store's lock (its fsyncs) must not
+        delay a miss's first byte. A key stored after all is then fetched once more and its copy replaced
+        (as a revalidation's 200 would): correct bytes, one upstream request, and rare (both races at once)."""
+        answer = asyncio.ensure_future(self.owner.call(Store.get, key))
+        done, _ = await asyncio.wait({answer}, timeout=STORAGE_PATIENCE)
+        if not done:
+            answer.add_done_callback(_forget)
+            return False
+        return answer.result() is not None
 
     async def _ask_slice(self, link: WorkerLink, key: str, index: int) -> None:
         meta = self.state.sliced.get(key)
@@ -200,7 +283,7 @@ class FillManager:
         if running is not None:
             self._join(running, link)
             return
-        if await self.owner.call(Store.get, skey) is not None:
+        if await self._held(skey):
             link.send(Stored(skey))
             return
         running = self.fills.get(skey)
@@ -212,7 +295,7 @@ class FillManager:
 
     def _join(self, fill: Fill, link: WorkerLink) -> None:
         if fill.hint:
-            self.hints.joined(fill.hint)
+            self.hints.joined(fill.hint, fill.have, fill.opened.size if fill.opened is not None else None)
         fill.subscribers.add(link)
         if fill.opened is not None:
             link.send(fill.opened)
@@ -248,7 +331,9 @@ class FillManager:
             if fill.done is not None and not fill.done.done():
                 fill.done.set_result(result)
             if fill.hint:
-                self.hints.ended(fill.hint, result == "stored")
+                follow = self.hints.ended(fill.hint, result == "stored")
+                if follow is not None:  # a lookahead waited for this fill: it takes its slot (oca.fetch.hints)
+                    self._spawn(self.hint(follow[0], None, follow[1], guess=True, waited=True))
             if result.startswith("fail"):
                 self.history.record(fill.store_key, hist.FAILED, result[6:])
 
@@ -261,9 +346,11 @@ class FillManager:
                 if len(self.absent) >= 100_000:  # a flood of unknown keys must not grow memory without end
                     self.absent = {k: t for k, t in self.absent.items() if t > now}
                 self.absent[fill.key] = now + ttl
+            fill.ended = True
             self._tell(fill, Absent(fill.store_key, ttl, why=fill.why))
             return "absent"
         log.warning("fill of %s failed: %s", fill.store_key, reason)
+        fill.ended = True
         self._tell(fill, Failed(fill.store_key, status, reason, why=fill.why))
         return f"fail: {reason}"
 
@@ -342,90 +429,176 @@ class FillManager:
                 await self.owner.call(Store.evict, info.key)
 
     async def _stream(self, fill: Fill, body: UpstreamBody) -> str:
+        """Feed the workers as the bytes arrive; the tier file is written, hashed and fsynced beside them
+        (oca.fetch.fillfile, oca.fetch.tierwriter), and installed only once durable and checked."""
         head = body.head
         length = head.length
         if fill.size is not None and length is not None and fill.size != length:
             raise UpstreamError(502, f"{head.source}: sends {length} bytes, the catalog says {fill.size}")
-        tier, tmp_dir = await self.owner.call(Store.fill_target, fill.store_key, length or 0, fill.hot)
+        # a fill nobody waits for (a prefetch, a player's hint) has no one to feed: memory would only cost a copy
+        feed = self._memory_feed(length) if fill.subscribers else None
+        writer = TierWriter(self._pool, None if feed is not None else lambda n: self._have(fill, n))
+        target = asyncio.ensure_future(self._tier_file(fill, length, writer))
+        max_lag = MAX_WRITE_LAG if feed is not None else MAX_DISK_FEED_LAG
+        try:
+            if feed is None:  # the clients are fed from the tier's temp file: it must exist first
+                tier = await target
+                if writer.sink is None:
+                    raise await self._write_failed(fill, tier, writer, length)
+            meta = self.state.sliced.get(fill.key) if fill.store_key != fill.key else None
+            path = feed.path if feed is not None else writer.sink.path if writer.sink is not None else ""
+            fill.opened = Opened(fill.store_key, path, length, head.etag, head.last_modified,
+                                 meta.content_type if meta else head.content_type, head.source, fill.why)
+            self._tell(fill, fill.opened)
+            async for chunk in body.chunks():
+                if feed is not None:
+                    try:
+                        feed.write(chunk)
+                    except OSError as exc:
+                        raise StorageError(f"cannot hold fill of {fill.store_key} in memory: "
+                                           f"{exc.strerror or exc}") from None
+                    self._have(fill, fill.have + len(chunk))
+                writer.add(chunk)
+                if feed is None and writer.error is not None:
+                    raise await self._write_failed(fill, await target, writer, length)
+                self.bytes_by_source[head.source] = self.bytes_by_source.get(head.source, 0) + len(chunk)
+                if writer.lag > max_lag:  # the disk is behind: bound what waits in memory
+                    await writer.caught_up()
+                if fill.rate is not None:
+                    await fill.rate(len(chunk), head.source)
+            try:
+                tier = await target
+            except OcaError as exc:  # no tier would take it: the clients have every byte all the same
+                writer.fail(exc)
+                await writer.finish()
+                return self._served_not_stored(fill, path, str(exc))
+            digest = await writer.finish()  # written and fsynced beside the clients
+            fill.have = writer.written
+            if fill.digest is not None and digest != fill.digest:
+                raise WrongDigest(502, f"{head.source}: digest {digest} is not the catalog's {fill.digest}")
+            if writer.error is not None or writer.sink is None:
+                error = writer.error or OSError(0, "no temp file")
+                await self.owner.call(Store.report_write_error, tier, error, fill.have)
+                return self._served_not_stored(fill, path, f"tier {tier}: {_describe(error)}")
+            return await self._install(fill, head, writer.sink, tier, digest, path)
+        finally:
+            await self._settle(fill, target, writer, feed, length)
+
+    async def _settle(self, fill: Fill, target: asyncio.Future[str], writer: TierWriter, feed: FillFile | None,
+                      length: int | None) -> None:
+        """A fill's files after it ended: the temp file removed unless storage took it; the memory feed
+        unlinked, or kept FEED_GRACE seconds when it is the clients' only copy or an anonymous memory file
+        (which counts against the memory budget until it is closed)."""
+        if not target.done():
+            target.cancel()
+        with contextlib.suppress(BaseException):
+            await target
+        if writer.sink is not None:
+            with contextlib.suppress(BaseException):
+                await writer.caught_up()  # a thread may still be writing to it
+            writer.sink.discard()
+        if feed is None:
+            return
+        held = length or 0
+        if not feed.named:  # its path names our descriptor: not to be reused while a worker may open it
+            asyncio.get_running_loop().call_later(FEED_GRACE, self._release_feed, feed, held)
+            return
+        self._feed_bytes -= held
+        if fill.unstored:  # the clients' only copy: its name stays for workers catching up
+            feed.close()
+            asyncio.get_running_loop().call_later(FEED_GRACE, feed.discard)
+        else:
+            feed.discard()
+
+    def _release_feed(self, feed: FillFile, held: int) -> None:
+        """An anonymous memory feed's grace is over: closed, and its bytes leave the memory budget."""
+        feed.close()
+        self._feed_bytes -= held
+
+    async def _write_failed(self, fill: Fill, tier: str, writer: TierWriter, length: int | None) -> StorageError:
+        """The tier file that feeds the clients cannot be written: charge the tier; the fill fails."""
+        error = writer.error
+        if isinstance(error, OSError):
+            await self.owner.call(Store.report_write_error, tier, error, length or writer.added)
+        return StorageError(f"cannot write fill of {fill.store_key} to tier {tier}: {_describe(error)}")
+
+    def _memory_feed(self, length: int | None) -> FillFile | None:
+        """A memory feed for a fill of `length` bytes when it fits (oca.fetch.fillfile), else None."""
+        if length is None:
+            return None
+        try:
+            free = free_bytes(self.feed_dir) if self.feed_dir is not None else MEMORY_FEED_BUDGET + MEMORY_FEED_RESERVE
+            if not memory_feed(length, self._feed_bytes, free):
+                return None
+            feed = FillFile.create_feed(self.feed_dir)
+        except OSError as exc:
+            log.warning("cannot make a memory feed in %s: %s; this fill is fed from disk", self.feed_dir, exc)
+            return None
+        self._feed_bytes += length
+        return feed
+
+    async def _tier_file(self, fill: Fill, length: int | None, writer: TierWriter) -> str:
+        """Choose the tier and open its temp file for `writer`; the tier's name. A file that cannot be made is
+        the writer's error (the caller charges the tier); a tier that cannot be chosen, the writer's too."""
+        try:
+            tier, tmp_dir = await self.owner.call(Store.fill_target, fill.store_key, length or 0, fill.hot,
+                                                 fill.cold)
+        except BaseException as exc:
+            writer.fail(exc)
+            raise
         try:
             sink = FillFile.create(tmp_dir)
         except OSError as exc:
-            sink = await self._spill(fill, tier, exc, FillFile(-1, ""), length)
-        try:
-            meta = self.state.sliced.get(fill.key) if fill.store_key != fill.key else None
-            fill.opened = Opened(fill.store_key, sink.path, length, head.etag, head.last_modified,
-                                 meta.content_type if meta else head.content_type, head.source, fill.why)
-            self._tell(fill, fill.opened)
-            hasher = xxhash.xxh3_128()
-            async for chunk in body.chunks():
-                try:
-                    sink.write(chunk)
-                except OSError as exc:
-                    if sink.spilled:
-                        raise StorageError(f"cannot hold fill of {fill.store_key} in memory: {exc}") from None
-                    sink = await self._spill(fill, tier, exc, sink, length)
-                    sink.write(chunk)
-                hasher.update(chunk)
-                fill.have += len(chunk)
-                self.bytes_by_source[head.source] = self.bytes_by_source.get(head.source, 0) + len(chunk)
-                self._tell(fill, Have(fill.store_key, fill.have))
-                if fill.rate is not None:
-                    await fill.rate(len(chunk), head.source)
-            digest = hasher.hexdigest()
-            if fill.digest is not None and digest != fill.digest:
-                raise WrongDigest(502, f"{head.source}: digest {digest} is not the catalog's {fill.digest}")
-            if sink.spilled:
-                return self._served_not_stored(fill, sink, f"tier {tier} could not take it")
-            try:
-                await asyncio.get_running_loop().run_in_executor(None, os.fsync, sink.fd)
-                sink.close()
-                sink.kept = True  # adopt removes the temp file, whatever happens
-                info = await self.owner.call(Store.adopt, sink.path, fill.store_key, tier=tier, size=fill.have,
-                                             digest=digest, hot=fill.hot, pin=fill.pin)
-            except OSError as exc:  # fsync: the data may not be on the disk
-                await self.owner.call(Store.report_write_error, tier, exc, fill.have)
-                return self._served_not_stored(fill, sink, f"tier {tier}: {exc.strerror or exc}")
-            except OcaError as exc:  # adopt found no tier that could take it (it charged them itself)
-                return self._served_not_stored(fill, sink, str(exc))
-            if fill.store_key == fill.key:
-                self.state.remember(fill.key, head.etag, head.last_modified, head.source)
-                if fill.key in self.state.stale:
-                    await self.mark_fresh([fill.key])
-            self.counters["fills"] += 1
-            background = fill.rate is not None or fill.hint
-            how = "revalidated, replaced" if fill.revalidate is not None else "prefetch" if background else "miss"
-            self.history.record(fill.store_key, hist.FILLED,
-                                f"from {head.source} ({how}), {fill.have} bytes, tier {info.tier}")
-            self._tell(fill, Done(fill.store_key, fill.have, info.path))
-            return "stored"
-        finally:
-            if sink.spilled:  # workers still catching up on this fill's messages open it by its /proc path
-                asyncio.get_running_loop().call_later(SPILL_GRACE, sink.close)
-            else:
-                sink.discard()
+            writer.fail(exc)
+        else:
+            writer.attach(sink)
+        return tier
 
-    async def _spill(self, fill: Fill, tier: str, error: OSError, sink: FillFile, length: int | None) -> FillFile:
-        """The tier failed a fill's write: charge it, then carry on in memory if clients are waiting for it
-        (oca.fetch.fillfile); StorageError (503, nothing cached) if none is, or it is too large to hold."""
-        await self.owner.call(Store.report_write_error, tier, error, length or fill.have)
-        reason = f"cannot write fill of {fill.store_key} to tier {tier}: {error.strerror or error}"
-        if not fill.subscribers or length is None or length > SPILL_LIMIT:
-            raise StorageError(reason)
-        try:
-            spilled = sink.spill(fill.have)
-        except OSError as exc:
-            raise StorageError(f"{reason}; and its first bytes cannot be read back: {exc.strerror or exc}") from None
-        log.warning("%s; streaming the rest to its clients from memory, not storing it", reason)
-        self.counters["fills_not_stored"] += 1
-        if fill.opened is not None:
-            fill.opened = msgspec.structs.replace(fill.opened, path=spilled.path)  # for workers that join later
-            self._tell(fill, Moved(fill.store_key, spilled.path))
-        return spilled
+    def _have(self, fill: Fill, n: int) -> None:
+        """`n` bytes are in the feed: the workers hear of it once per loop iteration, with the latest count."""
+        fill.have = n
+        if not fill.announcing:
+            fill.announcing = True
+            asyncio.get_running_loop().call_soon(self._announce, fill)
 
-    def _served_not_stored(self, fill: Fill, sink: FillFile, reason: str) -> str:
+    def _announce(self, fill: Fill) -> None:
+        fill.announcing = False
+        if not fill.ended:
+            self._tell(fill, Have(fill.store_key, fill.have))
+
+    async def _install(self, fill: Fill, head: UpstreamHead, sink: FillFile, tier: str, digest: str,
+                       path: str) -> str:
+        """Adopt the durable, checked temp file into storage and tell the workers "done"."""
+        if fill.purged:
+            fill.ended = fill.unstored = True
+            self._tell(fill, Done(fill.store_key, fill.have, path))
+            return "purged"  # not a failure: its history says purged (the next miss is "invalidated")
+        try:
+            sink.close()
+            sink.kept = True  # adopt removes the temp file, whatever happens
+            info = await self.owner.call(Store.adopt, sink.path, fill.store_key, tier=tier, size=fill.have,
+                                         digest=digest, hot=fill.hot, pin=fill.pin)
+        except OcaError as exc:  # adopt found no tier that could take it (it charged them itself)
+            return self._served_not_stored(fill, path, str(exc))
+        if fill.store_key == fill.key:
+            self.state.remember(fill.key, head.etag, head.last_modified, head.source)
+            if fill.key in self.state.stale:
+                await self.mark_fresh([fill.key])
+        self.counters["fills"] += 1
+        background = fill.rate is not None or fill.hint
+        how = "revalidated, replaced" if fill.revalidate is not None else "prefetch" if background else "miss"
+        self.history.record(fill.store_key, hist.FILLED,
+                            f"from {head.source} ({how}), {fill.have} bytes, tier {info.tier}")
+        fill.ended = True
+        self._tell(fill, Done(fill.store_key, fill.have, info.path))
+        return "stored"
+
+    def _served_not_stored(self, fill: Fill, path: str, reason: str) -> str:
         """The whole body reached the clients, but storage could not keep it: they finish, nothing is cached."""
         log.warning("fill of %s was served but not stored: %s", fill.store_key, reason)
-        self._tell(fill, Done(fill.store_key, fill.have, sink.path))
+        self.counters["fills_not_stored"] += 1
+        fill.ended = fill.unstored = True
+        self._tell(fill, Done(fill.store_key, fill.have, path))
         return f"fail: not stored: {reason}"
 
     # -- purge and revalidation ---------------------------------------------------------------------
@@ -433,6 +606,13 @@ class FillManager:
     async def purge(self, scope: str, value: str, soft: bool) -> int:
         """Remove (hard) or mark stale (soft) the objects of a key, prefix or title; returns how many."""
         prefix = f"titles/{value}/" if scope == "title" else value
+        # fills in flight for what is purged finish for the clients they have but are not installed (their
+        # bytes may predate the purge): a fill's install follows its clients' last byte by its tier write, so
+        # a client that got an object and then purged it must not see it come back
+        for fill in [f for f in self.fills.values() if f.key == value or (scope != "key" and f.key.startswith(prefix))]:
+            fill.purged = True
+            del self.fills[fill.store_key]  # a new ask starts a new fill
+            self.history.record(fill.store_key, hist.PURGED, f"purge of {scope} {value} while it was filling")
         if scope == "key":
             infos = [i for i in [await self.owner.call(Store.get, value)] if i is not None]
             infos += await self.owner.call(Store.list, f"{value}@slice")
@@ -492,7 +672,7 @@ class FillManager:
             return await asyncio.shield(running.done)
         order = self.upstream.sources if sources is None else sources
         # why=: a client that joins this fill is told why the object was not there
-        fill = Fill(key, key, hot=hot, pin=pin, digest=digest, size=size, rate=rate, sources=order,
+        fill = Fill(key, key, hot=hot, pin=pin, cold=True, digest=digest, size=size, rate=rate, sources=order,
                     why=self.history.classify(key))
         result = await self._begin(fill, None)
         names = [s.name for s in order]
@@ -501,13 +681,16 @@ class FillManager:
             if rest:
                 log.warning("%s: wrong digest from %s; fetching it once more from %s", key, fill.source,
                             ", ".join(s.name for s in rest))
-                retry = Fill(key, key, hot=hot, pin=pin, digest=digest, size=size, rate=rate, sources=rest)
+                retry = Fill(key, key, hot=hot, pin=pin, cold=True, digest=digest, size=size, rate=rate,
+                             sources=rest)
                 result = await self._begin(retry, None)
         return result
 
-    async def hint(self, key: str, start: int | None, session: str) -> None:
+    async def hint(self, key: str, start: int | None, session: str, guess: bool = False, waited: bool = False) -> None:
         """A player's next-object hint: fill `key` (the slice holding byte `start` of a sliced object) in the
-        background unless it is held, being fetched, known absent, or over the bounds (oca.fetch.hints)."""
+        background unless it is held, being fetched, known absent, or over the bounds (oca.fetch.hints;
+        `guess`: the worker's lookahead, which waits for the session's hint fill in its directory, or needs a
+        slot to spare; `waited`: it did wait, and takes that fill's slot)."""
         first = start or 0
         meta = self.state.sliced.get(key)
         store_key = key
@@ -520,7 +703,9 @@ class FillManager:
             return
         if await self.owner.call(Store.get, store_key) is not None:  # held (stale ones are the client's to revalidate)
             return
-        if store_key in self.fills or not self.hints.admit(store_key, session):
+        if guess and not waited and self.hints.park(key, session):
+            return
+        if store_key in self.fills or not self.hints.admit(store_key, session, guess, waited):
             return
         why = self.history.classify(store_key, slice_of=key if meta else None)
         fill = Fill(key, store_key, hint=store_key, why=why)
@@ -531,7 +716,8 @@ class FillManager:
         elif size:  # as a client's first fetch: a small object comes whole, a large one becomes sliced
             index = first // size
             fill.probe, fill.byte_range = True, slice_bounds(index, size, (index + 1) * size)
-        self.history.record(store_key, hist.PREFETCH, f"player hint (session {session[:40]})")
+        what = "lookahead after a player hint" if guess else "player hint"
+        self.history.record(store_key, hist.PREFETCH, f"{what} (session {session[:40]})")
         self._begin(fill, None)
 
     def explain(self, key: str, held: bool) -> dict[str, Any]:
@@ -577,6 +763,7 @@ class FillManager:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.upstream.close()
+        self._pool.shutdown(wait=True)
         self.state.close()
 
     def status(self) -> dict[str, Any]:

@@ -3,11 +3,12 @@
 Rules kept here:
 - One RemoteFill per key per worker, however many of the worker's clients wait for it; the master
   coalesces the workers. A RemoteFill lives while a client uses it and is forgotten when it ends.
-- Clients are sent bytes from the master's temp file as soon as the master says they are there ("have"),
-  with os.sendfile like any hit. After "done" the file has been renamed into storage; an open descriptor
-  keeps working. If the temp file is gone before we open it (a very fast fill), the stored path from
-  "done" is opened instead. "moved" says the master's write to the tier failed and the same bytes, and the
-  rest, are in another file now (memory): the descriptor is swapped, the offsets stay.
+- Clients are sent bytes from the file the master feeds (a memory file, or its temp file: oca.fetch.fillfile)
+  as soon as the master says they are there ("have"), with os.sendfile like any hit. After "done" the feed
+  is removed or renamed into storage; an open descriptor keeps working. If the feed is gone before we open
+  it (a very fast fill), the stored path from "done" is opened instead. "moved" (from masters before the
+  memory feed) says the same bytes, and the rest, are in another file now: the descriptor is swapped, the
+  offsets stay.
 - Waiters are callbacks, called once on the next change (open, more bytes, done, failed).
 - The per-key tables that outlive a fill are bounded: at most MAX_ABSENT negative answers and MAX_SLICED
   sliced objects' metadata, least recently stored out first (forgetting one costs a question to the
@@ -199,12 +200,12 @@ class RemoteFills:
         fill.refs += 1
         return fill
 
-    def hint(self, key: str, start: int | None, session: str) -> None:
+    def hint(self, key: str, start: int | None, session: str, guess: bool = False) -> None:
         """Pass a player's next-object hint to the master (oca.fetch.hints); nothing comes back. Not on a link
         whose version has no PrefetchHint (version 1): a hint is only ever an optimisation."""
         link = self.link
         if link is not None and not link.closed and link.codec.carries(PrefetchHint):
-            link.send(PrefetchHint(key, start, session))
+            link.send(PrefetchHint(key, start, session, guess))
 
     def release(self, fill: RemoteFill) -> None:
         fill.refs -= 1

@@ -36,6 +36,9 @@ from oca.secret_files import read_secret
 
 log = logging.getLogger("oca.fetch")
 _PREFETCH_CONNECTIONS = 4  # upstream connections all prefetches share
+# A response's buffer before aiohttp pauses reading the socket (its default is 64 KiB): at 64 KiB a fast
+# source is paused and resumed every few reads, and a fill hands its clients many small chunks
+_READ_BUFFER = 1 << 20
 
 
 class UpstreamError(Exception):
@@ -133,6 +136,7 @@ class Upstream:
             connector = _FramedConnector(limit=_PREFETCH_CONNECTIONS if background else 0, ttl_dns_cache=60,
                                              enable_cleanup_closed=True)
             session = aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False,
+                                            read_bufsize=_READ_BUFFER,
                                             headers={"User-Agent": f"oca/{__version__}"})
             if background:
                 self._background = session

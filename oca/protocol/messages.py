@@ -147,6 +147,9 @@ class PrefetchHint(msgspec.Struct, frozen=True, tag_field="op", tag="prefetch"):
     key: str = msgspec.field(name="k")
     start: Annotated[int, msgspec.Meta(ge=0)] | None = None
     session: str = msgspec.field(default="", name="sid")  # CMCD sid (or the client's address)
+    # the box's own lookahead, not the player's hint (oca.serve.hints): admitted only with a session slot to
+    # spare. A field with a default: a master that predates it ignores it, and reads its absence as False.
+    guess: bool = msgspec.field(default=False, name="g")
 
 
 FillAsk = FillRequest | SliceRequest | PrefetchHint

@@ -1,9 +1,10 @@
 """The access log: one JSON object per line, per request, written whole lines at a time.
 
 Rules kept here:
-- The hit path only appends a tuple (`add`, or `add_fast` for a plain hit from memory, whose fields but
-  time, client and duration never change and come preformatted from `fast_fields`); lines are formatted
-  in batches when the log flushes (every 512 records and on each one-second sweep).
+- The hit path only appends a tuple (`add`); plain hits from memory, whose fields but time, client and
+  duration never change and come preformatted from `fast_fields`, arrive in lists (`add_hits`: the server
+  batches them). Lines are formatted in batches when the log flushes (every 512 lines and on each
+  one-second sweep).
 - Several workers append to one file: each flush is a single write() of complete lines on an O_APPEND
   descriptor, so lines from different workers never interleave.
 - A full or failing log disk never stops the box from serving.
@@ -27,10 +28,13 @@ _FLUSH_AT = 512
 _LINE = '{"ts":%.3f,"client":"%s","method":%s,"target":%s,"key":"%s","status":%d,"bytes":%d,"ms":%.3f,' \
         '"cache":"%s","tier":"%s"%s}\n'
 
-_FAST_LINE = '{"ts":%.3f,"client":"%s",%s"ms":%.3f,"cache":"hit","tier":"memory"}\n'
+# a plain hit's line: the time and the duration come as integers of ms and µs (formatting a float of epoch
+# seconds costs more than the rest of the line), the time formatted once per millisecond
+_HIT_LINE = '{"ts":%s,"client":"%s",%s"ms":%d.%03d,"cache":"hit","tier":"memory"}\n'
 
 Record = tuple[float, str, str, bytes, str, int, int, float, str, str, "dict[str, Any] | None"]
-FastRecord = tuple[float, str, str, float]  # ts, client, fast_fields(...), seconds
+# a plain hit from memory: key, body bytes, seconds, client, fast_fields(...), when it ended (perf_counter)
+Hit = tuple[str, int, float, str, str, float]
 
 
 def fast_fields(method: str, target: bytes, key: str, status: int, sent: int) -> str:
@@ -48,30 +52,29 @@ class AccessLog:
             self._fd = 1
         else:
             self._fd = os.open(destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        self._records: list[Record | FastRecord] = []
+        self._records: list[Record | tuple[float, list[Hit]]] = []
+        self._lines = 0  # lines the records hold
         self.disabled = self._fd is None  # read once per request: a plain attribute
 
     def add(self, record: Record) -> None:
         """(ts, client, method, target, key, status, bytes, seconds, cache, tier, extras or None)"""
-        records = self._records
-        records.append(record)
-        if len(records) >= _FLUSH_AT:
+        self._records.append(record)
+        self._lines += 1
+        if self._lines >= _FLUSH_AT:
             self.flush()
 
-    def add_fast(self, record: FastRecord) -> None:
-        records = self._records
-        records.append(record)
-        if len(records) >= _FLUSH_AT:
+    def add_hits(self, epoch: float, hits: list[Hit]) -> None:
+        """Plain hits from memory; `epoch` turns their end times (perf_counter) into epoch seconds."""
+        self._records.append((epoch, hits))
+        self._lines += len(hits)
+        if self._lines >= _FLUSH_AT:
             self.flush()
 
     def flush(self) -> None:
         if self._fd is None or not self._records:
             return
-        records, self._records = self._records, []
-        text = "".join([
-            _FAST_LINE % (r[0], r[1], r[2], r[3] * 1000) if len(r) == 4 else _format(r)
-            for r in records
-        ])
+        records, self._records, self._lines = self._records, [], 0
+        text = "".join([_hit_lines(*r) if len(r) == 2 else _format(r) for r in records])
         data = text.encode("utf-8", "replace")
         try:
             while data:
@@ -86,6 +89,18 @@ class AccessLog:
             os.close(self._fd)
         self._fd = None
         self.disabled = True
+
+
+def _hit_lines(epoch: float, hits: list[Hit]) -> str:
+    lines = []
+    last_ms, stamp = -1, ""
+    for _, _, seconds, client, fields, ended in hits:
+        ms = round((epoch + ended) * 1000)
+        if ms != last_ms:
+            last_ms, stamp = ms, f"{ms // 1000}.{ms % 1000:03d}"
+        us = round(seconds * 1e6)
+        lines.append(_HIT_LINE % (stamp, client, fields, us // 1000, us % 1000))
+    return "".join(lines)
 
 
 def _format(record: Record) -> str:

@@ -24,7 +24,10 @@ one into the memory cache) and hands the descriptor over in a FileSlice; a miss'
 - A head that announces content (Content-Length above 0, any Transfer-Encoding) is refused with 400 and
   the connection closed before any body byte is parsed (oca.http.framing: request smuggling); so is an
   HTTP/1.1 head without Host, or any head with two Host lines (RFC 9112 §3.2).
-- Every response ends with one access-log record and one stats update, aborted or not.
+- Every response ends with one access-log record and one stats update, aborted or not (Server.record:
+  plain hits from memory are recorded in batches).
+- A head that is one Host line this connection already sent is not checked again: check_framing's answer
+  for it cannot change (any other header, or another Host, and it is checked).
 - Every head carries the box's CMSD-Dynamic line (oca.http.cmsd), built per connection: the throughput
   estimate is read from the socket's TCP_INFO at most once a second of the connection's activity, and again
   when the box's duress changes; between those the same bytes are reused.
@@ -62,6 +65,9 @@ _REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nCache-Contro
 
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE", "PATCH", "CONNECT", "TRACE")}
+# Header names as sent -> lower-cased text: clients repeat the same few spellings, so each is decoded once
+_NAMES: dict[bytes, str] = {}
+_MAX_NAMES = 256  # a client inventing names costs a decode per header, never memory
 
 
 class _HeadersTooLarge(Exception):
@@ -74,10 +80,36 @@ class _BadFraming(Exception):
 
 class Connection(asyncio.Protocol):
     __slots__ = (
-        "_body_sent", "_client", "_cmsd", "_cmsd_at", "_cmsd_generation", "_current", "_current_request", "_dup",
-        "_fd", "_head_left", "_header_bytes", "_headers", "_loop", "_out", "_parser", "_paused_reading", "_pending",
-        "_server", "_sock", "_strict", "_transport", "_url", "_write_paused", "_writer_armed", "close_after",
-        "closed", "header_started", "last_activity", "requests_done",
+        "_body_sent",
+        "_client",
+        "_cmsd",
+        "_cmsd_at",
+        "_cmsd_generation",
+        "_current",
+        "_current_request",
+        "_dup",
+        "_fd",
+        "_head_left",
+        "_header_bytes",
+        "_headers",
+        "_host_ok",
+        "_loop",
+        "_out",
+        "_parser",
+        "_paused_reading",
+        "_pending",
+        "_server",
+        "_sock",
+        "_strict",
+        "_transport",
+        "_url",
+        "_write_paused",
+        "_writer_armed",
+        "close_after",
+        "closed",
+        "header_started",
+        "last_activity",
+        "requests_done",
     )
 
     def __init__(self, server: Server) -> None:
@@ -100,6 +132,7 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._header_bytes = 0
+        self._host_ok: str | None = None  # a Host value check_framing let through on this connection
         self._body_sent = 0
         self._paused_reading = False
         self._write_paused = False
@@ -199,16 +232,25 @@ class Connection(asyncio.Protocol):
         headers = self._headers
         if self._header_bytes > self._server.max_header_bytes or len(headers) >= self._server.max_headers:
             raise _HeadersTooLarge
-        key = name.decode("latin-1").lower()
+        key = _NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(_NAMES) < _MAX_NAMES:
+                _NAMES[name] = key
         text = value.decode("latin-1")
         # RFC 9110 §5.3: repeated fields combine as a comma list (a doubled Range becomes invalid, as it should)
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
 
     def on_headers_complete(self) -> None:
         # stops the parser before a byte of any body is read
-        reason = check_framing(self._headers, self._parser.get_http_version())
+        headers = self._headers
+        host = headers.get("host")
+        if host is not None and host == self._host_ok and len(headers) == 1:
+            return  # a head of one Host line this connection sent before: check_framing let that through
+        reason = check_framing(headers, self._parser.get_http_version())
         if reason is not None:
             raise _BadFraming(reason)
+        self._host_ok = host
 
     def on_message_complete(self) -> None:
         parser = self._parser
@@ -436,14 +478,15 @@ class Connection(asyncio.Protocol):
             self._strict = False
             self._transport.set_write_buffer_limits()  # back to the loop's defaults
         req, self._current_request = self._current_request, None
-        _discard(resp)
+        if resp.owned_fds or resp.cleanup:
+            _discard(resp)
         self.requests_done += 1
         self._server.record(req, resp, self._body_sent, aborted, error)
         if aborted:
             return
         if resp.close or (self.close_after and not self._pending):
             self.close()
-        else:
+        elif self._pending:  # a pipelined request waits (with none, _next would find nothing to do)
             self._next()
 
     # -- closing ----------------------------------------------------------------------------------

@@ -97,8 +97,8 @@ class ContentHandler:
         self._dates = DateCache()
         self._boundary = secrets.token_hex(16)
         self.draining = False
-        # request-target -> (key, query, token, target without the token): players repeat targets
-        self._keys: dict[bytes, tuple[str, str, str | None, bytes]] = {}
+        # request-target -> (key, query, token, target without the token, that is `/<key>`): players repeat targets
+        self._keys: dict[bytes, tuple[str, str, str | None, bytes, bool]] = {}
         self._granted: dict[bytes, float] = {}  # token-carrying targets let through -> until when (epoch s)
         # CMCD nor/nrr -> the master prefetches the next object (issue 18); only where misses are fetched
         self.hints = HintSender(fills, objects, self._parse_target) if fills is not None and self.fetching else None
@@ -129,13 +129,14 @@ class ContentHandler:
         parsed = self._keys.get(target)
         if parsed is None:
             try:
-                parsed = self._parse_target(target)
+                key, query, token, plain = self._parse_target(target)
             except BadRequest as exc:
                 return self.error(req, 400, str(exc))
             if len(self._keys) >= _KEY_CACHE_SIZE:
                 self._keys.clear()
-            self._keys[target] = parsed
-        key, query, token, plain = parsed
+            # the plain spelling (/<key>, no query): a plain hit's access-log fields never change (_fast_hit)
+            parsed = self._keys[target] = (key, query, token, plain, plain[1:] == key.encode())
+        key, query, token, plain, canonical = parsed
         if token is not None:
             req.target = plain  # what the access log shows: the path without the credential
         if method == "OPTIONS":
@@ -157,7 +158,7 @@ class ContentHandler:
         entry = self._objects.get(key)
         if (entry is not None and entry.body is not None and method == "GET" and "CMCD=" not in query
                 and not entry.stale and req.headers.keys().isdisjoint(_SPECIAL)):
-            return self._fast_hit(req, entry)
+            return self._fast_hit(req, entry, canonical)
         log: dict[str, object] = {}
         if "CMCD=" in query or not req.headers.keys().isdisjoint(_CMCD_HEADERS):
             cmcd = log["cmcd"] = parse_cmcd(query, req.headers)
@@ -183,22 +184,26 @@ class ContentHandler:
 
     # -- hits ---------------------------------------------------------------------------------
 
-    def _fast_hit(self, req: Request, entry: CachedObject) -> Response:
-        """A plain GET of an object in memory: the most common request, with the head reused within a second."""
+    def _fast_hit(self, req: Request, entry: CachedObject, canonical: bool) -> Response:
+        """A plain GET of an object in memory: the most common request, with the head reused within a second.
+        `canonical`: the request-target (without its token) is `/<key>`, so the log fields are the object's."""
         body = self._objects.cached_body(entry)
         assert body is not None
+        keep_alive = req.keep_alive
         date = self._dates.now()
-        if req.keep_alive and entry.head_date is date:
+        if keep_alive and entry.head_date is date:
             head = entry.head
         else:
-            head = self._head(200, entry.fixed_headers + entry.hit_status, len(body), req.keep_alive)
-            if req.keep_alive:
+            head = self._head(200, entry.fixed_headers + entry.hit_status, len(body), keep_alive)
+            if keep_alive:
                 entry.head, entry.head_date = head, date
-        resp = Response(200, head, [body], len(body), not req.keep_alive, entry.info.key, "memory", "hit")
-        if req.target[1:] == entry.info.key.encode():  # the plain spelling: its log fields never change
-            if not entry.log_fields:
-                entry.log_fields = fast_fields("GET", req.target, entry.info.key, 200, len(body))
-            resp.log_fields = entry.log_fields
+        key = entry.info.key
+        resp = Response(200, head, [body], len(body), not keep_alive, key, "memory", "hit")
+        if canonical:
+            fields = entry.log_fields
+            if not fields:
+                fields = entry.log_fields = fast_fields("GET", req.target, key, 200, len(body))
+            resp.log_fields = fields
         return resp
 
     def _serve_entry(self, req: Request, entry: CachedObject, log: dict[str, object]) -> Response:

@@ -16,9 +16,22 @@ Rules kept here:
   audio fragment's next object up in the *video* levels, so every audio request names the next segment of a
   video rendition. A hint is taken as the same stream's next object in the request's own directory (its
   file name kept) when it names a directory this session has requested a different media object type
-  (CMCD `ot`: a, v, av, c, tt) from than the request's. Nothing else is guessed.
+  (CMCD `ot`: a, v, av, c, tt) from than the request's.
+- Lookahead, the one guess besides: when a request's hint names the object that follows the request's own
+  in its directory by the file name's number (seg_00007 after seg_00006: `successor`), the player has shown
+  that it reads that stream in order, so the object after the hinted one is passed on too, marked as the
+  box's guess. Why: a player that asks for segments back to back (start-up, the buffer refilling after a
+  switch up) asks for the hinted one some tens of ms after the hint, while a fill under load takes longer
+  than that to be stored (upstream, fsync, adopt): one object ahead gives the fill a whole request's lead.
+  The master starts a guess once the session's hint fill in its directory is stored, in the slot that
+  fill leaves, or else only with a slot to spare (oca.fetch.hints): it never shares the upstream with, nor
+  takes the place of, a player's own hint. A switch needs no rule of its own: the first request in the new
+  rendition names its next segment, so the two after it are fetched at once. Not for a range hint (a byte
+  range of one file is not a numbered sequence).
 - At most MAX_HINTS next objects per request; a key hinted in the last RECENT seconds by this worker, held
-  by it, or being filled for it is not passed on again (the master checks the rest, oca.fetch.hints).
+  by it, or being filled for it is not passed on again (the master checks the rest, oca.fetch.hints). A
+  key only guessed is still passed on when a player's hint names it: the master may have dropped the guess
+  (no slot to spare), and starts nothing for a key it is already filling.
 """
 
 from __future__ import annotations
@@ -87,6 +100,35 @@ def next_objects(cmcd: Mapping[str, object], target: str) -> list[Hint]:
     return hints
 
 
+def successor(name: str) -> str | None:
+    """The file name after `name` in a numbered sequence: its last number plus one, zero padding kept
+    (seg_00009.m4s -> seg_00010.m4s, 99.ts -> 100.ts); None for a name with no number (pure)."""
+    stem, dot, extension = name.rpartition(".")
+    if not dot:
+        stem, extension = name, ""
+    end = len(stem)
+    while end and not stem[end - 1].isdigit():
+        end -= 1
+    begin = end
+    while begin and stem[begin - 1].isdigit():
+        begin -= 1
+    if begin == end or end - begin > 18:
+        return None
+    number = str(int(stem[begin:end]) + 1).zfill(end - begin)
+    return f"{stem[:begin]}{number}{stem[end:]}{dot}{extension}"
+
+
+def lookahead(current: str, hinted: str) -> str | None:
+    """The key after `hinted` when the hint names the object after `current` in its directory (module
+    rules); None otherwise (pure)."""
+    directory, _, name = current.rpartition("/")
+    hinted_dir, _, hinted_name = hinted.rpartition("/")
+    if hinted_dir != directory or successor(name) != hinted_name:
+        return None
+    after = successor(hinted_name)
+    return None if after is None else f"{directory}/{after}"
+
+
 class HintSender:
     """Checks a request's hints and passes the good ones to the master over the fill link."""
 
@@ -97,6 +139,7 @@ class HintSender:
         self._types: dict[tuple[str, str], str] = {}  # (session, directory) -> the media type it served it
         self.refused = 0  # hints dropped here because the request's token does not cover the next object
         self.rebased = 0  # hints for another stream taken as this stream's next object (module rules)
+        self.guessed = 0  # lookaheads sent: the object after a hinted one in a stream read in order (module rules)
 
     def send(self, cmcd: Mapping[str, object], target: bytes, current: str, token: str | None, client: str,
              gate: Gate | None, session: str) -> None:
@@ -126,23 +169,31 @@ class HintSender:
                 self.refused += 1
                 continue
             self._pass_on(key, hint.start, session)
+            after = lookahead(current, key) if hint.start is None else None
+            if after is not None and (gate is None or gate.check(token, after, client, None)[0] is None):
+                self.guessed += self._pass_on(after, None, session, guess=True)
 
-    def _pass_on(self, key: str, start: int | None, session: str) -> None:
+    def _pass_on(self, key: str, start: int | None, session: str, guess: bool = False) -> bool:
+        """Send the hint unless it is held, being filled for this worker, or sent a moment ago; whether sent."""
         sliced = self._fills.sliced.get(key)
         held = key
         if sliced is not None and start is not None:
             held = slice_key(key, start // sliced.slice_size)
         entry = self._objects.get(held)
         if (entry is not None and not entry.stale) or held in self._fills.fills:
-            return
+            return False
         now = self._clock()
         recent = self._recent
         memo = f"{held}\x00{start}"
-        if recent.get(memo, 0.0) > now:
-            return
+        guessed = f"{memo}\x00guess"  # a guess the master may have dropped must not hold back the hint itself
+        if recent.get(memo, 0.0) > now or (guess and recent.get(guessed, 0.0) > now):
+            return False
+        if guess:
+            memo = guessed
         if len(recent) >= MAX_RECENT:
             self._recent = recent = {k: t for k, t in recent.items() if t > now}
             if len(recent) >= MAX_RECENT:
                 recent.clear()
         recent[memo] = now + RECENT
-        self._fills.hint(key, start, session)
+        self._fills.hint(key, start, session, guess)
+        return True

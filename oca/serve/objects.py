@@ -38,7 +38,7 @@ class CachedObject:
     body: bytes | None = None  # the whole object, once it has been read for the memory cache
     head: bytes = b""  # the last keep-alive 200 head built for it...
     head_date: bytes = b""  # ...and the Date value it carries (the head is reused within that second)
-    log_fields: str = ""  # the access log's fixed fields of a plain GET of b"/" + key (see accesslog.add_fast)
+    log_fields: str = ""  # the access log's fixed fields of a plain GET of b"/" + key (accesslog.fast_fields)
     stale: bool = False  # soft-purged: revalidate upstream before serving it again
 
 

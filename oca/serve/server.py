@@ -10,6 +10,10 @@ Rules kept here:
   within header_timeout (408), an idle keep-alive connection closes after keepalive_timeout, a reader
   that takes nothing for send_timeout is cut off.
 - The sweep also runs the garbage collector (workers turn its automatic passes off).
+- Every response is recorded (stats and access log) once it ends. Plain hits from memory, the bulk of the
+  traffic, are kept as one tuple each and recorded HIT_BATCH at a time, and whatever is left by each sweep,
+  each report to the master (the worker calls record_hits) and the end of a drain: counters stay exact
+  and no later than the report; the log lines carry each response's own end time.
 - drain(): stop accepting, close idle connections, let in-flight responses finish, bounded in time.
 """
 
@@ -24,13 +28,14 @@ from typing import Any
 
 from oca.config import ServerConfig
 from oca.http.cmsd import Signals
-from oca.serve.accesslog import AccessLog
+from oca.serve.accesslog import AccessLog, Hit
 from oca.serve.connection import Connection
 from oca.serve.handler import ContentHandler
 from oca.serve.messages import ObjectTruncated, Request, Response, StorageFault
 from oca.serve.stats import WorkerStats
 
 log = logging.getLogger("oca.serve")
+HIT_BATCH = 64  # plain hits from memory recorded together (record_hits)
 _NOT_TIERS = frozenset(("", "memory", "upstream", "slices"))  # Response.tier values that name no tier
 
 
@@ -51,6 +56,7 @@ class Server:
         self._draining = False
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweeps = 0
+        self._hits: list[Hit] = []  # plain hits from memory not yet recorded (record, record_hits)
 
     async def start(self) -> None:
         self._listener.setblocking(False)
@@ -91,6 +97,7 @@ class Server:
                 limit = config.header_timeout if conn.requests_done == 0 else config.keepalive_timeout
                 if now - conn.last_activity > limit or self._draining:
                     conn.close()
+        self.record_hits()
         self.access_log.flush()
         self._sweeps += 1
         gc.collect(2 if self._sweeps % 60 == 0 else 1)  # the worker turned automatic collection off
@@ -100,7 +107,14 @@ class Server:
 
     def record(self, req: Request | None, resp: Response, body_sent: int, aborted: bool,
                error: BaseException | None) -> None:
-        seconds = time.perf_counter() - req.started if req is not None else 0.0
+        ended = time.perf_counter()
+        seconds = ended - req.started if req is not None else 0.0
+        if resp.log_fields and not aborted and req is not None:  # a plain hit from memory, sent whole
+            hits = self._hits
+            hits.append((resp.key, body_sent, seconds, req.client, resp.log_fields, ended))
+            if len(hits) >= HIT_BATCH:
+                self.record_hits()
+            return
         self.stats.observe(resp.status, resp.cache, resp.tier, body_sent, seconds, resp.key)
         if resp.cache == "miss":
             self.stats.observe_miss(resp.log.get("miss") if resp.log else None)
@@ -116,9 +130,6 @@ class Server:
                     self.handler.faults.io_error(tier, f"{error} ({resp.key})")
         if self.access_log.disabled:
             return
-        if resp.log_fields and not aborted and req is not None:
-            self.access_log.add_fast((time.time(), req.client, resp.log_fields, seconds))
-            return
         extras: dict[str, Any] | None = None
         if resp.log or aborted or error is not None:
             extras = dict(resp.log) if resp.log else {}
@@ -132,6 +143,15 @@ class Server:
         else:
             self.access_log.add((time.time(), req.client, req.method, req.target, resp.key, resp.status, body_sent,
                                  seconds, resp.cache, resp.tier, extras))
+
+    def record_hits(self) -> None:
+        """Record the plain hits from memory answered since the last call: counters and log lines."""
+        hits, self._hits = self._hits, []
+        if hits:
+            self.stats.observe_hits(hits)
+            if not self.access_log.disabled:
+                # their end times are perf_counter readings: the log's are epoch seconds
+                self.access_log.add_hits(time.time() - time.perf_counter(), hits)
 
     def log_exception(self, exc: BaseException) -> None:
         log.error("request handler failed", exc_info=exc)
@@ -159,4 +179,5 @@ class Server:
             conn.abort(TimeoutError("shutdown timeout"))
         if self._sweeper is not None:
             self._sweeper.cancel()
+        self.record_hits()
         self.access_log.flush()

@@ -5,7 +5,8 @@ master adds the deltas up, so totals are exact across workers (at most one flush
 
 Rules kept here:
 - The per-request counters are exact `dict`s, not Counter: CPython 3.11 specialises item access for exact
-  dicts only, and `observe` runs once per request.
+  dicts only, and `observe` runs once per request; plain hits from memory come in batches
+  (`observe_hits`, oca.serve.server), counted exactly as `observe` would count each.
 - Player experience (CTA-5004 CMCD) is counted only for requests that carry CMCD (`observe_player`); a
   plain hit never reaches that code. Sessions (`sid`) are joined in the master, across workers: the
   sessions seen in the last SESSION_WINDOW seconds, and an estimated startup time per new session (from
@@ -20,6 +21,7 @@ from collections import Counter
 from typing import Any
 
 from oca.protocol.messages import PlayerReport, Report
+from oca.serve.accesslog import Hit
 
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # CMCD-derived histograms, in base units (seconds, bits per second)
@@ -37,6 +39,8 @@ MAX_FLUSH_SESSIONS = 10_000
 # stays bounded
 MAX_FLUSH_HITS = 65_536
 MAX_SESSIONS = 200_000
+_HIT_200 = (200, "hit")  # a plain hit from memory: its requests slot...
+_MEMORY_HIT = ("memory", "hit")  # ...and its bytes slot
 
 
 class WorkerStats:
@@ -87,6 +91,26 @@ class WorkerStats:
                 hits[key] = count + 1
             elif len(hits) < MAX_FLUSH_HITS:
                 hits[key] = 1
+
+    def observe_hits(self, hits: list[Hit]) -> None:
+        """Plain hits from memory (status 200, cache hit, tier memory): `observe` for each, in one call."""
+        count = len(hits)
+        requests, sent, keyed, buckets = self.requests, self.bytes_sent, self.hits, self.duration_buckets
+        requests[_HIT_200] = requests.get(_HIT_200, 0) + count
+        total = 0
+        seconds_sum = 0.0
+        for key, body_bytes, seconds, _, _, _ in hits:
+            total += body_bytes
+            seconds_sum += seconds
+            buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+            hit_count = keyed.get(key)
+            if hit_count is not None:
+                keyed[key] = hit_count + 1
+            elif len(keyed) < MAX_FLUSH_HITS:
+                keyed[key] = 1
+        if total:
+            sent[_MEMORY_HIT] = sent.get(_MEMORY_HIT, 0) + total
+        self.duration_sum += seconds_sum
 
     def observe_miss(self, reason: object) -> None:
         """One answer whose cache result is "miss", with the access log's reason for it."""

@@ -146,6 +146,7 @@ class Worker:
         hints = self.handler.hints
         if hints is not None:
             self.stats.hints_refused, hints.refused = self.stats.hints_refused + hints.refused, 0
+        self.server.record_hits()  # the plain hits it still batches count in this report
         report = self.stats.take(len(self.server.connections))
         if self.control is None:
             return

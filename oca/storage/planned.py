@@ -13,27 +13,33 @@ Rules kept here:
 - `replan` installs the next plan's scores: keys no longer planned go to the inner policy as newly added,
   keys now planned leave it. The store wraps a tier's policy the first time a plan with scores arrives
   (Store.set_fill_scores), so a box that never gets one runs its policy unwrapped.
+- Per planned key: one set entry over the catalog's own key string. Sizes are the store's (`size_of`, the
+  catalog's entry sizes), never a second copy here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from oca.storage.policy import EvictionPolicy
 
 
 class PlannedPolicy:
-    def __init__(self, inner: EvictionPolicy, scores: Mapping[str, float] | None = None) -> None:
+    def __init__(self, inner: EvictionPolicy, size_of: Callable[[str], int],
+                 scores: Mapping[str, float] | None = None) -> None:
         self.inner = inner
+        self._size_of = size_of  # bytes of a key this tier holds (the store's catalog)
         self._scores: Mapping[str, float] = scores or {}
-        self._planned: dict[str, int] = {}  # planned key -> size
-        self._sizes: dict[str, int] = {}  # the inner policy's keys -> size (to tell when its victims fall short)
+        self._planned: set[str] = set()  # planned keys on this tier, never in the inner policy
+        # the planned keys lowest score first, made again only after the set changed: a tier whose own policy
+        # cannot free enough asks on every miss, and sorting a night's plan each time cost more than the miss
+        self._order: list[str] | None = None
 
     def add(self, key: str, size: int) -> None:
-        if key in self._planned or (key in self._scores and key not in self._sizes):
-            self._planned[key] = size
+        if key in self._scores:
+            self._planned.add(key)
+            self._order = None
             return
-        self._sizes[key] = size
         self.inner.add(key, size)
 
     def touch(self, key: str) -> None:
@@ -41,22 +47,30 @@ class PlannedPolicy:
             self.inner.touch(key)
 
     def remove(self, key: str) -> None:
-        if self._planned.pop(key, None) is None:
-            self._sizes.pop(key, None)
+        if key in self._planned:
+            self._planned.discard(key)
+            self._order = None
+        else:
             self.inner.remove(key)
 
     def victims(self, need_bytes: int, is_pinned: Callable[[str], bool]) -> list[str]:
         chosen = self.inner.victims(need_bytes, is_pinned)
-        freed = sum(self._sizes[k] for k in chosen)
-        if freed >= need_bytes or not self._planned:
+        if not self._planned:
             return chosen
-        scores = self._scores
-        for key in sorted(self._planned, key=lambda k: (scores.get(k, 0.0), k)):
+        size_of = self._size_of
+        freed = sum(size_of(k) for k in chosen)
+        if freed >= need_bytes:
+            return chosen
+        order = self._order
+        if order is None:
+            scores = self._scores
+            order = self._order = sorted(self._planned, key=lambda k: (scores.get(k, 0.0), k))
+        for key in order:
             if freed >= need_bytes:
                 break
             if not is_pinned(key):
                 chosen.append(key)
-                freed += self._planned[key]
+                freed += size_of(key)
         return chosen
 
     def worth_keeping(self, key: str) -> bool:
@@ -65,20 +79,22 @@ class PlannedPolicy:
     def admits(self, key: str) -> bool:
         return key in self._scores or self.inner.admits(key)
 
-    def replan(self, scores: Mapping[str, float], held: Mapping[str, int]) -> None:
-        """The next plan's scores; `held` is every key on this tier with its size (a policy wrapped while the
-        tier already holds keys learns their sizes here)."""
+    def score(self, key: str) -> float | None:
+        """The plan's score of `key` (None when the plan in force does not name it)."""
+        return self._scores.get(key)
+
+    def replan(self, scores: Mapping[str, float], held: Collection[str]) -> None:
+        """The next plan's scores; `held` is every key on this tier (a policy wrapped while the tier already
+        holds keys learns which of them the plan names here)."""
         self._scores = scores
-        for key, size in held.items():
-            if key not in self._planned:
-                self._sizes[key] = size
+        self._order = None
         for key in [k for k in self._planned if k not in scores]:
-            size = self._planned.pop(key)
-            self._sizes[key] = size
-            self.inner.add(key, size)
-        for key in [k for k in self._sizes if k in scores]:
-            self._planned[key] = self._sizes.pop(key)
-            self.inner.remove(key)
+            self._planned.discard(key)
+            self.inner.add(key, self._size_of(key))
+        for key in held:
+            if key in scores and key not in self._planned:
+                self._planned.add(key)
+                self.inner.remove(key)
 
     def __len__(self) -> int:
         return len(self._planned) + len(self.inner)

@@ -144,7 +144,7 @@ class PromotionCounter:
         return len(self._windows)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init sets each field through object.__setattr__, a plan makes many
 class TierSpace:
     """What the planner needs to know about one tier (index 0 is the fastest)."""
 
@@ -155,20 +155,20 @@ class TierSpace:
     policy: EvictionPolicy
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Demote:
     key: str
     src: int
     dst: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delete:
     key: str
     tier: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Place:
     tier: int
     size: int
@@ -184,7 +184,7 @@ class _Plan:
                  is_pinned: Callable[[str], bool]) -> None:
         self.tiers, self.key, self.size_of, self.is_pinned = tiers, key, size_of, is_pinned
         self.used = [t.used for t in tiers]
-        self.taken: list[set[str]] = [set() for _ in tiers]
+        self.taken: list[set[str] | None] = [None] * len(tiers)  # made when a tier first gives up a key
         self.moves: list[Move] = []
 
     def make_room(self, i: int, need: int) -> bool:
@@ -195,6 +195,8 @@ class _Plan:
         if short <= 0:
             return True
         taken = self.taken[i]
+        if taken is None:
+            taken = self.taken[i] = set()
 
         def blocked(k: str) -> bool:
             return k == self.key or k in taken or self.is_pinned(k)
@@ -244,6 +246,9 @@ def plan_placement(tiers: Sequence[TierSpace], size: int, target: int, *,
     if size > tier.capacity:
         raise InsufficientStorage(
             f"object of {size} bytes is larger than tier {tier.name} ({tier.capacity} bytes)")
+    freed = size_of(key) if key is not None and current == target else 0
+    if tier.used - freed + size <= tier.capacity:  # room already: most puts while a cache warms up
+        return [Place(target, size)]
     plan = _Plan(tiers, key, size_of, is_pinned)
     if key is not None and current is not None:
         plan.used[current] -= size_of(key)

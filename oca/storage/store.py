@@ -358,12 +358,20 @@ class Store:
                     unlink_quiet(copy.path)
                     unlink_quiet(meta_tmp)
 
-    def fill_target(self, key: str, size: int, hot: bool = False) -> tuple[str, str]:
+    def fill_target(self, key: str, size: int, hot: bool = False, cold: bool = False) -> tuple[str, str]:
         """(tier name, its temp directory): where an upstream fill of `key` (`size` bytes, 0 if unknown)
-        should write its temp file, so that `adopt` can rename it into place on the same filesystem."""
+        should write its temp file, so that `adopt` can rename it into place on the same filesystem.
+
+        `cold`: a pre-positioned file that is not hot (a fill plan's) goes to the slowest tier that can take
+        it. The fast tier is for demand: S3-FIFO's small queue lives there, and a night's pinned plan landing
+        on it leaves new objects no room to prove themselves (loadtest.cachesim --fill)."""
         _check_key(key)
         with self._lock:
             self._check_open()
+            if cold and not hot:
+                for tier in reversed(self._cat.tiers):
+                    if tier.state.accepts and self._cat.refusal(tier, size, key) is None:
+                        return tier.name, tier.layout.tmp_dir
             tier = self._choose_tier(key, size, hot, set())
             return tier.name, tier.layout.tmp_dir
 
@@ -443,16 +451,25 @@ class Store:
         with self._lock:
             self._check_open()
             planned = dict(scores)
-            held: list[dict[str, int]] = [{} for _ in self._cat.tiers]
             entries = self._cat.entries
-            for key, slot in entries.slots.items():
-                held[entries.tier[slot]][key] = entries.size[slot]
+            held: list[list[str]] = [[] for _ in self._cat.tiers]
+            for key in planned:  # only planned keys can move between a tier's policy and its plan
+                entry = entries.get(key)
+                if entry is not None:
+                    held[entry.tier].append(key)
             for tier in self._cat.tiers:
                 if not isinstance(tier.policy, PlannedPolicy):
                     if not planned:
                         continue
-                    tier.policy = PlannedPolicy(tier.policy)
+                    tier.policy = PlannedPolicy(tier.policy, self._size_of)
                 tier.policy.replan(planned, held[tier.number])
+
+    def fill_score(self, key: str) -> float | None:
+        """The fill plan's score of a stored key (`oca cache why`); None when no plan in force names it."""
+        with self._lock:
+            entry = self._cat.entries.get(key)
+            policy = self._cat.tiers[entry.tier].policy if entry is not None else None
+            return policy.score(key) if isinstance(policy, PlannedPolicy) else None
 
     def record_hits(self, hits: Mapping[str, int]) -> None:
         """Note reads reported by workers: LRU order, last access (saved in batches), promotion."""
@@ -605,6 +622,11 @@ class Store:
         self._engine.run(moves)
         if self._cat.current(entry) and self._engine.move(entry, upper):
             self._engine.promotions += 1
+
+    def _size_of(self, key: str) -> int:
+        """Bytes of a key the catalog holds: what a fill-aware policy counts its victims by (planned.py)."""
+        entries = self._cat.entries
+        return entries.size[entries.slots[key]]  # the packed record, without making an entry per victim
 
     def _check_open(self) -> None:
         if self._closed:

@@ -10,14 +10,18 @@ Rules kept here:
 - A planned file may carry `score`: the planner's prediction of its requests until the next plan (issue 19,
   "fill-aware"). It is optional both ways: a plan without scores (an older planner, or whole-title placement)
   decodes to None and means what it always meant; an older reader ignores the key.
+- The fill job hands a plan's scores to its box as FillScores (`PUT /cache/fill-scores`), the whole plan's at
+  once, so a file already on the box is scored as well as the ones it fetches.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from oca.keys import is_valid_key
 from oca.wire.codec import Fields, WireError
 
 PLAN_VERSION = 1
@@ -209,3 +213,35 @@ class PlanReply:
         f = Fields(raw, what)
         return cls(BoxPlan.from_json(raw, what), f.optional_text("window"), f.number("generated_at"),
                    FillSettings.from_json(f.mapping("settings"), f"{what} settings"))
+
+
+@dataclass(frozen=True, slots=True)
+class FillScores:
+    """`PUT /cache/fill-scores` on a box's admin API: the plan's per-file predictions (PlannedFile.score), sent
+    by the fill job before it asks for the missing files. They replace the previous plan's on every tier
+    (Store.set_fill_scores); `{}` ends the previous plan. Keys must be valid content keys and scores finite
+    non-negative numbers, else the box answers 400 naming the first bad one."""
+
+    scores: Mapping[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": PLAN_VERSION, "scores": {k: round(v, 6) for k, v in self.scores.items()}}
+
+    @classmethod
+    def of(cls, plan: BoxPlan) -> FillScores:
+        return cls({f.key: f.score for f in plan.files if f.score is not None})
+
+    @classmethod
+    def from_json(cls, raw: object, what: str = "fill scores") -> FillScores:
+        f = Fields(raw, what)
+        version = f.count("version")
+        if version != PLAN_VERSION:
+            raise f.fail("version", f"{PLAN_VERSION} (got {version})")
+        scores: dict[str, float] = {}
+        for key, value in f.mapping("scores").items():
+            if not is_valid_key(key):
+                raise WireError(f"{f.where('scores')}: {key[:200]!r} is not a valid content key")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+                raise WireError(f"{f.where('scores')}[{key[:200]!r}] must be a finite non-negative number")
+            scores[key] = float(value)
+        return cls(scores)

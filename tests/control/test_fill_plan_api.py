@@ -33,7 +33,19 @@ async def test_plans_for_operator_and_box_credential_only(lab: Lab) -> None:  # 
         if p["titles"]:
             holders.append(box)
             assert len(p["files"]) == 22 and p["bytes"] == (await lab.plane.catalog.require("42")).size
+            # every file carries a score for the box's eviction (0: nobody started the title yet)
+            assert all(f["score"] == 0 for f in p["files"])
     assert holders == sorted(rendezvous_order("42", ["b1", "b2", "b3"])[:2])
+    # sessions started: the title's popularity spread over its files, the first positions scored highest
+    site = lab.plane.config.fleet.boxes[holders[0]].site
+    for _ in range(4):
+        lab.plane.popularity.record(site, "42", lab.plane.clock())
+    p = await _json(await lab.client.get(f"/v1/fill-plans/{holders[0]}", headers=OPERATOR))
+    scores = {f["key"]: f["score"] for f in p["files"]}
+    assert all(v > 0 for v in scores.values()) and sum(scores.values()) <= 4 + 1e-6
+    for rendition in ("360p", "720p", "1080p", "audio"):
+        mine = [scores[k] for k in sorted(scores) if k.startswith(f"titles/42/{rendition}/")]
+        assert mine == sorted(mine, reverse=True) and mine[0] > mine[-1]  # playlist, init, then segments
 
 
 async def test_a_box_without_known_capacity_gets_503(lab: Lab) -> None:  # noqa: F811

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from control.fill_plan import TierCapacity, WatchModel, file_scores, learn_watch, plan_fleet
+from control.fill_plan import (
+    PRIOR_WATCH,
+    TierCapacity,
+    WatchModel,
+    file_scores,
+    learn_watch,
+    plan_fleet,
+    prior_watch,
+)
 from control.model import Box, CatalogFile, Fleet, Site, Title
 from oca.wire.fill import FillSettings
 
@@ -72,3 +80,24 @@ def test_head_files_go_hot_on_the_first_tier_while_it_has_room_and_unwatched_tit
     assert [(f.key, f.tier, f.hot) for f in plan.files] == [
         ("titles/t1/r1/s0", "ssd", True), ("titles/t1/r2/s0", "ssd", True), ("titles/t1/r1/s1", "hdd", False),
         ("titles/t1/r2/s1", "hdd", False), ("titles/t1/r1/s2", "hdd", False)]
+
+
+def test_score_with_places_titles_whole_and_scores_every_file_by_the_model() -> None:
+    model = learn_watch([T1], DAY)
+    popularity = {"s": {"t1": 32.0, "t2": 6.0}}
+    plan = plan_fleet(FLEET, [T1, T2], popularity, {"b": [TierCapacity("hdd", 50)]},
+                      settings=FillSettings(head_share=0.0, headroom=0.0), score_with=model).boxes["b"]
+    # the same files as the whole-title plan (t1 whole, nothing of t2), each with its prediction
+    assert [f.key for f in plan.files] == sorted(f.path for f in T1.files)
+    assert {f.key: f.score for f in plan.files} == pytest.approx(file_scores(T1, 32.0, model))
+
+
+def test_the_prior_watch_curve_halves_at_its_half_life_and_shares_renditions_equally() -> None:
+    prior = prior_watch(half_life=10, positions=40)
+    assert prior.at(0) == 1.0 and prior.at(10) == pytest.approx(0.5) and prior.at(20) == pytest.approx(0.25)
+    scores = file_scores(T1, 10.0, prior)
+    # two renditions, equal shares: each rendition's files add up to half the title's popularity
+    assert sum(v for k, v in scores.items() if "/r1/" in k) == pytest.approx(5.0)
+    assert sum(v for k, v in scores.items() if "/r2/" in k) == pytest.approx(5.0)
+    assert scores["titles/t1/r1/s0"] > scores["titles/t1/r1/s1"] > scores["titles/t1/r1/s2"]
+    assert PRIOR_WATCH.at(300) == pytest.approx(0.5)

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from control.config import load_control_config
-from control.service import first_poll, serve
+from control.service import YOUNG_COLLECTION_AFTER, first_poll, serve
 from tests.control.fixtures import box_entry, write_control_config
 
 
@@ -41,7 +41,7 @@ async def test_a_first_poll_that_fails_still_raises() -> None:
         await first_poll(plane, 5.0)
 
 
-async def test_serve_answers_and_freezes_what_it_built(tmp_path: Any) -> None:
+async def test_serve_answers_freezes_what_it_built_and_collects_young_objects_less_often(tmp_path: Any) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -49,6 +49,7 @@ async def test_serve_answers_and_freezes_what_it_built(tmp_path: Any) -> None:
     config = load_control_config(path)
     stop = asyncio.Event()
     gc.unfreeze()
+    before = gc.get_threshold()
     task = asyncio.create_task(serve(config, stop))
     try:
         async with aiohttp.ClientSession() as session:
@@ -63,7 +64,9 @@ async def test_serve_answers_and_freezes_what_it_built(tmp_path: Any) -> None:
             else:
                 pytest.fail("serve() never answered /healthz")
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (YOUNG_COLLECTION_AFTER, *before[1:])
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
         gc.unfreeze()
+    assert gc.get_threshold() == before

@@ -130,6 +130,33 @@ async def test_connection_close_is_kept_and_idle_connections_are_bounded() -> No
         await srv.stop()
 
 
+async def test_one_parser_reads_answer_after_answer_on_a_kept_connection() -> None:
+    chunked = b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nbus\r\n1\r\ny\r\n0\r\n\r\n"
+    answers = iter([ok(b'{"box": "b1", "n": 1}'), chunked, ok(b"")])
+    srv = Server(lambda head: next(answers))
+    client = StatusClient()
+    target = Target.of(await srv.start(), "/status")
+    assert await client.get(target) == (200, b'{"box": "b1", "n": 1}')
+    assert await client.get(target) == (503, b"busy")
+    assert await client.get(target) == (200, b"")
+    assert srv.connections == 1
+    client.close()
+    await srv.stop()
+
+
+async def test_two_gets_to_one_box_at_once_do_not_share_its_kept_connection() -> None:
+    srv = Server(lambda head: ok())
+    client = StatusClient()
+    target = Target.of(await srv.start(), "/status")
+    await client.get(target)  # kept from here on
+    answers = await asyncio.gather(client.get(target), client.get(target))
+    assert answers == [(200, b'{"box": "b1"}')] * 2
+    assert srv.connections == 2 and client.idle == 1  # the second one had its own, closed after its answer
+    assert await client.get(target) == (200, b'{"box": "b1"}') and srv.connections == 2
+    client.close()
+    await srv.stop()
+
+
 async def test_a_request_cancelled_half_way_closes_its_connection() -> None:
     srv = Server(lambda head: None)  # never answers
     client = StatusClient()

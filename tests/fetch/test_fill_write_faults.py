@@ -83,7 +83,7 @@ async def test_eio_mid_fill_fails_the_tier_and_the_waiting_worker_still_gets_eve
     real_write = FillFile.write
 
     def eio_after_a_mib(self: FillFile, chunk: bytes) -> None:
-        if not self.spilled and os.fstat(self.fd).st_size >= MIB:
+        if not self.memory and os.fstat(self.fd).st_size >= MIB:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         real_write(self, chunk)
 

@@ -71,6 +71,7 @@ class FakeBody:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         for i in range(0, len(self._data), self._chunk):
+            await asyncio.sleep(0)  # each chunk comes in its own loop iteration, as from a socket
             yield self._data[i:i + self._chunk]
 
     def close(self) -> None:
@@ -134,7 +135,7 @@ class FakeStorage:
     def get(self, key: str) -> ObjectInfo | None:
         return self.objects.get(key)
 
-    def fill_target(self, key: str, size: int, hot: bool = False) -> tuple[str, str]:
+    def fill_target(self, key: str, size: int, hot: bool = False, cold: bool = False) -> tuple[str, str]:
         return "ssd", str(self.tmp)
 
     def adopt(self, path: str, key: str, *, tier: str, size: int, digest: str, hot: bool = False,

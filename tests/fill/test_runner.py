@@ -3,6 +3,7 @@ exit codes. Time is injected: no sleeping."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -44,8 +45,9 @@ class FakeBox(BoxAdmin):
     """Stores a job's files after `polls_to_finish` polls; `fail` keys are failed instead."""
 
     def __init__(self, held: list[dict[str, Any]] | None = None, polls_to_finish: int = 2,
-                 fail: tuple[str, ...] = ()) -> None:
+                 fail: tuple[str, ...] = (), old: bool = False) -> None:
         super().__init__("http://box.test", None)
+        self.old = old  # a box without the fill-scores route: it answers 404 (None with missing_ok)
         self.held = {o["key"]: o for o in held or []}
         self.calls: list[tuple[str, str, Any]] = []
         self.polls_to_finish, self.fail = polls_to_finish, fail
@@ -61,6 +63,8 @@ class FakeBox(BoxAdmin):
         if path == "/cache/pin":
             self.held[body["key"]]["pinned"] = body["pinned"]
             return {}
+        if (method, path) == ("PUT", "/cache/fill-scores"):
+            return None if self.old else {"files": len(body["scores"])}
         if method == "POST" and path == "/prefetch":
             self.job = {"id": 7, "state": "running", "priority": body["priority"], "items": body["items"],
                         "finished": 0, "stored": 0, "present": 0, "failed": 0, "failures": {}, "bytes": 0,
@@ -105,7 +109,9 @@ def test_a_fill_submits_one_job_in_plan_order_then_verifies_the_inventory() -> N
     box = FakeBox(held=[{"key": "titles/1/f0", "size": 100, "digest": "d0", "pinned": False},
                         {"key": "titles/9/old", "size": 5, "digest": "x", "pinned": True}])
     report = runner(box, FakeControl()).run(Options(rate=1000))
-    assert box.writes() == [("POST", "/cache/pin"), ("POST", "/cache/pin"), ("POST", "/prefetch")]
+    assert box.writes() == [("PUT", "/cache/fill-scores"), ("POST", "/cache/pin"), ("POST", "/cache/pin"),
+                            ("POST", "/prefetch")]
+    assert box.calls[[c[1] for c in box.calls].index("/cache/fill-scores")][2] == {"version": 1, "scores": {}}
     assert [c[2] for c in box.calls if c[1] == "/cache/pin"] == [{"key": "titles/9/old", "pinned": False},
                                                                   {"key": "titles/1/f0", "pinned": True}]
     job = next(c[2] for c in box.calls if c[1] == "/prefetch")
@@ -113,6 +119,19 @@ def test_a_fill_submits_one_job_in_plan_order_then_verifies_the_inventory() -> N
     assert job["items"][0]["sources"] == [{"name": "origin", "url": "http://o", "kind": "origin"}]
     assert report.exit_code == OK and report.present_bytes == report.plan_bytes == 300
     assert report.kept_files == 1 and report.fetch_files == 2 and report.bytes_by_source == {"origin": 200}
+
+
+@pytest.mark.parametrize("old", [False, True])
+def test_the_plans_scores_go_to_the_box_first_for_every_planned_file_held_or_not(old: bool) -> None:
+    scored = BoxPlan("b1", "s", (), (), tuple(dataclasses.replace(f, score=3.0 - i) for i, f in enumerate(FILES)), (),
+                     PLAN.sources)
+    box = FakeBox(held=[{"key": "titles/1/f0", "size": 100, "digest": "d0", "pinned": True}], old=old)
+    report = runner(box, FakeControl(PlanReply(scored, None, 1000.0, FillSettings()).to_json())).run(Options())
+    assert box.writes()[0] == ("PUT", "/cache/fill-scores") and box.writes()[-1] == ("POST", "/prefetch")
+    assert box.calls[[c[1] for c in box.calls].index("/cache/fill-scores")][2] == {
+        "version": 1, "scores": {"titles/1/f0": 3.0, "titles/1/f1": 2.0, "titles/1/f2": 1.0}}
+    # a box too old for scores (404) is filled all the same, and the report says it took none
+    assert report.exit_code == OK and report.scored == (0 if old else 3)
 
 
 def test_failures_are_counted_by_reason_and_exit_1() -> None:

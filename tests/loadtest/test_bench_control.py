@@ -52,7 +52,8 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path: Path, capsys: pyte
     # 1,000 fake boxes polled every 2 s for --quick's 3 s: at least one round is timed
     assert re.search(r"\| ≤ 2 s \(health.interval\) \| median [\d.]+ s, max [\d.]+ s over \d+ rounds, [\d,]+ polls "
                      r"skipped, the process at \d+% of a core, \d+ µs of CPU a poll \([\d,]+ of 1,000 boxes keep "
-                     r"their connection \(open-file limit [\d,]+\)\) — (meets|misses) \|$", rows[10])
+                     r"their connection \(open-file limit [\d,]+\); the fake boxes in 1 process of their own, at "
+                     r"most 8,000 boxes each, on the same \d+ cores\) — (meets|misses) \|$", rows[10])
     assert re.search(r"\| [\d,]+ MiB \|$", rows[11])
     assert "not asked for" in rows[12]  # --quick runs no wrk
     report = json.loads(out.read_text())
@@ -131,3 +132,9 @@ def test_a_control_plane_that_does_not_start_is_a_row_not_a_crash(monkeypatch: p
     assert [r.case for r in rows] == CASES[7:]
     assert rows[0].verdict == "failed: oca control serve exited with 2: bad config"
     assert all(r.value is None for r in rows)
+
+
+def test_the_poll_round_says_where_the_fake_boxes_run() -> None:
+    world = bench_control.build_world(1, sites=20, boxes_per_site=5, announced=100, coverage=100, titles=3, clients=10)
+    where = bench_control.fake_boxes_where(world)
+    assert where.startswith("the fake boxes in 1 process of their own, at most 8,000 boxes each, on the same ")

@@ -13,32 +13,48 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.bench_miss import Timing, measure, parse_args, rows
+from loadtest.bench_miss import Measured, Timing, batch_throughput, measure, parse_args, rows
+
+MIB = 1 << 20
 
 
-def test_rows_compare_the_miss_with_the_origin() -> None:
-    direct = [Timing(0.010, 0.100, 8 << 20)] * 3
-    miss = [Timing(0.012, 0.200, 8 << 20)] * 3
-    hit = [Timing(0.001, 0.010, 8 << 20)] * 3
-    table = {row.case: row for row in rows(direct, miss, hit, 8 << 20)}
-    assert table["first byte, through the box (cold miss)"].verdict == "+2.00 ms"
-    assert table["throughput, through the box (cold miss)"].verdict == "0.50x origin"
-    assert table["throughput, through the box (hit)"].figure == "800 MiB/s"
+def test_rows_compare_the_miss_with_the_origin_one_at_a_time_and_at_once() -> None:
+    direct = [Timing(0.010, 0.100, 8 * MIB)] * 3
+    miss = [Timing(0.012, 0.200, 8 * MIB)] * 3
+    hit = [Timing(0.001, 0.010, 8 * MIB)] * 3
+    # two at once, started 0.1 s apart: 16 MiB from the first request to the last byte, 0.2 s or 0.4 s
+    at_once_direct = [[Timing(0.002, 0.1, 8 * MIB, 5.0), Timing(0.004, 0.1, 8 * MIB, 5.1)]]
+    at_once_miss = [[Timing(0.003, 0.3, 8 * MIB, 9.0), Timing(0.005, 0.3, 8 * MIB, 9.1)]]
+    table = {row.case: row for row in rows(Measured(direct, miss, hit, at_once_direct, at_once_miss), 8 * MIB)}
+    assert table["1 object: first byte, through the box (cold miss)"].verdict == "+2.00 ms"
+    assert table["1 object: throughput, through the box (cold miss)"].verdict == "0.50x origin"
+    assert table["1 object: throughput, through the box (hit)"].figure == "800 MiB/s"
+    assert table["2 at once: first byte (median), through the box (cold misses)"].verdict == "+1.00 ms"
+    assert table["2 at once: throughput of all 2, origin direct"].figure == "80 MiB/s"
+    assert table["2 at once: throughput of all 2, through the box (cold misses)"].verdict == "0.50x origin"
+
+
+def test_a_batch_is_timed_from_its_first_request_to_its_last_byte() -> None:
+    batch = [Timing(0.001, 0.5, MIB, 10.0), Timing(0.001, 0.25, MIB, 10.5), Timing(0.001, 0.1, 2 * MIB, 10.2)]
+    assert batch_throughput(batch) == 4 * MIB / 0.75
 
 
 def test_the_measured_path_fetches_each_object_upstream_once_and_serves_it_whole(tmp_path: Path) -> None:
-    args = parse_args(["--objects", "2", "--size", "256KiB"])
-    direct, miss, hit = measure(args, str(tmp_path))
-    assert [t.size for t in direct + miss + hit] == [256 << 10] * 6
-    assert all(0 < t.first_byte <= t.total for t in direct + miss + hit)
+    args = parse_args(["--objects", "2", "--size", "256KiB", "--concurrent", "3", "--rounds", "1"])
+    m = measure(args, str(tmp_path))
+    at_once = [t for batch in m.batches_direct + m.batches_miss for t in batch]
+    assert [len(b) for b in m.batches_direct + m.batches_miss] == [3, 3]
+    assert [t.size for t in m.direct + m.miss + m.hit + at_once] == [256 << 10] * 12
+    assert all(0 < t.first_byte <= t.total for t in m.direct + m.miss + m.hit + at_once)
     keys = [f"titles/9000/1080p/seg_{i:05d}.m4s" for i in range(2)]
+    batch = [f"titles/9500/1080p/seg_{i:05d}.m4s" for i in range(3)]
     # the origin saw each object twice: the direct GET and the box's one fill (the second box GET stayed local)
     origin_gets = Counter(re.findall(r'"GET /(\S+) HTTP', (tmp_path / "origin.log").read_text()))
-    assert {key: n for key, n in origin_gets.items() if key != "healthz"} == dict.fromkeys(keys, 2)
+    assert {key: n for key, n in origin_gets.items() if key != "healthz"} == dict.fromkeys(keys + batch, 2)
     records = [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
     served = Counter(r["key"] for r in records if r["status"] == 200 and r["key"].startswith("titles/"))
-    assert served == dict.fromkeys(keys, 2)
-    assert {r["key"] for r in records if r["cache"] == "miss" and r["source"] == "origin"} == set(keys)
+    assert served == {**dict.fromkeys(keys, 2), **dict.fromkeys(batch, 1)}
+    assert {r["key"] for r in records if r["cache"] == "miss" and r["source"] == "origin"} == set(keys + batch)
 
 
 @pytest.mark.bench
@@ -46,5 +62,5 @@ def test_quick_run_prints_the_table() -> None:
     done = subprocess.run([sys.executable, "-m", "loadtest.bench_miss", "--quick"], capture_output=True, text=True,
                           timeout=180)
     assert done.returncode == 0, done.stderr
-    assert "| first byte, through the box (cold miss) |" in done.stdout
-    assert "| throughput, through the box (hit) |" in done.stdout
+    assert "| 1 object: first byte, through the box (cold miss) |" in done.stdout
+    assert "| 4 at once: throughput of all 4, through the box (cold misses) |" in done.stdout

@@ -97,7 +97,7 @@ def test_the_fill_mode_is_deterministic_and_reports_day_2_with_and_without_the_f
     assert rows == json.loads((tmp_path / "b.json").read_text())
     assert [(r["policy"], r["fill"], r["size"]) for r in rows] == [
         ("oca", False, 0.05), ("s3fifo", False, 0.05), ("belady", False, 0.05), ("oca", True, 0.05),
-        ("static", True, 0.05)]
+        ("static", True, 0.05), ("model", True, 0.05)]
     ratio = {(r["policy"], r["fill"]): r["byte_hit_ratio"] for r in rows}
     assert all(0 <= r["byte_hit_ratio"] <= 1 and 0 <= r["object_hit_ratio"] <= 1 for r in rows)
     assert ratio[("oca", True)] != ratio[("oca", False)]  # the plan placed before day 2 changed day 2
@@ -129,6 +129,20 @@ def test_the_plan_from_day_1_is_placed_pinned_and_scored_before_day_2() -> None:
 
     replay(loaded, config, capacity, start, check)
     assert seen == ["placed"]
+
+
+def test_the_model_fill_ranks_by_expected_requests_and_never_names_a_new_release() -> None:
+    spec = trace.TraceSpec(requests=20_000, titles=10, days=2, seed=3, churn=0.2)
+    expected = fill.expected_day2(spec, sessions=200)
+    day1, day2 = trace.rankings(spec)[:2]
+    assert {trace.title_number(k) for k in expected} == set(day1) & set(day2)  # new releases are unknowable
+    top = day2[0] if day2[0] in day1 else next(n for n in day2 if n in day1)
+    # within a title and rendition, the first segment is read by more sessions than the last
+    first, last = trace.segment_key(top, 3, 0), trace.segment_key(top, 3, trace.title(3, top).segments - 1)
+    assert expected[first] > expected.get(last, 0.0)
+    loaded = reference.Trace.load([(0.0, "a", 10), (1.0, "b", 5), (2.0, "a", 10), (3.0, "c", 5)])
+    # ranked by the expectation, not by what happened: b (expected most) then c; a does not fit beside them
+    assert fill.model_fill(loaded, 12, 0, {"b": 3.0, "c": 2.0, "a": 1.0, "never": 9.0}) == (5 + 5, 2)
 
 
 def test_the_clairvoyant_static_fill_holds_the_most_requested_keys_that_fit() -> None:

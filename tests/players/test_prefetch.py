@@ -16,6 +16,7 @@ import json
 import os
 import statistics
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -55,7 +56,7 @@ def _session_segments(lab: Lab, sid: str) -> list[dict[str, Any]]:
                 cmcd = entry.get("cmcd")
                 if (isinstance(cmcd, dict) and cmcd.get("sid") == sid and entry["key"].endswith(".m4s")
                         and "init" not in entry["key"].rsplit("/", 1)[-1]):
-                    entries.append(entry)
+                    entries.append({**entry, "box": box.id})
     return sorted(entries, key=lambda e: float(e["ts"]) - float(e["ms"]) / 1000)
 
 
@@ -68,6 +69,17 @@ def _prefetch_metrics(lab: Lab) -> str:
             lines += [f"{box.id} {line}" for line in response.read().decode().splitlines()
                       if line.startswith(("oca_player_prefetch", "oca_misses"))]
     return "\n".join(lines)
+
+
+def _why(lab: Lab, box_id: str, key: str) -> str:
+    """The box's history of one key (`oca cache why`): when its hint fill began, when it was filled, each miss."""
+    box = next(b for b in lab.boxes if b.id == box_id)
+    request = urllib.request.Request(f"{box.admin_url}/cache/why/{urllib.parse.quote(key)}",
+                                     headers={"Authorization": f"Bearer {lab.box_token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        report = json.loads(response.read())
+    events = report.get("events", [])
+    return "; ".join(f"{e['at']:.3f} {e['event']} {e['detail']}" for e in events[-4:])
 
 
 def _session(lab: Lab, browser: BrowserContext, keys: list[str] | None) -> dict[str, Any]:
@@ -96,6 +108,11 @@ def _session(lab: Lab, browser: BrowserContext, keys: list[str] | None) -> dict[
             "startup_ms": rec.first_playing, "segment_ms": statistics.mean(f["t"] - f["start"] for f in fragments),
             "reasons": sorted({str(e.get("miss")) for e in misses}), "first_two": [e["cache"] for e in entries[:2]],
             "missed": [e["key"].split("/", 2)[-1] for e in misses],
+            "why": [f"{e['key'].split('/', 2)[-1]} asked at {float(e['ts']) - float(e['ms']) / 1000:.3f} for "
+                    f"{e['ms']:.0f} ms: {_why(lab, e['box'], e['key'])}" for e in misses],
+            "metrics": ", ".join(line.replace(" oca_player_prefetch_", ": ").replace("_total", "").replace(".0", "")
+                                for line in _prefetch_metrics(lab).splitlines()
+                                if "oca_player_prefetch_" in line and not line.endswith(" 0.0")),
             "summary": rec.summary() + "\n" + "\n".join(
                 f"  {e['key'].rsplit('/', 2)[-2:]} {e['cache']} {e.get('miss')} {e['ms']:.0f}ms "
                 f"nor={e['cmcd'].get('nor')}" for e in entries) + "\n" + _prefetch_metrics(lab)}
@@ -111,10 +128,13 @@ def test_hls_js_hints_make_a_cold_title_hit_at_its_box(lab: Lab, browser: Browse
               f"first two: {', '.join(run['first_two'])}; miss reasons: {', '.join(run['reasons']) or '-'} |")
         if run is on:
             print(f"  misses after the first two: {', '.join(run['missed']) or '-'}")
+            print("".join(f"    {line}\n" for line in run["why"]), end="")
+            print(f"  the boxes' player prefetch counters: {run['metrics']}")
         for key in ("miss_share", "startup_ms", "segment_ms"):
             record_property(f"{name.split(' (')[0].replace(' ', '_')}_{key}", round(run[key], 3))
     # without hints a cold title misses on every segment: what the hints are measured against
     assert off["miss_share"] >= 0.5, off
-    assert 1 - on["miss_share"] >= HIT_SHARE, on["summary"] + f"\n{on['misses']}/{on['counted']} misses"
+    assert 1 - on["miss_share"] >= HIT_SHARE, (on["summary"] + f"\n{on['misses']}/{on['counted']} misses:\n"
+                                               + "\n".join(on["why"]))
     # and the misses are explained: a purged title's objects miss as `invalidated`
     assert set(off["reasons"]) <= {"invalidated", "first", "popular"}, off["reasons"]

@@ -56,6 +56,7 @@ SAMPLES: list[msgspec.Struct] = [
     SliceRequest("titles/1/big.mp4", 3),
     PrefetchHint("titles/1/720p/seg_00002.m4s", None, "6e2fb550-c457-11e9-bb97-0800200c9a66"),
     PrefetchHint("titles/1/big.mp4", 4_194_304),
+    PrefetchHint("titles/1/720p/seg_00003.m4s", None, "6e2fb550-c457-11e9-bb97-0800200c9a66", True),
     Stale(("titles/1/a.m4s", "titles/1/b.m4s")),
     Fresh(("titles/1/a.m4s",)),
     Purged(()),

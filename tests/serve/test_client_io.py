@@ -10,7 +10,7 @@ import pathlib
 from tests.conftest import ROOT
 
 # module -> why its os.sendfile is not a send to a client
-NOT_TO_A_CLIENT = {"oca/fetch/fillfile.py": "copies a fill's bytes file to file (into a memfd) when it spills"}
+NOT_TO_A_CLIENT: dict[str, str] = {}
 
 
 def _uses(name: str) -> dict[str, int]:

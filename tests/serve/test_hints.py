@@ -12,7 +12,7 @@ from oca.keys import key_from_target
 from oca.protocol.codec import Codec
 from oca.protocol.messages import PrefetchHint
 from oca.protocol.version import LEGACY, VERSION
-from oca.serve.hints import Hint, HintSender, next_objects
+from oca.serve.hints import Hint, HintSender, lookahead, next_objects, successor
 from tests.clock import FakeClock
 
 TARGET = "/t/JWT/titles/1/720p/seg_4.m4s?CMCD=ot%3Dv"
@@ -99,7 +99,8 @@ def test_a_hint_is_passed_on_once_unless_held() -> None:
     send(hints, {"nor": "seg_5.m4s", "sid": "s"})
     send(hints, {"nor": "seg_5.m4s", "sid": "s"})  # again within RECENT: not passed on twice
     send(hints, {"nor": "seg_6.m4s"})  # held by this worker
-    assert link.sent == [PrefetchHint("titles/1/720p/seg_5.m4s", None, "s")]
+    assert link.sent == [PrefetchHint("titles/1/720p/seg_5.m4s", None, "s")]  # its lookahead seg_6 is held
+    assert hints.guessed == 0
     clock.advance(10)
     send(hints, {"nor": "seg_5.m4s"})
     assert len(link.sent) == 2
@@ -123,8 +124,8 @@ def test_hls_js_audio_hints_naming_a_video_rendition_are_rebased() -> None:
     send(hints, {"ot": "a", "nor": "..%2F360p%2Fseg_2.m4s"}, "/t/JWT/titles/1/audio/seg_1.m4s")
     # a video request whose hint names another video rendition (a player's level switch) is left alone
     send(hints, {"ot": "v", "nor": "..%2F1080p%2Fseg_3.m4s"}, "/t/JWT/titles/1/360p/seg_2.m4s")
-    assert [m.key for m in link.sent] == ["titles/1/360p/seg_2.m4s", "titles/1/audio/seg_2.m4s",
-                                           "titles/1/1080p/seg_3.m4s"]
+    assert [m.key for m in link.sent if not m.guess] == ["titles/1/360p/seg_2.m4s", "titles/1/audio/seg_2.m4s",
+                                                         "titles/1/1080p/seg_3.m4s"]
     assert hints.rebased == 1
     # another session has not shown what 360p holds: its audio hint goes as named
     send(hints, {"ot": "a", "nor": "..%2F360p%2Fseg_9.m4s"}, "/t/JWT/titles/1/audio/seg_8.m4s", session="t")
@@ -143,3 +144,65 @@ def test_no_hint_goes_on_a_version_1_link() -> None:
     hints, link, _ = sender(version=LEGACY)
     send(hints, {"nor": "seg_5.m4s", "sid": "s"})
     assert link.sent == []
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("seg_00009.m4s", "seg_00010.m4s"),
+    ("seg_4.m4s", "seg_5.m4s"),
+    ("99.ts", "100.ts"),
+    ("chunk-stream0-00042.m4s", "chunk-stream0-00043.m4s"),  # the last number counts (ffmpeg's DASH names)
+    ("720p_12", "720p_13"),
+    ("init.mp4", None),  # the number is in the extension: not a sequence
+    ("index.m3u8", None),
+    ("seg.m4s", None),
+    ("1" * 19 + ".m4s", None),
+])
+def test_successor(name: str, expected: str | None) -> None:
+    assert successor(name) == expected
+
+
+@pytest.mark.parametrize(("current", "hinted", "expected"), [
+    ("titles/1/720p/seg_4.m4s", "titles/1/720p/seg_5.m4s", "titles/1/720p/seg_6.m4s"),
+    ("titles/1/720p/seg_00099.m4s", "titles/1/720p/seg_00100.m4s", "titles/1/720p/seg_00101.m4s"),
+    # the player did not show it reads in order: no guess
+    ("titles/1/720p/seg_4.m4s", "titles/1/720p/seg_7.m4s", None),  # a seek
+    ("titles/1/720p/seg_4.m4s", "titles/1/1080p/seg_5.m4s", None),  # a switch named in nor
+    ("titles/1/720p/seg_4.m4s", "titles/1/720p/seg_4.m4s", None),
+    ("titles/1/720p/init.mp4", "titles/1/720p/seg_1.m4s", None),
+])
+def test_lookahead(current: str, hinted: str, expected: str | None) -> None:
+    assert lookahead(current, hinted) == expected
+
+
+def test_a_stream_read_in_order_gets_the_object_after_the_hinted_one_as_a_guess() -> None:
+    """hls.js asks for segments back to back at start-up and after a switch up: the one after the hinted one is
+    fetched too, marked as the box's guess (the master admits it only with a slot to spare)."""
+    hints, link, _ = sender()
+    send(hints, {"ot": "v", "nor": "seg_2.m4s"}, "/t/JWT/titles/1/360p/seg_1.m4s")
+    # an audio request whose hint names the video's next segment: rebased, then looked ahead in audio
+    send(hints, {"ot": "a", "nor": "..%2F360p%2Fseg_2.m4s"}, "/t/JWT/titles/1/audio/seg_1.m4s")
+    # the switch up: the first request in 1080p names 1080p's next segment, so its next one comes too
+    send(hints, {"ot": "v", "nor": "seg_3.m4s"}, "/t/JWT/titles/1/1080p/seg_2.m4s")
+    assert [(m.key, m.guess) for m in link.sent] == [
+        ("titles/1/360p/seg_2.m4s", False), ("titles/1/360p/seg_3.m4s", True),
+        ("titles/1/audio/seg_2.m4s", False), ("titles/1/audio/seg_3.m4s", True),
+        ("titles/1/1080p/seg_3.m4s", False), ("titles/1/1080p/seg_4.m4s", True)]
+    assert hints.guessed == 3
+    # no guess for a range hint, a seek, or out of the token's scope
+    send(hints, {"nor": "seg_6.m4s", "nrr": "0-99"}, "/t/JWT/titles/1/720p/seg_5.m4s")
+    send(hints, {"nor": "seg_9.m4s"}, "/t/JWT/titles/1/720p/seg_5.m4s")
+    assert [(m.key, m.guess) for m in link.sent[6:]] == [("titles/1/720p/seg_6.m4s", False),
+                                                         ("titles/1/720p/seg_9.m4s", False)]
+    assert hints.guessed == 3
+
+
+def test_a_guess_does_not_hold_back_the_players_own_hint_for_the_same_object() -> None:
+    """The master may have dropped the guess (no slot to spare): when the next request's hint names it, it
+    goes again, as a hint (the master starts nothing for a key it is already filling)."""
+    hints, link, _ = sender()
+    send(hints, {"nor": "seg_5.m4s"}, "/t/JWT/titles/1/720p/seg_4.m4s")
+    send(hints, {"nor": "seg_6.m4s"}, "/t/JWT/titles/1/720p/seg_5.m4s")
+    send(hints, {"nor": "seg_6.m4s"}, "/t/JWT/titles/1/720p/seg_5.m4s")  # again: neither goes twice
+    assert [(m.key, m.guess) for m in link.sent] == [
+        ("titles/1/720p/seg_5.m4s", False), ("titles/1/720p/seg_6.m4s", True),
+        ("titles/1/720p/seg_6.m4s", False), ("titles/1/720p/seg_7.m4s", True)]

@@ -17,6 +17,7 @@ from oca.storage.policy import LRUPolicy
 from oca.storage.s3fifo import S3FIFOPolicy
 from tests.clock import FakeClock
 from tests.storage.conftest import storage_config
+from tests.storage.test_policy_contract import Sized
 
 
 def nothing_pinned(key: str) -> bool:
@@ -24,7 +25,7 @@ def nothing_pinned(key: str) -> bool:
 
 
 def wrapped(scores: dict[str, float], keys: list[str], size: int = 10) -> PlannedPolicy:
-    policy = PlannedPolicy(LRUPolicy(), scores)
+    policy = Sized(LRUPolicy(), scores)
     for key in keys:
         policy.add(key, size)
     return policy
@@ -54,10 +55,10 @@ def test_a_planned_key_is_kept_and_admitted_and_reads_do_not_reorder_it() -> Non
 
 def test_replan_moves_keys_between_the_plan_and_the_tiers_own_policy() -> None:
     policy = wrapped({"a": 1.0}, ["a", "b", "c"])
-    policy.replan({"b": 3.0}, {"a": 10, "b": 10, "c": 10})
+    policy.replan({"b": 3.0}, ["a", "b", "c"])
     # a is unplanned now (newest in LRU order), b is planned: c, then a, then b
     assert policy.victims(30, nothing_pinned) == ["c", "a", "b"]
-    policy.replan({}, {"a": 10, "b": 10, "c": 10})
+    policy.replan({}, ["a", "b", "c"])
     assert policy.victims(30, nothing_pinned) == ["c", "a", "b"] and len(policy) == 3
 
 
@@ -68,7 +69,7 @@ def test_property_no_pinned_victim_and_a_planned_one_only_after_every_unplanned_
     rng = random.Random(seed)
     scores = {f"k{i}": float(rng.randrange(5)) for i in range(12) if rng.random() < 0.5}
     pinned = {f"k{i}" for i in range(12) if rng.random() < 0.2}
-    policy = PlannedPolicy(S3FIFOPolicy(), scores)
+    policy = Sized(S3FIFOPolicy(), scores)
     held: dict[str, int] = {}
     for op, i, size in ops:
         key = f"k{i}"
@@ -109,11 +110,39 @@ def test_the_store_keeps_planned_files_while_unplanned_ones_can_go(tmp_path: Pat
         assert not {"p0", "p1"} & {info.key for info in store.list()}
 
 
-def test_wrapping_a_policy_that_already_holds_keys_learns_their_sizes() -> None:
+def test_wrapping_a_policy_that_already_holds_keys_counts_them_by_the_stores_sizes() -> None:
     inner = LRUPolicy()
     for key in ("a", "b", "c"):
         inner.add(key, 10)
-    policy = PlannedPolicy(inner)
-    policy.replan({"a": 1.0}, {"a": 10, "b": 10, "c": 10})
+    policy = PlannedPolicy(inner, {"a": 10, "b": 10, "c": 10}.__getitem__)
+    policy.replan({"a": 1.0}, ["a", "b", "c"])
     assert policy.victims(20, nothing_pinned) == ["b", "c"]
     assert policy.victims(25, nothing_pinned) == ["b", "c", "a"]
+
+
+def test_a_cold_fill_lands_on_the_slowest_tier_with_room_a_hot_one_on_the_fastest(tmp_path: Path,
+                                                                                  src: Callable[..., str]) -> None:
+    with Store.open(storage_config(tmp_path, ssd=300, hdd=300, ssd_admission="all", policy="s3fifo"),
+                    FakeClock()) as store:
+        assert store.fill_target("titles/1/a", 100)[0] == "ssd"  # a client's miss: the fastest tier
+        assert store.fill_target("titles/1/a", 100, cold=True)[0] == "hdd"  # a prefetch: the slowest
+        assert store.fill_target("titles/1/a", 100, hot=True, cold=True)[0] == "ssd"  # hot wins
+        for i in range(3):  # pre-position three pinned files the way a prefetch does
+            key = f"titles/2/p{i}"
+            tier, _ = store.fill_target(key, 100, cold=True)
+            store.adopt(src(size=100, seed=i), key, tier=tier, size=100, digest="", pin=True)
+        assert {info.tier for info in store.list()} == {"hdd"}
+        # the slowest tier is all pinned: a cold fill takes the fastest tier with room, as any fill would
+        assert store.fill_target("titles/4/x", 100, cold=True)[0] == "ssd"
+
+
+def test_the_planned_order_follows_adds_removes_and_replans_between_evictions() -> None:
+    # the order of planned keys is kept between misses (not sorted on each): every change must renew it
+    policy = wrapped({"p1": 5.0, "p2": 1.0, "p3": 3.0}, ["p1", "p2"])
+    assert policy.victims(10, nothing_pinned) == ["p2"]
+    policy.add("p3", 10)
+    assert policy.victims(20, nothing_pinned) == ["p2", "p3"]
+    policy.remove("p2")
+    assert policy.victims(10, nothing_pinned) == ["p3"]
+    policy.replan({"p1": 0.5, "p3": 3.0}, ["p1", "p3"])
+    assert policy.victims(10, nothing_pinned) == ["p1"]

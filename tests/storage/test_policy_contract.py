@@ -17,7 +17,20 @@ from oca.storage.s3fifo import Ghost, S3FIFOPolicy
 POLICIES: list[Callable[[], EvictionPolicy]] = [
     LRUPolicy, S3FIFOPolicy, policy_factory("s3fifo", [1000, 9000]),
     # fill-aware: the wrapper with no plan, and with a plan naming some of the keys these tests use
-    lambda: PlannedPolicy(S3FIFOPolicy()), lambda: PlannedPolicy(LRUPolicy(), {"a": 1.0, "k1": 2.0, "k3": 0.5})]
+    lambda: Sized(S3FIFOPolicy()), lambda: Sized(LRUPolicy(), {"a": 1.0, "k1": 2.0, "k3": 0.5})]
+
+
+class Sized(PlannedPolicy):
+    """The fill-aware wrapper with the sizes a store's catalog would give it (the store records an object's size
+    before its policy hears of it)."""
+
+    def __init__(self, inner: EvictionPolicy, scores: dict[str, float] | None = None) -> None:
+        self.sizes: dict[str, int] = {}
+        super().__init__(inner, self.sizes.__getitem__, scores)
+
+    def add(self, key: str, size: int) -> None:
+        self.sizes[key] = size
+        super().add(key, size)
 
 
 def nothing_pinned(key: str) -> bool:
@@ -184,3 +197,32 @@ class TestS3FIFO:
         for _ in range(3):
             p.touch("a")
         assert p.victims(2, nothing_pinned) == ["b", "c"]
+
+    def test_a_key_moved_between_tiers_keeps_its_frequency(self) -> None:
+        ghost = Ghost(1000)
+        ssd, hdd = S3FIFOPolicy(ghost), S3FIFOPolicy(ghost)
+        ssd.add("hot", 1)
+        ssd.touch("hot")
+        ssd.touch("hot")
+        ssd.remove("hot")  # a promotion or demotion: off one tier and at once onto the other
+        hdd.add("hot", 1)  # first in the HDD's main
+        for k in ("a", "b"):  # then two objects never read
+            hdd.add(k, 1)
+            hdd.remove(k)
+            hdd.add(k, 1)
+        # read twice before the move: its main hand spares it, so the unread ones go first
+        assert hdd.victims(2, nothing_pinned) == ["a", "b"]
+
+    def test_a_key_that_comes_back_after_other_arrivals_starts_over(self) -> None:
+        ghost = Ghost(1000)
+        p = S3FIFOPolicy(ghost)
+        for k in ("a", "b"):
+            p.add(k, 1)
+            p.remove(k)
+            p.add(k, 1)
+        p.add("c", 1)
+        p.touch("c")
+        p.remove("c")  # evicted...
+        p.add("x", 1)  # ...then something else arrives before it is read again
+        p.add("c", 1)  # returning from the ghost: main, but with nothing earned
+        assert p.victims(3, lambda k: k == "x") == ["a", "b", "c"]

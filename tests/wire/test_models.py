@@ -242,3 +242,56 @@ def test_a_junk_box_report_is_a_wire_error(body: Any, message: str) -> None:
     assert str(caught.value) == message
     with pytest.raises(WireError, match="expected a box id"):
         BoxReport.from_json({"box": 5})
+
+
+# A /status body as another release may send it: every report field, some of another shape, and fields the
+# report does not read (the operator part of /status), nested.
+_json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                          st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8))
+_json_values = st.recursive(
+    _json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=8)
+_report_fields = st.sampled_from(["version", "draining", "egress_bps", "bytes_out", "connections",
+                                  "inventory_sequence", "invalidation_seq", "hit_bytes", "miss_bytes", "uptime"])
+_tier_bodies = st.dictionaries(st.sampled_from(["name", "capacity", "used", "objects", "state", "error", "path"]),
+                               _json_values, max_size=7)
+_status_bodies = st.fixed_dictionaries(
+    {"box": st.one_of(st.just("b1"), st.just("b2"), _json_scalars)},
+    optional={"tiers": st.one_of(st.lists(_tier_bodies, max_size=3), st.lists(_json_values, max_size=2), _json_values)},
+).flatmap(lambda top: st.dictionaries(_report_fields, _json_values, max_size=6).map(lambda rest: rest | top))
+
+
+def _read(read: Callable[[], BoxReport]) -> BoxReport | str:
+    try:
+        return read()
+    except WireError as exc:
+        return f"WireError: {exc}"
+
+
+@given(_status_bodies, st.sampled_from(["b1", None]))
+def test_decoding_a_status_body_reads_what_the_lenient_reader_reads(body: dict[str, Any], box: str | None) -> None:
+    # the fast path (msgspec, typed) and the fallback (json + field checks) must never disagree
+    text = json.dumps(body).encode()
+    assert _read(lambda: BoxReport.decode(text, box)) == _read(lambda: BoxReport.from_json(json.loads(text), box))
+
+
+@given(box_reports)
+def test_a_box_report_decodes_from_its_bytes(report: BoxReport) -> None:
+    assert BoxReport.decode(json.dumps(report.to_json()).encode(), report.box) == report
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (b'{"box": "b1", "egress_bps": 1e400}', BoxReport("b1", egress_bps=float("inf"))),  # json reads it, msgspec not
+    (b'{"box": "b1", "bytes_out": NaN}', BoxReport("b1")),  # not JSON to msgspec: read leniently (NaN is no int)
+    (b'{"box": "b1", "bytes_out": 7, "box": "b1", "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}", None),
+    (b"{", None),
+    (b"", None),
+])
+def test_a_status_body_msgspec_refuses_is_read_leniently_or_is_a_wire_error(body: bytes,
+                                                                             expected: BoxReport | None) -> None:
+    if expected is None:
+        with pytest.raises(WireError, match="not JSON"):
+            BoxReport.decode(body, "b1")
+    else:
+        assert BoxReport.decode(body, "b1") == expected

@@ -1,0 +1,61 @@
+"""loadtest.profile_hit: py-spy stacks land in the bucket of their innermost named frame, CPU times are read
+from /proc, and the in-process measurement runs the real worker code over real hits."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from loadtest import profile_hit
+from loadtest.profile_hit import KERNEL, LOOP, bucket_of, cpu_times, read_raw
+
+MAIN = "main (oca/serve/worker.py:197);run_forever (loop.c:33192);uv_run (core.c:464)"
+RECEIVED = MAIN + ";Connection.data_received (oca/serve/connection.py:159)"
+
+
+@pytest.mark.parametrize(("stack", "bucket"), [
+    (MAIN + ";epoll_pwait (libc.so.6)", KERNEL),
+    (MAIN + ";uv__io_poll (linux.c:1452)", LOOP),
+    (RECEIVED + ";feed_data (parser.c:6373);Connection.on_header (oca/serve/connection.py:198)",
+     "parse (httptools and its callbacks)"),
+    (RECEIVED + ";Connection._next (oca/serve/connection.py:258);ContentHandler.handle (oca/serve/handler.py:175)"
+     ";Gate.check (oca/serve/gate.py:60)", "gate (token check)"),
+    (RECEIVED + ";Connection._next (oca/serve/connection.py:258);ContentHandler.handle (oca/serve/handler.py:175)",
+     "handler (key, lookup, response)"),
+    (RECEIVED + ";Connection._start (oca/serve/connection.py:275);writelines (loop.c:110315);writev (libc.so.6)",
+     KERNEL),
+    (RECEIVED + ";Connection._start (oca/serve/connection.py:275);writelines (loop.c:110315)",
+     "write (transport)"),
+    (RECEIVED + ";Connection._finish (oca/serve/connection.py:441);Server.record (oca/serve/server.py:120)"
+     ";Server.record_hits (oca/serve/server.py:130);WorkerStats.observe_hits (oca/serve/stats.py:85)",
+     "stats (counters)"),
+    (RECEIVED, "connection bookkeeping"),
+])
+def test_a_stack_lands_in_the_bucket_of_its_innermost_named_frame(stack: str, bucket: str) -> None:
+    assert bucket_of(stack) == bucket
+
+
+def test_raw_stacks_are_counted_per_bucket(tmp_path: Any) -> None:
+    raw = tmp_path / "raw.txt"
+    raw.write_text(f"{MAIN};epoll_pwait (libc.so.6) 30\n{RECEIVED} 5\n{RECEIVED};Connection._next (x) 7\nbad\n")
+    assert read_raw(str(raw)) == {KERNEL: 30, "connection bookkeeping": 12}
+
+
+def test_cpu_times_of_this_process() -> None:
+    before = cpu_times(os.getpid())
+    sum(i * i for i in range(200_000))
+    after = cpu_times(os.getpid())
+    assert after.user + after.system >= before.user + before.system >= 0
+
+
+def test_the_in_process_measurement_runs_the_worker_over_real_hits(tmp_path: Any) -> None:
+    lines: list[str] = []
+    report = profile_hit.in_process(640, str(tmp_path), lines.append)
+    assert report.startswith("in process (no kernel, no event loop): ")
+    assert report.endswith(" µs of Python per 8 KiB hit")
+    assert float(report.split(": ")[1].split(" ")[0]) > 0
+    assert lines and "bytes written" in lines[0]
+    with open(tmp_path / "access.log", encoding="utf-8") as fh:
+        assert sum(1 for _ in fh) >= 640  # every hit logged, warm-up included
