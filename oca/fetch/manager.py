@@ -225,21 +225,13 @@ class FillManager:
                 link.send(Absent(key, until - self.clock()))
                 return
             del self.absent[key]
-        stale = key in self.state.stale
-        if not stale:
-            if await self._held(key):
-                link.send(Stored(key))
-                return
-            running = self.fills.get(key)  # someone may have started it while we asked storage
-            if running is not None:
-                self._join(running, link)
-                return
-            fill = Fill(key, key, why=self.history.miss(key))
-            self._probe(fill, start)
-            self._begin(fill, link)
-            return
-        info = await self.owner.call(Store.get, key)
-        if info is not None and not revalidate:
+        info = None
+        if key not in self.state.stale:
+            held = await self._held(key)
+        else:  # soft-purged: its stored copy still answers unless the worker asks to revalidate it
+            info = await self.owner.call(Store.get, key)
+            held = info is not None and not revalidate
+        if held:
             link.send(Stored(key))
             return
         running = self.fills.get(key)  # someone may have started it while we asked storage

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,22 +63,13 @@ async def test_eio_mid_fill_fails_the_tier_and_the_waiting_worker_still_gets_eve
         tmp_path: Path, origin: Origin, monkeypatch: pytest.MonkeyPatch) -> None:
     """The master's fill with a worker's RemoteFills on a real link; the disk's EIO is injected into the fill's
     temp-file writes (a real failing disk is the fault suite's: `python -m loadtest.faults`)."""
-    from oca.config import load_box_config
-    from oca.fetch.fillfile import FillFile
-    from oca.fetch.link import Link
-    from oca.fetch.manager import FillManager
-    from oca.fetch.remote import RemoteFills
-    from oca.fetch.state import FetchState
-    from oca.fetch.upstream import Upstream, sources_from_config
-    from oca.protocol.codec import SPEAKS, Codec
+    from oca.fetch.fillfile import MEMORY_FEED_DIR, FillFile
     from oca.storage import Store
-    from oca.storage.storage_owner import StorageOwner
-    from tests.conftest import write_box_config
+    from tests.fetch.test_streaming_fill import rig
 
     key = "titles/3/720p/seg_00007.m4s"
     data = os.urandom(3 * MIB)
     origin.add(key, data=data, fault=Fault(dribble=(256 * 1024, 0.01)))
-    config = load_box_config(write_box_config(str(tmp_path), fetch={"sources": [origin_source(origin)]}))
     real_write = FillFile.write
 
     def eio_after_a_mib(self: FillFile, chunk: bytes) -> None:
@@ -88,29 +78,20 @@ async def test_eio_mid_fill_fails_the_tier_and_the_waiting_worker_still_gets_eve
         real_write(self, chunk)
 
     monkeypatch.setattr(FillFile, "write", eio_after_a_mib)
-    owner = StorageOwner(config.storage)
-    await owner.open()
-    manager = FillManager(config.fetch, owner, FetchState(config.storage.state_dir),
-                          Upstream(config.fetch, sources_from_config(config.fetch)))
-    master_end, worker_end = socket.socketpair()
-    codec = Codec(SPEAKS[0])
-    manager.attach(await Link.open(master_end, codec, Codec.ask, manager.on_message, manager.detach))
-    fills = RemoteFills()
-    fills.link = await Link.open(worker_end, codec, Codec.event, fills.on_message)
-    try:
+    async with rig(tmp_path, origin, MEMORY_FEED_DIR) as linked:
+        manager, fills, owner = linked.manager, linked.fills, linked.owner
         fill = fills.acquire(key)
-        for _ in range(1000):
-            if fill.result:
-                break
-            await asyncio.sleep(0.01)
-        assert fill.result == "done" and fill.have == len(data)
-        assert os.pread(fill.fd, len(data) + 1, 0) == data
-        tiers = {t["name"]: t for t in (await owner.call(Store.status))["tiers"]}
-        failed = [t for t in tiers.values() if t["state"] == "failed"]
-        assert len(failed) == 1 and "Input/output error" in str(failed[0]["error"]), tiers
-        assert await owner.call(Store.get, key) is None
-        assert manager.counters["fills_not_stored"] == 1
-    finally:
-        fills.release(fill)
-        await manager.close()
-        await owner.close()
+        try:
+            for _ in range(1000):
+                if fill.result:
+                    break
+                await asyncio.sleep(0.01)
+            assert fill.result == "done" and fill.have == len(data)
+            assert os.pread(fill.fd, len(data) + 1, 0) == data
+            tiers = {t["name"]: t for t in (await owner.call(Store.status))["tiers"]}
+            failed = [t for t in tiers.values() if t["state"] == "failed"]
+            assert len(failed) == 1 and "Input/output error" in str(failed[0]["error"]), tiers
+            assert await owner.call(Store.get, key) is None
+            assert manager.counters["fills_not_stored"] == 1
+        finally:
+            fills.release(fill)
