@@ -65,7 +65,7 @@ def test_one_protocol_version_ahead_switches_with_zero_failures_and_two_ahead_is
             f"speaks {list(SPEAKS)}: switch through a release in between, or upgrade the installed oca first; "
             f"release {__version__} keeps serving") in refused.stderr, refused.stderr
     assert switched.returncode == 0, switched.stderr + box.log()
-    assert players.failures == [], players.failures[:5]
+    assert players.failures == [], f"{players.failures[:5]}\n{box.log()[-6000:]}"  # the worker's traceback
     assert players.servers[f"oca/{__version__}"] > 0 and players.servers["oca/96.0"] > 0
     status = box.admin("/status")
     assert (status["version"], status["previous_version"], status["firmware"]["state"]) == ("96.0", __version__,
@@ -88,7 +88,7 @@ def test_a_worker_the_master_cannot_talk_to_is_refused_at_its_handshake_and_the_
     players.stop()
     assert failed.returncode == 1 and "422: a worker of release 98.0 exited with code 2" in failed.stderr, \
         failed.stderr
-    assert players.failures == [], players.failures[:5]
+    assert players.failures == [], f"{players.failures[:5]}\n{box.log()[-6000:]}"  # the worker's traceback
     log = box.log()
     assert (f"refused: the worker speaks protocol versions [{VERSION + 3}, {VERSION + 2}], this master speaks "
             f"{list(SPEAKS)}: no version in common") in log, log
