@@ -16,7 +16,11 @@ Rules kept here:
 - An index that is missing, unreadable, fails `PRAGMA quick_check` or has another schema is rebuilt by
   scanning the tiers' sidecars. Junk is deleted on the way: objects without a valid sidecar (or whose
   size differs from it), sidecars without objects, stray names; a key found on two tiers keeps the faster
-  copy. A rebuild is written beside the index and renamed over it, so a crash mid-rebuild is harmless.
+  copy. A rebuild is written beside the index and renamed over it, so a crash mid-rebuild is harmless (the
+  next open rebuilds again).
+- A rebuild streams: the tiers' fan-out directories are read in parts by a few threads (their stats and
+  reads wait on the disk, without the GIL), each part inserted as it comes with one executemany into a file
+  written as a bulk load (no journal, one fsync at the end); memory holds a few parts, not the tier.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from pathlib import Path
 from oca.bounded import run_bounded
 from oca.errors import StorageError
 from oca.storage.files import fsync_dir
-from oca.storage.layout import ScanEntry, TierLayout, key_hash, remove_any
+from oca.storage.layout import TierLayout
 from oca.storage.model import TierState
 
 SCHEMA_VERSION = 1
@@ -52,6 +56,12 @@ CREATE TABLE pending (
 ) WITHOUT ROWID;
 """
 _COLUMNS = "key, tier, size, digest, stored_at, last_access, hot, pinned"
+
+# A new index file is written as a bulk load (see Index.create): no journal, no sync until it is whole, the
+# connection alone on the file, and a page cache of 64 MiB (SQLite's default is 2 MiB) so the key B-tree's
+# inner pages stay in memory while rows arrive in hash order, not key order: memory bounded at any size.
+_BULK_LOAD = ("PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF", "PRAGMA locking_mode=EXCLUSIVE",
+              "PRAGMA cache_size=-65536")
 
 WRITE, DROP = "write", "drop"  # pending intents: adopt the files if they verify / remove them
 
@@ -105,11 +115,12 @@ class Index:
         self.path, self._conn = path, conn
 
     @classmethod
-    def open(cls, path: str) -> Index:
-        """Open an existing index; raises IndexCorrupt if it is missing or cannot be trusted."""
+    def open(cls, path: str, *, trusted: bool = False) -> Index:
+        """Open an existing index; raises IndexCorrupt if it is missing or cannot be trusted. `trusted`: the
+        caller has just written it whole (`create`), so quick_check has nothing to find."""
         if not os.path.isfile(path):
             raise IndexCorrupt(f"{path} is missing")
-        clean = _take_clean_mark(path)
+        clean = _take_clean_mark(path) or trusted
         conn = None
         try:
             conn = _connect(path)
@@ -129,35 +140,49 @@ class Index:
         return cls(path, conn)
 
     @classmethod
-    def create(cls, path: str, rows: Iterable[Row], on_duplicate: Callable[[Row], None] | None = None) -> Index:
-        """Write a new index holding `rows` beside `path`, then rename it over whatever was there. Of rows with
-        the same key the first is kept; `on_duplicate` is told of each later one (a rebuild deletes its files)."""
+    def create(cls, path: str, batches: Iterable[Sequence[RowValues]],
+               on_duplicate: Callable[[str, str], None] | None = None) -> Index:
+        """Write a new index holding the rows of `batches` beside `path`, then rename it over whatever was there.
+        Of rows with the same key the first is kept; `on_duplicate(key, tier)` is told of each later one (a
+        rebuild deletes its files). The rows of one tier must have distinct keys (a tier has one file name per
+        key), since a later row is told apart from the one kept by its tier.
+
+        A bulk load: the file is new and takes the index's place only once it is complete and fsynced, so it
+        needs no rollback journal and no sync per commit (a crash leaves a `.new` that the next create removes),
+        and no quick_check when it is opened. Each batch is one executemany of one prepared statement."""
         fresh = path + ".new"
         for stale in (fresh, fresh + "-journal", path, path + "-wal", path + "-shm", path + CLEAN_SUFFIX):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)
         try:
-            conn = _connect(fresh)
+            conn = sqlite3.connect(fresh, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
             raise StorageError(f"cannot create index {fresh}: {e}") from e
         try:
-            conn.execute("PRAGMA journal_mode=DELETE")
+            for pragma in _BULK_LOAD:
+                conn.execute(pragma)
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("BEGIN")
             insert = f"INSERT OR IGNORE INTO objects ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"
-            execute = conn.execute
-            for row in rows:
-                if execute(insert, row.values()).rowcount == 0 and on_duplicate is not None:
-                    on_duplicate(row)
+            for batch in batches:
+                before = conn.total_changes
+                conn.executemany(insert, batch)
+                if conn.total_changes - before < len(batch) and on_duplicate is not None:
+                    for key, tier in _not_kept(conn, batch):
+                        on_duplicate(key, tier)
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             raise StorageError(f"cannot write index {fresh}: {e}") from e
         finally:
             conn.close()
+        try:
+            _fsync_file(fresh)  # what synchronous=FULL did at the commit, once, before the rename publishes it
+        except OSError as e:
+            raise StorageError(f"cannot write index {fresh}: {e.strerror or e}") from e
         os.replace(fresh, path)
         fsync_dir(os.path.dirname(path))
-        return cls.open(path)
+        return cls.open(path, trusted=True)
 
     def interrupt(self) -> None:
         """Abort the statement running on another thread (it raises sqlite3.OperationalError). Safe from
@@ -271,53 +296,64 @@ class IndexReader:
         self._conn.close()
 
 
-SCAN_THREADS = 8  # sidecar reads in flight during a rebuild: each waits on the disk (an HDD seeks per file)
+SCAN_THREADS = 8  # parts of a tier read at once during a rebuild: each waits on the disk (an HDD seeks per file)
+LEAVES_PER_PART = 16  # fan-out directories per part: 4,096 parts of a full tier, ~2,400 objects each at 10^7
 
 
-def scan_tiers(tiers: Sequence[tuple[str, TierLayout]], errors: dict[str, str]) -> Iterator[Row]:
-    """Rows (last access = stored_at) for every valid object found on the tiers, fastest tier first, deleting
-    junk on the way. Streamed: parts of a tier (`TierLayout.scan_top`) are read by SCAN_THREADS threads, a
-    few parts ahead of the consumer, so a rebuild of 10^7 objects never holds them all. A key found on two
-    tiers is yielded twice, the faster copy first (Index.create keeps that one). Per tier that could not be
-    scanned, `errors` gets the error once the iteration is over (its files are left alone)."""
+def scan_tiers(tiers: Sequence[tuple[str, TierLayout]], errors: dict[str, str]) -> Iterator[list[RowValues]]:
+    """Batches of rows (last access = stored_at) for every valid object found on the tiers, fastest tier first,
+    deleting junk on the way. Streamed: parts of a tier (LEAVES_PER_PART fan-out directories) are read by
+    SCAN_THREADS threads, a few parts ahead of the consumer, so a rebuild of 10^7 objects never holds them all;
+    each part is one batch. A key found on two tiers is yielded twice, the faster copy first (Index.create keeps
+    that one). Per tier that could not be scanned, `errors` gets the error once the iteration is over (its
+    files are left alone)."""
     with ThreadPoolExecutor(max_workers=SCAN_THREADS, thread_name_prefix="oca-scan") as pool:
         for name, layout in tiers:
             try:
-                tops = layout.scan_tops()
-                for _, done in run_bounded(pool, functools.partial(_scan_part, name, layout), tops, 2 * SCAN_THREADS):
-                    yield from done.result()
+                parts = _parts(layout.scan_leaves())
+                for _, done in run_bounded(pool, functools.partial(_scan_part, name, layout), parts, 2 * SCAN_THREADS):
+                    rows = done.result()
+                    if rows:
+                        yield rows
             except OSError as e:
                 errors[name] = f"scan failed: {e.strerror or e} ({getattr(e, 'filename', '') or layout.root})"
 
 
-def _scan_part(name: str, layout: TierLayout, d1: str) -> list[Row]:
-    """The valid rows under objects/<d1>, with the junk there deleted. Raises OSError."""
-    rows = []
-    for item in layout.scan_top(d1):
-        if isinstance(item, str):
-            remove_any(item)
-            continue
-        row = _valid_row(name, layout, item)
-        if row is None:
-            layout.remove(item.hash)
-        else:
-            rows.append(row)
+def _parts(leaves: Iterator[str]) -> Iterator[list[str]]:
+    part: list[str] = []
+    for leaf in leaves:
+        part.append(leaf)
+        if len(part) == LEAVES_PER_PART:
+            yield part
+            part = []
+    if part:
+        yield part
+
+
+def _scan_part(tier: str, layout: TierLayout, leaves: list[str]) -> list[RowValues]:
+    """The rows of the valid objects in `leaves`, with the junk there deleted. Raises OSError."""
+    rows: list[RowValues] = []
+    add = rows.append
+    for leaf in leaves:
+        for s in layout.read_leaf(leaf):
+            add((s.key, tier, s.size, s.digest, s.stored_at, s.stored_at, int(s.hot), int(s.pinned)))
     return rows
 
 
-def _valid_row(tier: str, layout: TierLayout, item: ScanEntry) -> Row | None:
-    if item.object_path is None or item.meta_path is None:
-        return None
-    meta = layout.read_sidecar(item.hash)
-    if meta is None or key_hash(meta.key) != item.hash:
-        return None
+def _not_kept(conn: sqlite3.Connection, batch: Sequence[RowValues]) -> Iterator[tuple[str, str]]:
+    """(key, tier) of each row of `batch` that an earlier row of another tier kept out of the index."""
+    for row in batch:
+        kept = conn.execute("SELECT tier FROM objects WHERE key = ?", (row[0],)).fetchone()
+        if kept is not None and kept[0] != row[1]:
+            yield row[0], row[1]
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        size = os.stat(item.object_path).st_size
-    except FileNotFoundError:
-        return None
-    if size != meta.size:
-        return None
-    return Row(meta.key, tier, meta.size, meta.digest, meta.stored_at, meta.stored_at, meta.hot, meta.pinned)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _signature(path: str) -> str:

@@ -8,6 +8,9 @@ Rules kept here:
 - Temporary files live only in `<tier>/tmp/`; `prepare()` empties it, so anything there after a crash
   is discarded at the next open.
 - Removal is tolerant: a file already gone is not an error.
+- A scan costs what a rebuild of 10^7 objects can afford: one directory listing per fan-out directory (file
+  types from the listing, no stat per name), and per object one stat and one read, relative to the open
+  directory (no path walk per file); sidecars are decoded and checked in one msgspec call.
 """
 
 from __future__ import annotations
@@ -17,24 +20,30 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import Annotated
 
+import msgspec
 import xxhash
 
 _HASH_RE = re.compile(r"[0-9a-f]{32}")
+_FANOUT_RE = re.compile(r"[0-9a-f]{2}")
 META_SUFFIX = ".meta"
+SIDECAR_LIMIT = 64 * 1024  # bytes of a sidecar read; a longer one is not well-formed
 
 
 def key_hash(key: str) -> str:
     return xxhash.xxh3_128_hexdigest(key.encode())
 
 
-@dataclass(frozen=True, slots=True)
-class Sidecar:
+class Sidecar(msgspec.Struct, frozen=True, gc=False):
+    """What a sidecar says. The annotations are what `from_bytes` checks (msgspec validates while decoding:
+    an int that is not a bool and not negative, a digest of 32 lowercase hex digits); gc=False because a scan
+    makes one per object and none holds a reference cycle."""
+
     key: str
-    size: int
-    digest: str
-    stored_at: float
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    digest: Annotated[str, msgspec.Meta(pattern=r"\A[0-9a-f]{32}\Z")]
+    stored_at: float  # a JSON integer is taken as a float; a bool is not
     hot: bool
     pinned: bool
 
@@ -47,31 +56,12 @@ class Sidecar:
     def from_bytes(cls, data: bytes) -> Sidecar | None:
         """The sidecar in `data`, or None if it is not a well-formed one."""
         try:
-            raw = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+            return _decode_sidecar(data)
+        except msgspec.DecodeError:  # malformed JSON, not UTF-8, a field missing or of the wrong type
             return None
-        if not isinstance(raw, dict):
-            return None
-        key, size, digest = raw.get("key"), raw.get("size"), raw.get("digest")
-        stored_at, hot, pinned = raw.get("stored_at"), raw.get("hot"), raw.get("pinned")
-        if not (isinstance(key, str) and isinstance(digest, str) and _HASH_RE.fullmatch(digest)):
-            return None
-        if not (isinstance(size, int) and not isinstance(size, bool) and size >= 0):
-            return None
-        if not (isinstance(stored_at, int | float) and not isinstance(stored_at, bool)):
-            return None
-        if not (isinstance(hot, bool) and isinstance(pinned, bool)):
-            return None
-        return cls(key, size, digest, float(stored_at), hot, pinned)
 
 
-@dataclass(frozen=True, slots=True)
-class ScanEntry:
-    """One hash found by a scan: its object and sidecar paths (None when missing)."""
-
-    hash: str
-    object_path: str | None
-    meta_path: str | None
+_decode_sidecar = msgspec.json.Decoder(Sidecar).decode
 
 
 class TierLayout:
@@ -135,48 +125,91 @@ class TierLayout:
     def read_sidecar(self, h: str) -> Sidecar | None:
         try:
             with open(self.meta_path(h), "rb") as f:
-                return Sidecar.from_bytes(f.read(64 * 1024))
+                return Sidecar.from_bytes(f.read(SIDECAR_LIMIT))
         except FileNotFoundError:
             return None
 
-    def scan(self) -> Iterator[ScanEntry | str]:
-        """Everything under objects/: a ScanEntry per hash, and the path of each file that is neither an
-        object nor a sidecar name (to delete). Raises OSError if the tier cannot be read."""
-        for d1 in self.scan_tops():
-            yield from self.scan_top(d1)
+    def scan_leaves(self) -> Iterator[str]:
+        """The fan-out directories under objects/ that hold objects (`ab/cd`), in order; every other name met
+        on the way (a stray file, a directory that is not a fan-out name) is deleted. Each leaf is then read
+        with `read_leaf`, on its own, so a rebuild reads several at once. Raises OSError if the tier cannot
+        be read."""
+        for d1 in _fanout_names(self.objects_dir):
+            for d2 in _fanout_names(os.path.join(self.objects_dir, d1)):
+                yield f"{d1}/{d2}"
 
-    def scan_tops(self) -> list[str]:
-        """The names under objects/, each to be scanned with `scan_top` (a part of the tier on its own, so
-        a rebuild can read several at once). Raises OSError if the tier cannot be read."""
-        return _listdir(self.objects_dir)
+    def read_leaf(self, leaf: str) -> list[Sidecar]:
+        """The sidecars of the valid objects in one fan-out directory (`ab/cd`, from `scan_leaves`): each names
+        a key that hashes to its file name and the size of the object beside it. Junk there is deleted: names
+        that are not this leaf's hashes, an object without a sidecar or a sidecar without an object, a sidecar
+        that is not well-formed or does not match its object. Raises OSError if the directory cannot be
+        read."""
+        prefix = leaf[0:2] + leaf[3:5]
+        folder = f"{self.objects_dir}/{leaf}"
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            objects: dict[str, os.DirEntry[str]] = {}
+            metas: set[str] = set()
+            junk: list[str] = []
+            with os.scandir(fd) as listing:
+                for entry in listing:
+                    name = entry.name
+                    base = name[:-5] if name.endswith(META_SUFFIX) else name
+                    if entry.is_dir():  # from the listing's file type: no stat
+                        remove_any(f"{folder}/{name}")
+                    elif not (base.startswith(prefix) and _HASH_RE.fullmatch(base)):
+                        junk.append(name)
+                    elif len(base) < len(name):
+                        metas.add(base)
+                    else:
+                        objects[base] = entry
+            found: list[Sidecar] = []
+            for h, entry in objects.items():
+                sidecar = _read_sidecar_at(fd, h + META_SUFFIX) if h in metas else None
+                metas.discard(h)
+                if sidecar is None or key_hash(sidecar.key) != h or _size_at(entry) != sidecar.size:
+                    junk += (h + META_SUFFIX, h)  # the sidecar first: a half-done removal leaves no valid pair
+                else:
+                    found.append(sidecar)
+            junk += (h + META_SUFFIX for h in metas)  # sidecars without objects
+            for name in junk:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=fd)
+        finally:
+            os.close(fd)
+        return found
 
-    def scan_top(self, d1: str) -> Iterator[ScanEntry | str]:
-        """`scan` of one name under objects/ (itself junk unless a fan-out directory)."""
-        p1 = os.path.join(self.objects_dir, d1)
-        if not (len(d1) == 2 and os.path.isdir(p1)):
-            yield p1
-        else:
-            for d2 in _listdir(p1):
-                p2 = os.path.join(p1, d2)
-                if not (len(d2) == 2 and os.path.isdir(p2)):
-                    yield p2
-                    continue
-                yield from self._scan_leaf(p2, d1 + d2)
 
-    def _scan_leaf(self, leaf: str, prefix: str) -> Iterator[ScanEntry | str]:
-        objects: dict[str, str] = {}
-        metas: dict[str, str] = {}
-        for name in _listdir(leaf):
-            path = os.path.join(leaf, name)
-            base = name.removesuffix(META_SUFFIX)
-            if not (_HASH_RE.fullmatch(base) and base.startswith(prefix)) or os.path.isdir(path):
-                yield path
-            elif name.endswith(META_SUFFIX):
-                metas[base] = path
+def _fanout_names(path: str) -> list[str]:
+    """The fan-out directory names in `path`, sorted; anything else there is deleted. Raises OSError."""
+    names: list[str] = []
+    with os.scandir(path) as listing:
+        for entry in listing:
+            if _FANOUT_RE.fullmatch(entry.name) and entry.is_dir():
+                names.append(entry.name)
             else:
-                objects[base] = path
-        for h in sorted(objects.keys() | metas.keys()):
-            yield ScanEntry(h, objects.get(h), metas.get(h))
+                remove_any(entry.path)
+    return sorted(names)
+
+
+def _read_sidecar_at(fd: int, name: str) -> Sidecar | None:
+    try:
+        meta = os.open(name, os.O_RDONLY, dir_fd=fd)
+    except FileNotFoundError:
+        return None
+    try:
+        # one read: a regular file gives all it has up to the limit (short only at its end)
+        return Sidecar.from_bytes(os.read(meta, SIDECAR_LIMIT))
+    finally:
+        os.close(meta)
+
+
+def _size_at(entry: os.DirEntry[str]) -> int:
+    """The object's size (its link followed, as a reader opening it would), or -1 if it is gone."""
+    try:
+        return entry.stat().st_size
+    except FileNotFoundError:
+        return -1
 
 
 def unlink_quiet(path: str) -> None:
@@ -190,10 +223,6 @@ def remove_any(path: str) -> None:
         _remove_tree(path)
     else:
         unlink_quiet(path)
-
-
-def _listdir(path: str) -> list[str]:
-    return sorted(os.listdir(path))
 
 
 def _remove_tree(path: str) -> None:

@@ -36,7 +36,7 @@ from oca.storage import files, health, lock
 from oca.storage.catalog import PINNED, Catalog, CatalogEntry, Tier
 from oca.storage.engine import STICKY, Engine
 from oca.storage.generation import GENERATION_NAME, Generation
-from oca.storage.index import Index, IndexCorrupt, Row, index_path, scan_tiers
+from oca.storage.index import Index, IndexCorrupt, index_path, scan_tiers
 from oca.storage.layout import key_hash, unlink_quiet
 from oca.storage.model import ObjectInfo, TierState
 from oca.storage.planned import PlannedPolicy
@@ -662,8 +662,8 @@ def _open_index(path: str, catalog: Catalog) -> Index:
     usable = [(t.name, t.layout) for t in catalog.tiers if t.state is not TierState.FAILED]
     errors: dict[str, str] = {}
 
-    def slower_copy(row: Row) -> None:  # the key is on a faster tier too: that copy is kept
-        catalog.by_name[row.tier].layout.remove(key_hash(row.key))
+    def slower_copy(key: str, tier: str) -> None:  # the key is on a faster tier too: that copy is kept
+        catalog.by_name[tier].layout.remove(key_hash(key))
 
     try:
         index = Index.create(path, scan_tiers(usable, errors), slower_copy)

@@ -46,9 +46,9 @@ def test_a_box_of_a_million_objects_answers_every_status_poll_while_it_loads_and
     (hdd / "objects").mkdir(parents=True)
     state = tmp_path / "state"
     state.mkdir()
-    rows = (Row(f"titles/held/{i}", "hdd", 4096, f"{i:032x}", 1.7e9 + i, 1.7e9 + i, False, False)
-            for i in range(OBJECTS))
-    Index.create(index_path(str(state)), rows).close(clean=True)
+    batches = ([Row(f"titles/held/{i}", "hdd", 4096, f"{i:032x}", 1.7e9 + i, 1.7e9 + i, False, False).values()
+                for i in range(first, min(first + 10_000, OBJECTS))] for first in range(0, OBJECTS, 10_000))
+    Index.create(index_path(str(state)), batches).close(clean=True)
     src = tmp_path / "src"
     write_sources(str(src), 0, ARRIVING, 4096)
 
