@@ -1,0 +1,203 @@
+"""The rebuild's scan of a tier: sidecars decoded and checked, junk deleted per fan-out directory, parts read as
+the index is written (never the whole tier at once), the new index written as a bulk load, and a crash in the
+middle that the next open rebuilds from."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from oca.storage import Store
+from oca.storage import index as index_module
+from oca.storage.index import Index, Row, scan_tiers
+from oca.storage.layout import Sidecar, TierLayout, key_hash
+
+from .conftest import assert_consistent, storage_config, tier_files
+
+DIGEST = "0123456789abcdef" * 2
+GOOD = {"key": "titles/1/a", "size": 3, "digest": DIGEST, "stored_at": 1.5, "hot": False, "pinned": True}
+
+
+@pytest.mark.parametrize(("change", "valid"), [
+    ({}, True),
+    ({"stored_at": 17}, True),  # a whole number of seconds, as json.dumps writes 17.0's neighbours
+    ({"extra": [1, 2]}, True),  # a field a later release adds is ignored
+    ({"size": True}, False),
+    ({"size": -1}, False),
+    ({"size": 3.0}, False),
+    ({"digest": DIGEST.upper()}, False),
+    ({"digest": DIGEST + "\n"}, False),
+    ({"digest": DIGEST[:-1]}, False),
+    ({"stored_at": True}, False),
+    ({"stored_at": "1.5"}, False),
+    ({"hot": 1}, False),
+    ({"pinned": None}, False),
+    ({"key": 7}, False),
+])
+def test_a_sidecar_is_well_formed_only_with_every_field_of_its_type(change: dict[str, object], valid: bool) -> None:
+    meta = Sidecar.from_bytes(json.dumps({**GOOD, **change}).encode())
+    assert (meta is not None) is valid
+    if meta is not None:
+        assert (meta.key, meta.size, meta.digest, meta.pinned) == ("titles/1/a", 3, DIGEST, True)
+        assert isinstance(meta.stored_at, float)
+
+
+@pytest.mark.parametrize("data", [b"", b"{", b"[]", b"null", b"\xff\xfe", b'{"key": "titles/1/a"}',
+                                  b'{"key": "\\ud800", "size": 1}'])
+def test_a_sidecar_that_is_not_json_of_an_object_is_not_well_formed(data: bytes) -> None:
+    assert Sidecar.from_bytes(data) is None
+
+
+def test_a_sidecar_reads_back_what_it_wrote() -> None:
+    meta = Sidecar("titles/1/é", 12, "ab" * 16, 1.5, True, False)
+    assert Sidecar.from_bytes(meta.to_bytes()) == meta
+
+
+def put(layout: TierLayout, key: str, data: bytes, *, size: int | None = None, meta_key: str | None = None) -> str:
+    """An object and its sidecar written straight into the layout, as a store leaves them; returns the hash."""
+    h = key_hash(key)
+    layout.ensure_fanout(h)
+    Path(layout.object_path(h)).write_bytes(data)
+    Path(layout.meta_path(h)).write_bytes(
+        Sidecar(meta_key or key, len(data) if size is None else size, DIGEST, 1.0, False, False).to_bytes())
+    return h
+
+
+def same_leaf_keys(count: int) -> list[str]:
+    """`count` keys whose hashes share one fan-out directory."""
+    found: list[str] = []
+    first = key_hash("k0")[:4]
+    i = 0
+    while len(found) < count:
+        key = f"k{i}"
+        if key_hash(key)[:4] == first:
+            found.append(key)
+        i += 1
+    return found
+
+
+def test_reading_a_leaf_keeps_valid_pairs_and_deletes_everything_else(tmp_path: Path) -> None:
+    layout = TierLayout(str(tmp_path / "hdd"))
+    layout.prepare()
+    good, no_meta, no_object, short, other_key, stray_dir = same_leaf_keys(6)
+    put(layout, good, b"good")
+    os.unlink(layout.meta_path(put(layout, no_meta, b"x")))
+    os.unlink(layout.object_path(put(layout, no_object, b"x")))
+    put(layout, short, b"abc", size=4)
+    put(layout, other_key, b"x", meta_key=good)  # a sidecar copied from another object
+    leaf = os.path.dirname(layout.object_path(key_hash(good)))
+    dir_named_like_an_object = Path(leaf) / key_hash(stray_dir)
+    dir_named_like_an_object.mkdir()
+    (dir_named_like_an_object / "inside").write_bytes(b"x")
+    (Path(leaf) / "notes.txt").write_bytes(b"x")
+    (Path(leaf) / ("f" * 32)).write_bytes(b"x")  # a hash name of another fan-out directory
+    name = f"{key_hash(good)[:2]}/{key_hash(good)[2:4]}"
+    found = layout.read_leaf(name)
+    assert [(m.key, m.size) for m in found] == [(good, 4)]
+    assert sorted(os.listdir(leaf)) == sorted([key_hash(good), key_hash(good) + ".meta"])
+
+
+def test_listing_leaves_deletes_what_is_not_a_fan_out_directory(tmp_path: Path) -> None:
+    layout = TierLayout(str(tmp_path / "hdd"))
+    layout.prepare()
+    h = put(layout, "titles/1/a", b"a")
+    objects = Path(layout.objects_dir)
+    (objects / "zz").mkdir()  # two characters, not hex: holds nothing a scan could keep
+    (objects / "zz" / "x").write_bytes(b"x")
+    (objects / "abc").mkdir()
+    (objects / "stray").write_bytes(b"x")
+    (objects / h[:2] / "stray").write_bytes(b"x")
+    (objects / h[:2] / "0g").mkdir()
+    assert list(layout.scan_leaves()) == [f"{h[:2]}/{h[2:4]}"]
+    assert sorted(os.listdir(objects)) == [h[:2]]
+    assert sorted(os.listdir(objects / h[:2])) == [h[2:4]]
+
+
+def test_the_scan_reads_a_few_parts_ahead_of_the_index_not_the_whole_tier(tmp_path: Path) -> None:
+    layout = TierLayout(str(tmp_path / "hdd"))
+    layout.prepare()
+    for i in range(3000):
+        put(layout, f"titles/{i}/s", b"x")
+    leaves = len(list(layout.scan_leaves()))
+    read: list[str] = []
+
+    class Counting(TierLayout):
+        def read_leaf(self, leaf: str) -> list[Sidecar]:
+            read.append(leaf)
+            return super().read_leaf(leaf)
+
+    window = 2 * index_module.SCAN_THREADS * index_module.LEAVES_PER_PART
+    assert leaves > 3 * window
+    errors: dict[str, str] = {}
+    batches = scan_tiers([("hdd", Counting(layout.root))], errors)
+    first = next(batches)
+    assert first and len(read) <= window + index_module.LEAVES_PER_PART
+    assert len(first) + sum(map(len, batches)) == 3000 and errors == {}
+    assert len(read) == leaves
+
+
+def row(key: str, tier: str) -> tuple[str, str, int, str, float, float, int, int]:
+    return Row(key, tier, 1, DIGEST, 1.0, 1.0, False, False).values()
+
+
+def test_a_new_index_keeps_the_first_row_of_a_key_and_names_the_later_ones(tmp_path: Path) -> None:
+    told: list[tuple[str, str]] = []
+    batches = [[row("a", "ssd"), row("b", "ssd")], [row("c", "hdd"), row("a", "hdd")], [row("d", "hdd")]]
+    index = Index.create(str(tmp_path / "index.sqlite"), batches, lambda key, tier: told.append((key, tier)))
+    try:
+        assert told == [("a", "hdd")]
+        assert sorted((r[0], r[1]) for r in index.rows()) == [("a", "ssd"), ("b", "ssd"), ("c", "hdd"), ("d", "hdd")]
+        assert index._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        index.close()
+    assert sorted(os.listdir(tmp_path)) == ["index.sqlite"]  # no journal, no .new left beside it
+
+
+CRASHING_CHILD = """
+import os, sys
+from oca.storage import index, store
+from oca.storage.layout import TierLayout
+from tests.storage.proc_helper import config_from
+
+batches = 0
+real = index.scan_tiers
+
+def scan_then_die(*args, **kwargs):
+    global batches
+    for batch in real(*args, **kwargs):
+        yield batch
+        batches += 1
+        if batches == 3:  # three parts inserted, the rest not yet read
+            os._exit(9)
+
+store.scan_tiers = scan_then_die
+store.Store.open(config_from(sys.argv[1]))
+"""
+
+
+def test_a_crash_mid_rebuild_leaves_a_store_that_rebuilds_again(tmp_path: Path) -> None:
+    config = storage_config(tmp_path, hdd=10**9)
+    hdd = TierLayout(str(tmp_path / "hdd"))
+    hdd.prepare()
+    keys = [f"titles/{i}/seg" for i in range(2000)]
+    for key in keys:
+        put(hdd, key, key.encode())
+    raw = json.dumps({"state_dir": config.state_dir, "policy": config.policy,
+                      "tiers": [[t.name, t.path, t.capacity, t.admission] for t in config.tiers]})
+    os.makedirs(config.state_dir)
+    Path(config.state_dir, "index.sqlite").write_bytes(b"not an index")
+    child = subprocess.run([sys.executable, "-c", CRASHING_CHILD, raw], capture_output=True, text=True,
+                           timeout=120, cwd=str(Path(__file__).parents[2]))
+    assert child.returncode == 9, child.stderr
+    assert os.path.exists(os.path.join(config.state_dir, "index.sqlite.new"))
+    assert not os.path.exists(os.path.join(config.state_dir, "index.sqlite"))
+    with Store.open(config) as store:
+        assert sorted(i.key for i in store.list()) == sorted(keys)
+        assert_consistent(store)
+    assert not os.path.exists(os.path.join(config.state_dir, "index.sqlite.new"))
+    assert len(tier_files(str(tmp_path / "hdd"))) == 2 * len(keys)
