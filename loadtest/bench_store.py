@@ -12,7 +12,12 @@
 4. imports `--live-import` more objects through the running box (the admin API, as a fill or an operator
    does) while polling `/status` every 100 ms with the control plane's 1 s timeout: /status p50/p99/max and
    misses;
-5. stops the box, deletes the index and reopens the store (a rebuild from the tiers' sidecars): objects/s.
+5. stops the box, deletes the index and reopens the store (a rebuild from the tiers' sidecars), twice: as a
+   box opens it (`rebuild_per_s`: the index rebuilt, servable from then on while the catalog loads from it in
+   the background) and as `oca cache` does (`rebuild_and_load_per_s`: the catalog loaded too; its CPU time per
+   object, which the machine's load does not inflate as much as the wall clock).
+`--rebuild-only` does step 5 alone, on N objects written straight into a tier's layout (the object and its
+sidecar, with the store's own layout code, as a store leaves them): minutes at 10^6 where the import takes tens.
 An N whose files do not fit the work directory's filesystem (three inodes and twice the bytes per object at
 the peak) is skipped with the reason. A measurement, never a pass/fail test. Everything listens on 127.0.0.1;
 every process is killed at the end.
@@ -35,8 +40,11 @@ import threading
 import time
 from typing import Any
 
+import xxhash
+
 from loadtest.boxes import OCA, kill_box, start_box, write_box_config
 from oca.config.units import parse_size
+from oca.storage.layout import Sidecar, TierLayout, key_hash
 
 
 def rss_mb(pid: int) -> float:
@@ -179,16 +187,68 @@ def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str) -> d
     finally:
         kill_box(box)
 
-    os.unlink(os.path.join(workdir, "state", "index.sqlite"))
-    for extra in ("index.sqlite-wal", "index.sqlite-shm"):
-        if os.path.exists(os.path.join(workdir, "state", extra)):
-            os.unlink(os.path.join(workdir, "state", extra))
-    code = ("import sys, time; from oca.config import load_box_config; from oca.storage import Store; "
-            "c = load_box_config(sys.argv[1]); t = time.monotonic(); s = Store.open(c.storage); "
-            "print(s.status()['objects'], time.monotonic() - t); s.close()")
-    out = subprocess.run([sys.executable, "-c", code, config_path], check=True, capture_output=True, text=True)
-    objects, seconds = out.stdout.split()
-    row["rebuild_per_s"] = round(int(objects) / float(seconds))
+    row.update(measure_rebuild(config_path))
+    return row
+
+
+def rebuild_only(n: int, size: int, workdir: str) -> dict[str, Any]:
+    tier = os.path.join(workdir, "hdd")
+    config_path = write_box_config(workdir, storage={
+        "tiers": [{"name": "hdd", "path": tier, "capacity": f"{n * size * 2 // (1 << 30) + 1}GiB"}]})
+    layout = TierLayout(tier)
+    layout.prepare()
+    block = random.Random(n).randbytes(size)
+    started = time.monotonic()
+    for i in range(n):
+        key, data = key_of(i), i.to_bytes(8, "big") + block[8:]
+        h = key_hash(key)
+        layout.ensure_fanout(h)
+        with open(layout.object_path(h), "wb") as fh:
+            fh.write(data)
+        with open(layout.meta_path(h), "wb") as fh:
+            fh.write(Sidecar(key, len(data), xxhash.xxh3_128_hexdigest(data), 1.7e9 + i, False, False).to_bytes())
+    print(f"  N={n}: written into the layout in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    return {"objects": n, "size": size, "load_average": round(os.getloadavg()[0], 1), **measure_rebuild(config_path)}
+
+
+REBUILD = """
+import os, resource, sys, time
+from oca.config import load_box_config
+from oca.storage import Store
+config = load_box_config(sys.argv[1])
+for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "index.sqlite.clean"):
+    if os.path.exists(os.path.join(config.storage.state_dir, name)):
+        os.unlink(os.path.join(config.storage.state_dir, name))
+usage = resource.getrusage(resource.RUSAGE_SELF)
+cpu = usage.ru_utime + usage.ru_stime
+started = time.monotonic()
+store = Store.open(config.storage, background=sys.argv[2] == "background")
+opened = time.monotonic() - started
+while store.status()["loading"]:
+    time.sleep(0.01)
+loaded = time.monotonic() - started
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(store.status()["objects"], opened, loaded, usage.ru_utime + usage.ru_stime - cpu)
+store.close()
+"""
+
+
+def measure_rebuild(config_path: str) -> dict[str, Any]:
+    """Delete the index and open the store twice, each a rebuild from the tiers' sidecars: as a box does
+    (`background`: the index rebuilt, then servable while the catalog loads from it) and as `oca cache` does
+    (Store.open returns once the catalog is loaded too). Objects/s of each, and CPU seconds per object."""
+    row: dict[str, Any] = {}
+    for how in ("background", "foreground"):
+        out = subprocess.run([sys.executable, "-c", REBUILD, config_path, how], check=True, capture_output=True,
+                             text=True)
+        objects, opened, loaded, cpu = out.stdout.split()
+        n = int(objects)
+        if how == "background":
+            row["rebuild_per_s"] = round(n / float(opened))
+            row["rebuild_then_loaded_s"] = round(float(loaded), 2)
+        else:
+            row["rebuild_and_load_per_s"] = round(n / float(loaded))
+            row["rebuild_and_load_cpu_us_per_object"] = round(float(cpu) / n * 1e6, 1)
     return row
 
 
@@ -212,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hits", type=float, default=20.0, help="seconds of random hits")
     parser.add_argument("--json", help="also write the rows as JSON to this file")
     parser.add_argument("--dir", help="work here (default: a temporary directory, removed afterwards)")
+    parser.add_argument("--rebuild-only", action="store_true",
+                        help="only time rebuilds, of objects written straight into a tier's layout")
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.objects.split(",") if c.strip()]
     size = parse_size(args.size)
@@ -225,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped N={n:,}: {problem}", file=sys.stderr)
             continue
         try:
-            rows.append(run_one(n, size, args.live_import, args.hits, workdir))
+            rows.append(rebuild_only(n, size, workdir) if args.rebuild_only
+                        else run_one(n, size, args.live_import, args.hits, workdir))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # before the removal: minutes at 10^6
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
