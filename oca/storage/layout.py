@@ -29,6 +29,10 @@ _HASH_RE = re.compile(r"[0-9a-f]{32}")
 _FANOUT_RE = re.compile(r"[0-9a-f]{2}")
 META_SUFFIX = ".meta"
 SIDECAR_LIMIT = 64 * 1024  # bytes of a sidecar read; a longer one is not well-formed
+# A scan's reads are not accesses: without O_NOATIME the first read of each sidecar since it was written changes
+# its inode (relatime), a metadata write per object on the disk being scanned. Only the files' owner (or
+# CAP_FOWNER) may ask for it; anyone else gets EPERM, and reads without it.
+_NOATIME = getattr(os, "O_NOATIME", 0)
 
 
 def key_hash(key: str) -> str:
@@ -146,7 +150,7 @@ class TierLayout:
         read."""
         prefix = leaf[0:2] + leaf[3:5]
         folder = f"{self.objects_dir}/{leaf}"
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fd = _open_noatime(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
             objects: dict[str, os.DirEntry[str]] = {}
             metas: set[str] = set()
@@ -192,9 +196,16 @@ def _fanout_names(path: str) -> list[str]:
     return sorted(names)
 
 
+def _open_noatime(path: str, flags: int, dir_fd: int | None = None) -> int:
+    try:
+        return os.open(path, flags | _NOATIME, dir_fd=dir_fd)
+    except PermissionError:  # not the files' owner: O_NOATIME is refused (EPERM), the read is not
+        return os.open(path, flags, dir_fd=dir_fd)
+
+
 def _read_sidecar_at(fd: int, name: str) -> Sidecar | None:
     try:
-        meta = os.open(name, os.O_RDONLY, dir_fd=fd)
+        meta = _open_noatime(name, os.O_RDONLY, fd)
     except FileNotFoundError:
         return None
     try:

@@ -102,6 +102,37 @@ def test_reading_a_leaf_keeps_valid_pairs_and_deletes_everything_else(tmp_path: 
     assert sorted(os.listdir(leaf)) == sorted([key_hash(good), key_hash(good) + ".meta"])
 
 
+def test_reading_a_leaf_leaves_access_times_alone(tmp_path: Path) -> None:
+    """A scan is not an access: with relatime, the first read of a file whose atime is older than its mtime
+    would write its inode, once per object of the tier being scanned."""
+    layout = TierLayout(str(tmp_path / "hdd"))
+    layout.prepare()
+    h = put(layout, "titles/1/a", b"a")
+    before = os.stat(layout.meta_path(h))
+    os.utime(layout.meta_path(h), ns=(before.st_mtime_ns - 10**12, before.st_mtime_ns))
+    assert [m.key for m in layout.read_leaf(f"{h[:2]}/{h[2:4]}")] == ["titles/1/a"]
+    assert os.stat(layout.meta_path(h)).st_atime_ns == before.st_mtime_ns - 10**12
+
+
+def test_a_scan_by_someone_else_than_the_owner_reads_without_noatime(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    layout = TierLayout(str(tmp_path / "hdd"))
+    layout.prepare()
+    h = put(layout, "titles/1/a", b"a")
+    real_open = os.open
+    refused: list[str] = []
+
+    def open_as_another_user(path: str, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        if flags & getattr(os, "O_NOATIME", 0):  # what the kernel answers a process that does not own the file
+            refused.append(path)
+            raise PermissionError(1, "Operation not permitted", path)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "open", open_as_another_user)
+    assert [m.key for m in layout.read_leaf(f"{h[:2]}/{h[2:4]}")] == ["titles/1/a"]
+    assert len(refused) == (2 if hasattr(os, "O_NOATIME") else 0)  # the directory, then the sidecar
+
+
 def test_listing_leaves_deletes_what_is_not_a_fan_out_directory(tmp_path: Path) -> None:
     layout = TierLayout(str(tmp_path / "hdd"))
     layout.prepare()
