@@ -10,7 +10,7 @@ Rules kept here:
 - Removal is tolerant: a file already gone is not an error.
 - A scan costs what a rebuild of 10^7 objects can afford: one directory listing per fan-out directory (file
   types from the listing, no stat per name), and per object one stat and one read, relative to the open
-  directory (no path walk per file); sidecars are decoded and checked in one msgspec call.
+  directory (no path walk per file) and with O_NOATIME; sidecars are decoded and checked in one msgspec call.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class TierLayout:
             with os.scandir(fd) as listing:
                 for entry in listing:
                     name = entry.name
-                    base = name[:-5] if name.endswith(META_SUFFIX) else name
+                    base = name[:-len(META_SUFFIX)] if name.endswith(META_SUFFIX) else name
                     if entry.is_dir():  # from the listing's file type: no stat
                         remove_any(f"{folder}/{name}")
                     elif not (base.startswith(prefix) and _HASH_RE.fullmatch(base)):
