@@ -14,8 +14,9 @@ Rules kept here:
   cut their clients short; nothing is cached.
 - A failed cache write never fails a client fed from memory: the error is charged to the tier (FULL or
   FAILED, Store.report_write_error), its clients get the whole body; the object is simply not stored.
-- A miss waits at most STORAGE_PATIENCE for storage to say whether it holds the key (a worker's view may lag
-  an install); past that the fill starts (an install's fsyncs hold storage's lock).
+- A miss asks storage whether it holds the key (a worker's view may lag an install) on the loop, without
+  waiting, when storage's lock is free; when an install's fsyncs hold it, it waits at most STORAGE_PATIENCE
+  for a storage thread's answer, and past that the fill starts.
 - The first fetch of an object asks upstream for the first slice's range when slicing is on: a small
   object comes back whole (200, or a 206 covering all of it); a larger one is sliced from then on.
   A slice fetched with an ETag other than the object's means it changed upstream: all its slices go.
@@ -87,6 +88,9 @@ MAX_DISK_FEED_LAG = 4 << 20
 # how long a miss waits for storage to say whether it holds the key before asking upstream beside it: it
 # answers in well under a millisecond, unless an install holds its lock (10-80 ms of fsyncs were measured)
 STORAGE_PATIENCE = 0.002
+# bytes in a fill's feed that are announced at once rather than at the end of the loop iteration: a fast
+# source's reads come back to back without the loop turning, and the clients would wait for the last one
+ANNOUNCE_AT_ONCE = 1 << 20
 _WRITERS = 2  # threads that write, hash and fsync fills' tier files
 # their nice value above the event loop's: when the CPU is short, the clients' bytes go first and the disk
 # falls behind (up to MAX_WRITE_LAG a fill), never the other way round
@@ -144,6 +148,7 @@ class Fill:
     hint: str = ""  # started by a player's CMCD hint (oca.fetch.hints): the key the hint was admitted for
     wrong_digest: bool = False  # it failed because the bytes were not the ones the catalog names
     announcing: bool = False  # a "have" is due at the end of this loop iteration
+    told: int = 0  # the bytes the last "have" announced
     ended: bool = False  # its last event was told: no "have" after it
     unstored: bool = False  # served, but storage could not keep it: its feed is the clients' only copy
     purged: bool = False  # purged while in flight: its clients get their bytes, storage does not
@@ -229,7 +234,9 @@ class FillManager:
         if key not in self.state.stale:
             held = await self._held(key)
         else:  # soft-purged: its stored copy still answers unless the worker asks to revalidate it
-            info = await self.owner.call(Store.get, key)
+            known, info = self.owner.peek(Store.get_now, key)
+            if not known:
+                info = await self.owner.call(Store.get, key)
             held = info is not None and not revalidate
         if held:
             link.send(Stored(key))
@@ -254,10 +261,16 @@ class FillManager:
             fill.byte_range = slice_bounds(index, self.config.slice_size, (index + 1) * self.config.slice_size)
 
     async def _held(self, key: str) -> bool:
-        """Whether storage holds `key` (a worker's view of it may lag behind an install), if storage says so
-        within STORAGE_PATIENCE; past that, False: an install holding the store's lock (its fsyncs) must not
-        delay a miss's first byte. A key stored after all is then fetched once more and its copy replaced
-        (as a revalidation's 200 would): correct bytes, one upstream request, and rare (both races at once)."""
+        """Whether storage holds `key` (a worker's view of it may lag behind an install). Asked on the loop
+        itself when the store's lock is free (Store.get_now: a dict lookup; a storage thread's round trip
+        cost a miss 0.4-2 ms before its upstream request, most of issue 16's first-byte budget). When an
+        install holds the lock (its fsyncs), a storage thread is asked, and answers within STORAGE_PATIENCE
+        or not at all: past that, False, so the lock never delays a miss's first byte. A key stored after all
+        is then fetched once more and its copy replaced (as a revalidation's 200 would): correct bytes, one
+        upstream request, and rare (both races at once)."""
+        known, info = self.owner.peek(Store.get_now, key)
+        if known:
+            return info is not None
         answer = asyncio.ensure_future(self.owner.call(Store.get, key))
         done, _ = await asyncio.wait({answer}, timeout=STORAGE_PATIENCE)
         if not done:
@@ -547,15 +560,24 @@ class FillManager:
         return tier
 
     def _have(self, fill: Fill, n: int) -> None:
-        """`n` bytes are in the feed: the workers hear of it once per loop iteration, with the latest count."""
+        """`n` bytes are in the feed. The workers hear of the first bytes at once (their clients' first byte
+        waits for nothing else), and of ANNOUNCE_AT_ONCE more at once (bytes that pour in without a pause in
+        the loop would otherwise wait for the last of them); else once per loop iteration, with the latest
+        count (a slow source's many small reads cost one message each iteration, not one each)."""
         fill.have = n
-        if not fill.announcing:
+        if fill.told == 0 or n - fill.told >= ANNOUNCE_AT_ONCE:
+            self._announce(fill)
+        elif not fill.announcing:
             fill.announcing = True
-            asyncio.get_running_loop().call_soon(self._announce, fill)
+            asyncio.get_running_loop().call_soon(self._announce_due, fill)
+
+    def _announce_due(self, fill: Fill) -> None:
+        fill.announcing = False
+        self._announce(fill)
 
     def _announce(self, fill: Fill) -> None:
-        fill.announcing = False
-        if not fill.ended:
+        if not fill.ended and fill.have > fill.told:
+            fill.told = fill.have
             self._tell(fill, Have(fill.store_key, fill.have))
 
     async def _install(self, fill: Fill, head: UpstreamHead, sink: FillFile, tier: str, digest: str,

@@ -198,10 +198,24 @@ class Store:
     def get(self, key: str) -> ObjectInfo | None:
         """The object stored as `key`, or None if absent or on a FAILED tier."""
         with self._lock:
-            entry = self._cat.entries.get(key)
-            if entry is None or not self._cat.servable(entry):
-                return None
-            return self._cat.info(entry)
+            return self._lookup(key)
+
+    def get_now(self, key: str) -> tuple[bool, ObjectInfo | None]:
+        """`get` for a thread that must not block (the master's event loop): (True, what `get` returns) when
+        the lock is free, (False, None) when another thread holds it (an install's fsyncs, an eviction).
+        O(1): a dict lookup under the lock, taken only if nobody holds it."""
+        if not self._lock.acquire(blocking=False):
+            return False, None
+        try:
+            return True, self._lookup(key)
+        finally:
+            self._lock.release()
+
+    def _lookup(self, key: str) -> ObjectInfo | None:
+        entry = self._cat.entries.get(key)
+        if entry is None or not self._cat.servable(entry):
+            return None
+        return self._cat.info(entry)
 
     def list(self, prefix: str = "") -> builtins.list[ObjectInfo]:
         """Every servable object whose key starts with `prefix`, sorted by key."""

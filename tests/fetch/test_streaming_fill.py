@@ -31,14 +31,14 @@ from oca.fetch.fillfile import (
     remove_orphan_feeds,
 )
 from oca.fetch.link import Link
-from oca.fetch.manager import Fill, FillManager
+from oca.fetch.manager import ANNOUNCE_AT_ONCE, Fill, FillManager
 from oca.fetch.remote import RemoteFills
 from oca.fetch.state import FetchState
 from oca.fetch.tierwriter import TierWriter
 from oca.fetch.upstream import Upstream, sources_from_config
 from oca.protocol.codec import SPEAKS, Codec
 from oca.protocol.messages import Done, FillAsk, FillRequest, FillState, Have, Stored
-from oca.storage import Store
+from oca.storage import ObjectInfo, Store
 from oca.storage.storage_owner import StorageOwner
 from tests.conftest import write_box_config
 from tests.fetch.test_playbooks import KEY as PLAY_KEY
@@ -258,8 +258,12 @@ async def test_a_slow_disk_does_not_hold_the_client_back_and_the_object_is_insta
         assert os.listdir(directory) == []  # the feed is unlinked once the object is stored
 
 
-async def test_have_is_sent_once_per_loop_iteration_with_the_latest_count(
+async def test_the_first_bytes_are_told_at_once_then_once_per_loop_iteration_or_per_mib(
         tmp_path: Path, origin: Origin) -> None:
+    """The first "have" leaves with the first bytes (the clients' first byte waits for nothing else); later
+    ones once per loop iteration with the latest count, or at once when ANNOUNCE_AT_ONCE more bytes came in
+    the same iteration (a fast source's reads come back to back). Before, the first bytes were told at the
+    end of the iteration, after the rest of what was buffered had been written to the feed."""
     async with rig(tmp_path, origin, None) as r:
         manager = r.manager
         sent: list[object] = []
@@ -272,13 +276,22 @@ async def test_have_is_sent_once_per_loop_iteration_with_the_latest_count(
         fill.subscribers.add(FakeLink())  # type: ignore[arg-type]
         for n in (100, 200, 300):
             manager._have(fill, n)
-        assert sent == []
+        assert sent == [Have(fill.store_key, 100)]
         await asyncio.sleep(0)
-        assert sent == [Have(fill.store_key, 300)]
-        manager._have(fill, 400)
+        assert sent == [Have(fill.store_key, 100), Have(fill.store_key, 300)]
+        sent.clear()
+        manager._have(fill, 300 + ANNOUNCE_AT_ONCE - 1)
+        manager._have(fill, 300 + ANNOUNCE_AT_ONCE)  # a MiB past the last told: at once
+        manager._have(fill, 301 + ANNOUNCE_AT_ONCE)
+        assert sent == [Have(fill.store_key, 300 + ANNOUNCE_AT_ONCE)]
+        await asyncio.sleep(0)
+        assert sent[1:] == [Have(fill.store_key, 301 + ANNOUNCE_AT_ONCE)]
+        await asyncio.sleep(0)
+        assert len(sent) == 2  # nothing new: nothing told twice
+        manager._have(fill, 400 + ANNOUNCE_AT_ONCE)
         fill.ended = True  # its last event was told: no "have" after it
         await asyncio.sleep(0)
-        assert sent == [Have(fill.store_key, 300)]
+        assert len(sent) == 2
 
 
 async def test_an_upstream_that_ends_early_is_never_stored_and_the_worker_sees_the_failure(
@@ -299,9 +312,12 @@ async def test_an_upstream_that_ends_early_is_never_stored_and_the_worker_sees_t
 
 
 class SlowStorage(FakeStorage):
-    """Storage whose lock an install holds: every `get` answers after `delay` seconds."""
+    """Storage whose lock an install holds: `get_now` cannot answer, every `get` answers after `delay` seconds."""
 
     delay = 0.3
+
+    def get_now(self, key: str) -> tuple[bool, ObjectInfo | None]:
+        return False, None
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if fn.__name__ == "get":
