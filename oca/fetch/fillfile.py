@@ -113,7 +113,7 @@ class FillFile:
         reuse while a worker may still open the path, so it stays open FEED_GRACE seconds after its fill."""
         return not (self.memory and self.path.startswith("/proc/"))
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk)
         while view:
             view = view[os.write(self.fd, view):]

@@ -4,11 +4,12 @@ Rules kept here:
 - Fills are keyed by the storage key (an object, or one slice of a sliced object). A worker that asks for a
   key with a fill in flight joins it; a key already stored is answered "stored"; a key the origin said does
   not exist is answered "absent" for negative_ttl.
-- The clients are fed as the bytes arrive: each chunk goes to the fill's feed (a memory file when the fill
-  fits, oca.fetch.fillfile) and is announced to the subscribed workers ("have", at most once per loop
-  iteration per fill, with the latest count), which send it to their clients from that file (read-while-
-  write, zero-copy). The tier's temp file is written and hashed beside them (oca.fetch.tierwriter); a fill
-  too large for memory is fed from that temp file, each chunk announced once written. At the end: one fsync,
+- The clients are fed as the bytes arrive: each socket read goes to the fill's feed (a memory file when the
+  fill fits, oca.fetch.fillfile) and is announced to the subscribed workers ("have": the first bytes at
+  once, then once per loop iteration per fill with the latest count, or at once per ANNOUNCE_AT_ONCE bytes),
+  which send it to their clients from that file (read-while-write, zero-copy). The tier's temp file is
+  written and hashed from the memory feed once the body has ended (oca.fetch.tierwriter); a fill too large
+  for memory is fed from that temp file, each chunk announced once written. At the end: one fsync,
   verify (length; digest when the prefetch knows it), adopt into storage by rename, "done" (the workers'
   open descriptors stay valid). An upstream failure: the temp file is removed, "fail" tells the workers to
   cut their clients short; nothing is cached.
@@ -81,9 +82,8 @@ from oca.storage.storage_owner import StorageOwner
 
 log = logging.getLogger("oca.fetch")
 WorkerLink = Link[FillAsk]  # the master's end of a worker's fill link
-# bytes a fill may hold for its tier write before its upstream reads wait for the disk: a memory-fed fill's
-# clients do not wait for the disk below this (its feed bounds it too); a disk-fed fill's wait anyway
-MAX_WRITE_LAG = 64 << 20
+# bytes a disk-fed fill may hold for its tier write before its upstream reads wait for the disk (its clients
+# wait for the disk anyway); a memory-fed fill holds none: its tier file is written from its feed at the end
 MAX_DISK_FEED_LAG = 4 << 20
 # how long a miss waits for storage to say whether it holds the key before asking upstream beside it: it
 # answers in well under a millisecond, unless an install holds its lock (10-80 ms of fsyncs were measured)
@@ -93,7 +93,7 @@ STORAGE_PATIENCE = 0.002
 ANNOUNCE_AT_ONCE = 1 << 20
 _WRITERS = 2  # threads that write, hash and fsync fills' tier files
 # their nice value above the event loop's: when the CPU is short, the clients' bytes go first and the disk
-# falls behind (up to MAX_WRITE_LAG a fill), never the other way round
+# falls behind, never the other way round
 _WRITER_NICENESS = 10
 
 
@@ -442,9 +442,9 @@ class FillManager:
             raise UpstreamError(502, f"{head.source}: sends {length} bytes, the catalog says {fill.size}")
         # a fill nobody waits for (a prefetch, a player's hint) has no one to feed: memory would only cost a copy
         feed = self._memory_feed(length) if fill.subscribers else None
-        writer = TierWriter(self._pool, None if feed is not None else lambda n: self._have(fill, n))
+        # fed from memory: the tier file is written from the feed once the body has ended (oca.fetch.tierwriter)
+        writer = TierWriter(self._pool, None if feed is not None else lambda n: self._have(fill, n), source=feed)
         target = asyncio.ensure_future(self._tier_file(fill, length, writer))
-        max_lag = MAX_WRITE_LAG if feed is not None else MAX_DISK_FEED_LAG
         try:
             if feed is None:  # the clients are fed from the tier's temp file: it must exist first
                 tier = await target
@@ -467,7 +467,7 @@ class FillManager:
                 if feed is None and writer.error is not None:
                     raise await self._write_failed(fill, await target, writer, length)
                 self.bytes_by_source[head.source] = self.bytes_by_source.get(head.source, 0) + len(chunk)
-                if writer.lag > max_lag:  # the disk is behind: bound what waits in memory
+                if writer.lag > MAX_DISK_FEED_LAG:  # the disk is behind: bound what waits in memory
                     await writer.caught_up()
                 if fill.rate is not None:
                     await fill.rate(len(chunk), head.source)

@@ -34,7 +34,7 @@ from oca.fetch.link import Link
 from oca.fetch.manager import ANNOUNCE_AT_ONCE, Fill, FillManager
 from oca.fetch.remote import RemoteFills
 from oca.fetch.state import FetchState
-from oca.fetch.tierwriter import TierWriter
+from oca.fetch.tierwriter import MAX_BLOCK, TierWriter
 from oca.fetch.upstream import Upstream, sources_from_config
 from oca.protocol.codec import SPEAKS, Codec
 from oca.protocol.messages import Done, FillAsk, FillRequest, FillState, Have, Stored
@@ -162,6 +162,117 @@ async def test_without_a_temp_file_every_chunk_is_still_hashed() -> None:
         writer.add(b"def")
         assert await writer.finish() == xxhash.xxh3_128(b"abcdef").hexdigest()
     assert writer.written == 6 and isinstance(writer.error, OSError)
+
+
+async def test_a_memory_fed_fill_holds_no_chunks_and_writes_its_tier_file_from_the_feed_at_the_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the body streams, the tier writer of a memory-fed fill holds no chunk and writes nothing (the
+    master's CPU goes to the clients' bytes); `finish` hashes the feed and writes it in MAX_BLOCK pieces,
+    then fsyncs once. Before, every chunk was kept in memory and written beside the transfer."""
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr("oca.fetch.tierwriter.os.fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    writes: list[int] = []
+    real_write = FillFile.write
+
+    def counted(self: FillFile, chunk: bytes | memoryview) -> None:
+        if not self.memory:
+            writes.append(len(chunk))
+        real_write(self, chunk)
+
+    monkeypatch.setattr(FillFile, "write", counted)
+    chunks = [os.urandom(300_000 + i) for i in range(12)]
+    data = b"".join(chunks)
+    feed = FillFile.create_feed(None)
+    sink = FillFile.create(str(tmp_path))
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            writer = TierWriter(pool, source=feed)
+            writer.attach(sink)
+            for chunk in chunks:
+                feed.write(chunk)
+                writer.add(chunk)
+                await asyncio.sleep(0)
+            assert writer.lag == 0 and writer._pending == []  # nothing held: the feed has the bytes
+            await asyncio.sleep(0.05)
+            assert writes == [] and writer.written == 0  # nothing written while the body streams
+            digest = await writer.finish()
+        assert digest == xxhash.xxh3_128(data).hexdigest()
+        full, rest = divmod(len(data), MAX_BLOCK)
+        assert writes == [MAX_BLOCK] * full + [rest]
+        assert fsyncs == [sink.fd] and writer.error is None and writer.written == len(data)
+        with open(sink.path, "rb") as fh:
+            assert fh.read() == data
+    finally:
+        sink.discard()
+        feed.discard()
+
+
+async def test_a_memory_fed_fill_whose_tier_write_fails_is_still_hashed_whole_and_not_fsynced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("oca.fetch.tierwriter.os.fsync", lambda fd: pytest.fail("fsync after a failed write"))
+    real_write = FillFile.write
+    calls = 0
+
+    def eio_on_the_second(self: FillFile, chunk: bytes | memoryview) -> None:
+        nonlocal calls
+        if not self.memory:
+            calls += 1
+            if calls == 2:
+                raise OSError(5, "Input/output error")
+        real_write(self, chunk)
+
+    monkeypatch.setattr(FillFile, "write", eio_on_the_second)
+    data = os.urandom(3 * MAX_BLOCK + 5)
+    feed = FillFile.create_feed(None)
+    sink = FillFile.create(str(tmp_path))
+    try:
+        feed.write(data)
+        with ThreadPoolExecutor(1) as pool:
+            writer = TierWriter(pool, source=feed)
+            writer.attach(sink)
+            writer.add(data)
+            assert await writer.finish() == xxhash.xxh3_128(data).hexdigest()
+        assert isinstance(writer.error, OSError) and calls == 2  # no write after the first failure
+    finally:
+        sink.discard()
+        feed.discard()
+
+
+async def test_buffered_body_bytes_are_handed_over_read_by_read_not_joined(tmp_path: Path, origin: Origin) -> None:
+    """Bytes that arrived while the fill was busy come out as the socket reads brought them in (at most the
+    loop's 256 KiB read each), so the first of them reaches the feed and its clients without waiting for the
+    rest. Before, readany joined everything buffered into one chunk (2.3 MB at once in issue 16's trace)."""
+    key = "titles/16/1080p/seg_00009.m4s"
+    data = os.urandom(2 * MIB)
+    origin.add(key, data=data)
+    config = load_box_config(write_box_config(str(tmp_path), fetch={"sources": [origin_source(origin)]}))
+    upstream = Upstream(config.fetch, sources_from_config(config.fetch))
+    try:
+        body = await upstream.open(key)
+        try:
+            await asyncio.sleep(0.3)  # the response buffers up to aiohttp's high-water mark meanwhile
+            chunks = [chunk async for chunk in body.chunks()]
+        finally:
+            body.close()
+    finally:
+        await upstream.close()
+    assert b"".join(chunks) == data
+    assert len(chunks) > 1 and max(len(chunk) for chunk in chunks) <= 256 * 1024
+
+
+async def test_a_miss_asks_storage_on_the_loop_when_its_lock_is_free(tmp_path: Path) -> None:
+    """No storage thread's round trip before the upstream request (0.4-2 ms of a miss's first byte in issue
+    16's trace): a key that is not stored and one that is are both answered by Store.get_now."""
+    play = MasterPlay(tmp_path, {PLAY_KEY: b"0123456789", "titles/1/720p/seg_00002.m4s": b"abc"}, slice_size=0)
+    play.storage.put("titles/1/720p/seg_00002.m4s", b"abc")
+    link = play.link()
+    link.take()
+    out = await play.ask(link, FillRequest(PLAY_KEY))
+    assert isinstance(out[-1], Done)
+    assert await play.ask(link, FillRequest("titles/1/720p/seg_00002.m4s")) == [Stored("titles/1/720p/seg_00002.m4s")]
+    assert play.storage.peeks == ["get_now", "get_now"] and "get" not in play.storage.calls
+    assert play.upstream.asked == [(PLAY_KEY, None, None)]
 
 
 # -- the master's fill with a worker on a real link ---------------------------------------------------------
