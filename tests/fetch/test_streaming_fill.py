@@ -1,6 +1,7 @@
 """Issue 16: a miss streams at the origin's speed. The clients are fed from memory as the upstream bytes
-arrive; the tier file is written, hashed and fsynced beside them (oca.fetch.tierwriter), installed only once
-durable and checked; the workers hear "have" at most once per loop iteration per fill."""
+arrive, read by read; the tier file is written from the memory feed, hashed and fsynced once the body has
+ended (oca.fetch.tierwriter), installed only once durable and checked; the workers hear "have" for the first
+bytes at once, then at most once per loop iteration per fill (or per MiB)."""
 
 from __future__ import annotations
 
