@@ -108,6 +108,10 @@ async def first_poll(plane: ControlPlane, within: float) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await poll
     waiting = sum(1 for box_id in plane.config.fleet.boxes if plane.poller.last_poll(box_id) is None)
+    if waiting == 0:  # the polls are done; what is left is fetching inventories, which goes on meanwhile
+        log.info("every box polled once within %gs; %d inventories still being fetched", within,
+                 plane.inventory.pending)
+        return
     log.warning("first poll of %d boxes not done within %gs: %d not polled yet, out of steering until their "
                 "scheduled poll", len(plane.config.fleet.boxes), within, waiting)
 
