@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -58,7 +59,9 @@ class InventoryTracker:
     concurrency: int = 32  # refreshes in flight at once
     max_body: int = MAX_BODY
     _snapshot: Inventory | None = None
-    _queued: dict[str, tuple[Box, int | None]] = field(default_factory=dict)  # box id -> (box, polled sequence)
+    # box id -> (box, polled sequence), oldest first: an OrderedDict, whose popitem(last=False) is O(1) where
+    # taking a plain dict's first key scans past every entry removed before it (20,000 at start-up)
+    _queued: OrderedDict[str, tuple[Box, int | None]] = field(default_factory=OrderedDict)
     _running: set[str] = field(default_factory=set)  # box ids being refreshed
     _workers: set[asyncio.Task[None]] = field(default_factory=set)
     _active: int = 0  # workers still taking boxes from the queue (a finished task leaves the set later)
@@ -131,8 +134,7 @@ class InventoryTracker:
     async def _work(self) -> None:
         try:
             while self._queued:
-                box_id = next(iter(self._queued))  # the oldest: boxes are refreshed in the order queued
-                box, polled = self._queued.pop(box_id)
+                box_id, (box, polled) = self._queued.popitem(last=False)  # in the order queued
                 self._running.add(box_id)
                 try:
                     async with asyncio.timeout(self.timeout):
