@@ -66,6 +66,7 @@ class InventoryTracker:
     _workers: set[asyncio.Task[None]] = field(default_factory=set)
     _active: int = 0  # workers still taking boxes from the queue (a finished task leaves the set later)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopped: bool = False
 
     def __post_init__(self) -> None:
         self._idle.set()
@@ -105,7 +106,7 @@ class InventoryTracker:
         state = self._boxes.setdefault(box.id, _BoxTitles())
         if status.inventory_sequence is not None and status.inventory_sequence == state.sequence:
             return
-        if box.id in self._queued or box.id in self._running:
+        if self._stopped or box.id in self._queued or box.id in self._running:
             return
         self._queued[box.id] = (box, status.inventory_sequence)
         self._idle.clear()
@@ -120,7 +121,9 @@ class InventoryTracker:
         await self._idle.wait()
 
     async def stop(self) -> None:
-        """Cancel the refreshes queued and running (what we knew is kept)."""
+        """Cancel the refreshes queued and running, and queue no more (what we knew is kept): the plane
+        stops this before the poller, whose polls may still be ending."""
+        self._stopped = True
         self._queued.clear()
         workers = list(self._workers)
         for worker in workers:

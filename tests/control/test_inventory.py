@@ -212,7 +212,7 @@ async def test_at_most_concurrency_refreshes_at_once(aiohttp_server: Any) -> Non
     poller.client.close()
 
 
-async def test_stop_cancels_the_refreshes_and_keeps_what_we_knew(aiohttp_server: Any) -> None:
+async def test_stop_cancels_the_refreshes_keeps_what_we_knew_and_queues_no_more(aiohttp_server: Any) -> None:
     box = InventoryBox("b1", sequence=1, answers=[full(1, a=1)])
     poller, tracker = await _poller(aiohttp_server, box)
     await poller.poll_once()
@@ -223,4 +223,7 @@ async def test_stop_cancels_the_refreshes_and_keeps_what_we_knew(aiohttp_server:
     await tracker.stop()
     await asyncio.wait_for(poll, 1.0)  # it was waiting for the refresh: stop() ends that wait too
     assert tracker.pending == 0 and tracker.titles_of("b1") == {"a": 1}
+    box.inventory_delay = 0.0
+    await poller.poll_once()  # a poll ending after the stop queues nothing
+    assert tracker.pending == 0 and box.since == ["0", "1"]
     poller.client.close()
