@@ -26,7 +26,8 @@ Rules kept here (issue 6, "Fill plan"):
 - Every planned file is pinned (pre-positioned objects stay until the next plan) unless `pin` is off.
 - Per-file prediction (issue 19, "fill-aware"), when a WatchModel is given: each file's score is its title's
   popularity times the share of the title's requests that file is expected to get (its rendition's share of
-  requests times the watch-depth curve at its position, normalised over the rendition's positions). Files,
+  requests times the watch-depth curve at its position, normalised over the rendition's positions; the curve
+  is the title's own, shrunk toward every title's by how many starts the title had: learn_watch). Files,
   not titles, are then placed in score order (ties by key), each on the same boxes its title would go to
   (head: every box of the site, hot; else the title's first `replication` boxes in rendezvous order with room
   for the file), and each planned file carries its score. A title is then usually partly placed: the
