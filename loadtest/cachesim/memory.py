@@ -22,6 +22,7 @@ from oca.config.loader import load_box_config
 from oca.storage.store import Store
 
 SIZE = 2_000_000  # bytes per object: a 4 s segment at 4 Mb/s
+DIGEST = "0f" * 16  # an xxh3-128 digest, as an import or fill records (packed in the catalog's record)
 
 
 def segment_key(i: int) -> str:
@@ -36,7 +37,7 @@ def fill(store: Store, clock: TraceClock, lo: int, hi: int) -> None:
         clock.now += 0.001
         key = segment_key(i)
         tier, _ = store.fill_target(key, SIZE)
-        store.adopt(FAKE_FILE, key, tier=tier, size=SIZE, digest="")
+        store.adopt(FAKE_FILE, key, tier=tier, size=SIZE, digest=DIGEST)
 
 
 def rss() -> int:
