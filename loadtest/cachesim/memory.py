@@ -40,6 +40,12 @@ def fill(store: Store, clock: TraceClock, lo: int, hi: int) -> None:
         store.adopt(FAKE_FILE, key, tier=tier, size=SIZE, digest=DIGEST)
 
 
+def objects_held(store: Store) -> int:
+    objects = store.status()["objects"]
+    assert isinstance(objects, int)
+    return objects
+
+
 def rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
@@ -66,14 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     store = memory_store(config, clock)
     started = time.process_time()
     fill(store, clock, 0, args.objects)
-    held = store.status()["objects"]
+    held = objects_held(store)
     grown = measured(args.traced) - base
     print(f"filled {held} objects in {time.process_time() - started:.1f} s CPU: {what} "
           f"{grown / 1e6:.1f} MB, {grown / held:.0f} bytes per object")
     churn = int(args.churn * args.objects)
     if churn:
         fill(store, clock, args.objects, args.objects + churn)
-        held = store.status()["objects"]
+        held = objects_held(store)
         grown = measured(args.traced) - base
         print(f"after {churn} more misses, {held} objects held: {what} {grown / 1e6:.1f} MB, "
               f"{grown / held:.0f} bytes per object held (catalog, policies, ghost, promotion counter)")
