@@ -232,20 +232,28 @@ class S3FIFOPolicy:
         self._main = Fifo(self._book, main_code)
         self._small_bytes = 0
         self._bytes = 0
+        # looked up on every call (arrays grow in place: these stay the Book's)
+        self._index, self._queue, self._mine = self._book.slots.index, self._book.queue, (small_code, main_code)
 
     def _held(self, key: str) -> int:
         """The key's record number if this policy holds it, else -1."""
-        slot = self._book.slots.index.get(key)
-        queue = self._book.queue
-        if slot is None or slot >= len(queue):  # not numbered, or numbered by the catalog and never added here
+        slot = self._index.get(key)
+        if slot is None:
             return _NONE
-        code = queue[slot]
-        return slot if code == self._small.code or code == self._main.code else _NONE
+        try:
+            code = self._queue[slot]
+        except IndexError:  # numbered by the catalog, never added to a policy of this Book yet
+            return _NONE
+        return slot if code in self._mine else _NONE
 
     def add(self, key: str, size: int) -> None:
         book = self._book
-        slot = self._held(key)
-        if slot != _NONE:
+        slot = self._index.get(key)
+        if slot is None:
+            if not book.owns:
+                raise KeyError(f"{key!r} has no record number: the catalog numbers a key before its policy's add")
+            slot = book.slots.add(key)
+        elif slot < len(self._queue) and self._queue[slot] in self._mine:
             old = book.size[slot]
             book.size[slot] = size
             self._bytes += size - old
@@ -253,9 +261,8 @@ class S3FIFOPolicy:
                 self._small_bytes += size - old
             self.touch(key)
             return
-        # the catalog numbers a key before telling its policy
-        slot = book.slots.add(key) if book.owns else book.slots.index[key]
-        book.grow(slot)
+        if slot >= len(self._queue):
+            book.grow(slot)
         ghost = self._ghost
         left, f = ghost.leaving
         ghost.leaving = ("", 0)
