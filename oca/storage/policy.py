@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from oca.errors import InsufficientStorage, StorageError
-from oca.storage.s3fifo import GHOST_RATIO, Ghost, S3FIFOPolicy, small_shares
+from oca.storage.s3fifo import GHOST_RATIO, Book, Ghost, S3FIFOPolicy, small_shares
+from oca.storage.slots import KeySlots
 
 
 class EvictionPolicy(Protocol):
@@ -273,13 +274,17 @@ def demand_reserves(name: str, capacities: Sequence[int]) -> list[int]:
     return [0 for _ in capacities]
 
 
-def policy_factory(name: str, capacities: Sequence[int] = ()) -> Callable[[], EvictionPolicy]:
+def policy_factory(name: str, capacities: Sequence[int] = (),
+                   slots: KeySlots | None = None) -> Callable[[], EvictionPolicy]:
     """Makes one policy per tier, called once per tier in tier order (fastest first); the tiers of one box
-    share what the policy remembers across tiers. `capacities`: the tiers' bytes, fastest first."""
+    share what the policy remembers across tiers. `capacities`: the tiers' bytes, fastest first. `slots`: the
+    catalog's record numbers (the catalog that will hold the policies: Catalog(..., slots=slots)), so the
+    policies keep their per-object state in arrays by those numbers; without it each numbers its own keys."""
     if name == "lru":
         return LRUPolicy
     if name == "s3fifo":
         ghost = Ghost(int(GHOST_RATIO * sum(capacities)))
         shares = iter(small_shares(capacities))
-        return lambda: S3FIFOPolicy(ghost, small_bytes=next(shares, None))
+        book = Book(slots) if slots is not None else None  # one for every tier: an object is on one at a time
+        return lambda: S3FIFOPolicy(ghost, small_bytes=next(shares, None), book=book)
     raise ValueError(f"no eviction policy named {name!r} (have {', '.join(POLICY_NAMES)})")

@@ -40,7 +40,7 @@ from oca.storage.index import Index, IndexCorrupt, Row, index_path, scan_tiers
 from oca.storage.layout import key_hash, unlink_quiet
 from oca.storage.model import ObjectInfo, TierState
 from oca.storage.planned import PlannedPolicy
-from oca.storage.policy import EvictionPolicy, PromotionCounter, demand_reserves, policy_factory
+from oca.storage.policy import EvictionPolicy, PromotionCounter, demand_reserves
 from oca.storage.titles import TitleFeed
 
 log = logging.getLogger("oca.storage")
@@ -97,7 +97,7 @@ class Store:
         generation = index = None
         try:
             tiers = config.tiers
-            catalog = Catalog(tiers, policy or policy_factory(config.policy, [t.capacity for t in tiers]))
+            catalog = Catalog(tiers, policy) if policy else Catalog.with_policy(tiers, config.policy)
             suspect = _prepare_tiers(catalog)
             generation = Generation(os.path.join(state_dir, GENERATION_NAME), writable=True)
             index = _open_index(index_path(state_dir), catalog)
