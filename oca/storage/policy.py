@@ -19,6 +19,7 @@ from typing import Protocol
 
 from oca.errors import InsufficientStorage, StorageError
 from oca.storage.s3fifo import GHOST_RATIO, Ghost, S3FIFOPolicy, small_shares
+from oca.storage.streams import Streams
 
 
 class EvictionPolicy(Protocol):
@@ -271,5 +272,6 @@ def policy_factory(name: str, capacities: Sequence[int] = ()) -> Callable[[], Ev
     if name == "s3fifo":
         ghost = Ghost(int(GHOST_RATIO * sum(capacities)))
         shares = iter(small_shares(capacities))
-        return lambda: S3FIFOPolicy(ghost, small_bytes=next(shares, None))
+        streams = Streams()  # shared like the ghost: a stream's requests reach whichever tier holds its objects
+        return lambda: S3FIFOPolicy(ghost, small_bytes=next(shares, None), streams=streams)
     raise ValueError(f"no eviction policy named {name!r} (have {', '.join(POLICY_NAMES)})")

@@ -30,6 +30,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+from oca.storage.streams import Streams
+
 MAX_FREQ = 3
 SMALL_RATIO = 0.05  # of the cache: the paper's 10% measured 0.1-0.4 points lower on the replay (README)
 GHOST_RATIO = 1.3  # of the cache's bytes, remembered as keys (libCacheSim's 0.9 measured lower: README)
@@ -43,6 +45,10 @@ def small_shares(capacities: Sequence[int], ratio: float = SMALL_RATIO) -> list[
         return []
     first = min(int(ratio * sum(capacities)), int(0.9 * capacities[0]))
     return [first, *[None for _ in capacities[1:]]]
+
+
+def _never(key: str) -> bool:
+    return False
 
 
 class Ghost:
@@ -89,9 +95,11 @@ class Ghost:
 
 class S3FIFOPolicy:
     def __init__(self, ghost: Ghost | None = None, small_ratio: float = SMALL_RATIO,
-                 small_bytes: int | None = None) -> None:
-        """`small_bytes`: the small queue's share in bytes (default: `small_ratio` of the bytes held)."""
+                 small_bytes: int | None = None, streams: Streams | None = None) -> None:
+        """`small_bytes`: the small queue's share in bytes (default: `small_ratio` of the bytes held).
+        `streams`: the stream popularity shared by the tiers (None: objects are judged alone)."""
         self._ghost = ghost if ghost is not None else Ghost()
+        self._streams = streams
         self._ratio = small_ratio
         self._small_share = small_bytes
         self._small: OrderedDict[str, int] = OrderedDict()  # key -> size, oldest first
@@ -113,7 +121,10 @@ class S3FIFOPolicy:
         ghost = self._ghost
         left, f = ghost.leaving
         ghost.leaving = ("", 0)
-        if ghost.take(key):
+        returning = ghost.take(key)
+        if left != key and self._streams is not None:
+            self._streams.request(key, returning)
+        if returning or (self._streams is not None and self._streams.hot(key)):
             self._main[key] = size
         else:
             self._small[key] = size
@@ -124,7 +135,11 @@ class S3FIFOPolicy:
 
     def touch(self, key: str) -> None:
         f = self._freq.get(key)
-        if f is not None and f < MAX_FREQ:
+        if f is None:
+            return
+        if self._streams is not None:
+            self._streams.request(key, True)
+        if f < MAX_FREQ:
             self._freq[key] = f + 1
 
     def remove(self, key: str) -> None:
@@ -151,6 +166,7 @@ class S3FIFOPolicy:
         if need_bytes <= 0:
             return chosen
         small, main, freq = self._small, self._main, self._freq
+        hot = self._streams.hot if self._streams is not None else _never
         share = self._ratio * self._bytes if self._small_share is None else self._small_share
         # the common case of a full cache taking one object: the head to evict is evictable as it stands and
         # frees enough, so nothing moves (peeking at an OrderedDict's head costs no pop and reinsertion)
@@ -158,7 +174,7 @@ class S3FIFOPolicy:
         if queue:
             key = next(iter(queue))
             size = queue[key]
-            if size >= need_bytes and freq[key] == 0 and not is_pinned(key):
+            if size >= need_bytes and freq[key] == 0 and not is_pinned(key) and (queue is main or not hot(key)):
                 return [key]
         held_small: list[tuple[str, int]] = []  # chosen, popped off the heads; put back at the end
         held_main: list[tuple[str, int]] = []
@@ -170,7 +186,8 @@ class S3FIFOPolicy:
                 key, size = small.popitem(last=False)
                 small_left -= size
                 pinned = is_pinned(key)
-                if pinned or freq[key] > 0:  # read while small, or not ours to evict: main keeps it
+                # read while small, of a hot stream, or not ours to evict: main keeps it
+                if pinned or freq[key] > 0 or hot(key):
                     self._small_bytes -= size
                     if not pinned:
                         freq[key] = 0
