@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from oca.storage.policy import policy_factory
 from oca.storage.s3fifo import Ghost, S3FIFOPolicy
 from oca.storage.streams import Streams, stream_of
 
@@ -103,3 +104,16 @@ def test_a_read_once_object_of_a_hot_stream_survives_a_scan_that_evicts_one_of_a
     assert "titles/cold/r0/seg4" not in held
     # the next session of the hot title will ask for seg4: only the stream-aware policy kept it
     assert ("titles/hot/r0/seg4" in held) is aware
+
+
+def test_the_tiers_of_one_box_share_what_they_learn_of_streams() -> None:
+    """Reads of a stream's objects on the HDD make the stream hot for the SSD, where its new objects land."""
+    make = policy_factory("s3fifo", [1000, 9000])
+    ssd, hdd = make(), make()
+    for i in range(8):
+        hdd.add(f"titles/t1/r0/seg{i}", 1)
+        hdd.touch(f"titles/t1/r0/seg{i}")
+    ssd.add("titles/t1/r0/seg8", 1)  # new, never read: in main at once, so worth keeping when it leaves
+    ssd.add("titles/t2/r0/seg8", 1)  # new, of a stream the box knows nothing of: small queue
+    assert ssd.worth_keeping("titles/t1/r0/seg8")
+    assert not ssd.worth_keeping("titles/t2/r0/seg8")
