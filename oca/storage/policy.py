@@ -20,6 +20,7 @@ from typing import Protocol
 from oca.errors import InsufficientStorage, StorageError
 from oca.storage.s3fifo import GHOST_RATIO, Book, Ghost, S3FIFOPolicy, small_shares
 from oca.storage.slots import KeySlots
+from oca.storage.streams import Streams
 
 
 class EvictionPolicy(Protocol):
@@ -286,5 +287,6 @@ def policy_factory(name: str, capacities: Sequence[int] = (),
         ghost = Ghost(int(GHOST_RATIO * sum(capacities)))
         shares = iter(small_shares(capacities))
         book = Book(slots) if slots is not None else None  # one for every tier: an object is on one at a time
-        return lambda: S3FIFOPolicy(ghost, small_bytes=next(shares, None), book=book)
+        streams = Streams()  # shared like the ghost: a stream's requests reach whichever tier holds its objects
+        return lambda: S3FIFOPolicy(ghost, small_bytes=next(shares, None), book=book, streams=streams)
     raise ValueError(f"no eviction policy named {name!r} (have {', '.join(POLICY_NAMES)})")
