@@ -301,20 +301,26 @@ class Store:
 
     def _put_batch(self, items: Sequence[tuple[str, str]], sizes: dict[int, int], hot: bool, pin: bool,
                    results: builtins.list[ObjectInfo | OcaError | None], one_by_one: builtins.list[int]) -> None:
-        """put_files' fast path: fills `results` for what it stores or refuses, `one_by_one` with the rest."""
-        with self._lock:
-            self._check_open()
-            seen: set[str] = set()
-            batch: builtins.list[int] = []
-            for i in sizes:
-                key = items[i][1]
-                (one_by_one if key in seen or key in self._cat.entries else batch).append(i)
-                seen.add(key)
-            try:
-                tier = self._choose_tier(None, sum(sizes[i] for i in batch), hot, set())
-            except OcaError:
-                one_by_one.extend(batch)
-                return
+        """put_files' fast path: fills `results` for what it stores or refuses, `one_by_one` with the rest.
+
+        Only the commit holds the lock. Which keys are new and which tier takes the batch are read without
+        it (dict membership and byte counts, each read atomic): while another batch commits, this one is
+        copied meanwhile. Both are decided again under the lock before anything is committed (a key stored
+        meanwhile goes one by one; `plan` refuses a tier that can no longer make room, and the batch falls
+        back to put_file)."""
+        self._check_open()
+        seen: set[str] = set()
+        batch: builtins.list[int] = []
+        stored = self._cat.entries
+        for i in sizes:
+            key = items[i][1]
+            (one_by_one if key in seen or key in stored else batch).append(i)
+            seen.add(key)
+        try:
+            tier = self._choose_tier(None, sum(sizes[i] for i in batch), hot, set())
+        except OcaError:
+            one_by_one.extend(batch)
+            return
         staged: builtins.list[tuple[int, files.Staged, str, CatalogEntry]] = []
         installed: set[int] = set()  # renamed into place: no unlink (two failing syscalls per object) needed
         try:
@@ -336,7 +342,8 @@ class Store:
                     unlink_quiet(copy.path)
                     raise
                 staged.append((i, copy, meta_tmp, entry))
-            files.sync_filesystem(tier.layout.tmp_dir)  # every copy and sidecar durable, with one flush
+            flusher = self._engine.flushers[tier.number]
+            flusher.flush(flusher.ticket())  # every copy and sidecar durable: one flush, shared with other batches
             with self._lock:
                 self._check_open()
                 fresh = [s for s in staged if s[3].key not in self._cat.entries]  # stored meanwhile: one by one
