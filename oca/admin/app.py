@@ -11,6 +11,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -60,6 +61,7 @@ def build_app(context: AdminContext) -> web.Application:
 
     app = web.Application(middlewares=[errors_and_auth], client_max_size=1 << 20)
     app[CONTEXT] = context
+    app[IMPORT_SLOTS] = asyncio.Semaphore(IMPORT_BATCHES_AT_ONCE)
     app.add_routes(admin_routes())
     return app
 
@@ -203,6 +205,10 @@ async def import_object(request: web.Request) -> web.Response:
 
 
 MAX_IMPORT_BATCH = 1024  # files per /cache/import-batch request
+# import batches stored at once: the storage owner has 4 threads, and hit reports, fills' adopts and purges
+# must find one free (and not queue behind import batches) however many batches clients send at once
+IMPORT_BATCHES_AT_ONCE = 2
+IMPORT_SLOTS = web.AppKey("import_slots", asyncio.Semaphore)
 
 
 async def import_batch(request: web.Request) -> web.Response:
@@ -211,7 +217,8 @@ async def import_batch(request: web.Request) -> web.Response:
     item's object or error, in order. The body is parsed and the answer encoded on the storage thread that
     stores the batch: 1,024 items are milliseconds of JSON, which on the event loop would hold up /status."""
     raw = await request.read()
-    body = await context_of(request).store.call(store_batch, raw)
+    async with request.app[IMPORT_SLOTS]:
+        body = await context_of(request).store.call(store_batch, raw)
     return web.Response(body=body, content_type="application/json")
 
 
