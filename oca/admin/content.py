@@ -7,8 +7,11 @@ Rules kept here:
   on their next request), otherwise they are deleted.
 - Prefetch answers 202 with a job id at once; `GET /prefetch/<id>` shows its progress.
 - Fill scores (`PUT /cache/fill-scores`, the fill job's FillScores) replace the previous plan's on every tier
-  (Store.set_fill_scores). A plan names every file of a box, so this body may be far past the admin API's
-  1 MiB: it is read here up to MAX_SCORES_BODY (413 past it) and decoded off the event loop.
+  (Store.set_fill_scores).
+- A fill plan names every file of a box, and `oca fill run` sends every missing one in one prefetch job, so
+  these two bodies may be far past the admin API's 1 MiB (~300 bytes a prefetch item: 1 MiB is ~3,500
+  files, a small night): they are read here up to MAX_PLAN_BODY (413 past it) and decoded off the event
+  loop.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from aiohttp import web
 
 from oca.admin.common import context_of
 from oca.errors import BadRequest, NotFound, OcaError
-from oca.httpapi import json_body, loads, parse_count
+from oca.httpapi import TooDeep, json_body, loads, parse_count
 from oca.keys import is_valid_key
 from oca.storage import Store
 from oca.wire.fill import FillScores
@@ -41,13 +44,33 @@ def _routes() -> list[web.RouteDef]:
     ]
 
 
-MAX_SCORES_BODY = 256 << 20  # ~3 million scored files: past any box's plan
+MAX_PLAN_BODY = 256 << 20  # ~3 million scored files, ~800,000 prefetch items: past any box's plan
 
 
-class ScoresTooLarge(OcaError):
+class PlanTooLarge(OcaError):
     status = 413
 
 
+async def _plan_body(request: web.Request, what: str) -> bytes:
+    """The body of a request that carries a whole fill plan's files, up to MAX_PLAN_BODY."""
+    too_big = PlanTooLarge(f"{what} larger than {MAX_PLAN_BODY} bytes")
+    if request.content_length is not None and request.content_length > MAX_PLAN_BODY:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 20):
+        body += chunk
+        if len(body) > MAX_PLAN_BODY:
+            raise too_big
+    return bytes(body)
+
+
+def _json(body: bytes) -> object:
+    try:
+        return loads(body)
+    except TooDeep:
+        raise BadRequest("request body is not valid JSON: nested too deeply") from None
+    except ValueError:
+        raise BadRequest("request body is not valid JSON") from None
 
 
 async def purge(request: web.Request) -> web.Response:
@@ -84,7 +107,7 @@ async def why(request: web.Request) -> web.Response:
 
 
 async def prefetch(request: web.Request) -> web.Response:
-    job_request = PrefetchRequest.from_json(await json_body(request))
+    job_request = await asyncio.to_thread(_decode_prefetch, await _plan_body(request, "prefetch request"))
     job = context_of(request).prefetch.submit(list(job_request.items), job_request.priority, job_request.rate)
     return web.json_response(job.progress().to_json(), status=202)
 
@@ -113,25 +136,20 @@ async def prefetch_cancel(request: web.Request) -> web.Response:
 
 
 async def fill_scores(request: web.Request) -> web.Response:
-    too_big = ScoresTooLarge(f"fill scores larger than {MAX_SCORES_BODY} bytes")
-    if request.content_length is not None and request.content_length > MAX_SCORES_BODY:
-        raise too_big
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(1 << 20):
-        body += chunk
-        if len(body) > MAX_SCORES_BODY:
-            raise too_big
-    scores = await asyncio.to_thread(_decode_scores, bytes(body))
+    scores = await asyncio.to_thread(_decode_scores, await _plan_body(request, "fill scores"))
     await context_of(request).store.call(Store.set_fill_scores, scores.scores)
     return web.json_response({"files": len(scores.scores)})
 
 
 def _decode_scores(body: bytes) -> FillScores:
-    try:
-        raw = loads(body)
-    except ValueError:
-        raise BadRequest("request body is not valid JSON") from None
-    return FillScores.from_json(raw)
+    return FillScores.from_json(_json(body))
+
+
+def _decode_prefetch(body: bytes) -> PrefetchRequest:
+    raw = _json(body)
+    if not isinstance(raw, dict):  # what json_body says of every other admin body
+        raise BadRequest("request body must be a JSON object")
+    return PrefetchRequest.from_json(raw)
 
 
 async def invalidations(request: web.Request) -> web.Response:

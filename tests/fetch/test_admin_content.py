@@ -217,6 +217,22 @@ def test_a_prefetch_follows_its_own_source_order_and_retries_a_bad_digest_once(b
     assert stored["digest"] == xxhash.xxh3_128(good).hexdigest()
 
 
+def test_a_nightly_fills_prefetch_job_past_one_mib_is_taken_whole(box: Box, origin: Origin) -> None:
+    # `oca fill run` sends every missing file of a plan in one POST /prefetch; at ~300 bytes per item (key,
+    # size, digest, the plan's source order) the admin API's 1 MiB body limit refused any plan past ~3,500
+    # files with a 413, so a real night's fill failed whole
+    sources = [{"name": "origin", "url": origin.url, "kind": "origin"}]
+    items = [{"key": f"titles/{i // 1000 + 100}/1080p/segment_{i:06d}.m4s", "size": 2_000_000,
+              "digest": f"{i:032x}", "sources": sources} for i in range(6_000)]
+    body = json.dumps({"items": items, "priority": -10}).encode()
+    assert len(body) > 1 * MIB
+    status, answer = admin_error(box, "/prefetch", "POST", body, {"Content-Type": "application/json"})
+    assert status == 202, answer
+    job = json.loads(answer)
+    assert job["items"] == 6_000
+    assert box.admin(f"/prefetch/{job['id']}", "DELETE")["state"] == "cancelled"
+
+
 def test_prefetch_sources_are_checked(box: Box) -> None:
     body = json.dumps({"items": [{"key": "titles/1/a", "sources": [{"name": "x", "url": "ftp://x"}]}]}).encode()
     status, message = admin_error(box, "/prefetch", "POST", body)
