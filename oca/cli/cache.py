@@ -49,11 +49,11 @@ class _Target:
         if self.store is not None:
             self.store.close()
 
-    def put_many(self, items: list[tuple[str, str, int]], hot: bool, pin: bool) -> list[dict[str, Any] | OcaError]:
+    def put_many(self, items: list[tuple[str, str, int]], hot: bool, pin: bool) -> list[OcaError | None]:
         """Store many (path, key, size) in one batch (one index commit): the store opened here, or a running
-        box's admin API (/cache/import-batch, one request per batch)."""
+        box's admin API (/cache/import-batch, one request per batch). Per item, its error or None."""
         if self.store is not None:
-            return [r if isinstance(r, OcaError) else object_json(r)
+            return [r if isinstance(r, OcaError) else None
                     for r in self.store.put_files([(path, key) for path, key, _ in items], hot=hot, pin=pin)]
         assert self.admin is not None
         body = {"items": [{"src": os.path.abspath(path), "key": key} for path, key, _ in items],
@@ -61,7 +61,7 @@ class _Target:
         answer = self.admin.request("POST", "/cache/import-batch", body).get("results")
         if not isinstance(answer, list) or len(answer) != len(items) or not all(isinstance(r, dict) for r in answer):
             raise OcaError(f"the box answered /cache/import-batch without one result per file ({len(items)})")
-        return [OcaError(str(r["error"])) if "error" in r else r for r in answer]
+        return [OcaError(str(r["error"])) if "error" in r else None for r in answer]
 
     def list(self, prefix: str) -> list[dict[str, Any]]:
         if self.store is not None:
@@ -145,7 +145,7 @@ def import_(config_path: str, directory: str, hot: bool, pin: bool, as_json: boo
 
     valid = valid_files()
 
-    def put(batch: list[tuple[str, str, int]]) -> list[dict[str, Any] | OcaError]:
+    def put(batch: list[tuple[str, str, int]]) -> list[OcaError | None]:
         return target.put_many(batch, hot, pin)
 
     with _target(config_path, timeout) as target, click.progressbar(

@@ -53,14 +53,15 @@ class Engine:
 
     # ---------------------------------------------------------------- writing objects
 
-    def prepare(self, tier: Tier, entry: CatalogEntry, sync: bool = True) -> str:
+    def prepare(self, tier: Tier, entry: CatalogEntry, sync: bool = True, tmp_dir: str = "") -> str:
         """Do the part of an install that allocates space, before anything changes: create the fan-out
-        directories and stage the sidecar, each fsynced unless `sync` is False (a batch syncs the tier once
-        instead). Returns the staged sidecar's path; raises OSError."""
+        directories and stage the sidecar (in `tmp_dir`, a directory under the tier's tmp/, or tmp/ itself),
+        each fsynced unless `sync` is False (a batch syncs the tier once instead). Returns the staged
+        sidecar's path; raises OSError."""
         for parent in tier.layout.ensure_fanout(entry.hash):
             if sync:
                 files.fsync_dir(parent)
-        return files.stage_bytes(entry.sidecar().to_bytes(), tier.layout.tmp_dir, sync)
+        return files.stage_bytes(entry.sidecar().to_bytes(), tmp_dir or tier.layout.tmp_dir, sync)
 
     def install(self, tier: Tier, staged_path: str, meta_tmp: str, entry: CatalogEntry) -> None:
         """Rename a verified temp file and its staged sidecar into place on `tier`, journalled; index the

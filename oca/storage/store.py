@@ -23,6 +23,7 @@ Rules kept here:
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import os
 import threading
@@ -323,11 +324,13 @@ class Store:
             return
         staged: builtins.list[tuple[int, files.Staged, str, CatalogEntry]] = []
         installed: set[int] = set()  # renamed into place: no unlink (two failing syscalls per object) needed
+        staging = ""
         try:
+            staging = files.staging_dir(tier.layout.tmp_dir)
             for i in batch:
                 src, key = items[i]
                 try:
-                    copy = files.stage_copy(src, tier.layout.tmp_dir, expect_size=sizes[i], sync=False)
+                    copy = files.stage_copy(src, staging, expect_size=sizes[i], sync=False)
                 except files.SourceError as e:
                     results[i] = StorageError(str(e))
                     continue
@@ -337,7 +340,7 @@ class Store:
                 now = self._clock()
                 entry = CatalogEntry(key, key_hash(key), tier.number, copy.size, copy.digest, now, now, hot, pin)
                 try:
-                    meta_tmp = self._engine.prepare(tier, entry, sync=False)  # fan-out directories, sidecar
+                    meta_tmp = self._engine.prepare(tier, entry, sync=False, tmp_dir=staging)  # fan-out, sidecar
                 except OSError:
                     unlink_quiet(copy.path)
                     raise
@@ -364,6 +367,9 @@ class Store:
                 if i not in installed:
                     unlink_quiet(copy.path)
                     unlink_quiet(meta_tmp)
+            if staging:
+                with contextlib.suppress(OSError):  # a tier failing under it: tmp/ is emptied at the next open
+                    os.rmdir(staging)
 
     def fill_target(self, key: str, size: int, hot: bool = False, cold: bool = False) -> tuple[str, str]:
         """(tier name, its temp directory): where an upstream fill of `key` (`size` bytes, 0 if unknown)
