@@ -201,3 +201,28 @@ def test_a_batch_is_copied_while_another_commits(tmp_path: Path, clock: FakeCloc
         assert all(not isinstance(r, Exception) for r in results)
         assert store.status()["objects"] == 6
         assert_consistent(store)
+
+
+def test_a_batch_stages_in_a_directory_of_its_own_and_leaves_none_behind(tmp_path: Path, clock: FakeClock,
+                                                                          src: Callable[..., str],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    config = StorageConfig(state_dir=str(tmp_path / "state"), policy="lru",
+                           tiers=(TierConfig("hdd", str(tmp_path / "hdd"), 1 << 20),))
+    tmp_dir = str(tmp_path / "hdd" / "tmp")
+    staged_in: set[str] = set()
+    real_stage = files.stage_copy
+
+    def stage(source: str, directory: str, **kwargs: Any) -> files.Staged:
+        staged_in.add(directory)
+        return real_stage(source, directory, **kwargs)
+
+    monkeypatch.setattr(files, "stage_copy", stage)
+    with Store.open(config, clock) as store:
+        store.put_files([(src(blob(50, i)), f"titles/1/s{i}") for i in range(3)])
+        store.put_files([(src(blob(50, 9)), "titles/1/t")])
+        assert len(staged_in) == 2 and all(os.path.dirname(d) == tmp_dir for d in staged_in)
+        assert os.listdir(tmp_dir) == []
+        os.mkdir(os.path.join(tmp_dir, "batch-1-1"))  # what a crash mid-batch leaves
+        Path(tmp_dir, "batch-1-1", "obj-1-2").write_bytes(b"half")
+    with Store.open(config, clock) as store:
+        assert os.listdir(tmp_dir) == [] and store.status()["objects"] == 4
