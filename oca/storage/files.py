@@ -163,9 +163,8 @@ def _make_temp(tmp_dir: str, prefix: str) -> tuple[int, str]:
 
 def staging_dir(tmp_dir: str) -> str:
     """A new directory in `tmp_dir` for one batch's temp files. Batches staged at once on several threads
-    each create their files in a directory of their own: files created in one shared directory contend for
-    its lock in the kernel (4 threads creating in one tmp/ spent more system time than they saved). Emptied
-    with the rest of tmp/ at the next open if left behind."""
+    each create their files in a directory of their own, so they do not all take one directory's lock in the
+    kernel for every file they create. Emptied with the rest of tmp/ at the next open if left behind."""
     while True:
         path = f"{tmp_dir}/batch-{os.getpid()}-{next(_temp_names)}"
         try:
