@@ -263,6 +263,16 @@ def plan_placement(tiers: Sequence[TierSpace], size: int, target: int, *,
 POLICY_NAMES = ("s3fifo", "lru")  # storage.policy; the first is the default
 
 
+def demand_reserves(name: str, capacities: Sequence[int]) -> list[int]:
+    """Per tier, fastest first, the bytes a policy needs free of pinned objects for the objects clients bring:
+    S3-FIFO's small queue (where new objects prove themselves; a tier pinned full by a fill plan would let
+    them go again before a second read could reach them), nothing for LRU. Store.fill_target keeps a hot
+    pre-positioned file off a tier whose pins would eat into it."""
+    if name == "s3fifo":
+        return [share or 0 for share in small_shares(capacities)]
+    return [0 for _ in capacities]
+
+
 def policy_factory(name: str, capacities: Sequence[int] = ()) -> Callable[[], EvictionPolicy]:
     """Makes one policy per tier, called once per tier in tier order (fastest first); the tiers of one box
     share what the policy remembers across tiers. `capacities`: the tiers' bytes, fastest first."""

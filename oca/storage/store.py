@@ -41,7 +41,7 @@ from oca.storage.index import Index, IndexCorrupt, Row, index_path, scan_tiers
 from oca.storage.layout import key_hash, unlink_quiet
 from oca.storage.model import ObjectInfo, TierState
 from oca.storage.planned import PlannedPolicy
-from oca.storage.policy import EvictionPolicy, PromotionCounter, policy_factory
+from oca.storage.policy import EvictionPolicy, PromotionCounter, demand_reserves, policy_factory
 from oca.storage.titles import TitleFeed
 
 log = logging.getLogger("oca.storage")
@@ -72,6 +72,8 @@ class Store:
         self._loading = False  # a background load holds the lock until it is done (see open)
         self._stop_loading = False  # close() asks a background load to give up
         self._load_error = ""
+        # per tier, bytes pins must leave to the policy's new objects (fill_target's hot pre-positioned files)
+        self._reserves = demand_reserves(config.policy, [t.capacity for t in catalog.tiers])
 
     # ---------------------------------------------------------------- opening and closing
 
@@ -199,10 +201,24 @@ class Store:
     def get(self, key: str) -> ObjectInfo | None:
         """The object stored as `key`, or None if absent or on a FAILED tier."""
         with self._lock:
-            entry = self._cat.entries.get(key)
-            if entry is None or not self._cat.servable(entry):
-                return None
-            return self._cat.info(entry)
+            return self._lookup(key)
+
+    def get_now(self, key: str) -> tuple[bool, ObjectInfo | None]:
+        """`get` for a thread that must not block (the master's event loop): (True, what `get` returns) when
+        the lock is free, (False, None) when another thread holds it (an install's fsyncs, an eviction).
+        O(1): a dict lookup under the lock, taken only if nobody holds it."""
+        if not self._lock.acquire(blocking=False):
+            return False, None
+        try:
+            return True, self._lookup(key)
+        finally:
+            self._lock.release()
+
+    def _lookup(self, key: str) -> ObjectInfo | None:
+        entry = self._cat.entries.get(key)
+        if entry is None or not self._cat.servable(entry):
+            return None
+        return self._cat.info(entry)
 
     def list(self, prefix: str = "") -> builtins.list[ObjectInfo]:
         """Every servable object whose key starts with `prefix`, sorted by key."""
@@ -375,13 +391,21 @@ class Store:
         """(tier name, its temp directory): where an upstream fill of `key` (`size` bytes, 0 if unknown)
         should write its temp file, so that `adopt` can rename it into place on the same filesystem.
 
-        `cold`: a pre-positioned file that is not hot (a fill plan's) goes to the slowest tier that can take
-        it. The fast tier is for demand: S3-FIFO's small queue lives there, and a night's pinned plan landing
-        on it leaves new objects no room to prove themselves (loadtest.cachesim --fill)."""
+        `cold`: a pre-positioned file (a fill plan's). One that is not hot goes to the slowest tier that can
+        take it. The fast tier is for demand: S3-FIFO's small queue lives there, and a night's pinned plan
+        landing on it leaves new objects no room to prove themselves (loadtest.cachesim --fill). A hot one goes
+        to the fastest tier whose pinned bytes, with it, still leave the policy's reserve for new objects
+        (policy.demand_reserves), else to the slowest tier that can take it: the plan's hot files are pinned,
+        and pinning the small queue's room away cost the replay 0.8 points of day 2's byte hit ratio."""
         _check_key(key)
         with self._lock:
             self._check_open()
-            if cold and not hot:
+            if cold:
+                if hot:
+                    for tier in self._cat.tiers:
+                        if (tier.state.accepts and tier.pinned + size <= tier.capacity - self._reserves[tier.number]
+                                and self._cat.refusal(tier, size, key) is None):
+                            return tier.name, tier.layout.tmp_dir
                 for tier in reversed(self._cat.tiers):
                     if tier.state.accepts and self._cat.refusal(tier, size, key) is None:
                         return tier.name, tier.layout.tmp_dir
