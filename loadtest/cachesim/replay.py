@@ -99,7 +99,7 @@ class MemoryGeneration(Generation):
 class MemoryEngine(Engine):
     """The engine with its file work taken out: installing attaches, moving re-attaches, removing is free."""
 
-    def prepare(self, tier: Tier, entry: CatalogEntry, sync: bool = True) -> str:
+    def prepare(self, tier: Tier, entry: CatalogEntry, sync: bool = True, tmp_dir: str = "") -> str:
         return ""
 
     def install(self, tier: Tier, staged_path: str, meta_tmp: str, entry: CatalogEntry) -> None:

@@ -23,6 +23,7 @@ Rules kept here:
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import os
 import threading
@@ -317,27 +318,35 @@ class Store:
 
     def _put_batch(self, items: Sequence[tuple[str, str]], sizes: dict[int, int], hot: bool, pin: bool,
                    results: builtins.list[ObjectInfo | OcaError | None], one_by_one: builtins.list[int]) -> None:
-        """put_files' fast path: fills `results` for what it stores or refuses, `one_by_one` with the rest."""
-        with self._lock:
-            self._check_open()
-            seen: set[str] = set()
-            batch: builtins.list[int] = []
-            for i in sizes:
-                key = items[i][1]
-                (one_by_one if key in seen or key in self._cat.entries else batch).append(i)
-                seen.add(key)
-            try:
-                tier = self._choose_tier(None, sum(sizes[i] for i in batch), hot, set())
-            except OcaError:
-                one_by_one.extend(batch)
-                return
+        """put_files' fast path: fills `results` for what it stores or refuses, `one_by_one` with the rest.
+
+        Only the commit holds the lock. Which keys are new and which tier takes the batch are read without
+        it (dict membership and byte counts, each read atomic): while another batch commits, this one is
+        copied meanwhile. Both are decided again under the lock before anything is committed (a key stored
+        meanwhile goes one by one; `plan` refuses a tier that can no longer make room, and the batch falls
+        back to put_file)."""
+        self._check_open()
+        seen: set[str] = set()
+        batch: builtins.list[int] = []
+        stored = self._cat.entries
+        for i in sizes:
+            key = items[i][1]
+            (one_by_one if key in seen or key in stored else batch).append(i)
+            seen.add(key)
+        try:
+            tier = self._choose_tier(None, sum(sizes[i] for i in batch), hot, set())
+        except OcaError:
+            one_by_one.extend(batch)
+            return
         staged: builtins.list[tuple[int, files.Staged, str, CatalogEntry]] = []
         installed: set[int] = set()  # renamed into place: no unlink (two failing syscalls per object) needed
+        staging = ""
         try:
+            staging = files.staging_dir(tier.layout.tmp_dir)
             for i in batch:
                 src, key = items[i]
                 try:
-                    copy = files.stage_copy(src, tier.layout.tmp_dir, expect_size=sizes[i], sync=False)
+                    copy = files.stage_copy(src, staging, expect_size=sizes[i], sync=False)
                 except files.SourceError as e:
                     results[i] = StorageError(str(e))
                     continue
@@ -347,12 +356,13 @@ class Store:
                 now = self._clock()
                 entry = CatalogEntry(key, key_hash(key), tier.number, copy.size, copy.digest, now, now, hot, pin)
                 try:
-                    meta_tmp = self._engine.prepare(tier, entry, sync=False)  # fan-out directories, sidecar
+                    meta_tmp = self._engine.prepare(tier, entry, sync=False, tmp_dir=staging)  # fan-out, sidecar
                 except OSError:
                     unlink_quiet(copy.path)
                     raise
                 staged.append((i, copy, meta_tmp, entry))
-            files.sync_filesystem(tier.layout.tmp_dir)  # every copy and sidecar durable, with one flush
+            flusher = self._engine.flushers[tier.number]
+            flusher.flush(flusher.ticket())  # every copy and sidecar durable: one flush, shared with other batches
             with self._lock:
                 self._check_open()
                 fresh = [s for s in staged if s[3].key not in self._cat.entries]  # stored meanwhile: one by one
@@ -373,6 +383,9 @@ class Store:
                 if i not in installed:
                     unlink_quiet(copy.path)
                     unlink_quiet(meta_tmp)
+            if staging:
+                with contextlib.suppress(OSError):  # a tier failing under it: tmp/ is emptied at the next open
+                    os.rmdir(staging)
 
     def fill_target(self, key: str, size: int, hot: bool = False, cold: bool = False) -> tuple[str, str]:
         """(tier name, its temp directory): where an upstream fill of `key` (`size` bytes, 0 if unknown)
