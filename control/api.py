@@ -157,7 +157,7 @@ async def status(request: web.Request) -> web.Response:
                    "last_round_seconds": plane.poller.last_round,
                    "recent_rounds_seconds": [round(r, 4) for r in plane.poller.recent_rounds],
                    "unpolled_boxes": plane.poller.unpolled, "polls": plane.poller.polls,
-                   "skipped_polls": plane.poller.skipped},
+                   "skipped_polls": plane.poller.skipped, "inventories_pending": plane.inventory.pending},
         "prefixes": plane.prefixes.as_json()})
 
 

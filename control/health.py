@@ -22,6 +22,11 @@ Rules kept here:
   between two polls. Draining is the box's own flag or an operator drain held by the control plane.
 - `stop()` ends the scheduler and every poll in flight, even one finishing as it is cancelled (each poll is
   bounded with `asyncio.timeout`, which never swallows a cancellation).
+- Listeners (`listeners`) run inside the poll, so they must be quick: one with I/O to do (the inventory
+  tracker) queues it and returns, and registers in `followups` how to wait for it. `poll_once` (start-up,
+  tests, an operator's poll) waits for those after its round, so the inventories a first poll learns of
+  are in by the time it returns; a round's duration never includes them, and the scheduled rounds never
+  wait for them.
 - `last_healthy_poll` is when the latest good poll finished (the injected clock): steering uses it to know
   whether a box has passed a fresh poll since a player left it.
 """
@@ -49,6 +54,7 @@ Clock = Callable[[], float]
 ROUNDS_KEPT = 64  # durations of the latest rounds kept for /v1/status
 TICK = 0.005  # the scheduler wakes at most this often: boxes whose turn falls within one tick start together
 StatusListener = Callable[[Box, "BoxStatus"], Awaitable[None]]
+Followup = Callable[[], Awaitable[None]]
 
 
 class BoxStatus(msgspec.Struct, frozen=True, gc=False):
@@ -102,6 +108,7 @@ class HealthPoller:
     token: str | None = None
     required_seq: Callable[[], int] = lambda: 0
     listeners: list[StatusListener] = field(default_factory=list)
+    followups: list[Followup] = field(default_factory=list)  # what poll_once waits for after its round
     drained: frozenset[str] = frozenset()  # operator drains, kept in step by the service
     concurrency: int = 256  # polls in flight at once
     client: StatusClient = field(default_factory=lambda: StatusClient(default_max_idle()))
@@ -241,7 +248,8 @@ class HealthPoller:
 
     async def poll_once(self) -> None:
         """Poll every box once, `concurrency` at a time, as fast as they answer (the first round after
-        start, and tests). Cancelling it cancels the polls in flight."""
+        start, and tests), then wait for the work the listeners queued (`followups`). Cancelling it cancels
+        the polls in flight, not that work."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         boxes = iter(list(self.fleet.boxes.values()))
@@ -252,6 +260,8 @@ class HealthPoller:
 
         await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(self.fleet.boxes)))))
         self._round_ended(loop.time() - started)
+        for followup in self.followups:
+            await followup()
 
     async def poll_box(self, box: Box) -> None:
         try:

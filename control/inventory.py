@@ -11,23 +11,34 @@ Rules kept here:
   and, when the catalog's sizes are known (`title_sizes`), at least as many bytes as the title has (slices of
   a large file count as objects, so the count alone could call a title with a partly fetched file live).
 - A failed refresh keeps what we knew; it is retried at the next poll. Reads never block on I/O.
+- A poll never waits for an inventory: the poll listener (`on_status`) only queues the box, and at most
+  `concurrency` refreshes run at once, in worker tasks that exist while there is work (so nothing has to
+  start them) and end when the queue is empty. A box is queued or refreshed once at a time; a sequence that
+  moves meanwhile is seen by a later poll. (Awaiting each box's first inventory inside its poll made the
+  four rounds after start-up at 20,000 boxes take 2.0-5.9 s against a 2 s interval.) `settled()` waits
+  until nothing is queued or running: the poller's `poll_once` (start-up, tests) waits for it.
+- Fetches go through the poller's control.status_client: over the connection it keeps to the box, parsed by
+  llhttp, each bounded by `timeout` (a cancel half-way closes that connection) and by `max_body` bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from control.health import BoxStatus
 from control.model import Box, Inventory
-from oca.httpapi import bearer, loads
+from control.status_client import StatusClient, Target
+from oca.httpapi import loads
 from oca.wire.inventory import Listing, TitleChanges
 
 log = logging.getLogger("oca.control.inventory")
+
+MAX_BODY = 256 << 20  # a full title listing is ~50 bytes a title; an old box's object listing far more
 
 
 @dataclass
@@ -39,14 +50,26 @@ class _BoxTitles:
 
 @dataclass
 class InventoryTracker:
-    session: aiohttp.ClientSession
+    client: StatusClient  # the health poller's: its kept connections
     file_counts: Callable[[], Mapping[str, int]]  # title id -> catalogued files
     timeout: float = 5.0
     token: str | None = None
     _boxes: dict[str, _BoxTitles] = field(default_factory=dict)
     title_sizes: Callable[[], Mapping[str, int]] | None = None  # title id -> catalogued bytes
+    concurrency: int = 32  # refreshes in flight at once
+    max_body: int = MAX_BODY
     _snapshot: Inventory | None = None
-    _busy: set[str] = field(default_factory=set)
+    # box id -> (box, polled sequence), oldest first: an OrderedDict, whose popitem(last=False) is O(1) where
+    # taking a plain dict's first key scans past every entry removed before it (20,000 at start-up)
+    _queued: OrderedDict[str, tuple[Box, int | None]] = field(default_factory=OrderedDict)
+    _running: set[str] = field(default_factory=set)  # box ids being refreshed
+    _workers: set[asyncio.Task[None]] = field(default_factory=set)
+    _active: int = 0  # workers still taking boxes from the queue (a finished task leaves the set later)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopped: bool = False
+
+    def __post_init__(self) -> None:
+        self._idle.set()
 
     def snapshot(self) -> Inventory:
         if self._snapshot is None:
@@ -72,36 +95,81 @@ class InventoryTracker:
         state = self._boxes.get(box_id)
         return dict(state.bytes) if state else {}
 
+    @property
+    def pending(self) -> int:
+        """Boxes whose refresh is queued or running."""
+        return len(self._queued) + len(self._running)
+
     async def on_status(self, box: Box, status: BoxStatus) -> None:
-        """A health-poll listener: refresh the box's titles when its inventory sequence moved."""
+        """A health-poll listener: queue a refresh of the box's titles when its inventory sequence moved
+        (never waits for it: see the module rules)."""
         state = self._boxes.setdefault(box.id, _BoxTitles())
         if status.inventory_sequence is not None and status.inventory_sequence == state.sequence:
             return
-        if box.id in self._busy:
+        if self._stopped or box.id in self._queued or box.id in self._running:
             return
-        self._busy.add(box.id)
+        self._queued[box.id] = (box, status.inventory_sequence)
+        self._idle.clear()
+        if self._active < self.concurrency:
+            self._active += 1
+            worker = asyncio.create_task(self._work(), name="inventory refresh")
+            self._workers.add(worker)  # a reference until it ends: the loop keeps only a weak one
+            worker.add_done_callback(self._workers.discard)
+
+    async def settled(self) -> None:
+        """Return once no refresh is queued or running."""
+        await self._idle.wait()
+
+    async def stop(self) -> None:
+        """Cancel the refreshes queued and running, and queue no more (what we knew is kept): the plane
+        stops this before the poller, whose polls may still be ending."""
+        self._stopped = True
+        self._queued.clear()
+        workers = list(self._workers)
+        for worker in workers:
+            worker.cancel()
+        for worker in workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        self._running.clear()
+        self._idle.set()
+
+    async def _work(self) -> None:
         try:
-            await asyncio.wait_for(self._refresh(box, state, status.inventory_sequence), self.timeout)
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
-            log.info("inventory of %s not refreshed: %s", box.id, exc)
+            while self._queued:
+                box_id, (box, polled) = self._queued.popitem(last=False)  # in the order queued
+                self._running.add(box_id)
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        await self._refresh(box, self._boxes.setdefault(box_id, _BoxTitles()), polled)
+                except TimeoutError:
+                    log.info("inventory of %s not refreshed: no answer within %gs", box_id, self.timeout)
+                except (OSError, ValueError) as exc:
+                    log.info("inventory of %s not refreshed: %s: %s", box_id, exc.__class__.__name__, exc)
+                except Exception:  # a bug must not end the worker with boxes still queued
+                    log.exception("inventory refresh of %s failed unexpectedly", box_id)
+                finally:
+                    self._running.discard(box_id)
         finally:
-            self._busy.discard(box.id)
+            # no await from the queue's last check to here, so a box queued meanwhile found this worker
+            # still counted as taking boxes only while it really was
+            self._active -= 1
+            if self._active == 0 and not self._queued:
+                self._idle.set()
+
+    async def _get(self, box: Box, path: str) -> tuple[int, object]:
+        code, body = await self.client.get(Target.of(box.admin_url, path, self.token), self.max_body)
+        return code, loads(body) if code == 200 else None
 
     async def _refresh(self, box: Box, state: _BoxTitles, polled: int | None) -> None:
         since = state.sequence if state.sequence is not None else 0
-        headers = bearer(self.token)
-        url = f"{box.admin_url}/inventory/titles"
-        async with self.session.get(url, params={"since": str(since)}, headers=headers) as resp:
-            if resp.status == 404:
-                url = f"{box.admin_url}/inventory"
-                async with self.session.get(url, headers=headers) as old:
-                    if old.status != 200:
-                        raise ValueError(f"/inventory answered {old.status}")
-                    body = await old.json(content_type=None, loads=loads)
-            elif resp.status != 200:
-                raise ValueError(f"/inventory/titles answered {resp.status}")
-            else:
-                body = await resp.json(content_type=None, loads=loads)
+        code, body = await self._get(box, f"/inventory/titles?since={since}")
+        if code == 404:
+            code, body = await self._get(box, "/inventory")
+            if code != 200:
+                raise ValueError(f"/inventory answered {code}")
+        elif code != 200:
+            raise ValueError(f"/inventory/titles answered {code}")
         if isinstance(body, dict) and "titles" in body:
             changes = TitleChanges.from_json(body, f"{box.id}'s /inventory/titles")
             sequence: object = changes.sequence

@@ -174,6 +174,8 @@ class _State:
                                 value=poller.unpolled)
         yield GaugeMetricFamily("oca_control_health_skipped_polls", "Polls not started because the box's "
                                 "previous poll was still running.", value=poller.skipped)
+        yield GaugeMetricFamily("oca_control_inventory_pending", "Boxes whose inventory refresh is queued or "
+                                "running (a poll saw their inventory sequence move).", value=plane.inventory.pending)
         yield GaugeMetricFamily("oca_control_session_memory", "Sessions this replica remembers (an LRU bounded "
                                 "by steering.max_sessions).", value=len(plane.sessions))
 

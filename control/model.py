@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import msgspec
+
 ORIGIN_PATHWAY = "origin"  # the pathway id of the origin; always the last pathway offered
 
 
@@ -56,9 +58,13 @@ class Fleet:
     origin_url: str  # the origin's base URL; the last pathway of every manifest
 
 
-@dataclass(frozen=True, slots=True)
-class BoxHealth:
-    """What the control plane last concluded about a box from polling its /status (with hysteresis)."""
+class BoxHealth(msgspec.Struct, frozen=True, gc=False):
+    """What the control plane last concluded about a box from polling its /status (with hysteresis).
+
+    A Struct out of the collector's sight, not a dataclass: the poller makes one per box per poll (10,000 a
+    second at 20,000 boxes), and a frozen slotted dataclass cost 8 µs to make (every field through
+    object.__setattr__) against under 1 µs, and was one more object for the young collections to walk.
+    Its fields hold no containers that could make a cycle (a tuple of strings at most)."""
 
     box_id: str
     healthy: bool

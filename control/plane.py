@@ -111,8 +111,8 @@ class ControlPlane:
         index = loaded.index
         executor = ThreadPoolExecutor(1, thread_name_prefix="oca-control-store")
         store = store if store is not None else open_store(config.state.target(), password=loaded.state_password)
-        # force_close: health polls have their own kept connections (control.status_client); the rest of what
-        # is asked of boxes is rare (an inventory after a change, pushes, drains, roll-outs), and keeping those
+        # force_close: health polls and inventories have their own kept connections (control.status_client);
+        # the rest of what is asked of boxes is rare (pushes, drains, roll-outs), and keeping those
         # connections open too held a second descriptor per box: 20,000 boxes ran out of open files.
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.health.timeout),
                                      connector=aiohttp.TCPConnector(limit=0, limit_per_host=4, force_close=True))
@@ -125,13 +125,14 @@ class ControlPlane:
                               timeout=config.health.timeout, down_after=config.health.down_after,
                               up_after=config.health.up_after, token=box_token,
                               concurrency=config.health.concurrency)
-        inventory = InventoryTracker(http, catalog.file_counts, config.health.inventory_timeout, box_token,
+        inventory = InventoryTracker(poller.client, catalog.file_counts, config.health.inventory_timeout, box_token,
                                      title_sizes=lambda: {t.id: t.size for t in catalog.titles()})
         invalidator = Invalidator(store, config.fleet, http, poller.health_view, clock, blocking,
                                   config.invalidation.push_timeout, config.invalidation.retry_interval, box_token,
                                   config.invalidation.push_concurrency)
         poller.required_seq = lambda: invalidator.last_seq
         poller.listeners += [invalidator.on_status, inventory.on_status]
+        poller.followups.append(inventory.settled)
         catalog.on_change(inventory.catalog_changed)
         plane = cls(config, store, http, executor, clock, index, poller, inventory, invalidator, catalog,
                     SessionTable(config.steering.max_sessions), Popularity(config.popularity.half_life), signer,
@@ -185,6 +186,7 @@ class ControlPlane:
                 await task
         self._tasks.clear()
         await self.rollouts.stop()
+        await self.inventory.stop()  # before the poller closes the connections its fetches use
         await self.poller.stop()
         await self.invalidator.stop()
         try:

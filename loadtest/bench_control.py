@@ -42,7 +42,7 @@ from control.manifests import DashTemplate, HlsTemplate, PathwayBase, parse_stee
 from control.model import Box, BoxHealth, CatalogFile, CoverageArea, Fleet, Inventory, Rendition, Site, Title
 from control.steering import SteeringIndex, steer
 from loadtest import fake_boxes
-from loadtest.control_process import FORMATS, ProcessError, measure_process, round_summary
+from loadtest.control_process import FORMATS, ProcessError, measure_process, round_summary, rounds_since_start
 from loadtest.harness import Figure, cpu_name
 
 DESCRIPTION = "control-plane steering and manifest rendering, in process on one core; prints a Markdown table."
@@ -413,13 +413,18 @@ def measure_serving(world: World, *, shape: str, http_seconds: float, poll_secon
     ]
     polling = got.polling
     if polling is not None:
-        progress(f"every box polled {polling.all_polled_s:.1f}s after exec; rounds: {round_summary(polling)}")
-        worst = max(polling.rounds) if polling.rounds else None
+        progress(f"every box polled {polling.all_polled_s:.1f}s after exec; rounds: {round_summary(polling)}; "
+                 f"every round since start: {rounds_since_start(polling)}")
+        # the verdict counts every round since start: the first ones carry start-up work (first inventories)
+        worst = max(polling.since_start) if polling.since_start else None
+        first_worst = (f"; every round since start: max {worst:.2f} s over {polling.rounds_total}"
+                       if worst is not None else "")
         rows += [
             Figure(POLLED_CASE, f"{polling.all_polled_s:.1f} s, {polling.all_polled_cpu_s:.1f} s of CPU",
                    f"≤ {STARTUP_GOAL_S:g} s",
                    _verdict(polling.all_polled_s <= STARTUP_GOAL_S), polling.all_polled_s, "s"),
-            Figure(ROUND_CASE, f"{round_summary(polling)} ({polling.kept_connections}; {fake_boxes_where(world)})",
+            Figure(ROUND_CASE, f"{round_summary(polling)}{first_worst} ({polling.kept_connections}; "
+                               f"{fake_boxes_where(world)})",
                    f"≤ {polling.interval:g} s (health.interval)",
                    _verdict(worst is not None and worst <= polling.interval), worst, "s"),
             Figure(POLL_RSS_CASE, f"{polling.rss_bytes / 2**20:,.0f} MiB", "-", "-", polling.rss_bytes / 2**20,

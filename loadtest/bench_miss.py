@@ -10,6 +10,11 @@ tokens off, fetch from that origin) on loopback, then:
 - `--rounds` times, `--concurrent` other objects at once: all of them from the origin directly, then all of
   them through the box (each a miss); the median first byte, and the throughput of the batch (its bytes
   over the time from the first request to the last byte), medians over the rounds.
+- CPU per object in the one-at-a-time phase (user + system, from /proc; clock ticks of 10 ms summed over
+  the objects): the origin and this client during a direct GET, and during a miss the origin, this client,
+  the box's workers, and its master over the whole phase (its miss's tier write and install run after the
+  client's last byte; it does nothing for the direct GETs and the hits). On a machine whose cores are busy
+  the throughput ratio follows the CPU ratio.
 The goals are issue 16's: a miss's throughput ≥ 0.8x the origin's, its first byte ≤ the origin's + 1 ms.
 A measurement, never a pass/fail test.
 """
@@ -27,7 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 
@@ -50,6 +55,41 @@ class Measured:
     hit: list[Timing]  # and again, now held
     batches_direct: list[list[Timing]]  # each round's concurrent GETs, origin direct
     batches_miss: list[list[Timing]]  # the same objects through the box, cold, all at once
+    cpu_direct: dict[str, float] = field(default_factory=dict)  # CPU seconds per direct GET, by process
+    cpu_miss: dict[str, float] = field(default_factory=dict)  # and per cold miss
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its threads (/proc/<pid>/stat); 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes `pid` started (the box's workers), from /proc/<pid>/task/*/children."""
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as fh:
+                found += [int(p) for p in fh.read().split()]
+    except OSError:
+        pass
+    return found
+
+
+class CpuMeter:
+    """CPU seconds of the origin, this client, the box's master and its workers, read between GETs."""
+
+    def __init__(self, origin: int, master: int) -> None:
+        self.origin, self.master = origin, master
+
+    def read(self) -> dict[str, float]:
+        return {"origin": cpu_seconds(self.origin), "client": time.process_time(),
+                "master": cpu_seconds(self.master), "workers": sum(cpu_seconds(p) for p in child_pids(self.master))}
 
 
 def batch_throughput(batch: list[Timing]) -> float:
@@ -167,10 +207,24 @@ def measure(args: argparse.Namespace, workdir: str) -> Measured:
             wait_http(origin_port, "/healthz")
             wait_http(port, "/healthz")
             direct, miss, hit = [], [], []
+            meter = CpuMeter(origin.pid, box.pid)
+            used_direct = dict.fromkeys(("origin", "client"), 0.0)
+            used_miss = dict.fromkeys(("origin", "client", "workers"), 0.0)
+            phase = meter.read()
             for key in keys:
+                before = meter.read()
                 direct.append(fetch(origin_port, f"/{key}"))
+                between = meter.read()
                 miss.append(fetch(port, f"/{key}"))
+                after = meter.read()
                 hit.append(fetch(port, f"/{key}"))
+                for name in used_direct:
+                    used_direct[name] += between[name] - before[name]
+                for name in used_miss:
+                    used_miss[name] += after[name] - between[name]
+            used_miss["master"] = meter.read()["master"] - phase["master"]
+            cpu_direct = {name: used / len(keys) for name, used in used_direct.items()}
+            cpu_miss = {name: used / len(keys) for name, used in used_miss.items()}
             batches_direct, batches_miss = [], []
             for batch in rounds:
                 paths = [f"/{key}" for key in batch]
@@ -183,7 +237,7 @@ def measure(args: argparse.Namespace, workdir: str) -> Measured:
                     process.wait(15)
                 except subprocess.TimeoutExpired:
                     process.kill()
-    return Measured(direct, miss, hit, batches_direct, batches_miss)
+    return Measured(direct, miss, hit, batches_direct, batches_miss, cpu_direct, cpu_miss)
 
 
 def rows(measured: Measured, size: int) -> list[Figure]:
@@ -214,6 +268,16 @@ def rows(measured: Measured, size: int) -> list[Figure]:
         Figure("1 object: throughput, through the box (hit)", f"{mib_s(m.hit):,.0f} MiB/s", "-", "-",
                mib_s(m.hit), "MiB/s"),
     ]
+    if m.cpu_direct and m.cpu_miss:
+        direct_cpu, miss_cpu = sum(m.cpu_direct.values()) * 1000, sum(m.cpu_miss.values()) * 1000
+        parts = ", ".join(f"{name} {m.cpu_miss[name] * 1000:.1f}" for name in ("origin", "master", "workers", "client"))
+        out += [
+            Figure("1 object: CPU per GET, origin direct (origin + client)",
+                   f"{direct_cpu:.1f} ms (origin {m.cpu_direct['origin'] * 1000:.1f}, "
+                   f"client {m.cpu_direct['client'] * 1000:.1f})", "-", "-", direct_cpu, "ms"),
+            Figure("1 object: CPU per cold miss (origin + box + client)", f"{miss_cpu:.1f} ms ({parts})", "-",
+                   f"{miss_cpu / direct_cpu:.1f}x origin direct" if direct_cpu else "-", miss_cpu, "ms"),
+        ]
     if m.batches_direct and m.batches_miss:
         n = len(m.batches_miss[0])
         direct_ms, miss_ms = batch_ms(m.batches_direct), batch_ms(m.batches_miss)

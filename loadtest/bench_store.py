@@ -3,7 +3,7 @@
 `python -m loadtest.bench_store --objects 100000,1000000 [--size 4KiB] [--live-import 100000] [--hits 20]
 [--json FILE]`: for each N, in a fresh directory,
 1. writes N source files of `--size` bytes and imports them with the real import (`oca cache import`, the
-   store opened by the command: batches, one index commit and one syncfs each); reports objects/s and the
+   store opened by the command: batches of 1,024, one index commit each, shared syncfs); reports objects/s and the
    command's peak RSS;
 2. starts a box (`oca serve`, 2 workers) on the store and times start to the first hit (200; served from the
    index while the master loads its catalog in the background) and start to loaded (`/status` counts N);

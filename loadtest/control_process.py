@@ -60,6 +60,8 @@ class Polling:
     all_polled_s: float  # exec to every box polled once (/v1/status health.unpolled_boxes 0)
     all_polled_cpu_s: float  # CPU time the process had used by then
     rounds: list[float]  # seconds each round took, every round completed while sampled (the first excluded)
+    since_start: list[float]  # seconds of every round since start, in order (the latest 64 when more)
+    rounds_total: int  # rounds done since start
     skipped: int  # polls not started because the box's previous one still ran, over the whole run
     rss_bytes: int  # VmRSS after the rounds
     round_cpu: float  # CPU time used while the rounds were sampled, per second of wall clock
@@ -216,7 +218,7 @@ def _status(base: str) -> dict[str, Any]:
 
 def _polling(base: str, pid: int, started: float, seconds: float, timeout: float, boxes: int) -> Polling:
     """Exec to every box polled once, then how long each poll round that ended within the next `seconds`
-    took (/v1/status keeps the latest 64)."""
+    took, and every round since start (/v1/status keeps the latest 64)."""
     while True:
         health = _status(base)["health"]
         if health["unpolled_boxes"] == 0:
@@ -236,9 +238,18 @@ def _polling(base: str, pid: int, started: float, seconds: float, timeout: float
     polled = health["polls"] - polls
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     kept = min(boxes, default_max_idle())  # what the control process (same limit) keeps
-    return Polling(float(health["interval"]), all_polled, all_polled_cpu, rounds, int(health["skipped_polls"]),
+    since_start = [float(r) for r in health["recent_rounds_seconds"]]
+    return Polling(float(health["interval"]), all_polled, all_polled_cpu, rounds, since_start, int(health["rounds"]),
+                   int(health["skipped_polls"]),
                    rss_bytes(pid), round_cpu, cpu / polled if polled > 0 else None,
                    f"{kept:,} of {boxes:,} boxes keep their connection (open-file limit {soft:,})")
+
+
+def rounds_since_start(polling: Polling) -> str:
+    """Every round's seconds since start, in order: the first rounds are where start-up work shows."""
+    shown = ", ".join(f"{r:.2f}" for r in polling.since_start)
+    dropped = polling.rounds_total - len(polling.since_start)
+    return f"{shown} (the first {dropped} not kept)" if dropped > 0 else shown
 
 
 def round_summary(polling: Polling) -> str:

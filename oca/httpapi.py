@@ -101,8 +101,14 @@ def operator_of(request: web.Request) -> str:
 
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The request's body as a JSON object."""
+    return json_object(await request.read())
+
+
+def json_object(data: bytes) -> dict[str, Any]:
+    """`data` parsed as a JSON object, else BadRequest. Plain code: a route whose body is large (an import
+    batch) parses it on a thread, off the event loop."""
     try:
-        body = await request.json(loads=loads)
+        body = loads(data)
     except TooDeep:
         raise BadRequest("request body is not valid JSON: nested too deeply") from None
     except ValueError:

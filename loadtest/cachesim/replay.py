@@ -24,7 +24,7 @@ from oca.storage.engine import Engine
 from oca.storage.generation import Generation
 from oca.storage.index import Index, Pending, Row, RowValues
 from oca.storage.model import TierState
-from oca.storage.policy import PromotionCounter, policy_factory
+from oca.storage.policy import PromotionCounter
 from oca.storage.store import Store
 
 FAKE_FILE = "/nonexistent/oca-cachesim-fill"  # what `adopt` is handed: never opened, its unlink finds nothing
@@ -99,7 +99,7 @@ class MemoryGeneration(Generation):
 class MemoryEngine(Engine):
     """The engine with its file work taken out: installing attaches, moving re-attaches, removing is free."""
 
-    def prepare(self, tier: Tier, entry: CatalogEntry, sync: bool = True) -> str:
+    def prepare(self, tier: Tier, entry: CatalogEntry, sync: bool = True, tmp_dir: str = "") -> str:
         return ""
 
     def install(self, tier: Tier, staged_path: str, meta_tmp: str, entry: CatalogEntry) -> None:
@@ -138,7 +138,7 @@ def scaled(config: StorageConfig, total: int) -> StorageConfig:
 
 def memory_store(config: StorageConfig, clock: TraceClock) -> Store:
     """A Store over `config` whose disk and index are in memory (never call its close: it owns no lock)."""
-    catalog = Catalog(config.tiers, policy_factory(config.policy, [t.capacity for t in config.tiers]))
+    catalog = Catalog.with_policy(config.tiers, config.policy)
     counter = PromotionCounter(config.promotion.hits, config.promotion.window, clock)
     engine = MemoryEngine(catalog, MemoryIndex(), MemoryGeneration(), counter, clock)
     return Store(config, clock, catalog, engine, -1)

@@ -2,11 +2,12 @@
 
 Rules kept here:
 - Clients are fed from memory when they can be: a fill whose length is known and fits `memory_feed`'s
-  bounds writes each chunk to a file in a tmpfs directory (/dev/shm) and announces it at once; the workers
-  send from that file with os.sendfile. Writing the tier's temp file, hashing and fsync go on beside it
-  (oca.fetch.tierwriter), so a slow disk never holds a client back. (On the machine of README's
-  benchmarks, writing 8 MiB into fresh page cache of an ext4 disk took 20-50 ms; the same into tmpfs
-  pages freed by the previous fill, 6 ms; the client's whole transfer from the origin, about 6 ms.)
+  bounds writes each chunk to a file in a tmpfs directory (/dev/shm) and announces it; the workers send
+  from that file with os.sendfile. The tier's temp file is written from it, hashed and fsynced once the
+  upstream body has ended (oca.fetch.tierwriter), so neither a slow disk nor its CPU holds a client back.
+  (On the machine of README's benchmarks, writing 8 MiB into fresh page cache of an ext4 disk took 20-50
+  ms; the same into tmpfs pages freed by the previous fill, 6 ms; the client's whole transfer from the
+  origin, about 6 ms.)
 - Otherwise (length unknown, too large, the memory budget or the tmpfs taken) the tier's temp file is the
   feed, and each chunk is announced once the writer thread has written it.
 - A memory feed has a unique random name (a worker that opens a name late can never get another fill's
@@ -113,7 +114,7 @@ class FillFile:
         reuse while a worker may still open the path, so it stays open FEED_GRACE seconds after its fill."""
         return not (self.memory and self.path.startswith("/proc/"))
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk)
         while view:
             view = view[os.write(self.fd, view):]

@@ -4,18 +4,20 @@ Rules kept here:
 - Fills are keyed by the storage key (an object, or one slice of a sliced object). A worker that asks for a
   key with a fill in flight joins it; a key already stored is answered "stored"; a key the origin said does
   not exist is answered "absent" for negative_ttl.
-- The clients are fed as the bytes arrive: each chunk goes to the fill's feed (a memory file when the fill
-  fits, oca.fetch.fillfile) and is announced to the subscribed workers ("have", at most once per loop
-  iteration per fill, with the latest count), which send it to their clients from that file (read-while-
-  write, zero-copy). The tier's temp file is written and hashed beside them (oca.fetch.tierwriter); a fill
-  too large for memory is fed from that temp file, each chunk announced once written. At the end: one fsync,
+- The clients are fed as the bytes arrive: each socket read goes to the fill's feed (a memory file when the
+  fill fits, oca.fetch.fillfile) and is announced to the subscribed workers ("have": the first bytes at
+  once, then once per loop iteration per fill with the latest count, or at once per ANNOUNCE_AT_ONCE bytes),
+  which send it to their clients from that file (read-while-write, zero-copy). The tier's temp file is
+  written and hashed from the memory feed once the body has ended (oca.fetch.tierwriter); a fill too large
+  for memory is fed from that temp file, each chunk announced once written. At the end: one fsync,
   verify (length; digest when the prefetch knows it), adopt into storage by rename, "done" (the workers'
   open descriptors stay valid). An upstream failure: the temp file is removed, "fail" tells the workers to
   cut their clients short; nothing is cached.
 - A failed cache write never fails a client fed from memory: the error is charged to the tier (FULL or
   FAILED, Store.report_write_error), its clients get the whole body; the object is simply not stored.
-- A miss waits at most STORAGE_PATIENCE for storage to say whether it holds the key (a worker's view may lag
-  an install); past that the fill starts (an install's fsyncs hold storage's lock).
+- A miss asks storage whether it holds the key (a worker's view may lag an install) on the loop, without
+  waiting, when storage's lock is free; when an install's fsyncs hold it, it waits at most STORAGE_PATIENCE
+  for a storage thread's answer, and past that the fill starts.
 - The first fetch of an object asks upstream for the first slice's range when slicing is on: a small
   object comes back whole (200, or a 206 covering all of it); a larger one is sliced from then on.
   A slice fetched with an ETag other than the object's means it changed upstream: all its slices go.
@@ -80,16 +82,18 @@ from oca.storage.storage_owner import StorageOwner
 
 log = logging.getLogger("oca.fetch")
 WorkerLink = Link[FillAsk]  # the master's end of a worker's fill link
-# bytes a fill may hold for its tier write before its upstream reads wait for the disk: a memory-fed fill's
-# clients do not wait for the disk below this (its feed bounds it too); a disk-fed fill's wait anyway
-MAX_WRITE_LAG = 64 << 20
+# bytes a disk-fed fill may hold for its tier write before its upstream reads wait for the disk (its clients
+# wait for the disk anyway); a memory-fed fill holds none: its tier file is written from its feed at the end
 MAX_DISK_FEED_LAG = 4 << 20
 # how long a miss waits for storage to say whether it holds the key before asking upstream beside it: it
 # answers in well under a millisecond, unless an install holds its lock (10-80 ms of fsyncs were measured)
 STORAGE_PATIENCE = 0.002
+# bytes in a fill's feed that are announced at once rather than at the end of the loop iteration: a fast
+# source's reads come back to back without the loop turning, and the clients would wait for the last one
+ANNOUNCE_AT_ONCE = 1 << 20
 _WRITERS = 2  # threads that write, hash and fsync fills' tier files
 # their nice value above the event loop's: when the CPU is short, the clients' bytes go first and the disk
-# falls behind (up to MAX_WRITE_LAG a fill), never the other way round
+# falls behind, never the other way round
 _WRITER_NICENESS = 10
 
 
@@ -144,6 +148,7 @@ class Fill:
     hint: str = ""  # started by a player's CMCD hint (oca.fetch.hints): the key the hint was admitted for
     wrong_digest: bool = False  # it failed because the bytes were not the ones the catalog names
     announcing: bool = False  # a "have" is due at the end of this loop iteration
+    told: int = 0  # the bytes the last "have" announced
     ended: bool = False  # its last event was told: no "have" after it
     unstored: bool = False  # served, but storage could not keep it: its feed is the clients' only copy
     purged: bool = False  # purged while in flight: its clients get their bytes, storage does not
@@ -229,7 +234,9 @@ class FillManager:
         if key not in self.state.stale:
             held = await self._held(key)
         else:  # soft-purged: its stored copy still answers unless the worker asks to revalidate it
-            info = await self.owner.call(Store.get, key)
+            known, info = self.owner.peek(Store.get_now, key)
+            if not known:
+                info = await self.owner.call(Store.get, key)
             held = info is not None and not revalidate
         if held:
             link.send(Stored(key))
@@ -254,10 +261,16 @@ class FillManager:
             fill.byte_range = slice_bounds(index, self.config.slice_size, (index + 1) * self.config.slice_size)
 
     async def _held(self, key: str) -> bool:
-        """Whether storage holds `key` (a worker's view of it may lag behind an install), if storage says so
-        within STORAGE_PATIENCE; past that, False: an install holding the store's lock (its fsyncs) must not
-        delay a miss's first byte. A key stored after all is then fetched once more and its copy replaced
-        (as a revalidation's 200 would): correct bytes, one upstream request, and rare (both races at once)."""
+        """Whether storage holds `key` (a worker's view of it may lag behind an install). Asked on the loop
+        itself when the store's lock is free (Store.get_now: a dict lookup; a storage thread's round trip
+        cost a miss 0.4-2 ms before its upstream request, most of issue 16's first-byte budget). When an
+        install holds the lock (its fsyncs), a storage thread is asked, and answers within STORAGE_PATIENCE
+        or not at all: past that, False, so the lock never delays a miss's first byte. A key stored after all
+        is then fetched once more and its copy replaced (as a revalidation's 200 would): correct bytes, one
+        upstream request, and rare (both races at once)."""
+        known, info = self.owner.peek(Store.get_now, key)
+        if known:
+            return info is not None
         answer = asyncio.ensure_future(self.owner.call(Store.get, key))
         done, _ = await asyncio.wait({answer}, timeout=STORAGE_PATIENCE)
         if not done:
@@ -429,9 +442,9 @@ class FillManager:
             raise UpstreamError(502, f"{head.source}: sends {length} bytes, the catalog says {fill.size}")
         # a fill nobody waits for (a prefetch, a player's hint) has no one to feed: memory would only cost a copy
         feed = self._memory_feed(length) if fill.subscribers else None
-        writer = TierWriter(self._pool, None if feed is not None else lambda n: self._have(fill, n))
+        # fed from memory: the tier file is written from the feed once the body has ended (oca.fetch.tierwriter)
+        writer = TierWriter(self._pool, None if feed is not None else lambda n: self._have(fill, n), source=feed)
         target = asyncio.ensure_future(self._tier_file(fill, length, writer))
-        max_lag = MAX_WRITE_LAG if feed is not None else MAX_DISK_FEED_LAG
         try:
             if feed is None:  # the clients are fed from the tier's temp file: it must exist first
                 tier = await target
@@ -454,7 +467,7 @@ class FillManager:
                 if feed is None and writer.error is not None:
                     raise await self._write_failed(fill, await target, writer, length)
                 self.bytes_by_source[head.source] = self.bytes_by_source.get(head.source, 0) + len(chunk)
-                if writer.lag > max_lag:  # the disk is behind: bound what waits in memory
+                if writer.lag > MAX_DISK_FEED_LAG:  # the disk is behind: bound what waits in memory
                     await writer.caught_up()
                 if fill.rate is not None:
                     await fill.rate(len(chunk), head.source)
@@ -547,15 +560,24 @@ class FillManager:
         return tier
 
     def _have(self, fill: Fill, n: int) -> None:
-        """`n` bytes are in the feed: the workers hear of it once per loop iteration, with the latest count."""
+        """`n` bytes are in the feed. The workers hear of the first bytes at once (their clients' first byte
+        waits for nothing else), and of ANNOUNCE_AT_ONCE more at once (bytes that pour in without a pause in
+        the loop would otherwise wait for the last of them); else once per loop iteration, with the latest
+        count (a slow source's many small reads cost one message each iteration, not one each)."""
         fill.have = n
-        if not fill.announcing:
+        if fill.told == 0 or n - fill.told >= ANNOUNCE_AT_ONCE:
+            self._announce(fill)
+        elif not fill.announcing:
             fill.announcing = True
-            asyncio.get_running_loop().call_soon(self._announce, fill)
+            asyncio.get_running_loop().call_soon(self._announce_due, fill)
+
+    def _announce_due(self, fill: Fill) -> None:
+        fill.announcing = False
+        self._announce(fill)
 
     def _announce(self, fill: Fill) -> None:
-        fill.announcing = False
-        if not fill.ended:
+        if not fill.ended and fill.have > fill.told:
+            fill.told = fill.have
             self._tell(fill, Have(fill.store_key, fill.have))
 
     async def _install(self, fill: Fill, head: UpstreamHead, sink: FillFile, tier: str, digest: str,

@@ -28,7 +28,8 @@ from oca.errors import InsufficientStorage
 from oca.storage.index import Row
 from oca.storage.layout import Sidecar, TierLayout, key_hash
 from oca.storage.model import ObjectInfo, TierState
-from oca.storage.policy import EvictionPolicy, Move, TierSpace, plan_placement
+from oca.storage.policy import EvictionPolicy, Move, TierSpace, plan_placement, policy_factory
+from oca.storage.slots import KeySlots
 from oca.storage.titles import TitleCounts
 
 HOT, PINNED = 1, 2  # Entries.flags bits
@@ -62,13 +63,15 @@ class CatalogEntry:
 class Entries:
     """key -> CatalogEntry, read like a dict, held as one record per object in packed arrays.
 
-    Per object: the key's string (shared with the eviction policy), its dict slot and record number, and
-    1 + 1 + 8 + 8 + 8 + 4 + 16 = 46 bytes of arrays (tier, flags, size, stored_at, last access, serial,
-    digest); the file-name hash is recomputed when an entry is made (xxh3 of a short key costs well under a
-    microsecond). A freed record is reused by the next object."""
+    Per object: the key's string, its KeySlots entries (dict slot, record number, 8 bytes of the list of keys;
+    the eviction policies find their state by the same number), and 1 + 1 + 8 + 8 + 8 + 4 + 16 = 46 bytes of
+    arrays (tier, flags, size, stored_at, last access, serial, digest); the file-name hash is recomputed when
+    an entry is made (xxh3 of a short key costs well under a microsecond). A freed record is reused by the
+    next object."""
 
-    def __init__(self) -> None:
-        self.slots: dict[str, int] = {}
+    def __init__(self, numbers: KeySlots | None = None) -> None:
+        self.numbers = numbers if numbers is not None else KeySlots()  # shared with the tiers' policies
+        self.slots = self.numbers.index  # key -> record number
         self.tier = bytearray()
         self.flags = bytearray()
         self.size = array("q")
@@ -77,7 +80,6 @@ class Entries:
         self.serial = array("I")
         self._digest = bytearray()
         self._odd_digest: dict[int, str] = {}  # a digest that is not 32 lowercase hex digits, as given
-        self._free: list[int] = []
         self._serials = 0
 
     def __len__(self) -> int:
@@ -122,15 +124,14 @@ class Entries:
         entry.serial = self._serials
         packed = _pack_digest(entry.digest)
         flags = (HOT if entry.hot else 0) | (PINNED if entry.pinned else 0)
-        if self._free:
-            slot = self._free.pop()
+        slot = self.numbers.add(entry.key)
+        if slot < len(self.tier):
             self.tier[slot], self.flags[slot], self.size[slot] = entry.tier, flags, entry.size
             self.stored_at[slot], self.access[slot] = entry.stored_at, entry.last_access
             self.serial[slot] = entry.serial
             if packed is not None:
                 self._digest[slot * _DIGEST_BYTES:(slot + 1) * _DIGEST_BYTES] = packed
         else:
-            slot = len(self.tier)
             self.tier.append(entry.tier)
             self.flags.append(flags)
             self.size.append(entry.size)
@@ -140,12 +141,9 @@ class Entries:
             self._digest += packed if packed is not None else bytes(_DIGEST_BYTES)
         if packed is None:
             self._odd_digest[slot] = entry.digest
-        self.slots[entry.key] = slot
 
     def remove(self, key: str) -> None:
-        slot = self.slots.pop(key)
-        self._odd_digest.pop(slot, None)
-        self._free.append(slot)
+        self._odd_digest.pop(self.numbers.remove(key), None)
 
     def current(self, entry: CatalogEntry) -> bool:
         slot = self.slots.get(entry.key)
@@ -182,15 +180,24 @@ class Tier:
 
 
 class Catalog:
-    def __init__(self, tiers: Sequence[TierConfig], policy: Callable[[], EvictionPolicy]) -> None:
+    def __init__(self, tiers: Sequence[TierConfig], policy: Callable[[], EvictionPolicy],
+                 slots: KeySlots | None = None) -> None:
+        """`slots`: the record numbers `policy`'s policies were made with (policy_factory's), if any."""
         self.tiers = [Tier(i, t, policy()) for i, t in enumerate(tiers)]
         self.by_name = {t.name: t for t in self.tiers}
-        self.entries = Entries()
+        self.entries = Entries(slots)
         self.titles = TitleCounts(len(self.tiers))
-        slots, sizes, flags = self.entries.slots, self.entries.size, self.entries.flags
+        numbers, sizes, flags = self.entries.slots, self.entries.size, self.entries.flags
         # made once: a plan asks these for every victim
-        self._size_of: Callable[[str], int] = lambda k: sizes[slots[k]]
-        self._is_pinned: Callable[[str], bool] = lambda k: bool(flags[slots[k]] & PINNED)
+        self._size_of: Callable[[str], int] = lambda k: sizes[numbers[k]]
+        self._is_pinned: Callable[[str], bool] = lambda k: bool(flags[numbers[k]] & PINNED)
+
+    @classmethod
+    def with_policy(cls, tiers: Sequence[TierConfig], name: str) -> Catalog:
+        """A catalog whose tiers' policies (policy_factory's `name`) keep their per-object state by the
+        catalog's record numbers."""
+        slots = KeySlots()
+        return cls(tiers, policy_factory(name, [t.capacity for t in tiers], slots), slots)
 
     def attach(self, entry: CatalogEntry) -> None:
         assert entry.key not in self.entries, entry.key
@@ -208,8 +215,8 @@ class Catalog:
         if not self.entries.current(entry):
             return False
         tier = self.tiers[entry.tier]
+        tier.policy.remove(entry.key)  # first: the policy finds its state by the record number freed next
         self.entries.remove(entry.key)
-        tier.policy.remove(entry.key)
         tier.used -= entry.size
         tier.objects -= 1
         self.titles.remove(entry.key, entry.tier, entry.size)

@@ -29,7 +29,7 @@ from oca.storage import files, health
 from oca.storage.catalog import Catalog, CatalogEntry, Tier
 from oca.storage.generation import Generation
 from oca.storage.index import DROP, WRITE, Index, Pending
-from oca.storage.layout import key_hash, unlink_quiet
+from oca.storage.layout import META_SUFFIX, key_hash, unlink_quiet
 from oca.storage.model import TierState
 from oca.storage.policy import Delete, Demote, Move, Place, PromotionCounter
 
@@ -43,6 +43,9 @@ class Engine:
                  clock: Callable[[], float]) -> None:
         self.cat, self.index, self.gen, self.counter, self.clock = catalog, index, generation, counter, clock
         self.accessed: dict[str, float] = {}  # last access times not yet written to the index
+        # one syncfs per tier shared by the batches staged on it at once (files.Flusher: group commit);
+        # thread-safe, so Store.put_files flushes its staged copies without the Store's lock
+        self.flushers = {t.number: files.Flusher(t.layout.root) for t in catalog.tiers}
         self.promotions = 0
         self.demotions = 0
         # told (key, why) of each object removed to make room; runs on a storage thread under the Store's lock
@@ -50,14 +53,15 @@ class Engine:
 
     # ---------------------------------------------------------------- writing objects
 
-    def prepare(self, tier: Tier, entry: CatalogEntry, sync: bool = True) -> str:
+    def prepare(self, tier: Tier, entry: CatalogEntry, sync: bool = True, tmp_dir: str = "") -> str:
         """Do the part of an install that allocates space, before anything changes: create the fan-out
-        directories and stage the sidecar, each fsynced unless `sync` is False (a batch syncs the tier once
-        instead). Returns the staged sidecar's path; raises OSError."""
+        directories and stage the sidecar (in `tmp_dir`, a directory under the tier's tmp/, or tmp/ itself),
+        each fsynced unless `sync` is False (a batch syncs the tier once instead). Returns the staged
+        sidecar's path; raises OSError."""
         for parent in tier.layout.ensure_fanout(entry.hash):
             if sync:
                 files.fsync_dir(parent)
-        return files.stage_bytes(entry.sidecar().to_bytes(), tier.layout.tmp_dir, sync)
+        return files.stage_bytes(entry.sidecar().to_bytes(), tmp_dir or tier.layout.tmp_dir, sync)
 
     def install(self, tier: Tier, staged_path: str, meta_tmp: str, entry: CatalogEntry) -> None:
         """Rename a verified temp file and its staged sidecar into place on `tier`, journalled; index the
@@ -92,34 +96,35 @@ class Engine:
         """`install` for many new objects (paths of the verified temp file and staged sidecar, and the entry;
         no key already stored): one journal transaction, the renames, one fsync per fan-out directory, one
         index transaction. The index's fsyncs are paid once per batch instead of twice per object, and the
-        renames are made durable with one syncfs of the tier. The staged files must be durable already
-        (fsynced, or one files.sync_filesystem after staging). Raises like `install`; on any error no object
-        of the batch is stored."""
+        renames are made durable with one syncfs of the tier (shared with other batches: files.Flusher). The
+        staged files must be durable already (fsynced, or flushed after staging). Raises like `install`; on
+        any error no object of the batch is stored."""
         layout = tier.layout
         with self.index.transaction():
-            for _, _, entry in staged:
-                self.index.add_pending(tier.name, entry.hash, entry.key, WRITE)
+            self.index.add_pending_many(tier.name, ((e.hash, e.key) for _, _, e in staged), WRITE)
         placed: list[CatalogEntry] = []
+        replace, object_path = os.replace, layout.object_path
         try:
             for staged_path, meta_tmp, entry in staged:
-                os.replace(staged_path, layout.object_path(entry.hash))
+                final = object_path(entry.hash)
+                replace(staged_path, final)
                 placed.append(entry)
-                os.replace(meta_tmp, layout.meta_path(entry.hash))
-            files.sync_filesystem(layout.objects_dir)
+                replace(meta_tmp, final + META_SUFFIX)
+            flusher = self.flushers[tier.number]
+            flusher.flush(flusher.ticket())
         except OSError:
             with contextlib.suppress(OSError, StorageError):
                 for entry in placed:
                     layout.remove(entry.hash)
                 with self.index.transaction():
-                    for _, _, entry in staged:
-                        self.index.clear_pending(tier.name, entry.hash)
+                    self.index.clear_pending_many(tier.name, (e.hash for _, _, e in staged))
             raise
         try:
             with self.index.transaction():
                 for _, _, entry in staged:
                     entry.tier = tier.number
-                    self.index.put(self.cat.row(entry))
-                    self.index.clear_pending(tier.name, entry.hash)
+                self.index.put_many(self.cat.row(e) for _, _, e in staged)
+                self.index.clear_pending_many(tier.name, (e.hash for _, _, e in staged))
         except StorageError:
             with contextlib.suppress(OSError):
                 for entry in placed:

@@ -5,9 +5,10 @@ Rules kept here:
   (tests make a disk full or failing by replacing it).
 - A copy is hashed while it is written, fsynced before it is reported done, and checked against the
   expected size and digest; on any failure the temp file is removed before the exception leaves.
-  A batch (Store.put_files) stages its copies unsynced and makes them durable with one `sync_filesystem`
-  before any is renamed into place or indexed: one flush of the tier for hundreds of files instead of
-  an fsync each.
+  A batch (Store.put_files) stages its copies unsynced and makes them durable with one flush of the tier
+  (`Flusher`, syncfs) before any is renamed into place or indexed: one flush for hundreds of files instead
+  of an fsync each, and batches staged on several threads share flushes (a flush that started after a
+  batch's writes ended covers them).
 - Failures are told apart by side: reading the source raises `SourceError`, a size or digest mismatch
   raises `VerifyError`, writing the destination raises the plain `OSError` (its errno says FULL or FAILED).
 """
@@ -19,6 +20,7 @@ import functools
 import io
 import itertools
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -70,7 +72,8 @@ def stage_copy(src: str, tmp_dir: str, *, expect_size: int | None = None,
     except OSError as e:
         raise SourceError(src, e) from e
     try:
-        path, (size, digest) = _write_temp(tmp_dir, "obj-", lambda fd: _copy_hashing(src_file, src, fd), sync)
+        path, (size, digest) = _write_temp(tmp_dir, "obj-", lambda fd: _copy_hashing(src_file, src, fd, expect_size),
+                                           sync)
     finally:
         src_file.close()
     problem = _mismatch(size, digest, expect_size, expect_digest)
@@ -80,9 +83,10 @@ def stage_copy(src: str, tmp_dir: str, *, expect_size: int | None = None,
     return Staged(path, size, digest)
 
 
-def _copy_hashing(src_file: io.FileIO, src: str, fd: int) -> tuple[int, str]:
+def _copy_hashing(src_file: io.FileIO, src: str, fd: int, expect_size: int | None = None) -> tuple[int, str]:
     hasher = xxhash.xxh3_128()
-    buf = bytearray(_buffer_size(src_file))
+    # the expected size sizes the buffer without an fstat (a file that grew meanwhile is still read whole)
+    buf = bytearray(_buffer_size(src_file) if expect_size is None else max(1, min(CHUNK, expect_size + 1)))
     view = memoryview(buf)
     size = 0
     while True:
@@ -157,6 +161,19 @@ def _make_temp(tmp_dir: str, prefix: str) -> tuple[int, str]:
             continue
 
 
+def staging_dir(tmp_dir: str) -> str:
+    """A new directory in `tmp_dir` for one batch's temp files. Batches staged at once on several threads
+    each create their files in a directory of their own, so they do not all take one directory's lock in the
+    kernel for every file they create. Emptied with the rest of tmp/ at the next open if left behind."""
+    while True:
+        path = f"{tmp_dir}/batch-{os.getpid()}-{next(_temp_names)}"
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+
+
 def hash_file(path: str) -> tuple[int, str]:
     """Size and xxh3_128 hex digest of the file at `path`."""
     hasher = xxhash.xxh3_128()
@@ -184,6 +201,59 @@ def sync_filesystem(path: str) -> None:
             raise OSError(err, os.strerror(err), path)
     finally:
         os.close(fd)
+
+
+class Flusher:
+    """`sync_filesystem` of one filesystem, shared by the threads that write to it (group commit).
+
+    A caller takes a `ticket` once its writes are done and passes it to `flush`: its writes are durable once a
+    flush that *started* after the ticket was taken has completed. `flush` returns at once when one has, waits
+    for a running flush and then starts one only if that flush began too early, so N batches staged at once
+    cost about two syncfs, not N. A flush that fails covers nobody: each waiter then runs its own and gets
+    its own error (syncfs reports write-back errors to the fd that asks, Linux 5.8+). Thread-safe."""
+
+    def __init__(self, path: str, sync: Callable[[str], None] | None = None) -> None:
+        self.path = path
+        self._sync = sync or (lambda p: sync_filesystem(p))  # looked up per call: tests replace sync_filesystem
+        self._cond = threading.Condition()
+        self._started = 0  # flushes started so far (the latest one's number)
+        self._done = 0  # the number of the latest flush that completed without error
+        self._running = False
+        self.flushes = 0  # syncfs calls made (for tests and figures)
+
+    def ticket(self) -> int:
+        """Take after writing: the number of the first flush that starts from now on."""
+        with self._cond:
+            return self._started + 1
+
+    def flush(self, ticket: int) -> None:
+        """Return once a flush numbered `ticket` or later has completed; run one if needed. Raises OSError."""
+        with self._cond:
+            while True:
+                if covered(self._done, ticket):
+                    return
+                if not self._running:
+                    self._running = True
+                    self._started += 1
+                    mine = self._started
+                    break
+                self._cond.wait()
+        ok = False
+        try:
+            self.flushes += 1
+            self._sync(self.path)
+            ok = True
+        finally:
+            with self._cond:
+                self._running = False
+                if ok:
+                    self._done = max(self._done, mine)
+                self._cond.notify_all()
+
+
+def covered(done: int, ticket: int) -> bool:
+    """Whether writes that took `ticket` are durable, the latest completed flush being number `done`."""
+    return done >= ticket
 
 
 @functools.cache

@@ -228,6 +228,11 @@ class Index:
         self._conn.execute(f"INSERT OR REPLACE INTO objects ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
                            row.values())
 
+    def put_many(self, rows: Iterable[Row]) -> None:
+        """`put` of many rows in one statement loop inside SQLite (an import batch)."""
+        self._conn.executemany(f"INSERT OR REPLACE INTO objects ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                               (row.values() for row in rows))
+
     def delete(self, key: str) -> None:
         self._conn.execute("DELETE FROM objects WHERE key = ?", (key,))
 
@@ -244,6 +249,14 @@ class Index:
 
     def clear_pending(self, tier: str, h: str) -> None:
         self._conn.execute("DELETE FROM pending WHERE tier = ? AND hash = ?", (tier, h))
+
+    def add_pending_many(self, tier: str, work: Iterable[tuple[str, str]], intent: str) -> None:
+        """`add_pending` of many (hash, key) on one tier."""
+        self._conn.executemany("INSERT OR REPLACE INTO pending (tier, hash, key, intent) VALUES (?,?,?,?)",
+                               ((tier, h, key, intent) for h, key in work))
+
+    def clear_pending_many(self, tier: str, hashes: Iterable[str]) -> None:
+        self._conn.executemany("DELETE FROM pending WHERE tier = ? AND hash = ?", ((tier, h) for h in hashes))
 
     def pending(self) -> list[Pending]:
         cur = self._conn.execute("SELECT tier, hash, key, intent FROM pending ORDER BY tier, hash")

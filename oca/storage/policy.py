@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from oca.errors import InsufficientStorage, StorageError
-from oca.storage.s3fifo import GHOST_RATIO, Ghost, S3FIFOPolicy, small_shares
+from oca.storage.s3fifo import GHOST_RATIO, Book, Ghost, S3FIFOPolicy, small_shares
+from oca.storage.slots import KeySlots
+from oca.storage.streams import Streams
 
 
 class EvictionPolicy(Protocol):
@@ -263,13 +265,28 @@ def plan_placement(tiers: Sequence[TierSpace], size: int, target: int, *,
 POLICY_NAMES = ("s3fifo", "lru")  # storage.policy; the first is the default
 
 
-def policy_factory(name: str, capacities: Sequence[int] = ()) -> Callable[[], EvictionPolicy]:
+def demand_reserves(name: str, capacities: Sequence[int]) -> list[int]:
+    """Per tier, fastest first, the bytes a policy needs free of pinned objects for the objects clients bring:
+    S3-FIFO's small queue (where new objects prove themselves; a tier pinned full by a fill plan would let
+    them go again before a second read could reach them), nothing for LRU. Store.fill_target keeps a hot
+    pre-positioned file off a tier whose pins would eat into it."""
+    if name == "s3fifo":
+        return [share or 0 for share in small_shares(capacities)]
+    return [0 for _ in capacities]
+
+
+def policy_factory(name: str, capacities: Sequence[int] = (),
+                   slots: KeySlots | None = None) -> Callable[[], EvictionPolicy]:
     """Makes one policy per tier, called once per tier in tier order (fastest first); the tiers of one box
-    share what the policy remembers across tiers. `capacities`: the tiers' bytes, fastest first."""
+    share what the policy remembers across tiers. `capacities`: the tiers' bytes, fastest first. `slots`: the
+    catalog's record numbers (the catalog that will hold the policies: Catalog(..., slots=slots)), so the
+    policies keep their per-object state in arrays by those numbers; without it each numbers its own keys."""
     if name == "lru":
         return LRUPolicy
     if name == "s3fifo":
         ghost = Ghost(int(GHOST_RATIO * sum(capacities)))
         shares = iter(small_shares(capacities))
-        return lambda: S3FIFOPolicy(ghost, small_bytes=next(shares, None))
+        book = Book(slots) if slots is not None else None  # one for every tier: an object is on one at a time
+        streams = Streams()  # shared like the ghost: a stream's requests reach whichever tier holds its objects
+        return lambda: S3FIFOPolicy(ghost, small_bytes=next(shares, None), book=book, streams=streams)
     raise ValueError(f"no eviction policy named {name!r} (have {', '.join(POLICY_NAMES)})")

@@ -13,6 +13,13 @@ Rules kept here:
   one-timers are dropped. A move keeps the frequency the object earned (`Ghost.leaving`; resetting it
   measured 0.4 points lower at Zipf 1.0, 2%, where promotions are many); a key read again after it left
   starts at 0, as in the paper.
+- Streams (oca/storage/streams.py, shared by the tiers like the ghost): every request that reaches the policy
+  (a new key, a ghost return, a hit) is counted for its stream, the key's directory; an object of a hot stream
+  (one whose recent requests often return) enters main on arrival and stays in main when it reaches the small
+  queue's head unread. A session reads each segment once, so an object's own count cannot tell a segment of
+  a title many sessions watch from one of a title watched once; its stream can (+0.8 to +2.2 points on a
+  single-tier model of the replay, both alphas, 2-10%: README). A run of one-time keys never returns, so its
+  stream stays cold and scan resistance is kept.
 - Scan resistance: the small queue is evicted first whenever it holds more than its share (the paper's rule;
   counting the arriving object too measured 0.2 points worse), so a run of one-time keys cycles through the
   small queue and main gives up one object only when the small queue has dipped under its share.
@@ -21,18 +28,32 @@ Rules kept here:
   with nothing read in between gives the same answer unless the first one moved objects to main. When the
   head it would evict frees enough as it stands (a full cache taking one object), it answers without
   moving anything.
-- Per object: one entry in one queue (key -> size) and one in the frequency map (key -> small int); keys are
-  the catalog's own strings. No per-object Python objects.
+- Per object (see Book): 18 bytes of arrays indexed by the catalog's record number (slots.KeySlots) and
+  shared by the tiers of one box: the queues are doubly linked lists threaded through two arrays of
+  record numbers (FIFO order, removal from the middle in O(1), as the OrderedDicts they replace), beside the
+  size, the queue the object is in and its frequency. No dict keyed by the key's string and no Python object
+  per object; a policy used on its own numbers its keys itself.
+- The ghost holds 64-bit hashes of keys (Python's str hash, computed once per string and kept in it), not
+  the keys: a key is taken for a remembered one only if their hashes are equal, a chance of n / 2^64 per
+  lookup with n keys remembered (5 x 10^-13 at 10^7); otherwise it answers as a set of the keys would.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from array import array
 from collections.abc import Callable, Sequence
+
+from oca.storage.slots import KeySlots
+from oca.storage.streams import Streams
 
 MAX_FREQ = 3
 SMALL_RATIO = 0.05  # of the cache: the paper's 10% measured 0.1-0.4 points lower on the replay (README)
 GHOST_RATIO = 1.3  # of the cache's bytes, remembered as keys (libCacheSim's 0.9 measured lower: README)
+_NONE = -1  # no record: the end of a queue
+
+
+def _never(key: str) -> bool:
+    return False
 
 
 def small_shares(capacities: Sequence[int], ratio: float = SMALL_RATIO) -> list[int | None]:
@@ -48,10 +69,19 @@ def small_shares(capacities: Sequence[int], ratio: float = SMALL_RATIO) -> list[
 class Ghost:
     """Keys that left the cache recently, oldest first, shared by the tiers of one box: as many as add up to
     `limit_bytes` of objects (libCacheSim sizes its ghost as 90% of the cache; counting keys instead would let a
-    cache whose slow tier is still empty remember too little to ever fill it)."""
+    cache whose slow tier is still empty remember too little to ever fill it).
+
+    Held as the keys' hashes in a ring of two arrays (hash, size) in the order remembered, and a dict from
+    hash to its place in the ring; a key taken or remembered again leaves a dead place (size -1) that the
+    trimming skips. Per key: a dict entry and two ints (~100 bytes) instead of the key's string, an
+    OrderedDict node and a size (~210)."""
 
     def __init__(self, limit_bytes: int = 0) -> None:
-        self._keys: OrderedDict[str, int] = OrderedDict()  # key -> size
+        self._at: dict[int, int] = {}  # key hash -> its place: the index in the arrays plus self._base
+        self._hashes = array("q")
+        self._sizes = array("q")  # -1: taken or remembered again since
+        self._base = 0  # places dropped off the front of the arrays
+        self._head = 0  # the first index that may be alive
         self._bytes = 0
         self.limit_bytes = limit_bytes  # 0: as many bytes as the tiers' policies hold
         # the last key removed from a tier and its frequency: a move between tiers (remove, then add at once)
@@ -61,87 +91,239 @@ class Ghost:
     def remember(self, key: str, size: int) -> None:
         """Note a key that left a tier. Not trimmed here: a move between tiers remembers then takes the key at
         once, and trimming in between would push an older key out for nothing."""
-        old = self._keys.pop(key, None)
+        h = hash(key)
+        old = self._at.get(h)
         if old is not None:
-            self._bytes -= old
-        self._keys[key] = size
+            self._forget_at(old - self._base)
+        self._at[h] = self._base + len(self._hashes)
+        self._hashes.append(h)
+        self._sizes.append(size)
         self._bytes += size
 
     def trim(self, held: int) -> None:
         limit = self.limit_bytes or held
-        while self._bytes > limit and self._keys:
-            self._bytes -= self._keys.popitem(last=False)[1]
+        at, hashes, sizes = self._at, self._hashes, self._sizes
+        head = self._head
+        while self._bytes > limit and at:
+            size = sizes[head]
+            if size >= 0:
+                del at[hashes[head]]
+                self._bytes -= size
+            head += 1
+        self._head = head
+        if head > 4096 and 2 * head > len(hashes):  # drop the dead front: amortised O(1) per key
+            del hashes[:head]
+            del sizes[:head]
+            self._base += head
+            self._head = 0
 
     def take(self, key: str) -> bool:
         """True (and forgets it) if the key is remembered."""
-        size = self._keys.pop(key, None)
-        if size is None:
+        place = self._at.pop(hash(key), None)
+        if place is None:
             return False
-        self._bytes -= size
+        self._forget_at(place - self._base)
         return True
 
+    def _forget_at(self, i: int) -> None:
+        self._bytes -= self._sizes[i]
+        self._sizes[i] = -1
+
     def __contains__(self, key: str) -> bool:
-        return key in self._keys
+        return hash(key) in self._at
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._at)
+
+
+class Book:
+    """The per-object state of the S3-FIFO policies of one box, in arrays indexed by record number.
+
+    With the catalog's KeySlots, the catalog numbers the keys (a key is numbered before its policy hears of it
+    and keeps its number until its policy has let it go) and every tier's policy shares one Book: an object is
+    on one tier at a time, so one set of arrays serves them all. Without, the Book numbers keys itself.
+    Per record: next and previous in its queue (4 + 4 bytes), size (8), queue (1: 0 for none, else a code
+    naming one tier's small or main queue) and frequency (1)."""
+
+    def __init__(self, slots: KeySlots | None = None) -> None:
+        self.slots = slots if slots is not None else KeySlots()
+        self.owns = slots is None  # policies number and free their keys themselves
+        self.next = array("i")
+        self.prev = array("i")
+        self.size = array("q")
+        self.queue = bytearray()
+        self.freq = bytearray()
+        self._codes = 0
+
+    def codes(self) -> tuple[int, int]:
+        """Two queue codes no other queue of this Book has (one policy's small and main)."""
+        if self._codes + 2 > 255:
+            raise ValueError("an S3-FIFO Book serves at most 127 tiers")
+        self._codes += 2
+        return self._codes - 1, self._codes
+
+    def grow(self, slot: int) -> None:
+        """Make room for record `slot` (numbers are handed out densely: at most one past the end)."""
+        while len(self.queue) <= slot:
+            self.next.append(_NONE)
+            self.prev.append(_NONE)
+            self.size.append(0)
+            self.queue.append(0)
+            self.freq.append(0)
+
+
+class Fifo:
+    """One queue (oldest first) threaded through a Book's next/prev arrays."""
+
+    __slots__ = ("book", "code", "count", "head", "tail")
+
+    def __init__(self, book: Book, code: int) -> None:
+        self.book, self.code = book, code
+        self.head = self.tail = _NONE
+        self.count = 0
+
+    def push_tail(self, slot: int) -> None:
+        book, tail = self.book, self.tail
+        book.prev[slot], book.next[slot], book.queue[slot] = tail, _NONE, self.code
+        if tail == _NONE:
+            self.head = slot
+        else:
+            book.next[tail] = slot
+        self.tail = slot
+        self.count += 1
+
+    def push_head(self, slot: int) -> None:
+        book, head = self.book, self.head
+        book.prev[slot], book.next[slot], book.queue[slot] = _NONE, head, self.code
+        if head == _NONE:
+            self.tail = slot
+        else:
+            book.prev[head] = slot
+        self.head = slot
+        self.count += 1
+
+    def pop_head(self) -> int:
+        """Unlink the oldest record (the queue is not empty) and return it; its queue code stays until it is
+        pushed again or `unlink`ed."""
+        slot, book = self.head, self.book
+        nxt = book.next[slot]
+        self.head = nxt
+        if nxt == _NONE:
+            self.tail = _NONE
+        else:
+            book.prev[nxt] = _NONE
+        self.count -= 1
+        return slot
+
+    def unlink(self, slot: int) -> None:
+        book = self.book
+        prev, nxt = book.prev[slot], book.next[slot]
+        if prev == _NONE:
+            self.head = nxt
+        else:
+            book.next[prev] = nxt
+        if nxt == _NONE:
+            self.tail = prev
+        else:
+            book.prev[nxt] = prev
+        book.queue[slot] = 0
+        self.count -= 1
 
 
 class S3FIFOPolicy:
     def __init__(self, ghost: Ghost | None = None, small_ratio: float = SMALL_RATIO,
-                 small_bytes: int | None = None) -> None:
-        """`small_bytes`: the small queue's share in bytes (default: `small_ratio` of the bytes held)."""
+                 small_bytes: int | None = None, book: Book | None = None, streams: Streams | None = None) -> None:
+        """`small_bytes`: the small queue's share in bytes (default: `small_ratio` of the bytes held). `book`:
+        the per-object arrays shared with the box's other tiers (default: this policy's own). `streams`: the
+        stream popularity shared by the tiers (None: objects are judged alone)."""
         self._ghost = ghost if ghost is not None else Ghost()
         self._ratio = small_ratio
         self._small_share = small_bytes
-        self._small: OrderedDict[str, int] = OrderedDict()  # key -> size, oldest first
-        self._main: OrderedDict[str, int] = OrderedDict()
-        self._freq: dict[str, int] = {}
+        self._book = book if book is not None else Book()
+        self._streams = streams
+        small_code, main_code = self._book.codes()
+        self._small = Fifo(self._book, small_code)  # oldest first
+        self._main = Fifo(self._book, main_code)
         self._small_bytes = 0
         self._bytes = 0
+        # looked up on every call (arrays grow in place: these stay the Book's)
+        self._index, self._queue, self._mine = self._book.slots.index, self._book.queue, (small_code, main_code)
+
+    def _held(self, key: str) -> int:
+        """The key's record number if this policy holds it, else -1."""
+        slot = self._index.get(key)
+        if slot is None:
+            return _NONE
+        try:
+            code = self._queue[slot]
+        except IndexError:  # numbered by the catalog, never added to a policy of this Book yet
+            return _NONE
+        return slot if code in self._mine else _NONE
 
     def add(self, key: str, size: int) -> None:
-        if key in self._freq:
-            queue = self._small if key in self._small else self._main
-            old = queue[key]
-            queue[key] = size
+        book = self._book
+        slot = self._index.get(key)
+        if slot is None:
+            if not book.owns:
+                raise KeyError(f"{key!r} has no record number: the catalog numbers a key before its policy's add")
+            slot = book.slots.add(key)
+        elif slot < len(self._queue) and self._queue[slot] in self._mine:
+            old = book.size[slot]
+            book.size[slot] = size
             self._bytes += size - old
-            if queue is self._small:
+            if book.queue[slot] == self._small.code:
                 self._small_bytes += size - old
             self.touch(key)
             return
+        if slot >= len(self._queue):
+            book.grow(slot)
         ghost = self._ghost
         left, f = ghost.leaving
         ghost.leaving = ("", 0)
-        if ghost.take(key):
-            self._main[key] = size
+        returning = ghost.take(key)
+        streams = self._streams
+        if left != key and streams is not None:  # a move between tiers is no request
+            streams.request(key, returning)
+        if returning or (streams is not None and streams.hot(key)):
+            self._main.push_tail(slot)
         else:
-            self._small[key] = size
+            self._small.push_tail(slot)
             self._small_bytes += size
             ghost.trim(self._bytes + size)
-        self._freq[key] = f if left == key else 0
+        book.size[slot] = size
+        book.freq[slot] = f if left == key else 0
         self._bytes += size
 
     def touch(self, key: str) -> None:
-        f = self._freq.get(key)
-        if f is not None and f < MAX_FREQ:
-            self._freq[key] = f + 1
+        slot = self._held(key)
+        if slot != _NONE:
+            if self._streams is not None:
+                self._streams.request(key, True)
+            freq = self._book.freq
+            f = freq[slot]
+            if f < MAX_FREQ:
+                freq[slot] = f + 1
 
     def remove(self, key: str) -> None:
-        f = self._freq.pop(key, None)
-        if f is None:
+        slot = self._held(key)
+        if slot == _NONE:
             return
-        self._ghost.leaving = (key, f)
-        size = self._small.pop(key, None)
-        if size is not None:
+        book = self._book
+        self._ghost.leaving = (key, book.freq[slot])
+        size = book.size[slot]
+        if book.queue[slot] == self._small.code:
+            self._small.unlink(slot)
             self._small_bytes -= size
         else:
-            size = self._main.pop(key)
+            self._main.unlink(slot)
         self._bytes -= size
         self._ghost.remember(key, size)
+        if book.owns:
+            book.slots.remove(key)
 
     def worth_keeping(self, key: str) -> bool:
-        return key in self._main or self._freq.get(key, 0) > 0
+        slot = self._held(key)
+        return slot != _NONE and (self._book.queue[slot] == self._main.code or self._book.freq[slot] > 0)
 
     def admits(self, key: str) -> bool:
         return key in self._ghost
@@ -150,56 +332,61 @@ class S3FIFOPolicy:
         chosen: list[str] = []
         if need_bytes <= 0:
             return chosen
-        small, main, freq = self._small, self._main, self._freq
+        small, main = self._small, self._main
+        freq, sizes, keys = self._book.freq, self._book.size, self._book.slots.keys
+        hot = self._streams.hot if self._streams is not None else _never
         share = self._ratio * self._bytes if self._small_share is None else self._small_share
         # the common case of a full cache taking one object: the head to evict is evictable as it stands and
-        # frees enough, so nothing moves (peeking at an OrderedDict's head costs no pop and reinsertion)
-        queue = small if small and (not main or self._small_bytes > share) else main
-        if queue:
-            key = next(iter(queue))
-            size = queue[key]
-            if size >= need_bytes and freq[key] == 0 and not is_pinned(key):
+        # frees enough, so nothing moves
+        queue = small if small.count and (not main.count or self._small_bytes > share) else main
+        if queue.count:
+            slot = queue.head
+            key = keys[slot]
+            if (sizes[slot] >= need_bytes and freq[slot] == 0 and not is_pinned(key)
+                    and (queue is main or not hot(key))):
                 return [key]
-        held_small: list[tuple[str, int]] = []  # chosen, popped off the heads; put back at the end
-        held_main: list[tuple[str, int]] = []
+        held_small: list[int] = []  # chosen, popped off the heads; put back at the end
+        held_main: list[int] = []
         small_left = self._small_bytes
         freed = stalls = 0
         main_stuck = False
         while freed < need_bytes:
-            if small and (main_stuck or not main or small_left > share):
-                key, size = small.popitem(last=False)
+            if small.count and (main_stuck or not main.count or small_left > share):
+                slot = small.pop_head()
+                size, key = sizes[slot], keys[slot]
                 small_left -= size
                 pinned = is_pinned(key)
-                if pinned or freq[key] > 0:  # read while small, or not ours to evict: main keeps it
+                # read while small, of a hot stream, or not ours to evict: main keeps it
+                if pinned or freq[slot] > 0 or hot(key):
                     self._small_bytes -= size
                     if not pinned:
-                        freq[key] = 0
-                    main[key] = size
+                        freq[slot] = 0
+                    main.push_tail(slot)
                     continue
-                held_small.append((key, size))
-            elif main and not main_stuck:
-                key, size = main.popitem(last=False)
+                held_small.append(slot)
+            elif main.count and not main_stuck:
+                slot = main.pop_head()
+                size, key = sizes[slot], keys[slot]
                 if is_pinned(key):
-                    main[key] = size
+                    main.push_tail(slot)
                     stalls += 1
-                    main_stuck = stalls > len(main)
+                    main_stuck = stalls > main.count
                     continue
                 stalls = 0
-                f = freq[key]
+                f = freq[slot]
                 if f > 0:
-                    freq[key] = f - 1
-                    main[key] = size
+                    freq[slot] = f - 1
+                    main.push_tail(slot)
                     continue
-                held_main.append((key, size))
+                held_main.append(slot)
             else:
                 break
             chosen.append(key)
             freed += size
-        for queue, held in ((small, held_small), (main, held_main)):
-            for key, size in reversed(held):
-                queue[key] = size
-                queue.move_to_end(key, last=False)
+        for fifo, held in ((small, held_small), (main, held_main)):
+            for slot in reversed(held):
+                fifo.push_head(slot)
         return chosen
 
     def __len__(self) -> int:
-        return len(self._freq)
+        return self._small.count + self._main.count

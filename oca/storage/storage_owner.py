@@ -41,9 +41,10 @@ class StorageOwner:
         return await self._run(fn, store, *args, **kwargs)
 
     def peek(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run fn(store, *args, **kwargs) here, on the caller's thread: only for the Store's lock-free,
-        O(1)-or-O(changes) reads (Store.status, Store.title_changes), so /status answers from memory even
-        while every storage thread waits on a long import or eviction."""
+        """Run fn(store, *args, **kwargs) here, on the caller's thread: only for the Store's reads that never
+        wait for its lock and are O(1)-or-O(changes) (Store.status, Store.title_changes, Store.get_now), so
+        /status answers from memory even while every storage thread waits on a long import or eviction, and
+        a miss learns in microseconds whether the key is stored (no thread hop)."""
         store = self._store
         if store is None:
             raise RuntimeError("storage is not open")

@@ -23,6 +23,7 @@ Rules kept here:
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import os
 import threading
@@ -40,7 +41,7 @@ from oca.storage.index import Index, IndexCorrupt, index_path, scan_tiers
 from oca.storage.layout import key_hash, unlink_quiet
 from oca.storage.model import ObjectInfo, TierState
 from oca.storage.planned import PlannedPolicy
-from oca.storage.policy import EvictionPolicy, PromotionCounter, policy_factory
+from oca.storage.policy import EvictionPolicy, PromotionCounter, demand_reserves
 from oca.storage.titles import TitleFeed
 
 log = logging.getLogger("oca.storage")
@@ -71,6 +72,8 @@ class Store:
         self._loading = False  # a background load holds the lock until it is done (see open)
         self._stop_loading = False  # close() asks a background load to give up
         self._load_error = ""
+        # per tier, bytes pins must leave to the policy's new objects (fill_target's hot pre-positioned files)
+        self._reserves = demand_reserves(config.policy, [t.capacity for t in catalog.tiers])
 
     # ---------------------------------------------------------------- opening and closing
 
@@ -95,7 +98,7 @@ class Store:
         generation = index = None
         try:
             tiers = config.tiers
-            catalog = Catalog(tiers, policy or policy_factory(config.policy, [t.capacity for t in tiers]))
+            catalog = Catalog(tiers, policy) if policy else Catalog.with_policy(tiers, config.policy)
             suspect = _prepare_tiers(catalog)
             generation = Generation(os.path.join(state_dir, GENERATION_NAME), writable=True)
             index = _open_index(index_path(state_dir), catalog)
@@ -198,10 +201,24 @@ class Store:
     def get(self, key: str) -> ObjectInfo | None:
         """The object stored as `key`, or None if absent or on a FAILED tier."""
         with self._lock:
-            entry = self._cat.entries.get(key)
-            if entry is None or not self._cat.servable(entry):
-                return None
-            return self._cat.info(entry)
+            return self._lookup(key)
+
+    def get_now(self, key: str) -> tuple[bool, ObjectInfo | None]:
+        """`get` for a thread that must not block (the master's event loop): (True, what `get` returns) when
+        the lock is free, (False, None) when another thread holds it (an install's fsyncs, an eviction).
+        O(1): a dict lookup under the lock, taken only if nobody holds it."""
+        if not self._lock.acquire(blocking=False):
+            return False, None
+        try:
+            return True, self._lookup(key)
+        finally:
+            self._lock.release()
+
+    def _lookup(self, key: str) -> ObjectInfo | None:
+        entry = self._cat.entries.get(key)
+        if entry is None or not self._cat.servable(entry):
+            return None
+        return self._cat.info(entry)
 
     def list(self, prefix: str = "") -> builtins.list[ObjectInfo]:
         """Every servable object whose key starts with `prefix`, sorted by key."""
@@ -301,27 +318,35 @@ class Store:
 
     def _put_batch(self, items: Sequence[tuple[str, str]], sizes: dict[int, int], hot: bool, pin: bool,
                    results: builtins.list[ObjectInfo | OcaError | None], one_by_one: builtins.list[int]) -> None:
-        """put_files' fast path: fills `results` for what it stores or refuses, `one_by_one` with the rest."""
-        with self._lock:
-            self._check_open()
-            seen: set[str] = set()
-            batch: builtins.list[int] = []
-            for i in sizes:
-                key = items[i][1]
-                (one_by_one if key in seen or key in self._cat.entries else batch).append(i)
-                seen.add(key)
-            try:
-                tier = self._choose_tier(None, sum(sizes[i] for i in batch), hot, set())
-            except OcaError:
-                one_by_one.extend(batch)
-                return
+        """put_files' fast path: fills `results` for what it stores or refuses, `one_by_one` with the rest.
+
+        Only the commit holds the lock. Which keys are new and which tier takes the batch are read without
+        it (dict membership and byte counts, each read atomic): while another batch commits, this one is
+        copied meanwhile. Both are decided again under the lock before anything is committed (a key stored
+        meanwhile goes one by one; `plan` refuses a tier that can no longer make room, and the batch falls
+        back to put_file)."""
+        self._check_open()
+        seen: set[str] = set()
+        batch: builtins.list[int] = []
+        stored = self._cat.entries
+        for i in sizes:
+            key = items[i][1]
+            (one_by_one if key in seen or key in stored else batch).append(i)
+            seen.add(key)
+        try:
+            tier = self._choose_tier(None, sum(sizes[i] for i in batch), hot, set())
+        except OcaError:
+            one_by_one.extend(batch)
+            return
         staged: builtins.list[tuple[int, files.Staged, str, CatalogEntry]] = []
         installed: set[int] = set()  # renamed into place: no unlink (two failing syscalls per object) needed
+        staging = ""
         try:
+            staging = files.staging_dir(tier.layout.tmp_dir)
             for i in batch:
                 src, key = items[i]
                 try:
-                    copy = files.stage_copy(src, tier.layout.tmp_dir, expect_size=sizes[i], sync=False)
+                    copy = files.stage_copy(src, staging, expect_size=sizes[i], sync=False)
                 except files.SourceError as e:
                     results[i] = StorageError(str(e))
                     continue
@@ -331,12 +356,13 @@ class Store:
                 now = self._clock()
                 entry = CatalogEntry(key, key_hash(key), tier.number, copy.size, copy.digest, now, now, hot, pin)
                 try:
-                    meta_tmp = self._engine.prepare(tier, entry, sync=False)  # fan-out directories, sidecar
+                    meta_tmp = self._engine.prepare(tier, entry, sync=False, tmp_dir=staging)  # fan-out, sidecar
                 except OSError:
                     unlink_quiet(copy.path)
                     raise
                 staged.append((i, copy, meta_tmp, entry))
-            files.sync_filesystem(tier.layout.tmp_dir)  # every copy and sidecar durable, with one flush
+            flusher = self._engine.flushers[tier.number]
+            flusher.flush(flusher.ticket())  # every copy and sidecar durable: one flush, shared with other batches
             with self._lock:
                 self._check_open()
                 fresh = [s for s in staged if s[3].key not in self._cat.entries]  # stored meanwhile: one by one
@@ -357,18 +383,29 @@ class Store:
                 if i not in installed:
                     unlink_quiet(copy.path)
                     unlink_quiet(meta_tmp)
+            if staging:
+                with contextlib.suppress(OSError):  # a tier failing under it: tmp/ is emptied at the next open
+                    os.rmdir(staging)
 
     def fill_target(self, key: str, size: int, hot: bool = False, cold: bool = False) -> tuple[str, str]:
         """(tier name, its temp directory): where an upstream fill of `key` (`size` bytes, 0 if unknown)
         should write its temp file, so that `adopt` can rename it into place on the same filesystem.
 
-        `cold`: a pre-positioned file that is not hot (a fill plan's) goes to the slowest tier that can take
-        it. The fast tier is for demand: S3-FIFO's small queue lives there, and a night's pinned plan landing
-        on it leaves new objects no room to prove themselves (loadtest.cachesim --fill)."""
+        `cold`: a pre-positioned file (a fill plan's). One that is not hot goes to the slowest tier that can
+        take it. The fast tier is for demand: S3-FIFO's small queue lives there, and a night's pinned plan
+        landing on it leaves new objects no room to prove themselves (loadtest.cachesim --fill). A hot one goes
+        to the fastest tier whose pinned bytes, with it, still leave the policy's reserve for new objects
+        (policy.demand_reserves), else to the slowest tier that can take it: the plan's hot files are pinned,
+        and pinning the small queue's room away cost the replay 0.8 points of day 2's byte hit ratio."""
         _check_key(key)
         with self._lock:
             self._check_open()
-            if cold and not hot:
+            if cold:
+                if hot:
+                    for tier in self._cat.tiers:
+                        if (tier.state.accepts and tier.pinned + size <= tier.capacity - self._reserves[tier.number]
+                                and self._cat.refusal(tier, size, key) is None):
+                            return tier.name, tier.layout.tmp_dir
                 for tier in reversed(self._cat.tiers):
                     if tier.state.accepts and self._cat.refusal(tier, size, key) is None:
                         return tier.name, tier.layout.tmp_dir

@@ -304,6 +304,8 @@ async def test_inventory_from_the_boxes_steers_to_holders_first(lab: Lab) -> Non
     assert "live" in reasons["b2"] and "part" in reasons["b3"] and "not holding" in reasons["b1"]
     fleet = await _json(await lab.client.get("/v1/fleet", headers=OPERATOR))
     assert [b["titles"] for b in fleet["boxes"]] == [0, 1, 2]
+    health = (await _json(await lab.client.get("/v1/status", headers=OPERATOR)))["health"]
+    assert health["inventories_pending"] == 0 and health["unpolled_boxes"] == 0  # poll_once waited for them
 
 
 async def test_client_address_from_the_load_balancer_header(lab: Lab) -> None:

@@ -3,9 +3,8 @@ bytes."""
 
 from __future__ import annotations
 
-import aiohttp
-
 from control.inventory import InventoryTracker, _BoxTitles
+from control.status_client import StatusClient
 from control.steering import rendezvous_order
 from tests.control.test_api import BOX, OPERATOR, Lab, _json, lab  # noqa: F401 (lab is a fixture)
 
@@ -75,15 +74,14 @@ async def test_live_holders_are_sources_first_and_shown_live(lab: Lab) -> None: 
 
 
 async def test_live_needs_every_object_and_every_byte() -> None:
-    async with aiohttp.ClientSession() as session:
-        tracker = InventoryTracker(session, lambda: {"t": 3}, title_sizes=lambda: {"t": 300})
-        tracker._boxes = {"whole": _BoxTitles(1, {"t": 3}, {"t": 300}),
-                          "slices": _BoxTitles(1, {"t": 5}, {"t": 200}),  # slices count as objects
-                          "few": _BoxTitles(1, {"t": 2}, {"t": 400}),
-                          "no-bytes": _BoxTitles(1, {"t": 3}, {})}  # an older box: the count decides
-        inventory = tracker.snapshot()
-        live = {box for box in tracker._boxes if inventory.live(box, "t")}
-        assert live == {"whole", "no-bytes"}
-        assert all(inventory.holds(box, "t") for box in tracker._boxes)
+    tracker = InventoryTracker(StatusClient(), lambda: {"t": 3}, title_sizes=lambda: {"t": 300})
+    tracker._boxes = {"whole": _BoxTitles(1, {"t": 3}, {"t": 300}),
+                      "slices": _BoxTitles(1, {"t": 5}, {"t": 200}),  # slices count as objects
+                      "few": _BoxTitles(1, {"t": 2}, {"t": 400}),
+                      "no-bytes": _BoxTitles(1, {"t": 3}, {})}  # an older box: the count decides
+    inventory = tracker.snapshot()
+    live = {box for box in tracker._boxes if inventory.live(box, "t")}
+    assert live == {"whole", "no-bytes"}
+    assert all(inventory.holds(box, "t") for box in tracker._boxes)
 
 

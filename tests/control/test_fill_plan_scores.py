@@ -101,3 +101,29 @@ def test_the_prior_watch_curve_halves_at_its_half_life_and_shares_renditions_equ
     assert sum(v for k, v in scores.items() if "/r2/" in k) == pytest.approx(5.0)
     assert scores["titles/t1/r1/s0"] > scores["titles/t1/r1/s1"] > scores["titles/t1/r1/s2"]
     assert PRIOR_WATCH.at(300) == pytest.approx(0.5)
+
+
+def _two_segments(title_id: str) -> Title:
+    return Title(title_id, (), tuple(CatalogFile(f"titles/{title_id}/r1/s{i}", 10, "") for i in range(2)))
+
+
+def test_each_title_gets_its_own_depth_curve_shrunk_toward_the_pooled_one_by_its_starts() -> None:
+    # "all" is watched to the end by its 1,000 starts, "quit" by none of its 1,000; "few" had one start
+    titles = [_two_segments("all"), _two_segments("quit"), _two_segments("few")]
+    day = {"titles/all/r1/s0": 1000, "titles/all/r1/s1": 1000, "titles/quit/r1/s0": 1000,
+           "titles/few/r1/s0": 1, "titles/few/r1/s1": 1}
+    model = learn_watch(titles, day, prior_starts=10.0)
+    pooled = 1001 / 2001
+    assert model.depth == pytest.approx((1.0, pooled))
+    own = 1000 / 1010  # weight of a title's own curve: starts / (starts + prior_starts)
+    assert model.at(1, "all") == pytest.approx(own * 1.0 + (1 - own) * pooled)
+    assert model.at(1, "quit") == pytest.approx(own * 0.0 + (1 - own) * pooled)
+    assert model.at(1, "few") == pytest.approx(1 / 11 * 1.0 + 10 / 11 * pooled)  # one start: mostly pooled
+    assert model.at(1, "unknown") == pytest.approx(pooled)  # a title the day never saw: the pooled curve
+    # the scores follow each title's own viewers: "all" splits evenly, "quit" keeps nearly all at position 0
+    scores = file_scores(titles[1], 100.0, model)
+    assert scores["titles/quit/r1/s0"] > 99 * scores["titles/quit/r1/s1"]
+    assert file_scores(titles[0], 100.0, model)["titles/all/r1/s1"] == pytest.approx(100 / (1 + model.at(1, "all"))
+                                                                                    * model.at(1, "all"))
+    # no prior: every title that had a start is predicted by its own day alone
+    assert learn_watch(titles, day, prior_starts=0.0).at(1, "quit") == 0.0

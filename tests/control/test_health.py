@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any
 
@@ -31,6 +32,7 @@ async def test_hysteresis_k_down_m_up(aiohttp_server: Any) -> None:
     assert not poller.health()["b1"].healthy  # not polled yet
     await poller.poll_once()
     assert poller.health()["b1"].healthy  # the first poll decides directly
+    assert not gc.is_tracked(poller.health()["b1"])  # made at every poll: out of the collector's sight
     assert poller.health()["b1"].last_healthy_poll == 1000.0
     fake.mode = "error"
     for expected in (True, True, False):  # k = 3 failures

@@ -32,6 +32,20 @@ async def test_a_first_poll_that_does_not_finish_is_logged_not_raised(caplog: py
     assert "first poll of 3 boxes not done within 0.05s: 2 not polled yet" in caplog.text
 
 
+async def test_a_first_poll_still_fetching_inventories_is_not_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    async def poll_once() -> None:
+        await asyncio.Event().wait()  # every box polled; waiting for the inventories the polls queued
+
+    plane: Any = SimpleNamespace(
+        poller=SimpleNamespace(poll_once=poll_once, last_poll=lambda box: 1.0),
+        inventory=SimpleNamespace(pending=2),
+        config=SimpleNamespace(fleet=SimpleNamespace(boxes={"b1": None, "b2": None, "b3": None})))
+    with caplog.at_level(logging.INFO, logger="oca.control"):
+        await first_poll(plane, 0.05)
+    assert "every box polled once within 0.05s; 2 inventories still being fetched" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 async def test_a_first_poll_that_fails_still_raises() -> None:
     async def poll_once() -> None:
         raise RuntimeError("a bug")

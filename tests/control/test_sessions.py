@@ -12,10 +12,10 @@ The players' reports, as their sources build them:
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
+import msgspec
 import pytest
 
 from control.manifests import parse_steering_query
@@ -179,12 +179,12 @@ def test_a_dash_player_that_fetched_only_from_other_pathways_left_the_first() ->
     first = steer(INDEX, health, stock, TITLE, SITE_B_CLIENT, now=10.0).pathway_ids
     assert first[0] == "b1"
     memory = SessionMemory(TITLE.id, SITE_B_CLIENT, first[0], first)
-    left = reload_with(memory, 12.0, '"a2"', {b: dataclasses.replace(h, last_healthy_poll=11.9)
+    left = reload_with(memory, 12.0, '"a2"', {b: msgspec.structs.replace(h, last_healthy_poll=11.9)
                                                for b, h in health.items()}, stock)
     assert left[0] == "a2" and left.index("b1") == len(left) - 2 and memory.avoid == {"b1": 12.0}
     # the same report with b1 in it (the player came back to b1, or is leaving it): not a new leave
     assert reload_with(memory, 12.5, '"a2,b1"', health, stock)[0] == "a2"  # no fresh poll of b1 yet
-    fresh = {b: dataclasses.replace(h, last_healthy_poll=12.6) for b, h in health.items()}
+    fresh = {b: msgspec.structs.replace(h, last_healthy_poll=12.6) for b, h in health.items()}
     assert reload_with(memory, 13.0, '"a2"', fresh, stock)[0] == "b1" and not memory.avoid
 
 

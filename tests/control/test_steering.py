@@ -6,6 +6,7 @@ import dataclasses
 import random
 from typing import Any
 
+import msgspec
 import pytest
 
 from control.model import ORIGIN_PATHWAY, Box, BoxHealth, CoverageArea, Fleet, Inventory, Rendition, Site, Title
@@ -59,7 +60,7 @@ def with_health(**changes: dict[str, Any]) -> dict[str, BoxHealth]:
     health = dict(HEALTHY)
     for name, fields in changes.items():
         box = name.replace("_", "-")
-        health[box] = dataclasses.replace(health[box], **fields)
+        health[box] = msgspec.structs.replace(health[box], **fields)
     return health
 
 
@@ -191,8 +192,8 @@ def test_a_box_without_a_health_report_is_not_offered() -> None:
 def test_origin_is_always_the_last_pathway() -> None:
     rng = random.Random(3)
     for _ in range(200):
-        health = {b: dataclasses.replace(h, healthy=rng.random() > 0.3, draining=rng.random() < 0.2,
-                                         load=rng.random()) for b, h in HEALTHY.items()}
+        health = {b: msgspec.structs.replace(h, healthy=rng.random() > 0.3, draining=rng.random() < 0.2,
+                                             load=rng.random()) for b, h in HEALTHY.items()}
         ip = rng.choice(["100.64.1.5", "198.51.100.7", "203.0.113.9", "2001:db8:10::5", "8.8.8.8"])
         decision = decide(ip, health=health, max_pathways=rng.randint(0, 6))
         assert decision.pathways[-1].id == ORIGIN_PATHWAY

@@ -121,8 +121,15 @@ class FakeStorage:
         self.tmp.mkdir()
         self.files.mkdir()
         self.objects: dict[str, ObjectInfo] = {}
+        self.calls: list[str] = []  # methods run on a storage thread (call), by name
+        self.peeks: list[str] = []  # and on the loop itself (peek)
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(fn.__name__)
+        return getattr(self, fn.__name__)(*args, **kwargs)
+
+    def peek(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self.peeks.append(fn.__name__)
         return getattr(self, fn.__name__)(*args, **kwargs)
 
     def put(self, key: str, data: bytes) -> ObjectInfo:
@@ -134,6 +141,9 @@ class FakeStorage:
 
     def get(self, key: str) -> ObjectInfo | None:
         return self.objects.get(key)
+
+    def get_now(self, key: str) -> tuple[bool, ObjectInfo | None]:
+        return True, self.objects.get(key)
 
     def fill_target(self, key: str, size: int, hot: bool = False, cold: bool = False) -> tuple[str, str]:
         return "ssd", str(self.tmp)

@@ -1,6 +1,7 @@
 """Issue 16: a miss streams at the origin's speed. The clients are fed from memory as the upstream bytes
-arrive; the tier file is written, hashed and fsynced beside them (oca.fetch.tierwriter), installed only once
-durable and checked; the workers hear "have" at most once per loop iteration per fill."""
+arrive, read by read; the tier file is written from the memory feed, hashed and fsynced once the body has
+ended (oca.fetch.tierwriter), installed only once durable and checked; the workers hear "have" for the first
+bytes at once, then at most once per loop iteration per fill (or per MiB)."""
 
 from __future__ import annotations
 
@@ -31,14 +32,14 @@ from oca.fetch.fillfile import (
     remove_orphan_feeds,
 )
 from oca.fetch.link import Link
-from oca.fetch.manager import Fill, FillManager
+from oca.fetch.manager import ANNOUNCE_AT_ONCE, Fill, FillManager
 from oca.fetch.remote import RemoteFills
 from oca.fetch.state import FetchState
-from oca.fetch.tierwriter import TierWriter
+from oca.fetch.tierwriter import MAX_BLOCK, TierWriter
 from oca.fetch.upstream import Upstream, sources_from_config
 from oca.protocol.codec import SPEAKS, Codec
 from oca.protocol.messages import Done, FillAsk, FillRequest, FillState, Have, Stored
-from oca.storage import Store
+from oca.storage import ObjectInfo, Store
 from oca.storage.storage_owner import StorageOwner
 from tests.conftest import write_box_config
 from tests.fetch.test_playbooks import KEY as PLAY_KEY
@@ -164,6 +165,117 @@ async def test_without_a_temp_file_every_chunk_is_still_hashed() -> None:
     assert writer.written == 6 and isinstance(writer.error, OSError)
 
 
+async def test_a_memory_fed_fill_holds_no_chunks_and_writes_its_tier_file_from_the_feed_at_the_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the body streams, the tier writer of a memory-fed fill holds no chunk and writes nothing (the
+    master's CPU goes to the clients' bytes); `finish` hashes the feed and writes it in MAX_BLOCK pieces,
+    then fsyncs once. Before, every chunk was kept in memory and written beside the transfer."""
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr("oca.fetch.tierwriter.os.fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    writes: list[int] = []
+    real_write = FillFile.write
+
+    def counted(self: FillFile, chunk: bytes | memoryview) -> None:
+        if not self.memory:
+            writes.append(len(chunk))
+        real_write(self, chunk)
+
+    monkeypatch.setattr(FillFile, "write", counted)
+    chunks = [os.urandom(300_000 + i) for i in range(12)]
+    data = b"".join(chunks)
+    feed = FillFile.create_feed(None)
+    sink = FillFile.create(str(tmp_path))
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            writer = TierWriter(pool, source=feed)
+            writer.attach(sink)
+            for chunk in chunks:
+                feed.write(chunk)
+                writer.add(chunk)
+                await asyncio.sleep(0)
+            assert writer.lag == 0 and writer._pending == []  # nothing held: the feed has the bytes
+            await asyncio.sleep(0.05)
+            assert writes == [] and writer.written == 0  # nothing written while the body streams
+            digest = await writer.finish()
+        assert digest == xxhash.xxh3_128(data).hexdigest()
+        full, rest = divmod(len(data), MAX_BLOCK)
+        assert writes == [MAX_BLOCK] * full + [rest]
+        assert fsyncs == [sink.fd] and writer.error is None and writer.written == len(data)
+        with open(sink.path, "rb") as fh:
+            assert fh.read() == data
+    finally:
+        sink.discard()
+        feed.discard()
+
+
+async def test_a_memory_fed_fill_whose_tier_write_fails_is_still_hashed_whole_and_not_fsynced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("oca.fetch.tierwriter.os.fsync", lambda fd: pytest.fail("fsync after a failed write"))
+    real_write = FillFile.write
+    calls = 0
+
+    def eio_on_the_second(self: FillFile, chunk: bytes | memoryview) -> None:
+        nonlocal calls
+        if not self.memory:
+            calls += 1
+            if calls == 2:
+                raise OSError(5, "Input/output error")
+        real_write(self, chunk)
+
+    monkeypatch.setattr(FillFile, "write", eio_on_the_second)
+    data = os.urandom(3 * MAX_BLOCK + 5)
+    feed = FillFile.create_feed(None)
+    sink = FillFile.create(str(tmp_path))
+    try:
+        feed.write(data)
+        with ThreadPoolExecutor(1) as pool:
+            writer = TierWriter(pool, source=feed)
+            writer.attach(sink)
+            writer.add(data)
+            assert await writer.finish() == xxhash.xxh3_128(data).hexdigest()
+        assert isinstance(writer.error, OSError) and calls == 2  # no write after the first failure
+    finally:
+        sink.discard()
+        feed.discard()
+
+
+async def test_buffered_body_bytes_are_handed_over_read_by_read_not_joined(tmp_path: Path, origin: Origin) -> None:
+    """Bytes that arrived while the fill was busy come out as the socket reads brought them in (at most the
+    loop's 256 KiB read each), so the first of them reaches the feed and its clients without waiting for the
+    rest. Before, readany joined everything buffered into one chunk (2.3 MB at once in issue 16's trace)."""
+    key = "titles/16/1080p/seg_00009.m4s"
+    data = os.urandom(2 * MIB)
+    origin.add(key, data=data)
+    config = load_box_config(write_box_config(str(tmp_path), fetch={"sources": [origin_source(origin)]}))
+    upstream = Upstream(config.fetch, sources_from_config(config.fetch))
+    try:
+        body = await upstream.open(key)
+        try:
+            await asyncio.sleep(0.3)  # the response buffers up to aiohttp's high-water mark meanwhile
+            chunks = [chunk async for chunk in body.chunks()]
+        finally:
+            body.close()
+    finally:
+        await upstream.close()
+    assert b"".join(chunks) == data
+    assert len(chunks) > 1 and max(len(chunk) for chunk in chunks) <= 256 * 1024
+
+
+async def test_a_miss_asks_storage_on_the_loop_when_its_lock_is_free(tmp_path: Path) -> None:
+    """No storage thread's round trip before the upstream request (0.4-2 ms of a miss's first byte in issue
+    16's trace): a key that is not stored and one that is are both answered by Store.get_now."""
+    play = MasterPlay(tmp_path, {PLAY_KEY: b"0123456789", "titles/1/720p/seg_00002.m4s": b"abc"}, slice_size=0)
+    play.storage.put("titles/1/720p/seg_00002.m4s", b"abc")
+    link = play.link()
+    link.take()
+    out = await play.ask(link, FillRequest(PLAY_KEY))
+    assert isinstance(out[-1], Done)
+    assert await play.ask(link, FillRequest("titles/1/720p/seg_00002.m4s")) == [Stored("titles/1/720p/seg_00002.m4s")]
+    assert play.storage.peeks == ["get_now", "get_now"] and "get" not in play.storage.calls
+    assert play.upstream.asked == [(PLAY_KEY, None, None)]
+
+
 # -- the master's fill with a worker on a real link ---------------------------------------------------------
 
 @dataclass
@@ -258,8 +370,12 @@ async def test_a_slow_disk_does_not_hold_the_client_back_and_the_object_is_insta
         assert os.listdir(directory) == []  # the feed is unlinked once the object is stored
 
 
-async def test_have_is_sent_once_per_loop_iteration_with_the_latest_count(
+async def test_the_first_bytes_are_told_at_once_then_once_per_loop_iteration_or_per_mib(
         tmp_path: Path, origin: Origin) -> None:
+    """The first "have" leaves with the first bytes (the clients' first byte waits for nothing else); later
+    ones once per loop iteration with the latest count, or at once when ANNOUNCE_AT_ONCE more bytes came in
+    the same iteration (a fast source's reads come back to back). Before, the first bytes were told at the
+    end of the iteration, after the rest of what was buffered had been written to the feed."""
     async with rig(tmp_path, origin, None) as r:
         manager = r.manager
         sent: list[object] = []
@@ -272,13 +388,22 @@ async def test_have_is_sent_once_per_loop_iteration_with_the_latest_count(
         fill.subscribers.add(FakeLink())  # type: ignore[arg-type]
         for n in (100, 200, 300):
             manager._have(fill, n)
-        assert sent == []
+        assert sent == [Have(fill.store_key, 100)]
         await asyncio.sleep(0)
-        assert sent == [Have(fill.store_key, 300)]
-        manager._have(fill, 400)
+        assert sent == [Have(fill.store_key, 100), Have(fill.store_key, 300)]
+        sent.clear()
+        manager._have(fill, 300 + ANNOUNCE_AT_ONCE - 1)
+        manager._have(fill, 300 + ANNOUNCE_AT_ONCE)  # a MiB past the last told: at once
+        manager._have(fill, 301 + ANNOUNCE_AT_ONCE)
+        assert sent == [Have(fill.store_key, 300 + ANNOUNCE_AT_ONCE)]
+        await asyncio.sleep(0)
+        assert sent[1:] == [Have(fill.store_key, 301 + ANNOUNCE_AT_ONCE)]
+        await asyncio.sleep(0)
+        assert len(sent) == 2  # nothing new: nothing told twice
+        manager._have(fill, 400 + ANNOUNCE_AT_ONCE)
         fill.ended = True  # its last event was told: no "have" after it
         await asyncio.sleep(0)
-        assert sent == [Have(fill.store_key, 300)]
+        assert len(sent) == 2
 
 
 async def test_an_upstream_that_ends_early_is_never_stored_and_the_worker_sees_the_failure(
@@ -299,9 +424,12 @@ async def test_an_upstream_that_ends_early_is_never_stored_and_the_worker_sees_t
 
 
 class SlowStorage(FakeStorage):
-    """Storage whose lock an install holds: every `get` answers after `delay` seconds."""
+    """Storage whose lock an install holds: `get_now` cannot answer, every `get` answers after `delay` seconds."""
 
     delay = 0.3
+
+    def get_now(self, key: str) -> tuple[bool, ObjectInfo | None]:
+        return False, None
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if fn.__name__ == "get":

@@ -34,6 +34,17 @@ def test_rows_compare_the_miss_with_the_origin_one_at_a_time_and_at_once() -> No
     assert table["2 at once: throughput of all 2, through the box (cold misses)"].verdict == "0.50x origin"
 
 
+def test_rows_compare_the_cpu_a_miss_costs_with_a_direct_get() -> None:
+    timings = [Timing(0.010, 0.100, 8 * MIB)]
+    measured = Measured(timings, timings, timings, [], [], {"origin": 0.002, "client": 0.003},
+                        {"origin": 0.002, "client": 0.003, "workers": 0.005, "master": 0.010})
+    table = {row.case: row for row in rows(measured, 8 * MIB)}
+    assert table["1 object: CPU per GET, origin direct (origin + client)"].figure == "5.0 ms (origin 2.0, client 3.0)"
+    miss = table["1 object: CPU per cold miss (origin + box + client)"]
+    assert miss.figure == "20.0 ms (origin 2.0, master 10.0, workers 5.0, client 3.0)"
+    assert miss.verdict == "4.0x origin direct"
+
+
 def test_a_batch_is_timed_from_its_first_request_to_its_last_byte() -> None:
     batch = [Timing(0.001, 0.5, MIB, 10.0), Timing(0.001, 0.25, MIB, 10.5), Timing(0.001, 0.1, 2 * MIB, 10.2)]
     assert batch_throughput(batch) == 4 * MIB / 0.75
@@ -46,6 +57,8 @@ def test_the_measured_path_fetches_each_object_upstream_once_and_serves_it_whole
     assert [len(b) for b in m.batches_direct + m.batches_miss] == [3, 3]
     assert [t.size for t in m.direct + m.miss + m.hit + at_once] == [256 << 10] * 12
     assert all(0 < t.first_byte <= t.total for t in m.direct + m.miss + m.hit + at_once)
+    assert set(m.cpu_direct) == {"origin", "client"} and set(m.cpu_miss) == {"origin", "client", "workers", "master"}
+    assert all(v >= 0 for v in [*m.cpu_direct.values(), *m.cpu_miss.values()])
     keys = [f"titles/9000/1080p/seg_{i:05d}.m4s" for i in range(2)]
     batch = [f"titles/9500/1080p/seg_{i:05d}.m4s" for i in range(3)]
     # the origin saw each object twice: the direct GET and the box's one fill (the second box GET stayed local)

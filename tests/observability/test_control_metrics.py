@@ -59,6 +59,7 @@ async def test_box_health_invalidation_lag_and_fill_plan_requests(lab: Lab) -> N
     assert answer.status == 201 and (await answer.json())["complete"]
     text = await lab.metrics()
     assert value(text, "oca_control_box_up", box="b2") == 0
+    assert value(text, "oca_control_inventory_pending") == 0  # poll_once waited for the inventories
     assert value(text, "oca_control_invalidation_last_seq") == 1
     assert value(text, "oca_control_box_invalidations_behind", box="b1") == 0
     assert value(text, "oca_control_box_invalidations_behind", box="b2") == 1

@@ -1,18 +1,24 @@
 """The per-object costs an import pays, taken out without changing what is stored: fan-out directories made
-once, temp files named without random letters, no unlink of what was renamed into place."""
+once, temp files named without random letters, no unlink of what was renamed into place, flushes shared by the
+batches staged at once, copies made while another batch commits."""
 
 from __future__ import annotations
 
 import itertools
 import os
 import shutil
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from oca.config.model import StorageConfig, TierConfig
 from oca.storage import Store, TierState, files
+from oca.storage.engine import Engine
 from oca.storage.layout import Sidecar, TierLayout, key_hash
 from tests.clock import FakeClock
 
@@ -93,3 +99,130 @@ def test_a_batch_unlinks_nothing_it_renamed_into_place(tmp_path: Path, clock: Fa
         assert not [p for p in unlinked if str(tmp_path / "hdd") in p], unlinked
         assert os.listdir(tmp_path / "hdd" / "tmp") == []
         assert_consistent(store)
+
+
+@pytest.mark.parametrize(("done", "ticket", "durable"), [
+    (0, 1, False),  # nothing flushed yet
+    (1, 1, True),  # the flush that started after the writes has completed
+    (3, 2, True),  # a later one has
+    (1, 2, False),  # only one that began before the writes ended
+])
+def test_writes_are_durable_once_a_flush_that_began_after_them_completed(done: int, ticket: int,
+                                                                         durable: bool) -> None:
+    assert files.covered(done, ticket) is durable
+
+
+def test_batches_staged_before_a_flush_share_it() -> None:
+    calls: list[str] = []
+    flusher = files.Flusher("/tier", calls.append)
+    first, second = flusher.ticket(), flusher.ticket()  # two batches done writing, neither flushed yet
+    flusher.flush(first)
+    flusher.flush(second)
+    assert calls == ["/tier"], "the second batch was covered by the first flush"
+    flusher.flush(flusher.ticket())  # writes after that flush need one of their own
+    assert calls == ["/tier", "/tier"] and flusher.flushes == 2
+
+
+def test_a_failed_flush_covers_nobody() -> None:
+    outcomes = [OSError(5, "Input/output error"), None]
+
+    def sync(path: str) -> None:
+        error = outcomes.pop(0)
+        if error is not None:
+            raise error
+
+    flusher = files.Flusher("/tier", sync)
+    ticket = flusher.ticket()
+    with pytest.raises(OSError):
+        flusher.flush(ticket)
+    flusher.flush(ticket)  # asks the disk again: the error is not taken as durability
+    assert outcomes == [] and flusher.flushes == 2
+
+
+def test_a_batch_done_while_a_flush_runs_waits_for_it_then_flushes_once_for_all_who_waited() -> None:
+    started, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def sync(path: str) -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:  # the first flush is slow: batches finish writing meanwhile
+            started.set()
+            assert release.wait(30)
+
+    flusher = files.Flusher("/tier", sync)
+    first = threading.Thread(target=flusher.flush, args=(flusher.ticket(),))
+    first.start()
+    assert started.wait(30)
+    late = [flusher.ticket() for _ in range(3)]  # written while the first flush ran: it may not cover them
+    waiters = [threading.Thread(target=flusher.flush, args=(t,)) for t in late]
+    for w in waiters:
+        w.start()
+    release.set()
+    for t in (first, *waiters):
+        t.join(30)
+    assert len(calls) == 2, "one more flush for the three batches that waited, not three"
+
+
+def test_a_batch_is_copied_while_another_commits(tmp_path: Path, clock: FakeClock, src: Callable[..., str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the commit holds the store's lock: a second batch stages every copy while the first one's commit
+    (held here, as a slow disk would) has the lock, and commits right after it."""
+    config = StorageConfig(state_dir=str(tmp_path / "state"), policy="lru",
+                           tiers=(TierConfig("hdd", str(tmp_path / "hdd"), 1 << 20),))
+    committing, release = threading.Event(), threading.Event()
+    staged_while_held: list[str] = []
+    real_install, real_stage = Engine.install_many, files.stage_copy
+
+    def slow_install(self: Engine, tier: Any, staged: Any) -> None:
+        if not committing.is_set():
+            committing.set()
+            assert release.wait(30)
+        real_install(self, tier, staged)
+
+    def stage(source: str, *args: Any, **kwargs: Any) -> files.Staged:
+        if committing.is_set() and not release.is_set():
+            staged_while_held.append(source)
+        return real_stage(source, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "install_many", slow_install)
+    monkeypatch.setattr(files, "stage_copy", stage)
+    with Store.open(config, clock) as store:
+        first = [(src(blob(50, i)), f"titles/1/a{i}") for i in range(3)]
+        second = [(src(blob(50, 10 + i)), f"titles/1/b{i}") for i in range(3)]
+        with ThreadPoolExecutor(2) as pool:
+            held = pool.submit(store.put_files, first)
+            assert committing.wait(30)
+            other = pool.submit(store.put_files, second)
+            while len(staged_while_held) < len(second) and not other.done():
+                time.sleep(0.01)
+            assert staged_while_held == [s for s, _ in second], "the second batch waited for the lock to copy"
+            release.set()
+            results = held.result(30) + other.result(30)
+        assert all(not isinstance(r, Exception) for r in results)
+        assert store.status()["objects"] == 6
+        assert_consistent(store)
+
+
+def test_a_batch_stages_in_a_directory_of_its_own_and_leaves_none_behind(tmp_path: Path, clock: FakeClock,
+                                                                          src: Callable[..., str],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    config = StorageConfig(state_dir=str(tmp_path / "state"), policy="lru",
+                           tiers=(TierConfig("hdd", str(tmp_path / "hdd"), 1 << 20),))
+    tmp_dir = str(tmp_path / "hdd" / "tmp")
+    staged_in: set[str] = set()
+    real_stage = files.stage_copy
+
+    def stage(source: str, directory: str, **kwargs: Any) -> files.Staged:
+        staged_in.add(directory)
+        return real_stage(source, directory, **kwargs)
+
+    monkeypatch.setattr(files, "stage_copy", stage)
+    with Store.open(config, clock) as store:
+        store.put_files([(src(blob(50, i)), f"titles/1/s{i}") for i in range(3)])
+        store.put_files([(src(blob(50, 9)), "titles/1/t")])
+        assert len(staged_in) == 2 and all(os.path.dirname(d) == tmp_dir for d in staged_in)
+        assert os.listdir(tmp_dir) == []
+        os.mkdir(os.path.join(tmp_dir, "batch-1-1"))  # what a crash mid-batch leaves
+        Path(tmp_dir, "batch-1-1", "obj-1-2").write_bytes(b"half")
+    with Store.open(config, clock) as store:
+        assert os.listdir(tmp_dir) == [] and store.status()["objects"] == 4

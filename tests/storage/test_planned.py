@@ -146,3 +146,20 @@ def test_the_planned_order_follows_adds_removes_and_replans_between_evictions() 
     assert policy.victims(10, nothing_pinned) == ["p3"]
     policy.replan({"p1": 0.5, "p3": 3.0}, ["p1", "p3"])
     assert policy.victims(10, nothing_pinned) == ["p1"]
+
+
+@pytest.mark.parametrize(("policy", "on_ssd", "miss"), [("s3fifo", 5, "ssd"), ("lru", 10, "hdd")])
+def test_hot_pre_positioned_files_leave_the_fast_tiers_small_queue_to_new_objects(
+        tmp_path: Path, src: Callable[..., str], policy: str, on_ssd: int, miss: str) -> None:
+    # S3-FIFO's small queue is 5% of all bytes (500 of 10,000), on the SSD: a plan's hot, pinned files take the
+    # SSD only up to its other 500 bytes and the rest go to the HDD; LRU reserves nothing (the SSD fills up)
+    with Store.open(storage_config(tmp_path, ssd=1000, hdd=9000, ssd_admission="all", policy=policy),
+                    FakeClock()) as store:
+        for i in range(12):
+            key = f"titles/1/h{i}"
+            tier, _ = store.fill_target(key, 100, hot=True, cold=True)
+            store.adopt(src(size=100, seed=i), key, tier=tier, size=100, digest="", hot=True, pin=True)
+        tiers = [info.tier for info in store.list()]
+        assert tiers.count("ssd") == on_ssd
+        # with S3-FIFO a client's miss still lands on the SSD, in the small queue; LRU's SSD is pinned full
+        assert store.fill_target("titles/2/new", 100)[0] == miss

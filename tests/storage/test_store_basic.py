@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,30 @@ def test_put_lands_on_the_last_tier_and_get_returns_it(store: Store, src: Src, c
     assert store.get("titles/t1/720p/seg1.ts") == info
     assert store.get("titles/t1/720p/other.ts") is None
     assert_consistent(store)
+
+
+def test_get_now_answers_without_waiting_for_the_lock(store: Store, src: Src) -> None:
+    """The master's event loop asks with get_now: the answer of `get` when the lock is free, "unknown" when
+    another thread holds it (an install's fsyncs), never a wait."""
+    info = store.put_file(src(), "titles/t1/720p/seg1.ts")
+    assert store.get_now("titles/t1/720p/seg1.ts") == (True, info)
+    assert store.get_now("titles/t1/720p/other.ts") == (True, None)
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store._lock:
+            taken.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert taken.wait(5)
+        assert store.get_now("titles/t1/720p/seg1.ts") == (False, None)
+    finally:
+        release.set()
+        holder.join()
+    assert store.get_now("titles/t1/720p/seg1.ts") == (True, info)
 
 
 def test_hot_lands_on_the_first_tier(store: Store, src: Src) -> None:
