@@ -18,26 +18,22 @@ Rules kept here:
   size differs from it), sidecars without objects, stray names; a key found on two tiers keeps the faster
   copy. A rebuild is written beside the index and renamed over it, so a crash mid-rebuild is harmless (the
   next open rebuilds again).
-- A rebuild streams: the tiers' fan-out directories are read in parts by a few threads (their stats and
-  reads wait on the disk, without the GIL), each part inserted as it comes with one executemany into a file
-  written as a bulk load (no journal, one fsync at the end); memory holds a few parts, not the tier.
+- A rebuild streams: the tiers' fan-out directories are read in parts (scan.py), each part inserted as it
+  comes with one executemany into a file written as a bulk load (no journal, one fsync at the end); memory
+  holds a few parts, not the tier.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from oca.bounded import run_bounded
 from oca.errors import StorageError
 from oca.storage.files import fsync_dir
-from oca.storage.layout import TierLayout
 from oca.storage.model import TierState
 
 SCHEMA_VERSION = 1
@@ -307,50 +303,6 @@ class IndexReader:
 
     def close(self) -> None:
         self._conn.close()
-
-
-SCAN_THREADS = 8  # parts of a tier read at once during a rebuild: each waits on the disk (an HDD seeks per file)
-LEAVES_PER_PART = 16  # fan-out directories per part: 4,096 parts of a full tier, ~2,400 objects each at 10^7
-
-
-def scan_tiers(tiers: Sequence[tuple[str, TierLayout]], errors: dict[str, str]) -> Iterator[list[RowValues]]:
-    """Batches of rows (last access = stored_at) for every valid object found on the tiers, fastest tier first,
-    deleting junk on the way. Streamed: parts of a tier (LEAVES_PER_PART fan-out directories) are read by
-    SCAN_THREADS threads, a few parts ahead of the consumer, so a rebuild of 10^7 objects never holds them all;
-    each part is one batch. A key found on two tiers is yielded twice, the faster copy first (Index.create keeps
-    that one). Per tier that could not be scanned, `errors` gets the error once the iteration is over (its
-    files are left alone)."""
-    with ThreadPoolExecutor(max_workers=SCAN_THREADS, thread_name_prefix="oca-scan") as pool:
-        for name, layout in tiers:
-            try:
-                parts = _parts(layout.scan_leaves())
-                for _, done in run_bounded(pool, functools.partial(_scan_part, name, layout), parts, 2 * SCAN_THREADS):
-                    rows = done.result()
-                    if rows:
-                        yield rows
-            except OSError as e:
-                errors[name] = f"scan failed: {e.strerror or e} ({getattr(e, 'filename', '') or layout.root})"
-
-
-def _parts(leaves: Iterator[str]) -> Iterator[list[str]]:
-    part: list[str] = []
-    for leaf in leaves:
-        part.append(leaf)
-        if len(part) == LEAVES_PER_PART:
-            yield part
-            part = []
-    if part:
-        yield part
-
-
-def _scan_part(tier: str, layout: TierLayout, leaves: list[str]) -> list[RowValues]:
-    """The rows of the valid objects in `leaves`, with the junk there deleted. Raises OSError."""
-    rows: list[RowValues] = []
-    add = rows.append
-    for leaf in leaves:
-        for s in layout.read_leaf(leaf):
-            add((s.key, tier, s.size, s.digest, s.stored_at, s.stored_at, int(s.hot), int(s.pinned)))
-    return rows
 
 
 def _not_kept(conn: sqlite3.Connection, batch: Sequence[RowValues]) -> Iterator[tuple[str, str]]:

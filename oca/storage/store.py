@@ -37,11 +37,12 @@ from oca.storage import files, health, lock
 from oca.storage.catalog import PINNED, Catalog, CatalogEntry, Tier
 from oca.storage.engine import STICKY, Engine
 from oca.storage.generation import GENERATION_NAME, Generation
-from oca.storage.index import Index, IndexCorrupt, index_path, scan_tiers
+from oca.storage.index import Index, IndexCorrupt, index_path
 from oca.storage.layout import key_hash, unlink_quiet
 from oca.storage.model import ObjectInfo, TierState
 from oca.storage.planned import PlannedPolicy
 from oca.storage.policy import EvictionPolicy, PromotionCounter, demand_reserves
+from oca.storage.scan import scan_tiers
 from oca.storage.titles import TitleFeed
 
 log = logging.getLogger("oca.storage")

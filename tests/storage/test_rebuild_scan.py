@@ -1,21 +1,26 @@
 """The rebuild's scan of a tier: sidecars decoded and checked, junk deleted per fan-out directory, parts read as
-the index is written (never the whole tier at once), the new index written as a bulk load, and a crash in the
-middle that the next open rebuilds from."""
+the index is written (never the whole tier at once), by worker processes when the tier is big (the same rows and
+the same deletions as threads, and threads again when they break), the new index written as a bulk load, and a
+crash in the middle that the next open rebuilds from."""
 
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing
 import os
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from oca.storage import Store
-from oca.storage import index as index_module
-from oca.storage.index import Index, Row, scan_tiers
+from oca.storage import scan as scan_module
+from oca.storage.index import Index, Row, RowValues
 from oca.storage.layout import Sidecar, TierLayout, key_hash
+from oca.storage.scan import scan_tiers, worth_processes
 
 from .conftest import assert_consistent, storage_config, tier_files
 
@@ -162,14 +167,124 @@ def test_the_scan_reads_a_few_parts_ahead_of_the_index_not_the_whole_tier(tmp_pa
             read.append(leaf)
             return super().read_leaf(leaf)
 
-    window = 2 * index_module.SCAN_THREADS * index_module.LEAVES_PER_PART
+    window = 2 * scan_module.SCAN_THREADS * scan_module.LEAVES_PER_PART
     assert leaves > 3 * window
     errors: dict[str, str] = {}
     batches = scan_tiers([("hdd", Counting(layout.root))], errors)
     first = next(batches)
-    assert first and len(read) <= window + index_module.LEAVES_PER_PART
+    assert first and len(read) <= window + scan_module.LEAVES_PER_PART
     assert len(first) + sum(map(len, batches)) == 3000 and errors == {}
     assert len(read) == leaves
+
+
+@pytest.mark.parametrize(("rows_seen", "leaves_seen", "leaves_left", "worth"), [
+    (256, 128, 51_000, True),  # 2 objects a directory, 51,000 directories to go: 102,000 objects
+    (256, 128, 24_000, False),  # 48,000 to go
+    (0, 128, 65_000, False),  # the first parts were empty: an empty tier is not worth a process
+    (19_200, 128, 0, False),  # nothing left after the first parts
+    (0, 0, 10, False),  # no directory read yet: nothing to go by
+])
+def test_worker_processes_pay_only_for_a_tier_whose_first_parts_promise_enough_objects(
+        rows_seen: int, leaves_seen: int, leaves_left: int, worth: bool) -> None:
+    assert worth_processes(rows_seen, leaves_seen, leaves_left, 50_000) is worth
+
+
+def tier_with_junk(root: Path, count: int) -> TierLayout:
+    """`count` keys, one in 7 of them left as each kind of junk the scan deletes; the same files wherever it is
+    built (the order of writes is fixed)."""
+    layout = TierLayout(str(root))
+    layout.prepare()
+    for i in range(count):
+        key, kind = f"titles/{i}/seg", i % 7
+        if kind == 1:
+            os.unlink(layout.meta_path(put(layout, key, b"x")))  # an object without its sidecar
+        elif kind == 2:
+            os.unlink(layout.object_path(put(layout, key, b"x")))  # a sidecar without its object
+        elif kind == 3:
+            put(layout, key, b"abc", size=4)  # an object of another size than its sidecar says
+        elif kind == 4:
+            put(layout, key, b"x", meta_key=f"titles/{i - 1}/seg")  # a sidecar copied from another object
+        elif kind == 5:
+            h = put(layout, key, b"kept")
+            Path(layout.fanout_dir(h), "notes.txt").write_bytes(b"x")  # a stray name beside a valid pair
+        else:
+            put(layout, key, key.encode())
+    return layout
+
+
+def scan_all(layout: TierLayout, threshold: int | None = None) -> tuple[list[RowValues], dict[str, str]]:
+    errors: dict[str, str] = {}
+    rows = sorted(r for batch in scan_tiers([("hdd", layout)], errors, threshold) for r in batch)
+    return rows, errors
+
+
+def files_in(layout: TierLayout) -> list[str]:
+    return [os.path.relpath(f, layout.root) for f in tier_files(layout.root)]
+
+
+def test_worker_processes_read_the_rows_and_delete_the_junk_that_threads_do(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    by_threads, by_processes = tier_with_junk(tmp_path / "threads", 3000), tier_with_junk(tmp_path / "processes", 3000)
+    started: list[object] = []
+    real_start = scan_module._start_processes
+
+    def start() -> object:
+        started.append(real_start())
+        return started[-1]
+
+    monkeypatch.setattr(scan_module, "_start_processes", start)
+    with caplog.at_level(logging.WARNING, logger="oca.storage"):
+        threaded, threaded_errors = scan_all(by_threads)
+        assert started == []  # 3,000 objects are not worth a process at the default threshold
+        processed, processed_errors = scan_all(by_processes, threshold=1)
+    assert len(started) == 1 and caplog.records == []  # started, and read all it was given: no fallback
+    valid = [f"titles/{i}/seg" for i in range(3000) if i % 7 in (0, 5, 6)]
+    assert [r[0] for r in threaded] == sorted(valid) and threaded_errors == {}
+    assert processed == threaded and processed_errors == {}
+    assert files_in(by_processes) == files_in(by_threads)
+    assert len(files_in(by_threads)) == 2 * len(valid)
+
+
+@pytest.mark.parametrize("failure", ["cannot start", "breaks"])
+def test_worker_processes_that_fail_leave_the_rest_of_the_scan_to_threads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, failure: str) -> None:
+    expected, _ = scan_all(tier_with_junk(tmp_path / "threads", 700))
+    layout = tier_with_junk(tmp_path / "processes", 700)
+
+    def start() -> ProcessPoolExecutor:
+        if failure == "cannot start":  # what creating the pool's semaphores raises without /dev/shm
+            raise OSError(38, "Function not implemented")
+        # workers that die as they start: every part sent to them is lost, and the pool breaks
+        return ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("forkserver"),
+                                   initializer=os._exit, initargs=(3,))
+
+    monkeypatch.setattr(scan_module, "_start_processes", start)
+    with caplog.at_level(logging.WARNING, logger="oca.storage"):
+        rows, errors = scan_all(layout, threshold=1)
+    assert rows == expected and errors == {}  # no part lost, none read twice, the tier not failed
+    assert files_in(layout) == files_in(TierLayout(str(tmp_path / "threads")))
+    assert "worker processes unavailable" in caplog.text
+
+
+def test_a_tier_a_worker_process_cannot_read_is_reported_as_the_threads_report_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layout = tier_with_junk(tmp_path / "hdd", 700)
+    leaves = list(layout.scan_leaves())
+    gone = next(f"{a:02x}/{b:02x}" for a in range(256) for b in range(256) if f"{a:02x}/{b:02x}" not in leaves)
+    monkeypatch.setattr(TierLayout, "scan_leaves", lambda self: iter([*leaves, gone]))  # removed after the listing
+    _, errors = scan_all(layout, threshold=1)
+    assert errors == {"hdd": f"scan failed: No such file or directory ({layout.objects_dir}/{gone})"}
+
+
+def test_a_store_rebuilt_by_worker_processes_is_consistent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = storage_config(tmp_path, hdd=10**9)
+    hdd = tier_with_junk(tmp_path / "hdd", 1400)
+    monkeypatch.setattr(scan_module, "PROCESS_THRESHOLD", 1)
+    with Store.open(config) as store:
+        valid = [f"titles/{i}/seg" for i in range(1400) if i % 7 in (0, 5, 6)]
+        assert sorted(i.key for i in store.list()) == sorted(valid)
+        assert_consistent(store)
+    assert len(files_in(hdd)) == 2 * 600
 
 
 def row(key: str, tier: str) -> tuple[str, str, int, str, float, float, int, int]:
@@ -191,12 +306,13 @@ def test_a_new_index_keeps_the_first_row_of_a_key_and_names_the_later_ones(tmp_p
 
 CRASHING_CHILD = """
 import os, sys
-from oca.storage import index, store
+from oca.storage import scan, store
 from oca.storage.layout import TierLayout
 from tests.storage.proc_helper import config_from
 
 batches = 0
-real = index.scan_tiers
+real = store.scan_tiers
+scan.PROCESS_THRESHOLD = int(sys.argv[2])
 
 def scan_then_die(*args, **kwargs):
     global batches
@@ -211,7 +327,8 @@ store.Store.open(config_from(sys.argv[1]))
 """
 
 
-def test_a_crash_mid_rebuild_leaves_a_store_that_rebuilds_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threshold", [scan_module.PROCESS_THRESHOLD, 1], ids=["threads", "processes"])
+def test_a_crash_mid_rebuild_leaves_a_store_that_rebuilds_again(tmp_path: Path, threshold: int) -> None:
     config = storage_config(tmp_path, hdd=10**9)
     hdd = TierLayout(str(tmp_path / "hdd"))
     hdd.prepare()
@@ -222,7 +339,7 @@ def test_a_crash_mid_rebuild_leaves_a_store_that_rebuilds_again(tmp_path: Path) 
                       "tiers": [[t.name, t.path, t.capacity, t.admission] for t in config.tiers]})
     os.makedirs(config.state_dir)
     Path(config.state_dir, "index.sqlite").write_bytes(b"not an index")
-    child = subprocess.run([sys.executable, "-c", CRASHING_CHILD, raw], capture_output=True, text=True,
+    child = subprocess.run([sys.executable, "-c", CRASHING_CHILD, raw, str(threshold)], capture_output=True, text=True,
                            timeout=120, cwd=str(Path(__file__).parents[2]))
     assert child.returncode == 9, child.stderr
     assert os.path.exists(os.path.join(config.state_dir, "index.sqlite.new"))
