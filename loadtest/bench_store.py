@@ -19,6 +19,9 @@
    load does not inflate as much as the wall clock, counts the scan's worker processes too.
 `--rebuild-only` does step 5 alone, on N objects written straight into a tier's layout (the object and its
 sidecar, with the store's own layout code, as a store leaves them): minutes at 10^6 where the import takes tens.
+`--fanout-dirs 512` puts them in 512 of the 65,536 fan-out directories, ~195 objects each at 10^5: about as dense
+as 10^7 objects (which do not fit this machine's inodes) fill all of them (~153 each), so a scan's per-directory
+cost weighs what it would there.
 An N whose files do not fit the work directory's filesystem (three inodes and twice the bytes per object at
 the peak) is skipped with the reason. A measurement, never a pass/fail test. Everything listens on 127.0.0.1;
 every process is killed at the end.
@@ -192,7 +195,10 @@ def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str) -> d
     return row
 
 
-def rebuild_only(n: int, size: int, workdir: str) -> dict[str, Any]:
+FANOUT_DIRS = 65_536  # a tier's fan-out directories: the first four hex digits of an object's hash
+
+
+def rebuild_only(n: int, size: int, workdir: str, dirs: int = FANOUT_DIRS) -> dict[str, Any]:
     tier = os.path.join(workdir, "hdd")
     config_path = write_box_config(workdir, storage={
         "tiers": [{"name": "hdd", "path": tier, "capacity": f"{n * size * 2 // (1 << 30) + 1}GiB"}]})
@@ -200,16 +206,23 @@ def rebuild_only(n: int, size: int, workdir: str) -> dict[str, Any]:
     layout.prepare()
     block = random.Random(n).randbytes(size)
     started = time.monotonic()
+    candidate = 0
     for i in range(n):
-        key, data = key_of(i), i.to_bytes(8, "big") + block[8:]
-        h = key_hash(key)
+        while True:  # with `dirs`, only keys whose hash falls in the first `dirs` fan-out directories
+            key = key_of(candidate)
+            h = key_hash(key)
+            candidate += 1
+            if dirs >= FANOUT_DIRS or int(h[:4], 16) < dirs:
+                break
+        data = i.to_bytes(8, "big") + block[8:]
         layout.ensure_fanout(h)
         with open(layout.object_path(h), "wb") as fh:
             fh.write(data)
         with open(layout.meta_path(h), "wb") as fh:
             fh.write(Sidecar(key, len(data), xxhash.xxh3_128_hexdigest(data), 1.7e9 + i, False, False).to_bytes())
     print(f"  N={n}: written into the layout in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    return {"objects": n, "size": size, "load_average": round(os.getloadavg()[0], 1), **measure_rebuild(config_path)}
+    return {"objects": n, "size": size, "fanout_dirs": min(dirs, FANOUT_DIRS),
+            "load_average": round(os.getloadavg()[0], 1), **measure_rebuild(config_path)}
 
 
 REBUILD = """
@@ -293,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", help="work here (default: a temporary directory, removed afterwards)")
     parser.add_argument("--rebuild-only", action="store_true",
                         help="only time rebuilds, of objects written straight into a tier's layout")
+    parser.add_argument("--fanout-dirs", type=int, default=FANOUT_DIRS,
+                        help="with --rebuild-only: put the objects in this many fan-out directories only, as "
+                             "densely as a bigger store does (512 hold 10^5 ~195 each; 10^7 fill all ~153 each)")
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.objects.split(",") if c.strip()]
     size = parse_size(args.size)
@@ -306,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped N={n:,}: {problem}", file=sys.stderr)
             continue
         try:
-            rows.append(rebuild_only(n, size, workdir) if args.rebuild_only
+            rows.append(rebuild_only(n, size, workdir, args.fanout_dirs) if args.rebuild_only
                         else run_one(n, size, args.live_import, args.hits, workdir))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # before the removal: minutes at 10^6
         finally:

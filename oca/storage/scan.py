@@ -38,7 +38,7 @@ from oca.storage.layout import TierLayout
 log = logging.getLogger("oca.storage")
 
 SCAN_THREADS = 8  # parts of a tier read at once on threads: each waits on the disk (an HDD seeks per file)
-SCAN_PROCESSES = max(2, min(os.cpu_count() or 1, 8))  # parts read at once by worker processes: one per core
+SCAN_PROCESSES = max(4, min(os.cpu_count() or 1, 8))  # worker processes: one per core, and at least 4 reads in flight
 LEAVES_PER_PART = 16  # fan-out directories per part: 4,096 parts of a full tier, ~2,400 objects each at 10^7
 SAMPLE_PARTS = SCAN_THREADS  # a tier's first parts, read on threads, tell how many objects it holds
 # Objects left on a tier (as its first parts suggest) above which worker processes read the rest. Starting them
