@@ -20,6 +20,14 @@ from loadtest.cachesim.replay import FAKE_FILE, TraceClock, memory_store, scaled
 from oca.config.loader import load_box_config
 
 SIZE = 1_000_000  # bytes per object: the cache holds exactly --objects of them
+DIGEST = "0123456789abcdef" * 2  # a real one's shape: the catalog packs hex digests (an empty one costs a dict entry)
+SEGMENTS = 500  # per rendition directory (a stream): a 33-minute rendition of 4 s segments
+
+
+def key_of(i: int) -> str:
+    """The i-th object's key, laid out as titles are: SEGMENTS segments per rendition directory, so the
+    policy's streams (oca/storage/streams.py) are as many and as long as a real box's, not one endless one."""
+    return f"titles/{i // SEGMENTS}/720p/seg_{i % SEGMENTS:05d}.m4s"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,17 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     store = memory_store(scaled(load_box_config(args.config).storage, args.objects * SIZE), clock)
     started = time.process_time()
     for i in range(args.objects):
-        tier, _ = store.fill_target(f"titles/t/r/{i}", SIZE)
-        store.adopt(FAKE_FILE, f"titles/t/r/{i}", tier=tier, size=SIZE, digest="")
+        tier, _ = store.fill_target(key_of(i), SIZE)
+        store.adopt(FAKE_FILE, key_of(i), tier=tier, size=SIZE, digest=DIGEST)
     print(f"filled {args.objects} objects in {time.process_time() - started:.1f} s CPU")
     rng = random.Random(1)
-    held = [f"titles/t/r/{i}" for i in range(args.objects)]
+    held = [key_of(i) for i in range(args.objects)]
     hits = int(args.requests * args.hit_ratio)
     misses = args.requests - hits
     reads = [held[rng.randrange(len(held))] for _ in range(hits)]
     step = max(args.batch, 1)
     batches = [Counter(reads[i:i + step]) for i in range(0, hits, step)]  # made before the clock starts
-    fresh = [f"titles/t/r/{args.objects + i}" for i in range(misses)]
+    fresh = [key_of(args.objects + i) for i in range(misses)]
     # each kind timed as one block: a clock read per call would cost as much as the call
     t0 = time.process_time()
     for batch in batches:
@@ -54,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in fresh:
         clock.now += 0.001
         tier, _ = store.fill_target(key, SIZE)
-        store.adopt(FAKE_FILE, key, tier=tier, size=SIZE, digest="")
+        store.adopt(FAKE_FILE, key, tier=tier, size=SIZE, digest=DIGEST)
     t2 = time.process_time()
     per_hit = (t1 - t0) / max(hits, 1) * 1e6
     per_miss = (t2 - t1) / max(misses, 1) * 1e6

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from oca.storage.layout import key_hash
 from tests.clock import FakeClock
 
 from .conftest import assert_consistent, blob, digest_of, tier_files
+from .locking import store_lock_held
 
 Src = Callable[..., str]
 
@@ -40,21 +40,8 @@ def test_get_now_answers_without_waiting_for_the_lock(store: Store, src: Src) ->
     info = store.put_file(src(), "titles/t1/720p/seg1.ts")
     assert store.get_now("titles/t1/720p/seg1.ts") == (True, info)
     assert store.get_now("titles/t1/720p/other.ts") == (True, None)
-    taken, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store._lock:
-            taken.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert taken.wait(5)
+    with store_lock_held(store):
         assert store.get_now("titles/t1/720p/seg1.ts") == (False, None)
-    finally:
-        release.set()
-        holder.join()
     assert store.get_now("titles/t1/720p/seg1.ts") == (True, info)
 
 

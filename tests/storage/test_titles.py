@@ -14,6 +14,8 @@ from oca.storage import Store
 from oca.storage.storage_owner import StorageOwner
 from oca.storage.titles import TitleCounts, TitleFeed, title_of_object
 
+from .locking import store_lock_held
+
 Src = Callable[..., str]
 
 
@@ -91,19 +93,8 @@ def test_the_stores_feed_matches_a_full_listing_through_puts_evictions_and_a_fai
 @pytest.fixture
 def lock_held(store: Store) -> Iterator[None]:
     """The store's lock held by another thread (as by a long eviction or index commit) for the test's span."""
-    taken, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store._lock:
-            taken.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert taken.wait(5)
-    yield
-    release.set()
-    holder.join()
+    with store_lock_held(store):
+        yield
 
 
 def _answers(fn: Callable[[], object], wait: float = 5.0) -> bool:
