@@ -118,6 +118,18 @@ def json_object(data: bytes) -> dict[str, Any]:
     return body
 
 
+async def bounded_body(request: web.Request, *, limit: int, too_big: OcaError) -> bytes:
+    """The request body, read past the app's client_max_size up to `limit` bytes; raises `too_big` beyond."""
+    if request.content_length is not None and request.content_length > limit:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    return bytes(body)
+
+
 async def body_to_file(request: web.Request, path: str, *, limit: int, too_big: OcaError) -> int:
     """Write the request body to `path` (created or truncated); its size. Raises `too_big` past `limit`."""
     if request.content_length is not None and request.content_length > limit:

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from oca.admin.common import context_of
 from oca.errors import BadRequest, NotFound, OcaError
-from oca.httpapi import TooDeep, json_body, loads, parse_count
+from oca.httpapi import bounded_body, json_body, json_object, parse_count
 from oca.keys import is_valid_key
 from oca.storage import Store
 from oca.wire.fill import FillScores
@@ -53,24 +53,8 @@ class PlanTooLarge(OcaError):
 
 async def _plan_body(request: web.Request, what: str) -> bytes:
     """The body of a request that carries a whole fill plan's files, up to MAX_PLAN_BODY."""
-    too_big = PlanTooLarge(f"{what} larger than {MAX_PLAN_BODY} bytes")
-    if request.content_length is not None and request.content_length > MAX_PLAN_BODY:
-        raise too_big
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(1 << 20):
-        body += chunk
-        if len(body) > MAX_PLAN_BODY:
-            raise too_big
-    return bytes(body)
-
-
-def _json(body: bytes) -> object:
-    try:
-        return loads(body)
-    except TooDeep:
-        raise BadRequest("request body is not valid JSON: nested too deeply") from None
-    except ValueError:
-        raise BadRequest("request body is not valid JSON") from None
+    return await bounded_body(request, limit=MAX_PLAN_BODY,
+                              too_big=PlanTooLarge(f"{what} larger than {MAX_PLAN_BODY} bytes"))
 
 
 async def purge(request: web.Request) -> web.Response:
@@ -142,14 +126,11 @@ async def fill_scores(request: web.Request) -> web.Response:
 
 
 def _decode_scores(body: bytes) -> FillScores:
-    return FillScores.from_json(_json(body))
+    return FillScores.from_json(json_object(body))
 
 
 def _decode_prefetch(body: bytes) -> PrefetchRequest:
-    raw = _json(body)
-    if not isinstance(raw, dict):  # what json_body says of every other admin body
-        raise BadRequest("request body must be a JSON object")
-    return PrefetchRequest.from_json(raw)
+    return PrefetchRequest.from_json(json_object(body))
 
 
 async def invalidations(request: web.Request) -> web.Response:
