@@ -71,7 +71,7 @@ class Entries:
 
     def __init__(self, numbers: KeySlots | None = None) -> None:
         self.numbers = numbers if numbers is not None else KeySlots()  # shared with the tiers' policies
-        self.slots = self.numbers.index  # key -> record number
+        self.slots = self.numbers  # key -> record number
         self.tier = bytearray()
         self.flags = bytearray()
         self.size = array("q")
