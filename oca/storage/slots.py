@@ -13,6 +13,11 @@ Rules kept here:
   place freed is reused by the next key of that length (a box's keys come in a few lengths, so no arena
   holds much more than the most keys of its length ever held at once). Per key: its bytes, 8 bytes of hash,
   8 of place, and the table's ~7-13: ~60 bytes for a 36-byte key where a str in a dict cost ~170.
+- One request asks for the same key several times over (the store, the catalog, the policy, each through
+  its own interface), and a lookup here is Python code where a dict's was C: the last key looked up, added or
+  read back by `key` is remembered with its slot, and a lookup of that very str object (`is`, not ==)
+  answers at once; so does one for the str last found missing (a miss asks for its key before it adds it).
+  Removing a key forgets the one; adding any key, the other.
 - The hash is Python's str hash (computed once per string and kept in it, so asking twice for the same str
   costs one hash): the table lives only in this process, and it is keyed per process (hash randomisation),
   so no client can aim keys at one bucket.
@@ -41,16 +46,25 @@ class KeySlots(OpenTable):
         self._free = array("i")  # free slots, the last freed given first
         self._arena: dict[int, bytearray] = {}  # key length in bytes -> keys of that length, end to end
         self._spare: dict[int, array[int]] = {}  # key length -> free places in its arena
+        self._last: str | None = None  # the str object last looked up, added or read back, and its slot
+        self._last_slot = -1
+        self._missing: str | None = None  # the str object last looked up and not found
 
     # the table's view of a slot
     def hash_of(self, value: int) -> int:
         return self._hash[value]
 
     def is_it(self, value: int, key: object, h: int) -> bool:
-        return self._hash[value] == h and self.key(value) == key
+        return self._hash[value] == h and self._text(value) == key
 
     def key(self, slot: int) -> str:
         """The key slot `slot` holds ("" for a free slot)."""
+        key = self._text(slot)
+        if key:
+            self._last, self._last_slot = key, slot  # an eviction asks for its victims by these strs next
+        return key
+
+    def _text(self, slot: int) -> str:
         place = self._place[slot]
         if place < 0:
             return ""
@@ -60,6 +74,10 @@ class KeySlots(OpenTable):
 
     def get(self, key: str) -> int | None:
         """The key's slot, or None."""
+        if key is self._last:
+            return self._last_slot
+        if key is self._missing:
+            return None
         # find() with is_it inlined: this runs several times per request the box serves
         h = hash(key)
         tab, mask, hashes = self._tab, self._mask, self._hash
@@ -67,13 +85,17 @@ class KeySlots(OpenTable):
         v = tab[i]
         while v:
             v -= 1
-            if hashes[v] == h and self.key(v) == key:
+            if hashes[v] == h and self._text(v) == key:
+                self._last, self._last_slot = key, v
                 return v
             i = (i + 1) & mask
             v = tab[i]
         if self._old is not None:
             slot = self.find_old(key, h)
-            return slot if slot >= 0 else None
+            if slot >= 0:
+                self._last, self._last_slot = key, slot
+                return slot
+        self._missing = key
         return None
 
     def __getitem__(self, key: str) -> int:
@@ -109,11 +131,13 @@ class KeySlots(OpenTable):
             self._hash.append(h)
             self._place.append(at << _LENGTH | n)
         self.insert(slot, h)
+        self._last, self._last_slot, self._missing = key, slot, None
         return slot
 
     def remove(self, key: str) -> int:
         """Free the key's slot (KeyError if it holds none) and return it."""
         slot = self[key]
+        self._last = None
         place = self._place[slot]
         n = place & 0xFFFFFFFF
         self._spare[n].append(place >> _LENGTH)
@@ -124,7 +148,7 @@ class KeySlots(OpenTable):
 
     def items(self) -> list[tuple[str, int]]:
         """(key, slot) for every key held, in slot order: a copy, so the caller may add and remove meanwhile."""
-        places, key = self._place, self.key
+        places, key = self._place, self._text
         return [(key(slot), slot) for slot in range(len(places)) if places[slot] >= 0]
 
     def __iter__(self) -> Iterator[str]:
