@@ -11,8 +11,9 @@ Rules kept here:
 - Each tier counts its pinned bytes (`set_pinned` is the only way a stored object's pin changes), so whether a
   tier can make room for an object is known without planning the evictions (`refusal`): a put plans once,
   when it commits.
-- Memory per object is what a box of 10^7 objects can afford (see Entries): one dict slot from the key to a
-  record number, and the record packed in arrays (no Python object per field). A CatalogEntry is a copy made
+- Memory per object is what a box of 10^7 objects can afford (see Entries): the key and its record number in
+  one compact table (slots.py: no str, dict entry or int per key), and the record packed in arrays (no Python
+  object per field). A CatalogEntry is a copy made
   on demand; `current` tells whether the object it was made from is still the one stored (each attach gets a
   new serial), so an entry held across a lock release is never mistaken for its replacement.
 """
@@ -63,8 +64,8 @@ class CatalogEntry:
 class Entries:
     """key -> CatalogEntry, read like a dict, held as one record per object in packed arrays.
 
-    Per object: the key's string, its KeySlots entries (dict slot, record number, 8 bytes of the list of keys;
-    the eviction policies find their state by the same number), and 1 + 1 + 8 + 8 + 8 + 4 + 16 = 46 bytes of
+    Per object: its KeySlots entry (the key's UTF-8 bytes, 16 bytes of hash and place, a table bucket: the record
+    number; the eviction policies find their state by the same number), and 1 + 1 + 8 + 8 + 8 + 4 + 16 = 46 bytes of
     arrays (tier, flags, size, stored_at, last access, serial, digest); the file-name hash is recomputed when
     an entry is made (xxh3 of a short key costs well under a microsecond). A freed record is reused by the
     next object."""

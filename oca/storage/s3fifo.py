@@ -35,7 +35,9 @@ Rules kept here:
   per object; a policy used on its own numbers its keys itself.
 - The ghost holds 64-bit hashes of keys (Python's str hash, computed once per string and kept in it), not
   the keys: a key is taken for a remembered one only if their hashes are equal, a chance of n / 2^64 per
-  lookup with n keys remembered (5 x 10^-13 at 10^7); otherwise it answers as a set of the keys would.
+  lookup with n keys remembered (5 x 10^-13 at 10^7); otherwise it answers as a set of the keys would. The
+  hashes sit in a ring in the order remembered, found through an open-addressing table (hashtable.py) that
+  grows without a pause.
 """
 
 from __future__ import annotations
