@@ -34,10 +34,14 @@ def _zeroed(typecode: str, buckets: int) -> array[int]:
 
 
 class OpenTable:
-    """The table; a subclass gives `hash_of(value)` and `is_it(value, key, h)`."""
+    """The table. A value's hash is `self._hashes[value - self._base]` (the subclass's array, kept beside the
+    values: read inline, as a method call per probe would cost more than the probe); a lookup whose hashes are
+    equal asks `is_it(value, key)` whether it found the key (by default: equal hashes are enough)."""
 
-    def __init__(self, typecode: str = "i") -> None:
+    def __init__(self, typecode: str, hashes: array[int]) -> None:
         self._typecode = typecode
+        self._hashes = hashes
+        self._base = 0  # a subclass that drops values off the front of its arrays counts them here
         self._tab = _zeroed(typecode, _FIRST)
         self._mask = _FIRST - 1
         self._limit = int(_FIRST * MAX_LOAD)
@@ -47,19 +51,16 @@ class OpenTable:
         self.count = 0  # entries in both tables
         self.moved = 0  # buckets moved by rehashing, ever
 
-    def hash_of(self, value: int) -> int:
-        raise NotImplementedError
-
-    def is_it(self, value: int, key: object, h: int) -> bool:
-        raise NotImplementedError
+    def is_it(self, value: int, key: object) -> bool:
+        return True
 
     def find(self, key: object, h: int) -> int:
         """The value stored for `key` (whose hash is `h`), or -1."""
-        tab, mask = self._tab, self._mask
+        tab, mask, hashes, base = self._tab, self._mask, self._hashes, self._base + 1
         i = h & mask
         v = tab[i]
         while v:
-            if self.is_it(v - 1, key, h):
+            if hashes[v - base] == h and self.is_it(v - 1, key):
                 return v - 1
             i = (i + 1) & mask
             v = tab[i]
@@ -69,11 +70,11 @@ class OpenTable:
         """`find` in the table being moved (call it only while there is one)."""
         old = self._old
         assert old is not None
-        mask = self._old_mask
+        mask, hashes, base = self._old_mask, self._hashes, self._base + 1
         i = h & mask
         v = old[i]
         while v:
-            if v > 0 and self.is_it(v - 1, key, h):
+            if v > 0 and hashes[v - base] == h and self.is_it(v - 1, key):
                 return v - 1
             i = (i + 1) & mask
             v = old[i]
@@ -83,7 +84,11 @@ class OpenTable:
         """Store `value` (its key not stored yet) under hash `h`."""
         if self._old is None and self.count >= self._limit:
             self._grow()
-        self._put(value, h)
+        tab, mask = self._tab, self._mask
+        i = h & mask
+        while tab[i]:
+            i = (i + 1) & mask
+        tab[i] = value + 1
         self.count += 1
         if self._old is not None:
             self._rehash(STEP)
@@ -127,25 +132,18 @@ class OpenTable:
             v = old[i]
         raise KeyError(stored - 1)
 
-    def _put(self, value: int, h: int) -> None:
-        tab, mask = self._tab, self._mask
-        i = h & mask
-        while tab[i]:
-            i = (i + 1) & mask
-        tab[i] = value + 1
-
     def _shift_back(self, hole: int) -> None:
         """Empty bucket `hole` of the current table, moving back each later entry of its cluster whose probe
         would otherwise no longer reach it (algorithm R: an entry stays when its home is cyclically within
         (hole, where it is])."""
-        tab, mask = self._tab, self._mask
+        tab, mask, hashes, base = self._tab, self._mask, self._hashes, self._base + 1
         j = hole
         while True:
             j = (j + 1) & mask
             v = tab[j]
             if not v:
                 break
-            home = self.hash_of(v - 1) & mask
+            home = hashes[v - base] & mask
             if (hole < home <= j) if hole <= j else (home > hole or home <= j):
                 continue
             tab[hole] = v
@@ -162,12 +160,16 @@ class OpenTable:
     def _rehash(self, steps: int) -> None:
         old = self._old
         assert old is not None
+        tab, mask, hashes, base = self._tab, self._mask, self._hashes, self._base + 1
         cursor = self._cursor
         end = min(cursor + steps, len(old))
         while cursor < end:
             v = old[cursor]
             if v > 0:
-                self._put(v - 1, self.hash_of(v - 1))
+                i = hashes[v - base] & mask
+                while tab[i]:
+                    i = (i + 1) & mask
+                tab[i] = v
                 old[cursor] = GONE
                 self.moved += 1
             cursor += 1

@@ -82,23 +82,16 @@ class Ghost(OpenTable):
     hashtable.py)."""
 
     def __init__(self, limit_bytes: int = 0) -> None:
-        super().__init__("q")  # places only grow (a place is the index in the ring plus self._base)
-        self._hashes = array("q")
+        # the table holds places in the ring: a place is the index in the arrays plus self._base (the places
+        # dropped off their front), so places only grow: 8-byte buckets
+        super().__init__("q", array("q"))  # self._hashes: the ring's hashes
         self._sizes = array("q")  # -1: taken or remembered again since
-        self._base = 0  # places dropped off the front of the arrays
         self._head = 0  # the first index that may be alive
         self._bytes = 0
         self.limit_bytes = limit_bytes  # 0: as many bytes as the tiers' policies hold
         # the last key removed from a tier and its frequency: a move between tiers (remove, then add at once)
         # keeps what the object earned; any add clears it, so a key coming back later starts over
         self.leaving: tuple[str, int] = ("", 0)
-
-    # the table's view of a place: a key is taken for the one remembered when their hashes are equal
-    def hash_of(self, value: int) -> int:
-        return self._hashes[value - self._base]
-
-    def is_it(self, value: int, key: object, h: int) -> bool:
-        return self._hashes[value - self._base] == h
 
     def remember(self, key: str, size: int) -> None:
         """Note a key that left a tier. Not trimmed here: a move between tiers remembers then takes the key at

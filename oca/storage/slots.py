@@ -40,8 +40,8 @@ def _encode(key: str) -> bytes:
 
 class KeySlots(OpenTable):
     def __init__(self) -> None:
-        super().__init__("i")
         self._hash = array("q")  # slot -> its key's hash
+        super().__init__("i", self._hash)
         self._place = array("q")  # slot -> where its key's bytes are (see _LENGTH); _FREE for a free slot
         self._free = array("i")  # free slots, the last freed given first
         self._arena: dict[int, bytearray] = {}  # key length in bytes -> keys of that length, end to end
@@ -50,12 +50,8 @@ class KeySlots(OpenTable):
         self._last_slot = -1
         self._missing: str | None = None  # the str object last looked up and not found
 
-    # the table's view of a slot
-    def hash_of(self, value: int) -> int:
-        return self._hash[value]
-
-    def is_it(self, value: int, key: object, h: int) -> bool:
-        return self._hash[value] == h and self._text(value) == key
+    def is_it(self, value: int, key: object) -> bool:
+        return self._text(value) == key  # the hashes are equal: is it the key itself?
 
     def key(self, slot: int) -> str:
         """The key slot `slot` holds ("" for a free slot)."""
