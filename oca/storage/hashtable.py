@@ -110,6 +110,50 @@ class OpenTable:
         if self._old is not None:
             self._rehash(STEP)
 
+    def pop(self, key: object, h: int) -> int:
+        """Remove the value stored for `key` and return it (-1 if there is none): `find` and `delete` in one
+        probe."""
+        tab, mask, hashes, base = self._tab, self._mask, self._hashes, self._base + 1
+        i = h & mask
+        v = tab[i]
+        while v:
+            if hashes[v - base] == h and self.is_it(v - 1, key):
+                self._shift_back(i)
+                self.count -= 1
+                if self._old is not None:
+                    self._rehash(STEP)
+                return v - 1
+            i = (i + 1) & mask
+            v = tab[i]
+        if self._old is None:
+            return -1
+        value = self.find_old(key, h)
+        if value >= 0:
+            self.delete(value, h)
+        return value
+
+    def put(self, value: int, key: object, h: int) -> int:
+        """Store `value` for `key`, in place of the value stored for it if any, and return that (else -1):
+        `find` and `insert` in one probe."""
+        if self._old is not None or self.count >= self._limit:
+            old = self.find(key, h)
+            if old >= 0:
+                self.delete(old, h)
+            self.insert(value, h)
+            return old
+        tab, mask, hashes, base = self._tab, self._mask, self._hashes, self._base + 1
+        i = h & mask
+        v = tab[i]
+        while v:
+            if hashes[v - base] == h and self.is_it(v - 1, key):
+                tab[i] = value + 1
+                return v - 1
+            i = (i + 1) & mask
+            v = tab[i]
+        tab[i] = value + 1
+        self.count += 1
+        return -1
+
     def __len__(self) -> int:
         return self.count
 

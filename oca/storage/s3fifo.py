@@ -97,15 +97,12 @@ class Ghost(OpenTable):
         """Note a key that left a tier. Not trimmed here: a move between tiers remembers then takes the key at
         once, and trimming in between would push an older key out for nothing."""
         h = hash(key)
-        old = self.find(key, h)
-        if old >= 0:
-            self.delete(old, h)
-            self._forget_at(old - self._base)
-        place = self._base + len(self._hashes)
-        self._hashes.append(h)
+        self._hashes.append(h)  # first: the table reads the new place's hash
         self._sizes.append(size)
         self._bytes += size
-        self.insert(place, h)
+        old = self.put(self._base + len(self._hashes) - 1, key, h)
+        if old >= 0:
+            self._forget_at(old - self._base)
 
     def trim(self, held: int) -> None:
         limit = self.limit_bytes or held
@@ -126,11 +123,9 @@ class Ghost(OpenTable):
 
     def take(self, key: str) -> bool:
         """True (and forgets it) if the key is remembered."""
-        h = hash(key)
-        place = self.find(key, h)
+        place = self.pop(key, hash(key))
         if place < 0:
             return False
-        self.delete(place, h)
         self._forget_at(place - self._base)
         return True
 

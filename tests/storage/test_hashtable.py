@@ -38,9 +38,16 @@ def test_the_table_answers_as_a_set_through_growth_and_deletion(spread: int, val
     table, model = Ints(spread, values), set[int]()
     for step in range(2 * values):
         value = rng.randrange(values // 8 if step < values else values)
-        if value in model and rng.random() < 0.5:
+        r = rng.random()
+        if value in model and r < 0.25:
             table.delete(value, table.h(value))
             model.discard(value)
+        elif r < 0.5:  # find and delete in one probe
+            assert table.pop(value, table.h(value)) == (value if value in model else -1)
+            model.discard(value)
+        elif r < 0.75:  # find and insert in one probe (the same value again: stored once)
+            assert table.put(value, value, table.h(value)) == (value if value in model else -1)
+            model.add(value)
         elif value not in model:
             table.insert(value, table.h(value))
             model.add(value)
