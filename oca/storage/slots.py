@@ -34,10 +34,6 @@ _FREE = -1  # a slot's place when the slot holds no key
 _LENGTH = 32  # a place: its index in the arena << _LENGTH | the key's length in bytes
 
 
-def _encode(key: str) -> bytes:
-    return key.encode("utf-8", "surrogatepass")  # any str round-trips, even one with a lone surrogate
-
-
 class KeySlots(OpenTable):
     def __init__(self) -> None:
         self._hash = array("q")  # slot -> its key's hash
@@ -105,7 +101,7 @@ class KeySlots(OpenTable):
 
     def add(self, key: str) -> int:
         """A slot for a key not held yet (the last one freed if there is one, else the next new number)."""
-        data = _encode(key)
+        data = key.encode("utf-8", "surrogatepass")  # any str round-trips, even one with a lone surrogate
         n = len(data)
         spare = self._spare.get(n)
         if spare:
@@ -126,7 +122,15 @@ class KeySlots(OpenTable):
             slot = len(self._place)
             self._hash.append(h)
             self._place.append(at << _LENGTH | n)
-        self.insert(slot, h)
+        if self._old is None and self.count < self._limit:  # insert() inlined: no table to grow or move
+            tab, mask = self._tab, self._mask
+            i = h & mask
+            while tab[i]:
+                i = (i + 1) & mask
+            tab[i] = slot + 1
+            self.count += 1
+        else:
+            self.insert(slot, h)
         self._last, self._last_slot, self._missing = key, slot, None
         return slot
 
