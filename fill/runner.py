@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,7 @@ from oca.wire.admin_client import AdminClient, AdminError
 from oca.wire.codec import WireError
 from oca.wire.control_client import ControlClient, ControlError
 from oca.wire.fill import BoxPlan, FillScores, PlanReply
-from oca.wire.inventory import InventoryObject, Listing
+from oca.wire.inventory import InventoryObject, Listing, lookup_batches
 from oca.wire.prefetch import JobProgress, PrefetchRequest
 from oca.wire.window import Window, local_second_of_day
 
@@ -96,9 +96,27 @@ class BoxAdmin(AdminClient):
                     from None
             raise BoxFailed(f"{exc} ({method} {path})") from None
 
-    def inventory(self) -> list[InventoryObject]:
-        return list(Listing.from_json(self.call("GET", "/inventory?prefix=" + urllib.parse.quote("titles/")),
-                                      "the box's inventory").objects)
+    def inventory(self, keys: Sequence[str]) -> list[InventoryObject]:
+        """What the box holds of `keys` (the plan's), and every pinned object under `titles/` (what the plan may
+        have dropped): O(plan + pinned) on the box. A full listing walked every object the box holds, and at
+        10^6 objects kept its admin API (and its health answers) busy for longer than a health poll waits. A
+        box too old for `POST /inventory/lookup` (404) gets the full listing."""
+        held: dict[str, InventoryObject] = {}
+        for batch in lookup_batches(keys):
+            answer = self.call("POST", "/inventory/lookup", {"keys": batch}, missing_ok=True)
+            if answer is None:
+                return self._listing("/inventory?prefix=" + urllib.parse.quote("titles/"))
+            held.update((o.key, o) for o in self._listing_of(answer))
+        for obj in self._listing("/inventory?pinned=1&prefix=" + urllib.parse.quote("titles/")):
+            held.setdefault(obj.key, obj)
+        return list(held.values())
+
+    def _listing(self, path: str) -> list[InventoryObject]:
+        return self._listing_of(self.call("GET", path))
+
+    @staticmethod
+    def _listing_of(answer: object) -> list[InventoryObject]:
+        return list(Listing.from_json(answer, "the box's inventory").objects)
 
     def job_progress(self, method: str, path: str, body: Any = None, *,
                      missing_ok: bool = False) -> JobProgress | None:
@@ -228,7 +246,8 @@ class Runner:
         status = self.admin.call("GET", "/status")
         if isinstance(status, dict) and status.get("box") not in (None, self.box_id):
             raise OcaError(f"the admin API answers for box {status.get('box')!r}, the config says {self.box_id!r}")
-        held = self.admin.inventory()
+        keys = [f.key for f in plan.files]
+        held = self.admin.inventory(keys)
         changes = diff(plan, held)
         self._count(report, changes)
         self.on_event("diff", {"keep": len(changes.keep), "fetch": len(changes.fetch),
@@ -253,7 +272,7 @@ class Runner:
                                 missing_ok=True)
             elif isinstance(command, Fetch):
                 window_ended = self._fetch(plan, command, options, report, deadline)
-        return self._finish(report, plan, self.admin.inventory(), started, window_ended)
+        return self._finish(report, plan, self.admin.inventory(keys), started, window_ended)
 
     # -- steps -------------------------------------------------------------------------------------------
 

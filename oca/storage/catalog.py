@@ -11,6 +11,8 @@ Rules kept here:
 - Each tier counts its pinned bytes (`set_pinned` is the only way a stored object's pin changes), so whether a
   tier can make room for an object is known without planning the evictions (`refusal`): a put plans once,
   when it commits.
+- The keys of the pinned objects are kept as a set (`pinned_keys`), so what is pinned is known in O(pinned),
+  not by walking every record: the nightly fill asks for it to unpin what its plan dropped.
 - Memory per object is what a box of 10^7 objects can afford (see Entries): one dict slot from the key to a
   record number, and the record packed in arrays (no Python object per field). A CatalogEntry is a copy made
   on demand; `current` tells whether the object it was made from is still the one stored (each attach gets a
@@ -187,6 +189,7 @@ class Catalog:
         self.by_name = {t.name: t for t in self.tiers}
         self.entries = Entries(slots)
         self.titles = TitleCounts(len(self.tiers))
+        self.pinned_keys: set[str] = set()  # the keys' own strings: a set slot per pinned object
         numbers, sizes, flags = self.entries.slots, self.entries.size, self.entries.flags
         # made once: a plan asks these for every victim
         self._size_of: Callable[[str], int] = lambda k: sizes[numbers[k]]
@@ -209,6 +212,7 @@ class Catalog:
         self.titles.add(entry.key, entry.tier, entry.size)
         if entry.pinned:
             tier.pinned += entry.size
+            self.pinned_keys.add(entry.key)
 
     def detach(self, entry: CatalogEntry) -> bool:
         """Remove the object if `entry` is the current one for its key; False if it was not."""
@@ -222,12 +226,17 @@ class Catalog:
         self.titles.remove(entry.key, entry.tier, entry.size)
         if entry.pinned:
             tier.pinned -= entry.size
+            self.pinned_keys.discard(entry.key)
         return True
 
     def set_pinned(self, entry: CatalogEntry, pinned: bool) -> None:
         if entry.pinned != pinned and self.current(entry):
             self.tiers[entry.tier].pinned += entry.size if pinned else -entry.size
             self.entries.set_flag(self.entries.slots[entry.key], PINNED, pinned)
+            if pinned:
+                self.pinned_keys.add(entry.key)
+            else:
+                self.pinned_keys.discard(entry.key)
         entry.pinned = pinned
 
     def set_accessed(self, entry: CatalogEntry, when: float) -> None:
