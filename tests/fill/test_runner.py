@@ -15,6 +15,7 @@ from fill.runner import (
     OK,
     WINDOW_ENDED,
     BoxAdmin,
+    BoxUnreachable,
     ControlUnreachable,
     Options,
     PlanRefused,
@@ -54,11 +55,13 @@ class FakeBox(BoxAdmin):
         self.polls_to_finish, self.fail = polls_to_finish, fail
         self.job: dict[str, Any] | None = None
         self.polls = 0
+        self.loading_polls = 0  # /status answers that say the catalog is still loading
 
     def call(self, method: str, path: str, body: Any = None, *, missing_ok: bool = False) -> Any:
         self.calls.append((method, path, body))
         if path == "/status":
-            return {"box": "b1", "pid": 42}
+            self.loading_polls -= 1
+            return {"box": "b1", "pid": 42, "loading": self.loading_polls >= 0, "objects": 5}
         if (method, path) == ("POST", "/inventory/lookup"):
             if self.old:  # a box without the route
                 assert missing_ok
@@ -151,6 +154,25 @@ def test_the_box_is_asked_for_the_plans_keys_and_its_pins_not_for_everything_it_
                                ("GET", "/prefetch/7"), ("GET", "/prefetch/7"), ("POST", "/inventory/lookup"),
                                ("GET", pins)]
         assert [c[2] for c in box.calls if c[1] == "/inventory/lookup"] == [{"keys": [f.key for f in FILES]}] * 2
+
+
+def test_a_box_still_loading_its_catalog_is_waited_for_then_filled() -> None:
+    box = FakeBox()
+    box.loading_polls = 4
+    clock = FakeClock(START)
+    events: list[str] = []
+    run = runner(box, FakeControl(), clock)
+    run.on_event = lambda event, fields: events.append(event)
+    report = run.run(Options(poll_interval=0.5))
+    assert report.exit_code == OK and events[:3] == ["plan", "loading", "loaded"]
+    first_inventory = next(i for i, c in enumerate(box.calls) if c[1].startswith("/inventory"))
+    assert [c[1] for c in box.calls[:first_inventory]] == ["/status"] * 5  # nothing asked until it was loaded
+    # one that does not finish loading in time: exit 3, nothing touched
+    box = FakeBox()
+    box.loading_polls = 1_000_000
+    with pytest.raises(BoxUnreachable, match="still loading its catalog"):
+        runner(box, FakeControl(), FakeClock(START)).run(Options(load_wait=60))
+    assert box.writes() == [] and BoxUnreachable.exit_code == CONTROL_UNREACHABLE
 
 
 @pytest.mark.parametrize("old", [False, True])
