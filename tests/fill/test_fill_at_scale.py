@@ -144,8 +144,10 @@ def test_a_box_of_a_million_objects_passes_every_health_poll_through_a_nightly_f
     assert len(plan["titles"]) == TITLES and len(plan["files"]) == TITLES * 22, (len(plan["titles"]), plan["left_out"])
 
     # the window under watch opens once the box is judged healthy: its catalog may still be loading
-    before = _fleet_entry(world)
-    record = HealthRecord(first_round=world.control.get("/v1/status")["health"]["rounds"])  # type: ignore[union-attr]
+    assert world.control is not None
+    before, before_health = _fleet_entry(world), world.control.get("/v1/status")["health"]
+    watch_started = time.monotonic()
+    record = HealthRecord(first_round=before_health["rounds"])
     fill_started = time.monotonic()
     fill = world.fill_process(BOX, "--rate", RATE)
     try:
@@ -162,7 +164,8 @@ def test_a_box_of_a_million_objects_passes_every_health_poll_through_a_nightly_f
     # the polls that overlapped the fill's last moments, and one whole round after it
     time.sleep(HEALTH.interval + HEALTH.timeout)
     record.look(world, time.monotonic() - fill_started)
-    after = _fleet_entry(world)
+    after, after_health = _fleet_entry(world), world.control.get("/v1/status")["health"]
+    watched = time.monotonic() - watch_started
 
     assert fill.returncode == 0, f"oca fill run exited {fill.returncode}: {out[-1000:]}{err[-2000:]}"
     summary = json.loads(out)
@@ -179,17 +182,21 @@ def test_a_box_of_a_million_objects_passes_every_health_poll_through_a_nightly_f
     assert held == {key: catalog[key] for key in filled}
     read_back = _read_back(box.port, filled, catalog)
 
+    loaded = [json.loads(line) for line in err.splitlines() if '"event":"loaded"' in line]
+    waited = loaded[0]["waited"] if loaded else 0.0  # the fill waited this long for the box's catalog to load
     polls = after["polls"] - before["polls"]
     failed = after["failed_polls"] - before["failed_polls"]
-    watched = time.monotonic() - fill_started
+    skipped = after_health["skipped_polls"] - before_health["skipped_polls"]
     worst = max(record.rounds.values())
     print(f"\n{HELD:,} objects held; index written in {index_seconds:.1f}s; fill of {len(filled):,} files "
-          f"({summary['present_bytes']:,} bytes) in {fill_seconds:.1f}s at {RATE}; {polls} polls over "
+          f"({summary['present_bytes']:,} bytes) in {fill_seconds:.1f}s at {RATE} (of which {waited:.1f}s waiting "
+          f"for the box's catalog to load); {polls} polls over "
           f"{watched:.1f}s (interval {HEALTH.interval:g}s, timeout {HEALTH.timeout:g}s), {failed} judged bad, "
-          f"box unhealthy at {len(record.unhealthy)} of {record.looks} looks; slowest round "
+          f"{skipped} skipped, box unhealthy at {len(record.unhealthy)} of {record.looks} looks; slowest round "
           f"{worst * 1000:.1f} ms over {len(record.rounds)} rounds; {read_back:,} files read back; "
           f"{time.monotonic() - started:.0f}s in all")
     assert not record.unhealthy, record.unhealthy
     assert failed == 0, f"{failed} of {polls} polls judged bad; the last: {after['error']}"
+    assert skipped == 0, f"{skipped} polls skipped: the previous poll of the box was still running"
     assert polls >= int(watched / HEALTH.interval) - 1, f"{polls} polls in {watched:.1f}s"
     assert worst < HEALTH.timeout, worst
