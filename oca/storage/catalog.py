@@ -118,10 +118,13 @@ class Entries:
             return odd
         return self._digest[slot * _DIGEST_BYTES:(slot + 1) * _DIGEST_BYTES].hex()
 
+    def next_serial(self) -> int:
+        self._serials = (self._serials + 1) & 0xFFFFFFFF
+        return self._serials
+
     def add(self, entry: CatalogEntry) -> None:
         """Store a record for `entry` (its key not held yet) and set its serial."""
-        self._serials = (self._serials + 1) & 0xFFFFFFFF
-        entry.serial = self._serials
+        entry.serial = self.next_serial()
         packed = _pack_digest(entry.digest)
         flags = (HOT if entry.hot else 0) | (PINNED if entry.pinned else 0)
         slot = self.numbers.add(entry.key)
@@ -191,6 +194,8 @@ class Catalog:
         # made once: a plan asks these for every victim
         self._size_of: Callable[[str], int] = lambda k: sizes[numbers[k]]
         self._is_pinned: Callable[[str], bool] = lambda k: bool(flags[numbers[k]] & PINNED)
+        # what plan hands the planner, one per tier; plan_placement keeps no reference past its return
+        self._spaces = [TierSpace(t.name, t.capacity, t.used, t.state.accepts, t.policy) for t in self.tiers]
 
     @classmethod
     def with_policy(cls, tiers: Sequence[TierConfig], name: str) -> Catalog:
@@ -222,6 +227,31 @@ class Catalog:
         self.titles.remove(entry.key, entry.tier, entry.size)
         if entry.pinned:
             tier.pinned -= entry.size
+        return True
+
+    def relocate(self, entry: CatalogEntry, dst: Tier) -> bool:
+        """The object `entry` names now lives on `dst` (its files and index row were moved): the same record
+        with a new tier and a new serial, as a detach then an attach of the moved copy would leave it, without
+        freeing and refilling the record, its dict slot and its digest (a demotion per miss on a full box).
+        The policies hear a removal from the old tier and an add to the new one, as for any move. Sets
+        `entry`'s tier and serial; False (nothing changed) if `entry` is not the current copy."""
+        entries = self.entries
+        slot = entries.slots.get(entry.key)
+        if slot is None or entries.serial[slot] != entry.serial:
+            return False
+        src, key, size = self.tiers[entry.tier], entry.key, entry.size
+        src.policy.remove(key)  # first, as detach does: the policies' per-object state is by record number
+        src.used -= size
+        src.objects -= 1
+        if entries.flags[slot] & PINNED:
+            src.pinned -= size
+            dst.pinned += size
+        entries.tier[slot] = entry.tier = dst.number
+        entries.serial[slot] = entry.serial = entries.next_serial()
+        dst.policy.add(key, size)
+        dst.used += size
+        dst.objects += 1
+        self.titles.move(key, src.number, dst.number, size)
         return True
 
     def set_pinned(self, entry: CatalogEntry, pinned: bool) -> None:
@@ -278,7 +308,9 @@ class Catalog:
 
     def plan(self, target: Tier, size: int, key: str | None = None, *, replacing: bool = False) -> list[Move]:
         """plan_placement over the current tiers. With `replacing`, the key's existing copy counts as gone."""
-        current = self.entries.get(key) if key is not None and replacing else None
-        spaces = [TierSpace(t.name, t.capacity, t.used, t.state.accepts, t.policy) for t in self.tiers]
+        slot = self.entries.slots.get(key) if key is not None and replacing else None
+        spaces = self._spaces  # refreshed, not made: a plan per miss
+        for space, t in zip(spaces, self.tiers, strict=True):
+            space.capacity, space.used, space.accepts, space.policy = t.capacity, t.used, t.state.accepts, t.policy
         return plan_placement(spaces, size, target.number, size_of=self._size_of, is_pinned=self._is_pinned,
-                              key=key, current=current.tier if current else None)
+                              key=key, current=None if slot is None else self.entries.tier[slot])

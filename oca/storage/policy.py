@@ -186,8 +186,12 @@ class _Plan:
                  is_pinned: Callable[[str], bool]) -> None:
         self.tiers, self.key, self.size_of, self.is_pinned = tiers, key, size_of, is_pinned
         self.used = [t.used for t in tiers]
-        self.taken: list[set[str] | None] = [None] * len(tiers)  # made when a tier first gives up a key
+        # victims chosen so far, of every tier: a key is held by one tier's policy, so one set serves them all
+        self.taken: set[str] = set()
         self.moves: list[Move] = []
+
+    def blocked(self, k: str) -> bool:
+        return k == self.key or k in self.taken or self.is_pinned(k)
 
     def make_room(self, i: int, need: int) -> bool:
         """Plan freeing space on tier i until `need` bytes fit. False, with nothing planned, if it cannot:
@@ -196,19 +200,21 @@ class _Plan:
         short = need - (tier.capacity - self.used[i])
         if short <= 0:
             return True
-        taken = self.taken[i]
-        if taken is None:
-            taken = self.taken[i] = set()
-
-        def blocked(k: str) -> bool:
-            return k == self.key or k in taken or self.is_pinned(k)
-
-        victims = tier.policy.victims(short, blocked)
-        sizes = [self.size_of(v) for v in victims]
+        victims = tier.policy.victims(short, self.blocked)
+        size_of = self.size_of
+        if len(victims) == 1:  # a full tier taking one object: its policy's head frees enough
+            size = size_of(victims[0])
+            if size < short:
+                return False
+            self.taken.add(victims[0])
+            self.used[i] -= size
+            self.moves.append(self._evict(victims[0], i, size))
+            return True
+        sizes = [size_of(v) for v in victims]
         if sum(sizes) < short:
             return False
         for victim, size in zip(victims, sizes, strict=True):
-            taken.add(victim)
+            self.taken.add(victim)
             self.used[i] -= size
             self.moves.append(self._evict(victim, i, size))
         return True

@@ -282,9 +282,13 @@ class S3FIFOPolicy:
         ghost.leaving = ("", 0)
         returning = ghost.take(key)
         streams = self._streams
-        if left != key and streams is not None:  # a move between tiers is no request
-            streams.request(key, returning)
-        if returning or (streams is not None and streams.hot(key)):
+        if streams is None:
+            hot = False
+        elif left != key:  # a move between tiers is no request
+            hot = streams.request(key, returning)
+        else:
+            hot = not returning and streams.hot(key)
+        if returning or hot:
             self._main.push_tail(slot)
         else:
             self._small.push_tail(slot)

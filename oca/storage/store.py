@@ -716,6 +716,8 @@ def _open_index(path: str, catalog: Catalog) -> Index:
 def _check_key(key: str) -> None:
     if not isinstance(key, str) or not key:
         raise BadRequest(f"storage key must be a non-empty string, got {key!r}")
+    if key.isascii():  # O(1) in CPython (a flag of the string): every miss checks its key twice
+        return
     try:
         key.encode()
     except UnicodeEncodeError as e:
