@@ -28,7 +28,7 @@ from oca.errors import InsufficientStorage
 from oca.storage.index import Row
 from oca.storage.layout import Sidecar, TierLayout, key_hash
 from oca.storage.model import ObjectInfo, TierState
-from oca.storage.policy import EvictionPolicy, Move, TierSpace, plan_placement, policy_factory
+from oca.storage.policy import EvictionPolicy, Move, plan_placement, policy_factory
 from oca.storage.slots import KeySlots
 from oca.storage.titles import TitleCounts
 
@@ -124,7 +124,8 @@ class Entries:
 
     def add(self, entry: CatalogEntry) -> None:
         """Store a record for `entry` (its key not held yet) and set its serial."""
-        entry.serial = self.next_serial()
+        self._serials = (self._serials + 1) & 0xFFFFFFFF  # next_serial, inline: an add per miss
+        entry.serial = self._serials
         packed = _pack_digest(entry.digest)
         flags = (HOT if entry.hot else 0) | (PINNED if entry.pinned else 0)
         slot = self.numbers.add(entry.key)
@@ -181,6 +182,11 @@ class Tier:
         self.evictions = 0
         self.pinned = 0  # bytes of pinned objects: the part of the capacity no eviction can free
 
+    @property
+    def accepts(self) -> bool:
+        """Takes new objects (what the planner asks: policy.TierView)."""
+        return self.state is TierState.UP
+
 
 class Catalog:
     def __init__(self, tiers: Sequence[TierConfig], policy: Callable[[], EvictionPolicy],
@@ -194,8 +200,6 @@ class Catalog:
         # made once: a plan asks these for every victim
         self._size_of: Callable[[str], int] = lambda k: sizes[numbers[k]]
         self._is_pinned: Callable[[str], bool] = lambda k: bool(flags[numbers[k]] & PINNED)
-        # what plan hands the planner, one per tier; plan_placement keeps no reference past its return
-        self._spaces = [TierSpace(t.name, t.capacity, t.used, t.state.accepts, t.policy) for t in self.tiers]
 
     @classmethod
     def with_policy(cls, tiers: Sequence[TierConfig], name: str) -> Catalog:
@@ -205,7 +209,7 @@ class Catalog:
         return cls(tiers, policy_factory(name, [t.capacity for t in tiers], slots), slots)
 
     def attach(self, entry: CatalogEntry) -> None:
-        assert entry.key not in self.entries, entry.key
+        assert entry.key not in self.entries.slots, entry.key
         tier = self.tiers[entry.tier]
         self.entries.add(entry)
         tier.policy.add(entry.key, entry.size)
@@ -309,8 +313,5 @@ class Catalog:
     def plan(self, target: Tier, size: int, key: str | None = None, *, replacing: bool = False) -> list[Move]:
         """plan_placement over the current tiers. With `replacing`, the key's existing copy counts as gone."""
         slot = self.entries.slots.get(key) if key is not None and replacing else None
-        spaces = self._spaces  # refreshed, not made: a plan per miss
-        for space, t in zip(spaces, self.tiers, strict=True):
-            space.capacity, space.used, space.accepts, space.policy = t.capacity, t.used, t.state.accepts, t.policy
-        return plan_placement(spaces, size, target.number, size_of=self._size_of, is_pinned=self._is_pinned,
+        return plan_placement(self.tiers, size, target.number, size_of=self._size_of, is_pinned=self._is_pinned,
                               key=key, current=None if slot is None else self.entries.tier[slot])

@@ -146,6 +146,26 @@ class PromotionCounter:
         return len(self._windows)
 
 
+class TierView(Protocol):
+    """What the planner reads of a tier (index 0 is the fastest): a TierSpace, or the catalog's own Tier, so a
+    plan per miss makes no copy of the tiers."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capacity(self) -> int: ...
+
+    @property
+    def used(self) -> int: ...
+
+    @property
+    def accepts(self) -> bool: ...
+
+    @property
+    def policy(self) -> EvictionPolicy: ...
+
+
 @dataclass(slots=True)  # not frozen: a frozen init sets each field through object.__setattr__, a plan makes many
 class TierSpace:
     """What the planner needs to know about one tier (index 0 is the fastest)."""
@@ -182,7 +202,7 @@ Move = Demote | Delete | Place
 class _Plan:
     """Mutable scratch state of one planning run."""
 
-    def __init__(self, tiers: Sequence[TierSpace], key: str | None, size_of: Callable[[str], int],
+    def __init__(self, tiers: Sequence[TierView], key: str | None, size_of: Callable[[str], int],
                  is_pinned: Callable[[str], bool]) -> None:
         self.tiers, self.key, self.size_of, self.is_pinned = tiers, key, size_of, is_pinned
         self.used = [t.used for t in tiers]
@@ -238,7 +258,7 @@ class _Plan:
         return Delete(key, i)
 
 
-def plan_placement(tiers: Sequence[TierSpace], size: int, target: int, *,
+def plan_placement(tiers: Sequence[TierView], size: int, target: int, *,
                    size_of: Callable[[str], int], is_pinned: Callable[[str], bool],
                    key: str | None = None, current: int | None = None) -> list[Move]:
     """The moves that make room for an object of `size` bytes on tier `target`, ending with Place.

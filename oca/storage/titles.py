@@ -83,7 +83,7 @@ class TitleCounts:
                 return
             counts[2 * tier] -= 1
             counts[2 * tier + 1] -= size
-            if not any(counts[0::2]):
+            if not counts[2 * tier] and not any(counts[0::2]):  # the slice only when this tier's count ran out
                 del self._counts[title]
             self._changed.add(title)
 
