@@ -512,7 +512,8 @@ class Store:
     def record_hits(self, hits: Mapping[str, int]) -> None:
         """Note reads reported by workers: LRU order, last access (saved in batches), promotion."""
         with self._lock:
-            self._check_open()
+            if self._closed or self._load_error:  # _check_open's test, inline: a report per hit at worst
+                self._check_open()
             now = self._clock()
             earned: builtins.list[CatalogEntry] | None = None
             # Engine.touch inlined, and the lookups hoisted: this loop runs once per hit the box serves
