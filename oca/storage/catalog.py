@@ -33,6 +33,7 @@ from oca.storage.slots import KeySlots
 from oca.storage.titles import TitleCounts
 
 HOT, PINNED = 1, 2  # Entries.flags bits
+_UP = TierState.UP  # by module name: an enum class attribute costs a metaclass look-up, a plan asks per tier
 _DIGEST_BYTES = 16  # an xxh3_128 hex digest packed as bytes
 
 
@@ -185,7 +186,7 @@ class Tier:
     @property
     def accepts(self) -> bool:
         """Takes new objects (what the planner asks: policy.TierView)."""
-        return self.state is TierState.UP
+        return self.state is _UP
 
 
 class Catalog:
