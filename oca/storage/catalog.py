@@ -1,8 +1,9 @@
 """What the owner holds in memory: a packed record per stored object, and per tier its state, policy and bytes.
 
 Rules kept here:
-- No I/O. `attach` and `detach` are the only ways an object enters or leaves, and they keep each tier's
-  byte count, object count and eviction policy in step with the records.
+- No I/O. `attach` and `detach` are the only ways an object enters or leaves, `relocate` the only way it
+  changes tier (keeping its record: a demotion per miss on a full box), and they keep each tier's byte count,
+  object count and eviction policy in step with the records.
 - Records mirror the index rows (the index is written first; see store.py). Only the last access may run
   ahead of the index, which is written in batches.
 - An object on a FAILED tier is kept (the tier may come back) but is not servable.
