@@ -524,7 +524,8 @@ class Store:
     def record_hits(self, hits: Mapping[str, int]) -> None:
         """Note reads reported by workers: LRU order, last access (saved in batches), promotion."""
         with self._lock:
-            self._check_open()
+            if self._closed or self._load_error:  # _check_open's test, inline: a report per hit at worst
+                self._check_open()
             now = self._clock()
             earned: builtins.list[CatalogEntry] | None = None
             # Engine.touch inlined, and the lookups hoisted: this loop runs once per hit the box serves
@@ -728,6 +729,8 @@ def _open_index(path: str, catalog: Catalog) -> Index:
 def _check_key(key: str) -> None:
     if not isinstance(key, str) or not key:
         raise BadRequest(f"storage key must be a non-empty string, got {key!r}")
+    if key.isascii():  # O(1) in CPython (a flag of the string): every miss checks its key twice
+        return
     try:
         key.encode()
     except UnicodeEncodeError as e:
