@@ -18,7 +18,6 @@ import pytest
 
 from oca.config.model import StorageConfig, TierConfig
 from oca.storage import Store, TierState, files
-from oca.storage.engine import Engine
 from oca.storage.layout import Sidecar, TierLayout, key_hash
 from tests.clock import FakeClock
 
