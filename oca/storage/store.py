@@ -649,8 +649,10 @@ class Store:
         raise first
 
     def _commit_put(self, tier: Tier, staged: files.Staged, key: str, hot: bool, pin: bool) -> ObjectInfo:
-        while key in self._claimed:  # a batch writes this key's names now: replace what it stores, after it
-            self._unclaimed.wait()
+        if key in self._claimed:  # a batch writes this key's names now: replace what it stores, after it
+            while key in self._claimed:
+                self._unclaimed.wait()
+            self._check_open()  # closed meanwhile
         if not tier.state.accepts:
             raise _Retry
         moves = self._cat.plan(tier, staged.size, key, replacing=True)
