@@ -3,8 +3,8 @@
 `python -m loadtest.bench_store --objects 100000,1000000 [--size 4KiB] [--live-import 100000] [--hits 20]
 [--json FILE]`: for each N, in a fresh directory,
 1. writes N source files of `--size` bytes and imports them with the real import (`oca cache import`, the
-   store opened by the command: batches of 1,024, one index commit each, shared syncfs); reports objects/s and the
-   command's peak RSS;
+   store opened by the command: batches of 1,024 written at their final names, one index commit each, shared
+   syncfs); reports objects/s, the command's CPU per object and its peak RSS;
 2. starts a box (`oca serve`, 2 workers) on the store and times start to the first hit (200; served from the
    index while the master loads its catalog in the background) and start to loaded (`/status` counts N);
 3. for `--hits` seconds GETs random keys over all N on one keep-alive connection: hit p50/p99, then master
@@ -101,13 +101,17 @@ def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str) -> d
     started = time.monotonic()
     write_sources(src, 0, n, size)
     print(f"  N={n}: sources written in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     subprocess.run([OCA, "cache", "import", "--config", config_path, src], check=True, capture_output=True)
     import_s = time.monotonic() - started
-    import_rss = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    import_rss = max(before.ru_maxrss, after.ru_maxrss) / 1024
+    # the command's CPU (user + system, start-up included): steadier than the wall on a loaded machine
+    import_cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     shutil.rmtree(src)
     row: dict[str, Any] = {"objects": n, "size": size, "import_per_s": round(n / import_s),
+                           "import_cpu_us_per_object": round(import_cpu / n * 1e6),
                            "import_rss_mb": round(import_rss)}
 
     started = time.monotonic()

@@ -55,8 +55,10 @@ class _Target:
         """Store many (path, key, size) in one batch (one index commit): the store opened here, or a running
         box's admin API (/cache/import-batch, one request per batch). Per item, its error or None."""
         if self.store is not None:
+            # the walk's sizes: no stat per file again (a file that changed since is refused for its size)
             return [r if isinstance(r, OcaError) else None
-                    for r in self.store.put_files([(path, key) for path, key, _ in items], hot=hot, pin=pin)]
+                    for r in self.store.put_files([(path, key) for path, key, _ in items], hot=hot, pin=pin,
+                                                  sizes=[size for _, _, size in items])]
         assert self.admin is not None
         body = {"items": [{"src": os.path.abspath(path), "key": key} for path, key, _ in items],
                 "hot": hot, "pin": pin}

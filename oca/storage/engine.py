@@ -29,7 +29,7 @@ from oca.storage import files, health
 from oca.storage.catalog import Catalog, CatalogEntry, Tier
 from oca.storage.generation import Generation
 from oca.storage.index import DROP, WRITE, Index, Pending
-from oca.storage.layout import META_SUFFIX, key_hash, unlink_quiet
+from oca.storage.layout import key_hash, unlink_quiet
 from oca.storage.model import TierState
 from oca.storage.policy import Demote, Move, Place, PromotionCounter
 
@@ -53,15 +53,13 @@ class Engine:
 
     # ---------------------------------------------------------------- writing objects
 
-    def prepare(self, tier: Tier, entry: CatalogEntry, sync: bool = True, tmp_dir: str = "") -> str:
+    def prepare(self, tier: Tier, entry: CatalogEntry) -> str:
         """Do the part of an install that allocates space, before anything changes: create the fan-out
-        directories and stage the sidecar (in `tmp_dir`, a directory under the tier's tmp/, or tmp/ itself),
-        each fsynced unless `sync` is False (a batch syncs the tier once instead). Returns the staged
-        sidecar's path; raises OSError."""
+        directories and stage the sidecar in the tier's tmp/, each fsynced. Returns the staged sidecar's path;
+        raises OSError."""
         for parent in tier.layout.ensure_fanout(entry.hash):
-            if sync:
-                files.fsync_dir(parent)
-        return files.stage_bytes(entry.sidecar().to_bytes(), tmp_dir or tier.layout.tmp_dir, sync)
+            files.fsync_dir(parent)
+        return files.stage_bytes(entry.sidecar().to_bytes(), tier.layout.tmp_dir)
 
     def install(self, tier: Tier, staged_path: str, meta_tmp: str, entry: CatalogEntry) -> None:
         """Rename a verified temp file and its staged sidecar into place on `tier`, journalled; index the
@@ -97,46 +95,30 @@ class Engine:
                 layout.remove(entry.hash)
             raise
 
-    def install_many(self, tier: Tier, staged: Sequence[tuple[str, str, CatalogEntry]]) -> None:
-        """`install` for many new objects (paths of the verified temp file and staged sidecar, and the entry;
-        no key already stored): one journal transaction, the renames, one fsync per fan-out directory, one
-        index transaction. The index's fsyncs are paid once per batch instead of twice per object, and the
-        renames are made durable with one syncfs of the tier (shared with other batches: files.Flusher). The
-        staged files must be durable already (fsynced, or flushed after staging). Raises like `install`; on
-        any error no object of the batch is stored."""
-        layout = tier.layout
+    def journal_writes(self, tier: Tier, entries: Iterable[CatalogEntry]) -> None:
+        """Journal WRITE rows, in one index transaction, for new objects a batch is about to write at their
+        final names on `tier` (Store.put_files): a crash before `install_many` leaves rows that `settle`
+        finishes, adopting an object whose files verify by hash and removing the rest. Raises StorageError."""
         with self.index.transaction():
-            self.index.add_pending_many(tier.name, ((e.hash, e.key) for _, _, e in staged), WRITE)
-        placed: list[CatalogEntry] = []
-        replace, object_path = os.replace, layout.object_path
-        try:
-            for staged_path, meta_tmp, entry in staged:
-                final = object_path(entry.hash)
-                replace(staged_path, final)
-                placed.append(entry)
-                replace(meta_tmp, final + META_SUFFIX)
-            flusher = self.flushers[tier.number]
-            flusher.flush(flusher.ticket())
-        except OSError:
-            with contextlib.suppress(OSError, StorageError):
-                for entry in placed:
-                    layout.remove(entry.hash)
-                with self.index.transaction():
-                    self.index.clear_pending_many(tier.name, (e.hash for _, _, e in staged))
-            raise
-        try:
-            with self.index.transaction():
-                for _, _, entry in staged:
-                    entry.tier = tier.number
-                self.index.put_many(self.cat.row(e) for _, _, e in staged)
-                self.index.clear_pending_many(tier.name, (e.hash for _, _, e in staged))
-        except StorageError:
-            with contextlib.suppress(OSError):
-                for entry in placed:
-                    layout.remove(entry.hash)
-            raise
-        for _, _, entry in staged:
+            self.index.add_pending_many(tier.name, ((e.hash, e.key) for e in entries), WRITE)
+
+    def install_many(self, tier: Tier, entries: Sequence[CatalogEntry], journalled: Iterable[str]) -> None:
+        """Index new objects (no key already stored) whose files and sidecars a batch wrote at their final names
+        on `tier` and flushed, and clear the batch's journal rows (`journalled`: every hash it journalled,
+        stored or not), in one index transaction; then attach them. The index's fsyncs are paid once per batch
+        instead of twice per object. Raises StorageError (nothing indexed; the caller removes the files)."""
+        with self.index.transaction():
+            for entry in entries:
+                entry.tier = tier.number
+            self.index.put_many(self.cat.row(e) for e in entries)
+            self.index.clear_pending_many(tier.name, journalled)
+        for entry in entries:
             self.cat.attach(entry)
+
+    def unjournal(self, tier: Tier, hashes: Iterable[str]) -> None:
+        """Clear journal rows whose files are gone again (a batch that stored nothing). Raises StorageError."""
+        with self.index.transaction():
+            self.index.clear_pending_many(tier.name, hashes)
 
     def write_sidecar(self, tier: Tier, entry: CatalogEntry) -> None:
         layout = tier.layout

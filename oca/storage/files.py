@@ -5,10 +5,12 @@ Rules kept here:
   (tests make a disk full or failing by replacing it).
 - A copy is hashed while it is written, fsynced before it is reported done, and checked against the
   expected size and digest; on any failure the temp file is removed before the exception leaves.
-  A batch (Store.put_files) stages its copies unsynced and makes them durable with one flush of the tier
-  (`Flusher`, syncfs) before any is renamed into place or indexed: one flush for hundreds of files instead
-  of an fsync each, and batches staged on several threads share flushes (a flush that started after a
-  batch's writes ended covers them).
+- A batch (Store.put_files) writes its files at their final names (`copy_new`, `write_new`: no temp name,
+  no rename, no fchmod when the umask already leaves FILE_MODE), unsynced, and makes them durable with one
+  flush of the tier (`Flusher`, syncfs) before anything relies on them: one flush for a thousand files
+  instead of an fsync each, and batches written on several threads share flushes (a flush that started
+  after a batch's writes ended covers them). That is safe only because the store claims and journals the
+  names first and indexes nothing before the flushes (see Store._put_batch).
 - Failures are told apart by side: reading the source raises `SourceError`, a size or digest mismatch
   raises `VerifyError`, writing the destination raises the plain `OSError` (its errno says FULL or FAILED).
 """
@@ -64,16 +66,14 @@ def write_chunk(fd: int, data: memoryview) -> None:
 
 
 def stage_copy(src: str, tmp_dir: str, *, expect_size: int | None = None,
-               expect_digest: str | None = None, sync: bool = True) -> Staged:
-    """Copy `src` into a new temp file in `tmp_dir`, hashing as it goes; fsync (unless `sync` is False: the
-    caller runs sync_filesystem before relying on it); verify."""
+               expect_digest: str | None = None) -> Staged:
+    """Copy `src` into a new temp file in `tmp_dir`, hashing as it goes; fsync; verify."""
     try:
         src_file = open(src, "rb", buffering=0)  # noqa: SIM115 - closed in the finally below
     except OSError as e:
         raise SourceError(src, e) from e
     try:
-        path, (size, digest) = _write_temp(tmp_dir, "obj-", lambda fd: _copy_hashing(src_file, src, fd, expect_size),
-                                           sync)
+        path, (size, digest) = _write_temp(tmp_dir, "obj-", lambda fd: _copy_hashing(src_file, src, fd, expect_size))
     finally:
         src_file.close()
     problem = _mismatch(size, digest, expect_size, expect_digest)
@@ -121,22 +121,122 @@ def _mismatch(size: int, digest: str, expect_size: int | None, expect_digest: st
     return ""
 
 
-def stage_bytes(data: bytes, tmp_dir: str, sync: bool = True) -> str:
-    """Write a small file (a sidecar) into a new temp file in `tmp_dir`, fsynced unless `sync` is False;
-    returns its path."""
-    path, _ = _write_temp(tmp_dir, "meta-", lambda fd: write_chunk(fd, memoryview(data)), sync)
+def copy_new(src: str, path: str, size: int) -> str:
+    """Copy `src`, expected to hold `size` bytes, into a new file at `path`, hashing as it goes; not fsynced
+    (the caller flushes the filesystem before relying on it). Returns the xxh3_128 hex digest. Per file of up
+    to CHUNK bytes: open, one read, close of the source; open, one write, close of the copy (no fstat: the
+    size is known; no second read: a regular file reads short only at its end). On any failure `path` is
+    removed before the exception leaves: SourceError, VerifyError (another size), or the destination's
+    OSError."""
+    try:
+        src_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise SourceError(src, e) from e
+    try:
+        fd = _create_new(path)
+        try:
+            digest, copied = _copy_fd(src_fd, src, fd, size)
+            if copied != size:
+                raise VerifyError(f"{src}: size {copied} bytes, expected {size}")
+        except BaseException:
+            os.close(fd)
+            unlink_quiet(path)
+            raise
+        os.close(fd)
+    finally:
+        os.close(src_fd)
+    return digest
+
+
+def _copy_fd(src_fd: int, src: str, fd: int, size: int) -> tuple[str, int]:
+    """Copy all of `src_fd` to `fd`: (digest, bytes copied). A buffer of `size` + 1 bytes (at most CHUNK) reads
+    a small file whole in one call and sees its end in the same one."""
+    buf = bytearray(max(1, min(CHUNK, size + 1)))
+    view = memoryview(buf)
+    try:
+        n = os.readv(src_fd, [buf])
+    except OSError as e:
+        raise SourceError(src, e) from e
+    if n < len(buf):  # the whole file in one read: one-shot hash, one write
+        chunk = view[:n]
+        write_chunk(fd, chunk)
+        return xxhash.xxh3_128_hexdigest(chunk), n
+    hasher = xxhash.xxh3_128()
+    copied = 0
+    while n:
+        chunk = view[:n]
+        hasher.update(chunk)
+        write_chunk(fd, chunk)
+        copied += n
+        try:
+            n = os.readv(src_fd, [buf])
+        except OSError as e:
+            raise SourceError(src, e) from e
+    return hasher.hexdigest(), copied
+
+
+def write_new(path: str, data: bytes) -> None:
+    """A new file at `path` holding `data` (a sidecar), not fsynced; removed again on failure."""
+    fd = _create_new(path)
+    try:
+        write_chunk(fd, memoryview(data))
+    except BaseException:
+        os.close(fd)
+        unlink_quiet(path)
+        raise
+    os.close(fd)
+
+
+_NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _create_new(path: str) -> int:
+    """Create `path` exclusively with FILE_MODE. A file already there is not a stored object (the caller holds
+    the name: journalled, not indexed) but what a failed removal left: it is unlinked, not truncated, so a
+    reader that still has it open keeps its bytes."""
+    try:
+        fd = os.open(path, _NEW_FLAGS, FILE_MODE)
+    except FileExistsError:
+        unlink_quiet(path)
+        fd = os.open(path, _NEW_FLAGS, FILE_MODE)
+    if _umask_strips(FILE_MODE):
+        try:
+            os.fchmod(fd, FILE_MODE)
+        except BaseException:
+            os.close(fd)
+            unlink_quiet(path)
+            raise
+    return fd
+
+
+@functools.cache
+def _umask_strips(mode: int) -> bool:
+    """Whether the process's umask takes bits off `mode` (then a new file needs an fchmod). Read once from
+    /proc (setting the umask to read it would race other threads creating files); True when unknown."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return bool(int(line.split()[1], 8) & mode)
+    except (OSError, ValueError):
+        pass
+    return True
+
+
+def stage_bytes(data: bytes, tmp_dir: str) -> str:
+    """Write a small file (a sidecar) into a new fsynced temp file in `tmp_dir`; returns its path."""
+    path, _ = _write_temp(tmp_dir, "meta-", lambda fd: write_chunk(fd, memoryview(data)))
     return path
 
 
-def _write_temp(tmp_dir: str, prefix: str, write: Callable[[int], T], sync: bool = True) -> tuple[str, T]:
-    """A new temp file in `tmp_dir` filled by `write(fd)`, given its mode and fsynced (if `sync`); removed on
-    any failure."""
+def _write_temp(tmp_dir: str, prefix: str, write: Callable[[int], T]) -> tuple[str, T]:
+    """A new temp file in `tmp_dir` filled by `write(fd)`, given its mode and fsynced; removed on any
+    failure."""
     fd, path = _make_temp(tmp_dir, prefix)
     try:
         result = write(fd)
         os.fchmod(fd, FILE_MODE)
-        if sync:
-            os.fsync(fd)
+        os.fsync(fd)
     except BaseException:
         os.close(fd)
         unlink_quiet(path)
@@ -157,19 +257,6 @@ def _make_temp(tmp_dir: str, prefix: str) -> tuple[int, str]:
         path = f"{tmp_dir}/{prefix}{os.getpid()}-{next(_temp_names)}"
         try:
             return os.open(path, _TEMP_FLAGS, 0o600), path
-        except FileExistsError:
-            continue
-
-
-def staging_dir(tmp_dir: str) -> str:
-    """A new directory in `tmp_dir` for one batch's temp files. Batches staged at once on several threads
-    each create their files in a directory of their own, so they do not all take one directory's lock in the
-    kernel for every file they create. Emptied with the rest of tmp/ at the next open if left behind."""
-    while True:
-        path = f"{tmp_dir}/batch-{os.getpid()}-{next(_temp_names)}"
-        try:
-            os.mkdir(path, 0o700)
-            return path
         except FileExistsError:
             continue
 

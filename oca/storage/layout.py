@@ -16,7 +16,6 @@ Rules kept here:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -52,9 +51,8 @@ class Sidecar(msgspec.Struct, frozen=True, gc=False):
     pinned: bool
 
     def to_bytes(self) -> bytes:
-        # the fields by hand: dataclasses.asdict deep-copies each one, a tenth of an import's time
-        return json.dumps({"key": self.key, "size": self.size, "digest": self.digest, "stored_at": self.stored_at,
-                           "hot": self.hot, "pinned": self.pinned}, separators=(",", ":")).encode()
+        # msgspec's encoder: the same JSON object (fields in this order, UTF-8), ~1 µs instead of json.dumps' ~8
+        return _encode_sidecar(self)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Sidecar | None:
@@ -66,6 +64,7 @@ class Sidecar(msgspec.Struct, frozen=True, gc=False):
 
 
 _decode_sidecar = msgspec.json.Decoder(Sidecar).decode
+_encode_sidecar = msgspec.json.Encoder().encode
 
 
 class TierLayout:
@@ -108,10 +107,22 @@ class TierLayout:
         if leaf in self._made:
             return changed
         first = os.path.join(self.objects_dir, h[0:2])
-        for parent, child in ((self.objects_dir, first), (first, leaf)):
+        # the leaf first: once 256 first-level directories exist (after a few hundred objects) that is one
+        # mkdir per new leaf, not two; only a missing parent costs the second try
+        try:
+            os.mkdir(leaf)
+            changed.append(first)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
             try:
-                os.mkdir(child)
-                changed.append(parent)
+                os.mkdir(first)
+                changed.append(self.objects_dir)
+            except FileExistsError:
+                pass
+            try:
+                os.mkdir(leaf)
+                changed.append(first)
             except FileExistsError:
                 pass
         self._made.add(leaf)

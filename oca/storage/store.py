@@ -73,6 +73,9 @@ class Store:
         self._loading = False  # a background load holds the lock until it is done (see open)
         self._stop_loading = False  # close() asks a background load to give up
         self._load_error = ""
+        # keys a batch is writing at their final names (put_files); a put of one waits until it is released
+        self._claimed: set[str] = set()
+        self._unclaimed = threading.Condition(self._lock)
         # per tier, bytes pins must leave to the policy's new objects (fill_target's hot pre-positioned files)
         self._reserves = demand_reserves(config.policy, [t.capacity for t in catalog.tiers])
 
@@ -299,27 +302,29 @@ class Store:
             finally:
                 unlink_quiet(staged.path)
 
-    def put_files(self, items: Sequence[tuple[str, str]], *, hot: bool = False,
-                  pin: bool = False) -> builtins.list[ObjectInfo | OcaError]:
+    def put_files(self, items: Sequence[tuple[str, str]], *, hot: bool = False, pin: bool = False,
+                  sizes: Sequence[int] | None = None) -> builtins.list[ObjectInfo | OcaError]:
         """Copy many (src, key) in, as put_file does each, with the index written once for the batch: the
-        copies and the sidecars are made without the lock and flushed with one syncfs of the tier, then one
-        lock hold makes room for the whole batch and commits it (Engine.install_many). Returns, per item in
-        order, its ObjectInfo or the error that refused it. A key already stored, a key twice in the batch, a
-        batch no tier can make room for at once, or a tier failing under the batch: those items go through
-        put_file one by one, so every outcome is the one put_file would give."""
+        batch's names are journalled, each copy and sidecar is written at its final name without the lock and
+        the tier flushed after each kind (syncfs), then one lock hold makes room for the whole batch and
+        indexes it (Engine.install_many). `sizes`, when the caller knows them (a directory walk's lstat),
+        saves a stat per file; a file of another size is refused. Returns, per item in order, its ObjectInfo
+        or the error that refused it. A key already stored or being stored, a key twice in the batch, a batch
+        no tier can make room for at once, or a tier failing under the batch: those items go through put_file
+        one by one, so every outcome is the one put_file would give."""
         results: builtins.list[ObjectInfo | OcaError | None] = [None] * len(items)
-        sizes: dict[int, int] = {}
+        known: dict[int, int] = {}
         for i, (src, key) in enumerate(items):
             try:
                 _check_key(key)
-                sizes[i] = os.stat(src).st_size
+                known[i] = sizes[i] if sizes is not None else os.stat(src).st_size
             except OcaError as e:
                 results[i] = e
             except OSError as e:
                 results[i] = StorageError(f"cannot read {src}: {health.describe(e)}")
         one_by_one: builtins.list[int] = []
         try:
-            self._put_batch(items, sizes, hot, pin, results, one_by_one)
+            self._put_batch(items, known, hot, pin, results, one_by_one)
         finally:
             for i in one_by_one:
                 src, key = items[i]
@@ -333,11 +338,17 @@ class Store:
                    results: builtins.list[ObjectInfo | OcaError | None], one_by_one: builtins.list[int]) -> None:
         """put_files' fast path: fills `results` for what it stores or refuses, `one_by_one` with the rest.
 
-        Only the commit holds the lock. Which keys are new and which tier takes the batch are read without
-        it (dict membership and byte counts, each read atomic): while another batch commits, this one is
-        copied meanwhile. Both are decided again under the lock before anything is committed (a key stored
-        meanwhile goes one by one; `plan` refuses a tier that can no longer make room, and the batch falls
-        back to put_file)."""
+        Files are written at their final names, never renamed, and that keeps the crash guarantees because:
+        - the names are claimed and journalled (WRITE rows) under the lock before any byte is written: no other
+          put writes a claimed key (`_commit_put` waits for the claim), and a crash leaves rows that the next
+          open settles (an object whose sidecar and bytes verify by hash is adopted, anything else removed);
+        - every object is flushed (syncfs) before any sidecar of the batch is written, and the sidecars are
+          flushed before the index row: a scan (the index lost) finds a valid sidecar only beside whole bytes;
+        - nothing is indexed, so nothing is served, before both flushes.
+        Per object that is one create, one write and one close for each of the two files (the staging copy
+        before cost two renames, two fchmods and two getpids more). Only the claim and the commit hold the
+        lock. Which tier takes the batch is read without it (byte counts) and decided again under it
+        (`plan` refuses a tier that can no longer make room, and the batch falls back to put_file)."""
         self._check_open()
         seen: set[str] = set()
         batch: builtins.list[int] = []
@@ -351,54 +362,75 @@ class Store:
         except OcaError:
             one_by_one.extend(batch)
             return
-        staged: builtins.list[tuple[int, files.Staged, str, CatalogEntry]] = []
-        installed: set[int] = set()  # renamed into place: no unlink (two failing syscalls per object) needed
-        staging = ""
+        now = self._clock()
+        mine: dict[int, CatalogEntry] = {}  # claimed and journalled: this batch alone writes their names
+        written: builtins.list[tuple[int, CatalogEntry]] = []
+        installed = False
         try:
-            staging = files.staging_dir(tier.layout.tmp_dir)
-            for i in batch:
-                src, key = items[i]
+            with self._lock:
+                self._check_open()
+                for i in batch:
+                    key = items[i][1]
+                    if key in stored or key in self._claimed:  # stored or being stored meanwhile: one by one
+                        one_by_one.append(i)
+                    else:
+                        mine[i] = CatalogEntry(key, key_hash(key), tier.number, sizes[i], "", now, now, hot, pin)
+                self._claimed.update(e.key for e in mine.values())  # before the journal: released in any case
+                self._engine.journal_writes(tier, mine.values())
+            layout, flusher = tier.layout, self._engine.flushers[tier.number]
+            for i, entry in mine.items():
+                path = layout.object_path(entry.hash)
                 try:
-                    copy = files.stage_copy(src, staging, expect_size=sizes[i], sync=False)
+                    layout.ensure_fanout(entry.hash)  # flushed with the objects, not fsynced one by one
+                    entry.digest = files.copy_new(items[i][0], path, sizes[i])
                 except files.SourceError as e:
                     results[i] = StorageError(str(e))
                     continue
                 except files.VerifyError as e:
-                    results[i] = StorageError(f"put {key!r}: {e}")
+                    results[i] = StorageError(f"put {entry.key!r}: {e}")
                     continue
-                now = self._clock()
-                entry = CatalogEntry(key, key_hash(key), tier.number, copy.size, copy.digest, now, now, hot, pin)
+                written.append((i, entry))
+            flusher.flush(flusher.ticket())  # the objects durable before any sidecar names them
+            for n, (_, entry) in enumerate(written):
                 try:
-                    meta_tmp = self._engine.prepare(tier, entry, sync=False, tmp_dir=staging)  # fan-out, sidecar
+                    files.write_new(layout.meta_path(entry.hash), entry.sidecar().to_bytes())
                 except OSError:
-                    unlink_quiet(copy.path)
+                    for _, unwritten in written[n:]:  # those without a sidecar: removed with the rest below
+                        unlink_quiet(layout.object_path(unwritten.hash))
+                    del written[n:]
                     raise
-                staged.append((i, copy, meta_tmp, entry))
-            flusher = self._engine.flushers[tier.number]
-            flusher.flush(flusher.ticket())  # every copy and sidecar durable: one flush, shared with other batches
+            flusher.flush(flusher.ticket())
             with self._lock:
                 self._check_open()
-                fresh = [s for s in staged if s[3].key not in self._cat.entries]  # stored meanwhile: one by one
-                one_by_one.extend(s[0] for s in staged if s[3].key in self._cat.entries)
                 if not tier.state.accepts:
                     raise _Retry
-                self._engine.run(self._cat.plan(tier, sum(s[1].size for s in fresh)))
-                self._engine.install_many(tier, [(s[1].path, s[2], s[3]) for s in fresh])
-                for i, _, _, entry in fresh:
+                self._engine.run(self._cat.plan(tier, sum(e.size for _, e in written)))
+                self._engine.install_many(tier, [e for _, e in written], (e.hash for e in mine.values()))
+                installed = True
+                for i, entry in written:
                     results[i] = self._cat.info(entry)
-                    installed.add(i)
         except (OSError, _Retry, InsufficientStorage, StorageError) as e:
             # the tier failed or filled under the batch, or the index refused it: put_file decides each item
-            log.warning("batch of %d objects not stored at once (%s): storing them one by one", len(staged), e)
+            log.warning("batch of %d objects not stored at once (%s): storing them one by one", len(mine), e)
             one_by_one.extend(i for i in batch if results[i] is None and i not in one_by_one)
         finally:
-            for i, copy, meta_tmp, _ in staged:
-                if i not in installed:
-                    unlink_quiet(copy.path)
-                    unlink_quiet(meta_tmp)
-            if staging:
-                with contextlib.suppress(OSError):  # a tier failing under it: tmp/ is emptied at the next open
-                    os.rmdir(staging)
+            self._release_batch(tier, mine, written, installed)
+
+    def _release_batch(self, tier: Tier, mine: dict[int, CatalogEntry],
+                       written: builtins.list[tuple[int, CatalogEntry]], installed: bool) -> None:
+        """End a batch: unless it was indexed, remove what it wrote and clear its journal rows (a failure here
+        leaves them to the next open's settle); then free its keys for other puts."""
+        if not mine:
+            return
+        with self._lock:
+            if not installed:
+                with contextlib.suppress(OSError):  # a tier failing under it: settled at the next open
+                    for _, entry in written:
+                        tier.layout.remove(entry.hash)
+                with contextlib.suppress(StorageError):
+                    self._engine.unjournal(tier, (e.hash for e in mine.values()))
+            self._claimed.difference_update(e.key for e in mine.values())
+            self._unclaimed.notify_all()
 
     def fill_target(self, key: str, size: int, hot: bool = False, cold: bool = False) -> tuple[str, str]:
         """(tier name, its temp directory): where an upstream fill of `key` (`size` bytes, 0 if unknown)
@@ -630,6 +662,10 @@ class Store:
         raise first
 
     def _commit_put(self, tier: Tier, staged: files.Staged, key: str, hot: bool, pin: bool) -> ObjectInfo:
+        if key in self._claimed:  # a batch writes this key's names now: replace what it stores, after it
+            while key in self._claimed:
+                self._unclaimed.wait()
+            self._check_open()  # closed meanwhile
         if not tier.state.accepts:
             raise _Retry
         moves = self._cat.plan(tier, staged.size, key, replacing=True)

@@ -61,10 +61,10 @@ async def test_status_answers_while_an_import_batch_commits(aiohttp_client: Any,
     committing, release = threading.Event(), threading.Event()
     real_install = Engine.install_many
 
-    def slow_install(self: Engine, tier: Any, staged: Any) -> None:  # holds the store's lock, as a slow disk
+    def slow_install(self: Engine, *args: Any) -> None:  # holds the store's lock, as a slow disk
         committing.set()
         assert release.wait(60)
-        real_install(self, tier, staged)
+        real_install(self, *args)
 
     monkeypatch.setattr(Engine, "install_many", slow_install)
     client = await aiohttp_client(build_app(_context(tmp_path, owner)))

@@ -18,7 +18,6 @@ import pytest
 
 from oca.config.model import StorageConfig, TierConfig
 from oca.storage import Store, TierState, files
-from oca.storage.engine import Engine
 from oca.storage.layout import Sidecar, TierLayout, key_hash
 from tests.clock import FakeClock
 
@@ -163,66 +162,41 @@ def test_a_batch_done_while_a_flush_runs_waits_for_it_then_flushes_once_for_all_
     assert len(calls) == 2, "one more flush for the three batches that waited, not three"
 
 
-def test_a_batch_is_copied_while_another_commits(tmp_path: Path, clock: FakeClock, src: Callable[..., str],
+def test_a_batch_is_copied_while_another_flushes(tmp_path: Path, clock: FakeClock, src: Callable[..., str],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only the commit holds the store's lock: a second batch stages every copy while the first one's commit
-    (held here, as a slow disk would) has the lock, and commits right after it."""
+    """Only the claim and the commit hold the store's lock: a second batch writes every copy while the first
+    one's flush (held here, as a slow disk would) runs, and both are stored once it ends."""
     config = StorageConfig(state_dir=str(tmp_path / "state"), policy="lru",
                            tiers=(TierConfig("hdd", str(tmp_path / "hdd"), 1 << 20),))
-    committing, release = threading.Event(), threading.Event()
-    staged_while_held: list[str] = []
-    real_install, real_stage = Engine.install_many, files.stage_copy
+    flushing, release = threading.Event(), threading.Event()
+    copied_while_held: list[str] = []
+    real_flush, real_copy = files.Flusher.flush, files.copy_new
 
-    def slow_install(self: Engine, tier: Any, staged: Any) -> None:
-        if not committing.is_set():
-            committing.set()
+    def slow_flush(self: files.Flusher, ticket: int) -> None:
+        if not flushing.is_set():
+            flushing.set()
             assert release.wait(30)
-        real_install(self, tier, staged)
+        real_flush(self, ticket)
 
-    def stage(source: str, *args: Any, **kwargs: Any) -> files.Staged:
-        if committing.is_set() and not release.is_set():
-            staged_while_held.append(source)
-        return real_stage(source, *args, **kwargs)
+    def copy(source: str, *args: Any) -> str:
+        if flushing.is_set() and not release.is_set():
+            copied_while_held.append(source)
+        return real_copy(source, *args)
 
-    monkeypatch.setattr(Engine, "install_many", slow_install)
-    monkeypatch.setattr(files, "stage_copy", stage)
+    monkeypatch.setattr(files.Flusher, "flush", slow_flush)
+    monkeypatch.setattr(files, "copy_new", copy)
     with Store.open(config, clock) as store:
         first = [(src(blob(50, i)), f"titles/1/a{i}") for i in range(3)]
         second = [(src(blob(50, 10 + i)), f"titles/1/b{i}") for i in range(3)]
         with ThreadPoolExecutor(2) as pool:
             held = pool.submit(store.put_files, first)
-            assert committing.wait(30)
+            assert flushing.wait(30)
             other = pool.submit(store.put_files, second)
-            while len(staged_while_held) < len(second) and not other.done():
+            while len(copied_while_held) < len(second) and not other.done():
                 time.sleep(0.01)
-            assert staged_while_held == [s for s, _ in second], "the second batch waited for the lock to copy"
+            assert copied_while_held == [s for s, _ in second], "the second batch waited for the lock to copy"
             release.set()
             results = held.result(30) + other.result(30)
         assert all(not isinstance(r, Exception) for r in results)
         assert store.status()["objects"] == 6
         assert_consistent(store)
-
-
-def test_a_batch_stages_in_a_directory_of_its_own_and_leaves_none_behind(tmp_path: Path, clock: FakeClock,
-                                                                          src: Callable[..., str],
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    config = StorageConfig(state_dir=str(tmp_path / "state"), policy="lru",
-                           tiers=(TierConfig("hdd", str(tmp_path / "hdd"), 1 << 20),))
-    tmp_dir = str(tmp_path / "hdd" / "tmp")
-    staged_in: set[str] = set()
-    real_stage = files.stage_copy
-
-    def stage(source: str, directory: str, **kwargs: Any) -> files.Staged:
-        staged_in.add(directory)
-        return real_stage(source, directory, **kwargs)
-
-    monkeypatch.setattr(files, "stage_copy", stage)
-    with Store.open(config, clock) as store:
-        store.put_files([(src(blob(50, i)), f"titles/1/s{i}") for i in range(3)])
-        store.put_files([(src(blob(50, 9)), "titles/1/t")])
-        assert len(staged_in) == 2 and all(os.path.dirname(d) == tmp_dir for d in staged_in)
-        assert os.listdir(tmp_dir) == []
-        os.mkdir(os.path.join(tmp_dir, "batch-1-1"))  # what a crash mid-batch leaves
-        Path(tmp_dir, "batch-1-1", "obj-1-2").write_bytes(b"half")
-    with Store.open(config, clock) as store:
-        assert os.listdir(tmp_dir) == [] and store.status()["objects"] == 4
