@@ -90,10 +90,11 @@ class Ghost:
         self._head = 0  # the first index that may be alive
         self._bytes = 0
         self.limit_bytes = limit_bytes  # 0: as many bytes as the tiers' policies hold
-        # the last key removed from a tier, its frequency and whether it was worth keeping (in main, or read):
-        # a move between tiers (remove, then add at once) keeps what the object earned, and a one-timer moved
-        # into free room goes first; any add clears it, so a key coming back later starts over
-        self.leaving: tuple[str, int, bool] = ("", 0, True)
+        # the last key removed from a tier, its frequency and, for a one-timer (never read in a small queue),
+        # the policy it left: a move between tiers (remove, then add at once) keeps what the object earned, and
+        # a one-timer moved to another tier goes first there; any add clears it, so a key coming back later
+        # starts over
+        self.leaving: tuple[str, int, S3FIFOPolicy | None] = ("", 0, None)
 
     def remember(self, key: str, size: int) -> None:
         """Note a key that left a tier. Not trimmed here: a move between tiers remembers then takes the key at
@@ -285,13 +286,13 @@ class S3FIFOPolicy:
         if slot >= len(self._queue):
             book.grow(slot)
         ghost = self._ghost
-        left, f, kept = ghost.leaving
-        ghost.leaving = ("", 0, True)
+        left, f, one_timer_of = ghost.leaving
+        ghost.leaving = ("", 0, None)
         returning = ghost.take(key)
         streams = self._streams
         if left != key and streams is not None:  # a move between tiers is no request
             streams.request(key, returning)
-        if left == key and not kept:  # a one-timer moved into free room: first to go (module rules)
+        if left == key and one_timer_of is not None and one_timer_of is not self:  # module rules: first to go
             self._main.push_head(slot)
         elif returning or (streams is not None and streams.hot(key)):
             self._main.push_tail(slot)
@@ -320,7 +321,7 @@ class S3FIFOPolicy:
         book = self._book
         f = book.freq[slot]
         small = book.queue[slot] == self._small.code
-        self._ghost.leaving = (key, f, f > 0 or not small)  # kept: what worth_keeping says
+        self._ghost.leaving = (key, f, self if small and f == 0 else None)  # not worth_keeping: a one-timer
         size = book.size[slot]
         if small:
             self._small.unlink(slot)
