@@ -241,7 +241,8 @@ class _Plan:
 
     def _evict(self, key: str, i: int, size: int) -> Move:
         # an object its policy does not find worth keeping still moves down into free room: a byte left
-        # empty on a slower tier is a byte of cache wasted (it never pushes anything out there)
+        # empty on a slower tier is a byte of cache wasted. It never pushes anything out there, now or later:
+        # S3-FIFO puts it at the head of the lower tier's main, the first to go when that tier needs room
         keep = self.tiers[i].policy.worth_keeping(key)
         for j in range(i + 1, len(self.tiers)):
             lower = self.tiers[j]

@@ -13,6 +13,12 @@ Rules kept here:
   one-timers are dropped. A move keeps the frequency the object earned (`Ghost.leaving`; resetting it
   measured 0.4 points lower at Zipf 1.0, 2%, where promotions are many); a key read again after it left
   starts at 0, as in the paper.
+- A one-timer (a small-queue object never read) moved down into a slower tier's free room enters that tier's
+  main at the head, not the tail: it is the first to go when the tier next needs room, unless it is read
+  before (then the hand reinserts it like any read object). Free room on the HDD comes back after every
+  eviction that frees more than it needed; at the tail, the one-timers filling it took a full pass of the
+  HDD's main each and pushed out main objects that had earned their place (a third of what entered the HDD's
+  main on the replay at Zipf 1.0, 2%; README). At the head they cost nothing a single cache would keep.
 - Streams (oca/storage/streams.py, shared by the tiers like the ghost): every request that reaches the policy
   (a new key, a ghost return, a hit) is counted for its stream, the key's directory; an object of a hot stream
   (one whose recent requests often return) enters main on arrival and stays in main when it reaches the small
@@ -89,9 +95,11 @@ class Ghost(OpenTable):
         self._head = 0  # the first index that may be alive
         self._bytes = 0
         self.limit_bytes = limit_bytes  # 0: as many bytes as the tiers' policies hold
-        # the last key removed from a tier and its frequency: a move between tiers (remove, then add at once)
-        # keeps what the object earned; any add clears it, so a key coming back later starts over
-        self.leaving: tuple[str, int] = ("", 0)
+        # the last key removed from a tier, its frequency and, for a one-timer (never read in a small queue),
+        # the policy it left: a move between tiers (remove, then add at once) keeps what the object earned, and
+        # a one-timer moved to another tier goes first there; any add clears it, so a key coming back later
+        # starts over
+        self.leaving: tuple[str, int, S3FIFOPolicy | None] = ("", 0, None)
 
     def remember(self, key: str, size: int) -> None:
         """Note a key that left a tier. Not trimmed here: a move between tiers remembers then takes the key at
@@ -279,8 +287,8 @@ class S3FIFOPolicy:
         if slot >= len(self._queue):
             book.grow(slot)
         ghost = self._ghost
-        left, f = ghost.leaving
-        ghost.leaving = ("", 0)
+        left, f, one_timer_of = ghost.leaving
+        ghost.leaving = ("", 0, None)
         returning = ghost.take(key)
         streams = self._streams
         if streams is None:
@@ -289,7 +297,9 @@ class S3FIFOPolicy:
             hot = streams.request(key, returning)
         else:
             hot = not returning and streams.hot(key)
-        if returning or hot:
+        if left == key and one_timer_of is not None and one_timer_of is not self:  # module rules: first to go
+            self._main.push_head(slot)
+        elif returning or hot:
             self._main.push_tail(slot)
         else:
             self._small.push_tail(slot)
@@ -316,9 +326,11 @@ class S3FIFOPolicy:
         if slot == _NONE:
             return
         book = self._book
-        self._ghost.leaving = (key, book.freq[slot])
+        f = book.freq[slot]
+        small = book.queue[slot] == self._small.code
+        self._ghost.leaving = (key, f, self if small and f == 0 else None)  # not worth_keeping: a one-timer
         size = book.size[slot]
-        if book.queue[slot] == self._small.code:
+        if small:
             self._small.unlink(slot)
             self._small_bytes -= size
         else:

@@ -213,6 +213,26 @@ class TestS3FIFO:
         # read twice before the move: its main hand spares it, so the unread ones go first
         assert hdd.victims(2, nothing_pinned) == ["a", "b"]
 
+    @pytest.mark.parametrize("read", [False, True])
+    def test_a_one_timer_moved_down_into_free_room_is_the_next_to_go_unless_read(self, read: bool) -> None:
+        ghost = Ghost(1000)
+        ssd, hdd = S3FIFOPolicy(ghost), S3FIFOPolicy(ghost)
+        for k in ("a", "b"):  # in the SSD's main (returning), then demoted: the HDD's main, in that order
+            ssd.add(k, 1)
+            ssd.remove(k)
+            ssd.add(k, 1)
+            ssd.remove(k)
+            hdd.add(k, 1)
+        ssd.add("x", 1)  # a one-timer: never read in the SSD's small queue...
+        assert not ssd.worth_keeping("x")
+        ssd.remove("x")
+        hdd.add("x", 1)  # ...moved into the HDD's free room: the head of its main, not the tail
+        if read:
+            hdd.touch("x")
+        # unread, it goes before the objects that earned their place; read, the hand spares it like any other
+        assert hdd.victims(1, nothing_pinned) == (["a"] if read else ["x"])
+        assert hdd.victims(3, nothing_pinned) == (["a", "b", "x"] if read else ["x", "a", "b"])
+
     def test_a_key_that_comes_back_after_other_arrivals_starts_over(self) -> None:
         ghost = Ghost(1000)
         p = S3FIFOPolicy(ghost)

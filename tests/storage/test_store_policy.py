@@ -51,6 +51,33 @@ def test_new_objects_land_on_the_fastest_tier_read_ones_stay_one_timers_move_int
     assert store.get("new0").tier == "hdd"  # type: ignore[union-attr]  # never read, but the HDD had room
 
 
+def test_a_one_timer_in_the_hdds_free_room_goes_before_an_object_that_was_read() -> None:
+    """Free room comes back on the HDD when an eviction frees more than it needed, and an SSD one-timer (never
+    read) moves into it. When the HDD next needs room, that one-timer goes, not the oldest object that was read
+    there (it used to enter the HDD's main queue at the tail, so a read object left in its stead: replay at
+    Zipf 1.0, 2%, README)."""
+    store = memory_store(config(ssd=100, hdd=300), TraceClock())  # the SSD's small queue: 20 bytes
+    for key in ("e1", "e2", "e3", "e4"):  # each read, then pushed down to the HDD's main by the next
+        request(store, key, 100)
+        request(store, key, 100)
+    request(store, "x", 60)
+    request(store, "x", 60)
+    request(store, "t", 10)  # the one-timer
+    request(store, "u", 40)  # x (read) moves down: e2 leaves the HDD, freeing 40 bytes more than x needed
+    assert where(store) == {"e3": "hdd", "e4": "hdd", "x": "hdd", "t": "ssd", "u": "ssd"}
+    request(store, "o", 60)  # t, never read, moves into the HDD's free room
+    request(store, "u", 40)
+    request(store, "v", 50)  # o, never read, is dropped (no room for it below)
+    request(store, "v", 50)
+    assert where(store) == {"e3": "hdd", "e4": "hdd", "x": "hdd", "t": "hdd", "u": "ssd", "v": "ssd"}
+    request(store, "w", 20)  # u (read) moves down and needs 10 bytes of the HDD: t goes, e3 stays
+    assert where(store) == {"e3": "hdd", "e4": "hdd", "x": "hdd", "u": "hdd", "v": "ssd", "w": "ssd"}
+
+
+def where(store: Store) -> dict[str, str]:
+    return {info.key: info.tier for info in store.list()}
+
+
 def test_a_returning_only_ssd_takes_what_left_the_cache_and_came_back() -> None:
     base = config(ssd=300, hdd=300)
     ssd = dataclasses.replace(base.tiers[0], admission="returning")
