@@ -34,7 +34,6 @@ import http.client
 import json
 import os
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -48,6 +47,7 @@ import xxhash
 
 from loadtest.boxes import OCA, kill_box, start_box, write_box_config
 from oca.config.units import parse_size
+from oca.storage.index import Index, RowValues, index_path
 from oca.storage.layout import Sidecar, TierLayout, key_hash
 
 
@@ -79,11 +79,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def fits(n: int, size: int, live: int, workdir: str) -> str:
-    """Why N objects do not fit the work directory's filesystem ('' if they do): at the peak, every object
-    has its source file, its stored copy and its sidecar (three inodes, twice its bytes in 4 KiB blocks)."""
+def fits(n: int, size: int, live: int, workdir: str, populate: str = "import", import_objects: int = 0) -> str:
+    """Why N objects do not fit the work directory's filesystem ('' if they do). Files written through an import
+    at the peak have their source file, their stored copy and its sidecar (three inodes, twice their bytes in
+    4 KiB blocks, a block of sidecar); objects written into the layout, no source; index rows with hard links,
+    no inode and no block, ~100 bytes of directory entry and ~200 of index."""
+    imported = (n if populate == "import" else import_objects) + live
+    per_block = -(-max(size, 1) // 4096) * 4096
+    inodes, blocks = 3 * imported, imported * (2 * per_block + 4096)
+    if populate == "layout":
+        inodes, blocks = inodes + 2 * n, blocks + n * (per_block + 4096)
+    elif populate == "index":
+        blocks += n * 300
     fs = os.statvfs(workdir)
-    inodes, blocks = 3 * (n + live), 2 * (n + live) * -(-max(size, 1) // 4096) * 4096 + (n + live) * 4096
     if fs.f_favail and inodes > fs.f_favail:
         return f"{n:,} objects need ~{inodes:,} inodes; the filesystem has {fs.f_favail:,} free"
     free = fs.f_bavail * fs.f_frsize
@@ -92,23 +100,25 @@ def fits(n: int, size: int, live: int, workdir: str) -> str:
     return ""
 
 
-def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str) -> dict[str, Any]:
-    capacity = f"{(n + live) * size * 2 // (1 << 30) + 1}GiB"  # room for every object: nothing evicted
+def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str, populate: str = "import",
+            import_objects: int = 0) -> dict[str, Any]:
+    capacity = f"{(n + import_objects + live) * size * 2 // (1 << 30) + 1}GiB"  # room for every object: none evicted
     config_path = write_box_config(workdir, storage={
         "tiers": [{"name": "hdd", "path": os.path.join(workdir, "hdd"), "capacity": capacity}],
         "health_check_interval": "5s", "access_flush_interval": "1s"})
-    src = os.path.join(workdir, "src")
-    started = time.monotonic()
-    write_sources(src, 0, n, size)
-    print(f"  N={n}: sources written in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    started = time.monotonic()
-    subprocess.run([OCA, "cache", "import", "--config", config_path, src], check=True, capture_output=True)
-    import_s = time.monotonic() - started
-    import_rss = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-    shutil.rmtree(src)
-    row: dict[str, Any] = {"objects": n, "size": size, "import_per_s": round(n / import_s),
-                           "import_rss_mb": round(import_rss)}
+    row: dict[str, Any] = {"objects": n, "size": size, "populate": populate}
+    if populate == "import":
+        row.update(timed_import(config_path, os.path.join(workdir, "src"), 0, n, size))
+        imported = 0
+    else:
+        if populate == "layout":
+            write_layout(n, size, os.path.join(workdir, "hdd"))
+            row.update(measure_rebuild(config_path))  # the index it leaves is the one the box opens
+        else:
+            write_index_rows(n, size, workdir)
+        imported = import_objects
+        row.update(timed_import(config_path, os.path.join(workdir, "src"), n, imported, size))
+    total = n + imported
 
     started = time.monotonic()
     box = start_box(config_path, workdir, wait=False, session=True, timeout=600)
@@ -125,7 +135,7 @@ def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str) -> d
         row["start_to_first_hit_s"] = round(time.monotonic() - started, 2)
         # the master loads its catalog from the index in the background (Store.open(background=True)): the
         # box serves from the index meanwhile, and /status counts the objects loaded so far
-        while box.admin("/status").get("objects") != n:
+        while box.admin("/status").get("objects") != total:
             if time.monotonic() - started > 3600:
                 raise RuntimeError("the master did not load every object within an hour")
             time.sleep(0.2)
@@ -137,7 +147,7 @@ def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str) -> d
         deadline = time.monotonic() + hit_seconds
         while time.monotonic() < deadline:
             t = time.perf_counter()
-            conn.request("GET", "/" + key_of(rng.randrange(n)))
+            conn.request("GET", "/" + key_of(rng.randrange(total)))
             resp = conn.getresponse()
             resp.read()
             latencies.append(time.perf_counter() - t)
@@ -148,11 +158,11 @@ def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str) -> d
         row["hit_p50_ms"] = round(percentile(latencies, 0.5) * 1000, 2)
         row["hit_p99_ms"] = round(percentile(latencies, 0.99) * 1000, 2)
         row["master_rss_mb"] = round(rss_mb(box.process.pid))
-        row["master_rss_bytes_per_object"] = round(rss_mb(box.process.pid) * (1 << 20) / n)
+        row["master_rss_bytes_per_object"] = round(rss_mb(box.process.pid) * (1 << 20) / total)
         row["worker_rss_mb"] = [round(rss_mb(pid)) for pid in box.worker_pids()]
 
         live_src = os.path.join(workdir, "live")
-        write_sources(live_src, n, live, size)
+        write_sources(live_src, total, live, size)
         polls: list[float] = []
         missed = 0
         done = threading.Event()
@@ -191,8 +201,37 @@ def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str) -> d
     finally:
         kill_box(box)
 
-    row.update(measure_rebuild(config_path))
+    if populate == "import":
+        row.update(measure_rebuild(config_path))
+    elif populate == "index":  # no sidecars to rebuild from: said, not left out silently
+        row["rebuild_per_s"] = "not measured (index rows only, no sidecars)"
     return row
+
+
+def timed_import(config_path: str, src: str, first: int, count: int, size: int) -> dict[str, Any]:
+    """Write `count` source files (keys from `first`) and import them with `oca cache import`, the box stopped:
+    objects/s and the command's peak RSS (the catalog of every object already in the store, plus its queue)."""
+    started = time.monotonic()
+    write_sources(src, first, count, size)
+    print(f"  {count} sources written in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    started = time.monotonic()
+    peak_kib = run_for_peak_rss([OCA, "cache", "import", "--config", config_path, src])
+    import_s = time.monotonic() - started
+    shutil.rmtree(src)
+    return {"import_objects": count, "import_per_s": round(count / import_s), "import_rss_mb": round(peak_kib / 1024)}
+
+
+def run_for_peak_rss(argv: list[str]) -> int:
+    """Run `argv` to its end (an error if it fails) and return its own peak RSS in KiB: wait4's rusage of that
+    one child, not RUSAGE_CHILDREN's maximum over every child this process has waited for (a rebuild's larger)."""
+    with tempfile.TemporaryFile() as out:
+        dup = [(os.POSIX_SPAWN_DUP2, out.fileno(), 1), (os.POSIX_SPAWN_DUP2, out.fileno(), 2)]
+        pid = os.posix_spawn(argv[0], argv, dict(os.environ), file_actions=dup)
+        _, status, usage = os.wait4(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            out.seek(0)
+            raise RuntimeError(f"{argv} failed ({status}):\n{out.read().decode(errors='replace')[-2000:]}")
+    return usage.ru_maxrss
 
 
 FANOUT_DIRS = 65_536  # a tier's fan-out directories: the first four hex digits of an object's hash
@@ -202,6 +241,14 @@ def rebuild_only(n: int, size: int, workdir: str, dirs: int = FANOUT_DIRS) -> di
     tier = os.path.join(workdir, "hdd")
     config_path = write_box_config(workdir, storage={
         "tiers": [{"name": "hdd", "path": tier, "capacity": f"{n * size * 2 // (1 << 30) + 1}GiB"}]})
+    write_layout(n, size, tier, dirs)
+    return {"objects": n, "size": size, "fanout_dirs": min(dirs, FANOUT_DIRS),
+            "load_average": round(os.getloadavg()[0], 1), **measure_rebuild(config_path)}
+
+
+def write_layout(n: int, size: int, tier: str, dirs: int = FANOUT_DIRS) -> None:
+    """Objects 0..n-1 (key_of) written straight into a tier's layout as a store leaves them: the object and its
+    sidecar, with the store's own layout code; no index (opening the store rebuilds it from the sidecars)."""
     layout = TierLayout(tier)
     layout.prepare()
     block = random.Random(n).randbytes(size)
@@ -220,9 +267,48 @@ def rebuild_only(n: int, size: int, workdir: str, dirs: int = FANOUT_DIRS) -> di
             fh.write(data)
         with open(layout.meta_path(h), "wb") as fh:
             fh.write(Sidecar(key, len(data), xxhash.xxh3_128_hexdigest(data), 1.7e9 + i, False, False).to_bytes())
+        if i and i % 200_000 == 0:
+            print(f"  {i:,} written into the layout ({i / (time.monotonic() - started):.0f}/s)", file=sys.stderr)
     print(f"  N={n}: written into the layout in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    return {"objects": n, "size": size, "fanout_dirs": min(dirs, FANOUT_DIRS),
-            "load_average": round(os.getloadavg()[0], 1), **measure_rebuild(config_path)}
+
+
+LINKS_PER_FILE = 60_000  # below ext4's 65,000 links to one inode
+
+
+def write_index_rows(n: int, size: int, workdir: str, batch: int = 10_000) -> None:
+    """Objects 0..n-1 (key_of) as index rows written directly (as tests/storage/test_scale.py does) with, for
+    each, its object file in the tier's layout as a hard link to one of a few identical files: a hit on any key
+    reads a real file, at the cost of a directory entry instead of an inode and a block per object. No sidecars
+    (a rebuild cannot be measured on them); every object has the same bytes, so the page cache holds them all."""
+    tier = os.path.join(workdir, "hdd")
+    layout = TierLayout(tier)
+    layout.prepare()
+    data = random.Random(n).randbytes(size)
+    digest = xxhash.xxh3_128_hexdigest(data)
+    state = os.path.join(workdir, "state")
+    os.makedirs(state, exist_ok=True)
+    started = time.monotonic()
+    template = ""
+
+    def rows(first: int) -> list[RowValues]:
+        nonlocal template
+        out: list[RowValues] = []
+        for i in range(first, min(first + batch, n)):
+            if i % LINKS_PER_FILE == 0:
+                template = os.path.join(layout.tmp_dir, f"..template-{i}")  # tmp/ is emptied when a store opens
+                with open(template, "wb") as fh:
+                    fh.write(data)
+            key = key_of(i)
+            h = key_hash(key)
+            layout.ensure_fanout(h)
+            os.link(template, layout.object_path(h))
+            out.append((key, "hdd", size, digest, 1.7e9 + i, 1.7e9 + i, 0, 0))
+        if first and first % 1_000_000 == 0:
+            print(f"  {first:,} rows and links ({first / (time.monotonic() - started):.0f}/s)", file=sys.stderr)
+        return out
+
+    Index.create(index_path(state), (rows(first) for first in range(0, n, batch))).close(clean=True)
+    print(f"  N={n}: index rows and links written in {time.monotonic() - started:.0f}s", file=sys.stderr)
 
 
 REBUILD = """
@@ -306,6 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", help="work here (default: a temporary directory, removed afterwards)")
     parser.add_argument("--rebuild-only", action="store_true",
                         help="only time rebuilds, of objects written straight into a tier's layout")
+    parser.add_argument("--populate", choices=("import", "layout", "index"), default="import",
+                        help="how the N objects get into the store: `oca cache import` of N source files; written "
+                             "straight into the layout (the rebuild then builds the index); or index rows written "
+                             "directly, each object a hard link (no sidecars: no rebuild figures)")
+    parser.add_argument("--import-objects", type=int, default=100_000,
+                        help="with --populate layout/index: objects imported with the box stopped into the store "
+                             "already holding N (the import rate and the command's peak RSS at N)")
     parser.add_argument("--fanout-dirs", type=int, default=FANOUT_DIRS,
                         help="with --rebuild-only: put the objects in this many fan-out directories only, as "
                              "densely as a bigger store does (512 hold 10^5 ~195 each; 10^7 fill all ~153 each)")
@@ -316,14 +409,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {os.getloadavg()}", file=sys.stderr)
     for n in counts:
         workdir = tempfile.mkdtemp(prefix=f"bench-store-{n}-", dir=args.dir)
-        problem = fits(n, size, args.live_import, workdir)
+        problem = fits(n, size, args.live_import, workdir, args.populate, args.import_objects)
         if problem:
             shutil.rmtree(workdir, ignore_errors=True)
             print(f"skipped N={n:,}: {problem}", file=sys.stderr)
             continue
         try:
             rows.append(rebuild_only(n, size, workdir, args.fanout_dirs) if args.rebuild_only
-                        else run_one(n, size, args.live_import, args.hits, workdir))
+                        else run_one(n, size, args.live_import, args.hits, workdir, args.populate,
+                                     args.import_objects))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # before the removal: minutes at 10^6
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
