@@ -17,6 +17,13 @@
    the background; `rebuild_cpu_us_per_object`, that rebuild's CPU time) and as `oca cache` does
    (`rebuild_and_load_per_s`: the catalog loaded too; its CPU time per object). CPU time, which the machine's
    load does not inflate as much as the wall clock, counts the scan's worker processes too.
+`--populate layout|index` fills the store faster than step 1's import, which takes hours at 10^6 on a busy machine:
+`layout` writes the N objects straight into the tier's layout (objects and sidecars, as `--rebuild-only` does),
+then step 5 runs first (its rebuild builds the index the box opens); `index` writes N index rows directly with
+each object file a hard link to one of a few identical files (no inode, no block, no sidecar per object: a hit
+on any key reads a real file, but no rebuild can be measured). Either way step 1 then imports
+`--import-objects` more (the import's rate and peak RSS into a store already holding N), and steps 2-4 run on
+all of them.
 `--rebuild-only` does step 5 alone, on N objects written straight into a tier's layout (the object and its
 sidecar, with the store's own layout code, as a store leaves them): minutes at 10^6 where the import takes tens.
 `--fanout-dirs 512` puts them in 512 of the 65,536 fan-out directories, ~195 objects each at 10^5: about as dense
