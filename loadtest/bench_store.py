@@ -48,11 +48,13 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import xxhash
 
-from loadtest.boxes import OCA, kill_box, start_box, write_box_config
+from loadtest.boxes import OCA, Box, kill_box, start_box, write_box_config
+from loadtest.wrk import WrkResult, run_wrk
 from oca.config.units import parse_size
 from oca.storage.index import Index, RowValues, index_path
 from oca.storage.layout import Sidecar, TierLayout, key_hash
@@ -108,7 +110,7 @@ def fits(n: int, size: int, live: int, workdir: str, populate: str = "import", i
 
 
 def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str, populate: str = "import",
-            import_objects: int = 0) -> dict[str, Any]:
+            import_objects: int = 0, hit_connections: int = 0) -> dict[str, Any]:
     capacity = f"{(n + import_objects + live) * size * 2 // (1 << 30) + 1}GiB"  # room for every object: none evicted
     config_path = write_box_config(workdir, storage={
         "tiers": [{"name": "hdd", "path": os.path.join(workdir, "hdd"), "capacity": capacity}],
@@ -124,7 +126,8 @@ def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str, popu
         else:
             write_index_rows(n, size, workdir)
         imported = import_objects
-        row.update(timed_import(config_path, os.path.join(workdir, "src"), n, imported, size))
+        if imported:
+            row.update(timed_import(config_path, os.path.join(workdir, "src"), n, imported, size))
     total = n + imported
 
     started = time.monotonic()
@@ -148,6 +151,7 @@ def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str, popu
             time.sleep(0.2)
         row["start_to_loaded_s"] = round(time.monotonic() - started, 2)
 
+        loader = start_wrk(box.port, workdir, total, hit_seconds, hit_connections) if hit_connections else None
         latencies: list[float] = []
         conn = http.client.HTTPConnection("127.0.0.1", box.port, timeout=10)
         rng = random.Random(7)
@@ -161,6 +165,9 @@ def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str, popu
             if resp.status != 200:
                 raise RuntimeError(f"hit answered {resp.status}")
         conn.close()
+        if loader is not None:
+            wrk = loader.result()
+            row["wrk_hits"] = f"{wrk.requests} on {hit_connections} connections ({wrk.errors.total} errors)"
         row["hits"] = len(latencies)
         row["hit_p50_ms"] = round(percentile(latencies, 0.5) * 1000, 2)
         row["hit_p99_ms"] = round(percentile(latencies, 0.99) * 1000, 2)
@@ -168,43 +175,8 @@ def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str, popu
         row["master_rss_bytes_per_object"] = round(rss_mb(box.process.pid) * (1 << 20) / total)
         row["worker_rss_mb"] = [round(rss_mb(pid)) for pid in box.worker_pids()]
 
-        live_src = os.path.join(workdir, "live")
-        write_sources(live_src, total, live, size)
-        polls: list[float] = []
-        missed = 0
-        done = threading.Event()
-
-        def poll() -> None:
-            nonlocal missed
-            while not done.is_set():
-                t = time.perf_counter()
-                try:
-                    c = http.client.HTTPConnection("127.0.0.1", box.admin_port, timeout=1.0)
-                    c.request("GET", "/status")
-                    c.getresponse().read()
-                    c.close()
-                    polls.append(time.perf_counter() - t)
-                except OSError:
-                    missed += 1
-                time.sleep(0.1)
-
-        poller = threading.Thread(target=poll)
-        poller.start()
-        started = time.monotonic()
-        try:
-            subprocess.run([OCA, "cache", "import", "--config", config_path, live_src], check=True,
-                           capture_output=True)
-        finally:
-            done.set()
-            poller.join()
-        row["live_import_objects"] = live
-        row["live_import_per_s"] = round(live / (time.monotonic() - started))
-        row["status_polls"] = len(polls) + missed
-        row["status_p50_ms"] = round(statistics.median(polls) * 1000, 1) if polls else None
-        row["status_p99_ms"] = round(percentile(polls, 0.99) * 1000, 1)
-        row["status_max_ms"] = round(max(polls) * 1000, 1) if polls else None
-        row["status_missed_1s"] = missed
-        shutil.rmtree(live_src)
+        if live:
+            row.update(live_import(box, config_path, os.path.join(workdir, "live"), total, live, size))
     finally:
         kill_box(box)
 
@@ -212,6 +184,61 @@ def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str, popu
         row.update(measure_rebuild(config_path))
     elif populate == "index":  # no sidecars to rebuild from: said, not left out silently
         row["rebuild_per_s"] = "not measured (index rows only, no sidecars)"
+    return row
+
+
+def start_wrk(port: int, workdir: str, total: int, seconds: float, connections: int) -> Future[WrkResult]:
+    """wrk GETting random keys over all `total` objects on `connections` keep-alive connections for `seconds`, in
+    the background: enough hits for each worker to meet every one of its per-key tables' limits."""
+    paths = os.path.join(workdir, "paths.txt")
+    with open(paths, "w", encoding="ascii") as fh:
+        fh.writelines(f"/{key_of(i)}\n" for i in range(total))
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(run_wrk, "wrk", f"http://127.0.0.1:{port}", paths, connections=connections,
+                         seconds=seconds)
+    pool.shutdown(wait=False)
+    return future
+
+
+def live_import(box: Box, config_path: str, live_src: str, first: int, live: int, size: int) -> dict[str, Any]:
+    """Step 4: `live` objects imported through the running box while /status is polled every 100 ms."""
+    row: dict[str, Any] = {}
+    write_sources(live_src, first, live, size)
+    polls: list[float] = []
+    missed = 0
+    done = threading.Event()
+
+    def poll() -> None:
+        nonlocal missed
+        while not done.is_set():
+            t = time.perf_counter()
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", box.admin_port, timeout=1.0)
+                c.request("GET", "/status")
+                c.getresponse().read()
+                c.close()
+                polls.append(time.perf_counter() - t)
+            except OSError:
+                missed += 1
+            time.sleep(0.1)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    started = time.monotonic()
+    try:
+        subprocess.run([OCA, "cache", "import", "--config", config_path, live_src], check=True,
+                       capture_output=True)
+    finally:
+        done.set()
+        poller.join()
+    row["live_import_objects"] = live
+    row["live_import_per_s"] = round(live / (time.monotonic() - started))
+    row["status_polls"] = len(polls) + missed
+    row["status_p50_ms"] = round(statistics.median(polls) * 1000, 1) if polls else None
+    row["status_p99_ms"] = round(percentile(polls, 0.99) * 1000, 1)
+    row["status_max_ms"] = round(max(polls) * 1000, 1) if polls else None
+    row["status_missed_1s"] = missed
+    shutil.rmtree(live_src)
     return row
 
 
@@ -395,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="4KiB", help="bytes per object")
     parser.add_argument("--live-import", type=int, default=100_000, help="objects imported while /status is polled")
     parser.add_argument("--hits", type=float, default=20.0, help="seconds of random hits")
+    parser.add_argument("--hit-connections", type=int, default=0,
+                        help="also run wrk on this many connections during the hits (random keys over all N), so "
+                             "each worker meets its tables' limits however busy the machine (0: none)")
     parser.add_argument("--json", help="also write the rows as JSON to this file")
     parser.add_argument("--dir", help="work here (default: a temporary directory, removed afterwards)")
     parser.add_argument("--rebuild-only", action="store_true",
@@ -424,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rows.append(rebuild_only(n, size, workdir, args.fanout_dirs) if args.rebuild_only
                         else run_one(n, size, args.live_import, args.hits, workdir, args.populate,
-                                     args.import_objects))
+                                     args.import_objects, args.hit_connections))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # before the removal: minutes at 10^6
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
