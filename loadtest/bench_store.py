@@ -195,7 +195,7 @@ def start_wrk(port: int, workdir: str, total: int, seconds: float, connections: 
         fh.writelines(f"/{key_of(i)}\n" for i in range(total))
     pool = ThreadPoolExecutor(1)
     future = pool.submit(run_wrk, "wrk", f"http://127.0.0.1:{port}", paths, connections=connections,
-                         seconds=seconds)
+                         seconds=seconds, startup_s=600)
     pool.shutdown(wait=False)
     return future
 
