@@ -28,7 +28,6 @@ from oca.http.media import is_playlist, media_type
 from oca.serve.messages import ObjectTruncated
 from oca.storage import ObjectInfo, StoreView
 
-
 # a worker's memory for one entry beside its body, measured with tracemalloc on 4 KiB segments under titles/:
 # the ObjectInfo and its strings, the fixed headers, the cached 200 head and its Date, the access-log fields, the
 # OrderedDict's node (1,540 bytes)
