@@ -58,17 +58,20 @@ BUCKETS: dict[str, tuple[str, ...]] = {
         "on_url (", "on_header (", "on_headers_complete (", "on_message_complete (", "check_framing (",
         "llhttp", "parser.c", "feed_data ("),
     "gate (token check)": ("check (oca/serve/gate.py", "verify (oca/tokens"),
-    "head (status line, Date, CMSD-Dynamic)": ("_head (", "_with_cmsd (", "now (oca/serve/dates.py",
+    "memo (request bytes answered before)": ("get (oca/serve/memo.py", "touch (oca/serve/objects.py",
+                                             "sync (oca/serve/objects.py"),
+    "head (status line, Date, CMSD-Dynamic)": ("_head (", "hit_head (", "_with_cmsd (", "now (oca/serve/dates.py",
                                                "head_end (", "etp_from_tcp_info ("),
     "stats (counters)": ("observe (oca/serve/stats.py", "observe_hits ("),
     "access log (record, batched flush)": ("add_fast (", "add (oca/serve/accesslog", "flush (oca/serve/accesslog",
                                            "_format (oca/serve/accesslog"),
-    "record (duration, batching for stats and log)": ("record (oca/serve/server.py", "record_hits ("),
+    "record (duration, batching for stats and log)": ("record (oca/serve/server.py", "record_hits (",
+                                                      "hit (oca/serve/server.py"),
     "handler (key, lookup, response)": ("handle (oca/serve/handler.py", "_fast_hit (", "_parse_target (",
                                         "get (oca/serve/objects.py", "cached_body (", "changed (oca/storage",
                                         "read (oca/storage/generation"),
     "write (transport)": ("_start (oca/serve/connection.py", "write (", "writelines ("),
-    "connection bookkeeping": ("data_received (", "_next (", "_finish (", "_discard ("),
+    "connection bookkeeping": ("data_received (", "_replay (", "_next (", "_finish (", "_discard ("),
 }
 LOOP = "event loop, other"
 KERNEL = "kernel (system calls)"

@@ -28,6 +28,11 @@ one into the memory cache) and hands the descriptor over in a FileSlice; a miss'
   plain hits from memory are recorded in batches).
 - A head that is one Host line this connection already sent is not checked again: check_framing's answer
   for it cannot change (any other header, or another Host, and it is checked).
+- A read that is exactly one request head, arriving with nothing queued or in flight, is looked up in the
+  worker's response memo (oca.serve.memo): bytes answered before as a plain hit from memory are answered
+  again without the parser or the handler, with the Date of now, this connection's CMSD line, and the same
+  record (counters, access-log line). A memo hit leaves the parser where a parsed request would: between
+  messages.
 - Every head carries the box's CMSD-Dynamic line (oca.http.cmsd), built per connection: the throughput
   estimate is read from the socket's TCP_INFO at most once a second of the connection's activity, and again
   when the box's duress changes; between those the same bytes are reused.
@@ -52,6 +57,7 @@ from oca.protocol.messages import FillState
 from oca.serve.messages import FileSlice, Growing, Lazy, ObjectTruncated, Part, Request, Response, StorageFault
 
 if TYPE_CHECKING:
+    from oca.serve.objects import CachedObject
     from oca.serve.server import Server
 
 # Request durations need a clock finer than the loop's (uvloop's moves once per iteration, in ms)
@@ -94,6 +100,7 @@ class Connection(asyncio.Protocol):
         "_headers",
         "_host_ok",
         "_loop",
+        "_memo",
         "_out",
         "_parser",
         "_paused_reading",
@@ -124,6 +131,7 @@ class Connection(asyncio.Protocol):
         self._dup: socket.socket | None = None  # dup() of the client socket: see _direct
         self._head_left = 0  # bytes of the current head not yet sent directly
         self._client = ""
+        self._memo = server.handler.memo
         self._parser = httptools.HttpRequestParser(self)
         self._pending: deque[Request] = deque()
         self._out: deque[Part] = deque()
@@ -172,7 +180,17 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = self.last_activity = self._loop.time()
+        raw = None
         if self.header_started is None:  # bytes of a new request: its head must be complete by header_timeout
+            # Nothing queued before these bytes, nothing held back: if they are a request head answered before
+            # as a plain hit, answer it again as it was (oca.serve.memo); else they may become such a head
+            if (data.endswith(b"\r\n\r\n") and self._current is None and not self._pending and not self.close_after
+                    and not self._write_paused):
+                entry = self._memo.get(data)
+                if entry is not None:
+                    self._replay(entry)
+                    return
+                raw = data
             self.header_started = now
         try:
             self._parser.feed_data(data)
@@ -187,9 +205,22 @@ class Connection(asyncio.Protocol):
             else:
                 self._fail(400, f"malformed request: {exc}")
             return
-        if len(self._pending) > _MAX_PENDING:
+        pending = self._pending
+        if raw is not None and len(pending) == 1 and not self._url and not self._headers:
+            pending[0].raw = raw  # one whole head, nothing after it: the handler may remember its answer
+        elif len(pending) > _MAX_PENDING:
             self._pause_reading()
         self._next()
+
+    def _replay(self, entry: CachedObject) -> None:
+        """Answer a request whose bytes were answered before as a plain hit of `entry` (oca.serve.memo): the
+        same head with the Date of now and this connection's CMSD line, the same body, recorded alike."""
+        started = _clock()
+        body = cast(bytes, entry.body)  # the memo hands out only entries that hold their body
+        server = self._server
+        self._transport.writelines((self._with_cmsd(server.handler.hit_head(entry, len(body))), body))
+        self.requests_done += 1
+        server.hit(entry.info.key, len(body), started, self._client, entry.log_fields)
 
     def eof_received(self) -> bool:
         """The client finished sending: answer what it asked, then close."""

@@ -10,6 +10,9 @@ Rules kept here (RFC 9110 unless noted):
 - HEAD answers exactly the headers GET would, without a body (§9.3.2).
 - Bodies of small objects come from the worker's memory cache; everything else is a FileSlice that the
   connection sends with os.sendfile.
+- A plain keep-alive hit from memory whose request came as one whole head in one read is remembered by
+  its bytes (oca.serve.memo), with the token grant's expiry: the connection answers the same bytes again
+  without asking here while the entry and the grant stand.
 - Tokens (RFC 9246) are checked before anything is looked up: a refusal is 403 whatever is stored; a
   request-target let through is remembered until its token expires (oca.serve.gate).
 - A miss (or a soft-purged object) joins the worker's one fill of its key (oca.fetch.remote): the answer is
@@ -45,6 +48,7 @@ from oca.serve.accesslog import fast_fields
 from oca.serve.dates import DateCache
 from oca.serve.gate import Gate
 from oca.serve.hints import HintSender
+from oca.serve.memo import FOREVER, ResponseMemo
 from oca.serve.messages import FileSlice, Growing, Lazy, ObjectTruncated, Part, Request, Response, StorageFault
 from oca.serve.objects import CachedObject, ObjectCache
 from oca.serve.stats import PEER_MISS
@@ -100,6 +104,7 @@ class ContentHandler:
         # request-target -> (key, query, token, target without the token, that is `/<key>`): players repeat targets
         self._keys: dict[bytes, tuple[str, str, str | None, bytes, bool]] = {}
         self._granted: dict[bytes, float] = {}  # token-carrying targets let through -> until when (epoch s)
+        self.memo = ResponseMemo(objects)  # request bytes answered as plain hits (the connection replays them)
         # CMCD nor/nrr -> the master prefetches the next object (issue 18); only where misses are fetched
         self.hints = HintSender(fills, objects, self._parse_target) if fills is not None and self.fetching else None
         expose = "Content-Range, Content-Length, ETag, Cache-Status, Date, CMSD-Static, CMSD-Dynamic"
@@ -142,6 +147,7 @@ class ContentHandler:
         if method == "OPTIONS":
             return self._simple(req, 204, b"", self._preflight)
         gate = self.gate
+        until: float | None = FOREVER  # how long this target is let through without a token check
         if gate is not None:
             until = self._granted.get(target)  # the same target let through recently, until its token expires
             if until is None or until <= time.time() or "authorization" in req.headers:
@@ -158,7 +164,12 @@ class ContentHandler:
         entry = self._objects.get(key)
         if (entry is not None and entry.body is not None and method == "GET" and "CMCD=" not in query
                 and not entry.stale and req.headers.keys().isdisjoint(_SPECIAL)):
-            return self._fast_hit(req, entry, canonical)
+            resp = self._fast_hit(req, entry, canonical)
+            # the same bytes again get the same answer while the entry and the grant stand (oca.serve.memo);
+            # a grant of 0 (a client-bound token, a peer, an unsigned prefix) is checked on every request
+            if req.raw is not None and until and canonical and req.keep_alive and "authorization" not in req.headers:
+                self.memo.put(req.raw, entry, until)
+            return resp
         log: dict[str, object] = {}
         if "CMCD=" in query or not req.headers.keys().isdisjoint(_CMCD_HEADERS):
             cmcd = log["cmcd"] = parse_cmcd(query, req.headers)
@@ -190,13 +201,10 @@ class ContentHandler:
         body = self._objects.cached_body(entry)
         assert body is not None
         keep_alive = req.keep_alive
-        date = self._dates.now()
-        if keep_alive and entry.head_date is date:
-            head = entry.head
+        if keep_alive:
+            head = self.hit_head(entry, len(body))
         else:
-            head = self._head(200, entry.fixed_headers + entry.hit_status, len(body), keep_alive)
-            if keep_alive:
-                entry.head, entry.head_date = head, date
+            head = self._head(200, entry.fixed_headers + entry.hit_status, len(body), False)
         key = entry.info.key
         resp = Response(200, head, [body], len(body), not keep_alive, key, "memory", "hit")
         if canonical:
@@ -205,6 +213,15 @@ class ContentHandler:
                 fields = entry.log_fields = fast_fields("GET", req.target, key, 200, len(body))
             resp.log_fields = fields
         return resp
+
+    def hit_head(self, entry: CachedObject, length: int) -> bytes:
+        """The keep-alive 200 head of a plain hit of `entry` (`length` body bytes), with the Date of now
+        (RFC 9110 §6.6.1): built once a second per object, reused within it."""
+        date = self._dates.now()
+        if entry.head_date is not date:
+            entry.head = self._head(200, entry.fixed_headers + entry.hit_status, length, True)
+            entry.head_date = date
+        return entry.head
 
     def _serve_entry(self, req: Request, entry: CachedObject, log: dict[str, object]) -> Response:
         rep = Representation(entry.info.size, entry.content_type, entry.etag, entry.last_modified)

@@ -36,6 +36,7 @@ class Request:
     client: str
     started: float  # time.perf_counter() when the request's last byte arrived
     failure: tuple[int, str] | None = None  # set when the request could not be parsed: (status, reason)
+    raw: bytes | None = None  # the whole read, when it held this one request head and nothing else (memo)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ Rules kept here:
   entries of metadata are ~96 MiB, which bodies filling the whole capacity besides them once took a worker to
   ~416 MB with a 256 MiB capacity. The least recently used bodies give way to new entries; entries stay
   bounded by max_entries alone, so a capacity of 0 still keeps headers.
+- An entry that is forgotten or pushed out lets go of its body, and `generation` moves whenever the whole
+  cache is dropped: what else holds an entry (oca.serve.memo) sees both, and keeps no body alive.
 """
 
 from __future__ import annotations
@@ -65,6 +67,13 @@ class ObjectCache:
         self._bodies: OrderedDict[str, int] = OrderedDict()  # keys whose body is in memory, oldest first
         self._body_bytes = 0
         self.stale: set[str] = set()  # soft-purged keys (the fill link keeps this set current)
+        self.generation = 0  # moves each time the whole cache is dropped (clear)
+
+    def sync(self) -> int:
+        """Drop everything if the store's generation moved since we last looked; the cache's generation."""
+        if self._view.changed():
+            self.clear()
+        return self.generation
 
     def get(self, key: str) -> CachedObject | None:
         if self._view.changed():
@@ -89,7 +98,9 @@ class ObjectCache:
 
     def forget(self, key: str) -> None:
         """Drop one key (its file vanished under us); the next get() asks the view again."""
-        self._entries.pop(key, None)
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            entry.body = None  # nobody serves a forgotten entry's bytes again (oca.serve.memo)
         size = self._bodies.pop(key, None)
         if size is not None:
             self._body_bytes -= size
@@ -102,6 +113,17 @@ class ObjectCache:
         self._entries.clear()
         self._bodies.clear()
         self._body_bytes = 0
+        self.generation += 1
+
+    def touch(self, entry: CachedObject) -> bool:
+        """Count a use of `entry` and its body in memory, as get() and cached_body() would; False (nothing
+        counted) unless `entry` is the key's current entry and holds its body."""
+        key = entry.info.key
+        if entry.body is None or self._entries.get(key) is not entry:
+            return False
+        self._entries.move_to_end(key)
+        self._bodies.move_to_end(key)
+        return True
 
     def cached_body(self, entry: CachedObject) -> bytes | None:
         """The body if it is in memory (and mark it recently used)."""

@@ -107,14 +107,11 @@ class Server:
 
     def record(self, req: Request | None, resp: Response, body_sent: int, aborted: bool,
                error: BaseException | None) -> None:
+        if resp.log_fields and not aborted and req is not None:  # a plain hit from memory, sent whole
+            self.hit(resp.key, body_sent, req.started, req.client, resp.log_fields)
+            return
         ended = time.perf_counter()
         seconds = ended - req.started if req is not None else 0.0
-        if resp.log_fields and not aborted and req is not None:  # a plain hit from memory, sent whole
-            hits = self._hits
-            hits.append((resp.key, body_sent, seconds, req.client, resp.log_fields, ended))
-            if len(hits) >= HIT_BATCH:
-                self.record_hits()
-            return
         self.stats.observe(resp.status, resp.cache, resp.tier, body_sent, seconds, resp.key)
         if resp.cache == "miss":
             self.stats.observe_miss(resp.log.get("miss") if resp.log else None)
@@ -143,6 +140,14 @@ class Server:
         else:
             self.access_log.add((time.time(), req.client, req.method, req.target, resp.key, resp.status, body_sent,
                                  seconds, resp.cache, resp.tier, extras))
+
+    def hit(self, key: str, body_sent: int, started: float, client: str, log_fields: str) -> None:
+        """Record a plain hit from memory sent whole (`started`: perf_counter when its request arrived)."""
+        ended = time.perf_counter()
+        hits = self._hits
+        hits.append((key, body_sent, ended - started, client, log_fields, ended))
+        if len(hits) >= HIT_BATCH:
+            self.record_hits()
 
     def record_hits(self) -> None:
         """Record the plain hits from memory answered since the last call: counters and log lines."""

@@ -32,6 +32,14 @@ RECEIVED = MAIN + ";Connection.data_received (oca/serve/connection.py:159)"
      ";Server.record_hits (oca/serve/server.py:130);WorkerStats.observe_hits (oca/serve/stats.py:85)",
      "stats (counters)"),
     (RECEIVED, "connection bookkeeping"),
+    # a request answered from the response memo (oca.serve.memo)
+    (RECEIVED + ";ResponseMemo.get (oca/serve/memo.py:60);ObjectCache.touch (oca/serve/objects.py:112)",
+     "memo (request bytes answered before)"),
+    (RECEIVED + ";Connection._replay (oca/serve/connection.py:221);ContentHandler.hit_head (oca/serve/handler.py:220)",
+     "head (status line, Date, CMSD-Dynamic)"),
+    (RECEIVED + ";Connection._replay (oca/serve/connection.py:223);Server.hit (oca/serve/server.py:146)",
+     "record (duration, batching for stats and log)"),
+    (RECEIVED + ";Connection._replay (oca/serve/connection.py:219)", "connection bookkeeping"),
 ])
 def test_a_stack_lands_in_the_bucket_of_its_innermost_named_frame(stack: str, bucket: str) -> None:
     assert bucket_of(stack) == bucket
