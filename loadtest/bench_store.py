@@ -256,16 +256,31 @@ def timed_import(config_path: str, src: str, first: int, count: int, size: int) 
 
 
 def run_for_peak_rss(argv: list[str]) -> int:
-    """Run `argv` to its end (an error if it fails) and return its own peak RSS in KiB: wait4's rusage of that
-    one child, not RUSAGE_CHILDREN's maximum over every child this process has waited for (a rebuild's larger)."""
+    """Run `argv` to its end (an error if it fails) and return its own peak RSS in KiB: its VmHWM, read while it
+    runs (a high-water mark: the last reading before it exits holds its peak). Not wait4's ru_maxrss nor
+    RUSAGE_CHILDREN: a child started by vfork or fork is charged the parent's RSS before its exec."""
+    peak = 0
     with tempfile.TemporaryFile() as out:
-        dup = [(os.POSIX_SPAWN_DUP2, out.fileno(), 1), (os.POSIX_SPAWN_DUP2, out.fileno(), 2)]
-        pid = os.posix_spawn(argv[0], argv, dict(os.environ), file_actions=dup)
-        _, status, usage = os.wait4(pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        while process.poll() is None:
+            peak = max(peak, hwm_kib(process.pid))
+            time.sleep(0.02)
+        if process.returncode != 0:
             out.seek(0)
-            raise RuntimeError(f"{argv} failed ({status}):\n{out.read().decode(errors='replace')[-2000:]}")
-    return usage.ru_maxrss
+            raise RuntimeError(f"{argv} failed ({process.returncode}):\n{out.read().decode(errors='replace')[-2000:]}")
+    return peak
+
+
+def hwm_kib(pid: int) -> int:
+    """A live process's peak RSS so far (VmHWM, proc(5)); 0 once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 FANOUT_DIRS = 65_536  # a tier's fan-out directories: the first four hex digits of an object's hash

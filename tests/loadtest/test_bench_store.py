@@ -55,8 +55,12 @@ def test_what_fits_counts_inodes_and_bytes_by_how_the_store_is_filled(tmp_path: 
 
 
 def test_the_peak_rss_is_that_of_the_command_alone_and_a_failure_says_what_it_printed() -> None:
-    big = run_for_peak_rss([sys.executable, "-c", "x = bytearray(200 << 20); x[::4096] = b'1' * len(x[::4096])"])
-    small = run_for_peak_rss([sys.executable, "-c", "pass"])
-    assert big > 200 << 10 > small  # KiB: the 200 MiB child, then a small one reported as its own, not the max
+    ballast = bytearray(300 << 20)  # this process big: a spawned child is charged that before its exec
+    ballast[::4096] = b"1" * len(ballast[::4096])
+    hold = "x = bytearray(200 << 20); x[::4096] = b'1' * len(x[::4096]); import time; time.sleep(0.3)"
+    big = run_for_peak_rss([sys.executable, "-c", hold])
+    small = run_for_peak_rss([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    del ballast
+    assert big > 200 << 10 > 100 << 10 > small  # KiB: the 200 MiB child, then a small one as its own
     with pytest.raises(RuntimeError, match="boom"):
         run_for_peak_rss([sys.executable, "-c", "import sys; sys.exit('boom')"])
