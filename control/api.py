@@ -157,6 +157,7 @@ async def status(request: web.Request) -> web.Response:
                    "last_round_seconds": plane.poller.last_round,
                    "recent_rounds_seconds": [round(r, 4) for r in plane.poller.recent_rounds],
                    "unpolled_boxes": plane.poller.unpolled, "polls": plane.poller.polls,
+                   "failed_polls": plane.poller.failed_polls,
                    "skipped_polls": plane.poller.skipped, "inventories_pending": plane.inventory.pending},
         "prefixes": plane.prefixes.as_json()})
 
@@ -168,12 +169,13 @@ async def fleet(request: web.Request) -> web.Response:
     for box in plane.config.fleet.boxes.values():
         h = health[box.id]
         status = plane.poller.status(box.id)
+        polls, failed_polls = plane.poller.poll_counts(box.id)
         boxes.append({
             "id": box.id, "site": box.site, "data_url": box.data_url, "admin_url": box.admin_url,
             "healthy": h.healthy, "draining": h.draining, "drained_by_operator": box.id in plane.poller.drained,
             "load": round(h.load, 4), "egress_capacity": box.egress_capacity, "version": h.version,
             "failed_tiers": list(h.failed_tiers), "error": h.error, "last_healthy_poll": h.last_healthy_poll,
-            "last_poll": plane.poller.last_poll(box.id),
+            "last_poll": plane.poller.last_poll(box.id), "polls": polls, "failed_polls": failed_polls,
             "tiers": [{"name": t.name, "state": t.state, "capacity": t.capacity, "used": t.used} for t in status.tiers]
             if status else [],
             "connections": status.connections if status else None,

@@ -29,6 +29,9 @@ Rules kept here:
   wait for them.
 - `last_healthy_poll` is when the latest good poll finished (the injected clock): steering uses it to know
   whether a box has passed a fresh poll since a player left it.
+- Every poll judged bad is counted, per box (`failed_polls`) and in all (`failed_polls` of the poller), whether
+  or not it changed the box's state: a box that misses one poll in `down_after` is never marked down, and
+  without the count nothing would show that it ever missed one (a flapping box, a box slow under a fill).
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ class _BoxState:
     last_healthy_poll: float | None = None
     last_poll: float | None = None
     polls: int = 0
+    failed: int = 0  # polls judged bad since start
 
 
 @dataclass(slots=True)
@@ -117,6 +121,7 @@ class HealthPoller:
     recent_rounds: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=ROUNDS_KEPT))
     skipped: int = 0  # polls not started because the box's previous one was still running
     polls: int = 0  # polls done since start
+    failed_polls: int = 0  # polls judged bad since start (no answer, a bad answer, or a box not fit to serve)
     unpolled: int = field(init=False)  # boxes not polled since start
     _states: dict[str, _BoxState] = field(default_factory=dict)
     _health: dict[str, BoxHealth] = field(default_factory=dict)
@@ -151,6 +156,11 @@ class HealthPoller:
     def last_poll(self, box_id: str) -> float | None:
         state = self._states.get(box_id)
         return state.last_poll if state else None
+
+    def poll_counts(self, box_id: str) -> tuple[int, int]:
+        """(polls, polls judged bad) of the box since start."""
+        state = self._states.get(box_id)
+        return (state.polls, state.failed) if state else (0, 0)
 
     def box_draining(self, box_id: str, draining: bool) -> None:
         """The box acknowledged a drain or an undrain: take its new flag now rather than at its next poll, so
@@ -316,6 +326,9 @@ class HealthPoller:
         state.error = problem
         if good:
             state.last_healthy_poll = now
+        else:
+            state.failed += 1
+            self.failed_polls += 1
         if state.healthy is None:
             state.healthy, state.streak = good, 0
         elif good == state.healthy:

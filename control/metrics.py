@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from control.plane import ControlPlane
 from control.steering import Decision
@@ -134,6 +134,10 @@ class _State:
         slow = GaugeMetricFamily("oca_control_box_slow", "1 while players find the box slow (their steering "
                                  "reloads' throughput, control.signals): ranked last for new sessions.",
                                  labels=["box", "site"])
+        failed = CounterMetricFamily("oca_control_box_failed_polls", "Health polls of the box judged bad since "
+                                     "start (no answer in time, a bad answer, every tier failed), whether or not "
+                                     "they marked it down: one miss in health.down_after shows only here.",
+                                     labels=["box", "site"])
         slow_now = plane.signals.slow  # as last judged: a scrape never judges (nor moves a session)
         for box in plane.config.fleet.boxes.values():
             labels = [box.id, box.site]
@@ -145,7 +149,8 @@ class _State:
             draining.add_metric(labels, int(bool(h and h.draining)))
             load.add_metric(labels, h.load if h else 0.0)
             behind.add_metric(labels, max(0, invalidator.last_seq - invalidator.applied.get(box.id, 0)))
-        yield from (up, draining, load, behind, version, slow)
+            failed.add_metric(labels, plane.poller.poll_counts(box.id)[1])
+        yield from (up, draining, load, behind, version, slow, failed)
         rollout = plane.rollouts.running()
         steps = GaugeMetricFamily("oca_control_rollout_steps", "Steps of the firmware roll-out under way: done and "
                                   "total (absent when none runs).", labels=["rollout", "version", "of"])

@@ -13,6 +13,9 @@ Rules kept here:
   Files finished by then are in the box's inventory, so the next run's diff skips them: resuming never
   refetches a completed file. The job id and the box's pid go to a small state file, so a run that follows
   a killed run cancels the orphaned job first (a box restarted since then has forgotten it anyway).
+- A box whose catalog is still loading from its index (`loading` in its /status: just restarted) answers
+  its inventory only once loaded; the runner waits for that (up to `Options.load_wait`, or the window's
+  end), rather than letting a request time out (at 10^6 objects the load takes tens of seconds).
 - Success is measured on the box, not believed from the job: after the job the inventory is read again and
   every planned file must be there with the plan's digest (exit 0), else exit 1 naming what is missing.
 - Time is injected (wall clock, local time of day, sleep) so the window logic is tested without waiting.
@@ -28,7 +31,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +41,7 @@ from oca.wire.admin_client import AdminClient, AdminError
 from oca.wire.codec import WireError
 from oca.wire.control_client import ControlClient, ControlError
 from oca.wire.fill import BoxPlan, FillScores, PlanReply
-from oca.wire.inventory import InventoryObject, Listing
+from oca.wire.inventory import InventoryObject, Listing, lookup_batches
 from oca.wire.prefetch import JobProgress, PrefetchRequest
 from oca.wire.window import Window, local_second_of_day
 
@@ -96,9 +99,27 @@ class BoxAdmin(AdminClient):
                     from None
             raise BoxFailed(f"{exc} ({method} {path})") from None
 
-    def inventory(self) -> list[InventoryObject]:
-        return list(Listing.from_json(self.call("GET", "/inventory?prefix=" + urllib.parse.quote("titles/")),
-                                      "the box's inventory").objects)
+    def inventory(self, keys: Sequence[str]) -> list[InventoryObject]:
+        """What the box holds of `keys` (the plan's), and every pinned object under `titles/` (what the plan may
+        have dropped): O(plan + pinned) on the box. A full listing walked every object the box holds, and at
+        10^6 objects kept its admin API (and its health answers) busy for longer than a health poll waits. A
+        box too old for `POST /inventory/lookup` (404) gets the full listing."""
+        held: dict[str, InventoryObject] = {}
+        for batch in lookup_batches(keys):
+            answer = self.call("POST", "/inventory/lookup", {"keys": batch}, missing_ok=True)
+            if answer is None:
+                return self._listing("/inventory?prefix=" + urllib.parse.quote("titles/"))
+            held.update((o.key, o) for o in self._listing_of(answer))
+        for obj in self._listing("/inventory?pinned=1&prefix=" + urllib.parse.quote("titles/")):
+            held.setdefault(obj.key, obj)
+        return list(held.values())
+
+    def _listing(self, path: str) -> list[InventoryObject]:
+        return self._listing_of(self.call("GET", path))
+
+    @staticmethod
+    def _listing_of(answer: object) -> list[InventoryObject]:
+        return list(Listing.from_json(answer, "the box's inventory").objects)
 
     def job_progress(self, method: str, path: str, body: Any = None, *,
                      missing_ok: bool = False) -> JobProgress | None:
@@ -122,6 +143,7 @@ class Options:
     dry_run: bool = False
     poll_interval: float = 0.5
     priority: int = PRIORITY
+    load_wait: float = 1800.0  # seconds to wait for a box still loading its catalog (see the module rules)
 
 
 @dataclass(frozen=True)
@@ -228,7 +250,11 @@ class Runner:
         status = self.admin.call("GET", "/status")
         if isinstance(status, dict) and status.get("box") not in (None, self.box_id):
             raise OcaError(f"the admin API answers for box {status.get('box')!r}, the config says {self.box_id!r}")
-        held = self.admin.inventory()
+        deadline = self._deadline(window, started)
+        self._wait_loaded(status, started + options.load_wait if deadline is None or deadline <= started
+                          else min(deadline, started + options.load_wait), options)
+        keys = [f.key for f in plan.files]
+        held = self.admin.inventory(keys)
         changes = diff(plan, held)
         self._count(report, changes)
         self.on_event("diff", {"keep": len(changes.keep), "fetch": len(changes.fetch),
@@ -238,7 +264,6 @@ class Runner:
             report.commands = [_describe(c) for c in changes.commands()]
             report.message = "dry run: nothing done"
             return self._finish(report, plan, held, started, window_ended=False, dry_run=True)
-        deadline = self._deadline(window, started)
         if deadline is not None and deadline <= started:
             report.message = f"outside the fill window {window}: nothing done"
             return self._finish(report, plan, held, started, window_ended=True)
@@ -253,7 +278,7 @@ class Runner:
                                 missing_ok=True)
             elif isinstance(command, Fetch):
                 window_ended = self._fetch(plan, command, options, report, deadline)
-        return self._finish(report, plan, self.admin.inventory(), started, window_ended)
+        return self._finish(report, plan, self.admin.inventory(keys), started, window_ended)
 
     # -- steps -------------------------------------------------------------------------------------------
 
@@ -261,6 +286,21 @@ class Runner:
         report.kept_files, report.kept_bytes = len(changes.keep), changes.keep_bytes
         report.fetch_files, report.fetch_bytes = len(changes.fetch), changes.fetch_bytes
         report.pinned, report.unpinned = len(changes.pin), len(changes.unpin)
+
+    def _wait_loaded(self, status: object, until: float, options: Options) -> None:
+        """Return once the box's /status no longer says its catalog is loading; BoxUnreachable at `until`."""
+        if not (isinstance(status, dict) and status.get("loading") is True):
+            return
+        self.on_event("loading", {"objects": status.get("objects")})
+        begun = self.clock()
+        while isinstance(status, dict) and status.get("loading") is True:
+            if self.clock() >= until:
+                raise BoxUnreachable(f"the box was still loading its catalog from its index after "
+                                     f"{self.clock() - begun:.0f}s ({status.get('objects')} objects so far)")
+            self.sleep(options.poll_interval)
+            status = self.admin.call("GET", "/status")
+        self.on_event("loaded", {"objects": status.get("objects") if isinstance(status, dict) else None,
+                                 "waited": round(self.clock() - begun, 3)})
 
     def _deadline(self, window: Window | None, now: float) -> float | None:
         return None if window is None else now + window.remaining(self.second_of_day(now))

@@ -29,7 +29,7 @@ from oca.keys import is_valid_key
 from oca.secret_files import read_secret
 from oca.storage import ObjectInfo, Store
 from oca.wire.admin_client import read_token
-from oca.wire.inventory import InventoryObject, Listing
+from oca.wire.inventory import LOOKUP_MAX_KEYS, InventoryObject, Listing
 from oca.wire.status import BoxReport, TierReport
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -73,6 +73,7 @@ def admin_routes() -> list[web.RouteDef]:
         web.get("/status", status),
         web.get("/metrics", metrics),
         web.get("/inventory", inventory),
+        web.post("/inventory/lookup", inventory_lookup),
         web.get("/cache/objects/{key:.+}", stat_object),
         web.delete("/cache/objects/{key:.+}", evict_object),
         web.post("/cache/evict", evict_prefix),
@@ -132,6 +133,7 @@ async def status(request: web.Request) -> web.Response:
         "workers": box.workers.serving_workers(),
         **stats,  # requests, bytes_by_tier, hit_ratio (and the report's counters)
         "objects": store.get("objects"),
+        "loading": store.get("loading"),  # the catalog still loading from the index: listings and writes wait
         "storage_generation": store.get("generation"),
         "invalidation_error": box.invalidations.last_error,
         "fetch": box.fills.status(),
@@ -160,7 +162,22 @@ async def inventory(request: web.Request) -> web.Response:
     if request.query.get("by") == "title":
         return await content.titles(request)
     prefix = request.query.get("prefix", "")
-    objects = await context_of(request).store.call(Store.list, prefix)
+    pinned = request.query.get("pinned", "0")
+    if pinned not in ("0", "1"):
+        raise BadRequest(f"pinned must be 0 or 1, got {pinned[:40]!r}")
+    # pinned=1: O(pinned objects), not a walk of every one (what the fill job asks, to unpin what its plan dropped)
+    objects = await context_of(request).store.call(Store.pinned if pinned == "1" else Store.list, prefix)
+    return web.json_response(Listing(tuple(inventory_object(o) for o in objects)).to_json())
+
+
+async def inventory_lookup(request: web.Request) -> web.Response:
+    """`{"keys": [...]}` -> the Listing of those the box holds, in the order asked: O(keys), however many the box
+    holds. The fill job diffs its plan with it; a full `GET /inventory` of a box of 10^6 objects kept the
+    master's event loop busy for seconds, and its health polls unanswered."""
+    keys = (await json_body(request)).get("keys")
+    if not isinstance(keys, list) or len(keys) > LOOKUP_MAX_KEYS:
+        raise BadRequest(f"keys must be a list of at most {LOOKUP_MAX_KEYS} content keys")
+    objects = await context_of(request).store.call(Store.lookup, [_key(k) for k in keys])
     return web.json_response(Listing(tuple(inventory_object(o) for o in objects)).to_json())
 
 

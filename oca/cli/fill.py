@@ -78,6 +78,9 @@ class Output:
             if event == "window_end":
                 self._end_bar()
                 click.echo(f"fill window ended: job {fields.get('job')} cancelled", err=True)
+            elif event == "loading":
+                click.echo(f"the box is loading its catalog ({fields.get('objects')} objects so far): waiting",
+                           err=True)
             return
         self._log(event, fields)
 

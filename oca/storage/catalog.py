@@ -1,8 +1,9 @@
 """What the owner holds in memory: a packed record per stored object, and per tier its state, policy and bytes.
 
 Rules kept here:
-- No I/O. `attach` and `detach` are the only ways an object enters or leaves, and they keep each tier's
-  byte count, object count and eviction policy in step with the records.
+- No I/O. `attach` and `detach` are the only ways an object enters or leaves, `relocate` the only way it
+  changes tier (keeping its record: a demotion per miss on a full box), and they keep each tier's byte count,
+  object count and eviction policy in step with the records.
 - Records mirror the index rows (the index is written first; see store.py). Only the last access may run
   ahead of the index, which is written in batches.
 - An object on a FAILED tier is kept (the tier may come back) but is not servable.
@@ -11,6 +12,8 @@ Rules kept here:
 - Each tier counts its pinned bytes (`set_pinned` is the only way a stored object's pin changes), so whether a
   tier can make room for an object is known without planning the evictions (`refusal`): a put plans once,
   when it commits.
+- The keys of the pinned objects are kept as a set (`pinned_keys`), so what is pinned is known in O(pinned),
+  not by walking every record: the nightly fill asks for it to unpin what its plan dropped.
 - Memory per object is what a box of 10^7 objects can afford (see Entries): one dict slot from the key to a
   record number, and the record packed in arrays (no Python object per field). A CatalogEntry is a copy made
   on demand; `current` tells whether the object it was made from is still the one stored (each attach gets a
@@ -28,11 +31,12 @@ from oca.errors import InsufficientStorage
 from oca.storage.index import Row
 from oca.storage.layout import Sidecar, TierLayout, key_hash
 from oca.storage.model import ObjectInfo, TierState
-from oca.storage.policy import EvictionPolicy, Move, TierSpace, plan_placement, policy_factory
+from oca.storage.policy import EvictionPolicy, Move, plan_placement, policy_factory
 from oca.storage.slots import KeySlots
 from oca.storage.titles import TitleCounts
 
 HOT, PINNED = 1, 2  # Entries.flags bits
+_UP = TierState.UP  # by module name: an enum class attribute costs a metaclass look-up, a plan asks per tier
 _DIGEST_BYTES = 16  # an xxh3_128 hex digest packed as bytes
 
 
@@ -118,9 +122,13 @@ class Entries:
             return odd
         return self._digest[slot * _DIGEST_BYTES:(slot + 1) * _DIGEST_BYTES].hex()
 
+    def next_serial(self) -> int:
+        self._serials = (self._serials + 1) & 0xFFFFFFFF
+        return self._serials
+
     def add(self, entry: CatalogEntry) -> None:
         """Store a record for `entry` (its key not held yet) and set its serial."""
-        self._serials = (self._serials + 1) & 0xFFFFFFFF
+        self._serials = (self._serials + 1) & 0xFFFFFFFF  # next_serial, inline: an add per miss
         entry.serial = self._serials
         packed = _pack_digest(entry.digest)
         flags = (HOT if entry.hot else 0) | (PINNED if entry.pinned else 0)
@@ -178,6 +186,11 @@ class Tier:
         self.evictions = 0
         self.pinned = 0  # bytes of pinned objects: the part of the capacity no eviction can free
 
+    @property
+    def accepts(self) -> bool:
+        """Takes new objects (what the planner asks: policy.TierView)."""
+        return self.state is _UP
+
 
 class Catalog:
     def __init__(self, tiers: Sequence[TierConfig], policy: Callable[[], EvictionPolicy],
@@ -187,6 +200,7 @@ class Catalog:
         self.by_name = {t.name: t for t in self.tiers}
         self.entries = Entries(slots)
         self.titles = TitleCounts(len(self.tiers))
+        self.pinned_keys: set[str] = set()  # the keys' own strings: a set slot per pinned object
         numbers, sizes, flags = self.entries.slots, self.entries.size, self.entries.flags
         # made once: a plan asks these for every victim
         self._size_of: Callable[[str], int] = lambda k: sizes[numbers[k]]
@@ -200,7 +214,7 @@ class Catalog:
         return cls(tiers, policy_factory(name, [t.capacity for t in tiers], slots), slots)
 
     def attach(self, entry: CatalogEntry) -> None:
-        assert entry.key not in self.entries, entry.key
+        assert entry.key not in self.entries.slots, entry.key
         tier = self.tiers[entry.tier]
         self.entries.add(entry)
         tier.policy.add(entry.key, entry.size)
@@ -209,6 +223,7 @@ class Catalog:
         self.titles.add(entry.key, entry.tier, entry.size)
         if entry.pinned:
             tier.pinned += entry.size
+            self.pinned_keys.add(entry.key)
 
     def detach(self, entry: CatalogEntry) -> bool:
         """Remove the object if `entry` is the current one for its key; False if it was not."""
@@ -222,12 +237,42 @@ class Catalog:
         self.titles.remove(entry.key, entry.tier, entry.size)
         if entry.pinned:
             tier.pinned -= entry.size
+            self.pinned_keys.discard(entry.key)
+        return True
+
+    def relocate(self, entry: CatalogEntry, dst: Tier) -> bool:
+        """The object `entry` names now lives on `dst` (its files and index row were moved): the same record
+        with a new tier and a new serial, as a detach then an attach of the moved copy would leave it, without
+        freeing and refilling the record, its dict slot and its digest (a demotion per miss on a full box).
+        The policies hear a removal from the old tier and an add to the new one, as for any move. Sets
+        `entry`'s tier and serial; False (nothing changed) if `entry` is not the current copy."""
+        entries = self.entries
+        slot = entries.slots.get(entry.key)
+        if slot is None or entries.serial[slot] != entry.serial:
+            return False
+        src, key, size = self.tiers[entry.tier], entry.key, entry.size
+        src.policy.remove(key)  # first, as detach does: the policies' per-object state is by record number
+        src.used -= size
+        src.objects -= 1
+        if entries.flags[slot] & PINNED:
+            src.pinned -= size
+            dst.pinned += size
+        entries.tier[slot] = entry.tier = dst.number
+        entries.serial[slot] = entry.serial = entries.next_serial()
+        dst.policy.add(key, size)
+        dst.used += size
+        dst.objects += 1
+        self.titles.move(key, src.number, dst.number, size)
         return True
 
     def set_pinned(self, entry: CatalogEntry, pinned: bool) -> None:
         if entry.pinned != pinned and self.current(entry):
             self.tiers[entry.tier].pinned += entry.size if pinned else -entry.size
             self.entries.set_flag(self.entries.slots[entry.key], PINNED, pinned)
+            if pinned:
+                self.pinned_keys.add(entry.key)
+            else:
+                self.pinned_keys.discard(entry.key)
         entry.pinned = pinned
 
     def set_accessed(self, entry: CatalogEntry, when: float) -> None:
@@ -278,7 +323,6 @@ class Catalog:
 
     def plan(self, target: Tier, size: int, key: str | None = None, *, replacing: bool = False) -> list[Move]:
         """plan_placement over the current tiers. With `replacing`, the key's existing copy counts as gone."""
-        current = self.entries.get(key) if key is not None and replacing else None
-        spaces = [TierSpace(t.name, t.capacity, t.used, t.state.accepts, t.policy) for t in self.tiers]
-        return plan_placement(spaces, size, target.number, size_of=self._size_of, is_pinned=self._is_pinned,
-                              key=key, current=current.tier if current else None)
+        slot = self.entries.slots.get(key) if key is not None and replacing else None
+        return plan_placement(self.tiers, size, target.number, size_of=self._size_of, is_pinned=self._is_pinned,
+                              key=key, current=None if slot is None else self.entries.tier[slot])

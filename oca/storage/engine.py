@@ -31,7 +31,7 @@ from oca.storage.generation import Generation
 from oca.storage.index import DROP, WRITE, Index, Pending
 from oca.storage.layout import META_SUFFIX, key_hash, unlink_quiet
 from oca.storage.model import TierState
-from oca.storage.policy import Delete, Demote, Move, Place, PromotionCounter
+from oca.storage.policy import Demote, Move, Place, PromotionCounter
 
 log = logging.getLogger("oca.storage")
 
@@ -67,6 +67,12 @@ class Engine:
         """Rename a verified temp file and its staged sidecar into place on `tier`, journalled; index the
         entry and attach it. Raises OSError or StorageError (the index write failed); either way the files
         are removed again, and a journal row that could not be cleared is settled at the next open."""
+        self.place(tier, staged_path, meta_tmp, entry)
+        self.cat.attach(entry)
+
+    def place(self, tier: Tier, staged_path: str, meta_tmp: str, entry: CatalogEntry) -> None:
+        """`install` without the attach: the files renamed into place and the index row written (the entry's
+        tier set to `tier`); memory is the caller's to change."""
         with self.index.transaction():
             self.index.add_pending(tier.name, entry.hash, entry.key, WRITE)
         layout = tier.layout
@@ -90,7 +96,6 @@ class Engine:
             with contextlib.suppress(OSError):
                 layout.remove(entry.hash)
             raise
-        self.cat.attach(entry)
 
     def install_many(self, tier: Tier, staged: Sequence[tuple[str, str, CatalogEntry]]) -> None:
         """`install` for many new objects (paths of the verified temp file and staged sidecar, and the entry;
@@ -146,21 +151,23 @@ class Engine:
 
     def run(self, moves: Iterable[Move]) -> None:
         """Carry out the evictions of a plan (Place is the caller's)."""
+        tiers, get, current = self.cat.tiers, self.cat.entries.get, self.cat.current
         for move in moves:
             if isinstance(move, Place):
                 continue
-            entry = self.cat.entries.get(move.key)
+            entry = get(move.key)
             if entry is None:
                 continue
-            self.cat.tiers[entry.tier].evictions += 1
-            if isinstance(move, Demote) and self.move(entry, self.cat.tiers[move.dst]):
-                self.demotions += 1
-                continue
-            assert isinstance(move, Delete | Demote)
-            if self.cat.current(entry):
-                self.drop([entry])
-                if self.on_evicted is not None:
-                    self.on_evicted(entry.key, f"capacity: tier {self.cat.tiers[entry.tier].name} full")
+            tiers[entry.tier].evictions += 1
+            if isinstance(move, Demote):
+                if self.move(entry, tiers[move.dst]):
+                    self.demotions += 1
+                    continue
+                if not current(entry):  # the move dropped it (its bytes did not match their digest)
+                    continue
+            self.drop([entry])
+            if self.on_evicted is not None:
+                self.on_evicted(entry.key, f"capacity: tier {tiers[entry.tier].name} full")
 
     def move(self, entry: CatalogEntry, dst: Tier) -> bool:
         """Copy an object to another tier, verified, then drop the old copy. False if it did not move."""
@@ -184,14 +191,14 @@ class Engine:
             meta_tmp = self.prepare(dst, moved)
             with self.index.transaction():
                 self.index.add_pending(src.name, entry.hash, entry.key, DROP)
-            self.cat.detach(entry)
             try:
-                self.install(dst, staged.path, meta_tmp, moved)
+                self.place(dst, staged.path, meta_tmp, moved)
             except (OSError, StorageError):
-                self.cat.attach(entry)
                 with contextlib.suppress(StorageError), self.index.transaction():
                     self.index.clear_pending(src.name, entry.hash)
                 raise
+            # the index row says dst now: memory follows, keeping the object's record (Catalog.relocate)
+            self.cat.relocate(entry, dst)
         except OSError as e:
             self.charge(dst, e, entry.size)
             return False
@@ -213,6 +220,9 @@ class Engine:
         for entry in entries:
             self.forget(entry)
         self.gen.bump()
+        if len(entries) == 1:  # a capacity eviction: one object, one tier
+            self.remove_files(self.cat.tiers[entries[0].tier], [entries[0].hash])
+            return
         by_tier: dict[int, list[str]] = {}
         for entry in entries:
             by_tier.setdefault(entry.tier, []).append(entry.hash)

@@ -40,10 +40,15 @@ class TierState(enum.StrEnum):
     FULL = "full"
     FAILED = "failed"
 
+    # the members by module name, not TierState.X: an enum's class attribute costs a look-up through its
+    # metaclass, and every miss asks several tiers whether they accept
     @property
     def serves(self) -> bool:
-        return self is not TierState.FAILED
+        return self is not _FAILED
 
     @property
     def accepts(self) -> bool:
-        return self is TierState.UP
+        return self is _UP
+
+
+_UP, _FAILED = TierState.UP, TierState.FAILED

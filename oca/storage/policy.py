@@ -146,6 +146,26 @@ class PromotionCounter:
         return len(self._windows)
 
 
+class TierView(Protocol):
+    """What the planner reads of a tier (index 0 is the fastest): a TierSpace, or the catalog's own Tier, so a
+    plan per miss makes no copy of the tiers."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capacity(self) -> int: ...
+
+    @property
+    def used(self) -> int: ...
+
+    @property
+    def accepts(self) -> bool: ...
+
+    @property
+    def policy(self) -> EvictionPolicy: ...
+
+
 @dataclass(slots=True)  # not frozen: a frozen init sets each field through object.__setattr__, a plan makes many
 class TierSpace:
     """What the planner needs to know about one tier (index 0 is the fastest)."""
@@ -182,12 +202,16 @@ Move = Demote | Delete | Place
 class _Plan:
     """Mutable scratch state of one planning run."""
 
-    def __init__(self, tiers: Sequence[TierSpace], key: str | None, size_of: Callable[[str], int],
+    def __init__(self, tiers: Sequence[TierView], key: str | None, size_of: Callable[[str], int],
                  is_pinned: Callable[[str], bool]) -> None:
         self.tiers, self.key, self.size_of, self.is_pinned = tiers, key, size_of, is_pinned
         self.used = [t.used for t in tiers]
-        self.taken: list[set[str] | None] = [None] * len(tiers)  # made when a tier first gives up a key
+        # victims chosen so far, of every tier: a key is held by one tier's policy, so one set serves them all
+        self.taken: set[str] = set()
         self.moves: list[Move] = []
+
+    def blocked(self, k: str) -> bool:
+        return k == self.key or k in self.taken or self.is_pinned(k)
 
     def make_room(self, i: int, need: int) -> bool:
         """Plan freeing space on tier i until `need` bytes fit. False, with nothing planned, if it cannot:
@@ -196,19 +220,21 @@ class _Plan:
         short = need - (tier.capacity - self.used[i])
         if short <= 0:
             return True
-        taken = self.taken[i]
-        if taken is None:
-            taken = self.taken[i] = set()
-
-        def blocked(k: str) -> bool:
-            return k == self.key or k in taken or self.is_pinned(k)
-
-        victims = tier.policy.victims(short, blocked)
-        sizes = [self.size_of(v) for v in victims]
+        victims = tier.policy.victims(short, self.blocked)
+        size_of = self.size_of
+        if len(victims) == 1:  # a full tier taking one object: its policy's head frees enough
+            size = size_of(victims[0])
+            if size < short:
+                return False
+            self.taken.add(victims[0])
+            self.used[i] -= size
+            self.moves.append(self._evict(victims[0], i, size))
+            return True
+        sizes = [size_of(v) for v in victims]
         if sum(sizes) < short:
             return False
         for victim, size in zip(victims, sizes, strict=True):
-            taken.add(victim)
+            self.taken.add(victim)
             self.used[i] -= size
             self.moves.append(self._evict(victim, i, size))
         return True
@@ -232,7 +258,7 @@ class _Plan:
         return Delete(key, i)
 
 
-def plan_placement(tiers: Sequence[TierSpace], size: int, target: int, *,
+def plan_placement(tiers: Sequence[TierView], size: int, target: int, *,
                    size_of: Callable[[str], int], is_pinned: Callable[[str], bool],
                    key: str | None = None, current: int | None = None) -> list[Move]:
     """The moves that make room for an object of `size` bytes on tier `target`, ending with Place.

@@ -282,9 +282,13 @@ class S3FIFOPolicy:
         ghost.leaving = ("", 0)
         returning = ghost.take(key)
         streams = self._streams
-        if left != key and streams is not None:  # a move between tiers is no request
-            streams.request(key, returning)
-        if returning or (streams is not None and streams.hot(key)):
+        if streams is None:
+            hot = False
+        elif left != key:  # a move between tiers is no request
+            hot = streams.request(key, returning)
+        else:
+            hot = not returning and streams.hot(key)
+        if returning or hot:
             self._main.push_tail(slot)
         else:
             self._small.push_tail(slot)
@@ -295,14 +299,16 @@ class S3FIFOPolicy:
         self._bytes += size
 
     def touch(self, key: str) -> None:
-        slot = self._held(key)
-        if slot != _NONE:
-            if self._streams is not None:
-                self._streams.request(key, True)
-            freq = self._book.freq
-            f = freq[slot]
-            if f < MAX_FREQ:
-                freq[slot] = f + 1
+        slot = self._index.get(key)  # _held, inline: a touch per hit the box serves
+        queue = self._queue
+        if slot is None or slot >= len(queue) or queue[slot] not in self._mine:
+            return
+        if self._streams is not None:
+            self._streams.request(key, True)
+        freq = self._book.freq
+        f = freq[slot]
+        if f < MAX_FREQ:
+            freq[slot] = f + 1
 
     def remove(self, key: str) -> None:
         slot = self._held(key)

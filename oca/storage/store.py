@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 
 from oca.config.model import StorageConfig
@@ -220,6 +220,18 @@ class Store:
         if entry is None or not self._cat.servable(entry):
             return None
         return self._cat.info(entry)
+
+    def lookup(self, keys: Iterable[str]) -> builtins.list[ObjectInfo]:
+        """The objects stored as any of `keys` (absent keys and objects on a FAILED tier left out), in the
+        order asked. O(len(keys)), however many objects the store holds: the fill job diffs its plan with it."""
+        with self._lock:
+            found = (self._lookup(key) for key in keys)
+            return [info for info in found if info is not None]
+
+    def pinned(self, prefix: str = "") -> builtins.list[ObjectInfo]:
+        """Every servable pinned object whose key starts with `prefix`, sorted by key. O(pinned objects)."""
+        with self._lock:
+            return self.lookup(sorted(k for k in self._cat.pinned_keys if k.startswith(prefix)))
 
     def list(self, prefix: str = "") -> builtins.list[ObjectInfo]:
         """Every servable object whose key starts with `prefix`, sorted by key."""
@@ -512,7 +524,8 @@ class Store:
     def record_hits(self, hits: Mapping[str, int]) -> None:
         """Note reads reported by workers: LRU order, last access (saved in batches), promotion."""
         with self._lock:
-            self._check_open()
+            if self._closed or self._load_error:  # _check_open's test, inline: a report per hit at worst
+                self._check_open()
             now = self._clock()
             earned: builtins.list[CatalogEntry] | None = None
             # Engine.touch inlined, and the lookups hoisted: this loop runs once per hit the box serves
@@ -716,6 +729,8 @@ def _open_index(path: str, catalog: Catalog) -> Index:
 def _check_key(key: str) -> None:
     if not isinstance(key, str) or not key:
         raise BadRequest(f"storage key must be a non-empty string, got {key!r}")
+    if key.isascii():  # O(1) in CPython (a flag of the string): every miss checks its key twice
+        return
     try:
         key.encode()
     except UnicodeEncodeError as e:

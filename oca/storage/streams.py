@@ -43,12 +43,13 @@ class Streams:
         self.limit, self.window, self.min_requests, self.hot_share = limit, window, min_requests, hot_share
         self._counts: OrderedDict[str, int] = OrderedDict()  # stream -> returns << _BITS | requests
 
-    def request(self, key: str, returning: bool) -> None:
+    def request(self, key: str, returning: bool) -> bool:
         """A request for `key` reached the cache: `returning` when the cache remembered the key (a hit, or a
-        key coming back from the ghost)."""
-        stream = stream_of(key)
+        key coming back from the ghost). Returns `hot(key)` as it is after counting this request (a new key
+        asks both: one look-up of its stream instead of two)."""
+        stream = key[:key.rfind("/") + 1]  # stream_of, inline: a request per hit and per miss
         if not stream:
-            return
+            return False
         counts = self._counts
         packed = counts.get(stream)
         if packed is None:
@@ -63,6 +64,7 @@ class Streams:
             requests >>= 1
             returns >>= 1
         counts[stream] = returns << _BITS | requests
+        return requests >= self.min_requests and returns >= self.hot_share * requests
 
     def hot(self, key: str) -> bool:
         packed = self._counts.get(stream_of(key))

@@ -33,6 +33,14 @@ def title_of(key: str) -> str | None:
 
 def title_of_object(key: str) -> str | None:
     """The title of a stored key, a slice counting under its whole object's title."""
+    # runs for every object that comes or goes: one find and one slice for the usual key (no slice mark in
+    # its title's part), title_of's longer way otherwise
+    if key.startswith("titles/"):
+        end = key.find("/", 7)
+        if end > 7:
+            title = key[7:end]
+            if SLICE_MARK not in title:
+                return title
     return title_of(key.split(SLICE_MARK, 1)[0])
 
 
@@ -75,8 +83,24 @@ class TitleCounts:
                 return
             counts[2 * tier] -= 1
             counts[2 * tier + 1] -= size
-            if not any(counts[0::2]):
+            if not counts[2 * tier] and not any(counts[0::2]):  # the slice only when this tier's count ran out
                 del self._counts[title]
+            self._changed.add(title)
+
+    def move(self, key: str, src: int, dst: int, size: int) -> None:
+        """`remove(key, src, size)` then `add(key, dst, size)`, the title found once."""
+        title = title_of_object(key)
+        if title is None:
+            return
+        with self._lock:
+            counts = self._counts.get(title)
+            if counts is None:  # never counted (as remove would, take nothing away)
+                counts = self._counts[title] = [0] * (2 * self._tiers)
+            else:
+                counts[2 * src] -= 1
+                counts[2 * src + 1] -= size
+            counts[2 * dst] += 1
+            counts[2 * dst + 1] += size
             self._changed.add(title)
 
     def take(self, serving: Sequence[bool]) -> TitleFeed:

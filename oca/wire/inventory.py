@@ -1,6 +1,7 @@
-"""What a box holds, as it crosses the wire: `GET /inventory` (every object under a prefix: the fill job reads
-it to diff its plan) and `GET /inventory/titles?since=N` (per-title counts changed since a sequence number:
-the control plane polls it to know where each title is live).
+"""What a box holds, as it crosses the wire: `GET /inventory` (every object under a prefix, or with `pinned=1`
+only the pinned ones), `POST /inventory/lookup` (the objects held of a list of keys: the fill job diffs its plan
+with it, in `lookup_batches`) and `GET /inventory/titles?since=N` (per-title counts changed since a sequence
+number: the control plane polls it to know where each title is live).
 
 Rules kept here:
 - An object's digest and tier may be absent (a box that does not know them); a reader then trusts the size.
@@ -10,7 +11,8 @@ Rules kept here:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +57,26 @@ class Listing:
         f = Fields(raw, what)
         objects = f.items("objects")
         return cls(tuple(InventoryObject.from_json(o, f"{what} objects[{i}]") for i, o in enumerate(objects)))
+
+
+LOOKUP_MAX_KEYS = 4096  # keys a `POST /inventory/lookup` may name
+LOOKUP_MAX_BYTES = 512 * 1024  # ... and the bytes of their JSON (a box's admin API reads bodies up to 1 MiB)
+
+
+def lookup_batches(keys: Sequence[str]) -> Iterator[list[str]]:
+    """`keys` cut into the bodies of `POST /inventory/lookup`: each at most LOOKUP_MAX_KEYS keys and
+    LOOKUP_MAX_BYTES of JSON (a key alone longer than that still goes, alone)."""
+    batch: list[str] = []
+    size = 0
+    for key in keys:
+        cost = len(json.dumps(key)) + 2  # its quotes and escapes, the comma and a space
+        if batch and (len(batch) == LOOKUP_MAX_KEYS or size + cost > LOOKUP_MAX_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(key)
+        size += cost
+    if batch:
+        yield batch
 
 
 @dataclass(frozen=True, slots=True)

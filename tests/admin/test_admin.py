@@ -167,6 +167,24 @@ def test_cache_import_into_a_running_box_goes_in_batches_and_reports_each_file(b
     assert box.admin("/status")["objects"] == 310
 
 
+def test_inventory_lookup_and_the_pinned_listing(box_factory: Any) -> None:
+    box = box_factory(OBJECTS)
+    keys = sorted(OBJECTS)
+    box.admin("/cache/pin", "POST", {"key": keys[3], "pinned": True})
+    found = box.admin("/inventory/lookup", "POST", {"keys": [keys[5], "titles/none/x.m4s", keys[3]]})["objects"]
+    assert [(o["key"], o["size"], o["pinned"]) for o in found] == [(keys[5], len(OBJECTS[keys[5]]), False),
+                                                                   (keys[3], len(OBJECTS[keys[3]]), True)]
+    assert [o["key"] for o in box.admin("/inventory?prefix=titles/&pinned=1")["objects"]] == [keys[3]]
+    assert box.admin("/inventory?prefix=titles/9/&pinned=1")["objects"] == []
+    for body in ({"keys": "titles/3/x"}, {"keys": ["../etc/passwd"]}, {"keys": ["k"] * 4097}, {}):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            box.admin("/inventory/lookup", "POST", body)
+        assert refused.value.code == 400, body
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        box.admin("/inventory?pinned=yes")
+    assert refused.value.code == 400
+
+
 @pytest.mark.parametrize("body, problem", [
     (b'{"items": []}', "items must be a list of 1 to"),
     (b'{"items": [{"src": "relative", "key": "titles/1/a.m4s"}]}', "absolute path"),

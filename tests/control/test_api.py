@@ -243,6 +243,15 @@ async def test_a_box_that_is_down_is_pending_and_gets_the_log_when_back(lab: Lab
     assert not lab.plane.health()["b3"].healthy
     await lab.plane.poller.poll_once()
     assert lab.plane.health()["b3"].healthy
+    # every bad poll is on the record: the fleet per box, the status in all, the metrics per box
+    fleet = {b["id"]: b for b in (await _json(await lab.client.get("/v1/fleet", headers=OPERATOR)))["boxes"]}
+    assert (fleet["b3"]["polls"], fleet["b3"]["failed_polls"]) == (6, 3)  # 2 errors, 1 not caught up
+    assert (fleet["b1"]["polls"], fleet["b1"]["failed_polls"]) == (6, 0)
+    health = (await _json(await lab.client.get("/v1/status", headers=OPERATOR)))["health"]
+    assert health["failed_polls"] == 3 and health["polls"] == 18
+    metrics = await (await lab.client.get("/metrics", headers=OPERATOR)).text()
+    failed = dict(re.findall(r'^oca_control_box_failed_polls_total\{box="(\w+)",site="\w+"\} (\S+)$', metrics, re.M))
+    assert failed == {"b1": "0.0", "b2": "0.0", "b3": "3.0"}, failed
 
 
 async def test_explain_popularity_catalog_and_audit(lab: Lab) -> None:

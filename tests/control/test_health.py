@@ -50,6 +50,26 @@ async def test_hysteresis_k_down_m_up(aiohttp_server: Any) -> None:
     assert poller.health()["b1"].healthy
 
 
+async def test_every_bad_poll_is_counted_even_one_that_does_not_mark_the_box_down(aiohttp_server: Any) -> None:
+    fake, other = FakeBox("b1"), FakeBox("b2")
+    fleet = await _fleet(aiohttp_server, fake, other)
+    poller = HealthPoller(fleet, FakeClock(1000.0), timeout=1.0, down_after=2, up_after=1)
+    await poller.poll_once()
+    fake.mode = "error"
+    await poller.poll_once()  # one miss in down_after = 2: still healthy, and nothing else would remember it
+    fake.mode = "ok"
+    await poller.poll_once()
+    assert poller.health()["b1"].healthy and poller.health()["b1"].error is None
+    assert poller.poll_counts("b1") == (3, 1) and poller.poll_counts("b2") == (3, 0)
+    fake.mode = "hang"
+    poller.timeout = 0.2
+    for _ in range(2):
+        await poller.poll_once()
+    assert not poller.health()["b1"].healthy
+    assert poller.poll_counts("b1") == (5, 3) and poller.failed_polls == 3 and poller.polls == 10
+    assert poller.poll_counts("unknown") == (0, 0)
+
+
 async def test_junk_wrong_box_and_hang_are_failures_and_do_not_slow_the_others(aiohttp_server: Any) -> None:
     fakes = [FakeBox("good"), FakeBox("junk", mode="junk"), FakeBox("hang", mode="hang"),
              FakeBox("wrong", mode="wrong-box"), FakeBox("error", mode="error")]

@@ -4,6 +4,7 @@ exit codes. Time is injected: no sleeping."""
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from fill.runner import (
     OK,
     WINDOW_ENDED,
     BoxAdmin,
+    BoxUnreachable,
     ControlUnreachable,
     Options,
     PlanRefused,
@@ -53,13 +55,23 @@ class FakeBox(BoxAdmin):
         self.polls_to_finish, self.fail = polls_to_finish, fail
         self.job: dict[str, Any] | None = None
         self.polls = 0
+        self.loading_polls = 0  # /status answers that say the catalog is still loading
 
     def call(self, method: str, path: str, body: Any = None, *, missing_ok: bool = False) -> Any:
         self.calls.append((method, path, body))
         if path == "/status":
-            return {"box": "b1", "pid": 42}
-        if path.startswith("/inventory"):
-            return {"objects": list(self.held.values())}
+            self.loading_polls -= 1
+            return {"box": "b1", "pid": 42, "loading": self.loading_polls >= 0, "objects": 5}
+        if (method, path) == ("POST", "/inventory/lookup"):
+            if self.old:  # a box without the route
+                assert missing_ok
+                return None
+            return {"objects": [self.held[k] for k in body["keys"] if k in self.held]}
+        if method == "GET" and path.startswith("/inventory?"):
+            query = urllib.parse.parse_qs(path.split("?", 1)[1])
+            pinned_only = query.get("pinned") == ["1"] and not self.old  # an old box ignores the parameter
+            return {"objects": [o for o in self.held.values() if o["key"].startswith(query["prefix"][0])
+                                and (o["pinned"] or not pinned_only)]}
         if path == "/cache/pin":
             self.held[body["key"]]["pinned"] = body["pinned"]
             return {}
@@ -92,7 +104,10 @@ class FakeBox(BoxAdmin):
         raise AssertionError(f"unexpected {method} {path}")
 
     def writes(self) -> list[tuple[str, str]]:
-        return [(m, p) for m, p, _ in self.calls if m != "GET"]
+        return [(m, p) for m, p, _ in self.calls if m != "GET" and p != "/inventory/lookup"]
+
+    def reads(self) -> list[tuple[str, str]]:
+        return [(m, p) for m, p, _ in self.calls if m == "GET" or p == "/inventory/lookup"]
 
 
 START = 1000.0  # the fake clock's time at the start of a test; second_of_day is measured from it
@@ -119,6 +134,45 @@ def test_a_fill_submits_one_job_in_plan_order_then_verifies_the_inventory() -> N
     assert job["items"][0]["sources"] == [{"name": "origin", "url": "http://o", "kind": "origin"}]
     assert report.exit_code == OK and report.present_bytes == report.plan_bytes == 300
     assert report.kept_files == 1 and report.fetch_files == 2 and report.bytes_by_source == {"origin": 200}
+
+
+@pytest.mark.parametrize("old", [False, True])
+def test_the_box_is_asked_for_the_plans_keys_and_its_pins_not_for_everything_it_holds(old: bool) -> None:
+    # the held object of another title, unpinned, is never listed: a box of 10^6 objects walked them all
+    box = FakeBox(held=[{"key": "titles/1/f0", "size": 100, "digest": "d0", "pinned": False},
+                        {"key": "titles/9/old", "size": 5, "digest": "x", "pinned": True},
+                        {"key": "titles/8/other", "size": 5, "digest": "y", "pinned": False}], old=old)
+    report = runner(box, FakeControl()).run(Options())
+    assert report.exit_code == OK and report.unpinned == 1 and report.kept_files == 1
+    pins = "/inventory?pinned=1&prefix=titles/"
+    if old:  # no lookup route: the full listing, before and after, as before
+        assert box.reads() == [("GET", "/status"), ("POST", "/inventory/lookup"), ("GET", "/inventory?prefix=titles/"),
+                               ("GET", "/prefetch/7"), ("GET", "/prefetch/7"), ("POST", "/inventory/lookup"),
+                               ("GET", "/inventory?prefix=titles/")]
+    else:
+        assert box.reads() == [("GET", "/status"), ("POST", "/inventory/lookup"), ("GET", pins),
+                               ("GET", "/prefetch/7"), ("GET", "/prefetch/7"), ("POST", "/inventory/lookup"),
+                               ("GET", pins)]
+        assert [c[2] for c in box.calls if c[1] == "/inventory/lookup"] == [{"keys": [f.key for f in FILES]}] * 2
+
+
+def test_a_box_still_loading_its_catalog_is_waited_for_then_filled() -> None:
+    box = FakeBox()
+    box.loading_polls = 4
+    clock = FakeClock(START)
+    events: list[str] = []
+    run = runner(box, FakeControl(), clock)
+    run.on_event = lambda event, fields: events.append(event)
+    report = run.run(Options(poll_interval=0.5))
+    assert report.exit_code == OK and events[:3] == ["plan", "loading", "loaded"]
+    first_inventory = next(i for i, c in enumerate(box.calls) if c[1].startswith("/inventory"))
+    assert [c[1] for c in box.calls[:first_inventory]] == ["/status"] * 5  # nothing asked until it was loaded
+    # one that does not finish loading in time: exit 3, nothing touched
+    box = FakeBox()
+    box.loading_polls = 1_000_000
+    with pytest.raises(BoxUnreachable, match="still loading its catalog"):
+        runner(box, FakeControl(), FakeClock(START)).run(Options(load_wait=60))
+    assert box.writes() == [] and BoxUnreachable.exit_code == CONTROL_UNREACHABLE
 
 
 @pytest.mark.parametrize("old", [False, True])

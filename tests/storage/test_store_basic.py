@@ -157,6 +157,22 @@ def test_pin_and_unpin(store: Store, src: Src) -> None:
         store.set_pinned("nope", True)
 
 
+def test_lookup_answers_for_the_keys_asked_and_pinned_lists_only_the_pinned(store: Store, src: Src) -> None:
+    for key in ("titles/1/a", "titles/1/b", "titles/2/a", "other/a"):
+        store.put_file(src(size=10), key, pin=key != "titles/1/b")
+    assert [i.key for i in store.lookup(["titles/2/a", "nope", "titles/1/b"])] == ["titles/2/a", "titles/1/b"]
+    assert store.lookup([]) == []
+    assert [i.key for i in store.pinned("titles/")] == ["titles/1/a", "titles/2/a"]
+    assert [i.key for i in store.pinned()] == ["other/a", "titles/1/a", "titles/2/a"]
+    # the pinned set follows every way a pin changes: unpin, pin, evict, replace unpinned
+    store.set_pinned("titles/1/a", False)
+    store.set_pinned("titles/1/b", True)
+    store.evict("titles/2/a")
+    store.put_file(src(size=12), "other/a")
+    assert [i.key for i in store.pinned()] == ["titles/1/b"]
+    assert all(i.pinned for i in store.pinned())
+
+
 def test_larger_than_every_tier(store: Store, src: Src) -> None:
     with pytest.raises(InsufficientStorage):
         store.put_file(src(size=20_001), "big")

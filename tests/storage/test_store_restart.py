@@ -36,6 +36,7 @@ def test_close_and_reopen_keeps_everything(config: StorageConfig, clock: FakeClo
         before = store.list()
     with reopen(config, clock) as store:
         assert store.list() == before
+        assert store.pinned() == [i for i in before if i.pinned]  # the pinned set is made as the catalog loads
         assert_consistent(store)
 
 

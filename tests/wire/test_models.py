@@ -26,7 +26,15 @@ from oca.wire.fill import (
     TierUse,
 )
 from oca.wire.invalidation import MAX_SEQ, Applied, Invalidation, InvalidationBatch
-from oca.wire.inventory import InventoryObject, Listing, TitleChanges, TitleTotals
+from oca.wire.inventory import (
+    LOOKUP_MAX_BYTES,
+    LOOKUP_MAX_KEYS,
+    InventoryObject,
+    Listing,
+    TitleChanges,
+    TitleTotals,
+    lookup_batches,
+)
 from oca.wire.prefetch import MAX_PRIORITY, MAX_RATE, JobProgress, PrefetchItem, PrefetchRequest
 from oca.wire.status import BoxReport, TierReport
 from oca.wire.window import Window
@@ -295,3 +303,15 @@ def test_a_status_body_msgspec_refuses_is_read_leniently_or_is_a_wire_error(body
             BoxReport.decode(body, "b1")
     else:
         assert BoxReport.decode(body, "b1") == expected
+
+
+def test_lookup_batches_keep_every_key_in_order_within_the_bodys_bounds() -> None:
+    keys = [f"titles/{i}/seg.m4s" for i in range(10_000)]
+    batches = list(lookup_batches(keys))
+    assert [k for b in batches for k in b] == keys
+    assert [len(b) for b in batches] == [LOOKUP_MAX_KEYS, LOOKUP_MAX_KEYS, 10_000 - 2 * LOOKUP_MAX_KEYS]
+    long = ["titles/" + "x" * 1000 + f"/{i}" for i in range(1200)]  # bytes bind before the count does
+    batches = list(lookup_batches(long))
+    assert [k for b in batches for k in b] == long and len(batches) == 3
+    assert all(len(json.dumps({"keys": b})) <= LOOKUP_MAX_BYTES + 16 for b in batches)
+    assert list(lookup_batches([])) == []
