@@ -17,6 +17,13 @@
    the background; `rebuild_cpu_us_per_object`, that rebuild's CPU time) and as `oca cache` does
    (`rebuild_and_load_per_s`: the catalog loaded too; its CPU time per object). CPU time, which the machine's
    load does not inflate as much as the wall clock, counts the scan's worker processes too.
+`--populate layout|index` fills the store faster than step 1's import, which takes hours at 10^6 on a busy machine:
+`layout` writes the N objects straight into the tier's layout (objects and sidecars, as `--rebuild-only` does),
+then step 5 runs first (its rebuild builds the index the box opens); `index` writes N index rows directly with
+each object file a hard link to one of a few identical files (no inode, no block, no sidecar per object: a hit
+on any key reads a real file, but no rebuild can be measured). Either way step 1 then imports
+`--import-objects` more (the import's rate and peak RSS into a store already holding N), and steps 2-4 run on
+all of them.
 `--rebuild-only` does step 5 alone, on N objects written straight into a tier's layout (the object and its
 sidecar, with the store's own layout code, as a store leaves them): minutes at 10^6 where the import takes tens.
 `--fanout-dirs 512` puts them in 512 of the 65,536 fan-out directories, ~195 objects each at 10^5: about as dense
@@ -42,12 +49,15 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import xxhash
 
-from loadtest.boxes import OCA, kill_box, start_box, write_box_config
+from loadtest.boxes import OCA, Box, kill_box, start_box, write_box_config
+from loadtest.wrk import WrkResult, run_wrk
 from oca.config.units import parse_size
+from oca.storage.index import Index, RowValues, index_path
 from oca.storage.layout import Sidecar, TierLayout, key_hash
 
 
@@ -79,11 +89,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def fits(n: int, size: int, live: int, workdir: str) -> str:
-    """Why N objects do not fit the work directory's filesystem ('' if they do): at the peak, every object
-    has its source file, its stored copy and its sidecar (three inodes, twice its bytes in 4 KiB blocks)."""
+def fits(n: int, size: int, live: int, workdir: str, populate: str = "import", import_objects: int = 0) -> str:
+    """Why N objects do not fit the work directory's filesystem ('' if they do). Files written through an import
+    at the peak have their source file, their stored copy and its sidecar (three inodes, twice their bytes in
+    4 KiB blocks, a block of sidecar); objects written into the layout, no source; index rows with hard links,
+    no inode and no block, ~100 bytes of directory entry and ~200 of index."""
+    imported = (n if populate == "import" else import_objects) + live
+    per_block = -(-max(size, 1) // 4096) * 4096
+    inodes, blocks = 3 * imported, imported * (2 * per_block + 4096)
+    if populate == "layout":
+        inodes, blocks = inodes + 2 * n, blocks + n * (per_block + 4096)
+    elif populate == "index":
+        blocks += n * 300
     fs = os.statvfs(workdir)
-    inodes, blocks = 3 * (n + live), 2 * (n + live) * -(-max(size, 1) // 4096) * 4096 + (n + live) * 4096
     if fs.f_favail and inodes > fs.f_favail:
         return f"{n:,} objects need ~{inodes:,} inodes; the filesystem has {fs.f_favail:,} free"
     free = fs.f_bavail * fs.f_frsize
@@ -92,27 +110,26 @@ def fits(n: int, size: int, live: int, workdir: str) -> str:
     return ""
 
 
-def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str) -> dict[str, Any]:
-    capacity = f"{(n + live) * size * 2 // (1 << 30) + 1}GiB"  # room for every object: nothing evicted
+def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str, populate: str = "import",
+            import_objects: int = 0, hit_connections: int = 0) -> dict[str, Any]:
+    capacity = f"{(n + import_objects + live) * size * 2 // (1 << 30) + 1}GiB"  # room for every object: none evicted
     config_path = write_box_config(workdir, storage={
         "tiers": [{"name": "hdd", "path": os.path.join(workdir, "hdd"), "capacity": capacity}],
         "health_check_interval": "5s", "access_flush_interval": "1s"})
-    src = os.path.join(workdir, "src")
-    started = time.monotonic()
-    write_sources(src, 0, n, size)
-    print(f"  N={n}: sources written in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.monotonic()
-    subprocess.run([OCA, "cache", "import", "--config", config_path, src], check=True, capture_output=True)
-    import_s = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    import_rss = max(before.ru_maxrss, after.ru_maxrss) / 1024
-    # the command's CPU (user + system, start-up included): steadier than the wall on a loaded machine
-    import_cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    shutil.rmtree(src)
-    row: dict[str, Any] = {"objects": n, "size": size, "import_per_s": round(n / import_s),
-                           "import_cpu_us_per_object": round(import_cpu / n * 1e6),
-                           "import_rss_mb": round(import_rss)}
+    row: dict[str, Any] = {"objects": n, "size": size, "populate": populate}
+    if populate == "import":
+        row.update(timed_import(config_path, os.path.join(workdir, "src"), 0, n, size))
+        imported = 0
+    else:
+        if populate == "layout":
+            write_layout(n, size, os.path.join(workdir, "hdd"))
+            row.update(measure_rebuild(config_path))  # the index it leaves is the one the box opens
+        else:
+            write_index_rows(n, size, workdir)
+        imported = import_objects
+        if imported:
+            row.update(timed_import(config_path, os.path.join(workdir, "src"), n, imported, size))
+    total = n + imported
 
     started = time.monotonic()
     box = start_box(config_path, workdir, wait=False, session=True, timeout=600)
@@ -129,74 +146,147 @@ def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str) -> d
         row["start_to_first_hit_s"] = round(time.monotonic() - started, 2)
         # the master loads its catalog from the index in the background (Store.open(background=True)): the
         # box serves from the index meanwhile, and /status counts the objects loaded so far
-        while box.admin("/status").get("objects") != n:
+        while box.admin("/status").get("objects") != total:
             if time.monotonic() - started > 3600:
                 raise RuntimeError("the master did not load every object within an hour")
             time.sleep(0.2)
         row["start_to_loaded_s"] = round(time.monotonic() - started, 2)
 
+        loader = start_wrk(box.port, workdir, total, hit_seconds, hit_connections) if hit_connections else None
         latencies: list[float] = []
         conn = http.client.HTTPConnection("127.0.0.1", box.port, timeout=10)
         rng = random.Random(7)
         deadline = time.monotonic() + hit_seconds
         while time.monotonic() < deadline:
             t = time.perf_counter()
-            conn.request("GET", "/" + key_of(rng.randrange(n)))
+            conn.request("GET", "/" + key_of(rng.randrange(total)))
             resp = conn.getresponse()
             resp.read()
             latencies.append(time.perf_counter() - t)
             if resp.status != 200:
                 raise RuntimeError(f"hit answered {resp.status}")
         conn.close()
+        if loader is not None:
+            wrk = loader.result()
+            row["wrk_hits"] = f"{wrk.requests} on {hit_connections} connections ({wrk.errors.total} errors)"
         row["hits"] = len(latencies)
         row["hit_p50_ms"] = round(percentile(latencies, 0.5) * 1000, 2)
         row["hit_p99_ms"] = round(percentile(latencies, 0.99) * 1000, 2)
         row["master_rss_mb"] = round(rss_mb(box.process.pid))
-        row["master_rss_bytes_per_object"] = round(rss_mb(box.process.pid) * (1 << 20) / n)
+        row["master_rss_bytes_per_object"] = round(rss_mb(box.process.pid) * (1 << 20) / total)
         row["worker_rss_mb"] = [round(rss_mb(pid)) for pid in box.worker_pids()]
 
-        live_src = os.path.join(workdir, "live")
-        write_sources(live_src, n, live, size)
-        polls: list[float] = []
-        missed = 0
-        done = threading.Event()
-
-        def poll() -> None:
-            nonlocal missed
-            while not done.is_set():
-                t = time.perf_counter()
-                try:
-                    c = http.client.HTTPConnection("127.0.0.1", box.admin_port, timeout=1.0)
-                    c.request("GET", "/status")
-                    c.getresponse().read()
-                    c.close()
-                    polls.append(time.perf_counter() - t)
-                except OSError:
-                    missed += 1
-                time.sleep(0.1)
-
-        poller = threading.Thread(target=poll)
-        poller.start()
-        started = time.monotonic()
-        try:
-            subprocess.run([OCA, "cache", "import", "--config", config_path, live_src], check=True,
-                           capture_output=True)
-        finally:
-            done.set()
-            poller.join()
-        row["live_import_objects"] = live
-        row["live_import_per_s"] = round(live / (time.monotonic() - started))
-        row["status_polls"] = len(polls) + missed
-        row["status_p50_ms"] = round(statistics.median(polls) * 1000, 1) if polls else None
-        row["status_p99_ms"] = round(percentile(polls, 0.99) * 1000, 1)
-        row["status_max_ms"] = round(max(polls) * 1000, 1) if polls else None
-        row["status_missed_1s"] = missed
-        shutil.rmtree(live_src)
+        if live:
+            row.update(live_import(box, config_path, os.path.join(workdir, "live"), total, live, size))
     finally:
         kill_box(box)
 
-    row.update(measure_rebuild(config_path))
+    if populate == "import":
+        row.update(measure_rebuild(config_path))
+    elif populate == "index":  # no sidecars to rebuild from: said, not left out silently
+        row["rebuild_per_s"] = "not measured (index rows only, no sidecars)"
     return row
+
+
+def start_wrk(port: int, workdir: str, total: int, seconds: float, connections: int) -> Future[WrkResult]:
+    """wrk GETting random keys over all `total` objects on `connections` keep-alive connections for `seconds`, in
+    the background: enough hits for each worker to meet every one of its per-key tables' limits."""
+    paths = os.path.join(workdir, "paths.txt")
+    with open(paths, "w", encoding="ascii") as fh:
+        fh.writelines(f"/{key_of(i)}\n" for i in range(total))
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(run_wrk, "wrk", f"http://127.0.0.1:{port}", paths, connections=connections,
+                         seconds=seconds, startup_s=600)
+    pool.shutdown(wait=False)
+    return future
+
+
+def live_import(box: Box, config_path: str, live_src: str, first: int, live: int, size: int) -> dict[str, Any]:
+    """Step 4: `live` objects imported through the running box while /status is polled every 100 ms."""
+    row: dict[str, Any] = {}
+    write_sources(live_src, first, live, size)
+    polls: list[float] = []
+    missed = 0
+    done = threading.Event()
+
+    def poll() -> None:
+        nonlocal missed
+        while not done.is_set():
+            t = time.perf_counter()
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", box.admin_port, timeout=1.0)
+                c.request("GET", "/status")
+                c.getresponse().read()
+                c.close()
+                polls.append(time.perf_counter() - t)
+            except OSError:
+                missed += 1
+            time.sleep(0.1)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    started = time.monotonic()
+    try:
+        subprocess.run([OCA, "cache", "import", "--config", config_path, live_src], check=True,
+                       capture_output=True)
+    finally:
+        done.set()
+        poller.join()
+    row["live_import_objects"] = live
+    row["live_import_per_s"] = round(live / (time.monotonic() - started))
+    row["status_polls"] = len(polls) + missed
+    row["status_p50_ms"] = round(statistics.median(polls) * 1000, 1) if polls else None
+    row["status_p99_ms"] = round(percentile(polls, 0.99) * 1000, 1)
+    row["status_max_ms"] = round(max(polls) * 1000, 1) if polls else None
+    row["status_missed_1s"] = missed
+    shutil.rmtree(live_src)
+    return row
+
+
+def timed_import(config_path: str, src: str, first: int, count: int, size: int) -> dict[str, Any]:
+    """Write `count` source files (keys from `first`) and import them with `oca cache import`, the box stopped:
+    objects/s and the command's peak RSS (the catalog of every object already in the store, plus its queue)."""
+    started = time.monotonic()
+    write_sources(src, first, count, size)
+    print(f"  {count} sources written in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    peak_kib = run_for_peak_rss([OCA, "cache", "import", "--config", config_path, src])
+    import_s = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # the command's CPU (user + system, start-up included): steadier than the wall on a loaded machine
+    import_cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    shutil.rmtree(src)
+    return {"import_objects": count, "import_per_s": round(count / import_s),
+            "import_cpu_us_per_object": round(import_cpu / count * 1e6), "import_rss_mb": round(peak_kib / 1024)}
+
+
+def run_for_peak_rss(argv: list[str]) -> int:
+    """Run `argv` to its end (an error if it fails) and return its own peak RSS in KiB: its VmHWM, read while it
+    runs (a high-water mark: the last reading before it exits holds its peak). Not wait4's ru_maxrss nor
+    RUSAGE_CHILDREN: a child started by vfork or fork is charged the parent's RSS before its exec."""
+    peak = 0
+    with tempfile.TemporaryFile() as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        while process.poll() is None:
+            peak = max(peak, hwm_kib(process.pid))
+            time.sleep(0.02)
+        if process.returncode != 0:
+            out.seek(0)
+            raise RuntimeError(f"{argv} failed ({process.returncode}):\n{out.read().decode(errors='replace')[-2000:]}")
+    return peak
+
+
+def hwm_kib(pid: int) -> int:
+    """A live process's peak RSS so far (VmHWM, proc(5)); 0 once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 FANOUT_DIRS = 65_536  # a tier's fan-out directories: the first four hex digits of an object's hash
@@ -206,6 +296,14 @@ def rebuild_only(n: int, size: int, workdir: str, dirs: int = FANOUT_DIRS) -> di
     tier = os.path.join(workdir, "hdd")
     config_path = write_box_config(workdir, storage={
         "tiers": [{"name": "hdd", "path": tier, "capacity": f"{n * size * 2 // (1 << 30) + 1}GiB"}]})
+    write_layout(n, size, tier, dirs)
+    return {"objects": n, "size": size, "fanout_dirs": min(dirs, FANOUT_DIRS),
+            "load_average": round(os.getloadavg()[0], 1), **measure_rebuild(config_path)}
+
+
+def write_layout(n: int, size: int, tier: str, dirs: int = FANOUT_DIRS) -> None:
+    """Objects 0..n-1 (key_of) written straight into a tier's layout as a store leaves them: the object and its
+    sidecar, with the store's own layout code; no index (opening the store rebuilds it from the sidecars)."""
     layout = TierLayout(tier)
     layout.prepare()
     block = random.Random(n).randbytes(size)
@@ -224,9 +322,48 @@ def rebuild_only(n: int, size: int, workdir: str, dirs: int = FANOUT_DIRS) -> di
             fh.write(data)
         with open(layout.meta_path(h), "wb") as fh:
             fh.write(Sidecar(key, len(data), xxhash.xxh3_128_hexdigest(data), 1.7e9 + i, False, False).to_bytes())
+        if i and i % 200_000 == 0:
+            print(f"  {i:,} written into the layout ({i / (time.monotonic() - started):.0f}/s)", file=sys.stderr)
     print(f"  N={n}: written into the layout in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    return {"objects": n, "size": size, "fanout_dirs": min(dirs, FANOUT_DIRS),
-            "load_average": round(os.getloadavg()[0], 1), **measure_rebuild(config_path)}
+
+
+LINKS_PER_FILE = 60_000  # below ext4's 65,000 links to one inode
+
+
+def write_index_rows(n: int, size: int, workdir: str, batch: int = 10_000) -> None:
+    """Objects 0..n-1 (key_of) as index rows written directly (as tests/storage/test_scale.py does) with, for
+    each, its object file in the tier's layout as a hard link to one of a few identical files: a hit on any key
+    reads a real file, at the cost of a directory entry instead of an inode and a block per object. No sidecars
+    (a rebuild cannot be measured on them); every object has the same bytes, so the page cache holds them all."""
+    tier = os.path.join(workdir, "hdd")
+    layout = TierLayout(tier)
+    layout.prepare()
+    data = random.Random(n).randbytes(size)
+    digest = xxhash.xxh3_128_hexdigest(data)
+    state = os.path.join(workdir, "state")
+    os.makedirs(state, exist_ok=True)
+    started = time.monotonic()
+    template = ""
+
+    def rows(first: int) -> list[RowValues]:
+        nonlocal template
+        out: list[RowValues] = []
+        for i in range(first, min(first + batch, n)):
+            if i % LINKS_PER_FILE == 0:
+                template = os.path.join(layout.tmp_dir, f"..template-{i}")  # tmp/ is emptied when a store opens
+                with open(template, "wb") as fh:
+                    fh.write(data)
+            key = key_of(i)
+            h = key_hash(key)
+            layout.ensure_fanout(h)
+            os.link(template, layout.object_path(h))
+            out.append((key, "hdd", size, digest, 1.7e9 + i, 1.7e9 + i, 0, 0))
+        if first and first % 1_000_000 == 0:
+            print(f"  {first:,} rows and links ({first / (time.monotonic() - started):.0f}/s)", file=sys.stderr)
+        return out
+
+    Index.create(index_path(state), (rows(first) for first in range(0, n, batch))).close(clean=True)
+    print(f"  N={n}: index rows and links written in {time.monotonic() - started:.0f}s", file=sys.stderr)
 
 
 REBUILD = """
@@ -306,10 +443,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="4KiB", help="bytes per object")
     parser.add_argument("--live-import", type=int, default=100_000, help="objects imported while /status is polled")
     parser.add_argument("--hits", type=float, default=20.0, help="seconds of random hits")
+    parser.add_argument("--hit-connections", type=int, default=0,
+                        help="also run wrk on this many connections during the hits (random keys over all N), so "
+                             "each worker meets its tables' limits however busy the machine (0: none)")
     parser.add_argument("--json", help="also write the rows as JSON to this file")
     parser.add_argument("--dir", help="work here (default: a temporary directory, removed afterwards)")
     parser.add_argument("--rebuild-only", action="store_true",
                         help="only time rebuilds, of objects written straight into a tier's layout")
+    parser.add_argument("--populate", choices=("import", "layout", "index"), default="import",
+                        help="how the N objects get into the store: `oca cache import` of N source files; written "
+                             "straight into the layout (the rebuild then builds the index); or index rows written "
+                             "directly, each object a hard link (no sidecars: no rebuild figures)")
+    parser.add_argument("--import-objects", type=int, default=100_000,
+                        help="with --populate layout/index: objects imported with the box stopped into the store "
+                             "already holding N (the import rate and the command's peak RSS at N)")
     parser.add_argument("--fanout-dirs", type=int, default=FANOUT_DIRS,
                         help="with --rebuild-only: put the objects in this many fan-out directories only, as "
                              "densely as a bigger store does (512 hold 10^5 ~195 each; 10^7 fill all ~153 each)")
@@ -320,14 +467,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {os.getloadavg()}", file=sys.stderr)
     for n in counts:
         workdir = tempfile.mkdtemp(prefix=f"bench-store-{n}-", dir=args.dir)
-        problem = fits(n, size, args.live_import, workdir)
+        problem = fits(n, size, args.live_import, workdir, args.populate, args.import_objects)
         if problem:
             shutil.rmtree(workdir, ignore_errors=True)
             print(f"skipped N={n:,}: {problem}", file=sys.stderr)
             continue
         try:
             rows.append(rebuild_only(n, size, workdir, args.fanout_dirs) if args.rebuild_only
-                        else run_one(n, size, args.live_import, args.hits, workdir))
+                        else run_one(n, size, args.live_import, args.hits, workdir, args.populate,
+                                     args.import_objects, args.hit_connections))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # before the removal: minutes at 10^6
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

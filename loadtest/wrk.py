@@ -106,16 +106,18 @@ def _latency_ms(line: re.Pattern[str], text: str) -> float | None:
 
 
 def run_wrk(wrk: str, url: str, paths_file: str, *, connections: int, seconds: float, threads: int = 2,
-            timeout_s: float = 5.0) -> WrkResult:
-    """One wrk run of `seconds` against `url`, each request a random path from `paths_file`."""
+            timeout_s: float = 5.0, startup_s: float = 30.0) -> WrkResult:
+    """One wrk run of `seconds` against `url`, each request a random path from `paths_file`. `startup_s`: the
+    time wrk may take before its run starts, each thread formatting every path of the file once (random_object.lua's
+    init: minutes for 10^6 paths on a busy machine)."""
     threads = max(1, min(threads, connections))
     argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{_seconds_arg(seconds)}",
             f"--timeout={_seconds_arg(timeout_s)}", "--latency", "-s", LUA_SCRIPT, url, "--", paths_file]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + timeout_s + 30,
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + timeout_s + startup_s,
                               stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
-        raise WrkError(f"wrk did not stop within {seconds + timeout_s + 30:.0f}s: {' '.join(argv)}") from exc
+        raise WrkError(f"wrk did not stop within {seconds + timeout_s + startup_s:.0f}s: {' '.join(argv)}") from exc
     except OSError as exc:
         raise WrkError(f"cannot run {wrk}: {exc}") from exc
     if done.returncode != 0:

@@ -63,7 +63,8 @@ class PromotionConfig:
 class MemoryCacheConfig:
     max_object_size: int = setting(256 * 1024, unit="size", min=0, max=64 << 20)
     capacity: int = setting(256 << 20, unit="size", min=0)
-    # objects whose metadata and fixed headers a worker keeps (~1 KiB each): the least recently used go first
+    # objects whose metadata and fixed headers a worker keeps (~1.5 KiB each, counted within capacity): the least
+    # recently used go first
     max_entries: int = setting(65536, min=16)
 
 

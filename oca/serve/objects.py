@@ -9,6 +9,10 @@ Rules kept here:
   memory_cache.capacity bytes per worker; bigger ones are always sent from disk with sendfile.
 - At most memory_cache.max_entries entries are kept; a new one pushes out the least recently used (and its
   body), so a worker's memory does not grow with the number of objects stored or requested.
+- memory_cache.capacity bounds the bodies and the entries' own memory together (ENTRY_BYTES each): 65,536
+  entries of metadata are ~96 MiB, which bodies filling the whole capacity besides them once took a worker to
+  ~416 MB with a 256 MiB capacity. The least recently used bodies give way to new entries; entries stay
+  bounded by max_entries alone, so a capacity of 0 still keeps headers.
 - An entry that is forgotten or pushed out lets go of its body, and `generation` moves whenever the whole
   cache is dropped: what else holds an entry (oca.serve.memo) sees both, and keeps no body alive.
 """
@@ -25,6 +29,11 @@ from oca.http.conditionals import http_date
 from oca.http.media import is_playlist, media_type
 from oca.serve.messages import ObjectTruncated
 from oca.storage import ObjectInfo, StoreView
+
+# a worker's memory for one entry beside its body, measured with tracemalloc on 4 KiB segments under titles/:
+# the ObjectInfo and its strings, the fixed headers, the cached 200 head and its Date, the access-log fields, the
+# OrderedDict's node (1,540 bytes)
+ENTRY_BYTES = 1536
 
 
 @dataclass(slots=True)
@@ -81,6 +90,7 @@ class ObjectCache:
         if len(entries) >= self._max_entries:
             self.forget(next(iter(entries)))
         entries[key] = entry
+        self._shed_bodies(0)
         return entry
 
     def __len__(self) -> int:
@@ -124,17 +134,12 @@ class ObjectCache:
     def load_body(self, entry: CachedObject, fd: int) -> bytes | None:
         """Read the body from `fd` into memory when it is small enough to keep; None when it is not."""
         size = entry.info.size
-        if size > self._max_body or size > self._capacity:
-            return None
+        if size > self._max_body or size + len(self._entries) * ENTRY_BYTES > self._capacity:
+            return None  # no room beside the entries' own memory even with no other body: sent from disk
         data = os.pread(fd, size, 0)
         if len(data) != size:
             raise ObjectTruncated(f"object file holds {len(data)} bytes, the index says {size}")
-        while self._body_bytes + size > self._capacity and self._bodies:
-            old_key, old_size = self._bodies.popitem(last=False)
-            self._body_bytes -= old_size
-            old = self._entries.get(old_key)
-            if old is not None:
-                old.body = None
+        self._shed_bodies(size)
         entry.body = data
         self._bodies[entry.info.key] = size
         self._body_bytes += size
@@ -156,3 +161,14 @@ class ObjectCache:
         ).encode("latin-1") + (static_field(info.key) if self._http.cmsd else b"")  # CTA-5006: per object
         hit_status = b"Cache-Status: oca; hit; detail=" + info.tier.encode("ascii") + b"\r\n"
         return CachedObject(info, etag, last_modified, content_type, fixed, hit_status, stale=info.key in self.stale)
+
+    def _shed_bodies(self, extra: int) -> None:
+        """Drop the least recently used bodies until `extra` more bytes fit in the capacity beside the bodies
+        kept and every entry's ENTRY_BYTES."""
+        room = self._capacity - extra - len(self._entries) * ENTRY_BYTES
+        while self._body_bytes > room and self._bodies:
+            old_key, old_size = self._bodies.popitem(last=False)
+            self._body_bytes -= old_size
+            old = self._entries.get(old_key)
+            if old is not None:
+                old.body = None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from loadtest.wrk import WrkError, parse_output
+from loadtest.wrk import WrkError, parse_output, run_wrk
 
 REPORT = """\
 Running 3s test @ http://127.0.0.1:40123/
@@ -50,3 +53,17 @@ def test_p50_is_read_with_its_unit_and_may_be_missing() -> None:
 def test_a_report_without_rates_is_an_error() -> None:
     with pytest.raises(WrkError):
         parse_output("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_wrk_is_allowed_its_start_up_besides_the_run_and_stopped_past_both(tmp_path: Path) -> None:
+    """wrk formats every path before its run starts (minutes for 10^6 paths on a busy machine): a wrk that takes
+    2 s more than its 1 s run is waited for when `startup_s` allows it, and given up on when it does not."""
+    report = tmp_path / "report.txt"
+    report.write_text(REPORT)
+    fake = tmp_path / "wrk"
+    fake.write_text(f"#!/bin/sh\nsleep 3\ncat {report}\n")
+    os.chmod(fake, 0o755)
+    assert run_wrk(str(fake), "http://127.0.0.1:1/", "paths", connections=1, seconds=1, timeout_s=0.1,
+                   startup_s=10).requests == 125437
+    with pytest.raises(WrkError, match="did not stop within 2s"):
+        run_wrk(str(fake), "http://127.0.0.1:1/", "paths", connections=1, seconds=1, timeout_s=0.1, startup_s=0.5)

@@ -19,7 +19,7 @@ from oca.fetch import remote
 from oca.fetch.remote import RemoteFills
 from oca.protocol.messages import Absent, Sliced, SliceMeta
 from oca.serve import stats
-from oca.serve.objects import ObjectCache
+from oca.serve.objects import ENTRY_BYTES, ObjectCache
 from oca.serve.stats import WorkerStats
 from oca.storage import ObjectInfo, StoreView
 from tests.clock import FakeClock
@@ -37,6 +37,31 @@ class FakeView:
     def lookup(self, key: str) -> ObjectInfo:
         self.lookups += 1
         return ObjectInfo(key, "hdd", self.path, self.size, "0" * 32, 1.0e9, False, False)
+
+
+def test_the_bodies_and_the_entries_own_memory_fit_the_capacity_together(tmp_path: Path) -> None:
+    """A worker at its entry limit once held 256 MiB of bodies besides ~96 MiB of entries (416 MB after 200,000
+    random hits over 10^6 keys, 256 MiB configured): the entries' memory now comes out of the capacity, the least
+    recently used bodies giving way."""
+    body = tmp_path / "obj"
+    body.write_bytes(b"x" * 1000)
+    view = FakeView(str(body), 1000)
+    capacity = 200_000  # 100 entries' metadata is 153,600 bytes: room for 46 bodies, not 100
+    cache = ObjectCache(cast(StoreView, view), HttpConfig(),
+                        MemoryCacheConfig(max_object_size=4096, capacity=capacity, max_entries=100))
+    fd = os.open(body, os.O_RDONLY)
+    try:
+        for i in range(1000):
+            entry = cache.get(f"titles/1/seg{i}")
+            assert entry is not None
+            if cache.cached_body(entry) is None:
+                cache.load_body(entry, fd)
+            assert cache._body_bytes + len(cache) * ENTRY_BYTES <= capacity
+        assert len(cache) == 100 and cache._body_bytes == 46_000
+        last = cache.get("titles/1/seg999")
+        assert last is not None and last.body is not None  # the most recently used keep theirs
+    finally:
+        os.close(fd)
 
 
 def test_the_object_cache_keeps_at_most_max_entries_and_its_bodies_within_capacity(tmp_path: Path) -> None:

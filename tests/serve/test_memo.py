@@ -21,7 +21,7 @@ import pytest
 from loadtest.bench import Signer
 from oca.config.model import HttpConfig, MemoryCacheConfig
 from oca.serve.memo import FOREVER, MAX_REQUEST, ResponseMemo
-from oca.serve.objects import CachedObject, ObjectCache
+from oca.serve.objects import ENTRY_BYTES, CachedObject, ObjectCache
 from oca.storage import ObjectInfo, Store, StoreView
 from oca.tokens import mint, title_scope
 from oca.tokens.paths import token_path
@@ -50,8 +50,9 @@ def cache(tmp_path: Path) -> Iterator[tuple[ObjectCache, FakeView, Callable[[str
     body = tmp_path / "obj"
     body.write_bytes(b"x" * 100)
     view = FakeView(str(body), 100)
+    # bodies get 250 bytes beside three entries (the capacity holds the entries' own memory too)
     objects = ObjectCache(cast(StoreView, view), HttpConfig(),
-                          MemoryCacheConfig(max_object_size=4096, capacity=250, max_entries=16))
+                          MemoryCacheConfig(max_object_size=4096, capacity=250 + 3 * ENTRY_BYTES, max_entries=16))
     fd = os.open(body, os.O_RDONLY)
 
     def loaded(key: str) -> CachedObject:
@@ -104,7 +105,7 @@ def test_an_entry_forgotten_or_pushed_out_of_memory_is_not_replayed(cache: Any) 
     second = loaded("t/b")
     memo.put(b"b", second, FOREVER)
     loaded("t/c")
-    loaded("t/d")  # capacity 250 holds two bodies of 100: t/b's goes
+    loaded("t/d")  # 250 bytes beside three entries hold two bodies of 100: t/b's goes
     assert second.body is None and memo.get(b"b") is None
 
 
