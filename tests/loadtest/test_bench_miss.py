@@ -45,7 +45,8 @@ def test_rows_compare_the_cpu_a_miss_costs_with_a_direct_get() -> None:
     assert miss.verdict == "4.0x origin direct"
     measured.cpu_miss["master_loop"] = 0.004  # a part of the master's, not added again
     miss = {row.case: row for row in rows(measured, 8 * MIB)}["1 object: CPU per cold miss (origin + box + client)"]
-    assert miss.figure == "20.0 ms (origin 2.0, master 10.0, workers 5.0, client 3.0; of the master's, its event loop 4.0)"
+    assert miss.figure == ("20.0 ms (origin 2.0, master 10.0, workers 5.0, client 3.0; "
+                           "of the master's, its event loop 4.0)")
 
 
 def test_a_batch_is_timed_from_its_first_request_to_its_last_byte() -> None:
