@@ -5,7 +5,8 @@ Rules kept here:
   key with a fill in flight joins it; a key already stored is answered "stored"; a key the origin said does
   not exist is answered "absent" for negative_ttl.
 - The clients are fed as the bytes arrive: each socket read goes to the fill's feed (a memory file when the
-  fill fits, oca.fetch.fillfile) and is announced to the subscribed workers ("have": the first bytes at
+  fill fits, oca.fetch.fillfile; spliced there inside the kernel when the upstream body allows it,
+  oca.fetch.splice) and is announced to the subscribed workers ("have": the first bytes at
   once, then once per loop iteration per fill with the latest count, or at once per ANNOUNCE_AT_ONCE bytes),
   which send it to their clients from that file (read-while-write, zero-copy). The tier's temp file is
   written and hashed from the memory feed once the body has ended (oca.fetch.tierwriter); a fill too large
