@@ -109,9 +109,11 @@ def test_kill_9_of_the_box_then_restart_and_the_next_run_completes(world: World)
 
 def test_the_window_ends_the_job_and_the_next_run_resumes(world: World) -> None:
     now = time.time()
-    start, end = time.localtime(now - 60), time.localtime(now + 3)
+    # the window closes 8 s from now: room for the command's start-up on a loaded machine (seconds at load 20),
+    # and at 100 KB/s the ~2 MB plan cannot finish inside it
+    start, end = time.localtime(now - 60), time.localtime(now + 8)
     window = f"{time.strftime('%H:%M:%S', start)}-{time.strftime('%H:%M:%S', end)}"
-    rate = 200_000
+    rate = 100_000
     code, summary, stderr = world.fill("x1", "--window", window, "--rate", str(rate))
     assert code == 4, (summary, stderr)
     assert summary["job_state"] == "cancelled" and '"event":"window_end"' in stderr
