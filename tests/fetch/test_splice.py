@@ -187,11 +187,13 @@ def _fetch_status(box: Box) -> dict[str, int]:
     return fetch
 
 
-def test_clients_that_join_a_spliced_fill_get_the_same_bytes(box_factory: Callable[..., Box],
-                                                             origin: Origin) -> None:
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_clients_that_join_a_spliced_fill_get_the_same_bytes(box_factory: Callable[..., Box], origin: Origin,
+                                                             loop: str) -> None:
+    """Under both loops: the socket the splice reads is one the loop's transport stopped reading."""
     data = os.urandom(4 * MIB)
     origin.add(KEY, data=data, fault=Fault(dribble=(256 * 1024, 0.03)))  # slow enough for all to join
-    box = fetching_box(box_factory, [origin_source(origin)], slice_size=0)
+    box = box_factory(loop=loop, fetch={"sources": [origin_source(origin)], "slice_size": 0})
     got: list[tuple[bytes, bytes, bool]] = []
 
     def one() -> None:
