@@ -42,6 +42,7 @@ BASE = dict(platform_splices=True, tls=False, http11=True, length=MIB, content_l
     ({"content_length": None}, False),  # a 206 whose length only Content-Range gave
     ({"content_length": MIB + 1}, False),  # the header disagrees with the head's length
     ({"length": 0, "content_length": 0}, False),  # nothing to move
+    ({"length": MIB - 1, "content_length": MIB - 1}, False),  # small: a pooled connection is worth the copy
     ({"body_open": False}, False),  # aiohttp read all of it already, or it failed
 ])
 def test_which_bodies_are_spliced(change: dict[str, object], spliced: bool) -> None:
