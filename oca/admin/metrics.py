@@ -139,6 +139,8 @@ class _Snapshot:
             ("oca_fill_failures", "Upstream fills that failed (nothing was stored).", "fill_failures"),
             ("oca_negative_hits", "Misses answered 404 from the remembered upstream 404.", "negative_hits"),
             ("oca_slices_dropped", "Sliced objects dropped because their upstream ETag changed.", "slices_dropped"),
+            ("oca_fills_spliced", "Fills whose upstream body went to its memory feed by os.splice, not through "
+                                  "Python.", "fills_spliced"),
         ):
             yield CounterMetricFamily(name, help_text, value=fetch.get(field, 0))
         revalidations = CounterMetricFamily(

@@ -5,7 +5,8 @@ Rules kept here:
   key with a fill in flight joins it; a key already stored is answered "stored"; a key the origin said does
   not exist is answered "absent" for negative_ttl.
 - The clients are fed as the bytes arrive: each socket read goes to the fill's feed (a memory file when the
-  fill fits, oca.fetch.fillfile) and is announced to the subscribed workers ("have": the first bytes at
+  fill fits, oca.fetch.fillfile; spliced there inside the kernel when the upstream body allows it,
+  oca.fetch.splice) and is announced to the subscribed workers ("have": the first bytes at
   once, then once per loop iteration per fill with the latest count, or at once per ANNOUNCE_AT_ONCE bytes),
   which send it to their clients from that file (read-while-write, zero-copy). The tier's temp file is
   written and hashed from the memory feed once the body has ended (oca.fetch.tierwriter); a fill too large
@@ -56,7 +57,7 @@ from oca.fetch.link import Link
 from oca.fetch.slices import slice_bounds, slice_key
 from oca.fetch.state import FetchState, SlicedObject
 from oca.fetch.tierwriter import TierWriter
-from oca.fetch.upstream import Source, Upstream, UpstreamBody, UpstreamError, UpstreamHead
+from oca.fetch.upstream import Source, SplicedBody, Upstream, UpstreamBody, UpstreamError, UpstreamHead
 from oca.protocol.codec import Dispatch
 from oca.protocol.messages import (
     Absent,
@@ -174,7 +175,7 @@ class FillManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self.counters: dict[str, int] = {"fills": 0, "fill_failures": 0, "revalidated_304": 0,
                                          "revalidated_200": 0, "negative_hits": 0, "slices_dropped": 0,
-                                         "fills_not_stored": 0}
+                                         "fills_not_stored": 0, "fills_spliced": 0, "bytes_spliced": 0}
         self.bytes_by_source: dict[str, int] = {}
         self.history = hist.KeyHistory(clock)  # what happened to each recent key: `oca cache why`
         self.hints = HintBook(config.max_fills, clock)
@@ -455,22 +456,12 @@ class FillManager:
             fill.opened = Opened(fill.store_key, path, length, head.etag, head.last_modified,
                                  meta.content_type if meta else head.content_type, head.source, fill.why)
             self._tell(fill, fill.opened)
-            async for chunk in body.chunks():
-                if feed is not None:
-                    try:
-                        feed.write(chunk)
-                    except OSError as exc:
-                        raise StorageError(f"cannot hold fill of {fill.store_key} in memory: "
-                                           f"{exc.strerror or exc}") from None
-                    self._have(fill, fill.have + len(chunk))
-                writer.add(chunk)
-                if feed is None and writer.error is not None:
-                    raise await self._write_failed(fill, await target, writer, length)
-                self.bytes_by_source[head.source] = self.bytes_by_source.get(head.source, 0) + len(chunk)
-                if writer.lag > MAX_DISK_FEED_LAG:  # the disk is behind: bound what waits in memory
-                    await writer.caught_up()
-                if fill.rate is not None:
-                    await fill.rate(len(chunk), head.source)
+            # a memory-fed client fill's body goes to its feed inside the kernel when it can (oca.fetch.splice)
+            spliced = body.splice_rest() if feed is not None and fill.rate is None else None
+            if spliced is not None and feed is not None:
+                await self._splice(fill, spliced, feed, writer, head.source)
+            else:
+                await self._read(fill, body, feed, writer, target, length)
             try:
                 tier = await target
             except OcaError as exc:  # no tier would take it: the clients have every byte all the same
@@ -488,6 +479,51 @@ class FillManager:
             return await self._install(fill, head, writer.sink, tier, digest, path)
         finally:
             await self._settle(fill, target, writer, feed, length)
+
+    async def _read(self, fill: Fill, body: UpstreamBody, feed: FillFile | None, writer: TierWriter,
+                    target: asyncio.Future[str], length: int | None) -> None:
+        """The body read chunk by chunk (aiohttp's reads): each chunk into the memory feed, announced, and
+        handed to the tier writer; or, fed from the tier file, announced once the writer has written it."""
+        source = body.head.source
+        async for chunk in body.chunks():
+            if feed is not None:
+                try:
+                    feed.write(chunk)
+                except OSError as exc:
+                    raise StorageError(f"cannot hold fill of {fill.store_key} in memory: "
+                                       f"{exc.strerror or exc}") from None
+                self._have(fill, fill.have + len(chunk))
+            writer.add(chunk)
+            if feed is None and writer.error is not None:
+                raise await self._write_failed(fill, await target, writer, length)
+            self.bytes_by_source[source] = self.bytes_by_source.get(source, 0) + len(chunk)
+            if writer.lag > MAX_DISK_FEED_LAG:  # the disk is behind: bound what waits in memory
+                await writer.caught_up()
+            if fill.rate is not None:
+                await fill.rate(len(chunk), source)
+
+    async def _splice(self, fill: Fill, spliced: SplicedBody, feed: FillFile, writer: TierWriter,
+                      source: str) -> None:
+        """The body into the memory feed inside the kernel (oca.fetch.splice): the bytes aiohttp had read
+        first, then the rest from the socket; the workers are told as for read chunks, the tier file is
+        written from the feed at the end as ever."""
+        self.counters["fills_spliced"] += 1
+        try:
+            if spliced.buffered:
+                feed.write(spliced.buffered)
+                self._fed(fill, writer, source, len(spliced.buffered))
+            if spliced.splicer is not None:
+                async for n in spliced.splicer.into(feed.fd):
+                    self.counters["bytes_spliced"] += n
+                    self._fed(fill, writer, source, n)
+        except OSError as exc:  # the feed's write (the socket's errors are UpstreamError)
+            raise StorageError(f"cannot hold fill of {fill.store_key} in memory: {exc.strerror or exc}") from None
+
+    def _fed(self, fill: Fill, writer: TierWriter, source: str, n: int) -> None:
+        """`n` more bytes are in a memory feed: announced, counted, and due for the tier file."""
+        self._have(fill, fill.have + n)
+        writer.grew(n)
+        self.bytes_by_source[source] = self.bytes_by_source.get(source, 0) + n
 
     async def _settle(self, fill: Fill, target: asyncio.Future[str], writer: TierWriter, feed: FillFile | None,
                       length: int | None) -> None:

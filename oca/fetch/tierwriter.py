@@ -79,6 +79,12 @@ class TierWriter:
             self._pending.append(chunk)
             self._submit()
 
+    def grew(self, n: int) -> None:
+        """`n` more bytes are in the memory feed (put there without a chunk: oca.fetch.splice)."""
+        if self._source is None:
+            raise RuntimeError("grew() without a memory feed: the bytes would never reach the tier file")
+        self.added += n
+
     def _submit(self) -> None:
         if self._job is not None or not self._pending or (self.sink is None and self.error is None):
             return

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,9 @@ from aiohttp.connector import Connection
 
 from oca import __version__
 from oca.config import FetchConfig
+from oca.fetch.errors import UpstreamError as UpstreamError  # the fetch layer's error, raised here too
 from oca.fetch.slices import parse_content_range
+from oca.fetch.splice import Splicer, can_splice
 from oca.secret_files import read_secret
 
 log = logging.getLogger("oca.fetch")
@@ -39,15 +42,6 @@ _PREFETCH_CONNECTIONS = 4  # upstream connections all prefetches share
 # A response's buffer before aiohttp pauses reading the socket (its default is 64 KiB): at 64 KiB a fast
 # source is paused and resumed every few reads, and a fill hands its clients many small chunks
 _READ_BUFFER = 1 << 20
-
-
-class UpstreamError(Exception):
-    """No source could give us the object (or the body broke off). `status` is what the client gets."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +66,15 @@ class UpstreamHead:
     content_type: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class SplicedBody:
+    """A body taken over for splicing: the bytes aiohttp had read (to be written first), then the splicer
+    for the rest (None: aiohttp had read all of it)."""
+
+    buffered: bytes
+    splicer: Splicer | None
+
+
 class UpstreamBody:
     """An open upstream response: iterate chunks, then close."""
 
@@ -79,6 +82,7 @@ class UpstreamBody:
         self.head = head
         self._response = response
         self._between = between_bytes
+        self._splicer: Splicer | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it was read from the socket, one read at a time (up to 256 KiB under uvloop): not
@@ -106,7 +110,46 @@ class UpstreamBody:
         if expected is not None and received != expected:
             raise UpstreamError(502, f"{self.head.source}: body ended at {received} of {expected} bytes")
 
+    def splice_rest(self) -> SplicedBody | None:
+        """The body taken over for splicing (oca.fetch.splice), or None when it must be read with `chunks`
+        (TLS, chunked, close-delimited, HTTP/1.0, no os.splice, or a body that ended or failed already).
+        Call before reading any chunk; once taken, the body is the SplicedBody's, and `close` closes the
+        connection instead of pooling it."""
+        response = self._response
+        connection = response.connection
+        protocol = connection.protocol if connection is not None else None
+        transport = connection.transport if connection is not None else None
+        content = response.content
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if protocol is None or transport is None or transport.is_closing() or sock is None or not can_splice(
+                platform_splices=hasattr(os, "splice"),
+                tls=response.url.scheme != "http" or transport.get_extra_info("sslcontext") is not None,
+                http11=response.version == aiohttp.HttpVersion11, length=self.head.length,
+                content_length=response.content_length,
+                transfer_encoding=response.headers.get("Transfer-Encoding"),
+                body_open=not content.is_eof() and content.exception() is None):
+            return None
+        # aiohttp holds what it read past the head in the body's buffer (and, when its flow control paused the
+        # parser, in the parser): each read below can hand the parser's bytes to the buffer, so read until it
+        # is empty; then stop aiohttp reading the socket. No await in between: nothing arrives meanwhile.
+        parts = []
+        while part := content.read_nowait(-1):
+            parts.append(part)
+        buffered = b"".join(parts)
+        if len(buffered) != content.total_bytes:  # some of it was read before: the caller's bug
+            raise RuntimeError("splice_rest after chunks of the body were read")
+        if content.is_eof():  # it had all of it: its connection went back to the pool, as for `chunks`
+            return SplicedBody(buffered, None)
+        protocol.pause_reading()
+        length = self.head.length or 0
+        splicer = Splicer(os.dup(sock.fileno()), len(buffered), length - len(buffered), self.head.source,
+                          self._between)
+        self._splicer = splicer
+        return SplicedBody(buffered, splicer)
+
     def close(self) -> None:
+        if self._splicer is not None:
+            self._splicer.close()
         self._response.close()
 
 

@@ -74,6 +74,10 @@ class FakeBody:
             await asyncio.sleep(0)  # each chunk comes in its own loop iteration, as from a socket
             yield self._data[i:i + self._chunk]
 
+    def splice_rest(self) -> None:
+        """No socket to splice from: the fill reads the chunks (the spliced path is tested on real sockets)."""
+        return None
+
     def close(self) -> None:
         pass
 

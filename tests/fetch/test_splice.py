@@ -1,0 +1,229 @@
+"""Issue 16: a memory-fed miss's upstream body goes socket -> pipe -> feed inside the kernel (os.splice) when
+it is plain HTTP/1.1 framed by Content-Length; anything else keeps aiohttp's reads. The spliced path stores
+the exact bytes (digest checked), fails a truncated or stalled body like the chunk path, and the counters
+(`fills_spliced`, `bytes_spliced`) say which path a fill took."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from oca.config import load_box_config
+from oca.fetch.errors import UpstreamError
+from oca.fetch.splice import can_splice
+from oca.fetch.upstream import Upstream, sources_from_config
+from oca.protocol.messages import FillState
+from oca.storage import Store
+from tests.conftest import Box, write_box_config
+from tests.fetch.test_pull_through import MIB, fetching_box, origin_source, raw_get
+from tests.fetch.test_streaming_fill import _until, rig
+from tests.upstream.origin import Fault, Origin
+
+KEY = "titles/16/1080p/seg_00100.m4s"
+BASE = dict(platform_splices=True, tls=False, http11=True, length=MIB, content_length=MIB,
+            transfer_encoding=None, body_open=True)
+
+
+# -- which bodies are spliced (pure) ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, spliced", [
+    ({}, True),
+    ({"platform_splices": False}, False),  # no os.splice (not Linux)
+    ({"tls": True}, False),  # the kernel holds ciphertext
+    ({"http11": False}, False),
+    ({"transfer_encoding": "chunked"}, False),  # framing the kernel cannot follow
+    ({"content_length": None, "length": None}, False),  # close-delimited
+    ({"content_length": None}, False),  # a 206 whose length only Content-Range gave
+    ({"content_length": MIB + 1}, False),  # the header disagrees with the head's length
+    ({"length": 0, "content_length": 0}, False),  # nothing to move
+    ({"length": MIB - 1, "content_length": MIB - 1}, False),  # small: a pooled connection is worth the copy
+    ({"body_open": False}, False),  # aiohttp read all of it already, or it failed
+])
+def test_which_bodies_are_spliced(change: dict[str, object], spliced: bool) -> None:
+    assert can_splice(**{**BASE, **change}) is spliced  # type: ignore[arg-type]
+
+
+# -- the upstream body, spliced into a file ---------------------------------------------------------------
+
+async def test_a_spliced_body_is_the_exact_bytes_and_its_connection_is_not_pooled(tmp_path: Path,
+                                                                                 origin: Origin) -> None:
+    data = os.urandom(3 * MIB)
+    origin.add(KEY, data=data)
+    origin.add("titles/16/1080p/seg_00101.m4s", data=b"next")
+    config = load_box_config(write_box_config(str(tmp_path), fetch={"sources": [origin_source(origin)]}))
+    upstream = Upstream(config.fetch, sources_from_config(config.fetch))
+    target = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
+    try:
+        body = await upstream.open(KEY)
+        try:
+            spliced = body.splice_rest()
+            assert spliced is not None and spliced.splicer is not None
+            os.write(target, spliced.buffered)
+            moved = [n async for n in spliced.splicer.into(target)]
+            assert sum(moved) == spliced.splicer.spliced == len(data) - len(spliced.buffered)
+            assert spliced.splicer.spliced > 2 * MIB  # most of it never entered Python
+        finally:
+            body.close()
+        # the next request opens a connection of its own: the spliced one is closed, never pooled
+        connector = upstream._client().connector
+        assert connector is not None and not getattr(connector, "_conns", {})
+        second = await upstream.open("titles/16/1080p/seg_00101.m4s")
+        try:
+            assert b"".join([c async for c in second.chunks()]) == b"next"
+        finally:
+            second.close()
+    finally:
+        os.close(target)
+        await upstream.close()
+    assert (tmp_path / "out").read_bytes() == data
+
+
+async def test_a_chunked_body_is_not_spliced(tmp_path: Path, origin: Origin) -> None:
+    origin.add(KEY, data=os.urandom(MIB), fault=Fault(chunked=True))
+    config = load_box_config(write_box_config(str(tmp_path), fetch={"sources": [origin_source(origin)]}))
+    upstream = Upstream(config.fetch, sources_from_config(config.fetch))
+    try:
+        body = await upstream.open(KEY)
+        try:
+            assert body.splice_rest() is None
+            assert b"".join([c async for c in body.chunks()]) == origin.expected(KEY)
+        finally:
+            body.close()
+    finally:
+        await upstream.close()
+
+
+async def test_a_spliced_body_that_stalls_fails_after_between_bytes_timeout(tmp_path: Path, origin: Origin) -> None:
+    origin.add(KEY, data=os.urandom(2 * MIB), fault=Fault(stall_at=(MIB, 5.0)))
+    config = load_box_config(write_box_config(str(tmp_path), fetch={"sources": [origin_source(origin)],
+                                                                   "between_bytes_timeout": "0.3s"}))
+    upstream = Upstream(config.fetch, sources_from_config(config.fetch))
+    target = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
+    try:
+        body = await upstream.open(KEY)
+        try:
+            spliced = body.splice_rest()
+            assert spliced is not None and spliced.splicer is not None
+            started = time.monotonic()
+            with pytest.raises(UpstreamError) as caught:
+                async for _ in spliced.splicer.into(target):
+                    pass
+            assert caught.value.status == 504 and "no body bytes for 0.3s" in caught.value.reason
+            assert time.monotonic() - started < 3
+        finally:
+            body.close()
+    finally:
+        os.close(target)
+        await upstream.close()
+
+
+# -- the master's fill, with a worker on a real link ------------------------------------------------------
+
+async def test_a_spliced_fill_stores_the_exact_bytes_with_their_digest(tmp_path: Path, origin: Origin) -> None:
+    data = os.urandom(3 * MIB)
+    origin.add(KEY, data=data)
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    async with rig(tmp_path, origin, str(feeds)) as r:
+        fill = r.fills.acquire(KEY)
+        try:
+            await _until(lambda: fill.result)
+            assert fill.result is FillState.DONE and fill.have == len(data)
+            assert os.pread(fill.fd, len(data) + 1, 0) == data  # what the worker sends its clients
+            info = await r.owner.call(Store.get, KEY)
+            assert info is not None and info.size == len(data)
+            assert info.digest == xxhash.xxh3_128(data).hexdigest()
+            assert Path(info.path).read_bytes() == data
+        finally:
+            r.fills.release(fill)
+        counters = r.manager.counters
+        assert counters["fills_spliced"] == 1 and counters["bytes_spliced"] > 2 * MIB
+        assert r.manager.bytes_by_source["origin"] == len(data)
+
+
+async def test_a_truncated_spliced_body_is_not_stored_and_the_worker_sees_the_failure(
+        tmp_path: Path, origin: Origin) -> None:
+    origin.add(KEY, data=os.urandom(3 * MIB), fault=Fault(truncate_at=2 * MIB))
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    async with rig(tmp_path, origin, str(feeds)) as r:
+        fill = r.fills.acquire(KEY)
+        try:
+            await _until(lambda: fill.result)
+            assert fill.result is FillState.FAIL and "ended at" in fill.reason and fill.have < 3 * MIB
+            assert await r.owner.call(Store.get, KEY) is None
+        finally:
+            r.fills.release(fill)
+        assert r.manager.counters["fills_spliced"] == 1
+    assert os.listdir(feeds) == []
+
+
+async def test_a_chunked_fill_takes_the_chunk_path_and_is_stored(tmp_path: Path, origin: Origin) -> None:
+    data = os.urandom(MIB)
+    origin.add(KEY, data=data, fault=Fault(chunked=True))
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    async with rig(tmp_path, origin, str(feeds)) as r:
+        fill = r.fills.acquire(KEY)
+        try:
+            await _until(lambda: fill.result)
+            assert fill.result is FillState.DONE
+            info = await r.owner.call(Store.get, KEY)
+            assert info is not None and Path(info.path).read_bytes() == data
+        finally:
+            r.fills.release(fill)
+        assert r.manager.counters["fills_spliced"] == 0
+
+
+# -- a whole box, real clients ----------------------------------------------------------------------------
+
+def _fetch_status(box: Box) -> dict[str, int]:
+    fetch: dict[str, int] = box.admin("/status")["fetch"]
+    return fetch
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_clients_that_join_a_spliced_fill_get_the_same_bytes(box_factory: Callable[..., Box], origin: Origin,
+                                                             loop: str) -> None:
+    """Under both loops: the socket the splice reads is one the loop's transport stopped reading."""
+    data = os.urandom(4 * MIB)
+    origin.add(KEY, data=data, fault=Fault(dribble=(256 * 1024, 0.03)))  # slow enough for all to join
+    box = box_factory(loop=loop, fetch={"sources": [origin_source(origin)], "slice_size": 0})
+    got: list[tuple[bytes, bytes, bool]] = []
+
+    def one() -> None:
+        got.append(raw_get(box.port, f"/{KEY}"))
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(got) == 4
+    for head, body, closed_early in got:
+        assert head.startswith(b"HTTP/1.1 200") and not closed_early and body == data
+    assert origin.count(KEY) == 1
+    fetch = _fetch_status(box)
+    assert fetch["fills_spliced"] == 1 and fetch["bytes_spliced"] > 3 * MIB
+
+
+def test_a_truncated_spliced_body_cuts_the_client_short_and_caches_nothing(box_factory: Callable[..., Box],
+                                                                         origin: Origin) -> None:
+    origin.add(KEY, size=4 * MIB, fault=Fault(truncate_at=2 * MIB, dribble=(256 * 1024, 0.02)))
+    box = fetching_box(box_factory, [origin_source(origin)], slice_size=0)
+    head, body, closed_early = raw_get(box.port, f"/{KEY}")
+    assert head.startswith(b"HTTP/1.1 200") and b"content-length: 4194304" in head.lower()
+    assert closed_early and len(body) <= 2 * MIB
+    assert _fetch_status(box)["fills_spliced"] == 1
+    time.sleep(0.3)
+    assert box.admin(f"/inventory?prefix={KEY}")["objects"] == []
+    origin.set_fault(KEY, None)
+    status, _, body = box.get(f"/{KEY}")
+    assert status == 200 and body == origin.expected(KEY)
+    assert _fetch_status(box)["fills_spliced"] == 2
