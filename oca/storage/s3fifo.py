@@ -201,6 +201,18 @@ class Fifo:
         self.tail = slot
         self.count += 1
 
+    def push_after(self, anchor: int, slot: int) -> None:
+        """Put `slot` right behind `anchor` (a record of this queue), nearer the tail."""
+        book = self.book
+        nxt = book.next[anchor]
+        book.prev[slot], book.next[slot], book.queue[slot] = anchor, nxt, self.code
+        book.next[anchor] = slot
+        if nxt == _NONE:
+            self.tail = slot
+        else:
+            book.prev[nxt] = slot
+        self.count += 1
+
     def push_head(self, slot: int) -> None:
         book, head = self.book, self.head
         book.prev[slot], book.next[slot], book.queue[slot] = _NONE, head, self.code
@@ -255,6 +267,9 @@ class S3FIFOPolicy:
         self._main = Fifo(self._book, main_code)
         self._small_bytes = 0
         self._bytes = 0
+        # the last one-timer moved down into main's head and still where it was put (neither read past the hand,
+        # nor requeued, nor gone): the next one goes right behind it, so the one-timers leave oldest first
+        self._moved_last = _NONE
         # looked up on every call (arrays grow in place: these stay the Book's)
         self._index, self._queue, self._mine = self._book.slots, self._book.queue, (small_code, main_code)
 
@@ -298,7 +313,11 @@ class S3FIFOPolicy:
         else:
             hot = not returning and streams.hot(key)
         if left == key and one_timer_of is not None and one_timer_of is not self:  # module rules: first to go
-            self._main.push_head(slot)
+            if self._moved_last == _NONE:
+                self._main.push_head(slot)
+            else:
+                self._main.push_after(self._moved_last, slot)
+            self._moved_last = slot
         elif returning or hot:
             self._main.push_tail(slot)
         else:
@@ -330,6 +349,8 @@ class S3FIFOPolicy:
         small = book.queue[slot] == self._small.code
         self._ghost.leaving = (key, f, self if small and f == 0 else None)  # not worth_keeping: a one-timer
         size = book.size[slot]
+        if slot == self._moved_last:
+            self._moved_last = _NONE
         if small:
             self._small.unlink(slot)
             self._small_bytes -= size
@@ -386,6 +407,8 @@ class S3FIFOPolicy:
             elif main.count and not main_stuck:
                 slot = main.pop_head()
                 size, key = sizes[slot], key_of(slot)
+                if slot == self._moved_last:  # requeued below: no longer at the one-timers' end
+                    self._moved_last = _NONE
                 if is_pinned(key):
                     main.push_tail(slot)
                     stalls += 1

@@ -233,6 +233,27 @@ class TestS3FIFO:
         assert hdd.victims(1, nothing_pinned) == (["a"] if read else ["x"])
         assert hdd.victims(3, nothing_pinned) == (["a", "b", "x"] if read else ["x", "a", "b"])
 
+    def test_one_timers_moved_down_leave_oldest_first_and_before_what_earned_its_place(self) -> None:
+        ghost = Ghost(1000)
+        ssd, hdd = S3FIFOPolicy(ghost), S3FIFOPolicy(ghost)
+        ssd.add("a", 1)  # returning: main; demoted, it is no one-timer
+        ssd.remove("a")
+        ssd.add("a", 1)
+        ssd.remove("a")
+        hdd.add("a", 1)
+        for k in ("x", "y", "z"):  # one-timers moved down one after the other
+            ssd.add(k, 1)
+            ssd.remove(k)
+            hdd.add(k, 1)
+        # oldest first: pushed at the head one by one they would leave newest first, and a one-timer that
+        # came early would stay while later ones churn past it
+        assert hdd.victims(1, nothing_pinned) == ["x"]
+        hdd.remove("x")
+        ssd.add("w", 1)
+        ssd.remove("w")
+        hdd.add("w", 1)  # behind the one-timers still there, before "a"
+        assert hdd.victims(4, nothing_pinned) == ["y", "z", "w", "a"]
+
     def test_a_key_that_comes_back_after_other_arrivals_starts_over(self) -> None:
         ghost = Ghost(1000)
         p = S3FIFOPolicy(ghost)
