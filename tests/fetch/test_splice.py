@@ -5,11 +5,13 @@ the exact bytes (digest checked), fails a truncated or stalled body like the chu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import xxhash
@@ -17,7 +19,7 @@ import xxhash
 from oca.config import load_box_config
 from oca.fetch.errors import UpstreamError
 from oca.fetch.splice import can_splice
-from oca.fetch.upstream import Upstream, sources_from_config
+from oca.fetch.upstream import SplicedBody, Upstream, sources_from_config
 from oca.protocol.messages import FillState
 from oca.storage import Store
 from tests.conftest import Box, write_box_config
@@ -51,25 +53,40 @@ def test_which_bodies_are_spliced(change: dict[str, object], spliced: bool) -> N
 
 # -- the upstream body, spliced into a file ---------------------------------------------------------------
 
-async def test_a_spliced_body_is_the_exact_bytes_and_its_connection_is_not_pooled(tmp_path: Path,
-                                                                                 origin: Origin) -> None:
-    data = os.urandom(3 * MIB)
-    origin.add(KEY, data=data)
-    origin.add("titles/16/1080p/seg_00101.m4s", data=b"next")
-    config = load_box_config(write_box_config(str(tmp_path), fetch={"sources": [origin_source(origin)]}))
-    upstream = Upstream(config.fetch, sources_from_config(config.fetch))
-    target = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
+def _upstream(tmp_path: Path, origin: Origin, **fetch: Any) -> Upstream:
+    config = load_box_config(write_box_config(str(tmp_path), fetch={"sources": [origin_source(origin)], **fetch}))
+    return Upstream(config.fetch, sources_from_config(config.fetch))
+
+
+@contextlib.asynccontextmanager
+async def _spliced(upstream: Upstream, target: Path) -> AsyncIterator[tuple[SplicedBody, int]]:
+    """KEY opened from `upstream`, its body handed to a splice, and `target` opened to splice it into."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT)
     try:
         body = await upstream.open(KEY)
         try:
             spliced = body.splice_rest()
             assert spliced is not None and spliced.splicer is not None
+            yield spliced, fd
+        finally:
+            body.close()
+    finally:
+        os.close(fd)
+
+
+async def test_a_spliced_body_is_the_exact_bytes_and_its_connection_is_not_pooled(tmp_path: Path,
+                                                                                 origin: Origin) -> None:
+    data = os.urandom(3 * MIB)
+    origin.add(KEY, data=data)
+    origin.add("titles/16/1080p/seg_00101.m4s", data=b"next")
+    upstream = _upstream(tmp_path, origin)
+    try:
+        async with _spliced(upstream, tmp_path / "out") as (spliced, target):
+            assert spliced.splicer is not None
             os.write(target, spliced.buffered)
             moved = [n async for n in spliced.splicer.into(target)]
             assert sum(moved) == spliced.splicer.spliced == len(data) - len(spliced.buffered)
             assert spliced.splicer.spliced > 2 * MIB  # most of it never entered Python
-        finally:
-            body.close()
         # the next request opens a connection of its own: the spliced one is closed, never pooled
         connector = upstream._client().connector
         assert connector is not None and not getattr(connector, "_conns", {})
@@ -79,15 +96,13 @@ async def test_a_spliced_body_is_the_exact_bytes_and_its_connection_is_not_poole
         finally:
             second.close()
     finally:
-        os.close(target)
         await upstream.close()
     assert (tmp_path / "out").read_bytes() == data
 
 
 async def test_a_chunked_body_is_not_spliced(tmp_path: Path, origin: Origin) -> None:
     origin.add(KEY, data=os.urandom(MIB), fault=Fault(chunked=True))
-    config = load_box_config(write_box_config(str(tmp_path), fetch={"sources": [origin_source(origin)]}))
-    upstream = Upstream(config.fetch, sources_from_config(config.fetch))
+    upstream = _upstream(tmp_path, origin)
     try:
         body = await upstream.open(KEY)
         try:
@@ -101,25 +116,17 @@ async def test_a_chunked_body_is_not_spliced(tmp_path: Path, origin: Origin) -> 
 
 async def test_a_spliced_body_that_stalls_fails_after_between_bytes_timeout(tmp_path: Path, origin: Origin) -> None:
     origin.add(KEY, data=os.urandom(2 * MIB), fault=Fault(stall_at=(MIB, 5.0)))
-    config = load_box_config(write_box_config(str(tmp_path), fetch={"sources": [origin_source(origin)],
-                                                                   "between_bytes_timeout": "0.3s"}))
-    upstream = Upstream(config.fetch, sources_from_config(config.fetch))
-    target = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
+    upstream = _upstream(tmp_path, origin, between_bytes_timeout="0.3s")
     try:
-        body = await upstream.open(KEY)
-        try:
-            spliced = body.splice_rest()
-            assert spliced is not None and spliced.splicer is not None
+        async with _spliced(upstream, tmp_path / "out") as (spliced, target):
+            assert spliced.splicer is not None
             started = time.monotonic()
             with pytest.raises(UpstreamError) as caught:
                 async for _ in spliced.splicer.into(target):
                     pass
             assert caught.value.status == 504 and "no body bytes for 0.3s" in caught.value.reason
             assert time.monotonic() - started < 3
-        finally:
-            body.close()
     finally:
-        os.close(target)
         await upstream.close()
 
 
