@@ -155,6 +155,11 @@ class Fill:
     purged: bool = False  # purged while in flight: its clients get their bytes, storage does not
 
 
+def _unheld(fill: Fill, exc: OSError) -> StorageError:
+    """A memory feed's write failed (tmpfs full, memfd refused): the fill cannot be held in memory."""
+    return StorageError(f"cannot hold fill of {fill.store_key} in memory: {exc.strerror or exc}")
+
+
 class FillManager:
     def __init__(self, config: FetchConfig, owner: StorageOwner, state: FetchState, upstream: Upstream,
                  clock: Callable[[], float] = time.time, feed_dir: str | None = MEMORY_FEED_DIR) -> None:
@@ -490,8 +495,7 @@ class FillManager:
                 try:
                     feed.write(chunk)
                 except OSError as exc:
-                    raise StorageError(f"cannot hold fill of {fill.store_key} in memory: "
-                                       f"{exc.strerror or exc}") from None
+                    raise _unheld(fill, exc) from None
                 self._have(fill, fill.have + len(chunk))
             writer.add(chunk)
             if feed is None and writer.error is not None:
@@ -517,7 +521,7 @@ class FillManager:
                     self.counters["bytes_spliced"] += n
                     self._fed(fill, writer, source, n)
         except OSError as exc:  # the feed's write (the socket's errors are UpstreamError)
-            raise StorageError(f"cannot hold fill of {fill.store_key} in memory: {exc.strerror or exc}") from None
+            raise _unheld(fill, exc) from None
 
     def _fed(self, fill: Fill, writer: TierWriter, source: str, n: int) -> None:
         """`n` more bytes are in a memory feed: announced, counted, and due for the tier file."""
