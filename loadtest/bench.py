@@ -30,7 +30,6 @@ import platform
 import posixpath
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ import yaml
 
 from loadtest import harness
 from loadtest.nginx import Nginx, NginxError, NginxSettings, default_user, nginx_version
+from loadtest.ports import free_ports
 from loadtest.video_mix import VideoMix, build_mix, load_title, mix_line, render_summary
 from loadtest.wrk import WrkError, WrkErrors, WrkResult, run_wrk
 from oca.tokens import generate_private_key, mint, public_jwk, title_scope, token_path
@@ -275,15 +275,6 @@ def tokenised_paths(paths_file: str, signer: Signer) -> str:
     with open(paths_file, encoding="ascii") as src, open(out, "w", encoding="ascii") as dst:
         dst.writelines(signer.path(line.strip()[1:]) + "\n" for line in src if line.strip())
     return out
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (all held open at once while choosing)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def verify_same_objects(urls: dict[str, str], root: str, sets: Sequence[ObjectSet],

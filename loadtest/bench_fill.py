@@ -23,7 +23,6 @@ import datetime
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ import xxhash
 import yaml
 
 from loadtest.harness import Figure, Run, cpu_name, harness_run, render_figures, write_json
+from loadtest.ports import free_port
 
 DESCRIPTION = "a capped `oca fill run` on loopback: bytes moved against the cap; prints a Markdown table."
 OCA = os.path.join(os.path.dirname(sys.executable), "oca")
@@ -44,11 +44,6 @@ TOKEN = "bench-fill-token"
 SEGMENT = 256 * 1024
 GOAL = 0.10
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_json(url: str, *, method: str = "GET", body: Any = None, timeout: float = 10) -> Any:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from loadtest.harness import Figure, cpu_name, harness_run, render_figures, write_json
+from loadtest.ports import free_port
 from oca.config.units import parse_size
 
 
@@ -154,11 +155,6 @@ def fetch_all(port: int, paths: list[str]) -> list[Timing]:
         timings.append(result)
     return timings
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(port: int, path: str, timeout: float = 30) -> None:

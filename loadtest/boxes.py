@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,13 +23,10 @@ from typing import Any
 
 import yaml
 
+from loadtest.ports import free_port
+
 OCA = os.path.join(os.path.dirname(sys.executable), "oca")
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_box_config(workdir: str, **overrides: Any) -> str:

@@ -25,7 +25,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from control.catalog.codec import title_to_json
 from control.model import Fleet, Title
 from control.status_client import default_max_idle
 from loadtest import fake_boxes
+from loadtest.ports import free_port
 from loadtest.wrk import WrkError, WrkResult, parse_output
 
 OCA = os.path.join(os.path.dirname(sys.executable), "oca")
@@ -79,11 +79,6 @@ class ProcessFigures:
     http_note: str
     polling: Polling | None = None  # None without fake boxes (poll_seconds 0)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(fleet: Fleet, workdir: str, port: int, shape: str,

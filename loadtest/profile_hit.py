@@ -43,12 +43,12 @@ from loadtest.bench import (
     ObjectSet,
     OcaBox,
     Signer,
-    free_ports,
     tokenised_paths,
     write_objects,
 )
 from loadtest.boxes import write_box_config
 from loadtest.nginx import Nginx, NginxError, NginxSettings, default_user
+from loadtest.ports import free_ports
 from loadtest.wrk import WrkError, WrkResult, run_wrk
 
 # bucket -> frame names (py-spy's "function (file)" text) that put a sample in it; the innermost frame that

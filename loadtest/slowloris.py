@@ -45,10 +45,10 @@ from loadtest.bench import (
     ObjectSet,
     OcaBox,
     Progress,
-    free_ports,
     verify_same_objects,
     write_objects,
 )
+from loadtest.ports import free_ports
 from loadtest.wrk import WrkError, WrkResult, run_wrk
 
 OBJECTS = ObjectSet("64KiB", 64 << 10, 200, first_title=1, per_title=50)

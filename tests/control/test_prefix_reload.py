@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -20,7 +19,7 @@ import pytest
 from control.config import load_control_config
 from control.prefix_data import PrefixState, build_index, reload_index
 from control.preflight import prefix_files
-from tests.conftest import OCA
+from tests.conftest import OCA, free_port
 
 FLEET = ("fleet:\n  origin_url: http://o\n  prefixes_file: prefixes.csv\n"
          "  sites: [{id: s1, latitude: 52.4, longitude: 4.9, country: NL}, {id: s2, latitude: 48.9, longitude: 2.3,"
@@ -31,15 +30,10 @@ FLEET = ("fleet:\n  origin_url: http://o\n  prefixes_file: prefixes.csv\n"
 
 
 def _config(tmp_path: Path, extra: str = "") -> str:
-    (tmp_path / "control.yaml").write_text(f"listen: 127.0.0.1:{_port()}\nstate: {{path: state.db}}\n{extra}{FLEET}")
+    listen = f"127.0.0.1:{free_port()}"
+    (tmp_path / "control.yaml").write_text(f"listen: {listen}\nstate: {{path: state.db}}\n{extra}{FLEET}")
     (tmp_path / "prefixes.csv").write_text("prefix,box\n192.0.2.0/24,b1\n")
     return str(tmp_path / "control.yaml")
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _replace(path: Path, text: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import socket
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from control.config import load_control_config
 from control.service import YOUNG_COLLECTION_AFTER, first_poll, serve
+from tests.conftest import free_port
 from tests.control.fixtures import box_entry, write_control_config
 
 
@@ -56,9 +56,7 @@ async def test_a_first_poll_that_fails_still_raises() -> None:
 
 
 async def test_serve_answers_freezes_what_it_built_and_collects_young_objects_less_often(tmp_path: Any) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     path = write_control_config(str(tmp_path), [box_entry("b1", 1, 1)], listen=f"127.0.0.1:{port}")
     config = load_control_config(path)
     stop = asyncio.Event()
