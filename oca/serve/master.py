@@ -58,6 +58,7 @@ from oca.fetch.upstream import Upstream, sources_from_config
 from oca.firmware.box import BoxFirmware
 from oca.http.cmsd import in_duress
 from oca.secret_files import read_secret
+from oca.serve import collector
 from oca.serve.background import BackgroundTasks
 from oca.serve.housekeeping import Housekeeping, watchdog
 from oca.serve.listeners import bind_listeners
@@ -156,11 +157,14 @@ class Master:
             async with self._generation_lock:
                 parts = await self._start_up(stopped)
             await parts.switcher.boot_fallback()
+            # start-up's objects live as long as the master: out of the full collections that stalled /status
+            frozen = collector.settle()
             supervisor = parts.supervisor
             host, port = supervisor.listeners[0].getsockname()[:2]
             admin_host, admin_port = self.config.admin.listen
             log.info("oca %s serving http://%s:%d/ with %d workers; admin http://%s:%d/",
                      __version__, host, port, len(supervisor.listeners), admin_host, admin_port)
+            log.debug("%d objects of the start-up frozen out of the garbage collector", frozen)
             systemd.notify(f"READY=1\nSTATUS=serving with {len(supervisor.listeners)} workers\n"
                             f"MAINPID={os.getpid()}")
             parts.tasks.append(loop.create_task(parts.housekeeping.run()))
