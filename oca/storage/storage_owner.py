@@ -7,12 +7,21 @@ every call goes through `call`, which runs it on this small pool. The Store seri
 memory changes with one lock and copies files outside it, so a long import does not hold up /status,
 hit reports or a purge. Its counters (Store.status, Store.title_changes) are read with `peek`, on the
 event loop itself, so /status never queues behind busy storage threads.
+
+The storage threads run at a lower CPU priority than the event loop's thread (STORAGE_NICENESS: on Linux the
+nice value is per thread, setpriority(2)): an import's copies and file creations keep both cores of a small
+box busy, and the loop, waking for a health poll, must not wait its turn behind them for the CPU. The
+storage work loses nothing while a core is free.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import os
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -21,12 +30,23 @@ from oca.config import StorageConfig
 from oca.storage import Store
 
 T = TypeVar("T")
+STORAGE_NICENESS = 5  # added to the storage threads' nice value: CFS then gives the loop's thread 3x their weight
+
+
+def lower_priority(niceness: int = STORAGE_NICENESS) -> None:
+    """Raise the calling thread's nice value by `niceness` (Linux: per thread; elsewhere the whole process's, so
+    only on Linux). A system that refuses it (a seccomp filter) leaves the priority as it was."""
+    if sys.platform != "linux":
+        return
+    me = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, me, os.getpriority(os.PRIO_PROCESS, me) + niceness)
 
 
 class StorageOwner:
     def __init__(self, config: StorageConfig) -> None:
         self._config = config
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="oca-storage")
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="oca-storage", initializer=lower_priority)
         self._store: Store | None = None
 
     async def open(self) -> None:
