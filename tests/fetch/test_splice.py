@@ -154,6 +154,72 @@ async def test_a_spliced_fill_stores_the_exact_bytes_with_their_digest(tmp_path:
         assert r.manager.bytes_by_source["origin"] == len(data)
 
 
+async def test_a_spliced_fill_goes_into_the_tier_file_once_and_its_clients_are_fed_from_it(
+        tmp_path: Path, origin: Origin) -> None:
+    """Issue 16's second copy: the body is spliced straight into the tier's temp file; the worker reads that
+    very file (the stored inode), no memory feed is made, and the writer threads copy no byte into the tier
+    (before: the whole body, from the memory feed, after the client's last byte)."""
+    data = os.urandom(3 * MIB)
+    origin.add(KEY, data=data)
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    async with rig(tmp_path, origin, str(feeds)) as r:
+        fill = r.fills.acquire(KEY)
+        try:
+            await _until(lambda: fill.fd >= 0)
+            assert os.listdir(feeds) == []  # no memory feed
+            await _until(lambda: fill.result)
+            assert fill.result is FillState.DONE and os.pread(fill.fd, len(data) + 1, 0) == data
+            info = await r.owner.call(Store.get, KEY)
+            assert info is not None and info.digest == xxhash.xxh3_128(data).hexdigest()
+            assert os.fstat(fill.fd).st_ino == os.stat(info.path).st_ino  # fed from the file now stored
+        finally:
+            r.fills.release(fill)
+        counters = r.manager.counters
+        assert counters["fills_spliced_to_tier"] == 1 and counters["fills_moved"] == 0
+        assert counters["bytes_tier_copied"] == 0 and counters["fills"] == 1
+
+
+async def test_a_spliced_fill_goes_to_a_memory_feed_while_storage_is_busy(tmp_path: Path, origin: Origin) -> None:
+    """While an install holds storage's lock the tier cannot be named at once: the body is spliced into a
+    memory feed (the client's first byte does not wait for the lock), and the tier file is written from it
+    once the lock is free."""
+    data = os.urandom(2 * MIB)
+    origin.add(KEY, data=data)
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    async with rig(tmp_path, origin, str(feeds)) as r:
+        store = r.owner._store
+        assert store is not None
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with store._lock:
+                held.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait(5)
+        try:
+            fill = r.fills.acquire(KEY)
+            await _until(lambda: fill.have == len(data))
+            assert os.pread(fill.fd, len(data) + 1, 0) == data and fill.result is FillState.RUNNING
+        finally:
+            release.set()
+            holder.join()
+        try:
+            await _until(lambda: fill.result)
+            assert fill.result is FillState.DONE
+            info = await r.owner.call(Store.get, KEY)
+            assert info is not None and Path(info.path).read_bytes() == data
+        finally:
+            r.fills.release(fill)
+        counters = r.manager.counters
+        assert counters["fills_spliced"] == 1 and counters["fills_spliced_to_tier"] == 0
+        assert counters["bytes_tier_copied"] == len(data)
+
+
 async def test_a_truncated_spliced_body_is_not_stored_and_the_worker_sees_the_failure(
         tmp_path: Path, origin: Origin) -> None:
     origin.add(KEY, data=os.urandom(3 * MIB), fault=Fault(truncate_at=2 * MIB))
