@@ -69,7 +69,6 @@ from oca.protocol.messages import (
     Fresh,
     Have,
     KeyedEvent,
-    Moved,
     Opened,
     PrefetchHint,
     Purged,
@@ -156,16 +155,6 @@ class Fill:
     purged: bool = False  # purged while in flight: its clients get their bytes, storage does not
 
 
-def _copy_file(source: int, target: int, length: int) -> None:
-    """On a writer thread: the first `length` bytes of `source` appended to `target` (sendfile: in the kernel)."""
-    offset = 0
-    while offset < length:
-        n = os.sendfile(target, source, offset, length - offset)
-        if n == 0:
-            raise OSError(0, f"the file ended at {offset} of {length} bytes")
-        offset += n
-
-
 def _unheld(fill: Fill, exc: OSError) -> StorageError:
     """A memory feed's write failed (tmpfs full, memfd refused): the fill cannot be held in memory."""
     return StorageError(f"cannot hold fill of {fill.store_key} in memory: {exc.strerror or exc}")
@@ -191,8 +180,7 @@ class FillManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self.counters: dict[str, int] = {"fills": 0, "fill_failures": 0, "revalidated_304": 0,
                                          "revalidated_200": 0, "negative_hits": 0, "slices_dropped": 0,
-                                         "fills_not_stored": 0, "fills_spliced": 0, "bytes_spliced": 0,
-                                         "fills_spliced_to_tier": 0, "fills_moved": 0, "bytes_tier_copied": 0}
+                                         "fills_not_stored": 0, "fills_spliced": 0, "bytes_spliced": 0}
         self.bytes_by_source: dict[str, int] = {}
         self.history = hist.KeyHistory(clock)  # what happened to each recent key: `oca cache why`
         self.hints = HintBook(config.max_fills, clock)
@@ -458,21 +446,8 @@ class FillManager:
         length = head.length
         if fill.size is not None and length is not None and fill.size != length:
             raise UpstreamError(502, f"{head.source}: sends {length} bytes, the catalog says {fill.size}")
-        # a body the kernel can move (oca.fetch.splice) goes straight into the tier's temp file when storage
-        # names its tier at once: one copy, and the clients are fed from that file
-        spliced = body.splice_rest() if fill.rate is None else None
-        if spliced is not None:
-            now = self._tier_file_now(fill, length)
-            if now is not None:
-                return await self._splice_to_tier(fill, head, spliced, now[0], now[1])
         # a fill nobody waits for (a prefetch, a player's hint) has no one to feed: memory would only cost a copy
         feed = self._memory_feed(length) if fill.subscribers else None
-        if spliced is not None and feed is None:  # no memory for it: into the tier's file once it is named
-            writer = TierWriter(self._pool)
-            tier = await self._tier_file(fill, length, writer)
-            if writer.sink is None:
-                raise await self._write_failed(fill, tier, writer, length)
-            return await self._splice_to_tier(fill, head, spliced, tier, writer.sink)
         # fed from memory: the tier file is written from the feed once the body has ended (oca.fetch.tierwriter)
         writer = TierWriter(self._pool, None if feed is not None else lambda n: self._have(fill, n), source=feed)
         target = asyncio.ensure_future(self._tier_file(fill, length, writer))
@@ -486,7 +461,8 @@ class FillManager:
             fill.opened = Opened(fill.store_key, path, length, head.etag, head.last_modified,
                                  meta.content_type if meta else head.content_type, head.source, fill.why)
             self._tell(fill, fill.opened)
-            # the body goes to the memory feed inside the kernel when it can (oca.fetch.splice): storage was busy
+            # a memory-fed client fill's body goes to its feed inside the kernel when it can (oca.fetch.splice)
+            spliced = body.splice_rest() if feed is not None and fill.rate is None else None
             if spliced is not None and feed is not None:
                 await self._splice(fill, spliced, feed, writer, head.source)
             else:
@@ -507,117 +483,7 @@ class FillManager:
                 return self._served_not_stored(fill, path, f"tier {tier}: {_describe(error)}")
             return await self._install(fill, head, writer.sink, tier, digest, path)
         finally:
-            self.counters["bytes_tier_copied"] += writer.copied
             await self._settle(fill, target, writer, feed, length)
-
-    def _tier_file_now(self, fill: Fill, length: int | None) -> tuple[str, FillFile] | None:
-        """The tier and its new temp file for a fill, when storage answers on the loop at once
-        (Store.fill_target_now); None when its lock is held, no tier takes the fill, or the file cannot be
-        made (the memory path then asks again, and charges the tier for what fails)."""
-        try:
-            named = self.owner.peek(Store.fill_target_now, fill.store_key, length or 0, fill.hot, fill.cold)
-        except OcaError:
-            return None
-        if named is None:
-            return None
-        try:
-            return named[0], FillFile.create(named[1])
-        except OSError:
-            return None
-
-    async def _splice_to_tier(self, fill: Fill, head: UpstreamHead, spliced: SplicedBody, tier: str,
-                              sink: FillFile) -> str:
-        """The body spliced straight into the tier's temp file `sink` (one copy, in the kernel); the clients are
-        fed from that file as the bytes land, which is then hashed from the page cache, fsynced once and
-        installed. A write to it that fails (ENOSPC, EIO) is charged to the tier and the fill goes on in a
-        memory feed holding the same bytes ("moved"): its clients get every byte; it is not stored."""
-        writer = TierWriter(self._pool)
-        writer.attach(sink)
-        target: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        target.set_result(tier)
-        length = head.length
-        feed: FillFile | None = None
-        try:
-            meta = self.state.sliced.get(fill.key) if fill.store_key != fill.key else None
-            fill.opened = Opened(fill.store_key, sink.path, length, head.etag, head.last_modified,
-                                 meta.content_type if meta else head.content_type, head.source, fill.why)
-            self._tell(fill, fill.opened)
-            self.counters["fills_spliced"] += 1
-            self.counters["fills_spliced_to_tier"] += 1
-            out, written = sink, 0  # the file written now; the buffered bytes in it
-            buffered = memoryview(spliced.buffered)
-            splicer = spliced.splicer
-            while True:
-                try:
-                    while written < len(buffered):
-                        n = os.write(out.fd, buffered[written:])
-                        written += n
-                        self._landed(fill, writer, feed, head.source, n)
-                    if splicer is not None:
-                        async for n in splicer.into(out.fd):
-                            self.counters["bytes_spliced"] += n
-                            self._landed(fill, writer, feed, head.source, n)
-                    break
-                except OSError as exc:  # the file's write (the socket's errors are UpstreamError)
-                    if feed is not None:
-                        raise _unheld(fill, exc) from None
-                    # the bytes in the tier file so far, some perhaps not yet counted
-                    feed = await self._move_to_memory(fill, tier, writer, exc, written + (
-                        splicer.drained if splicer is not None else 0))
-                    out = feed
-            digest = await writer.finish()  # hashed from the temp file's pages, fsynced once
-            fill.have = writer.written
-            if fill.digest is not None and digest != fill.digest:
-                raise WrongDigest(502, f"{head.source}: digest {digest} is not the catalog's {fill.digest}")
-            if feed is not None:
-                return self._served_not_stored(fill, feed.path, f"tier {tier}: {_describe(writer.error)}")
-            if writer.error is not None:  # the fsync: the bytes may not be on the disk
-                await self.owner.call(Store.report_write_error, tier, writer.error, fill.have)
-                return self._served_not_stored(fill, sink.path, f"tier {tier}: {_describe(writer.error)}")
-            return await self._install(fill, head, sink, tier, digest, sink.path)
-        finally:
-            self.counters["bytes_tier_copied"] += writer.copied
-            await self._settle(fill, target, writer, feed, length)
-
-    def _landed(self, fill: Fill, writer: TierWriter, feed: FillFile | None, source: str, n: int) -> None:
-        """`n` more bytes are in the spliced fill's file (its tier file, or the memory feed it moved to)."""
-        if feed is None:
-            writer.landed(n)
-        else:
-            writer.grew(n)
-        self._have(fill, fill.have + n)
-        self.bytes_by_source[source] = self.bytes_by_source.get(source, 0) + n
-
-    async def _move_to_memory(self, fill: Fill, tier: str, writer: TierWriter, error: OSError,
-                              landed: int) -> FillFile:
-        """The tier file of a spliced fill failed a write after `landed` bytes: charge the tier, copy those
-        bytes into a memory feed, tell the workers to follow it ("moved"); the feed. StorageError when there is
-        no memory for it or the bytes cannot be read back: the fill fails, like one fed from its tier file."""
-        sink = writer.sink
-        assert sink is not None
-        length = fill.opened.size if fill.opened is not None else None
-        await self.owner.call(Store.report_write_error, tier, error, length or landed)
-        feed = self._memory_feed(length)
-        if feed is None:
-            raise StorageError(f"cannot write fill of {fill.store_key} to tier {tier}: {_describe(error)}; "
-                               "no memory to go on in")
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._pool, _copy_file, sink.fd, feed.fd, landed)
-        except OSError as exc:
-            self._feed_bytes -= length or 0
-            feed.discard()
-            raise StorageError(f"cannot write fill of {fill.store_key} to tier {tier}: {_describe(error)}; "
-                               f"nor read it back: {_describe(exc)}") from None
-        log.warning("fill of %s: tier %s failed a write (%s); its clients are fed from memory, it is not stored",
-                    fill.store_key, tier, _describe(error))
-        self.counters["fills_moved"] += 1
-        if landed > writer.added:  # bytes a failed call left in the file uncounted
-            writer.landed(landed - writer.added)
-        writer.moved(feed, error)
-        fill.unstored = True
-        self._tell(fill, Moved(fill.store_key, feed.path))
-        self._have(fill, landed)
-        return feed
 
     async def _read(self, fill: Fill, body: UpstreamBody, feed: FillFile | None, writer: TierWriter,
                     target: asyncio.Future[str], length: int | None) -> None:

@@ -16,16 +16,13 @@ Rules kept here:
   which for a small segment would cost more than copying it.
 - A stall longer than between_bytes_timeout raises UpstreamError(504); the socket's end or a socket error
   before the declared length, UpstreamError(502): the caller keeps nothing. An error writing the file is the
-  file's OSError, for the caller to charge to its owner; the bytes it could not take stay in the pipe, and
-  the next `into` (another file, which the caller filled with the first file's `drained` bytes) moves them
-  first, so a failing tier file can hand over to a memory file without losing a byte (oca.fetch.manager).
+  file's OSError, for the caller to charge to its owner.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import os
 from collections.abc import AsyncIterator
@@ -58,22 +55,18 @@ class Splicer:
         self._pipe: tuple[int, int] | None = None
         self.received = received
         self.remaining = remaining
-        self.spliced = 0  # bytes moved from the socket by splice (not the buffered ones)
-        self.drained = 0  # of those, the bytes in a file now (the rest wait in the pipe: a file's write failed)
-        self._in_pipe = 0
+        self.spliced = 0  # bytes moved by splice (not the buffered ones)
 
     async def into(self, fd: int) -> AsyncIterator[int]:
         """Move the rest of the body to `fd` at its current offset; yields the bytes of each move once they
-        are in the file. The bytes a previous file could not take go first."""
-        if self._in_pipe:
-            yield self._drain(fd)
+        are in the file."""
         if self.remaining <= 0:
             return
         if self._pipe is None:
             self._pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             with contextlib.suppress(OSError):  # a user over its pipe-pages limit keeps 64 KiB: slower, not wrong
                 fcntl.fcntl(self._pipe[1], fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-        into_pipe = self._pipe[1]
+        out, into_pipe = self._pipe
         since_turn = 0
         while self.remaining > 0:
             try:
@@ -88,29 +81,15 @@ class Splicer:
             if n == 0:
                 raise UpstreamError(502, f"{self._source}: body ended at {self.received} of "
                                          f"{self.received + self.remaining} bytes")
+            _drain(out, fd, n)
             self.received += n
             self.remaining -= n
             self.spliced += n
-            self._in_pipe += n
-            yield self._drain(fd)
+            yield n
             since_turn += n
             if since_turn >= YIELD_EVERY:
                 since_turn = 0
                 await asyncio.sleep(0)
-
-    def _drain(self, fd: int) -> int:
-        """Move the bytes in the pipe to `fd` (they are there: never EAGAIN); how many. A write error leaves
-        the rest in the pipe, counted."""
-        assert self._pipe is not None
-        moved = 0
-        while self._in_pipe > 0:
-            n = os.splice(self._pipe[0], fd, self._in_pipe, flags=_MOVE)
-            if n == 0:  # a file that takes no more and says nothing: as the disk-full error it is
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            self._in_pipe -= n
-            self.drained += n
-            moved += n
-        return moved
 
     async def _readable(self) -> None:
         """Wait until the socket has bytes (or its end), at most between_bytes_timeout."""
@@ -138,3 +117,9 @@ class Splicer:
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+
+def _drain(pipe: int, fd: int, n: int) -> None:
+    """Move the `n` bytes in `pipe` to `fd` (they are there: never EAGAIN)."""
+    while n > 0:
+        n -= os.splice(pipe, fd, n, flags=_MOVE)

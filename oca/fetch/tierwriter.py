@@ -6,9 +6,6 @@ Rules kept here:
   pieces (from a read-only mapping of the feed, no copy in between). While the body streams, the master's
   CPU goes to the clients' bytes alone: on a 2-core box the tier write running beside the transfer took
   half of the master's CPU in the transfer's window and the transfer ran at its pace (issue 16's trace).
-- A fill spliced straight into the temp file (`landed`: oca.fetch.splice) is not written here at all: at
-  `finish` one thread job hashes the temp file from the page cache (a read-only mapping, no copy). If that
-  file's write failed and the fill went on in a memory feed (`moved`), the feed is hashed instead.
 - Otherwise (the clients are fed from the temp file itself), chunks are written and hashed in the order
   they were added, by one thread job at a time per fill; what arrives while a job runs goes out as the next
   job's batch (a slow disk gets larger writes, not more jobs).
@@ -50,16 +47,14 @@ class TierWriter:
         self._waiter: asyncio.Future[None] | None = None  # resolved when no job runs (or one broke)
         self._broken: BaseException | None = None
         self.sink: FillFile | None = None  # None until the tier is chosen (chunks wait for it)
-        self._in_place = False  # the bytes are put in the sink by someone else: hashed from it at `finish`
         self.added = 0
         self.written = 0  # bytes hashed (and written, unless `error`)
-        self.copied = 0  # bytes this writer wrote into the sink (0 when they were spliced there)
         self.error: BaseException | None = None  # the write's OSError, or why no temp file could be made
 
     @property
     def lag(self) -> int:
         """Bytes added and held for the write (none when they are in the memory feed)."""
-        return 0 if self._source is not None or self._in_place else self.added - self.written
+        return 0 if self._source is not None else self.added - self.written
 
     def attach(self, sink: FillFile) -> None:
         """The tier's temp file is open: the chunks so far, and every later one, go to it."""
@@ -90,21 +85,6 @@ class TierWriter:
             raise RuntimeError("grew() without a memory feed: the bytes would never reach the tier file")
         self.added += n
 
-    def landed(self, n: int) -> None:
-        """`n` more bytes are in the temp file itself (spliced there: oca.fetch.splice): only hashed, at
-        `finish`, from the file's pages."""
-        if self.sink is None or self._pending:
-            raise RuntimeError("landed() without a temp file, or after chunks: the digest would miss bytes")
-        self._in_place = True
-        self.added += n
-
-    def moved(self, feed: FillFile, error: OSError) -> None:
-        """The temp file's write failed with `error` after the bytes `landed` so far; they and the rest are
-        in `feed` now (`grew`): nothing more is written, `feed` is hashed at `finish`."""
-        self.error = error
-        self._in_place = False
-        self._source = feed
-
     def _submit(self) -> None:
         if self._job is not None or not self._pending or (self.sink is None and self.error is None):
             return
@@ -120,7 +100,6 @@ class TierWriter:
             if self.error is None and self.sink is not None:
                 try:
                     self.sink.write(chunk)
-                    self.copied += len(chunk)
                 except OSError as exc:
                     self.error = exc
             done += len(chunk)
@@ -136,10 +115,9 @@ class TierWriter:
         for start in range(0, length, MAX_BLOCK):
             block = view[start:start + MAX_BLOCK]
             self._hasher.update(block)
-            if self.error is None and self.sink is not None and self.sink is not source:
+            if self.error is None and self.sink is not None:
                 try:
                     self.sink.write(block)
-                    self.copied += len(block)
                 except OSError as exc:
                     self.error = exc
         return length  # the mapping goes when its last view does
@@ -172,9 +150,8 @@ class TierWriter:
     async def finish(self) -> str:
         """Wait for the writes, fsync once (unless a write failed: then `error` stays set), and return the
         xxh3-128 digest of every chunk added. An fsync error is kept in `error` too: the bytes may not be on
-        the disk. A memory-fed fill's bytes are hashed and written now, from its feed; a spliced one's hashed
-        from its temp file."""
-        source = self.sink if self._in_place else self._source
+        the disk. A memory-fed fill's bytes are hashed and written now, from its feed."""
+        source = self._source
         if source is not None and self._job is None and self.written < self.added:
             job = asyncio.get_running_loop().run_in_executor(self._executor, self._copy, source, self.added)
             self._job = job

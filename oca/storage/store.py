@@ -444,33 +444,18 @@ class Store:
         and pinning the small queue's room away cost the replay 0.8 points of day 2's byte hit ratio."""
         _check_key(key)
         with self._lock:
-            return self._fill_target(key, size, hot, cold)
-
-    def fill_target_now(self, key: str, size: int, hot: bool = False,
-                        cold: bool = False) -> tuple[str, str] | None:
-        """`fill_target` for a thread that must not block (the master's event loop): None when another thread
-        holds the lock (an install's fsyncs, an eviction). O(tiers): byte counts, nothing planned."""
-        _check_key(key)
-        if not self._lock.acquire(blocking=False):
-            return None
-        try:
-            return self._fill_target(key, size, hot, cold)
-        finally:
-            self._lock.release()
-
-    def _fill_target(self, key: str, size: int, hot: bool, cold: bool) -> tuple[str, str]:
-        self._check_open()
-        if cold:
-            if hot:
-                for tier in self._cat.tiers:
-                    if (tier.state.accepts and tier.pinned + size <= tier.capacity - self._reserves[tier.number]
-                            and self._cat.refusal(tier, size, key) is None):
+            self._check_open()
+            if cold:
+                if hot:
+                    for tier in self._cat.tiers:
+                        if (tier.state.accepts and tier.pinned + size <= tier.capacity - self._reserves[tier.number]
+                                and self._cat.refusal(tier, size, key) is None):
+                            return tier.name, tier.layout.tmp_dir
+                for tier in reversed(self._cat.tiers):
+                    if tier.state.accepts and self._cat.refusal(tier, size, key) is None:
                         return tier.name, tier.layout.tmp_dir
-            for tier in reversed(self._cat.tiers):
-                if tier.state.accepts and self._cat.refusal(tier, size, key) is None:
-                    return tier.name, tier.layout.tmp_dir
-        tier = self._choose_tier(key, size, hot, set())
-        return tier.name, tier.layout.tmp_dir
+            tier = self._choose_tier(key, size, hot, set())
+            return tier.name, tier.layout.tmp_dir
 
     def adopt(self, path: str, key: str, *, tier: str, size: int, digest: str, hot: bool = False,
               pin: bool = False) -> ObjectInfo:

@@ -51,9 +51,6 @@ def test_enospc_mid_fill_streams_the_whole_object_charges_the_tier_and_stores_no
     hdd = tiers_of(box)["hdd"]
     assert hdd["state"] == "full" and "No space left" in str(hdd["error"]), hdd
     assert not [o for o in box.admin(f"/inventory?prefix={key}")["objects"] if o["tier"] == "hdd"]
-    # spliced straight into the tier file until its ENOSPC, then on in memory ("moved")
-    fetch = box.admin("/status")["fetch"]
-    assert fetch["fills_spliced_to_tier"] == fetch["fills_moved"] == 1, fetch
     # the next miss goes to a tier with room, and is stored there
     other = "titles/3/1080p/seg_00002.m4s"
     other_data = os.urandom(2 * MIB)
@@ -67,38 +64,25 @@ def test_enospc_mid_fill_streams_the_whole_object_charges_the_tier_and_stores_no
     assert "Traceback" not in box.log()
 
 
-@pytest.mark.parametrize("spliced", [True, False], ids=["spliced-into-tier", "chunks-via-memory-feed"])
 async def test_eio_mid_fill_fails_the_tier_and_the_waiting_worker_still_gets_every_byte(
-        tmp_path: Path, origin: Origin, monkeypatch: pytest.MonkeyPatch, spliced: bool) -> None:
+        tmp_path: Path, origin: Origin, monkeypatch: pytest.MonkeyPatch) -> None:
     """The master's fill with a worker's RemoteFills on a real link; the disk's EIO is injected into the fill's
-    temp-file writes (a real failing disk is the fault suite's: `python -m loadtest.faults`). Spliced: the
-    body goes straight into the tier file until its EIO, then on in a memory feed ("moved"); else chunks go to
-    a memory feed and the tier file is written from it at the end."""
-    from oca.fetch import splice as splice_module
+    temp-file writes (a real failing disk is the fault suite's: `python -m loadtest.faults`)."""
     from oca.fetch.fillfile import MEMORY_FEED_DIR, FillFile
     from oca.storage import Store
     from tests.fetch.test_streaming_fill import rig
 
     key = "titles/3/720p/seg_00007.m4s"
     data = os.urandom(3 * MIB)
-    origin.add(key, data=data, fault=Fault(dribble=(256 * 1024, 0.01), chunked=not spliced))
-    real_write, real_splice = FillFile.write, os.splice
-
-    def on_tier(fd: int) -> bool:
-        return os.path.realpath(f"/proc/self/fd/{fd}").startswith(str(tmp_path))
+    origin.add(key, data=data, fault=Fault(dribble=(256 * 1024, 0.01)))
+    real_write = FillFile.write
 
     def eio_after_a_mib(self: FillFile, chunk: bytes) -> None:
         if not self.memory and os.fstat(self.fd).st_size >= MIB:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         real_write(self, chunk)
 
-    def splice_eio_after_a_mib(src: int, dst: int, count: int, *args: object, **kwargs: object) -> int:
-        if on_tier(dst) and os.fstat(dst).st_size >= MIB:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        return real_splice(src, dst, count, *args, **kwargs)  # type: ignore[arg-type]
-
     monkeypatch.setattr(FillFile, "write", eio_after_a_mib)
-    monkeypatch.setattr(splice_module.os, "splice", splice_eio_after_a_mib)
     async with rig(tmp_path, origin, MEMORY_FEED_DIR) as linked:
         manager, fills, owner = linked.manager, linked.fills, linked.owner
         fill = fills.acquire(key)
@@ -114,6 +98,5 @@ async def test_eio_mid_fill_fails_the_tier_and_the_waiting_worker_still_gets_eve
             assert len(failed) == 1 and "Input/output error" in str(failed[0]["error"]), tiers
             assert await owner.call(Store.get, key) is None
             assert manager.counters["fills_not_stored"] == 1
-            assert manager.counters["fills_spliced_to_tier"] == manager.counters["fills_moved"] == int(spliced)
         finally:
             fills.release(fill)

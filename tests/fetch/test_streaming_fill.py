@@ -317,16 +317,14 @@ async def test_a_slow_disk_does_not_hold_the_client_back_and_the_object_is_insta
         tmp_path: Path, origin: Origin, monkeypatch: pytest.MonkeyPatch, feed_dir: str | None) -> None:
     """Every tier write takes 0.2 s: the worker is told of every byte long before the tier file is written;
     the object is stored only after that, fsynced, with the digest of the bytes. Before issue 16 the master
-    announced each chunk only after writing it to the tier file, so the worker got its last byte with the disk.
-    A chunked body (read by aiohttp, into a memory feed); a spliced one goes into the tier file itself
-    (tests/fetch/test_splice.py)."""
+    announced each chunk only after writing it to the tier file, so the worker got its last byte with the disk."""
     directory = None
     if feed_dir == "tmpfs":
         directory = str(tmp_path / "feeds")
         os.mkdir(directory)
     key = "titles/16/1080p/seg_00001.m4s"
     data = os.urandom(3 * MIB)
-    origin.add(key, data=data, fault=Fault(chunked=True))
+    origin.add(key, data=data)
     slow_writes: list[float] = []
     real_write = FillFile.write
 
