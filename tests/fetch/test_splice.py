@@ -233,6 +233,12 @@ def test_clients_that_join_a_spliced_fill_get_the_same_bytes(box_factory: Callab
     exported = [line.split()[-1] for line in box.admin("/metrics").splitlines()
                 if line.startswith('oca_fill_tier_bytes_total{write="direct"}')]
     assert [float(v) for v in exported] == [fetch["tier_bytes_direct"]]
+    # a hit now: the file written with O_DIRECT, read back from the disk through the worker's sendfile
+    deadline = time.monotonic() + 10
+    while not box.admin(f"/inventory?prefix={KEY}")["objects"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status, _, body = box.get(f"/{KEY}")
+    assert status == 200 and body == data and origin.count(KEY) == 1
 
 
 def test_a_truncated_spliced_body_cuts_the_client_short_and_caches_nothing(box_factory: Callable[..., Box],
