@@ -214,16 +214,20 @@ class Catalog:
         slots = KeySlots()
         return cls(tiers, policy_factory(name, [t.capacity for t in tiers], slots), slots)
 
-    def attach(self, entry: CatalogEntry) -> None:
+    def attach(self, entry: CatalogEntry, *, counted: bool = False) -> None:
+        """`counted`: the tier's bytes (and pinned bytes) already include the object's (a background load adds
+        the whole index's up front: see Store._load), so only its record, object count and title count change."""
         assert entry.key not in self.entries.slots, entry.key
         tier = self.tiers[entry.tier]
         self.entries.add(entry)
         tier.policy.add(entry.key, entry.size)
-        tier.used += entry.size
         tier.objects += 1
         self.titles.add(entry.key, entry.tier, entry.size)
+        if not counted:
+            tier.used += entry.size
         if entry.pinned:
-            tier.pinned += entry.size
+            if not counted:
+                tier.pinned += entry.size
             self.pinned_keys.add(entry.key)
 
     def detach(self, entry: CatalogEntry) -> bool:
