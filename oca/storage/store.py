@@ -86,8 +86,8 @@ class Store:
         self._snapshot: Snapshot | None = None
         self._snapshotted = False
         self._counted = True
-        self._fresh: set[str] = set()
-        self._early_hits: builtins.list[tuple[float, dict[str, int]]] = []
+        self._fresh: dict[str, tuple[int, str, int, int] | None] = {}  # key -> its deferred policy add
+        self._early_hits: builtins.list[tuple[int, float, dict[str, int]]] = []  # (held-back adds before, when, hits)
         self._revived: set[str] = set()
         self._loaded_more = threading.Condition(self._lock)  # notified after each chunk and at the load's end
         # keys a batch is writing at their final names (put_files); a put of one waits until it is released
@@ -159,7 +159,7 @@ class Store:
                     log.error("storage not loaded from the index: %s", self._load_error)
             finally:
                 with self._lock:
-                    self._end_loading()
+                    self._end_loading(hits=False)  # did nothing if the load ended well
                 holding.set()  # a load that failed before it took the lock
 
         self._loading = True
@@ -202,7 +202,8 @@ class Store:
             self._engine.settle(pending)  # first, as a load without interleaving did before any put
             snapshot = self._snapshot = index.snapshot()
             self._snapshotted, self._counted = True, False
-            self._fresh = set(cat.entries)  # settled from the index above: their rows in the snapshot are theirs
+            self._fresh = dict.fromkeys(cat.entries)  # settled from the index above: their snapshot rows are theirs
+            cat.held_back = []
             before = [(t.used, t.pinned) for t in cat.tiers]
         try:
             totals = snapshot.totals()
@@ -237,21 +238,39 @@ class Store:
             for tier in cat.tiers:
                 self._engine.shrink(tier)
             self._gen.bump()
-            early, self._early_hits = self._early_hits, []
             self._end_loading()
-            for when, hits in early:
-                self._count_hits(hits, when)
+
+    def _replay_held_back(self, hits_too: bool) -> None:
+        """Under the lock, at a load's end: the policy adds held back during it (Catalog.held_back) and the hit
+        reports, in the order they came, as if they had come after the load. A hit counts for an object only if
+        it was stored by then (not for a copy stored after the hit)."""
+        held, early = self._cat.stop_holding_back(), self._early_hits if hits_too else []
+        self._early_hits = []
+        add_held, entries = self._cat.add_held, self._cat.entries
+        done = 0
+        for upto, when, hits in early:
+            for one in held[done:upto]:
+                add_held(one)
+            done = upto
+            slots, stored_at = entries.slots, entries.stored_at
+            self._count_hits({key: n for key, n in hits.items()
+                              if (slot := slots.get(key)) is not None and stored_at[slot] <= when}, when)
+        for one in held[done:]:
+            add_held(one)
 
     def _attach_loaded(self, rows: Sequence[RowValues]) -> None:
         """Attach a chunk of the snapshot's rows, but those whose keys were taken out of turn (see _load)."""
         numbers = {t.name: t.number for t in self._cat.tiers}
-        attach, fresh = self._cat.attach, self._fresh
+        attach, fresh, add_held = self._cat.attach, self._fresh, self._cat.add_held
         for key, on, size, digest, stored_at, last_access, hot, pinned in rows:
             if key in fresh:
+                taken = fresh[key]
+                if taken is not None:  # taken out of turn and maybe changed since: its turn in the policy is now
+                    add_held(taken)
                 continue
             # the file-name hash is not kept (Entries recomputes it), so none is computed per row here
             attach(CatalogEntry(key, "", numbers[on], size, digest, stored_at, last_access, bool(hot), bool(pinned)),
-                   counted=True)
+                   counted=True, loaded=True)
 
     def _take(self, key: str) -> None:
         """While loading: give `key` its record now, from its index row, if it has one and its chunk has not
@@ -260,7 +279,6 @@ class Store:
             return
         row = self._index.get(key)
         if row is not None:
-            self._fresh.add(key)
             self._attach_row(row)
 
     def _take_prefix(self, prefix: str) -> None:
@@ -270,24 +288,31 @@ class Store:
         entries, fresh = self._cat.entries, self._fresh
         for row in self._index.starting_with(prefix):
             if row[0] not in fresh and row[0] not in entries:
-                fresh.add(row[0])
                 self._attach_row(row)
 
     def _attach_row(self, row: RowValues) -> None:
+        """Attach an object from its index row out of turn. After the snapshot: its bytes are in the totals
+        (once they are added), and its policy add waits for its chunk (the order a whole load gives), made then
+        if the record is still the one attached here on the same tier; before (settling): as any attach."""
         key, on, size, digest, stored_at, last_access, hot, pinned = row
         entry = CatalogEntry(key, "", self._cat.by_name[on].number, size, digest, stored_at, last_access,
                              bool(hot), bool(pinned))
-        # a row of the snapshot: its bytes are in the totals (once they are added); one settled before it: not
-        self._cat.attach(entry, counted=self._snapshotted)
+        later = self._snapshotted
+        self._cat.attach(entry, counted=later, unranked=later)
+        self._fresh[key] = (entry.tier, key, size, entry.serial) if later else None
 
     def _check_loading(self) -> None:
         if self._stop_loading or self._closed:
             raise _LoadStopped
 
-    def _end_loading(self) -> None:
-        """Under the lock: the load is over (done, failed or stopped); wake whoever waits for it."""
+    def _end_loading(self, hits: bool = True) -> None:
+        """Under the lock: the load is over (done, or with `hits` False failed or stopped); wake whoever waits
+        for it."""
+        if not self._loading:
+            return
         self._loading, self._counted, self._snapshotted = False, True, False
-        self._fresh, self._revived = set(), set()
+        self._replay_held_back(hits)
+        self._fresh, self._revived = {}, set()
         self._loaded_more.notify_all()
 
     def _await_counts(self) -> None:
@@ -729,7 +754,7 @@ class Store:
                 self._check_open()
             now = self._clock()
             if self._loading:  # counted when the load ends, as if they came after it (see _load)
-                self._early_hits.append((now, dict(hits)))
+                self._early_hits.append((len(self._cat.held_back or ()), now, dict(hits)))
                 return
             self._count_hits(hits, now)
             if now - self._last_flush >= self.config.access_flush_interval:
