@@ -504,7 +504,7 @@ class Store:
         try:
             self._put_batch(items, known, hot, pin, results, one_by_one)
         finally:
-            for i in one_by_one:
+            for i in sorted(one_by_one):  # in the batch's order, whichever check sent each one here
                 src, key = items[i]
                 try:
                     results[i] = self.put_file(src, key, hot=hot, pin=pin)
