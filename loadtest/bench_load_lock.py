@@ -46,6 +46,7 @@ def run(n: int, probe_every: float, workdir: str) -> dict[str, Any]:
     store = Store.open(config, background=True)
     returned = time.monotonic() - opened
     probes = 0
+    at: list[float] = []  # when each probe started, seconds after the open
     try:
         while store.status()["loading"]:
             kind = ("put", "purge", "lookup", "list")[probes % 4]
@@ -59,6 +60,7 @@ def run(n: int, probe_every: float, workdir: str) -> dict[str, Any]:
             else:
                 store.list(f"titles/{probes % 1000}/")
             waits[kind].append(time.monotonic() - t0)
+            at.append(t0 - opened)
             probes += 1
             time.sleep(probe_every)
         loaded = time.monotonic() - opened
@@ -70,10 +72,15 @@ def run(n: int, probe_every: float, workdir: str) -> dict[str, Any]:
         quiet_objects = quiet.status()["objects"]
     quiet_load = time.monotonic() - again
     every = [w for ws in waits.values() for w in ws]
+    ordered = [waits[("put", "purge", "lookup", "list")[i % 4]][i // 4] for i in range(probes)]
+    worst = max(range(probes), key=lambda i: ordered[i], default=0)
     return {
         "objects": n, "open_returned_s": round(returned, 3), "loaded_s": round(loaded, 2),
         "objects_loaded": objects, "foreground_load_s": round(quiet_load, 2), "foreground_objects": quiet_objects,
         "probes": probes, "max_wait_ms": round(1000 * max(every, default=0.0), 1),
+        "max_wait_at_s": round(at[worst], 2) if at else None,
+        "waits_over_100ms": sum(w > 0.1 for w in every),
+        "p99_wait_ms": round(1000 * sorted(every)[int(0.99 * (len(every) - 1))], 1) if every else None,
         **{f"max_{k}_ms": round(1000 * max(v, default=0.0), 1) for k, v in waits.items()},
         "load_average": round(os.getloadavg()[0], 1),
     }

@@ -169,11 +169,13 @@ def _interleaved(root: Path, schedule: list[tuple[int, Op]],
     answers: list[object] = []
     work: queue.Queue[tuple[int, Op, threading.Event] | None] = queue.Queue()
     started: list[int] = []  # the boundary at which each call was handed over
+    over: list[object] = []  # a tier over its capacity after a call: the load's byte totals count from the start
 
     def runner() -> None:
         while (item := work.get()) is not None:
             n, op, done = item
             answers.append(_run(store, op, n, clock, root / "src"))
+            over.extend(t for t in store.status()["tiers"] if t["used"] > t["capacity"])  # type: ignore[attr-defined]
             done.set()
 
     todo = list(enumerate(schedule))
@@ -206,6 +208,7 @@ def _interleaved(root: Path, schedule: list[tuple[int, Op]],
         work.put(None)
         thread.join(30)
         assert not thread.is_alive()
+        assert over == []
         assert_consistent(store)
         state = _state(store)
     finally:
@@ -248,3 +251,84 @@ def test_a_put_purge_and_replace_in_the_middle_of_the_load(template: Path, tmp_p
     assert started[0] < HELD // CHUNK, "the calls ran after the load, not during it"
     assert answers == expected_answers
     assert got == expected
+
+
+class _GatedLRU(LRUPolicy):
+    """LRU whose add of `key` waits for `gate`: holds the load inside one chunk, under the lock."""
+
+    def __init__(self, key: str, gate: threading.Event, inside: threading.Event) -> None:
+        super().__init__()
+        self.key, self.gate, self.inside = key, gate, inside
+
+    def add(self, key: str, size: int) -> None:
+        if key == self.key:
+            self.inside.set()
+            assert self.gate.wait(10)
+        super().add(key, size)
+
+
+def test_a_call_during_the_load_waits_for_the_chunk_being_attached_and_no_more(
+        template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted in chunks, not time: a put, a purge, a pin, a lookup and a listing that arrive while the second
+    chunk is being attached (the lock held) all finish once it is, while the load is held before the third;
+    and calls that arrive between two chunks finish without any chunk more."""
+    root = _copy(template, tmp_path / "store")
+    config = _config(root)
+    index = Index.open(index_path(str(root / "state")))
+    snapshot = index.snapshot()
+    order = [row[0] for row in snapshot.rows()]  # the load's order: least recently accessed first
+    snapshot.close()
+    index.close(clean=True)
+    gate, inside, between, go_on = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+    original = index_module.Snapshot.rows
+
+    def rows(snapshot: index_module.Snapshot) -> Iterator[index_module.RowValues]:
+        for n, row in enumerate(original(snapshot)):
+            if n == 2 * CHUNK:  # the second chunk attached: hold the load here
+                between.set()
+                assert go_on.wait(10)
+            yield row
+
+    monkeypatch.setattr(index_module.Snapshot, "rows", rows)
+    policies: list[_GatedLRU] = []
+
+    def policy() -> _GatedLRU:
+        policies.append(_GatedLRU(order[CHUNK], gate, inside))  # the first row of the second chunk
+        return policies[-1]
+
+    clock = FakeClock(LATER)
+    source = root / "src" / "new"
+    source.write_bytes(blob(100, "new"))
+    store = Store.open(config, clock, policy=policy, background=True, load_chunk=CHUNK)
+    try:
+        assert inside.wait(10)
+        results: list[object] = []
+        calls: list[Callable[[], object]] = [
+            lambda: store.put_file(str(source), "titles/new/a"), lambda: store.evict(order[-1]),
+            lambda: store.set_pinned(order[-2], True), lambda: store.lookup([order[-3]]),
+            lambda: store.list("titles/1/")]
+        threads = [threading.Thread(target=lambda c=c: results.append(c())) for c in calls]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(0.2)
+            assert t.is_alive(), "a call ran while the lock was held for a chunk"
+        gate.set()
+        assert between.wait(10)
+        for t in threads:
+            t.join(10)
+            assert not t.is_alive(), "a call waited for more than the chunk being attached"
+        assert store.status()["objects"] == 2 * CHUNK + 2  # two chunks, the put, the pinned one taken out of turn
+        assert len(results) == len(calls)
+        # between two chunks: nothing waits
+        assert store.evict("titles/new/a") and store.get(order[-4]) is not None
+        assert store.status()["loading"] is True
+        go_on.set()
+        while store.status()["loading"]:
+            threading.Event().wait(0.01)
+        assert_consistent(store)
+        assert store.get(order[-1]) is None and store.get(order[-2]).pinned  # type: ignore[union-attr]
+    finally:
+        gate.set()
+        go_on.set()
+        store.close()
