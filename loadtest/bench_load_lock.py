@@ -4,7 +4,8 @@
 directly (as tests/storage/test_scale.py does: the catalog needs no object files), opens the store as a box
 does (`Store.open(background=True)`), and until the load ends times, every `--probe-every` seconds, one store
 operation that needs the lock, in turn: an import of a new 4 KiB object (`put_file`), a purge of a key stored
-during the load, a `lookup` of a loaded key and a `list` of one title. Reports, per kind and over all, the
+during the load, a `lookup` of an indexed key, a `list` of one title, and the lock taken and released alone
+(`lock`: the wait without any operation's own work, such as a put's fsyncs). Reports, per kind and over all, the
 longest wait and the count, and the load's total time (open to `loading` false). Then it opens the store once
 more, in the foreground, untouched, to time a load without probes. A measurement, never a pass/fail test.
 """
@@ -41,7 +42,8 @@ def run(n: int, probe_every: float, workdir: str) -> dict[str, Any]:
     with open(source, "wb") as fh:
         fh.write(os.urandom(4096))
     config = StorageConfig(state_dir=state, policy="s3fifo", tiers=(TierConfig("hdd", hdd, 1 << 50),))
-    waits: dict[str, list[float]] = {"put": [], "purge": [], "lookup": [], "list": []}
+    kinds = ("put", "purge", "lookup", "list", "lock")
+    waits: dict[str, list[float]] = {k: [] for k in kinds}
     opened = time.monotonic()
     store = Store.open(config, background=True)
     returned = time.monotonic() - opened
@@ -49,16 +51,19 @@ def run(n: int, probe_every: float, workdir: str) -> dict[str, Any]:
     at: list[float] = []  # when each probe started, seconds after the open
     try:
         while store.status()["loading"]:
-            kind = ("put", "purge", "lookup", "list")[probes % 4]
+            kind = kinds[probes % len(kinds)]
             t0 = time.monotonic()
             if kind == "put":
                 store.put_file(source, f"new/{probes}")
             elif kind == "purge":
-                store.evict(f"new/{probes - 1}")
+                store.evict(f"new/{probes - 1}")  # the put just before
             elif kind == "lookup":
                 store.lookup([f"titles/{probes % 1000}/{probes}"])
-            else:
+            elif kind == "list":
                 store.list(f"titles/{probes % 1000}/")
+            else:
+                with store._lock:  # the wait for the lock alone, without an operation's own work (fsyncs)
+                    pass
             waits[kind].append(time.monotonic() - t0)
             at.append(t0 - opened)
             probes += 1
@@ -72,7 +77,7 @@ def run(n: int, probe_every: float, workdir: str) -> dict[str, Any]:
         quiet_objects = quiet.status()["objects"]
     quiet_load = time.monotonic() - again
     every = [w for ws in waits.values() for w in ws]
-    ordered = [waits[("put", "purge", "lookup", "list")[i % 4]][i // 4] for i in range(probes)]
+    ordered = [waits[kinds[i % len(kinds)]][i // len(kinds)] for i in range(probes)]
     worst = max(range(probes), key=lambda i: ordered[i], default=0)
     return {
         "objects": n, "open_returned_s": round(returned, 3), "loaded_s": round(loaded, 2),
