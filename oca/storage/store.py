@@ -16,6 +16,8 @@ Rules kept here:
 - Promotion: `config.promotion.hits` hits within `config.promotion.window` of the first of them move an
   unpinned object up one tier. Pinned objects are never evicted, demoted or promoted; they stay where the
   fill plan put them.
+- A background load (open) streams the index into memory a chunk per hold of the lock; every call runs between
+  two chunks and ends as it would after the whole load (see _load).
 - Blocking: put_file copies without holding the lock; promotions and demotions copy while holding it.
   Call put_file, record_hits, evict*, set_pinned and check_tiers from an executor, not an event loop.
 """
