@@ -8,6 +8,7 @@ reads, exactly as a throttled or locked file write sleeps."""
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -36,11 +37,12 @@ def fifo(tmp_path: Any) -> Iterator[tuple[str, int]]:
 
 
 def read_all(reader: int, want_lines: int, timeout: float = 10.0) -> bytes:
-    os.set_blocking(reader, True)
+    """What the FIFO gives until `want_lines` lines have come, or `timeout` seconds (never blocks longer)."""
     data = bytearray()
     deadline = time.monotonic() + timeout
     while data.count(b"\n") < want_lines and time.monotonic() < deadline:
-        data += os.read(reader, 1 << 20)
+        if select.select([reader], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            data += os.read(reader, 1 << 20)
     return bytes(data)
 
 
