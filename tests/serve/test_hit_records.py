@@ -159,6 +159,7 @@ def test_batched_hits_are_all_counted_and_logged_by_the_report_and_the_drain(wor
     for _ in range(3):
         conn.data_received(b"GET /t/a.m4s HTTP/1.1\r\nHost: x\r\n\r\n")
     box.loop.run_until_complete(box.server.drain(1.0))
+    assert box.server.access_log.written(5)  # the drain hands the lines to the log's writer thread
     lines = read_lines(str(tmp_path / "access.log"))
     assert len(lines) == 1 + total + 3
     assert all(line["key"] == "t/a.m4s" and line["status"] == 200 and line["cache"] == "hit" for line in lines)
