@@ -133,7 +133,7 @@ async def status(request: web.Request) -> web.Response:
         "workers": box.workers.serving_workers(),
         **stats,  # requests, bytes_by_tier, hit_ratio (and the report's counters)
         "objects": store.get("objects"),
-        "loading": store.get("loading"),  # the catalog still loading from the index: listings and writes wait
+        "loading": store.get("loading"),  # the catalog still loading from the index (in chunks: calls run between them)
         "storage_generation": store.get("generation"),
         "invalidation_error": box.invalidations.last_error,
         "fetch": box.fills.status(),

@@ -149,6 +149,12 @@ class _Snapshot:
         revalidations.add_metric(["304"], fetch.get("revalidated_304", 0))
         revalidations.add_metric(["200"], fetch.get("revalidated_200", 0))
         yield revalidations
+        tier_bytes = CounterMetricFamily(
+            "oca_fill_tier_bytes", "Bytes the master wrote into fills' tier files: with O_DIRECT from a memory "
+            "feed (no page-cache copy), or buffered.", labels=["write"])
+        tier_bytes.add_metric(["direct"], fetch.get("tier_bytes_direct", 0))
+        tier_bytes.add_metric(["buffered"], fetch.get("tier_bytes_buffered", 0))
+        yield tier_bytes
         by_source = CounterMetricFamily("oca_fill_bytes", "Bytes received from upstream, by source.",
                                         labels=["source"])
         for source, n in sorted(fetch.get("bytes_by_source", {}).items()):

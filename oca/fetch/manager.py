@@ -180,7 +180,8 @@ class FillManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self.counters: dict[str, int] = {"fills": 0, "fill_failures": 0, "revalidated_304": 0,
                                          "revalidated_200": 0, "negative_hits": 0, "slices_dropped": 0,
-                                         "fills_not_stored": 0, "fills_spliced": 0, "bytes_spliced": 0}
+                                         "fills_not_stored": 0, "fills_spliced": 0, "bytes_spliced": 0,
+                                         "tier_bytes_direct": 0, "tier_bytes_buffered": 0}
         self.bytes_by_source: dict[str, int] = {}
         self.history = hist.KeyHistory(clock)  # what happened to each recent key: `oca cache why`
         self.hints = HintBook(config.max_fills, clock)
@@ -483,6 +484,8 @@ class FillManager:
                 return self._served_not_stored(fill, path, f"tier {tier}: {_describe(error)}")
             return await self._install(fill, head, writer.sink, tier, digest, path)
         finally:
+            self.counters["tier_bytes_direct"] += writer.copied_direct
+            self.counters["tier_bytes_buffered"] += writer.copied - writer.copied_direct
             await self._settle(fill, target, writer, feed, length)
 
     async def _read(self, fill: Fill, body: UpstreamBody, feed: FillFile | None, writer: TierWriter,

@@ -202,6 +202,10 @@ class Catalog:
         self.entries = Entries(slots)
         self.titles = TitleCounts(len(self.tiers))
         self.pinned_keys: set[str] = set()  # the keys' own strings: a set slot per pinned object
+        # While a background load runs (Store._load): the policy adds of objects that arrive other than by the
+        # load, (tier, key, size, serial) in order, made when it ends (`release_held_back`), so that every
+        # loaded object stays ahead of them in the eviction order, as when they arrive after the load.
+        self.held_back: list[tuple[int, str, int, int]] | None = None
         numbers, sizes, flags = self.entries.slots, self.entries.size, self.entries.flags
         # made once: a plan asks these for every victim
         self._size_of: Callable[[str], int] = lambda k: sizes[numbers[k]]
@@ -214,16 +218,28 @@ class Catalog:
         slots = KeySlots()
         return cls(tiers, policy_factory(name, [t.capacity for t in tiers], slots), slots)
 
-    def attach(self, entry: CatalogEntry) -> None:
+    def attach(self, entry: CatalogEntry, *, counted: bool = False, loaded: bool = False,
+               unranked: bool = False) -> None:
+        """`counted`: the tier's bytes (and pinned bytes) already include the object's (a background load adds
+        the whole index's up front: see Store._load), so only its record, object count and title count change.
+        `loaded`: a row of a background load, whose policy add is never held back. `unranked`: no policy add
+        now or held back: the caller makes it (`add_held`) when the object's turn comes."""
         assert entry.key not in self.entries.slots, entry.key
         tier = self.tiers[entry.tier]
         self.entries.add(entry)
-        tier.policy.add(entry.key, entry.size)
-        tier.used += entry.size
+        if unranked:
+            pass
+        elif self.held_back is None or loaded:
+            tier.policy.add(entry.key, entry.size)
+        else:
+            self.held_back.append((tier.number, entry.key, entry.size, entry.serial))
         tier.objects += 1
         self.titles.add(entry.key, entry.tier, entry.size)
+        if not counted:
+            tier.used += entry.size
         if entry.pinned:
-            tier.pinned += entry.size
+            if not counted:
+                tier.pinned += entry.size
             self.pinned_keys.add(entry.key)
 
     def detach(self, entry: CatalogEntry) -> bool:
@@ -260,11 +276,27 @@ class Catalog:
             dst.pinned += size
         entries.tier[slot] = entry.tier = dst.number
         entries.serial[slot] = entry.serial = entries.next_serial()
-        dst.policy.add(key, size)
+        if self.held_back is None:
+            dst.policy.add(key, size)
+        else:
+            self.held_back.append((dst.number, key, size, entry.serial))
         dst.used += size
         dst.objects += 1
         self.titles.move(key, src.number, dst.number, size)
         return True
+
+    def stop_holding_back(self) -> list[tuple[int, str, int, int]]:
+        """The policy adds held back so far, in order (make each with `add_held`); none are held from now on."""
+        held, self.held_back = self.held_back or [], None
+        return held
+
+    def add_held(self, held: tuple[int, str, int, int]) -> None:
+        """Make a held-back policy add if its object is still where it was then (same key, serial, tier)."""
+        number, key, size, serial = held
+        entries = self.entries
+        slot = entries.slots.get(key)
+        if slot is not None and entries.serial[slot] == serial and entries.tier[slot] == number:
+            self.tiers[number].policy.add(key, size)
 
     def set_pinned(self, entry: CatalogEntry, pinned: bool) -> None:
         if entry.pinned != pinned and self.current(entry):

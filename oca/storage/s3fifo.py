@@ -401,6 +401,8 @@ class S3FIFOPolicy:
                     self._small_bytes -= size
                     if not pinned:
                         freq[slot] = 0
+                        # main now holds an object it may evict: a main found stuck on pins is worth a new look
+                        main_stuck, stalls = False, 0
                     main.push_tail(slot)
                     continue
                 held_small.append(slot)

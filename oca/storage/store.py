@@ -16,6 +16,8 @@ Rules kept here:
 - Promotion: `config.promotion.hits` hits within `config.promotion.window` of the first of them move an
   unpinned object up one tier. Pinned objects are never evicted, demoted or promoted; they stay where the
   fill plan put them.
+- A background load (open) streams the index into memory a chunk per hold of the lock; every call runs between
+  two chunks and ends as it would after the whole load (see _load).
 - Blocking: put_file copies without holding the lock; promotions and demotions copy while holding it.
   Call put_file, record_hits, evict*, set_pinned and check_tiers from an executor, not an event loop.
 """
@@ -29,6 +31,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import islice
 from types import TracebackType
 
 from oca.config.model import StorageConfig
@@ -37,11 +40,11 @@ from oca.storage import files, health, lock
 from oca.storage.catalog import PINNED, Catalog, CatalogEntry, Tier
 from oca.storage.engine import STICKY, Engine
 from oca.storage.generation import GENERATION_NAME, Generation
-from oca.storage.index import Index, IndexCorrupt, index_path
+from oca.storage.index import Index, IndexCorrupt, RowValues, Snapshot, index_path
 from oca.storage.layout import key_hash, unlink_quiet
 from oca.storage.model import ObjectInfo, TierState
 from oca.storage.planned import PlannedPolicy
-from oca.storage.policy import EvictionPolicy, PromotionCounter, demand_reserves
+from oca.storage.policy import EvictionPolicy, Move, PromotionCounter, demand_reserves
 from oca.storage.scan import scan_tiers
 from oca.storage.titles import TitleFeed
 
@@ -52,7 +55,10 @@ class _Retry(Exception):
     """The chosen tier failed under a put: try the next one."""
 
 
-_LOAD_CHECK_EVERY = 65_536  # rows loaded between two looks at whether close() is waiting
+# rows a background load attaches per hold of the lock: ~10 ms of the master's CPU (a load costs ~10 us a row:
+# 9-11 s of CPU at 10^6), so a put, a purge or a listing that arrives during the load waits about that long at
+# most, not the whole load (tens of seconds at 10^6 rows); a hold per 1,024 rows costs nothing measurable
+LOAD_CHUNK = 1024
 
 
 class _LoadStopped(Exception):
@@ -70,9 +76,22 @@ class Store:
         self._lock = threading.RLock()
         self._last_flush = clock()
         self._closed = False
-        self._loading = False  # a background load holds the lock until it is done (see open)
+        self._loading = False  # a background load is running (see open and _load)
         self._stop_loading = False  # close() asks a background load to give up
         self._load_error = ""
+        self._load_chunk = LOAD_CHUNK
+        self._loader: threading.Thread | None = None
+        # While loading: the snapshot whose rows are being attached; whether the tiers' byte counts include
+        # every indexed object yet; the keys whose records were taken from the index out of turn (_take), whose
+        # snapshot rows are stale; hit reports held back until the load ends (with their time); the tiers
+        # that came back from FAILED during the load (their files are checked at its end).
+        self._snapshot: Snapshot | None = None
+        self._snapshotted = False
+        self._counted = True
+        self._fresh: dict[str, tuple[int, str, int, int] | None] = {}  # key -> its deferred policy add
+        self._early_hits: builtins.list[tuple[int, float, dict[str, int]]] = []  # (held-back adds before, when, hits)
+        self._revived: set[str] = set()
+        self._loaded_more = threading.Condition(self._lock)  # notified after each chunk and at the load's end
         # keys a batch is writing at their final names (put_files); a put of one waits until it is released
         self._claimed: set[str] = set()
         self._unclaimed = threading.Condition(self._lock)
@@ -83,15 +102,18 @@ class Store:
 
     @classmethod
     def open(cls, config: StorageConfig, clock: Callable[[], float] = time.time, *,
-             policy: Callable[[], EvictionPolicy] | None = None, background: bool = False) -> Store:
+             policy: Callable[[], EvictionPolicy] | None = None, background: bool = False,
+             load_chunk: int = LOAD_CHUNK) -> Store:
         """Take ownership of `config.state_dir`, prepare the tiers and load (or rebuild) the index.
 
         `policy` makes one eviction policy per tier (`config.policy` unless told otherwise). With `background`,
         return as soon as the index is open (rebuilt if it had to be) and load memory from it on a thread of
-        its own, holding the store's lock until done: the index is servable at every commit (see engine.py),
-        so workers serve hits from it at once, while every call that needs the whole catalog (a put, an
-        eviction, a hit report) waits for the load. `status` answers meanwhile, with `loading` true and the
-        counts still growing. A load that fails leaves the store refusing writes (StorageError)."""
+        its own (see _load): the index is servable at every commit (see engine.py), so workers serve hits from
+        it at once, and every other call goes on during the load, waiting at most for one chunk of
+        `load_chunk` rows. `status` answers meanwhile, with `loading` true and the object counts still
+        growing. A load that fails leaves the store refusing writes (StorageError)."""
+        if load_chunk < 1:
+            raise ValueError(f"load_chunk must be at least 1, got {load_chunk}")
         lock.validate(config)
         state_dir = os.path.abspath(config.state_dir)
         try:
@@ -108,9 +130,11 @@ class Store:
             index = _open_index(index_path(state_dir), catalog)
             counter = PromotionCounter(config.promotion.hits, config.promotion.window, clock)
             store = cls(config, clock, catalog, Engine(catalog, index, generation, counter, clock), lock_fd)
+            store._load_chunk = load_chunk
             if background:
                 store._load_in_background(suspect)
             else:
+                store._loading = True  # the same load, with nobody to wait for it
                 store._load(suspect)
         except BaseException:
             if index is not None:
@@ -122,60 +146,193 @@ class Store:
         return store
 
     def _load_in_background(self, suspect: set[str]) -> None:
-        """Start `_load` on its own thread and return once that thread holds the lock."""
+        """Start `_load` on its own thread and return once that thread holds the lock (so nothing is stored or
+        removed before the journal is settled and the snapshot taken)."""
         holding = threading.Event()
 
         def load() -> None:
-            with self._lock:
-                self._loading = True
-                holding.set()
-                try:
-                    self._load(suspect)
-                except _LoadStopped:
-                    pass
-                except Exception as e:  # no caller to raise to: every later write reports it (_check_open)
-                    if self._stop_loading:  # close() interrupted the index read
-                        return
+            try:
+                self._load(suspect, holding)
+            except _LoadStopped:
+                pass
+            except Exception as e:  # no caller to raise to: every later write reports it (_check_open)
+                if not self._stop_loading:  # else close() interrupted the index read
                     self._load_error = str(e) or type(e).__name__
                     log.error("storage not loaded from the index: %s", self._load_error)
-                finally:
-                    self._loading = False
+            finally:
+                with self._lock:
+                    self._end_loading(hits=False)  # did nothing if the load ended well
+                holding.set()  # a load that failed before it took the lock
 
-        threading.Thread(target=load, name="oca-storage-load", daemon=True).start()
+        self._loading = True
+        self._loader = threading.Thread(target=load, name="oca-storage-load", daemon=True)
+        self._loader.start()
         holding.wait()
 
-    def _load(self, suspect: set[str]) -> None:
-        """Fill memory from the index, settle the journal, check the tiers, enforce capacities."""
+    def _load(self, suspect: set[str], holding: threading.Event | None = None) -> None:
+        """Fill memory from the index, settle the journal, check the tiers, enforce capacities.
+
+        Streamed, so that a background load never holds the lock for long (issue 20: at 10^6 objects one hold
+        of 12-37 s kept imports, purges and listings waiting):
+        1. Under the lock: forget tiers no longer configured, settle the journal (taking the records of the
+           keys it names out of turn: `_take`), and take a snapshot of the index (index.Snapshot).
+        2. Without it: the snapshot's byte totals per tier, added to the tiers' counts (under the lock), so a
+           placement during the load sees every indexed byte and the store stays within capacity; puts wait for
+           this (`_await_counts`), nothing else does.
+        3. The snapshot's rows, least recently accessed first as before, read and sorted without the lock and
+           attached `_load_chunk` at a time, one lock hold each. Between two chunks any call may run. Whatever
+           it changes, the end state is the one a load followed by that call leaves, because every call that
+           changes an object first takes its record from the index (`_take`, which notes the key in `_fresh`):
+           the index is current for every key (every change commits there first), and no key changes before
+           its record is in memory, so a row of the snapshot whose key is not in `_fresh` is still exactly the
+           index's row, and one whose key is (replaced, purged, re-pinned, evicted since) is skipped. Reads
+           answer from the index for keys not loaded yet; hit reports are held back and counted at the end, so
+           the eviction order they build is the one a load followed by those hits builds.
+        4. Under the lock: check the tiers, enforce capacities, count the held-back hits."""
         cat, index = self._cat, self._index
-        with index.transaction():
-            dropped = index.drop_tiers_except([t.name for t in cat.tiers])
-        if dropped:
-            log.warning("forgot %d objects on tiers no longer configured", dropped)
-        suspect |= {name for name, state in index.tier_states().items() if state is TierState.FAILED}
-        numbers = {t.name: t.number for t in cat.tiers}
-        attach = cat.attach
-        for n, (key, on, size, digest, stored_at, last_access, hot, pinned) in enumerate(index.rows()):
-            # the file-name hash is not kept (Entries recomputes it), so none is computed per row here
-            attach(CatalogEntry(key, "", numbers[on], size, digest, stored_at, last_access, bool(hot), bool(pinned)))
-            if n % _LOAD_CHECK_EVERY == 0 and self._stop_loading:
-                raise _LoadStopped
-        self._engine.settle(index.pending())
-        for name in suspect:  # the tier was FAILED or its directory was recreated: check its files
-            if cat.by_name[name].state is not TierState.FAILED:
-                self._engine.forget_missing(cat.by_name[name])
-        with index.transaction():
+        with self._lock:
+            if holding is not None:
+                holding.set()
+            with index.transaction():
+                dropped = index.drop_tiers_except([t.name for t in cat.tiers])
+            if dropped:
+                log.warning("forgot %d objects on tiers no longer configured", dropped)
+            suspect |= {name for name, state in index.tier_states().items() if state is TierState.FAILED}
+            pending = index.pending()
+            for p in pending:
+                self._take(p.key)
+            self._engine.settle(pending)  # first, as a load without interleaving did before any put
+            snapshot = self._snapshot = index.snapshot()
+            self._snapshotted, self._counted = True, False
+            self._fresh = dict.fromkeys(cat.entries)  # settled from the index above: their snapshot rows are theirs
+            cat.held_back = []
+            before = [(t.used, t.pinned) for t in cat.tiers]
+        try:
+            totals = snapshot.totals()
+            with self._lock:
+                self._check_loading()
+                for tier, (used, pinned) in zip(cat.tiers, before, strict=True):
+                    # objects attached since the snapshot (counted) and snapshot rows attached since (not
+                    # counted: their bytes are the totals') both come out right whatever the order
+                    indexed, indexed_pinned = totals.get(tier.name, (0, 0))
+                    tier.used += indexed - used
+                    tier.pinned += indexed_pinned - pinned
+                self._counted = True
+                self._loaded_more.notify_all()
+            rows = snapshot.rows()
+            while chunk := builtins.list(islice(rows, self._load_chunk)):  # read and sorted without the lock
+                with self._lock:
+                    self._check_loading()
+                    self._attach_loaded(chunk)
+                    self._loaded_more.notify_all()
+        finally:
+            self._snapshot = None
+            snapshot.close()
+        with self._lock:
+            self._check_loading()
+            for name in suspect | self._revived:  # FAILED or recreated (or back during the load): check files
+                if cat.by_name[name].state is not TierState.FAILED:
+                    self._engine.forget_missing(cat.by_name[name])
+            with index.transaction():
+                for tier in cat.tiers:
+                    index.set_tier_state(tier.name, tier.state, tier.error)
+            self.check_tiers()
             for tier in cat.tiers:
-                index.set_tier_state(tier.name, tier.state, tier.error)
-        self.check_tiers()
-        for tier in cat.tiers:
-            self._engine.shrink(tier)
-        self._gen.bump()
+                self._engine.shrink(tier)
+            self._gen.bump()
+            self._end_loading()
+
+    def _replay_held_back(self, hits_too: bool) -> None:
+        """Under the lock, at a load's end: the policy adds held back during it (Catalog.held_back) and the hit
+        reports, in the order they came, as if they had come after the load. A hit counts for an object only if
+        it was stored by then (not for a copy stored after the hit)."""
+        held, early = self._cat.stop_holding_back(), self._early_hits if hits_too else []
+        self._early_hits = []
+        add_held, entries = self._cat.add_held, self._cat.entries
+        done = 0
+        for upto, when, hits in early:
+            for one in held[done:upto]:
+                add_held(one)
+            done = upto
+            slots, stored_at = entries.slots, entries.stored_at
+            self._count_hits({key: n for key, n in hits.items()
+                              if (slot := slots.get(key)) is not None and stored_at[slot] <= when}, when)
+        for one in held[done:]:
+            add_held(one)
+
+    def _attach_loaded(self, rows: Sequence[RowValues]) -> None:
+        """Attach a chunk of the snapshot's rows, but those whose keys were taken out of turn (see _load)."""
+        numbers = {t.name: t.number for t in self._cat.tiers}
+        attach, fresh, add_held = self._cat.attach, self._fresh, self._cat.add_held
+        for key, on, size, digest, stored_at, last_access, hot, pinned in rows:
+            if key in fresh:
+                taken = fresh[key]
+                if taken is not None:  # taken out of turn and maybe changed since: its turn in the policy is now
+                    add_held(taken)
+                continue
+            # the file-name hash is not kept (Entries recomputes it), so none is computed per row here
+            attach(CatalogEntry(key, "", numbers[on], size, digest, stored_at, last_access, bool(hot), bool(pinned)),
+                   counted=True, loaded=True)
+
+    def _take(self, key: str) -> None:
+        """While loading: give `key` its record now, from its index row, if it has one and its chunk has not
+        come yet; the chunk will skip it. Call under the lock before anything that may change `key`."""
+        if not self._loading or key in self._fresh or key in self._cat.entries:
+            return
+        row = self._index.get(key)
+        if row is not None:
+            self._attach_row(row)
+
+    def _take_prefix(self, prefix: str) -> None:
+        """`_take` of every indexed key starting with `prefix` (a range of the index: O(matching))."""
+        if not self._loading:
+            return
+        entries, fresh = self._cat.entries, self._fresh
+        for row in self._index.starting_with(prefix):
+            if row[0] not in fresh and row[0] not in entries:
+                self._attach_row(row)
+
+    def _attach_row(self, row: RowValues) -> None:
+        """Attach an object from its index row out of turn. After the snapshot: its bytes are in the totals
+        (once they are added), and its policy add waits for its chunk (the order a whole load gives), made then
+        if the record is still the one attached here on the same tier; before (settling): as any attach."""
+        key, on, size, digest, stored_at, last_access, hot, pinned = row
+        entry = CatalogEntry(key, "", self._cat.by_name[on].number, size, digest, stored_at, last_access,
+                             bool(hot), bool(pinned))
+        later = self._snapshotted
+        self._cat.attach(entry, counted=later, unranked=later)
+        self._fresh[key] = (entry.tier, key, size, entry.serial) if later else None
+
+    def _check_loading(self) -> None:
+        if self._stop_loading or self._closed:
+            raise _LoadStopped
+
+    def _end_loading(self, hits: bool = True) -> None:
+        """Under the lock: the load is over (done, or with `hits` False failed or stopped); wake whoever waits
+        for it."""
+        if not self._loading:
+            return
+        self._loading, self._counted, self._snapshotted = False, True, False
+        self._replay_held_back(hits)
+        self._fresh, self._revived = {}, set()
+        self._loaded_more.notify_all()
+
+    def _await_counts(self) -> None:
+        """Under the lock: wait until the tiers' byte counts include every indexed object (a background load's
+        step 2): a placement decided before would not see them and could fill a tier past its capacity."""
+        while not self._counted:
+            self._loaded_more.wait()
+            self._check_open()
 
     def close(self) -> None:
         """Save last access times and give up ownership (a background load gives up first). Idempotent."""
         self._stop_loading = True
-        if self._loading:
-            self._index.interrupt()  # the first row of 10^7 waits for SQLite's sort by last access: ~20 s
+        snapshot = self._snapshot
+        if snapshot is not None:
+            snapshot.interrupt()  # the first row of 10^7 waits for SQLite's sort by last access: ~20 s
+        loader = self._loader
+        if loader is not None and loader is not threading.current_thread():
+            loader.join()  # it stops at its next chunk: the snapshot is closed before the index is
         with self._lock:
             if self._closed:
                 return
@@ -220,9 +377,23 @@ class Store:
 
     def _lookup(self, key: str) -> ObjectInfo | None:
         entry = self._cat.entries.get(key)
-        if entry is None or not self._cat.servable(entry):
+        if entry is None:
+            if self._loading:  # not loaded yet, or not stored: the index is current for every key (see _load)
+                row = self._index.get(key)
+                return None if row is None else self._row_info(row)
+            return None
+        if not self._cat.servable(entry):
             return None
         return self._cat.info(entry)
+
+    def _row_info(self, row: RowValues) -> ObjectInfo | None:
+        """What `_lookup` answers for an index row (None on a tier that does not serve)."""
+        key, on, size, digest, stored_at, _, hot, pinned = row
+        tier = self._cat.by_name[on]
+        if not tier.state.serves:
+            return None
+        return ObjectInfo(key, tier.name, tier.layout.object_path(key_hash(key)), size, digest, stored_at,
+                          bool(hot), bool(pinned))
 
     def lookup(self, keys: Iterable[str]) -> builtins.list[ObjectInfo]:
         """The objects stored as any of `keys` (absent keys and objects on a FAILED tier left out), in the
@@ -232,13 +403,20 @@ class Store:
             return [info for info in found if info is not None]
 
     def pinned(self, prefix: str = "") -> builtins.list[ObjectInfo]:
-        """Every servable pinned object whose key starts with `prefix`, sorted by key. O(pinned objects)."""
+        """Every servable pinned object whose key starts with `prefix`, sorted by key. O(pinned objects).
+        During a background load it waits for the end of it (the pinned ones are known only then)."""
         with self._lock:
+            while self._loading:
+                self._loaded_more.wait()
             return self.lookup(sorted(k for k in self._cat.pinned_keys if k.startswith(prefix)))
 
     def list(self, prefix: str = "") -> builtins.list[ObjectInfo]:
-        """Every servable object whose key starts with `prefix`, sorted by key."""
+        """Every servable object whose key starts with `prefix`, sorted by key. During a background load, read
+        from the index (a range of its keys), which is current for every key (see _load)."""
         with self._lock:
+            if self._loading:
+                found_rows = (self._row_info(row) for row in self._index.starting_with(prefix))
+                return [info for info in found_rows if info is not None]
             found = sorted((e for e in self._cat.matching(prefix) if self._cat.servable(e)), key=lambda e: e.key)
             return [self._cat.info(e) for e in found]
 
@@ -281,6 +459,8 @@ class Store:
         while True:
             with self._lock:
                 self._check_open()
+                self._take(key)
+                self._await_counts()
                 tier = self._choose_tier(key, size, hot, tried)
             tried.add(tier.number)
             try:
@@ -326,7 +506,7 @@ class Store:
         try:
             self._put_batch(items, known, hot, pin, results, one_by_one)
         finally:
-            for i in one_by_one:
+            for i in sorted(one_by_one):  # in the batch's order, whichever check sent each one here
                 src, key = items[i]
                 try:
                     results[i] = self.put_file(src, key, hot=hot, pin=pin)
@@ -371,6 +551,7 @@ class Store:
                 self._check_open()
                 for i in batch:
                     key = items[i][1]
+                    self._take(key)  # during a background load: stored, but not loaded yet, counts as stored
                     if key in stored or key in self._claimed:  # stored or being stored meanwhile: one by one
                         one_by_one.append(i)
                     else:
@@ -404,7 +585,13 @@ class Store:
                 self._check_open()
                 if not tier.state.accepts:
                     raise _Retry
-                self._engine.run(self._cat.plan(tier, sum(e.size for _, e in written)))
+                need = sum(e.size for _, e in written)
+                while (moves := self._plan(tier, need, None)) is None:  # a background load has more to give
+                    self._loaded_more.wait()
+                    self._check_open()
+                    if not tier.state.accepts:
+                        raise _Retry
+                self._engine.run(moves)
                 self._engine.install_many(tier, [e for _, e in written], (e.hash for e in mine.values()))
                 installed = True
                 for i, entry in written:
@@ -445,6 +632,8 @@ class Store:
         _check_key(key)
         with self._lock:
             self._check_open()
+            self._take(key)
+            self._await_counts()
             if cold:
                 if hot:
                     for tier in self._cat.tiers:
@@ -485,6 +674,7 @@ class Store:
         """Remove the object stored as `key` (on any tier, even a FAILED one); False if there is none."""
         with self._lock:
             self._check_open()
+            self._take(key)
             entry = self._cat.entries.get(key)
             if entry is not None:
                 self._engine.drop([entry])
@@ -494,6 +684,7 @@ class Store:
         """Remove every object whose key starts with `prefix`; returns how many."""
         with self._lock:
             self._check_open()
+            self._take_prefix(prefix)
             doomed = self._cat.matching(prefix)
             self._engine.drop(doomed)
             return len(doomed)
@@ -508,6 +699,7 @@ class Store:
         """Pin (never evict, demote or promote) or unpin an object; recorded in its sidecar too."""
         with self._lock:
             self._check_open()
+            self._take(key)
             entry = self._cat.entries.get(key)
             if entry is None:
                 raise NotFound(f"no stored object {key!r}")
@@ -550,7 +742,11 @@ class Store:
         """The fill plan's score of a stored key (`oca cache why`); None when no plan in force names it."""
         with self._lock:
             entry = self._cat.entries.get(key)
-            policy = self._cat.tiers[entry.tier].policy if entry is not None else None
+            if entry is None and self._loading:  # not loaded yet: the index says on which tier
+                row = self._index.get(key)
+                policy = self._cat.by_name[row[1]].policy if row is not None else None
+            else:
+                policy = self._cat.tiers[entry.tier].policy if entry is not None else None
             return policy.score(key) if isinstance(policy, PlannedPolicy) else None
 
     def record_hits(self, hits: Mapping[str, int]) -> None:
@@ -559,28 +755,35 @@ class Store:
             if self._closed or self._load_error:  # _check_open's test, inline: a report per hit at worst
                 self._check_open()
             now = self._clock()
-            earned: builtins.list[CatalogEntry] | None = None
-            # Engine.touch inlined, and the lookups hoisted: this loop runs once per hit the box serves
-            entries, tiers, accessed = self._cat.entries, self._cat.tiers, self._engine.accessed
-            slots, on_tier, flags, access = entries.slots, entries.tier, entries.flags, entries.access
-            counted = self._engine.counter.hit
-            for key, count in hits.items():
-                slot = slots.get(key)
-                if slot is None or count <= 0:
-                    continue
-                tier = on_tier[slot]
-                tiers[tier].policy.touch(key)
-                access[slot] = accessed[key] = now
-                if tier and not flags[slot] & PINNED and counted(key, count, now):
-                    earned = earned or []
-                    earned.append(entries.entry(key, slot))
-            for entry in earned or ():
-                if self._cat.current(entry):
-                    self._promote(entry)
+            if self._loading:  # counted when the load ends, as if they came after it (see _load)
+                self._early_hits.append((len(self._cat.held_back or ()), now, dict(hits)))
+                return
+            self._count_hits(hits, now)
             if now - self._last_flush >= self.config.access_flush_interval:
                 self._last_flush = now
                 self._engine.flush_access()
                 self._engine.counter.prune()
+
+    def _count_hits(self, hits: Mapping[str, int], now: float) -> None:
+        """record_hits' work, under the lock: LRU order, last access, promotion."""
+        earned: builtins.list[CatalogEntry] | None = None
+        # Engine.touch inlined, and the lookups hoisted: this loop runs once per hit the box serves
+        entries, tiers, accessed = self._cat.entries, self._cat.tiers, self._engine.accessed
+        slots, on_tier, flags, access = entries.slots, entries.tier, entries.flags, entries.access
+        counted = self._engine.counter.hit
+        for key, count in hits.items():
+            slot = slots.get(key)
+            if slot is None or count <= 0:
+                continue
+            tier = on_tier[slot]
+            tiers[tier].policy.touch(key)
+            access[slot] = accessed[key] = now
+            if tier and not flags[slot] & PINNED and counted(key, count, now):
+                earned = earned or []
+                earned.append(entries.entry(key, slot))
+        for entry in earned or ():
+            if self._cat.current(entry):
+                self._promote(entry)
 
     # ---------------------------------------------------------------- tier health
 
@@ -627,6 +830,11 @@ class Store:
                 was = tier.state
                 self._engine.set_state(tier, state, error)
                 if was is TierState.FAILED and state is not TierState.FAILED:
+                    if self._loading:  # the journal's keys loaded first; the tier's files checked at the end
+                        self._revived.add(tier.name)
+                        for p in self._index.pending():
+                            if p.tier == tier.name:
+                                self._take(p.key)
                     self._engine.revive(tier)
 
     # ---------------------------------------------------------------- placing objects
@@ -662,13 +870,19 @@ class Store:
         raise first
 
     def _commit_put(self, tier: Tier, staged: files.Staged, key: str, hot: bool, pin: bool) -> ObjectInfo:
-        if key in self._claimed:  # a batch writes this key's names now: replace what it stores, after it
-            while key in self._claimed:
-                self._unclaimed.wait()
-            self._check_open()  # closed meanwhile
-        if not tier.state.accepts:
-            raise _Retry
-        moves = self._cat.plan(tier, staged.size, key, replacing=True)
+        while True:
+            self._take(key)
+            if key in self._claimed:  # a batch writes this key's names now: replace what it stores, after it
+                while key in self._claimed:
+                    self._unclaimed.wait()
+                self._check_open()  # closed meanwhile
+            if not tier.state.accepts:
+                raise _Retry
+            moves = self._plan(tier, staged.size, key)
+            if moves is not None:
+                break
+            self._loaded_more.wait()  # the lock released: anything may change, so everything is asked again
+            self._check_open()
         now = self._clock()
         entry = CatalogEntry(key, key_hash(key), tier.number, staged.size, staged.digest, now, now, hot, pin)
         meta_tmp = ""
@@ -696,6 +910,20 @@ class Store:
         if state is TierState.FULL:
             raise StorageError(f"put {key!r}: tier {tier.name} is full: {health.describe(error)}") from error
         raise StorageError(f"put {key!r} on tier {tier.name}: {health.describe(error)}") from error
+
+    def _plan(self, tier: Tier, size: int, key: str | None) -> builtins.list[Move] | None:
+        """Catalog.plan, `key`'s own copy counted as gone; None when a background load must go on first: the
+        tiers' byte counts do not include every indexed object yet, or the records loaded so far cannot free
+        enough (the rest of the tier's bytes is not loaded yet: rows come least recently accessed first, so
+        the records a plan needs come early). The caller waits for `_loaded_more` and asks again."""
+        if not self._counted:
+            return None
+        try:
+            return self._cat.plan(tier, size, key, replacing=True)
+        except InsufficientStorage:
+            if self._loading:
+                return None
+            raise
 
     def _promote(self, entry: CatalogEntry) -> None:
         self._engine.counter.forget(entry.key)

@@ -19,12 +19,13 @@ import xxhash
 from oca.config import load_box_config
 from oca.fetch.errors import UpstreamError
 from oca.fetch.splice import can_splice
+from oca.fetch.tierwriter import DIRECT_ALIGN
 from oca.fetch.upstream import SplicedBody, Upstream, sources_from_config
 from oca.protocol.messages import FillState
 from oca.storage import Store
 from tests.conftest import Box, write_box_config
 from tests.fetch.test_pull_through import MIB, fetching_box, origin_source, raw_get
-from tests.fetch.test_streaming_fill import _until, rig
+from tests.fetch.test_streaming_fill import _takes_direct_io, _until, rig
 from tests.upstream.origin import Fault, Origin
 
 KEY = "titles/16/1080p/seg_00100.m4s"
@@ -152,6 +153,12 @@ async def test_a_spliced_fill_stores_the_exact_bytes_with_their_digest(tmp_path:
         counters = r.manager.counters
         assert counters["fills_spliced"] == 1 and counters["bytes_spliced"] > 2 * MIB
         assert r.manager.bytes_by_source["origin"] == len(data)
+        # the tier file was written from the feed with O_DIRECT (no page-cache copy), all but the last
+        # partial block; before, all of it buffered
+        direct, buffered = counters["tier_bytes_direct"], counters["tier_bytes_buffered"]
+        assert direct + buffered == len(data)
+        if _takes_direct_io(tmp_path):
+            assert direct == len(data) - len(data) % DIRECT_ALIGN
 
 
 async def test_a_truncated_spliced_body_is_not_stored_and_the_worker_sees_the_failure(
@@ -218,6 +225,20 @@ def test_clients_that_join_a_spliced_fill_get_the_same_bytes(box_factory: Callab
     assert origin.count(KEY) == 1
     fetch = _fetch_status(box)
     assert fetch["fills_spliced"] == 1 and fetch["bytes_spliced"] > 3 * MIB
+    deadline = time.monotonic() + 10  # the tier file is written once the body has ended
+    while fetch["tier_bytes_direct"] + fetch["tier_bytes_buffered"] < len(data) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        fetch = _fetch_status(box)
+    assert fetch["tier_bytes_direct"] + fetch["tier_bytes_buffered"] == len(data)
+    exported = [line.split()[-1] for line in box.admin("/metrics").splitlines()
+                if line.startswith('oca_fill_tier_bytes_total{write="direct"}')]
+    assert [float(v) for v in exported] == [fetch["tier_bytes_direct"]]
+    # a hit now: the file written with O_DIRECT, read back from the disk through the worker's sendfile
+    deadline = time.monotonic() + 10
+    while not box.admin(f"/inventory?prefix={KEY}")["objects"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status, _, body = box.get(f"/{KEY}")
+    assert status == 200 and body == data and origin.count(KEY) == 1
 
 
 def test_a_truncated_spliced_body_cuts_the_client_short_and_caches_nothing(box_factory: Callable[..., Box],

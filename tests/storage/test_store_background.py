@@ -1,4 +1,5 @@
-"""Store.open(background=True): the index is servable at once, memory loads behind the lock, writes wait for it."""
+"""Store.open(background=True): the index is servable at once, memory loads in chunks, each behind the lock
+(tests/storage/test_store_streamed_load.py: what happens between two chunks)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from oca.config.model import StorageConfig, TierConfig
 from oca.errors import StorageError
-from oca.storage import Store, StoreView, store
+from oca.storage import Store, StoreView
 from oca.storage.index import Index
 from oca.storage.policy import LRUPolicy
 from tests.clock import FakeClock
@@ -45,7 +46,7 @@ def _fill(config: StorageConfig, clock: FakeClock, src: Callable[..., str], n: i
         s.put_files([(src(blob(100, i)), f"titles/1/s{i}") for i in range(n)])
 
 
-def test_a_background_load_serves_the_index_at_once_and_writes_wait_for_it(
+def test_a_background_load_serves_the_index_at_once_and_a_write_waits_for_the_chunk_being_attached(
         tmp_path: Path, clock: FakeClock, src: Callable[..., str]) -> None:
     config = _config(tmp_path)
     _fill(config, clock, src, 5)
@@ -61,7 +62,7 @@ def test_a_background_load_serves_the_index_at_once_and_writes_wait_for_it(
         writer = threading.Thread(target=lambda: replaced.append(s.put_file(src(blob(70, 9)), "titles/1/s3")))
         writer.start()
         writer.join(0.2)
-        assert writer.is_alive(), "a put must wait for the catalog to be whole"
+        assert writer.is_alive(), "a put must wait for the chunk being attached (all 5 rows: one chunk)"
         gate.set()
         writer.join(10)
         assert s.status()["loading"] is False and s.status()["objects"] == 5
@@ -73,11 +74,9 @@ def test_a_background_load_serves_the_index_at_once_and_writes_wait_for_it(
         s.close()
 
 
-def test_close_during_a_background_load_stops_it(tmp_path: Path, clock: FakeClock, src: Callable[..., str],
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_close_during_a_background_load_stops_it(tmp_path: Path, clock: FakeClock, src: Callable[..., str]) -> None:
     config = _config(tmp_path)
     _fill(config, clock, src, 5)
-    monkeypatch.setattr(store, "_LOAD_CHECK_EVERY", 1)
     gate = threading.Event()
     policies: list[_GatedPolicy] = []
 
@@ -85,7 +84,10 @@ def test_close_during_a_background_load_stops_it(tmp_path: Path, clock: FakeCloc
         policies.append(_GatedPolicy(gate))
         return policies[-1]
 
-    s = Store.open(config, clock, policy=policy, background=True)
+    s = Store.open(config, clock, policy=policy, background=True, load_chunk=1)
+    deadline = time.monotonic() + 10
+    while s.status()["objects"] != 1 and time.monotonic() < deadline:  # the first row's add holds the load
+        time.sleep(0.01)
     closer = threading.Thread(target=s.close)
     closer.start()
     closer.join(0.2)
@@ -105,9 +107,12 @@ def test_a_background_load_that_fails_makes_every_write_fail(tmp_path: Path, clo
     s = Store.open(config, clock, policy=lambda: _GatedPolicy(threading.Event(), RuntimeError("boom")),
                    background=True)
     try:
+        deadline = time.monotonic() + 10
+        while s.status()["loading"] and time.monotonic() < deadline:  # a put before the failing chunk is stored
+            time.sleep(0.01)
+        assert s.status()["loading"] is False
         with pytest.raises(StorageError, match="was not loaded: boom"):
             s.put_file(src(blob(10, 1)), "titles/1/x")
-        assert s.status()["loading"] is False
     finally:
         s.close()
 
