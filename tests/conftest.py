@@ -134,6 +134,7 @@ class InProcessBox:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.listener.close()
+        self.server.access_log.close()
 
 
 def start_inprocess(workdir: str, objects: dict[str, bytes], *, loop_kind: str = "uvloop",

@@ -107,6 +107,7 @@ class Worker:
         await self.server.drain(self.config.server.shutdown_timeout)
         reporter.cancel()
         await self._report_once()
+        self.server.access_log.close()  # the lines still on their way to the disk are written first
         self.view.close()
 
     def stop(self) -> None:

@@ -62,7 +62,7 @@ def test_each_hit_line_carries_its_own_end_time_and_duration(tmp_path: Any) -> N
     fields = '"method":"GET","target":"/titles/1/a.m4s","key":"titles/1/a.m4s","status":200,"bytes":8192,'
     log.add_hits(1_700_000_000.0, [("titles/1/a.m4s", 8192, 0.0025, "127.0.0.1", fields, 1.5),
                                    ("titles/1/a.m4s", 8192, 0.5, "::1", fields, 2.25)])
-    log.flush()
+    assert log.sync(5)
     first, second = read_lines(path)
     assert first == {"ts": 1_700_000_001.5, "client": "127.0.0.1", "method": "GET", "target": "/titles/1/a.m4s",
                      "key": "titles/1/a.m4s", "status": 200, "bytes": 8192, "ms": 2.5, "cache": "hit",
@@ -76,7 +76,9 @@ def test_the_log_flushes_by_lines_not_by_batches(tmp_path: Any) -> None:
     log.add_hits(0.0, [("k", 1, 0.001, "c", '"method":"GET",', float(i)) for i in range(511)])
     assert os.path.getsize(path) == 0  # 511 lines: not yet
     log.add_hits(0.0, [("k", 1, 0.001, "c", '"method":"GET",', 511.0)])
+    assert log.written(5)  # (written() waits for the writer thread; it flushes nothing itself)
     assert len(read_lines(path)) == 512  # the 512th line flushes, though only two batches were added
+    log.close()
 
 
 class NullTransport(asyncio.Transport):
@@ -157,6 +159,7 @@ def test_batched_hits_are_all_counted_and_logged_by_the_report_and_the_drain(wor
     for _ in range(3):
         conn.data_received(b"GET /t/a.m4s HTTP/1.1\r\nHost: x\r\n\r\n")
     box.loop.run_until_complete(box.server.drain(1.0))
+    assert box.server.access_log.written(5)  # the drain hands the lines to the log's writer thread
     lines = read_lines(str(tmp_path / "access.log"))
     assert len(lines) == 1 + total + 3
     assert all(line["key"] == "t/a.m4s" and line["status"] == 200 and line["cache"] == "hit" for line in lines)

@@ -226,7 +226,7 @@ def test_a_replayed_hit_is_the_normal_answer_but_its_date_and_is_counted_and_log
     warm = Client(handle.port)
     assert status(warm.exchange(request)) == 200  # read from disk into memory: not a plain hit yet
     warm.close()
-    on_loop(handle, lambda: (handle.server.record_hits(), handle.server.access_log.flush(),
+    on_loop(handle, lambda: (handle.server.record_hits(), handle.server.access_log.sync(5),
                              handle.server.stats.take(0)))
     log_path = handle.config.log.access_log
     open(log_path, "w").close()
@@ -246,7 +246,7 @@ def test_a_replayed_hit_is_the_normal_answer_but_its_date_and_is_counted_and_log
     assert report.bytes_sent == [("memory", "hit", 4 * len(BODY))]
     assert report.hits == {KEY: 4}
     assert sum(report.duration_buckets) == 4
-    on_loop(handle, handle.server.access_log.flush)
+    assert on_loop(handle, lambda: handle.server.access_log.sync(5))
     with open(log_path, encoding="utf-8") as fh:
         lines = [json.loads(line) for line in fh]
     assert len(lines) == 4
