@@ -1,4 +1,5 @@
-"""The master's garbage collector: what lives as long as the process is kept out of its full collections.
+"""The garbage collector of the master and the workers: what lives as long as the process is kept out of its
+full collections (the workers also turn automatic collection off: see oca/serve/worker.py).
 
 Why: /status and /healthz are answered on the master's event loop, and a full (generation 2) collection
 stops every thread for as long as it walks every container object the process holds. The master holds

@@ -30,6 +30,7 @@ from oca.protocol import codec as protocol
 from oca.protocol.codec import Codec, Lines, ProtocolError
 from oca.protocol.messages import Ready
 from oca.secret_files import read_secret
+from oca.serve import collector
 from oca.serve.accesslog import AccessLog
 from oca.serve.gate import Gate
 from oca.serve.handler import ContentHandler
@@ -93,8 +94,7 @@ class Worker:
         # What exists now lives as long as the worker: keep it out of every collection. The hit path makes
         # short-lived, acyclic objects only, so the collector's automatic passes (triggered by allocation
         # counts, i.e. by traffic) cost more than they find: the server's sweep collects once a second.
-        gc.collect()
-        gc.freeze()
+        collector.settle()
         gc.disable()
         self.loop.add_signal_handler(signal.SIGTERM, self.stop)
         self.loop.add_signal_handler(signal.SIGINT, lambda: None)  # the master decides
