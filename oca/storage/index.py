@@ -52,6 +52,8 @@ CREATE TABLE pending (
 ) WITHOUT ROWID;
 """
 _COLUMNS = "key, tier, size, digest, stored_at, last_access, hot, pinned"
+_BY_ACCESS = f"SELECT {_COLUMNS} FROM objects ORDER BY last_access, key"  # a load's order: least recent first
+_BY_KEY = f"SELECT {_COLUMNS} FROM objects WHERE key = ?"
 
 # A new index file is written as a bulk load (see Index.create): no journal, no sync until it is whole, the
 # connection alone on the file, and a page cache of 64 MiB (SQLite's default is 2 MiB) so the key B-tree's
@@ -218,11 +220,11 @@ class Index:
         """Every object's values (Row's fields, in order), least recently accessed first, streamed from the
         cursor: loading 10^7 objects never holds them all as rows. Nothing else may use the index until the
         iteration ends."""
-        yield from self._conn.execute(f"SELECT {_COLUMNS} FROM objects ORDER BY last_access, key")
+        yield from self._conn.execute(_BY_ACCESS)
 
     def get(self, key: str) -> RowValues | None:
         """The object's values as `rows` gives them, or None."""
-        found: RowValues | None = self._conn.execute(f"SELECT {_COLUMNS} FROM objects WHERE key = ?",
+        found: RowValues | None = self._conn.execute(_BY_KEY,
                                                      (key,)).fetchone()
         return found
 
@@ -320,7 +322,7 @@ class Snapshot:
 
     def rows(self) -> Iterator[RowValues]:
         """Index.rows of the snapshot: least recently accessed first, streamed from the cursor."""
-        yield from self._conn.execute(f"SELECT {_COLUMNS} FROM objects ORDER BY last_access, key")
+        yield from self._conn.execute(_BY_ACCESS)
 
     def interrupt(self) -> None:
         """Abort the statement running on another thread (it raises sqlite3.OperationalError); nothing if the
@@ -349,7 +351,7 @@ class IndexReader:
 
     def lookup(self, key: str) -> Row | None:
         try:
-            r = self._conn.execute(f"SELECT {_COLUMNS} FROM objects WHERE key = ?", (key,)).fetchone()
+            r = self._conn.execute(_BY_KEY, (key,)).fetchone()
         except sqlite3.Error as e:
             raise StorageError(f"index {self.path}: {e}") from e
         return None if r is None else _row(r)

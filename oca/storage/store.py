@@ -61,6 +61,13 @@ class _Retry(Exception):
 LOAD_CHUNK = 1024
 
 
+def _row_entry(row: RowValues, numbers: Mapping[str, int]) -> CatalogEntry:
+    """The catalog record of an index row (`numbers`: tier name -> tier number). The file-name hash is not kept
+    (Entries recomputes it), so none is computed here."""
+    key, on, size, digest, stored_at, last_access, hot, pinned = row
+    return CatalogEntry(key, "", numbers[on], size, digest, stored_at, last_access, bool(hot), bool(pinned))
+
+
 class _LoadStopped(Exception):
     """close() was called during a background load."""
 
@@ -264,15 +271,13 @@ class Store:
         """Attach a chunk of the snapshot's rows, but those whose keys were taken out of turn (see _load)."""
         numbers = {t.name: t.number for t in self._cat.tiers}
         attach, fresh, add_held = self._cat.attach, self._fresh, self._cat.add_held
-        for key, on, size, digest, stored_at, last_access, hot, pinned in rows:
-            if key in fresh:
-                taken = fresh[key]
+        for row in rows:
+            if row[0] in fresh:
+                taken = fresh[row[0]]
                 if taken is not None:  # taken out of turn and maybe changed since: its turn in the policy is now
                     add_held(taken)
                 continue
-            # the file-name hash is not kept (Entries recomputes it), so none is computed per row here
-            attach(CatalogEntry(key, "", numbers[on], size, digest, stored_at, last_access, bool(hot), bool(pinned)),
-                   counted=True, loaded=True)
+            attach(_row_entry(row, numbers), counted=True, loaded=True)
 
     def _take(self, key: str) -> None:
         """While loading: give `key` its record now, from its index row, if it has one and its chunk has not
@@ -296,12 +301,10 @@ class Store:
         """Attach an object from its index row out of turn. After the snapshot: its bytes are in the totals
         (once they are added), and its policy add waits for its chunk (the order a whole load gives), made then
         if the record is still the one attached here on the same tier; before (settling): as any attach."""
-        key, on, size, digest, stored_at, last_access, hot, pinned = row
-        entry = CatalogEntry(key, "", self._cat.by_name[on].number, size, digest, stored_at, last_access,
-                             bool(hot), bool(pinned))
+        entry = _row_entry(row, {row[1]: self._cat.by_name[row[1]].number})
         later = self._snapshotted
         self._cat.attach(entry, counted=later, unranked=later)
-        self._fresh[key] = (entry.tier, key, size, entry.serial) if later else None
+        self._fresh[entry.key] = (entry.tier, entry.key, entry.size, entry.serial) if later else None
 
     def _check_loading(self) -> None:
         if self._stop_loading or self._closed:
