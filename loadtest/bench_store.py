@@ -464,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(c) for c in args.objects.split(",") if c.strip()]
     size = parse_size(args.size)
     rows = []
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)  # --dir names where to work; a missing one is made, not a traceback
     print(f"load average at start: {os.getloadavg()}", file=sys.stderr)
     for n in counts:
         workdir = tempfile.mkdtemp(prefix=f"bench-store-{n}-", dir=args.dir)
