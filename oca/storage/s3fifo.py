@@ -100,10 +100,36 @@ class Ghost(OpenTable):
         # a one-timer moved to another tier goes first there; any add clears it, so a key coming back later
         # starts over
         self.leaving: tuple[str, int, S3FIFOPolicy | None] = ("", 0, None)
+        # the key a policy removed last, not in the ring and table yet (size -1: none). A move between tiers
+        # (a demotion per miss on a full box) removes a key and adds it back at once: its add takes it here,
+        # without the ring entry, the table insert and the table delete that remembering it would cost. Any
+        # other use of the ghost remembers it first, so every answer is the one remembering at once gives.
+        self._unnoted = ""
+        self._unnoted_size = -1
+
+    def leave(self, key: str, size: int, freq: int, one_timer_of: S3FIFOPolicy | None) -> None:
+        """A policy let `key` go: remember it (lazily: see _unnoted) and set `leaving`."""
+        if self._unnoted_size >= 0:
+            self.note()
+        self.leaving = (key, freq, one_timer_of)
+        self._unnoted, self._unnoted_size = key, size
+
+    def note(self) -> None:
+        """Remember the key left unnoted by `leave`, if any."""
+        size = self._unnoted_size
+        if size >= 0:
+            self._unnoted_size = -1
+            self._remember(self._unnoted, size)
+            self._unnoted = ""
 
     def remember(self, key: str, size: int) -> None:
         """Note a key that left a tier. Not trimmed here: a move between tiers remembers then takes the key at
         once, and trimming in between would push an older key out for nothing."""
+        if self._unnoted_size >= 0:
+            self.note()
+        self._remember(key, size)
+
+    def _remember(self, key: str, size: int) -> None:
         h = hash(key)
         self._hashes.append(h)  # first: the table reads the new place's hash
         self._sizes.append(size)
@@ -113,6 +139,8 @@ class Ghost(OpenTable):
             self._forget_at(old - self._base)
 
     def trim(self, held: int) -> None:
+        if self._unnoted_size >= 0:
+            self.note()
         limit = self.limit_bytes or held
         hashes, sizes = self._hashes, self._sizes
         head = self._head
@@ -131,6 +159,11 @@ class Ghost(OpenTable):
 
     def take(self, key: str) -> bool:
         """True (and forgets it) if the key is remembered."""
+        if self._unnoted_size >= 0:
+            if key == self._unnoted:  # a move: the key left a tier and comes back at once (see _unnoted)
+                self._unnoted, self._unnoted_size = "", -1
+                return True
+            self.note()
         place = self.pop(key, hash(key))
         if place < 0:
             return False
@@ -142,7 +175,13 @@ class Ghost(OpenTable):
         self._sizes[i] = -1
 
     def __contains__(self, key: str) -> bool:
+        if self._unnoted_size >= 0:
+            self.note()
         return self.find(key, hash(key)) >= 0
+
+    def __len__(self) -> int:
+        self.note()
+        return self.count
 
 
 class Book:
@@ -347,7 +386,6 @@ class S3FIFOPolicy:
         book = self._book
         f = book.freq[slot]
         small = book.queue[slot] == self._small.code
-        self._ghost.leaving = (key, f, self if small and f == 0 else None)  # not worth_keeping: a one-timer
         size = book.size[slot]
         if slot == self._moved_last:
             self._moved_last = _NONE
@@ -357,7 +395,7 @@ class S3FIFOPolicy:
         else:
             self._main.unlink(slot)
         self._bytes -= size
-        self._ghost.remember(key, size)
+        self._ghost.leave(key, size, f, self if small and f == 0 else None)  # not worth_keeping: a one-timer
         if book.owns:
             book.slots.remove(key)
 

@@ -16,6 +16,7 @@ from loadtest.cachesim.replay import FAKE_FILE, TraceClock, memory_store
 from oca.config.model import StorageConfig, TierConfig
 from oca.storage import Store, catalog
 from oca.storage.catalog import Entries
+from oca.storage.s3fifo import Ghost
 from oca.storage.slots import KeySlots
 from oca.storage.titles import TitleCounts
 from tests.clock import FakeClock
@@ -46,6 +47,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     count(TitleCounts, "remove", "title counted")
     count(TitleCounts, "move", "title counted")
     count(catalog, "plan_placement", "plan")
+    count(Ghost, "put", "ghost insert")
+    count(Ghost, "pop", "ghost take")
     yield counted
 
 
@@ -117,3 +120,6 @@ def test_misses_on_a_full_box_under_the_default_policy_cost_one_record_one_plan_
     assert calls["record made"] == misses and calls["record freed"] == misses  # none for a demotion
     assert calls["plan"] == misses
     assert calls["entry copied"] == victims
+    # the ghost's table: each deleted victim's key remembered, each new key looked for; a demoted object's key
+    # never enters it (it leaves one tier and is back on the next at once)
+    assert calls["ghost insert"] == misses and calls["ghost take"] == misses

@@ -187,6 +187,25 @@ class TestS3FIFO:
         hdd.add("k", 5)  # ...onto the next
         assert hdd.worth_keeping("k")
 
+    def test_a_move_between_tiers_leaves_the_ghost_as_it_was(self) -> None:
+        """A demotion (a remove and an add of the same key at once: one per miss on a full box) puts nothing
+        in the ghost's ring or table, so it costs no insert and no delete there; the key a removal leaves
+        behind is still remembered for every other use."""
+        ghost = Ghost(1000)
+        ssd, hdd = S3FIFOPolicy(ghost), S3FIFOPolicy(ghost)
+        for k in ("a", "b"):
+            ssd.add(k, 1)
+        ring, moved = len(ghost._hashes), ghost.moved
+        ssd.remove("a")
+        hdd.add("a", 1)
+        assert (len(ghost._hashes), len(ghost), ghost.moved) == (ring, 0, moved)
+        assert hdd.worth_keeping("a") and not ghost.take("a")
+        ssd.remove("b")  # left, not moved: remembered
+        assert ghost.take("b") and not ghost.take("b")
+        ssd.add("c", 1)
+        ssd.remove("c")
+        assert "c" in ghost and len(ghost) == 1
+
     def test_main_reinserts_read_objects_until_their_frequency_is_spent(self) -> None:
         ghost = Ghost(1000)
         p = S3FIFOPolicy(ghost)
