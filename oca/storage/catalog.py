@@ -206,10 +206,13 @@ class Catalog:
         # load, (tier, key, size, serial) in order, made when it ends (`release_held_back`), so that every
         # loaded object stays ahead of them in the eviction order, as when they arrive after the load.
         self.held_back: list[tuple[int, str, int, int]] | None = None
-        numbers, sizes, flags = self.entries.slots, self.entries.size, self.entries.flags
+        numbers, sizes = self.entries.slots, self.entries.size
         # made once: a plan asks these for every victim
         self._size_of: Callable[[str], int] = lambda k: sizes[numbers[k]]
-        self._is_pinned: Callable[[str], bool] = lambda k: bool(flags[numbers[k]] & PINNED)
+        # the pinned set answers for the records' PINNED flags (attach, detach and set_pinned keep the two in
+        # step), in C: a plan asks for every victim it looks at, and a look-up of the key's record costs ~30
+        # bytecodes. So pinned_keys is never replaced, only changed.
+        self._is_pinned: Callable[[str], bool] = self.pinned_keys.__contains__
 
     @classmethod
     def with_policy(cls, tiers: Sequence[TierConfig], name: str) -> Catalog:
@@ -254,7 +257,7 @@ class Catalog:
         self.titles.remove(entry.key, entry.tier, entry.size)
         if entry.pinned:
             tier.pinned -= entry.size
-            self.pinned_keys.discard(entry.key)
+        self.pinned_keys.discard(entry.key)  # whatever the copy says: the set holds only keys held (_is_pinned)
         return True
 
     def relocate(self, entry: CatalogEntry, dst: Tier) -> bool:
