@@ -8,6 +8,11 @@ Rules kept here:
   of 10^4 boxes is a steady trickle, not a burst; at most `concurrency` polls are in flight at once. One
   scheduler task launches them (not a task per box). A box whose previous poll is still running when its
   turn comes is skipped for that round (counted in `skipped`), so a hung box never piles up polls.
+- Before its first round the schedule opens a kept connection to every box that has none yet (`warm`:
+  `concurrency` at a time, each bounded by `timeout`, all by `WARM_ROUNDS` intervals): the first poll at
+  start reaches only part of a large fleet within its bound, and a first round that opened the rest's
+  connections inside its span (13,700 handshakes at 20,000 boxes, 150-180 µs of CPU each on loopback, in
+  the caller's time) was the slowest round of every run. A box that cannot be reached is left to its poll.
 - A round is done when the last poll launched in it ends; `last_round` is how long that took from the
   round's start (over `interval` means the fleet does not fit the interval: logged as a warning).
   `unpolled` counts the boxes not polled since start.
@@ -55,6 +60,7 @@ log = logging.getLogger("oca.control.health")
 
 Clock = Callable[[], float]
 ROUNDS_KEPT = 64  # durations of the latest rounds kept for /v1/status
+WARM_ROUNDS = 2  # the connection warm-up before the first round takes at most this many intervals
 TICK = 0.005  # the scheduler wakes at most this often: boxes whose turn falls within one tick start together
 StatusListener = Callable[[Box, "BoxStatus"], Awaitable[None]]
 Followup = Callable[[], Awaitable[None]]
@@ -199,8 +205,30 @@ class HealthPoller:
         span = max(0.0, self.interval - self.timeout)
         return [span * i / n for i in range(n)]
 
+    async def warm(self) -> int:
+        """Open a kept connection to every box that has none, as many as the client has room for, in fleet
+        order (see the module rules); how many were opened."""
+        boxes = iter(list(self.fleet.boxes.values()))
+        opened = 0
+
+        async def worker() -> None:
+            nonlocal opened
+            for box in boxes:
+                if self.client.idle >= self.client.max_idle:
+                    return  # no room: the boxes left reconnect at each poll whatever we do
+                with contextlib.suppress(OSError, TimeoutError):
+                    async with asyncio.timeout(self.timeout):
+                        kept = await self.client.connect(self._targets[box.id])
+                    opened += kept  # after the await: `opened += await ...` reads `opened` before it
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(WARM_ROUNDS * self.interval):
+                await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(self.fleet.boxes)))))
+        return opened
+
     async def _schedule(self, queue: asyncio.Queue[tuple[Box, _Round]]) -> None:
         loop = asyncio.get_running_loop()
+        await self.warm()
         boxes = list(self.fleet.boxes.values())
         offsets = self.offsets()
         start = loop.time()

@@ -11,8 +11,10 @@ import pytest
 
 from control.health import HealthPoller
 from control.model import Box, Fleet, Site
+from control.status_client import StatusClient
 from tests.clock import FakeClock
 from tests.control.fixtures import FakeBox
+from tests.control.test_status_client import Server, ok
 
 
 async def _fleet(aiohttp_server: Any, *fakes: FakeBox) -> Fleet:
@@ -243,3 +245,45 @@ async def test_scheduled_polls_keep_their_places_in_the_interval(monkeypatch: An
         assert starts[f"b{i}"][0] - begun >= 0.1 * i - 0.001  # box i at i/4 of the 0.4 s span
         assert starts[f"b{i}"][1] - begun >= 0.8 + 0.1 * i - 0.001
     assert poller.rounds >= 1 and poller.skipped == 0
+
+
+async def test_every_connection_is_open_before_the_first_scheduled_poll() -> None:
+    """The first round asks over kept connections only: the schedule opens them all first (no box had been
+    polled before, as for the boxes a first poll at start did not reach)."""
+    events: list[tuple[str, int]] = []
+    servers = []
+    for i in range(6):
+        srv = Server(lambda head, i=i: events.append(("ask", i)) or ok(f'{{"box": "b{i}"}}'.encode()))
+        servers.append(srv)
+    boxes = {}
+    for i, srv in enumerate(servers):
+        url = await srv.start()
+        boxes[f"b{i}"] = Box(f"b{i}", "lab", url, url, egress_capacity=1_000_000)
+        srv.on_connect = lambda i=i: events.append(("open", i))
+    poller = HealthPoller(Fleet({"lab": Site("lab", 0.0, 0.0, "NL")}, boxes, (), "http://origin"), FakeClock(1000.0),
+                          interval=0.4, timeout=0.2, concurrency=2)
+    poller.start()
+    try:
+        while poller.rounds < 1:
+            await asyncio.sleep(0.01)
+    finally:
+        await poller.stop()
+        for srv in servers:
+            await srv.stop()
+    opened = [i for kind, i in events if kind == "open"]
+    assert sorted(opened) == list(range(6))  # one connection a box, kept from one poll to the next
+    assert [kind for kind, _ in events[:6]] == ["open"] * 6  # every one opened before the first ask
+
+
+async def test_warm_opens_what_the_client_has_room_for_and_skips_a_box_it_cannot_reach() -> None:
+    servers = [Server(lambda head: ok()) for _ in range(3)]
+    urls = ["http://127.0.0.1:9"] + [await srv.start() for srv in servers]  # nothing listens on port 9
+    boxes = {f"b{i}": Box(f"b{i}", "lab", url, url, egress_capacity=1_000_000) for i, url in enumerate(urls)}
+    poller = HealthPoller(Fleet({"lab": Site("lab", 0.0, 0.0, "NL")}, boxes, (), "http://origin"), FakeClock(1000.0),
+                          timeout=1.0, client=StatusClient(max_idle=2))
+    assert await poller.warm() == 2 and poller.client.idle == 2
+    assert await poller.warm() == 0  # kept already, and no room
+    assert servers[0].connections == servers[1].connections == 1
+    await poller.stop()
+    for srv in servers:
+        await srv.stop()

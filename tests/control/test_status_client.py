@@ -20,6 +20,7 @@ class Server:
         self.heads: list[bytes] = []
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
+        self.on_connect: Callable[[], object] = lambda: None
 
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -28,6 +29,7 @@ class Server:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.on_connect()
         self.writers.append(writer)
         try:
             while True:
@@ -180,3 +182,19 @@ def test_targets_are_http_urls_with_a_host() -> None:
     for bad in ("ftp://x", "http://", "box:8081"):
         with pytest.raises(ValueError):
             Target.of(bad, "/status")
+
+
+async def test_connect_opens_a_connection_the_next_get_uses_within_the_bound() -> None:
+    a, b = Server(lambda head: ok()), Server(lambda head: ok())
+    client = StatusClient(max_idle=1)
+    ta, tb = Target.of(await a.start(), "/status"), Target.of(await b.start(), "/status")
+    assert await client.connect(ta) is True
+    assert await client.connect(ta) is False  # kept already
+    assert await client.connect(tb) is False  # no room
+    assert (a.connections, b.connections, a.heads) == (1, 0, [])  # opened, nothing asked yet
+    for _ in range(2):
+        assert await client.get(ta) == (200, b'{"box": "b1"}')
+    assert a.connections == 1 and client.idle == 1
+    client.close()
+    for srv in (a, b):
+        await srv.stop()
