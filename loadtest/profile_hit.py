@@ -78,6 +78,8 @@ KERNEL = "kernel (system calls)"
 # libc's system-call wrappers: a sample that stops in one is in the kernel (or waiting there)
 _SYSCALLS = ("epoll_wait (", "epoll_pwait (", "read (", "readv (", "write (", "writev (", "recv (", "recvfrom (",
              "send (", "sendto (", "sendfile (", "sendfile64 (")
+# frames only a thread started by `threading` has (native, and without --native): not the main thread
+_OTHER_THREADS = ("thread_run (", "Thread._bootstrap (")
 
 
 @dataclass(frozen=True)
@@ -108,12 +110,17 @@ def bucket_of(stack: str) -> str:
 
 def read_raw(path: str, within: tuple[str, ...] = ()) -> Counter[str]:
     """Samples per bucket from py-spy's raw (collapsed stacks) output: `stack count` per line; with `within`,
-    only the stacks that pass through a frame naming one of those."""
+    only the stacks that pass through a frame naming one of those. Only the main thread's stacks count: py-spy
+    samples every thread, and another thread's (the access log's writer, mostly asleep on its condition in an
+    unnamed libc frame) would otherwise land in the event loop's bucket and be charged the main thread's user
+    time; the loop, the parser and the handler all run on the main thread."""
     counts: Counter[str] = Counter()
     with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
             stack, _, count = line.rstrip("\n").rpartition(" ")
             if within and not any(name in stack for name in within):
+                continue
+            if any(root in stack for root in _OTHER_THREADS):
                 continue
             if stack and count.isdigit():
                 counts[bucket_of(stack)] += int(count)
@@ -180,8 +187,11 @@ def profile(args: argparse.Namespace, tools: dict[str, str], workdir: str, progr
                  + (64 << 20))
     box.write_config(os.path.join(workdir, "oca-access.log"), signer.jwks)
     box.import_dir(root)
-    lines = []
-    with box:
+    lines: list[str] = []
+    samples = None
+    with box if not args.only_bare else contextlib.nullcontext(box):
+        if args.only_bare:
+            return _others(args, tools, workdir, root, plain, nginx_port, lines, progress)
         box.start()
         assert box.process is not None
         pids = worker_pids(box.process.pid)
@@ -191,6 +201,17 @@ def profile(args: argparse.Namespace, tools: dict[str, str], workdir: str, progr
         lines.append(f"oca ({len(pids)} worker(s)), CPU per 8 KiB hit: {per_request(result, cpu)}")
         if raw is not None and args.keep_raw and os.path.exists(raw):
             shutil.copy(raw, args.keep_raw)
+    _others(args, tools, workdir, root, plain, nginx_port, lines, progress)
+    if samples:
+        lines += ["", f"oca's first worker, py-spy --native at {args.rate} Hz:", "",
+                  render_samples(result, cpu, samples)]
+    return "\n".join(lines)
+
+
+def _others(args: argparse.Namespace, tools: dict[str, str], workdir: str, root: str, plain: str, nginx_port: int,
+            lines: list[str], progress: Callable[[str], None]) -> str:
+    """nginx and the bare servers over the same objects, each measured as oca's worker is."""
+    objects = OBJECT_SETS["8KiB"]
     if args.nginx:
         settings = NginxSettings(workdir, root, nginx_port, args.workers, default_user())
         with Nginx(tools["nginx"], settings) as nginx:
@@ -200,10 +221,34 @@ def profile(args: argparse.Namespace, tools: dict[str, str], workdir: str, progr
             progress(f"nginx up, workers {pids}")
             nginx_result, nginx_cpu, _ = measure(args, tools, nginx.url, plain, pids, None)
             lines.append(f"nginx ({len(pids)} worker(s)), CPU per 8 KiB hit: {per_request(nginx_result, nginx_cpu)}")
-    if samples:
-        lines += ["", f"oca's first worker, py-spy --native at {args.rate} Hz:", "",
-                  render_samples(result, cpu, samples)]
+    for flags in (((),) if args.bare else ()) + ((("--httptools",),) if args.bare_httptools else ()):
+        bare_result, bare_cpu = measure_bare(args, tools, root, plain, flags, progress)
+        lines.append(f"bare uvloop Protocol{' ' + ' '.join(flags) if flags else ''}, CPU per 8 KiB hit: "
+                     f"{per_request(bare_result, bare_cpu)}")
     return "\n".join(lines)
+
+
+def measure_bare(args: argparse.Namespace, tools: dict[str, str], root: str, paths: str, flags: tuple[str, ...],
+                 progress: Callable[[str], None]) -> tuple[WrkResult, CpuTimes]:
+    """loadtest.bare_server over the same objects (plain paths), measured as a worker is."""
+    (port,) = free_ports(1)
+    argv = [sys.executable, "-m", "loadtest.bare_server", root, str(port), *flags]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline()  # its line once it listens (bounded: the harness's timeout ends the run)
+        if not ready.startswith("bare:"):
+            raise BenchError(f"{' '.join(argv)} did not start (exit {proc.poll()})")
+        progress(f"bare server up, pid {proc.pid} {' '.join(flags)}")
+        result, cpu, _ = measure(args, tools, f"http://127.0.0.1:{port}", paths, [proc.pid], None)
+        return result, cpu
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class NullTransport(asyncio.Transport):
@@ -296,6 +341,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--workers", type=int, default=1, help="box workers (default 1: one process to read)")
     parser.add_argument("--nginx", action="store_true", help="then nginx over the same objects, measured alike")
+    parser.add_argument("--bare", action="store_true",
+                        help="then loadtest.bare_server (a bare uvloop Protocol) over the same objects, measured alike")
+    parser.add_argument("--bare-httptools", action="store_true", help="then the bare server parsing with httptools")
+    parser.add_argument("--only-bare", action="store_true", help="measure no oca box (with --bare or --nginx)")
     parser.add_argument("--py-spy", action="store_true",
                         help="sample the worker (or, with --in-process, this run) with py-spy: the µs per bucket")
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second (default 500)")
