@@ -3,6 +3,7 @@ from /proc, and the in-process measurement runs the real worker code over real h
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -81,3 +82,12 @@ def test_the_in_process_measurement_runs_the_worker_over_real_hits(tmp_path: Any
     assert lines and "bytes written" in lines[0]
     with open(tmp_path / "access.log", encoding="utf-8") as fh:
         assert sum(1 for _ in fh) >= 640  # every hit logged, warm-up included
+
+
+def test_the_in_process_measurement_spreads_hits_over_more_objects(tmp_path: Any) -> None:
+    lines: list[str] = []
+    report = profile_hit.in_process(640, str(tmp_path), lines.append, objects_count=128)
+    assert float(report.split(": ")[1].split(" ")[0]) > 0
+    with open(tmp_path / "access.log", encoding="utf-8") as fh:
+        keys = {json.loads(line)["key"] for line in fh}
+    assert len(keys) == 128  # every object asked for (the warm-up asks each once)
