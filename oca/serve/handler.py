@@ -225,8 +225,9 @@ class ContentHandler:
     def hit_parts(self, entry: CachedObject, length: int) -> tuple[bytes, bytes]:
         """The keep-alive 200 head of a plain hit of `entry` as two parts, its blank line left out: the status
         line, Date and common headers (built once a second for every object), then the object's own headers and
-        Content-Length (built once per entry). A head cached per object and second would be rebuilt on most hits
-        of a box whose objects are each asked for less than many times a second."""
+        Content-Length (built once per entry: `length` is its body's, the same on every call). A head cached per
+        object and second is rebuilt on most hits of a box whose objects are each asked for about once a second
+        or less."""
         date = self._dates.now()
         if self._ok_date is not date:
             self._ok_start = b"".join((b"HTTP/1.1 200 OK\r\nDate: ", date, b"\r\n", self._common))
