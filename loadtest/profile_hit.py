@@ -7,8 +7,11 @@ wrk (random objects, every request carrying its title's token) and measures, for
 - with `--py-spy`, where the user time goes: py-spy samples the worker (native frames included, so the
   parser and the event loop show up as themselves), each sample outside a system call is put in one
   bucket by the innermost frame that names a bucket (BUCKETS below), and the bucket's share of those
-  samples times the user time per request is its cost in µs; the system time is the kernel's row.
+  samples times the user time per request is its cost in µs; the system time is the kernel's row. Only
+  the main thread's samples count (another thread's, asleep, would pass for event-loop time).
 - with `--nginx`, nginx's workers measured the same way over the same objects (plain paths);
+- with `--bare` / `--bare-httptools`, loadtest.bare_server (a bare uvloop Protocol answering the same files
+  from memory) measured the same way: the floor of Python and uvloop, without oca's own work;
 - with `--in-process N`, instead: the worker's own code fed N hits in this process through a transport
   that sends nothing (no kernel, no event loop), in CPU time: the figure to compare two versions of the
   code on a machine that is busy with other work.
