@@ -218,10 +218,7 @@ class Connection(asyncio.Protocol):
         started = _clock()
         body = cast(bytes, entry.body)  # the memo hands out only entries that hold their body
         server = self._server
-        start, rest = server.handler.hit_parts(entry, len(body))
-        # the head joined once (one copy, where a cached head and its CMSD line took two); head and body in one
-        # writev as before (four parts in one writelines cost more CPU in a rough test: README, Hit path cost)
-        self._transport.writelines((b"".join((start, rest, self._head_end())), body))
+        self._transport.writelines((self._with_cmsd(server.handler.hit_head(entry, len(body))), body))
         self.requests_done += 1
         server.hit(entry.info.key, len(body), started, self._client, entry.log_fields)
 
@@ -367,15 +364,9 @@ class Connection(asyncio.Protocol):
 
     def _with_cmsd(self, head: bytes) -> bytes:
         """The head with this connection's CMSD-Dynamic line before its blank line (oca.http.cmsd)."""
-        if self._server.cmsd is None:
-            return head
-        return head[:-2] + self._head_end()
-
-    def _head_end(self) -> bytes:
-        """What ends this connection's heads: its CMSD-Dynamic line (oca.http.cmsd), if sent, and the blank line."""
         signals = self._server.cmsd
         if signals is None:
-            return b"\r\n"
+            return head
         if self._cmsd_generation != signals.generation or self.last_activity - self._cmsd_at >= _CMSD_REFRESH:
             etp = None
             if self._sock is not None:
@@ -384,7 +375,7 @@ class Connection(asyncio.Protocol):
                                                                   TCP_INFO_BYTES))
             self._cmsd = signals.head_end(etp)
             self._cmsd_at, self._cmsd_generation = self.last_activity, signals.generation
-        return self._cmsd
+        return head[:-2] + self._cmsd
 
     def _deferred(self, req: Request, placeholder: Response, final: Response) -> None:
         if self._current is not placeholder or self.closed:  # the client left while we waited

@@ -218,24 +218,19 @@ class ContentHandler:
 
     def hit_head(self, entry: CachedObject, length: int) -> bytes:
         """The keep-alive 200 head of a plain hit of `entry` (`length` body bytes), with the Date of now
-        (RFC 9110 §6.6.1): hit_parts joined."""
-        start, rest = self.hit_parts(entry, length)
-        return start + rest + b"\r\n"
-
-    def hit_parts(self, entry: CachedObject, length: int) -> tuple[bytes, bytes]:
-        """The keep-alive 200 head of a plain hit of `entry` as two parts, its blank line left out: the status
-        line, Date and common headers (built once a second for every object), then the object's own headers and
-        Content-Length (built once per entry: `length` is its body's, the same on every call). A head cached per
-        object and second is rebuilt on most hits of a box whose objects are each asked for about once a second
-        or less."""
+        (RFC 9110 §6.6.1): kept per object within a second. When the second moves it is joined from the part
+        all objects share that second (status line, Date, common headers: built once a second) and the
+        object's own, not built whole again: on a box whose objects are each asked for about once a second or
+        less, that happens on most hits."""
         date = self._dates.now()
-        if self._ok_date is not date:
-            self._ok_start = b"".join((b"HTTP/1.1 200 OK\r\nDate: ", date, b"\r\n", self._common))
-            self._ok_date = date
-        rest = entry.hit_rest
-        if not rest:
-            rest = entry.hit_rest = b"%s%sContent-Length: %d\r\n" % (entry.fixed_headers, entry.hit_status, length)
-        return self._ok_start, rest
+        if entry.head_date is not date:
+            if self._ok_date is not date:
+                self._ok_start = b"".join((b"HTTP/1.1 200 OK\r\nDate: ", date, b"\r\n", self._common))
+                self._ok_date = date
+            entry.head = b"%s%s%sContent-Length: %d\r\n\r\n" % (self._ok_start, entry.fixed_headers, entry.hit_status,
+                                                                 length)
+            entry.head_date = date
+        return entry.head
 
     def _serve_entry(self, req: Request, entry: CachedObject, log: dict[str, object]) -> Response:
         rep = Representation(entry.info.size, entry.content_type, entry.etag, entry.last_modified)

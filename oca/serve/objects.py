@@ -31,8 +31,8 @@ from oca.serve.messages import ObjectTruncated
 from oca.storage import ObjectInfo, StoreView
 
 # a worker's memory for one entry beside its body, measured with tracemalloc on 4 KiB segments under titles/:
-# the ObjectInfo and its strings, the fixed headers, the cached 200 head and its Date (since: only the head's
-# own part, shorter), the access-log fields, the OrderedDict's node (1,540 bytes)
+# the ObjectInfo and its strings, the fixed headers, the cached 200 head and its Date, the access-log fields, the
+# OrderedDict's node (1,540 bytes)
 ENTRY_BYTES = 1536
 
 
@@ -47,7 +47,8 @@ class CachedObject:
     fixed_headers: bytes  # headers shared by every 200/206 of this object (no status line, no length)
     hit_status: bytes  # the Cache-Status header of a hit (RFC 9211), naming the tier
     body: bytes | None = None  # the whole object, once it has been read for the memory cache
-    hit_rest: bytes = b""  # its keep-alive 200 head after the common headers, blank line left out (hit_parts)
+    head: bytes = b""  # the last keep-alive 200 head built for it...
+    head_date: bytes = b""  # ...and the Date value it carries (the head is reused within that second)
     log_fields: str = ""  # the access log's fixed fields of a plain GET of b"/" + key (accesslog.fast_fields)
     stale: bool = False  # soft-purged: revalidate upstream before serving it again
 
