@@ -99,7 +99,7 @@ class ContentHandler:
         self._http = http
         self.faults = faults
         self._dates = DateCache()
-        self._ok_date = b""  # the Date value _ok_start carries (hit_parts)
+        self._ok_date = b""  # the Date value _ok_start carries (hit_head)
         self._ok_start = b""
         self._boundary = secrets.token_hex(16)
         self.draining = False
