@@ -7,8 +7,11 @@ wrk (random objects, every request carrying its title's token) and measures, for
 - with `--py-spy`, where the user time goes: py-spy samples the worker (native frames included, so the
   parser and the event loop show up as themselves), each sample outside a system call is put in one
   bucket by the innermost frame that names a bucket (BUCKETS below), and the bucket's share of those
-  samples times the user time per request is its cost in µs; the system time is the kernel's row.
+  samples times the user time per request is its cost in µs; the system time is the kernel's row. Only
+  the main thread's samples count (another thread's, asleep, would pass for event-loop time).
 - with `--nginx`, nginx's workers measured the same way over the same objects (plain paths);
+- with `--bare` / `--bare-httptools`, loadtest.bare_server (a bare uvloop Protocol answering the same files
+  from memory) measured the same way: the floor of Python and uvloop, without oca's own work;
 - with `--in-process N`, instead: the worker's own code fed N hits in this process through a transport
   that sends nothing (no kernel, no event loop), in CPU time: the figure to compare two versions of the
   code on a machine that is busy with other work.
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -78,6 +82,8 @@ KERNEL = "kernel (system calls)"
 # libc's system-call wrappers: a sample that stops in one is in the kernel (or waiting there)
 _SYSCALLS = ("epoll_wait (", "epoll_pwait (", "read (", "readv (", "write (", "writev (", "recv (", "recvfrom (",
              "send (", "sendto (", "sendfile (", "sendfile64 (")
+# frames only a thread started by `threading` has (native, and without --native): not the main thread
+_OTHER_THREADS = ("thread_run (", "Thread._bootstrap (")
 
 
 @dataclass(frozen=True)
@@ -108,12 +114,17 @@ def bucket_of(stack: str) -> str:
 
 def read_raw(path: str, within: tuple[str, ...] = ()) -> Counter[str]:
     """Samples per bucket from py-spy's raw (collapsed stacks) output: `stack count` per line; with `within`,
-    only the stacks that pass through a frame naming one of those."""
+    only the stacks that pass through a frame naming one of those. Only the main thread's stacks count: py-spy
+    samples every thread, and another thread's (the access log's writer, mostly asleep on its condition in an
+    unnamed libc frame) would otherwise land in the event loop's bucket and be charged the main thread's user
+    time; the loop, the parser and the handler all run on the main thread."""
     counts: Counter[str] = Counter()
     with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
             stack, _, count = line.rstrip("\n").rpartition(" ")
             if within and not any(name in stack for name in within):
+                continue
+            if any(root in stack for root in _OTHER_THREADS):
                 continue
             if stack and count.isdigit():
                 counts[bucket_of(stack)] += int(count)
@@ -180,8 +191,11 @@ def profile(args: argparse.Namespace, tools: dict[str, str], workdir: str, progr
                  + (64 << 20))
     box.write_config(os.path.join(workdir, "oca-access.log"), signer.jwks)
     box.import_dir(root)
-    lines = []
-    with box:
+    lines: list[str] = []
+    samples = None
+    with box if not args.only_bare else contextlib.nullcontext(box):
+        if args.only_bare:
+            return _others(args, tools, workdir, root, plain, nginx_port, lines, progress)
         box.start()
         assert box.process is not None
         pids = worker_pids(box.process.pid)
@@ -191,6 +205,17 @@ def profile(args: argparse.Namespace, tools: dict[str, str], workdir: str, progr
         lines.append(f"oca ({len(pids)} worker(s)), CPU per 8 KiB hit: {per_request(result, cpu)}")
         if raw is not None and args.keep_raw and os.path.exists(raw):
             shutil.copy(raw, args.keep_raw)
+    _others(args, tools, workdir, root, plain, nginx_port, lines, progress)
+    if samples:
+        lines += ["", f"oca's first worker, py-spy --native at {args.rate} Hz:", "",
+                  render_samples(result, cpu, samples)]
+    return "\n".join(lines)
+
+
+def _others(args: argparse.Namespace, tools: dict[str, str], workdir: str, root: str, plain: str, nginx_port: int,
+            lines: list[str], progress: Callable[[str], None]) -> str:
+    """nginx and the bare servers over the same objects, each measured as oca's worker is."""
+    objects = OBJECT_SETS["8KiB"]
     if args.nginx:
         settings = NginxSettings(workdir, root, nginx_port, args.workers, default_user())
         with Nginx(tools["nginx"], settings) as nginx:
@@ -200,10 +225,34 @@ def profile(args: argparse.Namespace, tools: dict[str, str], workdir: str, progr
             progress(f"nginx up, workers {pids}")
             nginx_result, nginx_cpu, _ = measure(args, tools, nginx.url, plain, pids, None)
             lines.append(f"nginx ({len(pids)} worker(s)), CPU per 8 KiB hit: {per_request(nginx_result, nginx_cpu)}")
-    if samples:
-        lines += ["", f"oca's first worker, py-spy --native at {args.rate} Hz:", "",
-                  render_samples(result, cpu, samples)]
+    for flags in (((),) if args.bare else ()) + ((("--httptools",),) if args.bare_httptools else ()):
+        bare_result, bare_cpu = measure_bare(args, tools, root, plain, flags, progress)
+        lines.append(f"bare uvloop Protocol{' ' + ' '.join(flags) if flags else ''}, CPU per 8 KiB hit: "
+                     f"{per_request(bare_result, bare_cpu)}")
     return "\n".join(lines)
+
+
+def measure_bare(args: argparse.Namespace, tools: dict[str, str], root: str, paths: str, flags: tuple[str, ...],
+                 progress: Callable[[str], None]) -> tuple[WrkResult, CpuTimes]:
+    """loadtest.bare_server over the same objects (plain paths), measured as a worker is."""
+    (port,) = free_ports(1)
+    argv = [sys.executable, "-m", "loadtest.bare_server", root, str(port), *flags]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline()  # its line once it listens (bounded: the harness's timeout ends the run)
+        if not ready.startswith("bare:"):
+            raise BenchError(f"{' '.join(argv)} did not start (exit {proc.poll()})")
+        progress(f"bare server up, pid {proc.pid} {' '.join(flags)}")
+        result, cpu, _ = measure(args, tools, f"http://127.0.0.1:{port}", paths, [proc.pid], None)
+        return result, cpu
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class NullTransport(asyncio.Transport):
@@ -237,16 +286,17 @@ class NullTransport(asyncio.Transport):
         pass
 
 
-def in_process(requests: int, workdir: str, progress: Callable[[str], None]) -> str:
+def in_process(requests: int, workdir: str, progress: Callable[[str], None], objects_count: int = 64) -> str:
     """µs per 8 KiB hit spent in the worker's Python alone: the real Worker (tokens required, access log
     on) fed wrk's request bytes on one connection with a transport that sends nothing; the best of 10
-    rounds, in CPU time."""
+    rounds, in CPU time. `objects_count` above 64: that many objects, asked in random order as wrk asks
+    (its working set no longer fits the CPU's caches, as under wrk); 64: the historical figure, in order."""
     from oca.config import load_box_config
     from oca.serve.connection import Connection
     from oca.serve.worker import Worker
     from oca.storage import Store
 
-    objects = ObjectSet("8KiB", 8 << 10, 64, first_title=101, per_title=32)
+    objects = ObjectSet("8KiB", 8 << 10, objects_count, first_title=101, per_title=32)
     root = os.path.join(workdir, "objects")
     write_objects(root, [objects])
     signer = Signer(workdir)
@@ -274,6 +324,8 @@ def in_process(requests: int, workdir: str, progress: Callable[[str], None]) -> 
         best = float("inf")
         rounds = 10
         batch = wire * max(1, requests // len(wire) // rounds)
+        if objects_count > 64:
+            random.Random(1).shuffle(batch)
         for _ in range(rounds):
             started = time.thread_time()  # CPU time: other processes on the machine do not count
             for data in batch:
@@ -296,12 +348,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--workers", type=int, default=1, help="box workers (default 1: one process to read)")
     parser.add_argument("--nginx", action="store_true", help="then nginx over the same objects, measured alike")
+    parser.add_argument("--bare", action="store_true",
+                        help="then loadtest.bare_server (a bare uvloop Protocol) over the same objects, measured alike")
+    parser.add_argument("--bare-httptools", action="store_true", help="then the bare server parsing with httptools")
+    parser.add_argument("--only-bare", action="store_true", help="measure no oca box (with --bare or --nginx)")
     parser.add_argument("--py-spy", action="store_true",
                         help="sample the worker (or, with --in-process, this run) with py-spy: the µs per bucket")
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second (default 500)")
     parser.add_argument("--keep-raw", metavar="FILE", help="copy py-spy's collapsed stacks to FILE")
     parser.add_argument("--in-process", type=int, metavar="N",
                         help="instead: N hits fed to the worker's code in this process (no wrk, no kernel)")
+    parser.add_argument("--objects", type=int, default=64, metavar="N",
+                        help="with --in-process: objects the hits spread over; above 64 in random order (default 64)")
     parser.add_argument("--oca", default=os.path.join(os.path.dirname(sys.executable), "oca"))
     args = parser.parse_args(argv)
     if args.seconds < 1 or args.seconds > 120 or args.connections < 1 or args.workers < 1:
@@ -332,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.in_process:
         with harness.harness_run("profile_hit", False) as work:
             if not args.py_spy:
-                print(in_process(args.in_process, work.workdir, work.progress))
+                print(in_process(args.in_process, work.workdir, work.progress, args.objects))
                 return 0
             py_spy = harness.find_tools("profile_hit", sys.executable,
                                         {"py-spy": os.path.join(os.path.dirname(sys.executable), "py-spy")})

@@ -3,6 +3,7 @@ from /proc, and the in-process measurement runs the real worker code over real h
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -51,6 +52,20 @@ def test_raw_stacks_are_counted_per_bucket(tmp_path: Any) -> None:
     assert read_raw(str(raw)) == {KERNEL: 30, "connection bookkeeping": 12}
 
 
+WRITER = ("0x7f83b47278ec (libc.so.6);thread_run (libpython3.11.so.1.0);Thread._bootstrap (threading.py:1002);"
+          "Thread.run (threading.py:982);_Writer._run (oca/serve/accesslog.py:159);Condition.wait (threading.py:327);"
+          "lock_PyThread_acquire_lock (libpython3.11.so.1.0);0x7f83b46a3f16 (libc.so.6)")
+
+
+@pytest.mark.parametrize("writer", [WRITER, WRITER.split(";", 2)[2]], ids=["native", "python frames only"])
+def test_another_threads_samples_are_not_the_workers_user_time(tmp_path: Any, writer: str) -> None:
+    # the access log's writer thread sleeps in an unnamed libc frame: counted, it made "event loop, other" look
+    # like three quarters of the worker's user time
+    raw = tmp_path / "raw.txt"
+    raw.write_text(f"{writer} 7354\n{RECEIVED} 5\n{MAIN};uv__io_poll (linux.c:1452) 2\n")
+    assert read_raw(str(raw)) == {"connection bookkeeping": 5, LOOP: 2}
+
+
 def test_cpu_times_of_this_process() -> None:
     before = cpu_times(os.getpid())
     sum(i * i for i in range(200_000))
@@ -67,3 +82,12 @@ def test_the_in_process_measurement_runs_the_worker_over_real_hits(tmp_path: Any
     assert lines and "bytes written" in lines[0]
     with open(tmp_path / "access.log", encoding="utf-8") as fh:
         assert sum(1 for _ in fh) >= 640  # every hit logged, warm-up included
+
+
+def test_the_in_process_measurement_spreads_hits_over_more_objects(tmp_path: Any) -> None:
+    lines: list[str] = []
+    report = profile_hit.in_process(640, str(tmp_path), lines.append, objects_count=128)
+    assert float(report.split(": ")[1].split(" ")[0]) > 0
+    with open(tmp_path / "access.log", encoding="utf-8") as fh:
+        keys = {json.loads(line)["key"] for line in fh}
+    assert len(keys) == 128  # every object asked for (the warm-up asks each once)

@@ -346,3 +346,38 @@ def test_other_request_shapes_after_a_remembered_hit_take_the_normal_path(box: A
         assert status(answer) == 200 and answer.endswith(BODY)
     client.close()
     assert len(handle.server.handler.memo) == 1  # none of the other shapes was remembered
+
+
+class TickingDates:
+    """A DateCache whose second moves on every call: each hit of a box whose objects are asked for less than
+    once a second."""
+
+    def __init__(self) -> None:
+        self.second = 0
+        self._values: dict[int, bytes] = {}
+
+    def now(self) -> bytes:
+        self.second += 1  # one value per second, as DateCache returns
+        return self._values.setdefault(self.second, b"Thu, 03 Dec 2026 23:00:%02d GMT" % (self.second % 60))
+
+
+def test_a_hit_head_is_not_rebuilt_per_object_when_the_second_moves(cache: Any, monkeypatch: Any) -> None:
+    from oca.serve.handler import ContentHandler
+
+    objects, _, loaded = cache
+    handler = ContentHandler(objects, HttpConfig(), cast(Any, None))
+    dates = TickingDates()
+    monkeypatch.setattr(handler, "_dates", dates)
+    built: list[int] = []
+    real_head = handler._head
+    monkeypatch.setattr(handler, "_head", lambda *args: built.append(1) or real_head(*args))
+    entries = [loaded("t/a"), loaded("t/b")]
+    heads = [handler.hit_head(entry, 100) for _ in range(3) for entry in entries]
+    assert not built  # before: the whole head built again by _head for each object in each new second (6 here)
+    for second, head in enumerate(heads, start=1):
+        assert head.startswith(b"HTTP/1.1 200 OK\r\nDate: Thu, 03 Dec 2026 23:00:%02d GMT\r\nServer: oca/" % second)
+        assert head.endswith(b"Cache-Status: oca; hit; detail=ssd\r\nContent-Length: 100\r\n\r\n")
+    dates.second = 9  # the same second twice: the object's head is kept
+    head = handler.hit_head(entries[0], 100)
+    dates.second = 9
+    assert handler.hit_head(entries[0], 100) is head
