@@ -37,6 +37,7 @@ import yaml
 
 from loadtest.harness import Figure, Run, cpu_name, harness_run, render_figures, write_json
 from loadtest.ports import free_port
+from loadtest.processes import stop_process
 
 DESCRIPTION = "a capped `oca fill run` on loopback: bytes moved against the cap; prints a Markdown table."
 OCA = os.path.join(os.path.dirname(sys.executable), "oca")
@@ -99,13 +100,7 @@ class Servers:
 
     def stop(self) -> None:
         for process in reversed(self.processes):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_process(process)
 
 
 def start(run: Run, records: list[dict[str, Any]], content: str) -> Servers:

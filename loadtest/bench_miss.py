@@ -39,6 +39,7 @@ import yaml
 
 from loadtest.harness import Figure, cpu_name, harness_run, render_figures, write_json
 from loadtest.ports import free_port
+from loadtest.processes import stop_process
 from oca.config.units import parse_size
 
 
@@ -234,11 +235,7 @@ def measure(args: argparse.Namespace, workdir: str) -> Measured:
                 batches_miss.append(fetch_all(port, paths))
         finally:
             for process in (box, origin):
-                process.terminate()
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+                stop_process(process)
     return Measured(direct, miss, hit, batches_direct, batches_miss, cpu_direct, cpu_miss)
 
 

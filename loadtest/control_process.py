@@ -24,7 +24,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from control.model import Fleet, Title
 from control.status_client import default_max_idle
 from loadtest import fake_boxes
 from loadtest.ports import free_port
+from loadtest.processes import stop_process
 from loadtest.wrk import WrkError, WrkResult, parse_output
 
 OCA = os.path.join(os.path.dirname(sys.executable), "oca")
@@ -290,13 +290,7 @@ def _http(base: str, titles: Sequence[Title], mpd: str, clients: Sequence[str], 
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_process(process, timeout=20)
 
 
 def _tail(path: str, lines: int = 5) -> str:

@@ -53,6 +53,7 @@ from loadtest.bench import (
 from loadtest.boxes import write_box_config
 from loadtest.nginx import Nginx, NginxError, NginxSettings, default_user
 from loadtest.ports import free_ports
+from loadtest.processes import stop_process
 from loadtest.wrk import WrkError, WrkResult, run_wrk
 
 # bucket -> frame names (py-spy's "function (file)" text) that put a sample in it; the innermost frame that
@@ -187,25 +188,23 @@ def profile(args: argparse.Namespace, tools: dict[str, str], workdir: str, progr
     signer = Signer(workdir)
     paths = tokenised_paths(plain, signer)
     nginx_port, port, admin_port = free_ports(3)
+    if args.only_bare:
+        return "\n".join(_others(args, tools, workdir, root, plain, nginx_port, progress))
     box = OcaBox(tools["oca"], workdir, port, admin_port, args.workers, capacity=2 * objects.size * objects.count
                  + (64 << 20))
     box.write_config(os.path.join(workdir, "oca-access.log"), signer.jwks)
     box.import_dir(root)
-    lines: list[str] = []
-    samples = None
-    with box if not args.only_bare else contextlib.nullcontext(box):
-        if args.only_bare:
-            return _others(args, tools, workdir, root, plain, nginx_port, lines, progress)
+    with box:
         box.start()
         assert box.process is not None
         pids = worker_pids(box.process.pid)
         progress(f"oca up, workers {pids}; measuring {args.seconds}s at {args.connections} connections")
         raw = os.path.join(workdir, "py-spy.txt") if args.py_spy else None
         result, cpu, samples = measure(args, tools, box.url, paths, pids, raw)
-        lines.append(f"oca ({len(pids)} worker(s)), CPU per 8 KiB hit: {per_request(result, cpu)}")
         if raw is not None and args.keep_raw and os.path.exists(raw):
             shutil.copy(raw, args.keep_raw)
-    _others(args, tools, workdir, root, plain, nginx_port, lines, progress)
+    lines = [f"oca ({len(pids)} worker(s)), CPU per 8 KiB hit: {per_request(result, cpu)}",
+             *_others(args, tools, workdir, root, plain, nginx_port, progress)]
     if samples:
         lines += ["", f"oca's first worker, py-spy --native at {args.rate} Hz:", "",
                   render_samples(result, cpu, samples)]
@@ -213,9 +212,10 @@ def profile(args: argparse.Namespace, tools: dict[str, str], workdir: str, progr
 
 
 def _others(args: argparse.Namespace, tools: dict[str, str], workdir: str, root: str, plain: str, nginx_port: int,
-            lines: list[str], progress: Callable[[str], None]) -> str:
-    """nginx and the bare servers over the same objects, each measured as oca's worker is."""
+            progress: Callable[[str], None]) -> list[str]:
+    """nginx and the bare servers over the same objects, each measured as oca's worker is: a line each."""
     objects = OBJECT_SETS["8KiB"]
+    lines = []
     if args.nginx:
         settings = NginxSettings(workdir, root, nginx_port, args.workers, default_user())
         with Nginx(tools["nginx"], settings) as nginx:
@@ -229,7 +229,7 @@ def _others(args: argparse.Namespace, tools: dict[str, str], workdir: str, root:
         bare_result, bare_cpu = measure_bare(args, tools, root, plain, flags, progress)
         lines.append(f"bare uvloop Protocol{' ' + ' '.join(flags) if flags else ''}, CPU per 8 KiB hit: "
                      f"{per_request(bare_result, bare_cpu)}")
-    return "\n".join(lines)
+    return lines
 
 
 def measure_bare(args: argparse.Namespace, tools: dict[str, str], root: str, paths: str, flags: tuple[str, ...],
@@ -247,12 +247,7 @@ def measure_bare(args: argparse.Namespace, tools: dict[str, str], root: str, pat
         result, cpu, _ = measure(args, tools, f"http://127.0.0.1:{port}", paths, [proc.pid], None)
         return result, cpu
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)
 
 
 class NullTransport(asyncio.Transport):
