@@ -327,7 +327,8 @@ def in_process(requests: int, workdir: str, progress: Callable[[str], None], obj
                 conn.data_received(data)
             best = min(best, (time.thread_time() - started) / len(batch))
         worker.server.record_hits()
-        worker.server.access_log.flush()
+        # its writer thread may still be writing: the log is whole only once closed
+        worker.server.access_log.close()
         gc.enable()
         progress(f"{len(batch):,} requests x {rounds}, {transport.written:,} bytes written")
     finally:

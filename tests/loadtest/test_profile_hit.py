@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -73,7 +75,16 @@ def test_cpu_times_of_this_process() -> None:
     assert after.user + after.system >= before.user + before.system >= 0
 
 
-def test_the_in_process_measurement_runs_the_worker_over_real_hits(tmp_path: Any) -> None:
+def test_the_in_process_measurement_runs_the_worker_over_real_hits(tmp_path: Any, monkeypatch: Any) -> None:
+    # a slow log disk, as when the machine is busy: the measurement returns with its log written
+    real_write = os.write
+
+    def slow_write(fd: int, data: bytes) -> int:
+        if threading.current_thread().name == "oca-access-log":
+            time.sleep(0.2)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", slow_write)  # only the log's writer thread is slowed
     lines: list[str] = []
     report = profile_hit.in_process(640, str(tmp_path), lines.append)
     assert report.startswith("in process (no kernel, no event loop): ")
