@@ -247,15 +247,18 @@ class Catalog:
 
     def detach(self, entry: CatalogEntry) -> bool:
         """Remove the object if `entry` is the current one for its key; False if it was not."""
-        if not self.entries.current(entry):
+        entries = self.entries
+        slot = entries.slots.get(entry.key)
+        if slot is None or entries.serial[slot] != entry.serial:
             return False
         tier = self.tiers[entry.tier]
+        pinned = entries.flags[slot] & PINNED  # the record's, not the copy's: a pin may have changed since
         tier.policy.remove(entry.key)  # first: the policy finds its state by the record number freed next
-        self.entries.remove(entry.key)
+        entries.remove(entry.key)
         tier.used -= entry.size
         tier.objects -= 1
         self.titles.remove(entry.key, entry.tier, entry.size)
-        if entry.pinned:
+        if pinned:
             tier.pinned -= entry.size
         self.pinned_keys.discard(entry.key)  # whatever the copy says: the set holds only keys held (_is_pinned)
         return True
@@ -302,9 +305,12 @@ class Catalog:
             self.tiers[number].policy.add(key, size)
 
     def set_pinned(self, entry: CatalogEntry, pinned: bool) -> None:
-        if entry.pinned != pinned and self.current(entry):
+        entries = self.entries
+        slot = entries.slots.get(entry.key)
+        # the record's flag decides, not the copy's (a pin may have changed since the copy was taken)
+        if slot is not None and entries.serial[slot] == entry.serial and bool(entries.flags[slot] & PINNED) != pinned:
             self.tiers[entry.tier].pinned += entry.size if pinned else -entry.size
-            self.entries.set_flag(self.entries.slots[entry.key], PINNED, pinned)
+            entries.set_flag(slot, PINNED, pinned)
             if pinned:
                 self.pinned_keys.add(entry.key)
             else:

@@ -77,6 +77,23 @@ def test_pins_and_access_times_are_written_to_the_record() -> None:
     assert not cat.entries["k"].pinned and cat.tiers[1].pinned == 0
 
 
+def test_a_copy_taken_before_a_pin_changed_keeps_the_pinned_bytes_right() -> None:
+    # copies are planned with and carried out later: the record, not the copy, says whether it is pinned
+    cat = _catalog()
+    cat.attach(_entry("k"))
+    stale = cat.entries["k"]
+    cat.set_pinned(cat.entries["k"], True)
+    cat.set_pinned(stale, True)  # already pinned: counted once
+    assert cat.tiers[1].pinned == 4096
+    assert cat.detach(stale)
+    assert cat.tiers[1].pinned == 0 and "k" not in cat.pinned_keys
+    cat.attach(_entry("k", pinned=True))
+    stale = cat.entries["k"]
+    cat.set_pinned(cat.entries["k"], False)
+    cat.set_pinned(stale, False)  # already unpinned: not taken off twice
+    assert cat.tiers[1].pinned == 0
+
+
 def test_prefix_and_tier_listings_see_only_what_matches() -> None:
     cat = _catalog()
     for i in range(6):
