@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from oca.serve import connection
-from oca.serve.accesslog import AccessLog, Hit
+from oca.serve.accesslog import AccessLog, Hit, _hit_lines
 from oca.serve.server import HIT_BATCH
 from oca.serve.stats import MAX_FLUSH_HITS, WorkerStats
 from tests.conftest import write_box_config
@@ -68,6 +68,21 @@ def test_each_hit_line_carries_its_own_end_time_and_duration(tmp_path: Any) -> N
                      "key": "titles/1/a.m4s", "status": 200, "bytes": 8192, "ms": 2.5, "cache": "hit",
                      "tier": "memory"}
     assert second["ts"] == 1_700_000_002.25 and second["ms"] == 500.0 and second["client"] == "::1"
+
+
+@pytest.mark.parametrize(("seconds", "ended", "text"), [
+    (0.0, 0.0, '"ts":1700000000.000,"client":"c","method":"GET","ms":0.000,'),
+    (0.0000004, 0.0004, '"ts":1700000000.000,"client":"c","method":"GET","ms":0.000,'),
+    (0.0000005, 0.0005, '"ts":1700000000.000,"client":"c","method":"GET","ms":0.000,'),  # halves to even
+    (0.0015, 0.0015, '"ts":1700000000.002,"client":"c","method":"GET","ms":1.500,'),
+    (0.0000069, 0.999, '"ts":1700000000.999,"client":"c","method":"GET","ms":0.007,'),
+    (12.3456784, 0.9996, '"ts":1700000001.000,"client":"c","method":"GET","ms":12345.678,'),
+])
+def test_a_hit_lines_time_and_duration_are_written_to_the_millisecond_and_microsecond(
+        seconds: float, ended: float, text: str) -> None:
+    """The text of the two numbers a hit's line formats itself, at the edges of their three decimals."""
+    line = _hit_lines(1_700_000_000.0, [("k", 1, seconds, "c", '"method":"GET",', ended)])
+    assert line == "{" + text + '"cache":"hit","tier":"memory"}\n'
 
 
 def test_the_log_flushes_by_lines_not_by_batches(tmp_path: Any) -> None:
