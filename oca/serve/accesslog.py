@@ -30,6 +30,8 @@ from collections import deque
 from json.encoder import encode_basestring_ascii as _js
 from typing import Any
 
+from oca.serve.messages import HitCounted
+
 log = logging.getLogger("oca.serve")
 _FLUSH_AT = 512
 MAX_QUEUED = 16 << 20  # bytes of formatted lines waiting for the disk before new ones are dropped
@@ -43,8 +45,9 @@ _LINE = '{"ts":%.3f,"client":"%s","method":%s,"target":%s,"key":"%s","status":%d
 _FRACTIONS = [f"{n:03d}" for n in range(1000)]
 
 Record = tuple[float, str, str, bytes, str, int, int, float, str, str, "dict[str, Any] | None"]
-# a plain hit from memory: key, body bytes, seconds, client, fast_fields(...), when it ended (perf_counter)
-Hit = tuple[str, int, float, str, str, float]
+# a plain hit from memory: its entry (counted on), body bytes, seconds, client, fast_fields(...), when it ended
+# (perf_counter)
+Hit = tuple[HitCounted, int, float, str, str, float]
 
 
 def fast_fields(method: str, target: bytes, key: str, status: int, sent: int) -> str:

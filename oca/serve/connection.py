@@ -229,7 +229,7 @@ class Connection(asyncio.Protocol):
             head = head[:-2] + self._cmsd
         self._transport.writelines((head, body))
         self.requests_done += 1
-        server.hit(entry.info.key, len(body), started, self._client, entry.log_fields)
+        server.hit(entry, len(body), started, self._client, entry.log_fields)
 
     def eof_received(self) -> bool:
         """The client finished sending: answer what it asked, then close."""

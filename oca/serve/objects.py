@@ -59,6 +59,11 @@ class CachedObject:
     log_fields: str = ""  # the access log's fixed fields of a plain GET of b"/" + key (accesslog.fast_fields)
     stale: bool = False  # soft-purged: revalidate upstream before serving it again
     used: bool = False  # used since the orders last placed it (ObjectCache._oldest): a deferred move to the end
+    unreported: int = 0  # plain hits not yet in the worker's per-key counts (oca.serve.stats, HitCounted)
+
+    @property
+    def key(self) -> str:
+        return self.info.key
 
 
 class ObjectCache:
@@ -119,6 +124,8 @@ class ObjectCache:
             self.forget(key)
 
     def clear(self) -> None:
+        for entry in self._entries.values():
+            entry.body = None  # as forget() does: a body held means the key's current entry, in any generation
         self._entries.clear()
         self._bodies.clear()
         self._body_bytes = 0
