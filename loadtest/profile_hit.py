@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,11 +281,20 @@ class NullTransport(asyncio.Transport):
         pass
 
 
-def in_process(requests: int, workdir: str, progress: Callable[[str], None], objects_count: int = 64) -> str:
-    """µs per 8 KiB hit spent in the worker's Python alone: the real Worker (tokens required, access log
-    on) fed wrk's request bytes on one connection with a transport that sends nothing; the best of 10
-    rounds, in CPU time. `objects_count` above 64: that many objects, asked in random order as wrk asks
-    (its working set no longer fits the CPU's caches, as under wrk); 64: the historical figure, in order."""
+@dataclass
+class InProcessWorker:
+    """The real Worker (tokens required, access log on) with one connection whose transport sends nothing,
+    and the request bytes wrk sends for each object (every one answered once already: bodies in memory)."""
+
+    worker: Any  # oca.serve.worker.Worker
+    conn: Any  # oca.serve.connection.Connection
+    transport: NullTransport
+    wire: list[bytes]
+
+
+@contextlib.contextmanager
+def in_process_worker(workdir: str, objects_count: int = 64) -> Iterator[InProcessWorker]:
+    """A worker as `in_process` measures it, its access log closed (written whole) on the way out."""
     from oca.config import load_box_config
     from oca.serve.connection import Connection
     from oca.serve.worker import Worker
@@ -313,28 +322,40 @@ def in_process(requests: int, workdir: str, progress: Callable[[str], None], obj
         conn.connection_made(transport)
         for data in wire:  # tokens verified, bodies read into memory
             conn.data_received(data)
-        gc.collect()
-        gc.freeze()
-        gc.disable()  # as a worker runs (oca.serve.worker): its sweep collects once a second
-        best = float("inf")
-        rounds = 10
-        batch = wire * max(1, requests // len(wire) // rounds)
-        if objects_count > 64:
-            random.Random(1).shuffle(batch)
-        for _ in range(rounds):
-            started = time.thread_time()  # CPU time: other processes on the machine do not count
-            for data in batch:
-                conn.data_received(data)
-            best = min(best, (time.thread_time() - started) / len(batch))
+        yield InProcessWorker(worker, conn, transport, wire)
         worker.server.record_hits()
         # its writer thread may still be writing: the log is whole only once closed
         worker.server.access_log.close()
-        gc.enable()
-        progress(f"{len(batch):,} requests x {rounds}, {transport.written:,} bytes written")
     finally:
         loop.close()
         listener.close()
         peer.close()
+
+
+def in_process(requests: int, workdir: str, progress: Callable[[str], None], objects_count: int = 64) -> str:
+    """µs per 8 KiB hit spent in the worker's Python alone: the real Worker (tokens required, access log
+    on) fed wrk's request bytes on one connection with a transport that sends nothing; the best of 10
+    rounds, in CPU time. `objects_count` above 64: that many objects, asked in random order as wrk asks
+    (its working set no longer fits the CPU's caches, as under wrk); 64: the historical figure, in order."""
+    with in_process_worker(workdir, objects_count) as box:
+        conn = box.conn
+        gc.collect()
+        gc.freeze()
+        gc.disable()  # as a worker runs (oca.serve.worker): its sweep collects once a second
+        try:
+            best = float("inf")
+            rounds = 10
+            batch = box.wire * max(1, requests // len(box.wire) // rounds)
+            if objects_count > 64:
+                random.Random(1).shuffle(batch)
+            for _ in range(rounds):
+                started = time.thread_time()  # CPU time: other processes on the machine do not count
+                for data in batch:
+                    conn.data_received(data)
+                best = min(best, (time.thread_time() - started) / len(batch))
+        finally:
+            gc.enable()
+    progress(f"{len(batch):,} requests x {rounds}, {box.transport.written:,} bytes written")
     return f"in process (no kernel, no event loop): {best * 1e6:.2f} µs of Python per 8 KiB hit"
 
 

@@ -30,6 +30,8 @@ from collections import deque
 from json.encoder import encode_basestring_ascii as _js
 from typing import Any
 
+from oca.serve.messages import HitCounted
+
 log = logging.getLogger("oca.serve")
 _FLUSH_AT = 512
 MAX_QUEUED = 16 << 20  # bytes of formatted lines waiting for the disk before new ones are dropped
@@ -38,13 +40,14 @@ MAX_QUEUED = 16 << 20  # bytes of formatted lines waiting for the disk before ne
 _LINE = '{"ts":%.3f,"client":"%s","method":%s,"target":%s,"key":"%s","status":%d,"bytes":%d,"ms":%.3f,' \
         '"cache":"%s","tier":"%s"%s}\n'
 
-# a plain hit's line: the time and the duration come as integers of ms and µs (formatting a float of epoch
-# seconds costs more than the rest of the line), the time formatted once per millisecond
-_HIT_LINE = '{"ts":%s,"client":"%s",%s"ms":%d.%03d,"cache":"hit","tier":"memory"}\n'
+# a plain hit's line (_hit_lines): the time and the duration come as integers of ms and µs (formatting a
+# float of epoch seconds costs more than the rest of the line), the time formatted once per millisecond
+_FRACTIONS = [f"{n:03d}" for n in range(1000)]
 
 Record = tuple[float, str, str, bytes, str, int, int, float, str, str, "dict[str, Any] | None"]
-# a plain hit from memory: key, body bytes, seconds, client, fast_fields(...), when it ended (perf_counter)
-Hit = tuple[str, int, float, str, str, float]
+# a plain hit from memory: its entry (counted on), body bytes, seconds, client, fast_fields(...), when it ended
+# (perf_counter)
+Hit = tuple[HitCounted, int, float, str, str, float]
 
 
 def fast_fields(method: str, target: bytes, key: str, status: int, sent: int) -> str:
@@ -173,14 +176,18 @@ class _Writer:
 
 
 def _hit_lines(epoch: float, hits: list[Hit]) -> str:
+    # one f-string per line, the three-digit fractions looked up: about 0.6 µs a line where a %-format of a
+    # 5-tuple took 1.0
     lines = []
     last_ms, stamp = -1, ""
+    fraction = _FRACTIONS
     for _, _, seconds, client, fields, ended in hits:
         ms = round((epoch + ended) * 1000)
         if ms != last_ms:
-            last_ms, stamp = ms, f"{ms // 1000}.{ms % 1000:03d}"
+            last_ms, stamp = ms, f"{ms // 1000}.{fraction[ms % 1000]}"
         us = round(seconds * 1e6)
-        lines.append(_HIT_LINE % (stamp, client, fields, us // 1000, us % 1000))
+        lines.append(f'{{"ts":{stamp},"client":"{client}",{fields}"ms":{us // 1000}.{fraction[us % 1000]},'
+                     '"cache":"hit","tier":"memory"}\n')
     return "".join(lines)
 
 

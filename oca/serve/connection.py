@@ -57,6 +57,7 @@ from oca.protocol.messages import FillState
 from oca.serve.messages import FileSlice, Growing, Lazy, ObjectTruncated, Part, Request, Response, StorageFault
 
 if TYPE_CHECKING:
+    from oca.http.cmsd import Signals
     from oca.serve.objects import CachedObject
     from oca.serve.server import Server
 
@@ -216,11 +217,19 @@ class Connection(asyncio.Protocol):
         """Answer a request whose bytes were answered before as a plain hit of `entry` (oca.serve.memo): the
         same head with the Date of now and this connection's CMSD line, the same body, recorded alike."""
         started = _clock()
-        body = cast(bytes, entry.body)  # the memo hands out only entries that hold their body
+        body = entry.body
+        assert body is not None  # the memo hands out only entries that hold their body
         server = self._server
-        self._transport.writelines((self._with_cmsd(server.handler.hit_head(entry, len(body))), body))
+        head = server.handler.hit_head(entry, len(body))
+        signals = server.cmsd
+        if signals is not None:  # _with_cmsd, inline: this is the most common answer
+            if (self._cmsd_generation != signals.generation
+                    or self.last_activity - self._cmsd_at >= _CMSD_REFRESH):
+                self._refresh_cmsd(signals)
+            head = head[:-2] + self._cmsd
+        self._transport.writelines((head, body))
         self.requests_done += 1
-        server.hit(entry.info.key, len(body), started, self._client, entry.log_fields)
+        server.hit(entry, len(body), started, self._client, entry.log_fields)
 
     def eof_received(self) -> bool:
         """The client finished sending: answer what it asked, then close."""
@@ -368,14 +377,18 @@ class Connection(asyncio.Protocol):
         if signals is None:
             return head
         if self._cmsd_generation != signals.generation or self.last_activity - self._cmsd_at >= _CMSD_REFRESH:
-            etp = None
-            if self._sock is not None:
-                with contextlib.suppress(OSError):
-                    etp = etp_from_tcp_info(self._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO,
-                                                                  TCP_INFO_BYTES))
-            self._cmsd = signals.head_end(etp)
-            self._cmsd_at, self._cmsd_generation = self.last_activity, signals.generation
+            self._refresh_cmsd(signals)
         return head[:-2] + self._cmsd
+
+    def _refresh_cmsd(self, signals: Signals) -> None:
+        """Build this connection's CMSD-Dynamic line again: the box's duress moved, or a second of activity
+        passed since its throughput estimate was read from TCP_INFO."""
+        etp = None
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                etp = etp_from_tcp_info(self._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES))
+        self._cmsd = signals.head_end(etp)
+        self._cmsd_at, self._cmsd_generation = self.last_activity, signals.generation
 
     def _deferred(self, req: Request, placeholder: Response, final: Response) -> None:
         if self._current is not placeholder or self.closed:  # the client left while we waited

@@ -214,6 +214,7 @@ class ContentHandler:
             if not fields:
                 fields = entry.log_fields = fast_fields("GET", req.target, key, 200, len(body))
             resp.log_fields = fields
+            resp.counted = entry
         return resp
 
     def hit_head(self, entry: CachedObject, length: int) -> bytes:

@@ -40,7 +40,7 @@ FOREVER = float("inf")  # the grant of a request no token gates
 class ResponseMemo:
     """Request bytes -> (the cached object answered, until when the token grant lets it through)."""
 
-    __slots__ = ("_clock", "_generation", "_objects", "_plans", "max_plans")
+    __slots__ = ("_clock", "_generation", "_objects", "_plans", "_word", "_word_seen", "max_plans")
 
     def __init__(self, objects: ObjectCache, clock: Callable[[], float] = time.time,
                  max_plans: int = MAX_PLANS) -> None:
@@ -48,6 +48,10 @@ class ResponseMemo:
         self._clock = clock  # epoch seconds, as token expiries are
         self._plans: dict[bytes, tuple[CachedObject, float]] = {}  # oldest first
         self._generation = objects.generation
+        # the store's generation word, read on every look-up without a call; only a value other than the one
+        # last seen asks the object cache to sync (which drops it whole when the store moved)
+        self._word = objects.generation_word
+        self._word_seen = self._word[0]
         self.max_plans = max_plans
 
     def __len__(self) -> int:
@@ -59,16 +63,24 @@ class ResponseMemo:
         plan = self._plans.get(raw)
         if plan is None:
             return None
-        objects = self._objects
-        if objects.sync() != self._generation:  # the store moved: nothing remembered stands
-            self._plans.clear()
-            self._generation = objects.generation
-            return None
+        if self._word[0] != self._word_seen or self._objects.generation != self._generation:
+            return self._store_moved(raw)
         entry, until = plan
-        if until <= self._clock() or not objects.touch(entry):
+        # a body still held means the entry is still its key's current one (oca.serve.objects)
+        if entry.body is None or until <= self._clock():
             del self._plans[raw]  # the normal path decides afresh (and remembers again if it may)
             return None
+        entry.used = True  # ObjectCache.touch, inline: the hit path's most common use of an entry
         return entry
+
+    def _store_moved(self, raw: bytes) -> CachedObject | None:
+        """The generation word moved: let the object cache sync, and drop every plan if it dropped itself."""
+        self._word_seen = self._word[0]
+        if self._objects.sync() != self._generation:  # the store moved: nothing remembered stands
+            self._plans.clear()
+            self._generation = self._objects.generation
+            return None
+        return self.get(raw)
 
     def put(self, raw: bytes, entry: CachedObject, until: float) -> None:
         """Remember that `raw` was answered with `entry`'s plain hit, let through until `until` (epoch s)."""

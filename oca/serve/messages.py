@@ -48,6 +48,17 @@ class FileSlice:
     length: int
 
 
+class HitCounted(Protocol):
+    """What a plain hit from memory is counted on: its cache entry (oca.serve.objects.CachedObject). The
+    worker's per-key hit count lives on it until the next report (oca.serve.stats), so counting a hit costs
+    an attribute, not two look-ups in a table keyed by strings."""
+
+    unreported: int  # hits not yet added to the worker's per-key counts
+
+    @property
+    def key(self) -> str: ...
+
+
 class GrowingBody(Protocol):
     """A file being filled from upstream while clients are sent what has arrived (oca.fetch.remote.RemoteFill)."""
 
@@ -94,7 +105,8 @@ class Response:
     cache: str = ""  # hit, miss, or "" for non-content answers
     owned_fds: tuple[int, ...] = ()  # file descriptors to close after the last part went out
     log: dict[str, object] | None = None  # extra fields for the access log (range, cmcd, error)
-    log_fields: str = ""  # set on plain hits from memory: the access log's preformatted fixed fields
+    log_fields: str = ""  # set on plain hits from memory: the access log's preformatted fixed fields...
+    counted: HitCounted | None = None  # ...and the entry their hit is counted on
     # a miss: the answer is not known yet; defer(done) calls done(final response) once it is
     defer: Callable[[Callable[[Response], None]], None] | None = None
     cleanup: list[Callable[[], None]] = field(default_factory=list)  # run once the response has ended

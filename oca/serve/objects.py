@@ -14,7 +14,14 @@ Rules kept here:
   ~416 MB with a 256 MiB capacity. The least recently used bodies give way to new entries; entries stay
   bounded by max_entries alone, so a capacity of 0 still keeps headers.
 - An entry that is forgotten or pushed out lets go of its body, and `generation` moves whenever the whole
-  cache is dropped: what else holds an entry (oca.serve.memo) sees both, and keeps no body alive.
+  cache is dropped: what else holds an entry (oca.serve.memo) sees both, and keeps no body alive. So within
+  one generation an entry whose body is not None is its key's current entry, body in memory.
+- A use from outside get() and cached_body() (a memo replay, the most common hit) only sets the entry's
+  `used` mark: two OrderedDict.move_to_end per hit cost more than the rest of the look-up. The mark is a
+  move to the most recent end deferred until it matters: when the oldest entry or body is about to be pushed
+  out and is marked, it goes to the recent end of both orders instead, unmarked (a second chance, as CLOCK
+  gives). An object used since it was last placed is never the one pushed out; among the marked ones the
+  order is when the eviction reached them, not when they were used.
 """
 
 from __future__ import annotations
@@ -51,6 +58,12 @@ class CachedObject:
     head_date: bytes = b""  # ...and the Date value it carries (the head is reused within that second)
     log_fields: str = ""  # the access log's fixed fields of a plain GET of b"/" + key (accesslog.fast_fields)
     stale: bool = False  # soft-purged: revalidate upstream before serving it again
+    used: bool = False  # used since the orders last placed it (ObjectCache._oldest): a deferred move to the end
+    unreported: int = 0  # plain hits not yet in the worker's per-key counts (oca.serve.stats, HitCounted)
+
+    @property
+    def key(self) -> str:
+        return self.info.key
 
 
 class ObjectCache:
@@ -68,6 +81,7 @@ class ObjectCache:
         self._body_bytes = 0
         self.stale: set[str] = set()  # soft-purged keys (the fill link keeps this set current)
         self.generation = 0  # moves each time the whole cache is dropped (clear)
+        self.generation_word = view.generation_word  # the store's (StoreView): what sync() looks at first
 
     def sync(self) -> int:
         """Drop everything if the store's generation moved since we last looked; the cache's generation."""
@@ -88,7 +102,7 @@ class ObjectCache:
             return None
         entry = self._make_entry(info)
         if len(entries) >= self._max_entries:
-            self.forget(next(iter(entries)))
+            self.forget(self._oldest(entries))
         entries[key] = entry
         self._shed_bodies(0)
         return entry
@@ -110,6 +124,8 @@ class ObjectCache:
             self.forget(key)
 
     def clear(self) -> None:
+        for entry in self._entries.values():
+            entry.body = None  # as forget() does: a body held means the key's current entry, in any generation
         self._entries.clear()
         self._bodies.clear()
         self._body_bytes = 0
@@ -117,12 +133,11 @@ class ObjectCache:
 
     def touch(self, entry: CachedObject) -> bool:
         """Count a use of `entry` and its body in memory, as get() and cached_body() would; False (nothing
-        counted) unless `entry` is the key's current entry and holds its body."""
-        key = entry.info.key
-        if entry.body is None or self._entries.get(key) is not entry:
+        counted) unless `entry` holds its body (then, within this generation, it is its key's current entry).
+        The memo does the same inline: `used` set, no call."""
+        if entry.body is None:
             return False
-        self._entries.move_to_end(key)
-        self._bodies.move_to_end(key)
+        entry.used = True
         return True
 
     def cached_body(self, entry: CachedObject) -> bytes | None:
@@ -166,9 +181,25 @@ class ObjectCache:
         """Drop the least recently used bodies until `extra` more bytes fit in the capacity beside the bodies
         kept and every entry's ENTRY_BYTES."""
         room = self._capacity - extra - len(self._entries) * ENTRY_BYTES
-        while self._body_bytes > room and self._bodies:
-            old_key, old_size = self._bodies.popitem(last=False)
-            self._body_bytes -= old_size
+        bodies = self._bodies
+        while self._body_bytes > room and bodies:
+            old_key = self._oldest(bodies)
+            self._body_bytes -= bodies.pop(old_key)
             old = self._entries.get(old_key)
             if old is not None:
                 old.body = None
+
+    def _oldest(self, order: OrderedDict[str, CachedObject] | OrderedDict[str, int]) -> str:
+        """The key at the old end of `order` (the entries or the bodies) that was not used since it was placed
+        there; each marked one on the way goes to the recent end of both orders, unmarked. At most one pass:
+        every step clears a mark."""
+        entries, bodies = self._entries, self._bodies
+        while True:
+            key = next(iter(order))
+            entry = entries.get(key)
+            if entry is None or not entry.used:
+                return key
+            entry.used = False
+            entries.move_to_end(key)
+            if key in bodies:
+                bodies.move_to_end(key)

@@ -31,7 +31,7 @@ from oca.http.cmsd import Signals
 from oca.serve.accesslog import AccessLog, Hit
 from oca.serve.connection import Connection
 from oca.serve.handler import ContentHandler
-from oca.serve.messages import ObjectTruncated, Request, Response, StorageFault
+from oca.serve.messages import HitCounted, ObjectTruncated, Request, Response, StorageFault
 from oca.serve.stats import WorkerStats
 
 log = logging.getLogger("oca.serve")
@@ -107,8 +107,8 @@ class Server:
 
     def record(self, req: Request | None, resp: Response, body_sent: int, aborted: bool,
                error: BaseException | None) -> None:
-        if resp.log_fields and not aborted and req is not None:  # a plain hit from memory, sent whole
-            self.hit(resp.key, body_sent, req.started, req.client, resp.log_fields)
+        if resp.counted is not None and not aborted and req is not None:  # a plain hit from memory, sent whole
+            self.hit(resp.counted, body_sent, req.started, req.client, resp.log_fields)
             return
         ended = time.perf_counter()
         seconds = ended - req.started if req is not None else 0.0
@@ -141,11 +141,12 @@ class Server:
             self.access_log.add((time.time(), req.client, req.method, req.target, resp.key, resp.status, body_sent,
                                  seconds, resp.cache, resp.tier, extras))
 
-    def hit(self, key: str, body_sent: int, started: float, client: str, log_fields: str) -> None:
-        """Record a plain hit from memory sent whole (`started`: perf_counter when its request arrived)."""
+    def hit(self, entry: HitCounted, body_sent: int, started: float, client: str, log_fields: str) -> None:
+        """Record a plain hit from memory of `entry` sent whole (`started`: perf_counter when its request
+        arrived)."""
         ended = time.perf_counter()
         hits = self._hits
-        hits.append((key, body_sent, ended - started, client, log_fields, ended))
+        hits.append((entry, body_sent, ended - started, client, log_fields, ended))
         if len(hits) >= HIT_BATCH:
             self.record_hits()
 

@@ -7,6 +7,10 @@ Rules kept here:
 - The per-request counters are exact `dict`s, not Counter: CPython 3.11 specialises item access for exact
   dicts only, and `observe` runs once per request; plain hits from memory come in batches
   (`observe_hits`, oca.serve.server), counted exactly as `observe` would count each.
+- A plain hit's per-key count is kept on its cache entry (`unreported`, oca.serve.messages.HitCounted) and
+  added to `hits` by key at the report (`take`): one look-up per key and report instead of two per hit. The
+  entries counted are held until then, at most MAX_FLUSH_HITS of them (an entry let go by the cache has
+  no body: its memory is its metadata's).
 - Player experience (CTA-5004 CMCD) is counted only for requests that carry CMCD (`observe_player`); a
   plain hit never reaches that code. Sessions (`sid`) are joined in the master, across workers: the
   sessions seen in the last SESSION_WINDOW seconds, and an estimated startup time per new session (from
@@ -22,6 +26,7 @@ from typing import Any
 
 from oca.protocol.messages import PlayerReport, Report
 from oca.serve.accesslog import Hit
+from oca.serve.messages import HitCounted
 
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # CMCD-derived histograms, in base units (seconds, bits per second)
@@ -44,14 +49,14 @@ _MEMORY_HIT = ("memory", "hit")  # ...and its bytes slot
 
 
 class WorkerStats:
-    __slots__ = ("bytes_sent", "damaged", "duration_buckets", "duration_sum", "hints_refused", "hits", "io_errors",
-                 "misses", "player", "requests")
+    __slots__ = ("_counted", "bytes_sent", "damaged", "duration_buckets", "duration_sum", "hints_refused", "hits",
+                 "io_errors", "misses", "player", "requests")
 
     requests: dict[tuple[int, str], int]  # (status, cache result) -> requests
     bytes_sent: dict[tuple[str, str], int]  # (tier, cache result) -> body bytes
     duration_buckets: list[int]  # one per DURATION_BUCKETS bound, then +Inf; they add up to the count
     duration_sum: float
-    hits: dict[str, int]  # key -> hits, for the store's LRU and promotion
+    hits: dict[str, int]  # key -> hits, for the store's LRU and promotion (plain hits added at take())
     io_errors: list[tuple[str, str]]  # (tier, error)
     damaged: list[tuple[str, str]]  # (key, error)
     misses: dict[str, int]  # miss reason (oca.fetch.history.REASONS, or "unknown") -> misses
@@ -60,6 +65,7 @@ class WorkerStats:
 
     def __init__(self) -> None:
         self.player = None
+        self._counted: list[HitCounted] = []  # entries whose plain hits are not yet in `hits` (observe_hits)
         self._start_over()
 
     def _start_over(self) -> None:
@@ -95,19 +101,21 @@ class WorkerStats:
     def observe_hits(self, hits: list[Hit]) -> None:
         """Plain hits from memory (status 200, cache hit, tier memory): `observe` for each, in one call."""
         count = len(hits)
-        requests, sent, keyed, buckets = self.requests, self.bytes_sent, self.hits, self.duration_buckets
+        requests, sent, buckets = self.requests, self.bytes_sent, self.duration_buckets
         requests[_HIT_200] = requests.get(_HIT_200, 0) + count
         total = 0
         seconds_sum = 0.0
-        for key, body_bytes, seconds, _, _, _ in hits:
+        counted = self._counted
+        for entry, body_bytes, seconds, _, _, _ in hits:
             total += body_bytes
             seconds_sum += seconds
             buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
-            hit_count = keyed.get(key)
-            if hit_count is not None:
-                keyed[key] = hit_count + 1
-            elif len(keyed) < MAX_FLUSH_HITS:
-                keyed[key] = 1
+            unreported = entry.unreported
+            if unreported:
+                entry.unreported = unreported + 1
+            elif len(counted) < MAX_FLUSH_HITS:
+                entry.unreported = 1
+                counted.append(entry)
         if total:
             sent[_MEMORY_HIT] = sent.get(_MEMORY_HIT, 0) + total
         self.duration_sum += seconds_sum
@@ -128,6 +136,16 @@ class WorkerStats:
     def take(self, connections: int) -> Report:
         """The deltas since the last take() as the worker's report, plus the open connections (a gauge);
         the counters start again from zero."""
+        keyed = self.hits
+        for entry in self._counted:
+            key = entry.key
+            count = keyed.get(key)
+            if count is not None:
+                keyed[key] = count + entry.unreported
+            elif len(keyed) < MAX_FLUSH_HITS:
+                keyed[key] = entry.unreported
+            entry.unreported = 0
+        self._counted = []
         report = Report(
             requests=[(s, c, n) for (s, c), n in self.requests.items()],
             bytes_sent=[(t or "none", c, n) for (t, c), n in self.bytes_sent.items()],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from collections.abc import Sequence
 
 from oca.errors import StorageError
 
@@ -46,6 +47,12 @@ class Generation:
     def value(self) -> int:
         value: int = struct.unpack_from(_FORMAT, self._map)[0]
         return value
+
+    @property
+    def word(self) -> Sequence[int]:
+        """The raw word itself, for a reader that compares `word[0]` on every request without a call (only
+        for inequality, as read()); it is released on close."""
+        return self._word
 
     def read(self) -> int:
         """The raw word as a view sees it (read on every request: no struct call). Only compared for

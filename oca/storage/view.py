@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from types import TracebackType
 
 from oca.config.model import StorageConfig
@@ -32,6 +33,9 @@ class StoreView:
         self._gen, self._reader = generation, reader
         self._lock = threading.Lock()
         self._seen = generation.read()  # what changed() last reported
+        # the store's raw generation word: a per-request check that reads `generation_word[0]` and calls
+        # changed() only when it differs from the value last seen (oca.serve.memo)
+        self.generation_word: Sequence[int] = generation.word
         self._loaded = -1  # the generation tier states were read at
         self._states: dict[str, TierState] = {}
 

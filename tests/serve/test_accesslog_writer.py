@@ -18,13 +18,15 @@ import pytest
 
 from oca.serve import accesslog
 from oca.serve.accesslog import AccessLog, Hit
+from tests.serve.test_hit_records import Entry
 
+ENTRY = Entry("t/a.m4s")
 FIELDS = '"method":"GET","target":"/t/a.m4s","key":"t/a.m4s","status":200,"bytes":8192,'
 
 
 def hits(first: int, count: int) -> list[Hit]:
     # the duration (µs) carries the line's number, so the order of the lines can be read back
-    return [("t/a.m4s", 8192, (first + i) / 1e6, "127.0.0.1", FIELDS, 1.0) for i in range(count)]
+    return [(ENTRY, 8192, (first + i) / 1e6, "127.0.0.1", FIELDS, 1.0) for i in range(count)]
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ class FakeView:
 
     def __init__(self, path: str, size: int) -> None:
         self.path, self.size, self.lookups = path, size, 0
+        self.generation_word = [0]
 
     def changed(self) -> bool:
         return False
@@ -157,3 +158,19 @@ def test_bulk_work_reads_its_items_as_it_goes_with_a_bounded_number_in_flight() 
     assert most <= 8  # never more than the window ahead of what was handed back
     with pytest.raises(ValueError):
         list(run_bounded(ThreadPoolExecutor(1), lambda i: i, [1], 0))
+
+
+def test_an_entry_used_outside_get_is_not_the_one_pushed_out(tmp_path: Path) -> None:
+    """A memo replay only marks its entry (ObjectCache.touch): the mark still keeps it from being the least
+    recently used one, and the next unmarked one goes instead."""
+    view = FakeView(str(tmp_path / "none"), 10)
+    cache = ObjectCache(cast(StoreView, view), HttpConfig(), MemoryCacheConfig(max_entries=4))
+    entries = [cache.get(f"k{i}") for i in range(4)]
+    assert entries[0] is not None
+    entries[0].body = b"x" * 10  # as load_body leaves it: touch counts only entries holding their body
+    assert cache.touch(entries[0])
+    cache.get("new")
+    lookups = view.lookups
+    assert cache.get("k0") is entries[0] and view.lookups == lookups  # still held
+    cache.get("k1")
+    assert view.lookups == lookups + 1  # pushed out in its place, asked again

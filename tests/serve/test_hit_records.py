@@ -11,41 +11,67 @@ import os
 import re
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from oca.serve import connection
-from oca.serve.accesslog import AccessLog, Hit
+from oca.serve.accesslog import AccessLog, Hit, _hit_lines
 from oca.serve.server import HIT_BATCH
 from oca.serve.stats import MAX_FLUSH_HITS, WorkerStats
 from tests.conftest import write_box_config
 
+
+@dataclass
+class Entry:
+    """What a plain hit is counted on (oca.serve.messages.HitCounted), as a cache entry is."""
+
+    key: str
+    unreported: int = 0
+
+
+A, B, C = Entry("titles/1/a.m4s"), Entry("titles/1/b.m4s"), Entry("titles/1/c.m4s")
 HITS: list[Hit] = [
-    ("titles/1/a.m4s", 8192, 0.0002, "127.0.0.1", '"method":"GET",', 10.0),
-    ("titles/1/b.m4s", 100, 0.003, "127.0.0.2", '"method":"GET",', 10.5),
-    ("titles/1/a.m4s", 8192, 0.7, "::1", '"method":"GET",', 11.25),
-    ("titles/1/c.m4s", 0, 20.0, "127.0.0.1", '"method":"GET",', 12.0),
+    (A, 8192, 0.0002, "127.0.0.1", '"method":"GET",', 10.0),
+    (B, 100, 0.003, "127.0.0.2", '"method":"GET",', 10.5),
+    (A, 8192, 0.7, "::1", '"method":"GET",', 11.25),
+    (C, 0, 20.0, "127.0.0.1", '"method":"GET",', 12.0),
 ]
 
 
 def test_a_batch_of_hits_counts_as_one_observe_per_hit() -> None:
     one_by_one, batched = WorkerStats(), WorkerStats()
-    for key, sent, seconds, _, _, _ in HITS:
-        one_by_one.observe(200, "hit", "memory", sent, seconds, key)
+    for entry, sent, seconds, _, _, _ in HITS:
+        one_by_one.observe(200, "hit", "memory", sent, seconds, entry.key)
     batched.observe_hits(HITS[:1])
     batched.observe_hits(HITS[1:])
+    assert A.unreported == 2 and not batched.hits  # counted on the entries until the report
     want, got = one_by_one.take(0), batched.take(0)
     assert got.requests == want.requests == [(200, "hit", 4)]
     assert got.bytes_sent == want.bytes_sent == [("memory", "hit", 16484)]
     assert got.duration_buckets == want.duration_buckets
     assert got.duration_sum == pytest.approx(want.duration_sum)
     assert got.hits == want.hits == {"titles/1/a.m4s": 2, "titles/1/b.m4s": 1, "titles/1/c.m4s": 1}
+    assert A.unreported == B.unreported == C.unreported == 0
+
+
+def test_hits_counted_on_the_entries_and_by_key_add_up_in_the_report() -> None:
+    """A key counted both ways in one report (a plain hit and, say, a range of it), and two entries of one key
+    (the cache dropped whole and looked the key up again in between), are one count per key."""
+    stats = WorkerStats()
+    again = Entry("titles/1/a.m4s")
+    stats.observe(206, "hit", "memory", 10, 0.001, "titles/1/a.m4s")
+    stats.observe_hits([(Entry("titles/1/a.m4s"), 1, 0.001, "c", "", 0.0), (again, 1, 0.001, "c", "", 0.0),
+                        (again, 1, 0.001, "c", "", 0.0)])
+    assert stats.take(0).hits == {"titles/1/a.m4s": 4}
+    stats.observe_hits([(again, 1, 0.001, "c", "", 0.0)])
+    assert stats.take(0).hits == {"titles/1/a.m4s": 1}  # from zero again
 
 
 def test_a_batch_of_hits_keeps_the_per_key_table_bounded() -> None:
     stats = WorkerStats()
-    stats.observe_hits([(f"k{i}", 1, 0.001, "c", "", 0.0) for i in range(MAX_FLUSH_HITS + 50)])
+    stats.observe_hits([(Entry(f"k{i}"), 1, 0.001, "c", "", 0.0) for i in range(MAX_FLUSH_HITS + 50)])
     report = stats.take(0)
     assert len(report.hits) == MAX_FLUSH_HITS
     assert report.requests == [(200, "hit", MAX_FLUSH_HITS + 50)]
@@ -60,8 +86,7 @@ def test_each_hit_line_carries_its_own_end_time_and_duration(tmp_path: Any) -> N
     path = str(tmp_path / "access.log")
     log = AccessLog(path)
     fields = '"method":"GET","target":"/titles/1/a.m4s","key":"titles/1/a.m4s","status":200,"bytes":8192,'
-    log.add_hits(1_700_000_000.0, [("titles/1/a.m4s", 8192, 0.0025, "127.0.0.1", fields, 1.5),
-                                   ("titles/1/a.m4s", 8192, 0.5, "::1", fields, 2.25)])
+    log.add_hits(1_700_000_000.0, [(A, 8192, 0.0025, "127.0.0.1", fields, 1.5), (A, 8192, 0.5, "::1", fields, 2.25)])
     assert log.sync(5)
     first, second = read_lines(path)
     assert first == {"ts": 1_700_000_001.5, "client": "127.0.0.1", "method": "GET", "target": "/titles/1/a.m4s",
@@ -70,12 +95,27 @@ def test_each_hit_line_carries_its_own_end_time_and_duration(tmp_path: Any) -> N
     assert second["ts"] == 1_700_000_002.25 and second["ms"] == 500.0 and second["client"] == "::1"
 
 
+@pytest.mark.parametrize(("seconds", "ended", "text"), [
+    (0.0, 0.0, '"ts":1700000000.000,"client":"c","method":"GET","ms":0.000,'),
+    (0.0000004, 0.0004, '"ts":1700000000.000,"client":"c","method":"GET","ms":0.000,'),
+    (0.0000005, 0.0005, '"ts":1700000000.000,"client":"c","method":"GET","ms":0.000,'),  # halves to even
+    (0.0015, 0.0015, '"ts":1700000000.002,"client":"c","method":"GET","ms":1.500,'),
+    (0.0000069, 0.999, '"ts":1700000000.999,"client":"c","method":"GET","ms":0.007,'),
+    (12.3456784, 0.9996, '"ts":1700000001.000,"client":"c","method":"GET","ms":12345.678,'),
+])
+def test_a_hit_lines_time_and_duration_are_written_to_the_millisecond_and_microsecond(
+        seconds: float, ended: float, text: str) -> None:
+    """The text of the two numbers a hit's line formats itself, at the edges of their three decimals."""
+    line = _hit_lines(1_700_000_000.0, [(Entry("k"), 1, seconds, "c", '"method":"GET",', ended)])
+    assert line == "{" + text + '"cache":"hit","tier":"memory"}\n'
+
+
 def test_the_log_flushes_by_lines_not_by_batches(tmp_path: Any) -> None:
     path = str(tmp_path / "access.log")
     log = AccessLog(path)
-    log.add_hits(0.0, [("k", 1, 0.001, "c", '"method":"GET",', float(i)) for i in range(511)])
+    log.add_hits(0.0, [(Entry("k"), 1, 0.001, "c", '"method":"GET",', float(i)) for i in range(511)])
     assert os.path.getsize(path) == 0  # 511 lines: not yet
-    log.add_hits(0.0, [("k", 1, 0.001, "c", '"method":"GET",', 511.0)])
+    log.add_hits(0.0, [(Entry("k"), 1, 0.001, "c", '"method":"GET",', 511.0)])
     assert log.written(5)  # (written() waits for the writer thread; it flushes nothing itself)
     assert len(read_lines(path)) == 512  # the 512th line flushes, though only two batches were added
     log.close()

@@ -32,14 +32,22 @@ from tests.conftest import InProcessBox, start_inprocess
 
 
 class FakeView:
-    """Every key exists as a file of `size` bytes at `path`; `changed` says what the test set, once."""
+    """Every key exists as a file of `size` bytes at `path`; `bump` moves the store's generation, as a purge,
+    an eviction or a replace elsewhere does, and `changed` reports it once."""
 
     def __init__(self, path: str, size: int) -> None:
-        self.path, self.size, self.moved = path, size, False
+        self.path, self.size = path, size
+        self.generation_word = [0]
+        self._seen = 0
+
+    def bump(self) -> None:
+        self.generation_word[0] += 1
 
     def changed(self) -> bool:
-        moved, self.moved = self.moved, False
-        return moved
+        if self.generation_word[0] == self._seen:
+            return False
+        self._seen = self.generation_word[0]
+        return True
 
     def lookup(self, key: str) -> ObjectInfo:
         return ObjectInfo(key, "ssd", self.path, self.size, "0" * 32, 1.0e9, False, False)
@@ -87,7 +95,7 @@ def test_a_store_change_drops_every_plan(cache: Any) -> None:
     memo = ResponseMemo(objects, FakeClock())
     memo.put(b"a", loaded("t/a"), FOREVER)
     memo.put(b"b", loaded("t/b"), FOREVER)
-    view.moved = True  # a purge, an eviction or a replace elsewhere bumped the store's generation
+    view.bump()  # a purge, an eviction or a replace elsewhere bumped the store's generation
     assert memo.get(b"a") is None
     assert len(memo) == 0
     fresh = loaded("t/a")  # the normal path looked it up again
