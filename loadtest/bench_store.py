@@ -26,6 +26,8 @@ on any key reads a real file, but no rebuild can be measured). Either way step 1
 all of them.
 `--rebuild-only` does step 5 alone, on N objects written straight into a tier's layout (the object and its
 sidecar, with the store's own layout code, as a store leaves them): minutes at 10^6 where the import takes tens.
+`--index-only` times only the rebuild's index write (Index.create) of N rows arriving as a scan yields them, in
+hash order, not key order (no files: 10^7 fits any disk): rows/s, CPU per row and the process's peak RSS growth.
 `--fanout-dirs 512` puts them in 512 of the 65,536 fan-out directories, ~195 objects each at 10^5: about as dense
 as 10^7 objects (which do not fit this machine's inodes) fill all of them (~153 each), so a scan's per-directory
 cost weighs what it would there.
@@ -289,6 +291,27 @@ def hwm_kib(pid: int) -> int:
     return 0
 
 
+def index_only(n: int, workdir: str, batch: int = 5_000) -> dict[str, Any]:
+    """Index.create of n rows as a rebuild's scan hands them over: in parts, keys in random order (a scan reads
+    fan-out directories, i.e. hash order; each key here is named by its own hash, so generating rows in number
+    order is hash order without holding them to sort)."""
+    path = index_path(os.path.join(workdir, "state"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+
+    def rows(first: int) -> list[RowValues]:
+        return [(f"titles/{xxhash.xxh64_hexdigest(i.to_bytes(8, 'big'))}/720p/seg_{i % 500:05d}.m4s", "hdd", 4096,
+                 "0" * 32, 1.7e9 + i, 1.7e9 + i, 0, 0) for i in range(first, min(first + batch, n))]
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cpu, started = time.process_time(), time.monotonic()
+    Index.create(path, (rows(first) for first in range(0, n, batch))).close()
+    seconds, cpu = time.monotonic() - started, time.process_time() - cpu
+    return {"objects": n, "size": 0, "load_average": round(os.getloadavg()[0], 1),
+            "index_create_per_s": round(n / seconds), "index_create_cpu_us_per_row": round(cpu / n * 1e6, 1),
+            "peak_rss_growth_mb": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024),
+            "index_mb": round(os.path.getsize(path) / 2**20)}
+
+
 FANOUT_DIRS = 65_536  # a tier's fan-out directories: the first four hex digits of an object's hash
 
 
@@ -428,7 +451,8 @@ def measure_rebuild(config_path: str) -> dict[str, Any]:
 def render(rows: list[dict[str, Any]]) -> str:
     lines = []
     for row in rows:
-        lines.append(f"\nN = {row['objects']:,} objects of {row['size']:,} bytes")
+        what = f"objects of {row['size']:,} bytes" if row["size"] else "index rows (no files)"
+        lines.append(f"\nN = {row['objects']:,} {what}")
         lines.append("| figure | value |")
         lines.append("|---|---|")
         for name, value in row.items():
@@ -450,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", help="work here (default: a temporary directory, removed afterwards)")
     parser.add_argument("--rebuild-only", action="store_true",
                         help="only time rebuilds, of objects written straight into a tier's layout")
+    parser.add_argument("--index-only", action="store_true",
+                        help="only time the rebuild's index write (Index.create) of N rows in hash order, no files")
     parser.add_argument("--populate", choices=("import", "layout", "index"), default="import",
                         help="how the N objects get into the store: `oca cache import` of N source files; written "
                              "straight into the layout (the rebuild then builds the index); or index rows written "
@@ -469,13 +495,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {os.getloadavg()}", file=sys.stderr)
     for n in counts:
         workdir = tempfile.mkdtemp(prefix=f"bench-store-{n}-", dir=args.dir)
-        problem = fits(n, size, args.live_import, workdir, args.populate, args.import_objects)
+        problem = "" if args.index_only else fits(n, size, args.live_import, workdir, args.populate,
+                                                  args.import_objects)
         if problem:
             shutil.rmtree(workdir, ignore_errors=True)
             print(f"skipped N={n:,}: {problem}", file=sys.stderr)
             continue
         try:
-            rows.append(rebuild_only(n, size, workdir, args.fanout_dirs) if args.rebuild_only
+            rows.append(index_only(n, workdir) if args.index_only
+                        else rebuild_only(n, size, workdir, args.fanout_dirs) if args.rebuild_only
                         else run_one(n, size, args.live_import, args.hits, workdir, args.populate,
                                      args.import_objects, args.hit_connections))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # before the removal: minutes at 10^6

@@ -18,9 +18,10 @@ Rules kept here:
   size differs from it), sidecars without objects, stray names; a key found on two tiers keeps the faster
   copy. A rebuild is written beside the index and renamed over it, so a crash mid-rebuild is harmless (the
   next open rebuilds again).
-- A rebuild streams: the tiers' fan-out directories are read in parts (scan.py), each part inserted as it
-  comes with one executemany into a file written as a bulk load (no journal, one fsync at the end); memory
-  holds a few parts, not the tier.
+- A rebuild streams: the tiers' fan-out directories are read in parts (scan.py), each part appended as it
+  comes with one executemany to a staging file, then sorted into the index by key (SQLite's external sort), in
+  files written as a bulk load (no journal, one fsync at the end); memory holds a few parts and the sort's
+  runs (16 MiB), not the tier.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from oca.storage.model import TierState
 SCHEMA_VERSION = 1
 INDEX_NAME = "index.sqlite"
 CLEAN_SUFFIX = ".clean"  # beside the index after a clean close (see the rules above)
+STAGE_SUFFIX = ".stage"  # a rebuild's rows in the order they came, while Index.create runs
 
 _SCHEMA = """
 CREATE TABLE objects (
@@ -56,10 +58,16 @@ _BY_ACCESS = f"SELECT {_COLUMNS} FROM objects ORDER BY last_access, key"  # a lo
 _BY_KEY = f"SELECT {_COLUMNS} FROM objects WHERE key = ?"
 
 # A new index file is written as a bulk load (see Index.create): no journal, no sync until it is whole, the
-# connection alone on the file, and a page cache of 64 MiB (SQLite's default is 2 MiB) so the key B-tree's
-# inner pages stay in memory while rows arrive in hash order, not key order: memory bounded at any size.
+# connection alone on the file. A scan yields rows in hash order (the tiers' fan-out directories), not key
+# order: inserted so, each touched a random page of the key B-tree, and once the tree outgrew the page cache
+# (64 MiB then, ~650,000 rows) each read a page back and spilled another, so the rate fell with the object count
+# (README: Store growth). So they are appended to a staging table and moved into the B-tree by one
+# INSERT ... SELECT ... ORDER BY key: SQLite's external sort (runs of at most the page cache's size, spilled to
+# its temporary directory: SQLITE_TMPDIR, else /var/tmp), then the tree written front to back. A page cache of
+# 16 MiB bounds memory at any size (the default 2 MiB makes more runs to merge).
 _BULK_LOAD = ("PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF", "PRAGMA locking_mode=EXCLUSIVE",
-              "PRAGMA cache_size=-65536")
+              "PRAGMA cache_size=-16384")
+_STAGE = ("PRAGMA stage.journal_mode=OFF", "PRAGMA stage.synchronous=OFF", "PRAGMA stage.locking_mode=EXCLUSIVE")
 
 WRITE, DROP = "write", "drop"  # pending intents: adopt the files if they verify / remove them
 
@@ -147,9 +155,11 @@ class Index:
 
         A bulk load: the file is new and takes the index's place only once it is complete and fsynced, so it
         needs no rollback journal and no sync per commit (a crash leaves a `.new` that the next create removes),
-        and no quick_check when it is opened. Each batch is one executemany of one prepared statement."""
-        fresh = path + ".new"
-        for stale in (fresh, fresh + "-journal", path, path + "-wal", path + "-shm", path + CLEAN_SUFFIX):
+        and no quick_check when it is opened. Each batch is one executemany of one prepared statement, appending
+        to a staging file beside the index (`.stage`, removed at the end), and the rows are then written into the
+        key B-tree in key order (see _BULK_LOAD). Later rows of a key are told of once every row is in."""
+        fresh, staged = path + ".new", path + STAGE_SUFFIX
+        for stale in (fresh, fresh + "-journal", staged, path, path + "-wal", path + "-shm", path + CLEAN_SUFFIX):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)
         try:
@@ -161,19 +171,31 @@ class Index:
                 conn.execute(pragma)
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("ATTACH DATABASE ? AS stage", (staged,))
+            for pragma in _STAGE:
+                conn.execute(pragma)
+            conn.execute(f"CREATE TABLE stage.rows ({_COLUMNS})")  # a rowid table: each row appended
             conn.execute("BEGIN")
-            insert = f"INSERT OR IGNORE INTO objects ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"
+            staged_rows = 0
             for batch in batches:
-                before = conn.total_changes
-                conn.executemany(insert, batch)
-                if conn.total_changes - before < len(batch) and on_duplicate is not None:
-                    for key, tier in _not_kept(conn, batch):
-                        on_duplicate(key, tier)
+                conn.executemany("INSERT INTO stage.rows VALUES (?,?,?,?,?,?,?,?)", batch)
+                staged_rows += len(batch)
+            before = conn.total_changes
+            # of a key's rows the first staged (the lowest rowid) is kept, the later ones ignored
+            conn.execute(f"INSERT OR IGNORE INTO objects ({_COLUMNS}) SELECT {_COLUMNS} FROM stage.rows "
+                         "ORDER BY key, rowid")
+            if conn.total_changes - before < staged_rows and on_duplicate is not None:
+                for key, tier in conn.execute("SELECT s.key, s.tier FROM stage.rows AS s JOIN objects AS o "
+                                              "ON o.key = s.key WHERE o.tier != s.tier ORDER BY s.rowid").fetchall():
+                    on_duplicate(key, tier)
             conn.execute("COMMIT")
+            conn.execute("DETACH DATABASE stage")
         except sqlite3.Error as e:
             raise StorageError(f"cannot write index {fresh}: {e}") from e
         finally:
             conn.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
         try:
             _fsync_file(fresh)  # what synchronous=FULL did at the commit, once, before the rename publishes it
         except OSError as e:
@@ -365,14 +387,6 @@ class IndexReader:
 
     def close(self) -> None:
         self._conn.close()
-
-
-def _not_kept(conn: sqlite3.Connection, batch: Sequence[RowValues]) -> Iterator[tuple[str, str]]:
-    """(key, tier) of each row of `batch` that an earlier row of another tier kept out of the index."""
-    for row in batch:
-        kept = conn.execute("SELECT tier FROM objects WHERE key = ?", (row[0],)).fetchone()
-        if kept is not None and kept[0] != row[1]:
-            yield row[0], row[1]
 
 
 def _successor(prefix: str) -> str | None:

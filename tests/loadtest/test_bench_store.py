@@ -64,3 +64,15 @@ def test_the_peak_rss_is_that_of_the_command_alone_and_a_failure_says_what_it_pr
     assert big > 200 << 10 > 100 << 10 > small  # KiB: the 200 MiB child, then a small one as its own
     with pytest.raises(RuntimeError, match="boom"):
         run_for_peak_rss([sys.executable, "-c", "import sys; sys.exit('boom')"])
+
+
+def test_index_only_writes_n_distinct_rows_through_index_create_and_reports_its_rate(tmp_path: Path) -> None:
+    row = bench_store.index_only(1200, str(tmp_path), batch=500)
+    assert row["objects"] == 1200 and row["index_create_per_s"] > 0 and row["index_create_cpu_us_per_row"] > 0
+    reader = IndexReader(index_path(str(tmp_path / "state")))
+    try:
+        count = reader._conn.execute("SELECT count(*), count(DISTINCT key) FROM objects").fetchone()
+    finally:
+        reader.close()
+    assert count == (1200, 1200)
+    assert "index rows (no files)" in bench_store.render([row])

@@ -343,9 +343,29 @@ def test_a_crash_mid_rebuild_leaves_a_store_that_rebuilds_again(tmp_path: Path, 
                            timeout=120, cwd=str(Path(__file__).parents[2]))
     assert child.returncode == 9, child.stderr
     assert os.path.exists(os.path.join(config.state_dir, "index.sqlite.new"))
+    assert os.path.exists(os.path.join(config.state_dir, "index.sqlite.stage"))  # the rows staged so far
     assert not os.path.exists(os.path.join(config.state_dir, "index.sqlite"))
     with Store.open(config) as store:
         assert sorted(i.key for i in store.list()) == sorted(keys)
         assert_consistent(store)
     assert not os.path.exists(os.path.join(config.state_dir, "index.sqlite.new"))
+    assert not os.path.exists(os.path.join(config.state_dir, "index.sqlite.stage"))
     assert len(tier_files(str(tmp_path / "hdd"))) == 2 * len(keys)
+
+
+def test_a_new_index_is_written_in_key_order_whatever_order_its_rows_come_in(tmp_path: Path) -> None:
+    # a scan yields rows in hash order; inserted so, each lands on a random page of the key B-tree (pages split
+    # and re-read all over the file: a rebuild's rate fell with the object count). Written in key order, the
+    # tree's leaves follow each other in the file as their keys do: read back by a walk of the tree (dbstat's
+    # path), their page numbers only grow.
+    keys = sorted((f"titles/{i // 50}/720p/seg_{i % 50:05d}.m4s" for i in range(5000)), key=key_hash)
+    batches = [[row(key, "hdd") for key in keys[i:i + 500]] for i in range(0, len(keys), 500)]
+    index = Index.create(str(tmp_path / "index.sqlite"), batches)
+    try:
+        leaves = [page for page, in index._conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'objects' AND pagetype = 'leaf' ORDER BY path")]
+        assert len(leaves) > 50
+        assert leaves == sorted(leaves)
+        assert [r[0] for r in index._conn.execute("SELECT key FROM objects")] == sorted(keys)
+    finally:
+        index.close()
