@@ -65,6 +65,12 @@ def test_a_background_load_serves_the_index_at_once_and_a_write_waits_for_the_ch
         assert writer.is_alive(), "a put must wait for the chunk being attached (all 5 rows: one chunk)"
         gate.set()
         writer.join(10)
+        assert not writer.is_alive() and s.status()["objects"] == 5
+        # the put may run between the last chunk and the load's last step (capacities, held-back hits), which
+        # takes the lock again: the load ends soon after, not necessarily before the put returns
+        deadline = time.monotonic() + 10
+        while s.status()["loading"] and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert s.status()["loading"] is False and s.status()["objects"] == 5
         info = s.get("titles/1/s3")
         assert info is not None and info.size == 70 and replaced == [info]
