@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import multiprocessing
 import os
 import random
 import resource
@@ -101,6 +102,8 @@ def fits(n: int, size: int, live: int, workdir: str, populate: str = "import", i
     inodes, blocks = 3 * imported, imported * (2 * per_block + 4096)
     if populate == "layout":
         inodes, blocks = inodes + 2 * n, blocks + n * (per_block + 4096)
+    elif populate == "linked-layout":  # --rebuild-only --link-objects: an inode per sidecar, a block unless inline
+        inodes, blocks = n, n * (200 if sidecar_inline(workdir) else 4096)
     elif populate == "index":
         blocks += n * 300
     fs = os.statvfs(workdir)
@@ -110,6 +113,19 @@ def fits(n: int, size: int, live: int, workdir: str, populate: str = "import", i
     if blocks > free:
         return f"{n:,} objects need ~{blocks / 2**30:.0f} GiB; the filesystem has {free / 2**30:.0f} GiB free"
     return ""
+
+
+def sidecar_inline(workdir: str) -> bool:
+    """Whether a sidecar-sized file takes no block of its own on the work directory's filesystem (ext4's
+    inline_data keeps it in the inode)."""
+    probe = os.path.join(workdir, ".inline-probe")
+    with open(probe, "wb") as fh:
+        fh.write(b"x" * 160)
+    try:
+        os.sync()
+        return os.stat(probe).st_blocks < 8  # inline: 0 or 1 (512-byte units), never a 4 KiB block
+    finally:
+        os.unlink(probe)
 
 
 def run_one(n: int, size: int, live: int, hit_seconds: float, workdir: str, populate: str = "import",
@@ -315,39 +331,81 @@ def index_only(n: int, workdir: str, batch: int = 5_000) -> dict[str, Any]:
 FANOUT_DIRS = 65_536  # a tier's fan-out directories: the first four hex digits of an object's hash
 
 
-def rebuild_only(n: int, size: int, workdir: str, dirs: int = FANOUT_DIRS) -> dict[str, Any]:
+def rebuild_only(n: int, size: int, workdir: str, dirs: int = FANOUT_DIRS, linked: bool = False,
+                 writers: int = 1) -> dict[str, Any]:
     tier = os.path.join(workdir, "hdd")
     config_path = write_box_config(workdir, storage={
         "tiers": [{"name": "hdd", "path": tier, "capacity": f"{n * size * 2 // (1 << 30) + 1}GiB"}]})
-    write_layout(n, size, tier, dirs)
-    return {"objects": n, "size": size, "fanout_dirs": min(dirs, FANOUT_DIRS),
+    write_layout(n, size, tier, dirs, linked, writers)
+    return {"objects": n, "size": size, "fanout_dirs": min(dirs, FANOUT_DIRS), "linked_objects": linked,
             "load_average": round(os.getloadavg()[0], 1), **measure_rebuild(config_path)}
 
 
-def write_layout(n: int, size: int, tier: str, dirs: int = FANOUT_DIRS) -> None:
+def write_layout(n: int, size: int, tier: str, dirs: int = FANOUT_DIRS, linked: bool = False,
+                 processes: int = 1) -> None:
     """Objects 0..n-1 (key_of) written straight into a tier's layout as a store leaves them: the object and its
-    sidecar, with the store's own layout code; no index (opening the store rebuilds it from the sidecars)."""
+    sidecar, with the store's own layout code; no index (opening the store rebuilds it from the sidecars).
+    `linked`: every object the same bytes, its file a hard link to one of a few identical files (an inode per
+    sidecar only: 10^7 objects fit a filesystem of 10^7 inodes; a scan's stat of an object then finds a shared,
+    cached inode, which a real tier's would not). `processes` > 1 (all fan-out directories only): that many
+    processes write interleaved parts of the keys."""
     layout = TierLayout(tier)
     layout.prepare()
+    started = time.monotonic()
+    if processes > 1 and dirs >= FANOUT_DIRS:
+        ctx = multiprocessing.get_context("fork")
+        workers = [ctx.Process(target=_write_layout_part, args=(n, size, tier, linked, p, processes))
+                   for p in range(processes)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+            if w.exitcode != 0:
+                raise RuntimeError(f"a layout writer exited with {w.exitcode}")
+    else:
+        block = random.Random(n).randbytes(size)
+        candidate = 0
+        for i in range(n):
+            while True:  # with `dirs`, only keys whose hash falls in the first `dirs` fan-out directories
+                key = key_of(candidate)
+                h = key_hash(key)
+                candidate += 1
+                if dirs >= FANOUT_DIRS or int(h[:4], 16) < dirs:
+                    break
+            _write_object(layout, key, h, i, block, linked, f"{i // LINKS_PER_FILE}")
+            if i and i % 200_000 == 0:
+                print(f"  {i:,} written into the layout ({i / (time.monotonic() - started):.0f}/s)",
+                      file=sys.stderr)
+    print(f"  N={n}: written into the layout in {time.monotonic() - started:.0f}s", file=sys.stderr)
+
+
+def _write_layout_part(n: int, size: int, tier: str, linked: bool, part: int, parts: int) -> None:
+    """write_layout's keys part, part + parts, part + 2*parts ... (in a process of its own)."""
+    layout = TierLayout(tier)
     block = random.Random(n).randbytes(size)
     started = time.monotonic()
-    candidate = 0
-    for i in range(n):
-        while True:  # with `dirs`, only keys whose hash falls in the first `dirs` fan-out directories
-            key = key_of(candidate)
-            h = key_hash(key)
-            candidate += 1
-            if dirs >= FANOUT_DIRS or int(h[:4], 16) < dirs:
-                break
-        data = i.to_bytes(8, "big") + block[8:]
-        layout.ensure_fanout(h)
+    for done, i in enumerate(range(part, n, parts)):
+        key = key_of(i)
+        _write_object(layout, key, key_hash(key), i, block, linked, f"{part}-{done // LINKS_PER_FILE}")
+        if part == 0 and done and done % 500_000 == 0:
+            print(f"  {done * parts:,} written into the layout ({done * parts / (time.monotonic() - started):.0f}/s)",
+                  file=sys.stderr)
+
+
+def _write_object(layout: TierLayout, key: str, h: str, i: int, block: bytes, linked: bool, template: str) -> None:
+    data = block if linked else i.to_bytes(8, "big") + block[8:]
+    layout.ensure_fanout(h)
+    if linked:  # the template files beside objects/ and tmp/, where no store looks
+        source = os.path.join(layout.root, f"link-template-{template}")
+        if not os.path.exists(source):
+            with open(source, "wb") as fh:
+                fh.write(data)
+        os.link(source, layout.object_path(h))
+    else:
         with open(layout.object_path(h), "wb") as fh:
             fh.write(data)
-        with open(layout.meta_path(h), "wb") as fh:
-            fh.write(Sidecar(key, len(data), xxhash.xxh3_128_hexdigest(data), 1.7e9 + i, False, False).to_bytes())
-        if i and i % 200_000 == 0:
-            print(f"  {i:,} written into the layout ({i / (time.monotonic() - started):.0f}/s)", file=sys.stderr)
-    print(f"  N={n}: written into the layout in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    with open(layout.meta_path(h), "wb") as fh:
+        fh.write(Sidecar(key, len(data), xxhash.xxh3_128_hexdigest(data), 1.7e9 + i, False, False).to_bytes())
 
 
 LINKS_PER_FILE = 60_000  # below ext4's 65,000 links to one inode
@@ -483,6 +541,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--import-objects", type=int, default=100_000,
                         help="with --populate layout/index: objects imported with the box stopped into the store "
                              "already holding N (the import rate and the command's peak RSS at N)")
+    parser.add_argument("--link-objects", action="store_true",
+                        help="with --rebuild-only: every object the same bytes, its file a hard link (an inode per "
+                             "sidecar only, so 10^7 objects need 10^7 inodes, not 2*10^7)")
+    parser.add_argument("--writers", type=int, default=1,
+                        help="with --rebuild-only: processes writing the layout (all fan-out directories only)")
     parser.add_argument("--fanout-dirs", type=int, default=FANOUT_DIRS,
                         help="with --rebuild-only: put the objects in this many fan-out directories only, as "
                              "densely as a bigger store does (512 hold 10^5 ~195 each; 10^7 fill all ~153 each)")
@@ -495,15 +558,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {os.getloadavg()}", file=sys.stderr)
     for n in counts:
         workdir = tempfile.mkdtemp(prefix=f"bench-store-{n}-", dir=args.dir)
-        problem = "" if args.index_only else fits(n, size, args.live_import, workdir, args.populate,
-                                                  args.import_objects)
+        problem = ("" if args.index_only
+                   else fits(n, size, 0, workdir, "linked-layout" if args.link_objects else "layout", 0)
+                   if args.rebuild_only
+                   else fits(n, size, args.live_import, workdir, args.populate, args.import_objects))
         if problem:
             shutil.rmtree(workdir, ignore_errors=True)
             print(f"skipped N={n:,}: {problem}", file=sys.stderr)
             continue
         try:
             rows.append(index_only(n, workdir) if args.index_only
-                        else rebuild_only(n, size, workdir, args.fanout_dirs) if args.rebuild_only
+                        else rebuild_only(n, size, workdir, args.fanout_dirs, args.link_objects, args.writers)
+                        if args.rebuild_only
                         else run_one(n, size, args.live_import, args.hits, workdir, args.populate,
                                      args.import_objects, args.hit_connections))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # before the removal: minutes at 10^6

@@ -12,6 +12,8 @@ import xxhash
 
 from loadtest import bench_store
 from loadtest.bench_store import fits, key_of, run_for_peak_rss, write_index_rows
+from oca.config.model import StorageConfig, TierConfig
+from oca.storage import Store
 from oca.storage.index import IndexReader, index_path
 from oca.storage.layout import TierLayout, key_hash
 
@@ -76,3 +78,23 @@ def test_index_only_writes_n_distinct_rows_through_index_create_and_reports_its_
         reader.close()
     assert count == (1200, 1200)
     assert "index rows (no files)" in bench_store.render([row])
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_linked_layout_rebuilds_into_every_object_sharing_a_few_inodes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: int) -> None:
+    monkeypatch.setattr(bench_store, "LINKS_PER_FILE", 25)
+    tier = str(tmp_path / "hdd")
+    bench_store.write_layout(120, 300, tier, linked=True, processes=processes)
+    layout = TierLayout(tier)
+    inodes = {os.stat(layout.object_path(key_hash(key_of(i)))).st_ino for i in range(120)}
+    assert len(inodes) == 120 // 25 + processes  # a new file every 25 links, per writer
+    store = Store.open(StorageConfig(tiers=(TierConfig("hdd", tier, 1 << 30),), state_dir=str(tmp_path / "state")))
+    try:
+        assert store.status()["objects"] == 120  # every sidecar found, none taken for junk
+        info = store.get(key_of(119))
+        assert info is not None
+        with open(info.path, "rb") as fh:
+            assert xxhash.xxh3_128_hexdigest(fh.read()) == info.digest and info.size == 300
+    finally:
+        store.close()
