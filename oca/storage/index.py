@@ -64,9 +64,12 @@ _BY_KEY = f"SELECT {_COLUMNS} FROM objects WHERE key = ?"
 # (README: Store growth). So they are appended to a staging table and moved into the B-tree by one
 # INSERT ... SELECT ... ORDER BY key: SQLite's external sort (runs of at most the page cache's size, spilled to
 # its temporary directory: SQLITE_TMPDIR, else /var/tmp), then the tree written front to back. A page cache of
-# 16 MiB bounds memory at any size (the default 2 MiB makes more runs to merge).
+# 16 MiB bounds memory at any size (the default 2 MiB makes more runs to merge). `threads=2`: the sort's runs
+# are sorted and merged by two helper threads beside the connection's own (SQLite's default is none), so the
+# rebuild's serial tail uses both cores: Index.create of 3*10^6 rows 179,000-223,000 rows/s before, 307,000
+# after, peak memory 37 MiB then 69 (README: Rebuild at 10^7).
 _BULK_LOAD = ("PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF", "PRAGMA locking_mode=EXCLUSIVE",
-              "PRAGMA cache_size=-16384")
+              "PRAGMA cache_size=-16384", "PRAGMA threads=2")
 _STAGE = ("PRAGMA stage.journal_mode=OFF", "PRAGMA stage.synchronous=OFF", "PRAGMA stage.locking_mode=EXCLUSIVE")
 
 WRITE, DROP = "write", "drop"  # pending intents: adopt the files if they verify / remove them

@@ -369,3 +369,19 @@ def test_a_new_index_is_written_in_key_order_whatever_order_its_rows_come_in(tmp
         assert [r[0] for r in index._conn.execute("SELECT key FROM objects")] == sorted(keys)
     finally:
         index.close()
+
+
+def test_a_sort_larger_than_the_page_cache_keeps_the_first_row_of_every_key(tmp_path: Path) -> None:
+    # 200,000 rows of ~150 bytes are twice the bulk load's 16 MiB page cache: the sort spills runs that its
+    # helper threads (PRAGMA threads) sort and merge; a key's first row must still win wherever its runs fell
+    keys = sorted((f"titles/{i // 100}/1080p/segment_{i % 100:06d}.m4s" for i in range(100_000)), key=key_hash)
+    told: list[tuple[str, str]] = []
+    batches = [[row(key, "ssd") for key in keys[i:i + 5000]] for i in range(0, len(keys), 5000)]
+    batches += [[row(key, "hdd") for key in keys[::-1][i:i + 5000]] for i in range(0, len(keys), 5000)]
+    index = Index.create(str(tmp_path / "index.sqlite"), batches, lambda key, tier: told.append((key, tier)))
+    try:
+        assert [r[0] for r in index._conn.execute("SELECT key FROM objects")] == sorted(keys)
+        assert {r[0] for r in index._conn.execute("SELECT tier FROM objects")} == {"ssd"}
+        assert told == [(key, "hdd") for key in keys[::-1]]
+    finally:
+        index.close()
