@@ -67,7 +67,8 @@ _BY_KEY = f"SELECT {_COLUMNS} FROM objects WHERE key = ?"
 # 16 MiB bounds memory at any size (the default 2 MiB makes more runs to merge). `threads=2`: the sort's runs
 # are sorted and merged by two helper threads beside the connection's own (SQLite's default is none), so the
 # rebuild's serial tail uses both cores: Index.create of 3*10^6 rows 179,000-223,000 rows/s before, 307,000
-# after, peak memory 37 MiB then 69 (README: Rebuild at 10^7).
+# after, peak memory 37 MiB then 69; a whole rebuild at 10^7 was no faster, its scan being the slower part
+# (README: Rebuild at 10^7).
 _BULK_LOAD = ("PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF", "PRAGMA locking_mode=EXCLUSIVE",
               "PRAGMA cache_size=-16384", "PRAGMA threads=2")
 _STAGE = ("PRAGMA stage.journal_mode=OFF", "PRAGMA stage.synchronous=OFF", "PRAGMA stage.locking_mode=EXCLUSIVE")
