@@ -357,8 +357,7 @@ def write_layout(n: int, size: int, tier: str, dirs: int = FANOUT_DIRS, linked: 
     sidecar only: 10^7 objects fit a filesystem of 10^7 inodes; a scan's stat of an object then finds a shared,
     cached inode, which a real tier's would not). `processes` > 1 (all fan-out directories only): that many
     processes write interleaved parts of the keys."""
-    layout = TierLayout(tier)
-    layout.prepare()
+    TierLayout(tier).prepare()
     started = time.monotonic()
     if processes > 1 and dirs >= FANOUT_DIRS:
         ctx = multiprocessing.get_context("fork")
@@ -371,49 +370,48 @@ def write_layout(n: int, size: int, tier: str, dirs: int = FANOUT_DIRS, linked: 
             if w.exitcode != 0:
                 raise RuntimeError(f"a layout writer exited with {w.exitcode}")
     else:
-        block = random.Random(n).randbytes(size)
-        candidate = 0
-        for i in range(n):
-            while True:  # with `dirs`, only keys whose hash falls in the first `dirs` fan-out directories
-                key = key_of(candidate)
-                h = key_hash(key)
-                candidate += 1
-                if dirs >= FANOUT_DIRS or int(h[:4], 16) < dirs:
-                    break
-            _write_object(layout, key, h, i, block, linked, f"{i // LINKS_PER_FILE}")
-            if i and i % 200_000 == 0:
-                print(f"  {i:,} written into the layout ({i / (time.monotonic() - started):.0f}/s)",
-                      file=sys.stderr)
+        _write_layout_part(n, size, tier, linked, 0, 1, dirs)
     print(f"  N={n}: written into the layout in {time.monotonic() - started:.0f}s", file=sys.stderr)
 
 
-def _write_layout_part(n: int, size: int, tier: str, linked: bool, part: int, parts: int) -> None:
-    """write_layout's keys part, part + parts, part + 2*parts ... (in a process of its own)."""
+def _write_layout_part(n: int, size: int, tier: str, linked: bool, part: int, parts: int,
+                       dirs: int = FANOUT_DIRS) -> None:
+    """write_layout's objects part, part + parts, part + 2*parts ... (with parts > 1, in a process of its own).
+    With `dirs` (one part only), object i takes the i-th key whose hash falls in the first `dirs` fan-out
+    directories."""
     layout = TierLayout(tier)
     block = random.Random(n).randbytes(size)
     started = time.monotonic()
+    candidate = part
+    template = ""
     for done, i in enumerate(range(part, n, parts)):
-        key = key_of(i)
-        _write_object(layout, key, key_hash(key), i, block, linked, f"{part}-{done // LINKS_PER_FILE}")
-        if part == 0 and done and done % 500_000 == 0:
+        while True:
+            key = key_of(candidate)
+            h = key_hash(key)
+            candidate += parts
+            if dirs >= FANOUT_DIRS or int(h[:4], 16) < dirs:
+                break
+        data = block if linked else i.to_bytes(8, "big") + block[8:]
+        layout.ensure_fanout(h)
+        if not linked:
+            with open(layout.object_path(h), "wb") as fh:
+                fh.write(data)
+        else:  # the templates beside objects/ and tmp/, where no store looks
+            if done % LINKS_PER_FILE == 0:
+                template = new_template(os.path.join(layout.root, f"link-template-{part}-{done}"), data)
+            os.link(template, layout.object_path(h))
+        with open(layout.meta_path(h), "wb") as fh:
+            fh.write(Sidecar(key, len(data), xxhash.xxh3_128_hexdigest(data), 1.7e9 + i, False, False).to_bytes())
+        if part == 0 and done and done * parts % 1_000_000 < parts:
             print(f"  {done * parts:,} written into the layout ({done * parts / (time.monotonic() - started):.0f}/s)",
                   file=sys.stderr)
 
 
-def _write_object(layout: TierLayout, key: str, h: str, i: int, block: bytes, linked: bool, template: str) -> None:
-    data = block if linked else i.to_bytes(8, "big") + block[8:]
-    layout.ensure_fanout(h)
-    if linked:  # the template files beside objects/ and tmp/, where no store looks
-        source = os.path.join(layout.root, f"link-template-{template}")
-        if not os.path.exists(source):
-            with open(source, "wb") as fh:
-                fh.write(data)
-        os.link(source, layout.object_path(h))
-    else:
-        with open(layout.object_path(h), "wb") as fh:
-            fh.write(data)
-    with open(layout.meta_path(h), "wb") as fh:
-        fh.write(Sidecar(key, len(data), xxhash.xxh3_128_hexdigest(data), 1.7e9 + i, False, False).to_bytes())
+def new_template(path: str, data: bytes) -> str:
+    """A file holding `data` that objects are hard-linked to (at most LINKS_PER_FILE each); returns its path."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return path
 
 
 LINKS_PER_FILE = 60_000  # below ext4's 65,000 links to one inode
@@ -438,10 +436,8 @@ def write_index_rows(n: int, size: int, workdir: str, batch: int = 10_000) -> No
         nonlocal template
         out: list[RowValues] = []
         for i in range(first, min(first + batch, n)):
-            if i % LINKS_PER_FILE == 0:
-                template = os.path.join(layout.tmp_dir, f"..template-{i}")  # tmp/ is emptied when a store opens
-                with open(template, "wb") as fh:
-                    fh.write(data)
+            if i % LINKS_PER_FILE == 0:  # tmp/ is emptied when a store opens
+                template = new_template(os.path.join(layout.tmp_dir, f"..template-{i}"), data)
             key = key_of(i)
             h = key_hash(key)
             layout.ensure_fanout(h)
