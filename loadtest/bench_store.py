@@ -335,7 +335,8 @@ FANOUT_DIRS = 65_536  # a tier's fan-out directories: the first four hex digits 
 
 
 def rebuild_only(n: int, size: int, workdir: str, dirs: int = FANOUT_DIRS, linked: bool = False,
-                 writers: int = 1, hows: tuple[str, ...] = ("background", "foreground")) -> dict[str, Any]:
+                 writers: int = 1, hows: tuple[str, ...] = ("background", "foreground"),
+                 runs: int = 1) -> list[dict[str, Any]]:
     tier = os.path.join(workdir, "hdd")
     config_path = write_box_config(workdir, storage={
         "tiers": [{"name": "hdd", "path": tier, "capacity": f"{n * size * 2 // (1 << 30) + 1}GiB"}]})
@@ -345,8 +346,14 @@ def rebuild_only(n: int, size: int, workdir: str, dirs: int = FANOUT_DIRS, linke
     started = time.monotonic()
     os.sync()
     print(f"  written data flushed in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    return {"objects": n, "size": size, "fanout_dirs": min(dirs, FANOUT_DIRS), "linked_objects": linked,
-            "load_average": round(os.getloadavg()[0], 1), **measure_rebuild(config_path, hows)}
+    # each run rebuilds the same layout (a rebuild deletes only junk, and this layout has none): the runs
+    # differ only by what the kernel still caches, as a box restarted K times would
+    rows = []
+    for run in range(1, runs + 1):
+        rows.append({"objects": n, "size": size, "fanout_dirs": min(dirs, FANOUT_DIRS), "linked_objects": linked,
+                     "run": run, "load_average": round(os.getloadavg()[0], 1), **measure_rebuild(config_path, hows)})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
 
 
 def write_layout(n: int, size: int, tier: str, dirs: int = FANOUT_DIRS, linked: bool = False,
@@ -500,6 +507,7 @@ def measure_rebuild(config_path: str, hows: tuple[str, ...] = ("background", "fo
                              text=True)
         objects, opened, loaded, opened_cpu, cpu = out.stdout.split()
         n = int(objects)
+        row["rebuilt_objects"] = n  # every object found: a layout rebuilt again loses none
         if how == "background":
             row["rebuild_per_s"] = round(n / float(opened))
             row["rebuild_cpu_us_per_object"] = round(float(opened_cpu) / n * 1e6, 1)
@@ -550,12 +558,16 @@ def main(argv: list[str] | None = None) -> int:
                              "sidecar only, so 10^7 objects need 10^7 inodes, not 2*10^7)")
     parser.add_argument("--writers", type=int, default=1,
                         help="with --rebuild-only: processes writing the layout (all fan-out directories only)")
+    parser.add_argument("--rebuilds", type=int, default=1,
+                        help="with --rebuild-only: rebuild the written layout this many times, a row each")
     parser.add_argument("--box-open-only", action="store_true",
                         help="with --rebuild-only: time only the rebuild as a box opens the store (not `oca cache`'s)")
     parser.add_argument("--fanout-dirs", type=int, default=FANOUT_DIRS,
                         help="with --rebuild-only: put the objects in this many fan-out directories only, as "
                              "densely as a bigger store does (512 hold 10^5 ~195 each; 10^7 fill all ~153 each)")
     args = parser.parse_args(argv)
+    if args.rebuilds < 1:
+        parser.error("--rebuilds: at least 1")
     counts = [int(c) for c in args.objects.split(",") if c.strip()]
     size = parse_size(args.size)
     rows = []
@@ -573,13 +585,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped N={n:,}: {problem}", file=sys.stderr)
             continue
         try:
-            rows.append(index_only(n, workdir) if args.index_only
-                        else rebuild_only(n, size, workdir, args.fanout_dirs, args.link_objects, args.writers,
-                                          ("background",) if args.box_open_only else ("background", "foreground"))
-                        if args.rebuild_only
-                        else run_one(n, size, args.live_import, args.hits, workdir, args.populate,
-                                     args.import_objects, args.hit_connections))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # before the removal: minutes at 10^6
+            if args.rebuild_only:  # each run's row printed as it ends: a 10^7 run takes minutes
+                rows += rebuild_only(n, size, workdir, args.fanout_dirs, args.link_objects, args.writers,
+                                     ("background",) if args.box_open_only else ("background", "foreground"),
+                                     args.rebuilds)
+            else:
+                rows.append(index_only(n, workdir) if args.index_only
+                            else run_one(n, size, args.live_import, args.hits, workdir, args.populate,
+                                         args.import_objects, args.hit_connections))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # before the removal: minutes at 10^6
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     print(f"load average at end: {os.getloadavg()}", file=sys.stderr)

@@ -98,3 +98,10 @@ def test_a_linked_layout_rebuilds_into_every_object_sharing_a_few_inodes(
             assert xxhash.xxh3_128_hexdigest(fh.read()) == info.digest and info.size == 300
     finally:
         store.close()
+
+
+def test_rebuilds_of_one_layout_each_find_every_object(tmp_path: Path) -> None:
+    rows = bench_store.rebuild_only(60, 200, str(tmp_path), linked=True, hows=("background",), runs=2)
+    assert [row["run"] for row in rows] == [1, 2]
+    assert [row["rebuilt_objects"] for row in rows] == [60, 60]
+    assert all(row["rebuild_per_s"] > 0 and row["objects"] == 60 for row in rows)
