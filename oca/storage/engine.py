@@ -75,6 +75,9 @@ class Engine:
             self.index.add_pending(tier.name, entry.hash, entry.key, WRITE)
         layout = tier.layout
         try:
+            # a replaced object's old sidecar goes first: a crash between the two renames must not leave the
+            # new bytes beside it, which a rebuild would trust (layout.py: a sidecar only beside its bytes)
+            unlink_quiet(layout.meta_path(entry.hash))
             os.replace(staged_path, layout.object_path(entry.hash))
             os.replace(meta_tmp, layout.meta_path(entry.hash))
             files.fsync_dir(layout.fanout_dir(entry.hash))

@@ -121,19 +121,19 @@ def _mismatch(size: int, digest: str, expect_size: int | None, expect_digest: st
     return ""
 
 
-def copy_new(src: str, path: str, size: int) -> str:
+def copy_new(src: str, path: str, size: int, stale: str = "") -> str:
     """Copy `src`, expected to hold `size` bytes, into a new file at `path`, hashing as it goes; not fsynced
     (the caller flushes the filesystem before relying on it). Returns the xxh3_128 hex digest. Per file of up
     to CHUNK bytes: open, one read, close of the source; open, one write, close of the copy (no fstat: the
-    size is known; no second read: a regular file reads short only at its end). On any failure `path` is
-    removed before the exception leaves: SourceError, VerifyError (another size), or the destination's
-    OSError."""
+    size is known; no second read: a regular file reads short only at its end). A file already at `path` is
+    unlinked first, and `stale` (its sidecar) before it. On any failure `path` is removed before the exception
+    leaves: SourceError, VerifyError (another size), or the destination's OSError."""
     try:
         src_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise SourceError(src, e) from e
     try:
-        fd = _create_new(path)
+        fd = _create_new(path, stale)
         try:
             digest, copied = _copy_fd(src_fd, src, fd, size)
             if copied != size:
@@ -190,13 +190,17 @@ def write_new(path: str, data: bytes) -> None:
 _NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def _create_new(path: str) -> int:
+def _create_new(path: str, stale: str = "") -> int:
     """Create `path` exclusively with FILE_MODE. A file already there is not a stored object (the caller holds
     the name: journalled, not indexed) but what a failed removal left: it is unlinked, not truncated, so a
-    reader that still has it open keeps its bytes."""
+    reader that still has it open keeps its bytes; `stale` (that object's sidecar, which a removal unlinks
+    first, so it is left only beside its object) is unlinked before it, so the new bytes never sit beside
+    it: the filesystem's journal keeps the order, and a scan trusts a sidecar's size (layout.py)."""
     try:
         fd = os.open(path, _NEW_FLAGS, FILE_MODE)
     except FileExistsError:
+        if stale:
+            unlink_quiet(stale)
         unlink_quiet(path)
         fd = os.open(path, _NEW_FLAGS, FILE_MODE)
     if _umask_strips(FILE_MODE):

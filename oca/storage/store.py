@@ -566,7 +566,9 @@ class Store:
                 path = layout.object_path(entry.hash)
                 try:
                     layout.ensure_fanout(entry.hash)  # flushed with the objects, not fsynced one by one
-                    entry.digest = files.copy_new(items[i][0], path, sizes[i])
+                    # an object a failed removal left here goes, and its sidecar before it: flushed with the new
+                    # bytes, so a crash before this batch's sidecars never pairs them with it (layout.py)
+                    entry.digest = files.copy_new(items[i][0], path, sizes[i], layout.meta_path(entry.hash))
                 except files.SourceError as e:
                     results[i] = StorageError(str(e))
                     continue

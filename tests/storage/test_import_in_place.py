@@ -219,8 +219,8 @@ def test_a_put_of_a_key_a_batch_is_writing_waits_for_it_and_then_replaces_it(
     writing, release = threading.Event(), threading.Event()
     real_copy = files.copy_new
 
-    def slow_copy(source: str, path: str, size: int) -> str:
-        digest = real_copy(source, path, size)
+    def slow_copy(source: str, path: str, size: int, stale: str = "") -> str:
+        digest = real_copy(source, path, size, stale)
         writing.set()
         assert release.wait(30)
         return digest

@@ -9,6 +9,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -93,7 +94,7 @@ def test_reading_a_leaf_keeps_valid_pairs_and_deletes_everything_else(tmp_path: 
     put(layout, good, b"good")
     os.unlink(layout.meta_path(put(layout, no_meta, b"x")))
     os.unlink(layout.object_path(put(layout, no_object, b"x")))
-    put(layout, short, b"abc", size=4)
+    put(layout, short, b"abc", size=4)  # damaged after it was written: the scan trusts the sidecar (a hit drops it)
     put(layout, other_key, b"x", meta_key=good)  # a sidecar copied from another object
     leaf = os.path.dirname(layout.object_path(key_hash(good)))
     dir_named_like_an_object = Path(leaf) / key_hash(stray_dir)
@@ -103,8 +104,33 @@ def test_reading_a_leaf_keeps_valid_pairs_and_deletes_everything_else(tmp_path: 
     (Path(leaf) / ("f" * 32)).write_bytes(b"x")  # a hash name of another fan-out directory
     name = f"{key_hash(good)[:2]}/{key_hash(good)[2:4]}"
     found = layout.read_leaf(name)
-    assert [(m.key, m.size) for m in found] == [(good, 4)]
-    assert sorted(os.listdir(leaf)) == sorted([key_hash(good), key_hash(good) + ".meta"])
+    assert sorted((m.key, m.size) for m in found) == sorted([(good, 4), (short, 4)])
+    kept = [key_hash(good), key_hash(short)]
+    assert sorted(os.listdir(leaf)) == sorted(kept + [h + ".meta" for h in kept])
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (make system-deps installs it)")
+def test_reading_a_leaf_opens_each_sidecar_once_and_never_looks_at_the_objects(tmp_path: Path) -> None:
+    """A scan of 10^7 objects pays per system call and per inode: one open and read of each sidecar, no stat
+    (or open) of the object beside it, whose size the sidecar holds."""
+    layout = TierLayout(str(tmp_path / "hdd"))
+    layout.prepare()
+    keys = same_leaf_keys(40)
+    for key in keys:
+        put(layout, key, b"data")
+    h = key_hash(keys[0])
+    trace = tmp_path / "trace"
+    script = (f"from oca.storage.layout import TierLayout; "
+              f"print(len(TierLayout({str(tmp_path / 'hdd')!r}).read_leaf({h[:2] + '/' + h[2:4]!r})))")
+    out = subprocess.run(["strace", "-f", "-qq", "-e", "trace=%file,%stat", "-o", str(trace), sys.executable,
+                          "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "40"
+    lines = trace.read_text().splitlines()
+    hashes = {key_hash(k) for k in keys}
+    sidecar_opens = [line for line in lines if any(f'"{x}.meta"' in line for x in hashes)]
+    object_calls = [line for line in lines if any(f'"{x}"' in line or f'/{x}"' in line for x in hashes)]
+    assert len(sidecar_opens) == 40 and all("openat(" in line for line in sidecar_opens)
+    assert object_calls == []
 
 
 def test_reading_a_leaf_leaves_access_times_alone(tmp_path: Path) -> None:
@@ -189,9 +215,10 @@ def test_worker_processes_pay_only_for_a_tier_whose_first_parts_promise_enough_o
     assert worth_processes(rows_seen, leaves_seen, leaves_left, 50_000) is worth
 
 
-def tier_with_junk(root: Path, count: int) -> TierLayout:
-    """`count` keys, one in 7 of them left as each kind of junk the scan deletes; the same files wherever it is
-    built (the order of writes is fixed)."""
+def tier_with_junk(root: Path, count: int, damaged: bool = True) -> TierLayout:
+    """`count` keys, one in 7 of them left as each kind of junk the scan deletes, and one in 7 (with `damaged`)
+    shorter than its sidecar says, which the scan keeps; the same files wherever it is built (the order of
+    writes is fixed)."""
     layout = TierLayout(str(root))
     layout.prepare()
     for i in range(count):
@@ -200,8 +227,8 @@ def tier_with_junk(root: Path, count: int) -> TierLayout:
             os.unlink(layout.meta_path(put(layout, key, b"x")))  # an object without its sidecar
         elif kind == 2:
             os.unlink(layout.object_path(put(layout, key, b"x")))  # a sidecar without its object
-        elif kind == 3:
-            put(layout, key, b"abc", size=4)  # an object of another size than its sidecar says
+        elif kind == 3 and damaged:
+            put(layout, key, b"abc", size=4)  # damaged after its write: kept, the sidecar's size trusted
         elif kind == 4:
             put(layout, key, b"x", meta_key=f"titles/{i - 1}/seg")  # a sidecar copied from another object
         elif kind == 5:
@@ -238,7 +265,7 @@ def test_worker_processes_read_the_rows_and_delete_the_junk_that_threads_do(
         assert started == []  # 3,000 objects are not worth a process at the default threshold
         processed, processed_errors = scan_all(by_processes, threshold=1)
     assert len(started) == 1 and caplog.records == []  # started, and read all it was given: no fallback
-    valid = [f"titles/{i}/seg" for i in range(3000) if i % 7 in (0, 5, 6)]
+    valid = [f"titles/{i}/seg" for i in range(3000) if i % 7 in (0, 3, 5, 6)]
     assert [r[0] for r in threaded] == sorted(valid) and threaded_errors == {}
     assert processed == threaded and processed_errors == {}
     assert files_in(by_processes) == files_in(by_threads)
@@ -278,13 +305,13 @@ def test_a_tier_a_worker_process_cannot_read_is_reported_as_the_threads_report_i
 
 def test_a_store_rebuilt_by_worker_processes_is_consistent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = storage_config(tmp_path, hdd=10**9)
-    hdd = tier_with_junk(tmp_path / "hdd", 1400)
+    hdd = tier_with_junk(tmp_path / "hdd", 1400, damaged=False)
     monkeypatch.setattr(scan_module, "PROCESS_THRESHOLD", 1)
     with Store.open(config) as store:
-        valid = [f"titles/{i}/seg" for i in range(1400) if i % 7 in (0, 5, 6)]
+        valid = [f"titles/{i}/seg" for i in range(1400) if i % 7 in (0, 3, 5, 6)]
         assert sorted(i.key for i in store.list()) == sorted(valid)
         assert_consistent(store)
-    assert len(files_in(hdd)) == 2 * 600
+    assert len(files_in(hdd)) == 2 * 800
 
 
 def row(key: str, tier: str) -> tuple[str, str, int, str, float, float, int, int]:

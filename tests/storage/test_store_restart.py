@@ -6,6 +6,8 @@ import logging
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from oca.config.model import StorageConfig
 from oca.storage import Store
 from oca.storage import index as index_module
+from oca.storage.layout import Sidecar, key_hash
 from tests.clock import FakeClock
 
 from .conftest import assert_consistent, blob, digest_of, storage_config, tier_files
@@ -124,8 +127,12 @@ def test_rebuild_deletes_junk_and_temp_files(config: StorageConfig, clock: FakeC
     (tmp_path / "hdd/tmp/obj-leftover").write_bytes(b"partial")
     os.unlink(os.path.join(config.state_dir, "index.sqlite"))
     with reopen(config, clock) as store:
-        assert [i.key for i in store.list()] == ["good"]
-        assert tier_files(str(tmp_path / "hdd")) == [good.path, good.path + ".meta"]
+        # the short object's sidecar is trusted (every write makes the bytes durable first); damage found
+        # later is a hit's to find (tests/serve/test_faults.py)
+        assert [i.key for i in store.list()] == ["good", "short"]
+        assert [i.size for i in store.list()] == [100, 100]
+        assert tier_files(str(tmp_path / "hdd")) == sorted([good.path, good.path + ".meta",
+                                                            short.path, short.path + ".meta"])
         assert tier_files(str(tmp_path / "hdd"), "tmp") == []
         assert not stray.exists()
 
@@ -249,3 +256,55 @@ def test_a_rebuilt_index_opens_without_quick_check(config: StorageConfig, clock:
     ran = _quick_checks(monkeypatch)
     with Store.open(config, clock) as store:
         assert ran == [] and store.list() == before
+
+
+_CRASH_AT_SIDECAR = """
+import os, sys
+from pathlib import Path
+from oca.storage import Store, files
+from tests.storage.conftest import storage_config
+
+root, put, src = sys.argv[1:]
+store = Store.open(storage_config(Path(root)))
+real_replace, real_write_new = os.replace, files.write_new
+
+
+def replace(source, destination):
+    if str(destination).endswith(".meta"):
+        os._exit(9)  # the process dies as the sidecar would take its final name
+    real_replace(source, destination)
+
+
+def write_new(path, data):
+    if path.endswith(".meta"):
+        os._exit(9)
+    real_write_new(path, data)
+
+
+os.replace, files.write_new = replace, write_new
+if put == "one":
+    store.put_file(src, "titles/1/a")
+else:
+    store.put_files([(src, "titles/1/a")])
+"""
+
+
+@pytest.mark.parametrize("put", ["one", "batch"])
+def test_a_crash_before_the_sidecar_leaves_no_sidecar_of_a_failed_removal_beside_the_new_bytes(
+        put: str, config: StorageConfig, clock: FakeClock, src: Src, tmp_path: Path) -> None:
+    """A rebuild trusts a sidecar's size (layout.py): new bytes written where a failed removal left a pair must
+    never sit beside its old sidecar, whether put alone (renamed into place) or in a batch (written there)."""
+    with Store.open(config, clock) as store:
+        layout = store._cat.tiers[-1].layout  # where a cold put lands (conftest)
+    h = key_hash("titles/1/a")
+    layout.ensure_fanout(h)  # a pair a failed removal left behind, its key not indexed
+    Path(layout.object_path(h)).write_bytes(b"x" * 100)
+    Path(layout.meta_path(h)).write_bytes(Sidecar("titles/1/a", 100, "0" * 32, 1.0, False, False).to_bytes())
+    crashed = subprocess.run([sys.executable, "-c", _CRASH_AT_SIDECAR, str(tmp_path), put, src(size=40, seed="new")],
+                             cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=60)
+    assert crashed.returncode == 9, crashed.stderr
+    assert os.path.getsize(layout.object_path(h)) == 40  # the new bytes took the name
+    assert not os.path.exists(layout.meta_path(h))  # and the old sidecar is gone, not beside them
+    os.unlink(os.path.join(config.state_dir, "index.sqlite"))
+    with reopen(config, clock) as store:
+        assert store.get("titles/1/a") is None  # bytes without a sidecar: junk, never served as the old object
