@@ -14,10 +14,10 @@ Rules kept here:
   truncation or rewrite since changes them) and removes the mark before anything is written. After a crash, or
   anything else, the check runs.
 - An index that is missing, unreadable, fails `PRAGMA quick_check` or has another schema is rebuilt by
-  scanning the tiers' sidecars. Junk is deleted on the way: objects without a valid sidecar (or whose
-  size differs from it), sidecars without objects, stray names; a key found on two tiers keeps the faster
-  copy. A rebuild is written beside the index and renamed over it, so a crash mid-rebuild is harmless (the
-  next open rebuilds again).
+  scanning the tiers' sidecars. Junk is deleted on the way: objects without a valid sidecar, sidecars
+  without objects, stray names (a sidecar's size is trusted: layout.py); a key found on two tiers keeps the
+  faster copy. A rebuild is written beside the index and renamed over it, so a crash mid-rebuild is harmless
+  (the next open rebuilds again).
 - A rebuild streams: the tiers' fan-out directories are read in parts (scan.py), each part appended as it
   comes with one executemany to a staging file, then sorted into the index by key (SQLite's external sort), in
   files written as a bulk load (no journal, one fsync at the end); memory holds a few parts and the sort's
