@@ -75,8 +75,9 @@ class Engine:
             self.index.add_pending(tier.name, entry.hash, entry.key, WRITE)
         layout = tier.layout
         try:
-            # a replaced object's old sidecar goes first: a crash between the two renames must not leave the
-            # new bytes beside it, which a rebuild would trust (layout.py: a sidecar only beside its bytes)
+            # a sidecar a failed removal left at this name goes first (a replaced object is dropped before):
+            # a crash between the renames must not leave the new bytes beside it, which a rebuild would trust
+            # (layout.py: a sidecar only beside its bytes); one unlink per install, which has its fsyncs anyway
             unlink_quiet(layout.meta_path(entry.hash))
             os.replace(staged_path, layout.object_path(entry.hash))
             os.replace(meta_tmp, layout.meta_path(entry.hash))
