@@ -361,9 +361,9 @@ def write_layout(n: int, size: int, tier: str, dirs: int = FANOUT_DIRS, linked: 
     """Objects 0..n-1 (key_of) written straight into a tier's layout as a store leaves them: the object and its
     sidecar, with the store's own layout code; no index (opening the store rebuilds it from the sidecars).
     `linked`: every object the same bytes, its file a hard link to one of a few identical files (an inode per
-    sidecar only: 10^7 objects fit a filesystem of 10^7 inodes; a scan's stat of an object then finds a shared,
-    cached inode, which a real tier's would not). `processes` > 1 (all fan-out directories only): that many
-    processes write interleaved parts of the keys."""
+    sidecar only: 10^7 objects fit a filesystem of 10^7 inodes; a rebuild's scan opens only the sidecars and
+    never looks at an object file, so the links change nothing it measures). `processes` > 1 (all fan-out
+    directories only): that many processes write interleaved parts of the keys."""
     TierLayout(tier).prepare()
     started = time.monotonic()
     if processes > 1 and dirs >= FANOUT_DIRS:
