@@ -140,7 +140,8 @@ class InProcessBox:
 def start_inprocess(workdir: str, objects: dict[str, bytes], *, loop_kind: str = "uvloop",
                     overrides: dict[str, Any] | None = None) -> InProcessBox:
     from oca.config import load_box_config
-    from oca.serve.worker import Worker, new_event_loop
+    from oca.serve.loops import new_event_loop
+    from oca.serve.worker import Worker
     from oca.storage import Store
 
     config_path = write_box_config(workdir, **(overrides or {}))

@@ -36,7 +36,7 @@ def run_service(main: Callable[[], Coroutine[Any, Any, None]], *, name: str, lev
     """Log to stderr as `oca <name>` from `level` up, then run `main()` to its end on a new event loop."""
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
                         format=f"%(asctime)s oca {name} %(levelname)s %(message)s")
-    from oca.serve.worker import new_event_loop
+    from oca.serve.loops import new_event_loop
 
     loop = new_event_loop(loop_kind)
     asyncio.set_event_loop(loop)

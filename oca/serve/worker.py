@@ -34,20 +34,13 @@ from oca.serve import collector
 from oca.serve.accesslog import AccessLog
 from oca.serve.gate import Gate
 from oca.serve.handler import ContentHandler
+from oca.serve.loops import new_event_loop
 from oca.serve.objects import ObjectCache
 from oca.serve.server import Server
 from oca.serve.stats import WorkerStats
 from oca.storage import StoreView
 
 log = logging.getLogger("oca.worker")
-
-
-def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
-    if kind == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
 
 
 class Worker:

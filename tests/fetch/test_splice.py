@@ -5,8 +5,10 @@ the exact bytes (digest checked), fails a truncated or stalled body like the chu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,8 +22,9 @@ from oca.config import load_box_config
 from oca.fetch.errors import UpstreamError
 from oca.fetch.splice import can_splice
 from oca.fetch.tierwriter import DIRECT_ALIGN
-from oca.fetch.upstream import SplicedBody, Upstream, sources_from_config
+from oca.fetch.upstream import SplicedBody, Upstream, UpstreamBody, sources_from_config
 from oca.protocol.messages import FillState
+from oca.serve.loops import new_event_loop
 from oca.storage import Store
 from tests.conftest import Box, write_box_config
 from tests.fetch.test_pull_through import MIB, fetching_box, origin_source, raw_get
@@ -99,6 +102,133 @@ async def test_a_spliced_body_is_the_exact_bytes_and_its_connection_is_not_poole
     finally:
         await upstream.close()
     assert (tmp_path / "out").read_bytes() == data
+
+
+class _Transport(asyncio.Transport):
+    """Whether the protocol keeps reading: what a socket transport's flow control would be told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def is_closing(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("length, body_bytes_in_the_read, reading", [
+    (3 * MIB, 100_000, False),  # the body goes on past this read: the fill decides how it is read (splice, chunks)
+    (3 * MIB, 0, False),  # the head alone
+    (100_000, 100_000, True),  # the whole body came with its head: nothing is left to decide
+])
+async def test_the_upstream_protocol_stops_reading_after_a_head_whose_body_goes_on(
+        tmp_path: Path, origin: Origin, length: int, body_bytes_in_the_read: int, reading: bool) -> None:
+    """Before, aiohttp's protocol read on until its 2 MiB buffer was full, and uvloop did so in one wake-up
+    (up to 32 reads) before the fill's coroutine ran: 2.5 MB of a cold 8 MiB miss went through Python that the
+    splice would have moved, and the clients heard of the head ~3 ms late."""
+    upstream = _upstream(tmp_path, origin)
+    try:
+        connector = upstream._client().connector
+        protocol = connector._factory()  # type: ignore[union-attr]  # the protocol each connection gets
+        transport = _Transport()
+        protocol.connection_made(transport)
+        protocol.set_response_params(read_bufsize=MIB, auto_decompress=False)
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n".encode()
+        protocol.data_received(head + bytes(body_bytes_in_the_read))
+        assert transport.reading is reading
+    finally:
+        await upstream.close()
+
+
+def _raw_origin(response: bytes, *, pause_after: int | None = None) -> tuple[str, threading.Thread]:
+    """A one-request origin on a thread: reads a request head, then sends `response` in one `sendall` (or its
+    first `pause_after` bytes, 0.3 s of nothing, then the rest), then closes. Its base URL and thread."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with server, server.accept()[0] as conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            if pause_after is None:
+                conn.sendall(response)
+            else:
+                conn.sendall(response[:pause_after])
+                time.sleep(0.3)
+                conn.sendall(response[pause_after:])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{server.getsockname()[1]}", thread
+
+
+def _on_uvloop(base_url: str, tmp_path: Path, use: Callable[[UpstreamBody], Any]) -> Any:
+    """KEY opened from an origin at `base_url` on the box's uvloop loop, its body handed to `use`."""
+    config = load_box_config(write_box_config(str(tmp_path), fetch={
+        "sources": [{"name": "origin", "url": base_url, "kind": "origin"}]}))
+    upstream = Upstream(config.fetch, sources_from_config(config.fetch))
+
+    async def run() -> Any:
+        try:
+            body = await upstream.open(KEY)
+            try:
+                return await use(body)
+            finally:
+                body.close()
+        finally:
+            await upstream.close()
+
+    loop = new_event_loop("uvloop")
+    try:
+        return loop.run_until_complete(asyncio.wait_for(run(), 20))
+    finally:
+        loop.close()
+
+
+def test_aiohttp_stops_reading_at_the_head_so_the_splice_takes_the_body(tmp_path: Path) -> None:
+    """Before, uvloop read on past the head (up to 32 reads per wake-up) until aiohttp's 2 MiB buffer was
+    full: 2.5 MB of a cold 8 MiB miss went through Python, and the clients heard of the head ~3 ms late."""
+    data = os.urandom(8 * MIB)
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(data)}\r\nContent-Type: video/mp4\r\n\r\n".encode()
+    base_url, thread = _raw_origin(head + data)
+
+    async def splice(body: UpstreamBody) -> int:
+        spliced = body.splice_rest()
+        assert spliced is not None and spliced.splicer is not None
+        fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
+        try:
+            os.write(fd, spliced.buffered)
+            async for _ in spliced.splicer.into(fd):
+                pass
+        finally:
+            os.close(fd)
+        return len(spliced.buffered)
+
+    buffered = _on_uvloop(base_url, tmp_path, splice)
+    thread.join(5)
+    assert (tmp_path / "out").read_bytes() == data
+    assert buffered <= 256 * 1024  # at most the one read that carried the head (uvloop reads 256 KiB at most)
+
+
+def test_a_head_that_arrives_alone_still_gets_its_body_read(tmp_path: Path) -> None:
+    """The pause at the head must not starve the chunk path: the body arrives 0.3 s after a head sent alone."""
+    data = os.urandom(300_000)  # under SPLICE_FROM: read chunk by chunk
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+    base_url, thread = _raw_origin(head + data, pause_after=len(head))
+
+    async def read(body: UpstreamBody) -> bytes:
+        return b"".join([chunk async for chunk in body.chunks()])
+
+    assert _on_uvloop(base_url, tmp_path, read) == data
+    thread.join(5)
 
 
 async def test_a_chunked_body_is_not_spliced(tmp_path: Path, origin: Origin) -> None:

@@ -9,7 +9,8 @@ import socket
 from typing import Any
 
 from oca.config import load_box_config
-from oca.serve.worker import Worker, new_event_loop
+from oca.serve.loops import new_event_loop
+from oca.serve.worker import Worker
 from oca.storage import Store
 from tests.conftest import write_box_config
 
