@@ -115,6 +115,12 @@ def _lower_priority() -> None:
                        os.getpriority(os.PRIO_PROCESS, 0) + _WRITER_NICENESS)
 
 
+def _discard_made(made: asyncio.Future[FillFile]) -> None:
+    """A tier temp file made for a fill that ended meanwhile: removed."""
+    if not made.cancelled() and made.exception() is None:
+        made.result().discard()
+
+
 def _forget(answer: asyncio.Future[Any]) -> None:
     """A storage answer no one waits for any more: its error, if any, is retrieved and dropped (whatever asks
     storage next meets it)."""
@@ -594,8 +600,14 @@ class FillManager:
         except BaseException as exc:
             writer.fail(exc)
             raise
+        # made on a writer thread: a tier's disk that stalls (its journal, a failing drive) must not stall the
+        # loop, which feeds every other fill's clients
+        creating = asyncio.get_running_loop().run_in_executor(self._pool, FillFile.create, tmp_dir)
         try:
-            sink = FillFile.create(tmp_dir)
+            sink = await asyncio.shield(creating)
+        except asyncio.CancelledError:  # the fill ended first: the file, once made, is removed
+            creating.add_done_callback(_discard_made)
+            raise
         except OSError as exc:
             writer.fail(exc)
         else:
