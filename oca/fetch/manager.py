@@ -14,6 +14,8 @@ Rules kept here:
   verify (length; digest when the prefetch knows it), adopt into storage by rename, "done" (the workers'
   open descriptors stay valid). An upstream failure: the temp file is removed, "fail" tells the workers to
   cut their clients short; nothing is cached.
+- A fill's temp file on a tier is made, written, hashed and fsynced on the writer threads, never on the loop
+  (a stalled disk would otherwise hold every fill's clients); only a failed fill's removal of it runs there.
 - A failed cache write never fails a client fed from memory: the error is charged to the tier (FULL or
   FAILED, Store.report_write_error), its clients get the whole body; the object is simply not stored.
 - A miss asks storage whether it holds the key (a worker's view may lag an install) on the loop, without
