@@ -1,6 +1,7 @@
 """`python -m loadtest.profile_hit`: what one 8 KiB hit costs a worker, in µs, and where it goes.
 
-It starts a box the way `loadtest.bench` does (tokens required, objects of 8 KiB imported), drives it with
+It starts a box the way `loadtest.bench` does (tokens required, objects of 8 KiB imported; `--set 64KiB` or
+another of the bench's sets instead), drives it with
 wrk (random objects, every request carrying its title's token) and measures, for one worker:
 - its CPU time per request (user and system, from /proc/<pid>/stat over the measured seconds, divided by
   the requests wrk counted: the box has no other traffic);
@@ -12,6 +13,7 @@ wrk (random objects, every request carrying its title's token) and measures, for
 - with `--nginx`, nginx's workers measured the same way over the same objects (plain paths);
 - with `--bare` / `--bare-httptools`, loadtest.bare_server (a bare uvloop Protocol answering the same files
   from memory) measured the same way: the floor of Python and uvloop, without oca's own work;
+  `--bare-sendfile`, the same server sending each body with os.sendfile from a descriptor kept open;
 - with `--in-process N`, instead: the worker's own code fed N hits in this process through a transport
   that sends nothing (no kernel, no event loop), in CPU time: the figure to compare two versions of the
   code on a machine that is busy with other work.
@@ -182,7 +184,7 @@ def measure(args: argparse.Namespace, tools: dict[str, str], url: str, paths: st
 
 
 def profile(args: argparse.Namespace, tools: dict[str, str], workdir: str, progress: Callable[[str], None]) -> str:
-    objects = OBJECT_SETS["8KiB"]
+    objects = OBJECT_SETS[args.set]
     root = os.path.join(workdir, "objects")
     plain = write_objects(root, [objects])[objects.name]
     signer = Signer(workdir)
@@ -203,7 +205,7 @@ def profile(args: argparse.Namespace, tools: dict[str, str], workdir: str, progr
         result, cpu, samples = measure(args, tools, box.url, paths, pids, raw)
         if raw is not None and args.keep_raw and os.path.exists(raw):
             shutil.copy(raw, args.keep_raw)
-    lines = [f"oca ({len(pids)} worker(s)), CPU per 8 KiB hit: {per_request(result, cpu)}",
+    lines = [f"oca ({len(pids)} worker(s)), CPU per {args.set} hit: {per_request(result, cpu)}",
              *_others(args, tools, workdir, root, plain, nginx_port, progress)]
     if samples:
         lines += ["", f"oca's first worker, py-spy --native at {args.rate} Hz:", "",
@@ -214,7 +216,7 @@ def profile(args: argparse.Namespace, tools: dict[str, str], workdir: str, progr
 def _others(args: argparse.Namespace, tools: dict[str, str], workdir: str, root: str, plain: str, nginx_port: int,
             progress: Callable[[str], None]) -> list[str]:
     """nginx and the bare servers over the same objects, each measured as oca's worker is: a line each."""
-    objects = OBJECT_SETS["8KiB"]
+    objects = OBJECT_SETS[args.set]
     lines = []
     if args.nginx:
         settings = NginxSettings(workdir, root, nginx_port, args.workers, default_user())
@@ -224,10 +226,12 @@ def _others(args: argparse.Namespace, tools: dict[str, str], workdir: str, root:
             pids = worker_pids(nginx.process.pid)
             progress(f"nginx up, workers {pids}")
             nginx_result, nginx_cpu, _ = measure(args, tools, nginx.url, plain, pids, None)
-            lines.append(f"nginx ({len(pids)} worker(s)), CPU per 8 KiB hit: {per_request(nginx_result, nginx_cpu)}")
-    for flags in (((),) if args.bare else ()) + ((("--httptools",),) if args.bare_httptools else ()):
+            lines.append(f"nginx ({len(pids)} worker(s)), CPU per {args.set} hit: "
+                         f"{per_request(nginx_result, nginx_cpu)}")
+    for flags in ((((),) if args.bare else ()) + ((("--httptools",),) if args.bare_httptools else ())
+                  + ((("--sendfile",),) if args.bare_sendfile else ())):
         bare_result, bare_cpu = measure_bare(args, tools, root, plain, flags, progress)
-        lines.append(f"bare uvloop Protocol{' ' + ' '.join(flags) if flags else ''}, CPU per 8 KiB hit: "
+        lines.append(f"bare uvloop Protocol{' ' + ' '.join(flags) if flags else ''}, CPU per {args.set} hit: "
                      f"{per_request(bare_result, bare_cpu)}")
     return lines
 
@@ -363,11 +367,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m loadtest.profile_hit", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="measured seconds of wrk (default 10)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    parser.add_argument("--set", choices=sorted(OBJECT_SETS), default="8KiB",
+                        help="the bench's object set to ask for (default 8KiB; not with --in-process)")
     parser.add_argument("--workers", type=int, default=1, help="box workers (default 1: one process to read)")
     parser.add_argument("--nginx", action="store_true", help="then nginx over the same objects, measured alike")
     parser.add_argument("--bare", action="store_true",
                         help="then loadtest.bare_server (a bare uvloop Protocol) over the same objects, measured alike")
     parser.add_argument("--bare-httptools", action="store_true", help="then the bare server parsing with httptools")
+    parser.add_argument("--bare-sendfile", action="store_true",
+                        help="then the bare server sending bodies with sendfile from open descriptors")
     parser.add_argument("--only-bare", action="store_true", help="measure no oca box (with --bare or --nginx)")
     parser.add_argument("--py-spy", action="store_true",
                         help="sample the worker (or, with --in-process, this run) with py-spy: the µs per bucket")
