@@ -22,11 +22,18 @@ Rules kept here:
   out and is marked, it goes to the recent end of both orders instead, unmarked (a second chance, as CLOCK
   gives). An object used since it was last placed is never the one pushed out; among the marked ones the
   order is when the eviction reached them, not when they were used.
+- A body of SENDFILE_FROM bytes or more also keeps its file's descriptor open (a dup of the one it was read
+  from) while the body is held, at most a quarter of RLIMIT_NOFILE's soft limit of them: the memo's replay
+  sends such a body by sendfile (under wrk a 64 KiB body costs the kernel 28-68% less that way than copied
+  from memory; an 8 KiB one more: README, memory or sendfile). The descriptor is closed whenever the body is
+  let go, and nothing holds it past one replay's synchronous send (what the socket does not take at once
+  goes from the bytes in memory), so a descriptor the cache closes is never one a connection still uses.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -41,6 +48,8 @@ from oca.storage import ObjectInfo, StoreView
 # the ObjectInfo and its strings, the fixed headers, the cached 200 head and its Date, the access-log fields, the
 # OrderedDict's node (1,540 bytes)
 ENTRY_BYTES = 1536
+# bytes from which a replay sends the body by sendfile (measured under wrk: 16 KiB cheaper copied, 32 KiB sent)
+SENDFILE_FROM = 24 << 10
 
 
 @dataclass(slots=True)
@@ -58,6 +67,7 @@ class CachedObject:
     head_date: bytes = b""  # ...and the Date value it carries (the head is reused within that second)
     log_fields: str = ""  # the access log's fixed fields of a plain GET of b"/" + key (accesslog.fast_fields)
     stale: bool = False  # soft-purged: revalidate upstream before serving it again
+    fd: int = -1  # a descriptor of its file kept open beside the body (SENDFILE_FROM bytes and up), or -1
     used: bool = False  # used since the orders last placed it (ObjectCache._oldest): a deferred move to the end
     unreported: int = 0  # plain hits not yet in the worker's per-key counts (oca.serve.stats, HitCounted)
 
@@ -79,6 +89,8 @@ class ObjectCache:
         self._entries: OrderedDict[str, CachedObject] = OrderedDict()  # least recently used first
         self._bodies: OrderedDict[str, int] = OrderedDict()  # keys whose body is in memory, oldest first
         self._body_bytes = 0
+        self._max_fds = resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4  # the rest: clients, files, links
+        self.kept_fds = 0
         self.stale: set[str] = set()  # soft-purged keys (the fill link keeps this set current)
         self.generation = 0  # moves each time the whole cache is dropped (clear)
         self.generation_word = view.generation_word  # the store's (StoreView): what sync() looks at first
@@ -114,7 +126,7 @@ class ObjectCache:
         """Drop one key (its file vanished under us); the next get() asks the view again."""
         entry = self._entries.pop(key, None)
         if entry is not None:
-            entry.body = None  # nobody serves a forgotten entry's bytes again (oca.serve.memo)
+            self._let_go(entry)  # nobody serves a forgotten entry's bytes again (oca.serve.memo)
         size = self._bodies.pop(key, None)
         if size is not None:
             self._body_bytes -= size
@@ -125,7 +137,7 @@ class ObjectCache:
 
     def clear(self) -> None:
         for entry in self._entries.values():
-            entry.body = None  # as forget() does: a body held means the key's current entry, in any generation
+            self._let_go(entry)  # as forget() does: a body held means the key's current entry, in any generation
         self._entries.clear()
         self._bodies.clear()
         self._body_bytes = 0
@@ -156,9 +168,20 @@ class ObjectCache:
             raise ObjectTruncated(f"object file holds {len(data)} bytes, the index says {size}")
         self._shed_bodies(size)
         entry.body = data
+        if size >= SENDFILE_FROM and self.kept_fds < self._max_fds and entry.fd < 0:
+            entry.fd = os.dup(fd)
+            self.kept_fds += 1
         self._bodies[entry.info.key] = size
         self._body_bytes += size
         return data
+
+    def _let_go(self, entry: CachedObject) -> None:
+        """`entry` no longer holds its body, nor its kept descriptor."""
+        entry.body = None
+        if entry.fd >= 0:
+            os.close(entry.fd)
+            entry.fd = -1
+            self.kept_fds -= 1
 
     def _make_entry(self, info: ObjectInfo) -> CachedObject:
         etag = f'"{info.digest}"'
@@ -187,7 +210,7 @@ class ObjectCache:
             self._body_bytes -= bodies.pop(old_key)
             old = self._entries.get(old_key)
             if old is not None:
-                old.body = None
+                self._let_go(old)
 
     def _oldest(self, order: OrderedDict[str, CachedObject] | OrderedDict[str, int]) -> str:
         """The key at the old end of `order` (the entries or the bodies) that was not used since it was placed
