@@ -378,7 +378,11 @@ class Connection(asyncio.Protocol):
             self._body_sent = 0
             self._finish(aborted=False)
         elif len(parts) == 1 and type(parts[0]) is bytes:
-            transport.writelines((head, parts[0]))  # one writev under uvloop: no copy of the body
+            kept = resp.kept
+            if kept is not None and kept.fd >= 0 and not transport.get_write_buffer_size():
+                self._send_kept(head, parts[0], kept.fd)
+            else:
+                transport.writelines((head, parts[0]))  # one writev under uvloop: no copy of the body
             self._body_sent = len(parts[0])  # handed to the transport; a later reset shows in connection_lost
             self._finish(aborted=False)
         else:

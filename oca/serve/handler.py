@@ -209,6 +209,7 @@ class ContentHandler:
             head = self._head(200, entry.fixed_headers + entry.hit_status, len(body), False)
         key = entry.info.key
         resp = Response(200, head, [body], len(body), not keep_alive, key, "memory", "hit")
+        resp.kept = entry
         if canonical:
             fields = entry.log_fields
             if not fields:
@@ -256,6 +257,8 @@ class ContentHandler:
         if body is not None:  # the common case for small objects: no syscall but the send
             resp.tier = "memory"
             resp.parts = _from_memory(body, plan.spans)
+            if len(resp.parts) == 1 and resp.parts[0] is body:
+                resp.kept = entry
             return resp
         try:
             fd = os.open(info.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -283,6 +286,8 @@ class ContentHandler:
             os.close(fd)
             resp.tier = "memory"
             resp.parts = _from_memory(body, plan.spans)
+            if len(resp.parts) == 1 and resp.parts[0] is body:
+                resp.kept = entry
             return resp
         resp.owned_fds = (fd,)
         resp.parts = [s if isinstance(s, bytes) else FileSlice(fd, s.start, s.length) for s in plan.spans]

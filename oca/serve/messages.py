@@ -48,6 +48,13 @@ class FileSlice:
     length: int
 
 
+class KeptFile(Protocol):
+    """A cache entry that may keep its file's descriptor open beside its body (oca.serve.objects.CachedObject):
+    read when the body is sent, so a descriptor the cache let go meanwhile (-1) is never used."""
+
+    fd: int
+
+
 class HitCounted(Protocol):
     """What a plain hit from memory is counted on: its cache entry (oca.serve.objects.CachedObject). The
     worker's per-key hit count lives on it until the next report (oca.serve.stats), so counting a hit costs
@@ -104,6 +111,7 @@ class Response:
     tier: str = ""  # the tier (or "memory") the body came from; "" when no body
     cache: str = ""  # hit, miss, or "" for non-content answers
     owned_fds: tuple[int, ...] = ()  # file descriptors to close after the last part went out
+    kept: KeptFile | None = None  # a whole body from memory whose entry may keep a descriptor (sendfile)
     log: dict[str, object] | None = None  # extra fields for the access log (range, cmcd, error)
     log_fields: str = ""  # set on plain hits from memory: the access log's preformatted fixed fields...
     counted: HitCounted | None = None  # ...and the entry their hit is counted on

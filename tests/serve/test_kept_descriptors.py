@@ -149,3 +149,32 @@ def test_a_replayed_body_goes_by_sendfile_and_arrives_whole(box: Any, monkeypatc
     assert sent == expected
     report = on_loop(handle, lambda: (handle.server.record_hits(), handle.server.stats.take(0))[1])
     assert report.bytes_sent == [("memory", "hit", 4 * len(BODY))]
+
+
+def test_a_normal_path_hit_from_memory_goes_by_sendfile_and_a_range_from_the_bytes(
+        box: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests whose bytes differ each time (players' own headers) never reach the memo: the handler's plain
+    hit sends by sendfile too; a range is cut from the bytes in memory."""
+    handle, signer = box
+    warm = Client(handle.port)
+    assert status(warm.exchange(get(signer.path(KEY)))) == 200  # read from disk into memory
+    warm.close()
+    sent: list[int] = []
+    real = os.sendfile
+
+    def counting(out: int, fd: int, offset: int, count: int) -> int:
+        n = real(out, fd, offset, count)
+        sent.append(n)
+        return n
+
+    monkeypatch.setattr(connection_module.os, "sendfile", counting)
+    client = Client(handle.port)
+    asked = handled(handle)
+    for i in range(3):
+        answer = client.exchange(get(signer.path(KEY), b"X-Request: %d" % i))
+        assert status(answer) == 200 and answer.endswith(BODY)
+    ranged = client.exchange(get(signer.path(KEY), b"Range: bytes=100-199"))
+    client.close()
+    assert len(asked) == 4  # none of them a replay
+    assert status(ranged) == 206 and ranged.endswith(BODY[100:200])
+    assert sent == [len(BODY)] * 3
