@@ -364,40 +364,60 @@ async def _until(check: Callable[[], object], seconds: float = 20) -> None:
         await asyncio.sleep(0.005)
 
 
-async def test_a_tier_file_that_is_slow_to_create_never_stalls_the_loop(
-        tmp_path: Path, origin: Origin, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Creating a fill's temp file on a tier takes 0.5 s (a stalled journal, a failing drive): it happens on a
-    writer thread, and the memory-fed client has every byte before it returns. Before, the master created it
-    on its event loop, so one slow disk held every fill's clients."""
-    key = "titles/16/1080p/seg_00002.m4s"
-    data = os.urandom(2 * MIB)
-    origin.add(key, data=data)
-    created: list[float] = []
+@dataclass
+class SlowTierFiles:
+    started: list[float]  # when each making began
+    made: list[tuple[float, FillFile]]  # when each was made, and the file
+
+
+def _slow_tier_files(monkeypatch: pytest.MonkeyPatch) -> SlowTierFiles:
+    """Making a fill's temp file on a tier takes 0.5 s (a stalled journal, a failing drive), and must happen
+    beside the loop, never on it."""
+    slow = SlowTierFiles([], [])
     real_create = FillFile.create.__func__  # type: ignore[attr-defined]
 
     def slow_create(cls: type[FillFile], tmp_dir: str) -> FillFile:
-        assert threading.current_thread() is not threading.main_thread()  # beside the loop, never on it
+        assert threading.current_thread() is not threading.main_thread()
+        slow.started.append(time.monotonic())
         time.sleep(0.5)
-        created.append(time.monotonic())
-        made: FillFile = real_create(cls, tmp_dir)
-        return made
+        sink: FillFile = real_create(cls, tmp_dir)
+        slow.made.append((time.monotonic(), sink))
+        return sink
 
     monkeypatch.setattr(FillFile, "create", classmethod(slow_create))
+    return slow
+
+
+@asynccontextmanager
+async def _one_fill(tmp_path: Path, origin: Origin, key: str) -> AsyncIterator[tuple[Rig, Any]]:
+    """A rig with a tmpfs-style feed directory, and the worker's fill of `key` (released at the end)."""
     directory = str(tmp_path / "feeds")
     os.mkdir(directory)
     async with rig(tmp_path, origin, directory) as r:
         fill = r.fills.acquire(key)
         try:
-            await _until(lambda: fill.have == len(data) and fill.fd >= 0)
-            fed = time.monotonic()
-            assert os.pread(fill.fd, len(data) + 1, 0) == data
-            await _until(lambda: fill.result)
-            assert fill.result is FillState.DONE
-            assert created and fed < created[0]  # every byte reached the worker while the file was being made
-            info = await r.owner.call(Store.get, key)
-            assert info is not None and info.size == len(data)
+            yield r, fill
         finally:
             r.fills.release(fill)
+
+
+async def test_a_tier_file_that_is_slow_to_create_never_stalls_the_loop(
+        tmp_path: Path, origin: Origin, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memory-fed client has every byte before the tier's temp file is made. Before, the master made it
+    on its event loop, so one slow disk held every fill's clients."""
+    key = "titles/16/1080p/seg_00002.m4s"
+    data = os.urandom(2 * MIB)
+    origin.add(key, data=data)
+    slow = _slow_tier_files(monkeypatch)
+    async with _one_fill(tmp_path, origin, key) as (r, fill):
+        await _until(lambda: fill.have == len(data) and fill.fd >= 0)
+        fed = time.monotonic()
+        assert os.pread(fill.fd, len(data) + 1, 0) == data
+        await _until(lambda: fill.result)
+        assert fill.result is FillState.DONE
+        assert slow.made and fed < slow.made[0][0]  # every byte reached the worker while the file was made
+        info = await r.owner.call(Store.get, key)
+        assert info is not None and info.size == len(data)
 
 
 async def test_a_tier_file_made_after_its_fill_failed_is_removed(
@@ -407,29 +427,12 @@ async def test_a_tier_file_made_after_its_fill_failed_is_removed(
     key = "titles/16/1080p/seg_00003.m4s"
     # the body pauses 0.2 s at 512 KiB (the file's making begins meanwhile), then breaks off at 1 MiB
     origin.add(key, data=os.urandom(2 * MIB), fault=Fault(stall_at=(MIB // 2, 0.2), truncate_at=MIB))
-    made: list[FillFile] = []
-    making: list[float] = []
-    real_create = FillFile.create.__func__  # type: ignore[attr-defined]
-
-    def slow_create(cls: type[FillFile], tmp_dir: str) -> FillFile:
-        making.append(time.monotonic())
-        time.sleep(0.5)
-        sink: FillFile = real_create(cls, tmp_dir)
-        made.append(sink)
-        return sink
-
-    monkeypatch.setattr(FillFile, "create", classmethod(slow_create))
-    directory = str(tmp_path / "feeds")
-    os.mkdir(directory)
-    async with rig(tmp_path, origin, directory) as r:
-        fill = r.fills.acquire(key)
-        try:
-            await _until(lambda: fill.result)
-            assert fill.result is FillState.FAIL and making and not made  # it failed while the file was being made
-            await _until(lambda: made and not os.path.exists(made[0].path))
-            assert made[0].fd == -1
-        finally:
-            r.fills.release(fill)
+    slow = _slow_tier_files(monkeypatch)
+    async with _one_fill(tmp_path, origin, key) as (_, fill):
+        await _until(lambda: fill.result)
+        assert fill.result is FillState.FAIL and slow.started and not slow.made  # failed while being made
+        await _until(lambda: slow.made and not os.path.exists(slow.made[0][1].path))
+        assert slow.made[0][1].fd == -1
 
 
 @pytest.mark.parametrize("feed_dir", ["tmpfs", None], ids=["tmpfs-feed", "memfd-feed"])
