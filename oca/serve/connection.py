@@ -235,10 +235,11 @@ class Connection(asyncio.Protocol):
         server.hit(entry, len(body), started, self._client, entry.log_fields)
 
     def _send_kept(self, head: bytes, body: bytes, fd: int) -> None:
-        """A replayed answer whose body the object cache also keeps a descriptor for (oca.serve.objects): the
-        head with MSG_MORE, the body by sendfile from that descriptor; whatever the socket does not take at once
-        (or a read error of the file) goes through the transport from the bytes in memory, so no descriptor of
-        the cache is used after this call. The transport's buffer is empty: nothing is sent out of order."""
+        """A whole body from memory whose descriptor the object cache also keeps (oca.serve.objects; a memo
+        replay or a plain hit): the head with MSG_MORE, the body by sendfile from that descriptor; whatever the
+        socket does not take at once (or a read error of the file) goes through the transport from the bytes in
+        memory, so no descriptor of the cache is used after this call. The transport's buffer is empty: nothing
+        is sent out of order."""
         try:
             sent = self._direct().send(head, socket.MSG_MORE)
         except (BlockingIOError, InterruptedError):

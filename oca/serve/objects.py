@@ -23,11 +23,12 @@ Rules kept here:
   gives). An object used since it was last placed is never the one pushed out; among the marked ones the
   order is when the eviction reached them, not when they were used.
 - A body of SENDFILE_FROM bytes or more also keeps its file's descriptor open (a dup of the one it was read
-  from) while the body is held, at most a quarter of RLIMIT_NOFILE's soft limit of them: the memo's replay
-  sends such a body by sendfile (under wrk a 64 KiB body costs the kernel 28-68% less that way than copied
-  from memory; an 8 KiB one more: README, memory or sendfile). The descriptor is closed whenever the body is
-  let go, and nothing holds it past one replay's synchronous send (what the socket does not take at once
-  goes from the bytes in memory), so a descriptor the cache closes is never one a connection still uses.
+  from) while the body is held, at most a quarter of RLIMIT_NOFILE's soft limit of them: a whole-body hit
+  (a memo replay or the handler's) sends such a body by sendfile (under wrk a 64 KiB body costs the kernel
+  28-68% less that way than copied from memory; an 8 KiB one more: README, memory or sendfile). The
+  descriptor is closed whenever the body is let go, and nothing holds it past one synchronous send (what the
+  socket does not take at once goes from the bytes in memory; a response reads `fd` from the entry when it
+  is sent), so a descriptor the cache closes is never one a connection still uses.
 """
 
 from __future__ import annotations
