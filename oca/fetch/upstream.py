@@ -272,10 +272,9 @@ class Upstream:
             headers["Cache-Control"] = "only-if-cached"
         url = f"{source.url}/{key}"
         try:
-            # a timer around the request in this task: wait_for would run it in a task of its own, which
-            # starts only on the loop's next turn (with 16 misses at once, behind the others' splices)
-            async with asyncio.timeout(self.config.connect_timeout + self.config.first_byte_timeout):
-                response = await self._client(background).get(url, headers=headers, allow_redirects=False)
+            response = await asyncio.wait_for(
+                self._client(background).get(url, headers=headers, allow_redirects=False),
+                self.config.connect_timeout + self.config.first_byte_timeout)
         except TimeoutError:
             raise UpstreamError(504, f"{source.name}: no response within "
                                      f"{self.config.first_byte_timeout:g}s") from None
