@@ -161,8 +161,15 @@ def test_top_once_against_a_real_box(box_factory: Any) -> None:
 def _live_view_redraws_until_ctrl_c(config_path: str) -> None:
     """On a terminal: each frame clears the screen and goes home; Ctrl-C (SIGINT) ends it with exit 0."""
     controller, terminal = pty.openpty()
-    proc = subprocess.Popen([OCA, "top", "--config", config_path, "--interval", "0.2"], stdin=terminal,
-                            stdout=terminal, stderr=subprocess.PIPE)
+    # a test run started as a background job (a CI script's `&`) inherits SIGINT ignored, and so would the child,
+    # which Ctrl-C could then not stop: it starts with the default disposition, as at a terminal (a handler set
+    # here is reset to the default on exec; an ignored signal would stay ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([OCA, "top", "--config", config_path, "--interval", "0.2"], stdin=terminal,
+                                stdout=terminal, stderr=subprocess.PIPE)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     os.close(terminal)
     seen = b""
     deadline = time.monotonic() + 30
