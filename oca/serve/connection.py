@@ -242,9 +242,7 @@ class Connection(asyncio.Protocol):
         is sent out of order."""
         try:
             sent = self._direct().send(head, socket.MSG_MORE)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:  # the transport meets the same error and handles it as for any write
+        except OSError:  # EAGAIN; or an error the transport meets too and handles as for any write
             sent = 0
         if sent < len(head):
             self._transport.writelines((head[sent:], body))

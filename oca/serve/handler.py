@@ -255,11 +255,7 @@ class ContentHandler:
         resp.body_length = body_length
         body = self._objects.cached_body(entry)
         if body is not None:  # the common case for small objects: no syscall but the send
-            resp.tier = "memory"
-            resp.parts = _from_memory(body, plan.spans)
-            if len(resp.parts) == 1 and resp.parts[0] is body:
-                resp.kept = entry
-            return resp
+            return _answer_from_memory(resp, entry, body, plan.spans)
         try:
             fd = os.open(info.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -284,11 +280,7 @@ class ContentHandler:
             return self._io_failure(req, info.tier, info.key, exc)
         if body is not None:
             os.close(fd)
-            resp.tier = "memory"
-            resp.parts = _from_memory(body, plan.spans)
-            if len(resp.parts) == 1 and resp.parts[0] is body:
-                resp.kept = entry
-            return resp
+            return _answer_from_memory(resp, entry, body, plan.spans)
         resp.owned_fds = (fd,)
         resp.parts = [s if isinstance(s, bytes) else FileSlice(fd, s.start, s.length) for s in plan.spans]
         return resp
@@ -549,6 +541,16 @@ class ContentHandler:
         with_body = req is None or req.method != "HEAD"
         return Response(status, head, [body] if with_body else [], len(body) if with_body else 0,
                         close=not keep, cache=cache, log={"error": reason})
+
+
+def _answer_from_memory(resp: Response, entry: CachedObject, body: bytes, spans: tuple[Span, ...]) -> Response:
+    """`resp` with its body cut from `entry`'s bytes in memory; a whole body may go by sendfile from the
+    descriptor the entry keeps (oca.serve.objects)."""
+    resp.tier = "memory"
+    resp.parts = _from_memory(body, spans)
+    if len(resp.parts) == 1 and resp.parts[0] is body:
+        resp.kept = entry
+    return resp
 
 
 def _from_memory(body: bytes, spans: tuple[Span, ...]) -> list[Part]:
